@@ -1,0 +1,201 @@
+"""A reader's position in one journal.
+
+Rules:
+
+* A cursor only reads: it opens page files read-only, maps them read-only and never creates, extends
+  or modifies a file, so any number of readers in any number of processes are invisible to the writer.
+* It reads a frame's commit word (one aligned 4-byte load) and looks at nothing else of the frame
+  until that word is non-zero. On x86-64 loads are not reordered with other loads, so the header and
+  payload loads that follow see what the writer stored before its commit store.
+* Every committed header is checked before its payload is handed out: length, payload length, room
+  left in the page and timestamp order. A failure raises `CorruptJournalError`; the cursor stays put.
+* At an end-of-page marker the cursor moves to the next page, which exists by the writer's switch
+  order; the page it leaves is unmapped as soon as no caller holds a view into it.
+* A journal with no page yet is not an error: the cursor looks for its first page at most once per
+  `PROBE_INTERVAL_NS` and starts when it appears.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from typing import Literal
+
+from ._errors import CorruptJournalError
+from ._files import list_pages, page_path
+from ._layout import (
+    COMMIT,
+    FRAME_BODY,
+    FRAME_HEADER_SIZE,
+    PAGE_END_RESERVE,
+    PAGE_HEADER_SIZE,
+    MsgType,
+    check_frame,
+    decode_page_header,
+)
+from ._page import MappedPage
+from ._types import Frame, JournalId
+
+Start = Literal["begin", "end"] | int
+PROBE_INTERVAL_NS = 1_000_000
+_new_frame = tuple.__new__
+_PAGE_END = int(MsgType.PAGE_END)
+
+
+class Cursor:
+    """Where a reader stands in one journal; `next_nano` is -1 until a frame is peeked."""
+
+    __slots__ = (
+        "jid", "page", "page_no", "mm", "view", "page_size", "pos", "last_nano",
+        "next_nano", "msg_type", "source", "length", "start", "probe_at",
+    )
+
+    def __init__(self, jid: JournalId, start: Start) -> None:
+        self.jid = jid
+        self.page: MappedPage | None = None
+        self.mm: mmap.mmap | None = None
+        self.view: memoryview | None = None
+        self.page_no = self.page_size = self.pos = self.last_nano = 0
+        self.next_nano = -1
+        self.msg_type = self.source = self.length = 0
+        self.start: Start = start
+        self.probe_at = 0
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def read(self) -> Frame | None:
+        """The next committed frame of this journal, or None."""
+        if self.next_nano >= 0 or self.poll() >= 0:
+            return self.take()
+        return None
+
+    def poll(self) -> int:
+        """Peek at the next committed data frame: its timestamp, or -1 if there is none yet."""
+        mm = self.mm
+        if mm is None:
+            return self._poll_missing()
+        pos = self.pos
+        length = COMMIT.unpack_from(mm, pos)[0]
+        if length == 0:
+            return -1
+        msg_type, nano, source, n = FRAME_BODY.unpack_from(mm, pos + 4)
+        if (
+            length != n + FRAME_HEADER_SIZE
+            or pos + ((length + 7) & ~7) + PAGE_END_RESERVE > self.page_size
+            or nano < self.last_nano
+            or msg_type == _PAGE_END
+        ):
+            return self._poll_slow(length, msg_type, nano, n)
+        self.next_nano, self.msg_type, self.source, self.length = nano, msg_type, source, length
+        return nano
+
+    def take(self) -> Frame:
+        """Hand out the peeked frame and step past it."""
+        pos, length, nano = self.pos, self.length, self.next_nano
+        self.pos = pos + ((length + 7) & ~7)
+        self.last_nano = nano
+        self.next_nano = -1
+        assert self.view is not None
+        data = self.view[pos + FRAME_HEADER_SIZE : pos + length]
+        return _new_frame(Frame, (nano, self.msg_type, self.source, self.jid, data))  # type: ignore[no-any-return]
+
+    # -- the slow path ------------------------------------------------------------------------
+
+    def _poll_slow(self, length: int, msg_type: int, nano: int, n: int) -> int:
+        assert self.page is not None
+        check_frame(self.pos, length, msg_type, n, self.page_size, self.page.path)
+        if msg_type == _PAGE_END:
+            self._enter_page(self.page_no + 1, PAGE_HEADER_SIZE, after_marker=True)
+            return self.poll()
+        raise CorruptJournalError(
+            self.page.path, self.pos, f"timestamp {nano} is older than the frame before it ({self.last_nano})"
+        )
+
+    def _poll_missing(self) -> int:
+        now = time.monotonic_ns()
+        if now < self.probe_at:
+            return -1
+        self.probe_at = now + PROBE_INTERVAL_NS
+        if not self.position(self.start):
+            return -1
+        return self.poll()
+
+    def _enter_page(self, page_no: int, pos: int, after_marker: bool = False) -> None:
+        path = page_path(self.jid.directory, self.jid.name, page_no)
+        try:
+            page = MappedPage.open(path, self.jid.name, page_no)
+        except FileNotFoundError:
+            if not after_marker:
+                raise
+            assert self.page is not None
+            raise CorruptJournalError(
+                self.page.path, self.pos, f"the page ends here but the next page {path} is missing"
+            ) from None
+        self.detach()
+        self.page, self.page_no, self.mm, self.view = page, page_no, page.mm, page.view
+        self.page_size, self.pos = page.page_size, pos
+
+    def detach(self) -> None:
+        """Unmap the current page (frames already handed out keep theirs alive)."""
+        if self.page is not None:
+            self.page.release()
+        self.page = self.mm = self.view = None
+        self.next_nano = -1
+
+    # -- positioning --------------------------------------------------------------------------
+
+    def position(self, start: Start) -> bool:
+        """Place the cursor at `start`; False (and wait for the journal) if it has no page yet."""
+        self.start = start
+        self.next_nano = -1
+        pages = list_pages(self.jid.directory, self.jid.name)
+        if not pages:
+            self.detach()
+            return False
+        if start == "begin":
+            self._enter_page(pages[0], PAGE_HEADER_SIZE)
+        elif start == "end":
+            self._position_end(pages)
+        else:
+            self._position_at(pages, start)
+        self.last_nano = 0
+        return True
+
+    def _position_end(self, pages: list[int]) -> None:
+        for i in range(len(pages) - 1, -1, -1):
+            self._enter_page(pages[i], PAGE_HEADER_SIZE)
+            assert self.page is not None
+            end, last = self.page.tail()
+            if last is not None and last.msg_type == _PAGE_END:
+                self._enter_page(pages[i] + 1, PAGE_HEADER_SIZE, after_marker=True)
+                return
+            if last is not None or i == 0:
+                self.pos = end
+                return
+
+    def _position_at(self, pages: list[int], nano: int) -> None:
+        lo, hi = 0, len(pages)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            first = self._first_nano(pages[mid])
+            if first and first < nano:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == 0:
+            self._enter_page(pages[0], PAGE_HEADER_SIZE)
+            return
+        self._enter_page(pages[lo - 1], PAGE_HEADER_SIZE)
+        assert self.page is not None
+        self.pos, ended = self.page.seek(nano)
+        if ended:
+            self._enter_page(pages[lo - 1] + 1, PAGE_HEADER_SIZE, after_marker=True)
+
+    def _first_nano(self, page_no: int) -> int:
+        path = page_path(self.jid.directory, self.jid.name, page_no)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return decode_page_header(os.pread(fd, PAGE_HEADER_SIZE, 0), path).first_nano
+        finally:
+            os.close(fd)

@@ -1,0 +1,224 @@
+"""The on-disk format of an mmipc journal, written down once (docs/format.md says the same in prose).
+
+All integers are little-endian. A journal is a sequence of page files; each page is a 4096-byte page
+header followed by 8-byte-aligned frames.
+
+Page header (PAGE_HEADER_SIZE = 4096 bytes)::
+
+     0        8        10       12       16               24               32
+     +--------+--------+--------+--------+----------------+----------------+
+     | magic  |version |hdr_size| flags  |   page_size    |    page_no     |
+     | 8s     | u16    | u16    | u32    |   u64          |    u64         |
+     +--------+--------+--------+--------+----------------+----------------+
+    32                40               48               56                120
+     +----------------+----------------+----------------+-----------------+
+     |  first_nano    |   last_nano    |  created_nano  | name (64s, NUL  |
+     |  i64           |   i64          |  i64           | padded ASCII)   |
+     +----------------+----------------+----------------+-----------------+
+    120 .. 256   reserved, zero
+    256 .. 4096  time index: INDEX_SLOTS u32 frame offsets, 0 = not filled yet
+
+Frame header (FRAME_HEADER_SIZE = 32 bytes, at an 8-byte-aligned offset)::
+
+     0        4        8                16       20       24               32
+     +--------+--------+----------------+--------+--------+----------------+
+     | length |msg_type|      nano      | source |pay_len |    reserved    |
+     | u32    | u32    |      i64       | u32    | u32    |    u64 (0)     |
+     +--------+--------+----------------+--------+--------+----------------+
+     `length` is the commit word: FRAME_HEADER_SIZE + payload length, 0 while uncommitted.
+     The payload follows at +32; the next frame starts at align8(offset + length).
+
+Only this module knows these offsets; everything else goes through its structs and helpers. The
+decoders here work on buffers only and raise `CorruptJournalError`, never `struct.error`.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+from typing import NamedTuple
+
+from ._errors import CorruptJournalError, UsageError
+
+MAGIC = b"MMIPCJNL"
+VERSION = 1
+PAGE_HEADER_SIZE = 4096
+FRAME_HEADER_SIZE = 32
+FRAME_ALIGN = 8
+INDEX_OFFSET = 256
+INDEX_SLOTS = (PAGE_HEADER_SIZE - INDEX_OFFSET) // 4
+NAME_FIELD_SIZE = 64
+
+KIB = 1024
+MIB = 1024 * KIB
+MIN_PAGE_SIZE = 64 * KIB
+MAX_PAGE_SIZE = 1024 * MIB
+DEFAULT_PAGE_SIZE = 32 * MIB
+PAGE_SIZE_MULTIPLE = 4096
+
+# A page must always keep room for its end-of-page marker after the last data frame.
+PAGE_END_RESERVE = FRAME_HEADER_SIZE
+MAX_MSG_TYPE = 0xFFFE_FFFF
+MAX_SOURCE = 0xFFFF_FFFF
+
+
+class MsgType(IntEnum):
+    """Message types reserved by mmipc; user types are 0 to MAX_MSG_TYPE."""
+
+    PAGE_END = 0xFFFF_FFFF
+
+
+# (field, offset, struct code) tables; the structs below are built from them and docs/format.md
+# lists the same rows (tests/test_layout.py checks both).
+PAGE_HEADER_FIELDS: tuple[tuple[str, int, str], ...] = (
+    ("magic", 0, "8s"),
+    ("version", 8, "H"),
+    ("header_size", 10, "H"),
+    ("flags", 12, "I"),
+    ("page_size", 16, "Q"),
+    ("page_no", 24, "Q"),
+    ("first_nano", 32, "q"),
+    ("last_nano", 40, "q"),
+    ("created_nano", 48, "q"),
+    ("name", 56, "64s"),
+)
+FRAME_HEADER_FIELDS: tuple[tuple[str, int, str], ...] = (
+    ("length", 0, "I"),
+    ("msg_type", 4, "I"),
+    ("nano", 8, "q"),
+    ("source", 16, "I"),
+    ("payload_len", 20, "I"),
+    ("reserved", 24, "Q"),
+)
+
+
+def _struct_of(fields: tuple[tuple[str, int, str], ...]) -> struct.Struct:
+    return struct.Struct("<" + "".join(code for _, _, code in fields))
+
+
+PAGE_HEADER = _struct_of(PAGE_HEADER_FIELDS)
+FRAME_HEADER = _struct_of(FRAME_HEADER_FIELDS)
+# The commit word alone: '<I' packs through CPython's native memcpy packer on little-endian hosts,
+# one aligned 4-byte store (see docs/format.md, "Memory ordering").
+COMMIT = struct.Struct("<I")
+# The frame header after the commit word: msg_type, nano, source, payload_len.
+FRAME_BODY = struct.Struct("<IqII")
+FRAME_BODY_OFFSET = 4
+NANO_FIELD = struct.Struct("<q")
+FIRST_NANO_OFFSET = 32
+LAST_NANO_OFFSET = 40
+INDEX_SLOT = struct.Struct("<I")
+INDEX_TABLE = struct.Struct(f"<{INDEX_SLOTS}I")
+
+
+class PageHeader(NamedTuple):
+    """A decoded page header."""
+
+    magic: bytes
+    version: int
+    header_size: int
+    flags: int
+    page_size: int
+    page_no: int
+    first_nano: int
+    last_nano: int
+    created_nano: int
+    name: str
+
+
+def align8(n: int) -> int:
+    return (n + FRAME_ALIGN - 1) & ~(FRAME_ALIGN - 1)
+
+
+def max_payload(page_size: int) -> int:
+    """The largest payload one frame can carry in a page of `page_size` bytes."""
+    return page_size - PAGE_HEADER_SIZE - FRAME_HEADER_SIZE - PAGE_END_RESERVE
+
+
+def index_stride(page_size: int) -> int:
+    """Bytes of page covered by one time-index slot."""
+    body = page_size - PAGE_HEADER_SIZE
+    return align8(-(-body // INDEX_SLOTS))
+
+
+def check_page_size(page_size: int) -> None:
+    if not MIN_PAGE_SIZE <= page_size <= MAX_PAGE_SIZE or page_size % PAGE_SIZE_MULTIPLE:
+        raise UsageError(
+            f"page_size {page_size} is invalid: it must be a multiple of {PAGE_SIZE_MULTIPLE} "
+            f"between {MIN_PAGE_SIZE} and {MAX_PAGE_SIZE} bytes"
+        )
+
+
+def encode_page_header(name: str, page_no: int, page_size: int, created_nano: int) -> bytes:
+    return PAGE_HEADER.pack(
+        MAGIC, VERSION, PAGE_HEADER_SIZE, 0, page_size, page_no, 0, 0, created_nano, name.encode()
+    )
+
+
+def decode_page_header(buf: bytes | memoryview, path: str) -> PageHeader:
+    """Decode and validate a page header; raise `CorruptJournalError` naming `path` otherwise."""
+    if len(buf) < PAGE_HEADER_SIZE:
+        raise CorruptJournalError(path, len(buf), "file is shorter than a page header (truncated)")
+    raw = PAGE_HEADER.unpack_from(buf, 0)
+    if raw[0] != MAGIC:
+        raise CorruptJournalError(path, 0, f"bad magic {raw[0]!r}, not an mmipc page")
+    if raw[1] != VERSION:
+        raise CorruptJournalError(
+            path, 8, f"format version {raw[1]} is not supported (this mmipc reads {VERSION})"
+        )
+    if raw[2] != PAGE_HEADER_SIZE:
+        raise CorruptJournalError(path, 10, f"header size {raw[2]} is not {PAGE_HEADER_SIZE}")
+    page_size = raw[4]
+    if not MIN_PAGE_SIZE <= page_size <= MAX_PAGE_SIZE or page_size % PAGE_SIZE_MULTIPLE:
+        raise CorruptJournalError(path, 16, f"page size {page_size} is out of range")
+    try:
+        name = raw[9].rstrip(b"\0").decode("ascii")
+    except UnicodeDecodeError:
+        raise CorruptJournalError(path, 56, "journal name is not ASCII") from None
+    return PageHeader(raw[0], raw[1], raw[2], raw[3], page_size, raw[5], raw[6], raw[7], raw[8], name)
+
+
+class FrameInfo(NamedTuple):
+    """A committed frame's header, as decoded and checked by `decode_frame`."""
+
+    offset: int
+    length: int
+    msg_type: int
+    nano: int
+    source: int
+    payload_len: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + align8(self.length)
+
+
+def decode_frame(buf: bytes | memoryview, offset: int, page_size: int, path: str) -> FrameInfo | None:
+    """The committed frame at `offset`, or None if its commit word is still 0.
+
+    Reads the commit word first and the rest of the header only once it is non-zero.
+    """
+    if offset + FRAME_HEADER_SIZE > page_size or offset % FRAME_ALIGN:
+        raise CorruptJournalError(path, offset, "frame offset lies outside the page")
+    length = COMMIT.unpack_from(buf, offset)[0]
+    if length == 0:
+        return None
+    msg_type, nano, source, payload_len = FRAME_BODY.unpack_from(buf, offset + FRAME_BODY_OFFSET)
+    check_frame(offset, length, msg_type, payload_len, page_size, path)
+    return FrameInfo(offset, length, msg_type, nano, source, payload_len)
+
+
+def check_frame(
+    offset: int, length: int, msg_type: int, payload_len: int, page_size: int, path: str
+) -> None:
+    """Raise `CorruptJournalError` unless the header fields describe a frame that fits the page."""
+    if length != FRAME_HEADER_SIZE + payload_len:
+        raise CorruptJournalError(
+            path, offset, f"frame length {length} disagrees with payload length {payload_len}"
+        )
+    if msg_type == MsgType.PAGE_END:
+        if payload_len:
+            raise CorruptJournalError(path, offset, "end-of-page marker carries a payload")
+        return
+    if offset + align8(length) + PAGE_END_RESERVE > page_size:
+        raise CorruptJournalError(path, offset, f"frame length {length} runs past the page end")

@@ -1,0 +1,146 @@
+"""One page file, mapped: header validation, walking committed frames, finding the tail, seeking.
+
+A reader maps pages read-only and never writes to them; the writer maps its current page read-write.
+Every walk here reads a frame's commit word before anything else of the frame and stops at the first
+word that is still 0 (see docs/format.md, "Memory ordering").
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterator
+
+from ._errors import CorruptJournalError, StorageError
+from ._layout import (
+    INDEX_OFFSET,
+    INDEX_SLOT,
+    INDEX_TABLE,
+    PAGE_HEADER_SIZE,
+    FrameInfo,
+    MsgType,
+    PageHeader,
+    decode_frame,
+    decode_page_header,
+)
+
+
+class MappedPage:
+    """A page file mapped into memory, with its validated header."""
+
+    __slots__ = ("path", "header", "mm", "view", "page_size")
+
+    def __init__(self, path: str, mm: mmap.mmap, header: PageHeader) -> None:
+        self.path = path
+        self.mm = mm
+        self.view = memoryview(mm)
+        self.header = header
+        self.page_size = header.page_size
+
+    @classmethod
+    def open(cls, path: str, name: str, page_no: int, writable: bool = False) -> MappedPage:
+        """Map page `page_no` of journal `name`; raise `CorruptJournalError` if it is not that page."""
+        try:
+            fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot open page {path}: {exc.strerror}") from exc
+        try:
+            return cls._map(fd, path, name, page_no, writable)
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def _map(cls, fd: int, path: str, name: str, page_no: int, writable: bool) -> MappedPage:
+        size = os.fstat(fd).st_size
+        if size < PAGE_HEADER_SIZE:
+            raise CorruptJournalError(path, size, "file is shorter than a page header (truncated)")
+        header = decode_page_header(os.pread(fd, PAGE_HEADER_SIZE, 0), path)
+        if size != header.page_size:
+            raise CorruptJournalError(
+                path, size, f"file is {size} bytes but its header says {header.page_size} (truncated)"
+            )
+        if header.page_no != page_no or header.name != name:
+            raise CorruptJournalError(
+                path, 24, f"header names page {header.page_no} of {header.name!r}, "
+                f"expected page {page_no} of {name!r}"
+            )
+        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+        return cls(path, mmap.mmap(fd, size, access=access), header)
+
+    def release(self) -> None:
+        """Unmap now, or as soon as the last frame view a caller still holds is dropped."""
+        self.view.release()
+        try:
+            self.mm.close()
+        except BufferError:
+            pass  # a caller still holds a frame's memoryview; the map dies with it
+
+    def frame(self, offset: int) -> FrameInfo | None:
+        return decode_frame(self.mm, offset, self.page_size, self.path)
+
+    def frames(self, start: int = PAGE_HEADER_SIZE) -> Iterator[FrameInfo]:
+        """Committed frames from `start` on, ending with the end-of-page marker if there is one."""
+        offset = start
+        while (info := self.frame(offset)) is not None:
+            yield info
+            if info.msg_type == MsgType.PAGE_END:
+                return
+            offset = info.end
+
+    def filled_slots(self) -> tuple[int, ...]:
+        slots: tuple[int, ...] = INDEX_TABLE.unpack_from(self.mm, INDEX_OFFSET)
+        try:
+            return slots[: slots.index(0)]
+        except ValueError:
+            return slots
+
+    def tail(self) -> tuple[int, FrameInfo | None]:
+        """The offset just past the last committed frame, and that frame (None on an empty page)."""
+        slots = self.filled_slots()
+        start = PAGE_HEADER_SIZE
+        for i in range(len(slots) - 1, -1, -1):
+            if self._slot_frame(i, slots[i]) is not None:
+                start = slots[i]
+                break
+        last = None
+        for last in self.frames(start):
+            pass
+        return (last.end if last else start), last
+
+    def seek(self, nano: int) -> tuple[int, bool]:
+        """The offset of the first frame with a timestamp >= `nano`, or of the end of what is committed.
+
+        The flag is True when the page's end-of-page marker is reached first (continue on the next page).
+        """
+        slots = self.filled_slots()
+        lo, hi = 0, len(slots)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            info = self._slot_frame(mid, slots[mid])
+            if info is None or info.nano >= nano:
+                hi = mid
+            else:
+                lo = mid + 1
+        offset = slots[lo - 1] if lo else PAGE_HEADER_SIZE
+        for info in self.frames(offset):
+            if info.msg_type == MsgType.PAGE_END:
+                return info.offset, True
+            if info.nano >= nano:
+                return info.offset, False
+            offset = info.end
+        return offset, False
+
+    def _slot_frame(self, index: int, offset: int) -> FrameInfo | None:
+        """The frame a time-index slot points at, or None if it is not (or no longer) committed.
+
+        The slot is read again after the frame: a writer resuming after a crash clears stale slots
+        before it overwrites anything, so an unchanged slot proves the frame read was the real one.
+        """
+        if offset < PAGE_HEADER_SIZE or offset >= self.page_size:
+            raise CorruptJournalError(self.path, INDEX_OFFSET + 4 * index, "time index slot is out of range")
+        info = self.frame(offset)
+        if INDEX_SLOT.unpack_from(self.mm, INDEX_OFFSET + 4 * index)[0] != offset:
+            return None
+        return info

@@ -1,0 +1,139 @@
+"""The reader: merges any number of journals into one stream ordered by timestamp.
+
+Rules:
+
+* `read()` never blocks and never returns a frame whose commit word it has not seen set.
+* Merge order: among the journals' next committed frames, the smallest timestamp comes first; ties go
+  to the journal added first; within one journal, append order always holds.
+* A frame that is peeked (its header read to compare timestamps) but not returned stays peeked: it
+  was committed, and committed frames never change, so the next `read()` does not read it again.
+* A reader holds no lock and writes nothing: kill it at any moment and nothing else notices.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+from ._cursor import Cursor, Start
+from ._errors import ClosedError, UsageError
+from ._files import check_name
+from ._types import Frame, JournalId
+from ._wait import WaitName, WaitStrategy, make_wait
+
+
+class Reader:
+    """Reads frames from journals in timestamp order. Create it with `Reader.create(name)`."""
+
+    __slots__ = ("name", "_cursors", "_only", "_closed")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._cursors: list[Cursor] = []
+        self._only: Cursor | None = None
+        self._closed = False
+
+    @classmethod
+    def create(cls, name: str) -> Reader:
+        """A reader named `name` (same naming rule as journals), with no journal yet."""
+        return cls(check_name(name, "reader"))
+
+    def add_journal(self, directory: str | os.PathLike[str], name: str, start: Start = "begin") -> JournalId:
+        """Follow journal `name` in `directory` from `start`.
+
+        `start` is "begin" (the oldest frame on disk), "end" (only frames committed from now on) or a
+        timestamp in ns (the first frame at or after it). The journal need not exist yet.
+        """
+        self._check_open()
+        jid = JournalId(os.path.abspath(os.fspath(directory)), check_name(name))
+        if start not in ("begin", "end") and (isinstance(start, bool) or not isinstance(start, int)):
+            raise UsageError(f"start must be 'begin', 'end' or a timestamp in ns, not {start!r}")
+        if any(c.jid == jid for c in self._cursors):
+            raise UsageError(f"journal {jid} is already added to reader {self.name}")
+        cursor = Cursor(jid, start)
+        cursor.position(start)
+        self._cursors.append(cursor)
+        self._only = cursor if len(self._cursors) == 1 else None
+        return jid
+
+    def remove_journal(self, directory: str | os.PathLike[str], name: str) -> None:
+        """Stop following a journal added before."""
+        jid = JournalId(os.path.abspath(os.fspath(directory)), name)
+        for cursor in self._cursors:
+            if cursor.jid == jid:
+                cursor.detach()
+                self._cursors.remove(cursor)
+                self._only = self._cursors[0] if len(self._cursors) == 1 else None
+                return
+        raise UsageError(f"journal {jid} is not added to reader {self.name}")
+
+    @property
+    def journals(self) -> list[JournalId]:
+        return [c.jid for c in self._cursors]
+
+    def read(self) -> Frame | None:
+        """The next frame across all journals in timestamp order, or None if there is none yet."""
+        only = self._only
+        if only is not None:
+            return only.read()
+        best: Cursor | None = None
+        best_nano = 0
+        for cursor in self._cursors:
+            nano = cursor.next_nano
+            if nano < 0:
+                nano = cursor.poll()
+            if nano >= 0 and (best is None or nano < best_nano):
+                best, best_nano = cursor, nano
+        if best is None:
+            if self._closed:
+                raise ClosedError(f"reader {self.name} is closed")
+            return None
+        return best.take()
+
+    def seek(self, nano: int) -> None:
+        """Put every journal at its first frame with a timestamp >= `nano`."""
+        self._check_open()
+        for cursor in self._cursors:
+            cursor.position(nano)
+
+    def frames(self, timeout: float | None = None, wait: WaitName | WaitStrategy = "backoff") -> Iterator[Frame]:
+        """Yield frames as they come; stop after `timeout` seconds without one (None: never)."""
+        strategy = make_wait(wait)
+        read = self.read
+        idle_since: float | None = None
+        while True:
+            frame = read()
+            if frame is not None:
+                strategy.reset()
+                idle_since = None
+                yield frame
+                continue
+            if timeout is not None:
+                now = time.monotonic()
+                if idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= timeout:
+                    return
+            strategy.idle()
+
+    def close(self) -> None:
+        """Unmap every page. Frames already returned keep their own pages alive."""
+        for cursor in self._cursors:
+            cursor.detach()
+        self._cursors.clear()
+        self._only = None
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"reader {self.name} is closed")
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<mmipc.Reader {self.name!r} following {len(self._cursors)} journal(s)>"

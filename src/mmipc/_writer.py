@@ -1,0 +1,331 @@
+"""The writer: the only process that appends to a journal.
+
+Rules (docs/format.md is the full contract):
+
+1. One live writer per journal, enforced by `flock` on ``NAME.lock``; the kernel frees it on death.
+2. A frame is published in this order: header fields after the commit word, then the payload, then
+   the page's first-frame time and time-index slots if this frame sets them, and last the commit word,
+   with one aligned 4-byte store. Nothing of a frame is visible to readers before that store.
+3. A page switch creates and initialises the next page first, then stores the last timestamp in the
+   old page's header, then commits the end-of-page marker, and only then unmaps the old page.
+4. On open, the writer resumes after the last committed frame. Bytes past it can only be the remains
+   of a frame a crashed writer never committed: they are zeroed, and time-index slots pointing there
+   cleared, before anything new is written, so no stale byte can ever pass for a commit word.
+5. Timestamps never decrease within a journal: a clock that steps back is clamped to the last one.
+
+The hot path (`write`) allocates nothing but the slice it copies into, and takes one branch to the
+slow path (`_make_room`) when the frame does not fit, when a claim is open, or after `close()`: those
+states set `_limit` to 0 so that the single size check catches them all.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from types import TracebackType
+from typing import Any
+
+from ._errors import ClosedError, CorruptJournalError, FrameTooLargeError, StorageError, UsageError
+from ._files import (
+    acquire_writer_lock,
+    check_name,
+    create_page,
+    list_pages,
+    page_path,
+    release_writer_lock,
+    remove_stale_temporaries,
+)
+from ._layout import (
+    COMMIT,
+    DEFAULT_PAGE_SIZE,
+    FIRST_NANO_OFFSET,
+    FRAME_BODY,
+    FRAME_BODY_OFFSET,
+    FRAME_HEADER_SIZE,
+    INDEX_OFFSET,
+    INDEX_SLOT,
+    INDEX_SLOTS,
+    LAST_NANO_OFFSET,
+    MAX_MSG_TYPE,
+    NANO_FIELD,
+    PAGE_END_RESERVE,
+    PAGE_HEADER_SIZE,
+    MsgType,
+    align8,
+    check_page_size,
+    index_stride,
+    max_payload,
+)
+from ._page import MappedPage
+
+_ZERO_CHUNK = bytes(64 * 1024)
+_NEVER = 1 << 62
+_time_ns = time.time_ns
+
+
+class Writer:
+    """Appends frames to one journal. Create it with `Writer.create(directory, name)`."""
+
+    __slots__ = (
+        "directory", "name", "_new_page_size", "_lock_fd", "_page", "_page_no", "_mm", "_pos",
+        "_limit", "_last_nano", "_slot_index", "_slot_boundary", "_stride", "_claim",
+    )
+
+    def __init__(self, directory: str, name: str, page_size: int | None, lock_fd: int) -> None:
+        self.directory = directory
+        self.name = name
+        self._lock_fd = lock_fd
+        self._claim: FrameClaim | None = None
+        self._page: MappedPage | None = None
+        self._limit = 0
+        self._open_tail(page_size)
+
+    @classmethod
+    def create(cls, directory: str | os.PathLike[str], name: str, *, page_size: int | None = None) -> Writer:
+        """Open journal `name` in `directory` for appending, creating both if needed.
+
+        `page_size` applies to pages created from now on (default: the journal's last page size, or
+        DEFAULT_PAGE_SIZE for a new journal). Raises `JournalLockedError` if another writer is live.
+        """
+        check_name(name)
+        if page_size is not None:
+            check_page_size(page_size)
+        path = os.path.abspath(os.fspath(directory))
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create journal directory {path}: {exc.strerror}") from exc
+        lock_fd = acquire_writer_lock(path, name)
+        try:
+            return cls(path, name, page_size, lock_fd)
+        except BaseException:
+            release_writer_lock(lock_fd)
+            raise
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def write(self, payload: Any, msg_type: int = 0, source: int = 0) -> int:
+        """Append one frame and publish it; return its timestamp (ns since the epoch).
+
+        `payload` is any C-contiguous buffer: bytes, bytearray, memoryview, a ctypes Structure, a
+        numpy record or array.
+        """
+        if type(payload) is not bytes:
+            payload = memoryview(payload).cast("B")
+        n = len(payload)
+        pos = self._pos
+        size = (n + FRAME_HEADER_SIZE + 7) & ~7
+        if pos + size + PAGE_END_RESERVE > self._limit:
+            pos = self._make_room(size)
+        if not 0 <= msg_type <= MAX_MSG_TYPE:
+            raise UsageError(f"msg_type {msg_type} is outside 0..{MAX_MSG_TYPE}")
+        nano = _time_ns()
+        if nano < self._last_nano:
+            nano = self._last_nano
+        mm = self._mm
+        try:
+            FRAME_BODY.pack_into(mm, pos + FRAME_BODY_OFFSET, msg_type, nano, source, n)
+        except struct.error:
+            raise UsageError(f"source {source} is outside 0..{0xFFFF_FFFF}") from None
+        mm[pos + FRAME_HEADER_SIZE : pos + FRAME_HEADER_SIZE + n] = payload
+        if pos >= self._slot_boundary:
+            self._mark_index(pos, nano)
+        COMMIT.pack_into(mm, pos, n + FRAME_HEADER_SIZE)
+        self._pos = pos + size
+        self._last_nano = nano
+        return nano
+
+    def frame(self, size: int, msg_type: int = 0, source: int = 0) -> FrameClaim:
+        """Claim room for a `size`-byte payload, to fill in place; published when the block exits.
+
+        ``with writer.frame(408, msg_type=1) as buf: buf[:] = ...`` -- if the block raises, nothing is
+        published and the room is reused.
+        """
+        if not 0 <= msg_type <= MAX_MSG_TYPE or not 0 <= source <= 0xFFFF_FFFF or size < 0:
+            raise UsageError(f"bad frame claim: size {size}, msg_type {msg_type}, source {source}")
+        pos = self._pos
+        aligned = align8(size + FRAME_HEADER_SIZE)
+        if pos + aligned + PAGE_END_RESERVE > self._limit:
+            pos = self._make_room(aligned)
+        assert self._page is not None
+        buf = self._page.view[pos + FRAME_HEADER_SIZE : pos + FRAME_HEADER_SIZE + size]
+        self._claim = FrameClaim(self, pos, size, msg_type, source, buf)
+        self._limit = 0
+        return self._claim
+
+    def _end_claim(self, claim: FrameClaim, publish: bool) -> None:
+        claim.buf.release()
+        self._claim = None
+        assert self._page is not None
+        self._limit = self._page.page_size
+        if not publish:
+            self._page.mm[claim.pos : claim.pos + align8(claim.size + FRAME_HEADER_SIZE)] = bytes(
+                align8(claim.size + FRAME_HEADER_SIZE)
+            )
+            return
+        nano = max(_time_ns(), self._last_nano)
+        FRAME_BODY.pack_into(self._mm, claim.pos + FRAME_BODY_OFFSET, claim.msg_type, nano, claim.source, claim.size)
+        if claim.pos >= self._slot_boundary:
+            self._mark_index(claim.pos, nano)
+        COMMIT.pack_into(self._mm, claim.pos, claim.size + FRAME_HEADER_SIZE)
+        self._pos = claim.pos + align8(claim.size + FRAME_HEADER_SIZE)
+        self._last_nano = claim.nano = nano
+
+    def _mark_index(self, pos: int, nano: int) -> None:
+        """Record the page's first timestamp and fill the time-index slots this frame starts."""
+        mm = self._mm
+        if pos == PAGE_HEADER_SIZE:
+            NANO_FIELD.pack_into(mm, FIRST_NANO_OFFSET, nano)
+        while self._slot_boundary <= pos:
+            INDEX_SLOT.pack_into(mm, INDEX_OFFSET + 4 * self._slot_index, pos)
+            self._slot_index += 1
+            self._slot_boundary = self._boundary(self._slot_index)
+
+    def _boundary(self, slot: int) -> int:
+        return PAGE_HEADER_SIZE + slot * self._stride if slot < INDEX_SLOTS else _NEVER
+
+    # -- the slow path: page switches, claims, close ------------------------------------------
+
+    def _make_room(self, size: int) -> int:
+        if self._page is None:
+            raise ClosedError(f"writer of journal {self.name} in {self.directory} is closed")
+        if self._claim is not None:
+            raise UsageError("a frame claim is open: finish its `with` block before writing again")
+        largest = max_payload(self._new_page_size)
+        if size - FRAME_HEADER_SIZE > largest:
+            raise FrameTooLargeError(
+                f"a payload of {size - FRAME_HEADER_SIZE} bytes (padded) does not fit journal "
+                f"{self.name}: the largest is {largest} bytes with {self._new_page_size}-byte pages; "
+                "create the writer with a larger page_size"
+            )
+        if self._pos + size + PAGE_END_RESERVE > self._page.page_size:
+            self._switch_page()
+        return self._pos
+
+    def _switch_page(self) -> None:
+        assert self._page is not None
+        number = self._page_no + 1
+        path = create_page(self.directory, self.name, number, self._new_page_size)
+        new = MappedPage.open(path, self.name, number, writable=True)
+        if new.frame(PAGE_HEADER_SIZE) is not None:
+            new.release()
+            raise CorruptJournalError(path, PAGE_HEADER_SIZE, "the next page already holds frames")
+        old, pos = self._page, self._pos
+        NANO_FIELD.pack_into(old.mm, LAST_NANO_OFFSET, self._last_nano)
+        FRAME_BODY.pack_into(old.mm, pos + FRAME_BODY_OFFSET, MsgType.PAGE_END, self._last_nano, 0, 0)
+        COMMIT.pack_into(old.mm, pos, FRAME_HEADER_SIZE)
+        old.release()
+        self._attach(new, number, PAGE_HEADER_SIZE, 0)
+
+    def _attach(self, page: MappedPage, number: int, pos: int, filled_slots: int) -> None:
+        self._page, self._page_no, self._mm, self._pos = page, number, page.mm, pos
+        self._limit = page.page_size
+        self._stride = index_stride(page.page_size)
+        self._slot_index = filled_slots
+        self._slot_boundary = self._boundary(filled_slots)
+
+    # -- opening: resume after the last committed frame ---------------------------------------
+
+    def _open_tail(self, page_size: int | None) -> None:
+        remove_stale_temporaries(self.directory, self.name)
+        pages = list_pages(self.directory, self.name)
+        if not pages:
+            self._new_page_size = page_size or DEFAULT_PAGE_SIZE
+            create_page(self.directory, self.name, 0, self._new_page_size)
+            pages = [0]
+        for i in range(len(pages) - 1, -1, -1):
+            page = MappedPage.open(page_path(self.directory, self.name, pages[i]), self.name, pages[i], True)
+            end, last = page.tail()
+            if last is None and i > 0:
+                page.release()
+                continue
+            self._new_page_size = page_size or page.page_size
+            self._last_nano = last.nano if last else 0
+            self._resume(page, pages[i], end)
+            if last is not None and last.msg_type == MsgType.PAGE_END:
+                self._switch_to_existing_next()
+            return
+
+    def _resume(self, page: MappedPage, number: int, pos: int) -> None:
+        mm = page.mm
+        slots = page.filled_slots()
+        kept = sum(1 for slot in slots if slot < pos)
+        for i in range(kept, len(slots)):
+            INDEX_SLOT.pack_into(mm, INDEX_OFFSET + 4 * i, 0)
+        if pos == PAGE_HEADER_SIZE:
+            NANO_FIELD.pack_into(mm, FIRST_NANO_OFFSET, 0)
+        for start in range(pos, page.page_size, len(_ZERO_CHUNK)):
+            stop = min(start + len(_ZERO_CHUNK), page.page_size)
+            if mm[start:stop] != _ZERO_CHUNK[: stop - start]:
+                mm[start:stop] = _ZERO_CHUNK[: stop - start]
+        self._attach(page, number, pos, kept)
+
+    def _switch_to_existing_next(self) -> None:
+        """The last page ends with its marker: the next page exists by the switch order; go there."""
+        assert self._page is not None
+        self._page.release()
+        number = self._page_no + 1
+        path = create_page(self.directory, self.name, number, self._new_page_size)
+        self._resume(MappedPage.open(path, self.name, number, writable=True), number, PAGE_HEADER_SIZE)
+
+    # -- introspection and lifetime -----------------------------------------------------------
+
+    @property
+    def page_size(self) -> int:
+        """The size of pages this writer creates."""
+        return self._new_page_size
+
+    @property
+    def last_nano(self) -> int:
+        """The timestamp of the last frame committed to the journal (0 if it is empty)."""
+        return self._last_nano
+
+    @property
+    def closed(self) -> bool:
+        return self._page is None
+
+    def sync(self) -> None:
+        """Flush the current page to disk (msync); frames are visible to readers without it."""
+        if self._page is not None:
+            self._page.mm.flush()
+
+    def close(self) -> None:
+        """Unmap the journal and release its lock. Safe to call twice."""
+        if self._page is None:
+            return
+        if self._claim is not None:
+            self._end_claim(self._claim, publish=False)
+        self._page.release()
+        self._page = None
+        self._limit = 0
+        release_writer_lock(self._lock_fd)
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._page is None else f"page {self._page_no} offset {self._pos}"
+        return f"<mmipc.Writer {self.name!r} in {self.directory!r}, {state}>"
+
+
+class FrameClaim:
+    """Room for one frame, claimed by `Writer.frame`; publish it by leaving the `with` block."""
+
+    __slots__ = ("_writer", "pos", "size", "msg_type", "source", "buf", "nano")
+
+    def __init__(self, writer: Writer, pos: int, size: int, msg_type: int, source: int, buf: memoryview) -> None:
+        self._writer, self.pos, self.size = writer, pos, size
+        self.msg_type, self.source, self.buf = msg_type, source, buf
+        self.nano = 0
+
+    def __enter__(self) -> memoryview:
+        return self.buf
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._writer._end_claim(self, publish=exc_type is None)
