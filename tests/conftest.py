@@ -1,0 +1,146 @@
+"""Fixtures that own every child process and journal directory, and close them with a timeout."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+PROCS = Path(__file__).parent / "procs"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll `condition` until it holds; fail the test after a generous `timeout`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+class Child:
+    """A child process whose stdout and stderr lines are collected by threads, so no pipe fills up."""
+
+    def __init__(self, cmd: list[str], **kwargs: object) -> None:
+        self.proc: subprocess.Popen[str] = subprocess.Popen(  # type: ignore[call-overload]
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+        )
+        self.pid = self.proc.pid
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.errors: list[str] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.errors.append), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _pump(pipe: IO[str], sink: Callable[[str], None]) -> None:
+        for line in pipe:
+            sink(line)
+        sink(None)  # type: ignore[arg-type]
+
+    def expect_line(self, prefix: str, timeout: float = 60.0) -> str:
+        """Wait for a stdout line starting with `prefix`; earlier lines are dropped."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            if line.startswith(prefix):
+                return line.strip()
+        raise AssertionError(f"{self.proc.args} did not print {prefix!r}: {''.join(filter(None, self.errors))}")
+
+    def finish(self, timeout: float = 120.0) -> str:
+        """Wait for exit status 0 and return the stdout lines not consumed yet."""
+        self.proc.wait(timeout=timeout)
+        for thread in self._threads:
+            thread.join(timeout=30)
+        err = "".join(filter(None, self.errors))
+        assert self.proc.returncode == 0, f"{self.proc.args} exited {self.proc.returncode}: {err}"
+        rest = []
+        while not self.lines.empty():
+            line = self.lines.get()
+            if line is not None:
+                rest.append(line)
+        return "".join(rest)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+class Procs:
+    """Starts helper scripts from tests/procs as real child processes and reaps them all."""
+
+    def __init__(self) -> None:
+        self.started: list[Child] = []
+
+    def spawn(self, script: str, *args: str, **kwargs: object) -> Child:
+        child = Child([sys.executable, str(PROCS / script), *args], **kwargs)
+        self.started.append(child)
+        return child
+
+    def spawn_code(self, code: str) -> Child:
+        """Run `code` with `python -c` as a child process."""
+        child = Child([sys.executable, "-c", code])
+        self.started.append(child)
+        return child
+
+    def expect_line(self, child: Child, prefix: str, timeout: float = 60.0) -> str:
+        return child.expect_line(prefix, timeout)
+
+    def finish(self, child: Child, timeout: float = 120.0) -> str:
+        return child.finish(timeout)
+
+    def kill9(self, child: Child) -> None:
+        child.kill9()
+
+    def reap(self) -> None:
+        for child in self.started:
+            if child.proc.poll() is None:
+                child.proc.kill()
+            try:
+                child.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    p = Procs()
+    yield p
+    p.reap()
+
+
+@pytest.fixture
+def jdir(tmp_path: Path) -> str:
+    path = tmp_path / "journals"
+    path.mkdir()
+    return str(path)
+
+
+def mapped_journal_files() -> int:
+    """How many mappings of journal pages this process holds."""
+    with open(f"/proc/{os.getpid()}/maps") as maps:
+        return sum(1 for line in maps if line.rstrip().endswith(".journal"))
+
+
+# The helper scripts' shared payload module is importable from the tests too.
+sys.path.insert(0, str(PROCS))
