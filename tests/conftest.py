@@ -65,15 +65,17 @@ class Child:
                 break
             if line.startswith(prefix):
                 return line.strip()
-        raise AssertionError(f"{self.proc.args} did not print {prefix!r}: {''.join(filter(None, self.errors))}")
+        raise AssertionError(f"{self.proc.args!r} did not print {prefix!r}: {self.stderr()}")
+
+    def stderr(self) -> str:
+        return "".join(line for line in self.errors if line)
 
     def finish(self, timeout: float = 120.0) -> str:
         """Wait for exit status 0 and return the stdout lines not consumed yet."""
         self.proc.wait(timeout=timeout)
         for thread in self._threads:
             thread.join(timeout=30)
-        err = "".join(filter(None, self.errors))
-        assert self.proc.returncode == 0, f"{self.proc.args} exited {self.proc.returncode}: {err}"
+        assert self.proc.returncode == 0, f"{self.proc.args!r} exited {self.proc.returncode}: {self.stderr()}"
         rest = []
         while not self.lines.empty():
             line = self.lines.get()

@@ -41,8 +41,16 @@ DAMAGE: dict[str, tuple[Callable[[str], None], int, str]] = {
     "truncated": (lambda p: os.truncate(p, PAGE // 2), PAGE // 2, "truncated"),
     "shorter than header": (lambda p: os.truncate(p, 100), 100, "truncated"),
     "length past page": (lambda p: poke(p, FIRST_FRAME, struct.pack("<I", 10**9)), FIRST_FRAME, "length"),
-    "payload length": (lambda p: poke(p, FIRST_FRAME + 20, struct.pack("<I", 3)), FIRST_FRAME, "payload length"),
-    "time goes back": (lambda p: poke(p, FIRST_FRAME + 136 + 8, struct.pack("<q", 1)), FIRST_FRAME + 136, "older"),
+    "payload length": (
+        lambda p: poke(p, FIRST_FRAME + 20, struct.pack("<I", 3)),
+        FIRST_FRAME,
+        "payload length",
+    ),
+    "time goes back": (
+        lambda p: poke(p, FIRST_FRAME + 136 + 8, struct.pack("<q", 1)),
+        FIRST_FRAME + 136,
+        "older",
+    ),
 }
 
 

@@ -9,8 +9,8 @@ import subprocess
 import time
 
 import payloads
-from conftest import Child, Procs
 
+from conftest import Child, Procs
 from mmipc import Reader
 
 SMALL_PAGE = 64 * 1024
@@ -51,9 +51,7 @@ def test_readers_merge_three_live_writers(procs: Procs, jdir: str) -> None:
     assert len(merged) == 60003 and merged == sorted(merged)
 
 
-def test_writer_killed_at_random_moments_resumes_without_gap_or_torn_frame(
-    procs: Procs, jdir: str
-) -> None:
+def test_writer_killed_at_random_moments_resumes_without_gap_or_torn_frame(procs: Procs, jdir: str) -> None:
     rng = random.Random(os.environ.get("MMIPC_TEST_SEED", "crash"))
     readers = [procs.spawn("reader_proc.py", jdir, "crashy") for _ in range(2)]
     for reader in readers:
@@ -82,7 +80,13 @@ def test_writer_killed_at_random_moments_resumes_without_gap_or_torn_frame(
 def test_writer_killed_inside_a_filled_claim_leaves_no_stale_bytes(procs: Procs, jdir: str) -> None:
     """The remains of an uncommitted 40 KB frame must never pass for later frames' commit words."""
     dying = procs.spawn(
-        "writer_proc.py", jdir, "stale", str(SMALL_PAGE), "10", "--die-in-claim", "40000",
+        "writer_proc.py",
+        jdir,
+        "stale",
+        str(SMALL_PAGE),
+        "10",
+        "--die-in-claim",
+        "40000",
         stdin=subprocess.PIPE,
     )
     procs.expect_line(dying, "claimed")

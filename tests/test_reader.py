@@ -8,8 +8,8 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import mapped_journal_files, wait_for
 
+from conftest import mapped_journal_files, wait_for
 from mmipc import ClosedError, Frame, Reader, UsageError, Writer
 
 PAGE = 64 * 1024
@@ -74,7 +74,12 @@ def test_a_journal_added_before_its_writer_exists_is_picked_up(jdir: str) -> Non
     with Writer.create(os.path.join(jdir, "later", "dir"), "late") as writer:
         writer.write(b"hello")
     frames: list[Frame] = []
-    wait_for(lambda: bool(frames.extend(drain(reader)) or frames), what="the late journal's frame")
+
+    def arrived() -> bool:
+        frames.extend(drain(reader))
+        return bool(frames)
+
+    wait_for(arrived, what="the late journal's frame")
     assert [bytes(f.data) for f in frames] == [b"hello"]
 
 

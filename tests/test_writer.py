@@ -7,11 +7,10 @@ import struct
 
 import payloads
 import pytest
-from conftest import PROCS, Procs
 
+from conftest import PROCS, Procs
 from mmipc import (
     ClosedError,
-    DiskFullError,
     JournalLockedError,
     Reader,
     UsageError,
@@ -150,4 +149,3 @@ except DiskFullError:
     with Writer.create(jdir, "full") as writer:  # space is back: the journal goes on
         writer.write(payloads.make(written))
     assert len(read_all(jdir, "full")) == written + 1
-

@@ -47,8 +47,20 @@ class Cursor:
     """Where a reader stands in one journal; `next_nano` is -1 until a frame is peeked."""
 
     __slots__ = (
-        "jid", "page", "page_no", "mm", "view", "page_size", "pos", "last_nano",
-        "next_nano", "msg_type", "source", "length", "start", "probe_at",
+        "jid",
+        "page",
+        "page_no",
+        "mm",
+        "view",
+        "page_size",
+        "pos",
+        "last_nano",
+        "next_nano",
+        "msg_type",
+        "source",
+        "length",
+        "start",
+        "probe_at",
     )
 
     def __init__(self, jid: JournalId, start: Start) -> None:
@@ -79,6 +91,7 @@ class Cursor:
         length = COMMIT.unpack_from(mm, pos)[0]
         if length == 0:
             return -1
+        nano: int
         msg_type, nano, source, n = FRAME_BODY.unpack_from(mm, pos + 4)
         if (
             length != n + FRAME_HEADER_SIZE
@@ -98,7 +111,8 @@ class Cursor:
         self.next_nano = -1
         assert self.view is not None
         data = self.view[pos + FRAME_HEADER_SIZE : pos + length]
-        return _new_frame(Frame, (nano, self.msg_type, self.source, self.jid, data))  # type: ignore[no-any-return]
+        frame: Frame = _new_frame(Frame, (nano, self.msg_type, self.source, self.jid, data))
+        return frame
 
     # -- the slow path ------------------------------------------------------------------------
 

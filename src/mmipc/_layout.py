@@ -34,11 +34,14 @@ decoders here work on buffers only and raise `CorruptJournalError`, never `struc
 
 from __future__ import annotations
 
+import mmap
 import struct
 from enum import IntEnum
 from typing import NamedTuple
 
 from ._errors import CorruptJournalError, UsageError
+
+Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 MAGIC = b"MMIPCJNL"
 VERSION = 1
@@ -155,7 +158,7 @@ def encode_page_header(name: str, page_no: int, page_size: int, created_nano: in
     )
 
 
-def decode_page_header(buf: bytes | memoryview, path: str) -> PageHeader:
+def decode_page_header(buf: Buffer, path: str) -> PageHeader:
     """Decode and validate a page header; raise `CorruptJournalError` naming `path` otherwise."""
     if len(buf) < PAGE_HEADER_SIZE:
         raise CorruptJournalError(path, len(buf), "file is shorter than a page header (truncated)")
@@ -193,7 +196,7 @@ class FrameInfo(NamedTuple):
         return self.offset + align8(self.length)
 
 
-def decode_frame(buf: bytes | memoryview, offset: int, page_size: int, path: str) -> FrameInfo | None:
+def decode_frame(buf: Buffer, offset: int, page_size: int, path: str) -> FrameInfo | None:
     """The committed frame at `offset`, or None if its commit word is still 0.
 
     Reads the commit word first and the rest of the header only once it is non-zero.
@@ -208,9 +211,7 @@ def decode_frame(buf: bytes | memoryview, offset: int, page_size: int, path: str
     return FrameInfo(offset, length, msg_type, nano, source, payload_len)
 
 
-def check_frame(
-    offset: int, length: int, msg_type: int, payload_len: int, page_size: int, path: str
-) -> None:
+def check_frame(offset: int, length: int, msg_type: int, payload_len: int, page_size: int, path: str) -> None:
     """Raise `CorruptJournalError` unless the header fields describe a frame that fits the page."""
     if length != FRAME_HEADER_SIZE + payload_len:
         raise CorruptJournalError(

@@ -63,8 +63,9 @@ class MappedPage:
             )
         if header.page_no != page_no or header.name != name:
             raise CorruptJournalError(
-                path, 24, f"header names page {header.page_no} of {header.name!r}, "
-                f"expected page {page_no} of {name!r}"
+                path,
+                24,
+                f"header names page {header.page_no} of {header.name!r}, expected page {page_no} of {name!r}",
             )
         access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
         return cls(path, mmap.mmap(fd, size, access=access), header)
@@ -105,8 +106,8 @@ class MappedPage:
                 start = slots[i]
                 break
         last = None
-        for last in self.frames(start):
-            pass
+        for frame in self.frames(start):
+            last = frame
         return (last.end if last else start), last
 
     def seek(self, nano: int) -> tuple[int, bool]:

@@ -97,7 +97,9 @@ class Reader:
         for cursor in self._cursors:
             cursor.position(nano)
 
-    def frames(self, timeout: float | None = None, wait: WaitName | WaitStrategy = "backoff") -> Iterator[Frame]:
+    def frames(
+        self, timeout: float | None = None, wait: WaitName | WaitStrategy = "backoff"
+    ) -> Iterator[Frame]:
         """Yield frames as they come; stop after `timeout` seconds without one (None: never)."""
         strategy = make_wait(wait)
         read = self.read

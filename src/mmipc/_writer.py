@@ -21,8 +21,10 @@ states set `_limit` to 0 so that the single size check catches them all.
 from __future__ import annotations
 
 import os
+import platform
 import struct
 import time
+import warnings
 from types import TracebackType
 from typing import Any
 
@@ -68,8 +70,20 @@ class Writer:
     """Appends frames to one journal. Create it with `Writer.create(directory, name)`."""
 
     __slots__ = (
-        "directory", "name", "_new_page_size", "_lock_fd", "_page", "_page_no", "_mm", "_pos",
-        "_limit", "_last_nano", "_slot_index", "_slot_boundary", "_stride", "_claim",
+        "directory",
+        "name",
+        "_new_page_size",
+        "_lock_fd",
+        "_page",
+        "_page_no",
+        "_mm",
+        "_pos",
+        "_limit",
+        "_last_nano",
+        "_slot_index",
+        "_slot_boundary",
+        "_stride",
+        "_claim",
     )
 
     def __init__(self, directory: str, name: str, page_size: int | None, lock_fd: int) -> None:
@@ -78,7 +92,8 @@ class Writer:
         self._lock_fd = lock_fd
         self._claim: FrameClaim | None = None
         self._page: MappedPage | None = None
-        self._limit = 0
+        self._limit = self._pos = self._page_no = self._last_nano = 0
+        self._slot_index = self._slot_boundary = self._stride = 0
         self._open_tail(page_size)
 
     @classmethod
@@ -89,6 +104,7 @@ class Writer:
         DEFAULT_PAGE_SIZE for a new journal). Raises `JournalLockedError` if another writer is live.
         """
         check_name(name)
+        _warn_if_weakly_ordered()
         if page_size is not None:
             check_page_size(page_size)
         path = os.path.abspath(os.fspath(directory))
@@ -165,7 +181,9 @@ class Writer:
             )
             return
         nano = max(_time_ns(), self._last_nano)
-        FRAME_BODY.pack_into(self._mm, claim.pos + FRAME_BODY_OFFSET, claim.msg_type, nano, claim.source, claim.size)
+        FRAME_BODY.pack_into(
+            self._mm, claim.pos + FRAME_BODY_OFFSET, claim.msg_type, nano, claim.source, claim.size
+        )
         if claim.pos >= self._slot_boundary:
             self._mark_index(claim.pos, nano)
         COMMIT.pack_into(self._mm, claim.pos, claim.size + FRAME_HEADER_SIZE)
@@ -312,12 +330,24 @@ class Writer:
         return f"<mmipc.Writer {self.name!r} in {self.directory!r}, {state}>"
 
 
+def _warn_if_weakly_ordered() -> None:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        warnings.warn(
+            f"mmipc's commit protocol is proven for x86-64 only; on {platform.machine()} readers may "
+            "see a frame's commit word before its payload (docs/format.md, 'Memory ordering')",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 class FrameClaim:
     """Room for one frame, claimed by `Writer.frame`; publish it by leaving the `with` block."""
 
     __slots__ = ("_writer", "pos", "size", "msg_type", "source", "buf", "nano")
 
-    def __init__(self, writer: Writer, pos: int, size: int, msg_type: int, source: int, buf: memoryview) -> None:
+    def __init__(
+        self, writer: Writer, pos: int, size: int, msg_type: int, source: int, buf: memoryview
+    ) -> None:
         self._writer, self.pos, self.size = writer, pos, size
         self.msg_type, self.source, self.buf = msg_type, source, buf
         self.nano = 0

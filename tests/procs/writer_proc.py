@@ -1,9 +1,10 @@
 """A writer process: resumes its journal and appends self-checking frames.
 
 usage: writer_proc.py DIR NAME PAGE_SIZE COUNT [--end | --die-in-claim SIZE]
-COUNT frames (-1: until killed) continue the sequence after the last frame already in the journal.
---end appends the end marker frame afterwards. --die-in-claim claims SIZE bytes, fills them with
-0xAB without publishing, prints "claimed" and waits to be killed. Prints "ready NEXT_SEQ" once the journal is open.
+COUNT frames (-1: until killed) continue the sequence after the last frame already in the
+journal. --end appends the end marker frame afterwards. --die-in-claim claims SIZE bytes, fills
+them with 0xAB without publishing, prints "claimed" and waits to be killed.
+Prints "ready NEXT_SEQ" once the journal is open.
 """
 
 from __future__ import annotations
