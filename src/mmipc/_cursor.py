@@ -40,6 +40,8 @@ from ._types import Frame, JournalId
 Start = Literal["begin", "end"] | int
 PROBE_INTERVAL_NS = 1_000_000
 _new_frame = tuple.__new__
+_unpack_commit = COMMIT.unpack_from
+_unpack_body = FRAME_BODY.unpack_from
 _PAGE_END = int(MsgType.PAGE_END)
 
 
@@ -77,22 +79,43 @@ class Cursor:
     # -- the hot path -------------------------------------------------------------------------
 
     def read(self) -> Frame | None:
-        """The next committed frame of this journal, or None."""
-        if self.next_nano >= 0 or self.poll() >= 0:
-            return self.take()
-        return None
+        """The next committed frame of this journal, or None: `poll` and `take` fused, for one journal."""
+        mm = self.mm
+        if mm is None or self.next_nano >= 0:
+            return self.take() if self.poll() >= 0 else None
+        pos = self.pos
+        length = _unpack_commit(mm, pos)[0]
+        if length == 0:
+            return None
+        nano: int
+        msg_type, nano, source, n = _unpack_body(mm, pos + 4)
+        end = pos + ((length + 7) & ~7)
+        if (
+            length != n + FRAME_HEADER_SIZE
+            or end + PAGE_END_RESERVE > self.page_size
+            or nano < self.last_nano
+            or msg_type == _PAGE_END
+        ):
+            return self.take() if self._poll_slow(length, msg_type, nano, n) >= 0 else None
+        self.pos = end
+        self.last_nano = nano
+        view: memoryview = self.view  # type: ignore[assignment]  # never None while mm is set
+        frame: Frame = _new_frame(Frame, (nano, msg_type, source, self.jid, view[pos + 32 : pos + length]))
+        return frame
 
     def poll(self) -> int:
         """Peek at the next committed data frame: its timestamp, or -1 if there is none yet."""
+        if self.next_nano >= 0:
+            return self.next_nano
         mm = self.mm
         if mm is None:
             return self._poll_missing()
         pos = self.pos
-        length = COMMIT.unpack_from(mm, pos)[0]
+        length = _unpack_commit(mm, pos)[0]
         if length == 0:
             return -1
         nano: int
-        msg_type, nano, source, n = FRAME_BODY.unpack_from(mm, pos + 4)
+        msg_type, nano, source, n = _unpack_body(mm, pos + 4)
         if (
             length != n + FRAME_HEADER_SIZE
             or pos + ((length + 7) & ~7) + PAGE_END_RESERVE > self.page_size

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ._cursor import Cursor, Start
 from ._errors import ClosedError, UsageError
@@ -24,15 +24,30 @@ from ._wait import WaitName, WaitStrategy, make_wait
 
 
 class Reader:
-    """Reads frames from journals in timestamp order. Create it with `Reader.create(name)`."""
+    """Reads frames from journals in timestamp order. Create it with `Reader.create(name)`.
 
-    __slots__ = ("name", "_cursors", "_only", "_closed")
+    ``read()`` returns the next frame across all added journals in timestamp order, or None if there
+    is none yet; it never blocks. (It is bound per instance: with one journal it is that journal's
+    own fused read, with several the merge.)
+    """
+
+    __slots__ = ("name", "_cursors", "_closed", "read")
+    read: Callable[[], Frame | None]
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._cursors: list[Cursor] = []
-        self._only: Cursor | None = None
         self._closed = False
+        self._rebind()
+
+    def _rebind(self) -> None:
+        """Point `read` at the fastest correct implementation for the journals added now."""
+        if self._closed:
+            self.read = self._read_closed
+        elif len(self._cursors) == 1:
+            self.read = self._cursors[0].read
+        else:
+            self.read = self._read_merged
 
     @classmethod
     def create(cls, name: str) -> Reader:
@@ -54,7 +69,7 @@ class Reader:
         cursor = Cursor(jid, start)
         cursor.position(start)
         self._cursors.append(cursor)
-        self._only = cursor if len(self._cursors) == 1 else None
+        self._rebind()
         return jid
 
     def remove_journal(self, directory: str | os.PathLike[str], name: str) -> None:
@@ -64,7 +79,7 @@ class Reader:
             if cursor.jid == jid:
                 cursor.detach()
                 self._cursors.remove(cursor)
-                self._only = self._cursors[0] if len(self._cursors) == 1 else None
+                self._rebind()
                 return
         raise UsageError(f"journal {jid} is not added to reader {self.name}")
 
@@ -72,11 +87,7 @@ class Reader:
     def journals(self) -> list[JournalId]:
         return [c.jid for c in self._cursors]
 
-    def read(self) -> Frame | None:
-        """The next frame across all journals in timestamp order, or None if there is none yet."""
-        only = self._only
-        if only is not None:
-            return only.read()
+    def _read_merged(self) -> Frame | None:
         best: Cursor | None = None
         best_nano = 0
         for cursor in self._cursors:
@@ -86,10 +97,11 @@ class Reader:
             if nano >= 0 and (best is None or nano < best_nano):
                 best, best_nano = cursor, nano
         if best is None:
-            if self._closed:
-                raise ClosedError(f"reader {self.name} is closed")
             return None
         return best.take()
+
+    def _read_closed(self) -> Frame | None:
+        raise ClosedError(f"reader {self.name} is closed")
 
     def seek(self, nano: int) -> None:
         """Put every journal at its first frame with a timestamp >= `nano`."""
@@ -102,10 +114,9 @@ class Reader:
     ) -> Iterator[Frame]:
         """Yield frames as they come; stop after `timeout` seconds without one (None: never)."""
         strategy = make_wait(wait)
-        read = self.read
         idle_since: float | None = None
         while True:
-            frame = read()
+            frame = self.read()
             if frame is not None:
                 strategy.reset()
                 idle_since = None
@@ -124,8 +135,8 @@ class Reader:
         for cursor in self._cursors:
             cursor.detach()
         self._cursors.clear()
-        self._only = None
         self._closed = True
+        self._rebind()
 
     def _check_open(self) -> None:
         if self._closed:
