@@ -297,9 +297,7 @@ def measure(rounds: int, quick: bool) -> dict[str, Any]:
 def report(res: dict[str, Any], command: str) -> str:
     lat, tp = res["latency"], res["throughput"]
     lines = [
-        "# Benchmarks",
-        "",
-        "Written by `benchmarks/journal_bench.py`; rerun it to refresh this page.",
+        "## Journal core: measured",
         "",
         f"- Command: `{command}`",
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -377,6 +375,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--out", help="write the markdown report here (default: stdout)")
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--render", metavar="RAW", help="render saved raw results instead of measuring")
     parser.add_argument("--role", choices=["naive", "mmipc"], help=argparse.SUPPRESS)
     parser.add_argument("side", nargs="?", choices=["reader", "writer"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", "--mode", "--size", "--count", "--cpu", help=argparse.SUPPRESS)
@@ -384,15 +383,36 @@ def main() -> None:
     if args.role:
         child(sys.argv)
         return
-    results = measure(args.rounds, args.quick)
+    if args.render:
+        with open(args.render) as f:
+            results = json.load(f)
+    else:
+        results = measure(args.rounds, args.quick)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     text = report(results, "python " + " ".join(sys.argv))
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+        splice(args.out, text)
     print(text)
+
+
+START, END = "<!-- journal_bench:start -->", "<!-- journal_bench:end -->"
+
+
+def splice(path: str, text: str) -> None:
+    """Replace the generated part of `path` (between the markers), keeping the prose around it."""
+    try:
+        with open(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    if START in old and END in old:
+        new = old.split(START)[0] + START + "\n" + text + "\n" + END + old.split(END, 1)[1]
+    else:
+        new = f"{START}\n{text}\n{END}\n"
+    with open(path, "w") as f:
+        f.write(new)
 
 
 def child(argv: list[str]) -> None:

@@ -149,3 +149,42 @@ except DiskFullError:
     with Writer.create(jdir, "full") as writer:  # space is back: the journal goes on
         writer.write(payloads.make(written))
     assert len(read_all(jdir, "full")) == written + 1
+
+
+def test_a_forked_child_cannot_write_through_its_parents_writer(jdir: str) -> None:
+    writer = Writer.create(jdir, "forked", page_size=PAGE)
+    writer.write(b"parent-1")
+    pid = os.fork()
+    if pid == 0:  # the child: its inherited writer is closed and the journal is still the parent's
+        code = 0
+        try:
+            writer.write(b"child")
+            code = 1
+        except ClosedError:
+            pass
+        try:
+            Writer.create(jdir, "forked")
+            code = 2
+        except JournalLockedError:
+            pass
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    writer.write(b"parent-2")  # the parent's lock and map are untouched
+    with pytest.raises(JournalLockedError):
+        Writer.create(jdir, "forked")
+    writer.close()
+    assert read_all(jdir, "forked") == [b"parent-1", b"parent-2"]
+
+
+def test_a_write_refused_half_way_leaves_no_stale_bytes(jdir: str) -> None:
+    # The payload is copied before the header is packed; a bad source fails the pack. The bytes already
+    # copied must not survive to pass, later, for the commit word of a smaller frame's successor.
+    with Writer.create(jdir, "half", page_size=PAGE) as writer:
+        with pytest.raises(UsageError, match="source"):
+            writer.write(b"\xff" * 5000, source=2**32)
+        writer.write(b"small")
+    with Reader.create("half") as reader:
+        reader.add_journal(jdir, "half")
+        assert [bytes(f.data) for f in iter(reader.read, None)] == [b"small"]
+        assert reader.read() is None

@@ -3,15 +3,18 @@
 Rules (docs/format.md is the full contract):
 
 1. One live writer per journal, enforced by `flock` on ``NAME.lock``; the kernel frees it on death.
-2. A frame is published in this order: header fields after the commit word, then the payload, then
-   the page's first-frame time and time-index slots if this frame sets them, and last the commit word,
-   with one aligned 4-byte store. Nothing of a frame is visible to readers before that store.
+2. A frame is published in this order: the payload, then the header fields after the commit word
+   (the timestamp is taken just before them), then the page's first-frame time and time-index slots
+   if this frame sets them, and last the commit word, with one aligned 4-byte store. Nothing of a
+   frame is visible to readers before that store. A write that fails half-way zeroes what it stored.
 3. A page switch creates and initialises the next page first, then stores the last timestamp in the
    old page's header, then commits the end-of-page marker, and only then unmaps the old page.
 4. On open, the writer resumes after the last committed frame. Bytes past it can only be the remains
    of a frame a crashed writer never committed: they are zeroed, and time-index slots pointing there
    cleared, before anything new is written, so no stale byte can ever pass for a commit word.
 5. Timestamps never decrease within a journal: a clock that steps back is clamped to the last one.
+6. A forked child inherits the parent's lock with its file descriptor, so it could append too: every
+   writer is marked closed in the child at fork (the parent keeps its lock and goes on writing).
 
 The hot path (`write`) allocates nothing but the slice it copies into, and takes one branch to the
 slow path (`_make_room`) when the frame does not fit, when a claim is open, or after `close()`: those
@@ -25,6 +28,7 @@ import platform
 import struct
 import time
 import warnings
+import weakref
 from types import TracebackType
 from typing import Any
 
@@ -88,6 +92,7 @@ class Writer:
         "_stride",
         "_claim",
         "_spare_claim",
+        "__weakref__",
     )
 
     def __init__(self, directory: str, name: str, page_size: int | None, lock_fd: int) -> None:
@@ -119,10 +124,12 @@ class Writer:
             raise StorageError(f"cannot create journal directory {path}: {exc.strerror}") from exc
         lock_fd = acquire_writer_lock(path, name)
         try:
-            return cls(path, name, page_size, lock_fd)
+            writer = cls(path, name, page_size, lock_fd)
         except BaseException:
             release_writer_lock(lock_fd)
             raise
+        _LIVE.add(writer)
+        return writer
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -144,15 +151,16 @@ class Writer:
             pos = self._make_room(size)
         if msg_type > 0xFFFE_FFFF:
             raise _bad_ids(msg_type, source)
-        nano = _time_ns()
+        mm = self._mm
+        mm[pos + 32 : pos + 32 + n] = payload
+        nano = _time_ns()  # stamped after the copy: only the header store stands before the commit
         if nano < self._last_nano:
             nano = self._last_nano
-        mm = self._mm
         try:
             _pack_body(mm, pos + 4, msg_type, nano, source, n)
         except struct.error:
+            mm[pos : pos + size] = bytes(size)  # leave no stale payload past the committed end
             raise _bad_ids(msg_type, source) from None
-        mm[pos + 32 : pos + 32 + n] = payload
         if pos >= self._slot_boundary:
             self._mark_index(pos, nano)
         _pack_commit(mm, pos, n + 32)
@@ -329,6 +337,14 @@ class Writer:
         self._page = None
         self._limit = 0
         release_writer_lock(self._lock_fd)
+        _LIVE.discard(self)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop this copy of the writer without touching the parent's lock."""
+        if self._page is not None:
+            self._page = None
+            self._limit = 0
+            os.close(self._lock_fd)  # the parent's descriptor keeps the flock held
 
     def __enter__(self) -> Writer:
         return self
@@ -340,6 +356,17 @@ class Writer:
         state = "closed" if self._page is None else f"page {self._page_no} offset {self._pos}"
         return f"<mmipc.Writer {self.name!r} in {self.directory!r}, {state}>"
 
+
+_LIVE: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _forget_writers_in_child() -> None:
+    for writer in list(_LIVE):
+        writer._forget_after_fork()
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_writers_in_child)
 
 assert (FRAME_HEADER_SIZE, PAGE_END_RESERVE, FRAME_BODY_OFFSET, MAX_MSG_TYPE) == (32, 32, 4, 0xFFFE_FFFF)
 
