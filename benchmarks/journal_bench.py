@@ -120,7 +120,7 @@ def _read_latency(peer: str, poll: Callable[[], Any], count: int) -> dict[str, A
 def _read_throughput(peer: str, poll: Callable[[], Any], count: int) -> dict[str, Any]:
     unpack = SEQ.unpack_from
     errors = 0
-    data = None
+    data: Any = None
     for seq in range(count):
         item = poll()
         while item is None:
@@ -306,7 +306,7 @@ def report(res: dict[str, Any], command: str) -> str:
         f"- Date: {time.strftime('%Y-%m-%d')}. Each figure is the median over {len(lat['mmipc'])} "
         "interleaved rounds (min-max in brackets); the naive mmap log runs in the same rounds.",
         "",
-        "## One-way latency, 408-byte frames, two processes on two cores (us)",
+        "### One-way latency, 408-byte frames, two processes on two cores (us)",
         "",
         "Writer paces one frame per 20 us; reader busy-polls; latency = reader's `time_ns()` minus the",
         "writer's stamp; the first 10% of each run is warm-up and dropped.",
@@ -321,7 +321,7 @@ def report(res: dict[str, Any], command: str) -> str:
         lines.append(f"| {key} | {median_range(ours)} | {median_range(naive)} | {ratio:.2f} |")
     lines += [
         "",
-        "## Throughput, frames per second received by the reader process",
+        "### Throughput, frames per second received by the reader process",
         "",
         "Writer writes as fast as it can; the reader checks every sequence number (0 lost, 0 reordered).",
         "",
@@ -337,7 +337,7 @@ def report(res: dict[str, Any], command: str) -> str:
     costs, naive_costs = res["costs"], res["naive_costs"]
     lines += [
         "",
-        "## In-process cost per call (ns)",
+        "### In-process cost per call (ns)",
         "",
         "| call | mmipc | naive log |",
         "|---|---|---|",
@@ -348,7 +348,7 @@ def report(res: dict[str, Any], command: str) -> str:
         f"| empty `read` | {median_range([c['empty_read_1'] for c in costs])} | "
         f"{median_range([c['empty_read'] for c in naive_costs])} |",
         "",
-        "## Read cost by number of journals (ns per call)",
+        "### Read cost by number of journals (ns per call)",
         "",
         "64-byte frames spread at random over the journals, drained by one merging reader.",
         "",
@@ -360,7 +360,7 @@ def report(res: dict[str, Any], command: str) -> str:
     seek = res["seek"]
     lines += [
         "",
-        "## Seek",
+        "### Seek",
         "",
         f"Random `seek` plus the first `read` in a journal of 10,000,000 64-byte frames "
         f"({seek['pages']} pages of 32 MiB): p50 {seek['p50_ms']:.3f} ms, max {seek['max_ms']:.3f} ms.",
@@ -388,10 +388,11 @@ def main() -> None:
             results = json.load(f)
     else:
         results = measure(args.rounds, args.quick)
+        results["command"] = "python " + " ".join(sys.argv)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
-    text = report(results, "python " + " ".join(sys.argv))
+    text = report(results, results["command"])
     if args.out:
         splice(args.out, text)
     print(text)

@@ -79,7 +79,11 @@ class Cursor:
     # -- the hot path -------------------------------------------------------------------------
 
     def read(self) -> Frame | None:
-        """The next committed frame of this journal, or None: `poll` and `take` fused, for one journal."""
+        """The next committed frame of this journal, or None.
+
+        This is `poll` and `take` fused, for a reader of one journal: two Python calls fewer per frame
+        (about 150 ns here). Its header checks must stay the same as `poll`'s.
+        """
         mm = self.mm
         if mm is None or self.next_nano >= 0:
             return self.take() if self.poll() >= 0 else None

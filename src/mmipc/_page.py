@@ -43,7 +43,7 @@ class MappedPage:
         try:
             fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
         except FileNotFoundError:
-            raise
+            raise  # the callers decide whether a missing page is normal (not created yet) or corrupt
         except OSError as exc:
             raise StorageError(f"cannot open page {path}: {exc.strerror}") from exc
         try:
