@@ -124,6 +124,41 @@ class Procs:
                 pass
 
 
+class ServiceProcess:
+    """A real `mmipc service` process on its own home, which tests may kill and restart."""
+
+    def __init__(self, home: str) -> None:
+        self.home = home
+        self.socket = os.path.join(home, "service.sock")
+        self.child: Child | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "MMIPC_HOME": self.home}
+        self.child = Child([sys.executable, "-m", "mmipc", "service", "--home", self.home], env=env)
+        self.child.expect_line("mmipc service pid")
+        wait_for(lambda: os.path.exists(self.socket), what="the service socket")
+
+    def kill9(self) -> None:
+        assert self.child is not None
+        self.child.kill9()
+
+    def stop(self) -> None:
+        if self.child is not None and self.child.proc.poll() is None:
+            self.child.proc.send_signal(signal.SIGTERM)
+            self.child.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """Every test runs against a real service (registration is the default), children included."""
+    home = str(tmp_path_factory.mktemp("home"))
+    svc = ServiceProcess(home)
+    svc.start()
+    os.environ["MMIPC_HOME"] = home
+    yield svc
+    svc.stop()
+
+
 @pytest.fixture
 def procs() -> Iterator[Procs]:
     p = Procs()

@@ -27,6 +27,13 @@ PUBLIC = {
     "WaitStrategy",
     "Writer",
     "max_payload",
+    "DEFAULT_HOME",
+    "ReaderNameTakenError",
+    "Service",
+    "ServiceAlreadyRunningError",
+    "ServiceRefusedError",
+    "ServiceUnavailableError",
+    "service_status",
 }
 
 

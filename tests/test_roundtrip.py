@@ -21,7 +21,8 @@ EDGES = [0, 1, 7, 8, 9, LARGEST - 9, LARGEST - 8, LARGEST - 1, LARGEST]
 
 def roundtrip(payloads: list[bytes], page_size: int = PAGE) -> list[tuple[bytes, int, int]]:
     with tempfile.TemporaryDirectory() as d:
-        with Writer.create(d, "rt", page_size=page_size) as writer:
+        # Standalone: this checks the format, on hundreds of short-lived directories.
+        with Writer.create(d, "rt", page_size=page_size, service=None) as writer:
             for i, payload in enumerate(payloads):
                 writer.write(payload, msg_type=i % 1000, source=i % 3)
         with Reader.create("rt") as reader:

@@ -13,11 +13,17 @@ from ._errors import (
     InvalidNameError,
     JournalLockedError,
     MmipcError,
+    ReaderNameTakenError,
+    ServiceAlreadyRunningError,
+    ServiceRefusedError,
+    ServiceUnavailableError,
     StorageError,
     UsageError,
 )
 from ._layout import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MIN_PAGE_SIZE, MsgType, max_payload
+from ._link import DEFAULT_HOME, service_status
 from ._reader import Reader
+from ._service import Service
 from ._types import Frame, JournalId
 from ._wait import Backoff, BusySpin, WaitStrategy
 from ._writer import FrameClaim, Writer
@@ -25,6 +31,7 @@ from ._writer import FrameClaim, Writer
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_HOME",
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "MIN_PAGE_SIZE",
@@ -42,9 +49,15 @@ __all__ = [
     "MmipcError",
     "MsgType",
     "Reader",
+    "ReaderNameTakenError",
+    "Service",
+    "ServiceAlreadyRunningError",
+    "ServiceRefusedError",
+    "ServiceUnavailableError",
     "StorageError",
     "UsageError",
     "WaitStrategy",
     "Writer",
     "max_payload",
+    "service_status",
 ]

@@ -33,7 +33,7 @@ class ClosedError(UsageError):
 
 
 class JournalLockedError(MmipcError):
-    """Another live writer holds the journal's lock."""
+    """Another live writer holds the journal (by its OS lock, or by the service's registry)."""
 
 
 class CorruptJournalError(MmipcError):
@@ -62,3 +62,23 @@ class DiskFullError(StorageError):
     Every frame written before stays intact and readable; the write that needed the page was not made
     and may be retried once space is freed.
     """
+
+
+class ServiceUnavailableError(MmipcError):
+    """No mmipc service answers on the home's socket."""
+
+
+class ServiceRefusedError(MmipcError):
+    """The service answered but refused the request; `code` names the reason, the message explains."""
+
+    def __init__(self, message: str, code: str = "refused") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ReaderNameTakenError(ServiceRefusedError):
+    """A live reader already has this name (names identify readers to the service, as in Kungfu)."""
+
+
+class ServiceAlreadyRunningError(MmipcError):
+    """Another service already serves this home."""

@@ -12,13 +12,16 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 from ._cursor import Cursor, Start
-from ._errors import ClosedError, UsageError
+from ._errors import ClosedError, ReaderNameTakenError, ServiceRefusedError, UsageError
 from ._files import check_name
+from ._link import DEFAULT_HOME, Link, ServiceHome, link_for
 from ._types import Frame, JournalId
 from ._wait import WaitName, WaitStrategy, make_wait
 
@@ -31,28 +34,49 @@ class Reader:
     own fused read, with several the merge.)
     """
 
-    __slots__ = ("name", "_cursors", "_closed", "read")
+    __slots__ = ("name", "_cursors", "_closed", "read", "_link", "_finalizer", "__weakref__")
     read: Callable[[], Frame | None]
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, link: Link | None) -> None:
         self.name = name
         self._cursors: list[Cursor] = []
         self._closed = False
+        self._link = link
         self._rebind()
+        self._finalizer = weakref.finalize(self, _unregister, link, name)
 
     def _rebind(self) -> None:
-        """Point `read` at the fastest correct implementation for the journals added now."""
+        """Point `read` at the fastest correct implementation for the journals added now.
+
+        None of them refers back to the reader: a cycle would keep a dropped reader (and its
+        registered name) alive until the cyclic garbage collector happened to run.
+        """
         if self._closed:
-            self.read = self._read_closed
+            self.read = functools.partial(_read_closed, self.name)
         elif len(self._cursors) == 1:
             self.read = self._cursors[0].read
         else:
-            self.read = self._read_merged
+            self.read = functools.partial(_read_merged, self._cursors)
 
     @classmethod
-    def create(cls, name: str) -> Reader:
-        """A reader named `name` (same naming rule as journals), with no journal yet."""
-        return cls(check_name(name, "reader"))
+    def create(cls, name: str, *, service: ServiceHome = DEFAULT_HOME) -> Reader:
+        """A reader named `name` (same naming rule as journals), with no journal yet.
+
+        It registers with the service of home `service` (default: $MMIPC_HOME or the per-user home),
+        which refuses a name another live reader holds (`ReaderNameTakenError`); `service=None` runs
+        standalone.
+        """
+        check_name(name, "reader")
+        link = link_for(service)
+        if link is not None:
+            try:
+                link.request("register_reader", name=name)
+            except ServiceRefusedError as exc:
+                if exc.code == "reader_name_taken":
+                    raise ReaderNameTakenError(f"{exc}; choose another name or stop that reader") from None
+                raise
+            link.remember(("reader", name), "register_reader", name=name)
+        return cls(name, link)
 
     def add_journal(self, directory: str | os.PathLike[str], name: str, start: Start = "begin") -> JournalId:
         """Follow journal `name` in `directory` from `start`.
@@ -70,6 +94,7 @@ class Reader:
         cursor.position(start)
         self._cursors.append(cursor)
         self._rebind()
+        self._report("add_journal", jid)
         return jid
 
     def remove_journal(self, directory: str | os.PathLike[str], name: str) -> None:
@@ -80,28 +105,23 @@ class Reader:
                 cursor.detach()
                 self._cursors.remove(cursor)
                 self._rebind()
+                self._report("remove_journal", jid)
                 return
         raise UsageError(f"journal {jid} is not added to reader {self.name}")
+
+    def _report(self, op: str, jid: JournalId) -> None:
+        if self._link is None:
+            return
+        key = ("reader", self.name, *jid)
+        if op == "add_journal":
+            self._link.remember(key, op, reader=self.name, directory=jid.directory, name=jid.name)
+        else:
+            self._link.forget(key)
+        self._link.notify(op, reader=self.name, directory=jid.directory, name=jid.name)
 
     @property
     def journals(self) -> list[JournalId]:
         return [c.jid for c in self._cursors]
-
-    def _read_merged(self) -> Frame | None:
-        best: Cursor | None = None
-        best_nano = 0
-        for cursor in self._cursors:
-            nano = cursor.next_nano
-            if nano < 0:
-                nano = cursor.poll()
-            if nano >= 0 and (best is None or nano < best_nano):
-                best, best_nano = cursor, nano
-        if best is None:
-            return None
-        return best.take()
-
-    def _read_closed(self) -> Frame | None:
-        raise ClosedError(f"reader {self.name} is closed")
 
     def seek(self, nano: int) -> None:
         """Put every journal at its first frame with a timestamp >= `nano`."""
@@ -137,6 +157,7 @@ class Reader:
         self._cursors.clear()
         self._closed = True
         self._rebind()
+        self._finalizer()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -150,3 +171,29 @@ class Reader:
 
     def __repr__(self) -> str:
         return f"<mmipc.Reader {self.name!r} following {len(self._cursors)} journal(s)>"
+
+
+def _unregister(link: Link | None, name: str) -> None:
+    """Free the reader's name at the service (also run by the GC)."""
+    if link is not None:
+        link.forget(("reader", name))
+        link.notify("unregister_reader", name=name)
+
+
+def _read_merged(cursors: list[Cursor]) -> Frame | None:
+    """The merge: the earliest next committed frame among the journals; ties go to the first added."""
+    best: Cursor | None = None
+    best_nano = 0
+    for cursor in cursors:
+        nano = cursor.next_nano
+        if nano < 0:
+            nano = cursor.poll()
+        if nano >= 0 and (best is None or nano < best_nano):
+            best, best_nano = cursor, nano
+    if best is None:
+        return None
+    return best.take()
+
+
+def _read_closed(name: str) -> Frame | None:
+    raise ClosedError(f"reader {name} is closed")

@@ -32,7 +32,15 @@ import weakref
 from types import TracebackType
 from typing import Any
 
-from ._errors import ClosedError, CorruptJournalError, FrameTooLargeError, StorageError, UsageError
+from ._errors import (
+    ClosedError,
+    CorruptJournalError,
+    FrameTooLargeError,
+    JournalLockedError,
+    ServiceRefusedError,
+    StorageError,
+    UsageError,
+)
 from ._files import (
     acquire_writer_lock,
     check_name,
@@ -64,6 +72,7 @@ from ._layout import (
     index_stride,
     max_payload,
 )
+from ._link import DEFAULT_HOME, Link, ServiceHome, link_for
 from ._page import MappedPage
 
 _ZERO_CHUNK = bytes(64 * 1024)
@@ -92,26 +101,42 @@ class Writer:
         "_stride",
         "_claim",
         "_spare_claim",
+        "_link",
+        "_finalizer",
         "__weakref__",
     )
 
-    def __init__(self, directory: str, name: str, page_size: int | None, lock_fd: int) -> None:
+    def __init__(
+        self, directory: str, name: str, page_size: int | None, lock_fd: int, link: Link | None
+    ) -> None:
         self.directory = directory
         self.name = name
         self._lock_fd = lock_fd
+        self._link = link
         self._claim: FrameClaim | None = None
         self._spare_claim = FrameClaim(self)
         self._page: MappedPage | None = None
         self._limit = self._pos = self._page_no = self._last_nano = 0
         self._slot_index = self._slot_boundary = self._stride = 0
         self._open_tail(page_size)
+        self._finalizer = weakref.finalize(self, _release, lock_fd, link, directory, name)
 
     @classmethod
-    def create(cls, directory: str | os.PathLike[str], name: str, *, page_size: int | None = None) -> Writer:
+    def create(
+        cls,
+        directory: str | os.PathLike[str],
+        name: str,
+        *,
+        page_size: int | None = None,
+        service: ServiceHome = DEFAULT_HOME,
+    ) -> Writer:
         """Open journal `name` in `directory` for appending, creating both if needed.
 
         `page_size` applies to pages created from now on (default: the journal's last page size, or
-        DEFAULT_PAGE_SIZE for a new journal). Raises `JournalLockedError` if another writer is live.
+        DEFAULT_PAGE_SIZE for a new journal). `service` is the home of the service to register with
+        (default: $MMIPC_HOME or the per-user home), or None to run standalone, guarded by the OS lock
+        alone. Raises `JournalLockedError` if another writer is live, `ServiceUnavailableError` if no
+        service answers.
         """
         check_name(name)
         _warn_if_weakly_ordered()
@@ -122,11 +147,14 @@ class Writer:
             os.makedirs(path, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create journal directory {path}: {exc.strerror}") from exc
+        link = link_for(service)
         lock_fd = acquire_writer_lock(path, name)
         try:
-            writer = cls(path, name, page_size, lock_fd)
+            if link is not None:
+                _register(link, path, name)
+            writer = cls(path, name, page_size, lock_fd, link)
         except BaseException:
-            release_writer_lock(lock_fd)
+            _release(lock_fd, link, path, name)
             raise
         _LIVE.add(writer)
         return writer
@@ -261,6 +289,15 @@ class Writer:
         self._stride = index_stride(page.page_size)
         self._slot_index = filled_slots
         self._slot_boundary = self._boundary(filled_slots)
+        if self._link is not None:  # the service prepares page number + 1 in the background
+            fields = {
+                "directory": self.directory,
+                "name": self.name,
+                "page_no": number,
+                "page_size": self._new_page_size,
+            }
+            self._link.remember(("writer", self.directory, self.name, "page"), "page", **fields)
+            self._link.notify("page", **fields)
 
     # -- opening: resume after the last committed frame ---------------------------------------
 
@@ -336,7 +373,7 @@ class Writer:
         self._page.release()
         self._page = None
         self._limit = 0
-        release_writer_lock(self._lock_fd)
+        self._finalizer()
         _LIVE.discard(self)
 
     def _forget_after_fork(self) -> None:
@@ -344,6 +381,7 @@ class Writer:
         if self._page is not None:
             self._page = None
             self._limit = 0
+            self._finalizer.detach()
             os.close(self._lock_fd)  # the parent's descriptor keeps the flock held
 
     def __enter__(self) -> Writer:
@@ -369,6 +407,26 @@ def _forget_writers_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_writers_in_child)
 
 assert (FRAME_HEADER_SIZE, PAGE_END_RESERVE, FRAME_BODY_OFFSET, MAX_MSG_TYPE) == (32, 32, 4, 0xFFFE_FFFF)
+
+
+def _register(link: Link, directory: str, name: str) -> None:
+    try:
+        link.request("register_writer", directory=directory, name=name)
+    except ServiceRefusedError as exc:
+        if exc.code == "journal_locked":
+            raise JournalLockedError(
+                f"{exc}; stop that writer first: a journal has exactly one writer"
+            ) from None
+        raise
+    link.remember(("writer", directory, name), "register_writer", directory=directory, name=name)
+
+
+def _release(lock_fd: int, link: Link | None, directory: str, name: str) -> None:
+    """Give the journal up: the OS lock, and the service's registration (also run by the GC)."""
+    release_writer_lock(lock_fd)
+    if link is not None:
+        link.forget(("writer", directory, name))
+        link.notify("unregister_writer", directory=directory, name=name)
 
 
 def _bad_ids(msg_type: int, source: int) -> UsageError:

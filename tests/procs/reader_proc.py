@@ -10,6 +10,7 @@ be committed, and so read, after a later-stamped one: the merge orders committed
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import payloads
@@ -19,7 +20,7 @@ from mmipc import Reader
 
 def main() -> None:
     directory, names = sys.argv[1], sys.argv[2:]
-    reader = Reader.create("checker")
+    reader = Reader.create(f"checker-{os.getpid()}")
     for name in names:
         reader.add_journal(directory, name)
     print("ready", flush=True)

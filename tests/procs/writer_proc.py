@@ -9,6 +9,7 @@ Prints "ready NEXT_SEQ" once the journal is open.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import payloads
@@ -20,7 +21,7 @@ def next_seq(directory: str, name: str, last_nano: int) -> int:
     """The sequence number after the last frame committed to the journal."""
     if last_nano == 0:
         return 0
-    reader = Reader.create("resume")
+    reader = Reader.create(f"resume-{os.getpid()}")
     reader.add_journal(directory, name, start=last_nano)
     seq = -1
     while (frame := reader.read()) is not None:

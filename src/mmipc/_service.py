@@ -1,0 +1,436 @@
+"""The service: a registry of writers and readers, background page preparation and status.
+
+Rules:
+
+* Frames never pass through the service; it only keeps the registry and prepares pages. If it dies,
+  writers and readers go on moving frames; when it comes back, their links register again.
+* One service per home, decided by `flock` on ``service.lock``: whoever holds it owns the home and may
+  replace a socket left by a killed service. The socket is mode 0600 in a 0700 home, and peers of
+  another uid (by `SO_PEERCRED`) are refused anyway.
+* One connection is one session. When it closes for any reason, the kernel tells us at once (EOF),
+  and everything the session registered is freed.
+* One writer per journal, keyed by the journal's real path. The writer's own OS lock stays the ground
+  truth; the registry adds the holder's pid to the error and a live view for `status`.
+* A peer's bytes are never trusted: messages are capped, malformed ones end the connection, a
+  request of the wrong shape gets an error reply, a silent peer is dropped after HELLO_TIMEOUT, and a
+  peer that does not read its replies is dropped when they pile up past MAX_OUTBOX. Nothing a peer
+  sends can stop the loop from serving the others.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import InvalidNameError, ServiceAlreadyRunningError
+from ._files import check_name
+from ._home import LOCK_NAME, ensure_home, resolve_home, socket_path
+from ._pages_ahead import PagePreparer
+from ._protocol import PROTOCOL_VERSION, MessageReader, ProtocolError, check_request, encode
+from ._status import journal_status
+
+log = logging.getLogger("mmipc.service")
+
+HELLO_TIMEOUT = 5.0
+MAX_SESSIONS = 1024
+MAX_OUTBOX = 1 << 20
+_UCRED = struct.Struct("3i")
+
+JournalKey = tuple[str, str]
+
+
+@dataclass
+class Session:
+    sock: socket.socket
+    pid: int
+    uid: int
+    opened: float
+    reader: MessageReader = field(default_factory=MessageReader)
+    outbox: bytearray = field(default_factory=bytearray)
+    greeted: bool = False
+    writers: dict[JournalKey, int] = field(default_factory=dict)  # journal -> current page
+    readers: dict[str, set[JournalKey]] = field(default_factory=dict)
+
+
+class Service:
+    """The mmipc service for one home. `start()` runs it on threads; `serve_forever()` in this one."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.home = resolve_home(home)
+        self.socket_path = socket_path(self.home)
+        self._lock = threading.Lock()
+        self._writers: dict[JournalKey, Session] = {}
+        self._readers: dict[str, Session] = {}
+        self._sessions: dict[int, Session] = {}
+        self._selector = selectors.DefaultSelector()
+        self._listener: socket.socket | None = None
+        self._lock_fd = -1
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._preparer = PagePreparer(self._has_writer)
+        self.started = 0.0
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def start(self) -> Service:
+        """Bind and serve on a background thread (for tests and embedding); returns self."""
+        self._bind()
+        self._thread = threading.Thread(target=self._serve, name="mmipc-service", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Bind and serve on this thread until SIGINT or SIGTERM (or `stop()`)."""
+        self._bind()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self._request_stop())
+        self._serve()
+
+    def stop(self) -> None:
+        """Stop accepting, end every session, remove the socket. Safe to call twice."""
+        self._request_stop()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def _request_stop(self) -> None:
+        self._stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _bind(self) -> None:
+        ensure_home(self.home)
+        lock_path = os.path.join(self.home, LOCK_NAME)
+        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._lock_fd)
+            raise ServiceAlreadyRunningError(
+                f"a service (pid {holder}) already serves {self.home}; stop it first, or use another --home"
+            ) from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        if os.path.lexists(self.socket_path):
+            os.unlink(self.socket_path)  # we hold the home's lock: this socket was left by a dead service
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_mask = os.umask(0o177)
+        try:
+            listener.bind(self.socket_path)
+        finally:
+            os.umask(old_mask)
+        listener.listen(128)
+        listener.setblocking(False)
+        self._listener = listener
+        self._selector.register(listener, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._preparer.start()
+        self.started = time.time()
+        log.info("serving %s", self.socket_path)
+
+    def _serve(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                for key, mask in self._selector.select(timeout=0.5):
+                    self._dispatch(key, mask)
+                self._drop_silent()
+        finally:
+            self._shutdown()
+
+    def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
+        if key.data is None:
+            self._accept()
+        elif key.data == "wake":
+            os.read(self._wake_r, 4096)
+        elif mask & selectors.EVENT_READ:
+            self._receive(key.data)
+        elif mask & selectors.EVENT_WRITE:
+            self._flush(key.data)
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            for session in list(self._sessions.values()):
+                self._close(session)
+        if self._listener is not None:
+            self._selector.unregister(self._listener)
+            self._listener.close()
+            self._listener = None
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+        self._preparer.stop()
+        if self._lock_fd >= 0:
+            os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        log.info("stopped")
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            conn, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        pid, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+        if uid != os.getuid() or len(self._sessions) >= MAX_SESSIONS:
+            why = f"uid {uid} is not this service's uid" if uid != os.getuid() else "too many sessions"
+            _send_quietly(conn, {"id": None, "ok": False, "error": "refused", "message": why})
+            conn.close()
+            log.warning("refused pid %d: %s", pid, why)
+            return
+        conn.setblocking(False)
+        session = Session(conn, pid, uid, time.monotonic())
+        with self._lock:
+            self._sessions[conn.fileno()] = session
+        self._selector.register(conn, selectors.EVENT_READ, session)
+
+    def _receive(self, session: Session) -> None:
+        try:
+            data = session.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            with self._lock:
+                self._close(session)
+            return
+        try:
+            messages = session.reader.feed(data)
+        except ProtocolError as exc:
+            self._reply(session, None, error="protocol", message=str(exc))
+            with self._lock:
+                self._close(session)
+            return
+        for message in messages:
+            if session.sock.fileno() < 0:
+                return
+            self._handle(session, message)
+
+    def _reply(self, session: Session, request_id: object, **fields: Any) -> None:
+        reply = {"id": request_id, "ok": "error" not in fields, **fields}
+        session.outbox += encode(reply)
+        self._flush(session)
+
+    def _flush(self, session: Session) -> None:
+        if session.sock.fileno() < 0:
+            return
+        try:
+            sent = session.sock.send(session.outbox)
+            del session.outbox[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            session.outbox.clear()
+        if len(session.outbox) > MAX_OUTBOX:
+            log.warning("dropping pid %d: it does not read its replies", session.pid)
+            with self._lock:
+                self._close(session)
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if session.outbox else 0)
+        self._selector.modify(session.sock, events, session)
+
+    def _drop_silent(self) -> None:
+        deadline = time.monotonic() - HELLO_TIMEOUT
+        with self._lock:
+            for session in list(self._sessions.values()):
+                if not session.greeted and session.opened < deadline:
+                    log.warning("dropping pid %d: no hello within %.0fs", session.pid, HELLO_TIMEOUT)
+                    self._close(session)
+
+    def _close(self, session: Session) -> None:
+        """Free everything the session registered (caller holds the lock)."""
+        if session.sock.fileno() < 0:
+            return
+        for key in session.writers:
+            if self._writers.get(key) is session:
+                del self._writers[key]
+        for name in session.readers:
+            if self._readers.get(name) is session:
+                del self._readers[name]
+        self._sessions.pop(session.sock.fileno(), None)
+        self._selector.unregister(session.sock)
+        session.sock.close()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _handle(self, session: Session, message: dict[str, Any]) -> None:
+        request_id = message.get("id")
+        try:
+            op = check_request(message)
+            if not session.greeted and op != "hello":
+                raise ProtocolError("the first request must be hello")
+            handler = self._handlers()[op]
+            with self._lock:
+                reply = handler(session, message)
+        except (ProtocolError, InvalidNameError) as exc:
+            self._reply(
+                session,
+                request_id if isinstance(request_id, int) else None,
+                error="bad_request",
+                message=str(exc),
+            )
+            return
+        except _Refusal as refusal:
+            self._reply(session, request_id, error=refusal.code, message=str(refusal), **refusal.extra)
+            return
+        self._reply(session, request_id, **reply)
+
+    def _handlers(self) -> dict[str, Callable[[Session, dict[str, Any]], dict[str, Any]]]:
+        return {
+            "hello": self._hello,
+            "register_writer": self._register_writer,
+            "unregister_writer": self._unregister_writer,
+            "page": self._page,
+            "register_reader": self._register_reader,
+            "unregister_reader": self._unregister_reader,
+            "add_journal": self._add_journal,
+            "remove_journal": self._remove_journal,
+            "status": lambda session, message: {"status": self._status()},
+        }
+
+    def _hello(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
+        if message["version"] != PROTOCOL_VERSION:
+            raise _Refusal(
+                "version", f"this service speaks protocol {PROTOCOL_VERSION}, not {message['version']}"
+            )
+        session.greeted = True
+        return {"version": PROTOCOL_VERSION, "service_pid": os.getpid(), "home": self.home}
+
+    def _register_writer(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
+        key = _journal_key(message)
+        holder = self._writers.get(key)
+        if holder is not None and holder is not session:
+            raise _Refusal(
+                "journal_locked",
+                f"journal {key[1]} in {key[0]} already has a live writer (pid {holder.pid})",
+                pid=holder.pid,
+            )
+        self._writers[key] = session
+        session.writers[key] = session.writers.get(key, -1)
+        return {}
+
+    def _unregister_writer(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
+        key = _journal_key(message)
+        if self._writers.get(key) is session:
+            del self._writers[key]
+        session.writers.pop(key, None)
+        return {}
+
+    def _page(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
+        key = _journal_key(message)
+        if self._writers.get(key) is not session:
+            raise _Refusal("not_writer", f"this session is not the writer of journal {key[1]} in {key[0]}")
+        session.writers[key] = message["page_no"]
+        self._preparer.prepare(key[0], key[1], message["page_no"] + 1, message["page_size"])
+        return {}
+
+    def _register_reader(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
+        name = check_name(message["name"], "reader")
+        holder = self._readers.get(name)
+        if holder is not None:
+            raise _Refusal(
+                "reader_name_taken", f"reader name {name!r} is taken by pid {holder.pid}", pid=holder.pid
+            )
+        self._readers[name] = session
+        session.readers[name] = set()
+        return {}
+
+    def _unregister_reader(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
+        name = message["name"]
+        if self._readers.get(name) is session:
+            del self._readers[name]
+        session.readers.pop(name, None)
+        return {}
+
+    def _add_journal(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
+        self._reader_journals(session, message["reader"]).add(_journal_key(message))
+        return {}
+
+    def _remove_journal(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
+        self._reader_journals(session, message["reader"]).discard(_journal_key(message))
+        return {}
+
+    def _reader_journals(self, session: Session, reader: str) -> set[JournalKey]:
+        if reader not in session.readers:
+            raise _Refusal("not_reader", f"this session has no reader named {reader!r}")
+        return session.readers[reader]
+
+    def _has_writer(self, directory: str, name: str) -> bool:
+        with self._lock:
+            return (directory, name) in self._writers
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The service's view: journals with their writers, readers with their journals, uptime."""
+        with self._lock:
+            return self._status()
+
+    def _status(self) -> dict[str, Any]:
+        journals = [
+            {
+                **journal_status(key[0], key[1]),
+                "writer_pid": session.pid,
+                "page": session.writers.get(key, -1),
+            }
+            for key, session in sorted(self._writers.items())
+        ]
+        readers = [
+            {"name": name, "pid": session.pid, "journals": [list(k) for k in sorted(session.readers[name])]}
+            for name, session in sorted(self._readers.items())
+        ]
+        return {
+            "service": {
+                "pid": os.getpid(),
+                "home": self.home,
+                "socket": self.socket_path,
+                "started": self.started,
+                "uptime_s": round(time.time() - self.started, 3),
+                "sessions": len(self._sessions),
+                "pages_prepared": self._preparer.prepared,
+            },
+            "journals": journals,
+            "readers": readers,
+        }
+
+
+class _Refusal(Exception):
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.extra = extra
+
+
+def _journal_key(message: dict[str, Any]) -> JournalKey:
+    return os.path.realpath(message["directory"]), check_name(message["name"])
+
+
+def _send_quietly(conn: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        conn.settimeout(0.5)
+        conn.sendall(encode(message))
+    except OSError:
+        pass

@@ -1,0 +1,91 @@
+"""`mmipc service` and `mmipc status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from datetime import datetime
+from typing import Any
+
+from .._link import service_status
+from .._service import Service
+
+Commands = Any  # argparse's private _SubParsersAction
+
+
+def add_commands(commands: Commands) -> None:
+    service = commands.add_parser(
+        "service",
+        help="run the service in the foreground",
+        description="Run the mmipc service until "
+        "SIGINT or SIGTERM: it registers writers and readers and prepares pages ahead of writers.",
+    )
+    _add_home(service)
+    service.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    service.set_defaults(run=run_service)
+    status = commands.add_parser(
+        "status",
+        help="show what the service sees",
+        description="Show the service's journals, writers, readers and uptime.",
+    )
+    _add_home(status)
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.set_defaults(run=run_status)
+
+
+def _add_home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="service home (default: $MMIPC_HOME, else a per-user directory)")
+
+
+def run_service(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s mmipc %(levelname)s %(message)s",
+    )
+    service = Service(args.home)
+    print(f"mmipc service pid {os.getpid()} listening on {service.socket_path}", flush=True)
+    service.serve_forever()
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    status = service_status(args.home) if args.home else service_status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(format_status(status))
+    return 0
+
+
+def format_status(status: dict[str, Any]) -> str:
+    svc = status["service"]
+    lines = [
+        f"service pid {svc['pid']}, home {svc['home']}, up {_duration(svc['uptime_s'])}, "
+        f"{svc['sessions']} sessions, {svc['pages_prepared']} pages prepared",
+        "",
+        f"{'JOURNAL':<48} {'WRITER':>7} {'PAGE':>5} {'PAGES':>6} {'BYTES':>12}  LAST FRAME",
+    ]
+    for j in status["journals"]:
+        lines.append(
+            f"{j['directory'] + '/' + j['name']:<48} {j['writer_pid']:>7} {j['page']:>5} "
+            f"{j['pages']:>6} {j['bytes']:>12,}  {_time(j['last_nano'])}"
+        )
+    lines += ["", f"{'READER':<24} {'PID':>7}  JOURNALS"]
+    for r in status["readers"]:
+        names = ", ".join(f"{d}/{n}" for d, n in r["journals"]) or "-"
+        lines.append(f"{r['name']:<24} {r['pid']:>7}  {names}")
+    return "\n".join(lines)
+
+
+def _time(nano: int) -> str:
+    if not nano:
+        return "-"
+    return datetime.fromtimestamp(nano / 1e9).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _duration(seconds: float) -> str:
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
