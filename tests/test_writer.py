@@ -8,7 +8,7 @@ import struct
 import payloads
 import pytest
 
-from conftest import PROCS, Procs
+from conftest import PROCS, Procs, wait_for
 from mmipc import (
     ClosedError,
     JournalLockedError,
@@ -41,6 +41,7 @@ def test_second_writer_in_another_process_is_refused_until_the_first_is_killed(
 ) -> None:
     holder = procs.spawn("writer_proc.py", jdir, "locked", str(PAGE), "-1")
     procs.expect_line(holder, "ready")
+    wait_for(lambda: bool(read_all(jdir, "locked")), what="the holder's first frame")
     with pytest.raises(JournalLockedError, match=f"pid {holder.pid}"):
         Writer.create(jdir, "locked")
     procs.kill9(holder)
@@ -125,7 +126,7 @@ import resource, signal, sys
 sys.path.insert(0, {str(PROCS)!r})
 import payloads
 from mmipc import DiskFullError, Writer
-writer = Writer.create({jdir!r}, "full", page_size={PAGE})
+writer = Writer.create({jdir!r}, "full", page_size={PAGE}, service=None)  # a service is not rlimited
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, ({PAGE // 2}, {PAGE // 2}))
 seq = 0

@@ -32,6 +32,7 @@ from ._protocol import PROTOCOL_VERSION, MessageReader, ProtocolError, encode
 log = logging.getLogger("mmipc.link")
 
 RECONNECT_INTERVAL = 0.2
+RECONNECT_GRACE = 2.0
 REQUEST_TIMEOUT = 10.0
 Key = tuple[str, ...]
 
@@ -70,6 +71,8 @@ class Link:
         self._reader = MessageReader()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        self._connected = threading.Event()
+        self._connected.set()
         self._thread = threading.Thread(target=self._run, name="mmipc-link", daemon=True)
         self._thread.start()
 
@@ -78,7 +81,9 @@ class Link:
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """Send a request and return the service's reply (raise if it refuses or is gone)."""
         if self._sock is None:
-            raise ServiceUnavailableError(_gone(self.path))
+            self._wake()  # reconnect now, and give the service a moment to come back
+            if not self._connected.wait(RECONNECT_GRACE):
+                raise ServiceUnavailableError(_gone(self.path))
         waiter = _Waiter()
         self._enqueue({"op": op, **fields}, waiter)
         if not waiter.done.wait(REQUEST_TIMEOUT) or waiter.reply is None:
@@ -104,6 +109,9 @@ class Link:
 
     def _enqueue(self, message: dict[str, Any], waiter: _Waiter | None) -> None:
         self._outbox.append((message, waiter))
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
         except BlockingIOError:
@@ -157,6 +165,7 @@ class Link:
 
     def _lose(self, sock: socket.socket) -> None:
         log.warning("lost the service at %s; reconnecting", self.path)
+        self._connected.clear()
         self._sock = None
         sock.close()
         self._reader = MessageReader()
@@ -167,7 +176,8 @@ class Link:
             waiter.done.set()  # with no reply: the caller raises ServiceUnavailableError now
 
     def _reconnect(self) -> None:
-        select.select([self._wake_r], [], [], RECONNECT_INTERVAL)
+        if select.select([self._wake_r], [], [], RECONNECT_INTERVAL)[0]:
+            os.read(self._wake_r, 4096)
         try:
             sock = _connect(self.path)
             self.service_pid = self._hello(sock)
@@ -177,6 +187,7 @@ class Link:
         for registration in list(self._registrations.values()):
             self._outbox.append((dict(registration), None))
         self._sock = sock
+        self._connected.set()
         log.warning("reconnected to the service at %s; registrations replayed", self.path)
 
     @staticmethod

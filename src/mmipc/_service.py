@@ -90,9 +90,14 @@ class Service:
         self._thread.start()
         return self
 
-    def serve_forever(self) -> None:
-        """Bind and serve on this thread until SIGINT or SIGTERM (or `stop()`)."""
+    def serve_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Bind and serve on this thread until SIGINT or SIGTERM (or `stop()`).
+
+        `on_ready` runs once the socket accepts connections.
+        """
         self._bind()
+        if on_ready is not None:
+            on_ready()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._request_stop())
         self._serve()
@@ -260,6 +265,22 @@ class Service:
                     log.warning("dropping pid %d: no hello within %.0fs", session.pid, HELLO_TIMEOUT)
                     self._close(session)
 
+    def _still_alive(self, session: Session) -> bool:
+        """False, and the session freed, if its peer is gone but its EOF is not processed yet.
+
+        A process killed a moment ago has its socket closed by the kernel at once; a newcomer's
+        request may still be served first. Peeking at the socket settles it without a race.
+        """
+        try:
+            alive = session.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except (BlockingIOError, InterruptedError):
+            alive = True
+        except OSError:
+            alive = False
+        if not alive:
+            self._close(session)
+        return alive
+
     def _close(self, session: Session) -> None:
         """Free everything the session registered (caller holds the lock)."""
         if session.sock.fileno() < 0:
@@ -322,6 +343,8 @@ class Service:
     def _register_writer(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
         key = _journal_key(message)
         holder = self._writers.get(key)
+        if holder is not None and holder is not session and not self._still_alive(holder):
+            holder = None
         if holder is not None and holder is not session:
             raise _Refusal(
                 "journal_locked",
@@ -350,6 +373,8 @@ class Service:
     def _register_reader(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
         name = check_name(message["name"], "reader")
         holder = self._readers.get(name)
+        if holder is not None and holder is not session and not self._still_alive(holder):
+            holder = None
         if holder is not None:
             raise _Refusal(
                 "reader_name_taken", f"reader name {name!r} is taken by pid {holder.pid}", pid=holder.pid

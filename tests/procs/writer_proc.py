@@ -4,13 +4,14 @@ usage: writer_proc.py DIR NAME PAGE_SIZE COUNT [--end | --die-in-claim SIZE]
 COUNT frames (-1: until killed) continue the sequence after the last frame already in the
 journal. --end appends the end marker frame afterwards. --die-in-claim claims SIZE bytes, fills
 them with 0xAB without publishing, prints "claimed" and waits to be killed.
-Prints "ready NEXT_SEQ" once the journal is open.
+--pace-us N waits N microseconds between frames. Prints "ready NEXT_SEQ" once the journal is open.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 import payloads
 
@@ -37,7 +38,12 @@ def main() -> None:
         seq = next_seq(directory, name, writer.last_nano)
         print("ready", seq, flush=True)
         stop = seq + count if count >= 0 else 1 << 62
+        pace = int(sys.argv[sys.argv.index("--pace-us") + 1]) * 1000 if "--pace-us" in sys.argv else 0
+        next_at = time.monotonic_ns()
         while seq < stop:
+            while pace and time.monotonic_ns() < next_at:
+                pass
+            next_at += pace
             writer.write(payloads.make(seq), msg_type=payloads.DATA_MSG)
             seq += 1
         if "--die-in-claim" in sys.argv:

@@ -45,8 +45,11 @@ def run_service(args: argparse.Namespace) -> int:
         format="%(asctime)s mmipc %(levelname)s %(message)s",
     )
     service = Service(args.home)
-    print(f"mmipc service pid {os.getpid()} listening on {service.socket_path}", flush=True)
-    service.serve_forever()
+    service.serve_forever(
+        on_ready=lambda: print(
+            f"mmipc service pid {os.getpid()} listening on {service.socket_path}", flush=True
+        )
+    )
     return 0
 
 
