@@ -401,17 +401,17 @@ def main() -> None:
 START, END = "<!-- journal_bench:start -->", "<!-- journal_bench:end -->"
 
 
-def splice(path: str, text: str) -> None:
+def splice(path: str, text: str, start: str = START, end: str = END) -> None:
     """Replace the generated part of `path` (between the markers), keeping the prose around it."""
     try:
         with open(path) as f:
             old = f.read()
     except FileNotFoundError:
         old = ""
-    if START in old and END in old:
-        new = old.split(START)[0] + START + "\n" + text + "\n" + END + old.split(END, 1)[1]
+    if start in old and end in old:
+        new = old.split(start)[0] + start + "\n" + text + "\n" + end + old.split(end, 1)[1]
     else:
-        new = f"{START}\n{text}\n{END}\n"
+        new = f"{old}\n{start}\n{text}\n{end}\n"
     with open(path, "w") as f:
         f.write(new)
 

@@ -173,8 +173,10 @@ class Cursor:
             raise CorruptJournalError(
                 self.page.path, self.pos, f"the page ends here but the next page {path} is missing"
             ) from None
-        self.detach()
+        if self.page is not None:
+            self.page.release()
         self.page, self.page_no, self.mm, self.view = page, page_no, page.mm, page.view
+        self.next_nano = -1
         self.page_size, self.pos = page.page_size, pos
 
     def detach(self) -> None:

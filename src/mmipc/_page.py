@@ -70,6 +70,10 @@ class MappedPage:
         access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
         return cls(path, mmap.mmap(fd, size, access=access), header)
 
+    def unmap_part(self, start: int, length: int) -> None:
+        """Drop the page-table entries of a part of the map; the data stays in the page cache."""
+        self.mm.madvise(mmap.MADV_DONTNEED, start, length)
+
     def release(self) -> None:
         """Unmap now, or as soon as the last frame view a caller still holds is dropped."""
         self.view.release()
