@@ -2,14 +2,16 @@
 
     python examples/quickstart.py [--count 2000] [--rate 2000]
 
-The writer is a separate process (this script with `writer`), as in production: the only thing the
-two share is the journal directory.
+It starts `mmipc service` in a temporary home, then a writer process (this script with `writer`),
+as in production: three processes, and the frames pass through the journal directory only, never
+through the service.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import statistics
 import subprocess
 import sys
@@ -75,7 +77,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="frames per second, 0 = flat out")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mmipc-quickstart-") as directory:
-        read(directory, args.count, args.rate)
+        home = os.environ["MMIPC_HOME"] = os.path.join(directory, "home")  # for us and the writer
+        service = subprocess.Popen(
+            [sys.executable, "-m", "mmipc", "service", "--quiet"], stdout=subprocess.PIPE
+        )
+        try:
+            assert service.stdout is not None and service.stdout.readline().startswith(b"mmipc service")
+            print(f"service pid {service.pid} in {home}")
+            read(os.path.join(directory, "journals"), args.count, args.rate)
+        finally:
+            service.terminate()
+            service.wait()
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ class Link:
                 poller.register(sock, select.POLLRDHUP)
                 if not any(event & _HANGUP for _, event in poller.poll()):
                     continue
-                log.warning("lost the service at %s; reconnecting", self.path)
+                log.info("lost the service at %s; reconnecting", self.path)
                 with self._io:
                     self._lose(sock)
                 sock.close()
@@ -196,7 +196,7 @@ class Link:
                 reply = self._exchange(dict(registration))
                 if reply is not None:
                     _log_refusal(reply)
-        log.warning("reconnected to the service at %s; registrations replayed", self.path)
+        log.info("reconnected to the service at %s; registrations replayed", self.path)
 
     @classmethod
     def _forget_all_in_child(cls) -> None:
