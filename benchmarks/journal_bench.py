@@ -382,8 +382,9 @@ def report(res: dict[str, Any], command: str) -> str:
         "",
         "### Seek",
         "",
-        f"Random `seek` plus the first `read` in a journal of {seek.get('frames', 10_000_000):,} 64-byte frames "
-        f"({seek['pages']} pages of 32 MiB): p50 {seek['p50_ms']:.3f} ms, max {seek['max_ms']:.3f} ms.",
+        f"Random `seek` plus the first `read` in a journal of {seek.get('frames', 10_000_000):,} "
+        f"64-byte frames ({seek['pages']} pages of 32 MiB): "
+        f"p50 {seek['p50_ms']:.3f} ms, max {seek['max_ms']:.3f} ms.",
         "",
     ]
     return "\n".join(lines)
