@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import ctypes
+from typing import NamedTuple, TypeVar
+
+S = TypeVar("S", bound=ctypes.Structure)
 
 
 class JournalId(NamedTuple):
@@ -28,3 +31,13 @@ class Frame(NamedTuple):
     source: int
     journal: JournalId
     data: memoryview
+
+    def as_struct(self, cls: type[S]) -> S:
+        """The payload as ctypes Structure `cls`, checked for size.
+
+        This copies the payload: the frame is a read-only view of the page, and ctypes maps only
+        writable memory. For zero-copy access use numpy: `np.frombuffer(frame.data, dtype)`.
+        """
+        if len(self.data) != ctypes.sizeof(cls):
+            raise ValueError(f"payload is {len(self.data)} bytes, {cls.__name__} is {ctypes.sizeof(cls)}")
+        return cls.from_buffer_copy(self.data)
