@@ -7,13 +7,17 @@ import sys
 from collections.abc import Sequence
 
 from .. import MmipcError, __version__
-from . import _service
+from . import _demo, _inspect, _rw, _service, _tail
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmipc", description="Messaging over memory-mapped journals.")
     parser.add_argument("--version", action="version", version=f"mmipc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _demo.add_commands(commands)
+    _rw.add_commands(commands)
+    _tail.add_commands(commands)
+    _inspect.add_commands(commands)
     _service.add_commands(commands)
     return parser
 

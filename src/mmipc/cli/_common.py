@@ -1,0 +1,120 @@
+"""What the commands share: times, CPU pinning, payload rendering, a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime
+from typing import Any
+
+from .. import Frame
+from ..ctp import LAYOUTS, to_dict
+
+# Message types of the demo's frames (the seed's market-data writer and latency reader).
+MSG_DEPTH_MARKET_DATA = 101
+MSG_END = 199  # payload: the number of frames the writer sent, u64 little-endian
+
+
+def parse_time(text: str) -> int:
+    """ns since the epoch from '2026-11-26 09:30:00[.ffffff]' (local time), ISO 8601, or an integer."""
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(datetime.fromisoformat(text).timestamp() * 1e9)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (try '2026-11-26 09:30:00')") from None
+
+
+def format_time(nano: int) -> str:
+    seconds, ns = divmod(nano, 1_000_000_000)
+    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S") + f".{ns:09d}"
+
+
+def journal_arg(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--journal",
+        nargs=2,
+        action="append",
+        metavar=("DIR", "NAME"),
+        required=required,
+        help="a journal to follow: its directory and name (repeat for more)",
+    )
+
+
+def cpu_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cpu", type=int, help="pin this process to CPU N (like the seed's cpu_set_affinity)"
+    )
+
+
+def pin(cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+def service_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--standalone", action="store_true", help="do not register with a service")
+
+
+def render(frame: Frame, struct: str | None, as_json: bool) -> str:
+    """One line for a frame: hex payload, or decoded with --struct, or a JSON object with --json."""
+    payload: Any = _decode(frame, struct)
+    if as_json:
+        record = {
+            "time": format_time(frame.nano),
+            "nano": frame.nano,
+            "journal": str(frame.journal),
+            "msg_type": frame.msg_type,
+            "source": frame.source,
+            "size": len(frame.data),
+            "payload": payload if isinstance(payload, dict) else bytes(frame.data).hex(),
+        }
+        return json.dumps(record)
+    head = (
+        f"{format_time(frame.nano)}  {frame.journal.name:<16} type={frame.msg_type:<5} src={frame.source:<4}"
+    )
+    if isinstance(payload, dict):
+        return f"{head} {_ctp_line(payload)}"
+    data = bytes(frame.data[:32]).hex(" ")
+    return f"{head} len={len(frame.data):<6} {data}{' ...' if len(frame.data) > 32 else ''}"
+
+
+def _decode(frame: Frame, struct: str | None) -> dict[str, Any] | None:
+    if struct is None:
+        return None
+    cls = LAYOUTS[struct]
+    try:
+        return to_dict(frame.as_struct(cls))
+    except ValueError:
+        return None  # not this struct (another message type): shown as hex
+
+
+def _ctp_line(f: dict[str, Any]) -> str:
+    return (
+        f"{f['InstrumentID']:<8} last={f['LastPrice']:<10g} vol={f['Volume']:<8} "
+        f"bid={f['BidPrice1']:g}x{f['BidVolume1']} ask={f['AskPrice1']:g}x{f['AskVolume1']} "
+        f"{f['UpdateTime']}.{f['UpdateMillisec']:03d}"
+    )
+
+
+class Bar:
+    """A progress bar on stderr when it is a terminal; silent in a pipe."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled and total:
+            filled = int(30 * done / total)
+            sys.stderr.write(
+                f"\r{self.label} [{'#' * filled}{' ' * (30 - filled)}] {100 * done // total:3d}%"
+            )
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * (len(self.label) + 40) + "\r")
+            sys.stderr.flush()
