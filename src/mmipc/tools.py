@@ -69,6 +69,19 @@ def summarize(directory: str, name: str, progress: Progress | None = None) -> Su
     return Summary(name, len(pages), sum(sizes), frames, first, last)
 
 
+def last_written_page(directory: str, name: str) -> int | None:
+    """The last page holding a frame; pages after it are empty (prepared ahead of the writer)."""
+    pages = list_pages(directory, name)
+    for number in reversed(pages):
+        page = open_page(directory, name, number)
+        try:
+            if page.frame(PAGE_HEADER_SIZE) is not None:
+                return number
+        finally:
+            page.release()
+    return pages[0] if pages else None
+
+
 def nth_last_nano(directory: str, name: str, n: int) -> int | None:
     """The timestamp of the n-th frame from the end (the first if there are fewer); None if empty."""
     kept: list[int] = []
@@ -109,8 +122,9 @@ def check_journal(directory: str, name: str, progress: Progress | None = None) -
 
     Checked: page numbering without gaps, every page header (magic, version, sizes, number, name, file
     length), every frame's lengths and room, timestamps never decreasing across the whole journal,
-    every page but the last ending with an end-of-page marker, first and last timestamps in the
-    headers, and every time-index slot pointing at the right frame. Not checkable without a checksum:
+    every page before the last written one ending with an end-of-page marker (pages after it, made
+    ahead of the writer, must be empty), first and last timestamps in the headers, and every
+    time-index slot pointing at the right frame. Not checkable without a checksum:
     a flipped bit in a payload, or in a frame's `msg_type` or `source`.
     """
     pages = list_pages(directory, name)
@@ -118,11 +132,15 @@ def check_journal(directory: str, name: str, progress: Progress | None = None) -
         return CheckResult(0, 0, Problem(page_path(directory, name, 0), 0, "the journal has no pages"))
     state = _CheckState(directory, name)
     total = sum(os.path.getsize(page_path(directory, name, n)) for n in pages)
+    try:
+        current = last_written_page(directory, name)
+    except CorruptJournalError as exc:
+        return state.result(Problem(exc.path, exc.offset, exc.problem))
     for i, number in enumerate(pages):
         if i and number != pages[i - 1] + 1:
             missing = page_path(directory, name, pages[i - 1] + 1)
             return state.result(Problem(missing, 0, f"page {pages[i - 1] + 1} is missing"))
-        problem = state.check_page(number, last=i == len(pages) - 1)
+        problem = state.check_page(number, last=current is None or number >= current)
         if problem is not None:
             return state.result(problem)
         if progress:

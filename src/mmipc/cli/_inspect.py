@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import MsgType
 from .._files import list_pages
-from ..tools import check_journal, list_journals, open_page, summarize
+from ..tools import check_journal, last_written_page, list_journals, open_page, summarize
 from ._common import Bar, format_time
 
 
@@ -25,7 +25,7 @@ def add_commands(commands: Any) -> None:
         "inspect",
         help="show page and frame headers",
         description="Show the page headers of a journal, and the frame headers "
-        "of one page (the last, or --page N).",
+        "of one page (the last one written, or --page N).",
     )
     inspect.add_argument("directory", metavar="DIR")
     inspect.add_argument("name", metavar="NAME")
@@ -71,9 +71,10 @@ def run_inspect(args: argparse.Namespace) -> int:
             f"{_time(h.created_nano)}"
         )
         page.release()
-    number = args.page if args.page is not None else pages[-1]
-    page = open_page(args.directory, args.name, number)
-    print(f"\nframes of page {number} ({page.path}):")
+    chosen = args.page if args.page is not None else last_written_page(args.directory, args.name)
+    assert chosen is not None
+    page = open_page(args.directory, args.name, chosen)
+    print(f"\nframes of page {chosen} ({page.path}):")
     print(f"{'OFFSET':>10} {'LENGTH':>8} {'TYPE':>10} {'SOURCE':>8}  TIME")
     for shown, info in enumerate(page.frames()):
         if shown >= args.limit:
