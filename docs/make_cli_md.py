@@ -31,12 +31,15 @@ EXAMPLES: list[tuple[str, list[str]]] = [
     ("check", ["check", "{md}", "ctp.rb"]),
     ("status", ["status"]),
     ("service", ["service", "--help"]),
+    ("torture", ["torture", "--seconds", "10", "--seed", "1"]),
 ]
 
 
 NOTES = {
     "read": '\nThese frames were written before the reader started, so their "latency" is their age; '
     "run `read` before `write` (as `mmipc demo` does) to see the live figure.\n",
+    "torture": "\nThe writers, readers and service of a torture run are its own (a temporary home and "
+    "directory), whatever service is running. docs/reliability.md has the figures of a long run.\n",
     "demo": "\nHere a service was running already; with none, the demo starts one in a temporary home and "
     "says so (`demo: started service pid ...`). `--fast` sends 100,000 frames flat out and ends with a "
     "latency histogram.\n",

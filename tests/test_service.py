@@ -323,3 +323,41 @@ def test_service_runs_in_process_and_reports_status(tmp_path: Path, jdir: str) -
             [journal] = svc.status()["journals"]
             assert journal["name"] == "inproc" and journal["writer_pid"] == os.getpid()
     assert not os.path.exists(svc.socket_path)
+
+
+def test_a_writer_unable_to_create_pages_gets_them_once_the_service_can(
+    procs: Procs, fresh: ServiceProcess, jdir: str
+) -> None:
+    with Writer.create(jdir, "limited", page_size=PAGE, service=None) as writer:
+        writer.write(b"page 0 exists")
+    blocker = os.path.join(jdir, "limited.00000003.journal")
+    code = f"""
+import resource, signal, sys, time
+from mmipc import StorageError, Writer
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({PAGE // 2}, {PAGE // 2}))  # it cannot make pages itself
+writer = Writer.create({jdir!r}, "limited", page_size={PAGE})
+print("ready", flush=True)
+sys.stdin.readline()
+written, refused = 0, False
+while written < 2000:
+    try:
+        writer.write(b"x" * 100)
+        written += 1
+    except StorageError:
+        if not refused:
+            print("refused", flush=True)
+            refused = True
+        time.sleep(0.005)
+print("done", written, flush=True)
+"""
+    child = Child([sys.executable, "-c", code], env=env_for(fresh), stdin=subprocess.PIPE)
+    procs.started.append(child)
+    child.expect_line("ready")
+    os.mkdir(blocker)  # when the writer starts page 2, the service's attempt at page 3 fails
+    assert child.proc.stdin is not None
+    child.proc.stdin.write("go\n")
+    child.proc.stdin.flush()
+    child.expect_line("refused")
+    os.rmdir(blocker)
+    assert child.expect_line("done") == "done 2000"  # the writer asked again; the service made the page

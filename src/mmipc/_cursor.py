@@ -32,9 +32,8 @@ from ._layout import (
     PAGE_HEADER_SIZE,
     MsgType,
     check_frame,
-    decode_page_header,
 )
-from ._page import MappedPage
+from ._page import MappedPage, read_header
 from ._types import Frame, JournalId
 
 Start = Literal["begin", "end"] | int
@@ -237,8 +236,11 @@ class Cursor:
 
     def _first_nano(self, page_no: int) -> int:
         path = page_path(self.jid.directory, self.jid.name, page_no)
-        fd = os.open(path, os.O_RDONLY)
         try:
-            return decode_page_header(os.pread(fd, PAGE_HEADER_SIZE, 0), path).first_nano
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return MappedPage.open(path, self.jid.name, page_no).header.first_nano  # its clear error
+        try:
+            return read_header(fd, path)[0].first_nano
         finally:
             os.close(fd)

@@ -7,8 +7,10 @@ word that is still 0 (see docs/format.md, "Memory ordering").
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 from collections.abc import Iterator
 
 from ._errors import CorruptJournalError, StorageError
@@ -41,10 +43,17 @@ class MappedPage:
     def open(cls, path: str, name: str, page_no: int, writable: bool = False) -> MappedPage:
         """Map page `page_no` of journal `name`; raise `CorruptJournalError` if it is not that page."""
         try:
-            fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+            fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise  # the callers decide whether a missing page is normal (not created yet) or corrupt
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CorruptJournalError(
+                    path,
+                    0,
+                    "the page is a symbolic link; mmipc does not follow links "
+                    "to pages (link the journal's directory instead)",
+                ) from None
             raise StorageError(f"cannot open page {path}: {exc.strerror}") from exc
         try:
             return cls._map(fd, path, name, page_no, writable)
@@ -53,10 +62,7 @@ class MappedPage:
 
     @classmethod
     def _map(cls, fd: int, path: str, name: str, page_no: int, writable: bool) -> MappedPage:
-        size = os.fstat(fd).st_size
-        if size < PAGE_HEADER_SIZE:
-            raise CorruptJournalError(path, size, "file is shorter than a page header (truncated)")
-        header = decode_page_header(os.pread(fd, PAGE_HEADER_SIZE, 0), path)
+        header, size = read_header(fd, path)
         if size != header.page_size:
             raise CorruptJournalError(
                 path, size, f"file is {size} bytes but its header says {header.page_size} (truncated)"
@@ -149,3 +155,13 @@ class MappedPage:
         if INDEX_SLOT.unpack_from(self.mm, INDEX_OFFSET + 4 * index)[0] != offset:
             return None
         return info
+
+
+def read_header(fd: int, path: str) -> tuple[PageHeader, int]:
+    """The validated header of the open page file `fd`, and the file's size."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise CorruptJournalError(path, 0, "not a regular file")
+    if info.st_size < PAGE_HEADER_SIZE:
+        raise CorruptJournalError(path, info.st_size, "file is shorter than a page header (truncated)")
+    return decode_page_header(os.pread(fd, PAGE_HEADER_SIZE, 0), path), info.st_size

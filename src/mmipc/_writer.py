@@ -299,8 +299,7 @@ class Writer:
         try:
             new = MappedPage.open(path, self.name, number, writable=True)  # prepared by the service?
         except FileNotFoundError:
-            create_page(self.directory, self.name, number, self._new_page_size)
-            new = MappedPage.open(path, self.name, number, writable=True)
+            new = self._create_next(number, path)
         if new.frame(PAGE_HEADER_SIZE) is not None:
             new.release()
             raise CorruptJournalError(path, PAGE_HEADER_SIZE, "the next page already holds frames")
@@ -310,6 +309,22 @@ class Writer:
         COMMIT.pack_into(old.mm, pos, FRAME_HEADER_SIZE)
         self._retire(old)
         self._attach(new, number, PAGE_HEADER_SIZE, 0)
+
+    def _create_next(self, number: int, path: str) -> MappedPage:
+        try:
+            create_page(self.directory, self.name, number, self._new_page_size)
+            return MappedPage.open(path, self.name, number, writable=True)
+        except StorageError:
+            # Ask the service again: its one attempt may have failed (a full disk since freed), and
+            # it may succeed where this process cannot (a file-size limit of this process's own).
+            self._page_news = {
+                "directory": self.directory,
+                "name": self.name,
+                "page_no": self._page_no,
+                "page_size": self._new_page_size,
+            }
+            self._send_page_news()
+            raise
 
     def _retire(self, old: MappedPage) -> None:
         """Unmap the old page a slice at a time (see rule 7) rather than all at once now."""

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import MmipcError, __version__
-from . import _demo, _inspect, _rw, _service, _tail
+from . import _demo, _inspect, _rw, _service, _tail, _torture
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tail.add_commands(commands)
     _inspect.add_commands(commands)
     _service.add_commands(commands)
+    _torture.add_commands(commands)
     return parser
 
 

@@ -24,6 +24,7 @@ def add_commands(commands: Commands) -> None:
     )
     _add_home(service)
     service.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    service.add_argument("--cpu", type=int, help="pin the service to CPU N")
     service.set_defaults(run=run_service)
     status = commands.add_parser(
         "status",
@@ -44,6 +45,8 @@ def run_service(args: argparse.Namespace) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s mmipc %(levelname)s %(message)s",
     )
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     service = Service(args.home)
     service.serve_forever(
         on_ready=lambda: print(

@@ -1,0 +1,241 @@
+"""The torture harness's conductor: starts the processes, injects faults, collects the verdict.
+
+See `mmipc.torture` for what is run and checked; this module only orchestrates real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import Reader
+from ._files import list_pages, page_path
+from .tools import check_journal
+from .torture import DATA, END, check_payload
+
+FAULTS = ("kill_writer", "kill_reader", "kill_service", "stop_cont", "unwritable_page", "fsize_limit")
+
+
+@dataclass
+class Report:
+    seed: int
+    seconds: float
+    faults: Counter[str] = field(default_factory=Counter)
+    frames_written: int = 0
+    frames_verified: int = 0
+    page_switches: int = 0
+    write_failures: int = 0
+    live_inversions: int = 0
+    violations: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
+        return "\n".join(
+            [
+                f"torture: seed {self.seed}, {self.seconds:.0f} s",
+                f"  frames written {self.frames_written:,}, verified {self.frames_verified:,} "
+                "(every reader, exactly once)",
+                f"  page switches {self.page_switches:,}; "
+                f"page creations refused and retried {self.write_failures:,}",
+                f"  faults survived: {faults}",
+                f"  live cross-journal timestamp inversions seen by readers: {self.live_inversions:,} "
+                "(not a violation)",
+                f"  violations: {len(self.violations)}",
+                *(f"    - {v}" for v in self.violations[:20]),
+            ]
+        )
+
+
+class Torture:
+    def __init__(self, seconds: float, seed: int, writers: int, readers: int, page_size: int) -> None:
+        self.seconds, self.rng = seconds, random.Random(seed)
+        self.writers, self.readers, self.page_size = writers, readers, page_size
+        self.root = tempfile.mkdtemp(prefix="mmipc-torture-")
+        self.journals = os.path.join(self.root, "journals")
+        self.env = {**os.environ, "MMIPC_HOME": os.path.join(self.root, "home")}
+        self.report = Report(seed, seconds)
+        self.service: subprocess.Popen[str] | None = None
+        self.wprocs: list[subprocess.Popen[str]] = []
+        self.rprocs: list[subprocess.Popen[str]] = []
+        self.stopped: list[subprocess.Popen[str]] = []
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def _spawn(self, args: list[str], module: str = "mmipc.torture") -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def start_service(self) -> None:
+        self.service = self._spawn(["service", "--quiet"], module="mmipc")
+        assert self.service.stdout is not None
+        self.service.stdout.readline()
+
+    def start_writer(self, i: int, fsize: int = 0) -> subprocess.Popen[str]:
+        return self._spawn(["writer", self.journals, str(i), str(self.page_size), str(fsize)])
+
+    def start_reader(self, i: int, resume: bool) -> subprocess.Popen[str]:
+        state = os.path.join(self.root, f"reader{i}.json")
+        return self._spawn(
+            ["reader", self.journals, str(i), str(self.writers), state, "saved" if resume else "start"]
+        )
+
+    def run(self) -> Report:
+        try:
+            self.start_service()
+            self.wprocs = [self.start_writer(i) for i in range(self.writers)]
+            self.rprocs = [self.start_reader(i, resume=False) for i in range(self.readers)]
+            deadline = time.monotonic() + self.seconds
+            while time.monotonic() < deadline:
+                time.sleep(self.rng.uniform(0.05, 0.4))
+                self.inject(self.rng.choice(FAULTS))
+            self.finish()
+            self.verify()
+        finally:
+            for proc in [*self.wprocs, *self.rprocs, *([self.service] if self.service else [])]:
+                _kill(proc)
+            shutil.rmtree(self.root, ignore_errors=True)
+        return self.report
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def inject(self, fault: str) -> None:
+        self.report.faults[fault] += 1
+        getattr(self, fault)()
+
+    def _pause(self) -> None:
+        time.sleep(self.rng.uniform(0.02, 0.3))
+
+    def kill_writer(self, fsize: int = 0) -> None:
+        i = self.rng.randrange(self.writers)
+        _kill(self.wprocs[i])
+        self._pause()
+        self.wprocs[i] = self.start_writer(i, fsize)
+
+    def fsize_limit(self) -> None:
+        self.kill_writer(fsize=self.page_size // 2)  # restarts it unable to grow any file past half a page
+
+    def kill_reader(self) -> None:
+        i = self.rng.randrange(self.readers)
+        _kill(self.rprocs[i])
+        self._pause()
+        self.rprocs[i] = self.start_reader(i, resume=self.rng.random() < 0.5)
+
+    def kill_service(self) -> None:
+        assert self.service is not None
+        _kill(self.service)
+        self._pause()
+        self.start_service()
+
+    def stop_cont(self) -> None:
+        assert self.service is not None
+        proc = self.rng.choice([*self.wprocs, *self.rprocs, self.service])
+        proc.send_signal(signal.SIGSTOP)
+        self._pause()
+        proc.send_signal(signal.SIGCONT)
+
+    def unwritable_page(self) -> None:
+        name = f"w{self.rng.randrange(self.writers)}"
+        pages = list_pages(self.journals, name)
+        blocker = page_path(self.journals, name, (pages[-1] if pages else 0) + 1)
+        try:
+            os.mkdir(blocker)  # the next page cannot be created while a directory stands in its place
+        except FileExistsError:
+            return
+        time.sleep(self.rng.uniform(0.1, 0.5))
+        os.rmdir(blocker)
+
+    # -- the verdict ---------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        with open(os.path.join(self.root, "stop"), "w"):
+            pass  # every writer appends its end frame and exits
+        for i, proc in enumerate(self.wprocs):
+            out = self._wait(proc, f"writer w{i}")
+            done = [line.split() for line in out.splitlines() if line.startswith("done")]
+            if done:
+                self.report.frames_written += int(done[-1][1])
+        for i, proc in enumerate(self.rprocs):
+            out = self._wait(proc, f"reader r{i}")
+            reports = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            if reports:
+                self._judge_reader(reports[-1])
+            else:
+                self.report.violations.append(f"reader r{i} gave no report")
+
+    def _wait(self, proc: subprocess.Popen[str], what: str, timeout: float = 120) -> str:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.report.violations.append(f"{what} hung: no exit {timeout:.0f} s after it was told to finish")
+            _kill(proc)
+            return ""
+        if proc.returncode != 0:
+            self.report.violations.append(f"{what} exited {proc.returncode}")
+        return out or ""
+
+    def _judge_reader(self, report: dict[str, Any]) -> None:
+        self.report.live_inversions += report["inversions"]
+        for error in report["errors"]:
+            self.report.violations.append(f"reader r{report['reader']}: {error}")
+        for w in range(self.writers):
+            sent, got = report["ended"].get(str(w)), report["expected"][w]
+            if sent != got:
+                self.report.violations.append(f"reader r{report['reader']}: w{w} sent {sent}, verified {got}")
+            self.report.frames_verified += got
+
+    def verify(self) -> None:
+        """Replay every journal from disk: gapless, merged in time order, and intact by `check`."""
+        replay = Reader.create("torture-replay", service=None)
+        for w in range(self.writers):
+            replay.add_journal(self.journals, f"w{w}")
+            result = check_journal(self.journals, f"w{w}")
+            if not result.ok:
+                self.report.violations.append(f"check w{w}: {result.problem}")
+            self.report.page_switches += max(0, len(list_pages(self.journals, f"w{w}")) - 1)
+        expected, last_nano = [0] * self.writers, 0
+        for frame in iter(replay.read, None):
+            w = int(frame.journal.name[1:])
+            if frame.nano < last_nano:
+                self.report.violations.append(f"replay: merged order goes back in time at w{w}")
+            last_nano = frame.nano
+            if frame.msg_type == DATA:
+                expected[w] = self._replayed(w, frame, expected[w])
+            elif frame.msg_type == END:
+                self.report.write_failures += int.from_bytes(frame.data[8:16], "little")
+        replay.close()
+
+    def _replayed(self, w: int, frame: Any, expected: int) -> int:
+        try:
+            seq = check_payload(frame.data, w)
+        except ValueError as exc:
+            self.report.violations.append(f"replay: {exc}")
+            return expected
+        if seq != expected:
+            self.report.violations.append(f"replay w{w}: seq {seq} where {expected} belongs")
+        return seq + 1
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
