@@ -32,6 +32,7 @@ EXAMPLES: list[tuple[str, list[str]]] = [
     ("status", ["status"]),
     ("service", ["service", "--help"]),
     ("torture", ["torture", "--seconds", "10", "--seed", "1"]),
+    ("bench", ["bench", "--quick", "--size", "408", "--peers", "mmipc,naive-mmap,os.pipe,mp.Queue"]),
 ]
 
 

@@ -52,3 +52,77 @@ def test_quickstart_example_loses_nothing() -> None:
         env={k: v for k, v in os.environ.items() if k != "MMIPC_HOME"},
     ).stdout
     assert "received 300 of 300 frames, lost 0" in out
+
+
+def test_mmipc_bench_runs_every_installed_peer_without_loss(tmp_path: Path) -> None:
+    from mmipc.bench import PEERS
+
+    installed = [p.name for p in PEERS if p.missing() is None]
+    assert {"mmipc", "naive-mmap", "os.pipe"} <= set(installed)
+    raw = tmp_path / "bench.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "mmipc", "bench", "--quick", "--size", "64", "--json", str(raw)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr  # non-zero on any loss, disorder or hang
+    for figure in ("busy-polling reader", "blocking reader", "Throughput, 64-byte"):
+        assert figure in out.stdout
+    runs = json.loads(raw.read_text())["runs"]
+    for peer in installed:
+        mine = [r for r in runs if r["peer"] == peer]
+        assert {r["mode"] for r in mine} == {"latency", "latency-blocking", "throughput"}, peer
+        assert all(r.get("disorder", 0) == 0 for r in mine), peer
+        assert any("per_s" in r for r in mine) and any("latency_us" in r for r in mine), peer
+
+
+def test_bench_helpers_die_with_a_killed_bench() -> None:
+    from conftest import wait_for
+
+    bench = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mmipc",
+            "bench",
+            "--peers",
+            "mmipc",
+            "--size",
+            "64",
+            "--rounds",
+            "1",
+            "--count",
+            "10000000",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+
+    def helpers() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if entry.isdigit() and int(fields[1]) == bench.pid and fields[0] != "Z":
+                found.append(int(entry))
+        return found
+
+    wait_for(lambda: len(helpers()) >= 3, what="the service, the receiver and the sender")  # all spinning
+    started = helpers()
+    bench.kill()
+    bench.wait(timeout=30)
+    wait_for(
+        lambda: all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in started),
+        what="the killed bench's helpers to die with it",
+    )
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import Reader
 from ._files import list_pages, page_path
+from ._orphans import die_with_parent
 from .tools import check_journal
 from .torture import DATA, END, check_payload
 
@@ -79,6 +80,7 @@ class Torture:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
     def start_service(self) -> None:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import MmipcError, __version__
-from . import _demo, _inspect, _rw, _service, _tail, _torture
+from . import _bench, _demo, _inspect, _rw, _service, _tail, _torture
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     _inspect.add_commands(commands)
     _service.add_commands(commands)
     _torture.add_commands(commands)
+    _bench.add_commands(commands)
     return parser
 
 

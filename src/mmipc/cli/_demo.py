@@ -19,6 +19,7 @@ import tempfile
 from typing import Any
 
 from .. import ServiceUnavailableError, service_status
+from .._orphans import die_with_parent
 
 JOURNAL = "md.ctp"
 
@@ -110,6 +111,7 @@ def _start(
         text=True,
         env=env,
         start_new_session=True,  # a terminal's Ctrl-C reaches the demo only; it stops the children
+        preexec_fn=die_with_parent,  # and if the demo is killed outright, they die with it
     )
     children.append(child)
     return child

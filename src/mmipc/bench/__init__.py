@@ -1,0 +1,203 @@
+"""`mmipc bench`: latency and throughput of mmipc and the IPC a Python user would otherwise pick,
+measured the same way in the same run.
+
+For each peer, payload size and round: a receiver process pinned to one CPU and a sender pinned to
+another are forked.
+
+* **latency**: the sender paces one message every `interval_us` and stamps each with `time_ns()`;
+  the receiver busy-polls (or, in the blocking variant, waits in the peer's blocking read) and
+  records now minus the stamp. The first 10% is warm-up.
+* **throughput**: the sender sends flat out. The receiver checks every sequence number (lost and
+  reordered messages are counted) and divides the count by the time from the sender's start to the
+  last message.
+
+Rounds are interleaved: each round runs every peer once, so a slow phase of the machine hits all
+alike. mmipc runs as it is meant to, registered with a real service this module starts.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from typing import Any
+
+from .._orphans import die_with_parent
+from .peers import PEERS, Peer
+
+STAMP = struct.Struct("<qq")  # time_ns stamp (latency) or start stamp (throughput), sequence
+QUANTILES = 200  # a run's latency distribution is kept as this many quantiles (for CDF plots)
+
+
+def run_pair(
+    peer: Peer, mode: str, size: int, count: int, interval_us: float, cpus: tuple[int, int]
+) -> dict[str, Any]:
+    """One run of one peer: fork a receiver and a sender, return the receiver's measurements."""
+    workdir = tempfile.mkdtemp(prefix="mmipc-bench-")
+    ctx = multiprocessing.get_context("fork")
+    results, results_in = ctx.Pipe(duplex=False)
+    ready = ctx.Event()
+    try:
+        shared = peer.open(workdir, size)
+        args = (peer, shared, mode, size, count, cpus[1], ready, results_in)
+        receiver = ctx.Process(target=_receive_role, args=args, daemon=True)
+        receiver.start()
+        if not ready.wait(60):
+            return {"error": "the receiver did not start"}
+        sender = ctx.Process(
+            target=_send_role, args=(peer, shared, mode, size, count, interval_us, cpus[0]), daemon=True
+        )
+        sender.start()
+        if not results.poll(300):
+            return {"error": "hung: no result within 300 s"}
+        result: dict[str, Any] = results.recv()
+        return result
+    finally:
+        for proc in multiprocessing.active_children():
+            proc.kill()
+            proc.join(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _send_role(
+    peer: Peer, shared: Any, mode: str, size: int, count: int, interval_us: float, cpu: int
+) -> None:
+    die_with_parent()
+    os.sched_setaffinity(0, {cpu})
+    send, pad, pack, clock = peer.sender(shared), bytes(size - STAMP.size), STAMP.pack, time.time_ns
+    if mode == "throughput":
+        start = clock()
+        for seq in range(count):
+            send(pack(start, seq) + pad)
+        time.sleep(600)  # keep this end open (pyzmq flushes from its own thread); killed when done
+        return
+    step = int(interval_us * 1000)
+    next_at = clock()
+    for seq in range(count):
+        while clock() < next_at:
+            pass
+        send(pack(clock(), seq) + pad)
+        next_at += step
+    time.sleep(600)
+
+
+def _receive_role(
+    peer: Peer, shared: Any, mode: str, size: int, count: int, cpu: int, ready: Any, out: Any
+) -> None:
+    try:
+        _receive(peer, shared, mode, size, count, cpu, ready, out)
+    except Exception as exc:  # report it: a silent death would look like a hang
+        ready.set()
+        out.send({"error": f"receiver failed: {exc!r}"})
+
+
+def _receive(
+    peer: Peer, shared: Any, mode: str, size: int, count: int, cpu: int, ready: Any, out: Any
+) -> None:
+    die_with_parent()
+    os.sched_setaffinity(0, {cpu})
+    poll, wait = peer.receiver(shared)
+    if mode == "latency-blocking" and wait is None:
+        ready.set()
+        out.send({"error": "no blocking read"})
+        return
+    ready.set()
+    get = wait if mode == "latency-blocking" else poll
+    assert get is not None
+    out.send(_throughput(get, count) if mode == "throughput" else _latency(get, count))
+
+
+def _next(get: Any) -> Any:
+    item = get()
+    while item is None:
+        item = get()
+    return item
+
+
+def _latency(get: Any, count: int) -> dict[str, Any]:
+    lat = array("q", bytes(8 * count))
+    unpack, clock, disorder = STAMP.unpack_from, time.time_ns, 0
+    for i in range(count):
+        item = _next(get)
+        now = clock()
+        stamp, seq = unpack(item, 0)
+        lat[i] = now - stamp
+        disorder += seq != i
+    kept = sorted(lat[count // 10 :])
+    return {"latency_us": _summary(kept), "quantiles_us": _quantiles(kept), "disorder": disorder}
+
+
+def _throughput(get: Any, count: int) -> dict[str, Any]:
+    unpack, disorder, start = STAMP.unpack_from, 0, 0
+    for i in range(count):
+        start, seq = unpack(_next(get), 0)
+        disorder += seq != i
+    return {"per_s": count / (time.time_ns() - start) * 1e9, "disorder": disorder}
+
+
+def _summary(ordered: list[int]) -> dict[str, float]:
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "p99.9": at(0.999), "max": ordered[-1] / 1000}
+
+
+def _quantiles(ordered: list[int]) -> list[float]:
+    return [
+        ordered[min(len(ordered) - 1, int(len(ordered) * q / QUANTILES))] / 1000 for q in range(QUANTILES)
+    ]
+
+
+def measure(
+    peers: list[Peer],
+    sizes: list[int],
+    rounds: int,
+    count: int,
+    interval_us: float,
+    cpus: tuple[int, int],
+    log: Any = print,
+) -> dict[str, Any]:
+    """Interleaved rounds: every round runs every peer, size and mode once."""
+    results: dict[str, Any] = {"peers": [p.name for p in peers], "sizes": sizes, "runs": []}
+    for r in range(rounds):
+        for size in sizes:
+            for peer in peers:
+                for mode in ("latency", "latency-blocking", "throughput"):
+                    n = count * 5 if mode == "throughput" else count
+                    run = run_pair(peer, mode, size, n, interval_us, cpus)
+                    results["runs"].append({"round": r, "peer": peer.name, "size": size, "mode": mode, **run})
+        log(f"round {r + 1}/{rounds} done")
+    return results
+
+
+def with_service(action: Any) -> Any:
+    """Run `action()` with a real mmipc service on a temporary home (MMIPC_HOME set for the roles)."""
+    home = tempfile.mkdtemp(prefix="mmipc-home-")
+    service = subprocess.Popen(
+        [sys.executable, "-m", "mmipc", "service", "--home", home, "--quiet"],
+        stdout=subprocess.PIPE,
+        preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+    )
+    old = os.environ.get("MMIPC_HOME")
+    os.environ["MMIPC_HOME"] = home
+    try:
+        assert service.stdout is not None and service.stdout.readline().startswith(b"mmipc service")
+        return action()
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
+        if old is None:
+            os.environ.pop("MMIPC_HOME", None)
+        else:
+            os.environ["MMIPC_HOME"] = old
+
+
+__all__ = ["PEERS", "measure", "run_pair", "with_service"]

@@ -1,0 +1,314 @@
+"""The IPC peers `mmipc bench` compares, each a small adapter behind one interface.
+
+A peer's `open(workdir, size)` runs in the parent before the two roles are forked, and returns what
+both ends share (paths, names, or a channel object the children inherit). In each forked child,
+`sender(shared)` returns a `send(bytes)` function. `receiver(shared)` returns a `poll() -> bytes |
+None` that never blocks, and a `wait() -> bytes` that blocks (or None where the peer has no
+blocking read). Payloads are `size` bytes; the first 16 carry the stamp and the sequence number.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Send = Callable[[bytes], Any]
+Poll = Callable[[], "bytes | memoryview | None"]
+NAIVE_SIZE = 1 << 30
+LENGTH = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    requires: str  # the module a peer needs, "" for the standard library
+    open: Callable[[str, int], Any]
+    sender: Callable[[Any], Send]
+    receiver: Callable[[Any], tuple[Poll, Poll | None]]
+
+    def missing(self) -> str | None:
+        """Why this peer cannot run here (not installed), or None."""
+        if not self.requires:
+            return None
+        try:
+            __import__(self.requires)
+        except ImportError:
+            return f"{self.name} skipped: `{self.requires}` is not installed (pip install 'mmipc[bench]')"
+        return None
+
+
+# -- mmipc: the real Writer and Reader, registered with the service the bench started ------------
+
+
+def _mmipc_open(workdir: str, size: int) -> Any:
+    return workdir
+
+
+def _mmipc_sender(workdir: str) -> Send:
+    from mmipc import Writer
+
+    return Writer.create(workdir, "bench").write
+
+
+def _mmipc_receiver(workdir: str) -> tuple[Poll, Poll | None]:
+    from mmipc import Backoff, Reader
+
+    reader = Reader.create(f"bench-{os.getpid()}")
+    reader.add_journal(workdir, "bench")
+    read, backoff = reader.read, Backoff(spins=100, yields=100, max_sleep=0.0002)
+
+    def poll() -> memoryview | None:
+        frame = read()
+        return None if frame is None else frame.data
+
+    def wait() -> memoryview:  # the low-CPU wait strategy: spin briefly, yield, then sleep
+        while (frame := read()) is None:
+            backoff.idle()
+        backoff.reset()
+        return frame.data
+
+    return poll, wait
+
+
+# -- the naive mmap log: a length word stored last, nothing else (the floor) ----------------------
+
+
+def _naive_open(workdir: str, size: int) -> Any:
+    path = os.path.join(workdir, "naive.log")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    os.posix_fallocate(fd, 0, NAIVE_SIZE)
+    os.close(fd)
+    return path
+
+
+def _naive_map(path: str, writable: bool) -> mmap.mmap:
+    fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+    try:
+        return mmap.mmap(fd, NAIVE_SIZE, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+
+
+def _naive_sender(path: str) -> Send:
+    mm, pos = _naive_map(path, True), [0]
+
+    def send(payload: bytes) -> None:
+        p, n = pos[0], len(payload)
+        mm[p + 8 : p + 8 + n] = payload
+        LENGTH.pack_into(mm, p, n)
+        pos[0] = p + ((n + 15) & ~7)
+
+    return send
+
+
+def _naive_receiver(path: str) -> tuple[Poll, Poll | None]:
+    mm = _naive_map(path, False)
+    view, pos = memoryview(mm), [0]
+
+    def poll() -> memoryview | None:
+        p = pos[0]
+        n = LENGTH.unpack_from(mm, p)[0]
+        if n == 0:
+            return None
+        pos[0] = p + ((n + 15) & ~7)
+        return view[p + 8 : p + 8 + n]
+
+    return poll, None
+
+
+# -- os.pipe (a FIFO, so that both forked roles open it by name) ---------------------------------
+
+
+def _pipe_open(workdir: str, size: int) -> Any:
+    path = os.path.join(workdir, "fifo")
+    os.mkfifo(path)
+    return path, size
+
+
+def _pipe_sender(shared: tuple[str, int]) -> Send:
+    fd = os.open(shared[0], os.O_WRONLY)
+    return lambda payload: os.write(fd, payload)  # writes up to PIPE_BUF are atomic
+
+
+def _pipe_receiver(shared: tuple[str, int]) -> tuple[Poll, Poll | None]:
+    path, size = shared
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening for reading must not wait for a writer
+
+    def poll() -> bytes | None:
+        try:
+            return os.read(fd, size) or None  # b"" until the sender has opened its end
+        except BlockingIOError:
+            return None
+
+    def wait() -> bytes:
+        os.set_blocking(fd, True)  # the blocking variant: the same descriptor, made blocking
+        while not (data := os.read(fd, size)):
+            time.sleep(0.001)  # end of file: the sender has not opened its end yet
+        return data
+
+    return poll, wait
+
+
+# -- multiprocessing.Pipe and multiprocessing.Queue (inherited through fork) --------------------------
+
+
+def _mp_pipe_open(workdir: str, size: int) -> Any:
+    import multiprocessing
+
+    return multiprocessing.Pipe(duplex=False)
+
+
+def _mp_pipe_receiver(shared: Any) -> tuple[Poll, Poll | None]:
+    receiving = shared[0]
+    return (lambda: receiving.recv_bytes() if receiving.poll() else None), receiving.recv_bytes
+
+
+def _mp_queue_open(workdir: str, size: int) -> Any:
+    import multiprocessing
+
+    return multiprocessing.get_context("fork").Queue()
+
+
+def _queue_receiver(q: Any) -> tuple[Poll, Poll | None]:
+    import queue
+
+    def poll() -> bytes | None:
+        try:
+            return q.get_nowait()  # type: ignore[no-any-return]
+        except queue.Empty:
+            return None
+
+    return poll, q.get
+
+
+# -- pyzmq PUSH/PULL over ipc:// ---------------------------------------------------------------------
+
+
+def _zmq_open(workdir: str, size: int) -> Any:
+    return f"ipc://{workdir}/zmq.sock"
+
+
+def _zmq_sender(endpoint: str) -> Send:
+    import zmq
+
+    push = zmq.Context().socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 0)
+    push.bind(endpoint)
+    send: Send = push.send
+    return send
+
+
+def _zmq_receiver(endpoint: str) -> tuple[Poll, Poll | None]:
+    import zmq
+
+    pull = zmq.Context().socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 0)
+    pull.connect(endpoint)
+
+    def poll() -> bytes | None:
+        try:
+            data: bytes = pull.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        return data
+
+    return poll, pull.recv
+
+
+# -- faster-fifo --------------------------------------------------------------------------------------
+
+
+def _ff_open(workdir: str, size: int) -> Any:
+    import faster_fifo
+
+    return faster_fifo.Queue(max_size_bytes=64 << 20)
+
+
+# -- POSIX message queues (posix-ipc) -------------------------------------------------------------
+
+
+def _mq_open(workdir: str, size: int) -> Any:
+    import posix_ipc
+
+    name = f"/mmipc-bench-{os.getpid()}-{size}"
+    queue = posix_ipc.MessageQueue(name, posix_ipc.O_CREX, max_message_size=size)
+    queue.unlink()  # gone when both ends close it
+    return queue
+
+
+def _mq_receiver(queue: Any) -> tuple[Poll, Poll | None]:
+    import posix_ipc
+
+    def poll() -> bytes | None:
+        try:
+            return queue.receive(0)[0]  # type: ignore[no-any-return]
+        except posix_ipc.BusyError:
+            return None
+
+    return poll, lambda: queue.receive()[0]
+
+
+# -- iceoryx2 publish-subscribe, zero-copy loan ---------------------------------------------------
+
+
+def _iox_open(workdir: str, size: int) -> Any:
+    return f"mmipc/bench/{os.getpid()}/{size}", size
+
+
+def _iox_service(shared: tuple[str, int]) -> tuple[Any, Any, Any]:
+    import iceoryx2 as iox2
+
+    name, size = shared
+    payload = ctypes.c_uint8 * size
+    iox2.set_log_level(iox2.LogLevel.Error)
+    node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+    builder = node.service_builder(iox2.ServiceName.new(name)).publish_subscribe(payload)
+    builder = builder.subscriber_max_buffer_size(4096).history_size(0).enable_safe_overflow(False)
+    return node, builder.open_or_create(), payload
+
+
+class _IoxSender:
+    """Loans a sample, writes the payload into it, sends it (blocking when the subscriber is full)."""
+
+    def __init__(self, shared: tuple[str, int]) -> None:
+        import iceoryx2 as iox2
+
+        self.node, self.service, self.payload = _iox_service(shared)
+        builder = self.service.publisher_builder()
+        self.publisher = builder.backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered).create()
+
+    def __call__(self, data: bytes) -> None:
+        self.publisher.loan_uninit().write_payload(self.payload.from_buffer_copy(data)).send()
+
+
+class _IoxReceiver:
+    def __init__(self, shared: tuple[str, int]) -> None:
+        self.node, self.service, _ = _iox_service(shared)
+        self.subscriber = self.service.subscriber_builder().create()
+
+    def __call__(self) -> bytes | None:
+        sample = self.subscriber.receive()
+        return None if sample is None else bytes(sample.payload().contents)
+
+
+def _queue_sender(q: Any) -> Send:
+    return q.put  # type: ignore[no-any-return]
+
+
+PEERS: list[Peer] = [
+    Peer("mmipc", "", _mmipc_open, _mmipc_sender, _mmipc_receiver),
+    Peer("naive-mmap", "", _naive_open, _naive_sender, _naive_receiver),
+    Peer("os.pipe", "", _pipe_open, _pipe_sender, _pipe_receiver),
+    Peer("mp.Pipe", "", _mp_pipe_open, lambda s: s[1].send_bytes, _mp_pipe_receiver),
+    Peer("mp.Queue", "", _mp_queue_open, _queue_sender, _queue_receiver),
+    Peer("pyzmq-ipc", "zmq", _zmq_open, _zmq_sender, _zmq_receiver),
+    Peer("faster-fifo", "faster_fifo", _ff_open, _queue_sender, _queue_receiver),
+    Peer("iceoryx2", "iceoryx2", _iox_open, _IoxSender, lambda shared: (_IoxReceiver(shared), None)),
+    Peer("posix-mq", "posix_ipc", _mq_open, lambda q: q.send, _mq_receiver),
+]
