@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mmipc import Reader, Writer
+from mmipc.bench import with_service
 
 SEQ = struct.Struct("<q")
 LEN = struct.Struct("<I")
@@ -272,25 +273,6 @@ def seek_times(frames: int, seeks: int) -> dict[str, float]:
 
 def median_range(values: list[float]) -> str:
     return f"{statistics.median(values):,.2f} ({min(values):,.2f}-{max(values):,.2f})"
-
-
-def with_service(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run `run` with a real `mmipc service` on a temporary home, as mmipc is meant to be used."""
-    with tempfile.TemporaryDirectory(prefix="mmipc-home-") as home:
-        cmd = [sys.executable, "-m", "mmipc", "service", "--home", home, "--quiet"]
-        service = subprocess.Popen(cmd, stdout=subprocess.PIPE)
-        old = os.environ.get("MMIPC_HOME")
-        os.environ["MMIPC_HOME"] = home  # for this process and the pinned children
-        try:
-            assert service.stdout is not None and service.stdout.readline().startswith(b"mmipc service")
-            return run()
-        finally:
-            service.terminate()
-            service.wait(timeout=30)
-            if old is None:
-                del os.environ["MMIPC_HOME"]
-            else:
-                os.environ["MMIPC_HOME"] = old
 
 
 def measure(rounds: int, quick: bool) -> dict[str, Any]:
