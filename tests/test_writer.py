@@ -189,3 +189,13 @@ def test_a_write_refused_half_way_leaves_no_stale_bytes(jdir: str) -> None:
         reader.add_journal(jdir, "half")
         assert [bytes(f.data) for f in iter(reader.read, None)] == [b"small"]
         assert reader.read() is None
+
+
+@pytest.mark.parametrize("page_size", [64 * 1024, 32 << 20, 240 << 20, (240 << 20) + 4096, 1 << 30])
+def test_an_old_page_is_fully_retired_within_half_the_next_page(page_size: int) -> None:
+    from mmipc._layout import INDEX_SLOTS
+    from mmipc._writer import retire_slice
+
+    step = retire_slice(page_size)
+    assert step % 4096 == 0  # madvise works on whole pages
+    assert -(-page_size // step) <= INDEX_SLOTS // 2  # slot crossings needed to drop all of it

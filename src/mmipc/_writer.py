@@ -17,9 +17,10 @@ Rules (docs/format.md is the full contract):
    writer is marked closed in the child at fork (the parent keeps its lock and goes on writing).
 7. Unmapping a full page costs milliseconds (1.8 ms for a dirty 64 MiB page here), all of it on the
    writer's core: a helper thread would only move it to a thread pinned to the same core. So the
-   old page is retired in slices instead: at each time-index slot the new page starts, RETIRE_SLICE
-   bytes of the old map are dropped with MADV_DONTNEED (the data stays in the page cache), and the
-   final munmap, with no page tables left, is cheap.
+   old page is retired in slices instead: at each time-index slot the new page starts, a slice of
+   the old map (`retire_slice`: 256 KiB, more for pages over 240 MiB, so that any page is done within
+   half the next one) is dropped with MADV_DONTNEED (the data stays in the page cache), and the final
+   munmap, with no page tables left, is cheap.
 
 The hot path (`write`) allocates nothing but the slice it copies into, and takes one branch to the
 slow path (`_make_room`) when the frame does not fit, when a claim is open, or after `close()`: those
@@ -82,6 +83,15 @@ from ._page import MappedPage
 
 _ZERO_CHUNK = bytes(64 * 1024)
 RETIRE_SLICE = 256 * 1024
+
+
+def retire_slice(page_size: int) -> int:
+    """Bytes of an old page dropped per slot: RETIRE_SLICE, or more for pages so big that the slots
+    of half a page (INDEX_SLOTS // 2 crossings) would not otherwise finish dropping all of it."""
+    per_slot = -(-page_size // (INDEX_SLOTS // 2))
+    return max(RETIRE_SLICE, (per_slot + 4095) & ~4095)
+
+
 _NEVER = 1 << 62
 _time_ns = time.time_ns
 _pack_body = FRAME_BODY.pack_into
@@ -317,14 +327,18 @@ class Writer:
         except StorageError:
             # Ask the service again: its one attempt may have failed (a full disk since freed), and
             # it may succeed where this process cannot (a file-size limit of this process's own).
-            self._page_news = {
-                "directory": self.directory,
-                "name": self.name,
-                "page_no": self._page_no,
-                "page_size": self._new_page_size,
-            }
+            self._page_news = self._page_fields(self._page_no)
             self._send_page_news()
             raise
+
+    def _page_fields(self, number: int) -> dict[str, object]:
+        """The service's "page" message: this writer has started page `number`."""
+        return {
+            "directory": self.directory,
+            "name": self.name,
+            "page_no": number,
+            "page_size": self._new_page_size,
+        }
 
     def _retire(self, old: MappedPage) -> None:
         """Unmap the old page a slice at a time (see rule 7) rather than all at once now."""
@@ -335,7 +349,7 @@ class Writer:
     def _retire_step(self) -> None:
         page = self._retiring
         assert page is not None
-        end = min(self._retired_upto + RETIRE_SLICE, page.page_size)
+        end = min(self._retired_upto + retire_slice(page.page_size), page.page_size)
         page.unmap_part(self._retired_upto, end - self._retired_upto)
         self._retired_upto = end
         if end == page.page_size:
@@ -349,12 +363,7 @@ class Writer:
         self._slot_index = filled_slots
         self._slot_boundary = self._boundary(filled_slots)
         if self._link is not None:  # the service prepares page number + 1 in the background
-            fields = {
-                "directory": self.directory,
-                "name": self.name,
-                "page_no": number,
-                "page_size": self._new_page_size,
-            }
+            fields = self._page_fields(number)
             self._link.remember(("writer", self.directory, self.name, "page"), "page", **fields)
             self._page_news = fields  # sent from the next slot crossing, not the switching write
 
