@@ -18,7 +18,6 @@ Rules:
 from __future__ import annotations
 
 import mmap
-import os
 import time
 from typing import Literal
 
@@ -33,7 +32,7 @@ from ._layout import (
     MsgType,
     check_frame,
 )
-from ._page import MappedPage, read_header
+from ._page import MappedPage, page_header
 from ._types import Frame, JournalId
 
 Start = Literal["begin", "end"] | int
@@ -172,10 +171,8 @@ class Cursor:
             raise CorruptJournalError(
                 self.page.path, self.pos, f"the page ends here but the next page {path} is missing"
             ) from None
-        if self.page is not None:
-            self.page.release()
+        self.detach()
         self.page, self.page_no, self.mm, self.view = page, page_no, page.mm, page.view
-        self.next_nano = -1
         self.page_size, self.pos = page.page_size, pos
 
     def detach(self) -> None:
@@ -235,12 +232,4 @@ class Cursor:
             self._enter_page(pages[lo - 1] + 1, PAGE_HEADER_SIZE, after_marker=True)
 
     def _first_nano(self, page_no: int) -> int:
-        path = page_path(self.jid.directory, self.jid.name, page_no)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            return MappedPage.open(path, self.jid.name, page_no).header.first_nano  # its clear error
-        try:
-            return read_header(fd, path)[0].first_nano
-        finally:
-            os.close(fd)
+        return page_header(page_path(self.jid.directory, self.jid.name, page_no)).first_nano

@@ -42,19 +42,7 @@ class MappedPage:
     @classmethod
     def open(cls, path: str, name: str, page_no: int, writable: bool = False) -> MappedPage:
         """Map page `page_no` of journal `name`; raise `CorruptJournalError` if it is not that page."""
-        try:
-            fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            raise  # the callers decide whether a missing page is normal (not created yet) or corrupt
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise CorruptJournalError(
-                    path,
-                    0,
-                    "the page is a symbolic link; mmipc does not follow links "
-                    "to pages (link the journal's directory instead)",
-                ) from None
-            raise StorageError(f"cannot open page {path}: {exc.strerror}") from exc
+        fd = open_page_file(path, writable)
         try:
             return cls._map(fd, path, name, page_no, writable)
         finally:
@@ -155,6 +143,33 @@ class MappedPage:
         if INDEX_SLOT.unpack_from(self.mm, INDEX_OFFSET + 4 * index)[0] != offset:
             return None
         return info
+
+
+def open_page_file(path: str, writable: bool = False) -> int:
+    """Open a page file, never through a symbolic link. FileNotFoundError passes through: the
+    callers decide whether a missing page is normal (not created yet) or corrupt."""
+    try:
+        return os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptJournalError(
+                path,
+                0,
+                "the page is a symbolic link; mmipc does not follow links "
+                "to pages (link the journal's directory instead)",
+            ) from None
+        raise StorageError(f"cannot open page {path}: {exc.strerror}") from exc
+
+
+def page_header(path: str) -> PageHeader:
+    """The validated header of the page file at `path`, without mapping the page."""
+    fd = open_page_file(path)
+    try:
+        return read_header(fd, path)[0]
+    finally:
+        os.close(fd)
 
 
 def read_header(fd: int, path: str) -> tuple[PageHeader, int]:
