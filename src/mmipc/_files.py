@@ -115,20 +115,31 @@ def acquire_writer_lock(directory: str, name: str) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise _storage_error(exc, f"cannot open lock file {path}") from exc
+    holder = lock_or_holder(fd)
+    if holder is not None:
+        raise JournalLockedError(
+            f"journal {name} in {directory} already has a live writer (pid {holder} holds {path}); "
+            "stop that writer first: a journal has exactly one writer"
+        )
+    return fd
+
+
+def lock_or_holder(fd: int) -> str | None:
+    """Take `flock(LOCK_EX)` on `fd` and record this pid in the file; None on success. If another
+    process holds the lock, close `fd` and return the pid it recorded (the kernel frees the lock of a
+    process that dies, so a holder is always alive)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise JournalLockedError(
-            f"journal {name} in {directory} already has a live writer (pid {holder} holds {path}); "
-            "stop that writer first: a journal has exactly one writer"
-        ) from None
+        return holder
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+    return None
 
 
-def release_writer_lock(fd: int) -> None:
+def release_pid_lock(fd: int) -> None:
+    """Forget the recorded pid and drop the lock taken by `lock_or_holder`."""
     os.ftruncate(fd, 0)
     os.close(fd)

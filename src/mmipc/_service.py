@@ -19,7 +19,6 @@ Rules:
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import selectors
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import InvalidNameError, ServiceAlreadyRunningError
-from ._files import check_name
+from ._files import check_name, lock_or_holder, release_pid_lock
 from ._home import LOCK_NAME, ensure_home, resolve_home, socket_path
 from ._pages_ahead import PagePreparer
 from ._protocol import PROTOCOL_VERSION, MessageReader, ProtocolError, check_request, encode
@@ -125,16 +124,11 @@ class Service:
         ensure_home(self.home)
         lock_path = os.path.join(self.home, LOCK_NAME)
         self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self._lock_fd)
+        holder = lock_or_holder(self._lock_fd)
+        if holder is not None:
             raise ServiceAlreadyRunningError(
                 f"a service (pid {holder}) already serves {self.home}; stop it first, or use another --home"
-            ) from None
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+            )
         if os.path.lexists(self.socket_path):
             os.unlink(self.socket_path)  # we hold the home's lock: this socket was left by a dead service
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -185,8 +179,7 @@ class Service:
                 pass
         self._preparer.stop()
         if self._lock_fd >= 0:
-            os.ftruncate(self._lock_fd, 0)
-            os.close(self._lock_fd)
+            release_pid_lock(self._lock_fd)
             self._lock_fd = -1
         log.info("stopped")
 

@@ -53,7 +53,7 @@ from ._files import (
     create_page,
     list_pages,
     page_path,
-    release_writer_lock,
+    release_pid_lock,
     remove_stale_temporaries,
 )
 from ._layout import (
@@ -494,7 +494,7 @@ def _register(link: Link, directory: str, name: str) -> None:
 
 def _release(lock_fd: int, link: Link | None, directory: str, name: str) -> None:
     """Give the journal up: the OS lock, and the service's registration (also run by the GC)."""
-    release_writer_lock(lock_fd)
+    release_pid_lock(lock_fd)
     if link is not None:
         link.forget(("writer", directory, name))
         link.notify("unregister_writer", directory=directory, name=name)
