@@ -25,15 +25,18 @@ import selectors
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import InvalidNameError, ServiceAlreadyRunningError
+from ._errors import InvalidNameError, ServiceAlreadyRunningError, ServiceUnavailableError
 from ._files import check_name, lock_or_holder, release_pid_lock
 from ._home import LOCK_NAME, ensure_home, resolve_home, socket_path
+from ._orphans import die_with_parent
 from ._pages_ahead import PagePreparer
 from ._protocol import PROTOCOL_VERSION, MessageReader, ProtocolError, check_request, encode
 from ._status import journal_status
@@ -452,3 +455,27 @@ def _send_quietly(conn: socket.socket, message: dict[str, Any]) -> None:
         conn.sendall(encode(message))
     except OSError:
         pass
+
+
+def spawn_service(home: str, stderr: int | None = None) -> subprocess.Popen[str]:
+    """Start `mmipc service --home HOME` as a child process and return it once its socket is bound.
+
+    `stderr` is where its log goes (default: ours). The child runs in its own session (a terminal's
+    Ctrl-C reaches only its parent, which stops it) and gets SIGTERM, a clean shutdown, if its
+    parent dies.
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mmipc", "service", "--home", home, "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+    )
+    assert child.stdout is not None
+    ready = child.stdout.readline()
+    if not ready.startswith("mmipc service pid"):
+        child.kill()
+        child.wait()
+        raise ServiceUnavailableError(f"the service for {home} did not start (exit {child.returncode})")
+    return child

@@ -21,6 +21,7 @@ from typing import Any
 from . import Reader
 from ._files import list_pages, page_path
 from ._orphans import die_with_parent
+from ._service import spawn_service
 from .tools import check_journal
 from .torture import DATA, END, check_payload
 
@@ -72,9 +73,9 @@ class Torture:
 
     # -- processes -----------------------------------------------------------------------------
 
-    def _spawn(self, args: list[str], module: str = "mmipc.torture") -> subprocess.Popen[str]:
+    def _spawn(self, args: list[str]) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [sys.executable, "-m", "mmipc.torture", *args],
             env=self.env,
             text=True,
             stdout=subprocess.PIPE,
@@ -84,9 +85,7 @@ class Torture:
         )
 
     def start_service(self) -> None:
-        self.service = self._spawn(["service", "--quiet"], module="mmipc")
-        assert self.service.stdout is not None
-        self.service.stdout.readline()
+        self.service = spawn_service(self.env["MMIPC_HOME"], stderr=subprocess.DEVNULL)  # faults log a lot
 
     def start_writer(self, i: int, fsize: int = 0) -> subprocess.Popen[str]:
         return self._spawn(["writer", self.journals, str(i), str(self.page_size), str(fsize)])

@@ -20,16 +20,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import signal
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 from array import array
 from typing import Any
 
 from .._orphans import die_with_parent
+from .._service import spawn_service
 from .peers import PEERS, Peer
 
 STAMP = struct.Struct("<qq")  # time_ns stamp (latency) or start stamp (throughput), sequence
@@ -180,15 +178,10 @@ def measure(
 def with_service(action: Any) -> Any:
     """Run `action()` with a real mmipc service on a temporary home (MMIPC_HOME set for the roles)."""
     home = tempfile.mkdtemp(prefix="mmipc-home-")
-    service = subprocess.Popen(
-        [sys.executable, "-m", "mmipc", "service", "--home", home, "--quiet"],
-        stdout=subprocess.PIPE,
-        preexec_fn=lambda: die_with_parent(signal.SIGTERM),
-    )
+    service = spawn_service(home)
     old = os.environ.get("MMIPC_HOME")
     os.environ["MMIPC_HOME"] = home
     try:
-        assert service.stdout is not None and service.stdout.readline().startswith(b"mmipc service")
         return action()
     finally:
         service.terminate()

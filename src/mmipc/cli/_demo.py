@@ -19,7 +19,9 @@ import tempfile
 from typing import Any
 
 from .. import ServiceUnavailableError, service_status
+from .._home import socket_path
 from .._orphans import die_with_parent
+from .._service import spawn_service
 
 JOURNAL = "md.ctp"
 
@@ -96,9 +98,9 @@ def _service_env(scratch: str, children: list[subprocess.Popen[str]]) -> dict[st
         print(f"demo: using the running service in {home}", flush=True)
     except ServiceUnavailableError:
         home = os.path.join(scratch, "home")
-        service = _start(["service", "--home", home, "--quiet"], dict(os.environ), children)
-        assert service.stdout is not None
-        print(f"demo: started {service.stdout.readline().strip().removeprefix('mmipc ')}", flush=True)
+        service = spawn_service(home)
+        children.append(service)
+        print(f"demo: started service pid {service.pid} listening on {socket_path(home)}", flush=True)
     return {**os.environ, "MMIPC_HOME": home}
 
 
