@@ -53,6 +53,7 @@ def summarize(directory: str, name: str, progress: Progress | None = None) -> Su
     """Pages, bytes, frame count and first and last timestamps of a journal (walks every frame)."""
     pages = list_pages(directory, name)
     sizes = [os.path.getsize(page_path(directory, name, n)) for n in pages]
+    total = sum(sizes)
     frames = first = last = done = 0
     for number, size in zip(pages, sizes, strict=True):
         page = open_page(directory, name, number)
@@ -65,8 +66,8 @@ def summarize(directory: str, name: str, progress: Progress | None = None) -> Su
             page.release()
         done += size
         if progress:
-            progress(done, sum(sizes))
-    return Summary(name, len(pages), sum(sizes), frames, first, last)
+            progress(done, total)
+    return Summary(name, len(pages), total, frames, first, last)
 
 
 def last_written_page(directory: str, name: str) -> int | None:
