@@ -80,6 +80,7 @@ from ._layout import (
 )
 from ._link import DEFAULT_HOME, Link, ServiceHome, link_for
 from ._page import MappedPage
+from ._schema import Declaration, declare_schemas
 
 _ZERO_CHUNK = bytes(64 * 1024)
 RETIRE_SLICE = 256 * 1024
@@ -152,6 +153,7 @@ class Writer:
         *,
         page_size: int | None = None,
         service: ServiceHome = DEFAULT_HOME,
+        schemas: dict[int, Declaration] | None = None,
     ) -> Writer:
         """Open journal `name` in `directory` for appending, creating both if needed.
 
@@ -159,7 +161,8 @@ class Writer:
         DEFAULT_PAGE_SIZE for a new journal). `service` is the home of the service to register with
         (default: $MMIPC_HOME or the per-user home), or None to run standalone, guarded by the OS lock
         alone. Raises `JournalLockedError` if another writer is live, `ServiceUnavailableError` if no
-        service answers.
+        service answers. `schemas` declares the payload layout of msg_types ({101: DepthMarketDataV636}:
+        a ctypes Structure, a numpy dtype or a name from mmipc.ctp), stored in NAME.schema.json.
         """
         check_name(name)
         _warn_if_weakly_ordered()
@@ -173,6 +176,8 @@ class Writer:
         link = link_for(service)
         lock_fd = acquire_writer_lock(path, name)
         try:
+            if schemas:
+                declare_schemas(path, name, schemas)
             if link is not None:
                 _register(link, path, name)
             writer = cls(path, name, page_size, lock_fd, link)
@@ -211,6 +216,42 @@ class Writer:
             _pack_body(mm, pos + 4, msg_type, nano, source, n)
         except struct.error:
             mm[pos : pos + size] = bytes(size)  # leave no stale payload past the committed end
+            raise _bad_ids(msg_type, source) from None
+        if pos >= self._slot_boundary:
+            self._mark_index(pos, nano)
+        _pack_commit(mm, pos, n + 32)
+        self._pos = pos + size
+        self._last_nano = nano
+        return nano
+
+    def write_at(self, payload: Any, nano: int, msg_type: int = 0, source: int = 0) -> int:
+        """Append one frame stamped `nano` instead of the clock: for replay and mirroring only.
+
+        A live writer must use `write`, whose timestamps tell when frames were written. `nano` must not
+        be older than the journal's last frame (`UsageError` otherwise): timestamps never decrease
+        within a journal. The store order is `write`'s.
+        """
+        if isinstance(nano, bool) or not isinstance(nano, int) or not self._last_nano <= nano < 1 << 63:
+            raise UsageError(
+                f"write_at needs a timestamp in ns not older than the journal's last frame "
+                f"({self._last_nano}), not {nano!r}: timestamps never decrease within a journal"
+            )
+        kind = type(payload)
+        if kind is not bytes and kind is not bytearray:
+            payload = memoryview(payload).cast("B")
+        n = len(payload)
+        pos = self._pos
+        size = (n + 39) & ~7
+        if pos + size + 32 > self._limit:
+            pos = self._make_room(size)
+        if msg_type > 0xFFFE_FFFF:
+            raise _bad_ids(msg_type, source)
+        mm = self._mm
+        mm[pos + 32 : pos + 32 + n] = payload
+        try:
+            _pack_body(mm, pos + 4, msg_type, nano, source, n)
+        except struct.error:
+            mm[pos : pos + size] = bytes(size)
             raise _bad_ids(msg_type, source) from None
         if pos >= self._slot_boundary:
             self._mark_index(pos, nano)

@@ -1,0 +1,405 @@
+"""Self-describing journals: the payload layout of each msg_type, stored beside the journal.
+
+Rules:
+
+* A writer may declare, per msg_type, the C struct its payloads follow: a ctypes Structure, a numpy
+  structured dtype, or the name of a layout of `mmipc.ctp` ("ctp", "ctp-v6.6.1",
+  "DepthMarketDataV636", ...). The declaration is stored in ``NAME.schema.json`` next to the pages
+  (docs/format.md, "Schema file"), so any tool decodes the payloads without the writer's code.
+* Only the journal's writer writes the file, while it holds the journal's lock. It writes a temporary
+  file (O_EXCL, mode 0600) and renames it over the old one, so a reader sees the old file or the new
+  one, never half of one. It is opened with O_NOFOLLOW on both sides.
+* A declaration is forever: frames already on disk follow it. Declaring another layout for a
+  msg_type that has one raises `UsageError` (use a new msg_type for a new layout); declaring the same
+  one again is a no-op.
+* Only this module knows the file's format. It is pure standard library: the numpy dtype is built
+  on demand by `numpy_dtype`, which imports numpy then.
+
+A layout is a `Struct`: its byte size and its fields. A field has a name, a byte offset, a type
+(`Scalar`, `Char` text of a fixed width, or a nested `Struct`) and a shape (() or the dimensions of a
+fixed array). Bytes no field covers are padding: no tool ever shows them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import CorruptJournalError, StorageError, UsageError
+from ._layout import MAX_MSG_TYPE
+
+SCHEMA_VERSION = 1
+SCHEMA_SUFFIX = ".schema.json"
+MAX_SCHEMA_BYTES = 4 * 1024 * 1024
+
+# Scalar type codes: numpy's little-endian type strings, and the struct codes that decode them.
+SCALARS: dict[str, str] = {
+    "bool": "?",
+    "i1": "b",
+    "u1": "B",
+    "i2": "h",
+    "u2": "H",
+    "i4": "i",
+    "u4": "I",
+    "i8": "q",
+    "u8": "Q",
+    "f4": "f",
+    "f8": "d",
+}
+
+
+@dataclass(frozen=True)
+class Scalar:
+    code: str  # a key of SCALARS
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize("<" + SCALARS[self.code])
+
+
+@dataclass(frozen=True)
+class Char:
+    """A C char array, shown as the text before its first NUL."""
+
+    size: int
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    offset: int
+    kind: Scalar | Char | Struct
+    shape: tuple[int, ...] = ()
+
+    @property
+    def count(self) -> int:
+        n = 1
+        for dim in self.shape:
+            n *= dim
+        return n
+
+
+@dataclass(frozen=True)
+class Struct:
+    name: str
+    size: int
+    fields: tuple[Field, ...]
+
+
+Declaration = Any  # a ctypes Structure class, a numpy dtype, a Struct or a name from mmipc.ctp
+
+
+def schema_path(directory: str, name: str) -> str:
+    return os.path.join(directory, name + SCHEMA_SUFFIX)
+
+
+# -- building a Struct from what the user declares ------------------------------------------------
+
+
+def to_struct(declared: Declaration) -> Struct:
+    """The layout `declared` describes; `UsageError` if it is not one mmipc can store."""
+    if isinstance(declared, Struct):
+        return declared
+    if isinstance(declared, str):
+        return _from_ctp_name(declared)
+    if isinstance(declared, type) and issubclass(declared, ctypes.Structure):
+        return _from_ctypes(declared)
+    if type(declared).__module__.startswith("numpy") and hasattr(declared, "fields"):
+        return _from_dtype(declared, "record")
+    raise UsageError(
+        f"cannot use {declared!r} as a schema: give a ctypes Structure, a numpy structured dtype "
+        "or the name of a layout in mmipc.ctp"
+    )
+
+
+def _from_ctp_name(name: str) -> Struct:
+    from . import ctp
+
+    cls = ctp.LAYOUTS.get(name) or getattr(ctp, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ctypes.Structure)):
+        known = ", ".join(sorted([*ctp.LAYOUTS, "DepthMarketDataV636", "DepthMarketDataV661"]))
+        raise UsageError(f"no layout {name!r} in mmipc.ctp (known: {known})")
+    return _from_ctypes(cls)
+
+
+def _from_ctypes(cls: type[ctypes.Structure]) -> Struct:
+    if issubclass(cls, ctypes.BigEndianStructure):
+        raise UsageError(f"{cls.__name__} is big-endian; mmipc schemas are little-endian")
+    fields = []
+    for entry in cls._fields_:
+        if len(entry) == 3:
+            raise UsageError(f"{cls.__name__}.{entry[0]} is a bit field; schemas cannot describe those")
+        name, ctype = entry
+        kind, shape = _ctypes_kind(ctype, f"{cls.__name__}.{name}")
+        fields.append(Field(name, getattr(cls, name).offset, kind, shape))
+    return Struct(cls.__name__, ctypes.sizeof(cls), tuple(fields))
+
+
+def _ctypes_kind(kind: Any, where: str) -> tuple[Scalar | Char | Struct, tuple[int, ...]]:
+    shape: list[int] = []
+    while isinstance(kind, type) and issubclass(kind, ctypes.Array):
+        item: Any = kind._type_
+        length: int = kind._length_  # type: ignore[assignment]  # typeshed types it as a property
+        if item is ctypes.c_char:
+            return Char(length), tuple(shape)
+        shape.append(length)
+        kind = item
+    if kind is ctypes.c_char:
+        return Char(1), tuple(shape)
+    if isinstance(kind, type) and issubclass(kind, ctypes.Structure):
+        return _from_ctypes(kind), tuple(shape)
+    code = _ctypes_code(kind)
+    if code is not None:
+        return Scalar(code), tuple(shape)
+    raise UsageError(f"{where} has type {getattr(kind, '__name__', kind)}, which schemas cannot describe")
+
+
+def _ctypes_code(kind: Any) -> str | None:
+    """The scalar code of a simple ctypes type (c_int, c_long, c_double, ...), None for others."""
+    code = getattr(kind, "_type_", None)
+    if not isinstance(code, str) or isinstance(kind, type) and issubclass(kind, ctypes.Array):
+        return None
+    if code in "bBhHiIlLqQ":
+        return f"{'i' if code.islower() else 'u'}{ctypes.sizeof(kind)}"
+    return {"f": "f4", "d": "f8", "?": "bool"}.get(code)
+
+
+def _from_dtype(dtype: Any, name: str) -> Struct:
+    if dtype.fields is None:
+        raise UsageError(f"numpy dtype {dtype} has no named fields; give a structured dtype")
+    fields = []
+    for field_name in dtype.names:
+        sub, offset = dtype.fields[field_name][:2]
+        shape = tuple(int(d) for d in sub.shape)
+        fields.append(Field(field_name, int(offset), _dtype_kind(sub.base, field_name), shape))
+    return Struct(name, int(dtype.itemsize), tuple(fields))
+
+
+def _dtype_kind(base: Any, where: str) -> Scalar | Char | Struct:
+    if base.fields is not None:
+        return _from_dtype(base, where)
+    if base.kind == "S":
+        return Char(int(base.itemsize))
+    if base.byteorder == ">":
+        raise UsageError(f"field {where} is big-endian; mmipc schemas are little-endian")
+    code = "bool" if base.kind == "b" else f"{base.kind}{base.itemsize}"
+    if code not in SCALARS:
+        raise UsageError(f"field {where} has numpy type {base}, which schemas cannot describe")
+    return Scalar(code)
+
+
+# -- the file: JSON, written atomically -----------------------------------------------------------
+
+
+def struct_to_json(layout: Struct) -> dict[str, Any]:
+    return {"name": layout.name, "size": layout.size, "fields": [_field_to_json(f) for f in layout.fields]}
+
+
+def _field_to_json(field: Field) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": field.name, "offset": field.offset}
+    if isinstance(field.kind, Scalar):
+        out["type"] = field.kind.code
+    elif isinstance(field.kind, Char):
+        out["type"], out["size"] = "char", field.kind.size
+    else:
+        out["type"], out["struct"] = "struct", struct_to_json(field.kind)
+    if field.shape:
+        out["shape"] = list(field.shape)
+    return out
+
+
+def struct_from_json(raw: Any, where: str) -> Struct:
+    """Decode and check one layout; `ValueError` naming the problem if it is not a valid one."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("fields"), list):
+        raise ValueError(f"{where} is not a layout object with a list of fields")
+    size = raw.get("size")
+    if not isinstance(size, int) or not 0 < size <= 1 << 30:
+        raise ValueError(f"{where} has an invalid size {size!r}")
+    layout = Struct(
+        str(raw.get("name", "record")), size, tuple(_field_from_json(f, where) for f in raw["fields"])
+    )
+    for field in layout.fields:
+        if field.offset < 0 or field.offset + _width(field) > size:
+            raise ValueError(f"{where}: field {field.name} lies outside the {size}-byte struct")
+    return layout
+
+
+def _field_from_json(raw: Any, where: str) -> Field:
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("name"), str)
+        or not isinstance(raw.get("offset"), int)
+    ):
+        raise ValueError(f"{where} has a field without a name and an offset")
+    name, kind = raw["name"], raw.get("type")
+    shape = raw.get("shape", [])
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(f"{where}: field {name} has an invalid shape {shape!r}")
+    parsed: Scalar | Char | Struct
+    if kind in SCALARS:
+        parsed = Scalar(kind)
+    elif kind == "char" and isinstance(raw.get("size"), int) and raw["size"] > 0:
+        parsed = Char(raw["size"])
+    elif kind == "struct":
+        parsed = struct_from_json(raw.get("struct"), f"{where}.{name}")
+    else:
+        raise ValueError(f"{where}: field {name} has an unknown type {kind!r}")
+    return Field(name, raw["offset"], parsed, tuple(shape))
+
+
+def _width(field: Field) -> int:
+    return field.kind.size * field.count
+
+
+def load_schemas(directory: str, name: str) -> dict[int, Struct]:
+    """The layouts declared for journal `name`, by msg_type; {} if it declares none.
+
+    A damaged file raises `CorruptJournalError` naming it."""
+    path = schema_path(directory, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptJournalError(
+                path, 0, "the schema file is a symbolic link; mmipc does not follow it"
+            ) from None
+        raise StorageError(f"cannot open schema file {path}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "rb") as file:
+            text = file.read(MAX_SCHEMA_BYTES + 1)
+        if len(text) > MAX_SCHEMA_BYTES:
+            raise ValueError(f"file is larger than {MAX_SCHEMA_BYTES} bytes")
+        return _decode_file(json.loads(text))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptJournalError(path, 0, f"bad schema file: {exc}") from None
+
+
+def _decode_file(raw: Any) -> dict[int, Struct]:
+    if (
+        not isinstance(raw, dict)
+        or raw.get("version") != SCHEMA_VERSION
+        or not isinstance(raw.get("types"), dict)
+    ):
+        raise ValueError(f"not an mmipc schema file of version {SCHEMA_VERSION}")
+    out = {}
+    for key, layout in raw["types"].items():
+        if not key.isdigit():
+            raise ValueError(f"msg_type {key!r} is not a number")
+        out[int(key)] = struct_from_json(layout, f"msg_type {key}")
+    return out
+
+
+def declare_schemas(directory: str, name: str, declared: dict[int, Declaration]) -> None:
+    """Store the layouts `declared` for journal `name` (the caller holds its writer lock)."""
+    wanted = {_check_msg_type(t): to_struct(d) for t, d in declared.items()}
+    current = load_schemas(directory, name)
+    for msg_type, layout in wanted.items():
+        if msg_type in current and current[msg_type] != layout:
+            raise UsageError(
+                f"journal {name} in {directory} already declares msg_type {msg_type} as "
+                f"{current[msg_type].name}, not {layout.name}: frames on disk follow that layout; "
+                "use a new msg_type for a new layout"
+            )
+    if all(t in current for t in wanted):
+        return
+    merged = {**current, **wanted}
+    document = {
+        "version": SCHEMA_VERSION,
+        "types": {str(t): struct_to_json(merged[t]) for t in sorted(merged)},
+    }
+    _write_atomically(schema_path(directory, name), json.dumps(document, indent=1).encode())
+
+
+def _check_msg_type(msg_type: object) -> int:
+    if isinstance(msg_type, bool) or not isinstance(msg_type, int) or not 0 <= msg_type <= MAX_MSG_TYPE:
+        raise UsageError(f"schemas are keyed by msg_type, an int in 0..{MAX_MSG_TYPE}, not {msg_type!r}")
+    return msg_type
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise StorageError(f"cannot write schema file {path}: {exc.strerror}") from exc
+
+
+# -- decoding without numpy (for the CLI) and the numpy dtype (for mmipc.analysis) ----------------
+
+
+def decode(layout: Struct, payload: bytes | memoryview) -> dict[str, Any]:
+    """A payload as {field: value}: char fields as text, fixed arrays as lists, nested structs as dicts."""
+    if len(payload) != layout.size:
+        raise ValueError(f"payload is {len(payload)} bytes, {layout.name} is {layout.size}")
+    return _decode_at(layout, payload, 0)
+
+
+def _decode_at(layout: Struct, buf: bytes | memoryview, base: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field in layout.fields:
+        size = field.kind.size
+        values = [_decode_one(field.kind, buf, base + field.offset + i * size) for i in range(field.count)]
+        out[field.name] = _nest(values, field.shape) if field.shape else values[0]
+    return out
+
+
+def _decode_one(kind: Scalar | Char | Struct, buf: bytes | memoryview, at: int) -> Any:
+    if isinstance(kind, Scalar):
+        return struct.unpack_from("<" + SCALARS[kind.code], buf, at)[0]
+    if isinstance(kind, Char):
+        return text_of(bytes(buf[at : at + kind.size]))
+    return _decode_at(kind, buf, at)
+
+
+def text_of(raw: bytes) -> str:
+    """A C char array as text: the bytes before the first NUL, UTF-8 (undecodable bytes replaced)."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _nest(values: list[Any], shape: tuple[int, ...]) -> list[Any]:
+    if len(shape) == 1:
+        return values
+    step = len(values) // shape[0]
+    return [_nest(values[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def numpy_dtype(layout: Struct) -> Any:
+    """The numpy dtype of `layout` (needs numpy): same offsets and size, padding unnamed."""
+    import numpy as np
+
+    formats = [
+        _numpy_format(f.kind) if not f.shape else (_numpy_format(f.kind), f.shape) for f in layout.fields
+    ]
+    return np.dtype(
+        {
+            "names": [f.name for f in layout.fields],
+            "formats": formats,
+            "offsets": [f.offset for f in layout.fields],
+            "itemsize": layout.size,
+        }
+    )
+
+
+def _numpy_format(kind: Scalar | Char | Struct) -> Any:
+    if isinstance(kind, Scalar):
+        return "?" if kind.code == "bool" else "<" + kind.code
+    if isinstance(kind, Char):
+        return f"S{kind.size}"
+    return numpy_dtype(kind)

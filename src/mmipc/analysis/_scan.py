@@ -1,0 +1,396 @@
+"""Reading pages straight into numpy: the engine under `to_numpy`, `iter_batches` and `export`.
+
+Rules:
+
+* Read-only, like a cursor: pages are mapped read-only and nothing on disk is created or changed.
+* Committed frames only, as a cursor sees them. The commit words of a run of frames are loaded (and
+  copied) before any other byte of those frames, and a run ends at the first word that is 0 or that
+  differs, so nothing past the last committed frame is ever used (x86-64 does not reorder loads with
+  loads; docs/format.md, "Memory ordering").
+* A snapshot: the end of each journal is fixed when a call starts (its last page and the offset after
+  its last committed frame). Frames a live writer commits later are not read by that call.
+* Every frame is checked as a cursor checks it (lengths, room in the page, timestamp order), and every
+  selected frame against its schema's size: `CorruptJournalError` names the file and the offset.
+* Fast path: a run of frames of one length is read as one strided numpy view over the mapped page
+  (one header check per run, vectorised); frames whose lengths vary are walked one by one. Selected
+  payloads are then copied out of the page once, field by field: through the same strided view when
+  they are evenly spaced, else gathered from a view with an 8-byte stride (frames are 8-aligned).
+* Merge order is `Reader`'s: by timestamp; ties go to the journal given first; within a journal,
+  append order (a stable sort on the timestamps of rows concatenated in journal order).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._errors import CorruptJournalError, UsageError
+from .._files import check_name, list_pages, page_path
+from .._layout import (
+    FRAME_ALIGN,
+    FRAME_HEADER_SIZE,
+    PAGE_END_RESERVE,
+    PAGE_HEADER_SIZE,
+    MsgType,
+    decode_frame,
+)
+from .._page import MappedPage, page_header
+from .._schema import Declaration, Struct, load_schemas, numpy_dtype, to_struct
+
+HEADER_COLUMNS = ("nano", "journal", "source")
+_HEADER = np.dtype(
+    {
+        "names": ["length", "msg_type", "nano", "payload_len"],
+        "formats": ["<u4", "<u4", "<i8", "<u4"],
+        "offsets": [0, 4, 8, 20],
+        "itemsize": FRAME_HEADER_SIZE,
+    }
+)
+_PAGE_END = int(MsgType.PAGE_END)
+_SHORT_RUN = 4  # a vectorised run shorter than this is not worth its overhead ...
+_WALK = 32  # ... so walk this many frames one by one before trying again
+NO_LIMIT = (1 << 63) - 1
+
+
+class JournalNotFoundError(UsageError):
+    """A journal asked for has no page in its directory."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to read: which journals, which msg_type with which layout, which time range."""
+
+    directory: str
+    names: tuple[str, ...]
+    msg_type: int
+    layout: Struct
+    since: int
+    until: int
+
+    @property
+    def journals(self) -> list[str]:
+        return [f"{self.directory}/{n}" for n in self.names]
+
+
+def make_query(
+    directory: str | os.PathLike[str],
+    names: str | Sequence[str],
+    msg_type: int | None,
+    since: int | None,
+    until: int | None,
+    schema: Declaration | None,
+) -> Query:
+    """Check the arguments and find the payload layout; raise `UsageError` naming what is wrong."""
+    path = os.path.abspath(os.fspath(directory))
+    chosen = (names,) if isinstance(names, str) else tuple(names)
+    if not chosen:
+        raise UsageError("give at least one journal name")
+    for name in chosen:
+        check_name(name)
+        if not list_pages(path, name):
+            raise JournalNotFoundError(f"no journal {name} in {path} (no page file {name}.*.journal)")
+    if len(set(chosen)) != len(chosen):
+        raise UsageError(f"a journal is named twice in {list(chosen)}")
+    declared = {name: load_schemas(path, name) for name in chosen}
+    msg_type = _pick_msg_type(msg_type, declared, schema)
+    layout = to_struct(schema) if schema is not None else _declared_layout(msg_type, declared, path)
+    clash = set(HEADER_COLUMNS) & {f.name for f in layout.fields}
+    if clash:
+        raise UsageError(f"layout {layout.name} has fields named {sorted(clash)}, which mmipc adds itself")
+    low, high = since if since is not None else 0, until if until is not None else NO_LIMIT
+    return Query(path, chosen, msg_type, layout, low, high)
+
+
+def _pick_msg_type(msg_type: int | None, declared: dict[str, dict[int, Struct]], schema: Any) -> int:
+    if msg_type is not None:
+        if isinstance(msg_type, bool) or not isinstance(msg_type, int) or msg_type < 0:
+            raise UsageError(f"msg_type must be an int >= 0, not {msg_type!r}")
+        return msg_type
+    types = sorted({t for layouts in declared.values() for t in layouts})
+    if schema is None and len(types) == 1:
+        return types[0]
+    raise UsageError(f"pass msg_type=: the journals declare {types or 'no schema'}")
+
+
+def _declared_layout(msg_type: int, declared: dict[str, dict[int, Struct]], directory: str) -> Struct:
+    found = {name: layouts[msg_type] for name, layouts in declared.items() if msg_type in layouts}
+    if len(found) < len(declared):
+        missing = sorted(set(declared) - set(found))
+        raise UsageError(
+            f"journal(s) {missing} in {directory} declare no schema for msg_type {msg_type}: "
+            "pass schema= (a ctypes Structure, a numpy dtype or a name from mmipc.ctp)"
+        )
+    layouts = set(found.values())
+    if len(layouts) > 1:
+        raise UsageError(f"the journals declare different layouts for msg_type {msg_type}")
+    return layouts.pop()
+
+
+# -- dtypes ----------------------------------------------------------------------------------------
+
+
+def output_dtype(layout: Struct) -> Any:
+    """Rows as returned: nano (datetime64[ns]), journal (index into the names), source, then the
+    payload fields, packed (no padding between them)."""
+    payload = numpy_dtype(layout)
+    head = [("nano", "M8[ns]"), ("journal", "<u2"), ("source", "<u4")]
+    return np.dtype(head + [(name, payload.fields[name][0]) for name in payload.names])
+
+
+def frame_dtype(layout: Struct) -> Any:
+    """One frame as it lies in the page: header fields at their offsets, the payload from +32."""
+    payload = numpy_dtype(layout)
+    names = ["nano", "source", *payload.names]
+    formats = ["M8[ns]", "<u4", *(payload.fields[n][0] for n in payload.names)]
+    offsets = [8, 16, *(FRAME_HEADER_SIZE + payload.fields[n][1] for n in payload.names)]
+    return np.dtype(
+        {"names": names, "formats": formats, "offsets": offsets, "itemsize": FRAME_HEADER_SIZE + layout.size}
+    )
+
+
+# -- one journal: its pages, scanned -------------------------------------------------------------
+
+
+@dataclass
+class PageIndex:
+    """The selected frames of one page: their offsets and timestamps."""
+
+    page_no: int
+    path: str
+    offsets: Any
+    nanos: Any
+
+
+def snapshot(directory: str, name: str) -> tuple[int, int]:
+    """The last page holding a committed frame, and the offset after that frame: the end of a read."""
+    pages = list_pages(directory, name)
+    for i in range(len(pages) - 1, -1, -1):
+        page = MappedPage.open(page_path(directory, name, pages[i]), name, pages[i])
+        try:
+            end, last = page.tail()
+        finally:
+            page.release()
+        if last is not None or i == 0:
+            return pages[i], end
+    raise JournalNotFoundError(f"no journal {name} in {directory}")
+
+
+def page_indexes(query: Query, name: str) -> Iterator[PageIndex]:
+    """The selected frames of each page of journal `name`, in order, up to its end at call time."""
+    last_page, last_end = snapshot(query.directory, name)
+    pages = list_pages(query.directory, name)
+    number = _first_page(query, name, pages)
+    last_nano = 0
+    while number <= last_page:
+        path = page_path(query.directory, name, number)
+        try:
+            page = MappedPage.open(path, name, number)
+        except FileNotFoundError:
+            raise CorruptJournalError(path, 0, "the page before it ends, but this page is missing") from None
+        try:
+            stop = last_end if number == last_page else page.page_size
+            offsets, types, nanos, lengths, ended = scan_page(page, stop)
+            last_nano = _check_order(page.path, offsets, nanos, last_nano)
+            index = _select(query, page, offsets, types, nanos, lengths)
+        finally:
+            page.release()
+        yield PageIndex(number, path, *index)
+        if not ended or (len(nanos) and nanos[-1] > query.until):
+            return
+        number += 1
+
+
+def _first_page(query: Query, name: str, pages: list[int]) -> int:
+    """The page to start at for `since`: skip the pages whose successor starts before it."""
+    chosen = 0
+    while chosen + 1 < len(pages):
+        first = page_header(page_path(query.directory, name, pages[chosen + 1])).first_nano
+        if first == 0 or first > query.since:
+            break
+        chosen += 1
+    return pages[chosen]
+
+
+def scan_page(page: MappedPage, stop: int) -> tuple[Any, Any, Any, Any, bool]:
+    """Offsets, msg_types, timestamps and lengths of the committed data frames before `stop`, and
+    whether the page's end-of-page marker was reached."""
+    parts: list[tuple[Any, ...]] = []
+    pos, walk = PAGE_HEADER_SIZE, 0
+    while pos < stop:
+        if walk:
+            info = decode_frame(page.mm, pos, page.page_size, page.path)
+            if info is None:
+                break
+            if info.msg_type == _PAGE_END:
+                return (*_joined(parts), True)
+            parts.append(([pos], [info.msg_type], [info.nano], [info.length]))
+            pos, walk = info.end, walk - 1
+            continue
+        run, pos = _run(page, pos, stop)
+        if run is None:
+            walk = 1  # the frame here is not a plain data frame: let the walk decide what it is
+            continue
+        parts.append(run)
+        walk = _WALK if len(run[0]) < _SHORT_RUN else 0
+    return (*_joined(parts), False)
+
+
+def _run(page: MappedPage, pos: int, stop: int) -> tuple[tuple[Any, ...] | None, int]:
+    """The frames from `pos` on that share the first one's length, read as one strided view."""
+    first = decode_frame(page.mm, pos, page.page_size, page.path)
+    if first is None or first.msg_type == _PAGE_END:
+        return None, pos
+    stride = first.end - pos
+    count = min((page.page_size - PAGE_END_RESERVE - pos) // stride, -(-(stop - pos) // stride))
+    headers = np.ndarray((count,), _HEADER, buffer=page.mm, offset=pos, strides=(stride,))
+    commits = headers["length"].copy()  # every commit word first, before anything else of a frame
+    differs = commits != first.length
+    n = int(differs.argmax()) if differs.any() else count
+    headers = headers[:n]
+    types = headers["msg_type"].copy()
+    marker = types == _PAGE_END
+    if marker.any():
+        n = int(marker.argmax())
+        headers, types = headers[:n], types[:n]
+    bad = headers["payload_len"] != first.payload_len
+    if bad.any():
+        at = pos + stride * int(bad.argmax())
+        decode_frame(page.mm, at, page.page_size, page.path)  # raises the header's own error
+        raise CorruptJournalError(page.path, at, "frame header disagrees with its length")
+    offsets = pos + stride * np.arange(n, dtype=np.int64)
+    return (offsets, types, headers["nano"].copy(), np.full(n, first.length, np.uint32)), pos + stride * n
+
+
+def _joined(parts: list[tuple[Any, ...]]) -> tuple[Any, Any, Any, Any]:
+    if not parts:
+        return (np.empty(0, np.int64), np.empty(0, np.uint32), np.empty(0, np.int64), np.empty(0, np.uint32))
+    kinds = (np.int64, np.uint32, np.int64, np.uint32)
+    return tuple(np.concatenate([np.asarray(p[i], kinds[i]) for p in parts]) for i in range(4))  # type: ignore[return-value]
+
+
+def _check_order(path: str, offsets: Any, nanos: Any, last_nano: int) -> int:
+    if not len(nanos):
+        return last_nano
+    before = np.concatenate(([last_nano], nanos[:-1]))
+    older = nanos < before
+    if older.any():
+        i = int(older.argmax())
+        raise CorruptJournalError(
+            path,
+            int(offsets[i]),
+            f"timestamp {int(nanos[i])} is older than the frame before it ({int(before[i])})",
+        )
+    return int(nanos[-1])
+
+
+def _select(
+    query: Query, page: MappedPage, offsets: Any, types: Any, nanos: Any, lengths: Any
+) -> tuple[Any, Any]:
+    keep = (types == query.msg_type) & (nanos >= query.since) & (nanos <= query.until)
+    offsets, nanos, lengths = offsets[keep], nanos[keep], lengths[keep]
+    wrong = lengths != FRAME_HEADER_SIZE + query.layout.size
+    if wrong.any():
+        i = int(wrong.argmax())
+        raise CorruptJournalError(
+            page.path,
+            int(offsets[i]),
+            f"a frame of msg_type {query.msg_type} carries {int(lengths[i]) - FRAME_HEADER_SIZE} bytes, but "
+            f"its schema {query.layout.name} is {query.layout.size} bytes",
+        )
+    return offsets, nanos
+
+
+# -- rows: copying the selected frames out of a page ---------------------------------------------
+
+
+def fill_rows(rows: Any, page: MappedPage, offsets: Any, journal: int, frames: Any) -> None:
+    """Copy the frames at `offsets` of a mapped page into `rows` (packed; one copy, field by field)."""
+    if not len(offsets):
+        return
+    view = _frames_view(page, offsets, frames)
+    rows["journal"] = journal
+    for name in frames.names:
+        rows[name] = view[name]
+
+
+def _frames_view(page: MappedPage, offsets: Any, frames: Any) -> Any:
+    steps = np.diff(offsets)
+    if len(offsets) == 1 or (steps == steps[0]).all():
+        stride = int(steps[0]) if len(steps) else frames.itemsize
+        return np.ndarray((len(offsets),), frames, buffer=page.mm, offset=int(offsets[0]), strides=(stride,))
+    slots = (page.page_size - PAGE_HEADER_SIZE - frames.itemsize) // FRAME_ALIGN + 1
+    every = np.ndarray((slots,), frames, buffer=page.mm, offset=PAGE_HEADER_SIZE, strides=(FRAME_ALIGN,))
+    return every[(offsets - PAGE_HEADER_SIZE) // FRAME_ALIGN]
+
+
+def read_rows(query: Query, name: str, index: PageIndex, journal: int, frames: Any, into: Any) -> None:
+    """Map the page of `index` again and copy its selected frames into `into`."""
+    page = MappedPage.open(index.path, name, index.page_no)
+    try:
+        fill_rows(into, page, index.offsets, journal, frames)
+    finally:
+        page.release()
+
+
+def journal_rows(query: Query, j: int) -> Iterator[Any]:
+    """The selected rows of journal number `j` of the query, one array per page (constant memory)."""
+    name, frames, out = query.names[j], frame_dtype(query.layout), output_dtype(query.layout)
+    for index in page_indexes(query, name):
+        if len(index.offsets):
+            rows = np.empty(len(index.offsets), out)
+            read_rows(query, name, index, j, frames, rows)
+            yield rows
+
+
+def merged_rows(query: Query) -> Iterator[Any]:
+    """Rows of every journal of the query in Reader's merge order, a window at a time.
+
+    A window holds every buffered row older than the watermark: the oldest of the journals' newest
+    buffered timestamps. No row still unread can be older than it, nor tie with it from an earlier
+    journal, so sorting each window (stably, rows in journal order) gives the global order.
+    """
+    streams = [journal_rows(query, j) for j in range(len(query.names))]
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    buffers: list[list[Any]] = [[] for _ in streams]
+    live = set(range(len(streams)))
+    while live or any(buffers):
+        for j in sorted(live):
+            if not buffers[j] and not _pull(streams[j], buffers[j]):
+                live.discard(j)
+        mark = min((int(buffers[j][-1]["nano"][-1].view("i8")) for j in live), default=None)
+        window = [rows for buffer in buffers if (rows := _take_before(buffer, mark)) is not None]
+        if window:
+            rows = np.concatenate(window)
+            yield rows[np.argsort(rows["nano"], kind="stable")]
+            continue
+        for j in sorted(live):  # every buffered row ties with the watermark: read further
+            if int(buffers[j][-1]["nano"][-1].view("i8")) == mark and not _pull(streams[j], buffers[j]):
+                live.discard(j)
+
+
+def _pull(stream: Iterator[Any], buffer: list[Any]) -> bool:
+    for rows in stream:
+        buffer.append(rows)
+        return True
+    return False
+
+
+def _take_before(buffer: list[Any], mark: int | None) -> Any:
+    """Remove and return the rows of `buffer` older than `mark` (all of them if None)."""
+    taken = []
+    while buffer:
+        rows = buffer[0]
+        cut = len(rows) if mark is None else int(np.searchsorted(rows["nano"].view("i8"), mark, side="left"))
+        if cut:
+            taken.append(rows[:cut])
+        if cut < len(rows):
+            buffer[0] = rows[cut:]
+            break
+        buffer.pop(0)
+    return np.concatenate(taken) if taken else None
