@@ -233,8 +233,9 @@ class Writer:
         """
         if isinstance(nano, bool) or not isinstance(nano, int) or not self._last_nano <= nano < 1 << 63:
             raise UsageError(
-                f"write_at needs a timestamp in ns not older than the journal's last frame "
-                f"({self._last_nano}), not {nano!r}: timestamps never decrease within a journal"
+                f"write_at needs a timestamp in ns not older than the last frame of journal {self.name} "
+                f"in {self.directory} ({self._last_nano}), not {nano!r}: timestamps never decrease "
+                "within a journal"
             )
         kind = type(payload)
         if kind is not bytes and kind is not bytearray:

@@ -394,3 +394,24 @@ def _take_before(buffer: list[Any], mark: int | None) -> Any:
             break
         buffer.pop(0)
     return np.concatenate(taken) if taken else None
+
+
+def time_span(query: Query) -> tuple[int, int]:
+    """The first and last timestamps the query can return, bounded by what is committed now (for a
+    progress bar, and for an export's metadata); (0, 0) when the journals hold no frame."""
+    firsts, lasts = [], []
+    for name in query.names:
+        pages = list_pages(query.directory, name)
+        first = page_header(page_path(query.directory, name, pages[0])).first_nano if pages else 0
+        number, _ = snapshot(query.directory, name)
+        page = MappedPage.open(page_path(query.directory, name, number), name, number)
+        try:
+            last = page.tail()[1]
+        finally:
+            page.release()
+        if first and last is not None:
+            firsts.append(first)
+            lasts.append(last.nano)
+    if not firsts:
+        return 0, 0
+    return max(min(firsts), query.since), min(max(lasts), query.until)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import MmipcError, __version__
-from . import _bench, _demo, _inspect, _rw, _service, _tail, _torture
+from . import _bench, _demo, _export, _inspect, _replay, _rw, _service, _tail, _torture
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     _service.add_commands(commands)
     _torture.add_commands(commands)
     _bench.add_commands(commands)
+    _export.add_commands(commands)
+    _replay.add_commands(commands)
     return parser
 
 

@@ -1,0 +1,228 @@
+"""`export`: journals to a Parquet, Arrow IPC, CSV or .npy file, in constant memory.
+
+Rules:
+
+* Streamed: one batch (a page, or at most `batch_frames` frames) is in memory at a time, whatever the
+  size of the journals; the .npy header is written first with room for the final row count.
+* Atomic: the output is written to a temporary file beside it and renamed over `path` only when
+  complete, so a failure (a corrupt page, a full disk) never leaves a half file under the name asked
+  for. An existing `path` is replaced only with `force=True` (`UsageError` otherwise).
+* Self-describing: the file records the directory, the journals, the msg_type, the time range asked
+  for and the one exported, the frame count and the payload layout, as JSON under the key "mmipc":
+  in the Parquet footer, in the Arrow schema, and for CSV and .npy (which have no room for it) in a
+  sidecar file `PATH.meta.json`.
+* Arrow IPC files allow one dictionary per column for the whole file, so dictionary-encoded columns
+  are written there as plain strings; CSV has no nested types, so structs become `parent.child`
+  columns and fixed arrays `name[i]` columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._errors import StorageError, UsageError
+from ._api import _arrow, metadata, rechunk
+from ._scan import Query, merged_rows, output_dtype, time_span
+
+FORMATS = ("parquet", "arrow", "csv", "npy")
+SUFFIXES = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "arrow",
+    ".feather": "arrow",
+    ".csv": "csv",
+    ".npy": "npy",
+}
+DEFAULT_BATCH_FRAMES = 65_536
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: str
+    frames: int
+    first_nano: int
+    last_nano: int
+
+
+def pick_format(path: str, fmt: str | None) -> str:
+    if fmt is None:
+        fmt = SUFFIXES.get(os.path.splitext(path)[1].lower())
+        if fmt is None:
+            raise UsageError(
+                f"cannot tell the format of {path} from its suffix: pass one of {', '.join(FORMATS)}"
+            )
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def export(
+    query: Query,
+    path: str,
+    fmt: str,
+    *,
+    force: bool = False,
+    batch_frames: int = DEFAULT_BATCH_FRAMES,
+    progress: Progress | None = None,
+) -> Exported:
+    """Write the rows of `query` to `path` in format `fmt` (see the module's rules)."""
+    sidecar = path + ".meta.json" if fmt in ("csv", "npy") else None
+    for target in (path, sidecar):
+        if target is not None and os.path.lexists(target) and not force:
+            raise UsageError(f"{target} exists: pass --force (force=True) to overwrite it")
+    span = time_span(query)
+    info = {**metadata(query), "journal_span": list(span)}
+    tracker = _Tracker(rechunk(merged_rows(query), batch_frames), span, progress)
+    folder, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
+    try:
+        _WRITERS[fmt](query, tmp, tracker, info)
+        done = {**info, **tracker.summary()}
+        if sidecar is not None:
+            _write_sidecar(sidecar, done)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return Exported(path, tracker.frames, tracker.first, tracker.last)
+
+
+class _Tracker:
+    """Counts the rows streaming through and reports progress along the time span."""
+
+    def __init__(self, arrays: Iterator[Any], span: tuple[int, int], progress: Progress | None) -> None:
+        self.arrays, self.span, self.progress = arrays, span, progress
+        self.frames = self.first = self.last = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for rows in self.arrays:
+            nanos = rows["nano"].view("i8")
+            self.first = self.first or int(nanos[0])
+            self.last = int(nanos[-1])
+            self.frames += len(rows)
+            if self.progress is not None:
+                self.progress(self.last - self.span[0], max(self.span[1] - self.span[0], 1))
+            yield rows
+
+    def summary(self) -> dict[str, Any]:
+        return {"frames": self.frames, "first_nano": self.first, "last_nano": self.last}
+
+
+def _write_parquet(query: Query, tmp: str, rows: _Tracker, info: dict[str, Any]) -> None:
+    import pyarrow.parquet as pq
+
+    converter = _arrow().Converter(query.layout, query.names, info)
+    writer = None
+    try:
+        for array in rows:
+            batch = converter.batch(array)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, batch.schema, compression="zstd")
+            writer.write_batch(batch)
+        if writer is None:
+            empty = converter.batch(np.empty(0, output_dtype(query.layout)))
+            writer = pq.ParquetWriter(tmp, empty.schema, compression="zstd")
+        writer.add_key_value_metadata({"mmipc": json.dumps({**info, **rows.summary()})})
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _write_arrow(query: Query, tmp: str, rows: _Tracker, info: dict[str, Any]) -> None:
+    arrow = _arrow()
+    pa = arrow.pa
+    converter = arrow.Converter(query.layout, query.names, info)
+    converter.dictionary = set()  # one dictionary per column per file: plain strings instead
+    schema = converter.batch(np.empty(0, output_dtype(query.layout))).schema
+    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for array in rows:
+            writer.write_batch(converter.batch(array))
+
+
+def _write_csv(query: Query, tmp: str, rows: _Tracker, info: dict[str, Any]) -> None:
+    import pyarrow.csv as csv
+
+    converter = _arrow().Converter(query.layout, query.names, info)
+    writer = None
+    try:
+        for array in rows:
+            batch = _flat(converter.batch(array))
+            if writer is None:
+                writer = csv.CSVWriter(tmp, batch.schema)
+            writer.write_batch(batch)
+        if writer is None:
+            writer = csv.CSVWriter(
+                tmp, _flat(converter.batch(np.empty(0, output_dtype(query.layout)))).schema
+            )
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _flat(batch: Any) -> Any:
+    """A batch with only flat columns: structs split into `parent.child`, fixed arrays into `name[i]`."""
+    pa = _arrow().pa
+    names: list[str] = []
+    columns: list[Any] = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        _flatten_into(pa, name, column, names, columns)
+    return pa.RecordBatch.from_arrays(columns, names=names)
+
+
+def _flatten_into(pa: Any, name: str, column: Any, names: list[str], columns: list[Any]) -> None:
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.cast(kind.value_type)
+        kind = column.type
+    if pa.types.is_struct(kind):
+        for i in range(kind.num_fields):
+            _flatten_into(pa, f"{name}.{kind.field(i).name}", column.field(i), names, columns)
+    elif pa.types.is_fixed_size_list(kind):
+        values = column.flatten()
+        for i in range(kind.list_size):
+            _flatten_into(pa, f"{name}[{i}]", values[i :: kind.list_size], names, columns)
+    else:
+        names.append(name)
+        columns.append(column)
+
+
+def _write_npy(query: Query, tmp: str, rows: _Tracker, info: dict[str, Any]) -> None:
+    dtype = output_dtype(query.layout)
+    with open(tmp, "wb") as file:
+        file.write(_npy_header(dtype, 10**18))  # room for any count; rewritten with the real one
+        for array in rows:
+            file.write(np.ascontiguousarray(array).tobytes())
+        file.seek(0)
+        file.write(_npy_header(dtype, rows.frames, len(_npy_header(dtype, 10**18))))
+
+
+def _npy_header(dtype: Any, count: int, size: int | None = None) -> bytes:
+    """A .npy version 2.0 header for `count` rows of `dtype`, padded with spaces to `size` bytes."""
+    text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (count,)})
+    total = size if size is not None else -(-(12 + len(text) + 1) // 64) * 64
+    text = text + " " * (total - 12 - len(text) - 1) + "\n"
+    return b"\x93NUMPY\x02\x00" + len(text).to_bytes(4, "little") + text.encode("latin1")
+
+
+def _write_sidecar(path: str, info: dict[str, Any]) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as file:
+        json.dump({"mmipc": info}, file, indent=1)
+    os.replace(tmp, path)
+
+
+_WRITERS: dict[str, Callable[[Query, str, _Tracker, dict[str, Any]], None]] = {
+    "parquet": _write_parquet,
+    "arrow": _write_arrow,
+    "csv": _write_csv,
+    "npy": _write_npy,
+}

@@ -1,0 +1,52 @@
+"""`mmipc export`: journals to Parquet, Arrow, CSV or .npy (needs the `analysis` extra)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .. import UsageError
+from ..ctp import LAYOUTS
+from ._common import Bar, format_time, parse_time
+
+
+def add_commands(commands: Any) -> None:
+    export = commands.add_parser(
+        "export",
+        help="export journals to parquet, arrow, csv or npy",
+        description="Export the frames of one msg_type of journals of DIR, merged by time, to a "
+        "columnar file, in constant memory. The file records the journals, the time range and the "
+        "payload layout. Needs: pip install 'mmipc[analysis]'.",
+    )
+    export.add_argument("directory", metavar="DIR")
+    export.add_argument("names", nargs="+", metavar="NAME")
+    export.add_argument("-o", "--output", required=True, metavar="PATH", help="the file to write")
+    export.add_argument(
+        "--format", choices=("parquet", "arrow", "csv", "npy"), help="default: from PATH's suffix"
+    )
+    export.add_argument("--msg-type", type=int, help="the msg_type to export (default: the one declared)")
+    export.add_argument("--since", type=parse_time, help="from this time on")
+    export.add_argument("--until", type=parse_time, help="up to this time (inclusive)")
+    export.add_argument(
+        "--struct", choices=sorted(LAYOUTS), help="payload layout, if the journal declares none"
+    )
+    export.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    export.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        from ..analysis._export import export, pick_format
+        from ..analysis._scan import make_query
+    except ImportError as exc:
+        raise UsageError(str(exc).replace("\n", " ")) from None
+    fmt = pick_format(args.output, args.format)
+    query = make_query(args.directory, args.names, args.msg_type, args.since, args.until, args.struct)
+    bar = Bar(f"export {fmt}")
+    try:
+        done = export(query, args.output, fmt, force=args.force, progress=bar)
+    finally:
+        bar.close()
+    span = f"{format_time(done.first_nano)} to {format_time(done.last_nano)}" if done.frames else "no frame"
+    print(f"exported {done.frames} frame(s) of msg_type {query.msg_type} ({span}) to {done.path}")
+    return 0
