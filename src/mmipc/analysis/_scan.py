@@ -111,7 +111,7 @@ def _pick_msg_type(msg_type: int | None, declared: dict[str, dict[int, Struct]],
             raise UsageError(f"msg_type must be an int >= 0, not {msg_type!r}")
         return msg_type
     types = sorted({t for layouts in declared.values() for t in layouts})
-    if schema is None and len(types) == 1:
+    if len(types) == 1:
         return types[0]
     raise UsageError(f"pass msg_type=: the journals declare {types or 'no schema'}")
 

@@ -1,0 +1,202 @@
+"""mmipc.analysis: journals written by real writer processes, read back through numpy, Arrow, Parquet.
+
+Every field of every CTP frame is compared with what a `Reader` hands out for the same frame, so the
+page scan (strided views, gathers, merges) is checked against the reference reader.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import Child, Procs
+from mmipc import CorruptJournalError, Reader, UsageError
+from mmipc.ctp import LAYOUTS, to_dict
+
+pa = pytest.importorskip("pyarrow", reason="the analysis extra (pyarrow) is not installed")
+pq = pytest.importorskip("pyarrow.parquet", reason="the analysis extra (pyarrow) is not installed")
+analysis = pytest.importorskip("mmipc.analysis")
+import ctp_fields  # noqa: E402  (tests/procs, on sys.path through conftest)
+
+MD = ctp_fields.MD_MSG
+
+
+def write_journal(procs: Procs, jdir: str, name: str, layout: str, count: int, *extra: str) -> None:
+    child = procs.spawn("ctp_writer.py", jdir, name, layout, str(count), *extra)
+    child.expect_line(f"wrote {count}")
+    procs.finish(child)
+
+
+def reader_frames(jdir: str, names: list[str]) -> list[Any]:
+    """(journal, nano, source, fields) of every tick, in Reader's order: the reference."""
+    out = []
+    with Reader.create(f"ref-{os.getpid()}", service=None) as reader:
+        for name in names:
+            reader.add_journal(jdir, name)
+        while (frame := reader.read()) is not None:
+            if frame.msg_type == MD:
+                cls = LAYOUTS["ctp" if len(frame.data) == 408 else "ctp-v6.6.1"]
+                out.append((frame.journal.name, frame.nano, frame.source, to_dict(frame.as_struct(cls))))
+    return out
+
+
+def numpy_rows(array: Any, names: list[str]) -> list[Any]:
+    rows = []
+    for row in array:
+        fields = {}
+        for name in array.dtype.names[3:]:
+            value = row[name]
+            fields[name] = value.decode() if isinstance(value, bytes) else value.item()
+        rows.append((names[row["journal"]], int(row["nano"].astype("i8")), int(row["source"]), fields))
+    return rows
+
+
+def arrow_rows(table: Any) -> list[Any]:
+    rows = []
+    for record in table.to_pylist():
+        nano = pa.scalar(record.pop("nano"), pa.timestamp("ns")).value
+        rows.append((record.pop("journal"), nano, record.pop("source"), record))
+    return rows
+
+
+def assert_same(got: list[Any], want: list[Any]) -> None:
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g == w, f"row {i} differs"
+
+
+@pytest.mark.parametrize("layout", ["ctp", "ctp-v6.6.1"])
+@pytest.mark.parametrize("mixed", [False, True], ids=["one-type", "mixed"])
+def test_every_ctp_field_round_trips_through_numpy_arrow_and_parquet(
+    procs: Procs, jdir: str, tmp_path: Any, layout: str, mixed: bool
+) -> None:
+    write_journal(procs, jdir, "md", layout, 400, *(["--mixed"] if mixed else []))  # about 3 pages
+    want = reader_frames(jdir, ["md"])
+    assert len(want) == 400 and want[-1][3]["InstrumentID"] == "IF2612"
+    assert_same(numpy_rows(analysis.to_numpy(jdir, "md"), ["md"]), want)
+    table = analysis.to_arrow(jdir, "md", msg_type=MD)
+    assert table.schema.field("nano").type == pa.timestamp("ns")
+    assert pa.types.is_dictionary(table.schema.field("InstrumentID").type)  # 4 values in 400 rows
+    cls: Any = LAYOUTS[layout]
+    assert table.schema.names == ["nano", "journal", "source", *(f[0] for f in cls._fields_)]  # no padding
+    assert_same(arrow_rows(table), want)
+    out = str(tmp_path / "md.parquet")
+    pq.write_table(table, out)
+    assert_same(arrow_rows(pq.read_table(out)), want)
+
+
+def test_a_strided_run_is_a_view_of_the_page_not_a_walk(procs: Procs, jdir: str) -> None:
+    from mmipc._files import page_path
+    from mmipc._page import MappedPage
+    from mmipc.analysis._scan import scan_page
+
+    write_journal(procs, jdir, "md", "ctp", 100)
+    page = MappedPage.open(page_path(jdir, "md", 0), "md", 0)
+    try:
+        offsets, types, nanos, lengths, ended = scan_page(page, page.page_size)
+        assert len(offsets) == 100 and not ended and (np.diff(offsets) == 440).all()
+        assert (types == MD).all() and (lengths == 440).all() and (np.diff(nanos) >= 0).all()
+    finally:
+        page.release()
+
+
+def test_merged_order_equals_readers_order_with_ties(procs: Procs, jdir: str) -> None:
+    base = 1_700_000_000_000_000_000
+    write_journal(procs, jdir, "a", "ctp", 300, "--stamps", str(base), "10")
+    write_journal(procs, jdir, "b", "ctp", 300, "--stamps", str(base), "5")  # ties with a every 10 ns
+    write_journal(procs, jdir, "c", "ctp", 200, "--stamps", str(base + 3), "7", "--mixed")
+    names = ["b", "a", "c"]
+    want = reader_frames(jdir, names)
+    assert_same(numpy_rows(analysis.to_numpy(jdir, names), names), want)
+    assert_same(arrow_rows(analysis.to_arrow(jdir, names)), want)
+    batches = list(analysis.iter_batches(jdir, names, batch_frames=50))
+    assert all(b.num_rows <= 50 for b in batches)
+    assert_same(arrow_rows(pa.Table.from_batches(batches)), want)
+
+
+def test_since_and_until_select_like_a_reader(procs: Procs, jdir: str) -> None:
+    base = 1_700_000_000_000_000_000
+    write_journal(procs, jdir, "md", "ctp", 400, "--stamps", str(base), "1000")
+    got = analysis.to_numpy(jdir, "md", since=base + 150_000, until=base + 320_000)
+    nanos = got["nano"].astype("i8")
+    assert nanos[0] == base + 150_000 and nanos[-1] == base + 320_000 and len(got) == 171
+    assert got["Volume"][0] == ctp_fields.tick("ctp", 150).Volume
+
+
+def test_a_live_journal_is_read_up_to_its_last_committed_frame(procs: Procs, jdir: str) -> None:
+    child = procs.spawn("ctp_writer.py", jdir, "md", "ctp", "250", "--hold", stdin=subprocess.PIPE)
+    child.expect_line("wrote 250")
+    assert len(analysis.to_numpy(jdir, "md")) == 250
+    tell(child, "more 100")
+    child.expect_line("wrote 350")
+    tell(child, "claim")  # a filled frame whose commit word is still 0
+    child.expect_line("claimed")
+    array = analysis.to_numpy(jdir, "md")
+    assert len(array) == 350 and array["Volume"][-1] == ctp_fields.tick("ctp", 349).Volume
+    assert analysis.to_arrow(jdir, "md").num_rows == 350
+    assert child.proc.poll() is None  # the writer is still live
+
+
+def tell(child: Child, line: str) -> None:
+    assert child.proc.stdin is not None
+    child.proc.stdin.write(line + "\n")
+    child.proc.stdin.flush()
+
+
+def test_a_corrupt_page_is_named_with_its_offset(procs: Procs, jdir: str) -> None:
+    write_journal(procs, jdir, "md", "ctp", 100)
+    path = os.path.join(jdir, "md.00000000.journal")
+    with open(path, "r+b") as page:
+        page.seek(4096 + 440 * 50 + 20)  # payload_len of frame 50
+        page.write((1000).to_bytes(4, "little"))
+    with pytest.raises(CorruptJournalError, match=f"{path} at offset {4096 + 440 * 50}"):
+        analysis.to_numpy(jdir, "md")
+
+
+def test_missing_journals_and_unknown_types_are_clear_errors(procs: Procs, jdir: str) -> None:
+    with pytest.raises(analysis.JournalNotFoundError, match="no journal nope in"):
+        analysis.to_numpy(jdir, "nope")
+    write_journal(procs, jdir, "md", "ctp", 10)
+    with pytest.raises(UsageError, match="declare no schema for msg_type 5"):
+        analysis.to_numpy(jdir, "md", msg_type=5)
+    with pytest.raises(CorruptJournalError, match="carries 408 bytes, but its schema DepthMarketDataV661"):
+        analysis.to_numpy(jdir, "md", schema="ctp-v6.6.1")
+
+
+def test_nested_structs_and_fixed_arrays_become_arrow_structs_and_lists(jdir: str) -> None:
+    from mmipc import Writer
+
+    class Level(ctypes.Structure):
+        _fields_ = [("price", ctypes.c_double), ("volume", ctypes.c_int32)]
+
+    class Book(ctypes.Structure):
+        _fields_ = [("symbol", ctypes.c_char * 8), ("levels", Level * 3), ("flags", ctypes.c_uint8 * 2 * 2)]
+
+    with Writer.create(jdir, "book", service=None, schemas={3: Book}) as writer:
+        for i in range(5):
+            book = Book(symbol=b"ab%d" % i)
+            book.levels[2].price, book.levels[2].volume, book.flags[1][0] = i + 0.5, i, i
+            writer.write(book, msg_type=3)
+    record = analysis.to_arrow(jdir, "book").to_pylist()[4]
+    assert record["symbol"] == "ab4" and record["levels"][2] == {"price": 4.5, "volume": 4}
+    assert record["flags"] == [[0, 0], [4, 0]]
+    assert analysis.to_numpy(jdir, "book")["levels"]["price"][4, 2] == 4.5
+
+
+def test_to_pandas_has_timestamps_and_categories(procs: Procs, jdir: str) -> None:
+    pytest.importorskip("pandas", reason="the analysis extra (pandas) is not installed")
+    write_journal(procs, jdir, "md", "ctp", 50)
+    frame = analysis.to_pandas(jdir, "md")
+    assert str(frame["nano"].dtype) == "datetime64[ns]" and frame["InstrumentID"].dtype == "category"
+    assert list(frame["InstrumentID"][:4]) == ["rb2601", "au2602", "cu2601", "IF2612"]
+
+
+def test_to_polars_when_polars_is_installed(procs: Procs, jdir: str) -> None:
+    pytest.importorskip("polars", reason="polars is not installed (it is not part of the analysis extra)")
+    write_journal(procs, jdir, "md", "ctp", 20)
+    assert analysis.to_polars(jdir, "md").height == 20
