@@ -1,0 +1,108 @@
+"""`mmipc export`: real command processes writing Parquet, Arrow, CSV and .npy from real journals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import Procs
+
+pa = pytest.importorskip("pyarrow", reason="the analysis extra (pyarrow) is not installed")
+pq = pytest.importorskip("pyarrow.parquet", reason="the analysis extra (pyarrow) is not installed")
+analysis = pytest.importorskip("mmipc.analysis")
+import ctp_fields  # noqa: E402
+
+
+def mmipc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mmipc", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def md(procs: Procs, jdir: str) -> str:
+    child = procs.spawn("ctp_writer.py", jdir, "md", "ctp-v6.6.1", "300", "--mixed")
+    child.expect_line("wrote 300")
+    procs.finish(child)
+    return jdir
+
+
+def test_parquet_holds_every_row_and_records_where_it_came_from(md: str, tmp_path: Any) -> None:
+    out = str(tmp_path / "md.parquet")
+    done = mmipc("export", md, "md", "-o", out)
+    assert done.returncode == 0 and "exported 300 frame(s) of msg_type 101" in done.stdout, done.stderr
+    assert pq.read_table(out).equals(analysis.to_arrow(md, "md"))
+    meta = json.loads(pq.read_metadata(out).metadata[b"mmipc"])
+    nanos = analysis.to_numpy(md, "md")["nano"].astype("i8")
+    assert meta["journals"] == ["md"] and meta["directory"] == md and meta["msg_type"] == 101
+    assert meta["frames"] == 300 and (meta["first_nano"], meta["last_nano"]) == (nanos[0], nanos[-1])
+    assert meta["schema"]["name"] == "DepthMarketDataV661" and meta["schema"]["size"] == 584
+
+
+def test_arrow_csv_and_npy_hold_the_same_rows(md: str, tmp_path: Any) -> None:
+    want = analysis.to_numpy(md, "md")
+    for fmt in ("arrow", "csv", "npy"):
+        done = mmipc(
+            "export", md, "md", "--format", fmt, "-o", str(tmp_path / f"md.{fmt}"), "--msg-type", "101"
+        )
+        assert done.returncode == 0, done.stderr
+    table = pa.ipc.open_file(str(tmp_path / "md.arrow")).read_all()
+    assert table.column("InstrumentID").to_pylist() == [v.decode() for v in want["InstrumentID"]]
+    assert json.loads(table.schema.metadata[b"mmipc"])["journals"] == ["md"]
+    import pyarrow.csv as csv
+
+    rows = csv.read_csv(str(tmp_path / "md.csv"))
+    assert rows.column("BidPrice1").to_pylist() == want["BidPrice1"].tolist()
+    assert rows.column("ExchangeInstID").to_pylist() == [v.decode() for v in want["ExchangeInstID"]]
+    assert json.load(open(tmp_path / "md.csv.meta.json"))["mmipc"]["frames"] == 300
+    assert (np.load(str(tmp_path / "md.npy")) == want).all()
+
+
+def test_export_is_chunked_and_honours_since_and_until(md: str, tmp_path: Any) -> None:
+    nanos = analysis.to_numpy(md, "md")["nano"].astype("i8")
+    out = str(tmp_path / "part.npy")
+    done = mmipc("export", md, "md", "-o", out, "--since", str(nanos[100]), "--until", str(nanos[199]))
+    assert done.returncode == 0 and "exported 100 frame(s)" in done.stdout, done.stderr
+    assert (np.load(out)["nano"].astype("i8") == nanos[100:200]).all()
+    from mmipc.analysis._export import export
+    from mmipc.analysis._scan import make_query
+
+    query = make_query(md, ["md"], None, None, None, None)
+    assert export(query, str(tmp_path / "small.parquet"), "parquet", batch_frames=7).frames == 300
+    meta = pq.ParquetFile(str(tmp_path / "small.parquet")).metadata
+    assert all(meta.row_group(i).num_rows <= 7 for i in range(meta.num_row_groups))  # one batch at a time
+
+
+def test_export_refuses_to_overwrite_without_force(md: str, tmp_path: Any) -> None:
+    out = tmp_path / "md.parquet"
+    out.write_text("precious")
+    refused = mmipc("export", md, "md", "-o", str(out))
+    assert refused.returncode == 1 and f"{out} exists: pass --force" in refused.stderr
+    assert out.read_text() == "precious"
+    assert mmipc("export", md, "md", "-o", str(out), "--force").returncode == 0
+    assert pq.read_table(str(out)).num_rows == 300
+
+
+def test_bad_input_gives_one_line_and_no_output(md: str, tmp_path: Any) -> None:
+    missing = mmipc("export", md, "nope", "-o", str(tmp_path / "x.parquet"))
+    assert missing.returncode == 1 and missing.stderr.startswith("mmipc: no journal nope in")
+    unknown = mmipc("export", md, "md", "-o", str(tmp_path / "x.txt"))
+    assert unknown.returncode == 1 and "cannot tell the format" in unknown.stderr
+    page = os.path.join(md, "md.00000001.journal")
+    with open(page, "r+b") as file:
+        file.seek(4096 + 4)
+        file.write(b"\xff\xff\xff\xff")  # msg_type of page 1's first frame: the end-of-page marker
+    corrupt = mmipc("export", md, "md", "-o", str(tmp_path / "x.parquet"))
+    assert corrupt.returncode == 1 and f"corrupt journal page {page} at offset 4096" in corrupt.stderr
+    assert "Traceback" not in corrupt.stderr and os.listdir(tmp_path) == ["journals"]
+
+
+def test_ticks_written_are_the_ticks_exported(md: str) -> None:
+    got = analysis.to_numpy(md, "md")
+    for seq in (0, 151, 299):
+        tick: Any = ctp_fields.tick("ctp-v6.6.1", seq)
+        assert got["BandingLowerPrice"][seq] == tick.BandingLowerPrice and got["Volume"][seq] == tick.Volume
