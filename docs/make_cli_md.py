@@ -29,6 +29,11 @@ EXAMPLES: list[tuple[str, list[str]]] = [
     ("ls", ["ls", "{md}"]),
     ("inspect", ["inspect", "{md}", "ctp.rb", "--limit", "4"]),
     ("check", ["check", "{md}", "ctp.rb"]),
+    (
+        "export",
+        ["export", "{md}", "ctp.rb", "--msg-type", "101", "--struct", "ctp", "-o", "{md}/../rb.parquet"],
+    ),
+    ("replay", ["replay", "{md}", "ctp.rb", "--to", "{md}/../replayed", "--speed", "max"]),
     ("status", ["status"]),
     ("service", ["service", "--help"]),
     ("torture", ["torture", "--seconds", "10", "--seed", "1"]),

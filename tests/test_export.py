@@ -106,3 +106,22 @@ def test_ticks_written_are_the_ticks_exported(md: str) -> None:
     for seq in (0, 151, 299):
         tick: Any = ctp_fields.tick("ctp-v6.6.1", seq)
         assert got["BandingLowerPrice"][seq] == tick.BandingLowerPrice and got["Volume"][seq] == tick.Volume
+
+
+def test_the_benchmark_script_runs_and_agrees_with_itself(tmp_path: Any) -> None:
+    """benchmarks/analysis_bench.py on a small journal: every child runs, and the Reader loop's array
+    equals to_numpy's (the script checks it). No figure is asserted."""
+    pytest.importorskip("pandas", reason="the analysis extra (pandas) is not installed")
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "analysis_bench.py")
+    out = str(tmp_path / "bench.json")
+    done = subprocess.run(
+        [sys.executable, script, "--frames", "600", "--rounds", "1", "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.load(open(out))["results"]
+    assert all(
+        results[k]["frames"] == 600 for k in ("to_numpy", "reader_loop", "export_parquet", "pandas_parquet")
+    )

@@ -1,0 +1,193 @@
+"""Benchmarks of mmipc.analysis against the obvious alternatives, measured in the same run.
+
+    python benchmarks/analysis_bench.py [--frames 1000000] [--pandas-frames N] [--rounds 3] [--out FILE]
+
+Writes `--frames` CTP v6.3.6 frames (408-byte payloads, msg_type 101, schema declared) into a
+temporary journal with 32 MiB pages, then times, each in a fresh child process so that its peak
+memory (ru_maxrss: resident set, including the journal pages it has mapped) is its own:
+
+* `to_numpy`: `mmipc.analysis.to_numpy` of every frame;
+* `reader_loop`: a `Reader` loop building the same array (payload bytes appended to one bytearray,
+  timestamps and sources to arrays, one numpy view at the end: the fastest Reader-based way we know);
+  the child checks that its array equals `to_numpy`'s;
+* `export_parquet`: `mmipc export --format parquet` (zstd, 65,536-frame batches, constant memory);
+* `pandas_parquet`: the same export done by pandas from a list of dicts (a `Reader` loop, one
+  `mmipc.ctp.to_dict` per frame, `pandas.DataFrame(rows).to_parquet`); `--pandas-frames` caps its
+  frame count, since its memory grows with it (figures are then per frame of its own run).
+
+Each figure is the median over `--rounds` children. Run it on a quiet machine: shared CPUs make the
+figures meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+NAME = "md"
+MSG = 101
+FRAME_BYTES = 440  # 32-byte header + 408-byte payload, as laid in the page
+
+
+def write_journal(directory: str, frames: int) -> None:
+    from mmipc import Writer
+    from mmipc.ctp import DepthMarketDataV636
+
+    tick = DepthMarketDataV636(TradingDay=b"20261127", ExchangeID=b"SHFE", UpdateTime=b"09:30:00")
+    names = [b"rb2601", b"au2602", b"cu2601", b"IF2612"]
+    with Writer.create(directory, NAME, service=None, schemas={MSG: DepthMarketDataV636}) as writer:
+        for i in range(frames):
+            tick.InstrumentID = names[i & 3]
+            tick.LastPrice, tick.Volume, tick.BidPrice1, tick.AskVolume1 = 3700.0 + i % 50, i, 3699.0, i % 9
+            writer.write(tick, msg_type=MSG, source=i % 4)
+
+
+# -- the children: one measurement each --------------------------------------------------------
+
+
+def child_to_numpy(directory: str, out: str) -> int:
+    from mmipc.analysis import to_numpy
+
+    return len(to_numpy(directory, NAME, msg_type=MSG))
+
+
+def child_reader_loop(directory: str, out: str) -> int:
+    from array import array
+
+    import numpy as np
+
+    from mmipc import Reader
+    from mmipc._schema import to_struct
+    from mmipc.analysis import to_numpy
+    from mmipc.analysis._scan import output_dtype
+    from mmipc.ctp import DepthMarketDataV636, numpy_dtype
+
+    payloads, nanos, sources = bytearray(), array("q"), array("I")
+    with Reader.create(f"bench-{os.getpid()}", service=None) as reader:
+        reader.add_journal(directory, NAME)
+        for frame in iter(reader.read, None):
+            if frame.msg_type == MSG:
+                payloads += frame.data
+                nanos.append(frame.nano)
+                sources.append(frame.source)
+    ticks = np.frombuffer(payloads, numpy_dtype(DepthMarketDataV636))
+    rows = np.empty(len(ticks), output_dtype(to_struct(DepthMarketDataV636)))
+    rows["nano"], rows["journal"], rows["source"] = np.frombuffer(nanos, "M8[ns]"), 0, sources
+    for name in ticks.dtype.names:
+        rows[name] = ticks[name]
+    if os.environ.get("BENCH_CHECK") and not (rows == to_numpy(directory, NAME, msg_type=MSG)).all():
+        raise SystemExit("the Reader loop and to_numpy disagree")
+    return len(rows)
+
+
+def child_export_parquet(directory: str, out: str) -> int:
+    from mmipc.analysis._export import export
+    from mmipc.analysis._scan import make_query
+
+    query = make_query(directory, NAME, MSG, None, None, None)
+    return export(query, out, "parquet", force=True).frames
+
+
+def child_pandas_parquet(directory: str, out: str) -> int:
+    import pandas as pd
+
+    from mmipc import Reader
+    from mmipc.ctp import DepthMarketDataV636, to_dict
+
+    limit = int(os.environ.get("BENCH_PANDAS_FRAMES", "0")) or None
+    rows: list[dict[str, Any]] = []
+    with Reader.create(f"bench-{os.getpid()}", service=None) as reader:
+        reader.add_journal(directory, NAME)
+        for frame in iter(reader.read, None):
+            if frame.msg_type == MSG:
+                row = to_dict(frame.as_struct(DepthMarketDataV636))
+                row["nano"], row["source"] = pd.Timestamp(frame.nano, unit="ns"), frame.source
+                rows.append(row)
+                if limit is not None and len(rows) >= limit:
+                    break
+    pd.DataFrame(rows).to_parquet(out, compression="zstd")
+    return len(rows)
+
+
+CHILDREN = {
+    "to_numpy": child_to_numpy,
+    "reader_loop": child_reader_loop,
+    "export_parquet": child_export_parquet,
+    "pandas_parquet": child_pandas_parquet,
+}
+
+
+def run_child(what: str, directory: str, out: str) -> None:
+    started = time.perf_counter()
+    frames = CHILDREN[what](directory, out)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    size = os.path.getsize(out) if os.path.exists(out) else 0
+    print(json.dumps({"frames": frames, "seconds": seconds, "peak_rss": peak, "file_bytes": size}))
+
+
+# -- the parent ------------------------------------------------------------------------------
+
+
+def measure(what: str, directory: str, rounds: int, env: dict[str, str]) -> dict[str, Any]:
+    results = []
+    for _ in range(rounds):
+        out = os.path.join(directory, f"out-{what}.parquet")
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", what, directory, out],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        if done.returncode:
+            raise SystemExit(f"{what} failed: {done.stderr}")
+        results.append(json.loads(done.stdout))
+    seconds = statistics.median(r["seconds"] for r in results)
+    frames = results[0]["frames"]
+    return {
+        "frames": frames,
+        "seconds": seconds,
+        "seconds_range": [min(r["seconds"] for r in results), max(r["seconds"] for r in results)],
+        "frames_per_s": frames / seconds,
+        "journal_mb_per_s": frames * FRAME_BYTES / seconds / 1e6,
+        "peak_rss_mb": max(r["peak_rss"] for r in results) / 1e6,
+        "file_mb": results[0]["file_bytes"] / 1e6,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=1_000_000)
+    parser.add_argument("--pandas-frames", type=int, default=0, help="cap the pandas run (0: all)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", help="also write the results here as JSON")
+    parser.add_argument("--child", nargs=3, metavar=("WHAT", "DIR", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(*args.child)
+        return
+    env = {**os.environ, "BENCH_CHECK": "1", "BENCH_PANDAS_FRAMES": str(args.pandas_frames)}
+    with tempfile.TemporaryDirectory() as directory:
+        write_journal(directory, args.frames)
+        results = {what: measure(what, directory, args.rounds, env) for what in CHILDREN}
+    results["to_numpy_speedup_over_reader_loop"] = {
+        "x": results["reader_loop"]["seconds"] / results["to_numpy"]["seconds"]
+    }
+    text = json.dumps({"frames": args.frames, "results": results}, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as file:
+            file.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
