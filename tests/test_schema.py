@@ -124,3 +124,29 @@ def test_write_at_stamps_given_times_and_refuses_to_go_back(jdir: str) -> None:
         reader.seek(0)
         frames = list(iter(reader.read, None))
     assert [f.nano for f in frames[:-1]] == stamps and [f.source for f in frames[:-1]] == list(range(600))
+
+
+def test_tail_decodes_declared_types_by_default(jdir: str) -> None:
+    import subprocess
+    import sys
+
+    with Writer.create(jdir, "md", service=None, schemas={101: "ctp", 7: Book}) as writer:
+        writer.write(
+            DepthMarketDataV636(InstrumentID=b"rb2601", LastPrice=3712.5, UpdateTime=b"09:30:00"), 101
+        )
+        writer.write(Book(symbol=b"au2602", count=4), 7)
+        writer.write(b"opaque", 9)
+
+    def tail(*extra: str) -> list[str]:
+        args = [sys.executable, "-m", "mmipc", "tail", jdir, "md", "--no-follow", *extra]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    ctp, book, opaque = tail()
+    assert "rb2601" in ctp and "last=3712.5" in ctp
+    assert "symbol=au2602" in book and "count=4" in book
+    assert "len=6" in opaque and "6f 70 61 71 75 65" in opaque
+    records = [json.loads(line) for line in tail("--json")]
+    assert records[1]["payload"]["levels"][0] == {"price": 0.0, "volume": 0}
+    assert records[2]["payload"] == b"opaque".hex()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import json
 import os
 import struct
@@ -403,3 +404,17 @@ def _numpy_format(kind: Scalar | Char | Struct) -> Any:
     if isinstance(kind, Char):
         return f"S{kind.size}"
     return numpy_dtype(kind)
+
+
+@functools.lru_cache(maxsize=64)
+def _declared(directory: str, name: str) -> dict[int, Struct]:
+    return load_schemas(directory, name)
+
+
+def decode_declared(directory: str, name: str, msg_type: int, payload: memoryview) -> dict[str, Any] | None:
+    """The payload decoded with the layout its journal declares for `msg_type` (read once per journal
+    and process), or None if it declares none or the size differs."""
+    layout = _declared(directory, name).get(msg_type)
+    if layout is None or len(payload) != layout.size:
+        return None
+    return decode(layout, payload)

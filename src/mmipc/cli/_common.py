@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import Frame
+from .._schema import decode_declared
 from ..ctp import LAYOUTS, to_dict
 
 # Message types of the demo's frames (the seed's market-data writer and latency reader).
@@ -76,19 +77,30 @@ def render(frame: Frame, struct: str | None, as_json: bool) -> str:
         f"{format_time(frame.nano)}  {frame.journal.name:<16} type={frame.msg_type:<5} src={frame.source:<4}"
     )
     if isinstance(payload, dict):
-        return f"{head} {_ctp_line(payload)}"
+        return f"{head} {_ctp_line(payload) if _CTP_KEYS <= payload.keys() else _fields_line(payload)}"
     data = bytes(frame.data[:32]).hex(" ")
     return f"{head} len={len(frame.data):<6} {data}{' ...' if len(frame.data) > 32 else ''}"
 
 
 def _decode(frame: Frame, struct: str | None) -> dict[str, Any] | None:
-    if struct is None:
-        return None
+    if struct is None:  # the layout the journal declares (NAME.schema.json), if any
+        return decode_declared(frame.journal.directory, frame.journal.name, frame.msg_type, frame.data)
     cls = LAYOUTS[struct]
     try:
         return to_dict(frame.as_struct(cls))
     except ValueError:
         return None  # not this struct (another message type): shown as hex
+
+
+# The fields `_ctp_line` shows: a declared layout that has them all is shown as a tick.
+_CTP_KEYS = frozenset(
+    "InstrumentID LastPrice Volume BidPrice1 BidVolume1 AskPrice1 AskVolume1 UpdateTime "
+    "UpdateMillisec".split()
+)
+
+
+def _fields_line(fields: dict[str, Any]) -> str:
+    return " ".join(f"{name}={value}" for name, value in list(fields.items())[:8])
 
 
 def _ctp_line(f: dict[str, Any]) -> str:
