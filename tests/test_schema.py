@@ -150,3 +150,19 @@ def test_tail_decodes_declared_types_by_default(jdir: str) -> None:
     records = [json.loads(line) for line in tail("--json")]
     assert records[1]["payload"]["levels"][0] == {"price": 0.0, "volume": 0}
     assert records[2]["payload"] == b"opaque".hex()
+
+
+def test_mmipc_analysis_without_numpy_names_the_extra(tmp_path: object) -> None:
+    import subprocess
+    import sys
+
+    blocked = "import sys; sys.modules['numpy'] = None; import mmipc.analysis"
+    out = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "pip install 'mmipc[analysis]'" in out.stderr
+    export = (
+        "import sys; sys.modules['numpy'] = None; from mmipc.cli import main; "
+        f"sys.exit(main(['export', {str(tmp_path)!r}, 'md', '-o', 'x.parquet']))"
+    )
+    out = subprocess.run([sys.executable, "-c", export], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stderr.startswith("mmipc: mmipc.analysis needs numpy")
+    assert "Traceback" not in out.stderr

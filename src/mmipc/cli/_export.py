@@ -36,10 +36,15 @@ def add_commands(commands: Any) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     try:
-        from ..analysis._export import export, pick_format
-        from ..analysis._scan import make_query
-    except ImportError as exc:
+        return _export(args)
+    except ImportError as exc:  # the analysis extra is not installed: say which
         raise UsageError(str(exc).replace("\n", " ")) from None
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ..analysis._export import export, pick_format
+    from ..analysis._scan import make_query
+
     fmt = pick_format(args.output, args.format)
     query = make_query(args.directory, args.names, args.msg_type, args.since, args.until, args.struct)
     bar = Bar(f"export {fmt}")
