@@ -18,7 +18,7 @@ import numpy as np
 
 from .._errors import UsageError
 from .._schema import Declaration, struct_to_json
-from ._scan import Query, frame_dtype, make_query, merged_rows, output_dtype, page_indexes, read_rows
+from ._scan import Query, make_query, merged_rows, output_dtype, page_indexes, read_rows
 
 Names = str | Sequence[str]
 Directory = str | os.PathLike[str]
@@ -44,11 +44,10 @@ def read_all(query: Query) -> Any:
     indexes = [list(page_indexes(query, name)) for name in query.names]
     sizes = [len(index.offsets) for pages in indexes for index in pages]
     out = np.empty(sum(sizes), output_dtype(query.layout))
-    frames = frame_dtype(query.layout)
     if len(query.names) == 1:
         start = 0
         for index in indexes[0]:
-            read_rows(query, query.names[0], index, 0, frames, out[start : start + len(index.offsets)])
+            read_rows(query, query.names[0], index, 0, out[start : start + len(index.offsets)])
             start += len(index.offsets)
         return out
     nanos = np.concatenate([index.nanos for pages in indexes for index in pages] or [np.empty(0, np.int64)])
@@ -58,7 +57,7 @@ def read_all(query: Query) -> Any:
     for j, pages in enumerate(indexes):
         for index in pages:
             rows = np.empty(len(index.offsets), out.dtype)
-            read_rows(query, query.names[j], index, j, frames, rows)
+            read_rows(query, query.names[j], index, j, rows)
             out[where[start : start + len(rows)]] = rows
             start += len(rows)
     return out

@@ -14,8 +14,8 @@ Rules:
 * Fast path: a run of frames of one length is read as one strided numpy view over the mapped page
   (one header check per run, vectorised); frames whose lengths vary are walked one by one. Runs are
   looked at in windows that start at 64 frames and grow 8-fold while full, so a mixed page costs
-  O(frames), not O(frames x page). Selected
-  payloads are then copied out of the page once, field by field: through the same strided view when
+  O(frames), not O(frames x page). Selected frames are then copied out of the page once, a whole
+  payload per row (rows keep the payload's layout after a 16-byte head): through a strided view when
   they are evenly spaced, else gathered from a view with an 8-byte stride (frames are 8-aligned).
 * Merge order is `Reader`'s: by timestamp; ties go to the journal given first; within a journal,
   append order (a stable sort on the timestamps of rows concatenated in journal order).
@@ -58,6 +58,7 @@ _WALK = 32  # ... so walk this many frames one by one before trying again
 _FIRST_WINDOW = 64  # frames a run looks at first; grows 8-fold while runs fill it
 _MAX_WINDOW = 1 << 20
 NO_LIMIT = (1 << 63) - 1
+ROW_HEAD = 16  # bytes of nano, journal and source before the payload in a row
 
 
 class JournalNotFoundError(UsageError):
@@ -138,21 +139,18 @@ def _declared_layout(msg_type: int, declared: dict[str, dict[int, Struct]], dire
 
 
 def output_dtype(layout: Struct) -> Any:
-    """Rows as returned: nano (datetime64[ns]), journal (index into the names), source, then the
-    payload fields, packed (no padding between them)."""
+    """Rows as returned: nano (datetime64[ns]) at 0, journal (index into the names) at 8, source at
+    12, then the payload fields at 16 + their offset in the payload. Keeping the payload's own layout
+    lets a row be filled with one copy of the payload's bytes; its padding has no field name, so it
+    is never a column."""
     payload = numpy_dtype(layout)
-    head = [("nano", "M8[ns]"), ("journal", "<u2"), ("source", "<u4")]
-    return np.dtype(head + [(name, payload.fields[name][0]) for name in payload.names])
-
-
-def frame_dtype(layout: Struct) -> Any:
-    """One frame as it lies in the page: header fields at their offsets, the payload from +32."""
-    payload = numpy_dtype(layout)
-    names = ["nano", "source", *payload.names]
-    formats = ["M8[ns]", "<u4", *(payload.fields[n][0] for n in payload.names)]
-    offsets = [8, 16, *(FRAME_HEADER_SIZE + payload.fields[n][1] for n in payload.names)]
     return np.dtype(
-        {"names": names, "formats": formats, "offsets": offsets, "itemsize": FRAME_HEADER_SIZE + layout.size}
+        {
+            "names": ["nano", "journal", "source", *payload.names],
+            "formats": ["M8[ns]", "<u2", "<u4", *(payload.fields[n][0] for n in payload.names)],
+            "offsets": [0, 8, 12, *(ROW_HEAD + payload.fields[n][1] for n in payload.names)],
+            "itemsize": ROW_HEAD + layout.size,
+        }
     )
 
 
@@ -315,42 +313,52 @@ def _select(
 # -- rows: copying the selected frames out of a page ---------------------------------------------
 
 
-def fill_rows(rows: Any, page: MappedPage, offsets: Any, journal: int, frames: Any) -> None:
-    """Copy the frames at `offsets` of a mapped page into `rows` (packed; one copy, field by field)."""
+def fill_rows(rows: Any, page: MappedPage, offsets: Any, journal: int) -> None:
+    """Copy the frames at `offsets` of a mapped page into the contiguous `rows`: per row, the
+    payload's bytes in one piece, then the timestamp and the source."""
     if not len(offsets):
         return
-    view = _frames_view(page, offsets, frames)
+    frames = _frames_bytes(page, offsets, FRAME_HEADER_SIZE + rows.dtype.itemsize - ROW_HEAD)
+    out = rows.view(np.uint8).reshape(len(rows), rows.dtype.itemsize)
+    out[:, ROW_HEAD:] = frames[:, FRAME_HEADER_SIZE:]
+    out[:, 0:8] = frames[:, 8:16]  # nano
+    out[:, 12:16] = frames[:, 16:20]  # source
+    out[:, 8:12] = 0
     rows["journal"] = journal
-    for name in frames.names:
-        rows[name] = view[name]
 
 
-def _frames_view(page: MappedPage, offsets: Any, frames: Any) -> Any:
+def _frames_bytes(page: MappedPage, offsets: Any, width: int) -> Any:
+    """The first `width` bytes of each frame at `offsets`, as rows of a 2-D uint8 array: a strided
+    view of the page when the frames are evenly spaced, else gathered from a view with one row per
+    8 bytes of page (frames start 8-aligned)."""
     steps = np.diff(offsets)
     if len(offsets) == 1 or (steps == steps[0]).all():
-        stride = int(steps[0]) if len(steps) else frames.itemsize
-        return np.ndarray((len(offsets),), frames, buffer=page.mm, offset=int(offsets[0]), strides=(stride,))
-    slots = (page.page_size - PAGE_HEADER_SIZE - frames.itemsize) // FRAME_ALIGN + 1
-    every = np.ndarray((slots,), frames, buffer=page.mm, offset=PAGE_HEADER_SIZE, strides=(FRAME_ALIGN,))
+        stride = int(steps[0]) if len(steps) else width
+        shape = (len(offsets), width)
+        return np.ndarray(shape, np.uint8, buffer=page.mm, offset=int(offsets[0]), strides=(stride, 1))
+    slots = (page.page_size - PAGE_HEADER_SIZE - width) // FRAME_ALIGN + 1
+    every = np.ndarray(
+        (slots, width), np.uint8, buffer=page.mm, offset=PAGE_HEADER_SIZE, strides=(FRAME_ALIGN, 1)
+    )
     return every[(offsets - PAGE_HEADER_SIZE) // FRAME_ALIGN]
 
 
-def read_rows(query: Query, name: str, index: PageIndex, journal: int, frames: Any, into: Any) -> None:
+def read_rows(query: Query, name: str, index: PageIndex, journal: int, into: Any) -> None:
     """Map the page of `index` again and copy its selected frames into `into`."""
     page = MappedPage.open(index.path, name, index.page_no)
     try:
-        fill_rows(into, page, index.offsets, journal, frames)
+        fill_rows(into, page, index.offsets, journal)
     finally:
         page.release()
 
 
 def journal_rows(query: Query, j: int) -> Iterator[Any]:
     """The selected rows of journal number `j` of the query, one array per page (constant memory)."""
-    name, frames, out = query.names[j], frame_dtype(query.layout), output_dtype(query.layout)
+    name, out = query.names[j], output_dtype(query.layout)
     for index in page_indexes(query, name):
         if len(index.offsets):
             rows = np.empty(len(index.offsets), out)
-            read_rows(query, name, index, j, frames, rows)
+            read_rows(query, name, index, j, rows)
             yield rows
 
 
