@@ -125,3 +125,26 @@ def test_the_benchmark_script_runs_and_agrees_with_itself(tmp_path: Any) -> None
     assert all(
         results[k]["frames"] == 600 for k in ("to_numpy", "reader_loop", "export_parquet", "pandas_parquet")
     )
+
+
+def test_export_shows_a_progress_bar_on_a_terminal_only(md: str, tmp_path: Any) -> None:
+    import pty
+
+    controller, terminal = pty.openpty()
+    args = [sys.executable, "-m", "mmipc", "export", md, "md", "-o", str(tmp_path / "md.parquet")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the command closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert proc.wait(timeout=120) == 0
+    assert b"export parquet [" in shown and b"100%" in shown
+    piped = mmipc("export", md, "md", "-o", str(tmp_path / "again.parquet"))
+    assert piped.returncode == 0 and piped.stderr == ""

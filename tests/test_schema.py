@@ -101,6 +101,19 @@ def test_a_damaged_or_linked_schema_file_is_a_corruption_error(jdir: str, tmp_pa
         json.dump({"version": 1, "types": {"5": {"size": 4, "fields": [field]}}}, file)
     with pytest.raises(CorruptJournalError, match="field x lies outside the 4-byte struct"):
         load_schemas(jdir, "md")
+    for bad, problem in [
+        ({"size": 8, "fields": [field, {**field, "offset": 0}]}, "repeated field name"),
+        ({"size": 8, "fields": [{**field, "type": "f16"}]}, "unknown type 'f16'"),
+        ({"size": 0, "fields": []}, "invalid size 0"),
+    ]:
+        with open(path, "w") as file:
+            json.dump({"version": 1, "types": {"5": bad}}, file)
+        with pytest.raises(CorruptJournalError, match=problem):
+            load_schemas(jdir, "md")
+    with open(path, "w") as file:
+        file.write('{"version": 1, "types": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(CorruptJournalError, match="bad schema file"):
+        load_schemas(jdir, "md")
     os.unlink(path)
     os.symlink(f"{tmp_path}/elsewhere.json", path)
     with pytest.raises(CorruptJournalError, match="symbolic link"):

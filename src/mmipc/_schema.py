@@ -224,6 +224,9 @@ def struct_from_json(raw: Any, where: str) -> Struct:
     layout = Struct(
         str(raw.get("name", "record")), size, tuple(_field_from_json(f, where) for f in raw["fields"])
     )
+    names = [field.name for field in layout.fields]
+    if len(set(names)) != len(names) or "" in names:
+        raise ValueError(f"{where} has an empty or repeated field name")
     for field in layout.fields:
         if field.offset < 0 or field.offset + _width(field) > size:
             raise ValueError(f"{where}: field {field.name} lies outside the {size}-byte struct")
@@ -278,7 +281,7 @@ def load_schemas(directory: str, name: str) -> dict[int, Struct]:
         if len(text) > MAX_SCHEMA_BYTES:
             raise ValueError(f"file is larger than {MAX_SCHEMA_BYTES} bytes")
         return _decode_file(json.loads(text))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise CorruptJournalError(path, 0, f"bad schema file: {exc}") from None
 
 
