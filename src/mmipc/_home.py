@@ -1,8 +1,10 @@
 """Where the service lives: its home directory, socket and lock.
 
 The home is `--home`/`home=`, else `$MMIPC_HOME`, else `$XDG_RUNTIME_DIR/mmipc`, else
-`/tmp/mmipc-UID`. It is created with mode 0700; an existing home must be a directory owned by this
-user (not a symlink), or it is refused, so another local user cannot plant a socket for us to use.
+`/tmp/mmipc-UID`. The service creates it with mode 0700. Service and clients alike refuse a home
+that is not a directory owned by this user (a symlink, another user's, or one that others may write),
+so another local user cannot squat a home, plant a socket in it, or swap ours: a client checks the
+home before it connects, and then the service's uid (SO_PEERCRED) before it sends a byte.
 """
 
 from __future__ import annotations
@@ -41,8 +43,29 @@ def ensure_home(home: str) -> None:
         os.makedirs(home, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise ServiceUnavailableError(f"cannot create service home {home}: {exc.strerror}") from exc
-    info = os.lstat(home)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise UsageError(f"service home {home} is not a directory owned by uid {os.getuid()}: refusing it")
+    info = _owned_directory(home)
     if stat.S_IMODE(info.st_mode) != 0o700:
         os.chmod(home, 0o700)
+
+
+def check_home(home: str) -> None:
+    """Raise unless `home` is a directory of this user that no other user may write (for clients)."""
+    try:
+        info = _owned_directory(home)
+    except FileNotFoundError:
+        return  # no home, hence no socket: connecting says "no service" with the way to start one
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError(
+            f"service home {home} may be written by other users (mode {stat.S_IMODE(info.st_mode):o}): "
+            "refusing it; only a service you started may own it (chmod 700 it, or remove it)"
+        )
+
+
+def _owned_directory(home: str) -> os.stat_result:
+    info = os.lstat(home)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise UsageError(
+            f"service home {home} is not a directory owned by uid {os.getuid()}: refusing it "
+            f"(it is owned by uid {info.st_uid}; remove it, or choose another home with --home or MMIPC_HOME)"
+        )
+    return info

@@ -5,7 +5,8 @@ page N+1 exactly as the writer would (`create_page`: temporary name, `posix_fall
 `link`, so the two can race safely) and then pre-faults it: a throwaway `MAP_POPULATE` mapping puts
 every page of the file in the page cache, so the writer's first touch of each page is a cheap minor
 fault instead of a page-cache allocation. At its page switch the writer finds the page ready and only
-maps it. Failures (a full disk) are logged and left to the writer, which then meets them itself.
+maps it. Failures (a full disk, an unexpected file at the page's path, anything) are logged, counted
+for `status` and left to the writer, which then meets them itself; the thread always lives on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable
 
 from ._errors import MmipcError
-from ._files import create_page
+from ._files import create_page, page_path
 
 log = logging.getLogger("mmipc.service")
 Task = tuple[str, str, int, int]
@@ -33,6 +34,8 @@ class PagePreparer:
         self._thread: threading.Thread | None = None
         self._recent: set[Task] = set()
         self.prepared = 0
+        self.failures = 0
+        self.last_error = ""
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="mmipc-pages", daemon=True)
@@ -57,10 +60,16 @@ class PagePreparer:
                     continue  # its writer has gone: do not create files in a journal nobody writes
                 prefault(create_page(*task), task[3])
                 self.prepared += 1
-            except (MmipcError, OSError) as exc:
-                log.warning("could not prepare page %d of %s in %s: %s", task[2], task[1], task[0], exc)
+            except Exception as exc:  # nothing a page file holds may end this thread
+                self._failed(task, exc)
             finally:
                 self._recent.discard(task)
+
+    def _failed(self, task: Task, exc: Exception) -> None:
+        self.failures += 1
+        what = "" if isinstance(exc, (MmipcError, OSError)) else f" ({type(exc).__name__})"
+        self.last_error = f"could not prepare {page_path(*task[:3])}: {exc}{what}"
+        log.warning("%s", self.last_error)
 
 
 def prefault(path: str, page_size: int) -> None:

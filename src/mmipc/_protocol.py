@@ -1,9 +1,10 @@
 """The service protocol: length-prefixed JSON messages, decoded from buffers only (no I/O here).
 
-A message is a 4-byte little-endian length N (1 <= N <= MAX_MESSAGE) followed by N bytes of UTF-8
-JSON holding one object. docs/service.md lists the requests and replies. The rule for everything
-that arrives from a socket: decode it, or raise `ProtocolError`; never any other exception, never an
-allocation larger than MAX_MESSAGE plus one length word.
+A message is a 4-byte little-endian length N followed by N bytes of UTF-8 JSON holding one object.
+Requests are capped at MAX_MESSAGE (1 <= N <= 64 KiB); replies at MAX_REPLY, far larger, because a
+status lists every journal and reader the service knows. docs/service.md lists the requests and
+replies. The rule for everything that arrives from a socket: decode it, or raise `ProtocolError`;
+never any other exception, never an allocation larger than the reader's cap plus one length word.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from ._errors import MmipcError
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE = 64 * 1024
+MAX_REPLY = 256 * 1024 * 1024
+MAX_ECHO = 200  # characters of a peer's own text that an error reply may quote
 LENGTH = struct.Struct("<I")
 
 # op -> {field: type} of the fields a request must carry (beyond "op" and "id").
@@ -40,18 +43,26 @@ class ProtocolError(MmipcError):
         self.fatal = fatal
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: dict[str, Any], cap: int = MAX_MESSAGE) -> bytes:
     body = json.dumps(message, separators=(",", ":")).encode()
-    if len(body) > MAX_MESSAGE:
-        raise ProtocolError(f"message of {len(body)} bytes exceeds the {MAX_MESSAGE}-byte cap")
+    if len(body) > cap:
+        raise ProtocolError(f"message of {len(body)} bytes exceeds the {cap}-byte cap")
     return LENGTH.pack(len(body)) + body
 
 
-class MessageReader:
-    """Accumulates bytes from a stream and splits them into decoded messages."""
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """`text`, cut to `limit` characters, saying how much was cut (for echoing a peer's input)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
-    def __init__(self) -> None:
+
+class MessageReader:
+    """Accumulates bytes from a stream and splits them into decoded messages of at most `cap` bytes."""
+
+    def __init__(self, cap: int = MAX_MESSAGE) -> None:
         self._buf = bytearray()
+        self._cap = cap
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """Add `data`; return every complete message. Raises a fatal `ProtocolError` on bad framing."""
@@ -59,8 +70,8 @@ class MessageReader:
         messages = []
         while len(self._buf) >= LENGTH.size:
             (size,) = LENGTH.unpack_from(self._buf, 0)
-            if not 1 <= size <= MAX_MESSAGE:
-                raise ProtocolError(f"message length {size} is outside 1..{MAX_MESSAGE}", fatal=True)
+            if not 1 <= size <= self._cap:
+                raise ProtocolError(f"message length {size} is outside 1..{self._cap}", fatal=True)
             if len(self._buf) < LENGTH.size + size:
                 break
             body = bytes(self._buf[LENGTH.size : LENGTH.size + size])
@@ -87,7 +98,7 @@ def check_request(message: dict[str, Any]) -> str:
     """Return the request's op; raise a non-fatal `ProtocolError` if its shape is wrong."""
     op = message.get("op")
     if not isinstance(op, str) or op not in REQUESTS:
-        raise ProtocolError(f"unknown request {op!r}")
+        raise ProtocolError(f"unknown request {clip(repr(op))}")
     request_id = message.get("id")
     if request_id is not None and (not isinstance(request_id, int) or isinstance(request_id, bool)):
         raise ProtocolError("request id must be an integer")

@@ -11,16 +11,23 @@ Rules:
   and everything the session registered is freed.
 * One writer per journal, keyed by the journal's real path. The writer's own OS lock stays the ground
   truth; the registry adds the holder's pid to the error and a live view for `status`.
-* A peer's bytes are never trusted: messages are capped, malformed ones end the connection, a
+* A peer's bytes are never trusted: requests are capped, malformed ones end the connection, a
   request of the wrong shape gets an error reply, a silent peer is dropped after HELLO_TIMEOUT, and a
-  peer that does not read its replies is dropped when they pile up past MAX_OUTBOX. Nothing a peer
-  sends can stop the loop from serving the others.
+  peer that does not read its replies is dropped when they pile up past MAX_OUTBOX. Replies have
+  their own, far larger cap (a status lists everything) and quote a peer's text only clipped.
+* The service never exits because of a peer or of what it finds on disk: any exception while
+  serving a connection becomes an error reply, or closes that connection; a journal it cannot read
+  is reported as such in `status`. It keeps FD_RESERVE descriptors free of sessions and one spare
+  descriptor open, so that when the process runs out of descriptors it still accepts a newcomer,
+  tells it why it is refused, and closes it. Every refusal is sent to the peer before closing.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -33,12 +40,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import InvalidNameError, ServiceAlreadyRunningError, ServiceUnavailableError
-from ._files import check_name, lock_or_holder, release_pid_lock
+from ._errors import ServiceAlreadyRunningError, ServiceUnavailableError, UsageError
+from ._files import MAX_PAGE_NO, check_name, lock_or_holder, release_pid_lock
 from ._home import LOCK_NAME, ensure_home, resolve_home, socket_path
+from ._layout import check_page_size
 from ._orphans import die_with_parent
 from ._pages_ahead import PagePreparer
-from ._protocol import PROTOCOL_VERSION, MessageReader, ProtocolError, check_request, encode
+from ._protocol import MAX_REPLY, PROTOCOL_VERSION, MessageReader, ProtocolError, check_request, clip, encode
 from ._status import journal_status
 
 log = logging.getLogger("mmipc.service")
@@ -46,6 +54,8 @@ log = logging.getLogger("mmipc.service")
 HELLO_TIMEOUT = 5.0
 MAX_SESSIONS = 1024
 MAX_OUTBOX = 1 << 20
+FD_RESERVE = 32  # descriptors kept for the listener, the page thread, status's page reads, the log
+LOG_EVERY = 1.0  # seconds between two log lines about refused connections
 _UCRED = struct.Struct("3i")
 
 JournalKey = tuple[str, str]
@@ -81,6 +91,9 @@ class Service:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._preparer = PagePreparer(self._has_writer)
+        self._max_sessions = _session_limit()
+        self._spare_fd = -1
+        self._refusals = _RefusalLog()
         self.started = 0.0
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -124,14 +137,33 @@ class Service:
         self.stop()
 
     def _bind(self) -> None:
+        try:
+            self._lock_home()
+            self._listen()
+        except OSError as exc:
+            self._shutdown()
+            raise ServiceUnavailableError(
+                f"cannot start the service in {self.home}: {exc.strerror}"
+            ) from None
+        except BaseException:
+            self._shutdown()
+            raise
+        self._preparer.start()
+        self.started = time.time()
+        log.info("serving %s (at most %d sessions)", self.socket_path, self._max_sessions)
+
+    def _lock_home(self) -> None:
         ensure_home(self.home)
         lock_path = os.path.join(self.home, LOCK_NAME)
         self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         holder = lock_or_holder(self._lock_fd)
         if holder is not None:
+            self._lock_fd = -1  # closed by lock_or_holder
             raise ServiceAlreadyRunningError(
                 f"a service (pid {holder}) already serves {self.home}; stop it first, or use another --home"
             )
+
+    def _listen(self) -> None:
         if os.path.lexists(self.socket_path):
             os.unlink(self.socket_path)  # we hold the home's lock: this socket was left by a dead service
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -145,18 +177,27 @@ class Service:
         self._listener = listener
         self._selector.register(listener, selectors.EVENT_READ, None)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._preparer.start()
-        self.started = time.time()
-        log.info("serving %s", self.socket_path)
+        self._spare_fd = os.open(os.devnull, os.O_RDONLY)
 
     def _serve(self) -> None:
         try:
             while not self._stopping.is_set():
                 for key, mask in self._selector.select(timeout=0.5):
-                    self._dispatch(key, mask)
+                    self._dispatch_safely(key, mask)
                 self._drop_silent()
         finally:
             self._shutdown()
+            log.info("stopped")
+
+    def _dispatch_safely(self, key: selectors.SelectorKey, mask: int) -> None:
+        """Serve one event; an unexpected error closes that connection, never the service."""
+        try:
+            self._dispatch(key, mask)
+        except Exception:
+            log.exception("unexpected error serving %s; closing that connection", key.data or "the listener")
+            if isinstance(key.data, Session):
+                with self._lock:
+                    self._close(key.data)
 
     def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
         if key.data is None:
@@ -181,10 +222,12 @@ class Service:
             except FileNotFoundError:
                 pass
         self._preparer.stop()
+        if self._spare_fd >= 0:
+            os.close(self._spare_fd)
+            self._spare_fd = -1
         if self._lock_fd >= 0:
             release_pid_lock(self._lock_fd)
             self._lock_fd = -1
-        log.info("stopped")
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -194,13 +237,45 @@ class Service:
             conn, _ = self._listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        pid, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-        if uid != os.getuid() or len(self._sessions) >= MAX_SESSIONS:
-            why = f"uid {uid} is not this service's uid" if uid != os.getuid() else "too many sessions"
-            _send_quietly(conn, {"id": None, "ok": False, "error": "refused", "message": why})
-            conn.close()
-            log.warning("refused pid %d: %s", pid, why)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            self._refuse_with_spare_fd(exc)
             return
+        pid, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+        if uid != os.getuid():
+            self._refuse(conn, pid, f"uid {uid} is not this service's uid {os.getuid()}")
+        elif len(self._sessions) >= self._max_sessions:
+            self._refuse(conn, pid, f"too many sessions (at most {self._max_sessions}); try again later")
+        else:
+            self._open_session(conn, pid, uid)
+
+    def _refuse(self, conn: socket.socket, pid: int, why: str) -> None:
+        _send_quietly(conn, {"id": None, "ok": False, "error": "refused", "message": why})
+        conn.close()
+        self._refusals.note(f"pid {pid}: {why}")
+
+    def _refuse_with_spare_fd(self, exc: OSError) -> None:
+        """Out of descriptors: free the spare one, accept the newcomer, tell it why, close it."""
+        if self._spare_fd < 0:
+            self._refusals.note(f"a newcomer: {exc.strerror}, and no spare descriptor")
+            time.sleep(0.01)  # the listener stays readable: do not spin on it
+            return
+        os.close(self._spare_fd)
+        self._spare_fd = -1
+        try:
+            assert self._listener is not None
+            conn, _ = self._listener.accept()
+            self._refuse(conn, -1, f"too many open files in the service ({exc.strerror}); try again later")
+        except OSError:
+            pass
+        finally:
+            try:
+                self._spare_fd = os.open(os.devnull, os.O_RDONLY)
+            except OSError:
+                pass
+
+    def _open_session(self, conn: socket.socket, pid: int, uid: int) -> None:
         conn.setblocking(False)
         session = Session(conn, pid, uid, time.monotonic())
         with self._lock:
@@ -231,8 +306,18 @@ class Service:
             self._handle(session, message)
 
     def _reply(self, session: Session, request_id: object, **fields: Any) -> None:
+        if len(session.outbox) > MAX_OUTBOX:
+            log.warning("dropping pid %d: it does not read its replies", session.pid)
+            with self._lock:
+                self._close(session)
+            return
         reply = {"id": request_id, "ok": "error" not in fields, **fields}
-        session.outbox += encode(reply)
+        try:
+            session.outbox += encode(reply, MAX_REPLY)
+        except ProtocolError as exc:
+            session.outbox += encode(
+                {"id": request_id, "ok": False, "error": "too_large", "message": str(exc)}
+            )
         self._flush(session)
 
     def _flush(self, session: Session) -> None:
@@ -245,11 +330,6 @@ class Service:
             pass
         except OSError:
             session.outbox.clear()
-        if len(session.outbox) > MAX_OUTBOX:
-            log.warning("dropping pid %d: it does not read its replies", session.pid)
-            with self._lock:
-                self._close(session)
-            return
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if session.outbox else 0)
         self._selector.modify(session.sock, events, session)
 
@@ -302,18 +382,23 @@ class Service:
             handler = self._handlers()[op]
             with self._lock:
                 reply = handler(session, message)
-        except (ProtocolError, InvalidNameError) as exc:
-            self._reply(
-                session,
-                request_id if isinstance(request_id, int) else None,
-                error="bad_request",
-                message=str(exc),
-            )
-            return
         except _Refusal as refusal:
-            self._reply(session, request_id, error=refusal.code, message=str(refusal), **refusal.extra)
+            self._reply(session, request_id, error=refusal.code, message=clip(str(refusal)), **refusal.extra)
+            return
+        except Exception as exc:
+            self._reply_error(session, request_id, exc)
             return
         self._reply(session, request_id, **reply)
+
+    def _reply_error(self, session: Session, request_id: object, exc: Exception) -> None:
+        """A bad request is the peer's mistake; anything else is ours: logged, and only it fails."""
+        request_id = request_id if isinstance(request_id, int) and not isinstance(request_id, bool) else None
+        if isinstance(exc, (ProtocolError, UsageError)):
+            self._reply(session, request_id, error="bad_request", message=clip(str(exc), 500))
+            return
+        log.error("request from pid %d failed: %s", session.pid, clip(repr(exc), 500))
+        message = f"the service failed on this request: {clip(repr(exc), 500)}"
+        self._reply(session, request_id, error="internal", message=message)
 
     def _handlers(self) -> dict[str, Callable[[Session, dict[str, Any]], dict[str, Any]]]:
         return {
@@ -360,6 +445,9 @@ class Service:
 
     def _page(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
         key = _journal_key(message)
+        check_page_size(message["page_size"])
+        if not 0 <= message["page_no"] < MAX_PAGE_NO:
+            raise ProtocolError(f"page: page_no {message['page_no']} is outside 0..{MAX_PAGE_NO - 1}")
         if self._writers.get(key) is not session:
             raise _Refusal("not_writer", f"this session is not the writer of journal {key[1]} in {key[0]}")
         session.writers[key] = message["page_no"]
@@ -432,6 +520,8 @@ class Service:
                 "uptime_s": round(time.time() - self.started, 3),
                 "sessions": len(self._sessions),
                 "pages_prepared": self._preparer.prepared,
+                "page_failures": self._preparer.failures,
+                "last_page_error": self._preparer.last_error,
             },
             "journals": journals,
             "readers": readers,
@@ -445,14 +535,42 @@ class _Refusal(Exception):
         self.extra = extra
 
 
+class _RefusalLog:
+    """Logs refused connections, at most one line per LOG_EVERY seconds (a flood must not flood the log)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._quiet = 0
+
+    def note(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._last < LOG_EVERY:
+            self._quiet += 1
+            return
+        more = f" (and {self._quiet} more refused since the last report)" if self._quiet else ""
+        log.warning("refused %s%s", what, more)
+        self._last, self._quiet = now, 0
+
+
+def _session_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_SESSIONS
+    return max(1, min(MAX_SESSIONS, soft - FD_RESERVE))
+
+
 def _journal_key(message: dict[str, Any]) -> JournalKey:
-    return os.path.realpath(message["directory"]), check_name(message["name"])
+    directory = message["directory"]
+    if "\0" in directory:
+        raise ProtocolError(f"directory {clip(repr(directory))} contains a NUL byte")
+    return os.path.realpath(directory), check_name(message["name"])
 
 
 def _send_quietly(conn: socket.socket, message: dict[str, Any]) -> None:
+    """Send a short message to a fresh connection without ever waiting (its buffer is empty)."""
     try:
-        conn.settimeout(0.5)
-        conn.sendall(encode(message))
+        conn.setblocking(False)
+        conn.send(encode(message))
     except OSError:
         pass
 

@@ -70,6 +70,7 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [
         f"service pid {svc['pid']}, home {svc['home']}, up {_duration(svc['uptime_s'])}, "
         f"{svc['sessions']} sessions, {svc['pages_prepared']} pages prepared",
+        *_failures(svc),
         "",
         f"{'JOURNAL':<48} {'WRITER':>7} {'PAGE':>5} {'PAGES':>6} {'BYTES':>12}  LAST FRAME",
     ]
@@ -78,11 +79,20 @@ def format_status(status: dict[str, Any]) -> str:
             f"{j['directory'] + '/' + j['name']:<48} {j['writer_pid']:>7} {j['page']:>5} "
             f"{j['pages']:>6} {j['bytes']:>12,}  {_time(j['last_nano'])}"
         )
+        if "error" in j:
+            lines.append(f"    cannot read it: {j['error']}")
     lines += ["", f"{'READER':<24} {'PID':>7}  JOURNALS"]
     for r in status["readers"]:
         names = ", ".join(f"{d}/{n}" for d, n in r["journals"]) or "-"
         lines.append(f"{r['name']:<24} {r['pid']:>7}  {names}")
     return "\n".join(lines)
+
+
+def _failures(svc: dict[str, Any]) -> list[str]:
+    count = svc.get("page_failures", 0)
+    if not count:
+        return []
+    return [f"{count} page failure{'s' if count != 1 else ''}, the last: {svc['last_page_error']}"]
 
 
 def _time(nano: int) -> str:
