@@ -8,7 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmipc._protocol import LENGTH, MAX_MESSAGE, REQUESTS, MessageReader, ProtocolError, check_request, encode
+from mmipc._protocol import (
+    LENGTH,
+    MAX_MESSAGE,
+    MAX_REPLY,
+    REQUESTS,
+    MessageReader,
+    ProtocolError,
+    check_request,
+    clip,
+    encode,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -76,3 +86,14 @@ def test_messages_over_the_cap_cannot_be_sent() -> None:
     with pytest.raises(ProtocolError, match="cap"):
         encode({"op": "status", "pad": "x" * MAX_MESSAGE})
     assert json.loads(encode({"op": "status"})[4:]) == {"op": "status"}
+
+
+def test_replies_have_their_own_far_larger_cap_and_echoes_are_clipped() -> None:
+    big = encode({"status": "x" * (4 * MAX_MESSAGE)}, MAX_REPLY)
+    assert MessageReader(MAX_REPLY).feed(big) == [{"status": "x" * (4 * MAX_MESSAGE)}]
+    with pytest.raises(ProtocolError, match="length"):
+        MessageReader().feed(big)
+    with pytest.raises(ProtocolError) as info:
+        check_request({"op": "x" * 65_500})
+    assert len(str(info.value)) < 300 and "more characters)" in str(info.value)
+    assert clip("short") == "short"
