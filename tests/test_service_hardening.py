@@ -396,6 +396,30 @@ def test_a_client_refuses_a_home_squatted_by_another_user(tmp_path: Path) -> Non
 
 
 @as_root
+def test_the_default_home_squatted_by_another_user_is_refused_in_one_line() -> None:
+    default = f"/tmp/mmipc-{NOBODY}"  # the victim is uid 65534 here, and root the squatter
+    if os.path.lexists(default):
+        pytest.skip(f"{default} exists already")
+    os.mkdir(default, 0o777)
+    os.chmod(default, 0o777)
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("MMIPC_HOME", "XDG_RUNTIME_DIR")}
+        victim = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        out = subprocess.run(
+            [*victim, sys.executable, "-m", "mmipc", "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 1, out.stderr
+        [line] = out.stderr.splitlines()
+        assert f"{default} is not a directory owned by uid {NOBODY}" in line and "owned by uid 0" in line
+    finally:
+        os.rmdir(default)
+
+
+@as_root
 def test_a_client_checks_the_services_uid_before_sending_anything(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)

@@ -74,6 +74,7 @@ class Link:
         self._reader = MessageReader(MAX_REPLY)
         self._registrations: dict[Key, dict[str, Any]] = {}
         self._pending: dict[Key, dict[str, Any]] = {}  # notifications not sent yet, newest per key
+        self._queue = threading.Lock()  # guards _pending only, never held across I/O
         self._outgoing = bytearray()  # encoded notifications the socket has not taken yet
         self._connected = threading.Event()
         self._sock: socket.socket | None = None
@@ -99,7 +100,8 @@ class Link:
         """Send a message whose reply nobody waits for; never block (dropped while the service is away)."""
         if not self._connected.is_set():
             return
-        self._pending[(op, str(fields.get("directory")), str(fields.get("name")))] = {"op": op, **fields}
+        with self._queue:
+            self._pending[(op, str(fields.get("directory")), str(fields.get("name")))] = {"op": op, **fields}
         if not self._io.acquire(blocking=False):
             return  # a request or a reconnection has the socket: it sends the rest when done
         try:
@@ -123,20 +125,24 @@ class Link:
         also drain the replies already waiting, so that none pile up at the service."""
         sock = self._sock
         if sock is None:
-            self._pending.clear()
+            self._take_pending()
             self._outgoing.clear()
             return  # registrations are replayed on reconnection; these are stale by then
         try:
             self._push(sock, block)
             while self._pending and not self._outgoing:  # coalesce while the socket is full
-                for message in self._pending.values():
+                for message in self._take_pending():
                     self._outgoing += encode({**message, "id": next(self._ids)})
-                self._pending.clear()
                 self._push(sock, block)
             if not block:
                 self._drain(sock)
         except (OSError, ProtocolError):
             self._lose(sock)
+
+    def _take_pending(self) -> list[dict[str, Any]]:
+        with self._queue:
+            pending, self._pending = self._pending, {}
+        return list(pending.values())
 
     def _push(self, sock: socket.socket, block: bool) -> None:
         if not self._outgoing:
