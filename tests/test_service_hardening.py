@@ -214,6 +214,30 @@ def test_a_connection_flood_past_the_fd_limit_is_refused_and_the_service_serves_
         svc.stop()
 
 
+def test_accept_out_of_descriptors_refuses_the_newcomer_and_the_service_serves_on(
+    fresh: ServiceProcess,
+) -> None:
+    assert fresh.child is not None
+    resource.prlimit(fresh.child.pid, resource.RLIMIT_NOFILE, (48, 48))  # below its session cap now
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(100):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(fresh.socket)
+            sock.settimeout(60)
+            flood.append(sock)
+            sock.sendall(encode({"op": "hello", "id": 1, "version": 1, "pid": os.getpid()}))
+        refused = [answer(sock) for sock in flood[-20:]]
+        assert all("too many open files" in str(r["message"]) for r in refused), refused
+        for sock in flood:
+            sock.close()
+        wait_for(lambda: _status_ok(fresh), what="the service to serve again after the flood")
+        assert "too many open files" in fresh.child.stderr()
+    finally:
+        for sock in flood:
+            sock.close()
+
+
 def _status_ok(svc: ServiceProcess) -> bool:
     try:
         return alive(svc)
