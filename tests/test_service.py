@@ -95,6 +95,7 @@ def test_second_writer_is_refused_by_any_spelling_and_accepted_right_after_kill9
     alias.symlink_to(real)
     holder = procs.spawn("writer_proc.py", str(real), "ticks", str(PAGE), "-1", env=env_for(fresh))
     procs.expect_line(holder, "ready")
+    wait_for(lambda: has_a_frame(str(real), "ticks"), what="the holder's first frame")
     for spelling in (str(real), str(alias), f"{real}/../md"):
         with pytest.raises(JournalLockedError, match=f"pid {holder.pid}"):
             Writer.create(spelling, "ticks", service=fresh.home)
@@ -106,6 +107,12 @@ def test_second_writer_is_refused_by_any_spelling_and_accepted_right_after_kill9
     procs.kill9(holder)
     with Writer.create(alias, "ticks", service=fresh.home) as writer:  # at once: no retry, no sweep
         assert writer.last_nano > 0
+
+
+def has_a_frame(directory: str, name: str) -> bool:
+    with Reader.create("probe", service=None) as reader:
+        reader.add_journal(directory, name)
+        return reader.read() is not None
 
 
 def test_reader_names_are_unique_among_live_readers(procs: Procs, fresh: ServiceProcess) -> None:
