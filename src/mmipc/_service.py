@@ -194,10 +194,12 @@ class Service:
         try:
             self._dispatch(key, mask)
         except Exception:
-            log.exception("unexpected error serving %s; closing that connection", key.data or "the listener")
-            if isinstance(key.data, Session):
+            session = key.data if isinstance(key.data, Session) else None
+            who = f"pid {session.pid}" if session is not None else f"the {key.data or 'listener'}"
+            log.exception("unexpected error serving %s; closing that connection", who)
+            if session is not None:
                 with self._lock:
-                    self._close(key.data)
+                    self._close(session)
 
     def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
         if key.data is None:
