@@ -1,14 +1,18 @@
 /* ctp_writer: write CTP depth-market-data frames to an mmipc journal through mmipc.h.
  *
- *   ctp_writer [--checksum] [--page-size BYTES] DIRECTORY NAME COUNT
+ *   ctp_writer [--checksum] [--page-size BYTES] [--die-in-claim BYTES] DIRECTORY NAME COUNT
  *
  * Writes COUNT ticks (forever if COUNT is -1) with msg_type 1. Tick number = the frame's sequence
  * number, so a writer killed and started again continues the same feed. Prints "ready SEQ" once
  * the journal is open (SEQ: the next frame's sequence number) and "wrote N" at the end.
+ * --die-in-claim: after the ticks, claim BYTES, fill them with 0xAB without committing, print
+ * "claimed" and wait to be killed (the crash test of the resume rules).
  * Standalone: it does not register with the mmipc service (see docs/c-api.md). */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ctp.h"
 #include "mmipc.h"
@@ -19,14 +23,32 @@
 static int
 usage(void)
 {
-    fprintf(stderr, "usage: ctp_writer [--checksum] [--page-size BYTES] DIRECTORY NAME COUNT\n");
+    fprintf(stderr, "usage: ctp_writer [--checksum] [--page-size BYTES] [--die-in-claim BYTES] "
+                    "DIRECTORY NAME COUNT\n");
     return 2;
+}
+
+static void
+die_claiming(mmipc_writer *w, uint32_t size)
+{
+    void *buf;
+    if (mmipc_claim(w, size, &buf) != MMIPC_OK) {
+        fprintf(stderr, "ctp_writer: %s\n", mmipc_last_error());
+        return;
+    }
+    memset(buf, 0xAB, size);
+    printf("claimed\n");
+    fflush(stdout);
+    for (;;) {
+        pause();
+    }
 }
 
 int
 main(int argc, char **argv)
 {
     mmipc_writer_options options = {0, 0, 0};
+    long long die_in_claim = -1;
     int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--checksum") == 0) {
@@ -34,6 +56,9 @@ main(int argc, char **argv)
         }
         else if (strcmp(argv[i], "--page-size") == 0 && i + 1 < argc) {
             options.page_size = strtoull(argv[++i], NULL, 10);
+        }
+        else if (strcmp(argv[i], "--die-in-claim") == 0 && i + 1 < argc) {
+            die_in_claim = strtoll(argv[++i], NULL, 10);
         }
         else {
             return usage();
@@ -60,6 +85,9 @@ main(int argc, char **argv)
             mmipc_writer_close(w);
             return 1;
         }
+    }
+    if (die_in_claim >= 0) {
+        die_claiming(w, (uint32_t)die_in_claim);
     }
     mmipc_writer_close(w);
     printf("wrote %lld\n", written);

@@ -274,7 +274,9 @@ list_pages(const char *directory, const char *name, uint64_t **pages, size_t *co
         (*pages)[(*count)++] = page_no;
     }
     closedir(dir);
-    qsort(*pages, *count, sizeof(uint64_t), compare_u64);
+    if (*count > 1) {
+        qsort(*pages, *count, sizeof(uint64_t), compare_u64);
+    }
     return MMIPC_OK;
 }
 

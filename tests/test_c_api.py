@@ -1,0 +1,237 @@
+"""The C API (mmipc.h) through the C examples, built here with -Wall -Wextra -Werror and run as real
+processes on real page files: C writer to C reader, a SIGKILLed C writer resumed, v1 journals of the
+Python writer read by C, the v2 bytes checked against the written format, and a sanitizer run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import Child, Procs, wait_for
+from journal_bytes import check_v2_journal, read_journal
+from mmipc import JournalLockedError, Writer
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE = ROOT / "src" / "mmipc" / "_native"
+EXAMPLES = ROOT / "examples" / "c"
+SMALL_PAGE = 64 * 1024
+WARNINGS = ["-std=c11", "-Wall", "-Wextra", "-Werror"]
+
+
+def _build(out: Path, extra: list[str]) -> dict[str, str]:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the C API and its examples cannot be built here")
+    out.mkdir(parents=True, exist_ok=True)
+    built = {}
+    for prog in ("ctp_writer", "ctp_reader"):
+        target = out / prog
+        cmd = [gcc, *WARNINGS, *extra, f"-I{NATIVE}", "-o", str(target), str(EXAMPLES / f"{prog}.c")]
+        subprocess.run([*cmd, str(NATIVE / "mmipc.c")], check=True, capture_output=True, text=True)
+        built[prog] = str(target)
+    return built
+
+
+@pytest.fixture(scope="session")
+def c_progs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return _build(tmp_path_factory.mktemp("cbuild"), ["-O2"])
+
+
+def _run(procs: Procs, *cmd: str) -> Child:
+    child = Child(list(cmd))
+    procs.started.append(child)
+    return child
+
+
+def _read_all(progs: dict[str, str], jdir: str, count: int, *names: str, dump: bool = True) -> list[str]:
+    args = [progs["ctp_reader"], *(["--dump"] if dump else []), jdir, str(count), *names]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "ready" and lines[-1] == f"read {count} errors 0", lines[-1]
+    return [line for line in lines if line.startswith("frame ")]
+
+
+def test_c_writer_feeds_live_c_readers_across_many_page_switches(
+    c_progs: dict[str, str], procs: Procs, jdir: str
+) -> None:
+    readers = [_run(procs, c_progs["ctp_reader"], jdir, "20000", "md") for _ in range(2)]
+    for reader in readers:
+        reader.expect_line("ready")  # the journal does not exist yet
+    writer = _run(procs, c_progs["ctp_writer"], "--page-size", str(SMALL_PAGE), jdir, "md", "20000")
+    assert writer.finish().split()[-2:] == ["wrote", "20000"]
+    for reader in readers:
+        assert reader.finish().split()[-4:] == ["read", "20000", "errors", "0"]
+    pages = read_journal(jdir, "md")
+    assert len(pages) > 100, "the test must cross many page switches"
+    assert check_v2_journal(pages) == list(range(20000))
+    assert all(p.zero_after_end for p in pages)
+
+
+def test_c_journal_bytes_follow_the_v2_format_with_checksums(c_progs: dict[str, str], jdir: str) -> None:
+    subprocess.run([c_progs["ctp_writer"], "--page-size", str(SMALL_PAGE), jdir, "md", "300"], check=True)
+    args = [c_progs["ctp_writer"], "--checksum", "--page-size", str(SMALL_PAGE), jdir, "md", "300"]
+    subprocess.run(args, check=True, capture_output=True)
+    pages = read_journal(jdir, "md")
+    assert [p.page_no for p in pages] == list(range(len(pages)))
+    assert pages[0].first_seq == 0 and pages[0].flags == 0 and pages[-1].flags == 1
+    assert check_v2_journal(pages) == list(range(600))
+    frames = [f for p in pages for f in p.frames if f[1] != 0xFFFF_FFFF]
+    assert {(f[1], f[3], f[4]) for f in frames} == {(1, 7, 408)}
+    nanos = [f[2] for f in frames]
+    assert nanos == sorted(nanos)
+    assert all(os.stat(p.path).st_mode & 0o777 == 0o600 for p in pages)
+    dumped = _read_all(c_progs, jdir, 600, "md")
+    assert [int(line.split()[7]) for line in dumped] == [zlib.crc32(f[7]) for f in frames]
+
+
+def test_sigkilled_c_writer_resumes_without_gap_or_torn_frame(
+    c_progs: dict[str, str], procs: Procs, jdir: str
+) -> None:
+    resumed_at = []
+    for round_no in range(12):
+        args = ["--checksum"] if round_no % 2 else []
+        writer = _run(procs, c_progs["ctp_writer"], *args, "--page-size", str(SMALL_PAGE), jdir, "md", "-1")
+        resumed_at.append(int(writer.expect_line("ready").split()[1]))
+        wait_for(_grows(jdir), what="the writer to fill a page")  # then kill it mid-stream
+        writer.kill9()
+    final = _run(procs, c_progs["ctp_writer"], "--page-size", str(SMALL_PAGE), jdir, "md", "100")
+    resumed_at.append(int(final.expect_line("ready").split()[1]))
+    final.finish()
+    total = resumed_at[-1] + 100
+    assert resumed_at == sorted(resumed_at) and resumed_at[-1] > 0
+    assert check_v2_journal(read_journal(jdir, "md")) == list(range(total))
+    dumped = _read_all(c_progs, jdir, total, "md")  # every tick compared byte for byte by the reader
+    assert [int(line.split()[3]) for line in dumped] == list(range(total))
+
+
+def _grows(jdir: str) -> Callable[[], bool]:
+    files_then = len(os.listdir(jdir))
+    return lambda: len(os.listdir(jdir)) > files_then + 1
+
+
+def test_c_writer_killed_inside_a_filled_claim_leaves_no_stale_bytes(
+    c_progs: dict[str, str], procs: Procs, jdir: str
+) -> None:
+    args = ["--page-size", str(SMALL_PAGE), "--die-in-claim", "40000", jdir, "md", "10"]
+    dying = _run(procs, c_progs["ctp_writer"], *args)
+    dying.expect_line("claimed")
+    dying.kill9()
+    writer = _run(procs, c_progs["ctp_writer"], "--page-size", str(SMALL_PAGE), jdir, "md", "90")
+    assert writer.expect_line("ready") == "ready 10"
+    writer.finish()  # 90 small frames end inside the dead claim's 0xAB bytes
+    assert check_v2_journal(read_journal(jdir, "md")) == list(range(100))
+    assert len(_read_all(c_progs, jdir, 100, "md")) == 100
+
+
+def test_c_reader_reads_journals_of_the_python_writer(c_progs: dict[str, str], jdir: str) -> None:
+    written = []
+    with Writer.create(jdir, "py", page_size=SMALL_PAGE, service=None) as writer:
+        for i in range(3000):
+            payload = os.urandom(i % 300)
+            written.append((writer.write(payload, msg_type=i % 5, source=i), i % 5, i, zlib.crc32(payload)))
+    pages = read_journal(jdir, "py")
+    assert len(pages) > 5
+    data = [line.split() for line in _read_all(c_progs, jdir, 3000, "py")]  # end markers are not frames
+    assert [(int(d[2]), int(d[4]), int(d[5]), int(d[7])) for d in data] == written
+    # v1 pages (the Python writer before format v2) carry no sequence numbers.
+    expected_seqs = [-1] * 3000 if pages[0].version == 1 else list(range(3000))
+    assert [int(d[3]) for d in data] == expected_seqs
+
+
+def test_c_writer_finishes_a_v1_page_in_v1_then_numbers_from_zero(c_progs: dict[str, str], jdir: str) -> None:
+    with Writer.create(jdir, "md", page_size=SMALL_PAGE, service=None) as writer:
+        for _ in range(5):
+            writer.write(b"python frame")
+    if read_journal(jdir, "md")[0].version != 1:
+        pytest.skip("the Python writer writes v2 now: no v1 page to resume")
+    subprocess.run([c_progs["ctp_writer"], jdir, "md", "300"], check=True, capture_output=True)
+    pages = read_journal(jdir, "md")
+    assert [p.version for p in pages] == [1] + [2] * (len(pages) - 1) and len(pages) > 1
+    v1_ticks = sum(1 for f in pages[0].frames if f[1] == 1)
+    assert check_v2_journal(pages) == list(range(300 - v1_ticks))
+    seqs = [line.split()[3] for line in _read_all(c_progs, jdir, 5 + 300, "md")]
+    assert seqs == ["-1"] * (5 + v1_ticks) + [str(s) for s in range(300 - v1_ticks)]
+
+
+def test_c_merge_orders_three_journals_and_breaks_ties_by_order_added(
+    c_progs: dict[str, str], jdir: str
+) -> None:
+    for name in ("a", "b", "c"):
+        subprocess.run([c_progs["ctp_writer"], jdir, name, "2000"], check=True, capture_output=True)
+    dumped = [line.split() for line in _read_all(c_progs, jdir, 6000, "c", "a", "b")]
+    keys = [(int(d[2]), int(d[1])) for d in dumped]
+    assert keys == sorted(keys)  # timestamp order; equal timestamps by the journal added first
+    assert sorted(int(d[1]) for d in dumped) == [0] * 2000 + [1] * 2000 + [2] * 2000
+
+
+def test_c_writer_and_python_writer_exclude_each_other(
+    c_progs: dict[str, str], procs: Procs, jdir: str
+) -> None:
+    writer = _run(procs, c_progs["ctp_writer"], "--die-in-claim", "8", jdir, "md", "1")
+    writer.expect_line("claimed")
+    with pytest.raises(JournalLockedError, match=f"pid {writer.pid} holds"):
+        Writer.create(jdir, "md", service=None)
+    writer.kill9()
+    with Writer.create(jdir, "py", service=None):
+        done = subprocess.run([c_progs["ctp_writer"], jdir, "py", "1"], capture_output=True, text=True)
+        assert done.returncode == 1 and f"pid {os.getpid()} holds" in done.stderr
+        assert done.stderr.count("\n") == 1, "one line naming the problem"
+
+
+def test_c_reader_reports_a_corrupt_frame_in_one_line(c_progs: dict[str, str], jdir: str) -> None:
+    subprocess.run([c_progs["ctp_writer"], "--checksum", jdir, "md", "10"], check=True, capture_output=True)
+    path = os.path.join(jdir, "md.00000000.journal")
+    with open(path, "r+b") as f:  # flip a payload byte of the fourth frame
+        f.seek(4096 + 3 * 440 + 32 + 100)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 1]))
+    done = subprocess.run([c_progs["ctp_reader"], jdir, "10", "md"], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stdout.splitlines() == ["ready"]
+    assert done.stderr.startswith(f"ctp_reader: corrupt journal page {path} at offset {4096 + 3 * 440}:")
+    assert "checksum" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_c_core_runs_clean_under_address_and_undefined_sanitizers(
+    tmp_path: Path, procs: Procs, jdir: str
+) -> None:
+    flags = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    try:
+        progs = _build(tmp_path / "asan", flags)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"this gcc cannot build with ASan/UBSan: {exc.stderr.strip()[:200]}")
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}
+    dying = Child(
+        [progs["ctp_writer"], "--page-size", str(SMALL_PAGE), "--die-in-claim", "30000", jdir, "md", "500"],
+        env=env,
+    )
+    procs.started.append(dying)
+    dying.expect_line("claimed")
+    dying.kill9()
+    for args in (["--checksum"], []):
+        done = subprocess.run(
+            [progs["ctp_writer"], *args, "--page-size", str(SMALL_PAGE), jdir, "md", "3000"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+    for start in (["--at", "1"], ["--end"], []):
+        count = "0" if start == ["--end"] else "6500"
+        done = subprocess.run(
+            [progs["ctp_reader"], *start, jdir, count, "md"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        assert done.stdout.splitlines()[-1] == f"read {count} errors 0"
