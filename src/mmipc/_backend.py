@@ -1,0 +1,52 @@
+"""Which backend runs the hot paths: the C extension `mmipc._native`, or the pure-Python reference.
+
+Rules:
+
+* `BACKEND` is "native" when the extension imports and the environment does not ask otherwise,
+  else "python". It is decided once, at import: a process never mixes the two.
+* `MMIPC_BACKEND=python` forces the pure-Python backend; `MMIPC_BACKEND=native` requires the
+  extension (an ImportError names what is missing); unset or empty means "native if available".
+  Any other value is a `UsageError` naming the accepted values.
+* `native` is the extension module, or None with the Python backend. Callers branch on it once,
+  when they bind their hot paths, never per frame.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Literal
+
+from ._errors import UsageError
+
+BackendName = Literal["native", "python"]
+ENV_VAR = "MMIPC_BACKEND"
+CHOICES = ("native", "python")
+
+
+def _import_native() -> ModuleType | None:
+    try:
+        from . import _native
+    except ImportError:
+        return None
+    return _native
+
+
+def select(requested: str | None) -> tuple[BackendName, ModuleType | None]:
+    """The backend for a requested value of MMIPC_BACKEND (None or "" : the best available)."""
+    if requested not in (None, "", *CHOICES):
+        raise UsageError(
+            f"{ENV_VAR}={requested!r} is not a backend: use 'native', 'python', or leave it unset"
+        )
+    if requested == "python":
+        return "python", None
+    module = _import_native()
+    if module is None and requested == "native":
+        raise ImportError(
+            f"{ENV_VAR}=native but the C extension mmipc._native is not built: reinstall mmipc "
+            "on a machine with a C compiler and the Python headers, or unset MMIPC_BACKEND"
+        )
+    return ("native", module) if module is not None else ("python", None)
+
+
+BACKEND, native = select(os.environ.get(ENV_VAR))

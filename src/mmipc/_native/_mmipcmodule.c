@@ -1,0 +1,882 @@
+/* _mmipcmodule.c: mmipc._native, the CPython extension over the C core's hot paths.
+ *
+ * Design. The Python modules stay the reference and keep everything that is not per-frame:
+ * opening and resuming journals, page creation and switches, the writer lock, the service link,
+ * the time-index slot crossings (with the page news and the slice-wise retirement they drive),
+ * seeking, and every error message. This module does only the per-frame work, on a page Python
+ * has already mapped, with the C11 atomics of mmipc_frame.h (release store of the commit word,
+ * acquire load in readers), shared with the C core (mmipc.c):
+ *
+ *   WriterCore  attach(view, page_size, version, flags, first_seq, pos, last_nano, next_seq,
+ *               slot_boundary); write(payload, msg_type=0, source=0) -> nano, or SLOW;
+ *               commit(pos, size, msg_type, source) -> nano, or SLOW (a claim filled in place).
+ *   CursorCore  attach(view, page_size, version, flags, first_seq, pos); read() -> Frame | None |
+ *               SLOW; poll() -> nano | -1 (none) | -2 (SLOW); take() -> Frame;
+ *               read_batch(limit) -> Batch | SLOW.
+ *   merge_read(cores) -> Frame | None | SLOW: the merge of Reader.read (ties: first in the list).
+ *   Batch       columns nano, msg_type, source, offset, length, seq: memoryviews of format 'q'
+ *               (numpy views them without a copy); buffer: the page; data(i): a zero-copy view
+ *               of payload i; len(), batch[i] and iteration give Frames.
+ *
+ * SLOW means "not done here, nothing changed": the frame does not fit the page, crosses a
+ * time-index slot, has an id out of range, the page ended, a check or a checksum failed, or no
+ * page is attached. The Python caller then runs its own slow path, which knows the files and
+ * raises the right mmipc error, and writes the state back (the attributes pos, last_nano, ...).
+ *
+ * Lifetime. attach() makes the core's own memoryview of the page (registered on the same buffer
+ * as the caller's view), so the page stays mapped while the core, or any frame view or batch it
+ * handed out, is alive; the caller's view.release() stays possible. detach() drops the core's
+ * view: call it before closing the mmap, or mmap.close() raises BufferError.
+ *
+ * No threads: every call runs under the GIL, like the Python code it replaces.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include "mmipc.h"
+#include "mmipc_frame.h"
+
+static PyObject *slow;  /* the SLOW sentinel */
+
+/* ---- shared: a page view ------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *view;              /* the core's own memoryview of the page, or NULL */
+    mmipc_page_view_t page;
+} attached_t;
+
+static int
+attach_view(attached_t *a, PyObject *view, int writable)
+{
+    if (!PyMemoryView_Check(view)) {
+        PyErr_SetString(PyExc_TypeError, "attach() needs the page's memoryview");
+        return -1;
+    }
+    PyObject *own = PyMemoryView_FromObject(view);
+    if (own == NULL) {
+        return -1;
+    }
+    Py_buffer *b = PyMemoryView_GET_BUFFER(own);
+    if ((writable && b->readonly) || b->len < (Py_ssize_t)MMIPC_MIN_PAGE_SIZE || b->ndim != 1
+        || b->itemsize != 1 || !PyBuffer_IsContiguous(b, 'C')
+        || ((uintptr_t)b->buf & 7u)) {
+        Py_DECREF(own);
+        PyErr_SetString(PyExc_ValueError,
+                        "attach() needs a contiguous, 8-byte aligned byte view of a whole page"
+                        " (writable for a writer)");
+        return -1;
+    }
+    Py_XSETREF(a->view, own);
+    a->page.base = b->buf;
+    return 0;
+}
+
+static int
+set_page(attached_t *a, unsigned long long page_size, unsigned int version, unsigned int flags,
+         unsigned long long first_seq)
+{
+    Py_ssize_t len = PyMemoryView_GET_BUFFER(a->view)->len;
+    if (page_size > (unsigned long long)len || page_size < MMIPC_MIN_PAGE_SIZE
+        || (version != 1 && version != 2)) {
+        Py_CLEAR(a->view);
+        a->page.base = NULL;
+        PyErr_SetString(PyExc_ValueError, "attach(): page_size or version does not fit the view");
+        return -1;
+    }
+    a->page.page_size = page_size;
+    a->page.version = version;
+    a->page.flags = version >= 2 ? flags : 0u;
+    a->page.first_seq = first_seq;
+    return 0;
+}
+
+static void
+detach_view(attached_t *a)
+{
+    Py_CLEAR(a->view);
+    a->page.base = NULL;
+}
+
+/* A memoryview of bytes [offset, offset + n) of `view`, without a slice object: a new view on the
+ * same managed buffer (as memoryview slicing makes), narrowed to the payload. */
+static PyObject *
+payload_view(PyObject *view, uint64_t offset, uint32_t n)
+{
+    PyObject *mv = PyMemoryView_FromObject(view);
+    if (mv == NULL) {
+        return NULL;
+    }
+    Py_buffer *b = &((PyMemoryViewObject *)mv)->view;
+    b->buf = (char *)b->buf + offset;
+    b->len = (Py_ssize_t)n;
+    b->shape[0] = (Py_ssize_t)n;
+    return mv;
+}
+
+/* ---- WriterCore ---------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    attached_t a;
+    mmipc_write_state_t st;
+} WriterCore;
+
+static int
+writer_clear(WriterCore *self)
+{
+    detach_view(&self->a);
+    self->st.page.base = NULL;
+    self->st.limit = 0;
+    return 0;
+}
+
+static void
+writer_dealloc(WriterCore *self)
+{
+    writer_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+writer_attach(WriterCore *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"view", "page_size", "version", "flags", "first_seq", "pos",
+                             "last_nano", "next_seq", "slot_boundary", NULL};
+    PyObject *view;
+    unsigned long long page_size, first_seq, pos, next_seq, boundary;
+    unsigned int version, flags;
+    long long last_nano;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKIIKKLKK:attach", kwlist, &view, &page_size,
+                                     &version, &flags, &first_seq, &pos, &last_nano, &next_seq,
+                                     &boundary)) {
+        return NULL;
+    }
+    if (attach_view(&self->a, view, 1) < 0
+        || set_page(&self->a, page_size, version, flags, first_seq) < 0) {
+        writer_clear(self);
+        return NULL;
+    }
+    if (pos < MMIPC_PAGE_HEADER_SIZE || pos > page_size || pos % 8) {
+        writer_clear(self);
+        PyErr_SetString(PyExc_ValueError, "attach(): pos is not a frame offset of the page");
+        return NULL;
+    }
+    self->st.page = self->a.page;
+    self->st.pos = pos;
+    self->st.limit = page_size;
+    self->st.last_nano = last_nano;
+    self->st.next_seq = next_seq;
+    self->st.slot_boundary = boundary;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+writer_detach(WriterCore *self, PyObject *Py_UNUSED(ignored))
+{
+    writer_clear(self);
+    Py_RETURN_NONE;
+}
+
+/* A msg_type or source as a C value; 0 (not an error) when out of range: the caller goes SLOW. */
+static int
+as_u32(PyObject *o, uint32_t max, uint32_t *out)
+{
+    if (!PyLong_CheckExact(o)) {
+        return 0;
+    }
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || v < 0 || (unsigned long long)v > max) {
+        return 0;
+    }
+    *out = (uint32_t)v;
+    return 1;
+}
+
+static int64_t
+writer_stamp(const WriterCore *self)
+{
+    int64_t nano = mmipc_now();
+    return nano < self->st.last_nano ? self->st.last_nano : nano;
+}
+
+/* Publish the frame at pos whose payload (and, for a claim, nothing else) is in place. */
+static PyObject *
+publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t source)
+{
+    int64_t nano = writer_stamp(self);
+    mmipc_store_header(&self->st, pos, n, msg_type, source, nano);
+    mmipc_publish(&self->st, pos, n, nano);
+    return PyLong_FromLongLong(nano);
+}
+
+/* Parse (payload, msg_type=0, source=0): -1 on a TypeError; *ok = 0 if an id is out of range. */
+static int
+parse_ids(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t first,
+          uint32_t ids[2], int *ok)
+{
+    static const char *names[2] = {"msg_type", "source"};
+    ids[0] = ids[1] = 0;
+    *ok = 1;
+    for (Py_ssize_t i = first; i < nargs; i++) {
+        *ok &= as_u32(args[i], i == first ? MMIPC_MAX_MSG_TYPE : 0xFFFFFFFFu, &ids[i - first]);
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int which = -1;
+        for (int j = 0; j < 2; j++) {
+            if (PyUnicode_CompareWithASCIIString(key, names[j]) == 0) {
+                which = j;
+            }
+        }
+        if (which < 0 || which < nargs - first) {
+            PyErr_Format(PyExc_TypeError, "unexpected or repeated keyword argument %R", key);
+            return -1;
+        }
+        *ok &= as_u32(args[nargs + k], which == 0 ? MMIPC_MAX_MSG_TYPE : 0xFFFFFFFFu, &ids[which]);
+    }
+    return 0;
+}
+
+static PyObject *
+writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    uint32_t ids[2];
+    int ok;
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "write(payload, msg_type=0, source=0)");
+        return NULL;
+    }
+    if (parse_ids(args, nargs, kwnames, 1, ids, &ok) < 0) {
+        return NULL;
+    }
+    Py_buffer buf;
+    const void *data;
+    Py_ssize_t n;
+    PyObject *payload = args[0];
+    buf.obj = NULL;
+    if (PyBytes_CheckExact(payload)) {
+        data = PyBytes_AS_STRING(payload);
+        n = PyBytes_GET_SIZE(payload);
+    }
+    else {
+        if (PyObject_GetBuffer(payload, &buf, PyBUF_C_CONTIGUOUS) < 0) {
+            return NULL;
+        }
+        data = buf.buf;
+        n = buf.len;
+    }
+    uint64_t pos = self->st.pos;
+    uint64_t size = mmipc_align8((uint64_t)n + MMIPC_FRAME_HEADER_SIZE);
+    PyObject *result;
+    if (!ok || (uint64_t)n > 0xFFFFFFFFu || pos + size + MMIPC_PAGE_END_RESERVE > self->st.limit
+        || pos >= self->st.slot_boundary) {
+        result = Py_NewRef(slow);
+    }
+    else {
+        memcpy(self->st.page.base + pos + MMIPC_FRAME_HEADER_SIZE, data, (size_t)n);
+        result = publish(self, pos, (uint32_t)n, ids[0], ids[1]);
+    }
+    if (buf.obj != NULL) {
+        PyBuffer_Release(&buf);
+    }
+    return result;
+}
+
+static PyObject *
+writer_commit(WriterCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t ids[2];
+    int ok;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "commit(pos, size, msg_type, source)");
+        return NULL;
+    }
+    unsigned long long pos = PyLong_AsUnsignedLongLong(args[0]);
+    unsigned long long n = PyLong_AsUnsignedLongLong(args[1]);
+    if (PyErr_Occurred() || parse_ids(args, nargs, NULL, 2, ids, &ok) < 0) {
+        return NULL;
+    }
+    if (pos != self->st.pos || self->st.page.base == NULL
+        || pos + mmipc_align8(n + MMIPC_FRAME_HEADER_SIZE) + MMIPC_PAGE_END_RESERVE
+               > self->st.page.page_size) {
+        PyErr_SetString(PyExc_ValueError, "commit(): the claim is not at the writer's position");
+        return NULL;
+    }
+    if (!ok || pos >= self->st.slot_boundary) {
+        return Py_NewRef(slow);
+    }
+    return publish(self, pos, (uint32_t)n, ids[0], ids[1]);
+}
+
+static PyMemberDef writer_members[] = {
+    {"pos", T_ULONGLONG, offsetof(WriterCore, st.pos), 0, "offset of the next frame"},
+    {"limit", T_ULONGLONG, offsetof(WriterCore, st.limit), 0, "page size, or 0: every write SLOW"},
+    {"last_nano", T_LONGLONG, offsetof(WriterCore, st.last_nano), 0, "last timestamp written"},
+    {"next_seq", T_ULONGLONG, offsetof(WriterCore, st.next_seq), 0, "seq of the next frame"},
+    {"slot_boundary", T_ULONGLONG, offsetof(WriterCore, st.slot_boundary), 0,
+     "a frame at or past this offset fills index slots: SLOW"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef writer_methods[] = {
+    {"attach", (PyCFunction)(void (*)(void))writer_attach, METH_VARARGS | METH_KEYWORDS,
+     "attach(view, page_size, version, flags, first_seq, pos, last_nano, next_seq, slot_boundary)"},
+    {"detach", (PyCFunction)writer_detach, METH_NOARGS, "Drop the core's view of the page."},
+    {"write", (PyCFunction)(void (*)(void))writer_write, METH_FASTCALL | METH_KEYWORDS,
+     "write(payload, msg_type=0, source=0) -> nano, or SLOW (nothing written)"},
+    {"commit", (PyCFunction)(void (*)(void))writer_commit, METH_FASTCALL,
+     "commit(pos, size, msg_type, source) -> nano, or SLOW: publish a claim filled in place"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject WriterCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmipc._native.WriterCore",
+    .tp_basicsize = sizeof(WriterCore),
+    .tp_dealloc = (destructor)writer_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The writer's per-frame hot path on a page mapped by Python.",
+    .tp_methods = writer_methods,
+    .tp_members = writer_members,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---- CursorCore ---------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    attached_t a;
+    PyObject *jid;
+    PyTypeObject *frame_type;
+    Py_ssize_t frame_fields;     /* 5 (v1 Frame) or 6 (with seq) */
+    uint64_t pos;
+    int64_t last_nano;
+    int64_t next_nano;           /* -1 unless a frame is peeked */
+    mmipc_peeked_t next;
+} CursorCore;
+
+static int
+cursor_init(CursorCore *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"jid", "frame_class", NULL};
+    PyObject *jid;
+    PyObject *frame_class;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!:CursorCore", kwlist, &jid, &PyType_Type,
+                                     &frame_class)) {
+        return -1;
+    }
+    PyTypeObject *type = (PyTypeObject *)frame_class;
+    if (!PyType_IsSubtype(type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "frame_class must be a NamedTuple class");
+        return -1;
+    }
+    PyObject *fields = PyObject_GetAttrString(frame_class, "_fields");
+    if (fields == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Length(fields);
+    Py_DECREF(fields);
+    if (n != 5 && n != 6) {
+        PyErr_SetString(PyExc_TypeError, "frame_class must have 5 or 6 fields");
+        return -1;
+    }
+    Py_XSETREF(self->jid, Py_NewRef(jid));
+    Py_XSETREF(self->frame_type, (PyTypeObject *)Py_NewRef(frame_class));
+    self->frame_fields = n;
+    self->next_nano = -1;
+    return 0;
+}
+
+static void
+cursor_dealloc(CursorCore *self)
+{
+    detach_view(&self->a);
+    Py_CLEAR(self->jid);
+    Py_CLEAR(self->frame_type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+cursor_attach(CursorCore *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"view", "page_size", "version", "flags", "first_seq", "pos", NULL};
+    PyObject *view;
+    unsigned long long page_size, first_seq, pos;
+    unsigned int version, flags;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKIIKK:attach", kwlist, &view, &page_size,
+                                     &version, &flags, &first_seq, &pos)) {
+        return NULL;
+    }
+    if (attach_view(&self->a, view, 0) < 0
+        || set_page(&self->a, page_size, version, flags, first_seq) < 0) {
+        detach_view(&self->a);
+        return NULL;
+    }
+    if (pos < MMIPC_PAGE_HEADER_SIZE || pos + MMIPC_FRAME_HEADER_SIZE > page_size || pos % 8) {
+        detach_view(&self->a);
+        PyErr_SetString(PyExc_ValueError, "attach(): pos is not a frame offset of the page");
+        return NULL;
+    }
+    self->pos = pos;
+    self->next_nano = -1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cursor_detach(CursorCore *self, PyObject *Py_UNUSED(ignored))
+{
+    detach_view(&self->a);
+    self->next_nano = -1;
+    Py_RETURN_NONE;
+}
+
+/* The Frame NamedTuple for a peeked frame of the attached page. */
+static PyObject *
+make_frame(PyTypeObject *type, Py_ssize_t fields, PyObject *jid, PyObject *view,
+           const mmipc_peeked_t *p)
+{
+    PyObject *data = payload_view(view, p->pos + MMIPC_FRAME_HEADER_SIZE, p->payload_len);
+    if (data == NULL) {
+        return NULL;
+    }
+    PyObject *frame = type->tp_alloc(type, fields);
+    if (frame == NULL) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    PyObject *nano = PyLong_FromLongLong(p->nano);
+    PyObject *msg_type = PyLong_FromUnsignedLong(p->msg_type);
+    PyObject *source = PyLong_FromUnsignedLong(p->source);
+    PyObject *seq = fields == 6 ? PyLong_FromLongLong(p->seq) : NULL;
+    PyTuple_SET_ITEM(frame, 0, nano);
+    PyTuple_SET_ITEM(frame, 1, msg_type);
+    PyTuple_SET_ITEM(frame, 2, source);
+    PyTuple_SET_ITEM(frame, 3, Py_NewRef(jid));
+    PyTuple_SET_ITEM(frame, 4, data);
+    if (fields == 6) {
+        PyTuple_SET_ITEM(frame, 5, seq);
+    }
+    if (nano == NULL || msg_type == NULL || source == NULL || (fields == 6 && seq == NULL)) {
+        Py_DECREF(frame);
+        return NULL;
+    }
+    return frame;
+}
+
+static void
+step_past(CursorCore *self, const mmipc_peeked_t *p)
+{
+    self->pos = p->pos + mmipc_align8(p->length);
+    self->last_nano = p->nano;
+    self->next_nano = -1;
+}
+
+static PyObject *
+cursor_read(CursorCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->a.view == NULL || self->next_nano >= 0) {
+        return Py_NewRef(slow);
+    }
+    mmipc_peeked_t p;
+    int kind = mmipc_peek(&self->a.page, self->pos, self->last_nano, &p);
+    if (kind == MMIPC_PEEK_NONE) {
+        Py_RETURN_NONE;
+    }
+    if (kind != MMIPC_PEEK_FRAME) {
+        return Py_NewRef(slow);
+    }
+    PyObject *frame = make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, &p);
+    if (frame != NULL) {
+        step_past(self, &p);
+    }
+    return frame;
+}
+
+/* The next frame's timestamp (peeked), -1 if there is none yet, -2 for SLOW. */
+static int64_t
+poll_core(CursorCore *self)
+{
+    if (self->next_nano >= 0) {
+        return self->next_nano;
+    }
+    if (self->a.view == NULL) {
+        return -2;
+    }
+    int kind = mmipc_peek(&self->a.page, self->pos, self->last_nano, &self->next);
+    if (kind == MMIPC_PEEK_FRAME) {
+        self->next_nano = self->next.nano;
+        return self->next_nano;
+    }
+    return kind == MMIPC_PEEK_NONE ? -1 : -2;
+}
+
+static PyObject *
+cursor_poll(CursorCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLongLong(poll_core(self));
+}
+
+static PyObject *
+take_core(CursorCore *self)
+{
+    if (self->next_nano < 0 || self->a.view == NULL) {
+        PyErr_SetString(PyExc_ValueError, "take(): no frame is peeked (poll() first)");
+        return NULL;
+    }
+    PyObject *frame =
+        make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, &self->next);
+    if (frame != NULL) {
+        step_past(self, &self->next);
+    }
+    return frame;
+}
+
+static PyObject *
+cursor_take(CursorCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return take_core(self);
+}
+
+/* ---- Batch --------------------------------------------------------------------------------- */
+
+#define BATCH_COLUMNS 6
+typedef struct {
+    PyObject_HEAD
+    PyObject *view;          /* the batch's own view of the page */
+    PyObject *storage;       /* bytes: BATCH_COLUMNS columns of count int64 each */
+    PyObject *jid;
+    PyTypeObject *frame_type;
+    Py_ssize_t frame_fields;
+    Py_ssize_t count;
+} Batch;
+
+static void
+batch_dealloc(Batch *self)
+{
+    Py_CLEAR(self->view);
+    Py_CLEAR(self->storage);
+    Py_CLEAR(self->jid);
+    Py_CLEAR(self->frame_type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int64_t *
+batch_column(const Batch *self, int column)
+{
+    return (int64_t *)(void *)PyBytes_AS_STRING(self->storage) + column * self->count;
+}
+
+static Py_ssize_t
+batch_len(Batch *self)
+{
+    return self->count;
+}
+
+static PyObject *
+batch_item(Batch *self, Py_ssize_t i)
+{
+    if (i < 0 || i >= self->count) {
+        PyErr_SetString(PyExc_IndexError, "batch index out of range");
+        return NULL;
+    }
+    mmipc_peeked_t p;
+    p.nano = batch_column(self, 0)[i];
+    p.msg_type = (uint32_t)batch_column(self, 1)[i];
+    p.source = (uint32_t)batch_column(self, 2)[i];
+    p.pos = (uint64_t)batch_column(self, 3)[i] - MMIPC_FRAME_HEADER_SIZE;
+    p.payload_len = (uint32_t)batch_column(self, 4)[i];
+    p.seq = batch_column(self, 5)[i];
+    return make_frame(self->frame_type, self->frame_fields, self->jid, self->view, &p);
+}
+
+static PyObject *
+batch_data(Batch *self, PyObject *arg)
+{
+    Py_ssize_t i = PyNumber_AsSsize_t(arg, PyExc_IndexError);
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (i < 0 || i >= self->count) {
+        PyErr_SetString(PyExc_IndexError, "batch index out of range");
+        return NULL;
+    }
+    return payload_view(self->view, (uint64_t)batch_column(self, 3)[i],
+                        (uint32_t)batch_column(self, 4)[i]);
+}
+
+/* Column k as a memoryview of format 'q' over the batch's storage (zero-copy). */
+static PyObject *
+batch_get_column(Batch *self, void *closure)
+{
+    Py_ssize_t k = (Py_ssize_t)(intptr_t)closure;
+    PyObject *whole = PyMemoryView_FromObject(self->storage);
+    if (whole == NULL) {
+        return NULL;
+    }
+    PyObject *part = PySequence_GetSlice(whole, k * self->count * 8, (k + 1) * self->count * 8);
+    Py_DECREF(whole);
+    if (part == NULL) {
+        return NULL;
+    }
+    PyObject *column = PyObject_CallMethod(part, "cast", "s", "q");
+    Py_DECREF(part);
+    return column;
+}
+
+static PyObject *
+batch_get_buffer(Batch *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->view);
+}
+
+static PyGetSetDef batch_getset[] = {
+    {"nano", (getter)batch_get_column, NULL, "timestamps (int64)", (void *)0},
+    {"msg_type", (getter)batch_get_column, NULL, "message types", (void *)1},
+    {"source", (getter)batch_get_column, NULL, "sources", (void *)2},
+    {"offset", (getter)batch_get_column, NULL, "payload offsets in `buffer`", (void *)3},
+    {"length", (getter)batch_get_column, NULL, "payload lengths", (void *)4},
+    {"seq", (getter)batch_get_column, NULL, "sequence numbers (-1 in v1 pages)", (void *)5},
+    {"buffer", (getter)batch_get_buffer, NULL, "a read-only view of the whole page", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef batch_methods[] = {
+    {"data", (PyCFunction)batch_data, METH_O, "data(i): a zero-copy view of payload i"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods batch_as_sequence = {
+    .sq_length = (lenfunc)batch_len,
+    .sq_item = (ssizeargfunc)batch_item,
+};
+
+static PyTypeObject BatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmipc._native.Batch",
+    .tp_basicsize = sizeof(Batch),
+    .tp_dealloc = (destructor)batch_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Frames read in one call: int64 columns, zero-copy payloads, iterates as Frames.",
+    .tp_as_sequence = &batch_as_sequence,
+    .tp_methods = batch_methods,
+    .tp_getset = batch_getset,
+};
+
+static PyObject *
+new_batch(CursorCore *self, const int64_t *columns, Py_ssize_t count, Py_ssize_t cap)
+{
+    Batch *b = PyObject_New(Batch, &BatchType);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->view = PyMemoryView_FromObject(self->a.view);
+    b->storage = PyBytes_FromStringAndSize(NULL, count * BATCH_COLUMNS * 8);
+    b->jid = Py_NewRef(self->jid);
+    b->frame_type = (PyTypeObject *)Py_NewRef(self->frame_type);
+    b->frame_fields = self->frame_fields;
+    b->count = count;
+    if (b->view == NULL || b->storage == NULL) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    for (int k = 0; k < BATCH_COLUMNS; k++) {
+        memcpy(batch_column(b, k), columns + k * cap, (size_t)count * 8);
+    }
+    return (PyObject *)b;
+}
+
+static PyObject *
+cursor_read_batch(CursorCore *self, PyObject *arg)
+{
+    Py_ssize_t limit = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (self->a.view == NULL || self->next_nano >= 0 || limit < 1) {
+        return Py_NewRef(slow);
+    }
+    /* A page holds at most (page_size - pos) / 32 more frames: the bound of one batch. */
+    Py_ssize_t room = (Py_ssize_t)((self->a.page.page_size - self->pos) / MMIPC_FRAME_HEADER_SIZE);
+    Py_ssize_t cap = limit < room ? limit : room;
+    cap = cap > 0 ? cap : 1;
+    int64_t *columns = PyMem_Malloc((size_t)cap * BATCH_COLUMNS * sizeof(int64_t));
+    if (columns == NULL) {
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t count = 0;
+    uint64_t pos = self->pos;
+    int64_t last_nano = self->last_nano;
+    mmipc_peeked_t p;
+    int kind = MMIPC_PEEK_NONE;
+    while (count < cap && (kind = mmipc_peek(&self->a.page, pos, last_nano, &p)) == MMIPC_PEEK_FRAME) {
+        columns[count] = p.nano;
+        columns[cap + count] = p.msg_type;
+        columns[2 * cap + count] = p.source;
+        columns[3 * cap + count] = (int64_t)(p.pos + MMIPC_FRAME_HEADER_SIZE);
+        columns[4 * cap + count] = p.payload_len;
+        columns[5 * cap + count] = p.seq;
+        pos = p.pos + mmipc_align8(p.length);
+        last_nano = p.nano;
+        count++;
+    }
+    PyObject *result;
+    if (count == 0 && kind == MMIPC_PEEK_OTHER) {
+        result = Py_NewRef(slow);
+    }
+    else {
+        result = new_batch(self, columns, count, cap);
+        if (result != NULL) {
+            self->pos = pos;
+            self->last_nano = last_nano;
+        }
+    }
+    PyMem_Free(columns);
+    return result;
+}
+
+static PyMemberDef cursor_members[] = {
+    {"pos", T_ULONGLONG, offsetof(CursorCore, pos), 0, "offset of the next frame"},
+    {"last_nano", T_LONGLONG, offsetof(CursorCore, last_nano), 0, "timestamp of the last frame"},
+    {"next_nano", T_LONGLONG, offsetof(CursorCore, next_nano), 0, "peeked timestamp, or -1"},
+    {"msg_type", T_UINT, offsetof(CursorCore, next.msg_type), READONLY, "peeked msg_type"},
+    {"source", T_UINT, offsetof(CursorCore, next.source), READONLY, "peeked source"},
+    {"length", T_UINT, offsetof(CursorCore, next.length), READONLY, "peeked commit word"},
+    {"seq", T_LONGLONG, offsetof(CursorCore, next.seq), READONLY, "peeked seq (-1 in v1)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef cursor_methods[] = {
+    {"attach", (PyCFunction)(void (*)(void))cursor_attach, METH_VARARGS | METH_KEYWORDS,
+     "attach(view, page_size, version, flags, first_seq, pos)"},
+    {"detach", (PyCFunction)cursor_detach, METH_NOARGS, "Drop the core's view of the page."},
+    {"read", (PyCFunction)cursor_read, METH_NOARGS, "read() -> Frame | None | SLOW"},
+    {"poll", (PyCFunction)cursor_poll, METH_NOARGS, "poll() -> nano | -1 (none) | -2 (SLOW)"},
+    {"take", (PyCFunction)cursor_take, METH_NOARGS, "take() -> the peeked Frame"},
+    {"read_batch", (PyCFunction)cursor_read_batch, METH_O, "read_batch(limit) -> Batch | SLOW"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CursorCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmipc._native.CursorCore",
+    .tp_basicsize = sizeof(CursorCore),
+    .tp_dealloc = (destructor)cursor_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "CursorCore(jid, frame_class): a cursor's per-frame hot path on a page mapped by Python.",
+    .tp_methods = cursor_methods,
+    .tp_members = cursor_members,
+    .tp_init = (initproc)cursor_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---- module functions ---------------------------------------------------------------------- */
+
+static PyObject *
+merge_read(PyObject *Py_UNUSED(module), PyObject *cores)
+{
+    if (!PyList_CheckExact(cores)) {
+        PyErr_SetString(PyExc_TypeError, "merge_read() needs a list of CursorCore");
+        return NULL;
+    }
+    CursorCore *best = NULL;
+    int64_t best_nano = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cores); i++) {
+        PyObject *item = PyList_GET_ITEM(cores, i);
+        if (!PyObject_TypeCheck(item, &CursorCoreType)) {
+            PyErr_SetString(PyExc_TypeError, "merge_read() needs a list of CursorCore");
+            return NULL;
+        }
+        int64_t nano = poll_core((CursorCore *)item);
+        if (nano == -2) {
+            return Py_NewRef(slow);
+        }
+        if (nano >= 0 && (best == NULL || nano < best_nano)) {
+            best = (CursorCore *)item;
+            best_nano = nano;
+        }
+    }
+    if (best == NULL) {
+        Py_RETURN_NONE;
+    }
+    return take_core(best);
+}
+
+static PyObject *
+native_crc32(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer buf;
+    unsigned long crc = 0;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "crc32(data, value=0)");
+        return NULL;
+    }
+    if (nargs == 2) {
+        crc = PyLong_AsUnsignedLongMask(args[1]);
+        if (crc == (unsigned long)-1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_C_CONTIGUOUS) < 0) {
+        return NULL;
+    }
+    uint32_t out = mmipc_crc32_update((uint32_t)crc, buf.buf, (size_t)buf.len);
+    PyBuffer_Release(&buf);
+    return PyLong_FromUnsignedLong(out);
+}
+
+static PyObject *
+native_now(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLongLong(mmipc_now());
+}
+
+static PyMethodDef module_methods[] = {
+    {"merge_read", (PyCFunction)merge_read, METH_O,
+     "merge_read(cores) -> Frame | None | SLOW: the earliest next frame; ties to the first core"},
+    {"crc32", (PyCFunction)(void (*)(void))native_crc32, METH_FASTCALL,
+     "crc32(data, value=0): zlib.crc32-compatible"},
+    {"now", native_now, METH_NOARGS, "The C writer's clock (ns since the epoch)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mmipc._native",
+    .m_doc = "mmipc's C hot paths (see the design note at the top of _mmipcmodule.c).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+static int
+add_type(PyObject *module, PyTypeObject *type, const char *name)
+{
+    if (PyType_Ready(type) < 0) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, name, (PyObject *)type);
+}
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    mmipc_crc32_init();
+    PyObject *module = PyModule_Create(&native_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (slow == NULL) {
+        slow = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    }
+    if (slow == NULL || PyModule_AddObjectRef(module, "SLOW", slow) < 0
+        || add_type(module, &WriterCoreType, "WriterCore") < 0
+        || add_type(module, &CursorCoreType, "CursorCore") < 0
+        || add_type(module, &BatchType, "Batch") < 0
+        || PyModule_AddIntConstant(module, "FRAME_HEADER_SIZE", MMIPC_FRAME_HEADER_SIZE) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
