@@ -7,6 +7,9 @@ Rules:
 * `MMIPC_BACKEND=python` forces the pure-Python backend; `MMIPC_BACKEND=native` requires the
   extension (an ImportError names what is missing); unset or empty means "native if available".
   Any other value is a `UsageError` naming the accepted values.
+* The C sources are in the directory ``mmipc/_native/`` (shipped, for C users: ``mmipc.h``); without
+  the extension, ``import mmipc._native`` finds that directory as a namespace package, so never
+  test for the extension with a bare import: use `native` or `BACKEND`.
 * `native` is the extension module, or None with the Python backend. Callers branch on it once,
   when they bind their hot paths, never per frame.
 """
@@ -25,9 +28,13 @@ CHOICES = ("native", "python")
 
 
 def _import_native() -> ModuleType | None:
+    """The extension, or None. The C sources live in a directory of the same name, which Python
+    imports as an empty namespace package when the extension is not built: that is not it."""
     try:
         from . import _native
     except ImportError:
+        return None
+    if not hasattr(_native, "WriterCore"):
         return None
     return _native
 
