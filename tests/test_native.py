@@ -362,3 +362,17 @@ def test_cursor_core_reads_the_c_writers_v2_journal(tmp_path: Path, jdir: str) -
         mm.close()
         page_no += 1
     assert page_no == 3 and got == expected and [g[0] for g in got] == list(range(400))
+
+
+def test_cursor_core_takes_first_seq_stored_after_it_attached(page: MappedPage) -> None:
+    """A reader may open a page prepared ahead before its writer adopts it and stores first_seq."""
+    _make_v2(page, flags=0, first_seq=0)
+    cursor = _cursor(page, version=2, flags=0, first_seq=0)
+    assert cursor.read() is None
+    struct.pack_into("<Q", page.mm, 120, 2**33 + 5)  # the writer adopts the page (switch step 1)
+    writer = _writer(page, version=2, flags=0, first_seq=2**33 + 5)
+    for _ in range(3):
+        writer.write(b"tick")
+    assert [f.seq for f in _drain(cursor.read)] == [2**33 + 5, 2**33 + 6, 2**33 + 7]
+    writer.detach()
+    cursor.detach()

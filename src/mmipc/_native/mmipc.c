@@ -1002,7 +1002,7 @@ switch_page(mmipc_writer *w)
         return corrupt(next.path, MMIPC_PAGE_HEADER_SIZE, "the next page already holds frames");
     }
     if (next.info.version >= 2) {
-        put_u64(next.base + MMIPC_OFF_FIRST_SEQ, w->st.next_seq);
+        atomic_store_explicit(mmipc_first_seq_word(next.base), w->st.next_seq, memory_order_relaxed);
         next.info.first_seq = w->st.next_seq;
     }
     unsigned char *old = w->page.base;

@@ -197,10 +197,19 @@ enum {
     MMIPC_PEEK_OTHER = 2,    /* an end-of-page marker, or a check failed: take the slow path */
 };
 
+static inline _Atomic uint64_t *
+mmipc_first_seq_word(unsigned char *page)
+{
+    return (_Atomic uint64_t *)(void *)(page + MMIPC_OFF_FIRST_SEQ);
+}
+
 /* Peek at the frame at `pos` with every check of the Python cursor (length, payload length, room
- * for the end marker, timestamp order) and, on CHECKSUMS pages, the payload's CRC. */
+ * for the end marker, timestamp order) and, on CHECKSUMS pages, the payload's CRC.
+ * At a page's first frame, first_seq is loaded again from the header: a reader may have opened a
+ * page prepared ahead before its writer adopted it and stored first_seq (before that frame's
+ * commit, so the acquire load of the commit word makes the new value visible). */
 static inline int
-mmipc_peek(const mmipc_page_view_t *page, uint64_t pos, int64_t last_nano, mmipc_peeked_t *out)
+mmipc_peek(mmipc_page_view_t *page, uint64_t pos, int64_t last_nano, mmipc_peeked_t *out)
 {
     uint32_t length = mmipc_load_commit(page->base, pos);
     if (length == 0) {
@@ -216,6 +225,10 @@ mmipc_peek(const mmipc_page_view_t *page, uint64_t pos, int64_t last_nano, mmipc
     }
     out->seq = -1;
     if (page->version >= 2) {
+        if (pos == MMIPC_PAGE_HEADER_SIZE) {
+            page->first_seq = atomic_load_explicit(mmipc_first_seq_word(page->base),
+                                                   memory_order_relaxed);
+        }
         if ((page->flags & MMIPC_FLAG_CHECKSUMS)
             && mmipc_crc32_update(0, page->base + pos + MMIPC_FRAME_HEADER_SIZE, n) != h->checksum) {
             return MMIPC_PEEK_OTHER;
