@@ -15,7 +15,8 @@ import pytest
 
 from conftest import Child, Procs, wait_for
 from journal_bytes import check_v2_journal, read_journal
-from mmipc import JournalLockedError, Writer
+from mmipc import JournalLockedError, Reader, Writer
+from mmipc._layout import VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "src" / "mmipc" / "_native"
@@ -235,3 +236,17 @@ def test_c_core_runs_clean_under_address_and_undefined_sanitizers(
         )
         assert done.returncode == 0 and done.stderr == "", done.stderr
         assert done.stdout.splitlines()[-1] == f"read {count} errors 0"
+
+
+@pytest.mark.skipif(VERSION < 2, reason="the Python reader reads format v2 once the Python v2 work lands")
+def test_python_reader_reads_the_c_writers_journal(c_progs: dict[str, str], jdir: str) -> None:
+    args = [c_progs["ctp_writer"], "--checksum", "--page-size", str(SMALL_PAGE), jdir, "md", "500"]
+    subprocess.run(args, check=True, capture_output=True)
+    on_disk = [f for p in read_journal(jdir, "md") for f in p.frames if f[1] != 0xFFFF_FFFF]
+    reader = Reader.create("py-reads-c", service=None)
+    reader.add_journal(jdir, "md")
+    frames = list(iter(reader.read, None))
+    assert [(f.nano, f.msg_type, f.source, bytes(f.data)) for f in frames] == [
+        (f[2], f[1], f[3], f[7]) for f in on_disk
+    ]
+    assert [tuple(f)[5] for f in frames] == list(range(500))  # Frame.seq, the sixth field in v2

@@ -130,6 +130,8 @@ def test_writer_core_goes_slow_and_writes_nothing(page: MappedPage) -> None:
         (b"x", 0, 2**32),
         (b"x", "1", 0),
         (bytes(SMALL_PAGE),),  # does not fit the page
+        ("text",),  # not a buffer: the Python path raises its TypeError
+        (memoryview(bytes(64))[::2],),  # not contiguous
     ]
     for args in slow_calls:
         assert core.write(*args) is SLOW

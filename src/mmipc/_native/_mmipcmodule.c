@@ -263,7 +263,8 @@ writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     }
     else {
         if (PyObject_GetBuffer(payload, &buf, PyBUF_C_CONTIGUOUS) < 0) {
-            return NULL;
+            PyErr_Clear();  /* not a contiguous buffer: the Python path raises its own error */
+            return Py_NewRef(slow);
         }
         data = buf.buf;
         n = buf.len;
