@@ -12,6 +12,12 @@
  *
  * Threads. A writer, a cursor or a merge is used by one thread at a time (no locking inside).
  * Different handles may be used by different threads. mmipc_last_error() is per thread.
+ * After fork(), only the process that opened a writer may write with it: the child shares the
+ * lock's open file description, so the OS lock cannot tell them apart.
+ *
+ * Signals. Pages are allocated in full when created, so a writer never meets SIGBUS for want of
+ * disk space. A page file truncated by someone else while mapped raises SIGBUS in any process
+ * that touches the lost part (Python readers included); mmipc never truncates a page.
  *
  * Errors. Every function that can fail returns a negative MMIPC_E_* code and sets a one-line
  * message for mmipc_last_error(); nothing aborts the process. After MMIPC_E_CORRUPT a cursor stays
