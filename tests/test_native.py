@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from journal_bytes import read_page
+from journal_bytes import check_index_and_times, read_page
 from mmipc import Reader, UsageError, Writer
 from mmipc._backend import select
 from mmipc._files import create_page, page_path
@@ -378,3 +378,22 @@ def test_cursor_core_takes_first_seq_stored_after_it_attached(page: MappedPage) 
     assert [f.seq for f in _drain(cursor.read)] == [2**33 + 5, 2**33 + 6, 2**33 + 7]
     writer.detach()
     cursor.detach()
+
+
+def test_writer_core_fills_time_index_slots_itself_when_allowed(page: MappedPage, jdir: str) -> None:
+    core = _native.WriterCore()
+    core.attach(page.view, SMALL_PAGE, 1, 0, 0, 4096, 0, 0, 4096, 0)  # a fresh page: slot 0 next
+    assert core.write(b"x" * 100) is SLOW, "a crossing goes SLOW unless mark_slots is set"
+    core.mark_slots = True
+    nanos: list[int] = []
+    while isinstance(nano := core.write(os.urandom(100), 1), int):
+        nanos.append(nano)
+    assert core.slot_index > 950 and len(nanos) > 400  # 64-byte stride: every frame fills slots
+    on_disk = read_page(page.path)
+    assert len(on_disk.slots) == core.slot_index and on_disk.first_nano == nanos[0]
+    check_index_and_times(on_disk)
+    core.detach()
+    reader = Reader.create("r", service=None)
+    reader.add_journal(jdir, "j", start=nanos[300])  # the Python seek walks the slots the core filled
+    frame = reader.read()
+    assert frame is not None and frame.nano == nanos[300]

@@ -2,6 +2,7 @@
 # Instruction counts per operation (valgrind --tool=callgrind): run each case at two N and divide
 # the difference of the totals by the difference of N. Prints one line per case.
 set -euo pipefail
+export PYTHONHASHSEED=0  # the same dict layouts in every run, so setup costs cancel exactly
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/../.."
 py="${PYTHON:-$root/.venv/bin/python}"

@@ -18,6 +18,8 @@ class WriterCore:
     last_nano: int
     next_seq: int
     slot_boundary: int
+    slot_index: int
+    mark_slots: bool
     def attach(
         self,
         view: memoryview,
@@ -29,6 +31,7 @@ class WriterCore:
         last_nano: int,
         next_seq: int,
         slot_boundary: int,
+        slot_index: int = 960,
     ) -> None: ...
     def detach(self) -> None: ...
     def write(self, payload: Any, msg_type: int = 0, source: int = 0) -> int | _Slow: ...

@@ -2,14 +2,17 @@
  *
  * Design. The Python modules stay the reference and keep everything that is not per-frame:
  * opening and resuming journals, page creation and switches, the writer lock, the service link,
- * the time-index slot crossings (with the page news and the slice-wise retirement they drive),
+ * the time-index slot crossings that drive the page news and the slice-wise retirement,
  * seeking, and every error message. This module does only the per-frame work, on a page Python
  * has already mapped, with the C11 atomics of mmipc_frame.h (release store of the commit word,
  * acquire load in readers), shared with the C core (mmipc.c):
  *
  *   WriterCore  attach(view, page_size, version, flags, first_seq, pos, last_nano, next_seq,
- *               slot_boundary); write(payload, msg_type=0, source=0) -> nano, or SLOW;
- *               commit(pos, size, msg_type, source) -> nano, or SLOW (a claim filled in place).
+ *               slot_boundary, slot_index=960); write(payload, msg_type=0, source=0) -> nano,
+ *               or SLOW; commit(pos, size, msg_type, source) -> nano, or SLOW (a claim filled
+ *               in place). A frame that crosses a time-index slot goes SLOW, unless Python sets
+ *               mark_slots (when it has no page news to send and no old page to retire): then
+ *               the core fills the slots (and first_nano) itself, before the commit.
  *   CursorCore  attach(view, page_size, version, flags, first_seq, pos); read() -> Frame | None |
  *               SLOW; poll() -> nano | -1 (none) | -2 (SLOW); take() -> Frame;
  *               read_batch(limit) -> Batch | SLOW.
@@ -120,6 +123,9 @@ typedef struct {
     PyObject_HEAD
     attached_t a;
     mmipc_write_state_t st;
+    char mark_slots;         /* fill time-index slots here instead of going SLOW at a crossing */
+    unsigned int slot_index; /* the next slot to fill */
+    unsigned long long stride;
 } WriterCore;
 
 static int
@@ -142,14 +148,15 @@ static PyObject *
 writer_attach(WriterCore *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"view", "page_size", "version", "flags", "first_seq", "pos",
-                             "last_nano", "next_seq", "slot_boundary", NULL};
+                             "last_nano", "next_seq", "slot_boundary", "slot_index", NULL};
     PyObject *view;
     unsigned long long page_size, first_seq, pos, next_seq, boundary;
     unsigned int version, flags;
+    unsigned int slot_index = MMIPC_INDEX_SLOTS;
     long long last_nano;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKIIKKLKK:attach", kwlist, &view, &page_size,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKIIKKLKK|I:attach", kwlist, &view, &page_size,
                                      &version, &flags, &first_seq, &pos, &last_nano, &next_seq,
-                                     &boundary)) {
+                                     &boundary, &slot_index)) {
         return NULL;
     }
     if (attach_view(&self->a, view, 1) < 0
@@ -168,6 +175,8 @@ writer_attach(WriterCore *self, PyObject *args, PyObject *kwds)
     self->st.last_nano = last_nano;
     self->st.next_seq = next_seq;
     self->st.slot_boundary = boundary;
+    self->slot_index = slot_index;
+    self->stride = mmipc_index_stride(page_size);
     Py_RETURN_NONE;
 }
 
@@ -201,12 +210,40 @@ writer_stamp(const WriterCore *self)
     return nano < self->st.last_nano ? self->st.last_nano : nano;
 }
 
+/* With mark_slots: whether this frame may fill its time-index slots here (SLOW otherwise). */
+static int
+slots_ok(const WriterCore *self, uint64_t pos)
+{
+    return pos < self->st.slot_boundary || (self->mark_slots && self->slot_index < MMIPC_INDEX_SLOTS);
+}
+
+/* The page's first timestamp and the slots this frame starts, as Writer._mark_index stores them. */
+static void
+mark_index(WriterCore *self, uint64_t pos, int64_t nano)
+{
+    unsigned char *base = self->st.page.base;
+    if (pos == MMIPC_PAGE_HEADER_SIZE) {
+        atomic_store_explicit(mmipc_header_nano(base, MMIPC_OFF_FIRST_NANO), nano,
+                              memory_order_relaxed);
+    }
+    while (self->st.slot_boundary <= pos) {
+        mmipc_store_slot(base, self->slot_index, (uint32_t)pos);
+        self->slot_index++;
+        self->st.slot_boundary = self->slot_index < MMIPC_INDEX_SLOTS
+                                     ? MMIPC_PAGE_HEADER_SIZE + self->slot_index * self->stride
+                                     : (uint64_t)1 << 62;
+    }
+}
+
 /* Publish the frame at pos whose payload (and, for a claim, nothing else) is in place. */
 static PyObject *
 publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t source)
 {
     int64_t nano = writer_stamp(self);
     mmipc_store_header(&self->st, pos, n, msg_type, source, nano);
+    if (pos >= self->st.slot_boundary) {
+        mark_index(self, pos, nano);
+    }
     mmipc_publish(&self->st, pos, n, nano);
     return PyLong_FromLongLong(nano);
 }
@@ -273,7 +310,7 @@ writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     uint64_t size = mmipc_align8((uint64_t)n + MMIPC_FRAME_HEADER_SIZE);
     PyObject *result;
     if (!ok || (uint64_t)n > 0xFFFFFFFFu || pos + size + MMIPC_PAGE_END_RESERVE > self->st.limit
-        || pos >= self->st.slot_boundary) {
+        || !slots_ok(self, pos)) {
         result = Py_NewRef(slow);
     }
     else {
@@ -306,7 +343,7 @@ writer_commit(WriterCore *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "commit(): the claim is not at the writer's position");
         return NULL;
     }
-    if (!ok || pos >= self->st.slot_boundary) {
+    if (!ok || !slots_ok(self, pos)) {
         return Py_NewRef(slow);
     }
     return publish(self, pos, (uint32_t)n, ids[0], ids[1]);
@@ -318,13 +355,17 @@ static PyMemberDef writer_members[] = {
     {"last_nano", T_LONGLONG, offsetof(WriterCore, st.last_nano), 0, "last timestamp written"},
     {"next_seq", T_ULONGLONG, offsetof(WriterCore, st.next_seq), 0, "seq of the next frame"},
     {"slot_boundary", T_ULONGLONG, offsetof(WriterCore, st.slot_boundary), 0,
-     "a frame at or past this offset fills index slots: SLOW"},
+     "a frame at or past this offset fills time-index slots (SLOW unless mark_slots)"},
+    {"slot_index", T_UINT, offsetof(WriterCore, slot_index), 0, "the next time-index slot"},
+    {"mark_slots", T_BOOL, offsetof(WriterCore, mark_slots), 0,
+     "True: fill time-index slots and first_nano here; False: a crossing goes SLOW"},
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyMethodDef writer_methods[] = {
     {"attach", (PyCFunction)(void (*)(void))writer_attach, METH_VARARGS | METH_KEYWORDS,
-     "attach(view, page_size, version, flags, first_seq, pos, last_nano, next_seq, slot_boundary)"},
+     "attach(view, page_size, version, flags, first_seq, pos, last_nano, next_seq, slot_boundary,"
+     " slot_index=960)"},
     {"detach", (PyCFunction)writer_detach, METH_NOARGS, "Drop the core's view of the page."},
     {"write", (PyCFunction)(void (*)(void))writer_write, METH_FASTCALL | METH_KEYWORDS,
      "write(payload, msg_type=0, source=0) -> nano, or SLOW (nothing written)"},
