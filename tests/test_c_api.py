@@ -250,3 +250,23 @@ def test_python_reader_reads_the_c_writers_journal(c_progs: dict[str, str], jdir
         (f[2], f[1], f[3], f[7]) for f in on_disk
     ]
     assert [tuple(f)[5] for f in frames] == list(range(500))  # Frame.seq, the sixth field in v2
+
+
+def test_c_cursor_seeks_by_timestamp_through_pages_and_time_index(c_progs: dict[str, str], jdir: str) -> None:
+    subprocess.run(
+        [c_progs["ctp_writer"], "--page-size", str(SMALL_PAGE), jdir, "md", "3000"],
+        check=True,
+        capture_output=True,
+    )
+    nanos = [int(line.split()[2]) for line in _read_all(c_progs, jdir, 3000, "md")]
+    for k in (0, 1, 137, 138, 1500, 2999):
+        first = nanos.index(nanos[k])  # the first frame at or after that timestamp
+        args = [c_progs["ctp_reader"], "--dump", "--at", str(nanos[k]), jdir, str(3000 - first), "md"]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True)
+        dumped = [line.split() for line in done.stdout.splitlines() if line.startswith("frame ")]
+        assert int(dumped[0][3]) == first and len(dumped) == 3000 - first
+    # Past the last frame is a valid position (a live reader would wait there), not an error.
+    after = subprocess.run(
+        [c_progs["ctp_reader"], "--at", str(nanos[-1] + 1), jdir, "0", "md"], capture_output=True, text=True
+    )
+    assert after.returncode == 0 and after.stdout.splitlines()[-1] == "read 0 errors 0"
