@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journal_bytes import check_index_and_times, read_page
-from mmipc import Reader, UsageError, Writer
+from mmipc import CorruptJournalError, Reader, UsageError, Writer
 from mmipc._backend import select
 from mmipc._files import create_page, page_path
 from mmipc._layout import decode_frame
@@ -397,3 +397,52 @@ def test_writer_core_fills_time_index_slots_itself_when_allowed(page: MappedPage
     reader.add_journal(jdir, "j", start=nanos[300])  # the Python seek walks the slots the core filled
     frame = reader.read()
     assert frame is not None and frame.nano == nanos[300]
+
+
+class _AcceleratedCursor:
+    """The wiring the native backend needs, as a test of the design: the core reads, and on SLOW the
+    Python cursor (the reference) takes over with the core's position, then hands the page back."""
+
+    def __init__(self, jid: JournalId) -> None:
+        from mmipc._cursor import Cursor
+
+        self.py = Cursor(jid, "begin")
+        self.py.position("begin")
+        self.core = _native.CursorCore(jid, Frame)
+        self._attach()
+
+    def _attach(self) -> None:
+        if self.py.view is None:
+            self.core.detach()
+            return
+        self.core.attach(self.py.view, self.py.page_size, 1, 0, 0, self.py.pos)
+        self.core.last_nano = self.py.last_nano
+
+    def read(self) -> Frame | None:
+        frame = self.core.read()
+        if frame is not SLOW:
+            return cast(Frame | None, frame)
+        self.py.pos, self.py.last_nano = self.core.pos, self.core.last_nano
+        try:
+            return self.py.read()  # page switches, missing pages and corruption errors: Python's
+        finally:
+            self._attach()
+
+
+def test_core_with_the_python_cursor_as_slow_path_reads_across_pages_and_reports_corruption(
+    jdir: str,
+) -> None:
+    written = _python_journal(jdir, 3000)
+    cursor = _AcceleratedCursor(JournalId(jdir, "j"))
+    got = [(f.nano, f.msg_type, f.source, bytes(f.data)) for f in iter(cursor.read, None)]
+    assert got == written and cursor.py.page_no > 5
+    path = page_path(jdir, "j", 2)
+    with open(path, "r+b") as f:  # a frame of page 2 now claims a longer payload than its length
+        f.seek(4096 + 20)
+        f.write(struct.pack("<I", 9999))
+    again = _AcceleratedCursor(JournalId(jdir, "j"))
+    with pytest.raises(CorruptJournalError, match=f"{path} at offset 4096: frame length"):
+        while again.read() is not None:
+            pass
+    with pytest.raises(CorruptJournalError):  # and it stays put: the same error again
+        again.read()
