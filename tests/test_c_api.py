@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import zlib
 from collections.abc import Callable
@@ -270,3 +271,63 @@ def test_c_cursor_seeks_by_timestamp_through_pages_and_time_index(c_progs: dict[
         [c_progs["ctp_reader"], "--at", str(nanos[-1] + 1), jdir, "0", "md"], capture_output=True, text=True
     )
     assert after.returncode == 0 and after.stdout.splitlines()[-1] == "read 0 errors 0"
+
+
+def _damage(path: str, how: str) -> None:
+    if how == "symlink":
+        os.rename(path, path + ".real")
+        os.symlink(path + ".real", path)
+        return
+    if how == "truncated":
+        os.truncate(path, 8192)
+        return
+    offset, value = {
+        "magic": (0, b"NOTMMIPC"),
+        "version": (8, struct.pack("<H", 3)),
+        "header_size": (10, struct.pack("<H", 512)),
+        "flags": (12, struct.pack("<I", 6)),
+        "page_size": (16, struct.pack("<Q", 12345)),
+        "page_no": (24, struct.pack("<Q", 7)),
+        "name": (56, b"other"),
+        "frame_length": (4096, struct.pack("<I", 8)),
+        "frame_room": (4096, struct.pack("<I", 32 + 40_000_000)),  # the page is 32 MiB
+    }[how]
+    if how == "frame_room":
+        with open(path, "r+b") as f:
+            f.seek(4096 + 20)
+            f.write(struct.pack("<I", 40_000_000))
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(value)
+
+
+@pytest.mark.parametrize(
+    ("how", "problem"),
+    [
+        ("magic", "bad magic"),
+        ("version", "format version 3 is not supported"),
+        ("header_size", "header size"),
+        ("flags", "unknown page flags"),
+        ("page_size", "page size is out of range"),
+        ("page_no", "header names another page"),
+        ("name", "header names another page"),
+        ("truncated", "file size disagrees"),
+        ("symlink", "symbolic link"),
+        ("frame_length", "frame length disagrees with payload length"),
+        ("frame_room", "runs past the page end"),
+    ],
+)
+def test_c_reader_reports_damaged_pages_in_one_line(
+    c_progs: dict[str, str], jdir: str, how: str, problem: str
+) -> None:
+    subprocess.run([c_progs["ctp_writer"], jdir, "md", "5"], check=True, capture_output=True)
+    path = os.path.join(jdir, "md.00000000.journal")
+    _damage(path, how)
+    done = subprocess.run(
+        [c_progs["ctp_reader"], jdir, "5", "md"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert (
+        done.stderr.startswith(f"ctp_reader: corrupt journal page {path} at offset ")
+        and problem in done.stderr
+    )
