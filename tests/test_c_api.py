@@ -331,3 +331,19 @@ def test_c_reader_reports_damaged_pages_in_one_line(
         done.stderr.startswith(f"ctp_reader: corrupt journal page {path} at offset ")
         and problem in done.stderr
     )
+
+
+@pytest.mark.parametrize(
+    "how", ["magic", "version", "flags", "truncated", "symlink", "frame_length", "frame_room"]
+)
+def test_c_writer_refuses_to_resume_on_a_damaged_page_in_one_line(
+    c_progs: dict[str, str], jdir: str, how: str
+) -> None:
+    subprocess.run([c_progs["ctp_writer"], jdir, "md", "5"], check=True, capture_output=True)
+    path = os.path.join(jdir, "md.00000000.journal")
+    _damage(path, how)
+    done = subprocess.run(
+        [c_progs["ctp_writer"], jdir, "md", "5"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"ctp_writer: corrupt journal page {path} at offset ")
