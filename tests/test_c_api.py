@@ -347,3 +347,20 @@ def test_c_writer_refuses_to_resume_on_a_damaged_page_in_one_line(
     )
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"ctp_writer: corrupt journal page {path} at offset ")
+
+
+def test_c_writer_on_a_full_disk_fails_in_one_line_and_keeps_every_frame(
+    c_progs: dict[str, str], jdir: str
+) -> None:
+    """RLIMIT_FSIZE stands in for a full disk; a C program under such a limit ignores SIGXFSZ."""
+    writer = [c_progs["ctp_writer"], "--page-size", str(SMALL_PAGE), jdir, "md"]
+    subprocess.run([*writer, "5"], check=True, capture_output=True)
+    limited = 'trap "" XFSZ; ulimit -f 32; exec "$@"'  # 32 KiB: no new 64 KiB page fits
+    done = subprocess.run(["bash", "-c", limited, "bash", *writer, "1000"], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "cannot create page" in done.stderr and "every frame already written is intact" in done.stderr
+    assert not [f for f in os.listdir(jdir) if f.endswith(".tmp")], "no half-made page is left"
+    pages = read_journal(jdir, "md")
+    total = len(check_v2_journal(pages))
+    assert len(pages) == 1 and total > 100 and pages[0].zero_after_end
+    assert len(_read_all(c_progs, jdir, total, "md")) == total

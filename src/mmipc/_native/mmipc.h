@@ -18,6 +18,8 @@
  * Signals. Pages are allocated in full when created, so a writer never meets SIGBUS for want of
  * disk space. A page file truncated by someone else while mapped raises SIGBUS in any process
  * that touches the lost part (Python readers included); mmipc never truncates a page.
+ * Under a file-size limit (RLIMIT_FSIZE), ignore SIGXFSZ as Python does: a page that would exceed
+ * the limit then fails with MMIPC_E_DISK_FULL instead of killing the process.
  *
  * Errors. Every function that can fail returns a negative MMIPC_E_* code and sets a one-line
  * message for mmipc_last_error(); nothing aborts the process. After MMIPC_E_CORRUPT a cursor stays
