@@ -507,3 +507,39 @@ def test_core_with_the_python_writer_as_slow_path_writes_a_journal_python_reads(
     reader.seek(written[4321][0])
     frame = reader.read()
     assert frame is not None and frame.nano == written[4321][0]
+
+
+def test_no_object_leaks_per_frame(page: MappedPage) -> None:
+    import gc
+    import tracemalloc
+
+    writer = _writer(page)
+    cursor = _cursor(page)
+
+    def rounds() -> None:
+        writer.pos, writer.last_nano = 4096, 0
+        for _ in range(300):
+            writer.write(b"payload of a frame", 1, 2)
+        for _ in range(3):
+            cursor.pos, cursor.last_nano = 4096, 0
+            _drain(cursor.read)
+            cursor.pos, cursor.last_nano = 4096, 0
+            batch = cursor.read_batch(1000)
+            assert isinstance(batch, _native.Batch)
+            [bytes(f.data) for f in batch] + [batch.data(i) for i in range(len(batch))] + [batch.nano]
+            cursor.pos, cursor.last_nano = 4096, 0
+            _drain(lambda: _native.merge_read([cursor]))
+            cursor.poll()
+
+    rounds()  # warm up caches and free lists
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(20):
+        rounds()
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 20_000, f"{grown} bytes kept after 20 rounds of 1,200 frames"
+    writer.detach()
+    cursor.detach()
