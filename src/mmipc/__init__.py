@@ -5,6 +5,9 @@ processes read them live or replay them from disk, merged across journals in tim
 The on-disk format and its memory-ordering contract are in docs/format.md.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     ClosedError,
     CorruptJournalError,
@@ -21,14 +24,35 @@ from ._errors import (
     UsageError,
 )
 from ._layout import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MIN_PAGE_SIZE, MsgType, max_payload
-from ._link import DEFAULT_HOME, service_status
 from ._reader import Reader
-from ._service import Service
+from ._servicehome import DEFAULT_HOME
 from ._types import Frame, JournalId
 from ._wait import Backoff, BusySpin, WaitStrategy
 from ._writer import FrameClaim, Writer
 
 __version__ = "0.1.0"
+
+# Loaded on first use, so that `import mmipc` in a trading process stays fast and does not pull in the
+# service's sockets, threads, logging and JSON (a test pins the modules `import mmipc` loads).
+_LAZY = {"Service": "._service", "service_status": "._link"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmipc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+if TYPE_CHECKING:
+    from ._link import service_status
+    from ._service import Service
 
 __all__ = [
     "DEFAULT_HOME",

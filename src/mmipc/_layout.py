@@ -145,6 +145,11 @@ def index_stride(page_size: int) -> int:
 
 
 def check_page_size(page_size: int) -> None:
+    if not isinstance(page_size, int) or isinstance(page_size, bool):
+        raise UsageError(
+            f"page_size must be an int number of bytes, not {type(page_size).__name__} {page_size!r} "
+            "(for 1 MiB pass 1 << 20)"
+        )
     if not MIN_PAGE_SIZE <= page_size <= MAX_PAGE_SIZE or page_size % PAGE_SIZE_MULTIPLE:
         raise UsageError(
             f"page_size {page_size} is invalid: it must be a multiple of {PAGE_SIZE_MULTIPLE} "

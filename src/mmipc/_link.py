@@ -25,7 +25,6 @@ Rules:
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import os
@@ -33,11 +32,14 @@ import select
 import socket
 import struct
 import threading
-from typing import Any, Literal
+from typing import Any
 
 from ._errors import MmipcError, ServiceRefusedError, ServiceUnavailableError
 from ._home import check_home, resolve_home, socket_path
 from ._protocol import MAX_REPLY, PROTOCOL_VERSION, MessageReader, ProtocolError, encode
+from ._servicehome import DEFAULT_HOME as DEFAULT_HOME  # re-exported: callers import them from here
+from ._servicehome import ServiceHome as ServiceHome
+from ._servicehome import link_for as link_for
 
 log = logging.getLogger("mmipc.link")
 
@@ -274,21 +276,6 @@ class Link:
                 link._sock.close()  # our copy only: the parent's connection stays open
         cls._links = {}
         cls._guard = threading.Lock()
-
-
-class _Default(enum.Enum):
-    HOME = "the default service home"
-
-
-DEFAULT_HOME = _Default.HOME
-ServiceHome = str | os.PathLike[str] | None | Literal[_Default.HOME]
-
-
-def link_for(service: ServiceHome) -> Link | None:
-    """The link for `service`: None for standalone mode, else this process's link to that home."""
-    if service is None:
-        return None
-    return Link.for_home(None if service is DEFAULT_HOME else service)
 
 
 def service_status(service: ServiceHome = DEFAULT_HOME) -> dict[str, Any]:

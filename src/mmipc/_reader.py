@@ -17,13 +17,32 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ._cursor import Cursor, Start
 from ._errors import ClosedError, ReaderNameTakenError, ServiceRefusedError, UsageError
 from ._files import check_name
-from ._link import DEFAULT_HOME, Link, ServiceHome, link_for
+from ._servicehome import DEFAULT_HOME, ServiceHome, link_for
+from ._times import to_nano
 from ._types import Frame, JournalId
 from ._wait import WaitName, WaitStrategy, make_wait
+
+if TYPE_CHECKING:  # the link is imported when a reader first registers (see _servicehome)
+    from datetime import datetime
+
+    from ._link import Link
+
+
+_READ_DOC = """read() -> Frame | None: the next frame across every added journal, in timestamp order.
+
+Returns None at once if no journal has a new committed frame; it never blocks (use `frames()` to
+wait). Bound per instance: with one journal it is that journal's own fused read, with several the
+merge. Bind it once in a hot loop::
+
+    read = reader.read
+    while (frame := read()) is not None:
+        handle(frame.data)
+"""
 
 
 class Reader:
@@ -34,7 +53,17 @@ class Reader:
     own fused read, with several the merge.)
     """
 
-    __slots__ = ("name", "_cursors", "_closed", "read", "_link", "_finalizer", "__weakref__")
+    # A dict gives the `read` slot its docstring, so help(Reader) documents it; a method could not
+    # be shadowed per instance without losing the interpreter's fast slot lookup.
+    __slots__ = {
+        "name": "The reader's name, as the service knows it.",
+        "_cursors": None,
+        "_closed": None,
+        "read": _READ_DOC,
+        "_link": None,
+        "_finalizer": None,
+        "__weakref__": None,
+    }
     read: Callable[[], Frame | None]
 
     def __init__(self, name: str, link: Link | None) -> None:
@@ -86,8 +115,8 @@ class Reader:
         """
         self._check_open()
         jid = JournalId(os.path.abspath(os.fspath(directory)), check_name(name))
-        if start not in ("begin", "end") and (isinstance(start, bool) or not isinstance(start, int)):
-            raise UsageError(f"start must be 'begin', 'end' or a timestamp in ns, not {start!r}")
+        if start not in ("begin", "end"):
+            start = to_nano(start, "start")  # ns, a datetime or ISO text
         if any(c.jid == jid for c in self._cursors):
             raise UsageError(f"journal {jid} is already added to reader {self.name}")
         cursor = Cursor(jid, start)
@@ -123,9 +152,14 @@ class Reader:
     def journals(self) -> list[JournalId]:
         return [c.jid for c in self._cursors]
 
-    def seek(self, nano: int) -> None:
-        """Put every journal at its first frame with a timestamp >= `nano`."""
+    def seek(self, when: int | datetime | str) -> None:
+        """Put every journal at its first frame at or after `when`: ns since the epoch, a `datetime`,
+        or an ISO 8601 string (naive times are local time).
+
+        ``reader.seek("2026-11-26 09:30:00")``
+        """
         self._check_open()
+        nano = to_nano(when, "seek")
         for cursor in self._cursors:
             cursor.position(nano)
 

@@ -30,13 +30,12 @@ states set `_limit` to 0 so that the single size check catches them all.
 from __future__ import annotations
 
 import os
-import platform
 import struct
 import time
 import warnings
 import weakref
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     ClosedError,
@@ -78,9 +77,12 @@ from ._layout import (
     index_stride,
     max_payload,
 )
-from ._link import DEFAULT_HOME, Link, ServiceHome, link_for
 from ._page import MappedPage
-from ._schema import Declaration, declare_schemas
+from ._servicehome import DEFAULT_HOME, ServiceHome, link_for
+
+if TYPE_CHECKING:  # imported when first used, so that `import mmipc` loads neither (nor their json)
+    from ._link import Link
+    from ._schema import Declaration
 
 _ZERO_CHUNK = bytes(64 * 1024)
 RETIRE_SLICE = 256 * 1024
@@ -177,6 +179,8 @@ class Writer:
         lock_fd = acquire_writer_lock(path, name)
         try:
             if schemas:
+                from ._schema import declare_schemas
+
                 declare_schemas(path, name, schemas)
             if link is not None:
                 _register(link, path, name)
@@ -199,22 +203,25 @@ class Writer:
         # a global lookup each would cost this path a tenth of its time (asserted below the class).
         kind = type(payload)
         if kind is not bytes and kind is not bytearray:
-            payload = memoryview(payload).cast("B")  # len() of a ctypes/numpy view is not its size
+            try:
+                payload = memoryview(payload).cast("B")  # len() of a ctypes/numpy view is not its size
+            except TypeError:
+                raise _bad_types(payload, msg_type) from None
         n = len(payload)
         pos = self._pos
         size = (n + 39) & ~7
         if pos + size + 32 > self._limit:
             pos = self._make_room(size)
-        if msg_type > 0xFFFE_FFFF:
-            raise _bad_ids(msg_type, source)
         mm = self._mm
         mm[pos + 32 : pos + 32 + n] = payload
         nano = _time_ns()  # stamped after the copy: only the header store stands before the commit
         if nano < self._last_nano:
             nano = self._last_nano
-        try:
+        try:  # the msg_type check sits in this try so that a str msg_type costs the hot path nothing
+            if msg_type > 0xFFFE_FFFF:
+                raise struct.error("reserved msg_type")
             _pack_body(mm, pos + 4, msg_type, nano, source, n)
-        except struct.error:
+        except (struct.error, TypeError):
             mm[pos : pos + size] = bytes(size)  # leave no stale payload past the committed end
             raise _bad_ids(msg_type, source) from None
         if pos >= self._slot_boundary:
@@ -542,16 +549,35 @@ def _release(lock_fd: int, link: Link | None, directory: str, name: str) -> None
         link.notify("unregister_writer", directory=directory, name=name)
 
 
+def _bad_types(payload: Any, msg_type: Any) -> UsageError:
+    """The error for a write whose payload or msg_type has the wrong type (never on the hot path)."""
+    if isinstance(payload, str):
+        return UsageError("payload is a str: encode it first, e.g. writer.write(text.encode())")
+    if not isinstance(msg_type, int):
+        return _not_int("msg_type", msg_type)
+    return UsageError(
+        f"payload must be a C-contiguous bytes-like object, not {type(payload).__name__}: pass bytes, "
+        "a ctypes Structure, or numpy.ascontiguousarray(array)"
+    )
+
+
+def _not_int(label: str, value: Any) -> UsageError:
+    return UsageError(f"{label} must be an int, not {type(value).__name__} {value!r}")
+
+
 def _bad_ids(msg_type: int, source: int) -> UsageError:
+    if not isinstance(msg_type, int) or not isinstance(source, int):
+        return _not_int(*(("msg_type", msg_type) if not isinstance(msg_type, int) else ("source", source)))
     if not 0 <= msg_type <= MAX_MSG_TYPE:
         return UsageError(f"msg_type {msg_type} is outside 0..{MAX_MSG_TYPE} (the rest is reserved)")
     return UsageError(f"source {source} is outside 0..{MAX_SOURCE}")
 
 
 def _warn_if_weakly_ordered() -> None:
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    machine = os.uname().machine  # not `platform`: importing it costs 1 ms of `import mmipc`
+    if machine.lower() not in ("x86_64", "amd64"):
         warnings.warn(
-            f"mmipc's commit protocol is proven for x86-64 only; on {platform.machine()} readers may "
+            f"mmipc's commit protocol is proven for x86-64 only; on {machine} readers may "
             "see a frame's commit word before its payload (docs/format.md, 'Memory ordering')",
             RuntimeWarning,
             stacklevel=3,
