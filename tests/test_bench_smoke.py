@@ -61,7 +61,7 @@ def test_mmipc_bench_runs_every_installed_peer_without_loss(tmp_path: Path) -> N
     assert {"mmipc", "naive-mmap", "os.pipe"} <= set(installed)
     raw = tmp_path / "bench.json"
     out = subprocess.run(
-        [sys.executable, "-m", "mmipc", "bench", "--quick", "--size", "64", "--json", str(raw)],
+        [sys.executable, "-m", "mmipc", "bench", "--quick", "--size", "64", "-o", str(raw)],
         capture_output=True,
         text=True,
         timeout=900,

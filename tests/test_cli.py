@@ -35,7 +35,8 @@ def test_status_without_a_service_says_how_to_start_one(tmp_path: object) -> Non
         capture_output=True,
         text=True,
     )
-    assert out.returncode == 1 and "start it with `mmipc service`" in out.stderr
+    assert out.returncode == 1 and f"start one with `mmipc service --home {tmp_path}/none`" in out.stderr
+    assert "MMIPC_HOME" not in out.stderr and out.stdout == ""  # --home given: no advice to set it
 
 
 def mmipc(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -83,21 +84,44 @@ def test_demo_interrupted_leaves_no_process_and_no_temporary_file(tmp_path: Path
 
 
 def test_write_then_read_like_the_seed(jdir: str) -> None:
-    assert mmipc("write", "--journal", jdir, "md", "--count", "300", "--rate", "0").returncode == 0
-    out = mmipc("read", "--journal", jdir, "md", "--quiet", "--histogram")
+    assert mmipc("write", jdir, "md", "--count", "300", "--rate", "0").returncode == 0
+    out = mmipc("read", jdir, "md", "--quiet", "--histogram")
     assert out.returncode == 0, out.stderr
     assert "summary: sent 300, received 300, lost 0" in out.stdout and "latency histogram" in out.stdout
-    since = mmipc("read", "--journal", jdir, "md", "--since", "2000-01-01 00:00:00", "--count", "5")
+    since = mmipc("read", jdir, "md", "--since", "2000-01-01 00:00:00", "--count", "5")
     assert frame_lines(since.stdout) == 5 and "rb2601" in since.stdout
 
 
+def test_read_since_counts_no_loss_it_cannot_know(jdir: str) -> None:
+    """Starting late is deliberate: the frames before --since are not "lost", and it exits 0."""
+    nanos = ctp_journal(jdir, 100)
+    out = mmipc("read", jdir, "md", "--since", str(nanos[60]), "--quiet", "--standalone")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "summary: sent ?, received 40, lost ?" in out.stdout  # 40 ticks from the 61st; not "lost 60"
+
+
+def test_the_deprecated_journal_flag_still_works_and_warns(jdir: str) -> None:
+    write = mmipc("write", "--journal", jdir, "md", "--count", "3", "--rate", "0", "--standalone")
+    assert write.returncode == 0 and "--journal DIR NAME is deprecated" in write.stderr
+    other = os.path.join(jdir, "other")
+    assert mmipc("write", other, "md", "--count", "2", "--rate", "0", "--standalone").returncode == 0
+    both = ["--journal", jdir, "md", "--journal", other, "md", "--quiet", "--standalone"]
+    out = mmipc("read", *both)
+    assert out.returncode == 0 and "summary: sent 5, received 5, lost 0" in out.stdout, out.stderr
+    same = mmipc("read", jdir, "md", f"{other}/md", "--quiet", "--standalone")  # the new form
+    assert same.returncode == 0 and "summary: sent 5, received 5, lost 0" in same.stdout
+    mixed = mmipc("read", jdir, "md", "--journal", other, "md", "--standalone")
+    assert mixed.returncode == 2 and "not both" in mixed.stderr
+
+
+def test_cpus_is_a_hidden_alias_of_cpu() -> None:
+    assert "--cpus" not in mmipc("demo", "--help").stdout
+    out = mmipc("demo", "--cpus", "0,999")
+    assert out.returncode == 2 and "CPU 999 is not one of this process's CPUs" in out.stderr
+
+
 def ctp_journal(jdir: str, count: int = 40) -> list[int]:
-    assert (
-        mmipc(
-            "write", "--journal", jdir, "md", "--count", str(count), "--rate", "0", "--standalone"
-        ).returncode
-        == 0
-    )
+    assert mmipc("write", jdir, "md", "--count", str(count), "--rate", "0", "--standalone").returncode == 0
     with Reader.create("nanos", service=None) as reader:
         reader.add_journal(jdir, "md")
         return [f.nano for f in iter(reader.read, None)]

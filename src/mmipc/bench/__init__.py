@@ -162,17 +162,36 @@ def measure(
     cpus: tuple[int, int],
     log: Any = print,
 ) -> dict[str, Any]:
-    """Interleaved rounds: every round runs every peer, size and mode once."""
+    """Interleaved rounds: every round runs every peer, size and mode once.
+
+    `log` gets one line per run (its outcome, and the load average when it ended: a loaded machine
+    makes every figure of that run suspect). ``measure(PEERS[:1], [64], 1, 2000, 20.0, (0, 1))``
+    """
     results: dict[str, Any] = {"peers": [p.name for p in peers], "sizes": sizes, "runs": []}
+    total = rounds * len(sizes) * len(peers) * len(MODES)
     for r in range(rounds):
         for size in sizes:
             for peer in peers:
-                for mode in ("latency", "latency-blocking", "throughput"):
+                for mode in MODES:
                     n = count * 5 if mode == "throughput" else count
                     run = run_pair(peer, mode, size, n, interval_us, cpus)
+                    run["load1"] = os.getloadavg()[0]
                     results["runs"].append({"round": r, "peer": peer.name, "size": size, "mode": mode, **run})
-        log(f"round {r + 1}/{rounds} done")
+                    done = len(results["runs"])
+                    log(f"run {done}/{total} (round {r + 1}): {peer.name} {size} B {mode}: {outcome(run)}")
     return results
+
+
+MODES = ("latency", "latency-blocking", "throughput")
+
+
+def outcome(run: dict[str, Any]) -> str:
+    """A run's result in a few words: p50 latency, rate, or why it failed."""
+    if "error" in run:
+        return str(run["error"])
+    if "latency_us" in run:
+        return f"p50 {run['latency_us']['p50']:.1f} us, load {run['load1']:.2f}"
+    return f"{run['per_s']:,.0f} msg/s, load {run['load1']:.2f}"
 
 
 def with_service(action: Any) -> Any:
@@ -193,4 +212,4 @@ def with_service(action: Any) -> Any:
             os.environ["MMIPC_HOME"] = old
 
 
-__all__ = ["PEERS", "measure", "run_pair", "with_service"]
+__all__ = ["MODES", "PEERS", "measure", "outcome", "run_pair", "with_service"]

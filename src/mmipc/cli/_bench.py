@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import sys
 from typing import Any
 
-from ..bench import PEERS, measure, with_service
+from .._errors import UsageError
+from ..bench import PEERS, measure, outcome, with_service
 from ..bench.report import plot, report
+from ._args import add_cpu, count, rate, sizes
+
+SPREAD_WARNING = 2.0  # a peer's p50 varying more than this factor across rounds: the machine was busy
 
 
 def add_commands(commands: Any) -> None:
@@ -16,46 +23,102 @@ def add_commands(commands: Any) -> None:
         help="latency and throughput of mmipc and its peers, side by side",
         description="Measure mmipc, a naive mmap log, os.pipe, multiprocessing Pipe and Queue, pyzmq, "
         "faster-fifo, iceoryx2 and POSIX message queues between two pinned processes, in interleaved "
-        "rounds. Peers that are not installed are skipped (pip install 'mmipc[bench]').",
+        "rounds. Peers that are not installed are skipped (pip install 'mmipc[bench]'). Progress goes "
+        "to stderr, one line per run; a warning follows if the machine was loaded.",
     )
     names = [p.name for p in PEERS]
     bench.add_argument("--peers", default=",".join(names), help=f"comma-separated, from {','.join(names)}")
-    bench.add_argument("--size", default="64,408", help="payload sizes in bytes (default 64,408)")
-    bench.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     bench.add_argument(
-        "--count", type=int, default=20000, help="messages per latency run (x5 for throughput)"
+        "--size", type=sizes, default=[64, 408], help="payload sizes in bytes (default 64,408)"
+    )
+    bench.add_argument("--rounds", type=count, default=5, help="interleaved rounds (default 5)")
+    bench.add_argument(
+        "--count", type=count, default=20000, help="messages per latency run (x5 for throughput)"
     )
     bench.add_argument(
-        "--interval-us", type=float, default=20.0, help="latency runs: sender pacing (default 20)"
+        "--interval-us", type=rate, default=20.0, help="latency runs: sender pacing (default 20)"
     )
-    bench.add_argument("--cpus", default="0,1", help="sender and receiver cores (default 0,1)")
-    bench.add_argument("--json", help="write the raw results here")
+    add_cpu(bench, pair=True, help="sender and receiver CPUs (default 0,1)")
+    bench.add_argument(
+        "--json", action="store_true", help="print the raw results as JSON on stdout, no tables"
+    )
+    bench.add_argument("-o", "--json-out", metavar="PATH", help="also write the raw results to this file")
     bench.add_argument("--plot", help="draw latency CDFs and throughput bars to this PNG (needs matplotlib)")
     bench.add_argument("--quick", action="store_true", help="1 round of 2,000 messages: a smoke run")
     bench.set_defaults(run=run_bench)
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    wanted = args.peers.split(",")
-    unknown = set(wanted) - {p.name for p in PEERS}
-    if unknown:
-        raise SystemExit(f"mmipc bench: unknown peers {sorted(unknown)}")
-    peers = []
-    for peer in (p for p in PEERS if p.name in wanted):
-        note = peer.missing()
-        print(f"note: {note}", flush=True) if note else peers.append(peer)
-    sizes = [int(s) for s in args.size.split(",")]
-    cpus = tuple(int(c) for c in args.cpus.split(","))
-    rounds, count = (1, 2000) if args.quick else (args.rounds, args.count)
-    results = with_service(lambda: measure(peers, sizes, rounds, count, args.interval_us, (cpus[0], cpus[1])))
-    print(report(results))
+    peers = _peers(args.peers)
+    cpus = args.cpu or (0, 1)
+    rounds, number = (1, 2000) if args.quick else (args.rounds, args.count)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    results = with_service(lambda: measure(peers, args.size, rounds, number, args.interval_us, cpus, log))
     if args.json:
-        with open(args.json, "w") as f:
+        print(json.dumps(results))
+    else:
+        print(report(results))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
             json.dump(results, f)
     if args.plot:
         plot(results, args.plot)
-        print(f"plot written to {args.plot}")
+        log(f"plot written to {args.plot}")
+    for warning in load_warnings(results):
+        log(f"mmipc bench: warning: {warning}")
     bad = [
-        r for r in results["runs"] if r.get("disorder") or ("error" in r and r["error"] != "no blocking read")
+        r
+        for r in results["runs"]
+        if r.get("disorder") or r.get("error", "no blocking read") != "no blocking read"
     ]
+    for run in bad:
+        why = outcome(run) if "error" in run else f"{run['disorder']} message(s) out of order"
+        which = f"{run['peer']} {run['size']} B {run['mode']} (round {run['round'] + 1})"
+        log(f"mmipc bench: failed: {which}: {why}")
     return 1 if bad else 0
+
+
+def _peers(text: str) -> list[Any]:
+    wanted = text.split(",")
+    unknown = set(wanted) - {p.name for p in PEERS}
+    if unknown:
+        raise UsageError(f"unknown peers {sorted(unknown)}: choose from {','.join(p.name for p in PEERS)}")
+    peers = []
+    for peer in (p for p in PEERS if p.name in wanted):
+        note = peer.missing()
+        if note:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        else:
+            peers.append(peer)
+    return peers
+
+
+def load_warnings(results: dict[str, Any]) -> list[str]:
+    """Why these figures may not be the machine's best: load during runs, or rounds that disagree."""
+    cores = len(os.sched_getaffinity(0))
+    warnings = []
+    busy = [r for r in results["runs"] if r.get("load1", 0) > cores / 2]
+    if busy:
+        worst = max(r["load1"] for r in busy)
+        warnings.append(
+            f"the machine was loaded during {len(busy)} run(s) (load average up to {worst:.2f} on {cores} "
+            "CPUs): rerun on a quiet machine before trusting the figures"
+        )
+    for (peer, size, mode), p50s in _p50s_by_run(results).items():
+        if len(p50s) > 1 and min(p50s) > 0 and max(p50s) / min(p50s) > SPREAD_WARNING:
+            warnings.append(
+                f"{peer} {size} B {mode}: p50 varies {min(p50s):.1f}..{max(p50s):.1f} us across rounds "
+                f"(median {statistics.median(p50s):.1f}): something else was running"
+            )
+    return warnings
+
+
+def _p50s_by_run(results: dict[str, Any]) -> dict[tuple[str, int, str], list[float]]:
+    found: dict[tuple[str, int, str], list[float]] = {}
+    for r in results["runs"]:
+        if "latency_us" in r:
+            found.setdefault((r["peer"], r["size"], r["mode"]), []).append(r["latency_us"]["p50"])
+    return found

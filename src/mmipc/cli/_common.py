@@ -1,10 +1,8 @@
-"""What the commands share: times, CPU pinning, payload rendering, a progress bar."""
+"""What the commands share: time and frame rendering, a progress bar. (Flags: `_args`.)"""
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from datetime import datetime
 from typing import Any
@@ -18,45 +16,10 @@ MSG_DEPTH_MARKET_DATA = 101
 MSG_END = 199  # payload: the number of frames the writer sent, u64 little-endian
 
 
-def parse_time(text: str) -> int:
-    """ns since the epoch from '2026-11-26 09:30:00[.ffffff]' (local time), ISO 8601, or an integer."""
-    if text.isdigit():
-        return int(text)
-    try:
-        return int(datetime.fromisoformat(text).timestamp() * 1e9)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a time: {text!r} (try '2026-11-26 09:30:00')") from None
-
-
 def format_time(nano: int) -> str:
+    """Local time with nanoseconds, as every command prints a frame's time."""
     seconds, ns = divmod(nano, 1_000_000_000)
     return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S") + f".{ns:09d}"
-
-
-def journal_arg(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument(
-        "--journal",
-        nargs=2,
-        action="append",
-        metavar=("DIR", "NAME"),
-        required=required,
-        help="a journal to follow: its directory and name (repeat for more)",
-    )
-
-
-def cpu_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--cpu", type=int, help="pin this process to CPU N (like the seed's cpu_set_affinity)"
-    )
-
-
-def pin(cpu: int | None) -> None:
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-
-
-def service_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--standalone", action="store_true", help="do not register with a service")
 
 
 def render(frame: Frame, struct: str | None, as_json: bool) -> str:

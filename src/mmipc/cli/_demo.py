@@ -22,6 +22,7 @@ from .. import ServiceUnavailableError, service_status
 from .._home import socket_path
 from .._orphans import die_with_parent
 from .._service import spawn_service
+from ._args import add_cpu, add_home, count, rate
 
 JOURNAL = "md.ctp"
 
@@ -33,45 +34,47 @@ def add_commands(commands: Any) -> None:
         description="Start a service (unless one runs), a writer of CTP market-data frames and a reader "
         "that prints each frame's latency, then a summary: sent, received, lost, latency percentiles.",
     )
-    demo.add_argument("--count", type=int, default=101, help="frames to send (default 101, as the seed)")
-    demo.add_argument("--rate", type=float, default=8.0, help="frames per second, 0 = flat out (default 8)")
+    demo.add_argument("--count", type=count, default=101, help="frames to send (default 101, as the seed)")
+    demo.add_argument("--rate", type=rate, default=8.0, help="frames per second, 0 = flat out (default 8)")
     demo.add_argument(
         "--fast", action="store_true", help="flat out, 100,000 frames unless --count; histogram"
     )
-    demo.add_argument("--cpus", default="0,1", help="cores for writer and reader (default 0,1)")
+    demo.add_argument(
+        "--wait",
+        choices=("spin", "backoff"),
+        default="spin",
+        help="how the reader waits: spin busy-polls a whole core for the lowest latency (default); "
+        "backoff spares the core and adds latency",
+    )
+    add_cpu(demo, pair=True, help="CPUs for writer and reader (default 0,1)")
+    add_home(demo)
     demo.set_defaults(run=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     count = 100_000 if args.fast and args.count == 101 else args.count
     rate = 0.0 if args.fast else args.rate
-    writer_cpu, reader_cpu = _cpus(args.cpus)
+    writer_cpu, reader_cpu = (str(c) for c in (args.cpu or _default_cpus()))
     scratch = tempfile.mkdtemp(prefix="mmipc-demo-")
     children: list[subprocess.Popen[str]] = []
     try:
-        env = _service_env(scratch, children)
+        env = _service_env(scratch, children, args.home)
         journals = os.path.join(scratch, "journals")
-        read = [
-            "read",
-            "--journal",
-            journals,
-            JOURNAL,
-            "--spin",
-            "--cpu",
-            reader_cpu,
-            "--name",
-            f"demo-{os.getpid()}",
-        ]
+        os.mkdir(journals)  # the reader starts first, and a missing directory is a typo to it
+        read = ["read", journals, JOURNAL, "--cpu", reader_cpu, "--name", f"demo-{os.getpid()}"]
+        read += ["--spin"] if args.wait == "spin" else []
         reader = _start([*read, *(["--quiet", "--histogram"] if args.fast else [])], env, children)
         assert reader.stdout is not None
         print(reader.stdout.readline(), end="", flush=True)  # "reader ... following": it is ready
-        write = ["write", "--journal", journals, JOURNAL, "--count", str(count), "--rate", str(rate)]
+        write = ["write", journals, JOURNAL, "--count", str(count), "--rate", str(rate)]
         writer = _start([*write, "--cpu", writer_cpu], env, children, quiet=True)
         print(
             f"demo: writer pid {writer.pid} on cpu {writer_cpu}, reader pid {reader.pid} "
             f"on cpu {reader_cpu}, {count} frames at {'full speed' if rate == 0 else f'{rate:g}/s'}",
             flush=True,
         )
+        if args.wait == "spin":
+            print(f"demo: the reader busy-polls: cpu {reader_cpu} runs at 100% (--wait backoff spares it)")
         for line in reader.stdout:
             print(line, end="", flush=True)
         return max(reader.wait(), writer.wait())
@@ -83,24 +86,23 @@ def run_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _cpus(text: str) -> tuple[str, str]:
+def _default_cpus() -> tuple[int, int]:
     available = sorted(os.sched_getaffinity(0))
-    wanted = [int(c) for c in text.split(",")]
-    if len(wanted) != 2 or any(c not in available for c in wanted):
-        raise SystemExit(f"mmipc demo: --cpus takes two of the cores {available}, like 0,1")
-    return str(wanted[0]), str(wanted[1])
+    return available[0], available[-1] if len(available) > 1 else available[0]
 
 
-def _service_env(scratch: str, children: list[subprocess.Popen[str]]) -> dict[str, str]:
-    """The environment for the children: the running service's home, or a new one's."""
+def _service_env(scratch: str, children: list[subprocess.Popen[str]], home: str | None) -> dict[str, str]:
+    """The environment for the children: the running service's home, or a new one's (in `home` if
+    given, else in the scratch directory)."""
     try:
-        home = service_status()["service"]["home"]
+        home = (service_status(home) if home else service_status())["service"]["home"]
         print(f"demo: using the running service in {home}", flush=True)
     except ServiceUnavailableError:
-        home = os.path.join(scratch, "home")
+        home = home or os.path.join(scratch, "home")
         service = spawn_service(home)
         children.append(service)
         print(f"demo: started service pid {service.pid} listening on {socket_path(home)}", flush=True)
+    assert home is not None
     return {**os.environ, "MMIPC_HOME": home}
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from .. import UsageError
 from ..ctp import LAYOUTS
-from ._common import Bar, format_time, parse_time
+from ._args import add_journals, journals_in_one_directory, natural, time_arg
+from ._common import Bar, format_time
 
 
 def add_commands(commands: Any) -> None:
@@ -18,15 +19,14 @@ def add_commands(commands: Any) -> None:
         "columnar file, in constant memory. The file records the journals, the time range and the "
         "payload layout. Needs: pip install 'mmipc[analysis]'.",
     )
-    export.add_argument("directory", metavar="DIR")
-    export.add_argument("names", nargs="+", metavar="NAME")
+    add_journals(export)
     export.add_argument("-o", "--output", required=True, metavar="PATH", help="the file to write")
     export.add_argument(
         "--format", choices=("parquet", "arrow", "csv", "npy"), help="default: from PATH's suffix"
     )
-    export.add_argument("--msg-type", type=int, help="the msg_type to export (default: the one declared)")
-    export.add_argument("--since", type=parse_time, help="from this time on")
-    export.add_argument("--until", type=parse_time, help="up to this time (inclusive)")
+    export.add_argument("--msg-type", type=natural, help="the msg_type to export (default: the one declared)")
+    export.add_argument("--since", type=time_arg, help="from this time on")
+    export.add_argument("--until", type=time_arg, help="up to this time (inclusive)")
     export.add_argument(
         "--struct", choices=sorted(LAYOUTS), help="payload layout, if the journal declares none"
     )
@@ -46,7 +46,8 @@ def _export(args: argparse.Namespace) -> int:
     from ..analysis._scan import make_query
 
     fmt = pick_format(args.output, args.format)
-    query = make_query(args.directory, args.names, args.msg_type, args.since, args.until, args.struct)
+    names = journals_in_one_directory(args)
+    query = make_query(args.directory, names, args.msg_type, args.since, args.until, args.struct)
     bar = Bar(f"export {fmt}")
     try:
         done = export(query, args.output, fmt, force=args.force, progress=bar)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .. import DEFAULT_HOME, UsageError
+from .. import UsageError
 from .._replay import parse_speed, replay
-from ._common import format_time, parse_time, service_arg
+from ._args import add_home, add_journals, journals_in_one_directory, service_of, time_arg
+from ._common import format_time
 
 
 def add_commands(commands: Any) -> None:
@@ -18,14 +19,13 @@ def add_commands(commands: Any) -> None:
         "same names in --to, keeping their recorded spacing (divided by --speed) and, unless "
         "--retime, their recorded timestamps.",
     )
-    cmd.add_argument("directory", metavar="DIR")
-    cmd.add_argument("names", nargs="+", metavar="NAME")
+    add_journals(cmd)
     cmd.add_argument("--to", required=True, metavar="DIR2", help="the directory of the new journals")
     cmd.add_argument("--speed", type=_speed, default=1.0, help="1x (default), 10x, ... or max")
     cmd.add_argument("--retime", action="store_true", help="stamp frames from now on, keeping their spacing")
-    cmd.add_argument("--since", type=parse_time, help="from this time on")
-    cmd.add_argument("--until", type=parse_time, help="up to this time (inclusive)")
-    service_arg(cmd)
+    cmd.add_argument("--since", type=time_arg, help="from this time on")
+    cmd.add_argument("--until", type=time_arg, help="up to this time (inclusive)")
+    add_home(cmd, standalone=True)
     cmd.set_defaults(run=run_replay)
 
 
@@ -39,13 +39,13 @@ def _speed(text: str) -> float | None:
 def run_replay(args: argparse.Namespace) -> int:
     done = replay(
         args.directory,
-        args.names,
+        journals_in_one_directory(args),
         args.to,
         speed=args.speed,
         retime=args.retime,
         since=args.since,
         until=args.until,
-        service=None if args.standalone else DEFAULT_HOME,
+        service=service_of(args),
     )
     span = f"{format_time(done.first_nano)} to {format_time(done.last_nano)}" if done.frames else "no frame"
     print(f"replayed {done.frames} frame(s) ({span}) into {args.to}")

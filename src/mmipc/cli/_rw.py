@@ -6,21 +6,29 @@ import argparse
 import os
 import random
 import struct
+import sys
 import time
 from typing import Any
 
-from .. import DEFAULT_HOME, Reader, Writer
+from .. import Reader, Writer
+from .._files import list_pages
 from ..ctp import LAYOUTS
-from ._common import (
-    MSG_DEPTH_MARKET_DATA,
-    MSG_END,
-    cpu_arg,
-    journal_arg,
-    parse_time,
+from ._args import (
+    add_cpu,
+    add_home,
+    add_journals,
+    count,
+    existing_directory,
+    journals,
     pin,
-    service_arg,
+    rate,
+    seconds,
+    service_of,
+    time_arg,
 )
-from ._stats import Latencies
+from ._common import MSG_DEPTH_MARKET_DATA, MSG_END
+from ._errors import CommandError
+from ._stats import Latencies, Tally
 
 COUNT = struct.Struct("<Q")
 INSTRUMENTS = [(b"rb2601", 3700.0), (b"au2602", 612.5), (b"cu2601", 78250.0), (b"IF2612", 3950.2)]
@@ -30,53 +38,59 @@ def add_commands(commands: Any) -> None:
     write = commands.add_parser(
         "write",
         help="write CTP market-data frames, like the seed's mpcwriter",
-        description="Write CTP depth-market-data frames at a set rate, then an "
+        description="Write CTP depth-market-data frames to journal NAME of DIR at a set rate, then an "
         "end-of-demo frame carrying the count.",
     )
-    journal_arg(write)
-    write.add_argument("--count", type=int, default=101, help="frames to write (default 101)")
-    write.add_argument("--rate", type=float, default=8.0, help="frames per second, 0 = flat out (default 8)")
+    add_journals(write, one=True)
+    write.add_argument("--count", type=count, default=101, help="frames to write (default 101)")
+    write.add_argument("--rate", type=rate, default=8.0, help="frames per second, 0 = flat out (default 8)")
     write.add_argument("--struct", choices=sorted(LAYOUTS), default="ctp", help="CTP layout (default ctp)")
-    cpu_arg(write)
-    service_arg(write)
+    add_cpu(write)
+    add_home(write, standalone=True)
     write.set_defaults(run=run_write)
     read = commands.add_parser(
         "read",
         help="print frames with their latency, like the seed's mpcreader",
         description="Follow journals and print each frame with its latency "
-        "(now minus the frame's timestamp); stop at every journal's end-of-demo frame.",
+        "(now minus the frame's timestamp); stop at every journal's end-of-demo frame. "
+        "Ctrl-C prints the summary so far.",
     )
-    journal_arg(read)
-    read.add_argument("--since", type=parse_time, help="start at this time (default: the beginning)")
-    read.add_argument("--count", type=int, help="stop after this many frames")
-    read.add_argument("--timeout", type=float, help="stop after this many idle seconds")
+    add_journals(read)
+    read.add_argument("--since", type=time_arg, help="start at this time (default: the beginning)")
+    read.add_argument("--count", type=count, help="stop after this many frames")
+    read.add_argument("--timeout", type=seconds, help="stop after this many idle seconds")
     read.add_argument("--name", help="reader name (default mmipc-read-PID)")
     read.add_argument("--spin", action="store_true", help="busy-poll for the lowest latency (uses a core)")
     read.add_argument("--quiet", action="store_true", help="no line per frame, only the summary")
     read.add_argument("--histogram", action="store_true", help="end with a latency histogram")
-    cpu_arg(read)
-    service_arg(read)
+    add_cpu(read)
+    add_home(read, standalone=True)
     read.set_defaults(run=run_read)
 
 
 def run_write(args: argparse.Namespace) -> int:
     pin(args.cpu)
-    [(directory, name)] = args.journal
+    [(directory, name)] = journals(args)
     field = LAYOUTS[args.struct]()
     field.TradingDay, field.ExchangeID = time.strftime("%Y%m%d").encode(), b"SHFE"
     prices = [price for _, price in INSTRUMENTS]
     rng = random.Random(1)
-    with Writer.create(directory, name, service=None if args.standalone else DEFAULT_HOME) as writer:
-        start = time.monotonic()
-        for seq in range(args.count):
-            if args.rate > 0:
-                _wait_until(start + seq / args.rate)
-            i = seq % len(INSTRUMENTS)
-            prices[i] = round(prices[i] * (1 + rng.gauss(0, 0.0005)), 1)
-            _fill(field, INSTRUMENTS[i][0], prices[i], seq)
-            writer.write(field, msg_type=MSG_DEPTH_MARKET_DATA)
-        writer.write(COUNT.pack(args.count), msg_type=MSG_END)
-    print(f"wrote {args.count} frames to {directory}/{name}", flush=True)
+    sent = 0
+    try:
+        with Writer.create(directory, name, service=service_of(args)) as writer:
+            start = time.monotonic()
+            for seq in range(args.count):
+                if args.rate > 0:
+                    _wait_until(start + seq / args.rate)
+                i = seq % len(INSTRUMENTS)
+                prices[i] = round(prices[i] * (1 + rng.gauss(0, 0.0005)), 1)
+                _fill(field, INSTRUMENTS[i][0], prices[i], seq)
+                writer.write(field, msg_type=MSG_DEPTH_MARKET_DATA)
+                sent += 1
+            writer.write(COUNT.pack(args.count), msg_type=MSG_END)
+    finally:
+        if sent:  # also after Ctrl-C: what was written so far
+            print(f"wrote {sent} frames to {directory}/{name}", flush=True)
     return 0
 
 
@@ -100,39 +114,55 @@ def _wait_until(deadline: float) -> None:
 
 def run_read(args: argparse.Namespace) -> int:
     pin(args.cpu)
+    named = journals(args)
+    for directory, _ in named:
+        existing_directory(directory)
     name = args.name or f"mmipc-read-{os.getpid()}"
-    reader = Reader.create(name, service=None if args.standalone else DEFAULT_HOME)
-    for directory, journal in args.journal:
-        reader.add_journal(directory, journal, start=args.since if args.since is not None else "begin")
-    print(f"reader {name} following {len(args.journal)} journal(s)", flush=True)
-    stats = Latencies()
-    sent = _follow(reader, args, stats)
-    print(stats.summary(sent), flush=True)
-    if args.histogram:
-        print(stats.histogram(), flush=True)
-    reader.close()
-    return 0 if sent is None or sent == stats.count else 1
+    tally = Tally(Latencies(), from_start=args.since is None)
+    with Reader.create(name, service=service_of(args)) as reader:
+        for directory, journal in named:
+            reader.add_journal(directory, journal, start=args.since if args.since is not None else "begin")
+        say_waiting("read", named)
+        print(f"reader {name} following {len(named)} journal(s)", flush=True)
+        try:
+            _follow(reader, args, tally, len(named))
+        finally:
+            print(tally.summary(), flush=True)
+            if args.histogram:
+                print(tally.latencies.histogram(), flush=True)
+    never = [f"{j} in {d}" for d, j in named if not list_pages(d, j)]
+    if never:
+        raise CommandError(f"journal {', '.join(never)} never appeared (check the name, or start its writer)")
+    return 1 if tally.lost() else 0
 
 
-def _follow(reader: Reader, args: argparse.Namespace, stats: Latencies) -> int | None:
-    """Read until every journal sent its end frame (return how many frames they said they sent)."""
-    ended: set[object] = set()
-    sent = 0
+def say_waiting(command: str, named: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Say once, on stderr, which journals have no page yet (so a typo is visible); return them."""
+    missing = [(d, j) for d, j in named if not list_pages(d, j)]
+    for directory, journal in missing:
+        print(
+            f"mmipc {command}: journal {journal} in {directory} has no pages yet; waiting for it to appear",
+            file=sys.stderr,
+            flush=True,
+        )
+    return missing
+
+
+def _follow(reader: Reader, args: argparse.Namespace, tally: Tally, journals: int) -> None:
+    """Read until every journal sent its end frame, or --count frames, or --timeout idle seconds."""
     for frame in reader.frames(timeout=args.timeout, wait="spin" if args.spin else "backoff"):
         now = time.time_ns()
         if frame.msg_type == MSG_END:
-            ended.add(frame.journal)
-            sent += COUNT.unpack(frame.data)[0] if len(frame.data) == COUNT.size else 0
-            if len(ended) == len(args.journal):
-                return sent
+            tally.end(frame, COUNT.unpack(frame.data)[0] if len(frame.data) == COUNT.size else None)
+            if tally.ended == journals:
+                return
             continue
         latency_us = (now - frame.nano) / 1000
-        stats.add(latency_us)
+        tally.add(frame, latency_us)
         if not args.quiet:
             print(_line(frame, latency_us), flush=True)
-        if args.count is not None and stats.count >= args.count:
-            break
-    return None
+        if args.count is not None and tally.latencies.count >= args.count:
+            return
 
 
 def _line(frame: Any, latency_us: float) -> str:

@@ -6,11 +6,15 @@ import argparse
 import json
 import logging
 import os
-from datetime import datetime
 from typing import Any
 
+from .._errors import ServiceUnavailableError
+from .._home import resolve_home
 from .._link import service_status
 from .._service import Service
+from ._args import add_cpu, add_home, add_json, pin
+from ._common import format_time
+from ._errors import service_hint
 
 Commands = Any  # argparse's private _SubParsersAction
 
@@ -22,22 +26,18 @@ def add_commands(commands: Commands) -> None:
         description="Run the mmipc service until "
         "SIGINT or SIGTERM: it registers writers and readers and prepares pages ahead of writers.",
     )
-    _add_home(service)
+    add_home(service)
     service.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
-    service.add_argument("--cpu", type=int, help="pin the service to CPU N")
+    add_cpu(service, help="pin the service to CPU N")
     service.set_defaults(run=run_service)
     status = commands.add_parser(
         "status",
         help="show what the service sees",
         description="Show the service's journals, writers, readers and uptime.",
     )
-    _add_home(status)
-    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_home(status)
+    add_json(status, "print JSON on stdout, also when no service runs (then exit 1)")
     status.set_defaults(run=run_status)
-
-
-def _add_home(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--home", help="service home (default: $MMIPC_HOME, else a per-user directory)")
 
 
 def run_service(args: argparse.Namespace) -> int:
@@ -45,8 +45,7 @@ def run_service(args: argparse.Namespace) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s mmipc %(levelname)s %(message)s",
     )
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
+    pin(args.cpu)
     service = Service(args.home)
     service.serve_forever(
         on_ready=lambda: print(
@@ -57,7 +56,13 @@ def run_service(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    status = service_status(args.home) if args.home else service_status()
+    try:
+        status = service_status(args.home) if args.home else service_status()
+    except ServiceUnavailableError as exc:
+        if args.json:  # scripts get an answer on stdout too
+            home = resolve_home(args.home)
+            print(json.dumps({"service": None, "home": home, "error": service_hint(str(exc), args)}))
+        raise
     if args.json:
         print(json.dumps(status, indent=2))
     else:
@@ -69,7 +74,7 @@ def format_status(status: dict[str, Any]) -> str:
     svc = status["service"]
     lines = [
         f"service pid {svc['pid']}, home {svc['home']}, up {_duration(svc['uptime_s'])}, "
-        f"{svc['sessions']} sessions, {svc['pages_prepared']} pages prepared",
+        f"{_sessions(svc['sessions'])}, {svc['pages_prepared']} pages prepared",
         *_failures(svc),
         "",
         f"{'JOURNAL':<48} {'WRITER':>7} {'PAGE':>5} {'PAGES':>6} {'BYTES':>12}  LAST FRAME",
@@ -95,10 +100,14 @@ def _failures(svc: dict[str, Any]) -> list[str]:
     return [f"{count} page failure{'s' if count != 1 else ''}, the last: {svc['last_page_error']}"]
 
 
+def _sessions(sessions: int) -> str:
+    """Client sessions, not counting the one asking for this status."""
+    others = max(0, sessions - 1)
+    return f"{others} session{'' if others == 1 else 's'}"
+
+
 def _time(nano: int) -> str:
-    if not nano:
-        return "-"
-    return datetime.fromtimestamp(nano / 1e9).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return format_time(nano) if nano else "-"
 
 
 def _duration(seconds: float) -> str:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import Frame, Reader
+from .._files import list_pages
 from ..ctp import LAYOUTS
 from ..tools import nth_last_nano
-from ._common import parse_time, render
+from ._args import add_journals, existing_directory, journals, natural, time_arg
+from ._common import Bar, render
+from ._errors import CommandError
+from ._rw import say_waiting
+
+PROGRESS_EVERY = 4096  # frames between progress-bar updates of a long --since walk
 
 
 def add_commands(commands: Any) -> None:
@@ -20,11 +28,10 @@ def add_commands(commands: Any) -> None:
         description="Print the last frames of one or more journals of DIR, merged by "
         "time, then follow new ones (like tail -f).",
     )
-    tail.add_argument("directory", metavar="DIR")
-    tail.add_argument("names", nargs="+", metavar="NAME")
-    tail.add_argument("-n", type=int, default=20, help="frames to print first (default 20)")
-    tail.add_argument("--since", type=parse_time, help="print from this time on instead of the last N")
-    tail.add_argument("--until", type=parse_time, help="stop at this time")
+    add_journals(tail)
+    tail.add_argument("-n", type=natural, default=20, help="frames to print first (default 20)")
+    tail.add_argument("--since", type=time_arg, help="print from this time on instead of the last N")
+    tail.add_argument("--until", type=time_arg, help="stop at this time")
     tail.add_argument(
         "--follow",
         action=argparse.BooleanOptionalAction,
@@ -32,34 +39,65 @@ def add_commands(commands: Any) -> None:
         help="go on printing new frames (default: follow)",
     )
     tail.add_argument("--struct", choices=sorted(LAYOUTS), help="decode payloads as a CTP layout")
-    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    tail.add_argument("--json", action="store_true", help="one JSON object per frame on stdout, nothing else")
     tail.set_defaults(run=run_tail)
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    reader = Reader.create(f"mmipc-tail-{os.getpid()}", service=None)
-    for name in args.names:
-        reader.add_journal(args.directory, name, start=_start(args, name))
-    show = _printer(args)
-    if args.since is not None:
-        backlog: Any = iter(reader.read, None)  # streamed: a long --since is never held in memory
-    else:
-        backlog = deque(iter(reader.read, None), maxlen=max(args.n, 0))
-    for frame in backlog:
-        if not show(frame):
-            return 0
+    named = journals(args)
+    for directory, _ in named:
+        existing_directory(directory)
     if args.follow:
-        for frame in reader.frames():
+        say_waiting("tail", named)
+    missing = [] if args.follow else _no_pages(named)
+    with Reader.create(f"mmipc-tail-{os.getpid()}", service=None) as reader:
+        for directory, name in named:
+            reader.add_journal(directory, name, start=_start(args, directory, name))
+        show = _printer(args)
+        if args.since is not None:  # streamed: a long --since is never held in memory
+            backlog: Iterable[Frame] = _with_progress(iter(reader.read, None), args.since, named)
+        else:
+            backlog = deque(iter(reader.read, None), maxlen=args.n) if args.n else ()
+        for frame in backlog:
             if not show(frame):
-                break
-    return 0
+                return 0
+        if args.follow:
+            for frame in reader.frames():
+                if not show(frame):
+                    break
+    return 1 if missing else 0
 
 
-def _start(args: argparse.Namespace, name: str) -> Any:
+def _no_pages(named: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Without --follow, a journal with no pages is an error (all of them) or a warning (some)."""
+    missing = [(d, j) for d, j in named if not list_pages(d, j)]
+    problem = ", ".join(f"journal {j} in {d} has no pages" for d, j in missing)
+    if missing and len(missing) == len(named):
+        raise CommandError(f"{problem} (check the name, or start its writer)")
+    if missing:
+        print(f"mmipc tail: {problem}", file=sys.stderr, flush=True)
+    return missing
+
+
+def _start(args: argparse.Namespace, directory: str, name: str) -> Any:
     if args.since is not None:
         return args.since
-    nano = nth_last_nano(args.directory, name, max(args.n, 1))
+    nano = nth_last_nano(directory, name, max(args.n, 1))
     return "begin" if nano is None else nano
+
+
+def _with_progress(frames: Iterator[Frame], since: int, named: list[tuple[str, str]]) -> Iterator[Frame]:
+    """The frames, with a progress bar on stderr when stdout is not a terminal (a long walk to a file)."""
+    last = max((nth_last_nano(d, j, 1) or 0 for d, j in named), default=0)
+    bar = Bar("tail")
+    bar.enabled = bar.enabled and not sys.stdout.isatty() and last > since
+    try:
+        for shown, frame in enumerate(frames):
+            if shown % PROGRESS_EVERY == 0:
+                bar(frame.nano - since, last - since)
+            yield frame
+    finally:
+        bar.close()
 
 
 def _printer(args: argparse.Namespace) -> Any:

@@ -10,7 +10,9 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from .._layout import check_page_size
 from .._torture_run import Torture
+from ._args import add_json, byte_size, count, natural, seconds
 
 
 def add_commands(commands: Any) -> None:
@@ -21,18 +23,25 @@ def add_commands(commands: Any) -> None:
         "them at random; then verify every frame reached every reader exactly once and intact. Exit 1 on "
         "any violation.",
     )
-    torture.add_argument("--seconds", type=float, default=60.0, help="how long to inject faults (default 60)")
-    torture.add_argument("--seed", type=int, help="random seed (default: a random one, printed)")
-    torture.add_argument("--writers", type=int, default=3)
-    torture.add_argument("--readers", type=int, default=2)
-    torture.add_argument("--page-size", type=int, default=64 * 1024, help="small pages switch often")
-    torture.add_argument("--json", action="store_true", help="print the report as JSON")
+    torture.add_argument(
+        "--seconds", type=seconds, default=60.0, help="how long to inject faults (default 60)"
+    )
+    torture.add_argument("--seed", type=natural, help="random seed (default: a random one, printed)")
+    torture.add_argument("--writers", type=count, default=3)
+    torture.add_argument("--readers", type=count, default=2)
+    torture.add_argument("--page-size", type=byte_size, default=64 * 1024, help="small pages switch often")
+    add_json(torture, "print the report as JSON on stdout (the seed goes to stderr)")
     torture.set_defaults(run=run_torture)
 
 
 def run_torture(args: argparse.Namespace) -> int:
+    check_page_size(args.page_size)
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
-    print(f"torture: seed {seed} (rerun with --seed {seed})", flush=True)
+    print(
+        f"torture: seed {seed} (rerun with --seed {seed})",
+        file=sys.stderr if args.json else sys.stdout,
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stop every child, remove files
     report = Torture(args.seconds, seed, args.writers, args.readers, args.page_size).run()
     print(json.dumps({**asdict(report), "faults": dict(report.faults)}) if args.json else report.text())
