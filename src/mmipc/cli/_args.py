@@ -208,8 +208,8 @@ def refuse_extra(parser: argparse.ArgumentParser, command: str, extra: list[str]
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     command_parser = sub.choices[command]
     takes_one = not any(a.dest == "names" for a in command_parser._actions)
-    hint = f" ({command} names one journal: DIR NAME)" if command in JOURNAL_COMMANDS and takes_one else ""
-    hint = f" ({BOTH_FORMS})" if rewritten else hint
+    hint = f" ({BOTH_FORMS})" if rewritten else ""
+    hint = f" ({command} names one journal: DIR NAME)" if command in JOURNAL_COMMANDS and takes_one else hint
     command_parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
 
 
