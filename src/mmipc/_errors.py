@@ -13,33 +13,53 @@ from __future__ import annotations
 
 
 class MmipcError(Exception):
-    """Base class of every error mmipc raises on purpose."""
+    """Base class of every error mmipc raises on purpose.
+
+    Example: ``except mmipc.MmipcError as exc: log.error("mmipc: %s", exc)``
+    """
 
 
 class UsageError(MmipcError, ValueError):
-    """The API was called with arguments or in a state it cannot accept."""
+    """The API was called with arguments or in a state it cannot accept.
+
+    Example: ``Writer.create("/data/md", "md", page_size=1000) raises it (not a multiple of 4096)``
+    """
 
 
 class InvalidNameError(UsageError):
-    """A journal or reader name breaks the naming rule (see docs/format.md)."""
+    """A journal or reader name breaks the naming rule (see docs/format.md).
+
+    Example: ``Writer.create("/data/md", "no spaces") raises it``
+    """
 
 
 class FrameTooLargeError(UsageError):
-    """A payload does not fit in one page of the journal."""
+    """A payload does not fit in one page of the journal.
+
+    Example: ``writer.write(bytes(max_payload(writer.page_size) + 1)) raises it``
+    """
 
 
 class ClosedError(UsageError):
-    """A writer or reader was used after `close()`."""
+    """A writer or reader was used after `close()`.
+
+    Example: ``writer.close(); writer.write(b"x") raises it``
+    """
 
 
 class JournalLockedError(MmipcError):
-    """Another live writer holds the journal (by its OS lock, or by the service's registry)."""
+    """Another live writer holds the journal (by its OS lock, or by the service's registry).
+
+    Example: ``a second Writer.create("/data/md", "md") while the first is open raises it``
+    """
 
 
 class CorruptJournalError(MmipcError):
     """A page file holds bytes that are not a valid mmipc journal.
 
     `path` is the page file and `offset` the byte offset in it where the problem was found.
+
+    Example: ``except CorruptJournalError as exc: print(exc.path, exc.offset)  # then `mmipc check```
     """
 
     def __init__(self, path: str, offset: int, problem: str) -> None:
@@ -53,7 +73,10 @@ class CorruptJournalError(MmipcError):
 
 
 class StorageError(MmipcError):
-    """The operating system refused to create or open a journal file."""
+    """The operating system refused to create or open a journal file.
+
+    Example: ``Writer.create("/proc/md", "md") raises it (the directory cannot be made)``
+    """
 
 
 class DiskFullError(StorageError):
@@ -61,15 +84,23 @@ class DiskFullError(StorageError):
 
     Every frame written before stays intact and readable; the write that needed the page was not made
     and may be retried once space is freed.
+
+    Example: ``except DiskFullError: free space, then retry the same write``
     """
 
 
 class ServiceUnavailableError(MmipcError):
-    """No mmipc service answers on the home's socket."""
+    """No mmipc service answers on the home's socket.
+
+    Example: ``Writer.create("/data/md", "md", service="/no/home") raises it; service=None runs without``
+    """
 
 
 class ServiceRefusedError(MmipcError):
-    """The service answered but refused the request; `code` names the reason, the message explains."""
+    """The service answered but refused the request; `code` names the reason, the message explains.
+
+    Example: ``except ServiceRefusedError as exc: print(exc.code)``
+    """
 
     def __init__(self, message: str, code: str = "refused") -> None:
         super().__init__(message)
@@ -77,8 +108,14 @@ class ServiceRefusedError(MmipcError):
 
 
 class ReaderNameTakenError(ServiceRefusedError):
-    """A live reader already has this name (names identify readers to the service, as in Kungfu)."""
+    """A live reader already has this name (names identify readers to the service, as in Kungfu).
+
+    Example: ``Reader.create("strategy-1") while another live reader has that name raises it``
+    """
 
 
 class ServiceAlreadyRunningError(MmipcError):
-    """Another service already serves this home."""
+    """Another service already serves this home.
+
+    Example: ``Service("/run/mmipc").start() while another serves that home raises it``
+    """

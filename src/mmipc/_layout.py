@@ -66,7 +66,10 @@ MAX_SOURCE = 0xFFFF_FFFF
 
 
 class MsgType(IntEnum):
-    """Message types reserved by mmipc; user types are 0 to MAX_MSG_TYPE."""
+    """Message types reserved by mmipc; user types are 0 to MAX_MSG_TYPE.
+
+    Example: ``frame.msg_type == MsgType.PAGE_END  # only in raw page walks; readers skip it``
+    """
 
     PAGE_END = 0xFFFF_FFFF
 
@@ -134,7 +137,10 @@ def align8(n: int) -> int:
 
 
 def max_payload(page_size: int) -> int:
-    """The largest payload one frame can carry in a page of `page_size` bytes."""
+    """The largest payload one frame can carry in a page of `page_size` bytes.
+
+    Example: ``max_payload(DEFAULT_PAGE_SIZE)  # the largest frame a default journal takes``
+    """
     return page_size - PAGE_HEADER_SIZE - FRAME_HEADER_SIZE - PAGE_END_RESERVE
 
 

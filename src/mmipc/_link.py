@@ -279,7 +279,10 @@ class Link:
 
 
 def service_status(service: ServiceHome = DEFAULT_HOME) -> dict[str, Any]:
-    """The service's view (journals, writers, readers, uptime), as `Service.status()` returns it."""
+    """The service's view (journals, writers, readers, uptime), as `Service.status()` returns it.
+
+    Example: ``service_status("/run/mmipc")["readers"]``
+    """
     link = link_for(DEFAULT_HOME if service is None else service)
     assert link is not None
     status: dict[str, Any] = link.request("status")["status"]

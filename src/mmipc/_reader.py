@@ -51,6 +51,8 @@ class Reader:
     ``read()`` returns the next frame across all added journals in timestamp order, or None if there
     is none yet; it never blocks. (It is bound per instance: with one journal it is that journal's
     own fused read, with several the merge.)
+
+    Example: ``with Reader.create("strategy-1") as r: r.add_journal("/data/md", "md.ctp")``
     """
 
     # A dict gives the `read` slot its docstring, so help(Reader) documents it; a method could not
@@ -94,6 +96,8 @@ class Reader:
         It registers with the service of home `service` (default: $MMIPC_HOME or the per-user home),
         which refuses a name another live reader holds (`ReaderNameTakenError`); `service=None` runs
         standalone.
+
+        Example: ``Reader.create("strategy-1", service=None)``
         """
         check_name(name, "reader")
         link = link_for(service)
@@ -112,6 +116,8 @@ class Reader:
 
         `start` is "begin" (the oldest frame on disk), "end" (only frames committed from now on) or a
         timestamp in ns (the first frame at or after it). The journal need not exist yet.
+
+        Example: ``reader.add_journal("/data/md", "md.ctp", start="2026-11-26 09:30:00")``
         """
         self._check_open()
         jid = JournalId(os.path.abspath(os.fspath(directory)), check_name(name))
@@ -127,7 +133,10 @@ class Reader:
         return jid
 
     def remove_journal(self, directory: str | os.PathLike[str], name: str) -> None:
-        """Stop following a journal added before."""
+        """Stop following a journal added before.
+
+        Example: ``reader.remove_journal("/data/md", "md.ctp")``
+        """
         jid = JournalId(os.path.abspath(os.fspath(directory)), name)
         for cursor in self._cursors:
             if cursor.jid == jid:
@@ -150,13 +159,17 @@ class Reader:
 
     @property
     def journals(self) -> list[JournalId]:
+        """The journals this reader follows, in the order they were added.
+
+        Example: ``[str(j) for j in reader.journals]``
+        """
         return [c.jid for c in self._cursors]
 
     def seek(self, when: int | datetime | str) -> None:
         """Put every journal at its first frame at or after `when`: ns since the epoch, a `datetime`,
         or an ISO 8601 string (naive times are local time).
 
-        ``reader.seek("2026-11-26 09:30:00")``
+        Example: ``reader.seek("2026-11-26 09:30:00")``
         """
         self._check_open()
         nano = to_nano(when, "seek")
@@ -166,7 +179,10 @@ class Reader:
     def frames(
         self, timeout: float | None = None, wait: WaitName | WaitStrategy = "backoff"
     ) -> Iterator[Frame]:
-        """Yield frames as they come; stop after `timeout` seconds without one (None: never)."""
+        """Yield frames as they come; stop after `timeout` seconds without one (None: never).
+
+        Example: ``for frame in reader.frames(timeout=5.0): handle(frame)``
+        """
         strategy = make_wait(wait)
         idle_since: float | None = None
         while True:
@@ -185,7 +201,10 @@ class Reader:
             strategy.idle()
 
     def close(self) -> None:
-        """Unmap every page. Frames already returned keep their own pages alive."""
+        """Unmap every page. Frames already returned keep their own pages alive.
+
+        Example: ``reader.close()  # or leave the `with` block``
+        """
         for cursor in self._cursors:
             cursor.detach()
         self._cursors.clear()

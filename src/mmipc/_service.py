@@ -75,7 +75,10 @@ class Session:
 
 
 class Service:
-    """The mmipc service for one home. `start()` runs it on threads; `serve_forever()` in this one."""
+    """The mmipc service for one home. `start()` runs it on threads; `serve_forever()` in this one.
+
+    Example: ``service = Service("/run/mmipc"); service.start(); ...; service.stop()``
+    """
 
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
         self.home = resolve_home(home)
@@ -99,7 +102,10 @@ class Service:
     # -- lifetime ------------------------------------------------------------------------------
 
     def start(self) -> Service:
-        """Bind and serve on a background thread (for tests and embedding); returns self."""
+        """Bind and serve on a background thread (for tests and embedding); returns self.
+
+        Example: ``Service(home).start()  # returns once it listens``
+        """
         self._bind()
         self._thread = threading.Thread(target=self._serve, name="mmipc-service", daemon=True)
         self._thread.start()
@@ -109,6 +115,8 @@ class Service:
         """Bind and serve on this thread until SIGINT or SIGTERM (or `stop()`).
 
         `on_ready` runs once the socket accepts connections.
+
+        Example: ``Service(home).serve_forever(on_ready=lambda: print("ready"))``
         """
         self._bind()
         if on_ready is not None:
@@ -118,7 +126,10 @@ class Service:
         self._serve()
 
     def stop(self) -> None:
-        """Stop accepting, end every session, remove the socket. Safe to call twice."""
+        """Stop accepting, end every session, remove the socket. Safe to call twice.
+
+        Example: ``service.stop()``
+        """
         self._request_stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
@@ -496,7 +507,10 @@ class Service:
     # -- status --------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """The service's view: journals with their writers, readers with their journals, uptime."""
+        """The service's view: journals with their writers, readers with their journals, uptime.
+
+        Example: ``service.status()["journals"]``
+        """
         with self._lock:
             return self._status()
 

@@ -9,7 +9,10 @@ S = TypeVar("S", bound=ctypes.Structure)
 
 
 class JournalId(NamedTuple):
-    """Which journal a frame came from: its absolute directory and its name."""
+    """Which journal a frame came from: its absolute directory and its name.
+
+    Example: ``frame.journal.name == "md.ctp" (and str(frame.journal) is "/data/md/md.ctp")``
+    """
 
     directory: str
     name: str
@@ -24,6 +27,8 @@ class Frame(NamedTuple):
     `data` is a read-only, zero-copy memoryview of the payload in the mapped page. It stays valid for as
     long as you hold it, even after the reader has moved past its page; copy it (`bytes(frame.data)`)
     to keep the payload without keeping the page mapped.
+
+    Example: ``for frame in reader.frames(): print(frame.nano, frame.msg_type, bytes(frame.data))``
     """
 
     nano: int
@@ -37,6 +42,8 @@ class Frame(NamedTuple):
 
         This copies the payload: the frame is a read-only view of the page, and ctypes maps only
         writable memory. For zero-copy access use numpy: `np.frombuffer(frame.data, dtype)`.
+
+        Example: ``tick = frame.as_struct(CThostFtdcDepthMarketDataField)``
         """
         if len(self.data) != ctypes.sizeof(cls):
             raise ValueError(f"payload is {len(self.data)} bytes, {cls.__name__} is {ctypes.sizeof(cls)}")

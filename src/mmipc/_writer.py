@@ -102,7 +102,10 @@ _pack_commit = COMMIT.pack_into
 
 
 class Writer:
-    """Appends frames to one journal. Create it with `Writer.create(directory, name)`."""
+    """Appends frames to one journal. Create it with `Writer.create(directory, name)`.
+
+    Example: ``with Writer.create("/data/md", "md.ctp") as w: w.write(tick, msg_type=101)``
+    """
 
     __slots__ = (
         "directory",
@@ -165,6 +168,8 @@ class Writer:
         alone. Raises `JournalLockedError` if another writer is live, `ServiceUnavailableError` if no
         service answers. `schemas` declares the payload layout of msg_types ({101: DepthMarketDataV636}:
         a ctypes Structure, a numpy dtype or a name from mmipc.ctp), stored in NAME.schema.json.
+
+        Example: ``Writer.create("/data/md", "md.ctp", page_size=64 << 20, service=None)``
         """
         check_name(name)
         _warn_if_weakly_ordered()
@@ -198,6 +203,8 @@ class Writer:
 
         `payload` is any C-contiguous buffer: bytes, bytearray, memoryview, a ctypes Structure, a
         numpy record or array.
+
+        Example: ``nano = writer.write(b"payload", msg_type=1)``
         """
         # Literals stand for FRAME_HEADER_SIZE (32), PAGE_END_RESERVE (32) and FRAME_BODY_OFFSET (4):
         # a global lookup each would cost this path a tenth of its time (asserted below the class).
@@ -237,6 +244,8 @@ class Writer:
         A live writer must use `write`, whose timestamps tell when frames were written. `nano` must not
         be older than the journal's last frame (`UsageError` otherwise): timestamps never decrease
         within a journal. The store order is `write`'s.
+
+        Example: ``mirror.write_at(bytes(frame.data), frame.nano, msg_type=frame.msg_type)``
         """
         if isinstance(nano, bool) or not isinstance(nano, int) or not self._last_nano <= nano < 1 << 63:
             raise UsageError(
@@ -271,8 +280,9 @@ class Writer:
     def frame(self, size: int, msg_type: int = 0, source: int = 0) -> FrameClaim:
         """Claim room for a `size`-byte payload, to fill in place; published when the block exits.
 
-        ``with writer.frame(408, msg_type=1) as buf: buf[:] = ...`` -- if the block raises, nothing is
-        published and the room is reused.
+        If the block raises, nothing is published and the room is reused.
+
+        Example: ``with writer.frame(408, msg_type=1) as buf: buf[:] = bytes(tick)``
         """
         if not 0 <= msg_type <= MAX_MSG_TYPE or not 0 <= source <= MAX_SOURCE:
             raise _bad_ids(msg_type, source)
@@ -464,25 +474,41 @@ class Writer:
 
     @property
     def page_size(self) -> int:
-        """The size of pages this writer creates."""
+        """The size of pages this writer creates.
+
+        Example: ``max_payload(writer.page_size)``
+        """
         return self._new_page_size
 
     @property
     def last_nano(self) -> int:
-        """The timestamp of the last frame committed to the journal (0 if it is empty)."""
+        """The timestamp of the last frame committed to the journal (0 if it is empty).
+
+        Example: ``writer.last_nano  # 0 before the first frame``
+        """
         return self._last_nano
 
     @property
     def closed(self) -> bool:
+        """True once `close()` ran.
+
+        Example: ``if not writer.closed: writer.write(b"x")``
+        """
         return self._page is None
 
     def sync(self) -> None:
-        """Flush the current page to disk (msync); frames are visible to readers without it."""
+        """Flush the current page to disk (msync); frames are visible to readers without it.
+
+        Example: ``writer.sync()  # at the end of a trading day``
+        """
         if self._page is not None:
             self._page.mm.flush()
 
     def close(self) -> None:
-        """Unmap the journal and release its lock. Safe to call twice."""
+        """Unmap the journal and release its lock. Safe to call twice.
+
+        Example: ``writer.close()  # or leave the `with` block``
+        """
         if self._page is None:
             return
         if self._claim is not None:
@@ -585,7 +611,10 @@ def _warn_if_weakly_ordered() -> None:
 
 
 class FrameClaim:
-    """Room for one frame, claimed by `Writer.frame`; publish it by leaving the `with` block."""
+    """Room for one frame, claimed by `Writer.frame`; publish it by leaving the `with` block.
+
+    Example: ``with writer.frame(408, msg_type=101) as buf: buf[:] = bytes(tick)``
+    """
 
     __slots__ = ("_writer", "pos", "size", "msg_type", "source", "buf", "nano")
 
