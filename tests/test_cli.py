@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from conftest import Child, wait_for
+from conftest import Child, ServiceProcess, wait_for
 from mmipc import Reader, Writer
 from mmipc.cli import build_parser
+from mmipc.cli._common import format_time
 
 
 def commands() -> list[list[str]]:
@@ -203,3 +204,18 @@ def test_progress_bars_stay_out_of_pipes(jdir: str) -> None:
     for command in (["check", jdir, "md"], ["ls", jdir]):
         out = mmipc(*command)
         assert out.returncode == 0 and "\r" not in out.stderr and "[" not in out.stderr
+
+
+def test_status_counts_other_sessions_and_shows_ns(jdir: str, tmp_path: Path) -> None:
+    service = ServiceProcess(str(tmp_path / "home"))
+    service.start()
+    try:
+        alone = mmipc("status", "--home", service.home)
+        assert alone.returncode == 0 and ", 0 sessions, " in alone.stdout  # not its own query
+        with Writer.create(jdir, "md", service=service.home) as writer:
+            nano = writer.write(b"tick")
+            shown = mmipc("status", "--home", service.home).stdout
+        assert ", 1 session, " in shown
+        assert f"  {format_time(nano)}\n" in shown, shown  # ns, like every other command
+    finally:
+        service.stop()

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import Child, wait_for
 from mmipc import Writer
-from mmipc._files import list_pages
 from mmipc.cli import _args, build_parser
+from mmipc.tools import nth_last_nano
 
 NUMERIC = {_args.count, _args.natural, _args.rate, _args.seconds, _args.cpu, _args.cpu_pair, _args.sizes}
 
@@ -113,7 +113,7 @@ def test_a_missing_journal_is_named_not_called_corrupt(jdir: str) -> None:
     assert_clean(mmipc("inspect", jdir, "nosuch"), 1, "no journal nosuch in")
     assert_clean(mmipc("inspect", jdir, "md", "--page", "7"), 1, "has pages 0..0: no page 7")
     assert_clean(mmipc("tail", jdir, "nosuch", "--no-follow"), 1, "journal nosuch in", "has no pages")
-    read = mmipc("read", jdir, "nosuch", "--timeout", "0.2", "--standalone")
+    read = mmipc("read", jdir, "nosuch", "--timeout", "3", "--standalone")  # > WAITING_GRACE
     assert_clean(read, 1, "journal nosuch in", "never appeared")
     assert read.stderr.count("waiting for it to appear") == 1  # said once, when it started
 
@@ -185,7 +185,7 @@ def test_ctrl_c_prints_the_summary_so_far_and_exits_130(jdir: str) -> None:
 
 def test_ctrl_c_stops_write_with_what_it_wrote(jdir: str) -> None:
     writer = Child([sys.executable, "-m", "mmipc", "write", jdir, "md", "--count", "100000", "--standalone"])
-    wait_for(lambda: bool(list_pages(jdir, "md")), what="the writer's first page")
+    wait_for(lambda: nth_last_nano(jdir, "md", 1) is not None, what="the writer's first frame")
     writer.proc.send_signal(signal.SIGINT)
     assert writer.proc.wait(timeout=60) == 130
     assert writer.expect_line("wrote ").endswith(f"frames to {jdir}/md")

@@ -7,6 +7,7 @@ import os
 import random
 import struct
 import sys
+import threading
 import time
 from typing import Any
 
@@ -122,11 +123,12 @@ def run_read(args: argparse.Namespace) -> int:
     with Reader.create(name, service=service_of(args)) as reader:
         for directory, journal in named:
             reader.add_journal(directory, journal, start=args.since if args.since is not None else "begin")
-        say_waiting("read", named)
         print(f"reader {name} following {len(named)} journal(s)", flush=True)
+        waiting = say_waiting("read", named)
         try:
             _follow(reader, args, tally, len(named))
         finally:
+            waiting.cancel()
             print(tally.summary(), flush=True)
             if args.histogram:
                 print(tally.latencies.histogram(), flush=True)
@@ -136,16 +138,27 @@ def run_read(args: argparse.Namespace) -> int:
     return 1 if tally.lost() else 0
 
 
-def say_waiting(command: str, named: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Say once, on stderr, which journals have no page yet (so a typo is visible); return them."""
-    missing = [(d, j) for d, j in named if not list_pages(d, j)]
-    for directory, journal in missing:
-        print(
-            f"mmipc {command}: journal {journal} in {directory} has no pages yet; waiting for it to appear",
-            file=sys.stderr,
-            flush=True,
-        )
-    return missing
+WAITING_GRACE = 1.0  # seconds a journal may take to appear before we say we wait (a writer starting)
+
+
+def say_waiting(command: str, named: list[tuple[str, str]]) -> threading.Timer:
+    """Say once, on stderr, which journals still have no page after WAITING_GRACE (a typo shows,
+    and a writer that is just starting does not); cancel the returned timer when done."""
+
+    def say() -> None:
+        for directory, journal in named:
+            if not list_pages(directory, journal):
+                print(
+                    f"mmipc {command}: journal {journal} in {directory} has no pages yet; "
+                    "waiting for it to appear",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    timer = threading.Timer(WAITING_GRACE, say)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _follow(reader: Reader, args: argparse.Namespace, tally: Tally, journals: int) -> None:

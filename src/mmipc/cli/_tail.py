@@ -47,9 +47,8 @@ def run_tail(args: argparse.Namespace) -> int:
     named = journals(args)
     for directory, _ in named:
         existing_directory(directory)
-    if args.follow:
-        say_waiting("tail", named)
     missing = [] if args.follow else _no_pages(named)
+    waiting = say_waiting("tail", named) if args.follow else None
     with Reader.create(f"mmipc-tail-{os.getpid()}", service=None) as reader:
         for directory, name in named:
             reader.add_journal(directory, name, start=_start(args, directory, name))
@@ -61,10 +60,13 @@ def run_tail(args: argparse.Namespace) -> int:
         for frame in backlog:
             if not show(frame):
                 return 0
-        if args.follow:
-            for frame in reader.frames():
+        try:
+            for frame in reader.frames() if args.follow else ():
                 if not show(frame):
                     break
+        finally:
+            if waiting is not None:
+                waiting.cancel()
     return 1 if missing else 0
 
 
