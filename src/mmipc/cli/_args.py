@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -215,7 +216,12 @@ def refuse_extra(parser: argparse.ArgumentParser, command: str, extra: list[str]
 
 def existing_directory(directory: str) -> str:
     """`directory`, or a `CommandError` if it is not there (a typo must not pass in silence)."""
-    if not os.path.isdir(directory):
-        what = "is not a directory" if os.path.exists(directory) else "does not exist"
-        raise CommandError(f"journal directory {directory} {what}")
+    try:
+        info = os.stat(directory)
+    except FileNotFoundError:
+        raise CommandError(f"journal directory {directory} does not exist") from None
+    except OSError as exc:  # permission denied on it or a parent: say so, it is not a typo
+        raise CommandError(f"cannot access journal directory {directory}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise CommandError(f"journal directory {directory} is not a directory")
     return directory
