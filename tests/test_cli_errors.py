@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pty
 import signal
 import subprocess
 import sys
@@ -190,6 +192,42 @@ def test_ctrl_c_stops_write_with_what_it_wrote(jdir: str) -> None:
     assert writer.proc.wait(timeout=60) == 130
     assert writer.expect_line("wrote ").endswith(f"frames to {jdir}/md")
     assert "Traceback" not in writer.stderr()
+
+
+def test_ctrl_c_in_bench_reports_the_runs_so_far() -> None:
+    bench = Child(
+        [sys.executable, "-m", "mmipc", "bench", "--peers", "os.pipe", "--rounds", "50", "--size", "64"]
+    )
+    wait_for(lambda: "run 1/" in bench.stderr(), timeout=300, what="bench's first run")
+    bench.proc.send_signal(signal.SIGINT)
+    assert bench.proc.wait(timeout=120) == 130
+    assert bench.expect_line("### Latency, 64-byte messages")  # the report of what was measured
+    assert "Traceback" not in bench.stderr() and "interrupted" in bench.stderr()
+
+
+def test_tail_since_shows_progress_on_a_terminal_while_writing_to_a_file(jdir: str) -> None:
+    with Writer.create(jdir, "md", service=None) as writer:
+        first = writer.write(b"first")
+        for i in range(20_000):
+            writer.write(i.to_bytes(4, "little"))
+    master, slave = pty.openpty()
+    try:
+        tail = subprocess.Popen(
+            [sys.executable, "-m", "mmipc", "tail", jdir, "md", "--since", str(first), "--no-follow"],
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+        )
+        os.close(slave)
+        seen = b""
+        while b"100%" not in seen:
+            try:
+                seen += os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+        assert tail.wait(timeout=120) == 0
+    finally:
+        os.close(master)
+    assert b"\rtail [" in seen and b"%" in seen, seen
 
 
 def test_a_closed_pipe_is_quiet(jdir: str) -> None:

@@ -161,13 +161,19 @@ def measure(
     interval_us: float,
     cpus: tuple[int, int],
     log: Any = print,
+    results: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Interleaved rounds: every round runs every peer, size and mode once.
 
     `log` gets one line per run (its outcome, and the load average when it ended: a loaded machine
-    makes every figure of that run suspect). ``measure(PEERS[:1], [64], 1, 2000, 20.0, (0, 1))``
+    makes every figure of that run suspect). Runs are appended to `results` as they finish, so a
+    caller that passes it keeps what was measured if it is interrupted.
+
+    Example: ``measure(PEERS[:1], [64], 1, 2000, 20.0, (0, 1))``
     """
-    results: dict[str, Any] = {"peers": [p.name for p in peers], "sizes": sizes, "runs": []}
+    if results is None:
+        results = {}
+    results.update({"peers": [p.name for p in peers], "sizes": sizes, "runs": []})
     total = rounds * len(sizes) * len(peers) * len(MODES)
     for r in range(rounds):
         for size in sizes:

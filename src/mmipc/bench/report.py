@@ -59,7 +59,8 @@ def _throughput_table(results: dict[str, Any], size: int) -> list[str]:
     for peer in results["peers"]:
         runs = [r for r in _runs(results, peer, size, "throughput") if "per_s" in r]
         if not runs:
-            lines.append(f"| {peer} | failed | | |")
+            tried = _runs(results, peer, size, "throughput")
+            lines.append(f"| {peer} | {'failed' if tried else 'not run'} | | |")
             continue
         rate = statistics.median(r["per_s"] for r in runs)
         ratio = f"{rate / statistics.median(base):.2f}" if base else "-"

@@ -56,11 +56,12 @@ def run_bench(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    results = with_service(lambda: measure(peers, args.size, rounds, number, args.interval_us, cpus, log))
-    if args.json:
-        print(json.dumps(results))
-    else:
-        print(report(results))
+    results: dict[str, Any] = {}
+    try:
+        with_service(lambda: measure(peers, args.size, rounds, number, args.interval_us, cpus, log, results))
+    finally:  # after Ctrl-C too: the runs measured so far
+        if results.get("runs"):
+            print(json.dumps(results) if args.json else report(results), flush=True)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f)

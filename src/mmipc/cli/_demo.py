@@ -22,7 +22,7 @@ from .. import ServiceUnavailableError, service_status
 from .._home import socket_path
 from .._orphans import die_with_parent
 from .._service import spawn_service
-from ._args import add_cpu, add_home, count, rate
+from ._args import add_cpu, add_home, add_wait, count, rate
 
 JOURNAL = "md.ctp"
 
@@ -39,13 +39,7 @@ def add_commands(commands: Any) -> None:
     demo.add_argument(
         "--fast", action="store_true", help="flat out, 100,000 frames unless --count; histogram"
     )
-    demo.add_argument(
-        "--wait",
-        choices=("spin", "backoff"),
-        default="spin",
-        help="how the reader waits: spin busy-polls a whole core for the lowest latency (default); "
-        "backoff spares the core and adds latency",
-    )
+    add_wait(demo, default="spin")
     add_cpu(demo, pair=True, help="CPUs for writer and reader (default 0,1)")
     add_home(demo)
     demo.set_defaults(run=run_demo)
@@ -62,7 +56,7 @@ def run_demo(args: argparse.Namespace) -> int:
         journals = os.path.join(scratch, "journals")
         os.mkdir(journals)  # the reader starts first, and a missing directory is a typo to it
         read = ["read", journals, JOURNAL, "--cpu", reader_cpu, "--name", f"demo-{os.getpid()}"]
-        read += ["--spin"] if args.wait == "spin" else []
+        read += ["--wait", args.wait]
         reader = _start([*read, *(["--quiet", "--histogram"] if args.fast else [])], env, children)
         assert reader.stdout is not None
         print(reader.stdout.readline(), end="", flush=True)  # "reader ... following": it is ready

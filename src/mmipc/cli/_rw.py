@@ -18,6 +18,7 @@ from ._args import (
     add_cpu,
     add_home,
     add_journals,
+    add_wait,
     count,
     existing_directory,
     journals,
@@ -61,7 +62,7 @@ def add_commands(commands: Any) -> None:
     read.add_argument("--count", type=count, help="stop after this many frames")
     read.add_argument("--timeout", type=seconds, help="stop after this many idle seconds")
     read.add_argument("--name", help="reader name (default mmipc-read-PID)")
-    read.add_argument("--spin", action="store_true", help="busy-poll for the lowest latency (uses a core)")
+    add_wait(read)
     read.add_argument("--quiet", action="store_true", help="no line per frame, only the summary")
     read.add_argument("--histogram", action="store_true", help="end with a latency histogram")
     add_cpu(read)
@@ -163,7 +164,7 @@ def say_waiting(command: str, named: list[tuple[str, str]]) -> threading.Timer:
 
 def _follow(reader: Reader, args: argparse.Namespace, tally: Tally, journals: int) -> None:
     """Read until every journal sent its end frame, or --count frames, or --timeout idle seconds."""
-    for frame in reader.frames(timeout=args.timeout, wait="spin" if args.spin else "backoff"):
+    for frame in reader.frames(timeout=args.timeout, wait=args.wait):
         now = time.time_ns()
         if frame.msg_type == MSG_END:
             tally.end(frame, COUNT.unpack(frame.data)[0] if len(frame.data) == COUNT.size else None)
