@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 
 from .._errors import MmipcError, ServiceUnavailableError, UsageError
 
 USAGE, RUNTIME, INTERRUPTED, BROKEN_PIPE = 2, 1, 130, 141
+# Where the library's no-service message starts advising in API words (service=None, MMIPC_HOME).
+_API_ADVICE = re.compile(r": start it with|,? or pass service=None| \(or set MMIPC_HOME")
 
 
 class CommandError(MmipcError):
@@ -59,7 +62,7 @@ def run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
 
 def service_hint(message: str, args: argparse.Namespace) -> str:
     """The library's no-service message in the command line's words: flags, not parameters."""
-    head = message.split(": start it with", 1)[0]
+    head = _API_ADVICE.split(message, 1)[0]
     home = getattr(args, "home", None)
     start = f"`mmipc service --home {home}`" if home else "`mmipc service`"
     where = "" if home else " (or --home to name a running one's home)"
