@@ -16,7 +16,7 @@ from . import _args, _bench, _demo, _errors, _export, _inspect, _replay, _rw, _s
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command (docs/make_cli_md.py documents them from it)."""
-    parser = argparse.ArgumentParser(prog="mmipc", description="Messaging over memory-mapped journals.")
+    parser = _args.Parser(prog="mmipc", description="Messaging over memory-mapped journals.")
     parser.add_argument("--version", action="version", version=f"mmipc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _demo.add_commands(commands)

@@ -22,7 +22,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .._errors import UsageError
 from .._servicehome import DEFAULT_HOME, ServiceHome
@@ -36,6 +36,13 @@ DEPRECATED_JOURNAL = (
 )
 
 BOTH_FORMS = "name journals as DIR NAME [NAME ...] or with --journal, not both"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error said in one line that points at --help (subcommands inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 # -- numbers ----------------------------------------------------------------------------------------
