@@ -5,7 +5,6 @@ processes read them live or replay them from disk, merged across journals in tim
 The on-disk format and its memory-ordering contract are in docs/format.md.
 """
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
@@ -34,14 +33,17 @@ __version__ = "0.1.0"
 
 # Loaded on first use, so that `import mmipc` in a trading process stays fast and does not pull in the
 # service's sockets, threads, logging and JSON (a test pins the modules `import mmipc` loads).
-_LAZY = {"Service": "._service", "service_status": "._link"}
+_LAZY = ("Service", "service_status")
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    value: Any
+    if name == "Service":
+        from ._service import Service as value
+    elif name == "service_status":
+        from ._link import service_status as value
+    else:
         raise AttributeError(f"module 'mmipc' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
 
