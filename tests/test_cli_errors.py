@@ -57,6 +57,9 @@ def assert_clean(out: subprocess.CompletedProcess[str], code: int, *words: str) 
 def test_an_unknown_flag_is_a_usage_error(command: str) -> None:
     positionals = [a for a in subparsers()[command]._actions if not a.option_strings]
     words = ["/nonexistent" if a.dest == "directory" else "j" for a in positionals]
+    for action in subparsers()[command]._actions:
+        if action.required and action.option_strings:
+            words += [action.option_strings[-1], "/nonexistent/x"]
     out = mmipc(command, *words, "--no-such-flag")
     assert_clean(out, 2, f"mmipc {command}: error", "--no-such-flag", f"see `mmipc {command} --help`")
     assert len(out.stderr.splitlines()) == 1  # one line, not the whole usage

@@ -17,13 +17,16 @@ alike. mmipc runs as it is meant to, registered with a real service this module 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import shutil
+import signal
 import struct
 import tempfile
 import time
 from array import array
+from collections.abc import Iterator
 from typing import Any
 
 from .._orphans import die_with_parent
@@ -46,13 +49,15 @@ def run_pair(
         shared = peer.open(workdir, size)
         args = (peer, shared, mode, size, count, cpus[1], ready, results_in)
         receiver = ctx.Process(target=_receive_role, args=args, daemon=True)
-        receiver.start()
+        with _ctrl_c_held():
+            receiver.start()
         if not ready.wait(60):
             return {"error": "the receiver did not start"}
         sender = ctx.Process(
             target=_send_role, args=(peer, shared, mode, size, count, interval_us, cpus[0]), daemon=True
         )
-        sender.start()
+        with _ctrl_c_held():
+            sender.start()
         if not results.poll(300):
             return {"error": "hung: no result within 300 s"}
         result: dict[str, Any] = results.recv()
@@ -62,6 +67,22 @@ def run_pair(
             proc.kill()
             proc.join(10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold SIGINT back while forking a role, and deliver it after.
+
+    A Ctrl-C that lands during a fork runs its handler inside an at-fork hook (logging registers
+    one), where CPython prints the KeyboardInterrupt as "ignored" and drops it: the bench would run
+    on. Held at the OS level, the signal waits until the fork is done and then interrupts normally.
+    The roles inherit the held mask: a Ctrl-C is the parent's to handle, and it stops them.
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _send_role(
