@@ -89,7 +89,7 @@ def test_export_refuses_to_overwrite_without_force(md: str, tmp_path: Any) -> No
 
 def test_bad_input_gives_one_line_and_no_output(md: str, tmp_path: Any) -> None:
     missing = mmipc("export", md, "nope", "-o", str(tmp_path / "x.parquet"))
-    assert missing.returncode == 1 and missing.stderr.startswith("mmipc: no journal nope in")
+    assert missing.returncode == 1 and missing.stderr.startswith("mmipc export: no journal nope in")
     unknown = mmipc("export", md, "md", "-o", str(tmp_path / "x.txt"))
     assert unknown.returncode == 1 and "cannot tell the format" in unknown.stderr
     page = os.path.join(md, "md.00000001.journal")

@@ -177,5 +177,5 @@ def test_mmipc_analysis_without_numpy_names_the_extra(tmp_path: object) -> None:
         f"sys.exit(main(['export', {str(tmp_path)!r}, 'md', '-o', 'x.parquet']))"
     )
     out = subprocess.run([sys.executable, "-c", export], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1 and out.stderr.startswith("mmipc: mmipc.analysis needs numpy")
+    assert out.returncode == 1 and out.stderr.startswith("mmipc export: mmipc.analysis needs numpy")
     assert "Traceback" not in out.stderr

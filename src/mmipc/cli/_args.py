@@ -24,10 +24,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .._errors import UsageError
+from .._layout import check_page_size
 from .._servicehome import DEFAULT_HOME, ServiceHome
 from .._times import to_nano
-from ._errors import CommandError
+from ._errors import ArgumentsError, CommandError
 
 # Commands that name journals as DIR NAME...; the deprecated --journal is rewritten only for them.
 JOURNAL_COMMANDS = {"write", "read", "tail", "inspect", "check", "export", "replay"}
@@ -86,6 +86,16 @@ def byte_size(text: str) -> int:
     if not digits.isdigit() or int(digits) == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (like 65536, 64K or 1M)")
     return int(digits) * scale
+
+
+def page_size(text: str) -> int:
+    """A journal page size, like byte_size, checked against the format's rule."""
+    size = byte_size(text)
+    try:
+        check_page_size(size)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return size
 
 
 def sizes(text: str) -> list[int]:
@@ -187,7 +197,9 @@ def journals_in_one_directory(args: argparse.Namespace) -> list[str]:
     """The NAMEs, for commands whose journals must all be in DIR (a NAME with a slash is refused)."""
     elsewhere = [name for name in args.names if "/" in name]
     if elsewhere:
-        raise UsageError(f"{', '.join(elsewhere)}: this command takes journals of DIR only (names, no paths)")
+        raise ArgumentsError(
+            f"{', '.join(elsewhere)}: this command takes journals of DIR only (names, no paths)"
+        )
     return list(args.names)
 
 
@@ -219,7 +231,7 @@ def rewrite_deprecated(argv: Sequence[str]) -> tuple[list[str], int]:
 def check_rewritten(args: argparse.Namespace, rewritten: int) -> None:
     """Refuse a command line that names journals both ways (the rewrite would misread it)."""
     if rewritten and len(journals(args)) != rewritten:
-        raise UsageError(BOTH_FORMS)
+        raise ArgumentsError(BOTH_FORMS)
 
 
 def refuse_extra(parser: argparse.ArgumentParser, command: str, extra: list[str], rewritten: int) -> None:

@@ -9,10 +9,10 @@ import statistics
 import sys
 from typing import Any
 
-from .._errors import UsageError
 from ..bench import PEERS, measure, outcome, with_service
 from ..bench.report import plot, report
 from ._args import add_cpu, count, rate, sizes
+from ._errors import ArgumentsError
 
 SPREAD_WARNING = 2.0  # a peer's p50 varying more than this factor across rounds: the machine was busy
 
@@ -97,7 +97,9 @@ def _peers(text: str) -> list[Any]:
     wanted = text.split(",")
     unknown = set(wanted) - {p.name for p in PEERS}
     if unknown:
-        raise UsageError(f"unknown peers {sorted(unknown)}: choose from {','.join(p.name for p in PEERS)}")
+        raise ArgumentsError(
+            f"unknown peers {sorted(unknown)}: choose from {','.join(p.name for p in PEERS)}"
+        )
     peers = []
     for peer in (p for p in PEERS if p.name in wanted):
         note = peer.missing()

@@ -1,8 +1,10 @@
 """How every command ends: one place maps what went wrong to one line on stderr and an exit code.
 
-* 0: done. 1: a runtime error (a missing directory or journal, no service, a corrupt page, a full
-  disk): the line says what and what to do. 2: bad usage (argparse's own errors, and `UsageError`
-  from the library, which means the arguments asked for something impossible).
+* 0: done. 1: a runtime error: the command line is well-formed but the world does not match it (a
+  missing directory or journal, no service, an output file that exists, a corrupt page, a full
+  disk, a missing extra); the line says what and what to do. 2: bad usage: the command line itself
+  is wrong (argparse's errors, `ArgumentsError` from a command's own checks of its arguments, and a
+  journal or reader name that breaks the naming rule).
 * 130: Ctrl-C. Commands print their summary so far in a `finally`, so it appears before this.
 * 141: stdout closed early (`mmipc tail ... | head`): quiet, as for `cat`.
 * Anything else is a bug in mmipc: one line asking for a report; MMIPC_DEBUG=1 shows the traceback.
@@ -16,7 +18,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from .._errors import MmipcError, ServiceUnavailableError, UsageError
+from .._errors import InvalidNameError, MmipcError, ServiceUnavailableError, UsageError
 
 USAGE, RUNTIME, INTERRUPTED, BROKEN_PIPE = 2, 1, 130, 141
 # Where the library's no-service message starts advising in API words (service=None, MMIPC_HOME).
@@ -25,6 +27,10 @@ _API_ADVICE = re.compile(r": start it with|,? or pass service=None| \(or set MMI
 
 class CommandError(MmipcError):
     """A runtime error found by a command itself (exit 1): a missing directory or journal."""
+
+
+class ArgumentsError(UsageError):
+    """Arguments that parse but do not go together, found by a command itself (exit 2)."""
 
 
 def run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -37,7 +43,7 @@ def run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
     except BrokenPipeError:
         _silence_stdout()
         return BROKEN_PIPE
-    except UsageError as exc:
+    except (ArgumentsError, InvalidNameError) as exc:
         _say(args, str(exc))
         return USAGE
     except ServiceUnavailableError as exc:

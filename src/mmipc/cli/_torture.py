@@ -10,9 +10,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from .._layout import check_page_size
 from .._torture_run import Torture
-from ._args import add_json, byte_size, count, natural, seconds
+from ._args import add_json, count, natural, page_size, seconds
 
 
 def add_commands(commands: Any) -> None:
@@ -29,13 +28,12 @@ def add_commands(commands: Any) -> None:
     torture.add_argument("--seed", type=natural, help="random seed (default: a random one, printed)")
     torture.add_argument("--writers", type=count, default=3)
     torture.add_argument("--readers", type=count, default=2)
-    torture.add_argument("--page-size", type=byte_size, default=64 * 1024, help="small pages switch often")
+    torture.add_argument("--page-size", type=page_size, default=64 * 1024, help="small pages switch often")
     add_json(torture, "print the report as JSON on stdout (the seed goes to stderr)")
     torture.set_defaults(run=run_torture)
 
 
 def run_torture(args: argparse.Namespace) -> int:
-    check_page_size(args.page_size)
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     print(
         f"torture: seed {seed} (rerun with --seed {seed})",
