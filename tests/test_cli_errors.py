@@ -199,6 +199,24 @@ def test_ctrl_c_stops_write_with_what_it_wrote(jdir: str) -> None:
     assert "Traceback" not in writer.stderr()
 
 
+def test_ctrl_c_stops_tail_quietly(jdir: str) -> None:
+    with Writer.create(jdir, "md", service=None) as writer:
+        writer.write(b"x")
+    tail = Child([sys.executable, "-m", "mmipc", "tail", jdir, "md"])
+    tail.expect_line("20")  # the backlog's one frame; now it follows
+    tail.proc.send_signal(signal.SIGINT)
+    assert tail.proc.wait(timeout=60) == 130
+    assert "Traceback" not in tail.stderr() and "interrupted" in tail.stderr()
+
+
+def test_bench_json_is_json_on_stdout() -> None:
+    out = mmipc("bench", "--peers", "os.pipe", "--quick", "--size", "64", "--json")
+    assert out.returncode == 0, out.stderr
+    runs = json.loads(out.stdout)["runs"]
+    assert {r["mode"] for r in runs} == {"latency", "latency-blocking", "throughput"}
+    assert "run 3/3" in out.stderr  # progress, one line per run, on stderr
+
+
 def test_ctrl_c_in_bench_reports_the_runs_so_far() -> None:
     bench = Child(
         [sys.executable, "-m", "mmipc", "bench", "--peers", "os.pipe", "--rounds", "50", "--size", "64"]
