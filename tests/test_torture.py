@@ -19,3 +19,28 @@ def test_torture_finds_no_violation(seed: int, capsys: pytest.CaptureFixture[str
         print(f"\n{out.stdout}", end="")  # the seed and the report, in CI's log
     assert out.returncode == 0, out.stdout + out.stderr
     assert "violations: 0" in out.stdout and "kill_writer" in out.stdout
+
+
+@pytest.mark.parametrize("seed", [3736467088, 777001])
+def test_a_fault_drawn_before_its_target_exists_is_skipped(seed: int) -> None:
+    """These seeds draw `unwritable_page` before the writers have created journals/: the harness used
+    to crash with FileNotFoundError and the run was reported as failed."""
+    env = {k: v for k, v in os.environ.items() if k != "MMIPC_HOME"}
+    cmd = [sys.executable, "-m", "mmipc", "torture", "--seconds", "2", "--seed", str(seed)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and "violations: 0" in out.stdout
+
+
+def test_unwritable_page_before_the_journals_exist_is_skipped() -> None:
+    """Deterministic form of the seeds above: the fault fired at a harness whose journals/ does not exist
+    yet must skip, never raise (the harness's own error would be reported as a crash of mmipc)."""
+    from mmipc._torture_run import Torture
+
+    torture = Torture(seconds=0, seed=1, writers=2, readers=1, page_size=64 * 1024)
+    try:
+        torture.inject("unwritable_page")
+        assert torture.report.skipped["unwritable_page"] == 1 and not torture.report.faults
+        assert not os.path.exists(torture.journals)
+    finally:
+        os.rmdir(torture.root)

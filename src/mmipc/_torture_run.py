@@ -28,11 +28,16 @@ from .torture import DATA, END, check_payload
 FAULTS = ("kill_writer", "kill_reader", "kill_service", "stop_cont", "unwritable_page", "fsize_limit")
 
 
+class HarnessError(Exception):
+    """The harness itself failed (not mmipc): the run proves nothing either way."""
+
+
 @dataclass
 class Report:
     seed: int
     seconds: float
     faults: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)  # drawn before their target existed
     frames_written: int = 0
     frames_verified: int = 0
     page_switches: int = 0
@@ -42,6 +47,7 @@ class Report:
 
     def text(self) -> str:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
+        skipped = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
         return "\n".join(
             [
                 f"torture: seed {self.seed}, {self.seconds:.0f} s",
@@ -50,6 +56,7 @@ class Report:
                 f"  page switches {self.page_switches:,}; "
                 f"page creations refused and retried {self.write_failures:,}",
                 f"  faults survived: {faults}",
+                f"  faults skipped (no target yet): {skipped}",
                 f"  live cross-journal timestamp inversions seen by readers: {self.live_inversions:,} "
                 "(not a violation)",
                 f"  violations: {len(self.violations)}",
@@ -116,8 +123,12 @@ class Torture:
     # -- faults --------------------------------------------------------------------------------
 
     def inject(self, fault: str) -> None:
-        self.report.faults[fault] += 1
-        getattr(self, fault)()
+        """Inject `fault` if its target exists; a failure of the harness itself is a `HarnessError`."""
+        try:
+            injected = getattr(self, fault)()
+        except OSError as exc:
+            raise HarnessError(f"the harness could not inject {fault}: {exc}") from exc
+        (self.report.skipped if injected is False else self.report.faults)[fault] += 1
 
     def _pause(self) -> None:
         time.sleep(self.rng.uniform(0.02, 0.3))
@@ -150,16 +161,19 @@ class Torture:
         self._pause()
         proc.send_signal(signal.SIGCONT)
 
-    def unwritable_page(self) -> None:
+    def unwritable_page(self) -> bool:
         name = f"w{self.rng.randrange(self.writers)}"
         pages = list_pages(self.journals, name)
-        blocker = page_path(self.journals, name, (pages[-1] if pages else 0) + 1)
+        if not pages:
+            return False  # its writer has not created the journal (or journals/) yet: nothing to block
+        blocker = page_path(self.journals, name, pages[-1] + 1)
         try:
             os.mkdir(blocker)  # the next page cannot be created while a directory stands in its place
         except FileExistsError:
-            return
+            return False
         time.sleep(self.rng.uniform(0.1, 0.5))
         os.rmdir(blocker)
+        return True
 
     # -- the verdict ---------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from .._torture_run import Torture
+from .._torture_run import HarnessError, Torture
 from ._args import add_json, count, natural, page_size, seconds
 
 
@@ -41,6 +41,12 @@ def run_torture(args: argparse.Namespace) -> int:
         flush=True,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stop every child, remove files
-    report = Torture(args.seconds, seed, args.writers, args.readers, args.page_size).run()
-    print(json.dumps({**asdict(report), "faults": dict(report.faults)}) if args.json else report.text())
+    try:
+        report = Torture(args.seconds, seed, args.writers, args.readers, args.page_size).run()
+    except HarnessError as exc:
+        print(f"mmipc torture: {exc} (a failure of the harness, not a finding about mmipc)", file=sys.stderr)
+        return 2
+    counters = {"faults": dict(report.faults), "skipped": dict(report.skipped)}
+    print(json.dumps({**asdict(report), **counters}) if args.json else report.text())
     return 1 if report.violations else 0
+
