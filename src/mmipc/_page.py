@@ -146,10 +146,13 @@ class MappedPage:
 
 
 def open_page_file(path: str, writable: bool = False) -> int:
-    """Open a page file, never through a symbolic link. FileNotFoundError passes through: the
-    callers decide whether a missing page is normal (not created yet) or corrupt."""
+    """Open a page file: never through a symbolic link, never blocking (a FIFO planted where a page
+    belongs would block a plain open until someone writes to it), and only a regular file.
+    FileNotFoundError passes through: the callers decide whether a missing page is normal (not
+    created yet) or corrupt."""
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        return os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -160,7 +163,29 @@ def open_page_file(path: str, writable: bool = False) -> int:
                 "the page is a symbolic link; mmipc does not follow links "
                 "to pages (link the journal's directory instead)",
             ) from None
+        if exc.errno == errno.ENXIO:  # a socket, or a device with no driver
+            raise CorruptJournalError(path, 0, "not a regular file (a socket or device)") from None
         raise StorageError(f"cannot open page {path}: {exc.strerror}") from exc
+    try:
+        require_regular_file(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def require_regular_file(fd: int, path: str) -> os.stat_result:
+    """The `fstat` of `fd`; `CorruptJournalError` naming `path` if it is not a regular file."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise CorruptJournalError(path, 0, f"not a regular file (a {_file_kind(info.st_mode)})")
+    return info
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "FIFO"), (stat.S_ISDIR, "directory"), (stat.S_ISSOCK, "socket")]
+    kinds += [(stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")]
+    return next((kind for test, kind in kinds if test(mode)), "special file")
 
 
 def page_header(path: str) -> PageHeader:
@@ -174,9 +199,7 @@ def page_header(path: str) -> PageHeader:
 
 def read_header(fd: int, path: str) -> tuple[PageHeader, int]:
     """The validated header of the open page file `fd`, and the file's size."""
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        raise CorruptJournalError(path, 0, "not a regular file")
+    info = require_regular_file(fd, path)
     if info.st_size < PAGE_HEADER_SIZE:
         raise CorruptJournalError(path, info.st_size, "file is shorter than a page header (truncated)")
     return decode_page_header(os.pread(fd, PAGE_HEADER_SIZE, 0), path), info.st_size

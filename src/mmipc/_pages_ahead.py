@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from ._errors import MmipcError
 from ._files import create_page, page_path
+from ._page import open_page_file
 
 log = logging.getLogger("mmipc.service")
 Task = tuple[str, str, int, int]
@@ -74,7 +75,7 @@ class PagePreparer:
 
 def prefault(path: str, page_size: int) -> None:
     """Bring every page of the file into the page cache (the mmap call releases the GIL)."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_page_file(path)  # never blocks on a FIFO planted at the page's path
     try:
         with mmap.mmap(fd, page_size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ):
             pass
