@@ -9,6 +9,13 @@ Rules:
   its header, and only then linked to its final name. `os.link` never replaces an existing file, so a
   page that exists is complete, and two creators of the same page cannot overwrite each other.
 * The writer's lock is `flock(LOCK_EX)` on ``J.lock``: the kernel drops it when the process dies.
+* Every file mmipc creates or writes is opened with O_NOFOLLOW (and O_EXCL when it creates it), and
+  must be a regular file owned by this user: a symlink or a file planted by another user who can
+  write the directory is refused, never truncated or written through.
+* Files are created with the writer's `mode`: 0o600 by default (owner only), or a mode that also
+  lets the group (or everyone) read, never write (see `check_mode`). The mode asked for is the mode
+  set, whatever the umask. A journal directory mmipc creates gets the matching search bits (0o700,
+  0o750); an existing directory is left as it is.
 """
 
 from __future__ import annotations
@@ -17,15 +24,52 @@ import errno
 import fcntl
 import os
 import re
+import stat
 import time
 
-from ._errors import DiskFullError, InvalidNameError, JournalLockedError, StorageError
+from ._errors import DiskFullError, InvalidNameError, JournalLockedError, StorageError, UsageError
 from ._layout import encode_page_header
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}")
 PAGE_SUFFIX = ".journal"
 MAX_PAGE_NO = 99_999_999
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+DEFAULT_MODE = 0o600
+_OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def check_mode(mode: object) -> int:
+    """Return `mode` if files may be created with it, else raise `UsageError`: the owner must read and
+    write; group and others may read, never write; nothing may be executable."""
+    if not isinstance(mode, int) or isinstance(mode, bool) or mode & ~0o644 or mode & 0o600 != 0o600:
+        shown = oct(mode) if isinstance(mode, int) else repr(mode)
+        raise UsageError(
+            f"invalid file mode {shown}: use 0o600 (owner only, the default), 0o640 (the group may "
+            "read) or 0o644 (everyone may read); only the writer's user may write a journal"
+        )
+    return mode
+
+
+def directory_mode(mode: int) -> int:
+    """The mode of a journal directory for files of `mode`: search wherever read is granted."""
+    return mode | (mode & 0o444) >> 2
+
+
+def make_journal_directory(path: str, mode: int) -> None:
+    """Create the journal directory (and its parents) if missing; a new leaf directory gets exactly
+    `directory_mode(mode)`, an existing one is left alone."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.mkdir(path, 0o700)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, directory_mode(mode))  # exactly, whatever the umask
+        finally:
+            os.close(fd)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise _storage_error(exc, f"cannot create journal directory {path}") from exc
 
 
 def check_name(name: object, what: str = "journal") -> str:
@@ -55,7 +99,7 @@ def list_pages(directory: str, name: str) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def create_page(directory: str, name: str, page_no: int, page_size: int) -> str:
+def create_page(directory: str, name: str, page_no: int, page_size: int, mode: int = DEFAULT_MODE) -> str:
     """Create page `page_no` at full size with its header, unless it already exists; return its path."""
     if page_no > MAX_PAGE_NO:
         raise StorageError(f"journal {name} in {directory} has used all {MAX_PAGE_NO} page numbers")
@@ -64,7 +108,7 @@ def create_page(directory: str, name: str, page_no: int, page_size: int) -> str:
         return final
     tmp = os.path.join(directory, f".{name}.{page_no:08d}.{os.getpid()}.{time.time_ns()}.tmp")
     try:
-        _fill_page(tmp, encode_page_header(name, page_no, page_size, time.time_ns()), page_size)
+        _fill_page(tmp, encode_page_header(name, page_no, page_size, time.time_ns()), page_size, mode)
         os.link(tmp, final)
     except FileExistsError:
         pass
@@ -75,9 +119,10 @@ def create_page(directory: str, name: str, page_no: int, page_size: int) -> str:
     return final
 
 
-def _fill_page(path: str, header: bytes, page_size: int) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+def _fill_page(path: str, header: bytes, page_size: int, mode: int) -> None:
+    fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, mode)
     try:
+        os.fchmod(fd, mode)  # exactly the mode asked for, whatever the umask
         os.posix_fallocate(fd, 0, page_size)
         os.pwrite(fd, header, 0)
     finally:
@@ -108,13 +153,46 @@ def remove_stale_temporaries(directory: str, name: str) -> None:
             _unlink_quietly(os.path.join(directory, entry))
 
 
-def acquire_writer_lock(directory: str, name: str) -> int:
+def open_own_file(path: str, mode: int = DEFAULT_MODE, what: str = "file") -> int:
+    """Open (or create with exactly `mode`) a file this process writes: never through a symbolic
+    link, never blocking, and only a regular file owned by this user. Raise `StorageError` naming
+    the file (and its owner) otherwise."""
+    try:
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except FileNotFoundError:
+            fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, mode)
+            os.fchmod(fd, mode)
+    except FileExistsError:
+        return open_own_file(path, mode, what)  # another process created it in between: open that
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise StorageError(f"refusing {what} {path}: it is a symbolic link or a special file") from None
+        raise _storage_error(exc, f"cannot open {what} {path}") from exc
+    try:
+        _require_own_regular_file(fd, path, what)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _require_own_regular_file(fd: int, path: str, what: str) -> None:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise StorageError(f"refusing {what} {path}: it is not a regular file")
+    if info.st_uid != os.geteuid():
+        raise StorageError(
+            f"refusing {what} {path}: it is owned by uid {info.st_uid}, not by this user "
+            f"(uid {os.geteuid()}); someone else can write that directory: remove the file, and keep "
+            "journal directories writable by their writer's user only"
+        )
+
+
+def acquire_writer_lock(directory: str, name: str, mode: int = DEFAULT_MODE) -> int:
     """Take the journal's exclusive writer lock; return its fd. Raise `JournalLockedError` if held."""
     path = os.path.join(directory, f"{name}.lock")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise _storage_error(exc, f"cannot open lock file {path}") from exc
+    fd = open_own_file(path, mode, "lock file")
     holder = lock_or_holder(fd)
     if holder is not None:
         raise JournalLockedError(
@@ -134,12 +212,17 @@ def lock_or_holder(fd: int) -> str | None:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         return holder
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass  # a full disk: the lock holds all the same, only the pid shown to others is lost
     return None
 
 
 def release_pid_lock(fd: int) -> None:
     """Forget the recorded pid and drop the lock taken by `lock_or_holder`."""
-    os.ftruncate(fd, 0)
-    os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)

@@ -167,7 +167,12 @@ def open_page_file(path: str, writable: bool = False) -> int:
             raise CorruptJournalError(path, 0, "not a regular file (a socket or device)") from None
         raise StorageError(f"cannot open page {path}: {exc.strerror}") from exc
     try:
-        require_regular_file(fd, path)
+        info = require_regular_file(fd, path)
+        if writable and info.st_uid != os.geteuid():
+            raise StorageError(
+                f"refusing to write page {path}: it is owned by uid {info.st_uid}, not by this user "
+                f"(uid {os.geteuid()})"
+            )
     except BaseException:
         os.close(fd)
         raise

@@ -19,11 +19,11 @@ import threading
 from collections.abc import Callable
 
 from ._errors import MmipcError
-from ._files import create_page, page_path
+from ._files import DEFAULT_MODE, check_mode, create_page, page_path
 from ._page import open_page_file
 
 log = logging.getLogger("mmipc.service")
-Task = tuple[str, str, int, int]
+Task = tuple[str, str, int, int, int]  # directory, name, page number, page size, file mode
 
 
 class PagePreparer:
@@ -42,8 +42,10 @@ class PagePreparer:
         self._thread = threading.Thread(target=self._run, name="mmipc-pages", daemon=True)
         self._thread.start()
 
-    def prepare(self, directory: str, name: str, page_no: int, page_size: int) -> None:
-        task = (directory, name, page_no, page_size)
+    def prepare(
+        self, directory: str, name: str, page_no: int, page_size: int, mode: int = DEFAULT_MODE
+    ) -> None:
+        task = (directory, name, page_no, page_size, mode)
         if task not in self._recent:
             self._recent.add(task)
             self._tasks.put(task)
@@ -59,6 +61,7 @@ class PagePreparer:
             try:
                 if not self._wanted(task[0], task[1]):
                     continue  # its writer has gone: do not create files in a journal nobody writes
+                check_mode(task[4])  # the writer's mode: a prepared page is the writer's page
                 prefault(create_page(*task), task[3])
                 self.prepared += 1
             except Exception as exc:  # nothing a page file holds may end this thread

@@ -47,10 +47,13 @@ from ._errors import (
     UsageError,
 )
 from ._files import (
+    DEFAULT_MODE,
     acquire_writer_lock,
+    check_mode,
     check_name,
     create_page,
     list_pages,
+    make_journal_directory,
     page_path,
     release_pid_lock,
     remove_stale_temporaries,
@@ -111,6 +114,7 @@ class Writer:
         "directory",
         "name",
         "_new_page_size",
+        "_mode",
         "_lock_fd",
         "_page",
         "_page_no",
@@ -132,10 +136,17 @@ class Writer:
     )
 
     def __init__(
-        self, directory: str, name: str, page_size: int | None, lock_fd: int, link: Link | None
+        self,
+        directory: str,
+        name: str,
+        page_size: int | None,
+        lock_fd: int,
+        link: Link | None,
+        mode: int = DEFAULT_MODE,
     ) -> None:
         self.directory = directory
         self.name = name
+        self._mode = mode  # of the files this writer (and the service for it) creates
         self._lock_fd = lock_fd
         self._link = link
         self._claim: FrameClaim | None = None
@@ -159,6 +170,7 @@ class Writer:
         page_size: int | None = None,
         service: ServiceHome = DEFAULT_HOME,
         schemas: dict[int, Declaration] | None = None,
+        mode: int = DEFAULT_MODE,
     ) -> Writer:
         """Open journal `name` in `directory` for appending, creating both if needed.
 
@@ -169,19 +181,20 @@ class Writer:
         service answers. `schemas` declares the payload layout of msg_types ({101: DepthMarketDataV636}:
         a ctypes Structure, a numpy dtype or a name from mmipc.ctp), stored in NAME.schema.json.
 
+        `mode` is the permission of the files created: 0o600 (owner only, the default), 0o640 to let
+        the group read (the directory, if created, gets 0o750), or 0o644.
+
         Example: ``Writer.create("/data/md", "md.ctp", page_size=64 << 20, service=None)``
         """
         check_name(name)
+        check_mode(mode)
         _warn_if_weakly_ordered()
         if page_size is not None:
             check_page_size(page_size)
         path = os.path.abspath(os.fspath(directory))
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create journal directory {path}: {exc.strerror}") from exc
+        make_journal_directory(path, mode)
         link = link_for(service)
-        lock_fd = acquire_writer_lock(path, name)
+        lock_fd = acquire_writer_lock(path, name, mode)
         try:
             if schemas:
                 from ._schema import declare_schemas
@@ -189,7 +202,7 @@ class Writer:
                 declare_schemas(path, name, schemas)
             if link is not None:
                 _register(link, path, name)
-            writer = cls(path, name, page_size, lock_fd, link)
+            writer = cls(path, name, page_size, lock_fd, link, mode)
         except BaseException:
             _release(lock_fd, link, path, name)
             raise
@@ -381,7 +394,7 @@ class Writer:
 
     def _create_next(self, number: int, path: str) -> MappedPage:
         try:
-            create_page(self.directory, self.name, number, self._new_page_size)
+            create_page(self.directory, self.name, number, self._new_page_size, self._mode)
             return MappedPage.open(path, self.name, number, writable=True)
         except StorageError:
             # Ask the service again: its one attempt may have failed (a full disk since freed), and
@@ -397,6 +410,7 @@ class Writer:
             "name": self.name,
             "page_no": number,
             "page_size": self._new_page_size,
+            "mode": self._mode,
         }
 
     def _retire(self, old: MappedPage) -> None:
@@ -433,7 +447,7 @@ class Writer:
         pages = list_pages(self.directory, self.name)
         if not pages:
             self._new_page_size = page_size or DEFAULT_PAGE_SIZE
-            create_page(self.directory, self.name, 0, self._new_page_size)
+            create_page(self.directory, self.name, 0, self._new_page_size, self._mode)
             pages = [0]
         for i in range(len(pages) - 1, -1, -1):
             page = MappedPage.open(page_path(self.directory, self.name, pages[i]), self.name, pages[i], True)
@@ -467,7 +481,7 @@ class Writer:
         assert self._page is not None
         self._page.release()
         number = self._page_no + 1
-        path = create_page(self.directory, self.name, number, self._new_page_size)
+        path = create_page(self.directory, self.name, number, self._new_page_size, self._mode)
         self._resume(MappedPage.open(path, self.name, number, writable=True), number, PAGE_HEADER_SIZE)
 
     # -- introspection and lifetime -----------------------------------------------------------

@@ -49,6 +49,13 @@ def add_commands(commands: Any) -> None:
     write.add_argument("--struct", choices=sorted(LAYOUTS), default="ctp", help="CTP layout (default ctp)")
     add_cpu(write)
     add_home(write, standalone=True)
+    write.add_argument(
+        "--mode",
+        type=octal_mode,
+        default=0o600,
+        help="permission of the files created, in octal: 600 (owner only, the default), 640 (the group "
+        "may read), 644 (everyone may read)",
+    )
     write.set_defaults(run=run_write)
     read = commands.add_parser(
         "read",
@@ -70,6 +77,14 @@ def add_commands(commands: Any) -> None:
     read.set_defaults(run=run_read)
 
 
+def octal_mode(text: str) -> int:
+    """`--mode 640`: a file mode in octal (Writer.create checks which modes are allowed)."""
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode such as 600 or 640") from None
+
+
 def run_write(args: argparse.Namespace) -> int:
     pin(args.cpu)
     [(directory, name)] = journals(args)
@@ -79,7 +94,7 @@ def run_write(args: argparse.Namespace) -> int:
     rng = random.Random(1)
     sent = 0
     try:
-        with Writer.create(directory, name, service=service_of(args)) as writer:
+        with Writer.create(directory, name, service=service_of(args), mode=args.mode) as writer:
             start = time.monotonic()
             for seq in range(args.count):
                 if args.rate > 0:
