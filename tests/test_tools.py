@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import wait_for
 from mmipc import Writer
+from mmipc._layout import align8
 from mmipc.cli import build_parser
-from mmipc.tools import check_journal, last_written_page, list_journals, nth_last_nano, summarize
+from mmipc.tools import (
+    check_journal,
+    last_written_page,
+    list_journals,
+    nth_last_nano,
+    open_page,
+    page_frames,
+    summarize,
+)
 
 PAGE = 64 * 1024
 
@@ -54,3 +65,47 @@ def test_the_cli_reference_covers_every_command() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for command in sub.choices or {}:
         assert f"## mmipc {command}\n" in doc, f"docs/cli.md lacks `mmipc {command}`: run docs/make_cli_md.py"
+
+
+def three_pages(jdir: str) -> list[int]:
+    """A journal of three pages; the number of data frames in each."""
+    with Writer.create(jdir, "j", page_size=PAGE, service=None) as writer:
+        while not os.path.exists(os.path.join(jdir, "j.00000002.journal")):
+            writer.write(bytes(1000))
+        writer.write(bytes(1000))
+    return [count_frames(jdir, n) for n in range(3)]
+
+
+def count_frames(jdir: str, number: int) -> int:
+    page = open_page(jdir, "j", number)
+    try:
+        return sum(1 for _ in page_frames(page))
+    finally:
+        page.release()
+
+
+def test_check_counts_the_pages_and_frames_before_a_broken_later_page(jdir: str) -> None:
+    counts = three_pages(jdir)
+    page2 = os.path.join(jdir, "j.00000002.journal")
+    with open(page2, "r+b") as f:
+        f.write(b"NOTMMIPC")  # the magic: the page cannot even be opened
+    result = check_journal(jdir, "j")
+    assert result.problem is not None and result.problem.path == page2
+    assert (result.pages, result.frames) == (2, counts[0] + counts[1])
+    out = subprocess.run(
+        [sys.executable, "-m", "mmipc", "check", jdir, "j"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1
+    assert f"checked 2 page(s) and {counts[0] + counts[1]} frame(s) before it" in out.stdout, out.stdout
+
+
+def test_check_counts_the_frames_before_a_problem_inside_a_page(jdir: str) -> None:
+    counts = three_pages(jdir)
+    page1 = os.path.join(jdir, "j.00000001.journal")
+    third = 4096 + 2 * align8(1000 + 32)
+    with open(page1, "r+b") as f:
+        f.seek(third)
+        f.write(struct.pack("<I", 7))  # a frame length shorter than a frame header
+    result = check_journal(jdir, "j")
+    assert result.problem is not None and (result.problem.path, result.problem.offset) == (page1, third)
+    assert (result.pages, result.frames) == (1, counts[0] + 2)

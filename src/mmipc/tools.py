@@ -133,10 +133,7 @@ def check_journal(directory: str, name: str, progress: Progress | None = None) -
         return CheckResult(0, 0, Problem(page_path(directory, name, 0), 0, "the journal has no pages"))
     state = _CheckState(directory, name)
     total = sum(os.path.getsize(page_path(directory, name, n)) for n in pages)
-    try:
-        current = last_written_page(directory, name)
-    except CorruptJournalError as exc:
-        return state.result(Problem(exc.path, exc.offset, exc.problem))
+    current = _last_written_or_before_broken(directory, name, pages)
     for i, number in enumerate(pages):
         if i and number != pages[i - 1] + 1:
             missing = page_path(directory, name, pages[i - 1] + 1)
@@ -147,6 +144,24 @@ def check_journal(directory: str, name: str, progress: Progress | None = None) -
         if progress:
             progress(state.bytes, total)
     return state.result(None)
+
+
+def _last_written_or_before_broken(directory: str, name: str, pages: list[int]) -> int | None:
+    """`last_written_page`, except that a page that cannot be read ends the search at the page before
+    it: the walk in page order then reports that page, with the count of what was checked before it."""
+    for number in reversed(pages):
+        try:
+            page = open_page(directory, name, number)
+        except CorruptJournalError:
+            return number - 1 if number > pages[0] else None
+        try:
+            if page.frame(PAGE_HEADER_SIZE) is not None:
+                return number
+        except CorruptJournalError:
+            return number - 1 if number > pages[0] else None
+        finally:
+            page.release()
+    return pages[0]
 
 
 class _CheckState:
@@ -165,13 +180,14 @@ class _CheckState:
         except CorruptJournalError as exc:
             return Problem(exc.path, exc.offset, exc.problem)
         try:
-            return self._walk(page, path, last)
+            problem = self._walk(page, path, last)
         except CorruptJournalError as exc:
-            return Problem(exc.path, exc.offset, exc.problem)
+            problem = Problem(exc.path, exc.offset, exc.problem)
         finally:
-            self.pages += 1
             self.bytes += page.page_size
             page.release()
+        self.pages += problem is None  # "checked N pages before it" counts whole pages only
+        return problem
 
     def _walk(self, page: MappedPage, path: str, last: bool) -> Problem | None:
         starts: list[FrameInfo] = []
@@ -188,7 +204,7 @@ class _CheckState:
                 )
             self.last_nano = info.nano
             starts.append(info)
-        self.frames += len(starts)
+            self.frames += 1  # counted as it passes: a problem later in the page reports it
         if marker is None and not last:
             end = starts[-1].end if starts else PAGE_HEADER_SIZE
             return Problem(path, end, "the page ends without its end-of-page marker, but a later page exists")
