@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import ServiceProcess, wait_for
 from mmipc import DiskFullError, JournalLockedError, MmipcError, Reader, StorageError, UsageError, Writer
 
 PAGE = 64 * 1024
@@ -234,3 +234,20 @@ def test_an_existing_journal_opens_on_a_full_disk(small_disk: str) -> None:
         writer.write(b"on a full disk")
         with pytest.raises(JournalLockedError):
             Writer.create(small_disk, "j", page_size=PAGE, service=None)
+
+
+@pytest.mark.parametrize("mode", [[6, 4, 0], 0o666, "0640"])
+def test_a_page_message_with_a_bad_mode_is_refused_and_the_service_lives(
+    service: ServiceProcess, jdir: str, mode: object
+) -> None:
+    from test_service import ask, raw_client
+
+    sock = raw_client(service)
+    journal = {"directory": jdir, "name": "j"}
+    assert ask(sock, {"op": "register_writer", "id": 2, **journal})["ok"]
+    page = {"op": "page", "id": 3, **journal, "page_no": 0, "page_size": PAGE, "mode": mode}
+    reply = ask(sock, page)
+    assert reply["error"] == "bad_request" and "invalid file mode" in str(reply["message"]), reply
+    assert "status" in ask(sock, {"op": "status", "id": 4})
+    sock.close()
+    assert not os.path.exists(os.path.join(jdir, "j.00000001.journal"))

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 
 from ._errors import MmipcError
-from ._files import DEFAULT_MODE, check_mode, create_page, page_path
+from ._files import DEFAULT_MODE, create_page, page_path
 from ._page import open_page_file
 
 log = logging.getLogger("mmipc.service")
@@ -61,7 +61,6 @@ class PagePreparer:
             try:
                 if not self._wanted(task[0], task[1]):
                     continue  # its writer has gone: do not create files in a journal nobody writes
-                check_mode(task[4])  # the writer's mode: a prepared page is the writer's page
                 prefault(create_page(*task), task[3])
                 self.prepared += 1
             except Exception as exc:  # nothing a page file holds may end this thread

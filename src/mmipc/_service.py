@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import ServiceAlreadyRunningError, ServiceUnavailableError, UsageError
-from ._files import DEFAULT_MODE, MAX_PAGE_NO, check_name, lock_or_holder, release_pid_lock
+from ._files import DEFAULT_MODE, MAX_PAGE_NO, check_mode, check_name, lock_or_holder, release_pid_lock
 from ._home import LOCK_NAME, ensure_home, resolve_home, socket_path
 from ._layout import check_page_size
 from ._orphans import die_with_parent
@@ -459,12 +459,12 @@ class Service:
     def _page(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
         key = _journal_key(message)
         check_page_size(message["page_size"])
+        mode = check_mode(message.get("mode", DEFAULT_MODE))  # the writer's, for the pages made for it
         if not 0 <= message["page_no"] < MAX_PAGE_NO:
             raise ProtocolError(f"page: page_no {message['page_no']} is outside 0..{MAX_PAGE_NO - 1}")
         if self._writers.get(key) is not session:
             raise _Refusal("not_writer", f"this session is not the writer of journal {key[1]} in {key[0]}")
         session.writers[key] = message["page_no"]
-        mode = message.get("mode", DEFAULT_MODE)  # of the writer's files (checked by the preparer)
         self._preparer.prepare(key[0], key[1], message["page_no"] + 1, message["page_size"], mode)
         return {}
 
