@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -44,3 +45,20 @@ def test_unwritable_page_before_the_journals_exist_is_skipped() -> None:
         assert not os.path.exists(torture.journals)
     finally:
         os.rmdir(torture.root)
+
+
+def test_a_corrupt_journal_at_the_verdict_is_a_violation_not_a_harness_crash() -> None:
+    from mmipc import Writer
+    from mmipc._torture_run import Torture
+
+    torture = Torture(seconds=0, seed=1, writers=1, readers=1, page_size=64 * 1024)
+    try:
+        with Writer.create(torture.journals, "w0", page_size=64 * 1024, service=None) as writer:
+            writer.write(b"not a torture payload")
+        with open(os.path.join(torture.journals, "w0.00000000.journal"), "r+b") as f:
+            f.write(b"garbage!")
+        torture.verify()
+    finally:
+        shutil.rmtree(torture.root)
+    assert any(v.startswith("check w0:") for v in torture.report.violations), torture.report.violations
+    assert any("CorruptJournalError" in v for v in torture.report.violations), torture.report.violations

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import Reader
+from . import MmipcError, Reader
 from ._files import list_pages, page_path
 from ._orphans import die_with_parent
 from ._service import spawn_service
@@ -215,14 +215,26 @@ class Torture:
             self.report.frames_verified += got
 
     def verify(self) -> None:
-        """Replay every journal from disk: gapless, merged in time order, and intact by `check`."""
+        """Replay every journal from disk: gapless, merged in time order, and intact by `check`.
+        An error of mmipc here is a finding (a violation), not a crash of the harness."""
         replay = Reader.create("torture-replay", service=None)
-        for w in range(self.writers):
-            replay.add_journal(self.journals, f"w{w}")
-            result = check_journal(self.journals, f"w{w}")
-            if not result.ok:
-                self.report.violations.append(f"check w{w}: {result.problem}")
-            self.report.page_switches += max(0, len(list_pages(self.journals, f"w{w}")) - 1)
+        try:
+            for w in range(self.writers):
+                self._check(replay, w)
+            self._replay(replay)
+        except MmipcError as exc:
+            self.report.violations.append(f"replay: {type(exc).__name__}: {exc}")
+        finally:
+            replay.close()
+
+    def _check(self, replay: Reader, w: int) -> None:
+        result = check_journal(self.journals, f"w{w}")
+        if not result.ok:
+            self.report.violations.append(f"check w{w}: {result.problem}")
+        self.report.page_switches += max(0, len(list_pages(self.journals, f"w{w}")) - 1)
+        replay.add_journal(self.journals, f"w{w}")
+
+    def _replay(self, replay: Reader) -> None:
         expected, last_nano = [0] * self.writers, 0
         for frame in iter(replay.read, None):
             w = int(frame.journal.name[1:])
@@ -233,7 +245,6 @@ class Torture:
                 expected[w] = self._replayed(w, frame, expected[w])
             elif frame.msg_type == END:
                 self.report.write_failures += int.from_bytes(frame.data[8:16], "little")
-        replay.close()
 
     def _replayed(self, w: int, frame: Any, expected: int) -> int:
         try:
