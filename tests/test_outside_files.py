@@ -55,12 +55,20 @@ def directory_instead(path: str) -> None:
     os.mkdir(path)
 
 
+def another_journals_page(path: str) -> None:
+    directory = os.path.dirname(path)
+    with Writer.create(directory, "other", page_size=PAGE, service=None) as writer:
+        writer.write(b"not j's")
+    os.replace(os.path.join(directory, "other.00000000.journal"), path)
+
+
 CASES: dict[str, Callable[[str], None]] = {
     "random bytes named like a page": random_page,
     "a page from a future format version": future_version,
     "a page shorter than its header": shorter_than_header,
     "a symlink pointing elsewhere": symlink_elsewhere,
     "a directory where a page belongs": directory_instead,
+    "a page of another journal": another_journals_page,
 }
 COMMANDS = [
     ["check", "{d}", "j"],
