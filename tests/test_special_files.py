@@ -44,11 +44,16 @@ def dev_zero_link(path: str) -> None:
     os.symlink("/dev/zero", path)
 
 
+def dangling_link(path: str) -> None:
+    os.symlink("/nonexistent/page", path)
+
+
 SPECIAL: dict[str, Callable[[str], None]] = {
     "a FIFO": fifo,
     "a directory": directory,
     "a socket": unix_socket,
     "a symlink to /dev/zero": dev_zero_link,
+    "a dangling symlink": dangling_link,
 }
 
 

@@ -30,6 +30,15 @@ def list_journals(directory: str) -> list[str]:
     return sorted({m.group(1) for e in entries if (m := _PAGE_FILE.fullmatch(e)) and not e.startswith(".")})
 
 
+def _file_size(path: str) -> int:
+    """The size of a page file for progress counts, without following a link; 0 if it is gone (the
+    page itself is then opened, and refused, with a clear error)."""
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
+
+
 @dataclass(frozen=True)
 class Summary:
     name: str
@@ -52,7 +61,7 @@ def open_page(directory: str, name: str, number: int) -> MappedPage:
 def summarize(directory: str, name: str, progress: Progress | None = None) -> Summary:
     """Pages, bytes, frame count and first and last timestamps of a journal (walks every frame)."""
     pages = list_pages(directory, name)
-    sizes = [os.path.getsize(page_path(directory, name, n)) for n in pages]
+    sizes = [_file_size(page_path(directory, name, n)) for n in pages]
     total = sum(sizes)
     frames = first = last = done = 0
     for number, size in zip(pages, sizes, strict=True):
@@ -132,7 +141,7 @@ def check_journal(directory: str, name: str, progress: Progress | None = None) -
     if not pages:
         return CheckResult(0, 0, Problem(page_path(directory, name, 0), 0, "the journal has no pages"))
     state = _CheckState(directory, name)
-    total = sum(os.path.getsize(page_path(directory, name, n)) for n in pages)
+    total = sum(_file_size(page_path(directory, name, n)) for n in pages)
     current = _last_written_or_before_broken(directory, name, pages)
     for i, number in enumerate(pages):
         if i and number != pages[i - 1] + 1:
