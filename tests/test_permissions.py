@@ -52,13 +52,14 @@ def test_files_and_a_new_directory_are_owner_only_by_default(tmp_path: Path, uma
 
 def test_mode_0640_shares_with_the_group_and_the_service_follows_it(tmp_path: Path, umask_0: None) -> None:
     jdir = str(tmp_path / "shared")
-    with Writer.create(jdir, "j", page_size=PAGE, mode=0o640) as writer:
+    with Writer.create(jdir, "j", page_size=PAGE, mode=0o640, schemas={1: "ctp"}) as writer:
         writer.write(b"for the group")
         page1 = os.path.join(jdir, "j.00000001.journal")
         wait_for(lambda: os.path.exists(page1), what="page 1 prepared by the service")
         assert mode_of(page1) == 0o640  # created by the service, with the writer's mode
     assert mode_of(jdir) == 0o750
-    assert mode_of(os.path.join(jdir, "j.00000000.journal")) == mode_of(os.path.join(jdir, "j.lock")) == 0o640
+    for name in ("j.00000000.journal", "j.lock", "j.schema.json"):
+        assert mode_of(os.path.join(jdir, name)) == 0o640, name
 
 
 def test_the_mode_asked_for_is_set_whatever_the_umask(tmp_path: Path) -> None:

@@ -219,3 +219,20 @@ def test_the_tools_on_a_fifo_page_in_this_process(jdir: str) -> None:
     assert path in journal_status(jdir, "j")["error"]
     problem = check_journal(jdir, "j").problem
     assert problem is not None and problem.path == path
+
+
+@pytest.mark.parametrize("make", [fifo, directory, dangling_link], ids=["FIFO", "directory", "dangling link"])
+def test_a_special_file_where_the_schema_file_belongs(jdir: str, make: Callable[[str], None]) -> None:
+    """`mmipc tail` reads NAME.schema.json to decode the layouts a journal declares."""
+    with Writer.create(jdir, "j", page_size=PAGE, service=None) as writer:
+        writer.write(b"x")
+    path = os.path.join(jdir, "j.schema.json")
+    make(path)
+    out = subprocess.run(
+        [sys.executable, "-m", "mmipc", "tail", jdir, "j", "--no-follow"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert path in out.stderr, out.stderr

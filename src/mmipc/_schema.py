@@ -32,7 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import CorruptJournalError, StorageError, UsageError
+from ._files import DEFAULT_MODE
 from ._layout import MAX_MSG_TYPE
+from ._page import require_regular_file
 
 SCHEMA_VERSION = 1
 SCHEMA_SUFFIX = ".schema.json"
@@ -266,7 +268,7 @@ def load_schemas(directory: str, name: str) -> dict[int, Struct]:
     A damaged file raises `CorruptJournalError` naming it."""
     path = schema_path(directory, name)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
     except FileNotFoundError:
         return {}
     except OSError as exc:
@@ -275,6 +277,11 @@ def load_schemas(directory: str, name: str) -> dict[int, Struct]:
                 path, 0, "the schema file is a symbolic link; mmipc does not follow it"
             ) from None
         raise StorageError(f"cannot open schema file {path}: {exc.strerror}") from exc
+    try:
+        require_regular_file(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
     try:
         with os.fdopen(fd, "rb") as file:
             text = file.read(MAX_SCHEMA_BYTES + 1)
@@ -300,8 +307,11 @@ def _decode_file(raw: Any) -> dict[int, Struct]:
     return out
 
 
-def declare_schemas(directory: str, name: str, declared: dict[int, Declaration]) -> None:
-    """Store the layouts `declared` for journal `name` (the caller holds its writer lock)."""
+def declare_schemas(
+    directory: str, name: str, declared: dict[int, Declaration], mode: int = DEFAULT_MODE
+) -> None:
+    """Store the layouts `declared` for journal `name` (the caller holds its writer lock), in a file of
+    the writer's `mode` (readers who may read its pages may read its schemas)."""
     wanted = {_check_msg_type(t): to_struct(d) for t, d in declared.items()}
     current = load_schemas(directory, name)
     for msg_type, layout in wanted.items():
@@ -318,7 +328,7 @@ def declare_schemas(directory: str, name: str, declared: dict[int, Declaration])
         "version": SCHEMA_VERSION,
         "types": {str(t): struct_to_json(merged[t]) for t in sorted(merged)},
     }
-    _write_atomically(schema_path(directory, name), json.dumps(document, indent=1).encode())
+    _write_atomically(schema_path(directory, name), json.dumps(document, indent=1).encode(), mode)
 
 
 def _check_msg_type(msg_type: object) -> int:
@@ -327,11 +337,12 @@ def _check_msg_type(msg_type: object) -> int:
     return msg_type
 
 
-def _write_atomically(path: str, data: bytes) -> None:
+def _write_atomically(path: str, data: bytes, mode: int) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         try:
+            os.fchmod(fd, mode)  # exactly, whatever the umask
             os.write(fd, data)
             os.fsync(fd)
         finally:

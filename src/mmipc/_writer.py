@@ -199,7 +199,7 @@ class Writer:
             if schemas:
                 from ._schema import declare_schemas
 
-                declare_schemas(path, name, schemas)
+                declare_schemas(path, name, schemas, mode)
             if link is not None:
                 _register(link, path, name)
             writer = cls(path, name, page_size, lock_fd, link, mode)
