@@ -193,7 +193,9 @@ def acquire_writer_lock(directory: str, name: str, mode: int = DEFAULT_MODE) -> 
     """Take the journal's exclusive writer lock; return its fd. Raise `JournalLockedError` if held."""
     path = os.path.join(directory, f"{name}.lock")
     fd = open_own_file(path, mode, "lock file")
-    holder = lock_or_holder(fd)
+    # The pid is a courtesy to the next writer's error message: on a full disk the lock holds
+    # without it, and the writer can still append to the room its current page has.
+    holder = lock_or_holder(fd, note_required=False)
     if holder is not None:
         raise JournalLockedError(
             f"journal {name} in {directory} already has a live writer (pid {holder} holds {path}); "
@@ -202,10 +204,11 @@ def acquire_writer_lock(directory: str, name: str, mode: int = DEFAULT_MODE) -> 
     return fd
 
 
-def lock_or_holder(fd: int) -> str | None:
+def lock_or_holder(fd: int, note_required: bool = True) -> str | None:
     """Take `flock(LOCK_EX)` on `fd` and record this pid in the file; None on success. If another
     process holds the lock, close `fd` and return the pid it recorded (the kernel frees the lock of a
-    process that dies, so a holder is always alive)."""
+    process that dies, so a holder is always alive). If the pid cannot be recorded (a full disk),
+    raise the OSError, or with `note_required=False` keep the lock without the note."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -216,7 +219,8 @@ def lock_or_holder(fd: int) -> str | None:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except OSError:
-        pass  # a full disk: the lock holds all the same, only the pid shown to others is lost
+        if note_required:
+            raise
     return None
 
 
