@@ -49,4 +49,3 @@ def run_torture(args: argparse.Namespace) -> int:
     counters = {"faults": dict(report.faults), "skipped": dict(report.skipped)}
     print(json.dumps({**asdict(report), **counters}) if args.json else report.text())
     return 1 if report.violations else 0
-
