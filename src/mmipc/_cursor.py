@@ -232,4 +232,13 @@ class Cursor:
             self._enter_page(pages[lo - 1] + 1, PAGE_HEADER_SIZE, after_marker=True)
 
     def _first_nano(self, page_no: int) -> int:
-        return page_header(page_path(self.jid.directory, self.jid.name, page_no)).first_nano
+        """The page's first timestamp, 0 if it has no frame yet. A page that holds only its end
+        marker has first_nano == last_nano; one written before that rule has first_nano 0 and its
+        last_nano set, which serves as well (no later frame of the journal is older)."""
+        path = page_path(self.jid.directory, self.jid.name, page_no)
+        header = page_header(path)
+        if header.page_no != page_no or header.name != self.jid.name:
+            found = f"page {header.page_no} of {header.name!r}"
+            wanted = f"page {page_no} of {self.jid.name!r}"
+            raise CorruptJournalError(path, 24, f"header names {found}, expected {wanted}")
+        return header.first_nano or header.last_nano

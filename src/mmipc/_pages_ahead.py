@@ -58,7 +58,7 @@ class PagePreparer:
             try:
                 if not self._wanted(task[0], task[1]):
                     continue  # its writer has gone: do not create files in a journal nobody writes
-                prefault(create_page(*task), task[3])
+                prefault(create_page(*task))
                 self.prepared += 1
             except Exception as exc:  # nothing a page file holds may end this thread
                 self._failed(task, exc)
@@ -72,11 +72,13 @@ class PagePreparer:
         log.warning("%s", self.last_error)
 
 
-def prefault(path: str, page_size: int) -> None:
-    """Bring every page of the file into the page cache (the mmap call releases the GIL)."""
+def prefault(path: str) -> None:
+    """Bring every page of the file into the page cache (the mmap call releases the GIL). The file's
+    own size counts: a page made before may differ from the size the writer announces now."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        with mmap.mmap(fd, page_size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ):
+        size = os.fstat(fd).st_size
+        with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ):
             pass
     finally:
         os.close(fd)
