@@ -8,7 +8,12 @@ Rules:
   until that word is non-zero. On x86-64 loads are not reordered with other loads, so the header and
   payload loads that follow see what the writer stored before its commit store.
 * Every committed header is checked before its payload is handed out: length, payload length, room
-  left in the page and timestamp order. A failure raises `CorruptJournalError`; the cursor stays put.
+  left in the page and timestamp order, and on a CHECKSUMS page the payload's CRC-32. A failure
+  raises `CorruptJournalError`; the cursor stays put.
+* The fast path (`read`, `poll`) handles frames of pages without checksums whose sequence numbers
+  do not wrap past 2**32 inside the page: the full seq is then the stored 32 bits plus a per-page
+  base (-1 plus the zero stored in version 1 frames gives their seq of -1). Every other page sets
+  `limit` to 0, so that the single room check sends each of its frames to `_poll_slow`.
 * At an end-of-page marker the cursor moves to the next page, which exists by the writer's switch
   order; the page it leaves is unmapped as soon as no caller holds a view into it.
 * A journal with no page yet is not an error: the cursor looks for its first page at most once per
@@ -26,11 +31,16 @@ from ._files import list_pages, page_path
 from ._layout import (
     COMMIT,
     FRAME_BODY,
+    FRAME_BODY_FAST,
     FRAME_HEADER_SIZE,
     PAGE_END_RESERVE,
     PAGE_HEADER_SIZE,
+    SEQ_MASK,
     MsgType,
+    PageHeader,
+    check_checksum,
     check_frame,
+    full_seq,
 )
 from ._page import MappedPage, page_header
 from ._types import Frame, JournalId
@@ -39,7 +49,7 @@ Start = Literal["begin", "end"] | int
 PROBE_INTERVAL_NS = 1_000_000
 _new_frame = tuple.__new__
 _unpack_commit = COMMIT.unpack_from
-_unpack_body = FRAME_BODY.unpack_from
+_unpack_body = FRAME_BODY_FAST.unpack_from
 _PAGE_END = int(MsgType.PAGE_END)
 
 
@@ -53,12 +63,16 @@ class Cursor:
         "mm",
         "view",
         "page_size",
+        "limit",
+        "header",
+        "seq_base",
         "pos",
         "last_nano",
         "next_nano",
         "msg_type",
         "source",
         "length",
+        "seq",
         "start",
         "probe_at",
     )
@@ -68,9 +82,10 @@ class Cursor:
         self.page: MappedPage | None = None
         self.mm: mmap.mmap | None = None
         self.view: memoryview | None = None
-        self.page_no = self.page_size = self.pos = self.last_nano = 0
-        self.next_nano = -1
-        self.msg_type = self.source = self.length = 0
+        self.page_no = self.page_size = self.limit = self.pos = self.last_nano = 0
+        self.header: PageHeader | None = None
+        self.next_nano = self.seq_base = -1
+        self.msg_type = self.source = self.length = self.seq = 0
         self.start: Start = start
         self.probe_at = 0
 
@@ -90,11 +105,11 @@ class Cursor:
         if length == 0:
             return None
         nano: int
-        msg_type, nano, source, n = _unpack_body(mm, pos + 4)
+        msg_type, nano, source, n, seq = _unpack_body(mm, pos + 4)
         end = pos + ((length + 7) & ~7)
         if (
             length != n + FRAME_HEADER_SIZE
-            or end + PAGE_END_RESERVE > self.page_size
+            or end + PAGE_END_RESERVE > self.limit
             or nano < self.last_nano
             or msg_type == _PAGE_END
         ):
@@ -102,7 +117,8 @@ class Cursor:
         self.pos = end
         self.last_nano = nano
         view: memoryview = self.view  # type: ignore[assignment]  # never None while mm is set
-        frame: Frame = _new_frame(Frame, (nano, msg_type, source, self.jid, view[pos + 32 : pos + length]))
+        data = view[pos + 32 : pos + length]
+        frame: Frame = _new_frame(Frame, (nano, msg_type, source, self.jid, data, seq + self.seq_base))
         return frame
 
     def poll(self) -> int:
@@ -117,15 +133,16 @@ class Cursor:
         if length == 0:
             return -1
         nano: int
-        msg_type, nano, source, n = _unpack_body(mm, pos + 4)
+        msg_type, nano, source, n, seq = _unpack_body(mm, pos + 4)
         if (
             length != n + FRAME_HEADER_SIZE
-            or pos + ((length + 7) & ~7) + PAGE_END_RESERVE > self.page_size
+            or pos + ((length + 7) & ~7) + PAGE_END_RESERVE > self.limit
             or nano < self.last_nano
             or msg_type == _PAGE_END
         ):
             return self._poll_slow(length, msg_type, nano, n)
         self.next_nano, self.msg_type, self.source, self.length = nano, msg_type, source, length
+        self.seq = seq + self.seq_base
         return nano
 
     def take(self) -> Frame:
@@ -136,20 +153,30 @@ class Cursor:
         self.next_nano = -1
         assert self.view is not None
         data = self.view[pos + FRAME_HEADER_SIZE : pos + length]
-        frame: Frame = _new_frame(Frame, (nano, self.msg_type, self.source, self.jid, data))
+        frame: Frame = _new_frame(Frame, (nano, self.msg_type, self.source, self.jid, data, self.seq))
         return frame
 
     # -- the slow path ------------------------------------------------------------------------
 
     def _poll_slow(self, length: int, msg_type: int, nano: int, n: int) -> int:
-        assert self.page is not None
-        check_frame(self.pos, length, msg_type, n, self.page_size, self.page.path)
+        """`poll` for a frame the fast path refused: a damaged one, an end-of-page marker, or any
+        frame of a page whose `limit` is 0 (checksums, or sequence numbers that wrap in the page)."""
+        page, header, pos = self.page, self.header, self.pos
+        assert page is not None and header is not None and self.mm is not None
+        check_frame(pos, length, msg_type, n, self.page_size, page.path)
         if msg_type == _PAGE_END:
             self._enter_page(self.page_no + 1, PAGE_HEADER_SIZE, after_marker=True)
             return self.poll()
-        raise CorruptJournalError(
-            self.page.path, self.pos, f"timestamp {nano} is older than the frame before it ({self.last_nano})"
-        )
+        if nano < self.last_nano:
+            raise CorruptJournalError(
+                page.path, pos, f"timestamp {nano} is older than the frame before it ({self.last_nano})"
+            )
+        _, _, source, _, seq, checksum = FRAME_BODY.unpack_from(self.mm, pos + 4)
+        if header.checksums:
+            check_checksum(self.mm, pos, length, checksum, page.path)
+        self.next_nano, self.msg_type, self.source, self.length = nano, msg_type, source, length
+        self.seq = full_seq(header.first_seq, seq) if header.version >= 2 else -1
+        return nano
 
     def _poll_missing(self) -> int:
         now = time.monotonic_ns()
@@ -173,14 +200,16 @@ class Cursor:
             ) from None
         self.detach()
         self.page, self.page_no, self.mm, self.view = page, page_no, page.mm, page.view
-        self.page_size, self.pos = page.page_size, pos
+        self.page_size, self.pos, self.header = page.page_size, pos, page.header
+        self.limit, self.seq_base = fast_path(page.header)
 
     def detach(self) -> None:
         """Unmap the current page (frames already handed out keep theirs alive)."""
         if self.page is not None:
             self.page.release()
-        self.page = self.mm = self.view = None
+        self.page = self.mm = self.view = self.header = None
         self.next_nano = -1
+        self.limit = 0
 
     # -- positioning --------------------------------------------------------------------------
 
@@ -242,3 +271,12 @@ class Cursor:
             wanted = f"page {page_no} of {self.jid.name!r}"
             raise CorruptJournalError(path, 24, f"header names {found}, expected {wanted}")
         return header.first_nano or header.last_nano
+
+
+def fast_path(header: PageHeader) -> tuple[int, int]:
+    """The `limit` and `seq_base` of the fast path on a page with this header (see the rules)."""
+    if header.version < 2:
+        return header.page_size, -1
+    low = header.first_seq & SEQ_MASK
+    wraps = low + (header.page_size - PAGE_HEADER_SIZE) // FRAME_HEADER_SIZE > SEQ_MASK
+    return (0 if header.checksums or wraps else header.page_size), header.first_seq - low

@@ -55,8 +55,11 @@ def list_pages(directory: str, name: str) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def create_page(directory: str, name: str, page_no: int, page_size: int, replace: bool = False) -> str:
-    """Create page `page_no` at full size with its header, unless it already exists; return its path.
+def create_page(
+    directory: str, name: str, page_no: int, page_size: int, flags: int = 0, replace: bool = False
+) -> str:
+    """Create page `page_no` at full size with its header (with `flags`), unless it already exists;
+    return its path.
 
     With `replace`, an existing page is replaced atomically (`rename`): only the writer does this, to
     an empty page made ahead at a size too small for its next frame, which no reader can have entered.
@@ -68,7 +71,7 @@ def create_page(directory: str, name: str, page_no: int, page_size: int, replace
         return final
     tmp = os.path.join(directory, f".{name}.{page_no:08d}.{os.getpid()}.{time.time_ns()}.tmp")
     try:
-        _fill_page(tmp, encode_page_header(name, page_no, page_size, time.time_ns()), page_size)
+        _fill_page(tmp, encode_page_header(name, page_no, page_size, time.time_ns(), flags), page_size)
         (os.rename if replace else os.link)(tmp, final)
     except FileExistsError:
         pass

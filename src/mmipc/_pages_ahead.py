@@ -22,7 +22,7 @@ from ._errors import MmipcError
 from ._files import create_page, page_path
 
 log = logging.getLogger("mmipc.service")
-Task = tuple[str, str, int, int]
+Task = tuple[str, str, int, int, int]  # directory, name, page_no, page_size, flags
 
 
 class PagePreparer:
@@ -41,8 +41,8 @@ class PagePreparer:
         self._thread = threading.Thread(target=self._run, name="mmipc-pages", daemon=True)
         self._thread.start()
 
-    def prepare(self, directory: str, name: str, page_no: int, page_size: int) -> None:
-        task = (directory, name, page_no, page_size)
+    def prepare(self, directory: str, name: str, page_no: int, page_size: int, flags: int = 0) -> None:
+        task = (directory, name, page_no, page_size, flags)
         if task not in self._recent:
             self._recent.add(task)
             self._tasks.put(task)
