@@ -198,3 +198,18 @@ def test_seq_wraps_past_32_bits_inside_a_page(jdir: str, checksum: bool) -> None
     merged.add_journal(jdir, "absent")  # two journals: poll and take instead of the fused read
     assert [f.seq for f in iter(merged.read, None)] == want
     assert page_header(page_path(jdir, "wrap", 1)).first_seq > 2**32
+
+
+def test_check_reports_a_checksum_on_a_page_without_checksums(jdir: str) -> None:
+    with Writer.create(jdir, "stray", page_size=PAGE) as writer:
+        for i in range(10):
+            writer.write(payloads.make(i))
+    page = MappedPage.open(page_path(jdir, "stray", 0), "stray", 0)
+    offset = list(page.frames())[4].offset
+    page.release()
+    with open(page_path(jdir, "stray", 0), "r+b") as f:
+        f.seek(offset + 28)
+        f.write(struct.pack("<I", 0xDEADBEEF))
+    result = check_journal(jdir, "stray")
+    assert result.problem is not None and result.problem.offset == offset
+    assert "page without checksums" in result.problem.what

@@ -268,6 +268,10 @@ def decode_frame(
     check_frame(offset, length, msg_type, payload_len, page_size, path)
     if checksums and msg_type != MsgType.PAGE_END:
         check_checksum(buf, offset, length, checksum, path)
+    elif checksum:
+        raise CorruptJournalError(
+            path, offset, f"frame has checksum {checksum:#010x} on a page without checksums"
+        )
     return FrameInfo(offset, length, msg_type, nano, source, payload_len, seq, checksum)
 
 
