@@ -250,12 +250,13 @@ class FrameInfo(NamedTuple):
 
 
 def decode_frame(
-    buf: Buffer, offset: int, page_size: int, path: str, checksums: bool = False
+    buf: Buffer, offset: int, page_size: int, path: str, checksums: bool | None = None
 ) -> FrameInfo | None:
     """The committed frame at `offset`, or None if its commit word is still 0.
 
-    Reads the commit word first and the rest of the header only once it is non-zero. With
-    `checksums` (the page's CHECKSUMS flag), a data frame's payload must match its checksum.
+    Reads the commit word first and the rest of the header only once it is non-zero. `checksums` is
+    the page's CHECKSUMS flag: if True, a data frame's payload must match its checksum; if False,
+    the checksum must be 0; None (a caller that did not look) checks neither.
     """
     if offset + FRAME_HEADER_SIZE > page_size or offset % FRAME_ALIGN:
         raise CorruptJournalError(path, offset, "frame offset lies outside the page")
@@ -268,7 +269,7 @@ def decode_frame(
     check_frame(offset, length, msg_type, payload_len, page_size, path)
     if checksums and msg_type != MsgType.PAGE_END:
         check_checksum(buf, offset, length, checksum, path)
-    elif checksum:
+    elif checksum and checksums is not None:
         raise CorruptJournalError(
             path, offset, f"frame has checksum {checksum:#010x} on a page without checksums"
         )
