@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import mmap
 import time
+import zlib
 from typing import Literal
 
 from ._errors import CorruptJournalError
@@ -40,9 +41,9 @@ from ._layout import (
     SEQ_MASK,
     MsgType,
     PageHeader,
+    align8,
     check_checksum,
     check_frame,
-    full_seq,
 )
 from ._page import MappedPage, page_header
 from ._types import Frame, JournalId
@@ -52,6 +53,8 @@ PROBE_INTERVAL_NS = 1_000_000
 _new_frame = tuple.__new__
 _unpack_commit = COMMIT.unpack_from
 _unpack_body = FRAME_BODY_FAST.unpack_from
+_unpack_full = FRAME_BODY.unpack_from
+_crc32 = zlib.crc32
 _PAGE_END = int(MsgType.PAGE_END)
 
 
@@ -66,7 +69,9 @@ class Cursor:
         "view",
         "page_size",
         "limit",
-        "header",
+        "room",
+        "checksums",
+        "first_seq",
         "pos",
         "last_nano",
         "next_nano",
@@ -84,7 +89,8 @@ class Cursor:
         self.mm: mmap.mmap | None = None
         self.view: memoryview | None = None
         self.page_no = self.page_size = self.limit = self.pos = self.last_nano = 0
-        self.header: PageHeader | None = None
+        self.room = self.first_seq = 0
+        self.checksums = False
         self.next_nano = -1
         self.msg_type = self.source = self.length = self.seq = 0
         self.start: Start = start
@@ -162,22 +168,23 @@ class Cursor:
 
     def _poll_slow(self, length: int, msg_type: int, nano: int, n: int) -> int:
         """`poll` for a frame the fast path refused: a damaged one, an end-of-page marker, or any
-        frame of a page whose `limit` is 0 (checksums, or sequence numbers that wrap in the page)."""
-        page, header, pos = self.page, self.header, self.pos
-        assert page is not None and header is not None and self.mm is not None
-        check_frame(pos, length, msg_type, n, self.page_size, page.path)
-        if msg_type == _PAGE_END:
+        frame of a page whose `limit` is 0 (version 1, checksums, sequence numbers past 2**32)."""
+        page, pos = self.page, self.pos
+        assert page is not None and self.mm is not None
+        if msg_type == _PAGE_END or length != n + FRAME_HEADER_SIZE or pos + align8(length) > self.room:
+            check_frame(pos, length, msg_type, n, self.page_size, page.path)  # raises unless a marker
             self._enter_page(self.page_no + 1, PAGE_HEADER_SIZE, after_marker=True)
             return self.poll()
         if nano < self.last_nano:
             raise CorruptJournalError(
                 page.path, pos, f"timestamp {nano} is older than the frame before it ({self.last_nano})"
             )
-        _, _, source, _, seq, checksum = FRAME_BODY.unpack_from(self.mm, pos + 4)
-        if header.checksums:
-            check_checksum(self.mm, pos, length, checksum, page.path)
+        _, _, source, _, seq, checksum = _unpack_full(self.mm, pos + 4)
+        if self.checksums and _crc32(self.view[pos + FRAME_HEADER_SIZE : pos + length]) != checksum:  # type: ignore[index]
+            check_checksum(self.mm, pos, length, checksum, page.path)  # raises, naming both values
         self.next_nano, self.msg_type, self.source, self.length = nano, msg_type, source, length
-        self.seq = full_seq(header.first_seq, seq) if header.version >= 2 else -1
+        first = self.first_seq
+        self.seq = first + ((seq - first) & SEQ_MASK) if first >= 0 else -1
         return nano
 
     def _poll_missing(self) -> int:
@@ -202,14 +209,17 @@ class Cursor:
             ) from None
         self.detach()
         self.page, self.page_no, self.mm, self.view = page, page_no, page.mm, page.view
-        self.page_size, self.pos, self.header = page.page_size, pos, page.header
-        self.limit = fast_limit(page.header)
+        header = page.header
+        self.page_size, self.pos, self.room = page.page_size, pos, page.page_size - PAGE_END_RESERVE
+        self.limit = fast_limit(header)
+        self.checksums = header.checksums
+        self.first_seq = header.first_seq if header.version >= 2 else -1
 
     def detach(self) -> None:
         """Unmap the current page (frames already handed out keep theirs alive)."""
         if self.page is not None:
             self.page.release()
-        self.page = self.mm = self.view = self.header = None
+        self.page = self.mm = self.view = None
         self.next_nano = -1
         self.limit = 0
 

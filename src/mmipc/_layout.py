@@ -88,7 +88,7 @@ class PageFlags(IntFlag):
     CHECKSUMS = 1
 
 
-KNOWN_FLAGS = int(PageFlags.CHECKSUMS)
+KNOWN_FLAGS = CHECKSUMS_BIT = int(PageFlags.CHECKSUMS)  # plain ints: IntFlag arithmetic is slow
 
 
 # (field, offset, struct code) tables; the structs below are built from them and docs/format.md
@@ -158,7 +158,7 @@ class PageHeader(NamedTuple):
 
     @property
     def checksums(self) -> bool:
-        return bool(self.flags & PageFlags.CHECKSUMS)
+        return self.flags & CHECKSUMS_BIT != 0
 
 
 def align8(n: int) -> int:
