@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from ._errors import MmipcError
 from ._files import create_page, page_path
+from ._page import open_page_file, read_header
 
 log = logging.getLogger("mmipc.service")
 Task = tuple[str, str, int, int, int]  # directory, name, page_no, page_size, flags
@@ -73,11 +74,12 @@ class PagePreparer:
 
 
 def prefault(path: str) -> None:
-    """Bring every page of the file into the page cache (the mmap call releases the GIL). The file's
-    own size counts: a page made before may differ from the size the writer announces now."""
-    fd = os.open(path, os.O_RDONLY)
+    """Bring every page of the file into the page cache (the mmap call releases the GIL). The file
+    must be a page (no link, a valid header); its own size counts, since a page made before may
+    differ from the size the writer announces now."""
+    fd = open_page_file(path)
     try:
-        size = os.fstat(fd).st_size
+        size = read_header(fd, path)[1]
         with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ):
             pass
     finally:
