@@ -100,3 +100,55 @@ def test_a_frame_already_read_is_not_affected_by_later_damage(jdir: str) -> None
     with pytest.raises(CorruptJournalError):
         reader.read()  # stays put: the same error again, never a garbage frame
     assert bytes(first.data) == (0).to_bytes(4, "little") * 25
+
+
+def foreign_page(jdir: str, kind: str) -> str:
+    """A page file of journal j's page 1 that is not that page, made the way a careless copy would."""
+    other = os.path.join(jdir, "other")
+    os.mkdir(other)
+    name, number = {"other journal": ("k", 1), "other page": ("j", 2), "bigger file": ("j", 1)}[kind]
+    with Writer.create(other, name, page_size=PAGE, service=None) as writer:
+        while len([f for f in os.listdir(other) if f.endswith(".journal")]) <= number:
+            writer.write(b"\x05" * 5000)
+    path = os.path.join(other, f"{name}.{number:08d}.journal")
+    if kind == "bigger file":
+        os.truncate(path, 2 * PAGE)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("other journal", "of 'k', expected page 1 of 'j'"),
+        ("other page", "page 2"),
+        ("bigger file", "file is"),
+    ],
+)
+def test_a_live_reader_checks_the_page_it_enters_at_a_marker(jdir: str, kind: str, words: str) -> None:
+    writer = Writer.create(jdir, "j", page_size=PAGE, service=None)
+    reader = Reader.create("live-entry", service=None)
+    reader.add_journal(jdir, "j")
+    writer.write(b"\x01" * 5000)
+    assert reader.read() is not None  # the reader waits in page 0
+    target = os.path.join(jdir, "j.00000001.journal")
+    while not os.path.exists(target):  # standalone: page 1 appears at the writer's switch
+        writer.write(b"\x02" * 5000)
+    writer.close()
+    os.replace(foreign_page(jdir, kind), target)  # swapped in after the writer's switch
+    with pytest.raises(CorruptJournalError) as info:
+        while reader.read() is not None:
+            pass
+    assert info.value.path == target and words in str(info.value)
+
+
+def test_seek_checks_the_identity_of_every_page_header_it_reads(jdir: str) -> None:
+    make_journal(jdir, frames=6000)
+    pages = sorted(f for f in os.listdir(jdir) if f.endswith(".journal"))
+    assert len(pages) >= 5
+    middle = os.path.join(jdir, pages[len(pages) // 2])
+    os.replace(foreign_page(jdir, "other journal"), middle)
+    with Reader.create("seeker") as reader:
+        reader.add_journal(jdir, "j", start="end")
+        with pytest.raises(CorruptJournalError, match="'k'") as info:
+            reader.seek(2**62)
+    assert info.value.path == middle

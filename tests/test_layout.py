@@ -42,12 +42,13 @@ def test_documented_offsets_match_the_structs(
 
 def test_frame_header_and_hot_path_structs_line_up() -> None:
     assert _layout.FRAME_HEADER.size == _layout.FRAME_HEADER_SIZE == 32
-    body = [code for name, _, code in _layout.FRAME_HEADER_FIELDS if name not in ("length", "reserved")]
+    body = [code for name, _, code in _layout.FRAME_HEADER_FIELDS if name != "length"]
     assert _layout.FRAME_BODY.format == "<" + "".join(body)
     assert dict((n, o) for n, o, _ in _layout.FRAME_HEADER_FIELDS)["msg_type"] == _layout.FRAME_BODY_OFFSET
     fields = {n: o for n, o, _ in _layout.PAGE_HEADER_FIELDS}
     assert fields["first_nano"] == _layout.FIRST_NANO_OFFSET
     assert fields["last_nano"] == _layout.LAST_NANO_OFFSET
+    assert fields["first_seq"] == _layout.FIRST_SEQ_OFFSET and _layout.SEQ_FIELD.format == "<Q"
     assert _layout.INDEX_OFFSET + 4 * _layout.INDEX_SLOTS == _layout.PAGE_HEADER_SIZE
 
 
@@ -83,3 +84,35 @@ def test_decoders_raise_only_corrupt_journal_error_on_random_bytes() -> None:
                 _layout.decode_frame(blob, 4096, 8192, "blob")
             except CorruptJournalError:
                 pass
+
+
+def test_version_1_and_2_headers_decode_and_unknown_versions_and_flags_do_not() -> None:
+    from mmipc import CorruptJournalError
+
+    v2 = _layout.encode_page_header("j", 3, 65536, 7, _layout.PageFlags.CHECKSUMS)
+    header = _layout.decode_page_header(v2 + bytes(4096 - len(v2)), "p")
+    assert (header.version, header.flags, header.checksums, header.first_seq) == (2, 1, True, 0)
+    v1 = bytearray(v2)
+    struct.pack_into("<H", v1, 8, 1)  # a version 1 page: flags and first_seq were reserved
+    struct.pack_into("<Q", v1, 120, 99)
+    header = _layout.decode_page_header(bytes(v1) + bytes(4096 - len(v1)), "p")
+    assert (header.version, header.flags, header.checksums, header.first_seq) == (1, 0, False, 0)
+    for offset, fmt, value, words in [(8, "<H", 3, "version 3"), (12, "<I", 2, "flags 0x2")]:
+        bad = bytearray(v2)
+        struct.pack_into(fmt, bad, offset, value)
+        with pytest.raises(CorruptJournalError, match=words):
+            _layout.decode_page_header(bytes(bad) + bytes(4096 - len(bad)), "p")
+
+
+@pytest.mark.parametrize(
+    ("first", "stored", "full"),
+    [
+        (0, 0, 0),
+        (0, 5, 5),
+        (2**32 - 2, 2**32 - 1, 2**32 - 1),
+        (2**32 - 2, 3, 2**32 + 3),
+        (5 * 2**32 + 9, 10, 5 * 2**32 + 10),
+    ],
+)
+def test_full_sequence_numbers_from_32_stored_bits(first: int, stored: int, full: int) -> None:
+    assert _layout.full_seq(first, stored) == full

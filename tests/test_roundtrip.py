@@ -19,15 +19,19 @@ LARGEST = max_payload(PAGE)
 EDGES = [0, 1, 7, 8, 9, LARGEST - 9, LARGEST - 8, LARGEST - 1, LARGEST]
 
 
-def roundtrip(payloads: list[bytes], page_size: int = PAGE) -> list[tuple[bytes, int, int]]:
+def roundtrip(
+    payloads: list[bytes], page_size: int = PAGE, checksum: bool = False
+) -> list[tuple[bytes, int, int]]:
     with tempfile.TemporaryDirectory() as d:
         # Standalone: this checks the format, on hundreds of short-lived directories.
-        with Writer.create(d, "rt", page_size=page_size, service=None) as writer:
+        with Writer.create(d, "rt", page_size=page_size, service=None, checksum=checksum) as writer:
             for i, payload in enumerate(payloads):
                 writer.write(payload, msg_type=i % 1000, source=i % 3)
         with Reader.create("rt") as reader:
             reader.add_journal(d, "rt")
-            return [(bytes(f.data), f.msg_type, f.source) for f in iter(reader.read, None)]
+            frames = list(iter(reader.read, None))
+    assert [f.seq for f in frames] == list(range(len(frames)))  # numbered from 0 without a gap
+    return [(bytes(f.data), f.msg_type, f.source) for f in frames]
 
 
 def expected(payloads: list[bytes]) -> list[tuple[bytes, int, int]]:
@@ -38,10 +42,10 @@ sizes = st.one_of(st.sampled_from(EDGES), st.integers(0, LARGEST), st.integers(0
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(sizes, st.integers(0, 2**32)), min_size=1, max_size=12))
-def test_any_payload_sequence_comes_back_unchanged(spec: list[tuple[int, int]]) -> None:
+@given(st.lists(st.tuples(sizes, st.integers(0, 2**32)), min_size=1, max_size=12), st.booleans())
+def test_any_payload_sequence_comes_back_unchanged(spec: list[tuple[int, int]], checksum: bool) -> None:
     payloads = [random.Random(seed).randbytes(size) for size, seed in spec]
-    assert roundtrip(payloads) == expected(payloads)
+    assert roundtrip(payloads, checksum=checksum) == expected(payloads)
 
 
 @pytest.mark.parametrize("slack", [0, 8, 16, 24, 32, 40])

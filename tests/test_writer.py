@@ -199,3 +199,93 @@ def test_an_old_page_is_fully_retired_within_half_the_next_page(page_size: int) 
     step = retire_slice(page_size)
     assert step % 4096 == 0  # madvise works on whole pages
     assert -(-page_size // step) <= INDEX_SLOTS // 2  # slot crossings needed to drop all of it
+
+
+def test_a_writer_refuses_every_thread_but_the_one_that_created_it(jdir: str) -> None:
+    import threading
+
+    writer = Writer.create(jdir, "threads", page_size=PAGE)
+    claim = writer.frame(4)
+    refused: list[str] = []
+
+    def other_thread() -> None:
+        for attempt in (
+            lambda: writer.write(b"torn?"),
+            lambda: writer.frame(8),
+            lambda: claim.__exit__(None, None, None),
+            writer.sync,
+            writer.close,
+        ):
+            try:
+                attempt()
+            except UsageError as exc:
+                refused.append(str(exc))
+
+    with claim as buf:
+        buf[:] = b"mine"
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join(timeout=60)
+    assert len(refused) == 5 and all("belongs to the thread that created it" in r for r in refused)
+    for i in range(1000):  # the owner goes on, and the journal holds exactly its frames
+        writer.write(i.to_bytes(4, "little"))
+    writer.close()
+    assert read_all(jdir, "threads") == [b"mine"] + [i.to_bytes(4, "little") for i in range(1000)]
+
+
+def test_two_threads_writing_at_once_never_tear_a_frame(jdir: str) -> None:
+    import sys
+    import threading
+
+    writer = Writer.create(jdir, "race", page_size=PAGE)
+    start = threading.Barrier(2)
+    outcome: dict[str, object] = {}
+
+    def hammer(tag: str) -> None:
+        start.wait(timeout=60)
+        try:
+            for i in range(20000):
+                writer.write(payloads.make(i))
+            outcome[tag] = "wrote"
+        except UsageError:
+            outcome[tag] = "refused"
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        other = threading.Thread(target=hammer, args=("other",))
+        other.start()
+        hammer("owner")
+        other.join(timeout=120)
+    finally:
+        sys.setswitchinterval(old)
+    writer.close()
+    assert outcome == {"owner": "wrote", "other": "refused"}
+    assert [payloads.check(f) for f in read_all(jdir, "race")] == list(range(20000))
+
+
+CLOCK_STEP = """
+import sys
+import mmipc._writer as clock
+from mmipc import Writer
+directory = sys.argv[1]
+ask_writer = Writer.create(directory, "A", page_size=65536)
+ask = ask_writer.write(b"ask")
+real = clock._time_ns
+clock._time_ns = lambda: real() - 3600 * 10**9  # the wall clock steps back an hour (NTP, a VM)
+reply = Writer.create(directory, "B", page_size=65536).write(b"reply")
+again = ask_writer.write(b"ask again")
+print(ask, reply, again, flush=True)
+"""
+
+
+def test_a_wall_clock_step_moves_no_stamp_in_a_running_process(procs: Procs, jdir: str) -> None:
+    child = procs.spawn_code(CLOCK_STEP.replace("sys.argv[1]", repr(jdir)))
+    ask, reply, again = map(int, procs.finish(child).split())
+    assert ask < reply < again  # one clock for every journal of the process, across the step
+    with Reader.create("clock-merge") as reader:
+        reader.add_journal(jdir, "A")
+        reader.add_journal(jdir, "B")
+        assert [bytes(f.data) for f in iter(reader.read, None)] == [b"ask", b"reply", b"ask again"]
+        reader.seek(reply)  # skips nothing written at or after the reply
+        assert [bytes(f.data) for f in iter(reader.read, None)] == [b"reply", b"ask again"]

@@ -8,7 +8,14 @@ Rules:
   until that word is non-zero. On x86-64 loads are not reordered with other loads, so the header and
   payload loads that follow see what the writer stored before its commit store.
 * Every committed header is checked before its payload is handed out: length, payload length, room
-  left in the page and timestamp order. A failure raises `CorruptJournalError`; the cursor stays put.
+  left in the page and timestamp order, and on a CHECKSUMS page the payload's CRC-32. A failure
+  raises `CorruptJournalError`; the cursor stays put.
+* The fast path (`read`, `poll`) handles frames of version 2 pages without checksums whose sequence
+  numbers stay below 2**32 to the page's end: the stored 32 bits are then the full seq. Every other
+  page (version 1, checksums, later seqs) sets `limit` to 0, so that the single room check sends
+  each of its frames to `_poll_slow`: an add per frame would cost every frame 200 instructions.
+  The fast path reads `seq` and `checksum` as one u64, which is `seq` because `checksum` is 0 on
+  such a page; a non-zero one is damage that `mmipc check` reports, and would show in `seq`.
 * At an end-of-page marker the cursor moves to the next page, which exists by the writer's switch
   order; the page it leaves is unmapped as soon as no caller holds a view into it.
 * A journal with no page yet is not an error: the cursor looks for its first page at most once per
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import mmap
 import time
+import zlib
 from typing import Literal
 
 from ._errors import CorruptJournalError
@@ -26,10 +34,15 @@ from ._files import list_pages, page_path
 from ._layout import (
     COMMIT,
     FRAME_BODY,
+    FRAME_BODY_FAST,
     FRAME_HEADER_SIZE,
     PAGE_END_RESERVE,
     PAGE_HEADER_SIZE,
+    SEQ_MASK,
     MsgType,
+    PageHeader,
+    align8,
+    check_checksum,
     check_frame,
 )
 from ._page import MappedPage, page_header
@@ -39,7 +52,9 @@ Start = Literal["begin", "end"] | int
 PROBE_INTERVAL_NS = 1_000_000
 _new_frame = tuple.__new__
 _unpack_commit = COMMIT.unpack_from
-_unpack_body = FRAME_BODY.unpack_from
+_unpack_body = FRAME_BODY_FAST.unpack_from
+_unpack_full = FRAME_BODY.unpack_from
+_crc32 = zlib.crc32
 _PAGE_END = int(MsgType.PAGE_END)
 
 
@@ -53,12 +68,17 @@ class Cursor:
         "mm",
         "view",
         "page_size",
+        "limit",
+        "room",
+        "checksums",
+        "first_seq",
         "pos",
         "last_nano",
         "next_nano",
         "msg_type",
         "source",
         "length",
+        "seq",
         "start",
         "probe_at",
     )
@@ -68,9 +88,11 @@ class Cursor:
         self.page: MappedPage | None = None
         self.mm: mmap.mmap | None = None
         self.view: memoryview | None = None
-        self.page_no = self.page_size = self.pos = self.last_nano = 0
+        self.page_no = self.page_size = self.limit = self.pos = self.last_nano = 0
+        self.room = self.first_seq = 0
+        self.checksums = False
         self.next_nano = -1
-        self.msg_type = self.source = self.length = 0
+        self.msg_type = self.source = self.length = self.seq = 0
         self.start: Start = start
         self.probe_at = 0
 
@@ -90,11 +112,11 @@ class Cursor:
         if length == 0:
             return None
         nano: int
-        msg_type, nano, source, n = _unpack_body(mm, pos + 4)
+        msg_type, nano, source, n, seq = _unpack_body(mm, pos + 4)
         end = pos + ((length + 7) & ~7)
         if (
             length != n + FRAME_HEADER_SIZE
-            or end + PAGE_END_RESERVE > self.page_size
+            or end + PAGE_END_RESERVE > self.limit
             or nano < self.last_nano
             or msg_type == _PAGE_END
         ):
@@ -102,7 +124,9 @@ class Cursor:
         self.pos = end
         self.last_nano = nano
         view: memoryview = self.view  # type: ignore[assignment]  # never None while mm is set
-        frame: Frame = _new_frame(Frame, (nano, msg_type, source, self.jid, view[pos + 32 : pos + length]))
+        frame: Frame = _new_frame(
+            Frame, (nano, msg_type, source, self.jid, view[pos + 32 : pos + length], seq)
+        )
         return frame
 
     def poll(self) -> int:
@@ -117,15 +141,16 @@ class Cursor:
         if length == 0:
             return -1
         nano: int
-        msg_type, nano, source, n = _unpack_body(mm, pos + 4)
+        msg_type, nano, source, n, seq = _unpack_body(mm, pos + 4)
         if (
             length != n + FRAME_HEADER_SIZE
-            or pos + ((length + 7) & ~7) + PAGE_END_RESERVE > self.page_size
+            or pos + ((length + 7) & ~7) + PAGE_END_RESERVE > self.limit
             or nano < self.last_nano
             or msg_type == _PAGE_END
         ):
             return self._poll_slow(length, msg_type, nano, n)
         self.next_nano, self.msg_type, self.source, self.length = nano, msg_type, source, length
+        self.seq = seq
         return nano
 
     def take(self) -> Frame:
@@ -136,20 +161,31 @@ class Cursor:
         self.next_nano = -1
         assert self.view is not None
         data = self.view[pos + FRAME_HEADER_SIZE : pos + length]
-        frame: Frame = _new_frame(Frame, (nano, self.msg_type, self.source, self.jid, data))
+        frame: Frame = _new_frame(Frame, (nano, self.msg_type, self.source, self.jid, data, self.seq))
         return frame
 
     # -- the slow path ------------------------------------------------------------------------
 
     def _poll_slow(self, length: int, msg_type: int, nano: int, n: int) -> int:
-        assert self.page is not None
-        check_frame(self.pos, length, msg_type, n, self.page_size, self.page.path)
-        if msg_type == _PAGE_END:
+        """`poll` for a frame the fast path refused: a damaged one, an end-of-page marker, or any
+        frame of a page whose `limit` is 0 (version 1, checksums, sequence numbers past 2**32)."""
+        page, pos = self.page, self.pos
+        assert page is not None and self.mm is not None
+        if msg_type == _PAGE_END or length != n + FRAME_HEADER_SIZE or pos + align8(length) > self.room:
+            check_frame(pos, length, msg_type, n, self.page_size, page.path)  # raises unless a marker
             self._enter_page(self.page_no + 1, PAGE_HEADER_SIZE, after_marker=True)
             return self.poll()
-        raise CorruptJournalError(
-            self.page.path, self.pos, f"timestamp {nano} is older than the frame before it ({self.last_nano})"
-        )
+        if nano < self.last_nano:
+            raise CorruptJournalError(
+                page.path, pos, f"timestamp {nano} is older than the frame before it ({self.last_nano})"
+            )
+        _, _, source, _, seq, checksum = _unpack_full(self.mm, pos + 4)
+        if self.checksums and _crc32(self.view[pos + FRAME_HEADER_SIZE : pos + length]) != checksum:  # type: ignore[index]
+            check_checksum(self.mm, pos, length, checksum, page.path)  # raises, naming both values
+        self.next_nano, self.msg_type, self.source, self.length = nano, msg_type, source, length
+        first = self.first_seq
+        self.seq = first + ((seq - first) & SEQ_MASK) if first >= 0 else -1
+        return nano
 
     def _poll_missing(self) -> int:
         now = time.monotonic_ns()
@@ -173,7 +209,11 @@ class Cursor:
             ) from None
         self.detach()
         self.page, self.page_no, self.mm, self.view = page, page_no, page.mm, page.view
-        self.page_size, self.pos = page.page_size, pos
+        header = page.header
+        self.page_size, self.pos, self.room = page.page_size, pos, page.page_size - PAGE_END_RESERVE
+        self.limit = fast_limit(header)
+        self.checksums = header.checksums
+        self.first_seq = header.first_seq if header.version >= 2 else -1
 
     def detach(self) -> None:
         """Unmap the current page (frames already handed out keep theirs alive)."""
@@ -181,6 +221,7 @@ class Cursor:
             self.page.release()
         self.page = self.mm = self.view = None
         self.next_nano = -1
+        self.limit = 0
 
     # -- positioning --------------------------------------------------------------------------
 
@@ -232,4 +273,20 @@ class Cursor:
             self._enter_page(pages[lo - 1] + 1, PAGE_HEADER_SIZE, after_marker=True)
 
     def _first_nano(self, page_no: int) -> int:
-        return page_header(page_path(self.jid.directory, self.jid.name, page_no)).first_nano
+        """The page's first timestamp, 0 if it has no frame yet. A page that holds only its end
+        marker has first_nano == last_nano; one written before that rule has first_nano 0 and its
+        last_nano set, which serves as well (no later frame of the journal is older)."""
+        path = page_path(self.jid.directory, self.jid.name, page_no)
+        header = page_header(path)
+        if header.page_no != page_no or header.name != self.jid.name:
+            found = f"page {header.page_no} of {header.name!r}"
+            wanted = f"page {page_no} of {self.jid.name!r}"
+            raise CorruptJournalError(path, 24, f"header names {found}, expected {wanted}")
+        return header.first_nano or header.last_nano
+
+
+def fast_limit(header: PageHeader) -> int:
+    """The `limit` of the fast path on a page with this header: its size, or 0 (see the rules)."""
+    most = header.first_seq + (header.page_size - PAGE_HEADER_SIZE) // FRAME_HEADER_SIZE
+    fast = header.version >= 2 and not header.checksums and most <= SEQ_MASK
+    return header.page_size if fast else 0

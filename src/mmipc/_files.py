@@ -99,17 +99,30 @@ def list_pages(directory: str, name: str) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def create_page(directory: str, name: str, page_no: int, page_size: int, mode: int = DEFAULT_MODE) -> str:
-    """Create page `page_no` at full size with its header, unless it already exists; return its path."""
+def create_page(
+    directory: str,
+    name: str,
+    page_no: int,
+    page_size: int,
+    mode: int = DEFAULT_MODE,
+    flags: int = 0,
+    replace: bool = False,
+) -> str:
+    """Create page `page_no` at full size with its header (with `flags`) and file `mode`, unless it
+    already exists; return its path.
+
+    With `replace`, an existing page is replaced atomically (`rename`): only the writer does this, to
+    an empty page made ahead at a size too small for its next frame, which no reader can have entered.
+    """
     if page_no > MAX_PAGE_NO:
         raise StorageError(f"journal {name} in {directory} has used all {MAX_PAGE_NO} page numbers")
     final = page_path(directory, name, page_no)
-    if os.path.exists(final):
+    if os.path.exists(final) and not replace:
         return final
     tmp = os.path.join(directory, f".{name}.{page_no:08d}.{os.getpid()}.{time.time_ns()}.tmp")
     try:
-        _fill_page(tmp, encode_page_header(name, page_no, page_size, time.time_ns()), page_size, mode)
-        os.link(tmp, final)
+        _fill_page(tmp, encode_page_header(name, page_no, page_size, time.time_ns(), flags), page_size, mode)
+        (os.rename if replace else os.link)(tmp, final)
     except FileExistsError:
         pass
     except OSError as exc:

@@ -1,7 +1,8 @@
 """The on-disk format of an mmipc journal, written down once (docs/format.md says the same in prose).
 
 All integers are little-endian. A journal is a sequence of page files; each page is a 4096-byte page
-header followed by 8-byte-aligned frames.
+header followed by 8-byte-aligned frames. Pages are written in format version 2; version 1 pages
+(bytes 120..127 of the page header and 24..31 of each frame header reserved, zero) stay readable.
 
 Page header (PAGE_HEADER_SIZE = 4096 bytes)::
 
@@ -10,23 +11,27 @@ Page header (PAGE_HEADER_SIZE = 4096 bytes)::
      | magic  |version |hdr_size| flags  |   page_size    |    page_no     |
      | 8s     | u16    | u16    | u32    |   u64          |    u64         |
      +--------+--------+--------+--------+----------------+----------------+
-    32                40               48               56                120
-     +----------------+----------------+----------------+-----------------+
-     |  first_nano    |   last_nano    |  created_nano  | name (64s, NUL  |
-     |  i64           |   i64          |  i64           | padded ASCII)   |
-     +----------------+----------------+----------------+-----------------+
-    120 .. 256   reserved, zero
+    32                40               48               56                120              128
+     +----------------+----------------+----------------+-----------------+----------------+
+     |  first_nano    |   last_nano    |  created_nano  | name (64s, NUL  |   first_seq    |
+     |  i64           |   i64          |  i64           | padded ASCII)   |   u64 (v2)     |
+     +----------------+----------------+----------------+-----------------+----------------+
+    128 .. 256   reserved, zero
     256 .. 4096  time index: INDEX_SLOTS u32 frame offsets, 0 = not filled yet
+    flags (v2): bit 0 CHECKSUMS = every data frame of the page carries the CRC-32 of its payload.
 
 Frame header (FRAME_HEADER_SIZE = 32 bytes, at an 8-byte-aligned offset)::
 
-     0        4        8                16       20       24               32
-     +--------+--------+----------------+--------+--------+----------------+
-     | length |msg_type|      nano      | source |pay_len |    reserved    |
-     | u32    | u32    |      i64       | u32    | u32    |    u64 (0)     |
-     +--------+--------+----------------+--------+--------+----------------+
+     0        4        8                16       20       24       28       32
+     +--------+--------+----------------+--------+--------+--------+--------+
+     | length |msg_type|      nano      | source |pay_len |  seq   |checksum|
+     | u32    | u32    |      i64       | u32    | u32    | u32 v2 | u32 v2 |
+     +--------+--------+----------------+--------+--------+--------+--------+
      `length` is the commit word: FRAME_HEADER_SIZE + payload length, 0 while uncommitted.
      The payload follows at +32; the next frame starts at align8(offset + length).
+     `seq` is the low 32 bits of the frame's per-journal sequence number; the full number is
+     first_seq + ((seq - first_seq) mod 2**32). `checksum` is zlib.crc32(payload) on a CHECKSUMS
+     page, else 0. Both are 0 in the end-of-page marker and in version 1 frames.
 
 Only this module knows these offsets; everything else goes through its structs and helpers. The
 decoders here work on buffers only and raise `CorruptJournalError`, never `struct.error`.
@@ -36,7 +41,8 @@ from __future__ import annotations
 
 import mmap
 import struct
-from enum import IntEnum
+import zlib
+from enum import IntEnum, IntFlag
 from typing import NamedTuple
 
 from ._errors import CorruptJournalError, UsageError
@@ -44,7 +50,9 @@ from ._errors import CorruptJournalError, UsageError
 Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 MAGIC = b"MMIPCJNL"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+SEQ_MASK = 0xFFFF_FFFF
 PAGE_HEADER_SIZE = 4096
 FRAME_HEADER_SIZE = 32
 FRAME_ALIGN = 8
@@ -74,6 +82,15 @@ class MsgType(IntEnum):
     PAGE_END = 0xFFFF_FFFF
 
 
+class PageFlags(IntFlag):
+    """Bits of a version 2 page header's `flags`."""
+
+    CHECKSUMS = 1
+
+
+KNOWN_FLAGS = CHECKSUMS_BIT = int(PageFlags.CHECKSUMS)  # plain ints: IntFlag arithmetic is slow
+
+
 # (field, offset, struct code) tables; the structs below are built from them and docs/format.md
 # lists the same rows (tests/test_layout.py checks both).
 PAGE_HEADER_FIELDS: tuple[tuple[str, int, str], ...] = (
@@ -87,6 +104,7 @@ PAGE_HEADER_FIELDS: tuple[tuple[str, int, str], ...] = (
     ("last_nano", 40, "q"),
     ("created_nano", 48, "q"),
     ("name", 56, "64s"),
+    ("first_seq", 120, "Q"),
 )
 FRAME_HEADER_FIELDS: tuple[tuple[str, int, str], ...] = (
     ("length", 0, "I"),
@@ -94,7 +112,8 @@ FRAME_HEADER_FIELDS: tuple[tuple[str, int, str], ...] = (
     ("nano", 8, "q"),
     ("source", 16, "I"),
     ("payload_len", 20, "I"),
-    ("reserved", 24, "Q"),
+    ("seq", 24, "I"),
+    ("checksum", 28, "I"),
 )
 
 
@@ -107,12 +126,17 @@ FRAME_HEADER = _struct_of(FRAME_HEADER_FIELDS)
 # The commit word alone: '<I' packs through CPython's native memcpy packer on little-endian hosts,
 # one aligned 4-byte store (see docs/format.md, "Memory ordering").
 COMMIT = struct.Struct("<I")
-# The frame header after the commit word: msg_type, nano, source, payload_len.
-FRAME_BODY = struct.Struct("<IqII")
+# The frame header after the commit word: msg_type, nano, source, payload_len, seq, checksum.
+FRAME_BODY = struct.Struct("<IqIIII")
 FRAME_BODY_OFFSET = 4
+# The hot paths' view of the same 28 bytes, seq and checksum as one u64: on a page without checksums
+# the checksum is 0, so that u64 is the stored seq, packed and unpacked as one value instead of two.
+FRAME_BODY_FAST = struct.Struct("<IqIIQ")
 NANO_FIELD = struct.Struct("<q")
 FIRST_NANO_OFFSET = 32
 LAST_NANO_OFFSET = 40
+FIRST_SEQ_OFFSET = 120
+SEQ_FIELD = struct.Struct("<Q")
 INDEX_SLOT = struct.Struct("<I")
 INDEX_TABLE = struct.Struct(f"<{INDEX_SLOTS}I")
 
@@ -130,6 +154,11 @@ class PageHeader(NamedTuple):
     last_nano: int
     created_nano: int
     name: str
+    first_seq: int  # 0 in version 1 pages, which number no frame
+
+    @property
+    def checksums(self) -> bool:
+        return self.flags & CHECKSUMS_BIT != 0
 
 
 def align8(n: int) -> int:
@@ -163,9 +192,12 @@ def check_page_size(page_size: int) -> None:
         )
 
 
-def encode_page_header(name: str, page_no: int, page_size: int, created_nano: int) -> bytes:
+def encode_page_header(name: str, page_no: int, page_size: int, created_nano: int, flags: int = 0) -> bytes:
+    """A version 2 page header; first_seq 0 (the writer stores it when it starts using the page)."""
+    if flags & ~KNOWN_FLAGS:
+        raise UsageError(f"page flags {flags:#x} are not supported (known: {KNOWN_FLAGS:#x})")
     return PAGE_HEADER.pack(
-        MAGIC, VERSION, PAGE_HEADER_SIZE, 0, page_size, page_no, 0, 0, created_nano, name.encode()
+        MAGIC, VERSION, PAGE_HEADER_SIZE, flags, page_size, page_no, 0, 0, created_nano, name.encode(), 0
     )
 
 
@@ -176,9 +208,9 @@ def decode_page_header(buf: Buffer, path: str) -> PageHeader:
     raw = PAGE_HEADER.unpack_from(buf, 0)
     if raw[0] != MAGIC:
         raise CorruptJournalError(path, 0, f"bad magic {raw[0]!r}, not an mmipc page")
-    if raw[1] != VERSION:
+    if raw[1] not in READABLE_VERSIONS:
         raise CorruptJournalError(
-            path, 8, f"format version {raw[1]} is not supported (this mmipc reads {VERSION})"
+            path, 8, f"format version {raw[1]} is not supported (this mmipc reads versions 1 and 2)"
         )
     if raw[2] != PAGE_HEADER_SIZE:
         raise CorruptJournalError(path, 10, f"header size {raw[2]} is not {PAGE_HEADER_SIZE}")
@@ -189,7 +221,15 @@ def decode_page_header(buf: Buffer, path: str) -> PageHeader:
         name = raw[9].rstrip(b"\0").decode("ascii")
     except UnicodeDecodeError:
         raise CorruptJournalError(path, 56, "journal name is not ASCII") from None
-    return PageHeader(raw[0], raw[1], raw[2], raw[3], page_size, raw[5], raw[6], raw[7], raw[8], name)
+    flags = raw[3] if raw[1] >= 2 else 0  # version 1 reserved the field: nothing there has a meaning
+    if flags & ~KNOWN_FLAGS:
+        raise CorruptJournalError(
+            path, 12, f"page flags {flags:#x} are not supported (this mmipc knows {KNOWN_FLAGS:#x})"
+        )
+    first_seq = raw[10] if raw[1] >= 2 else 0
+    return PageHeader(
+        raw[0], raw[1], raw[2], flags, page_size, raw[5], raw[6], raw[7], raw[8], name, first_seq
+    )
 
 
 class FrameInfo(NamedTuple):
@@ -201,25 +241,54 @@ class FrameInfo(NamedTuple):
     nano: int
     source: int
     payload_len: int
+    seq: int = 0  # the low 32 bits, as stored
+    checksum: int = 0
 
     @property
     def end(self) -> int:
         return self.offset + align8(self.length)
 
 
-def decode_frame(buf: Buffer, offset: int, page_size: int, path: str) -> FrameInfo | None:
+def decode_frame(
+    buf: Buffer, offset: int, page_size: int, path: str, checksums: bool | None = None
+) -> FrameInfo | None:
     """The committed frame at `offset`, or None if its commit word is still 0.
 
-    Reads the commit word first and the rest of the header only once it is non-zero.
+    Reads the commit word first and the rest of the header only once it is non-zero. `checksums` is
+    the page's CHECKSUMS flag: if True, a data frame's payload must match its checksum; if False,
+    the checksum must be 0; None (a caller that did not look) checks neither.
     """
     if offset + FRAME_HEADER_SIZE > page_size or offset % FRAME_ALIGN:
         raise CorruptJournalError(path, offset, "frame offset lies outside the page")
     length = COMMIT.unpack_from(buf, offset)[0]
     if length == 0:
         return None
-    msg_type, nano, source, payload_len = FRAME_BODY.unpack_from(buf, offset + FRAME_BODY_OFFSET)
+    msg_type, nano, source, payload_len, seq, checksum = FRAME_BODY.unpack_from(
+        buf, offset + FRAME_BODY_OFFSET
+    )
     check_frame(offset, length, msg_type, payload_len, page_size, path)
-    return FrameInfo(offset, length, msg_type, nano, source, payload_len)
+    if checksums and msg_type != MsgType.PAGE_END:
+        check_checksum(buf, offset, length, checksum, path)
+    elif checksum and checksums is not None:
+        raise CorruptJournalError(
+            path, offset, f"frame has checksum {checksum:#010x} on a page without checksums"
+        )
+    return FrameInfo(offset, length, msg_type, nano, source, payload_len, seq, checksum)
+
+
+def check_checksum(buf: Buffer, offset: int, length: int, checksum: int, path: str) -> None:
+    """Raise `CorruptJournalError` unless the payload of the frame at `offset` has CRC-32 `checksum`."""
+    with memoryview(buf) as view:
+        actual = zlib.crc32(view[offset + FRAME_HEADER_SIZE : offset + length])
+    if actual != checksum:
+        raise CorruptJournalError(
+            path, offset, f"payload checksum {actual:#010x} does not match the frame's {checksum:#010x}"
+        )
+
+
+def full_seq(first_seq: int, seq32: int) -> int:
+    """A frame's 64-bit sequence number from its page's first_seq and its stored low 32 bits."""
+    return first_seq + ((seq32 - first_seq) & SEQ_MASK)
 
 
 def check_frame(offset: int, length: int, msg_type: int, payload_len: int, page_size: int, path: str) -> None:

@@ -77,7 +77,7 @@ class MappedPage:
             pass  # a caller still holds a frame's memoryview; the map dies with it
 
     def frame(self, offset: int) -> FrameInfo | None:
-        return decode_frame(self.mm, offset, self.page_size, self.path)
+        return decode_frame(self.mm, offset, self.page_size, self.path, self.header.checksums)
 
     def frames(self, start: int = PAGE_HEADER_SIZE) -> Iterator[FrameInfo]:
         """Committed frames from `start` on, ending with the end-of-page marker if there is one."""

@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 from ._errors import MmipcError
 from ._files import DEFAULT_MODE, create_page, page_path
-from ._page import open_page_file
+from ._page import open_page_file, read_header
 
 log = logging.getLogger("mmipc.service")
-Task = tuple[str, str, int, int, int]  # directory, name, page number, page size, file mode
+Task = tuple[str, str, int, int, int, int]  # directory, name, page number, page size, file mode, flags
 
 
 class PagePreparer:
@@ -43,9 +43,15 @@ class PagePreparer:
         self._thread.start()
 
     def prepare(
-        self, directory: str, name: str, page_no: int, page_size: int, mode: int = DEFAULT_MODE
+        self,
+        directory: str,
+        name: str,
+        page_no: int,
+        page_size: int,
+        mode: int = DEFAULT_MODE,
+        flags: int = 0,
     ) -> None:
-        task = (directory, name, page_no, page_size, mode)
+        task = (directory, name, page_no, page_size, mode, flags)
         if task not in self._recent:
             self._recent.add(task)
             self._tasks.put(task)
@@ -61,7 +67,7 @@ class PagePreparer:
             try:
                 if not self._wanted(task[0], task[1]):
                     continue  # its writer has gone: do not create files in a journal nobody writes
-                prefault(create_page(*task), task[3])
+                prefault(create_page(*task))
                 self.prepared += 1
             except Exception as exc:  # nothing a page file holds may end this thread
                 self._failed(task, exc)
@@ -75,11 +81,14 @@ class PagePreparer:
         log.warning("%s", self.last_error)
 
 
-def prefault(path: str, page_size: int) -> None:
-    """Bring every page of the file into the page cache (the mmap call releases the GIL)."""
+def prefault(path: str) -> None:
+    """Bring every page of the file into the page cache (the mmap call releases the GIL). The file
+    must be a page (no link, a valid header); its own size counts, since a page made before may
+    differ from the size the writer announces now."""
     fd = open_page_file(path)  # never blocks on a FIFO planted at the page's path
     try:
-        with mmap.mmap(fd, page_size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ):
+        size = read_header(fd, path)[1]
+        with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ):
             pass
     finally:
         os.close(fd)

@@ -464,8 +464,11 @@ class Service:
             raise ProtocolError(f"page: page_no {message['page_no']} is outside 0..{MAX_PAGE_NO - 1}")
         if self._writers.get(key) is not session:
             raise _Refusal("not_writer", f"this session is not the writer of journal {key[1]} in {key[0]}")
+        flags = message.get("flags", 0)  # the page flags the writer chose (format v2); absent: none
+        if flags not in (0, 1) or isinstance(flags, bool):
+            raise _Refusal("bad_request", f"page flags {flags!r} are not 0 or 1")
         session.writers[key] = message["page_no"]
-        self._preparer.prepare(key[0], key[1], message["page_no"] + 1, message["page_size"], mode)
+        self._preparer.prepare(key[0], key[1], message["page_no"] + 1, message["page_size"], mode, flags)
         return {}
 
     def _register_reader(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,9 @@ class Frame(NamedTuple):
 
     `data` is a read-only, zero-copy memoryview of the payload in the mapped page. It stays valid for as
     long as you hold it, even after the reader has moved past its page; copy it (`bytes(frame.data)`)
-    to keep the payload without keeping the page mapped.
+    to keep the payload without keeping the page mapped. `seq` is the frame's sequence number in its
+    journal: 0 for the first frame of the journal's first version 2 page, then +1 per frame with no
+    gap, across pages and writer restarts; -1 for frames of version 1 pages, which carry none.
 
     Example: ``for frame in reader.frames(): print(frame.nano, frame.msg_type, bytes(frame.data))``
     """
@@ -36,6 +38,7 @@ class Frame(NamedTuple):
     source: int
     journal: JournalId
     data: memoryview
+    seq: int
 
     def as_struct(self, cls: type[S]) -> S:
         """The payload as ctypes Structure `cls`, checked for size.

@@ -4,15 +4,24 @@ Rules (docs/format.md is the full contract):
 
 1. One live writer per journal, enforced by `flock` on ``NAME.lock``; the kernel frees it on death.
 2. A frame is published in this order: the payload, then the header fields after the commit word
-   (the timestamp is taken just before them), then the page's first-frame time and time-index slots
+   (the timestamp is taken just before them; on a version 2 page they include the frame's `seq` and,
+   on a CHECKSUMS page, the payload's CRC-32), then the page's first-frame time and time-index slots
    if this frame sets them, and last the commit word, with one aligned 4-byte store. Nothing of a
    frame is visible to readers before that store. A write that fails half-way zeroes what it stored.
-3. A page switch creates and initialises the next page first, then stores the last timestamp in the
-   old page's header, then commits the end-of-page marker, and only then unmaps the old page.
-4. On open, the writer resumes after the last committed frame. Bytes past it can only be the remains
-   of a frame a crashed writer never committed: they are zeroed, and time-index slots pointing there
-   cleared, before anything new is written, so no stale byte can ever pass for a commit word.
-5. Timestamps never decrease within a journal: a clock that steps back is clamped to the last one.
+3. A page switch creates (or adopts) the next page and stores its `first_seq` first, then stores the
+   last timestamp in the old page's header, then commits the end-of-page marker, and only then
+   unmaps the old page.
+4. On open, the writer resumes after the last committed frame, and numbers the next frame after it
+   (or from the page's `first_seq`); inside a version 1 page it writes version 1 frames (seq and
+   checksum 0) to the page's end, and numbers frames from 0 at its first version 2 page. Bytes past
+   the last committed frame can only be the remains of a frame a crashed writer never committed:
+   they are zeroed, and time-index slots pointing there cleared, before anything new is written, so
+   no stale byte can ever pass for a commit word.
+5. The clock: a frame is stamped with the monotonic clock plus an offset to the wall clock taken
+   once per process (`clock_offset`, as Kungfu does), so a wall-clock step after the process started
+   moves no stamp, and the frames of every journal this process writes are stamped on one clock.
+   Timestamps never decrease within a journal: a stamp below the journal's last one (a writer of a
+   process started after the wall clock stepped back resuming it) is clamped to that last one.
 6. A forked child inherits the parent's lock with its file descriptor, so it could append too: every
    writer is marked closed in the child at fork (the parent keeps its lock and goes on writing).
 7. Unmapping a full page costs milliseconds (1.8 ms for a dirty 64 MiB page here), all of it on the
@@ -21,19 +30,33 @@ Rules (docs/format.md is the full contract):
    the old map (`retire_slice`: 256 KiB, more for pages over 240 MiB, so that any page is done within
    half the next one) is dropped with MADV_DONTNEED (the data stays in the page cache), and the final
    munmap, with no page tables left, is cheap.
+8. A writer belongs to the thread that created it. `write`, `frame`, a claim's exit, `sync` and
+   `close` called from any other thread raise `UsageError` before touching anything: two threads
+   interleaving the stores of rule 2 would tear frames. The check costs one `get_ident()` call and a
+   compare per write: 483 instructions (callgrind, a 408-byte write: 7,878 without it, 8,361 with
+   it). A lock would cost two calls, and would still let two threads' frames interleave in an order
+   neither chose: use one writer (and journal) per thread, and let readers merge them.
+9. Every page is used at its own size and flags, read from its header, whoever created it. A page made ahead
+   (by the service, at the size the writer announced then) is used if the frame that needs it fits;
+   if not, the writer replaces it, still empty, with one of its own size before the old page's end
+   marker commits. A page that the writer resumed empty and that is too small for the next frame
+   ends with its marker alone, with `first_nano` and `last_nano` both set to the marker's stamp.
 
 The hot path (`write`) allocates nothing but the slice it copies into, and takes one branch to the
-slow path (`_make_room`) when the frame does not fit, when a claim is open, or after `close()`: those
-states set `_limit` to 0 so that the single size check catches them all.
+slow path (`_write_slow`) when the frame does not fit, when a claim is open, after `close()`, and on
+every page of version 1 or with checksums: those states set `_limit` to 0 so that the single size
+check catches them all, and a page without checksums pays nothing for them.
 """
 
 from __future__ import annotations
 
+import _thread
 import os
 import struct
 import time
 import warnings
 import weakref
+import zlib
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +85,9 @@ from ._layout import (
     COMMIT,
     DEFAULT_PAGE_SIZE,
     FIRST_NANO_OFFSET,
+    FIRST_SEQ_OFFSET,
     FRAME_BODY,
+    FRAME_BODY_FAST,
     FRAME_BODY_OFFSET,
     FRAME_HEADER_SIZE,
     INDEX_OFFSET,
@@ -74,9 +99,13 @@ from ._layout import (
     NANO_FIELD,
     PAGE_END_RESERVE,
     PAGE_HEADER_SIZE,
+    SEQ_FIELD,
+    SEQ_MASK,
     MsgType,
+    PageFlags,
     align8,
     check_page_size,
+    full_seq,
     index_stride,
     max_payload,
 )
@@ -99,8 +128,22 @@ def retire_slice(page_size: int) -> int:
 
 
 _NEVER = 1 << 62
+# The clock (rule 5): the wall clock is read once per process, to anchor the monotonic clock.
+# Tests replace `_time_ns` in a child process to step the wall clock; nothing else reads it.
 _time_ns = time.time_ns
-_pack_body = FRAME_BODY.pack_into
+_monotonic_ns = time.monotonic_ns
+_get_ident = _thread.get_ident  # _thread, not threading: `import mmipc` stays light
+_anchor: list[int] = []
+
+
+def clock_offset() -> int:
+    """Wall minus monotonic time, taken at this process's first call (Kungfu's anchored clock)."""
+    if not _anchor:
+        _anchor.append(_time_ns() - _monotonic_ns())
+    return _anchor[0]
+
+
+_pack_body = FRAME_BODY_FAST.pack_into
 _pack_commit = COMMIT.pack_into
 
 
@@ -132,6 +175,14 @@ class Writer:
         "_page_news",
         "_link",
         "_finalizer",
+        "_clock",
+        "_thread",
+        "_flags",
+        "_seq",
+        "_first_seq",
+        "_v2",
+        "_checksums",
+        "_fast_limit",
         "__weakref__",
     )
 
@@ -143,12 +194,15 @@ class Writer:
         lock_fd: int,
         link: Link | None,
         mode: int = DEFAULT_MODE,
+        checksum: bool = False,
     ) -> None:
         self.directory = directory
         self.name = name
         self._mode = mode  # of the files this writer (and the service for it) creates
         self._lock_fd = lock_fd
         self._link = link
+        self._clock = clock_offset()
+        self._thread = _get_ident()
         self._claim: FrameClaim | None = None
         self._spare_claim = FrameClaim(self)
         self._retiring: MappedPage | None = None
@@ -157,6 +211,9 @@ class Writer:
         self._page: MappedPage | None = None
         self._limit = self._pos = self._page_no = self._last_nano = 0
         self._slot_index = self._slot_boundary = self._stride = 0
+        self._flags = int(PageFlags.CHECKSUMS) if checksum else 0
+        self._seq = self._first_seq = self._fast_limit = 0
+        self._v2 = self._checksums = False
         self._open_tail(page_size)
         self._send_page_news()
         self._finalizer = weakref.finalize(self, _release, lock_fd, link, directory, name)
@@ -171,6 +228,7 @@ class Writer:
         service: ServiceHome = DEFAULT_HOME,
         schemas: dict[int, Declaration] | None = None,
         mode: int = DEFAULT_MODE,
+        checksum: bool = False,
     ) -> Writer:
         """Open journal `name` in `directory` for appending, creating both if needed.
 
@@ -179,7 +237,9 @@ class Writer:
         (default: $MMIPC_HOME or the per-user home), or None to run standalone, guarded by the OS lock
         alone. Raises `JournalLockedError` if another writer is live, `ServiceUnavailableError` if no
         service answers. `schemas` declares the payload layout of msg_types ({101: DepthMarketDataV636}:
-        a ctypes Structure, a numpy dtype or a name from mmipc.ctp), stored in NAME.schema.json.
+        a ctypes Structure, a numpy dtype or a name from mmipc.ctp), stored in NAME.schema.json. With
+        `checksum`, the pages this writer creates from now on carry the CRC-32 of every payload, which
+        readers and `mmipc check` verify (a page made before keeps its own choice).
 
         `mode` is the permission of the files created: 0o600 (owner only, the default), 0o640 to let
         the group read (the directory, if created, gets 0o750), or 0o644.
@@ -202,7 +262,7 @@ class Writer:
                 declare_schemas(path, name, schemas, mode)
             if link is not None:
                 _register(link, path, name)
-            writer = cls(path, name, page_size, lock_fd, link, mode)
+            writer = cls(path, name, page_size, lock_fd, link, mode, checksum)
         except BaseException:
             _release(lock_fd, link, path, name)
             raise
@@ -221,6 +281,8 @@ class Writer:
         """
         # Literals stand for FRAME_HEADER_SIZE (32), PAGE_END_RESERVE (32) and FRAME_BODY_OFFSET (4):
         # a global lookup each would cost this path a tenth of its time (asserted below the class).
+        if _get_ident() != self._thread:
+            raise _other_thread(self)
         kind = type(payload)
         if kind is not bytes and kind is not bytearray:
             try:
@@ -231,16 +293,17 @@ class Writer:
         pos = self._pos
         size = (n + 39) & ~7
         if pos + size + 32 > self._limit:
-            pos = self._make_room(size)
+            return self._write_slow(payload, n, size, msg_type, source, None)
         mm = self._mm
         mm[pos + 32 : pos + 32 + n] = payload
-        nano = _time_ns()  # stamped after the copy: only the header store stands before the commit
+        seq = self._seq
+        nano = _monotonic_ns() + self._clock  # stamped after the copy: only the header store follows
         if nano < self._last_nano:
             nano = self._last_nano
         try:  # the msg_type check sits in this try so that a str msg_type costs the hot path nothing
             if msg_type > 0xFFFE_FFFF:
                 raise struct.error("reserved msg_type")
-            _pack_body(mm, pos + 4, msg_type, nano, source, n)
+            _pack_body(mm, pos + 4, msg_type, nano, source, n, seq)
         except (struct.error, TypeError):
             mm[pos : pos + size] = bytes(size)  # leave no stale payload past the committed end
             raise _bad_ids(msg_type, source) from None
@@ -249,6 +312,7 @@ class Writer:
         _pack_commit(mm, pos, n + 32)
         self._pos = pos + size
         self._last_nano = nano
+        self._seq = seq + 1  # no wrap past 2**32 on a page of the fast path
         return nano
 
     def write_at(self, payload: Any, nano: int, msg_type: int = 0, source: int = 0) -> int:
@@ -256,10 +320,12 @@ class Writer:
 
         A live writer must use `write`, whose timestamps tell when frames were written. `nano` must not
         be older than the journal's last frame (`UsageError` otherwise): timestamps never decrease
-        within a journal. The store order is `write`'s.
+        within a journal. The store order is `write`'s; the frame gets the journal's next `seq`.
 
         Example: ``mirror.write_at(bytes(frame.data), frame.nano, msg_type=frame.msg_type)``
         """
+        if _get_ident() != self._thread:
+            raise _other_thread(self)
         if isinstance(nano, bool) or not isinstance(nano, int) or not self._last_nano <= nano < 1 << 63:
             raise UsageError(
                 f"write_at needs a timestamp in ns not older than the last frame of journal {self.name} "
@@ -268,26 +334,45 @@ class Writer:
             )
         kind = type(payload)
         if kind is not bytes and kind is not bytearray:
-            payload = memoryview(payload).cast("B")
+            try:
+                payload = memoryview(payload).cast("B")
+            except TypeError:
+                raise _bad_types(payload, msg_type) from None
         n = len(payload)
-        pos = self._pos
-        size = (n + 39) & ~7
-        if pos + size + 32 > self._limit:
-            pos = self._make_room(size)
-        if msg_type > 0xFFFE_FFFF:
+        return self._write_slow(payload, n, (n + 39) & ~7, msg_type, source, nano)
+
+    def _write_slow(
+        self, payload: Any, n: int, size: int, msg_type: int, source: int, nano: int | None
+    ) -> int:
+        """`write` when the frame needs a page switch, on a page of version 1, with checksums or
+        where seq wraps past 2**32, with a claim open, or after `close()` (all set `_limit` to 0),
+        and `write_at` (stamped `nano`)."""
+        if not isinstance(msg_type, int) or msg_type > MAX_MSG_TYPE:
             raise _bad_ids(msg_type, source)
-        mm = self._mm
-        mm[pos + 32 : pos + 32 + n] = payload
+        pos = self._make_room(size)
+        self._mm[pos + FRAME_HEADER_SIZE : pos + FRAME_HEADER_SIZE + n] = payload
+        checksum = zlib.crc32(payload) if self._checksums else 0
+        return self._publish(pos, n, msg_type, source, checksum, nano)
+
+    def _publish(self, pos: int, n: int, msg_type: int, source: int, checksum: int, nano: int | None) -> int:
+        """Stamp (now, or `nano`) and commit the frame whose payload is in place at `pos` (rule 2)."""
+        mm, end = self._mm, pos + align8(n + FRAME_HEADER_SIZE)
+        if nano is None:
+            nano = _monotonic_ns() + self._clock
+            if nano < self._last_nano:
+                nano = self._last_nano
+        seq = self._seq
         try:
-            _pack_body(mm, pos + 4, msg_type, nano, source, n)
-        except struct.error:
-            mm[pos : pos + size] = bytes(size)
+            FRAME_BODY.pack_into(mm, pos + FRAME_BODY_OFFSET, msg_type, nano, source, n, seq, checksum)
+        except (struct.error, TypeError):
+            mm[pos:end] = bytes(end - pos)
             raise _bad_ids(msg_type, source) from None
         if pos >= self._slot_boundary:
             self._mark_index(pos, nano)
-        _pack_commit(mm, pos, n + 32)
-        self._pos = pos + size
+        COMMIT.pack_into(mm, pos, n + FRAME_HEADER_SIZE)
+        self._pos = end
         self._last_nano = nano
+        self._seq = (seq + 1) & SEQ_MASK if self._v2 else 0  # a version 1 page numbers nothing
         return nano
 
     def frame(self, size: int, msg_type: int = 0, source: int = 0) -> FrameClaim:
@@ -297,6 +382,8 @@ class Writer:
 
         Example: ``with writer.frame(408, msg_type=1) as buf: buf[:] = bytes(tick)``
         """
+        if _get_ident() != self._thread:
+            raise _other_thread(self)
         if not 0 <= msg_type <= MAX_MSG_TYPE or not 0 <= source <= MAX_SOURCE:
             raise _bad_ids(msg_type, source)
         if size < 0:
@@ -314,23 +401,18 @@ class Writer:
         return claim
 
     def _end_claim(self, claim: FrameClaim, publish: bool) -> None:
+        if _get_ident() != self._thread:
+            raise _other_thread(self)
+        checksum = zlib.crc32(claim.buf) if publish and self._checksums else 0
         claim.buf.release()
         self._claim = None
-        mm, pos, n = self._mm, claim.pos, claim.size
-        end = pos + align8(n + FRAME_HEADER_SIZE)
-        self._limit = len(mm)
+        pos, n = claim.pos, claim.size
+        self._limit = self._fast_limit
         if not publish:
-            mm[pos:end] = bytes(end - pos)  # an abandoned claim leaves no stale bytes behind
+            end = pos + align8(n + FRAME_HEADER_SIZE)
+            self._mm[pos:end] = bytes(end - pos)  # an abandoned claim leaves no stale bytes behind
             return
-        nano = _time_ns()
-        if nano < self._last_nano:
-            nano = self._last_nano
-        _pack_body(mm, pos + FRAME_BODY_OFFSET, claim.msg_type, nano, claim.source, n)
-        if pos >= self._slot_boundary:
-            self._mark_index(pos, nano)
-        _pack_commit(mm, pos, n + FRAME_HEADER_SIZE)
-        self._pos = end
-        self._last_nano = claim.nano = nano
+        claim.nano = self._publish(pos, n, claim.msg_type, claim.source, checksum, None)
 
     def _mark_index(self, pos: int, nano: int) -> None:
         """Record the page's first timestamp and fill the time-index slots this frame starts."""
@@ -359,10 +441,16 @@ class Writer:
     # -- the slow path: page switches, claims, close ------------------------------------------
 
     def _make_room(self, size: int) -> int:
-        if self._page is None:
+        """The offset where a frame of `size` bytes (header included, aligned) goes, after a page
+        switch if it does not fit the current page. Every page is used at its own size (its header's).
+        """
+        page = self._page
+        if page is None:
             raise ClosedError(f"writer of journal {self.name} in {self.directory} is closed")
         if self._claim is not None:
             raise UsageError("a frame claim is open: finish its `with` block before writing again")
+        if self._pos + size + PAGE_END_RESERVE <= page.page_size:
+            return self._pos
         largest = max_payload(self._new_page_size)
         if size - FRAME_HEADER_SIZE > largest:
             raise FrameTooLargeError(
@@ -370,31 +458,49 @@ class Writer:
                 f"{self.name}: the largest is {largest} bytes with {self._new_page_size}-byte pages; "
                 "create the writer with a larger page_size"
             )
-        if self._pos + size + PAGE_END_RESERVE > self._page.page_size:
-            self._switch_page()
+        self._switch_page(size)
         return self._pos
 
-    def _switch_page(self) -> None:
+    def _switch_page(self, size: int) -> None:
+        """Move to the next page (rule 3), which must have room for a `size`-byte frame."""
         assert self._page is not None
         number = self._page_no + 1
+        new = self._next_page(number, size)
+        old, pos = self._page, self._pos
+        first_seq = full_seq(self._first_seq, self._seq) if self._v2 else 0
+        if new.header.version >= 2:
+            SEQ_FIELD.pack_into(new.mm, FIRST_SEQ_OFFSET, first_seq)  # step 1 ends here
+        if pos == PAGE_HEADER_SIZE:  # an empty page too small for this frame: it holds only its marker
+            NANO_FIELD.pack_into(old.mm, FIRST_NANO_OFFSET, self._last_nano)
+        NANO_FIELD.pack_into(old.mm, LAST_NANO_OFFSET, self._last_nano)
+        FRAME_BODY.pack_into(old.mm, pos + FRAME_BODY_OFFSET, MsgType.PAGE_END, self._last_nano, 0, 0, 0, 0)
+        COMMIT.pack_into(old.mm, pos, FRAME_HEADER_SIZE)
+        self._retire(old)
+        self._attach(new, number, PAGE_HEADER_SIZE, 0, first_seq)
+
+    def _next_page(self, number: int, size: int) -> MappedPage:
+        """Page `number`, empty and with room for a `size`-byte frame: the one made ahead (by the
+        service or a writer before) if it has that room, else a new one at this writer's page size,
+        replacing one made ahead at a smaller size (no reader enters a page before its predecessor's
+        end marker is committed, and that happens only after this)."""
         path = page_path(self.directory, self.name, number)
         try:
-            new = MappedPage.open(path, self.name, number, writable=True)  # prepared by the service?
+            new = MappedPage.open(path, self.name, number, writable=True)
         except FileNotFoundError:
-            new = self._create_next(number, path)
+            new = self._create_next(number, path, replace=False)
         if new.frame(PAGE_HEADER_SIZE) is not None:
             new.release()
             raise CorruptJournalError(path, PAGE_HEADER_SIZE, "the next page already holds frames")
-        old, pos = self._page, self._pos
-        NANO_FIELD.pack_into(old.mm, LAST_NANO_OFFSET, self._last_nano)
-        FRAME_BODY.pack_into(old.mm, pos + FRAME_BODY_OFFSET, MsgType.PAGE_END, self._last_nano, 0, 0)
-        COMMIT.pack_into(old.mm, pos, FRAME_HEADER_SIZE)
-        self._retire(old)
-        self._attach(new, number, PAGE_HEADER_SIZE, 0)
+        if PAGE_HEADER_SIZE + size + PAGE_END_RESERVE > new.page_size:
+            new.release()
+            new = self._create_next(number, path, replace=True)
+        return new
 
-    def _create_next(self, number: int, path: str) -> MappedPage:
+    def _create_next(self, number: int, path: str, replace: bool) -> MappedPage:
         try:
-            create_page(self.directory, self.name, number, self._new_page_size, self._mode)
+            create_page(
+                self.directory, self.name, number, self._new_page_size, self._mode, self._flags, replace
+            )
             return MappedPage.open(path, self.name, number, writable=True)
         except StorageError:
             # Ask the service again: its one attempt may have failed (a full disk since freed), and
@@ -411,6 +517,7 @@ class Writer:
             "page_no": number,
             "page_size": self._new_page_size,
             "mode": self._mode,
+            "flags": self._flags,
         }
 
     def _retire(self, old: MappedPage) -> None:
@@ -429,9 +536,18 @@ class Writer:
             page.release()  # its page tables are gone already: a cheap munmap
             self._retiring = None
 
-    def _attach(self, page: MappedPage, number: int, pos: int, filled_slots: int) -> None:
+    def _attach(self, page: MappedPage, number: int, pos: int, filled_slots: int, seq: int) -> None:
+        """Write at `pos` of `page` from now on; `seq` is the full sequence number of the next frame
+        (its page's first_seq if it is the page's first), ignored on a version 1 page."""
         self._page, self._page_no, self._mm, self._pos = page, number, page.mm, pos
-        self._limit = page.page_size
+        self._v2, self._checksums = page.header.version >= 2, page.header.checksums
+        self._first_seq = (page.header.first_seq if pos > PAGE_HEADER_SIZE else seq) if self._v2 else 0
+        self._seq = seq & SEQ_MASK if self._v2 else 0
+        # `write` takes its fast path only on version 2 pages without checksums whose seq does not
+        # wrap past 2**32 (see `_write_slow`).
+        wraps = (seq & SEQ_MASK) + (page.page_size - PAGE_HEADER_SIZE) // FRAME_HEADER_SIZE > SEQ_MASK
+        self._fast_limit = page.page_size if self._v2 and not self._checksums and not wraps else 0
+        self._limit = self._fast_limit
         self._stride = index_stride(page.page_size)
         self._slot_index = filled_slots
         self._slot_boundary = self._boundary(filled_slots)
@@ -447,7 +563,7 @@ class Writer:
         pages = list_pages(self.directory, self.name)
         if not pages:
             self._new_page_size = page_size or DEFAULT_PAGE_SIZE
-            create_page(self.directory, self.name, 0, self._new_page_size, self._mode)
+            create_page(self.directory, self.name, 0, self._new_page_size, self._mode, self._flags)
             pages = [0]
         for i in range(len(pages) - 1, -1, -1):
             page = MappedPage.open(page_path(self.directory, self.name, pages[i]), self.name, pages[i], True)
@@ -457,12 +573,15 @@ class Writer:
                 continue
             self._new_page_size = page_size or page.page_size
             self._last_nano = last.nano if last else 0
-            self._resume(page, pages[i], end)
+            seq = page.header.first_seq
+            if last is not None and last.msg_type != MsgType.PAGE_END:
+                seq = full_seq(seq, last.seq + 1)
+            self._resume(page, pages[i], end, seq)
             if last is not None and last.msg_type == MsgType.PAGE_END:
                 self._switch_to_existing_next()
             return
 
-    def _resume(self, page: MappedPage, number: int, pos: int) -> None:
+    def _resume(self, page: MappedPage, number: int, pos: int, seq: int) -> None:
         mm = page.mm
         slots = page.filled_slots()
         kept = sum(1 for slot in slots if slot < pos)
@@ -474,15 +593,16 @@ class Writer:
             stop = min(start + len(_ZERO_CHUNK), page.page_size)
             if mm[start:stop] != _ZERO_CHUNK[: stop - start]:
                 mm[start:stop] = _ZERO_CHUNK[: stop - start]
-        self._attach(page, number, pos, kept)
+        self._attach(page, number, pos, kept, seq)
 
     def _switch_to_existing_next(self) -> None:
         """The last page ends with its marker: the next page exists by the switch order; go there."""
         assert self._page is not None
         self._page.release()
         number = self._page_no + 1
-        path = create_page(self.directory, self.name, number, self._new_page_size, self._mode)
-        self._resume(MappedPage.open(path, self.name, number, writable=True), number, PAGE_HEADER_SIZE)
+        path = create_page(self.directory, self.name, number, self._new_page_size, self._mode, self._flags)
+        page = MappedPage.open(path, self.name, number, writable=True)
+        self._resume(page, number, PAGE_HEADER_SIZE, page.header.first_seq)
 
     # -- introspection and lifetime -----------------------------------------------------------
 
@@ -515,6 +635,8 @@ class Writer:
 
         Example: ``writer.sync()  # at the end of a trading day``
         """
+        if _get_ident() != self._thread:
+            raise _other_thread(self)
         if self._page is not None:
             self._page.mm.flush()
 
@@ -525,6 +647,8 @@ class Writer:
         """
         if self._page is None:
             return
+        if _get_ident() != self._thread:
+            raise _other_thread(self)
         if self._claim is not None:
             self._end_claim(self._claim, publish=False)
         if self._retiring is not None:
@@ -603,6 +727,13 @@ def _bad_types(payload: Any, msg_type: Any) -> UsageError:
 
 def _not_int(label: str, value: Any) -> UsageError:
     return UsageError(f"{label} must be an int, not {type(value).__name__} {value!r}")
+
+
+def _other_thread(writer: Writer) -> UsageError:
+    return UsageError(
+        f"writer of journal {writer.name} belongs to the thread that created it (ident {writer._thread}), "
+        f"not thread {_get_ident()}: create one writer per journal in the thread that writes"
+    )
 
 
 def _bad_ids(msg_type: int, source: int) -> UsageError:

@@ -134,8 +134,9 @@ def check_journal(directory: str, name: str, progress: Progress | None = None) -
     length), every frame's lengths and room, timestamps never decreasing across the whole journal,
     every page before the last written one ending with an end-of-page marker (pages after it, made
     ahead of the writer, must be empty), first and last timestamps in the headers, and every
-    time-index slot pointing at the right frame. Not checkable without a checksum:
-    a flipped bit in a payload, or in a frame's `msg_type` or `source`.
+    time-index slot pointing at the right frame, and on pages with checksums (format v2) every
+    payload's CRC-32. Not checkable: a flipped bit in a frame's `msg_type` or `source`, or in a
+    payload on a page without checksums.
     """
     pages = list_pages(directory, name)
     if not pages:

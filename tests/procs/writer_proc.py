@@ -4,7 +4,8 @@ usage: writer_proc.py DIR NAME PAGE_SIZE COUNT [--end | --die-in-claim SIZE]
 COUNT frames (-1: until killed) continue the sequence after the last frame already in the
 journal. --end appends the end marker frame afterwards. --die-in-claim claims SIZE bytes, fills
 them with 0xAB without publishing, prints "claimed" and waits to be killed.
---pace-us N waits N microseconds between frames. Prints "ready NEXT_SEQ" once the journal is open.
+--pace-us N waits N microseconds between frames. --checksum creates pages with checksums.
+Prints "ready NEXT_SEQ" once the journal is open.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def next_seq(directory: str, name: str, last_nano: int) -> int:
 
 def main() -> None:
     directory, name, page_size, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    with Writer.create(directory, name, page_size=page_size) as writer:
+    checksum = "--checksum" in sys.argv
+    with Writer.create(directory, name, page_size=page_size, checksum=checksum) as writer:
         seq = next_seq(directory, name, writer.last_nano)
         print("ready", seq, flush=True)
         stop = seq + count if count >= 0 else 1 << 62
