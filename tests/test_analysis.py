@@ -158,6 +158,21 @@ def test_a_corrupt_page_is_named_with_its_offset(procs: Procs, jdir: str) -> Non
         analysis.to_numpy(jdir, "md")
 
 
+def test_a_payload_that_fails_its_checksum_is_named_with_its_offset(jdir: str) -> None:
+    from mmipc import Writer
+
+    with Writer.create(jdir, "sums", service=None, checksum=True) as writer:
+        for i in range(100):
+            writer.write(i.to_bytes(8, "little"), msg_type=7)
+    assert len(analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))) == 100
+    path = os.path.join(jdir, "sums.00000000.journal")
+    with open(path, "r+b") as page:
+        page.seek(4096 + 40 * 50 + 32)  # the payload of frame 50
+        page.write(b"\xff")
+    with pytest.raises(CorruptJournalError, match=f"{path} at offset {4096 + 40 * 50}"):
+        analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))
+
+
 def test_missing_journals_and_unknown_types_are_clear_errors(procs: Procs, jdir: str) -> None:
     with pytest.raises(analysis.JournalNotFoundError, match="no journal nope in"):
         analysis.to_numpy(jdir, "nope")

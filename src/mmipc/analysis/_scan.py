@@ -222,9 +222,10 @@ def scan_page(page: MappedPage, stop: int) -> tuple[Any, Any, Any, Any, bool]:
     whether the page's end-of-page marker was reached."""
     parts: list[tuple[Any, ...]] = []
     pos, walk, window = PAGE_HEADER_SIZE, 0, _FIRST_WINDOW
+    verify = page.header.checksums  # a page with checksums is walked: every payload is verified
     while pos < stop:
-        if walk:
-            info = decode_frame(page.mm, pos, page.page_size, page.path)
+        if walk or verify:
+            info = page.frame(pos)
             if info is None:
                 break
             if info.msg_type == _PAGE_END:
