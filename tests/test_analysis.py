@@ -161,10 +161,10 @@ def test_a_corrupt_page_is_named_with_its_offset(procs: Procs, jdir: str) -> Non
 def test_a_payload_that_fails_its_checksum_is_named_with_its_offset(jdir: str) -> None:
     from mmipc import Writer
 
-    with Writer.create(jdir, "sums", service=None, checksum=True) as writer:
-        for i in range(100):
+    with Writer.create(jdir, "sums", service=None, checksum=True, page_size=64 * 1024) as writer:
+        for i in range(3000):  # two pages: the last page is walked anyway, the first one is not
             writer.write(i.to_bytes(8, "little"), msg_type=7)
-    assert len(analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))) == 100
+    assert len(analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))) == 3000
     path = os.path.join(jdir, "sums.00000000.journal")
     with open(path, "r+b") as page:
         page.seek(4096 + 40 * 50 + 32)  # the payload of frame 50
