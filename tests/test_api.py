@@ -9,6 +9,7 @@ PUBLIC = {
     "BusySpin",
     "ClosedError",
     "CorruptJournalError",
+    "CursorError",
     "DEFAULT_PAGE_SIZE",
     "DiskFullError",
     "Frame",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import (
     ClosedError,
     CorruptJournalError,
+    CursorError,
     DiskFullError,
     FrameTooLargeError,
     InvalidNameError,
@@ -65,6 +66,7 @@ __all__ = [
     "BusySpin",
     "ClosedError",
     "CorruptJournalError",
+    "CursorError",
     "DiskFullError",
     "Frame",
     "FrameClaim",

@@ -225,6 +225,14 @@ class Cursor:
 
     # -- positioning --------------------------------------------------------------------------
 
+    def resume(self, page_no: int, offset: int, nano: int) -> None:
+        """Continue at `offset` of page `page_no`, just past a frame with timestamp `nano` (a durable
+        reader's committed position, checked by the caller)."""
+        self.start = nano
+        self.next_nano = -1
+        self._enter_page(page_no, offset)
+        self.last_nano = nano
+
     def position(self, start: Start) -> bool:
         """Place the cursor at `start`; False (and wait for the journal) if it has no page yet."""
         self.start = start

@@ -119,3 +119,11 @@ class ServiceAlreadyRunningError(MmipcError):
 
     Example: ``Service("/run/mmipc").start() while another serves that home raises it``
     """
+
+
+class CursorError(MmipcError):
+    """A durable reader's committed position cannot be used: damaged, held by another process, or it
+    no longer matches its journal (reset it with `mmipc cursors --reset NAME`).
+
+    Example: ``Reader.create("r", durable=True)`` while another process has "r" open raises it
+    """

@@ -7,7 +7,10 @@ Rules:
   to the journal added first; within one journal, append order always holds.
 * A frame that is peeked (its header read to compare timestamps) but not returned stays peeked: it
   was committed, and committed frames never change, so the next `read()` does not read it again.
-* A reader holds no lock and writes nothing: kill it at any moment and nothing else notices.
+* A reader holds no lock and writes nothing: kill it at any moment and nothing else notices. A
+  durable reader (`durable=True`) is the one exception, kept apart in `_durable`: it locks and
+  writes its own cursor file, and only in `commit()` (or its automatic commits), never in `read()`
+  unless `commit_every` asks for it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ._wait import WaitName, WaitStrategy, make_wait
 if TYPE_CHECKING:  # the link is imported when a reader first registers (see _servicehome)
     from datetime import datetime
 
+    from ._durable import Durable
     from ._link import Link
 
 
@@ -63,18 +67,20 @@ class Reader:
         "_closed": None,
         "read": _READ_DOC,
         "_link": None,
+        "_durable": None,
         "_finalizer": None,
         "__weakref__": None,
     }
     read: Callable[[], Frame | None]
 
-    def __init__(self, name: str, link: Link | None) -> None:
+    def __init__(self, name: str, link: Link | None, durable: Durable | None = None) -> None:
         self.name = name
         self._cursors: list[Cursor] = []
         self._closed = False
         self._link = link
+        self._durable = durable
         self._rebind()
-        self._finalizer = weakref.finalize(self, _unregister, link, name)
+        self._finalizer = weakref.finalize(self, _unregister, link, name, durable)
 
     def _rebind(self) -> None:
         """Point `read` at the fastest correct implementation for the journals added now.
@@ -88,45 +94,70 @@ class Reader:
             self.read = self._cursors[0].read
         else:
             self.read = functools.partial(_read_merged, self._cursors)
+        if self._durable is not None and not self._closed:
+            self.read = self._durable.auto(self.read, self._cursors)
 
     @classmethod
-    def create(cls, name: str, *, service: ServiceHome = DEFAULT_HOME) -> Reader:
+    def create(
+        cls,
+        name: str,
+        *,
+        service: ServiceHome = DEFAULT_HOME,
+        durable: bool = False,
+        cursor_dir: str | os.PathLike[str] | None = None,
+        commit_every: float | None = None,
+    ) -> Reader:
         """A reader named `name` (same naming rule as journals), with no journal yet.
 
         It registers with the service of home `service` (default: $MMIPC_HOME or the per-user home),
         which refuses a name another live reader holds (`ReaderNameTakenError`); `service=None` runs
         standalone.
 
+        `durable=True` keeps, per journal, the position of the last frame acknowledged by `commit()`
+        in ``<cursor_dir>/<name>.cursor`` (default cursor_dir: the service home's ``cursors/``), and
+        `add_journal` resumes right after it. `commit_every` commits automatically every N frames
+        (an int) or seconds (a float), before the read that follows; `close()` commits.
+
         Example: ``Reader.create("strategy-1", service=None)``
         """
         check_name(name, "reader")
-        link = link_for(service)
-        if link is not None:
-            try:
-                link.request("register_reader", name=name)
-            except ServiceRefusedError as exc:
-                if exc.code == "reader_name_taken":
-                    raise ReaderNameTakenError(f"{exc}; choose another name or stop that reader") from None
-                raise
-            link.remember(("reader", name), "register_reader", name=name)
-        return cls(name, link)
+        durable_state = _open_durable(name, service, cursor_dir, commit_every) if durable else None
+        try:
+            link = _register(name, service)
+        except BaseException:
+            if durable_state is not None:
+                durable_state.file.unlock()
+            raise
+        return cls(name, link, durable_state)
 
-    def add_journal(self, directory: str | os.PathLike[str], name: str, start: Start = "begin") -> JournalId:
+    def commit(self) -> None:
+        """Durable readers: acknowledge every frame `read()` has returned so far (atomic, fsynced)."""
+        self._check_open()
+        if self._durable is None:
+            raise UsageError(f"reader {self.name} is not durable: create it with durable=True to commit")
+        self._durable.commit(self._cursors)
+
+    def add_journal(
+        self, directory: str | os.PathLike[str], name: str, start: Start | None = None
+    ) -> JournalId:
         """Follow journal `name` in `directory` from `start`.
 
         `start` is "begin" (the oldest frame on disk), "end" (only frames committed from now on) or a
-        timestamp in ns (the first frame at or after it). The journal need not exist yet.
+        timestamp in ns, a datetime or ISO text (the first frame at or after it). The journal need not
+        exist yet. The default is "begin", or for a durable reader its committed position if it has
+        one (`start` overrides it).
 
         Example: ``reader.add_journal("/data/md", "md.ctp", start="2026-11-26 09:30:00")``
         """
         self._check_open()
         jid = JournalId(os.path.abspath(os.fspath(directory)), check_name(name))
-        if start not in ("begin", "end"):
+        if start is not None and start not in ("begin", "end"):
             start = to_nano(start, "start")  # ns, a datetime or ISO text
         if any(c.jid == jid for c in self._cursors):
             raise UsageError(f"journal {jid} is already added to reader {self.name}")
-        cursor = Cursor(jid, start)
-        cursor.position(start)
+        cursor = Cursor(jid, "begin" if start is None else start)
+        if start is not None or self._durable is None or not self._durable.resume(cursor):
+            cursor.position(cursor.start)
         self._cursors.append(cursor)
         self._rebind()
         self._report("add_journal", jid)
@@ -201,10 +232,12 @@ class Reader:
             strategy.idle()
 
     def close(self) -> None:
-        """Unmap every page. Frames already returned keep their own pages alive.
+        """Commit (durable readers), then unmap every page. Frames already returned keep their pages.
 
         Example: ``reader.close()  # or leave the `with` block``
         """
+        if self._durable is not None and not self._closed:
+            self._durable.commit(self._cursors)
         for cursor in self._cursors:
             cursor.detach()
         self._cursors.clear()
@@ -226,8 +259,38 @@ class Reader:
         return f"<mmipc.Reader {self.name!r} following {len(self._cursors)} journal(s)>"
 
 
-def _unregister(link: Link | None, name: str) -> None:
-    """Free the reader's name at the service (also run by the GC)."""
+def _register(name: str, service: ServiceHome) -> Link | None:
+    """Register the reader's name with the service (None: standalone)."""
+    link = link_for(service)
+    if link is not None:
+        try:
+            link.request("register_reader", name=name)
+        except ServiceRefusedError as exc:
+            if exc.code == "reader_name_taken":
+                raise ReaderNameTakenError(f"{exc}; choose another name or stop that reader") from None
+            raise
+        link.remember(("reader", name), "register_reader", name=name)
+    return link
+
+
+def _open_durable(
+    name: str,
+    service: ServiceHome,
+    cursor_dir: str | os.PathLike[str] | None,
+    commit_every: float | None,
+) -> Durable:
+    if commit_every is not None and (isinstance(commit_every, bool) or commit_every <= 0):
+        raise UsageError(f"commit_every must be a positive number of frames or seconds, not {commit_every!r}")
+    from ._durable import CursorFile, Durable, cursor_dir_for  # json, fcntl: only for durable readers
+
+    home = None if service is None or service is DEFAULT_HOME else service
+    return Durable(CursorFile(cursor_dir_for(cursor_dir, home), name).lock(), commit_every)
+
+
+def _unregister(link: Link | None, name: str, durable: Durable | None) -> None:
+    """Free the reader's name at the service and its cursor file's lock (also run by the GC)."""
+    if durable is not None:
+        durable.file.unlock()
     if link is not None:
         link.forget(("reader", name))
         link.notify("unregister_reader", name=name)

@@ -1,0 +1,185 @@
+"""Durable named readers: committed positions survive SIGKILL, resume is exact, bad files are errors."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+from pathlib import Path
+
+import pytest
+from conftest import Child, Procs
+
+from mmipc import CursorError, Reader, UsageError, Writer
+from mmipc._durable import CursorFile, read_record
+
+SEQ = struct.Struct("<Q")
+PAGE = 64 * 1024
+
+
+def write_frames(directory: str, name: str, count: int, start: int = 0, size: int = 200) -> None:
+    with Writer.create(directory, name, page_size=PAGE, service=None) as writer:
+        for seq in range(start, start + count):
+            writer.write(SEQ.pack(seq) + bytes(size - 8))
+
+
+def seqs(reader: Reader) -> list[int]:
+    return [SEQ.unpack_from(f.data)[0] for f in reader.frames(timeout=0.2)]
+
+
+def test_resume_after_commit_and_close(jdir: str, tmp_path: Path) -> None:
+    write_frames(jdir, "j", 1000)
+    cdir = str(tmp_path / "cursors")
+    with Reader.create("d1", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "j")
+        first = [SEQ.unpack_from(reader.read().data)[0] for _ in range(300)]  # type: ignore[union-attr]
+        reader.commit()
+        reader.read()  # read, not committed by commit(), but close() commits it
+    assert first == list(range(300))
+    with Reader.create("d1", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "j")
+        assert seqs(reader) == list(range(301, 1000))
+    write_frames(jdir, "j", 10, start=1000)
+    with Reader.create("d1", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "j")
+        assert seqs(reader) == list(range(1000, 1010))
+    with Reader.create("d1", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "j", start="begin")  # start= overrides the committed position
+        assert seqs(reader)[:2] == [0, 1]
+
+
+def test_commit_every_frames_commits_before_the_next_read(jdir: str, tmp_path: Path) -> None:
+    write_frames(jdir, "j", 100)
+    cdir = str(tmp_path / "cursors")
+    reader = Reader.create("auto", durable=True, cursor_dir=cdir, commit_every=10, service=None)
+    reader.add_journal(jdir, "j")
+    for _ in range(25):
+        reader.read()
+    record = read_record(os.path.join(cdir, "auto.cursor"))
+    assert record is not None and record["generation"] == 2  # after frames 10 and 20, not 25
+    del reader  # no close: the process "crashes" here as far as the cursor is concerned
+    with Reader.create("auto", durable=True, cursor_dir=cdir, service=None) as again:
+        again.add_journal(jdir, "j")
+        assert seqs(again)[0] == 20
+
+
+def test_one_process_per_durable_name(jdir: str, tmp_path: Path) -> None:
+    cdir = str(tmp_path / "cursors")
+    with Reader.create("held", durable=True, cursor_dir=cdir, service=None):
+        with pytest.raises(CursorError, match="open in another process"):
+            Reader.create("held", durable=True, cursor_dir=cdir, service=None)
+    Reader.create("held", durable=True, cursor_dir=cdir, service=None).close()
+
+
+def test_commit_on_a_plain_reader_is_a_usage_error() -> None:
+    with Reader.create("plain", service=None) as reader, pytest.raises(UsageError, match="not durable"):
+        reader.commit()
+
+
+def test_damaged_cursor_file_is_a_clear_error(jdir: str, tmp_path: Path) -> None:
+    write_frames(jdir, "j", 10)
+    cdir = str(tmp_path / "cursors")
+    with Reader.create("bad", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "j")
+        seqs(reader)
+    path = tmp_path / "cursors" / "bad.cursor"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(CursorError, match="checksum"):
+        Reader.create("bad", durable=True, cursor_dir=cdir, service=None)
+    path.write_bytes(b"garbage")
+    with pytest.raises(CursorError, match="not an mmipc cursor file"):
+        Reader.create("bad", durable=True, cursor_dir=cdir, service=None)
+
+
+def test_position_that_no_longer_matches_the_journal_is_refused(jdir: str, tmp_path: Path) -> None:
+    write_frames(jdir, "j", 50)
+    cdir = str(tmp_path / "cursors")
+    with Reader.create("moved", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "j")
+        seqs(reader)
+    for entry in os.listdir(jdir):
+        os.unlink(os.path.join(jdir, entry))
+    write_frames(jdir, "j", 50, size=96)  # a new journal of the same name: other offsets, other times
+    reader = Reader.create("moved", durable=True, cursor_dir=cdir, service=None)
+    with pytest.raises(CursorError, match="does not match the journal"):
+        reader.add_journal(jdir, "j")
+    reader.close()
+
+
+def test_removed_page_resumes_at_the_next_page(jdir: str, tmp_path: Path) -> None:
+    write_frames(jdir, "j", 1000)
+    cdir = str(tmp_path / "cursors")
+    with Reader.create("gone", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "j")
+        for _ in range(5):
+            reader.read()
+    os.unlink(os.path.join(jdir, "j.00000000.journal"))
+    with Reader.create("gone", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "j")
+        got = seqs(reader)
+    assert got[0] > 5 and got == list(range(got[0], 1000))
+
+
+def test_cursor_file_is_replaced_atomically(tmp_path: Path) -> None:
+    cursor = CursorFile(str(tmp_path), "atomic").lock()
+    cursor.commit({})
+    assert read_record(cursor.path) == read_record(cursor.path)
+    assert sorted(os.listdir(tmp_path)) == ["atomic.cursor", "atomic.cursor.lock"]  # no temporary left
+    cursor.unlock()
+
+
+def _run_until_killed(procs: Procs, args: list[str], rng: random.Random, kill: bool) -> list[str]:
+    child: Child = procs.spawn("durable_proc.py", *args)
+    child.expect_line("ready")
+    lines: list[str] = []
+    stop_after = rng.randint(1, 400) if kill else None
+    while True:
+        line = child.lines.get(timeout=120)
+        if line is None:
+            break
+        lines.append(line.strip())
+        if stop_after is not None and len(lines) >= stop_after:
+            child.kill9()
+            break
+        if line.startswith("done"):
+            break
+    if not kill:
+        child.finish()
+    return lines
+
+
+def test_sigkilled_durable_reader_loses_nothing_and_repeats_only_after_its_last_commit(
+    jdir: str, tmp_path: Path, procs: Procs
+) -> None:
+    """Kill a durable reader of two journals at random points (often inside a commit's fsync),
+    restart it, and check every run: no frame lost, duplicates only after the last commit."""
+    count = 1500
+    write_frames(jdir, "a", count)
+    write_frames(jdir, "b", count)
+    rng = random.Random(12)
+    args = [jdir, "killed", str(tmp_path / "cursors"), "7", "a", "b"]
+    committed = {"a": -1, "b": -1}
+    printed = {"a": -1, "b": -1}
+    seen: dict[str, set[int]] = {"a": set(), "b": set()}
+    for run in range(40):
+        lines = _run_until_killed(procs, args, rng, kill=run < 39)
+        firsts: dict[str, int] = {}
+        for line in lines:
+            if line == "C":
+                committed = dict(printed)
+            elif line.startswith("F "):
+                _, name, seq_text = line.split()
+                seq = int(seq_text)
+                if name not in firsts:
+                    firsts[name] = seq
+                    assert committed[name] < seq <= printed[name] + 1, (run, name, seq, committed, printed)
+                else:
+                    assert seq == printed[name] + 1, (run, name, seq, printed)
+                printed[name] = seq
+                seen[name].add(seq)
+        if lines and lines[-1] == "done":
+            break
+    assert lines[-1] == "done"
+    assert seen == {"a": set(range(count)), "b": set(range(count))}
