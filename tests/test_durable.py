@@ -8,8 +8,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import Child, Procs
 
+from conftest import Child, Procs
 from mmipc import CursorError, Reader, UsageError, Writer
 from mmipc._durable import CursorFile, read_record
 
