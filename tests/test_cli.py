@@ -87,7 +87,7 @@ def test_demo_interrupted_leaves_no_process_and_no_temporary_file(tmp_path: Path
 
 def test_write_then_read_like_the_seed(jdir: str) -> None:
     assert mmipc("write", jdir, "md", "--count", "300", "--rate", "0").returncode == 0
-    out = mmipc("read", jdir, "md", "--quiet", "--histogram")
+    out = mmipc("read", jdir, "md", "--quiet", "--histogram", "--since", "0")
     assert out.returncode == 0, out.stderr
     assert "summary: sent 300, received 300, lost 0" in out.stdout and "latency histogram" in out.stdout
     since = mmipc("read", jdir, "md", "--since", "2000-01-01 00:00:00", "--count", "5")

@@ -251,7 +251,8 @@ def test_status_lists_what_is_live_in_python_and_on_the_command_line(
 
     def listed() -> bool:
         readers = service_status(fresh.home)["readers"]
-        return bool(readers == [{"name": "status-reader", "pid": os.getpid(), "journals": [[jdir, "st"]]}])
+        wanted = {"name": "status-reader", "pid": os.getpid(), "journals": [[jdir, "st"]], "state": "live"}
+        return len(readers) == 1 and wanted.items() <= readers[0].items()
 
     wait_for(listed, what="the reader and its journal in the status")
     status = service_status(fresh.home)
@@ -268,9 +269,9 @@ def test_status_lists_what_is_live_in_python_and_on_the_command_line(
 
     def gone() -> bool:
         status = service_status(fresh.home)
-        return not status["journals"] and not status["readers"]
+        return [j["writer_pid"] for j in status["journals"]] == [None] and not status["readers"]
 
-    wait_for(gone, what="closed clients to leave the status")
+    wait_for(gone, what="closed readers to leave the status, and the journal to stay without a writer")
 
 
 def test_the_service_prepares_the_next_page_before_the_writer_needs_it(

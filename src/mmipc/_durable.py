@@ -331,3 +331,44 @@ class _EverySeconds:
         if frame is not None and not self.due:
             self.due = time.monotonic_ns() + self.every_ns
         return frame
+
+
+def position_at(jid: JournalId, nano: int) -> Position | None:
+    """The position just before the journal's first frame at or after `nano` (None: no page yet)."""
+    from ._cursor import Cursor  # the cursor imports nothing of ours; this keeps the import one-way
+
+    cursor = Cursor(jid, nano)
+    try:
+        if not cursor.position(nano) or cursor.page is None:
+            return None
+        return Position(cursor.page_no, cursor.pos, _nano_before(cursor.page, cursor.pos))
+    finally:
+        cursor.detach()
+
+
+def _nano_before(page: MappedPage, offset: int) -> int:
+    """The timestamp of the frame that ends at `offset` (0 at the page's start)."""
+    start = max((s for s in page.filled_slots() if s < offset), default=PAGE_HEADER_SIZE)
+    nano = 0
+    for info in page.frames(start):
+        if info.offset >= offset:
+            break
+        nano = info.nano
+    return nano
+
+
+def reset(directory: str, name: str, to_nano: int | None) -> CursorFile:
+    """Move a durable reader's positions to `to_nano` (its file removed if None); it must not be open."""
+    file = CursorFile(directory, name).lock()
+    try:
+        if to_nano is None:
+            if os.path.exists(file.path):
+                os.unlink(file.path)
+            file.positions = {}
+            return file
+        moved = {jid: position_at(jid, to_nano) for jid in file.positions}
+        file.positions = {}
+        file.commit({jid: p for jid, p in moved.items() if p is not None})
+        return file
+    finally:
+        file.unlock()

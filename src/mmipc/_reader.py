@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the link is imported when a reader first registers (see _se
 
     from ._durable import Durable
     from ._link import Link
+    from ._metrics import Board
 
 
 _READ_DOC = """read() -> Frame | None: the next frame across every added journal, in timestamp order.
@@ -68,6 +69,7 @@ class Reader:
         "read": _READ_DOC,
         "_link": None,
         "_durable": None,
+        "_board": None,
         "_finalizer": None,
         "__weakref__": None,
     }
@@ -79,8 +81,13 @@ class Reader:
         self._closed = False
         self._link = link
         self._durable = durable
+        self._board: Board | None = None
+        if link is not None:
+            from ._metrics import open_board  # linked readers only: the link has loaded its peers
+
+            self._board = open_board(os.path.dirname(link.path), name, self._cursors, durable is not None)
         self._rebind()
-        self._finalizer = weakref.finalize(self, _unregister, link, name, durable)
+        self._finalizer = weakref.finalize(self, _unregister, link, name, durable, self._board)
 
     def _rebind(self) -> None:
         """Point `read` at the fastest correct implementation for the journals added now.
@@ -215,6 +222,8 @@ class Reader:
         Example: ``for frame in reader.frames(timeout=5.0): handle(frame)``
         """
         strategy = make_wait(wait)
+        if self._board is not None:
+            self._board.wait_mode(wait)
         idle_since: float | None = None
         while True:
             frame = self.read()
@@ -287,8 +296,11 @@ def _open_durable(
     return Durable(CursorFile(cursor_dir_for(cursor_dir, home), name).lock(), commit_every)
 
 
-def _unregister(link: Link | None, name: str, durable: Durable | None) -> None:
-    """Free the reader's name at the service and its cursor file's lock (also run by the GC)."""
+def _unregister(link: Link | None, name: str, durable: Durable | None, board: Board | None) -> None:
+    """Free the reader's name at the service, its counter file and its cursor file's lock (also run
+    by the GC)."""
+    if board is not None:
+        board.close()
     if durable is not None:
         durable.file.unlock()
     if link is not None:

@@ -44,9 +44,11 @@ from ._errors import ServiceAlreadyRunningError, ServiceUnavailableError, UsageE
 from ._files import DEFAULT_MODE, MAX_PAGE_NO, check_mode, check_name, lock_or_holder, release_pid_lock
 from ._home import LOCK_NAME, ensure_home, resolve_home, socket_path
 from ._layout import check_page_size
+from ._monitor import Monitor
 from ._orphans import die_with_parent
 from ._pages_ahead import PagePreparer
 from ._protocol import MAX_REPLY, PROTOCOL_VERSION, MessageReader, ProtocolError, check_request, clip, encode
+from ._retention import Policy
 from ._status import journal_status
 
 log = logging.getLogger("mmipc.service")
@@ -80,7 +82,16 @@ class Service:
     Example: ``service = Service("/run/mmipc"); service.start(); ...; service.stop()``
     """
 
-    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        retain: Policy | None = None,
+        retain_dirs: dict[str, Policy] | None = None,
+        retain_interval: float = 60.0,
+    ) -> None:
+        """`retain` is the home's retention policy, `retain_dirs` overrides it per journal directory;
+        the monitor applies them every `retain_interval` seconds (see `_retention`)."""
         self.home = resolve_home(home)
         self.socket_path = socket_path(self.home)
         self._lock = threading.Lock()
@@ -97,6 +108,8 @@ class Service:
         self._max_sessions = _session_limit()
         self._spare_fd = -1
         self._refusals = _RefusalLog()
+        self._known: set[JournalKey] = set()
+        self.monitor = Monitor(self.home, self._known_journals, retain, retain_dirs, retain_interval)
         self.started = 0.0
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -160,6 +173,7 @@ class Service:
             self._shutdown()
             raise
         self._preparer.start()
+        self.monitor.start()
         self.started = time.time()
         log.info("serving %s (at most %d sessions)", self.socket_path, self._max_sessions)
 
@@ -235,6 +249,7 @@ class Service:
             except FileNotFoundError:
                 pass
         self._preparer.stop()
+        self.monitor.stop()
         if self._spare_fd >= 0:
             os.close(self._spare_fd)
             self._spare_fd = -1
@@ -446,6 +461,7 @@ class Service:
                 pid=holder.pid,
             )
         self._writers[key] = session
+        self._known.add(key)
         session.writers[key] = session.writers.get(key, -1)
         return {}
 
@@ -492,7 +508,9 @@ class Service:
         return {}
 
     def _add_journal(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
-        self._reader_journals(session, message["reader"]).add(_journal_key(message))
+        key = _journal_key(message)
+        self._reader_journals(session, message["reader"]).add(key)
+        self._known.add(key)
         return {}
 
     def _remove_journal(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
@@ -503,6 +521,10 @@ class Service:
         if reader not in session.readers:
             raise _Refusal("not_reader", f"this session has no reader named {reader!r}")
         return session.readers[reader]
+
+    def _known_journals(self) -> list[JournalKey]:
+        with self._lock:
+            return sorted(self._known)
 
     def _has_writer(self, directory: str, name: str) -> bool:
         with self._lock:
@@ -519,17 +541,15 @@ class Service:
             return self._status()
 
     def _status(self) -> dict[str, Any]:
-        journals = [
-            {
-                **journal_status(key[0], key[1]),
-                "writer_pid": session.pid,
-                "page": session.writers.get(key, -1),
-            }
-            for key, session in sorted(self._writers.items())
-        ]
+        journals = [self._journal_status(key) for key in sorted(self._known | set(self._writers))]
+        live = {name: (session.pid, sorted(session.readers[name])) for name, session in self._readers.items()}
         readers = [
-            {"name": name, "pid": session.pid, "journals": [list(k) for k in sorted(session.readers[name])]}
-            for name, session in sorted(self._readers.items())
+            {
+                **reader,
+                "journals": [[j["directory"], j["name"]] for j in reader["journals"]],
+                "lag": reader["journals"],
+            }
+            for reader in self.monitor.readers(live)
         ]
         return {
             "service": {
@@ -542,10 +562,31 @@ class Service:
                 "pages_prepared": self._preparer.prepared,
                 "page_failures": self._preparer.failures,
                 "last_page_error": self._preparer.last_error,
+                "pages_removed": self.monitor.pages_removed,
+                "retention_errors": self.monitor.retention_errors,
+                "last_retention_error": self.monitor.last_retention_error,
             },
             "journals": journals,
             "readers": readers,
         }
+
+    def _journal_status(self, key: JournalKey) -> dict[str, Any]:
+        session = self._writers.get(key)
+        return {
+            **journal_status(key[0], key[1]),
+            "writer_pid": session.pid if session is not None else None,
+            "page": session.writers.get(key, -1) if session is not None else -1,
+            **self.monitor.journal(key),
+        }
+
+
+def _reader_status(reader: dict[str, Any]) -> dict[str, Any]:
+    """ "journals" lists [directory, name] pairs, as before; "lag" has each journal's figures."""
+    return {
+        **reader,
+        "journals": [[j["directory"], j["name"]] for j in reader["journals"]],
+        "lag": reader["journals"],
+    }
 
 
 class _Refusal(Exception):

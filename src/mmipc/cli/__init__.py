@@ -11,7 +11,20 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import _args, _bench, _demo, _errors, _export, _inspect, _replay, _rw, _service, _tail, _torture
+from . import (
+    _args,
+    _bench,
+    _cursors,
+    _demo,
+    _errors,
+    _export,
+    _inspect,
+    _replay,
+    _rw,
+    _service,
+    _tail,
+    _torture,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tail.add_commands(commands)
     _inspect.add_commands(commands)
     _service.add_commands(commands)
+    _cursors.add_commands(commands)
     _torture.add_commands(commands)
     _bench.add_commands(commands)
     _export.add_commands(commands)

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from .. import Reader, Writer
+from .._cursor import Start
 from .._files import list_pages
 from ..ctp import LAYOUTS
 from ._args import (
@@ -29,7 +30,7 @@ from ._args import (
     time_arg,
 )
 from ._common import MSG_DEPTH_MARKET_DATA, MSG_END
-from ._errors import CommandError
+from ._errors import ArgumentsError, CommandError
 from ._stats import Latencies, Tally
 
 COUNT = struct.Struct("<Q")
@@ -65,10 +66,21 @@ def add_commands(commands: Any) -> None:
         "Ctrl-C prints the summary so far.",
     )
     add_journals(read)
-    read.add_argument("--since", type=time_arg, help="start at this time (default: the beginning)")
+    read.add_argument(
+        "--since",
+        type=time_arg,
+        help="start at this time, 0 for the beginning (default: live frames only, from now on; "
+        "a --durable reader resumes after its last committed frame, or starts at the beginning)",
+    )
     read.add_argument("--count", type=count, help="stop after this many frames")
     read.add_argument("--timeout", type=seconds, help="stop after this many idle seconds")
     read.add_argument("--name", help="reader name (default mmipc-read-PID)")
+    read.add_argument(
+        "--durable",
+        action="store_true",
+        help="keep this reader's position (needs --name): it commits what it printed every 0.5 s "
+        "and on exit; restarted with the same --name it resumes after the last commit",
+    )
     add_wait(read)
     read.add_argument("--quiet", action="store_true", help="no line per frame, only the summary")
     read.add_argument("--histogram", action="store_true", help="end with a latency histogram")
@@ -134,11 +146,17 @@ def run_read(args: argparse.Namespace) -> int:
     named = journals(args)
     for directory, _ in named:
         existing_directory(directory)
+    if args.durable and not args.name:
+        raise ArgumentsError("--durable needs --name: the name is what a restarted reader resumes")
     name = args.name or f"mmipc-read-{os.getpid()}"
-    tally = Tally(Latencies(), from_start=args.since is None)
-    with Reader.create(name, service=service_of(args)) as reader:
+    tally = Tally(Latencies(), from_start=args.since == 0)
+    start: Start | None = "begin" if args.since == 0 else args.since
+    if start is None and not args.durable:
+        start = "end"  # live frames only; a durable reader resumes (start None)
+    every = 0.5 if args.durable else None
+    with Reader.create(name, service=service_of(args), durable=args.durable, commit_every=every) as reader:
         for directory, journal in named:
-            reader.add_journal(directory, journal, start=args.since if args.since is not None else "begin")
+            reader.add_journal(directory, journal, start=start)
         print(f"reader {name} following {len(named)} journal(s)", flush=True)
         waiting = say_waiting("read", named)
         try:

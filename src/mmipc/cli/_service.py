@@ -11,10 +11,19 @@ from typing import Any
 from .._errors import ServiceUnavailableError
 from .._home import resolve_home
 from .._link import service_status
+from .._prometheus import serve_metrics
 from .._service import Service
 from ._args import add_cpu, add_home, add_json, pin
-from ._common import format_time
 from ._errors import service_hint
+from ._lag import (
+    add_service_options,
+    add_status_options,
+    check_metrics,
+    journal_lines,
+    reader_lines,
+    retention_policy,
+    show,
+)
 
 Commands = Any  # argparse's private _SubParsersAction
 
@@ -29,14 +38,18 @@ def add_commands(commands: Commands) -> None:
     add_home(service)
     service.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     add_cpu(service, help="pin the service to CPU N")
+    add_service_options(service)
     service.set_defaults(run=run_service)
     status = commands.add_parser(
         "status",
         help="show what the service sees",
-        description="Show the service's journals, writers, readers and uptime.",
+        description="Show the service's journals (writer, rates, age of the last frame, disk use, free "
+        "space, time until full) and readers (state, wait mode, lag in frames and time, how long "
+        "stalled, committed position), and uptime. A journal stays listed after its writer exits.",
     )
     add_home(status)
     add_json(status, "print JSON on stdout, also when no service runs (then exit 1)")
+    add_status_options(status)
     status.set_defaults(run=run_status)
 
 
@@ -46,27 +59,29 @@ def run_service(args: argparse.Namespace) -> int:
         format="%(asctime)s mmipc %(levelname)s %(message)s",
     )
     pin(args.cpu)
-    service = Service(args.home)
-    service.serve_forever(
-        on_ready=lambda: print(
-            f"mmipc service pid {os.getpid()} listening on {service.socket_path}", flush=True
-        )
-    )
+    check_metrics(args)
+    service = Service(args.home, retain=retention_policy(args))
+
+    def ready() -> None:
+        if args.metrics:
+            serve_metrics(args.metrics, service.status)
+        print(f"mmipc service pid {os.getpid()} listening on {service.socket_path}", flush=True)
+
+    service.serve_forever(on_ready=ready)
     return 0
 
 
 def run_status(args: argparse.Namespace) -> int:
-    try:
-        status = service_status(args.home) if args.home else service_status()
-    except ServiceUnavailableError as exc:
-        if args.json:  # scripts get an answer on stdout too
-            home = resolve_home(args.home)
-            print(json.dumps({"service": None, "home": home, "error": service_hint(str(exc), args)}))
-        raise
-    if args.json:
-        print(json.dumps(status, indent=2))
-    else:
-        print(format_status(status))
+    def fetch() -> dict[str, Any]:
+        try:
+            return service_status(args.home) if args.home else service_status()
+        except ServiceUnavailableError as exc:
+            if args.json:  # scripts get an answer on stdout too
+                home = resolve_home(args.home)
+                print(json.dumps({"service": None, "home": home, "error": service_hint(str(exc), args)}))
+            raise
+
+    show(args, fetch, (lambda status: json.dumps(status, indent=2)) if args.json else format_status)
     return 0
 
 
@@ -77,19 +92,10 @@ def format_status(status: dict[str, Any]) -> str:
         f"{_sessions(svc['sessions'])}, {svc['pages_prepared']} pages prepared",
         *_failures(svc),
         "",
-        f"{'JOURNAL':<48} {'WRITER':>7} {'PAGE':>5} {'PAGES':>6} {'BYTES':>12}  LAST FRAME",
+        *journal_lines(status["journals"]),
+        "",
+        *reader_lines(status["readers"]),
     ]
-    for j in status["journals"]:
-        lines.append(
-            f"{j['directory'] + '/' + j['name']:<48} {j['writer_pid']:>7} {j['page']:>5} "
-            f"{j['pages']:>6} {j['bytes']:>12,}  {_time(j['last_nano'])}"
-        )
-        if "error" in j:
-            lines.append(f"    cannot read it: {j['error']}")
-    lines += ["", f"{'READER':<24} {'PID':>7}  JOURNALS"]
-    for r in status["readers"]:
-        names = ", ".join(f"{d}/{n}" for d, n in r["journals"]) or "-"
-        lines.append(f"{r['name']:<24} {r['pid']:>7}  {names}")
     return "\n".join(lines)
 
 
@@ -104,10 +110,6 @@ def _sessions(sessions: int) -> str:
     """Client sessions, not counting the one asking for this status."""
     others = max(0, sessions - 1)
     return f"{others} session{'' if others == 1 else 's'}"
-
-
-def _time(nano: int) -> str:
-    return format_time(nano) if nano else "-"
 
 
 def _duration(seconds: float) -> str:

@@ -1,0 +1,292 @@
+"""Reader position counters: where each reader stands, published to a small file the service reads.
+
+Rules:
+
+* Each reader linked to a service has one counter file, ``<home>/readers/<name>.counters``
+  (COUNTER_FILE_SIZE bytes, mode 0600), mapped by its process. Like Aeron's counters, it is written
+  by the reader's process and only read by others; nothing is ever sent over the socket per frame.
+* The reader's hot path does not touch it: `read()` costs exactly what it did. A publisher thread
+  (one per process, for all its readers) copies each cursor's position into the file every
+  PUBLISH_INTERVAL, and only when it changed, with a few `pack_into` calls. So a published position is
+  at most PUBLISH_INTERVAL old; the thread takes the GIL a few microseconds per tick.
+* A seqlock guards each update: the generation word is odd while the publisher writes; a reader of
+  the file retries until it reads the same even generation before and after.
+* A reader that closes removes its file. A reader that dies leaves it: the service shows that reader
+  as dead (its pid is gone) for DEAD_LINGER seconds after its registration ended, then removes it.
+
+File layout (little-endian)::
+
+     0 magic "MMIPCPOS" | 8 version u32 | 12 pid u32 | 16 generation u64 | 24 heartbeat_ns i64
+    32 started_ns i64   | 40 durable u32 | 44 wait u32 | 48 journals_len u32 | 52 slots u32
+    64 + 64*i: slot i = page_no i64, offset i64, nano i64, changed_ns i64 (wall time it last moved)
+    JOURNALS_AT: JSON [[directory, name], ...] of the journals, in slot order
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import struct
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._files import check_name
+
+if TYPE_CHECKING:
+    from ._cursor import Cursor
+
+log = logging.getLogger("mmipc.metrics")
+
+MAGIC = b"MMIPCPOS"
+VERSION = 1
+COUNTER_FILE_SIZE = 16384
+MAX_SLOTS = 64
+SLOT_SIZE = 64
+SLOTS_AT = 64
+JOURNALS_AT = SLOTS_AT + MAX_SLOTS * SLOT_SIZE
+PUBLISH_INTERVAL = 0.2
+DEAD_LINGER = 60.0
+READERS_DIR = "readers"
+SUFFIX = ".counters"
+WAIT_MODES = ("read", "backoff", "spin", "custom")
+
+HEADER = struct.Struct("<8sIIQqqIIII")
+GENERATION = struct.Struct("<Q")
+SLOT = struct.Struct("<qqqq")
+
+
+class Published(NamedTuple):
+    """One journal's published reader position."""
+
+    directory: str
+    name: str
+    page_no: int
+    offset: int
+    nano: int
+    changed_ns: int
+
+
+def counters_path(home: str, name: str) -> str:
+    return os.path.join(home, READERS_DIR, check_name(name, "reader") + SUFFIX)
+
+
+class Board:
+    """One reader's counter file. Its cursors list is the reader's own (mutated in place)."""
+
+    def __init__(self, path: str, cursors: list[Cursor], durable: bool) -> None:
+        self.path = path
+        self.cursors = cursors
+        self.wait = 0
+        self._durable = int(durable)
+        self._published: list[tuple[int, int, int]] = []
+        self._journals: list[tuple[str, str]] = []
+        self._generation = 0
+        self._mm = _create(path)
+        self._write_header(time.time_ns())
+
+    def wait_mode(self, wait: object) -> None:
+        """Record how the reader waits: its `frames(wait=...)` name, or "custom"."""
+        self.wait = WAIT_MODES.index(wait) if isinstance(wait, str) and wait in WAIT_MODES else 3
+
+    def publish(self) -> None:
+        """Copy the cursors' positions into the file if they moved (publisher thread)."""
+        now = time.time_ns()
+        jids = [(c.jid.directory, c.jid.name) for c in self.cursors[:MAX_SLOTS]]
+        positions = [_position_of(c) for c in self.cursors[:MAX_SLOTS]]
+        if jids == self._journals and positions == self._published:
+            self._heartbeat(now)
+            return
+        self._begin()
+        if jids != self._journals:
+            self._write_journals(jids)
+            self._published = [(-1, -1, -1)] * len(jids)
+        for i, position in enumerate(positions):
+            if position != self._published[i]:
+                SLOT.pack_into(self._mm, SLOTS_AT + i * SLOT_SIZE, *position, now)
+        self._published = positions
+        self._write_header(now)
+        self._end()
+
+    def _write_header(self, now: int) -> None:
+        HEADER.pack_into(
+            self._mm, 0, MAGIC, VERSION, os.getpid(), self._generation, now, _started(),
+            self._durable, self.wait, len(self._journals_json()), len(self._journals),
+        )  # fmt: skip
+
+    def _journals_json(self) -> bytes:
+        return json.dumps(self._journals).encode()
+
+    def _write_journals(self, jids: list[tuple[str, str]]) -> None:
+        data = json.dumps(jids).encode()
+        while len(data) > COUNTER_FILE_SIZE - JOURNALS_AT:
+            jids = jids[:-1]
+            data = json.dumps(jids).encode()
+        self._journals = jids
+        self._mm[JOURNALS_AT : JOURNALS_AT + len(data)] = data
+
+    def _heartbeat(self, now: int) -> None:
+        struct.pack_into("<q", self._mm, 24, now)
+
+    def _begin(self) -> None:
+        self._generation += 1
+        GENERATION.pack_into(self._mm, 16, self._generation)
+
+    def _end(self) -> None:
+        self._generation += 1
+        GENERATION.pack_into(self._mm, 16, self._generation)
+
+    def close(self) -> None:
+        PUBLISHER.remove(self)
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        self._mm.close()
+
+
+def _position_of(cursor: Cursor) -> tuple[int, int, int]:
+    """(page_no, offset, nano) of a cursor, read so that page and offset belong together."""
+    while True:
+        page_no = cursor.page_no
+        position = (page_no, cursor.pos, cursor.last_nano)
+        if cursor.page_no == page_no:
+            return position if cursor.page is not None else (-1, -1, cursor.last_nano)
+
+
+_STARTED = time.time_ns()
+
+
+def _started() -> int:
+    return _STARTED
+
+
+def _create(path: str) -> mmap.mmap:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.ftruncate(fd, COUNTER_FILE_SIZE)
+        mm = mmap.mmap(fd, COUNTER_FILE_SIZE)
+        os.rename(tmp, path)
+    finally:
+        os.close(fd)
+    return mm
+
+
+class _Publisher:
+    """The process's publisher thread, started with its first board."""
+
+    def __init__(self) -> None:
+        self._boards: weakref.WeakSet[Board] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, board: Board) -> None:
+        with self._lock:
+            self._boards.add(board)
+            if self._thread is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="mmipc-positions", daemon=True)
+                self._thread.start()
+
+    def remove(self, board: Board) -> None:
+        with self._lock:
+            self._boards.discard(board)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(PUBLISH_INTERVAL)
+            with self._lock:
+                boards = list(self._boards)
+            for board in boards:
+                try:
+                    board.publish()
+                except Exception as exc:  # a closed board or a full disk must not end the thread
+                    log.debug("could not publish %s: %s", board.path, exc)
+
+
+PUBLISHER = _Publisher()
+
+
+def open_board(home: str, name: str, cursors: list[Cursor], durable: bool) -> Board | None:
+    """Start publishing a reader's positions; None (and a log line) if its file cannot be made."""
+    try:
+        board = Board(counters_path(home, name), cursors, durable)
+    except OSError as exc:
+        log.warning("reader %s will not publish its position: %s", name, exc)
+        return None
+    PUBLISHER.add(board)
+    return board
+
+
+def close_board(board: Board | None) -> None:
+    if board is not None:
+        PUBLISHER.remove(board)
+        board.close()
+
+
+# -- for the service ------------------------------------------------------------------------------
+
+
+def read_counters(path: str) -> dict[str, Any] | None:
+    """A counter file's consistent content, or None if it is not one (or keeps changing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        for _ in range(8):
+            data = os.pread(fd, COUNTER_FILE_SIZE, 0)
+            if len(data) != COUNTER_FILE_SIZE or data[:8] != MAGIC:
+                return None
+            parsed = _parse(data)
+            if parsed is not None and os.pread(fd, 24, 0)[16:24] == data[16:24]:
+                return parsed
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None
+
+
+def _parse(data: bytes) -> dict[str, Any] | None:
+    """The content of a counter file snapshot; None if the publisher was writing it."""
+    magic, version, pid, gen, beat, started, durable, wait, jlen, slots = HEADER.unpack_from(data)
+    if version != VERSION or gen % 2 or slots > MAX_SLOTS or jlen > COUNTER_FILE_SIZE - JOURNALS_AT:
+        return None
+    try:
+        journals = json.loads(data[JOURNALS_AT : JOURNALS_AT + jlen] or b"[]")
+        positions = [
+            Published(str(d), str(n), *SLOT.unpack_from(data, SLOTS_AT + i * SLOT_SIZE))
+            for i, (d, n) in enumerate(journals[:slots])
+        ]
+    except (ValueError, TypeError):
+        return None
+    mode = WAIT_MODES[wait] if wait < len(WAIT_MODES) else "custom"
+    return {"pid": pid, "heartbeat_ns": beat, "started_ns": started, "durable": bool(durable),
+            "wait": mode, "positions": positions}  # fmt: skip
+
+
+def list_counters(home: str) -> dict[str, str]:
+    """Reader name -> counter file path, for every counter file in the home."""
+    directory = os.path.join(home, READERS_DIR)
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return {}
+    return {e[: -len(SUFFIX)]: os.path.join(directory, e) for e in entries if e.endswith(SUFFIX)}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
