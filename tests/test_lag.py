@@ -1,0 +1,194 @@
+"""Status with lag: journal rates and disk figures, readers' lag, dead readers, Prometheus text."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Procs, ServiceProcess, wait_for
+from mmipc import Reader, Writer, service_status
+from mmipc._errors import UsageError
+from mmipc._prometheus import exposition, parse_loopback
+
+PAGE = 1024 * 1024
+PAYLOAD = 200
+FRAME = 232  # 32-byte header + 200, already 8-aligned
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[ServiceProcess]:
+    svc = ServiceProcess(str(tmp_path / "home"))
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+def mmipc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mmipc", *args], capture_output=True, text=True, timeout=300)
+
+
+def reader_entry(home: str, name: str) -> dict[str, Any] | None:
+    return next((r for r in service_status(home)["readers"] if r["name"] == name), None)
+
+
+def lag_bytes(home: str, name: str) -> int | None:
+    entry = reader_entry(home, name)
+    return entry["lag"][0].get("lag_bytes") if entry and entry["lag"] else None
+
+
+def journal_entry(home: str, name: str) -> dict[str, Any]:
+    [journal] = [j for j in service_status(home)["journals"] if j["name"] == name]
+    return journal
+
+
+def test_reader_lag_matches_known_traffic_and_never_goes_negative(fresh: ServiceProcess, jdir: str) -> None:
+    writer = Writer.create(jdir, "j", page_size=PAGE, service=fresh.home)
+    for i in range(1000):
+        writer.write(i.to_bytes(8, "little") * (PAYLOAD // 8))
+    reader = Reader.create("lagger", service=fresh.home)
+    reader.add_journal(jdir, "j")
+    frames = [reader.read() for _ in range(400)]
+    assert frames[-1] is not None
+    last_read = frames[-1].nano
+
+    def lag_published() -> bool:
+        entry = reader_entry(fresh.home, "lagger")
+        return entry is not None and entry["lag"] and entry["lag"][0].get("lag_bytes") == 600 * FRAME
+
+    wait_for(lag_published, what="the reader's published position in the status")
+    entry = reader_entry(fresh.home, "lagger")
+    assert entry is not None
+    [row] = entry["lag"]
+    assert entry["state"] == "live" and entry["pid"] == os.getpid() and entry["wait"] == "read"
+    assert row["lag_ns"] == writer.last_nano - last_read
+    assert row["lag_frames"] in (None, 600)  # exact once journals carry sequence numbers (format v2)
+    assert row["stalled_s"] >= 0
+    for _ in range(600):
+        reader.read()
+    wait_for(lambda: reader_entry(fresh.home, "lagger")["lag"][0]["lag_bytes"] == 0, what="lag 0")  # type: ignore[index]
+    [row] = reader_entry(fresh.home, "lagger")["lag"]  # type: ignore[index]
+    assert row["lag_ns"] == 0 and row["stalled_s"] == 0 and row["lag_frames"] in (None, 0)
+    journal = journal_entry(fresh.home, "j")
+    assert journal["writer_pid"] == os.getpid() and journal["disk_bytes"] >= PAGE
+    assert journal["free_bytes"] > 0 and journal["last_frame_age_s"] >= 0
+    text = mmipc("status", "--prometheus", "--home", fresh.home).stdout
+    labels = f'{{reader="lagger",directory="{os.path.realpath(jdir)}",name="j"}}'
+    assert f"mmipc_reader_lag_bytes{labels} 0" in text
+    assert f'mmipc_journal_writer_up{{directory="{os.path.realpath(jdir)}",name="j"}} 1' in text
+    writer.close()
+    reader.close()
+    wait_for(lambda: journal_entry(fresh.home, "j")["writer_pid"] is None, what="the journal without writer")
+    assert reader_entry(fresh.home, "lagger") is None  # closed: its counter file is gone
+
+
+def test_rates_are_those_of_the_traffic(fresh: ServiceProcess, jdir: str) -> None:
+    """Same-sized frames on one big page: bytes/s over frames/s is exactly the frame's size."""
+    with Writer.create(jdir, "rated", page_size=PAGE, service=fresh.home) as writer:
+
+        def flowing() -> bool:
+            for _ in range(20):
+                writer.write(bytes(PAYLOAD))
+            journal = journal_entry(fresh.home, "rated")
+            return journal["frames_per_s"] > 0 and journal["bytes_per_s"] > 0
+
+        wait_for(flowing, what="the monitor to measure the traffic")
+        journal = journal_entry(fresh.home, "rated")
+        assert journal["bytes_per_s"] / journal["frames_per_s"] == pytest.approx(FRAME, rel=1e-3)
+        assert journal["time_to_full_s"] is not None and journal["time_to_full_s"] > 0
+
+
+def test_a_killed_reader_is_shown_dead_with_its_lag(fresh: ServiceProcess, jdir: str, procs: Procs) -> None:
+    with Writer.create(jdir, "k", page_size=PAGE, service=fresh.home) as writer:
+        for _ in range(100):
+            writer.write(bytes(PAYLOAD))
+        child = procs.spawn_code(
+            "import os, sys, time\n"
+            f"os.environ['MMIPC_HOME'] = {fresh.home!r}\n"
+            "from mmipc import Reader\n"
+            "r = Reader.create('doomed')\n"
+            f"r.add_journal({jdir!r}, 'k')\n"
+            "[r.read() for _ in range(30)]\n"
+            "print('read', flush=True)\n"
+            "time.sleep(600)\n"
+        )
+        child.expect_line("read")
+        wait_for(
+            lambda: (
+                (reader_entry(fresh.home, "doomed") or {}).get("lag", [{}])[0].get("lag_bytes") == 70 * FRAME
+            ),
+            what="the child's position",
+        )
+        child.kill9()
+        wait_for(lambda: (reader_entry(fresh.home, "doomed") or {}).get("state") == "dead", what="dead")
+        entry = reader_entry(fresh.home, "doomed")
+        assert entry is not None and entry["pid"] == child.pid and entry["lag"][0]["lag_bytes"] == 70 * FRAME
+        text = mmipc("status", "--home", fresh.home).stdout
+        assert "doomed" in text and "dead" in text
+
+
+def test_metrics_endpoint_serves_the_text_on_loopback_only(tmp_path: Path, jdir: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    home = str(tmp_path / "mhome")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mmipc", "service", "--home", home, "--metrics", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().startswith("mmipc service pid")
+        with Writer.create(jdir, "m", service=home) as writer:
+            writer.write(b"x")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+                body = response.read().decode()
+                assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert "# TYPE mmipc_journal_disk_bytes gauge" in body and 'name="m"' in body
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+    refused = mmipc("service", "--home", home, "--metrics", f"0.0.0.0:{port}")
+    assert refused.returncode == 1 and "loopback" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_parse_loopback() -> None:
+    assert parse_loopback("127.0.0.1:9464") == ("127.0.0.1", 9464)
+    assert parse_loopback("[::1]:9464") == ("::1", 9464)
+    assert parse_loopback("localhost:1") == ("127.0.0.1", 1)
+    for bad in ("10.0.0.1:9464", "example.com:80", "127.0.0.1", "127.0.0.1:0", ":9464"):
+        with pytest.raises(UsageError):
+            parse_loopback(bad)
+
+
+def test_exposition_escapes_labels_and_leaves_unknown_figures_out() -> None:
+    status = {
+        "service": {"uptime_s": 1.5, "sessions": 2, "pages_removed": 0},
+        "journals": [
+            {
+                "directory": '/a"b\\c',
+                "name": "j",
+                "writer_pid": None,
+                "pages": 1,
+                "frames_per_s": 0.0,
+                "bytes_per_s": 0.0,
+                "last_frame_age_s": None,
+                "disk_bytes": 4096,
+                "free_bytes": 1,
+                "time_to_full_s": None,
+                "next_seq": None,
+            }
+        ],  # fmt: skip
+        "readers": [],
+    }
+    text = exposition(status)
+    assert 'mmipc_journal_writer_up{directory="/a\\"b\\\\c",name="j"} 0' in text
+    assert "mmipc_journal_last_frame_age_seconds{" not in text and "mmipc_journal_next_seq{" not in text

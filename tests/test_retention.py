@@ -1,0 +1,103 @@
+"""Retention: whole finished pages, oldest first, never a page a reader needs; `mmipc prune`."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_for
+from mmipc import Reader, Service, UsageError, Writer, service_status
+from mmipc._files import list_pages
+from mmipc._retention import Policy, parse_age, parse_size, prune
+
+SEQ = struct.Struct("<Q")
+PAGE = 64 * 1024
+PER_PAGE = (PAGE - 4096 - 32) // 1032  # frames of 1000-byte payloads (1032 bytes) in one page
+
+
+def fill(writer: Writer, count: int, start: int = 0) -> None:
+    for seq in range(start, start + count):
+        writer.write(SEQ.pack(seq) + bytes(992))
+
+
+def mmipc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mmipc", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_a_lagging_durable_reader_holds_retention_back(tmp_path: Path, jdir: str) -> None:
+    home = str(tmp_path / "home")
+    with Service(home, retain=Policy(max_pages=2), retain_interval=0.1) as service:
+        writer = Writer.create(jdir, "r", page_size=PAGE, service=home)
+        fill(writer, PER_PAGE * 3 + 5)  # into page 3
+        reader = Reader.create("slow", service=home, durable=True)
+        reader.add_journal(jdir, "r")
+        for _ in range(PER_PAGE + 3):  # into page 1
+            reader.read()
+        reader.close()  # commits page 1; from now on only its cursor file holds the pages
+        fill(writer, PER_PAGE * 6, start=PER_PAGE * 3 + 5)
+        wait_for(lambda: list_pages(jdir, "r")[0] == 1, what="retention to remove page 0 and stop at page 1")
+        wait_for(lambda: "slow" in str(service_status(home)["journals"]), what="the hold shown in the status")
+        [journal] = service_status(home)["journals"]
+        assert journal["retention_held_by"] == "page 1 is held by reader slow"
+        [entry] = service_status(home)["readers"]
+        assert (
+            entry["state"] == "offline" and entry["durable"] and entry["lag"][0]["committed"]["page_no"] == 1
+        )
+        assert service.monitor.pages_removed == 1
+        with Reader.create("slow", service=home, durable=True) as again:
+            again.add_journal(jdir, "r")
+            got = [SEQ.unpack_from(f.data)[0] for f in again.frames(timeout=0.2)]
+        assert got == list(range(PER_PAGE + 3, PER_PAGE * 9 + 5))  # nothing lost to retention
+        last = list_pages(jdir, "r")[-1]
+        wait_for(lambda: list_pages(jdir, "r")[0] >= last - 2, what="retention to catch up once released")
+        writer.close()
+
+
+def test_a_reader_finishes_a_page_removed_under_it(jdir: str) -> None:
+    with Writer.create(jdir, "m", page_size=PAGE, service=None) as writer:
+        fill(writer, PER_PAGE * 4)
+        reader = Reader.create("mapped", service=None)
+        reader.add_journal(jdir, "m")
+        first = reader.read()
+        assert first is not None and SEQ.unpack_from(first.data)[0] == 0
+        result, done = prune(None, jdir, "m", Policy(max_pages=3), time.time_ns())
+        assert result.remove == [0] and not os.path.exists(done[0])
+        got = [SEQ.unpack_from(f.data)[0] for f in reader.frames(timeout=0.2)]
+        assert got == list(range(1, PER_PAGE * 4))  # the unlinked page 0 read to its end, then page 1 on
+        reader.close()
+
+
+def test_prune_never_touches_the_current_or_prepared_page(jdir: str, tmp_path: Path) -> None:
+    with Writer.create(jdir, "p", page_size=PAGE) as writer:  # the session's service prepares ahead
+        fill(writer, PER_PAGE * 3 + 30)  # the writer tells the service of page 3 a few frames into it
+        wait_for(lambda: len(list_pages(jdir, "p")) == 5, what="the service to prepare page 4")
+        future = str(time.time_ns() + 10**12)
+        dry = mmipc("prune", jdir, "p", "--before", future, "--dry-run")
+        assert dry.returncode == 0 and "would remove 3 page(s)" in dry.stdout
+        assert list_pages(jdir, "p") == [0, 1, 2, 3, 4]
+        archive = str(tmp_path / "archive")
+        out = mmipc("prune", jdir, "p", "--before", future, "--archive", archive)
+        assert out.returncode == 0, out.stderr
+        assert "archived 3 page(s)" in out.stdout and "page 3 is not finished" in out.stdout
+        assert list_pages(jdir, "p") == [3, 4] and sorted(os.listdir(archive))[0] == "p.00000000.journal"
+        fill(writer, 1, start=PER_PAGE * 3 + 30)  # the writer goes on in its current page
+    old = mmipc("prune", jdir, "p", "--before", "2000-01-01 00:00:00")
+    assert old.returncode == 0 and "removed 0 page(s)" in old.stdout
+
+
+def test_policy_values() -> None:
+    assert parse_age("7d") == 7 * 86400 * 10**9 and parse_age("90s") == 90 * 10**9
+    assert parse_size("50G") == 50 << 30 and parse_size("512m") == 512 << 20 and parse_size("4096") == 4096
+    for bad in ("7", "d", "-1d", "1y"):
+        with pytest.raises(UsageError, match="not an age"):
+            parse_age(bad)
+    with pytest.raises(UsageError, match="not a size"):
+        parse_size("lots")
+    out = mmipc("service", "--retain", "soon", "--home", "/nonexistent/x")
+    assert out.returncode == 1 and "not an age" in out.stderr and "Traceback" not in out.stderr
