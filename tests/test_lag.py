@@ -46,7 +46,7 @@ def lag_bytes(home: str, name: str) -> int | None:
 
 def journal_entry(home: str, name: str) -> dict[str, Any]:
     [journal] = [j for j in service_status(home)["journals"] if j["name"] == name]
-    return journal
+    return dict(journal)
 
 
 def test_reader_lag_matches_known_traffic_and_never_goes_negative(fresh: ServiceProcess, jdir: str) -> None:
@@ -97,7 +97,7 @@ def test_rates_are_those_of_the_traffic(fresh: ServiceProcess, jdir: str) -> Non
             for _ in range(20):
                 writer.write(bytes(PAYLOAD))
             journal = journal_entry(fresh.home, "rated")
-            return journal["frames_per_s"] > 0 and journal["bytes_per_s"] > 0
+            return bool(journal["frames_per_s"] > 0 and journal["bytes_per_s"] > 0)
 
         wait_for(flowing, what="the monitor to measure the traffic")
         journal = journal_entry(fresh.home, "rated")
