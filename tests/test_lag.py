@@ -192,3 +192,21 @@ def test_exposition_escapes_labels_and_leaves_unknown_figures_out() -> None:
     text = exposition(status)
     assert 'mmipc_journal_writer_up{directory="/a\\"b\\\\c",name="j"} 0' in text
     assert "mmipc_journal_last_frame_age_seconds{" not in text and "mmipc_journal_next_seq{" not in text
+
+
+def test_an_idle_journal_holds_one_page_until_it_is_half_full(fresh: ServiceProcess, jdir: str) -> None:
+    """The next page is prepared when the first is half full, and at once for a busy journal."""
+    page = 64 * 1024
+    with Writer.create(jdir, "idle", page_size=page, service=fresh.home) as writer:
+        writer.write(b"x" * 100)
+        ticks = service_status(fresh.home)["service"]["monitor_ticks"]
+        wait_for(lambda: service_status(fresh.home)["service"]["monitor_ticks"] >= ticks + 2, what="2 ticks")
+        assert sorted(os.listdir(jdir)) == ["idle.00000000.journal", "idle.lock"]
+        for _ in range(5):
+            writer.write(b"x" * 10000)  # past half of the page
+        wait_for(lambda: os.path.exists(os.path.join(jdir, "idle.00000001.journal")), what="page 1 prepared")
+        for _ in range(4):
+            writer.write(
+                b"x" * 10000
+            )  # into page 1: page 0 lasted far less than a minute, page 2 comes at once
+        wait_for(lambda: os.path.exists(os.path.join(jdir, "idle.00000002.journal")), what="page 2 prepared")

@@ -279,10 +279,12 @@ def test_the_service_prepares_the_next_page_before_the_writer_needs_it(
 ) -> None:
     with Writer.create(jdir, "prep", page_size=PAGE, service=fresh.home) as writer:
         writer.write(b"first")
+        for _ in range(5):
+            writer.write(b"x" * 10000)  # past half of the first page: its next one is wanted now
         next_page = os.path.join(jdir, "prep.00000001.journal")
         wait_for(lambda: os.path.exists(next_page), what="the service to prepare page 1")
         assert service_status(fresh.home)["service"]["pages_prepared"] >= 1
-        for _ in range(20):
+        for _ in range(15):
             writer.write(b"x" * 10000)  # crosses into the prepared page, and on
     with Reader.create("prep", service=None) as reader:
         reader.add_journal(jdir, "prep")

@@ -57,9 +57,11 @@ class Monitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.pages_removed = 0
+        self.ticks = 0
         self.retention_errors = 0
         self.last_retention_error = ""
         self.held: dict[JournalKey, str] = {}
+        self.on_tick: Callable[[], None] = lambda: None  # the service's lazy page preparation
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="mmipc-monitor", daemon=True)
@@ -74,6 +76,8 @@ class Monitor:
     def _run(self) -> None:
         next_retention = time.monotonic() + min(self.retain_interval, SAMPLE_INTERVAL)
         while not self._stop.wait(SAMPLE_INTERVAL):
+            self.ticks += 1
+            self._guarded(self.on_tick)
             for key in self._known():
                 self._guarded(self._sample, key)
             if time.monotonic() >= next_retention:

@@ -44,6 +44,7 @@ from ._errors import ServiceAlreadyRunningError, ServiceUnavailableError, UsageE
 from ._files import DEFAULT_MODE, MAX_PAGE_NO, check_mode, check_name, lock_or_holder, release_pid_lock
 from ._home import LOCK_NAME, ensure_home, resolve_home, socket_path
 from ._layout import check_page_size
+from ._lazy_ahead import LazyAhead
 from ._monitor import Monitor
 from ._orphans import die_with_parent
 from ._pages_ahead import PagePreparer
@@ -109,7 +110,9 @@ class Service:
         self._spare_fd = -1
         self._refusals = _RefusalLog()
         self._known: set[JournalKey] = set()
+        self._ahead = LazyAhead(self._preparer)
         self.monitor = Monitor(self.home, self._known_journals, retain, retain_dirs, retain_interval)
+        self.monitor.on_tick = self._ahead.check
         self.started = 0.0
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -484,7 +487,7 @@ class Service:
         if flags not in (0, 1) or isinstance(flags, bool):
             raise _Refusal("bad_request", f"page flags {flags!r} are not 0 or 1")
         session.writers[key] = message["page_no"]
-        self._preparer.prepare(key[0], key[1], message["page_no"] + 1, message["page_size"], mode, flags)
+        self._ahead.started(key[0], key[1], message["page_no"], message["page_size"], mode=mode, flags=flags)
         return {}
 
     def _register_reader(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
@@ -563,6 +566,7 @@ class Service:
                 "page_failures": self._preparer.failures,
                 "last_page_error": self._preparer.last_error,
                 "pages_removed": self.monitor.pages_removed,
+                "monitor_ticks": self.monitor.ticks,
                 "retention_errors": self.monitor.retention_errors,
                 "last_retention_error": self.monitor.last_retention_error,
             },
