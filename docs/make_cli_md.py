@@ -24,7 +24,7 @@ MAX_LINES = 14
 EXAMPLES: list[tuple[str, list[str]]] = [
     ("demo", ["demo", "--count", "12", "--rate", "20"]),
     ("write", ["write", "{md}", "ctp.rb", "--count", "101", "--rate", "0"]),
-    ("read", ["read", "{md}", "ctp.rb", "--count", "5"]),
+    ("read", ["read", "{md}", "ctp.rb", "--since", "0", "--count", "5"]),
     ("tail", ["tail", "{md}", "ctp.rb", "-n", "4", "--no-follow", "--struct", "ctp"]),
     ("ls", ["ls", "{md}"]),
     ("inspect", ["inspect", "{md}", "ctp.rb", "--limit", "4"]),

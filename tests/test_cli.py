@@ -108,10 +108,10 @@ def test_the_deprecated_journal_flag_still_works_and_warns(jdir: str) -> None:
     assert write.returncode == 0 and "--journal DIR NAME is deprecated" in write.stderr
     other = os.path.join(jdir, "other")
     assert mmipc("write", other, "md", "--count", "2", "--rate", "0", "--standalone").returncode == 0
-    both = ["--journal", jdir, "md", "--journal", other, "md", "--quiet", "--standalone"]
+    both = ["--journal", jdir, "md", "--journal", other, "md", "--quiet", "--standalone", "--since", "0"]
     out = mmipc("read", *both)
     assert out.returncode == 0 and "summary: sent 5, received 5, lost 0" in out.stdout, out.stderr
-    same = mmipc("read", jdir, "md", f"{other}/md", "--quiet", "--standalone")  # the new form
+    same = mmipc("read", jdir, "md", f"{other}/md", "--quiet", "--standalone", "--since", "0")  # new form
     assert same.returncode == 0 and "summary: sent 5, received 5, lost 0" in same.stdout
     mixed = mmipc("read", jdir, "md", "--journal", other, "md", "--standalone")
     assert mixed.returncode == 2 and "not both" in mixed.stderr

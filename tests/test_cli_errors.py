@@ -181,7 +181,7 @@ def test_ctrl_c_prints_the_summary_so_far_and_exits_130(jdir: str) -> None:
     with Writer.create(jdir, "md", service=None) as writer:
         for i in range(7):
             writer.write(bytes([i]) * 16)  # no end-of-demo frame: read follows until Ctrl-C
-    reader = Child([sys.executable, "-m", "mmipc", "read", jdir, "md", "--standalone"])
+    reader = Child([sys.executable, "-m", "mmipc", "read", jdir, "md", "--standalone", "--since", "0"])
     for _ in range(7):
         reader.expect_line("md ")
     reader.proc.send_signal(signal.SIGINT)

@@ -183,3 +183,12 @@ def test_sigkilled_durable_reader_loses_nothing_and_repeats_only_after_its_last_
             break
     assert lines[-1] == "done"
     assert seen == {"a": set(range(count)), "b": set(range(count))}
+
+
+def test_end_on_a_journal_without_pages_yet_means_every_frame_to_come(jdir: str) -> None:
+    reader = Reader.create("early", service=None)
+    reader.add_journal(jdir, "later", start="end")
+    assert reader.read() is None  # the journal does not exist yet
+    write_frames(jdir, "later", 10)
+    assert seqs(reader) == list(range(10))
+    reader.close()

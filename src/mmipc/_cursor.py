@@ -239,6 +239,8 @@ class Cursor:
         self.next_nano = -1
         pages = list_pages(self.jid.directory, self.jid.name)
         if not pages:
+            if start == "end":  # every frame of a journal that has none yet comes after now
+                self.start = "begin"
             self.detach()
             return False
         if start == "begin":

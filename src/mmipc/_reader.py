@@ -125,7 +125,8 @@ class Reader:
         `add_journal` resumes right after it. `commit_every` commits automatically every N frames
         (an int) or seconds (a float), before the read that follows; `close()` commits.
 
-        Example: ``Reader.create("strategy-1", service=None)``
+        Example: ``Reader.create("strategy-1", service=None)``, or durable:
+        ``Reader.create("strategy-1", durable=True, commit_every=100)``
         """
         check_name(name, "reader")
         durable_state = _open_durable(name, service, cursor_dir, commit_every) if durable else None
@@ -138,7 +139,10 @@ class Reader:
         return cls(name, link, durable_state)
 
     def commit(self) -> None:
-        """Durable readers: acknowledge every frame `read()` has returned so far (atomic, fsynced)."""
+        """Durable readers: acknowledge every frame `read()` has returned so far (atomic, fsynced).
+
+        Example: ``frame = r.read(); handle(frame); r.commit()  # a restart resumes after frame``
+        """
         self._check_open()
         if self._durable is None:
             raise UsageError(f"reader {self.name} is not durable: create it with durable=True to commit")

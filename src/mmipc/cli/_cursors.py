@@ -41,9 +41,7 @@ def add_commands(commands: Commands) -> None:
         "never a page a durable reader (of --home) has not committed past or a live reader stands on.",
     )
     add_journals(pruner, one=True)
-    pruner.add_argument(
-        "--before", type=time_arg, required=True, metavar="T", help="remove pages older than T"
-    )
+    pruner.add_argument("--before", type=time_arg, metavar="T", help="remove pages older than T (required)")
     pruner.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     pruner.add_argument("--archive", metavar="DIR", help="move the pages into DIR instead of deleting them")
     add_home(pruner)
@@ -75,6 +73,8 @@ def run_cursors(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
+    if args.before is None:
+        raise ArgumentsError("prune needs --before T: the time before which pages go")
     now = time.time_ns()
     policy = Policy(max_age_ns=max(0, now - args.before), archive=args.archive)
     directory = os.path.abspath(existing_directory(args.directory))

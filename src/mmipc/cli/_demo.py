@@ -55,7 +55,17 @@ def run_demo(args: argparse.Namespace) -> int:
         env = _service_env(scratch, children, args.home)
         journals = os.path.join(scratch, "journals")
         os.mkdir(journals)  # the reader starts first, and a missing directory is a typo to it
-        read = ["read", journals, JOURNAL, "--cpu", reader_cpu, "--name", f"demo-{os.getpid()}"]
+        read = [
+            "read",
+            journals,
+            JOURNAL,
+            "--cpu",
+            reader_cpu,
+            "--name",
+            f"demo-{os.getpid()}",
+            "--since",
+            "0",
+        ]
         read += ["--wait", args.wait]
         reader = _start([*read, *(["--quiet", "--histogram"] if args.fast else [])], env, children)
         assert reader.stdout is not None

@@ -11,6 +11,7 @@ from typing import Any
 
 from .._prometheus import exposition, parse_loopback
 from .._retention import Policy, parse_age, parse_size
+from ._common import format_time
 
 WATCH_CLEAR = "\x1b[H\x1b[2J"
 
@@ -63,8 +64,8 @@ def show(
         time.sleep(max(0.1, args.interval))
 
 
-_JOURNAL_HEAD = ("WRITER", "FRAMES/S", "BYTES/S", "AGE", "DISK", "FREE", "FULL IN", "JOURNAL")
-_JOURNAL_ROW = "{:>9} {:>9} {:>10} {:>8} {:>9} {:>9} {:>8}  {}"
+_JOURNAL_HEAD = ("WRITER", "FRAMES/S", "BYTES/S", "AGE", "DISK", "FREE", "FULL IN", "JOURNAL", "LAST FRAME")
+_JOURNAL_ROW = "{:>9} {:>9} {:>10} {:>8} {:>9} {:>9} {:>8}  {}  {}"
 _READER_HEAD = ("READER", "PID", "STATE", "WAIT", "LAG FR", "LAG", "STALLED", "COMMITTED", "JOURNAL")
 _READER_ROW = "{:<20} {:>7} {:<7} {:<8} {:>7} {:>8} {:>8} {:>16}  {}"
 
@@ -80,6 +81,7 @@ def journal_lines(journals: list[dict[str, Any]]) -> list[str]:
                 writer, rate, _size(j.get("bytes_per_s", 0)) + "/s", _secs(j.get("last_frame_age_s")),
                 _size(j.get("disk_bytes", 0)), _size(j.get("free_bytes", 0)),
                 _secs(j.get("time_to_full_s")), f"{j['directory']}/{j['name']}",
+                format_time(j["last_nano"]) if j.get("last_nano") else "-",
             )
         )  # fmt: skip
         if j.get("retention_held_by"):
