@@ -24,7 +24,7 @@ MAX_LINES = 14
 EXAMPLES: list[tuple[str, list[str]]] = [
     ("demo", ["demo", "--count", "12", "--rate", "20"]),
     ("write", ["write", "{md}", "ctp.rb", "--count", "101", "--rate", "0"]),
-    ("read", ["read", "{md}", "ctp.rb", "--since", "0", "--count", "5"]),
+    ("read", ["read", "{md}", "ctp.rb", "--since", "0", "--count", "5", "--name", "risk", "--durable"]),
     ("tail", ["tail", "{md}", "ctp.rb", "-n", "4", "--no-follow", "--struct", "ctp"]),
     ("ls", ["ls", "{md}"]),
     ("inspect", ["inspect", "{md}", "ctp.rb", "--limit", "4"]),
@@ -35,6 +35,8 @@ EXAMPLES: list[tuple[str, list[str]]] = [
     ),
     ("replay", ["replay", "{md}", "ctp.rb", "--to", "{md}/../replayed", "--speed", "max"]),
     ("status", ["status"]),
+    ("cursors", ["cursors"]),
+    ("prune", ["prune", "{md}", "ctp.rb", "--before", "2000-01-01 00:00:00", "--dry-run"]),
     ("service", ["service", "--help"]),
     ("torture", ["torture", "--seconds", "10", "--seed", "1"]),
     ("bench", ["bench", "--quick", "--size", "408", "--peers", "mmipc,naive-mmap,os.pipe,mp.Queue"]),
@@ -43,7 +45,9 @@ EXAMPLES: list[tuple[str, list[str]]] = [
 
 NOTES = {
     "read": '\nThese frames were written before the reader started, so their "latency" is their age; '
-    "run `read` before `write` (as `mmipc demo` does) to see the live figure.\n",
+    "run `read` before `write` (as `mmipc demo` does) to see the live figure. Without `--since`, "
+    "`read` shows only frames written from now on; `--name risk --durable` keeps its position "
+    "(`mmipc cursors` below) and, run again, resumes after it.\n",
     "torture": "\nThe writers, readers and service of a torture run are its own (a temporary home and "
     "directory), whatever service is running. docs/reliability.md has the figures of a long run.\n",
     "demo": "\nThe demo's reader busy-polls (`--wait spin`, the default) for the lowest latency: it keeps "

@@ -20,6 +20,7 @@ def test_torture_finds_no_violation(seed: int, capsys: pytest.CaptureFixture[str
         print(f"\n{out.stdout}", end="")  # the seed and the report, in CI's log
     assert out.returncode == 0, out.stdout + out.stderr
     assert "violations: 0" in out.stdout and "kill_writer" in out.stdout
+    assert "kill_durable_reader" in out.stdout and "durable reader: verified" in out.stdout
 
 
 @pytest.mark.parametrize("seed", [3736467088, 777001])

@@ -25,7 +25,15 @@ from ._service import spawn_service
 from .tools import check_journal
 from .torture import DATA, END, check_payload
 
-FAULTS = ("kill_writer", "kill_reader", "kill_service", "stop_cont", "unwritable_page", "fsize_limit")
+FAULTS = (
+    "kill_writer",
+    "kill_reader",
+    "kill_durable_reader",
+    "kill_service",
+    "stop_cont",
+    "unwritable_page",
+    "fsize_limit",
+)
 
 
 class HarnessError(Exception):
@@ -43,6 +51,8 @@ class Report:
     page_switches: int = 0
     write_failures: int = 0
     live_inversions: int = 0
+    durable_verified: int = 0
+    durable_repeats: int = 0
     violations: list[str] = field(default_factory=list)
 
     def text(self) -> str:
@@ -53,6 +63,8 @@ class Report:
                 f"torture: seed {self.seed}, {self.seconds:.0f} s",
                 f"  frames written {self.frames_written:,}, verified {self.frames_verified:,} "
                 "(every reader, exactly once)",
+                f"  durable reader: verified {self.durable_verified:,}, seen again after a restart "
+                f"{self.durable_repeats:,} (frames after its last commit: allowed)",
                 f"  page switches {self.page_switches:,}; "
                 f"page creations refused and retried {self.write_failures:,}",
                 f"  faults survived: {faults}",
@@ -76,6 +88,7 @@ class Torture:
         self.service: subprocess.Popen[str] | None = None
         self.wprocs: list[subprocess.Popen[str]] = []
         self.rprocs: list[subprocess.Popen[str]] = []
+        self.dproc: subprocess.Popen[str] | None = None
         self.stopped: list[subprocess.Popen[str]] = []
 
     # -- processes -----------------------------------------------------------------------------
@@ -103,11 +116,16 @@ class Torture:
             ["reader", self.journals, str(i), str(self.writers), state, "saved" if resume else "start"]
         )
 
+    def start_durable_reader(self) -> subprocess.Popen[str]:
+        state = os.path.join(self.root, "durable0.json")
+        return self._spawn(["reader", self.journals, "0", str(self.writers), state, "durable"])
+
     def run(self) -> Report:
         try:
             self.start_service()
             self.wprocs = [self.start_writer(i) for i in range(self.writers)]
             self.rprocs = [self.start_reader(i, resume=False) for i in range(self.readers)]
+            self.dproc = self.start_durable_reader()
             deadline = time.monotonic() + self.seconds
             while time.monotonic() < deadline:
                 time.sleep(self.rng.uniform(0.05, 0.4))
@@ -115,7 +133,8 @@ class Torture:
             self.finish()
             self.verify()
         finally:
-            for proc in [*self.wprocs, *self.rprocs, *([self.service] if self.service else [])]:
+            others = [p for p in (self.service, self.dproc) if p is not None]
+            for proc in [*self.wprocs, *self.rprocs, *others]:
                 _kill(proc)
             shutil.rmtree(self.root, ignore_errors=True)
         return self.report
@@ -147,6 +166,12 @@ class Torture:
         _kill(self.rprocs[i])
         self._pause()
         self.rprocs[i] = self.start_reader(i, resume=self.rng.random() < 0.5)
+
+    def kill_durable_reader(self) -> None:
+        assert self.dproc is not None
+        _kill(self.dproc)
+        self._pause()
+        self.dproc = self.start_durable_reader()
 
     def kill_service(self) -> None:
         assert self.service is not None
@@ -192,6 +217,18 @@ class Torture:
                 self._judge_reader(reports[-1])
             else:
                 self.report.violations.append(f"reader r{i} gave no report")
+        if self.dproc is not None:
+            self._judge_durable(self._wait(self.dproc, "durable reader d0"))
+
+    def _judge_durable(self, out: str) -> None:
+        reports = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        if not reports:
+            self.report.violations.append("durable reader d0 gave no report")
+            return
+        verified = self.report.frames_verified
+        self._judge_reader(reports[-1])
+        self.report.durable_verified = self.report.frames_verified - verified
+        self.report.durable_repeats = reports[-1]["skipped"]
 
     def _wait(self, proc: subprocess.Popen[str], what: str, timeout: float = 120) -> str:
         try:

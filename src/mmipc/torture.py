@@ -6,6 +6,8 @@ journal). Until the time is up it injects faults at random moments:
 
 * SIGKILL of a writer, restarted after a pause (sometimes under an RLIMIT_FSIZE below the page size);
 * SIGKILL of a reader, restarted from its saved position or from the start;
+* SIGKILL of the durable reader (`durable=True`), restarted to resume from its committed position:
+  it may see frames again (after its last commit), never miss one;
 * SIGKILL of the service, restarted after a pause;
 * SIGSTOP of any process, SIGCONT after a pause;
 * a page that cannot be created (a directory planted where the next page file goes).
@@ -148,6 +150,41 @@ class ReaderState:
         return state
 
 
+def durable_main(directory: str, index: int, writers: int, state_path: str) -> None:
+    """The durable reader: its verified state is saved before each commit, so a restart resumes at
+    or before what it verified (frames seen again are counted as skipped; a gap is an error)."""
+    state = ReaderState.load(state_path, writers)
+    reader = retry(
+        lambda: Reader.create(f"d{index}", durable=True), ServiceUnavailableError, ReaderNameTakenError
+    )
+    for w in range(writers):
+        reader.add_journal(directory, f"w{w}")  # resumes after the last commit, or from the start
+    saved_at = time.monotonic()
+    for frame in reader.frames(timeout=300):
+        w = int(frame.journal.name[1:])
+        if frame.msg_type == DATA and _seen(state, w, frame):
+            continue
+        _verify(state, w, frame)
+        if len(state.ended) == writers:
+            break
+        if time.monotonic() - saved_at > 0.1:
+            state.save(state_path)
+            reader.commit()
+            saved_at = time.monotonic()
+    state.save(state_path)
+    reader.close()
+    print(json.dumps({"reader": f"d{index}", **state.__dict__}), flush=True)
+
+
+def _seen(state: ReaderState, w: int, frame: Any) -> bool:
+    try:
+        seen = check_payload(frame.data, w) < state.expected[w]
+    except ValueError:
+        return False  # _verify reports it
+    state.skipped += seen
+    return seen
+
+
 def reader_main(directory: str, index: int, writers: int, state_path: str, resume: bool) -> None:
     state = ReaderState.load(state_path, writers) if resume else ReaderState(writers)
     reader = retry(lambda: Reader.create(f"r{index}"), ServiceUnavailableError, ReaderNameTakenError)
@@ -194,6 +231,8 @@ def main(argv: list[str]) -> None:
     role, directory = argv[0], argv[1]
     if role == "writer":
         writer_main(directory, int(argv[2]), int(argv[3]), int(argv[4]))
+    elif argv[5] == "durable":
+        durable_main(directory, int(argv[2]), int(argv[3]), argv[4])
     else:
         reader_main(directory, int(argv[2]), int(argv[3]), argv[4], argv[5] == "saved")
 
