@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._durable import list_cursors
+from ._errors import MmipcError
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
 from ._metrics import DEAD_LINGER, Published, list_counters, pid_alive, read_counters
 from ._retention import Policy, plan
@@ -113,8 +115,8 @@ class Monitor:
         with self._guard:
             rates = self._rates.get(key)
             frames_per_s, bytes_per_s = rates.rates() if rates is not None else (0.0, 0.0)
-        tail = journal_tail(*key)
-        used, free = disk_usage(*key)
+        tail: Tail | None = _safely(journal_tail, key, None)
+        used, free = _safely(disk_usage, key, (0, 0))
         last = tail.last_nano if tail is not None else 0
         return {
             "frames_per_s": round(frames_per_s, 3),
@@ -193,14 +195,17 @@ class Monitor:
         rows = []
         for key in keys:
             if key not in tails:
-                tails[key] = journal_tail(*key)
+                tails[key] = _safely(journal_tail, key, None)
             at = published.get(key)
             if at is None and key in commits:
                 c = commits[key]
                 at = Published(key[0], key[1], c["page_no"], c["offset"], c["nano"], 0)
             row: dict[str, Any] = {"directory": key[0], "name": key[1]}
             if at is not None:
-                lag = reader_lag(key[0], key[1], at, tails[key])
+                lag = _safely(functools.partial(reader_lag, at=at, tail=tails[key]), key, {})
+                if not lag:
+                    rows.append({**row, "error": "cannot read the journal"})
+                    continue
                 stalled = (now - at.changed_ns) / 1e9 if lag["lag_bytes"] and at.changed_ns else 0.0
                 row.update(page_no=at.page_no, offset=at.offset, nano=at.nano, **lag)
                 row["stalled_s"] = round(max(0.0, stalled), 3)
@@ -224,3 +229,12 @@ class Monitor:
                 except OSError:
                     pass
                 self._dead_since.pop(name, None)
+
+
+def _safely(read: Callable[[str, str], Any], key: JournalKey, default: Any) -> Any:
+    """`read(directory, name)`, or `default` if what is on disk cannot be read (status never fails)."""
+    try:
+        return read(*key)
+    except (MmipcError, OSError, ValueError) as exc:
+        log.debug("monitor: cannot read %s/%s: %s", key[0], key[1], exc)
+        return default
