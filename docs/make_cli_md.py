@@ -2,6 +2,8 @@
 real output of an example run against real journals and a real service.
 
     python docs/make_cli_md.py
+    python docs/make_cli_md.py read status   # only these sections; the others are kept as they are
+                                             # (and the long-running demo, bench, torture not run)
 
 Temporary paths are shown as /data/md (journals) and /run/mmipc (the service home).
 """
@@ -68,7 +70,17 @@ def run(args: list[str], env: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+HEAVY = {"demo", "bench", "torture", "export", "replay"}
+
+
+def kept_sections() -> dict[str, str]:
+    """The sections of the current docs/cli.md, by command."""
+    parts = OUT.read_text().split("\n## mmipc ")[1:] if OUT.exists() else []
+    return {part.split("\n", 1)[0]: "## mmipc " + part for part in parts}
+
+
+def main(only: set[str] | None = None) -> None:
+    kept = kept_sections() if only else {}
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     parsers: dict[str, Any] = dict(sub.choices or {})
@@ -92,6 +104,11 @@ def main() -> None:
                 if command == "status":
                     assert keeper.stdout is not None
                     keeper.stdout.readline()
+                if only and command not in only and command in kept:
+                    if command not in HEAVY:
+                        run([a.format(md=md) for a in example], env)  # later examples need its effects
+                    sections.append(kept[command].rstrip("\n") + "\n")
+                    continue
                 args = [a.format(md=md) for a in example]
                 shown = run(args, env).replace(md, "/data/md").replace(home, "/run/mmipc")
                 sections.append(_section(command, parsers[command], example, shown) + NOTES.get(command, ""))
@@ -144,4 +161,4 @@ def _section(command: str, parser: object, example: list[str], shown: str) -> st
 
 
 if __name__ == "__main__":
-    main()
+    main(set(sys.argv[1:]) or None)

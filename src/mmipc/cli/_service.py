@@ -33,7 +33,9 @@ def add_commands(commands: Commands) -> None:
         "service",
         help="run the service in the foreground",
         description="Run the mmipc service until "
-        "SIGINT or SIGTERM: it registers writers and readers and prepares pages ahead of writers.",
+        "SIGINT or SIGTERM: it registers writers and readers, prepares pages ahead of writers, removes "
+        "old pages by its retention policy (--retain*; never a page a reader still needs) and, with "
+        "--metrics, serves Prometheus metrics on a loopback address.",
     )
     add_home(service)
     service.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
