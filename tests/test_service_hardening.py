@@ -317,7 +317,10 @@ writer.close()
         writer.proc.stdin.write("close\n")
         writer.proc.stdin.close()
         writer.finish()
-        wait_for(lambda: not service_status(fresh.home)["journals"], what="the writer to leave the status")
+        wait_for(  # the journal stays listed, without a writer
+            lambda: [j["writer_pid"] for j in service_status(fresh.home)["journals"]] == [None],
+            what="the writer to leave the status",
+        )
     finally:
         fresh.child.proc.send_signal(signal.SIGCONT)
         if writer.proc.poll() is None:

@@ -7,6 +7,8 @@ Rules:
 * A journal is busy when its previous page was created less than BUSY_PAGE_SECONDS before the
   writer started the current one: then page N+1 is prepared at once, as before, and the page switch
   stays cheap.
+* A journal whose previous page cannot be read (removed by retention, damaged) has no history:
+  its next page is prepared at once, as before.
 * Otherwise (the journal's first page, or a quiet journal) the preparation waits until the current
   page is half full, which the monitor checks every SAMPLE_INTERVAL through one slot of the page's
   time index (slot INDEX_SLOTS/2 is filled once a frame starts past the page's middle). A quiet
@@ -70,8 +72,8 @@ class LazyAhead:
 def _busy(directory: str, name: str, page_no: int) -> bool:
     try:
         created = page_header(page_path(directory, name, page_no - 1)).created_nano
-    except Exception:  # the previous page is gone (retention) or unreadable: treat the journal as quiet
-        return False
+    except Exception:  # the previous page is gone or unreadable: no history, so prepare at once as before
+        return True
     return time.time_ns() - created < BUSY_PAGE_SECONDS * 1e9
 
 
