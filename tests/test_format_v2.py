@@ -160,6 +160,8 @@ def test_the_service_prepares_pages_with_the_writers_flags(jdir: str) -> None:
     with Writer.create(jdir, "flags", page_size=PAGE, checksum=True) as writer:
         for _ in range(20):  # cross time-index slots: the writer tells the service about page 0
             writer.write(b"\x01" * 100)
+        for _ in range(33):  # past half of page 0: the service prepares page 1 for a new journal now
+            writer.write(b"\x01" * 1000)
         wait_for(lambda: os.path.exists(page_path(jdir, "flags", 1)), what="the service's page 1")
         assert page_header(page_path(jdir, "flags", 1)).checksums
         while not os.path.exists(page_path(jdir, "flags", 2)):

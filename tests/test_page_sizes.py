@@ -93,7 +93,7 @@ def test_the_services_page_made_ahead_at_the_old_size_is_replaced(
 ) -> None:
     home = own_service.home
     with Writer.create(jdir, "svc", page_size=SMALL, service=home) as writer:
-        for _ in range(20):  # cross time-index slots: the writer tells the service it is on page 0
+        for _ in range(300):  # past half of page 0: the service prepares page 1 of a new journal
             writer.write(b"\x01" * 100)
         wait_for(lambda: os.path.exists(page_path(jdir, "svc", 1)), what="the service's page 1")
     assert page_header(page_path(jdir, "svc", 1)).page_size == SMALL
@@ -104,7 +104,7 @@ def test_the_services_page_made_ahead_at_the_old_size_is_replaced(
         wait_for(lambda: os.path.exists(page_path(jdir, "svc", 2)), what="the service's page 2")
     assert os.stat(page_path(jdir, "svc", 2)).st_size == LARGE
     assert own_service.child is not None and own_service.child.proc.poll() is None
-    expected = [(100, 1)] * 20 + [(BIG_FRAME, 2), (BIG_FRAME, 3), (100, 4)]
+    expected = [(100, 1)] * 300 + [(BIG_FRAME, 2), (BIG_FRAME, 3), (100, 4)]
     assert_sound(jdir, "svc", expected)
 
 

@@ -43,6 +43,8 @@ def test_files_and_a_new_directory_are_owner_only_by_default(tmp_path: Path, uma
     jdir = str(tmp_path / "new")
     with Writer.create(jdir, "j", page_size=PAGE) as writer:
         writer.write(b"secret order")
+        for _ in range(33):  # past half of page 0: the service prepares page 1 of a new journal now
+            writer.write(bytes(1000))
         page1 = os.path.join(jdir, "j.00000001.journal")
         wait_for(lambda: os.path.exists(page1), what="page 1 prepared by the service")
     assert mode_of(jdir) == 0o700
@@ -54,6 +56,8 @@ def test_mode_0640_shares_with_the_group_and_the_service_follows_it(tmp_path: Pa
     jdir = str(tmp_path / "shared")
     with Writer.create(jdir, "j", page_size=PAGE, mode=0o640, schemas={1: "ctp"}) as writer:
         writer.write(b"for the group")
+        for _ in range(33):  # past half of page 0: the service prepares page 1 of a new journal now
+            writer.write(bytes(1000))
         page1 = os.path.join(jdir, "j.00000001.journal")
         wait_for(lambda: os.path.exists(page1), what="page 1 prepared by the service")
         assert mode_of(page1) == 0o640  # created by the service, with the writer's mode

@@ -185,6 +185,8 @@ def test_the_service_status_survives_a_fifo(jdir: str) -> None:
     page1 = os.path.join(jdir, "j.00000001.journal")
     with Writer.create(jdir, "j", page_size=PAGE) as writer:
         writer.write(bytes(100))
+        for _ in range(33):  # past half of page 0: the service prepares page 1 of a new journal now
+            writer.write(bytes(1000))
         wait_for(lambda: os.path.exists(page1), what="page 1 prepared by the service")
         os.unlink(page1)
         os.mkfifo(page1)
@@ -205,6 +207,8 @@ def test_the_page_preparation_survives_a_fifo(jdir: str) -> None:
             writer.write(bytes(100))  # cross time-index slots: the writer tells the service it is on page 1
     with Writer.create(jdir, "k", page_size=PAGE) as writer:
         writer.write(bytes(100))
+        for _ in range(33):  # past half of page 0: the service prepares page 1 of a new journal now
+            writer.write(bytes(1000))
         wait_for(lambda: os.path.exists(os.path.join(jdir, "k.00000001.journal")), what="page 1 of k")
 
 
