@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Procs, ServiceProcess, wait_for
+from conftest import Child, Procs, ServiceProcess, wait_for
 from mmipc import Reader, Writer, service_status
 from mmipc._errors import UsageError
 from mmipc._prometheus import exposition, parse_loopback
@@ -210,3 +211,19 @@ def test_an_idle_journal_holds_one_page_until_it_is_half_full(fresh: ServiceProc
                 b"x" * 10000
             )  # into page 1: page 0 lasted far less than a minute, page 2 comes at once
         wait_for(lambda: os.path.exists(os.path.join(jdir, "idle.00000002.journal")), what="page 2 prepared")
+
+
+def test_status_watch_refreshes_until_ctrl_c(fresh: ServiceProcess) -> None:
+    watch = Child(
+        [sys.executable, "-m", "mmipc", "status", "--watch", "--interval", "0.2", "--home", fresh.home]
+    )
+    try:
+        for _ in range(2):
+            assert watch.expect_line("\x1b[H\x1b[2Jservice pid").endswith(
+                "pages prepared"
+            )  # cleared, redrawn
+        watch.proc.send_signal(signal.SIGINT)
+        assert watch.proc.wait(timeout=60) == 130 and "Traceback" not in watch.stderr()
+    finally:
+        if watch.proc.poll() is None:
+            watch.kill9()
