@@ -7,10 +7,11 @@ Rules:
   to the journal added first; within one journal, append order always holds.
 * A frame that is peeked (its header read to compare timestamps) but not returned stays peeked: it
   was committed, and committed frames never change, so the next `read()` does not read it again.
-* A reader holds no lock and writes nothing: kill it at any moment and nothing else notices. A
-  durable reader (`durable=True`) is the one exception, kept apart in `_durable`: it locks and
-  writes its own cursor file, and only in `commit()` (or its automatic commits), never in `read()`
-  unless `commit_every` asks for it.
+* A reader holds no lock and writes nothing but its doorbell (_bell.py): its own file, and its
+  slot in each followed journal's ``NAME.bells``, reclaimed by the next subscriber once its process
+  is gone. Kill it at any moment and nothing else notices. A durable reader (`durable=True`) is the
+  other exception, kept apart in `_durable`: it locks and writes its own cursor file, and only in
+  `commit()` (or its automatic commits), never in `read()` unless `commit_every` asks for it.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import functools
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
+from ._aio import YIELD_EVERY, aframes, aread
+from ._block import Block, block_frames
 from ._cursor import Cursor, Start
 from ._errors import ClosedError, ReaderNameTakenError, ServiceRefusedError, UsageError
 from ._files import check_name
+from ._merge import Merge
 from ._servicehome import DEFAULT_HOME, ServiceHome, link_for
 from ._times import to_nano
 from ._types import Frame, JournalId
@@ -65,6 +69,7 @@ class Reader:
     __slots__ = {
         "name": "The reader's name, as the service knows it.",
         "_cursors": None,
+        "_merge": None,
         "_closed": None,
         "read": _READ_DOC,
         "_link": None,
@@ -77,7 +82,8 @@ class Reader:
 
     def __init__(self, name: str, link: Link | None, durable: Durable | None = None) -> None:
         self.name = name
-        self._cursors: list[Cursor] = []
+        self._merge = Merge()  # the merge and the doorbell (_merge.py); shares the cursor list
+        self._cursors: list[Cursor] = self._merge.cursors
         self._closed = False
         self._link = link
         self._durable = durable
@@ -88,6 +94,7 @@ class Reader:
             self._board = open_board(os.path.dirname(link.path), name, self._cursors, durable is not None)
         self._rebind()
         self._finalizer = weakref.finalize(self, _unregister, link, name, durable, self._board)
+        weakref.finalize(self, self._merge.close)  # a dropped reader frees its doorbell and slots
 
     def _rebind(self) -> None:
         """Point `read` at the fastest correct implementation for the journals added now.
@@ -100,7 +107,8 @@ class Reader:
         elif len(self._cursors) == 1:
             self.read = self._cursors[0].read
         else:
-            self.read = functools.partial(_read_merged, self._cursors)
+            self._merge.rebuild()
+            self.read = self._merge.read
         if self._durable is not None and not self._closed:
             self.read = self._durable.auto(self.read, self._cursors)
 
@@ -169,7 +177,7 @@ class Reader:
         cursor = Cursor(jid, "begin" if start is None else start)
         if start is not None or self._durable is None or not self._durable.resume(cursor):
             cursor.position(cursor.start)
-        self._cursors.append(cursor)
+        self._merge.add(cursor)
         self._rebind()
         self._report("add_journal", jid)
         return jid
@@ -183,7 +191,7 @@ class Reader:
         for cursor in self._cursors:
             if cursor.jid == jid:
                 cursor.detach()
-                self._cursors.remove(cursor)
+                self._merge.remove(cursor)
                 self._rebind()
                 self._report("remove_journal", jid)
                 return
@@ -217,17 +225,24 @@ class Reader:
         nano = to_nano(when, "seek")
         for cursor in self._cursors:
             cursor.position(nano)
+        self._merge.reset()
 
     def frames(
-        self, timeout: float | None = None, wait: WaitName | WaitStrategy = "backoff"
+        self, timeout: float | None = None, wait: WaitName | WaitStrategy | Block = "backoff"
     ) -> Iterator[Frame]:
         """Yield frames as they come; stop after `timeout` seconds without one (None: never).
 
+        `wait="block"` (or `Block(spin=, max_nap=)`) spins a little, then sleeps until a writer
+        rings the reader's doorbell (docs/format.md, "Doorbells"); "spin" and "backoff" poll.
+
         Example: ``for frame in reader.frames(timeout=5.0): handle(frame)``
         """
-        strategy = make_wait(wait)
         if self._board is not None:
             self._board.wait_mode(wait)
+        if wait == "block" or isinstance(wait, Block):
+            yield from block_frames(self, self._merge, timeout, wait if isinstance(wait, Block) else Block())
+            return
+        strategy = make_wait(wait)
         idle_since: float | None = None
         while True:
             frame = self.read()
@@ -244,6 +259,32 @@ class Reader:
                     return
             strategy.idle()
 
+    async def aread(self, timeout: float | None = None) -> Frame | None:
+        """asyncio: the next frame, waiting up to `timeout` s (None: forever) without blocking the
+        loop; None if none came (_aio.py).
+
+        Example: ``frame = await reader.aread(timeout=1.0)``
+        """
+        return await aread(self, self._merge, timeout)
+
+    def aframes(self, timeout: float | None = None, every: int = YIELD_EVERY) -> AsyncIterator[Frame]:
+        """asyncio: frames as they come, yielding to the loop every `every` frames of a flood; ends
+        after `timeout` s without a frame (None: never).
+
+        Example: ``async for frame in reader.aframes(timeout=5.0): handle(frame)``
+        """
+        return aframes(self, self._merge, timeout, every)
+
+    async def aclose(self) -> None:
+        """asyncio spelling of `close`."""
+        self.close()
+
+    async def __aenter__(self) -> Reader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Commit (durable readers), then unmap every page. Frames already returned keep their pages.
 
@@ -253,7 +294,7 @@ class Reader:
             self._durable.commit(self._cursors)
         for cursor in self._cursors:
             cursor.detach()
-        self._cursors.clear()
+        self._merge.close()
         self._closed = True
         self._rebind()
         self._finalizer()
@@ -310,21 +351,6 @@ def _unregister(link: Link | None, name: str, durable: Durable | None, board: Bo
     if link is not None:
         link.forget(("reader", name))
         link.notify("unregister_reader", name=name)
-
-
-def _read_merged(cursors: list[Cursor]) -> Frame | None:
-    """The merge: the earliest next committed frame among the journals; ties go to the first added."""
-    best: Cursor | None = None
-    best_nano = 0
-    for cursor in cursors:
-        nano = cursor.next_nano
-        if nano < 0:
-            nano = cursor.poll()
-        if nano >= 0 and (best is None or nano < best_nano):
-            best, best_nano = cursor, nano
-    if best is None:
-        return None
-    return best.take()
 
 
 def _read_closed(name: str) -> Frame | None:

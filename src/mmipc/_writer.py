@@ -60,6 +60,7 @@ import zlib
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._bell import Ringer
 from ._errors import (
     ClosedError,
     CorruptJournalError,
@@ -174,6 +175,8 @@ class Writer:
         "_retired_upto",
         "_page_news",
         "_link",
+        "_ringer",
+        "_bells",
         "_finalizer",
         "_clock",
         "_thread",
@@ -216,6 +219,8 @@ class Writer:
         self._v2 = self._checksums = False
         self._open_tail(page_size)
         self._send_page_news()
+        self._ringer = Ringer.open(directory, name)  # doorbells: `_bells[0]` is its readers' count
+        self._bells = self._ringer.count
         self._finalizer = weakref.finalize(self, _release, lock_fd, link, directory, name)
 
     @classmethod
@@ -310,6 +315,8 @@ class Writer:
         if pos >= self._slot_boundary:
             self._mark_index(pos, nano)
         _pack_commit(mm, pos, n + 32)
+        if self._bells[0]:  # doorbells: the one load a commit costs when no reader listens
+            self._ringer.ring()
         self._pos = pos + size
         self._last_nano = nano
         self._seq = seq + 1  # no wrap past 2**32 on a page of the fast path
@@ -370,6 +377,8 @@ class Writer:
         if pos >= self._slot_boundary:
             self._mark_index(pos, nano)
         COMMIT.pack_into(mm, pos, n + FRAME_HEADER_SIZE)
+        if self._bells[0]:  # doorbells (_bell.py)
+            self._ringer.ring()
         self._pos = end
         self._last_nano = nano
         self._seq = (seq + 1) & SEQ_MASK if self._v2 else 0  # a version 1 page numbers nothing
@@ -657,6 +666,7 @@ class Writer:
         self._page.release()
         self._page = None
         self._limit = 0
+        self._ringer.close()
         self._finalizer()
         _LIVE.discard(self)
 

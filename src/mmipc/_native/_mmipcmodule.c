@@ -37,6 +37,12 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "mmipc.h"
 #include "mmipc_frame.h"
 
@@ -875,7 +881,177 @@ native_now(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
     return PyLong_FromLongLong(mmipc_now());
 }
 
+/* ---- doorbells (docs/format.md, "Doorbells") ------------------------------------------------ */
+
+/* A reader's doorbell file, mapped read-write by its reader and by the writers that ring it:
+ * u32 futex word at 8, u32 sleeping at 12, u32 pending at 16, one flag byte per journal from 64. */
+#define BELL_WORD 8
+#define BELL_SLEEPING 12
+#define BELL_PENDING 16
+#define BELL_FLAGS 64
+
+static int
+bell_buffer(PyObject *obj, Py_buffer *b, Py_ssize_t need)
+{
+    if (PyObject_GetBuffer(obj, b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        return -1;
+    }
+    if (b->len < need || ((uintptr_t)b->buf & 7u)) {
+        PyBuffer_Release(b);
+        PyErr_SetString(PyExc_ValueError, "a doorbell needs its whole 8-byte aligned mapping");
+        return -1;
+    }
+    return 0;
+}
+
+static _Atomic uint32_t *
+bell_word(Py_buffer *b, size_t offset)
+{
+    return (_Atomic uint32_t *)((char *)b->buf + offset);
+}
+
+/* bell_ring(bell, index): flag journal `index`, mark the bell pending, and wake its reader if it
+ * sleeps. The caller has committed its frame before: the exchange of `sleeping` is a full fence
+ * (Dekker: store the commit, fence, load the waiter's flag). */
+static PyObject *
+native_bell_ring(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "bell_ring(bell, index)");
+        return NULL;
+    }
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    if (index == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (index < 0 || bell_buffer(args[0], &b, BELL_FLAGS + index + 1) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "bell_ring(): index out of range");
+        }
+        return NULL;
+    }
+    _Atomic unsigned char *flag = (_Atomic unsigned char *)((char *)b.buf + BELL_FLAGS + index);
+    atomic_store_explicit(flag, 1, memory_order_relaxed);
+    atomic_store_explicit(bell_word(&b, BELL_PENDING), 1u, memory_order_release);
+    uint32_t sleeping = atomic_exchange_explicit(bell_word(&b, BELL_SLEEPING), 0u, memory_order_seq_cst);
+    if (sleeping == 1) {
+        atomic_fetch_add_explicit(bell_word(&b, BELL_WORD), 1u, memory_order_seq_cst);
+        syscall(SYS_futex, (uint32_t *)bell_word(&b, BELL_WORD), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    }
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(sleeping);  /* 2: an asyncio reader, woken through its FIFO */
+}
+
+/* bell_sleep(bell, how=1) -> seq: announce that the reader is about to sleep (full fence), on the
+ * futex (how 1) or in an event loop (how 2), returning the futex word to wait on. The reader then
+ * re-checks its journals, and waits only if they are empty. */
+static PyObject *
+native_bell_sleep(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    unsigned long how = 1;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "bell_sleep(bell, how=1)");
+        return NULL;
+    }
+    if (nargs == 2 && (how = PyLong_AsUnsignedLong(args[1])) == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
+        return NULL;
+    }
+    uint32_t seq = atomic_load_explicit(bell_word(&b, BELL_WORD), memory_order_seq_cst);
+    atomic_exchange_explicit(bell_word(&b, BELL_SLEEPING), (uint32_t)how, memory_order_seq_cst);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(seq);
+}
+
+/* bell_wait(bell, seq, timeout_ns): sleep until a writer changes the word from `seq` (or the
+ * timeout, < 0: none, passes, or a signal arrives), GIL released; then clear `sleeping`. */
+static PyObject *
+native_bell_wait(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "bell_wait(bell, seq, timeout_ns)");
+        return NULL;
+    }
+    unsigned long seq = PyLong_AsUnsignedLong(args[1]);
+    long long timeout = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred() || bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
+        return NULL;
+    }
+    struct timespec ts = {(time_t)(timeout / 1000000000), (long)(timeout % 1000000000)};
+    Py_BEGIN_ALLOW_THREADS
+    syscall(SYS_futex, (uint32_t *)bell_word(&b, BELL_WORD), FUTEX_WAIT, (uint32_t)seq,
+            timeout < 0 ? NULL : &ts, NULL, 0);
+    Py_END_ALLOW_THREADS
+    atomic_store_explicit(bell_word(&b, BELL_SLEEPING), 0u, memory_order_relaxed);
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
+/* bell_collect(bell, n) -> list of the flagged journal indexes below n, flags cleared: pending
+ * and each flag are cleared BEFORE the caller polls the journals (full fence between), so a ring
+ * that lands after a clear stays visible for the next collect. */
+static PyObject *
+native_bell_collect(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "bell_collect(bell, n)");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if ((n == -1 && PyErr_Occurred()) || bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
+        return NULL;
+    }
+    if (n > b.len - BELL_FLAGS) {
+        n = b.len - BELL_FLAGS;
+    }
+    PyObject *out = PyList_New(0);
+    atomic_exchange_explicit(bell_word(&b, BELL_PENDING), 0u, memory_order_seq_cst);
+    unsigned char *flags = (unsigned char *)b.buf + BELL_FLAGS;
+    for (Py_ssize_t i = 0; out != NULL && i < n; i += 8) {
+        uint64_t word;
+        memcpy(&word, flags + i, 8);  /* eight flags at once: most are clear */
+        for (Py_ssize_t j = i; word != 0 && j < i + 8 && j < n; j++) {
+            _Atomic unsigned char *flag = (_Atomic unsigned char *)(flags + j);
+            if (atomic_load_explicit(flag, memory_order_relaxed)) {
+                atomic_store_explicit(flag, 0, memory_order_relaxed);
+                PyObject *k = PyLong_FromSsize_t(j);
+                if (k == NULL || PyList_Append(out, k) < 0) {
+                    Py_XDECREF(k);
+                    Py_CLEAR(out);
+                    break;
+                }
+                Py_DECREF(k);
+            }
+        }
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+    PyBuffer_Release(&b);
+    return out;
+}
+
+static PyObject *
+native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"bell_ring", (PyCFunction)(void (*)(void))native_bell_ring, METH_FASTCALL,
+     "bell_ring(bell, index): flag a journal and wake the bell's reader if it sleeps"},
+    {"bell_sleep", (PyCFunction)(void (*)(void))native_bell_sleep, METH_FASTCALL,
+     "bell_sleep(bell, how=1) -> seq: announce sleep (fence)"},
+    {"bell_wait", (PyCFunction)(void (*)(void))native_bell_wait, METH_FASTCALL,
+     "bell_wait(bell, seq, timeout_ns): futex wait while the word is seq"},
+    {"bell_collect", (PyCFunction)(void (*)(void))native_bell_collect, METH_FASTCALL,
+     "bell_collect(bell, n) -> flagged indexes (cleared)"},
+    {"fence", native_fence, METH_NOARGS, "A full memory fence."},
     {"merge_read", (PyCFunction)merge_read, METH_O,
      "merge_read(cores) -> Frame | None | SLOW: the earliest next frame; ties to the first core"},
     {"crc32", (PyCFunction)(void (*)(void))native_crc32, METH_FASTCALL,
