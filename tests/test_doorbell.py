@@ -199,3 +199,31 @@ def test_add_and_remove_journals_mid_stream(procs: Procs, jdir: str) -> None:
     assert first_run == list(range(len(first_run))) and got["a1"][len(first_run) :] == list(range(3000))
     a4 = got["a4"]
     assert a4 == list(range(a4[0], 3000))  # from the end at the time it was added, then everything
+
+
+def test_cli_read_wait_block_with_timeout_ends_cleanly(jdir: str) -> None:
+    import subprocess
+    import sys
+
+    with Writer.create(jdir, "cli", service=None) as writer:
+        writer.write(b"one")
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mmipc",
+                "read",
+                jdir,
+                "cli",
+                "--wait",
+                "block",
+                "--timeout",
+                "0.3",
+                "--standalone",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and out.stdout.count("\n") >= 1

@@ -29,7 +29,7 @@ from ._types import Frame
 if TYPE_CHECKING:
     from ._reader import Reader
 
-YIELD_EVERY = 64
+YIELD_EVERY = 64  # Reader.aframes' default `every`
 
 
 async def aread(reader: Reader, merge: Merge, timeout: float | None = None) -> Frame | None:

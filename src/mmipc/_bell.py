@@ -23,13 +23,11 @@ Rules (docs/format.md, "Doorbells", is the contract):
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import itertools
 import mmap
 import os
 import struct
-import tempfile
 import threading
 import time
 from typing import Any
@@ -66,7 +64,11 @@ def bells_path(directory: str, name: str) -> str:
 
 def _bell_dir() -> str:
     shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+    if os.path.isdir(shm) and os.access(shm, os.W_OK):
+        return shm
+    import tempfile
+
+    return tempfile.gettempdir()
 
 
 def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
@@ -357,6 +359,8 @@ def _futex_wake(bell: mmap.mmap) -> None:
     """FUTEX_WAKE through libc's syscall(): the pure-Python writer's way to wake a native reader."""
     if _SYS_FUTEX is None:
         return  # the reader's wait ends within its MAX_NAP anyway
+    import ctypes  # only pure-Python writers that find a reader asleep get here
+
     try:
         libc = ctypes.CDLL(None)
         word = ctypes.c_uint32.from_buffer(bell, WORD)

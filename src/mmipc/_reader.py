@@ -23,7 +23,6 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
-from ._aio import YIELD_EVERY, aframes, aread
 from ._block import Block, block_frames
 from ._cursor import Cursor, Start
 from ._errors import ClosedError, ReaderNameTakenError, ServiceRefusedError, UsageError
@@ -265,14 +264,18 @@ class Reader:
 
         Example: ``frame = await reader.aread(timeout=1.0)``
         """
+        from ._aio import aread  # asyncio is imported only by asyncio users
+
         return await aread(self, self._merge, timeout)
 
-    def aframes(self, timeout: float | None = None, every: int = YIELD_EVERY) -> AsyncIterator[Frame]:
+    def aframes(self, timeout: float | None = None, every: int = 64) -> AsyncIterator[Frame]:
         """asyncio: frames as they come, yielding to the loop every `every` frames of a flood; ends
         after `timeout` s without a frame (None: never).
 
         Example: ``async for frame in reader.aframes(timeout=5.0): handle(frame)``
         """
+        from ._aio import aframes
+
         return aframes(self, self._merge, timeout, every)
 
     async def aclose(self) -> None:
