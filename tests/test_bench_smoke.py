@@ -75,6 +75,7 @@ def test_mmipc_bench_runs_every_installed_peer_without_loss(tmp_path: Path) -> N
         assert {r["mode"] for r in mine} == {"latency", "latency-blocking", "throughput"}, peer
         assert all(r.get("disorder", 0) == 0 for r in mine), peer
         assert any("per_s" in r for r in mine) and any("latency_us" in r for r in mine), peer
+        assert all(r["cpu"] >= 0 for r in mine if "latency_us" in r), peer  # reader CPU per second
 
 
 def test_bench_helpers_die_with_a_killed_bench() -> None:

@@ -30,7 +30,10 @@ MAX_NAP = 0.1
 
 class Block:
     """`wait=Block(spin=..., max_nap=...)`: "block" with its knobs. `max_nap=None` waits for a ring
-    however long it takes (no backstop: for writers that all ring, and for the lost-wake-up test)."""
+    however long it takes (no backstop: for writers that all ring, and for the lost-wake-up test).
+
+    Example: ``for frame in reader.frames(wait=Block(spin=20e-6)): handle(frame)``
+    """
 
     __slots__ = ("spin", "max_nap")
 

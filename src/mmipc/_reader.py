@@ -279,7 +279,10 @@ class Reader:
         return aframes(self, self._merge, timeout, every)
 
     async def aclose(self) -> None:
-        """asyncio spelling of `close`."""
+        """asyncio spelling of `close`.
+
+        Example: ``await reader.aclose()``
+        """
         self.close()
 
     async def __aenter__(self) -> Reader:

@@ -141,16 +141,21 @@ def _next(get: Any) -> Any:
 
 
 def _latency(get: Any, count: int) -> dict[str, Any]:
+    """Latencies, and the receiver's CPU seconds per second of the run (1.0: a whole core)."""
     lat = array("q", bytes(8 * count))
     unpack, clock, disorder = STAMP.unpack_from, time.time_ns, 0
+    cpu0, wall0 = 0.0, 0
     for i in range(count):
         item = _next(get)
         now = clock()
+        if i == count // 10:
+            cpu0, wall0 = time.process_time(), now
         stamp, seq = unpack(item, 0)
         lat[i] = now - stamp
         disorder += seq != i
+    cpu = (time.process_time() - cpu0) / max(1e-9, (time.time_ns() - wall0) / 1e9)
     kept = sorted(lat[count // 10 :])
-    return {"latency_us": _summary(kept), "quantiles_us": _quantiles(kept), "disorder": disorder}
+    return {"latency_us": _summary(kept), "quantiles_us": _quantiles(kept), "disorder": disorder, "cpu": cpu}
 
 
 def _throughput(get: Any, count: int) -> dict[str, Any]:
@@ -217,7 +222,8 @@ def outcome(run: dict[str, Any]) -> str:
     if "error" in run:
         return str(run["error"])
     if "latency_us" in run:
-        return f"p50 {run['latency_us']['p50']:.1f} us, load {run['load1']:.2f}"
+        cpu = f", reader CPU {run['cpu']:.0%}" if "cpu" in run else ""
+        return f"p50 {run['latency_us']['p50']:.1f} us{cpu}, load {run['load1']:.2f}"
     return f"{run['per_s']:,.0f} msg/s, load {run['load1']:.2f}"
 
 

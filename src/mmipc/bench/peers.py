@@ -57,6 +57,25 @@ def _mmipc_sender(workdir: str) -> Send:
 
 
 def _mmipc_receiver(workdir: str) -> tuple[Poll, Poll | None]:
+    """The blocking variant is `wait="block"`: spin 50 us, then sleep until the writer rings."""
+    from mmipc import Reader
+
+    reader = Reader.create(f"bench-{os.getpid()}")
+    reader.add_journal(workdir, "bench")
+    read, frames = reader.read, reader.frames(wait="block")
+
+    def poll() -> memoryview | None:
+        frame = read()
+        return None if frame is None else frame.data
+
+    def wait() -> memoryview:
+        return next(frames).data
+
+    return poll, wait
+
+
+def _mmipc_backoff_receiver(workdir: str) -> tuple[Poll, Poll | None]:
+    """The old "blocking" row: `Backoff` polls (spin, yield, sleeps up to 200 us): a polling mode."""
     from mmipc import Backoff, Reader
 
     reader = Reader.create(f"bench-{os.getpid()}")
@@ -67,7 +86,7 @@ def _mmipc_receiver(workdir: str) -> tuple[Poll, Poll | None]:
         frame = read()
         return None if frame is None else frame.data
 
-    def wait() -> memoryview:  # the low-CPU wait strategy: spin briefly, yield, then sleep
+    def wait() -> memoryview:
         while (frame := read()) is None:
             backoff.idle()
         backoff.reset()
@@ -303,6 +322,7 @@ def _queue_sender(q: Any) -> Send:
 
 PEERS: list[Peer] = [
     Peer("mmipc", "", _mmipc_open, _mmipc_sender, _mmipc_receiver),
+    Peer("mmipc-backoff", "", _mmipc_open, _mmipc_sender, _mmipc_backoff_receiver),
     Peer("naive-mmap", "", _naive_open, _naive_sender, _naive_receiver),
     Peer("os.pipe", "", _pipe_open, _pipe_sender, _pipe_receiver),
     Peer("mp.Pipe", "", _mp_pipe_open, lambda s: s[1].send_bytes, _mp_pipe_receiver),
