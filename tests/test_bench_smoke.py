@@ -127,3 +127,16 @@ def _zombie(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_mmipc_bench_journals_mode_reports_each_count() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mmipc", "bench", "--journals", "1,3", "--count", "300", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [(r["journals"], r["frames"]) for r in rows] == [(1, 300), (3, 300)]
+    assert all(r["read_ns"] > 0 and r["empty_ns"] > 0 for r in rows)

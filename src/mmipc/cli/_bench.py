@@ -45,10 +45,24 @@ def add_commands(commands: Any) -> None:
     bench.add_argument("-o", "--json-out", metavar="PATH", help="also write the raw results to this file")
     bench.add_argument("--plot", help="draw latency CDFs and throughput bars to this PNG (needs matplotlib)")
     bench.add_argument("--quick", action="store_true", help="1 round of 2,000 messages: a smoke run")
+    bench.add_argument(
+        "--journals",
+        type=sizes,
+        metavar="N,M",
+        help="instead: the cost of read() per frame and of an empty read() for a reader following "
+        "N, M... journals (one process; e.g. 1,8,64,256,1024)",
+    )
     bench.set_defaults(run=run_bench)
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.journals:
+        from ..bench.journals import journals_table, measure_journals
+
+        frames = 2000 if args.quick else args.count
+        rows = measure_journals(args.journals, frames=frames, empty_reads=frames)
+        print(json.dumps(rows) if args.json else journals_table(rows), flush=True)
+        return 0
     peers = _peers(args.peers)
     cpus = args.cpu or (0, 1)
     rounds, number = (1, 2000) if args.quick else (args.rounds, args.count)
