@@ -795,8 +795,9 @@ ringer_reload(struct ringer *r)
 }
 
 /* Ring every listed bell: store its flag, `pending`, then exchange `sleeping` (a full fence) and
- * wake the reader it names: FUTEX_WAKE (1) or a byte into its FIFO (2, an asyncio reader). */
-static void
+ * wake the reader it names: FUTEX_WAKE (1) or a byte into its FIFO (2, an asyncio reader).
+ * Kept out of line (cold): the commit path only pays the test that calls it. */
+__attribute__((noinline, cold)) static void
 ringer_ring(struct ringer *r)
 {
     atomic_thread_fence(memory_order_seq_cst);  /* the commit before the loads of the list */
@@ -859,8 +860,9 @@ ringer_close(mmipc_writer *w)
 static inline void
 ring_bells(mmipc_writer *w)
 {
-    if (w->ringer != NULL
-        && atomic_load_explicit(u32_at(w->ringer->list, 8), memory_order_relaxed) != 0) {
+    if (__builtin_expect(w->ringer != NULL
+                         && atomic_load_explicit(u32_at(w->ringer->list, 8), memory_order_relaxed) != 0,
+                         0)) {
         ringer_ring(w->ringer);
     }
 }
