@@ -8,7 +8,8 @@ Rules:
   looked at unless it is "dirty": just added or re-positioned, flagged by its writer's doorbell,
   not subscribed (no room in its bell list, no access), or every `SWEEP_EVERY` empty reads.
 * After a frame is taken, its journal is peeked again at once: a journal whose poll found nothing
-  leaves the heap and comes back only when dirty. Its writer rings after every commit, and the
+  leaves the heap and comes back only when dirty. If that peek fails (a damaged frame), the frame
+  taken is still returned and the error is raised by the next read, which polls that journal. Its writer rings after every commit, and the
   flags are cleared before the poll, so a frame committed after that poll always flags it again.
 * An empty read with nothing flagged costs one load of the bell's `pending` word.
 """
@@ -139,7 +140,12 @@ class Merge:
             return None
         _, order, cursor = heap[0]
         frame = cursor.take()
-        nano = cursor.poll()
+        try:
+            nano = cursor.poll()
+        except Exception:  # a damaged next frame: hand this one out, raise at the next read
+            _heappop(heap)
+            self.dirty.add(cursor)
+            return frame
         if nano >= 0:
             _heapreplace(heap, (nano, order, cursor))
         else:
