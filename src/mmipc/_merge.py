@@ -9,8 +9,9 @@ Rules:
   not subscribed (no room in its bell list, no access), or every `SWEEP_EVERY` empty reads.
 * After a frame is taken, its journal is peeked again at once: a journal whose poll found nothing
   leaves the heap and comes back only when dirty. If that peek fails (a damaged frame), the frame
-  taken is still returned and the error is raised by the next read, which polls that journal. Its writer rings after every commit, and the
-  flags are cleared before the poll, so a frame committed after that poll always flags it again.
+  taken is still returned and the error is raised by the next read, which polls that journal.
+  A journal's writer rings after every commit, and the flags are cleared before the poll, so a
+  frame committed after that poll always flags it again.
 * An empty read with nothing flagged costs one load of the bell's `pending` word.
 """
 
