@@ -30,6 +30,8 @@ from ._reader import Reader
 from ._schema import load_schemas
 from ._writer import Writer
 
+MIN_SPEED = 1e-3  # slower than this, one second of a recording would take over a quarter of an hour
+
 
 @dataclass(frozen=True)
 class Replayed:
@@ -46,8 +48,10 @@ def parse_speed(text: str) -> float | None:
         speed = float(text[:-1] if text.endswith("x") else text)
     except ValueError:
         speed = 0.0
-    if not speed > 0 or speed == float("inf"):
-        raise UsageError(f"speed {text!r} is not a factor like 1x or 10x, nor 'max'")
+    if not MIN_SPEED <= speed < float("inf"):
+        raise UsageError(
+            f"speed {text!r} is not a factor of at least {MIN_SPEED:g}x (like 1x or 10x), nor 'max'"
+        )
     return speed
 
 
@@ -64,7 +68,7 @@ def replay(
 ) -> Replayed:
     """Replay journals `names` of `directory` into `target` (see the module's rules)."""
     source, target = os.path.abspath(directory), os.path.abspath(target)
-    if source == target:
+    if _same_directory(source, target):
         raise UsageError(f"replay into {target} would write the journals it reads: give another directory")
     reader = Reader.create(f"mmipc-replay-{os.getpid()}", service=None)
     writers: dict[str, Writer] = {}
@@ -80,6 +84,14 @@ def replay(
         reader.close()
         for writer in writers.values():
             writer.close()
+
+
+def _same_directory(source: str, target: str) -> bool:
+    """Whether both name one directory: spelled alike, or through a symlink or a bind mount."""
+    try:
+        return source == target or os.path.samefile(source, target)
+    except OSError:  # a target that does not exist yet is another directory
+        return False
 
 
 def _copy(
@@ -105,6 +117,6 @@ def _copy(
 
 
 def _sleep_until(deadline: float) -> None:
-    left = deadline - time.monotonic()
-    if left > 0:
-        time.sleep(left)
+    """Sleep until `deadline`, in steps: a very slow replay's deadline may lie past what sleep() takes."""
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 1.0))

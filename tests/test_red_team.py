@@ -1,0 +1,175 @@
+"""Breaks found by a hostile tester (red team), each kept as a test that failed before its fix.
+
+Real processes, real files: the commands run as `python -m mmipc` child processes, journals are
+written by real writers, schema files are damaged on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmipc import CorruptJournalError, Reader, Writer
+from mmipc._schema import load_schemas
+
+BASE = 1_700_000_000_000_000_000
+
+
+def mmipc(*args: str, fsize: int | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one command; `fsize` caps the size of the files it may grow (RLIMIT_FSIZE)."""
+
+    def limit() -> None:
+        if fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return subprocess.run(
+        [sys.executable, "-m", "mmipc", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
+
+
+def record(jdir: str, stamps: list[int], schemas: Any = None) -> None:
+    with Writer.create(jdir, "md", service=None, schemas=schemas) as writer:
+        for i, nano in enumerate(stamps):
+            writer.write_at(bytes(_ctp_size()) if schemas else b"tick-%d" % i, nano, msg_type=101)
+
+
+def _ctp_size() -> int:
+    import ctypes
+
+    from mmipc.ctp import LAYOUTS
+
+    return ctypes.sizeof(LAYOUTS["ctp"])
+
+
+def count_frames(jdir: str) -> int:
+    with Reader.create(f"red-{os.getpid()}", service=None) as reader:
+        reader.add_journal(jdir, "md")
+        return sum(1 for _ in iter(reader.read, None))
+
+
+# -- replay ------------------------------------------------------------------------------------------
+
+
+def test_replay_into_its_own_directory_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    """A replay whose target is its source under another spelling read its own output forever,
+    filling the disk (frames of one timestamp may follow each other). The file-size limit only keeps
+    a broken build from filling this machine's disk: it then ends with a full-disk error."""
+    src = str(tmp_path / "day")
+    record(src, [BASE])
+    os.symlink(src, tmp_path / "alias")
+    done = mmipc(
+        "replay", src, "md", "--to", str(tmp_path / "alias"), "--speed", "max", "--standalone", fsize=1 << 20
+    )
+    assert done.returncode == 1, done.stderr
+    assert "would write the journals it reads" in done.stderr, done.stderr
+    assert count_frames(src) == 1
+
+
+def test_replay_slower_than_a_thousandth_is_a_usage_error(tmp_path: Path) -> None:
+    """`--speed 1e-300x` passed the check, then time.sleep() overflowed: an internal error."""
+    src = str(tmp_path / "day")
+    record(src, [BASE, BASE + 1])
+    done = mmipc("replay", src, "md", "--to", str(tmp_path / "out"), "--speed", "1e-300x", "--standalone")
+    assert done.returncode == 2, done.stderr
+    assert "not a factor of at least 0.001x" in done.stderr and "internal error" not in done.stderr
+
+
+# -- tail ----------------------------------------------------------------------------------------------
+
+
+def test_tail_with_a_count_beyond_any_journal_prints_them_all(tmp_path: Path) -> None:
+    """`tail -n 10**20` made deque() overflow: an internal error instead of every frame."""
+    src = str(tmp_path / "day")
+    record(src, [BASE + i for i in range(3)])
+    done = mmipc("tail", src, "md", "-n", str(10**20), "--no-follow")
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3, done.stdout
+
+
+# -- export ------------------------------------------------------------------------------------------
+
+
+def test_export_never_overwrites_a_file_of_the_journal_it_reads(tmp_path: Path) -> None:
+    """`export -o DIR/md.00000000.journal --force` replaced the journal's own page with the export:
+    every frame was gone."""
+    pytest.importorskip("pyarrow")
+    src = str(tmp_path / "day")
+    record(src, [BASE + i for i in range(5)], schemas={101: "ctp"})
+    for victim in ("md.00000000.journal", "md.schema.json", "md.lock"):
+        done = mmipc("export", src, "md", "-o", os.path.join(src, victim), "--format", "csv", "--force")
+        assert done.returncode == 1, done.stderr
+        assert "is a file of journal md" in done.stderr, done.stderr
+    assert count_frames(src) == 5
+    assert load_schemas(src, "md")
+
+
+def test_exported_files_are_owner_only_like_the_journal(tmp_path: Path) -> None:
+    """Exports of a 0600 journal were created 0644 (the umask's choice): readable by everyone."""
+    pytest.importorskip("pyarrow")
+    src = str(tmp_path / "day")
+    record(src, [BASE + i for i in range(5)], schemas={101: "ctp"})
+    old = os.umask(0o022)
+    try:
+        for fmt in ("parquet", "arrow", "csv", "npy"):
+            out = str(tmp_path / f"out.{fmt}")
+            done = mmipc("export", src, "md", "-o", out)
+            assert done.returncode == 0, done.stderr
+            for path in (out, out + ".meta.json") if fmt in ("csv", "npy") else (out,):
+                assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, (path, oct(os.stat(path).st_mode))
+    finally:
+        os.umask(old)
+
+
+# -- damaged schema files ------------------------------------------------------------------------------
+
+
+def _damage_schema(jdir: str, change: Any) -> None:
+    path = os.path.join(jdir, "md.schema.json")
+    document = json.loads(Path(path).read_text())
+    change(document["types"]["101"]["fields"])
+    Path(path).write_text(json.dumps(document))
+
+
+def _set(key: str, value: Any, index: int = 0) -> Any:
+    def change(fields: list[dict[str, Any]]) -> None:
+        fields[index][key] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _set("type", []),
+        _set("type", {}),
+        _set("shape", [True]),
+        _set("shape", [1] * 100),
+        _set("offset", True),
+    ],
+    ids=["type-list", "type-object", "shape-bool", "shape-100-dims", "offset-bool"],
+)
+def test_a_damaged_schema_file_is_a_corrupt_journal_error(tmp_path: Path, change: Any) -> None:
+    """A field `type` that is a list or an object raised TypeError (unhashable) from every tool; a bool
+    taken for an int and a shape of 100 dimensions passed the check and broke numpy later."""
+    pytest.importorskip("pyarrow")
+    src = str(tmp_path / "day")
+    record(src, [BASE + i for i in range(3)], schemas={101: "ctp"})
+    _damage_schema(src, change)
+    with pytest.raises(CorruptJournalError, match="bad schema file"):
+        load_schemas(src, "md")
+    for args in (["tail", src, "md", "--no-follow"], ["export", src, "md", "-o", str(tmp_path / "x.csv")]):
+        done = mmipc(*args)
+        assert done.returncode == 1, done.stderr
+        assert "bad schema file" in done.stderr and "internal error" not in done.stderr, done.stderr
