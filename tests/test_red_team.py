@@ -173,3 +173,25 @@ def test_a_damaged_schema_file_is_a_corrupt_journal_error(tmp_path: Path, change
         done = mmipc(*args)
         assert done.returncode == 1, done.stderr
         assert "bad schema file" in done.stderr and "internal error" not in done.stderr, done.stderr
+
+
+# -- service homes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "file", "symlink"])
+def test_a_home_that_is_not_a_directory_is_named_for_what_it_is(tmp_path: Path, kind: str) -> None:
+    """A FIFO, a file or a symlink of our own as --home was refused as "not a directory owned by uid 0
+    (it is owned by uid 0)": a contradiction, naming no cause."""
+    home = tmp_path / "home"
+    if kind == "fifo":
+        os.mkfifo(home)
+    elif kind == "file":
+        home.write_bytes(b"")
+    else:
+        (tmp_path / "real").mkdir(mode=0o700)
+        os.symlink(tmp_path / "real", home)
+    what = {"fifo": "FIFO", "file": "regular file", "symlink": "symbolic link"}[kind]
+    done = mmipc("status", "--home", str(home))
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.splitlines()
+    assert f"{home} is a {what}, not a directory" in line and "owned by uid" not in line, line
