@@ -195,3 +195,31 @@ def test_a_home_that_is_not_a_directory_is_named_for_what_it_is(tmp_path: Path, 
     assert done.returncode == 1, done.stderr
     [line] = done.stderr.splitlines()
     assert f"{home} is a {what}, not a directory" in line and "owned by uid" not in line, line
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "symlink", "directory"])
+def test_export_with_force_never_replaces_what_is_not_a_regular_file(tmp_path: Path, kind: str) -> None:
+    """`export -o /dev/null --force` as root renamed the export over the device node (and over
+    /dev/stdout, a symlink): the machine lost its /dev/null. Here a copy of it, made with mknod."""
+    pytest.importorskip("pyarrow")
+    src = str(tmp_path / "day")
+    record(src, [BASE + i for i in range(3)], schemas={101: "ctp"})
+    target = tmp_path / "target"
+    if kind == "device":
+        if os.geteuid() != 0:
+            pytest.skip("mknod of a character device needs root")
+        os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    elif kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "symlink":
+        (tmp_path / "kept").write_text("kept")
+        os.symlink(tmp_path / "kept", target)
+    else:
+        target.mkdir()
+    before = os.lstat(target)
+    done = mmipc("export", src, "md", "-o", str(target), "--format", "csv", "--force")
+    assert done.returncode == 1, done.stderr
+    assert "an export replaces regular files only" in done.stderr, done.stderr
+    after = os.lstat(target)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert not list(tmp_path.glob(".target.*"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,7 @@ def export(
             _refuse_journal_file(query, target)
             if not force:
                 raise UsageError(f"{target} exists: pass --force (force=True) to overwrite it")
+            _refuse_special_file(target)
     span = time_span(query)
     info = {**metadata(query), "journal_span": list(span)}
     tracker = _Tracker(rechunk(merged_rows(query), batch_frames), span, progress)
@@ -115,6 +117,17 @@ def _refuse_journal_file(query: Query, target: str) -> None:
             raise UsageError(
                 f"{target} is a file of journal {name}, which this export reads: choose another path"
             )
+
+
+def _refuse_special_file(target: str) -> None:
+    """`UsageError` unless `target` is a regular file: the export is renamed over it, and `--force` on
+    /dev/null or /dev/stdout (a symlink) must not replace them."""
+    mode = os.lstat(target).st_mode
+    if not stat.S_ISREG(mode):
+        kind = (
+            "symbolic link" if stat.S_ISLNK(mode) else "directory" if stat.S_ISDIR(mode) else "special file"
+        )
+        raise UsageError(f"{target} is a {kind}: an export replaces regular files only; choose another path")
 
 
 def _create_private(path: str) -> None:
