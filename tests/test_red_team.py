@@ -223,3 +223,30 @@ def test_export_with_force_never_replaces_what_is_not_a_regular_file(tmp_path: P
     after = os.lstat(target)
     assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
     assert not list(tmp_path.glob(".target.*"))
+
+
+# -- a writer killed while it wrote the schema file --------------------------------------------------
+
+
+def test_a_schema_temporary_left_by_a_killed_writer_of_the_same_pid_does_not_block_the_next(
+    tmp_path: Path,
+) -> None:
+    """A writer killed between creating `NAME.schema.json.PID.tmp` and renaming it leaves the file. A
+    later writer with the same pid (pids repeat: in a container the writer is often pid 1) then
+    failed every `Writer.create(schemas=...)` with "cannot write schema file ...: File exists".
+    The child plays both: it leaves the temporary under its own pid, then opens the journal."""
+    jdir = str(tmp_path / "day")
+    code = (
+        "import os, sys\n"
+        "from mmipc import Writer\n"
+        "jdir = sys.argv[1]\n"
+        "os.makedirs(jdir, mode=0o700)\n"
+        "open(os.path.join(jdir, f'md.schema.json.{os.getpid()}.tmp'), 'wb').close()\n"
+        "with Writer.create(jdir, 'md', service=None, schemas={101: 'ctp'}) as writer:\n"
+        "    writer.write(b'x')\n"
+        "print('opened')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, jdir], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "opened" in done.stdout, done.stderr
+    assert 101 in load_schemas(jdir, "md")
+    assert sorted(os.listdir(jdir)) == ["md.00000000.journal", "md.lock", "md.schema.json"]

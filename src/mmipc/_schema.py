@@ -346,6 +346,7 @@ def _check_msg_type(msg_type: object) -> int:
 def _write_atomically(path: str, data: bytes, mode: int) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
+        _remove_stale(tmp)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         try:
             os.fchmod(fd, mode)  # exactly, whatever the umask
@@ -360,6 +361,15 @@ def _write_atomically(path: str, data: bytes, mode: int) -> None:
         except OSError:
             pass
         raise StorageError(f"cannot write schema file {path}: {exc.strerror}") from exc
+
+
+def _remove_stale(tmp: str) -> None:
+    """Remove a temporary left at `tmp` by a writer of the same pid that was killed while writing (we
+    hold the journal's lock, so no live writer owns it; a symlink is removed, never followed)."""
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
 
 
 # -- decoding without numpy (for the CLI) and the numpy dtype (for mmipc.analysis) ----------------
