@@ -175,6 +175,20 @@ def test_a_damaged_schema_file_is_a_corrupt_journal_error(tmp_path: Path, change
         assert "bad schema file" in done.stderr and "internal error" not in done.stderr, done.stderr
 
 
+def test_check_reports_the_damaged_schema_file_that_tail_sends_it_to(tmp_path: Path) -> None:
+    """`tail` and `export` stopped on a damaged schema file with "corrupt journal page ...schema.json
+    ...; run `mmipc check` ... move the damaged page aside", and `mmipc check` then said "ok"."""
+    src = str(tmp_path / "day")
+    record(src, [BASE + i for i in range(3)], schemas={101: "ctp"})
+    Path(src, "md.schema.json").write_text("garbage{")
+    told = mmipc("tail", src, "md", "--no-follow")
+    assert told.returncode == 1 and "corrupt schema file" in told.stderr, told.stderr
+    assert "run `mmipc check`" in told.stderr and "page" not in told.stderr, told.stderr
+    checked = mmipc("check", src, "md")
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "md.schema.json at offset 0: bad schema file" in checked.stdout + checked.stderr
+
+
 # -- service homes -----------------------------------------------------------------------------------
 
 
