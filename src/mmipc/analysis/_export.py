@@ -6,7 +6,9 @@ Rules:
   size of the journals; the .npy header is written first with room for the final row count.
 * Atomic: the output is written to a temporary file beside it and renamed over `path` only when
   complete, so a failure (a corrupt page, a full disk) never leaves a half file under the name asked
-  for. An existing `path` is replaced only with `force=True` (`UsageError` otherwise).
+  for. An existing `path` is replaced only with `force=True` (`UsageError` otherwise), and only if it
+  is a regular file that is not a page, lock or schema file of a journal being exported.
+* Private: the output (and its sidecar) is created `0600` whatever the umask, like the journals.
 * Self-describing: the file records the directory, the journals, the msg_type, the time range asked
   for and the one exported, the frame count and the payload layout, as JSON under the key "mmipc":
   in the Parquet footer, in the Arrow schema, and for CSV and .npy (which have no room for it) in a
@@ -133,6 +135,10 @@ def _refuse_special_file(target: str) -> None:
 def _create_private(path: str) -> None:
     """Create `path` empty, owner-only whatever the umask, like the journals it is exported from (the
     format writers then open it by name and keep its mode); never through a planted symlink."""
+    try:
+        os.unlink(path)  # left by a killed export of the same pid (a symlink is removed, not followed)
+    except FileNotFoundError:
+        pass
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     os.chmod(path, 0o600)
 
