@@ -103,11 +103,11 @@ def test_tail_with_a_count_beyond_any_journal_prints_them_all(tmp_path: Path) ->
 
 def test_export_never_overwrites_a_file_of_the_journal_it_reads(tmp_path: Path) -> None:
     """`export -o DIR/md.00000000.journal --force` replaced the journal's own page with the export:
-    every frame was gone."""
+    every frame was gone. The next page's name, not made yet, must not be taken either."""
     pytest.importorskip("pyarrow")
     src = str(tmp_path / "day")
     record(src, [BASE + i for i in range(5)], schemas={101: "ctp"})
-    for victim in ("md.00000000.journal", "md.schema.json", "md.lock"):
+    for victim in ("md.00000000.journal", "md.schema.json", "md.lock", "md.00000001.journal"):
         done = mmipc("export", src, "md", "-o", os.path.join(src, victim), "--format", "csv", "--force")
         assert done.returncode == 1, done.stderr
         assert "is a file of journal md" in done.stderr, done.stderr
@@ -264,3 +264,22 @@ def test_a_schema_temporary_left_by_a_killed_writer_of_the_same_pid_does_not_blo
     assert done.returncode == 0 and "opened" in done.stdout, done.stderr
     assert 101 in load_schemas(jdir, "md")
     assert sorted(os.listdir(jdir)) == ["md.00000000.journal", "md.lock", "md.schema.json"]
+
+
+# -- wrong messages left in the writer (its hot path is being rewired: reported, not fixed here) -------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Writer.write_at refuses a timestamp of 2**63 or more, or one that is not an int, with "
+    "'needs a timestamp not older than the last frame': the value is not older, it is out of range "
+    "or of the wrong type (src/mmipc/_writer.py, write_at's first check)",
+)
+def test_write_at_names_an_out_of_range_timestamp_as_such(tmp_path: Path) -> None:
+    from mmipc import UsageError
+
+    with Writer.create(str(tmp_path / "day"), "md", service=None) as writer:
+        for nano in (1 << 63, 1.5, "7"):
+            with pytest.raises(UsageError) as caught:
+                writer.write_at(b"x", nano)  # type: ignore[arg-type]
+            assert "older" not in str(caught.value), caught.value

@@ -80,8 +80,9 @@ def export(
     """Write the rows of `query` to `path` in format `fmt` (see the module's rules)."""
     sidecar = path + ".meta.json" if fmt in ("csv", "npy") else None
     for target in (path, sidecar):
+        if target is not None:
+            _refuse_journal_file(query, target)  # existing or not: a page made ahead must not be taken
         if target is not None and os.path.lexists(target):
-            _refuse_journal_file(query, target)
             if not force:
                 raise UsageError(f"{target} exists: pass --force (force=True) to overwrite it")
             _refuse_special_file(target)
