@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
+import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +286,25 @@ def test_write_at_names_an_out_of_range_timestamp_as_such(tmp_path: Path) -> Non
             with pytest.raises(UsageError) as caught:
                 writer.write_at(b"x", nano)  # type: ignore[arg-type]
             assert "older" not in str(caught.value), caught.value
+
+
+# -- a stopped service ---------------------------------------------------------------------------------
+
+
+def test_a_stopped_service_is_not_reported_as_having_closed_the_connection() -> None:
+    """Against a SIGSTOPped service, `mmipc status` waited its 10 s and then said the service "closed
+    the connection in the handshake", which it never did: the operator looks for a crash, not a stop."""
+    from mmipc._service import spawn_service
+
+    home = tempfile.mkdtemp(prefix="mmipc-red-", dir="/tmp")  # short: a socket path has a length limit
+    proc = spawn_service(home, stderr=subprocess.DEVNULL)
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)
+        done = mmipc("status", "--home", home)
+        assert done.returncode == 1, done.stderr
+        assert "did not answer the handshake" in done.stderr and "closed" not in done.stderr, done.stderr
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=60)
+        shutil.rmtree(home, ignore_errors=True)
