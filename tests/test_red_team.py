@@ -308,3 +308,16 @@ def test_a_stopped_service_is_not_reported_as_having_closed_the_connection() -> 
         proc.terminate()
         proc.wait(timeout=60)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_replay_keeps_the_checksums_of_its_source(tmp_path: Path) -> None:
+    """A journal written with checksums was replayed into pages without them (flags 0): the copy
+    lost the protection against bit flips that the recording had."""
+    from mmipc._page import page_header
+
+    src, dst = str(tmp_path / "day"), str(tmp_path / "out")
+    with Writer.create(src, "md", service=None, checksum=True) as writer:
+        writer.write(b"tick")
+    done = mmipc("replay", src, "md", "--to", dst, "--speed", "max", "--standalone")
+    assert done.returncode == 0, done.stderr
+    assert page_header(os.path.join(dst, "md.00000000.journal")).flags & 1

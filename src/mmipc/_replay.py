@@ -10,7 +10,8 @@ Rules:
   (start = when the replay began; speed 1 for 'max'): the recorded spacing, scaled, on today's clock.
 * Pacing: frame i is written no earlier than `(nano_i - nano_0) / speed` after the replay began
   (speed None: as fast as possible). A replay that falls behind catches up without dropping frames.
-* Declared schemas are copied to the target journals, so the replayed frames decode the same way.
+* Declared schemas are copied to the target journals, so the replayed frames decode the same way, and
+  a target journal carries checksums if its source's last page does.
 * The source is read up to what is committed when the replay starts running out of frames: it does
   not wait for more. Target journals must be new or end before the first replayed timestamp
   (`UsageError` from `write_at` otherwise, naming the journal).
@@ -24,8 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._errors import UsageError
-from ._files import check_name
+from ._files import check_name, list_pages, page_path
+from ._layout import CHECKSUMS_BIT
 from ._link import ServiceHome
+from ._page import page_header
 from ._reader import Reader
 from ._schema import load_schemas
 from ._writer import Writer
@@ -77,13 +80,23 @@ def replay(
             reader.add_journal(source, check_name(name), start=since if since is not None else "begin")
         for name in names:
             writers[name] = Writer.create(
-                target, name, service=service, schemas=load_schemas(source, name) or None
+                target,
+                name,
+                service=service,
+                schemas=load_schemas(source, name) or None,
+                checksum=_has_checksums(source, name),
             )
         return _copy(reader, writers, speed, retime, until)
     finally:
         reader.close()
         for writer in writers.values():
             writer.close()
+
+
+def _has_checksums(directory: str, name: str) -> bool:
+    """Whether the journal's last page carries checksums: its copy is then protected as well."""
+    pages = list_pages(directory, name)
+    return bool(pages) and bool(page_header(page_path(directory, name, pages[-1])).flags & CHECKSUMS_BIT)
 
 
 def _same_directory(source: str, target: str) -> bool:
