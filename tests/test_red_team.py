@@ -321,3 +321,22 @@ def test_replay_keeps_the_checksums_of_its_source(tmp_path: Path) -> None:
     done = mmipc("replay", src, "md", "--to", dst, "--speed", "max", "--standalone")
     assert done.returncode == 0, done.stderr
     assert page_header(os.path.join(dst, "md.00000000.journal")).flags & 1
+
+
+@pytest.mark.parametrize("command", ["service", "status"])
+def test_an_empty_home_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    """`--home "$UNSET"`: the service took the current directory as its home and chmodded it 0700,
+    while `status --home ''` looked in the default home, so they never met."""
+    cwd = tmp_path / "project"
+    cwd.mkdir(mode=0o755)
+    os.chmod(cwd, 0o755)
+    done = subprocess.run(
+        [sys.executable, "-m", "mmipc", command, "--home", ""],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,  # reached only by the defect: a service that runs
+    )
+    assert done.returncode == 2, done.stderr
+    assert "an empty home" in done.stderr, done.stderr
+    assert stat.S_IMODE(os.stat(cwd).st_mode) == 0o755 and not list(cwd.iterdir())
