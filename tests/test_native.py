@@ -448,54 +448,25 @@ def test_core_with_the_python_cursor_as_slow_path_reads_across_pages_and_reports
         again.read()
 
 
-class _AcceleratedWriter:
-    """The writer's side of the same design: the core appends; on SLOW the Python writer (the
-    reference) writes that frame with the core's state, switching pages or raising its errors."""
-
-    def __init__(self, writer: Writer) -> None:
-        self.py: Any = writer
-        self.core = _native.WriterCore()
-        self.slow_calls = 0
-        self._attach()
-
-    def _attach(self) -> None:
-        w = self.py
-        page = w._page
-        self.core.attach(
-            page.view, page.page_size, 1, 0, 0, w._pos, w._last_nano, 0, w._slot_boundary, w._slot_index
-        )
-        self.core.mark_slots = w._page_news is None and w._retiring is None
-
-    def write(self, payload: bytes, msg_type: int = 0, source: int = 0) -> int:
-        nano = self.core.write(payload, msg_type, source)
-        if isinstance(nano, int):
-            return nano
-        self.slow_calls += 1
-        w, core = self.py, self.core
-        w._pos, w._last_nano, w._slot_boundary, w._slot_index = (
-            core.pos,
-            core.last_nano,
-            core.slot_boundary,
-            core.slot_index,
-        )
-        core.detach()  # before the Python writer may retire the page
-        try:
-            return cast(int, w.write(payload, msg_type, source))
-        finally:
-            self._attach()
-
-
-def test_core_with_the_python_writer_as_slow_path_writes_a_journal_python_reads(jdir: str) -> None:
+def test_native_writer_has_python_as_slow_path_and_writes_a_journal_python_reads(
+    jdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wired Writer: its core appends; on SLOW the Python writer (the reference) writes that frame
+    with the core's state, switching pages or raising its errors."""
+    slow_calls = []
+    through_python = Writer._through_python
+    monkeypatch.setattr(
+        Writer, "_through_python", lambda w, *a: slow_calls.append(1) or through_python(w, *a)
+    )
     writer = Writer.create(jdir, "j", page_size=SMALL_PAGE, service=None)
-    fast = _AcceleratedWriter(writer)
+    fast = writer
     written = []
     for i in range(6000):
         payload = os.urandom(i % 250)
         written.append((fast.write(payload, i % 4, i), i % 4, i, payload))
     with pytest.raises(UsageError, match="msg_type 4294901760 is outside"):
         fast.write(b"reserved type", 0xFFFF_0000)
-    assert fast.slow_calls < 60, "the core, not the Python writer, must write most frames"
-    fast.core.detach()
+    assert len(slow_calls) < 60, "the core, not the Python writer, must write most frames"
     writer.close()
     reader = Reader.create("r", service=None)
     reader.add_journal(jdir, "j")
