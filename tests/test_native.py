@@ -399,48 +399,39 @@ def test_writer_core_fills_time_index_slots_itself_when_allowed(page: MappedPage
     assert frame is not None and frame.nano == nanos[300]
 
 
-class _AcceleratedCursor:
-    """The wiring the native backend needs, as a test of the design: the core reads, and on SLOW the
-    Python cursor (the reference) takes over with the core's position, then hands the page back."""
+def _wired_cursor(jid: JournalId) -> Any:
+    from mmipc._cursor import Cursor
 
-    def __init__(self, jid: JournalId) -> None:
-        from mmipc._cursor import Cursor
-
-        self.py = Cursor(jid, "begin")
-        self.py.position("begin")
-        self.core = _native.CursorCore(jid, Frame)
-        self._attach()
-
-    def _attach(self) -> None:
-        if self.py.view is None:
-            self.core.detach()
-            return
-        self.core.attach(self.py.view, self.py.page_size, 1, 0, 0, self.py.pos)
-        self.core.last_nano = self.py.last_nano
-
-    def read(self) -> Frame | None:
-        frame = self.core.read()
-        if frame is not SLOW:
-            return cast(Frame | None, frame)
-        self.py.pos, self.py.last_nano = self.core.pos, self.core.last_nano
-        try:
-            return self.py.read()  # page switches, missing pages and corruption errors: Python's
-        finally:
-            self._attach()
+    cursor = Cursor(jid, "begin")
+    cursor.position("begin")
+    return cursor
 
 
-def test_core_with_the_python_cursor_as_slow_path_reads_across_pages_and_reports_corruption(
-    jdir: str,
+def test_native_cursor_has_python_as_slow_path_reads_across_pages_and_reports_corruption(
+    jdir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The wired Cursor: the core reads; on SLOW the Python cursor (the reference) takes over with the
+    core's position (page switches, missing pages, corruption errors), then hands the page back."""
+    from mmipc._cursor import Cursor
+
+    slow_calls = []
+    python = Cursor._python
+
+    def counted(cursor: Cursor, method: Any) -> Any:
+        slow_calls.append(1)
+        return python(cursor, method)
+
+    monkeypatch.setattr(Cursor, "_python", counted)
     written = _python_journal(jdir, 3000)
-    cursor = _AcceleratedCursor(JournalId(jdir, "j"))
+    cursor = _wired_cursor(JournalId(jdir, "j"))
     got = [(f.nano, f.msg_type, f.source, bytes(f.data)) for f in iter(cursor.read, None)]
-    assert got == written and cursor.py.page_no > 5
+    assert got == written and cursor.page_no > 5
+    assert len(slow_calls) < 2 * cursor.page_no + 5, "the core, not the Python cursor, reads most frames"
     path = page_path(jdir, "j", 2)
     with open(path, "r+b") as f:  # a frame of page 2 now claims a longer payload than its length
         f.seek(4096 + 20)
         f.write(struct.pack("<I", 9999))
-    again = _AcceleratedCursor(JournalId(jdir, "j"))
+    again = _wired_cursor(JournalId(jdir, "j"))
     with pytest.raises(CorruptJournalError, match=f"{path} at offset 4096: frame length"):
         while again.read() is not None:
             pass
@@ -455,9 +446,12 @@ def test_native_writer_has_python_as_slow_path_and_writes_a_journal_python_reads
     with the core's state, switching pages or raising its errors."""
     slow_calls = []
     through_python = Writer._through_python
-    monkeypatch.setattr(
-        Writer, "_through_python", lambda w, *a: slow_calls.append(1) or through_python(w, *a)
-    )
+
+    def counted(writer: Writer, *args: Any) -> int:
+        slow_calls.append(1)
+        return through_python(writer, *args)
+
+    monkeypatch.setattr(Writer, "_through_python", counted)
     writer = Writer.create(jdir, "j", page_size=SMALL_PAGE, service=None)
     fast = writer
     written = []

@@ -27,8 +27,9 @@ from __future__ import annotations
 import mmap
 import time
 import zlib
-from typing import Literal
+from typing import Any, Literal
 
+from ._backend import native
 from ._errors import CorruptJournalError
 from ._files import list_pages, page_path
 from ._layout import (
@@ -81,6 +82,7 @@ class Cursor:
         "seq",
         "start",
         "probe_at",
+        "core",
     )
 
     def __init__(self, jid: JournalId, start: Start) -> None:
@@ -95,6 +97,7 @@ class Cursor:
         self.msg_type = self.source = self.length = self.seq = 0
         self.start: Start = start
         self.probe_at = 0
+        self.core: Any = None if native is None else native.CursorCore(jid, Frame)
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -106,7 +109,7 @@ class Cursor:
         """
         mm = self.mm
         if mm is None or self.next_nano >= 0:
-            return self.take() if self.poll() >= 0 else None
+            return self._py_take() if self._py_poll() >= 0 else None
         pos = self.pos
         length = _unpack_commit(mm, pos)[0]
         if length == 0:
@@ -120,7 +123,7 @@ class Cursor:
             or nano < self.last_nano
             or msg_type == _PAGE_END
         ):
-            return self.take() if self._poll_slow(length, msg_type, nano, n) >= 0 else None
+            return self._py_take() if self._poll_slow(length, msg_type, nano, n) >= 0 else None
         self.pos = end
         self.last_nano = nano
         view: memoryview = self.view  # type: ignore[assignment]  # never None while mm is set
@@ -164,6 +167,11 @@ class Cursor:
         frame: Frame = _new_frame(Frame, (nano, self.msg_type, self.source, self.jid, data, self.seq))
         return frame
 
+    # The Python methods under names the native backend does not rebind: its slow path (`_python`).
+    _py_read = read
+    _py_poll = poll
+    _py_take = take
+
     # -- the slow path ------------------------------------------------------------------------
 
     def _poll_slow(self, length: int, msg_type: int, nano: int, n: int) -> int:
@@ -174,7 +182,7 @@ class Cursor:
         if msg_type == _PAGE_END or length != n + FRAME_HEADER_SIZE or pos + align8(length) > self.room:
             check_frame(pos, length, msg_type, n, self.page_size, page.path)  # raises unless a marker
             self._enter_page(self.page_no + 1, PAGE_HEADER_SIZE, after_marker=True)
-            return self.poll()
+            return self._py_poll()
         if nano < self.last_nano:
             raise CorruptJournalError(
                 page.path, pos, f"timestamp {nano} is older than the frame before it ({self.last_nano})"
@@ -194,7 +202,7 @@ class Cursor:
         self.probe_at = now + PROBE_INTERVAL_NS
         if not self.position(self.start):
             return -1
-        return self.poll()
+        return self._py_poll()
 
     def _enter_page(self, page_no: int, pos: int, after_marker: bool = False) -> None:
         path = page_path(self.jid.directory, self.jid.name, page_no)
@@ -217,11 +225,60 @@ class Cursor:
 
     def detach(self) -> None:
         """Unmap the current page (frames already handed out keep theirs alive)."""
+        if self.core is not None:
+            _detach_core(self.core)  # before the page's mmap closes
         if self.page is not None:
             self.page.release()
         self.page = self.mm = self.view = None
         self.next_nano = -1
         self.limit = 0
+
+    # -- the native backend: the C core (mmipc._native.CursorCore) reads; Python is its slow path --
+    #
+    # While the core is attached it owns `pos`, `last_nano` and the peeked frame. On SLOW (a page's
+    # end, a missing page, damage, a checksum mismatch, no page yet) `_python` takes pos and
+    # last_nano back, detaches the core, runs the Python method (the reference, which knows the files
+    # and raises the errors) and attaches the core again at Python's position. A frame Python peeked
+    # is dropped from Python's state there and peeked again by the core: committed frames never change.
+
+    def _read_native(self) -> Frame | None:
+        frame = self.core.read()
+        if frame is _SLOW:
+            return self._python(_python_read)  # type: ignore[no-any-return]
+        return frame  # type: ignore[no-any-return]
+
+    def _poll_native(self) -> int:
+        nano: int = self.core.poll()
+        if nano == -2:
+            return self._python(_python_poll)  # type: ignore[no-any-return]
+        return nano
+
+    def _take_native(self) -> Frame:
+        core = self.core
+        if core.next_nano < 0 and core.poll() < 0:  # peeked by Python's slow path, or only it can
+            return self._python(_python_poll_take)  # type: ignore[no-any-return]
+        return core.take()  # type: ignore[no-any-return]
+
+    def _python(self, method: Any) -> Any:
+        core = self.core
+        if core.pos:  # attached: the core's state is the newer (pos 0 marks a detached core)
+            self.pos, self.last_nano = core.pos, core.last_nano
+            self.next_nano = -1
+        _detach_core(core)
+        try:
+            return method(self)
+        finally:
+            self._core_attach()
+
+    def _core_attach(self) -> None:
+        page = self.page
+        if page is None or self.view is None:
+            _detach_core(self.core)
+            return
+        header = page.header
+        self.core.attach(self.view, self.page_size, header.version, header.flags, header.first_seq, self.pos)
+        self.core.last_nano = self.last_nano
+        self.next_nano = -1
 
     # -- positioning --------------------------------------------------------------------------
 
@@ -250,6 +307,8 @@ class Cursor:
         else:
             self._position_at(pages, start)
         self.last_nano = 0
+        if self.core is not None:
+            self._core_attach()
         return True
 
     def _position_end(self, pages: list[int]) -> None:
@@ -300,3 +359,28 @@ def fast_limit(header: PageHeader) -> int:
     most = header.first_seq + (header.page_size - PAGE_HEADER_SIZE) // FRAME_HEADER_SIZE
     fast = header.version >= 2 and not header.checksums and most <= SEQ_MASK
     return header.page_size if fast else 0
+
+
+_python_read = Cursor._py_read
+_python_poll = Cursor._py_poll
+
+
+def _detach_core(core: Any) -> None:
+    core.detach()
+    core.pos = 0
+
+
+def _python_poll_take(cursor: Cursor) -> Frame:
+    if cursor._py_poll() < 0:
+        raise AssertionError("take() without a peeked frame")
+    return cursor._py_take()
+
+
+if native is not None:  # bound once at import: the pure-Python backend keeps its own methods
+    _SLOW = native.SLOW
+    Cursor._read_native.__doc__ = Cursor.read.__doc__
+    Cursor._poll_native.__doc__ = Cursor.poll.__doc__
+    Cursor._take_native.__doc__ = Cursor.take.__doc__
+    Cursor.read = Cursor._read_native  # type: ignore[method-assign]
+    Cursor.poll = Cursor._poll_native  # type: ignore[method-assign]
+    Cursor.take = Cursor._take_native  # type: ignore[method-assign]
