@@ -56,7 +56,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ._backend import BACKEND as backend  # noqa: F401  (not in __all__: a str, not an API)
+    from ._backend import BackendName
+
+    backend: BackendName  # resolved by __getattr__ (not in __all__: a str, not an API)
     from ._link import service_status
     from ._service import Service
 
