@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import mmipc
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "journal_bench.py"
 
 
+@pytest.mark.once  # .ci/run: in its native pass only (20 s, the same script either way)
 def test_journal_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     out, raw = tmp_path / "bench.md", tmp_path / "bench.json"
     subprocess.run(

@@ -326,6 +326,7 @@ def test_backend_selection() -> None:
     assert out.stdout.strip() == "python"
 
 
+@pytest.mark.once  # .ci/run: in its native pass only (a pip install, whatever the backend)
 def test_installs_and_imports_without_a_compiler(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     target = tmp_path / "site"
