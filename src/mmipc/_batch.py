@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import Protocol
 
 from ._types import Frame
@@ -58,18 +59,16 @@ class FramesBatch:
 
     def __init__(self, frames: list[Frame]) -> None:
         self._frames = frames
-        lengths = [len(f.data) for f in frames]
-        offsets = [0] * len(frames)
-        total = 0
-        for i, n in enumerate(lengths):
-            offsets[i] = total
-            total += n
-        self.nano = memoryview(array("q", [f.nano for f in frames]))
-        self.msg_type = memoryview(array("q", [f.msg_type for f in frames]))
-        self.source = memoryview(array("q", [f.source for f in frames]))
-        self.offset = memoryview(array("q", offsets))
-        self.length = memoryview(array("q", lengths))
-        self.seq = memoryview(array("q", [f.seq for f in frames]))
+        columns = list(zip(*frames, strict=True)) if frames else [()] * 6  # one transpose, in C
+        lengths = array("q", map(len, columns[4]))
+        offsets = array("q", accumulate(lengths, initial=0))
+        offsets.pop()
+        self.nano = memoryview(array("q", columns[0]))
+        self.msg_type = memoryview(array("q", columns[1]))
+        self.source = memoryview(array("q", columns[2]))
+        self.offset = memoryview(offsets)
+        self.length = memoryview(lengths)
+        self.seq = memoryview(array("q", columns[5]))
         self._buffer: memoryview | None = None
 
     @property
