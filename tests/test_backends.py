@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -143,3 +144,18 @@ def test_checksums_are_verified_by_the_reader_of_either_backend(jdir: str) -> No
     assert reader.read() is not None
     with pytest.raises(mmipc.CorruptJournalError, match="checksum"):
         reader.read()
+
+
+def test_every_backend_stamps_with_the_monotonic_clock_plus_the_process_offset(jdir: str) -> None:
+    """Writer rule 5 on both backends: the C core adds the offset Python anchored, not its own."""
+    from mmipc._writer import clock_offset
+
+    with Writer.create(jdir, "clock", service=None) as writer:
+        for payload in (b"", b"x" * 408, b"y" * 5000):
+            before = time.monotonic_ns() + clock_offset()
+            nano = writer.write(payload)
+            after = time.monotonic_ns() + clock_offset()
+            assert before <= nano <= after
+            with writer.frame(8) as buf:
+                buf[:] = bytes(8)
+            assert after <= writer.last_nano <= time.monotonic_ns() + clock_offset()
