@@ -226,7 +226,7 @@ class Cursor:
     def detach(self) -> None:
         """Unmap the current page (frames already handed out keep theirs alive)."""
         if self.core is not None:
-            _detach_core(self.core)  # before the page's mmap closes
+            self._core_release()  # before the page's mmap closes
         if self.page is not None:
             self.page.release()
         self.page = self.mm = self.view = None
@@ -260,24 +260,31 @@ class Cursor:
         return core.take()  # type: ignore[no-any-return]
 
     def _python(self, method: Any) -> Any:
-        core = self.core
-        if core.pos:  # attached: the core's state is the newer (pos 0 marks a detached core)
-            self.pos, self.last_nano = core.pos, core.last_nano
-            self.next_nano = -1
-        _detach_core(core)
+        self._core_release()
         try:
             return method(self)
         finally:
             self._core_attach()
 
+    def _core_release(self) -> None:
+        """Take pos and last_nano back from the core, if it is attached, and detach it."""
+        core = self.core
+        pos, last_nano = core.pos, core.last_nano
+        core.detach()
+        core.pos = 0  # pos 0 marks a detached core
+        if pos:
+            self.pos, self.last_nano = pos, last_nano
+            self.next_nano = -1
+
     def _core_attach(self) -> None:
         page = self.page
         if page is None or self.view is None:
-            _detach_core(self.core)
+            self._core_release()
             return
-        header = page.header
-        self.core.attach(self.view, self.page_size, header.version, header.flags, header.first_seq, self.pos)
-        self.core.last_nano = self.last_nano
+        self._core_release()  # so that pos and last_nano below are Python's (see the properties)
+        header, pos, last_nano = page.header, self.pos, self.last_nano
+        self.core.attach(self.view, self.page_size, header.version, header.flags, header.first_seq, pos)
+        self.core.last_nano = last_nano
         self.next_nano = -1
 
     # -- positioning --------------------------------------------------------------------------
@@ -289,6 +296,8 @@ class Cursor:
         self.next_nano = -1
         self._enter_page(page_no, offset)
         self.last_nano = nano
+        if self.core is not None:
+            self._core_attach()
 
     def position(self, start: Start) -> bool:
         """Place the cursor at `start`; False (and wait for the journal) if it has no page yet."""
@@ -365,11 +374,6 @@ _python_read = Cursor._py_read
 _python_poll = Cursor._py_poll
 
 
-def _detach_core(core: Any) -> None:
-    core.detach()
-    core.pos = 0
-
-
 def _python_poll_take(cursor: Cursor) -> Frame:
     if cursor._py_poll() < 0:
         raise AssertionError("take() without a peeked frame")
@@ -384,3 +388,18 @@ if native is not None:  # bound once at import: the pure-Python backend keeps it
     Cursor.read = Cursor._read_native  # type: ignore[method-assign]
     Cursor.poll = Cursor._poll_native  # type: ignore[method-assign]
     Cursor.take = Cursor._take_native  # type: ignore[method-assign]
+    # While the core is attached, `pos` and `last_nano` are the core's, for every reader of them
+    # (durable cursors, the lag metrics): the slots hold them only while it is detached.
+    _pos_slot: Any = Cursor.__dict__["pos"]
+    _last_nano_slot: Any = Cursor.__dict__["last_nano"]
+
+    def _pos(cursor: Cursor) -> int:
+        pos: int = cursor.core.pos
+        return pos or _pos_slot.__get__(cursor)
+
+    def _last_nano(cursor: Cursor) -> int:
+        core = cursor.core
+        return core.last_nano if core.pos else _last_nano_slot.__get__(cursor)  # type: ignore[no-any-return]
+
+    setattr(Cursor, "pos", property(_pos, _pos_slot.__set__))  # noqa: B010 (mypy: a slot)
+    setattr(Cursor, "last_nano", property(_last_nano, _last_nano_slot.__set__))  # noqa: B010
