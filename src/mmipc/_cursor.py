@@ -200,7 +200,7 @@ class Cursor:
         if now < self.probe_at:
             return -1
         self.probe_at = now + PROBE_INTERVAL_NS
-        if not self.position(self.start):
+        if not self._position(self.start):
             return -1
         return self._py_poll()
 
@@ -301,6 +301,13 @@ class Cursor:
 
     def position(self, start: Start) -> bool:
         """Place the cursor at `start`; False (and wait for the journal) if it has no page yet."""
+        placed = self._position(start)
+        if self.core is not None:
+            self._core_attach()
+        return placed
+
+    def _position(self, start: Start) -> bool:
+        """`position` without handing the page to the core (the Python read path uses it)."""
         self.start = start
         self.next_nano = -1
         pages = list_pages(self.jid.directory, self.jid.name)
@@ -316,8 +323,6 @@ class Cursor:
         else:
             self._position_at(pages, start)
         self.last_nano = 0
-        if self.core is not None:
-            self._core_attach()
         return True
 
     def _position_end(self, pages: list[int]) -> None:
