@@ -8,9 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import mmipc
+
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "journal_bench.py"
 
 
+@pytest.mark.once  # .ci/run: in its native pass only (20 s, the same script either way)
 def test_journal_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     out, raw = tmp_path / "bench.md", tmp_path / "bench.json"
     subprocess.run(
@@ -58,7 +63,7 @@ def test_mmipc_bench_runs_every_installed_peer_without_loss(tmp_path: Path) -> N
     from mmipc.bench import PEERS
 
     installed = [p.name for p in PEERS if p.missing() is None]
-    assert {"mmipc", "naive-mmap", "os.pipe"} <= set(installed)
+    assert {"mmipc", "mmipc-python", "mmipc-batch", "naive-mmap", "os.pipe"} <= set(installed)
     raw = tmp_path / "bench.json"
     out = subprocess.run(
         [sys.executable, "-m", "mmipc", "bench", "--quick", "--size", "64", "-o", str(raw)],
@@ -67,7 +72,8 @@ def test_mmipc_bench_runs_every_installed_peer_without_loss(tmp_path: Path) -> N
         timeout=900,
     )
     assert out.returncode == 0, out.stdout + out.stderr  # non-zero on any loss, disorder or hang
-    for figure in ("busy-polling reader", "blocking reader", "Throughput, 64-byte"):
+    backend = f"mmipc backend: {mmipc.backend} (the peer mmipc-python runs the pure-Python one)"
+    for figure in ("busy-polling reader", "blocking reader", "Throughput, 64-byte", backend):
         assert figure in out.stdout
     runs = json.loads(raw.read_text())["runs"]
     for peer in installed:

@@ -20,6 +20,7 @@ class WriterCore:
     slot_boundary: int
     slot_index: int
     mark_slots: bool
+    clock: int
     def attach(
         self,
         view: memoryview,

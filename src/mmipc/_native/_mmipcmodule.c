@@ -36,6 +36,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <time.h>
 
 #include "mmipc.h"
 #include "mmipc_frame.h"
@@ -126,6 +127,7 @@ typedef struct {
     char mark_slots;         /* fill time-index slots here instead of going SLOW at a crossing */
     unsigned int slot_index; /* the next slot to fill */
     unsigned long long stride;
+    long long clock;         /* wall minus monotonic time: the Python writer's clock_offset() */
 } WriterCore;
 
 static int
@@ -203,10 +205,14 @@ as_u32(PyObject *o, uint32_t max, uint32_t *out)
     return 1;
 }
 
+/* The Python writer's clock (its rule 5): CLOCK_MONOTONIC plus the offset Python anchored once per
+ * process, so that both backends stamp every journal of a process on one clock. */
 static int64_t
 writer_stamp(const WriterCore *self)
 {
-    int64_t nano = mmipc_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t nano = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + self->clock;
     return nano < self->st.last_nano ? self->st.last_nano : nano;
 }
 
@@ -357,6 +363,8 @@ static PyMemberDef writer_members[] = {
     {"slot_boundary", T_ULONGLONG, offsetof(WriterCore, st.slot_boundary), 0,
      "a frame at or past this offset fills time-index slots (SLOW unless mark_slots)"},
     {"slot_index", T_UINT, offsetof(WriterCore, slot_index), 0, "the next time-index slot"},
+    {"clock", T_LONGLONG, offsetof(WriterCore, clock), 0,
+     "wall minus monotonic ns added to CLOCK_MONOTONIC (the Python writer's clock_offset())"},
     {"mark_slots", T_BOOL, offsetof(WriterCore, mark_slots), 0,
      "True: fill time-index slots and first_nano here; False: a crossing goes SLOW"},
     {NULL, 0, 0, 0, NULL},
