@@ -34,13 +34,14 @@ def test_journal_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
 
 def test_service_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.md"
-    subprocess.run(
+    run = subprocess.run(
         [sys.executable, str(SCRIPT.parent / "service_bench.py"), "--quick", "--out", str(out)],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=600,
         cwd=SCRIPT.parent,
     )
+    assert run.returncode == 0, run.stderr[-4000:]  # the cause, in CI's output too
     text = out.read_text()
     for figure in ("page-switch writes, max", "all writes, p99.99", "round trip, p50", "new clients"):
         assert figure in text, figure
