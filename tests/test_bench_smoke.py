@@ -32,6 +32,7 @@ def test_journal_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     assert all(v[0] > 0 for v in results["throughput"].values())  # the script fails on any loss
 
 
+@pytest.mark.once  # .ci/run: in its native pass only (a benchmark script of the service)
 def test_service_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.md"
     run = subprocess.run(
