@@ -203,6 +203,7 @@ def test_c_reader_reports_a_corrupt_frame_in_one_line(c_progs: dict[str, str], j
     assert "checksum" in done.stderr and done.stderr.count("\n") == 1
 
 
+@pytest.mark.once  # .ci/run: in its native pass only (C alone, no Python backend involved)
 def test_c_core_runs_clean_under_address_and_undefined_sanitizers(
     tmp_path: Path, procs: Procs, jdir: str
 ) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import mmipc as mmipc_module
 from conftest import Child, ServiceProcess, wait_for
 from mmipc import Reader, Writer
 from mmipc.cli import build_parser
@@ -214,6 +215,7 @@ def test_status_counts_other_sessions_and_shows_ns(jdir: str, tmp_path: Path) ->
     try:
         alone = mmipc("status", "--home", service.home)
         assert alone.returncode == 0 and ", 0 sessions, " in alone.stdout  # not its own query
+        assert f"\nbackend {mmipc_module.backend} (" in alone.stdout  # the mmipc command's own backend
         with Writer.create(jdir, "md", service=service.home) as writer:
             nano = writer.write(b"tick")
             shown = mmipc("status", "--home", service.home).stdout

@@ -142,6 +142,10 @@ def _run_until_killed(procs: Procs, args: list[str], rng: random.Random, kill: b
         lines.append(line.strip())
         if stop_after is not None and len(lines) >= stop_after:
             child.kill9()
+            # What it printed before it died counts too: it may have read and committed more frames
+            # than this loop had seen when it sent the kill.
+            while (rest := child.lines.get(timeout=120)) is not None:
+                lines.append(rest.strip())
             break
         if line.startswith("done"):
             break

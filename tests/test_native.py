@@ -326,6 +326,7 @@ def test_backend_selection() -> None:
     assert out.stdout.strip() == "python"
 
 
+@pytest.mark.once  # .ci/run: in its native pass only (a pip install, whatever the backend)
 def test_installs_and_imports_without_a_compiler(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     target = tmp_path / "site"
@@ -399,48 +400,39 @@ def test_writer_core_fills_time_index_slots_itself_when_allowed(page: MappedPage
     assert frame is not None and frame.nano == nanos[300]
 
 
-class _AcceleratedCursor:
-    """The wiring the native backend needs, as a test of the design: the core reads, and on SLOW the
-    Python cursor (the reference) takes over with the core's position, then hands the page back."""
+def _wired_cursor(jid: JournalId) -> Any:
+    from mmipc._cursor import Cursor
 
-    def __init__(self, jid: JournalId) -> None:
-        from mmipc._cursor import Cursor
-
-        self.py = Cursor(jid, "begin")
-        self.py.position("begin")
-        self.core = _native.CursorCore(jid, Frame)
-        self._attach()
-
-    def _attach(self) -> None:
-        if self.py.view is None:
-            self.core.detach()
-            return
-        self.core.attach(self.py.view, self.py.page_size, 1, 0, 0, self.py.pos)
-        self.core.last_nano = self.py.last_nano
-
-    def read(self) -> Frame | None:
-        frame = self.core.read()
-        if frame is not SLOW:
-            return cast(Frame | None, frame)
-        self.py.pos, self.py.last_nano = self.core.pos, self.core.last_nano
-        try:
-            return self.py.read()  # page switches, missing pages and corruption errors: Python's
-        finally:
-            self._attach()
+    cursor = Cursor(jid, "begin")
+    cursor.position("begin")
+    return cursor
 
 
-def test_core_with_the_python_cursor_as_slow_path_reads_across_pages_and_reports_corruption(
-    jdir: str,
+def test_native_cursor_has_python_as_slow_path_reads_across_pages_and_reports_corruption(
+    jdir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The wired Cursor: the core reads; on SLOW the Python cursor (the reference) takes over with the
+    core's position (page switches, missing pages, corruption errors), then hands the page back."""
+    from mmipc._cursor import Cursor
+
+    slow_calls = []
+    python = Cursor._python
+
+    def counted(cursor: Cursor, method: Any) -> Any:
+        slow_calls.append(1)
+        return python(cursor, method)
+
+    monkeypatch.setattr(Cursor, "_python", counted)
     written = _python_journal(jdir, 3000)
-    cursor = _AcceleratedCursor(JournalId(jdir, "j"))
+    cursor = _wired_cursor(JournalId(jdir, "j"))
     got = [(f.nano, f.msg_type, f.source, bytes(f.data)) for f in iter(cursor.read, None)]
-    assert got == written and cursor.py.page_no > 5
+    assert got == written and cursor.page_no > 5
+    assert len(slow_calls) < 2 * cursor.page_no + 5, "the core, not the Python cursor, reads most frames"
     path = page_path(jdir, "j", 2)
     with open(path, "r+b") as f:  # a frame of page 2 now claims a longer payload than its length
         f.seek(4096 + 20)
         f.write(struct.pack("<I", 9999))
-    again = _AcceleratedCursor(JournalId(jdir, "j"))
+    again = _wired_cursor(JournalId(jdir, "j"))
     with pytest.raises(CorruptJournalError, match=f"{path} at offset 4096: frame length"):
         while again.read() is not None:
             pass
@@ -448,54 +440,28 @@ def test_core_with_the_python_cursor_as_slow_path_reads_across_pages_and_reports
         again.read()
 
 
-class _AcceleratedWriter:
-    """The writer's side of the same design: the core appends; on SLOW the Python writer (the
-    reference) writes that frame with the core's state, switching pages or raising its errors."""
+def test_native_writer_has_python_as_slow_path_and_writes_a_journal_python_reads(
+    jdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wired Writer: its core appends; on SLOW the Python writer (the reference) writes that frame
+    with the core's state, switching pages or raising its errors."""
+    slow_calls = []
+    through_python = Writer._through_python
 
-    def __init__(self, writer: Writer) -> None:
-        self.py: Any = writer
-        self.core = _native.WriterCore()
-        self.slow_calls = 0
-        self._attach()
+    def counted(writer: Writer, *args: Any) -> int:
+        slow_calls.append(1)
+        return through_python(writer, *args)
 
-    def _attach(self) -> None:
-        w = self.py
-        page = w._page
-        self.core.attach(
-            page.view, page.page_size, 1, 0, 0, w._pos, w._last_nano, 0, w._slot_boundary, w._slot_index
-        )
-        self.core.mark_slots = w._page_news is None and w._retiring is None
-
-    def write(self, payload: bytes, msg_type: int = 0, source: int = 0) -> int:
-        nano = self.core.write(payload, msg_type, source)
-        if isinstance(nano, int):
-            return nano
-        self.slow_calls += 1
-        w, core = self.py, self.core
-        w._pos, w._last_nano, w._slot_boundary, w._slot_index = (
-            core.pos,
-            core.last_nano,
-            core.slot_boundary,
-            core.slot_index,
-        )
-        core.detach()  # before the Python writer may retire the page
-        try:
-            return cast(int, w.write(payload, msg_type, source))
-        finally:
-            self._attach()
-
-
-def test_core_with_the_python_writer_as_slow_path_writes_a_journal_python_reads(jdir: str) -> None:
+    monkeypatch.setattr(Writer, "_through_python", counted)
     writer = Writer.create(jdir, "j", page_size=SMALL_PAGE, service=None)
-    fast = _AcceleratedWriter(writer)
+    fast = writer
     written = []
     for i in range(6000):
         payload = os.urandom(i % 250)
         written.append((fast.write(payload, i % 4, i), i % 4, i, payload))
     with pytest.raises(UsageError, match="msg_type 4294901760 is outside"):
         fast.write(b"reserved type", 0xFFFF_0000)
-    assert fast.slow_calls < 60, "the core, not the Python writer, must write most frames"
-    fast.core.detach()
+    assert len(slow_calls) < 60, "the core, not the Python writer, must write most frames"
     writer.close()
     reader = Reader.create("r", service=None)
     reader.add_journal(jdir, "j")

@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 
 # Loaded on first use, so that `import mmipc` in a trading process stays fast and does not pull in the
 # service's sockets, threads, logging and JSON (a test pins the modules `import mmipc` loads).
-_LAZY = ("Service", "service_status")
+_LAZY = ("Service", "service_status", "backend")
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +44,8 @@ def __getattr__(name: str) -> Any:
         from ._service import Service as value
     elif name == "service_status":
         from ._link import service_status as value
+    elif name == "backend":  # "native" (the C extension mmipc._native) or "python" (MMIPC_BACKEND)
+        from ._backend import BACKEND as value
     else:
         raise AttributeError(f"module 'mmipc' has no attribute {name!r}")
     globals()[name] = value
@@ -55,6 +57,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from ._backend import BackendName
+
+    backend: BackendName  # resolved by __getattr__ (not in __all__: a str, not an API)
     from ._link import service_status
     from ._service import Service
 

@@ -55,31 +55,35 @@ async def _nap(reader: Reader, merge: Merge, loop: asyncio.AbstractEventLoop, na
         await asyncio.sleep(min(nap, BOUNDED_SLEEP))
         merge.sweep()
         return reader.read()
-    woken = loop.create_future()
+    woken: asyncio.Future[bool] = loop.create_future()
     loop.add_reader(fd, _drain, fd, woken)
+    timer = loop.call_later(nap, _settle, woken, False)  # not wait_for: it may swallow a cancel
     try:
         bell.sleep(IN_LOOP)
         frame = reader.read()  # the re-check after the announcement
         if frame is not None:
             return frame
-        try:
-            await asyncio.wait_for(woken, nap)
-        except TimeoutError:
-            merge.sweep()
+        if not await woken:
+            merge.sweep()  # no ring ended this wait: look at every journal once
         return reader.read()
     finally:
+        timer.cancel()
         bell.awake()
         loop.remove_reader(fd)
 
 
-def _drain(fd: int, woken: asyncio.Future[None]) -> None:
+def _drain(fd: int, woken: asyncio.Future[bool]) -> None:
     try:
         while os.read(fd, 4096):
             pass
     except BlockingIOError:
         pass
+    _settle(woken, True)
+
+
+def _settle(woken: asyncio.Future[bool], rung: bool) -> None:
     if not woken.done():
-        woken.set_result(None)
+        woken.set_result(rung)
 
 
 def _fifo(merge: Merge) -> int:
@@ -90,7 +94,9 @@ def _fifo(merge: Merge) -> int:
     try:
         if not os.path.exists(path):
             os.mkfifo(path, 0o666)
-        merge.fifo = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # read-write: the reader is a writer of its own FIFO, so it never reads EOF (which would
+        # leave it readable for good, a busy loop) once a ringing writer closes its end
+        merge.fifo = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return -1
     return merge.fifo

@@ -256,11 +256,14 @@ class Ringer:
     is one load of the version and one call per bell.
     """
 
-    __slots__ = ("mm", "count", "_version", "_targets", "_bells")
+    __slots__ = ("mm", "list", "count", "_version", "_targets", "_bells")
 
     def __init__(self, mm: mmap.mmap | None) -> None:
         self.mm = mm
-        self.count = memoryview(mm if mm is not None else bytearray(16))[COUNT : COUNT + 4].cast("I")
+        # `list[COUNT]`: the low byte of the count (at most SLOTS = 64), the writer's one load per
+        # commit: an mmap's item costs half a memoryview's
+        self.list: mmap.mmap | bytearray = mm if mm is not None else bytearray(LIST_HEADER)
+        self.count = memoryview(self.list)[COUNT : COUNT + 4].cast("I")
         self._version = -1
         self._targets: list[list[Any]] = []  # [bell map, flag index, bell path, FIFO fd or -1]
         self._bells: dict[str, mmap.mmap | None] = {}
@@ -309,6 +312,7 @@ class Ringer:
 
     def close(self) -> None:
         self.count.release()
+        self.list = bytearray(LIST_HEADER)
         for target in self._targets:
             if target[3] >= 0:
                 os.close(target[3])

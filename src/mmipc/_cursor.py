@@ -27,8 +27,9 @@ from __future__ import annotations
 import mmap
 import time
 import zlib
-from typing import Literal
+from typing import Any, Literal
 
+from ._backend import native
 from ._errors import CorruptJournalError
 from ._files import list_pages, page_path
 from ._layout import (
@@ -81,6 +82,7 @@ class Cursor:
         "seq",
         "start",
         "probe_at",
+        "core",
     )
 
     def __init__(self, jid: JournalId, start: Start) -> None:
@@ -95,6 +97,7 @@ class Cursor:
         self.msg_type = self.source = self.length = self.seq = 0
         self.start: Start = start
         self.probe_at = 0
+        self.core: Any = None if native is None else native.CursorCore(jid, Frame)
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -106,7 +109,7 @@ class Cursor:
         """
         mm = self.mm
         if mm is None or self.next_nano >= 0:
-            return self.take() if self.poll() >= 0 else None
+            return self._py_take() if self._py_poll() >= 0 else None
         pos = self.pos
         length = _unpack_commit(mm, pos)[0]
         if length == 0:
@@ -120,7 +123,7 @@ class Cursor:
             or nano < self.last_nano
             or msg_type == _PAGE_END
         ):
-            return self.take() if self._poll_slow(length, msg_type, nano, n) >= 0 else None
+            return self._py_take() if self._poll_slow(length, msg_type, nano, n) >= 0 else None
         self.pos = end
         self.last_nano = nano
         view: memoryview = self.view  # type: ignore[assignment]  # never None while mm is set
@@ -164,6 +167,11 @@ class Cursor:
         frame: Frame = _new_frame(Frame, (nano, self.msg_type, self.source, self.jid, data, self.seq))
         return frame
 
+    # The Python methods under names the native backend does not rebind: its slow path (`_python`).
+    _py_read = read
+    _py_poll = poll
+    _py_take = take
+
     # -- the slow path ------------------------------------------------------------------------
 
     def _poll_slow(self, length: int, msg_type: int, nano: int, n: int) -> int:
@@ -174,7 +182,7 @@ class Cursor:
         if msg_type == _PAGE_END or length != n + FRAME_HEADER_SIZE or pos + align8(length) > self.room:
             check_frame(pos, length, msg_type, n, self.page_size, page.path)  # raises unless a marker
             self._enter_page(self.page_no + 1, PAGE_HEADER_SIZE, after_marker=True)
-            return self.poll()
+            return self._py_poll()
         if nano < self.last_nano:
             raise CorruptJournalError(
                 page.path, pos, f"timestamp {nano} is older than the frame before it ({self.last_nano})"
@@ -192,9 +200,9 @@ class Cursor:
         if now < self.probe_at:
             return -1
         self.probe_at = now + PROBE_INTERVAL_NS
-        if not self.position(self.start):
+        if not self._position(self.start):
             return -1
-        return self.poll()
+        return self._py_poll()
 
     def _enter_page(self, page_no: int, pos: int, after_marker: bool = False) -> None:
         path = page_path(self.jid.directory, self.jid.name, page_no)
@@ -217,11 +225,67 @@ class Cursor:
 
     def detach(self) -> None:
         """Unmap the current page (frames already handed out keep theirs alive)."""
+        if self.core is not None:
+            self._core_release()  # before the page's mmap closes
         if self.page is not None:
             self.page.release()
         self.page = self.mm = self.view = None
         self.next_nano = -1
         self.limit = 0
+
+    # -- the native backend: the C core (mmipc._native.CursorCore) reads; Python is its slow path --
+    #
+    # While the core is attached it owns `pos`, `last_nano` and the peeked frame. On SLOW (a page's
+    # end, a missing page, damage, a checksum mismatch, no page yet) `_python` takes pos and
+    # last_nano back, detaches the core, runs the Python method (the reference, which knows the files
+    # and raises the errors) and attaches the core again at Python's position. A frame Python peeked
+    # is dropped from Python's state there and peeked again by the core: committed frames never change.
+
+    def _read_native(self) -> Frame | None:
+        frame = self.core.read()
+        if frame is _SLOW:
+            return self._python(_python_read)  # type: ignore[no-any-return]
+        return frame  # type: ignore[no-any-return]
+
+    def _poll_native(self) -> int:
+        nano: int = self.core.poll()
+        if nano == -2:
+            return self._python(_python_poll)  # type: ignore[no-any-return]
+        return nano
+
+    def _take_native(self) -> Frame:
+        core = self.core
+        if core.next_nano < 0 and core.poll() < 0:  # peeked by Python's slow path, or only it can
+            return self._python(_python_poll_take)  # type: ignore[no-any-return]
+        return core.take()  # type: ignore[no-any-return]
+
+    def _python(self, method: Any) -> Any:
+        self._core_release()
+        try:
+            return method(self)
+        finally:
+            self._core_attach()
+
+    def _core_release(self) -> None:
+        """Take pos and last_nano back from the core, if it is attached, and detach it."""
+        core = self.core
+        pos, last_nano = core.pos, core.last_nano
+        core.detach()
+        core.pos = 0  # pos 0 marks a detached core
+        if pos:
+            self.pos, self.last_nano = pos, last_nano
+            self.next_nano = -1
+
+    def _core_attach(self) -> None:
+        page = self.page
+        if page is None or self.view is None:
+            self._core_release()
+            return
+        self._core_release()  # so that pos and last_nano below are Python's (see the properties)
+        header, pos, last_nano = page.header, self.pos, self.last_nano
+        self.core.attach(self.view, self.page_size, header.version, header.flags, header.first_seq, pos)
+        self.core.last_nano = last_nano
+        self.next_nano = -1
 
     # -- positioning --------------------------------------------------------------------------
 
@@ -232,9 +296,18 @@ class Cursor:
         self.next_nano = -1
         self._enter_page(page_no, offset)
         self.last_nano = nano
+        if self.core is not None:
+            self._core_attach()
 
     def position(self, start: Start) -> bool:
         """Place the cursor at `start`; False (and wait for the journal) if it has no page yet."""
+        placed = self._position(start)
+        if self.core is not None:
+            self._core_attach()
+        return placed
+
+    def _position(self, start: Start) -> bool:
+        """`position` without handing the page to the core (the Python read path uses it)."""
         self.start = start
         self.next_nano = -1
         pages = list_pages(self.jid.directory, self.jid.name)
@@ -300,3 +373,38 @@ def fast_limit(header: PageHeader) -> int:
     most = header.first_seq + (header.page_size - PAGE_HEADER_SIZE) // FRAME_HEADER_SIZE
     fast = header.version >= 2 and not header.checksums and most <= SEQ_MASK
     return header.page_size if fast else 0
+
+
+_python_read = Cursor._py_read
+_python_poll = Cursor._py_poll
+
+
+def _python_poll_take(cursor: Cursor) -> Frame:
+    if cursor._py_poll() < 0:
+        raise AssertionError("take() without a peeked frame")
+    return cursor._py_take()
+
+
+if native is not None:  # bound once at import: the pure-Python backend keeps its own methods
+    _SLOW = native.SLOW
+    Cursor._read_native.__doc__ = Cursor.read.__doc__
+    Cursor._poll_native.__doc__ = Cursor.poll.__doc__
+    Cursor._take_native.__doc__ = Cursor.take.__doc__
+    Cursor.read = Cursor._read_native  # type: ignore[method-assign]
+    Cursor.poll = Cursor._poll_native  # type: ignore[method-assign]
+    Cursor.take = Cursor._take_native  # type: ignore[method-assign]
+    # While the core is attached, `pos` and `last_nano` are the core's, for every reader of them
+    # (durable cursors, the lag metrics): the slots hold them only while it is detached.
+    _pos_slot: Any = Cursor.__dict__["pos"]
+    _last_nano_slot: Any = Cursor.__dict__["last_nano"]
+
+    def _pos(cursor: Cursor) -> int:
+        pos: int = cursor.core.pos
+        return pos or _pos_slot.__get__(cursor)
+
+    def _last_nano(cursor: Cursor) -> int:
+        core = cursor.core
+        return core.last_nano if core.pos else _last_nano_slot.__get__(cursor)  # type: ignore[no-any-return]
+
+    setattr(Cursor, "pos", property(_pos, _pos_slot.__set__))  # noqa: B010 (mypy: a slot)
+    setattr(Cursor, "last_nano", property(_last_nano, _last_nano_slot.__set__))  # noqa: B010

@@ -66,9 +66,13 @@ class CorruptJournalError(MmipcError):
         self.path = path
         self.offset = offset
         self.problem = problem
+        if path.endswith(".schema.json"):  # the payload layouts (mmipc._schema), not a page
+            what, advice = "schema file", "move it aside to read the payloads undecoded"
+        else:
+            what, advice = "journal page", "move the damaged page aside to read past it"
         super().__init__(
-            f"corrupt journal page {path} at offset {offset}: {problem}; "
-            "run `mmipc check` on the journal, and move the damaged page aside to read past it"
+            f"corrupt {what} {path} at offset {offset}: {problem}; "
+            f"run `mmipc check` on the journal, and {advice}"
         )
 
 

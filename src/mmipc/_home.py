@@ -63,9 +63,20 @@ def check_home(home: str) -> None:
 
 def _owned_directory(home: str) -> os.stat_result:
     info = os.lstat(home)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+    if not stat.S_ISDIR(info.st_mode):
+        raise UsageError(
+            f"service home {home} is a {_kind(info.st_mode)}, not a directory: refusing it "
+            "(remove it, or choose another home with --home or MMIPC_HOME)"
+        )
+    if info.st_uid != os.getuid():
         raise UsageError(
             f"service home {home} is not a directory owned by uid {os.getuid()}: refusing it "
             f"(it is owned by uid {info.st_uid}; remove it, or choose another home with --home or MMIPC_HOME)"
         )
     return info
+
+
+def _kind(mode: int) -> str:
+    kinds = [(stat.S_ISLNK, "symbolic link"), (stat.S_ISREG, "regular file"), (stat.S_ISFIFO, "FIFO")]
+    kinds += [(stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")]
+    return next((kind for test, kind in kinds if test(mode)), "special file")

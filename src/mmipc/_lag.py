@@ -20,22 +20,17 @@ from __future__ import annotations
 
 import collections
 import os
-import struct
 import time
 from typing import Any, NamedTuple
 
 from ._files import list_pages, page_path
-from ._layout import PAGE_HEADER_SIZE, MsgType
+from ._layout import FIRST_SEQ_OFFSET, PAGE_HEADER_SIZE, SEQ_FIELD, MsgType, full_seq
 from ._metrics import Published
 from ._page import MappedPage
 
 SAMPLE_INTERVAL = 1.0
 RATE_WINDOW = 5.0
 WALK_CAP = 20_000
-V2 = 2
-_VERSION = struct.Struct("<H")
-_FIRST_SEQ = struct.Struct("<Q")
-_SEQ32 = struct.Struct("<I")
 
 
 class Tail(NamedTuple):
@@ -61,21 +56,24 @@ def _open(directory: str, name: str, page_no: int) -> MappedPage | None:
 
 def seq_at(page: MappedPage, offset: int) -> int:
     """The full seq of the frame at `offset` (or of the next frame, at the tail); -1 on a v1 page."""
-    if _VERSION.unpack_from(page.mm, 8)[0] < V2:
+    if page.header.version < 2:
         return -1
-    first = _FIRST_SEQ.unpack_from(page.mm, 120)[0]
     frame = page.frame(offset)
     if frame is None or frame.msg_type == MsgType.PAGE_END:
         return -2  # the next frame's seq is the count so far: the caller finds it
-    low = _SEQ32.unpack_from(page.mm, offset + 24)[0]
-    return int(first + ((low - first) % (1 << 32)))
+    return full_seq(live_first_seq(page), frame.seq)
+
+
+def live_first_seq(page: MappedPage) -> int:
+    """The page's first_seq as stored now (the writer may store it after this page was opened)."""
+    return int(SEQ_FIELD.unpack_from(page.mm, FIRST_SEQ_OFFSET)[0])
 
 
 def _next_seq(page: MappedPage, end: int, last_offset: int | None) -> int:
-    if _VERSION.unpack_from(page.mm, 8)[0] < V2:
+    if page.header.version < 2:
         return -1
     if last_offset is None:
-        return int(_FIRST_SEQ.unpack_from(page.mm, 120)[0])
+        return live_first_seq(page)
     return seq_at(page, last_offset) + 1
 
 
@@ -165,10 +163,12 @@ def _frames_between(directory: str, name: str, at: Published, tail: Tail) -> int
         page.release()
     if seq == -2:  # at an end marker: the next page's first frame is next
         following = _open(directory, name, at.page_no + 1)
-        if following is None or _VERSION.unpack_from(following.mm, 8)[0] < V2:
+        if following is None:
             return None
-        seq = int(_FIRST_SEQ.unpack_from(following.mm, 120)[0])
-        following.release()
+        try:
+            seq = live_first_seq(following) if following.header.version >= 2 else -1
+        finally:
+            following.release()
     return None if seq < 0 else max(0, tail.next_seq - seq)
 
 

@@ -80,6 +80,7 @@ class Link:
         self._outgoing = bytearray()  # encoded notifications the socket has not taken yet
         self._connected = threading.Event()
         self._sock: socket.socket | None = None
+        self._timed_out = False  # the last lost exchange ran out of time (not closed by the service)
         self._attach(_connect(path))
         self._thread = threading.Thread(target=self._watch, name="mmipc-link", daemon=True)
         self._thread.start()
@@ -178,7 +179,8 @@ class Link:
                     if reply.get("id") == request_id or (reply.get("id") is None and not reply.get("ok")):
                         return reply
                     _log_refusal(reply)
-        except (OSError, ProtocolError):
+        except (OSError, ProtocolError) as exc:
+            self._timed_out = isinstance(exc, TimeoutError)
             self._lose(sock)
             return None
 
@@ -207,6 +209,11 @@ class Link:
         hello = self._exchange({"op": "hello", "version": PROTOCOL_VERSION, "pid": os.getpid()})
         if hello is None:
             sock.close()
+            if self._timed_out:  # a stopped (SIGSTOP) or stuck service holds the socket: not "no service"
+                raise ServiceUnavailableError(
+                    f"the service at {self.path} did not answer the handshake within "
+                    f"{REQUEST_TIMEOUT:g} s: it is stopped or stuck (see the pid in its service.lock)"
+                )
             raise ServiceUnavailableError(
                 f"the service at {self.path} closed the connection in the handshake"
             )

@@ -13,6 +13,12 @@ Rules:
   A journal's writer rings after every commit, and the flags are cleared before the poll, so a
   frame committed after that poll always flags it again.
 * An empty read with nothing flagged costs one load of the bell's `pending` word.
+* Native backend: the same design in C (`_native.MergeCore`, _mmipcmodule.c): the heap, the flags
+  and the dirty set live there, on the cursors' cores; this class keeps membership and hands it
+  over (`_sync`) at every change. A core that needs Python (a page's end, damage, no page yet)
+  makes the C read return SLOW before it takes any frame; `_settle` polls it through the cursor's
+  Python slow path (errors are raised there, and again at every read until it is fixed) and gives
+  it back. A journal without a page is then probed by C once a millisecond, or when rung.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import heapq
 import itertools
 import os
 import time
+from typing import Any
 
+from ._backend import native
 from ._bell import MAX_FLAGS, SWEEP_EVERY, Bell, BellList
 from ._cursor import Cursor
 from ._types import Frame
@@ -46,6 +54,7 @@ class Merge:
         "empties",
         "fifo",
         "swept_at",
+        "core",
     )
 
     def __init__(self) -> None:
@@ -61,6 +70,7 @@ class Merge:
         self.empties = 0
         self.fifo = -1  # asyncio: the read end of the bell's FIFO (_aio.py)
         self.swept_at = 0.0
+        self.core: Any = None if native is None else native.MergeCore()
 
     _counter = itertools.count()
 
@@ -72,6 +82,7 @@ class Merge:
         if not self._subscribe(cursor):
             self.always.append(cursor)
         self.dirty.add(cursor)  # a frame committed before the subscription is found by this poll
+        self._sync()
 
     def _subscribe(self, cursor: Cursor) -> bool:
         if self.bell is None:
@@ -101,16 +112,21 @@ class Merge:
         if entry is not None and self.bell is not None:
             del self.index[entry[0]]
             BellList.unsubscribe(cursor.jid.directory, cursor.jid.name, entry[1], self.bell.path)
+        self._sync()
 
     def reset(self) -> None:
         """Every cursor was re-positioned: forget what was peeked and poll them all."""
         self.heap.clear()
         self.dirty.update(self.cursors)
+        if self.core is not None:
+            self.core.reset()
 
     def close(self) -> None:
         for cursor in list(self.slots):
             self.remove(cursor)
         self.cursors.clear()
+        if self.core is not None:
+            self.core.set([], [], None)  # releases its hold on the bell's mapping
         self.heap.clear()
         self.dirty.clear()
         if self.fifo >= 0:
@@ -159,6 +175,8 @@ class Merge:
         self.dirty.update(self.cursors)
         for cursor in self.cursors:
             cursor.probe_at = 0
+        if self.core is not None:
+            self.core.sweep()
 
     def sweep_due(self) -> bool:
         """True once every SWEEP_PERIOD s while rings keep the reader busy: a journal whose writer
@@ -194,3 +212,53 @@ class Merge:
                 raise
             if nano >= 0:
                 _heappush(heap, (nano, order[cursor], cursor))
+
+    # -- the native backend ---------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Hand the membership to the C merge (every journal dirty there)."""
+        if self.core is None:
+            return
+        flags = [self.slots[c][0] if c in self.slots else -1 for c in self.cursors]
+        bell = self.bell.mm if self.bell is not None and self.cursors else None
+        self.core.set([c.core for c in self.cursors], flags, bell)
+
+    def _read_native(self) -> Frame | None:
+        frame = self.core.read()
+        if frame is _SLOW:
+            return self._read_settling()
+        return frame  # type: ignore[no-any-return]
+
+    def _read_settling(self) -> Frame | None:
+        """Settle what the C merge gave back, read again; a core that keeps going SLOW (never seen,
+        a guard) makes the merge scan in Python once, after which C starts afresh."""
+        core = self.core
+        for _ in range(4):
+            for i in core.slow():
+                cursor = self.cursors[i]
+                cursor.probe_at = 0  # C decides when a journal without a page is probed
+                cursor.poll()  # the Python slow path: a damaged frame raises here, every time
+                core.settle(i)
+            frame = core.read()
+            if frame is not _SLOW:
+                return frame  # type: ignore[no-any-return]
+        frame = _read_scan(self.cursors)
+        core.reset()
+        return frame
+
+
+def _read_scan(cursors: list[Cursor]) -> Frame | None:
+    """The merge by a scan of every journal (the reference, and the native merge's last resort)."""
+    best: Cursor | None = None
+    best_nano = 0
+    for cursor in cursors:
+        nano = cursor.poll()
+        if nano >= 0 and (best is None or nano < best_nano):
+            best, best_nano = cursor, nano
+    return None if best is None else best.take()
+
+
+if native is not None:  # bound once at import: the pure-Python backend keeps its own `read`
+    _SLOW = native.SLOW
+    Merge._read_native.__doc__ = Merge.read.__doc__
+    Merge.read = Merge._read_native  # type: ignore[method-assign]

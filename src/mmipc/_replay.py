@@ -10,7 +10,8 @@ Rules:
   (start = when the replay began; speed 1 for 'max'): the recorded spacing, scaled, on today's clock.
 * Pacing: frame i is written no earlier than `(nano_i - nano_0) / speed` after the replay began
   (speed None: as fast as possible). A replay that falls behind catches up without dropping frames.
-* Declared schemas are copied to the target journals, so the replayed frames decode the same way.
+* Declared schemas are copied to the target journals, so the replayed frames decode the same way, and
+  a target journal carries checksums if its source's last page does.
 * The source is read up to what is committed when the replay starts running out of frames: it does
   not wait for more. Target journals must be new or end before the first replayed timestamp
   (`UsageError` from `write_at` otherwise, naming the journal).
@@ -24,11 +25,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._errors import UsageError
-from ._files import check_name
+from ._files import check_name, list_pages, page_path
+from ._layout import CHECKSUMS_BIT
 from ._link import ServiceHome
+from ._page import page_header
 from ._reader import Reader
 from ._schema import load_schemas
 from ._writer import Writer
+
+MIN_SPEED = 1e-3  # slower than this, one second of a recording would take over a quarter of an hour
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,10 @@ def parse_speed(text: str) -> float | None:
         speed = float(text[:-1] if text.endswith("x") else text)
     except ValueError:
         speed = 0.0
-    if not speed > 0 or speed == float("inf"):
-        raise UsageError(f"speed {text!r} is not a factor like 1x or 10x, nor 'max'")
+    if not MIN_SPEED <= speed < float("inf"):
+        raise UsageError(
+            f"speed {text!r} is not a factor of at least {MIN_SPEED:g}x (like 1x or 10x), nor 'max'"
+        )
     return speed
 
 
@@ -64,7 +71,7 @@ def replay(
 ) -> Replayed:
     """Replay journals `names` of `directory` into `target` (see the module's rules)."""
     source, target = os.path.abspath(directory), os.path.abspath(target)
-    if source == target:
+    if _same_directory(source, target):
         raise UsageError(f"replay into {target} would write the journals it reads: give another directory")
     reader = Reader.create(f"mmipc-replay-{os.getpid()}", service=None)
     writers: dict[str, Writer] = {}
@@ -73,13 +80,31 @@ def replay(
             reader.add_journal(source, check_name(name), start=since if since is not None else "begin")
         for name in names:
             writers[name] = Writer.create(
-                target, name, service=service, schemas=load_schemas(source, name) or None
+                target,
+                name,
+                service=service,
+                schemas=load_schemas(source, name) or None,
+                checksum=_has_checksums(source, name),
             )
         return _copy(reader, writers, speed, retime, until)
     finally:
         reader.close()
         for writer in writers.values():
             writer.close()
+
+
+def _has_checksums(directory: str, name: str) -> bool:
+    """Whether the journal's last page carries checksums: its copy is then protected as well."""
+    pages = list_pages(directory, name)
+    return bool(pages) and bool(page_header(page_path(directory, name, pages[-1])).flags & CHECKSUMS_BIT)
+
+
+def _same_directory(source: str, target: str) -> bool:
+    """Whether both name one directory: spelled alike, or through a symlink or a bind mount."""
+    try:
+        return source == target or os.path.samefile(source, target)
+    except OSError:  # a target that does not exist yet is another directory
+        return False
 
 
 def _copy(
@@ -105,6 +130,6 @@ def _copy(
 
 
 def _sleep_until(deadline: float) -> None:
-    left = deadline - time.monotonic()
-    if left > 0:
-        time.sleep(left)
+    """Sleep until `deadline`, in steps: a very slow replay's deadline may lie past what sleep() takes."""
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 1.0))

@@ -29,7 +29,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ._errors import CorruptJournalError, StorageError, UsageError
 from ._files import DEFAULT_MODE
@@ -39,6 +39,7 @@ from ._page import require_regular_file
 SCHEMA_VERSION = 1
 SCHEMA_SUFFIX = ".schema.json"
 MAX_SCHEMA_BYTES = 4 * 1024 * 1024
+MAX_DIMENSIONS = 32  # of a fixed array field: numpy's limit
 
 # Scalar type codes: numpy's little-endian type strings, and the struct codes that decode them.
 SCALARS: dict[str, str] = {
@@ -221,7 +222,7 @@ def struct_from_json(raw: Any, where: str) -> Struct:
     if not isinstance(raw, dict) or not isinstance(raw.get("fields"), list):
         raise ValueError(f"{where} is not a layout object with a list of fields")
     size = raw.get("size")
-    if not isinstance(size, int) or not 0 < size <= 1 << 30:
+    if not _is_int(size) or not 0 < size <= 1 << 30:
         raise ValueError(f"{where} has an invalid size {size!r}")
     layout = Struct(
         str(raw.get("name", "record")), size, tuple(_field_from_json(f, where) for f in raw["fields"])
@@ -236,26 +237,31 @@ def struct_from_json(raw: Any, where: str) -> Struct:
 
 
 def _field_from_json(raw: Any, where: str) -> Field:
-    if (
-        not isinstance(raw, dict)
-        or not isinstance(raw.get("name"), str)
-        or not isinstance(raw.get("offset"), int)
-    ):
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not _is_int(raw.get("offset")):
         raise ValueError(f"{where} has a field without a name and an offset")
     name, kind = raw["name"], raw.get("type")
     shape = raw.get("shape", [])
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_DIMENSIONS
+        or not all(_is_int(d) and d > 0 for d in shape)
+    ):
         raise ValueError(f"{where}: field {name} has an invalid shape {shape!r}")
     parsed: Scalar | Char | Struct
-    if kind in SCALARS:
+    if isinstance(kind, str) and kind in SCALARS:  # a list or an object is no type (and unhashable)
         parsed = Scalar(kind)
-    elif kind == "char" and isinstance(raw.get("size"), int) and raw["size"] > 0:
+    elif kind == "char" and _is_int(raw.get("size")) and raw["size"] > 0:
         parsed = Char(raw["size"])
     elif kind == "struct":
         parsed = struct_from_json(raw.get("struct"), f"{where}.{name}")
     else:
         raise ValueError(f"{where}: field {name} has an unknown type {kind!r}")
     return Field(name, raw["offset"], parsed, tuple(shape))
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """A JSON integer: `true` and `false` are not (Python takes them for 1 and 0)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _width(field: Field) -> int:
@@ -340,6 +346,7 @@ def _check_msg_type(msg_type: object) -> int:
 def _write_atomically(path: str, data: bytes, mode: int) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
+        _remove_stale(tmp)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         try:
             os.fchmod(fd, mode)  # exactly, whatever the umask
@@ -354,6 +361,15 @@ def _write_atomically(path: str, data: bytes, mode: int) -> None:
         except OSError:
             pass
         raise StorageError(f"cannot write schema file {path}: {exc.strerror}") from exc
+
+
+def _remove_stale(tmp: str) -> None:
+    """Remove a temporary left at `tmp` by a writer of the same pid that was killed while writing (we
+    hold the journal's lock, so no live writer owns it; a symlink is removed, never followed)."""
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
 
 
 # -- decoding without numpy (for the CLI) and the numpy dtype (for mmipc.analysis) ----------------

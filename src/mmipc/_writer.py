@@ -60,7 +60,8 @@ import zlib
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._bell import Ringer
+from ._backend import native
+from ._bell import Ringer, bells_path
 from ._errors import (
     ClosedError,
     CorruptJournalError,
@@ -186,6 +187,7 @@ class Writer:
         "_v2",
         "_checksums",
         "_fast_limit",
+        "_core",
         "__weakref__",
     )
 
@@ -217,10 +219,14 @@ class Writer:
         self._flags = int(PageFlags.CHECKSUMS) if checksum else 0
         self._seq = self._first_seq = self._fast_limit = 0
         self._v2 = self._checksums = False
+        self._core: Any = None if native is None else native.WriterCore()
         self._open_tail(page_size)
         self._send_page_news()
-        self._ringer = Ringer.open(directory, name)  # doorbells: `_bells[0]` is its readers' count
-        self._bells = self._ringer.count
+        self._ringer = Ringer.open(directory, name)  # doorbells: `_bells[8]` is its readers' count
+        self._bells = self._ringer.list
+        if self._core is not None:  # the core rings from C after its own commits; Python after Python's
+            self._core.open_bells(bells_path(directory, name))
+        self._core_attach()
         self._finalizer = weakref.finalize(self, _release, lock_fd, link, directory, name)
 
     @classmethod
@@ -315,7 +321,7 @@ class Writer:
         if pos >= self._slot_boundary:
             self._mark_index(pos, nano)
         _pack_commit(mm, pos, n + 32)
-        if self._bells[0]:  # doorbells: the one load a commit costs when no reader listens
+        if self._bells[8]:  # doorbells: one byte load per commit when no reader listens (_bell.py)
             self._ringer.ring()
         self._pos = pos + size
         self._last_nano = nano
@@ -333,6 +339,11 @@ class Writer:
         """
         if _get_ident() != self._thread:
             raise _other_thread(self)
+        if self._core is not None:
+            return self._through_python(Writer._write_at, payload, nano, msg_type, source)
+        return self._write_at(payload, nano, msg_type, source)
+
+    def _write_at(self, payload: Any, nano: int, msg_type: int, source: int) -> int:
         if isinstance(nano, bool) or not isinstance(nano, int) or not self._last_nano <= nano < 1 << 63:
             raise UsageError(
                 f"write_at needs a timestamp in ns not older than the last frame of journal {self.name} "
@@ -377,7 +388,7 @@ class Writer:
         if pos >= self._slot_boundary:
             self._mark_index(pos, nano)
         COMMIT.pack_into(mm, pos, n + FRAME_HEADER_SIZE)
-        if self._bells[0]:  # doorbells (_bell.py)
+        if self._bells[8]:  # doorbells (_bell.py)
             self._ringer.ring()
         self._pos = end
         self._last_nano = nano
@@ -393,6 +404,8 @@ class Writer:
         """
         if _get_ident() != self._thread:
             raise _other_thread(self)
+        if self._core is not None:
+            self._core_sync()  # attached again when the claim ends
         if not 0 <= msg_type <= MAX_MSG_TYPE or not 0 <= source <= MAX_SOURCE:
             raise _bad_ids(msg_type, source)
         if size < 0:
@@ -417,6 +430,11 @@ class Writer:
         self._claim = None
         pos, n = claim.pos, claim.size
         self._limit = self._fast_limit
+        if self._core is not None and publish:
+            claim.nano = self._commit_native(claim, checksum)
+            return
+        if self._core is not None:
+            self._core_attach()
         if not publish:
             end = pos + align8(n + FRAME_HEADER_SIZE)
             self._mm[pos:end] = bytes(end - pos)  # an abandoned claim leaves no stale bytes behind
@@ -613,6 +631,73 @@ class Writer:
         page = MappedPage.open(path, self.name, number, writable=True)
         self._resume(page, number, PAGE_HEADER_SIZE, page.header.first_seq)
 
+    # -- the native backend: the C core (mmipc._native.WriterCore) writes; Python is its slow path --
+    #
+    # While the core is attached it owns the position, last timestamp, seq and index-slot state;
+    # `_core_sync` copies them back and detaches it before any Python code reads or changes them
+    # (a page switch, a claim, write_at, close) or may unmap its page; `_core_attach` hands the
+    # (possibly new) page back. The core goes SLOW, changing nothing, on every case it does not
+    # handle (see _mmipcmodule.c), so the errors and the page rules stay this module's.
+
+    def _write_native(self, payload: Any, msg_type: int = 0, source: int = 0) -> int:
+        if _get_ident() != self._thread:
+            raise _other_thread(self)
+        nano = self._core.write(payload, msg_type, source)
+        if nano is _SLOW:
+            return self._through_python(_python_write, payload, msg_type, source)
+        return nano  # type: ignore[no-any-return]
+
+    def _through_python(self, method: Any, *args: Any) -> int:
+        self._core_sync()
+        try:
+            return method(self, *args)  # type: ignore[no-any-return]
+        finally:
+            self._core_attach()
+
+    def _commit_native(self, claim: FrameClaim, checksum: int) -> int:
+        """Publish a filled claim through the core (which stores its checksum), or Python's way."""
+        self._core_attach()
+        nano = self._core.commit(claim.pos, claim.size, claim.msg_type, claim.source)
+        if nano is not _SLOW:
+            return nano  # type: ignore[no-any-return]
+        return self._through_python(
+            Writer._publish, claim.pos, claim.size, claim.msg_type, claim.source, checksum, None
+        )
+
+    def _core_sync(self) -> None:
+        """Take the writer's state back from the core, and detach it from the page."""
+        core = self._core
+        if core.limit:
+            self._pos, self._last_nano = core.pos, core.last_nano
+            self._seq = core.next_seq & SEQ_MASK if self._v2 else 0
+            self._slot_boundary, self._slot_index = core.slot_boundary, core.slot_index
+        core.detach()
+
+    def _core_attach(self) -> None:
+        """Hand the current page and state to the core, unless no frame may be written now."""
+        core, page = self._core, self._page
+        if core is None:
+            return
+        if page is None or self._claim is not None:
+            core.detach()
+            return
+        header = page.header
+        seq = full_seq(self._first_seq, self._seq) if self._v2 else 0
+        core.attach(
+            page.view,
+            page.page_size,
+            header.version,
+            header.flags,
+            self._first_seq,
+            self._pos,
+            self._last_nano,
+            seq,
+            self._slot_boundary,
+            self._slot_index,
+        )
+        core.clock = self._clock
+        core.mark_slots = self._page_news is None and self._retiring is None
+
     # -- introspection and lifetime -----------------------------------------------------------
 
     @property
@@ -629,6 +714,8 @@ class Writer:
 
         Example: ``writer.last_nano  # 0 before the first frame``
         """
+        if self._core is not None and self._core.limit:
+            return int(self._core.last_nano)
         return self._last_nano
 
     @property
@@ -658,8 +745,12 @@ class Writer:
             return
         if _get_ident() != self._thread:
             raise _other_thread(self)
+        if self._core is not None:
+            self._core_sync()
         if self._claim is not None:
             self._end_claim(self._claim, publish=False)
+        if self._core is not None:
+            self._core.detach()
         if self._retiring is not None:
             self._retiring.release()
             self._retiring = None
@@ -667,12 +758,16 @@ class Writer:
         self._page = None
         self._limit = 0
         self._ringer.close()
+        if self._core is not None:
+            self._core.close_bells()
         self._finalizer()
         _LIVE.discard(self)
 
     def _forget_after_fork(self) -> None:
         """In a forked child: drop this copy of the writer without touching the parent's lock."""
         if self._page is not None:
+            if self._core is not None:
+                self._core.detach()  # the child must not append through it either
             self._page = None
             self._limit = 0
             self._finalizer.detach()
@@ -685,11 +780,18 @@ class Writer:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._page is None else f"page {self._page_no} offset {self._pos}"
+        pos = self._core.pos if self._core is not None and self._core.limit else self._pos
+        state = "closed" if self._page is None else f"page {self._page_no} offset {pos}"
         return f"<mmipc.Writer {self.name!r} in {self.directory!r}, {state}>"
 
 
 _LIVE: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+_python_write = Writer.write
+if native is not None:  # bound once at import: the pure-Python backend keeps its own `write`
+    _SLOW = native.SLOW
+    Writer._write_native.__doc__ = Writer.write.__doc__
+    Writer.write = Writer._write_native  # type: ignore[method-assign]
 
 
 def _forget_writers_in_child() -> None:
@@ -755,6 +857,8 @@ def _bad_ids(msg_type: int, source: int) -> UsageError:
 
 
 def _warn_if_weakly_ordered() -> None:
+    if native is not None:  # the C core stores the commit word with release order
+        return
     machine = os.uname().machine  # not `platform`: importing it costs 1 ms of `import mmipc`
     if machine.lower() not in ("x86_64", "amd64"):
         warnings.warn(

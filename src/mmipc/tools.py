@@ -16,6 +16,7 @@ from ._errors import CorruptJournalError, MmipcError
 from ._files import PAGE_SUFFIX, list_pages, page_path
 from ._layout import INDEX_OFFSET, PAGE_HEADER_SIZE, FrameInfo, MsgType, PageHeader, index_stride
 from ._page import MappedPage
+from ._schema import load_schemas
 
 Progress = Callable[[int, int], None]
 _PAGE_FILE = re.compile(r"(.+)\.(\d{8})" + re.escape(PAGE_SUFFIX))
@@ -134,9 +135,9 @@ def check_journal(directory: str, name: str, progress: Progress | None = None) -
     length), every frame's lengths and room, timestamps never decreasing across the whole journal,
     every page before the last written one ending with an end-of-page marker (pages after it, made
     ahead of the writer, must be empty), first and last timestamps in the headers, and every
-    time-index slot pointing at the right frame, and on pages with checksums (format v2) every
-    payload's CRC-32. Not checkable: a flipped bit in a frame's `msg_type` or `source`, or in a
-    payload on a page without checksums.
+    time-index slot pointing at the right frame, on pages with checksums (format v2) every payload's
+    CRC-32, and the schema file if there is one. Not checkable: a flipped bit in a frame's `msg_type`
+    or `source`, or in a payload on a page without checksums.
     """
     pages = list_pages(directory, name)
     if not pages:
@@ -153,7 +154,16 @@ def check_journal(directory: str, name: str, progress: Progress | None = None) -
             return state.result(problem)
         if progress:
             progress(state.bytes, total)
-    return state.result(None)
+    return state.result(_schema_problem(directory, name))
+
+
+def _schema_problem(directory: str, name: str) -> Problem | None:
+    """What is wrong with the journal's schema file, if it has one: tools that decode payloads stop on it."""
+    try:
+        load_schemas(directory, name)
+    except CorruptJournalError as exc:
+        return Problem(exc.path, exc.offset, exc.problem)
+    return None
 
 
 def _last_written_or_before_broken(directory: str, name: str, pages: list[int]) -> int | None:

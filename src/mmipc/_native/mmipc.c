@@ -23,6 +23,7 @@
  */
 #define _GNU_SOURCE
 #include "mmipc.h"
+#include "mmipc_bell.h"
 #include "mmipc_frame.h"
 
 #include <dirent.h>
@@ -714,7 +715,8 @@ struct mmipc_writer {
     uint32_t claim_len;
     char directory[DIR_MAX];
     char name[MMIPC_NAME_FIELD_SIZE + 1];
-    struct ringer *ringer;       /* NAME.bells, or NULL (docs/format.md, "Doorbells") */
+    mmipc_ringer *ringer;        /* NAME.bells, or NULL (docs/format.md, "Doorbells") */
+    _Atomic uint32_t *bell_count; /* its count word, or NULL */
 };
 
 /* ---- doorbells: a writer rings the bells its readers listed in NAME.bells ------------------- */
@@ -723,7 +725,7 @@ struct mmipc_writer {
 #define BELL_FILE_SIZE 8192u
 #define BELL_MAX_FLAGS (BELL_FILE_SIZE - 64u)
 
-struct ringer {
+struct mmipc_ringer {
     unsigned char *list;         /* NAME.bells, mapped read-write */
     uint32_t version;            /* of the cached targets; odd: none cached */
     int n;
@@ -757,7 +759,7 @@ u32_at(unsigned char *base, size_t offset)
 }
 
 static void
-ringer_forget(struct ringer *r)
+ringer_forget(mmipc_ringer *r)
 {
     for (int i = 0; i < r->n; i++) {
         munmap(r->targets[i].bell, BELL_FILE_SIZE);
@@ -768,7 +770,7 @@ ringer_forget(struct ringer *r)
 
 /* Read the slots again, between two loads of the version (odd: a reader is editing the list). */
 static void
-ringer_reload(struct ringer *r)
+ringer_reload(mmipc_ringer *r)
 {
     ringer_forget(r);
     uint32_t version = atomic_load_explicit(u32_at(r->list, 12), memory_order_acquire);
@@ -797,8 +799,8 @@ ringer_reload(struct ringer *r)
 /* Ring every listed bell: store its flag, `pending`, then exchange `sleeping` (a full fence) and
  * wake the reader it names: FUTEX_WAKE (1) or a byte into its FIFO (2, an asyncio reader).
  * Kept out of line (cold): the commit path only pays the test that calls it. */
-__attribute__((noinline, cold)) static void
-ringer_ring(struct ringer *r)
+__attribute__((noinline, cold)) void
+mmipc_ringer_ring(mmipc_ringer *r)
 {
     atomic_thread_fence(memory_order_seq_cst);  /* the commit before the loads of the list */
     if (atomic_load_explicit(u32_at(r->list, 12), memory_order_relaxed) != r->version) {
@@ -827,44 +829,55 @@ ringer_ring(struct ringer *r)
     }
 }
 
+mmipc_ringer *
+mmipc_ringer_open(const char *path)
+{
+    unsigned char *list = map_shared(path, BELLS_SIZE, 1);
+    if (list == NULL) {
+        return NULL;
+    }
+    mmipc_ringer *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        munmap(list, BELLS_SIZE);
+        return NULL;
+    }
+    r->list = list;
+    r->version = 1;
+    return r;
+}
+
+void
+mmipc_ringer_close(mmipc_ringer *r)
+{
+    if (r != NULL) {
+        ringer_forget(r);
+        munmap(r->list, BELLS_SIZE);
+        free(r);
+    }
+}
+
+_Atomic uint32_t *
+mmipc_ringer_count(mmipc_ringer *r)
+{
+    return u32_at(r->list, 8);
+}
+
+/* NAME.bells of this writer's journal (no bells if the OS refuses: readers see it at sweeps). */
 static void
 ringer_open(mmipc_writer *w)
 {
     char path[DIR_MAX + MMIPC_NAME_FIELD_SIZE + 16];
     snprintf(path, sizeof(path), "%s/%s.bells", w->directory, w->name);
-    unsigned char *list = map_shared(path, BELLS_SIZE, 1);
-    if (list == NULL) {
-        return;  /* no bells: blocking readers see this writer at their sweeps */
-    }
-    w->ringer = calloc(1, sizeof(*w->ringer));
-    if (w->ringer == NULL) {
-        munmap(list, BELLS_SIZE);
-        return;
-    }
-    w->ringer->list = list;
-    w->ringer->version = 1;
+    w->ringer = mmipc_ringer_open(path);
+    w->bell_count = w->ringer != NULL ? mmipc_ringer_count(w->ringer) : NULL;
 }
 
 static void
 ringer_close(mmipc_writer *w)
 {
-    if (w->ringer != NULL) {
-        ringer_forget(w->ringer);
-        munmap(w->ringer->list, BELLS_SIZE);
-        free(w->ringer);
-        w->ringer = NULL;
-    }
-}
-
-/* After a commit: one load when no reader listens. */
-static inline void
-ring_bells(mmipc_writer *w)
-{
-    if (__builtin_expect(w->ringer != NULL
-                         && atomic_load_explicit(u32_at(w->ringer->list, 8), memory_order_relaxed) != 0,
-                         0)) {
-        ringer_ring(w->ringer);
-    }
+    mmipc_ringer_close(w->ringer);
+    w->ringer = NULL;
+    w->bell_count = NULL;
 }
 
 static uint64_t
@@ -1245,7 +1258,7 @@ mmipc_write(mmipc_writer *w, const void *payload, uint32_t length, uint32_t msg_
         mark_index(w, pos, nano);
     }
     mmipc_publish(&w->st, pos, length, nano);
-    ring_bells(w);
+    mmipc_ring_bells(w->ringer, w->bell_count);
     return nano;
 }
 
@@ -1285,7 +1298,7 @@ mmipc_commit(mmipc_writer *w, uint32_t msg_type, uint32_t source)
         mark_index(w, pos, nano);
     }
     mmipc_publish(&w->st, pos, w->claim_len, nano);
-    ring_bells(w);
+    mmipc_ring_bells(w->ringer, w->bell_count);
     return nano;
 }
 

@@ -6,7 +6,9 @@ Rules:
   size of the journals; the .npy header is written first with room for the final row count.
 * Atomic: the output is written to a temporary file beside it and renamed over `path` only when
   complete, so a failure (a corrupt page, a full disk) never leaves a half file under the name asked
-  for. An existing `path` is replaced only with `force=True` (`UsageError` otherwise).
+  for. An existing `path` is replaced only with `force=True` (`UsageError` otherwise), and only if it
+  is a regular file that is not a page, lock or schema file of a journal being exported.
+* Private: the output (and its sidecar) is created `0600` whatever the umask, like the journals.
 * Self-describing: the file records the directory, the journals, the msg_type, the time range asked
   for and the one exported, the frame count and the payload layout, as JSON under the key "mmipc":
   in the Parquet footer, in the Arrow schema, and for CSV and .npy (which have no room for it) in a
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import StorageError, UsageError
+from .._schema import SCHEMA_SUFFIX
 from ._api import _arrow, metadata, rechunk
 from ._scan import Query, merged_rows, output_dtype, time_span
 
@@ -75,14 +80,19 @@ def export(
     """Write the rows of `query` to `path` in format `fmt` (see the module's rules)."""
     sidecar = path + ".meta.json" if fmt in ("csv", "npy") else None
     for target in (path, sidecar):
-        if target is not None and os.path.lexists(target) and not force:
-            raise UsageError(f"{target} exists: pass --force (force=True) to overwrite it")
+        if target is not None:
+            _refuse_journal_file(query, target)  # existing or not: a page made ahead must not be taken
+        if target is not None and os.path.lexists(target):
+            if not force:
+                raise UsageError(f"{target} exists: pass --force (force=True) to overwrite it")
+            _refuse_special_file(target)
     span = time_span(query)
     info = {**metadata(query), "journal_span": list(span)}
     tracker = _Tracker(rechunk(merged_rows(query), batch_frames), span, progress)
     folder, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
     try:
+        _create_private(tmp)
         _WRITERS[fmt](query, tmp, tracker, info)
         done = {**info, **tracker.summary()}
         if sidecar is not None:
@@ -94,6 +104,44 @@ def export(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return Exported(path, tracker.frames, tracker.first, tracker.last)
+
+
+def _refuse_journal_file(query: Query, target: str) -> None:
+    """`UsageError` if `target` is a page, the lock or the schema file of a journal being exported."""
+    folder, base = os.path.split(os.path.abspath(target))
+    try:
+        same = os.path.samefile(folder, query.directory)
+    except OSError:
+        return
+    for name in query.names if same else ():
+        if base in (f"{name}.lock", f"{name}{SCHEMA_SUFFIX}") or re.fullmatch(
+            rf"{re.escape(name)}\.\d+\.journal", base
+        ):
+            raise UsageError(
+                f"{target} is a file of journal {name}, which this export reads: choose another path"
+            )
+
+
+def _refuse_special_file(target: str) -> None:
+    """`UsageError` unless `target` is a regular file: the export is renamed over it, and `--force` on
+    /dev/null or /dev/stdout (a symlink) must not replace them."""
+    mode = os.lstat(target).st_mode
+    if not stat.S_ISREG(mode):
+        kind = (
+            "symbolic link" if stat.S_ISLNK(mode) else "directory" if stat.S_ISDIR(mode) else "special file"
+        )
+        raise UsageError(f"{target} is a {kind}: an export replaces regular files only; choose another path")
+
+
+def _create_private(path: str) -> None:
+    """Create `path` empty, owner-only whatever the umask, like the journals it is exported from (the
+    format writers then open it by name and keep its mode); never through a planted symlink."""
+    try:
+        os.unlink(path)  # left by a killed export of the same pid (a symlink is removed, not followed)
+    except FileNotFoundError:
+        pass
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    os.chmod(path, 0o600)
 
 
 class _Tracker:
@@ -215,6 +263,7 @@ def _npy_header(dtype: Any, count: int, size: int | None = None) -> bytes:
 
 def _write_sidecar(path: str, info: dict[str, Any]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
+    _create_private(tmp)
     with open(tmp, "w") as file:
         json.dump({"mmipc": info}, file, indent=1)
     os.replace(tmp, path)

@@ -13,6 +13,7 @@ import ctypes
 import mmap
 import os
 import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,9 +79,65 @@ def _mmipc_backoff_receiver(workdir: str) -> tuple[Poll, Poll | None]:
     """The old "blocking" row: `Backoff` polls (spin, yield, sleeps up to 200 us): a polling mode."""
     from mmipc import Backoff, Reader
 
+    return _mmipc_reading(Reader, Backoff, workdir)
+
+
+def _python_backend() -> Any:
+    """mmipc re-imported in this forked role with MMIPC_BACKEND=python: the peer `mmipc-python`
+    measures the fallback backend, whatever the bench itself runs on. The bench's own modules keep
+    the copy they imported; this process uses only the fresh one."""
+    os.environ["MMIPC_BACKEND"] = "python"
+    for name in [m for m in sys.modules if m == "mmipc" or m.startswith("mmipc._")]:
+        del sys.modules[name]
+    import mmipc
+
+    assert mmipc.backend == "python", mmipc.backend
+    return mmipc
+
+
+def _mmipc_python_sender(workdir: str) -> Send:
+    return _python_backend().Writer.create(workdir, "bench").write  # type: ignore[no-any-return]
+
+
+def _mmipc_python_receiver(workdir: str) -> tuple[Poll, Poll | None]:
+    mmipc = _python_backend()
+    return _mmipc_reading(mmipc.Reader, mmipc.Backoff, workdir)
+
+
+def _mmipc_batch_receiver(workdir: str) -> tuple[Poll, Poll | None]:
+    """A `read_batch` reader: one call fetches what is committed (up to 4096), handed out one by one."""
+    from mmipc import Backoff, Reader
+
     reader = Reader.create(f"bench-{os.getpid()}")
     reader.add_journal(workdir, "bench")
-    read, backoff = reader.read, Backoff(spins=100, yields=100, max_sleep=0.0002)
+    read_batch, backoff = reader.read_batch, Backoff(spins=100, yields=100, max_sleep=0.0002)
+    pending: list[Any] = [read_batch(4096), 0]
+
+    def poll() -> memoryview | None:
+        batch, i = pending
+        if i == len(batch):
+            batch, i = read_batch(4096), 0
+            pending[0] = batch
+            if not len(batch):
+                pending[1] = 0
+                return None
+        pending[1] = i + 1
+        data: memoryview = batch.data(i)
+        return data
+
+    def wait() -> memoryview:
+        while (data := poll()) is None:
+            backoff.idle()
+        backoff.reset()
+        return data
+
+    return poll, wait
+
+
+def _mmipc_reading(reader_class: Any, backoff_class: Any, workdir: str) -> tuple[Poll, Poll | None]:
+    reader = reader_class.create(f"bench-{os.getpid()}")
+    reader.add_journal(workdir, "bench")
+    read, backoff = reader.read, backoff_class(spins=100, yields=100, max_sleep=0.0002)
 
     def poll() -> memoryview | None:
         frame = read()
@@ -90,7 +147,8 @@ def _mmipc_backoff_receiver(workdir: str) -> tuple[Poll, Poll | None]:
         while (frame := read()) is None:
             backoff.idle()
         backoff.reset()
-        return frame.data
+        data: memoryview = frame.data
+        return data
 
     return poll, wait
 
@@ -323,6 +381,8 @@ def _queue_sender(q: Any) -> Send:
 PEERS: list[Peer] = [
     Peer("mmipc", "", _mmipc_open, _mmipc_sender, _mmipc_receiver),
     Peer("mmipc-backoff", "", _mmipc_open, _mmipc_sender, _mmipc_backoff_receiver),
+    Peer("mmipc-python", "", _mmipc_open, _mmipc_python_sender, _mmipc_python_receiver),
+    Peer("mmipc-batch", "", _mmipc_open, _mmipc_sender, _mmipc_batch_receiver),
     Peer("naive-mmap", "", _naive_open, _naive_sender, _naive_receiver),
     Peer("os.pipe", "", _pipe_open, _pipe_sender, _pipe_receiver),
     Peer("mp.Pipe", "", _mp_pipe_open, lambda s: s[1].send_bytes, _mp_pipe_receiver),

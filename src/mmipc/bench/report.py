@@ -20,6 +20,8 @@ def _span(values: list[float], fmt: str = "{:,.1f}") -> str:
 
 def report(results: dict[str, Any]) -> str:
     lines: list[str] = []
+    if "backend" in results:
+        lines += [f"mmipc backend: {results['backend']} (the peer mmipc-python runs the pure-Python one)", ""]
     for size in results["sizes"]:
         for mode, reader in MODES.items():
             lines += _latency_table(results, size, mode, reader)

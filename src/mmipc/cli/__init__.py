@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from .._backend import BACKEND
 from . import (
     _args,
     _bench,
@@ -30,7 +31,7 @@ from . import (
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command (docs/make_cli_md.py documents them from it)."""
     parser = _args.Parser(prog="mmipc", description="Messaging over memory-mapped journals.")
-    parser.add_argument("--version", action="version", version=f"mmipc {__version__}")
+    parser.add_argument("--version", action="version", version=f"mmipc {__version__} (backend {BACKEND})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _demo.add_commands(commands)
     _rw.add_commands(commands)

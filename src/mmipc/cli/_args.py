@@ -133,9 +133,21 @@ def add_cpu(parser: argparse.ArgumentParser, pair: bool = False, help: str | Non
 
 def add_home(parser: argparse.ArgumentParser, standalone: bool = False) -> None:
     """`--home` (and, for writers and readers, `--standalone`)."""
-    parser.add_argument("--home", help="the service's home (default: $MMIPC_HOME, else a per-user directory)")
+    parser.add_argument(
+        "--home", type=_home, help="the service's home (default: $MMIPC_HOME, else a per-user directory)"
+    )
     if standalone:
         parser.add_argument("--standalone", action="store_true", help="do not register with a service")
+
+
+def _home(text: str) -> str:
+    """A home directory: an empty one (`--home "$UNSET"`) made the service take the current directory
+    (and chmod it 0700) while clients looked in the default home."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "an empty home: name a directory (is the variable you passed unset?)"
+        )
+    return text
 
 
 def service_of(args: argparse.Namespace) -> ServiceHome:

@@ -9,6 +9,7 @@ import statistics
 import sys
 from typing import Any
 
+from .._backend import BACKEND
 from ..bench import PEERS, measure, outcome, with_service
 from ..bench.report import plot, report
 from ._args import add_cpu, count, rate, sizes
@@ -70,7 +71,8 @@ def run_bench(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"backend": BACKEND}
+    log(f"mmipc bench: backend {BACKEND}")
     try:
         with_service(lambda: measure(peers, args.size, rounds, number, args.interval_us, cpus, log, results))
     finally:  # after Ctrl-C too: the runs measured so far

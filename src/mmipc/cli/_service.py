@@ -8,6 +8,7 @@ import logging
 import os
 from typing import Any
 
+from .._backend import BACKEND
 from .._errors import ServiceUnavailableError
 from .._home import resolve_home
 from .._link import service_status
@@ -76,12 +77,14 @@ def run_service(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     def fetch() -> dict[str, Any]:
         try:
-            return service_status(args.home) if args.home else service_status()
+            status = service_status(args.home) if args.home else service_status()
         except ServiceUnavailableError as exc:
             if args.json:  # scripts get an answer on stdout too
                 home = resolve_home(args.home)
                 print(json.dumps({"service": None, "home": home, "error": service_hint(str(exc), args)}))
             raise
+        status["backend"] = BACKEND  # this process's: which core a program started here would run
+        return status
 
     show(args, fetch, (lambda status: json.dumps(status, indent=2)) if args.json else format_status)
     return 0
@@ -92,6 +95,7 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [
         f"service pid {svc['pid']}, home {svc['home']}, up {_duration(svc['uptime_s'])}, "
         f"{_sessions(svc['sessions'])}, {svc['pages_prepared']} pages prepared",
+        f"backend {status.get('backend', BACKEND)} (MMIPC_BACKEND=python forces the pure-Python one)",
         *_failures(svc),
         "",
         *journal_lines(status["journals"]),

@@ -56,7 +56,7 @@ def run_tail(args: argparse.Namespace) -> int:
         if args.since is not None:  # streamed: a long --since is never held in memory
             backlog: Iterable[Frame] = _with_progress(iter(reader.read, None), args.since, named)
         else:
-            backlog = deque(iter(reader.read, None), maxlen=args.n) if args.n else ()
+            backlog = deque(iter(reader.read, None), maxlen=min(args.n, sys.maxsize)) if args.n else ()
         for frame in backlog:
             if not show(frame):
                 return 0
