@@ -99,6 +99,29 @@ def test_frames_block_timeout_ends_cleanly(jdir: str) -> None:
         assert list(reader.frames(timeout=0.05, wait="block")) == []
 
 
+def test_frames_waits_with_block_by_default(jdir: str) -> None:
+    with Writer.create(jdir, "d", service=None) as writer, Reader.create("d", service=None) as reader:
+        reader.add_journal(jdir, "d")
+        writer.write(b"one")
+        frames = reader.frames(timeout=0.05)
+        assert bytes(next(frames).data) == b"one"
+        assert frames.gi_yieldfrom is not None  # type: ignore[attr-defined]
+        assert frames.gi_yieldfrom.gi_code.co_name == "block_frames"  # type: ignore[attr-defined]
+        assert list(frames) == []  # and its timeout ends it cleanly
+
+
+def test_aframes_timeout_ends_cleanly(jdir: str) -> None:
+    import asyncio
+
+    async def main() -> list[object]:
+        async with Reader.create("at", service=None) as reader:
+            reader.add_journal(jdir, "never")
+            reader.add_journal(jdir, "never2")
+            return [frame async for frame in reader.aframes(timeout=0.05)]
+
+    assert asyncio.run(main()) == []
+
+
 def test_frame_committed_before_subscribing_is_found(jdir: str) -> None:
     with Writer.create(jdir, "pre", service=None) as writer, Reader.create("pre", service=None) as reader:
         reader.add_journal(jdir, "other")

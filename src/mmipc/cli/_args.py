@@ -157,7 +157,7 @@ def service_of(args: argparse.Namespace) -> ServiceHome:
     return args.home if args.home else DEFAULT_HOME
 
 
-def add_wait(parser: argparse.ArgumentParser, default: str = "backoff") -> None:
+def add_wait(parser: argparse.ArgumentParser, default: str = "block") -> None:
     """`--wait spin|backoff|block` (how a reader waits for frames); `--spin` is a hidden alias."""
     parser.add_argument(
         "--wait",
