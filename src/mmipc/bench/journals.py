@@ -4,17 +4,22 @@ One process, no service, no second CPU: `frames` frames of 64 bytes are written 
 N journals, then a reader following all N reads them back (ns per frame) and then calls `read()` on
 the drained journals (ns per empty read). Issue 16's targets: per frame at 256 journals at most 2x
 (native) / 3x (Python) the one-journal cost; an empty read at most 1 us (native) / 5x one journal.
-Wall-clock figures: run it on a quiet machine.
+Wall-clock figures: run it on a quiet machine. `measure_both` adds the pure-Python backend's rows,
+measured in a child process (a process never mixes backends).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
 
-from .._backend import BACKEND
+from .._backend import BACKEND, ENV_VAR
 
 PAYLOAD = bytes(64)
 
@@ -26,7 +31,30 @@ def measure_journals(
 
     Example: ``measure_journals([1, 8], frames=2000)``
     """
+    _one(1, min(frames, 2000), min(empty_reads, 2000))  # warm-up: imports, first maps, caches
     return [_one(n, frames, empty_reads) for n in counts]
+
+
+def measure_both(counts: list[int], frames: int = 20000, empty_reads: int = 20000) -> list[dict[str, Any]]:
+    """`measure_journals` here, then with the pure-Python backend in a child (if this one is native).
+
+    Example: ``measure_both([1, 256], frames=2000)``
+    """
+    rows = measure_journals(counts, frames, empty_reads)
+    if BACKEND == "python":
+        return rows
+    code = (
+        "import json, sys; from mmipc.bench.journals import measure_journals; "
+        "print(json.dumps(measure_journals(*json.loads(sys.argv[1]))))"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code, json.dumps([counts, frames, empty_reads])],
+        env={**os.environ, ENV_VAR: "python"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return rows + list(json.loads(child.stdout))
 
 
 def _one(journals: int, frames: int, empty_reads: int) -> dict[str, Any]:

@@ -60,17 +60,17 @@ def add_commands(commands: Any) -> None:
         type=sizes,
         metavar="N,M",
         help="instead: the cost of read() per frame and of an empty read() for a reader following "
-        "N, M... journals (one process; e.g. 1,8,64,256,1024)",
+        "N, M... journals (one process; e.g. 1,8,64,256,1024), on the native and the pure-Python backend",
     )
     bench.set_defaults(run=run_bench)
 
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.journals:
-        from ..bench.journals import journals_table, measure_journals
+        from ..bench.journals import journals_table, measure_both
 
         frames = 2000 if args.quick else args.count
-        rows = measure_journals(args.journals, frames=frames, empty_reads=frames)
+        rows = measure_both(args.journals, frames=frames, empty_reads=frames)
         print(json.dumps(rows) if args.json else journals_table(rows), flush=True)
         return 0
     peers = _peers(args.peers)
