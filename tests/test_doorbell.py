@@ -250,3 +250,44 @@ def test_cli_read_wait_block_with_timeout_ends_cleanly(jdir: str) -> None:
         )
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr and out.stdout.count("\n") >= 1
+
+
+def test_256_journals_with_a_writer_killed_and_restarted_lose_and_repeat_nothing(
+    procs: Procs, jdir: str
+) -> None:
+    """Issue 16: real writer processes on 256 journals; the writer of 64 of them is killed with
+    SIGKILL mid-stream (frames in flight) and restarted, continuing after the last committed frame.
+    Every journal's frames come exactly once, in order, and the merge never steps back in time
+    between frames of one writer."""
+    names = [f"k{i:03}" for i in range(256)]
+    groups = [names[i::4] for i in range(4)]
+    killed = set(groups[0])
+    seen: dict[str, list[int]] = {name: [] for name in names}
+    with Reader.create("k256", service=None) as reader:
+        for name in names:
+            reader.add_journal(jdir, name)
+        forever = procs.spawn("bell_writer.py", jdir, groups[0][0], str(10**9), "1", *groups[0][1:])
+        others = [
+            procs.spawn("bell_writer.py", jdir, g[0], "150", str(i), *g[1:]) for i, g in enumerate(groups[1:])
+        ]
+        ended: set[str] = set()
+        restarted = None
+        for frame in reader.frames(timeout=300):
+            name = frame.journal.name
+            if frame.msg_type == END:
+                ended.add(name)
+                if len(ended) == len(names):
+                    break
+                continue
+            seen[name].append(int.from_bytes(frame.data, "little"))
+            if restarted is None and sum(len(seen[n]) for n in killed) >= 3000:
+                procs.kill9(forever)  # mid-write: its last frame may be half-written, never committed
+                restarted = procs.spawn("bell_writer.py", jdir, groups[0][0], "100", "2", *groups[0][1:])
+        for child in [*others, restarted]:
+            assert child is not None
+            child.finish(timeout=300)
+    assert ended == set(names)
+    for name in names:
+        assert seen[name] == list(range(len(seen[name]))), name  # none lost, none twice, in order
+        assert len(seen[name]) == 150 or name in killed, name
+    assert all(len(seen[n]) > 100 for n in killed)
