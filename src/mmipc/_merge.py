@@ -122,11 +122,13 @@ class Merge:
             self.core.reset()
 
     def close(self) -> None:
+        core, self.core = self.core, None  # no hand-over per journal removed (quadratic)
+        if core is not None:
+            core.set([], [], None)  # releases its hold on the bell's mapping
         for cursor in list(self.slots):
             self.remove(cursor)
         self.cursors.clear()
-        if self.core is not None:
-            self.core.set([], [], None)  # releases its hold on the bell's mapping
+        self.core = core
         self.heap.clear()
         self.dirty.clear()
         if self.fifo >= 0:
