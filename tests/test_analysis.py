@@ -215,3 +215,27 @@ def test_to_polars_when_polars_is_installed(procs: Procs, jdir: str) -> None:
     pytest.importorskip("polars", reason="polars is not installed (it is not part of the analysis extra)")
     write_journal(procs, jdir, "md", "ctp", 20)
     assert analysis.to_polars(jdir, "md").height == 20
+
+
+def test_to_numpy_keeps_a_few_integers_per_page_until_it_fills_the_result(jdir: str) -> None:
+    """The memory bound (the result plus one page): to_numpy counts every page before it allocates
+    the result, and what it keeps of an evenly filled page is a range, not 16 bytes per frame (with
+    8-byte payloads, 24-byte rows, that index would be two thirds of the result)."""
+    from mmipc import Writer
+    from mmipc.analysis._api import select
+    from mmipc.analysis._scan import page_indexes
+
+    with Writer.create(jdir, "small", service=None, page_size=64 * 1024) as writer:
+        for i in range(6000):  # about 4 pages of one type, then a page of two interleaved types
+            writer.write(i.to_bytes(8, "little"), msg_type=7)
+        for i in range(6000, 7000):
+            writer.write(i.to_bytes(8, "little"), msg_type=7 if i % 3 else 8)
+    query = select(jdir, "small", {"msg_type": 7, "schema": np.dtype([("i", "<u8")])})
+    compact = [index.compact() for index in page_indexes(query, "small")]
+    assert all(index.nanos is None for index in compact)
+    assert isinstance(compact[0].offsets, range) and len(compact[0].offsets) > 1000
+    assert not isinstance(compact[-1].offsets, range)  # frames of type 8 leave gaps: offsets kept
+    rows = analysis.to_numpy(jdir, "small", msg_type=7, schema=np.dtype([("i", "<u8")]))
+    want = [i for i in range(7000) if i < 6000 or i % 3]
+    assert rows["i"].tolist() == want and (rows["journal"] == 0).all()
+    assert rows.dtype.names == ("nano", "journal", "source", "i")
