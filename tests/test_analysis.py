@@ -183,6 +183,21 @@ def test_missing_journals_and_unknown_types_are_clear_errors(procs: Procs, jdir:
         analysis.to_numpy(jdir, "md", schema="ctp-v6.6.1")
 
 
+@pytest.mark.parametrize(
+    "call",
+    [analysis.to_numpy, analysis.to_arrow, analysis.to_pandas, analysis.iter_batches, analysis.iter_arrays],
+)
+def test_every_function_checks_its_selection_the_same_way(procs: Procs, jdir: str, call: Any) -> None:
+    write_journal(procs, jdir, "md", "ctp", 10)
+    with pytest.raises(UsageError, match=r"unknown keyword\(s\) msgtype: the selection takes msg_type"):
+        call(jdir, "md", msgtype=MD)  # a typo is not silently ignored
+    with pytest.raises(UsageError, match="since must be a time in ns since the epoch"):
+        call(jdir, "md", since="09:30")
+    with pytest.raises(UsageError, match="until must be a time in ns"):
+        call(jdir, "md", until=-1)
+    assert len(analysis.to_numpy(jdir, "md", since=np.int64(0))) == 10  # numpy's ints are ints
+
+
 def test_nested_structs_and_fixed_arrays_become_arrow_structs_and_lists(jdir: str) -> None:
     from mmipc import Writer
 
