@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import json
 import os
 import struct
@@ -436,15 +435,42 @@ def _numpy_format(kind: Scalar | Char | Struct) -> Any:
     return numpy_dtype(kind)
 
 
-@functools.lru_cache(maxsize=64)
-def _declared(directory: str, name: str) -> dict[int, Struct]:
-    return load_schemas(directory, name)
+# (directory, name) -> (the schema file's identity when read, its layouts): for the CLI's decoding.
+_DECLARED: dict[tuple[str, str], tuple[tuple[int, int, int] | None, dict[int, Struct]]] = {}
 
 
-def decode_declared(directory: str, name: str, msg_type: int, payload: memoryview) -> dict[str, Any] | None:
-    """The payload decoded with the layout its journal declares for `msg_type` (read once per journal
-    and process), or None if it declares none or the size differs."""
-    layout = _declared(directory, name).get(msg_type)
+def declared_layout(directory: str, name: str, msg_type: int) -> Struct | None:
+    """The layout journal `name` declares for `msg_type`, or None. A layout once found is kept (a
+    declaration is forever); a msg_type not found makes it look at the file again if it changed, so
+    a command that follows a journal sees what a writer declares later (a restarted writer, a new
+    msg_type)."""
+    cached = _DECLARED.get((directory, name))
+    if cached is not None and msg_type in cached[1]:
+        return cached[1][msg_type]
+    identity = _file_identity(schema_path(directory, name))
+    if cached is None or cached[0] != identity:
+        cached = identity, load_schemas(directory, name) if identity is not None else {}
+        _DECLARED[(directory, name)] = cached
+    return cached[1].get(msg_type)
+
+
+def _file_identity(path: str) -> tuple[int, int, int] | None:
+    """What changes when the schema file is replaced (its inode, time and size); None if absent."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot open schema file {path}: {exc.strerror}") from exc
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+def decode_declared(
+    directory: str, name: str, msg_type: int, payload: bytes | memoryview
+) -> dict[str, Any] | None:
+    """The payload decoded with the layout its journal declares for `msg_type`, or None if it declares
+    none or the size differs."""
+    layout = declared_layout(directory, name, msg_type)
     if layout is None or len(payload) != layout.size:
         return None
     return decode(layout, payload)
