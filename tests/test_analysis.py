@@ -229,7 +229,10 @@ def test_to_pandas_has_timestamps_and_categories(procs: Procs, jdir: str) -> Non
 def test_to_polars_when_polars_is_installed(procs: Procs, jdir: str) -> None:
     pytest.importorskip("polars", reason="polars is not installed (it is not part of the analysis extra)")
     write_journal(procs, jdir, "md", "ctp", 20)
-    assert analysis.to_polars(jdir, "md").height == 20
+    frame = analysis.to_polars(jdir, "md")
+    assert frame.height == 20 and str(frame.schema["nano"]) == "Datetime(time_unit='ns', time_zone=None)"
+    assert frame["InstrumentID"].to_list()[:4] == ["rb2601", "au2602", "cu2601", "IF2612"]
+    assert frame["Volume"].to_list() == [ctp_fields.tick("ctp", i).Volume for i in range(20)]
 
 
 def test_to_numpy_keeps_a_few_integers_per_page_until_it_fills_the_result(jdir: str) -> None:
@@ -254,3 +257,34 @@ def test_to_numpy_keeps_a_few_integers_per_page_until_it_fills_the_result(jdir: 
     want = [i for i in range(7000) if i < 6000 or i % 3]
     assert rows["i"].tolist() == want and (rows["journal"] == 0).all()
     assert rows.dtype.names == ("nano", "journal", "source", "i")
+
+
+def test_to_numpy_peaks_at_the_result_plus_one_page(jdir: str) -> None:
+    """The bound measured: the process's peak resident memory (VmHWM) grows by the result plus one
+    mapped page at most. With 8-byte payloads (24-byte rows), an index of 16 bytes per frame would
+    add two thirds of the result and break it."""
+    import sys
+
+    from mmipc import Writer
+
+    frames, page_size = 1_000_000, 4 << 20
+    with Writer.create(jdir, "small", service=None, page_size=page_size) as writer:
+        for i in range(frames):
+            writer.write(i.to_bytes(8, "little"), msg_type=7)
+    measure = (
+        "import sys, numpy as np\n"
+        "from mmipc.analysis import to_numpy\n"
+        "def status(key):\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ':'))\n"
+        "before = status('VmRSS')\n"
+        "rows = to_numpy(sys.argv[1], 'small', msg_type=7, schema=np.dtype([('i', '<u8')]))\n"
+        "grown = status('VmHWM') - before\n"
+        "assert (rows['i'] == np.arange(len(rows))).all()\n"
+        "print(len(rows), rows.nbytes, grown)"
+    )
+    out = subprocess.run([sys.executable, "-c", measure, jdir], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    count, result, grown = map(int, out.stdout.split())
+    assert count == frames and result == 24 * frames
+    assert grown <= result + page_size + (2 << 20), f"peak grew {grown} bytes for a {result}-byte result"

@@ -148,11 +148,12 @@ def to_pandas(directory: Directory, names: Names, **selection: Unpack[Selection]
 
 
 def to_polars(directory: Directory, names: Names, **selection: Unpack[Selection]) -> Any:
-    """A `polars.DataFrame` (through Arrow); needs polars, which the extra does not install."""
+    """A `polars.DataFrame` (through Arrow): `nano` is Datetime("ns"), repeated strings Categorical.
+    Needs polars, which the `analysis` extra does not install: `pip install 'mmipc[polars]'`."""
     try:
         import polars
     except ImportError:
-        raise UsageError("to_polars needs polars: pip install polars") from None
+        raise UsageError("to_polars needs polars: pip install 'mmipc[polars]'") from None
     return polars.from_arrow(to_arrow(directory, names, **selection))
 
 
