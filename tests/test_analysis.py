@@ -162,15 +162,23 @@ def test_a_payload_that_fails_its_checksum_is_named_with_its_offset(jdir: str) -
     from mmipc import Writer
 
     with Writer.create(jdir, "sums", service=None, checksum=True, page_size=64 * 1024) as writer:
-        for i in range(3000):  # two pages: the last page is walked anyway, the first one is not
-            writer.write(i.to_bytes(8, "little"), msg_type=7)
-    assert len(analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))) == 3000
+        for i in range(3000):  # two pages, read in strided runs; the checksums are verified one by one
+            writer.write(i.to_bytes(8, "little"), msg_type=7 if i != 60 else 8)
+    assert len(analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))) == 2999
     path = os.path.join(jdir, "sums.00000000.journal")
     with open(path, "r+b") as page:
-        page.seek(4096 + 40 * 50 + 32)  # the payload of frame 50
+        page.seek(4096 + 40 * 50 + 32)  # the payload of frame 50, in the middle of a run
         page.write(b"\xff")
-    with pytest.raises(CorruptJournalError, match=f"{path} at offset {4096 + 40 * 50}"):
+    with pytest.raises(CorruptJournalError, match=f"{path} at offset {4096 + 40 * 50}: payload checksum"):
         analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))
+    with open(path, "r+b") as page:
+        page.seek(4096 + 40 * 50 + 32)
+        page.write(b"\x32")  # frame 50's payload byte back (50 little-endian)
+        page.seek(4096 + 40 * 60 + 32 + 7)
+        page.write(b"\xff")  # frame 60: msg_type 8, not selected
+    assert len(analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))) == 2999
+    with pytest.raises(CorruptJournalError, match=f"{path} at offset {4096 + 40 * 60}: payload checksum"):
+        analysis.to_numpy(jdir, "sums", msg_type=8, schema=np.dtype([("i", "<u8")]))
 
 
 def test_missing_journals_and_unknown_types_are_clear_errors(procs: Procs, jdir: str) -> None:

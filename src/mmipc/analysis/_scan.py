@@ -11,7 +11,9 @@ Rules:
 * A snapshot: the end of each journal is fixed when a call starts (its last page and the offset after
   its last committed frame). Frames a live writer commits later are not read by that call.
 * Every frame is checked as a cursor checks it (lengths, room in the page, timestamp order), and every
-  selected frame against its schema's size: `CorruptJournalError` names the file and the offset.
+  selected frame against its schema's size and, on a page with checksums, against its CRC-32 (the
+  frames not selected are never handed out, so their payloads are not verified):
+  `CorruptJournalError` names the file and the offset.
 * Fast path: a run of frames of one length is read as one strided numpy view over the mapped page:
   its headers are copied out in one vectorised copy and checked together. Frames whose lengths vary
   are walked one by one. Runs are looked at in windows that start at 64 frames and grow 8-fold while
@@ -34,6 +36,7 @@ from __future__ import annotations
 import functools
 import operator
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +51,7 @@ from .._layout import (
     PAGE_END_RESERVE,
     PAGE_HEADER_SIZE,
     MsgType,
+    check_checksum,
     decode_frame,
 )
 from .._page import MappedPage, page_header
@@ -63,6 +67,7 @@ _HEADER = np.dtype(
     }
 )
 _PAGE_END = int(MsgType.PAGE_END)
+_CHECKSUM_AT = 28  # the checksum's offset in a frame header (docs/format.md)
 _SHORT_RUN = 4  # a vectorised run shorter than this is not worth its overhead ...
 _WALK = 32  # ... so walk this many frames one by one before trying again
 _FIRST_WINDOW = 64  # frames a run looks at first; grows 8-fold while runs fill it
@@ -267,9 +272,8 @@ def scan_page(page: MappedPage, stop: int) -> tuple[Any, Any, Any, Any, bool]:
     whether the page's end-of-page marker was reached."""
     parts: list[tuple[Any, ...]] = []
     pos, walk, window = PAGE_HEADER_SIZE, 0, _FIRST_WINDOW
-    verify = page.header.checksums  # a page with checksums is walked: every payload is verified
     while pos < stop:
-        if walk or verify:
+        if walk:
             info = page.frame(pos)
             if info is None:
                 break
@@ -304,10 +308,12 @@ def _run(page: MappedPage, pos: int, stop: int, window: int) -> tuple[tuple[Any,
     marker = headers["msg_type"][:n] == _PAGE_END
     n = int(marker.argmax()) if marker.any() else n
     headers = headers[:n]
-    bad = (headers["payload_len"] != first.payload_len) | (headers["checksum"] != 0)
+    bad = headers["payload_len"] != first.payload_len
+    if not page.header.checksums:
+        bad |= headers["checksum"] != 0  # (checksums are verified once the frames are selected)
     if bad.any():
         at = pos + stride * int(bad.argmax())
-        decode_frame(page.mm, at, page.page_size, page.path, False)  # raises the header's own error
+        decode_frame(page.mm, at, page.page_size, page.path, page.header.checksums)  # raises its error
         raise CorruptJournalError(page.path, at, "frame header disagrees with its length")
     offsets = pos + stride * np.arange(n, dtype=np.int64)
     run = (offsets, headers["msg_type"], headers["nano"], np.full(n, first.length, np.uint32))
@@ -350,7 +356,22 @@ def _select(
             f"a frame of msg_type {query.msg_type} carries {int(lengths[i]) - FRAME_HEADER_SIZE} bytes, but "
             f"its schema {query.layout.name} is {query.layout.size} bytes",
         )
+    if page.header.checksums:
+        verify_checksums(page, offsets, lengths)
     return offsets, nanos
+
+
+def verify_checksums(page: MappedPage, offsets: Any, lengths: Any) -> None:
+    """Check the payload of every frame at `offsets` (of frame lengths `lengths`) against its CRC-32:
+    the stored checksums gathered at once, one zlib.crc32 per payload."""
+    slots = (page.page_size - PAGE_HEADER_SIZE - FRAME_HEADER_SIZE) // FRAME_ALIGN + 1
+    stored = np.ndarray(
+        (slots,), "<u4", buffer=page.mm, offset=PAGE_HEADER_SIZE + _CHECKSUM_AT, strides=(FRAME_ALIGN,)
+    )[(offsets - PAGE_HEADER_SIZE) // FRAME_ALIGN]
+    view, crc32, ends = page.view, zlib.crc32, (offsets + lengths).tolist()
+    for offset, end, checksum in zip(offsets.tolist(), ends, stored.tolist(), strict=True):
+        if crc32(view[offset + FRAME_HEADER_SIZE : end]) != checksum:
+            check_checksum(page.mm, offset, end - offset, checksum, page.path)  # raises, naming it
 
 
 # -- rows: copying the selected frames out of a page ---------------------------------------------
