@@ -26,7 +26,9 @@ Rules:
 * Memory: `to_numpy` counts the frames of every page first (an index that keeps, for a page whose
   selected frames are evenly spaced, three integers), allocates the result once, then maps one page
   at a time to fill it: its peak is the result plus one mapped page (plus 8 bytes per selected frame
-  of a page with gaps, and, when it merges several journals, 24 bytes per frame to sort them).
+  of a page with gaps). Merging several journals adds, beside the result, 8 bytes per frame (where
+  each row goes; 24 while the timestamps are sorted, before the result is allocated) and one page's
+  rows. `iter_arrays`, `iter_batches` and export hold one page (or batch) of rows at a time.
 * Merge order is `Reader`'s: by timestamp; ties go to the journal given first; within a journal,
   append order (a stable sort on the timestamps of rows concatenated in journal order).
 """
