@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -375,10 +376,66 @@ def _remove_stale(tmp: str) -> None:
 
 
 def decode(layout: Struct, payload: bytes | memoryview) -> dict[str, Any]:
-    """A payload as {field: value}: char fields as text, fixed arrays as lists, nested structs as dicts."""
+    """A payload as {field: value}: char fields as text, fixed arrays as lists, nested structs as dicts.
+
+    A layout is compiled once into one `struct.Struct` for the whole payload (fields in offset order,
+    padding skipped) and a builder of the dict, so a payload costs one unpack, not one per field;
+    a layout whose fields overlap is decoded field by field (`_decode_at`, the reference)."""
     if len(payload) != layout.size:
         raise ValueError(f"payload is {len(payload)} bytes, {layout.name} is {layout.size}")
-    return _decode_at(layout, payload, 0)
+    compiled = _compiled(layout)
+    if compiled is None:
+        return _decode_at(layout, payload, 0)
+    unpacker, build = compiled
+    fields: dict[str, Any] = build(iter(unpacker.unpack_from(payload)))
+    return fields
+
+
+Builder = Callable[[Iterator[Any]], Any]
+_COMPILED: dict[int, tuple[Struct, tuple[struct.Struct, Builder] | None]] = {}
+
+
+def _compiled(layout: Struct) -> tuple[struct.Struct, Builder] | None:
+    """The unpacker and builder of `layout`, made once per layout object (None if its fields overlap)."""
+    entry = _COMPILED.get(id(layout))
+    if entry is None or entry[0] is not layout:
+        made = _fragment(layout)
+        entry = layout, (struct.Struct("<" + made[0]), made[1]) if made is not None else None
+        if len(_COMPILED) > 1024:
+            _COMPILED.clear()
+        _COMPILED[id(layout)] = entry
+    return entry[1]
+
+
+def _fragment(layout: Struct) -> tuple[str, Builder] | None:
+    """The struct format of `layout` (exactly its size, padding as `x`) and the builder of its dict."""
+    parts, fields, pos = [], [], 0
+    for field in sorted(layout.fields, key=lambda f: f.offset):
+        one = _kind_fragment(field.kind)
+        if field.offset < pos or one is None:
+            return None
+        parts.append(f"{field.offset - pos}x" if field.offset > pos else "")
+        parts.append(one[0] * field.count)
+        fields.append((field.name, one[1], field.shape, field.count))
+        pos = field.offset + field.kind.size * field.count
+    parts.append(f"{layout.size - pos}x" if layout.size > pos else "")
+    order = [field.name for field in layout.fields]  # the dict keeps the layout's order
+
+    def build(values: Iterator[Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, one, shape, count in fields:
+            out[name] = _nest([one(values) for _ in range(count)], shape) if shape else one(values)
+        return {name: out[name] for name in order}
+
+    return "".join(parts), build
+
+
+def _kind_fragment(kind: Scalar | Char | Struct) -> tuple[str, Builder] | None:
+    if isinstance(kind, Scalar):
+        return SCALARS[kind.code], next
+    if isinstance(kind, Char):
+        return f"{kind.size}s", lambda values: text_of(next(values))
+    return _fragment(kind)
 
 
 def _decode_at(layout: Struct, buf: bytes | memoryview, base: int) -> dict[str, Any]:
