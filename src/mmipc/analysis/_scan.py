@@ -11,8 +11,8 @@ Rules:
 * A snapshot: the end of each journal is fixed when a call starts (its last page and the offset after
   its last committed frame). Frames a live writer commits later are not read by that call.
 * Every frame is checked as a cursor checks it (lengths, room in the page, timestamp order), and every
-  selected frame against its schema's size and, on a page with checksums, against its CRC-32 (the
-  frames not selected are never handed out, so their payloads are not verified):
+  selected frame against its schema's size and, on a page with checksums, against its CRC-32 (a frame
+  not selected is never handed out: its payload is verified only if the scan walks it one by one):
   `CorruptJournalError` names the file and the offset.
 * Fast path: a run of frames of one length is read as one strided numpy view over the mapped page:
   its headers are copied out in one vectorised copy and checked together. Frames whose lengths vary
