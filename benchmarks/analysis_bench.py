@@ -4,19 +4,27 @@
 
 Writes `--frames` CTP v6.3.6 frames (408-byte payloads, msg_type 101, schema declared) into a
 temporary journal with 32 MiB pages, then times, each in a fresh child process so that its peak
-memory (ru_maxrss: resident set, including the journal pages it has mapped) is its own:
+memory (VmHWM: resident set, including the journal pages it has mapped) is its own:
 
 * `to_numpy`: `mmipc.analysis.to_numpy` of every frame;
 * `reader_loop`: a `Reader` loop building the same array (payload bytes appended to one bytearray,
   timestamps and sources to arrays, one numpy view at the end: the fastest Reader-based way we know);
-  the child checks that its array equals `to_numpy`'s;
+  the child then checks that its array equals `to_numpy`'s (after its time and memory are read: the
+  check is not measured);
 * `export_parquet`: `mmipc export --format parquet` (zstd, 65,536-frame batches, constant memory);
 * `pandas_parquet`: the same export done by pandas from a list of dicts (a `Reader` loop, one
   `mmipc.ctp.to_dict` per frame, `pandas.DataFrame(rows).to_parquet`); `--pandas-frames` caps its
   frame count, since its memory grows with it (figures are then per frame of its own run).
 
-Each figure is the median over `--rounds` children. Run it on a quiet machine: shared CPUs make the
-figures meaningless.
+Each figure is the median over `--rounds` children. Memory: `peak_rss_mb` is the child's peak resident
+set during the measured call (VmHWM, reset after the imports), `peak_over_start_mb` its growth over
+the resident set at the start of the call, which for `to_numpy` is to be compared with `result_mb`:
+the promise is the result plus one mapped page (32 MiB here). The children run with
+OPENBLAS_NUM_THREADS=1: numpy's BLAS threads do no work here but spin on the CPUs at import.
+
+Run it on a quiet machine: shared CPUs make the figures meaningless. On a virtual machine, the first
+touch of a large fresh result can cost several times more in some runs than in others (the
+hypervisor backing the memory), hence the range beside each median.
 """
 
 from __future__ import annotations
@@ -24,12 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 NAME = "md"
@@ -53,10 +61,16 @@ def write_journal(directory: str, frames: int) -> None:
 # -- the children: one measurement each --------------------------------------------------------
 
 
+RESULT_BYTES: list[int] = []  # the size of the array a child built, when it builds one
+CHECKS: list[Callable[[], None]] = []  # run after the clock and the memory are read: not measured
+
+
 def child_to_numpy(directory: str, out: str) -> int:
     from mmipc.analysis import to_numpy
 
-    return len(to_numpy(directory, NAME, msg_type=MSG))
+    rows = to_numpy(directory, NAME, msg_type=MSG)
+    RESULT_BYTES.append(rows.nbytes)
+    return len(rows)
 
 
 def child_reader_loop(directory: str, out: str) -> int:
@@ -83,8 +97,14 @@ def child_reader_loop(directory: str, out: str) -> int:
     rows["nano"], rows["journal"], rows["source"] = np.frombuffer(nanos, "M8[ns]"), 0, sources
     for name in ticks.dtype.names:
         rows[name] = ticks[name]
-    if os.environ.get("BENCH_CHECK") and not (rows == to_numpy(directory, NAME, msg_type=MSG)).all():
-        raise SystemExit("the Reader loop and to_numpy disagree")
+    RESULT_BYTES.append(rows.nbytes)
+
+    def check() -> None:
+        if not (rows == to_numpy(directory, NAME, msg_type=MSG)).all():
+            raise SystemExit("the Reader loop and to_numpy disagree")
+
+    if os.environ.get("BENCH_CHECK"):
+        CHECKS.append(check)
     return len(rows)
 
 
@@ -125,13 +145,32 @@ CHILDREN = {
 }
 
 
+def memory(key: str) -> int:
+    """A line of /proc/self/status in bytes: VmRSS (resident now) or VmHWM (its peak)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(key + ":"))
+
+
 def run_child(what: str, directory: str, out: str) -> None:
+    import numpy  # noqa: F401  (imported before the start of the measure, as a user has it)
+
+    import mmipc.analysis  # noqa: F401
+
+    if what in ("export_parquet", "pandas_parquet"):
+        import pandas  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # reset VmHWM to the resident set now: the imports' own peak is not ours
+    start_rss = memory("VmRSS")
     started = time.perf_counter()
     frames = CHILDREN[what](directory, out)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = memory("VmHWM")
+    for check in CHECKS:
+        check()
     size = os.path.getsize(out) if os.path.exists(out) else 0
-    print(json.dumps({"frames": frames, "seconds": seconds, "peak_rss": peak, "file_bytes": size}))
+    record = {"frames": frames, "seconds": seconds, "peak_rss": peak, "start_rss": start_rss}
+    print(json.dumps({**record, "file_bytes": size, "result_bytes": sum(RESULT_BYTES)}))
 
 
 # -- the parent ------------------------------------------------------------------------------
@@ -160,6 +199,8 @@ def measure(what: str, directory: str, rounds: int, env: dict[str, str]) -> dict
         "frames_per_s": frames / seconds,
         "journal_mb_per_s": frames * FRAME_BYTES / seconds / 1e6,
         "peak_rss_mb": max(r["peak_rss"] for r in results) / 1e6,
+        "peak_over_start_mb": max(r["peak_rss"] - r["start_rss"] for r in results) / 1e6,
+        "result_mb": results[0]["result_bytes"] / 1e6,
         "file_mb": results[0]["file_bytes"] / 1e6,
     }
 
@@ -175,7 +216,12 @@ def main() -> None:
     if args.child:
         run_child(*args.child)
         return
-    env = {**os.environ, "BENCH_CHECK": "1", "BENCH_PANDAS_FRAMES": str(args.pandas_frames)}
+    env = {
+        **os.environ,
+        "BENCH_CHECK": "1",
+        "BENCH_PANDAS_FRAMES": str(args.pandas_frames),
+        "OPENBLAS_NUM_THREADS": "1",
+    }
     with tempfile.TemporaryDirectory() as directory:
         write_journal(directory, args.frames)
         results = {what: measure(what, directory, args.rounds, env) for what in CHILDREN}

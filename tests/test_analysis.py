@@ -162,15 +162,23 @@ def test_a_payload_that_fails_its_checksum_is_named_with_its_offset(jdir: str) -
     from mmipc import Writer
 
     with Writer.create(jdir, "sums", service=None, checksum=True, page_size=64 * 1024) as writer:
-        for i in range(3000):  # two pages: the last page is walked anyway, the first one is not
-            writer.write(i.to_bytes(8, "little"), msg_type=7)
-    assert len(analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))) == 3000
+        for i in range(3000):  # two pages, read in strided runs; the checksums are verified one by one
+            writer.write(i.to_bytes(8, "little"), msg_type=7 if i != 60 else 8)
+    assert len(analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))) == 2999
     path = os.path.join(jdir, "sums.00000000.journal")
     with open(path, "r+b") as page:
-        page.seek(4096 + 40 * 50 + 32)  # the payload of frame 50
+        page.seek(4096 + 40 * 50 + 32)  # the payload of frame 50, in the middle of a run
         page.write(b"\xff")
-    with pytest.raises(CorruptJournalError, match=f"{path} at offset {4096 + 40 * 50}"):
+    with pytest.raises(CorruptJournalError, match=f"{path} at offset {4096 + 40 * 50}: payload checksum"):
         analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))
+    with open(path, "r+b") as page:
+        page.seek(4096 + 40 * 50 + 32)
+        page.write(b"\x32")  # frame 50's payload byte back (50 little-endian)
+        page.seek(4096 + 40 * 60 + 32 + 7)
+        page.write(b"\xff")  # frame 60: msg_type 8, not selected
+    assert len(analysis.to_numpy(jdir, "sums", msg_type=7, schema=np.dtype([("i", "<u8")]))) == 2999
+    with pytest.raises(CorruptJournalError, match=f"{path} at offset {4096 + 40 * 60}: payload checksum"):
+        analysis.to_numpy(jdir, "sums", msg_type=8, schema=np.dtype([("i", "<u8")]))
 
 
 def test_missing_journals_and_unknown_types_are_clear_errors(procs: Procs, jdir: str) -> None:
@@ -181,6 +189,21 @@ def test_missing_journals_and_unknown_types_are_clear_errors(procs: Procs, jdir:
         analysis.to_numpy(jdir, "md", msg_type=5)
     with pytest.raises(CorruptJournalError, match="carries 408 bytes, but its schema DepthMarketDataV661"):
         analysis.to_numpy(jdir, "md", schema="ctp-v6.6.1")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [analysis.to_numpy, analysis.to_arrow, analysis.to_pandas, analysis.iter_batches, analysis.iter_arrays],
+)
+def test_every_function_checks_its_selection_the_same_way(procs: Procs, jdir: str, call: Any) -> None:
+    write_journal(procs, jdir, "md", "ctp", 10)
+    with pytest.raises(UsageError, match=r"unknown keyword\(s\) msgtype: the selection takes msg_type"):
+        call(jdir, "md", msgtype=MD)  # a typo is not silently ignored
+    with pytest.raises(UsageError, match="since must be a time in ns since the epoch"):
+        call(jdir, "md", since="09:30")
+    with pytest.raises(UsageError, match="until must be a time in ns"):
+        call(jdir, "md", until=-1)
+    assert len(analysis.to_numpy(jdir, "md", since=np.int64(0))) == 10  # numpy's ints are ints
 
 
 def test_nested_structs_and_fixed_arrays_become_arrow_structs_and_lists(jdir: str) -> None:
@@ -214,4 +237,62 @@ def test_to_pandas_has_timestamps_and_categories(procs: Procs, jdir: str) -> Non
 def test_to_polars_when_polars_is_installed(procs: Procs, jdir: str) -> None:
     pytest.importorskip("polars", reason="polars is not installed (it is not part of the analysis extra)")
     write_journal(procs, jdir, "md", "ctp", 20)
-    assert analysis.to_polars(jdir, "md").height == 20
+    frame = analysis.to_polars(jdir, "md")
+    assert frame.height == 20 and str(frame.schema["nano"]) == "Datetime(time_unit='ns', time_zone=None)"
+    assert frame["InstrumentID"].to_list()[:4] == ["rb2601", "au2602", "cu2601", "IF2612"]
+    assert frame["Volume"].to_list() == [ctp_fields.tick("ctp", i).Volume for i in range(20)]
+
+
+def test_to_numpy_keeps_a_few_integers_per_page_until_it_fills_the_result(jdir: str) -> None:
+    """The memory bound (the result plus one page): to_numpy counts every page before it allocates
+    the result, and what it keeps of an evenly filled page is a range, not 16 bytes per frame (with
+    8-byte payloads, 24-byte rows, that index would be two thirds of the result)."""
+    from mmipc import Writer
+    from mmipc.analysis._api import select
+    from mmipc.analysis._scan import page_indexes
+
+    with Writer.create(jdir, "small", service=None, page_size=64 * 1024) as writer:
+        for i in range(6000):  # about 4 pages of one type, then a page of two interleaved types
+            writer.write(i.to_bytes(8, "little"), msg_type=7)
+        for i in range(6000, 7000):
+            writer.write(i.to_bytes(8, "little"), msg_type=7 if i % 3 else 8)
+    query = select(jdir, "small", {"msg_type": 7, "schema": np.dtype([("i", "<u8")])})
+    compact = [index.compact() for index in page_indexes(query, "small")]
+    assert all(index.nanos is None for index in compact)
+    assert isinstance(compact[0].offsets, range) and len(compact[0].offsets) > 1000
+    assert not isinstance(compact[-1].offsets, range)  # frames of type 8 leave gaps: offsets kept
+    rows = analysis.to_numpy(jdir, "small", msg_type=7, schema=np.dtype([("i", "<u8")]))
+    want = [i for i in range(7000) if i < 6000 or i % 3]
+    assert rows["i"].tolist() == want and (rows["journal"] == 0).all()
+    assert rows.dtype.names == ("nano", "journal", "source", "i")
+
+
+def test_to_numpy_peaks_at_the_result_plus_one_page(jdir: str) -> None:
+    """The bound measured: the process's peak resident memory (VmHWM) grows by the result plus one
+    mapped page at most. With 8-byte payloads (24-byte rows), an index of 16 bytes per frame would
+    add two thirds of the result and break it."""
+    import sys
+
+    from mmipc import Writer
+
+    frames, page_size = 1_000_000, 4 << 20
+    with Writer.create(jdir, "small", service=None, page_size=page_size) as writer:
+        for i in range(frames):
+            writer.write(i.to_bytes(8, "little"), msg_type=7)
+    measure = (
+        "import sys, numpy as np\n"
+        "from mmipc.analysis import to_numpy\n"
+        "def status(key):\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ':'))\n"
+        "before = status('VmRSS')\n"
+        "rows = to_numpy(sys.argv[1], 'small', msg_type=7, schema=np.dtype([('i', '<u8')]))\n"
+        "grown = status('VmHWM') - before\n"
+        "assert (rows['i'] == np.arange(len(rows))).all()\n"
+        "print(len(rows), rows.nbytes, grown)"
+    )
+    out = subprocess.run([sys.executable, "-c", measure, jdir], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    count, result, grown = map(int, out.stdout.split())
+    assert count == frames and result == 24 * frames
+    assert grown <= result + page_size + (2 << 20), f"peak grew {grown} bytes for a {result}-byte result"

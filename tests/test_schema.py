@@ -6,12 +6,23 @@ import ctypes
 import json
 import os
 import stat
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmipc import CorruptJournalError, Reader, UsageError, Writer
-from mmipc._schema import decode, load_schemas, numpy_dtype, schema_path, to_struct
+from mmipc._schema import (
+    _decode_at,
+    decode,
+    load_schemas,
+    numpy_dtype,
+    schema_path,
+    struct_from_json,
+    to_struct,
+)
 from mmipc.ctp import DepthMarketDataV636, DepthMarketDataV661
 from mmipc.ctp import numpy_dtype as ctp_dtype
 
@@ -58,6 +69,26 @@ def test_decode_shows_text_lists_and_nested_structs_without_numpy() -> None:
     got = decode(to_struct(Book), bytes(book))
     assert got["symbol"] == "rb2601" and got["levels"][1] == {"price": 3712.5, "volume": 0}
     assert got["grid"] == [[0, 0, 0], [0, 0, 9]] and got["ok"] is True and got["count"] == -3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([Book, DepthMarketDataV636, DepthMarketDataV661]), st.data())
+def test_the_compiled_decoder_agrees_with_the_field_by_field_one(cls: Any, data: Any) -> None:
+    """decode() unpacks a whole payload at once; _decode_at, one field at a time, is the reference."""
+    layout = to_struct(cls)
+    payload = data.draw(st.binary(min_size=layout.size, max_size=layout.size))
+    assert repr(decode(layout, payload)) == repr(_decode_at(layout, payload, 0))  # repr: NaN == NaN
+    assert list(decode(layout, payload)) == [f[0] for f in cls._fields_]  # the layout's order
+
+
+def test_a_layout_with_overlapping_fields_is_decoded_field_by_field() -> None:
+    raw = {"name": "U", "size": 8, "fields": [
+        {"name": "whole", "offset": 0, "type": "u8"},
+        {"name": "low", "offset": 0, "type": "u4"},
+        {"name": "tag", "offset": 4, "type": "char", "size": 4},
+    ]}  # fmt: skip
+    layout = struct_from_json(raw, "test")
+    assert decode(layout, b"\x01\0\0\0ab\0\0") == {"whole": 0x6261_0000_0001, "low": 1, "tag": "ab"}
 
 
 def test_a_numpy_dtype_declares_the_same_layout_as_its_ctypes_twin() -> None:

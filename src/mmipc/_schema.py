@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import json
 import os
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -376,10 +376,66 @@ def _remove_stale(tmp: str) -> None:
 
 
 def decode(layout: Struct, payload: bytes | memoryview) -> dict[str, Any]:
-    """A payload as {field: value}: char fields as text, fixed arrays as lists, nested structs as dicts."""
+    """A payload as {field: value}: char fields as text, fixed arrays as lists, nested structs as dicts.
+
+    A layout is compiled once into one `struct.Struct` for the whole payload (fields in offset order,
+    padding skipped) and a builder of the dict, so a payload costs one unpack, not one per field;
+    a layout whose fields overlap is decoded field by field (`_decode_at`, the reference)."""
     if len(payload) != layout.size:
         raise ValueError(f"payload is {len(payload)} bytes, {layout.name} is {layout.size}")
-    return _decode_at(layout, payload, 0)
+    compiled = _compiled(layout)
+    if compiled is None:
+        return _decode_at(layout, payload, 0)
+    unpacker, build = compiled
+    fields: dict[str, Any] = build(iter(unpacker.unpack_from(payload)))
+    return fields
+
+
+Builder = Callable[[Iterator[Any]], Any]
+_COMPILED: dict[int, tuple[Struct, tuple[struct.Struct, Builder] | None]] = {}
+
+
+def _compiled(layout: Struct) -> tuple[struct.Struct, Builder] | None:
+    """The unpacker and builder of `layout`, made once per layout object (None if its fields overlap)."""
+    entry = _COMPILED.get(id(layout))
+    if entry is None or entry[0] is not layout:
+        made = _fragment(layout)
+        entry = layout, (struct.Struct("<" + made[0]), made[1]) if made is not None else None
+        if len(_COMPILED) > 1024:
+            _COMPILED.clear()
+        _COMPILED[id(layout)] = entry
+    return entry[1]
+
+
+def _fragment(layout: Struct) -> tuple[str, Builder] | None:
+    """The struct format of `layout` (exactly its size, padding as `x`) and the builder of its dict."""
+    parts, fields, pos = [], [], 0
+    for field in sorted(layout.fields, key=lambda f: f.offset):
+        one = _kind_fragment(field.kind)
+        if field.offset < pos or one is None:
+            return None
+        parts.append(f"{field.offset - pos}x" if field.offset > pos else "")
+        parts.append(one[0] * field.count)
+        fields.append((field.name, one[1], field.shape, field.count))
+        pos = field.offset + field.kind.size * field.count
+    parts.append(f"{layout.size - pos}x" if layout.size > pos else "")
+    order = [field.name for field in layout.fields]  # the dict keeps the layout's order
+
+    def build(values: Iterator[Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, one, shape, count in fields:
+            out[name] = _nest([one(values) for _ in range(count)], shape) if shape else one(values)
+        return {name: out[name] for name in order}
+
+    return "".join(parts), build
+
+
+def _kind_fragment(kind: Scalar | Char | Struct) -> tuple[str, Builder] | None:
+    if isinstance(kind, Scalar):
+        return SCALARS[kind.code], next
+    if isinstance(kind, Char):
+        return f"{kind.size}s", lambda values: text_of(next(values))
+    return _fragment(kind)
 
 
 def _decode_at(layout: Struct, buf: bytes | memoryview, base: int) -> dict[str, Any]:
@@ -436,15 +492,42 @@ def _numpy_format(kind: Scalar | Char | Struct) -> Any:
     return numpy_dtype(kind)
 
 
-@functools.lru_cache(maxsize=64)
-def _declared(directory: str, name: str) -> dict[int, Struct]:
-    return load_schemas(directory, name)
+# (directory, name) -> (the schema file's identity when read, its layouts): for the CLI's decoding.
+_DECLARED: dict[tuple[str, str], tuple[tuple[int, int, int] | None, dict[int, Struct]]] = {}
 
 
-def decode_declared(directory: str, name: str, msg_type: int, payload: memoryview) -> dict[str, Any] | None:
-    """The payload decoded with the layout its journal declares for `msg_type` (read once per journal
-    and process), or None if it declares none or the size differs."""
-    layout = _declared(directory, name).get(msg_type)
+def declared_layout(directory: str, name: str, msg_type: int) -> Struct | None:
+    """The layout journal `name` declares for `msg_type`, or None. A layout once found is kept (a
+    declaration is forever); a msg_type not found makes it look at the file again if it changed, so
+    a command that follows a journal sees what a writer declares later (a restarted writer, a new
+    msg_type)."""
+    cached = _DECLARED.get((directory, name))
+    if cached is not None and msg_type in cached[1]:
+        return cached[1][msg_type]
+    identity = _file_identity(schema_path(directory, name))
+    if cached is None or cached[0] != identity:
+        cached = identity, load_schemas(directory, name) if identity is not None else {}
+        _DECLARED[(directory, name)] = cached
+    return cached[1].get(msg_type)
+
+
+def _file_identity(path: str) -> tuple[int, int, int] | None:
+    """What changes when the schema file is replaced (its inode, time and size); None if absent."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot open schema file {path}: {exc.strerror}") from exc
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+def decode_declared(
+    directory: str, name: str, msg_type: int, payload: bytes | memoryview
+) -> dict[str, Any] | None:
+    """The payload decoded with the layout its journal declares for `msg_type`, or None if it declares
+    none or the size differs."""
+    layout = declared_layout(directory, name, msg_type)
     if layout is None or len(payload) != layout.size:
         return None
     return decode(layout, payload)

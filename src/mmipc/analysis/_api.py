@@ -1,18 +1,18 @@
 """The public functions of `mmipc.analysis`: journals to numpy, Arrow, pandas and polars.
 
-Every function takes the same selection: a directory, one journal name or several (merged in
-timestamp order as `Reader` merges them), the msg_type to read (optional when the journals declare
-exactly one), `since`/`until` in ns (both inclusive), and `schema` to override or supply the payload
-layout (a ctypes Structure, a numpy dtype or a name from mmipc.ctp). Each reads what is committed
-when it is called, also on a live journal.
+Every function takes the same selection, checked once by `select` into a `Query`: a directory, one
+journal name or several (merged in timestamp order as `Reader` merges them), and the keywords of
+`Selection`: the msg_type to read (optional when the journals declare exactly one), `since`/`until`
+in ns (both inclusive), and `schema` to override or supply the payload layout (a ctypes Structure, a
+numpy dtype or a name from mmipc.ctp). A keyword that is not one of these is a `UsageError`, not
+silently ignored. Each function reads what is committed when it is called, also on a live journal.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -20,67 +20,93 @@ from .._errors import UsageError
 from .._schema import Declaration, struct_to_json
 from ._scan import Query, make_query, merged_rows, output_dtype, page_indexes, read_rows
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 Names = str | Sequence[str]
 Directory = str | os.PathLike[str]
 
 
-def to_numpy(
-    directory: Directory,
-    names: Names,
-    *,
-    msg_type: int | None = None,
-    since: int | None = None,
-    until: int | None = None,
-    schema: Declaration | None = None,
-) -> Any:
+class Selection(TypedDict, total=False):
+    """The keywords every function of `mmipc.analysis` takes (see the module's docstring)."""
+
+    msg_type: int | None
+    since: int | None
+    until: int | None
+    schema: Declaration | None
+
+
+SELECTION_KEYWORDS = ("msg_type", "since", "until", "schema")
+
+
+def select(directory: Directory, names: Names, selection: Mapping[str, Any]) -> Query:
+    """The checked `Query` for these arguments; `UsageError` naming what is wrong."""
+    unknown = sorted(set(selection) - set(SELECTION_KEYWORDS))
+    if unknown:
+        raise UsageError(
+            f"unknown keyword(s) {', '.join(unknown)}: the selection takes {', '.join(SELECTION_KEYWORDS)}"
+        )
+    get = selection.get
+    return make_query(directory, names, get("msg_type"), get("since"), get("until"), get("schema"))
+
+
+def to_numpy(directory: Directory, names: Names, **selection: Unpack[Selection]) -> Any:
     """A structured array: `nano` (datetime64[ns]), `journal` (index into `names`), `source`, then the
-    payload fields (char fields as numpy bytes). Memory: the result plus one page and a 16-byte index
-    entry per selected frame."""
-    query = make_query(directory, names, msg_type, since, until, schema)
-    return read_all(query)
+    payload fields (char fields as numpy bytes). Memory: the result plus one mapped page (see
+    `mmipc.analysis._scan` for the exact bound)."""
+    return read_all(select(directory, names, selection))
 
 
 def read_all(query: Query) -> Any:
-    indexes = [list(page_indexes(query, name)) for name in query.names]
-    sizes = [len(index.offsets) for pages in indexes for index in pages]
-    out = np.empty(sum(sizes), output_dtype(query.layout))
+    """Every selected row: the frames are counted first, the result allocated once, then filled one
+    page at a time."""
     if len(query.names) == 1:
+        indexes = [index.compact() for index in page_indexes(query, query.names[0])]
+        out = np.empty(sum(len(index.offsets) for index in indexes), output_dtype(query.layout))
         start = 0
-        for index in indexes[0]:
-            read_rows(query, query.names[0], index, 0, out[start : start + len(index.offsets)])
+        for index in indexes:
+            read_rows(query.names[0], index, 0, out[start : start + len(index.offsets)])
             start += len(index.offsets)
         return out
+    return _read_merged(query)
+
+
+def _read_merged(query: Query) -> Any:
+    """Several journals: each page's rows go where a stable sort of all the timestamps puts them."""
+    indexes = [list(page_indexes(query, name)) for name in query.names]
     nanos = np.concatenate([index.nanos for pages in indexes for index in pages] or [np.empty(0, np.int64)])
+    indexes = [[index.compact() for index in pages] for pages in indexes]
     where = np.empty(len(nanos), np.int64)
     where[np.argsort(nanos, kind="stable")] = np.arange(len(nanos))  # row i of the journals goes there
+    del nanos
+    out = np.empty(len(where), output_dtype(query.layout))
     start = 0
     for j, pages in enumerate(indexes):
         for index in pages:
             rows = np.empty(len(index.offsets), out.dtype)
-            read_rows(query, query.names[j], index, j, rows)
+            read_rows(query.names[j], index, j, rows)
             out[where[start : start + len(rows)]] = rows
             start += len(rows)
     return out
 
 
 def iter_arrays(
-    directory: Directory,
-    names: Names,
-    *,
-    msg_type: int | None = None,
-    since: int | None = None,
-    until: int | None = None,
-    schema: Declaration | None = None,
-    batch_frames: int | None = None,
+    directory: Directory, names: Names, *, batch_frames: int | None = None, **selection: Unpack[Selection]
 ) -> Iterator[Any]:
     """`to_numpy`'s rows in merge order, one array per page (or per at most `batch_frames` rows)."""
-    query = make_query(directory, names, msg_type, since, until, schema)
-    return rechunk(merged_rows(query), batch_frames)
+    check_batch_frames(batch_frames)
+    return rechunk(merged_rows(select(directory, names, selection)), batch_frames)
+
+
+def check_batch_frames(batch_frames: int | None) -> None:
+    if batch_frames is not None and (
+        isinstance(batch_frames, bool) or not isinstance(batch_frames, int) or batch_frames < 1
+    ):
+        raise UsageError(f"batch_frames must be a positive int, not {batch_frames!r}")
 
 
 def rechunk(arrays: Iterator[Any], batch_frames: int | None) -> Iterator[Any]:
-    if batch_frames is not None and (isinstance(batch_frames, bool) or batch_frames < 1):
-        raise UsageError(f"batch_frames must be a positive int, not {batch_frames!r}")
+    check_batch_frames(batch_frames)
     for rows in arrays:
         step = batch_frames or len(rows)
         for start in range(0, len(rows), step):
@@ -88,18 +114,12 @@ def rechunk(arrays: Iterator[Any], batch_frames: int | None) -> Iterator[Any]:
 
 
 def iter_batches(
-    directory: Directory,
-    names: Names,
-    *,
-    msg_type: int | None = None,
-    since: int | None = None,
-    until: int | None = None,
-    schema: Declaration | None = None,
-    batch_frames: int | None = None,
+    directory: Directory, names: Names, *, batch_frames: int | None = None, **selection: Unpack[Selection]
 ) -> Iterator[Any]:
     """`pyarrow.RecordBatch`es in merge order, one per page or per at most `batch_frames` frames:
     memory stays flat however large the journals."""
-    query = make_query(directory, names, msg_type, since, until, schema)
+    check_batch_frames(batch_frames)
+    query = select(directory, names, selection)
     return arrow_batches(query, rechunk(merged_rows(query), batch_frames))
 
 
@@ -109,20 +129,12 @@ def arrow_batches(query: Query, arrays: Iterator[Any]) -> Iterator[Any]:
         yield converter.batch(rows)
 
 
-def to_arrow(
-    directory: Directory,
-    names: Names,
-    *,
-    msg_type: int | None = None,
-    since: int | None = None,
-    until: int | None = None,
-    schema: Declaration | None = None,
-) -> Any:
+def to_arrow(directory: Directory, names: Names, **selection: Unpack[Selection]) -> Any:
     """A `pyarrow.Table`: `nano` is timestamp[ns], `journal` a dictionary of the names, char arrays
     strings (dictionary-encoded when their values repeat), fixed arrays fixed-size lists, nested
     structs structs. The layout and the query are in the schema's metadata under b"mmipc"."""
     arrow = _arrow()
-    query = make_query(directory, names, msg_type, since, until, schema)
+    query = select(directory, names, selection)
     converter = arrow.Converter(query.layout, query.names, metadata(query))
     batches = [converter.batch(rows) for rows in merged_rows(query)]
     if not batches:
@@ -130,36 +142,19 @@ def to_arrow(
     return arrow.pa.Table.from_batches(batches)
 
 
-def to_pandas(
-    directory: Directory,
-    names: Names,
-    *,
-    msg_type: int | None = None,
-    since: int | None = None,
-    until: int | None = None,
-    schema: Declaration | None = None,
-) -> Any:
+def to_pandas(directory: Directory, names: Names, **selection: Unpack[Selection]) -> Any:
     """A `pandas.DataFrame` (through Arrow): `nano` is datetime64[ns], repeated strings categorical."""
-    table = to_arrow(directory, names, msg_type=msg_type, since=since, until=until, schema=schema)
-    return table.to_pandas()
+    return to_arrow(directory, names, **selection).to_pandas()
 
 
-def to_polars(
-    directory: Directory,
-    names: Names,
-    *,
-    msg_type: int | None = None,
-    since: int | None = None,
-    until: int | None = None,
-    schema: Declaration | None = None,
-) -> Any:
-    """A `polars.DataFrame` (through Arrow); needs polars, which the extra does not install."""
+def to_polars(directory: Directory, names: Names, **selection: Unpack[Selection]) -> Any:
+    """A `polars.DataFrame` (through Arrow): `nano` is Datetime("ns"), repeated strings Categorical.
+    Needs polars, which the `analysis` extra does not install: `pip install 'mmipc[polars]'`."""
     try:
         import polars
     except ImportError:
-        raise UsageError("to_polars needs polars: pip install polars") from None
-    table = to_arrow(directory, names, msg_type=msg_type, since=since, until=until, schema=schema)
-    return polars.from_arrow(table)
+        raise UsageError("to_polars needs polars: pip install 'mmipc[polars]'") from None
+    return polars.from_arrow(to_arrow(directory, names, **selection))
 
 
 def _arrow() -> Any:
@@ -180,7 +175,3 @@ def metadata(query: Query) -> dict[str, Any]:
         "until": query.until,
         "schema": struct_to_json(query.layout),
     }
-
-
-def metadata_json(query: Query, **extra: Any) -> str:
-    return json.dumps({**metadata(query), **extra})

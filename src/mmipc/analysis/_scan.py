@@ -3,27 +3,42 @@
 Rules:
 
 * Read-only, like a cursor: pages are mapped read-only and nothing on disk is created or changed.
-* Committed frames only, as a cursor sees them. The commit words of a run of frames are loaded (and
-  copied) before any other byte of those frames, and a run ends at the first word that is 0 or that
-  differs, so nothing past the last committed frame is ever used (x86-64 does not reorder loads with
-  loads; docs/format.md, "Memory ordering").
+* Committed frames only, as a cursor sees them. The end of each journal is found first, with the
+  cursor's ordering rule (a frame's commit word is loaded before anything else of it; docs/format.md,
+  "Memory ordering"): every byte before that end belongs to a committed frame, or to a page that has
+  ended, and committed bytes never change. So the scan below may copy whole frame headers at once,
+  in any order, and never looks past that end.
 * A snapshot: the end of each journal is fixed when a call starts (its last page and the offset after
   its last committed frame). Frames a live writer commits later are not read by that call.
 * Every frame is checked as a cursor checks it (lengths, room in the page, timestamp order), and every
-  selected frame against its schema's size: `CorruptJournalError` names the file and the offset.
-* Fast path: a run of frames of one length is read as one strided numpy view over the mapped page
-  (one header check per run, vectorised); frames whose lengths vary are walked one by one. Runs are
-  looked at in windows that start at 64 frames and grow 8-fold while full, so a mixed page costs
-  O(frames), not O(frames x page). Selected frames are then copied out of the page once, a whole
-  payload per row (rows keep the payload's layout after a 16-byte head): through a strided view when
-  they are evenly spaced, else gathered from a view with an 8-byte stride (frames are 8-aligned).
+  selected frame against its schema's size and, on a page with checksums, against its CRC-32 (a frame
+  not selected is never handed out: its payload is verified only if the scan walks it one by one):
+  `CorruptJournalError` names the file and the offset.
+* Fast path: a run of frames of one length is read as one strided numpy view over the mapped page:
+  its headers are copied out in one vectorised copy and checked together. Frames whose lengths vary
+  are walked one by one. Runs are looked at in windows that start at 64 frames and grow 8-fold while
+  full, so a mixed page costs O(frames), not O(frames x page).
+* Copying out: the selected frames of a page are copied into the result once, one vectorised copy
+  per column (the payload's bytes as one block per row, the timestamp, the source, the journal),
+  from a strided view of the page when the frames are evenly spaced, else gathered from a view with
+  an 8-byte stride (frames are 8-aligned). The copies go `CHUNK_BYTES` of rows at a time, so that the
+  four columns of a chunk are copied while its rows and frames are still in the CPU's cache.
+* Memory: `to_numpy` counts the frames of every page first (an index that keeps, for a page whose
+  selected frames are evenly spaced, three integers), allocates the result once, then maps one page
+  at a time to fill it: its peak is the result plus one mapped page (plus 8 bytes per selected frame
+  of a page with gaps). Merging several journals adds, beside the result, 8 bytes per frame (where
+  each row goes; 24 while the timestamps are sorted, before the result is allocated) and one page's
+  rows. `iter_arrays`, `iter_batches` and export hold one page (or batch) of rows at a time.
 * Merge order is `Reader`'s: by timestamp; ties go to the journal given first; within a journal,
   append order (a stable sort on the timestamps of rows concatenated in journal order).
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +53,7 @@ from .._layout import (
     PAGE_END_RESERVE,
     PAGE_HEADER_SIZE,
     MsgType,
+    check_checksum,
     decode_frame,
 )
 from .._page import MappedPage, page_header
@@ -46,19 +62,21 @@ from .._schema import Declaration, Struct, load_schemas, numpy_dtype, to_struct
 HEADER_COLUMNS = ("nano", "journal", "source")
 _HEADER = np.dtype(
     {
-        "names": ["length", "msg_type", "nano", "payload_len"],
-        "formats": ["<u4", "<u4", "<i8", "<u4"],
-        "offsets": [0, 4, 8, 20],
+        "names": ["length", "msg_type", "nano", "payload_len", "checksum"],
+        "formats": ["<u4", "<u4", "<i8", "<u4", "<u4"],
+        "offsets": [0, 4, 8, 20, 28],
         "itemsize": FRAME_HEADER_SIZE,
     }
 )
 _PAGE_END = int(MsgType.PAGE_END)
+_CHECKSUM_AT = 28  # the checksum's offset in a frame header (docs/format.md)
 _SHORT_RUN = 4  # a vectorised run shorter than this is not worth its overhead ...
 _WALK = 32  # ... so walk this many frames one by one before trying again
 _FIRST_WINDOW = 64  # frames a run looks at first; grows 8-fold while runs fill it
 _MAX_WINDOW = 1 << 20
 NO_LIMIT = (1 << 63) - 1
 ROW_HEAD = 16  # bytes of nano, journal and source before the payload in a row
+CHUNK_BYTES = 1 << 20  # rows copied at a time: the columns of a chunk are copied while it is in cache
 
 
 class JournalNotFoundError(UsageError):
@@ -106,8 +124,21 @@ def make_query(
     clash = set(HEADER_COLUMNS) & {f.name for f in layout.fields}
     if clash:
         raise UsageError(f"layout {layout.name} has fields named {sorted(clash)}, which mmipc adds itself")
-    low, high = since if since is not None else 0, until if until is not None else NO_LIMIT
+    low, high = _nano(since, "since", 0), _nano(until, "until", NO_LIMIT)
     return Query(path, chosen, msg_type, layout, low, high)
+
+
+def _nano(value: Any, what: str, default: int) -> int:
+    """`since` or `until`: an int (numpy's too) of ns since the epoch."""
+    if value is None:
+        return default
+    try:
+        nano = operator.index(value) if not isinstance(value, bool) else -1
+    except TypeError:
+        nano = -1
+    if not 0 <= nano <= NO_LIMIT:
+        raise UsageError(f"{what} must be a time in ns since the epoch (an int >= 0), not {value!r}")
+    return nano
 
 
 def _pick_msg_type(msg_type: int | None, declared: dict[str, dict[int, Struct]], schema: Any) -> int:
@@ -159,12 +190,33 @@ def output_dtype(layout: Struct) -> Any:
 
 @dataclass
 class PageIndex:
-    """The selected frames of one page: their offsets and timestamps."""
+    """The selected frames of one page: their offsets (an int64 array, or a `range` once `compact`
+    finds them evenly spaced) and their timestamps (None once `compact` dropped them)."""
 
     page_no: int
     path: str
     offsets: Any
     nanos: Any
+
+    def compact(self) -> PageIndex:
+        """The same frames in a few integers when they are evenly spaced, without timestamps: what
+        `to_numpy` keeps of every page of one journal until it fills the result."""
+        step = spacing(self.offsets)
+        if step is None:
+            return PageIndex(self.page_no, self.path, self.offsets, None)
+        first = int(self.offsets[0]) if len(self.offsets) else 0
+        return PageIndex(self.page_no, self.path, range(first, first + step * len(self.offsets), step), None)
+
+
+def spacing(offsets: Any) -> int | None:
+    """The distance between consecutive `offsets` if it is always the same (None if not; 1 for fewer
+    than two, so that any count of frames makes a valid range)."""
+    if isinstance(offsets, range):
+        return offsets.step
+    if len(offsets) < 2:
+        return 1
+    steps = np.diff(offsets)
+    return int(steps[0]) if (steps == steps[0]).all() else None
 
 
 def snapshot(directory: str, name: str) -> tuple[int, int]:
@@ -222,9 +274,8 @@ def scan_page(page: MappedPage, stop: int) -> tuple[Any, Any, Any, Any, bool]:
     whether the page's end-of-page marker was reached."""
     parts: list[tuple[Any, ...]] = []
     pos, walk, window = PAGE_HEADER_SIZE, 0, _FIRST_WINDOW
-    verify = page.header.checksums  # a page with checksums is walked: every payload is verified
     while pos < stop:
-        if walk or verify:
+        if walk:
             info = page.frame(pos)
             if info is None:
                 break
@@ -253,23 +304,22 @@ def _run(page: MappedPage, pos: int, stop: int, window: int) -> tuple[tuple[Any,
         return None, pos
     stride = first.end - pos
     count = min((page.page_size - PAGE_END_RESERVE - pos) // stride, -(-(stop - pos) // stride), window)
-    headers = np.ndarray((count,), _HEADER, buffer=page.mm, offset=pos, strides=(stride,))
-    commits = headers["length"].copy()  # every commit word first, before anything else of a frame
-    differs = commits != first.length
+    headers = np.ndarray((count,), _HEADER, buffer=page.mm, offset=pos, strides=(stride,)).copy()
+    differs = headers["length"] != first.length
     n = int(differs.argmax()) if differs.any() else count
+    marker = headers["msg_type"][:n] == _PAGE_END
+    n = int(marker.argmax()) if marker.any() else n
     headers = headers[:n]
-    types = headers["msg_type"].copy()
-    marker = types == _PAGE_END
-    if marker.any():
-        n = int(marker.argmax())
-        headers, types = headers[:n], types[:n]
     bad = headers["payload_len"] != first.payload_len
+    if not page.header.checksums:
+        bad |= headers["checksum"] != 0  # (checksums are verified once the frames are selected)
     if bad.any():
         at = pos + stride * int(bad.argmax())
-        decode_frame(page.mm, at, page.page_size, page.path)  # raises the header's own error
+        decode_frame(page.mm, at, page.page_size, page.path, page.header.checksums)  # raises its error
         raise CorruptJournalError(page.path, at, "frame header disagrees with its length")
     offsets = pos + stride * np.arange(n, dtype=np.int64)
-    return (offsets, types, headers["nano"].copy(), np.full(n, first.length, np.uint32)), pos + stride * n
+    run = (offsets, headers["msg_type"], headers["nano"], np.full(n, first.length, np.uint32))
+    return run, pos + stride * n
 
 
 def _joined(parts: list[tuple[Any, ...]]) -> tuple[Any, Any, Any, Any]:
@@ -308,43 +358,68 @@ def _select(
             f"a frame of msg_type {query.msg_type} carries {int(lengths[i]) - FRAME_HEADER_SIZE} bytes, but "
             f"its schema {query.layout.name} is {query.layout.size} bytes",
         )
+    if page.header.checksums:
+        verify_checksums(page, offsets, lengths)
     return offsets, nanos
+
+
+def verify_checksums(page: MappedPage, offsets: Any, lengths: Any) -> None:
+    """Check the payload of every frame at `offsets` (of frame lengths `lengths`) against its CRC-32:
+    the stored checksums gathered at once, one zlib.crc32 per payload."""
+    slots = (page.page_size - PAGE_HEADER_SIZE - FRAME_HEADER_SIZE) // FRAME_ALIGN + 1
+    stored = np.ndarray(
+        (slots,), "<u4", buffer=page.mm, offset=PAGE_HEADER_SIZE + _CHECKSUM_AT, strides=(FRAME_ALIGN,)
+    )[(offsets - PAGE_HEADER_SIZE) // FRAME_ALIGN]
+    view, crc32, ends = page.view, zlib.crc32, (offsets + lengths).tolist()
+    for offset, end, checksum in zip(offsets.tolist(), ends, stored.tolist(), strict=True):
+        if crc32(view[offset + FRAME_HEADER_SIZE : end]) != checksum:
+            check_checksum(page.mm, offset, end - offset, checksum, page.path)  # raises, naming it
 
 
 # -- rows: copying the selected frames out of a page ---------------------------------------------
 
 
 def fill_rows(rows: Any, page: MappedPage, offsets: Any, journal: int) -> None:
-    """Copy the frames at `offsets` of a mapped page into the contiguous `rows`: per row, the
-    payload's bytes in one piece, then the timestamp and the source."""
-    if not len(offsets):
+    """Copy the frames at `offsets` (an array or a range) of a mapped page into the contiguous `rows`:
+    per row, the payload's bytes in one piece, then the timestamp, the source and the journal."""
+    count, size = len(offsets), rows.dtype.itemsize
+    if not count:
         return
-    frames = _frames_bytes(page, offsets, FRAME_HEADER_SIZE + rows.dtype.itemsize - ROW_HEAD)
-    out = rows.view(np.uint8).reshape(len(rows), rows.dtype.itemsize)
-    out[:, ROW_HEAD:] = frames[:, FRAME_HEADER_SIZE:]
-    out[:, 0:8] = frames[:, 8:16]  # nano
-    out[:, 12:16] = frames[:, 16:20]  # source
-    out[:, 8:12] = 0
-    rows["journal"] = journal
+    frames = _frame_records(size - ROW_HEAD)
+    step = spacing(offsets)
+    if step is not None:
+        view = np.ndarray((count,), frames, buffer=page.mm, offset=int(offsets[0]), strides=(step,))
+    else:
+        slots = (page.page_size - PAGE_HEADER_SIZE - frames.itemsize) // FRAME_ALIGN + 1
+        every = np.ndarray((slots,), frames, buffer=page.mm, offset=PAGE_HEADER_SIZE, strides=(FRAME_ALIGN,))
+        where = (np.asarray(offsets) - PAGE_HEADER_SIZE) // FRAME_ALIGN
+    as_bytes = rows.view(np.uint8).reshape(count, size)
+    payloads, nanos, sources = as_bytes[:, ROW_HEAD:], rows["nano"].view(np.int64), rows["source"]
+    journals = as_bytes[:, 8:12].view("<u4")[:, 0]  # the journal (u2) and the 2 bytes of padding after it
+    chunk = max(1, CHUNK_BYTES // size)
+    for start in range(0, count, chunk):
+        end = min(start + chunk, count)
+        source = view[start:end] if step is not None else every[where[start:end]]
+        payloads[start:end] = source["payload"]
+        nanos[start:end] = source["nano"]
+        sources[start:end] = source["source"]
+        journals[start:end] = journal
 
 
-def _frames_bytes(page: MappedPage, offsets: Any, width: int) -> Any:
-    """The first `width` bytes of each frame at `offsets`, as rows of a 2-D uint8 array: a strided
-    view of the page when the frames are evenly spaced, else gathered from a view with one row per
-    8 bytes of page (frames start 8-aligned)."""
-    steps = np.diff(offsets)
-    if len(offsets) == 1 or (steps == steps[0]).all():
-        stride = int(steps[0]) if len(steps) else width
-        shape = (len(offsets), width)
-        return np.ndarray(shape, np.uint8, buffer=page.mm, offset=int(offsets[0]), strides=(stride, 1))
-    slots = (page.page_size - PAGE_HEADER_SIZE - width) // FRAME_ALIGN + 1
-    every = np.ndarray(
-        (slots, width), np.uint8, buffer=page.mm, offset=PAGE_HEADER_SIZE, strides=(FRAME_ALIGN, 1)
+@functools.lru_cache(maxsize=16)
+def _frame_records(payload_size: int) -> Any:
+    """A frame as numpy sees it: its timestamp, its source and its payload's bytes."""
+    return np.dtype(
+        {
+            "names": ["nano", "source", "payload"],
+            "formats": ["<i8", "<u4", (np.uint8, (payload_size,))],
+            "offsets": [8, 16, FRAME_HEADER_SIZE],
+            "itemsize": FRAME_HEADER_SIZE + payload_size,
+        }
     )
-    return every[(offsets - PAGE_HEADER_SIZE) // FRAME_ALIGN]
 
 
-def read_rows(query: Query, name: str, index: PageIndex, journal: int, into: Any) -> None:
+def read_rows(name: str, index: PageIndex, journal: int, into: Any) -> None:
     """Map the page of `index` again and copy its selected frames into `into`."""
     page = MappedPage.open(index.path, name, index.page_no)
     try:
@@ -359,7 +434,7 @@ def journal_rows(query: Query, j: int) -> Iterator[Any]:
     for index in page_indexes(query, name):
         if len(index.offsets):
             rows = np.empty(len(index.offsets), out)
-            read_rows(query, name, index, j, rows)
+            read_rows(name, index, j, rows)
             yield rows
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
 import sys
 from datetime import datetime
 from typing import Any
 
 from .. import Frame
-from .._schema import decode_declared
-from ..ctp import LAYOUTS, to_dict
+from .._schema import Struct, decode, decode_declared, to_struct
+from ..ctp import LAYOUTS
 
 # Message types of the demo's frames (the seed's market-data writer and latency reader).
 MSG_DEPTH_MARKET_DATA = 101
@@ -23,8 +25,9 @@ def format_time(nano: int) -> str:
 
 
 def render(frame: Frame, struct: str | None, as_json: bool) -> str:
-    """One line for a frame: hex payload, or decoded with --struct, or a JSON object with --json."""
-    payload: Any = _decode(frame, struct)
+    """One line for a frame: decoded with the layout its journal declares (or --struct), as a JSON
+    object with --json, else hex."""
+    payload = decode_payload(frame.journal.directory, frame.journal.name, frame.msg_type, frame.data, struct)
     if as_json:
         record = {
             "time": format_time(frame.nano),
@@ -33,26 +36,49 @@ def render(frame: Frame, struct: str | None, as_json: bool) -> str:
             "msg_type": frame.msg_type,
             "source": frame.source,
             "size": len(frame.data),
-            "payload": payload if isinstance(payload, dict) else bytes(frame.data).hex(),
+            "payload": payload if payload is not None else bytes(frame.data).hex(),
         }
         return json.dumps(record)
     head = (
         f"{format_time(frame.nano)}  {frame.journal.name:<16} type={frame.msg_type:<5} src={frame.source:<4}"
     )
-    if isinstance(payload, dict):
-        return f"{head} {_ctp_line(payload) if _CTP_KEYS <= payload.keys() else _fields_line(payload)}"
+    if payload is not None:
+        return f"{head} {payload_line(payload)}"
     data = bytes(frame.data[:32]).hex(" ")
     return f"{head} len={len(frame.data):<6} {data}{' ...' if len(frame.data) > 32 else ''}"
 
 
-def _decode(frame: Frame, struct: str | None) -> dict[str, Any] | None:
-    if struct is None:  # the layout the journal declares (NAME.schema.json), if any
-        return decode_declared(frame.journal.directory, frame.journal.name, frame.msg_type, frame.data)
-    cls = LAYOUTS[struct]
-    try:
-        return to_dict(frame.as_struct(cls))
-    except ValueError:
+def decode_payload(
+    directory: str, name: str, msg_type: int, data: bytes | memoryview, struct: str | None
+) -> dict[str, Any] | None:
+    """A payload as {field: value} (char fields as text, fixed arrays as lists, nested structs as
+    dicts): with the CTP layout `struct` (--struct) if given, else with the layout journal `name`
+    declares for `msg_type` (NAME.schema.json); None if that layout does not fit the payload."""
+    if struct is None:
+        return decode_declared(directory, name, msg_type, memoryview(data))
+    layout = _ctp_layout(struct)
+    if len(data) != layout.size:
         return None  # not this struct (another message type): shown as hex
+    return decode(layout, data)
+
+
+@functools.lru_cache(maxsize=8)
+def _ctp_layout(struct: str) -> Struct:
+    return to_struct(LAYOUTS[struct])
+
+
+def add_struct(parser: argparse.ArgumentParser) -> None:
+    """`--struct LAYOUT`: decode payloads as this CTP layout instead of the journal's declared ones."""
+    parser.add_argument(
+        "--struct",
+        choices=sorted(LAYOUTS),
+        help="decode payloads as this CTP layout (default: the layouts the journal declares)",
+    )
+
+
+def payload_line(payload: dict[str, Any]) -> str:
+    """A decoded payload on one line: a tick's main fields, else the first fields."""
+    return _ctp_line(payload) if _CTP_KEYS <= payload.keys() else _fields_line(payload)
 
 
 # The fields `_ctp_line` shows: a declared layout that has them all is shown as a tick.

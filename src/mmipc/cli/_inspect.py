@@ -9,9 +9,10 @@ from typing import Any
 
 from .. import MsgType
 from .._files import list_pages
+from .._layout import FRAME_HEADER_SIZE, FrameInfo
 from ..tools import check_journal, last_written_page, list_journals, open_page, page_frames, summarize
 from ._args import add_journals, add_json, existing_directory, natural
-from ._common import Bar, format_time
+from ._common import Bar, add_struct, decode_payload, format_time, payload_line
 from ._errors import CommandError
 
 
@@ -34,6 +35,7 @@ def add_commands(commands: Any) -> None:
     add_journals(inspect, one=True)
     inspect.add_argument("--page", type=natural, help="the page whose frames to show (default: the last)")
     inspect.add_argument("--limit", type=natural, default=20, help="frames to show (default 20)")
+    add_struct(inspect)
     add_json(inspect)
     inspect.set_defaults(run=run_inspect)
     check = commands.add_parser(
@@ -87,7 +89,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     headers = [_page_row(args.directory, args.name, number) for number in pages]
     page = open_page(args.directory, args.name, chosen)
     try:
-        frames = [info._asdict() for _, info in zip(range(args.limit + 1), page.frames(), strict=False)]
+        first = zip(range(args.limit + 1), page.frames(), strict=False)
+        frames = [_frame_row(args, page, info) for _, info in first]
         path = page.path
     finally:
         page.release()
@@ -95,6 +98,13 @@ def run_inspect(args: argparse.Namespace) -> int:
         shown = {"directory": args.directory, "name": args.name, "pages": headers, "page": chosen}
         print(json.dumps({**shown, "path": path, "frames": frames[: args.limit]}, indent=2))
         return 0
+    _print_pages(headers, chosen, path, frames, args.limit)
+    return 0
+
+
+def _print_pages(
+    headers: list[dict[str, Any]], chosen: int, path: str, frames: list[dict[str, Any]], limit: int
+) -> None:
     print(f"{'PAGE':>6} {'SIZE':>12} {'FRAMES':>9} {'FIRST FRAME':<29}  {'LAST FRAME':<29}  CREATED")
     for h in headers:
         print(
@@ -102,14 +112,38 @@ def run_inspect(args: argparse.Namespace) -> int:
             f"{_time(h['last_nano']):<29}  {_time(h['created_nano'])}"
         )
     print(f"\nframes of page {chosen} ({path}):")
-    print(f"{'OFFSET':>10} {'LENGTH':>8} {'TYPE':>10} {'SOURCE':>8}  TIME")
-    for info in frames[: args.limit]:
+    print(f"{'OFFSET':>10} {'LENGTH':>8} {'TYPE':>10} {'SOURCE':>8}  {'TIME':<29}  PAYLOAD")
+    for info in frames[:limit]:
         kind = "PAGE_END" if info["msg_type"] == MsgType.PAGE_END else str(info["msg_type"])
         when = format_time(info["nano"])
-        print(f"{info['offset']:>10} {info['length']:>8} {kind:>10} {info['source']:>8}  {when}")
-    if len(frames) > args.limit:
+        text = _payload_text(info["payload"])
+        print(f"{info['offset']:>10} {info['length']:>8} {kind:>10} {info['source']:>8}  {when:<29}  {text}")
+    if len(frames) > limit:
         print("...")
-    return 0
+
+
+def _frame_row(args: argparse.Namespace, page: Any, info: FrameInfo) -> dict[str, Any]:
+    """A frame's header, and its payload: decoded with the layout the journal declares for its type
+    (or --struct), else as hex (None for the end-of-page marker)."""
+    row: dict[str, Any] = info._asdict()
+    if info.msg_type == MsgType.PAGE_END:
+        row["payload"] = None
+        return row
+    start = info.offset + FRAME_HEADER_SIZE
+    data = bytes(page.view[start : start + info.payload_len])
+    decoded = decode_payload(args.directory, args.name, info.msg_type, data, args.struct)
+    row["payload"] = decoded if decoded is not None else data.hex()
+    return row
+
+
+def _payload_text(payload: dict[str, Any] | str | None) -> str:
+    if payload is None:
+        return ""
+    if isinstance(payload, dict):
+        return payload_line(payload)
+    return " ".join(payload[i : i + 2] for i in range(0, min(len(payload), 32), 2)) + (
+        " ..." if len(payload) > 32 else ""
+    )
 
 
 def _page_row(directory: str, name: str, number: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import struct
@@ -13,7 +14,10 @@ from typing import Any
 
 from .. import Reader, Writer
 from .._cursor import Start
+from .._errors import UsageError
 from .._files import list_pages
+from .._layout import MAX_MSG_TYPE
+from .._schema import MAX_SCHEMA_BYTES, Field, Scalar, Struct, struct_from_json, to_struct
 from ..ctp import LAYOUTS
 from ._args import (
     add_cpu,
@@ -29,11 +33,12 @@ from ._args import (
     service_of,
     time_arg,
 )
-from ._common import MSG_DEPTH_MARKET_DATA, MSG_END
+from ._common import MSG_DEPTH_MARKET_DATA, MSG_END, add_struct, decode_payload, payload_line
 from ._errors import ArgumentsError, CommandError
 from ._stats import Latencies, Tally
 
 COUNT = struct.Struct("<Q")
+END_LAYOUT = Struct("DemoEnd", COUNT.size, (Field("count", 0, Scalar("u8")),))  # the end frame's payload
 INSTRUMENTS = [(b"rb2601", 3700.0), (b"au2602", 612.5), (b"cu2601", 78250.0), (b"IF2612", 3950.2)]
 
 
@@ -48,6 +53,18 @@ def add_commands(commands: Any) -> None:
     write.add_argument("--count", type=count, default=101, help="frames to write (default 101)")
     write.add_argument("--rate", type=rate, default=8.0, help="frames per second, 0 = flat out (default 8)")
     write.add_argument("--struct", choices=sorted(LAYOUTS), default="ctp", help="CTP layout (default ctp)")
+    write.add_argument(
+        "--schema",
+        type=schema_arg,
+        action="append",
+        default=[],
+        metavar="TYPE=LAYOUT",
+        help="declare the payload layout of msg_type TYPE in the journal's schema file, as "
+        "Writer.create(schemas=) does: LAYOUT is a name from mmipc.ctp (ctp, ctp-v6.6.1, "
+        "DepthMarketDataV636, ...) or a JSON file holding one layout in the schema file's format "
+        "(docs/format.md). Repeatable. The frames mmipc write writes are declared anyway: "
+        f"{MSG_DEPTH_MARKET_DATA} as --struct, {MSG_END} as the end frame's count",
+    )
     add_cpu(write)
     add_home(write, standalone=True)
     write.add_argument(
@@ -84,6 +101,7 @@ def add_commands(commands: Any) -> None:
     add_wait(read)
     read.add_argument("--quiet", action="store_true", help="no line per frame, only the summary")
     read.add_argument("--histogram", action="store_true", help="end with a latency histogram")
+    add_struct(read)
     add_cpu(read)
     add_home(read, standalone=True)
     read.set_defaults(run=run_read)
@@ -97,16 +115,62 @@ def octal_mode(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode such as 600 or 640") from None
 
 
+def schema_arg(text: str) -> tuple[int, Struct]:
+    """`--schema TYPE=LAYOUT`: a msg_type and the layout a name of mmipc.ctp or a JSON file gives."""
+    kind, sep, layout = text.partition("=")
+    if not sep or not kind.isdigit() or int(kind) > MAX_MSG_TYPE or not layout:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not TYPE=LAYOUT (a msg_type 0..{MAX_MSG_TYPE}, then a name from mmipc.ctp "
+            "or a JSON layout file), like 101=ctp"
+        )
+    try:
+        return int(kind), _layout_file(layout) if layout.endswith(".json") else to_struct(layout)
+    except (UsageError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{text}: {exc}") from None
+
+
+def _layout_file(path: str) -> Struct:
+    """One layout, as the schema file writes it under a msg_type ({"name", "size", "fields"})."""
+    try:
+        with open(path, "rb") as file:
+            raw = json.loads(file.read(MAX_SCHEMA_BYTES + 1))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from None
+    return struct_from_json(raw, path)
+
+
+def _schemas(args: argparse.Namespace) -> dict[int, Struct]:
+    """What `mmipc write` declares: the layouts of its own frames, and those of --schema."""
+    own = {MSG_DEPTH_MARKET_DATA: to_struct(LAYOUTS[args.struct]), MSG_END: END_LAYOUT}
+    declared = dict(own)
+    for msg_type, layout in args.schema:
+        if msg_type in own and layout != own[msg_type]:
+            hint = " (choose it with --struct)" if msg_type == MSG_DEPTH_MARKET_DATA else ""
+            raise ArgumentsError(
+                f"--schema {msg_type}={layout.name}: mmipc write writes msg_type {msg_type} as "
+                f"{own[msg_type].name}{hint}"
+            )
+        if declared.get(msg_type, layout) != layout:
+            raise ArgumentsError(f"--schema declares msg_type {msg_type} twice, with different layouts")
+        declared[msg_type] = layout
+    return declared
+
+
 def run_write(args: argparse.Namespace) -> int:
     pin(args.cpu)
     [(directory, name)] = journals(args)
+    schemas = _schemas(args)
     field = LAYOUTS[args.struct]()
     field.TradingDay, field.ExchangeID = time.strftime("%Y%m%d").encode(), b"SHFE"
     prices = [price for _, price in INSTRUMENTS]
     rng = random.Random(1)
     sent = 0
     try:
-        with Writer.create(directory, name, service=service_of(args), mode=args.mode) as writer:
+        with Writer.create(
+            directory, name, service=service_of(args), mode=args.mode, schemas=dict(schemas)
+        ) as writer:
             start = time.monotonic()
             for seq in range(args.count):
                 if args.rate > 0:
@@ -207,15 +271,27 @@ def _follow(reader: Reader, args: argparse.Namespace, tally: Tally, journals: in
         latency_us = (now - frame.nano) / 1000
         tally.add(frame, latency_us)
         if not args.quiet:
-            print(_line(frame, latency_us), flush=True)
+            print(_line(frame, latency_us, args.struct), flush=True)
         if args.count is not None and tally.latencies.count >= args.count:
             return
 
 
-def _line(frame: Any, latency_us: float) -> str:
-    if frame.msg_type == MSG_DEPTH_MARKET_DATA and len(frame.data) in (408, 584):
-        cls = LAYOUTS["ctp"] if len(frame.data) == 408 else LAYOUTS["ctp-v6.6.1"]
-        tick = frame.as_struct(cls)
-        return f"{tick.InstrumentID.decode():<8} last {tick.LastPrice:>10.1f}  latency {latency_us:9.1f} us"
+def _line(frame: Any, latency_us: float, struct: str | None) -> str:
+    """A frame decoded with its journal's declared layout (or --struct), and its latency."""
+    journal = frame.journal
+    payload = decode_payload(journal.directory, journal.name, frame.msg_type, frame.data, struct)
+    if payload is None and struct is None and frame.msg_type == MSG_DEPTH_MARKET_DATA:
+        payload = _guess_ctp(frame.data)
+    if payload is not None:
+        return f"{payload_line(payload)}  latency {latency_us:9.1f} us"
     size = len(frame.data)
-    return f"{frame.journal.name:<12} type {frame.msg_type:<5} {size:>6} bytes  latency {latency_us:9.1f} us"
+    return f"{journal.name:<12} type {frame.msg_type:<5} {size:>6} bytes  latency {latency_us:9.1f} us"
+
+
+def _guess_ctp(data: memoryview) -> dict[str, Any] | None:
+    """A tick of a journal written before journals declared their layouts, told by its size."""
+    for name in ("ctp", "ctp-v6.6.1"):
+        payload = decode_payload("", "", 0, data, name)
+        if payload is not None:
+            return payload
+    return None

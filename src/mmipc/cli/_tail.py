@@ -11,10 +11,9 @@ from typing import Any
 
 from .. import Frame, Reader
 from .._files import list_pages
-from ..ctp import LAYOUTS
 from ..tools import nth_last_nano
 from ._args import add_journals, existing_directory, journals, natural, time_arg
-from ._common import Bar, render
+from ._common import Bar, add_struct, render
 from ._errors import CommandError
 from ._rw import say_waiting
 
@@ -38,7 +37,7 @@ def add_commands(commands: Any) -> None:
         default=True,
         help="go on printing new frames (default: follow)",
     )
-    tail.add_argument("--struct", choices=sorted(LAYOUTS), help="decode payloads as a CTP layout")
+    add_struct(tail)
     tail.add_argument("--json", action="store_true", help="one JSON object per frame on stdout, nothing else")
     tail.set_defaults(run=run_tail)
 
