@@ -291,3 +291,21 @@ def test_256_journals_with_a_writer_killed_and_restarted_lose_and_repeat_nothing
         assert seen[name] == list(range(len(seen[name]))), name  # none lost, none twice, in order
         assert len(seen[name]) == 150 or name in killed, name
     assert all(len(seen[n]) > 100 for n in killed)
+
+
+def test_a_writer_rings_only_bell_files_never_a_file_a_bell_list_names(jdir: str) -> None:
+    """NAME.bells may be edited by any process that can write it: a slot naming another file (here
+    one of the writer's own) must not make the writer map, grow or write that file."""
+    from mmipc._bell import BellList
+
+    victims = [os.path.join(jdir, "victim"), os.path.join(jdir, "mmipc-bell.fake")]
+    for path in victims:
+        with open(path, "wb") as f:
+            f.write(b"keep" * 25)
+        assert BellList.subscribe(jdir, "v", path, 0) is not None
+    with Writer.create(jdir, "v", service=None) as writer:
+        writer.write(b"x")
+        writer.write_at(b"y", writer.write(b"z"))  # the Python path too, on the native backend
+    for path in victims:
+        with open(path, "rb") as f:
+            assert f.read() == b"keep" * 25, path

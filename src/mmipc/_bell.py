@@ -27,6 +27,7 @@ import fcntl
 import itertools
 import mmap
 import os
+import stat
 import struct
 import threading
 import time
@@ -72,14 +73,21 @@ def _bell_dir() -> str:
 
 
 def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
-    """Map `path` read-write (growing it to `size` if shorter), or None if the OS refuses."""
+    """Map `path` read-write, or None if the OS refuses. `create`: make it, or grow it to `size`.
+    Without `create` (a writer mapping a bell named in a list others may edit) only a regular file
+    named ``mmipc-bell.*`` of exactly `size` bytes is mapped: never another file, never resized."""
+    if not create and not os.path.basename(path).startswith("mmipc-bell."):
+        return None
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
     try:
         fd = os.open(path, flags, 0o666)
     except OSError:
         return None
     try:
-        if os.fstat(fd).st_size < size:
+        st = os.fstat(fd)
+        if not create and (not stat.S_ISREG(st.st_mode) or st.st_size != size):
+            return None
+        if st.st_size < size:
             os.ftruncate(fd, size)
         return mmap.mmap(fd, size)
     except (OSError, ValueError):

@@ -736,16 +736,26 @@ struct mmipc_ringer {
     } targets[64];
 };
 
+/* Map `path` read-write. `create`: make it, or grow it to `size` (NAME.bells). Without it (a bell
+ * named in a list others may edit) only a regular file named mmipc-bell.* of exactly `size`
+ * bytes is mapped: never another file, never resized. */
 static void *
 map_shared(const char *path, size_t size, int create)
 {
+    const char *base = strrchr(path, '/');
+    if (!create && strncmp(base ? base + 1 : path, "mmipc-bell.", 11) != 0) {
+        return NULL;
+    }
     int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0666);
     if (fd < 0) {
         return NULL;
     }
     struct stat st;
     void *p = MAP_FAILED;
-    if (fstat(fd, &st) == 0 && (st.st_size >= (off_t)size || ftruncate(fd, (off_t)size) == 0)) {
+    int ok = fstat(fd, &st) == 0
+             && (create ? st.st_size >= (off_t)size || ftruncate(fd, (off_t)size) == 0
+                        : S_ISREG(st.st_mode) && st.st_size == (off_t)size);
+    if (ok) {
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     }
     close(fd);
