@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from .._backend import BACKEND
-from ..bench import BLOCKING_SECONDS, PEERS, measure, outcome, with_service
+from ..bench import BLOCKING_SECONDS, PEERS, TIMED_MODES, measure, outcome, with_service
 from ..bench.report import plot, report
 from ._args import add_cpu, count, rate, sizes
 from ._errors import ArgumentsError
@@ -161,8 +161,9 @@ def load_warnings(results: dict[str, Any]) -> list[str]:
         )
     for (peer, size, mode, interval), p50s in _p50s_by_run(results).items():
         if len(p50s) > 1 and min(p50s) > 0 and max(p50s) / min(p50s) > SPREAD_WARNING:
+            every = f" every {interval:g} us" if mode in TIMED_MODES else ""
             warnings.append(
-                f"{peer} {size} B {mode} every {interval:g} us: p50 varies "
+                f"{peer} {size} B {mode}{every}: p50 varies "
                 f"{min(p50s):.1f}..{max(p50s):.1f} us across rounds "
                 f"(median {statistics.median(p50s):.1f}): something else was running"
             )
