@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -227,3 +228,19 @@ def test_status_watch_refreshes_until_ctrl_c(fresh: ServiceProcess) -> None:
     finally:
         if watch.proc.poll() is None:
             watch.kill9()
+
+
+def test_status_aligns_the_last_frame_column_past_long_names(fresh: ServiceProcess, jdir: str) -> None:
+    """The JOURNAL column had no width: a long name pushed its LAST FRAME out of line."""
+    with (
+        Writer.create(jdir, "a", service=fresh.home) as short,
+        Writer.create(jdir, "a_much_longer_journal_name_than_the_others", service=fresh.home) as long,
+    ):
+        short.write(b"x")
+        long.write(b"x")
+        lines = mmipc("status", "--home", fresh.home).stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if "JOURNAL" in line and "WRITER" in line)
+    rows = [lines[head], *(line for line in lines[head + 1 :] if jdir in line)]
+    assert len(rows) == 3, lines
+    starts = {rows[0].index("LAST FRAME"), *(re.search(r"\d{4}-\d\d-\d\d ", row).start() for row in rows[1:])}  # type: ignore[union-attr]
+    assert len(starts) == 1, "\n".join(rows)

@@ -65,14 +65,15 @@ def show(
 
 
 _JOURNAL_HEAD = ("WRITER", "FRAMES/S", "BYTES/S", "AGE", "DISK", "FREE", "FULL IN", "JOURNAL", "LAST FRAME")
-_JOURNAL_ROW = "{:>9} {:>9} {:>10} {:>8} {:>9} {:>9} {:>8}  {}  {}"
+_JOURNAL_ROW = "{:>9} {:>9} {:>10} {:>8} {:>9} {:>9} {:>8}  {:<{width}}  {}"
 _READER_HEAD = ("READER", "PID", "STATE", "WAIT", "LAG FR", "LAG", "STALLED", "COMMITTED", "JOURNAL")
 _READER_ROW = "{:<20} {:>7} {:<7} {:<8} {:>7} {:>8} {:>8} {:>16}  {}"
 
 
 def journal_lines(journals: list[dict[str, Any]]) -> list[str]:
     """One line per journal: writer, rates, age of the last frame, disk, free space, time to full."""
-    lines = [_JOURNAL_ROW.format(*_JOURNAL_HEAD)]
+    width = max([len(_JOURNAL_HEAD[7]), *(len(f"{j['directory']}/{j['name']}") for j in journals)])
+    lines = [_JOURNAL_ROW.format(*_JOURNAL_HEAD, width=width)]
     for j in journals:
         writer = str(j["writer_pid"]) if j.get("writer_pid") is not None else "no writer"
         rate = f"{j.get('frames_per_s', 0):.1f}"
@@ -81,7 +82,7 @@ def journal_lines(journals: list[dict[str, Any]]) -> list[str]:
                 writer, rate, _size(j.get("bytes_per_s", 0)) + "/s", _secs(j.get("last_frame_age_s")),
                 _size(j.get("disk_bytes", 0)), _size(j.get("free_bytes", 0)),
                 _secs(j.get("time_to_full_s")), f"{j['directory']}/{j['name']}",
-                format_time(j["last_nano"]) if j.get("last_nano") else "-",
+                format_time(j["last_nano"]) if j.get("last_nano") else "-", width=width,
             )
         )  # fmt: skip
         if j.get("retention_held_by"):
