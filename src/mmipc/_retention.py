@@ -63,6 +63,34 @@ class Policy:
         return any(x is not None for x in (self.max_age_ns, self.max_bytes, self.max_pages))
 
 
+def parse_dir_policy(text: str, archive: str | None = None) -> tuple[str, Policy]:
+    """``DIR=RULE[,RULE...]`` as (absolute DIR, its policy). A RULE is an age (7d: as --retain),
+    ``bytes:SIZE`` (as --retain-bytes), ``pages:N`` (as --retain-pages), or ``none`` (keep all)."""
+    directory, sep, rules = text.rpartition("=")
+    if not sep or not directory or not rules:
+        raise UsageError(f"--retain-dir wants DIR=RULE[,RULE...], for example /data/md=7d, not {text!r}")
+    fields: dict[str, int] = {}
+    for rule in rules.split(","):
+        try:
+            fields.update(_rule(rule.strip()))
+        except UsageError as exc:
+            raise UsageError(f"--retain-dir {text!r}: {exc}") from None
+    return os.path.abspath(directory), Policy(**fields, archive=archive)
+
+
+def _rule(rule: str) -> dict[str, int]:
+    kind, _, value = rule.rpartition(":")
+    if rule == "none":
+        return {}
+    if kind == "":
+        return {"max_age_ns": parse_age(value)}
+    if kind == "bytes":
+        return {"max_bytes": parse_size(value)}
+    if kind == "pages" and value.isdigit() and int(value) > 0:
+        return {"max_pages": int(value)}
+    raise UsageError(f"{rule!r} is not a rule (an age like 7d, bytes:50G, pages:N, or none)")
+
+
 @dataclass
 class Plan:
     """The pages to remove, and the readers that keep later pages."""
