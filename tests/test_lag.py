@@ -244,3 +244,26 @@ def test_status_aligns_the_last_frame_column_past_long_names(fresh: ServiceProce
     assert len(rows) == 3, lines
     starts = {rows[0].index("LAST FRAME"), *(re.search(r"\d{4}-\d\d-\d\d ", row).start() for row in rows[1:])}  # type: ignore[union-attr]
     assert len(starts) == 1, "\n".join(rows)
+
+
+def test_an_offline_durable_reader_shows_its_committed_seq(fresh: ServiceProcess, jdir: str) -> None:
+    with Writer.create(jdir, "d", page_size=64 * 1024, service=fresh.home) as writer:
+        for _ in range(1000):
+            writer.write(bytes(PAYLOAD))  # about 260 frames a page: four pages
+        with Reader.create("dur", durable=True, service=fresh.home) as reader:
+            reader.add_journal(jdir, "d")
+            assert all(reader.read() is not None for _ in range(700))
+        entry = reader_entry(fresh.home, "dur")
+        assert entry is not None and entry["state"] == "offline" and entry["durable"]
+        [row] = entry["lag"]
+        assert row["committed"]["seq"] == 699 and row["committed"]["page_no"] >= 2
+        assert row["lag_frames"] == 300 and row["lag_bytes"] >= 300 * FRAME and row["lag_ns"] > 0
+        assert "seq 699" in mmipc("status", "--home", fresh.home).stdout
+        labels = f'{{reader="dur",directory="{os.path.realpath(jdir)}",name="d"}}'
+        assert (
+            f"mmipc_reader_committed_seq{labels} 699"
+            in mmipc("status", "--prometheus", "--home", fresh.home).stdout
+        )
+        table = mmipc("cursors", "--home", fresh.home).stdout.splitlines()
+        assert table[0].split()[:5] == ["READER", "JOURNAL", "PAGE", "OFFSET", "SEQ"]
+        assert table[1].split()[0] == "dur" and table[1].split()[4] == "699"

@@ -211,6 +211,8 @@ class Monitor:
                 row["stalled_s"] = round(max(0.0, stalled), 3)
             if key in commits:
                 row["committed"] = {k: commits[key][k] for k in ("page_no", "offset", "nano", "seq")}
+                if key not in published:
+                    _exact_lag(row, row["committed"]["seq"], tails[key])
             rows.append(row)
         return rows
 
@@ -229,6 +231,12 @@ class Monitor:
                 except OSError:
                     pass
                 self._dead_since.pop(name, None)
+
+
+def _exact_lag(row: dict[str, Any], seq: int, tail: Tail | None) -> None:
+    """An offline durable reader's lag in frames from its committed seq, without opening a page."""
+    if seq >= 0 and tail is not None and tail.next_seq >= 0 and "lag_bytes" in row:
+        row["lag_frames"] = max(0, tail.next_seq - seq - 1) if row["lag_bytes"] else 0
 
 
 def _safely(read: Callable[[str, str], Any], key: JournalKey, default: Any) -> Any:

@@ -137,7 +137,10 @@ def _lag_cells(row: dict[str, Any]) -> tuple[str, ...]:
     frames = "-" if row.get("lag_frames") is None else str(row["lag_frames"])
     lag = _secs(row["lag_ns"] / 1e9) if "lag_ns" in row else "-"
     committed = row.get("committed")
-    where = f"page {committed['page_no']} @{committed['offset']}" if committed else "-"
+    where = "-"
+    if committed:
+        seq = committed.get("seq", -1)
+        where = f"seq {seq}" if seq >= 0 else f"page {committed['page_no']} @{committed['offset']}"
     return frames, lag, _secs(row.get("stalled_s")), where, f"{row['directory']}/{row['name']}"
 
 
