@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +23,8 @@ from conftest import Child, Procs, ServiceProcess, wait_for
 from mmipc import Reader, Writer, service_status
 from mmipc._errors import UsageError
 from mmipc._prometheus import exposition, parse_loopback
+from mmipc._protocol import encode
+from test_service import answer, ask, raw_client
 
 PAGE = 1024 * 1024
 PAYLOAD = 200
@@ -267,3 +273,39 @@ def test_an_offline_durable_reader_shows_its_committed_seq(fresh: ServiceProcess
         table = mmipc("cursors", "--home", fresh.home).stdout.splitlines()
         assert table[0].split()[:5] == ["READER", "JOURNAL", "PAGE", "OFFSET", "SEQ"]
         assert table[1].split()[0] == "dur" and table[1].split()[4] == "699"
+
+
+def unread_by_the_service(sock: socket.socket) -> int:
+    """Bytes we sent that the service has not read yet (an AF_UNIX sender's queue: SIOCOUTQ)."""
+    return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0])
+
+
+def test_a_slow_status_never_delays_another_clients_request(fresh: ServiceProcess, tmp_path: Path) -> None:
+    """The status was computed on the service's event loop: while it read thousands of journals' files
+    (here 400 journals in a directory of 4,000 files, which every listing must scan), no other client
+    got an answer. Now the loop answers a hello while the status is still being computed.
+
+    Deterministic under the old code: once the service has read the status request (our socket's
+    send queue is empty), the hello could only be answered after the status reply was sent."""
+    crowd = tmp_path / "crowd"
+    crowd.mkdir()
+    for i in range(4000):
+        (crowd / f"other{i:05d}.txt").touch()
+    client = raw_client(fresh)
+    assert ask(client, {"op": "register_reader", "id": 2, "name": "crowd"})["ok"]
+    adds = [
+        {"op": "add_journal", "id": 3, "reader": "crowd", "directory": str(crowd), "name": f"j{i}"}
+        for i in range(400)
+    ]
+    client.sendall(b"".join(encode(a) for a in adds))
+    assert all(answer(client)["ok"] for _ in adds)
+    asker, other = raw_client(fresh), raw_client(fresh)
+    asker.sendall(encode({"op": "status", "id": 7}))
+    wait_for(lambda: unread_by_the_service(asker) == 0, what="the service to read the status request")
+    assert ask(other, {"op": "hello", "id": 8, "version": 1, "pid": os.getpid()})["ok"]
+    readable, _, _ = select.select([asker], [], [], 0)
+    assert not readable, "the hello waited for the status"
+    asker.settimeout(600)
+    reply = answer(asker)
+    assert reply["id"] == 7 and reply["ok"]
+    assert sum(j["directory"] == str(crowd) for j in reply["status"]["journals"]) == 400  # type: ignore[index]
