@@ -309,3 +309,14 @@ def test_a_slow_status_never_delays_another_clients_request(fresh: ServiceProces
     reply = answer(asker)
     assert reply["id"] == 7 and reply["ok"]
     assert sum(j["directory"] == str(crowd) for j in reply["status"]["journals"]) == 400  # type: ignore[index]
+
+
+def test_fifos_for_counter_and_cursor_files_do_not_hang_the_status(fresh: ServiceProcess) -> None:
+    """Both were opened without O_NONBLOCK: a FIFO found there blocked the status for good."""
+    for sub, name in (("readers", "fifo.counters"), ("cursors", "fifo.cursor")):
+        os.makedirs(os.path.join(fresh.home, sub), mode=0o700, exist_ok=True)
+        os.mkfifo(os.path.join(fresh.home, sub, name))
+    [entry] = [r for r in service_status(fresh.home)["readers"] if r["name"] == "fifo"]
+    assert entry["state"] == "offline" and "not a regular file" in entry["cursor_error"]
+    listed = mmipc("cursors", "--home", fresh.home)
+    assert listed.returncode == 0 and "not a regular file" in listed.stdout

@@ -31,6 +31,7 @@ import functools
 import json
 import logging
 import os
+import stat
 import time
 import zlib
 from collections.abc import Callable
@@ -136,12 +137,14 @@ class CursorFile:
 def read_record(path: str) -> dict[str, Any] | None:
     """The checked record of a cursor file, or None if there is none."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise CursorError(f"cannot open cursor file {path}: {exc.strerror}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CursorError(f"cursor file {path} is not a regular file")
         data = os.read(fd, MAX_FILE + 1)
     finally:
         os.close(fd)

@@ -28,6 +28,7 @@ import json
 import logging
 import mmap
 import os
+import stat
 import struct
 import threading
 import time
@@ -236,10 +237,12 @@ def close_board(board: Board | None) -> None:
 def read_counters(path: str) -> dict[str, Any] | None:
     """A counter file's consistent content, or None if it is not one (or keeps changing)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         for _ in range(8):
             data = os.pread(fd, COUNTER_FILE_SIZE, 0)
             if len(data) != COUNTER_FILE_SIZE or data[:8] != MAGIC:
