@@ -141,3 +141,16 @@ def test_retention_per_directory_from_the_command_line(tmp_path: Path) -> None:
     finally:
         service.proc.terminate()
         assert service.proc.wait(timeout=60) == 0
+
+
+def test_a_new_reader_holds_its_pages_from_add_journal_on(jdir: str, tmp_path: Path) -> None:
+    """Positions were published by a thread every 0.2 s: for that long a reader that had just added a
+    journal held no page, and retention could remove the page it was about to read next."""
+    home = str(tmp_path / "home")
+    with Service(home):
+        with Writer.create(jdir, "n", page_size=PAGE, service=home) as writer:
+            fill(writer, PER_PAGE * 4)
+            with Reader.create("newcomer", service=home) as reader:
+                reader.add_journal(jdir, "n")
+                result, _ = prune(home, jdir, "n", Policy(max_pages=1), time.time_ns(), dry_run=True)
+                assert result.remove == [] and "held by reader newcomer" in result.kept_for

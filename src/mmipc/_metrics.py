@@ -8,7 +8,9 @@ Rules:
 * The reader's hot path does not touch it: `read()` costs exactly what it did. A publisher thread
   (one per process, for all its readers) copies each cursor's position into the file every
   PUBLISH_INTERVAL, and only when it changed, with a few `pack_into` calls. So a published position is
-  at most PUBLISH_INTERVAL old; the thread takes the GIL a few microseconds per tick.
+  at most PUBLISH_INTERVAL old; the thread takes the GIL a few microseconds per tick. `add_journal`
+  also publishes at once (`publish_now`), so that a new reader holds its pages against retention
+  from the moment it stands on them, not PUBLISH_INTERVAL later. A lock keeps the two apart.
 * A seqlock guards each update: the generation word is odd while the publisher writes; a reader of
   the file retries until it reads the same even generation before and after.
 * A reader that closes removes its file. A reader that dies leaves it: the service shows that reader
@@ -86,6 +88,7 @@ class Board:
         self._published: list[tuple[int, int, int]] = []
         self._journals: list[tuple[str, str]] = []
         self._generation = 0
+        self._lock = threading.Lock()
         self._mm = _create(path)
         self._write_header(time.time_ns())
 
@@ -93,8 +96,19 @@ class Board:
         """Record how the reader waits: its `frames(wait=...)` name, or "custom"."""
         self.wait = WAIT_MODES.index(wait) if isinstance(wait, str) and wait in WAIT_MODES else 3
 
+    def publish_now(self) -> None:
+        """Publish from the reader's thread (after `add_journal`); a failure is logged, never raised."""
+        try:
+            self.publish()
+        except Exception as exc:  # a full disk must not fail add_journal
+            log.debug("could not publish %s: %s", self.path, exc)
+
     def publish(self) -> None:
         """Copy the cursors' positions into the file if they moved (publisher thread)."""
+        with self._lock:
+            self._publish()
+
+    def _publish(self) -> None:
         now = time.time_ns()
         jids = [(c.jid.directory, c.jid.name) for c in self.cursors[:MAX_SLOTS]]
         positions = [_position_of(c) for c in self.cursors[:MAX_SLOTS]]
@@ -146,7 +160,8 @@ class Board:
             os.unlink(self.path)
         except OSError:
             pass
-        self._mm.close()
+        with self._lock:
+            self._mm.close()
 
 
 def _position_of(cursor: Cursor) -> tuple[int, int, int]:

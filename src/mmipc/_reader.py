@@ -176,6 +176,8 @@ class Reader:
             cursor.position(cursor.start)
         self._cursors.append(cursor)
         self._rebind()
+        if self._board is not None:
+            self._board.publish_now()  # it holds its pages against retention from now on
         self._report("add_journal", jid)
         return jid
 
