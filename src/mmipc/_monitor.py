@@ -76,17 +76,24 @@ class Monitor:
             self._thread = None
 
     def _run(self) -> None:
-        next_retention = time.monotonic() + min(self.retain_interval, SAMPLE_INTERVAL)
-        while not self._stop.wait(SAMPLE_INTERVAL):
-            self.ticks += 1
-            self._guarded(self.on_tick)
-            for key in self._known():
-                self._guarded(self._sample, key)
+        """Sample every SAMPLE_INTERVAL, retain every `retain_interval`, whichever is shorter."""
+        now = time.monotonic()
+        next_sample, next_retention = now + SAMPLE_INTERVAL, now + min(self.retain_interval, SAMPLE_INTERVAL)
+        while not self._stop.wait(max(0.0, min(next_sample, next_retention) - time.monotonic())):
+            if time.monotonic() >= next_sample:
+                next_sample = time.monotonic() + SAMPLE_INTERVAL
+                self._tick()
             if time.monotonic() >= next_retention:
                 next_retention = time.monotonic() + self.retain_interval
                 for key in self._known():
                     self._guarded(self.retain, key)
-            self._guarded(self._forget_dead)
+
+    def _tick(self) -> None:
+        self.ticks += 1
+        self._guarded(self.on_tick)
+        for key in self._known():
+            self._guarded(self._sample, key)
+        self._guarded(self._forget_dead)
 
     def _guarded(self, what: Callable[..., object], *args: Any) -> None:
         try:

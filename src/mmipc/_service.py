@@ -708,15 +708,18 @@ def _send_quietly(conn: socket.socket, message: dict[str, Any]) -> None:
         pass
 
 
-def spawn_service(home: str, stderr: int | None = None) -> subprocess.Popen[str]:
-    """Start `mmipc service --home HOME` as a child process and return it once its socket is bound.
+def spawn_service(
+    home: str, stderr: int | None = None, options: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
+    """Start `mmipc service --home HOME [OPTIONS]` as a child process and return it once its socket
+    is bound.
 
     `stderr` is where its log goes (default: ours). The child runs in its own session (a terminal's
     Ctrl-C reaches only its parent, which stops it) and gets SIGTERM, a clean shutdown, if its
     parent dies.
     """
     child = subprocess.Popen(
-        [sys.executable, "-m", "mmipc", "service", "--home", home, "--quiet"],
+        [sys.executable, "-m", "mmipc", "service", "--home", home, "--quiet", *options],
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
