@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Child, wait_for
+from conftest import Child, Procs, wait_for
 from mmipc import Reader, Service, UsageError, Writer, service_status
 from mmipc._files import list_pages
 from mmipc._retention import Policy, parse_age, parse_dir_policy, parse_size, prune
@@ -154,3 +154,27 @@ def test_a_new_reader_holds_its_pages_from_add_journal_on(jdir: str, tmp_path: P
                 reader.add_journal(jdir, "n")
                 result, _ = prune(home, jdir, "n", Policy(max_pages=1), time.time_ns(), dry_run=True)
                 assert result.remove == [] and "held by reader newcomer" in result.kept_for
+
+
+def test_readers_positioning_while_retention_removes_pages_never_fail(jdir: str, procs: Procs) -> None:
+    """A cursor listed the pages, then opened them: one that retention removed in between raised a
+    bare FileNotFoundError out of add_journal (found by the torture). It now lists again."""
+    child = procs.spawn_code(
+        "import time\n"
+        "from mmipc import Writer\n"
+        "from mmipc._retention import Policy, prune\n"
+        f"w = Writer.create({jdir!r}, 'churn', page_size={PAGE}, service=None)\n"
+        "i = 0\n"
+        "while True:\n"
+        "    w.write(bytes(1000))\n"
+        "    i += 1\n"
+        "    if i % 20 == 0:\n"
+        f"        prune(None, {jdir!r}, 'churn', Policy(max_pages=2), time.time_ns())\n"
+        "    if i == 2000:\n"
+        "        print('churning', flush=True)\n"
+    )
+    child.expect_line("churning")
+    for i in range(300):
+        with Reader.create(f"newcomer{i}", service=None) as reader:
+            reader.add_journal(jdir, "churn", start="begin" if i % 2 else time.time_ns() - 10**6)
+            reader.read()
