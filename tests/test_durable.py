@@ -6,6 +6,7 @@ import os
 import random
 import struct
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from conftest import Child, Procs
 from mmipc import CursorError, Reader, UsageError, Writer
 from mmipc._durable import CursorFile, read_record
+from mmipc._retention import Policy, prune
 
 SEQ = struct.Struct("<Q")
 PAGE = 64 * 1024
@@ -254,3 +256,22 @@ def test_a_version_1_journal_commits_seq_minus_1_and_resumes(jdir: str, tmp_path
         reader.add_journal(jdir, "v1")
         rest = list(reader.frames(timeout=0.2))
     assert len(rest) == 200 and rest[0].nano > first[-1].nano  # type: ignore[union-attr]
+
+
+def test_a_durable_reader_holds_a_journal_that_has_no_page_yet(
+    jdir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A journal without pages was not committed at all: until the reader's first commit after the
+    writer started, retention could remove frames it had never read (found by the torture)."""
+    home = str(tmp_path / "home")
+    cdir = os.path.join(home, "cursors")
+    with Reader.create("early", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "late")
+        reader.commit()
+    write_frames(jdir, "late", 1000)  # about four pages
+    result, _ = prune(home, jdir, "late", Policy(max_pages=1), time.time_ns())
+    assert result.remove == [] and result.kept_for == "page 0 is held by reader early"
+    with Reader.create("early", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "late")
+        assert seqs(reader) == list(range(1000))
+    assert "is gone" not in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import select
@@ -320,3 +321,96 @@ def test_fifos_for_counter_and_cursor_files_do_not_hang_the_status(fresh: Servic
     assert entry["state"] == "offline" and "not a regular file" in entry["cursor_error"]
     listed = mmipc("cursors", "--home", fresh.home)
     assert listed.returncode == 0 and "not a regular file" in listed.stdout
+
+
+def prometheus_values(text: str) -> dict[str, float]:
+    """'name{labels}' -> value of every sample line."""
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"
+    }
+
+
+def test_status_json_and_prometheus_carry_every_figure_of_known_traffic(
+    fresh: ServiceProcess, jdir: str
+) -> None:
+    """Issue 12's "Done means": every listed figure, in `status --json` and `--prometheus`, against
+    traffic whose figures are known: 232-byte frames, a live reader 100 frames in, a durable reader
+    that committed 50, then a stall."""
+    home, real = fresh.home, os.path.realpath(jdir)
+    writer = Writer.create(jdir, "k", page_size=PAGE, service=home)
+    follower, keeper = (
+        Reader.create("follower", service=home),
+        Reader.create("keeper", durable=True, service=home),
+    )
+    follower.add_journal(jdir, "k")
+    keeper.add_journal(jdir, "k")
+
+    written = 0
+
+    def flowing() -> bool:
+        nonlocal written
+        for _ in range(20):
+            writer.write(bytes(PAYLOAD))
+        written += 20
+        return bool(journal_entry(home, "k")["frames_per_s"] > 0)
+
+    wait_for(flowing, what="the monitor to measure the traffic")
+    frames = follower.frames(wait="backoff")
+    read = [next(frames) for _ in range(100)]
+    assert all(keeper.read() is not None for _ in range(50))
+    keeper.commit()
+
+    def stalled() -> bool:
+        row = (reader_entry(home, "follower") or {"lag": [{}]})["lag"][0]
+        return bool(row.get("lag_frames") == written - 100 and row.get("stalled_s", 0) >= 0.5)
+
+    wait_for(stalled, what="the follower shown stalled")
+    status = json.loads(mmipc("status", "--json", "--home", home).stdout)
+    [journal] = [j for j in status["journals"] if j["name"] == "k"]
+    total = journal["next_seq"]
+    assert total == written and total > 100
+    assert journal["writer_pid"] == os.getpid() and journal["directory"] == real
+    assert journal["frames_per_s"] > 0 and journal["bytes_per_s"] > 0 and journal["last_frame_age_s"] >= 0
+    pages = [os.path.join(jdir, f) for f in os.listdir(jdir) if f.endswith(".journal")]
+    assert journal["disk_bytes"] == sum(os.stat(p).st_blocks * 512 for p in pages)
+    assert journal["free_bytes"] > 0 and journal["time_to_full_s"] > 0  # free / bytes per s
+    readers = {r["name"]: r for r in status["readers"]}
+    follow, keep = readers["follower"], readers["keeper"]
+    assert (follow["state"], follow["pid"], follow["wait"], follow["durable"]) == (
+        "live",
+        os.getpid(),
+        "backoff",
+        False,
+    )
+    assert follow["journals"] == [[real, "k"]]
+    [row] = follow["lag"]
+    assert row["lag_frames"] == total - 100 and row["lag_ns"] == writer.last_nano - read[-1].nano
+    assert row["stalled_s"] >= 0.5 and "committed" not in row
+    [krow] = keep["lag"]
+    assert keep["durable"] and keep["state"] == "live" and krow["committed"]["seq"] == 49
+    assert krow["lag_frames"] == total - 50 and krow["committed"]["page_no"] == 0
+    prom = prometheus_values(mmipc("status", "--prometheus", "--home", home).stdout)
+    jl, fl, kl = (
+        f'{{directory="{real}",name="k"}}',
+        f'{{reader="follower",directory="{real}",name="k"}}',
+        f'{{reader="keeper",directory="{real}",name="k"}}',
+    )
+    assert (
+        prom[f"mmipc_journal_writer_up{jl}"] == 1
+        and prom[f"mmipc_journal_disk_bytes{jl}"] == journal["disk_bytes"]
+    )
+    assert prom[f"mmipc_journal_next_seq{jl}"] == total
+    for metric in ("frames_per_second", "bytes_per_second", "last_frame_age_seconds", "free_bytes"):
+        assert prom[f"mmipc_journal_{metric}{jl}"] >= 0
+    assert prom[f"mmipc_reader_lag_frames{fl}"] == total - 100
+    assert prom[f"mmipc_reader_lag_seconds{fl}"] == pytest.approx(row["lag_ns"] / 1e9)
+    assert prom[f"mmipc_reader_stalled_seconds{fl}"] >= 0.5
+    assert prom['mmipc_reader_up{reader="follower",state="live"}'] == 1
+    assert prom[f"mmipc_reader_committed_seq{kl}"] == 49 and prom[f"mmipc_reader_committed_page{kl}"] == 0
+    follower.close()
+    keeper.close()
+    writer.close()
+    wait_for(
+        lambda: "no writer" in mmipc("status", "--home", home).stdout,
+        what="the journal listed without writer",
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Child, Procs, wait_for
+from conftest import Child, Procs, ServiceProcess, wait_for
 from mmipc import Reader, Service, UsageError, Writer, service_status
 from mmipc._files import list_pages
 from mmipc._retention import Policy, parse_age, parse_dir_policy, parse_size, prune
@@ -178,3 +178,32 @@ def test_readers_positioning_while_retention_removes_pages_never_fail(jdir: str,
         with Reader.create(f"newcomer{i}", service=None) as reader:
             reader.add_journal(jdir, "churn", start="begin" if i % 2 else time.time_ns() - 10**6)
             reader.read()
+
+
+def test_a_reader_placed_while_retention_runs_never_finds_its_next_page_gone(
+    jdir: str, procs: Procs, service: ServiceProcess
+) -> None:
+    """Retention decided on positions it had read a moment before a new reader published its own:
+    the reader stood on page P, retention removed P+1, and the reader met "next page is missing"
+    (found by the torture). Now retention reads the holds again before each page, and a new reader
+    checks that its page survived its publication."""
+    child = procs.spawn_code(
+        "import time\n"
+        "from mmipc import Writer\n"
+        "from mmipc._retention import Policy, prune\n"
+        f"w = Writer.create({jdir!r}, 'churn', page_size={PAGE}, service=None)\n"
+        "i = 0\n"
+        "while True:\n"
+        "    w.write(bytes(1000))\n"
+        "    i += 1\n"
+        "    if i % 10 == 0:\n"
+        f"        prune({service.home!r}, {jdir!r}, 'churn', Policy(max_pages=2), time.time_ns())\n"
+        "    if i == 2000:\n"
+        "        print('churning', flush=True)\n"
+    )
+    child.expect_line("churning")
+    for i in range(150):
+        with Reader.create(f"placed{i}") as reader:
+            reader.add_journal(jdir, "churn")
+            for _ in range(PER_PAGE * 2):  # across the page boundaries that retention races
+                reader.read()

@@ -99,5 +99,5 @@ def test_the_verdict_catches_retention_that_removed_a_held_page(jdir: str) -> No
     state = ReaderState(1)
     state.expected, state.committed = [400], [300]
     assert frames[250] is not None
-    _check_resumed(state, 0, frames[250])
+    _check_resumed(state, 0, frames[250], held=True)
     assert state.errors == ["w0: resumed at seq 250, before its last commit (300)"]

@@ -15,6 +15,8 @@ Rules:
   generation counter; a file that fails its check is an error (`CursorError`), never a silent
   restart from the beginning.
 * A commit never moves a journal's position backwards unless asked (`reset`); the generation only grows.
+  A journal that has no page yet is committed as page 0's start: the reader holds it against
+  retention from its first frame on, and resumes there.
 * Only one process uses a name's cursor at a time: ``<name>.cursor.lock`` is `flock`ed while a
   durable reader is open (the kernel drops it when the process dies).
 * On load a position is checked against the journal: its page exists, `offset` is a frame boundary
@@ -275,12 +277,13 @@ def committed_seq(page: MappedPage, end: int, nano: int) -> int:
 def fallback_page(jid: JournalId, position: Position) -> int | None:
     """The oldest page after a removed one, or None if there is none yet."""
     later = [no for no in list_pages(jid.directory, jid.name) if no > position.page_no]
-    log.warning(
-        "page %d of journal %s is gone (retention?): resuming at %s; the rest of that page is lost",
-        position.page_no,
-        jid,
-        f"page {later[0]}" if later else "its next page",
-    )
+    if later:  # else the journal has no page yet (its writer has not started): nothing is lost
+        log.warning(
+            "page %d of journal %s is gone (retention?): resuming at page %d; the rest of that page is lost",
+            position.page_no,
+            jid,
+            later[0],
+        )
     return later[0] if later else None
 
 
@@ -310,7 +313,9 @@ class Durable:
         """Acknowledge every frame the cursors have handed out (a peeked frame is not handed out)."""
         moved = {}
         for c in cursors:
-            if c.page is None:
+            if c.page is None:  # the journal has no page yet: hold it from its first frame on
+                if c.jid not in self.file.positions:
+                    moved[c.jid] = Position(0, PAGE_HEADER_SIZE, 0)
                 continue
             page_no, pos, nano = c.page_no, c.pos, c.last_nano
             known = self.file.positions.get(c.jid)

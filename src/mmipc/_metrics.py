@@ -9,8 +9,9 @@ Rules:
   (one per process, for all its readers) copies each cursor's position into the file every
   PUBLISH_INTERVAL, and only when it changed, with a few `pack_into` calls. So a published position is
   at most PUBLISH_INTERVAL old; the thread takes the GIL a few microseconds per tick. `add_journal`
-  also publishes at once (`publish_now`), so that a new reader holds its pages against retention
-  from the moment it stands on them, not PUBLISH_INTERVAL later. A lock keeps the two apart.
+  also publishes at once (`hold`), so that a new reader holds its pages against retention from the
+  moment it stands on them, not PUBLISH_INTERVAL later, and checks that its page survived until
+  then (see `hold` and `_retention`). A lock keeps the publisher thread apart.
 * A seqlock guards each update: the generation word is odd while the publisher writes; a reader of
   the file retries until it reads the same even generation before and after.
 * A reader that closes removes its file. A reader that dies leaves it: the service shows that reader
@@ -95,6 +96,18 @@ class Board:
     def wait_mode(self, wait: object) -> None:
         """Record how the reader waits: its `frames(wait=...)` name, or "custom"."""
         self.wait = WAIT_MODES.index(wait) if isinstance(wait, str) and wait in WAIT_MODES else 3
+
+    def hold(self, cursor: Cursor) -> None:
+        """Publish a cursor just placed, then make sure its page was not removed meanwhile.
+
+        Retention re-reads the published positions before removing each page, oldest first. So if
+        the page is still there after we published, no page from it on can go any more; if it is
+        gone, the cursor is placed again, on what is left, and published again.
+        """
+        self.publish_now()
+        while cursor.page is not None and not os.path.exists(cursor.page.path):
+            cursor.position(cursor.start)
+            self.publish_now()
 
     def publish_now(self) -> None:
         """Publish from the reader's thread (after `add_journal`); a failure is logged, never raised."""

@@ -146,13 +146,14 @@ class Monitor:
         if not policy:
             return []
         result = plan(self.home, key[0], key[1], policy, time.time_ns())
-        self.held[key] = result.kept_for if "held by" in result.kept_for else ""
         try:
-            done = apply_plan(result, policy.archive)
+            done = apply_plan(result, policy.archive, self.home)
         except Exception as exc:
             self.retention_errors += 1
             self.last_retention_error = str(exc)
             raise
+        finally:
+            self.held[key] = result.kept_for if "held by" in result.kept_for else ""
         if done:
             self.pages_removed += len(done)
             log.info("retention: %s %s", "archived" if policy.archive else "removed", ", ".join(done))

@@ -177,7 +177,7 @@ class Reader:
         self._cursors.append(cursor)
         self._rebind()
         if self._board is not None:
-            self._board.publish_now()  # it holds its pages against retention from now on
+            self._board.hold(cursor)  # it holds its pages against retention from now on
         self._report("add_journal", jid)
         return jid
 

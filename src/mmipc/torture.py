@@ -144,6 +144,7 @@ class ReaderState:
         self.expected = [0] * writers
         self.last_nano = [0] * writers
         self.committed = [-1] * writers
+        self.holding = False  # durable reader: its first commit returned, its cursor file holds pages
         self.ended: dict[int, int] = {}
         self.errors: list[str] = []
         self.inversions = self.skipped = self.removed = self.restarts = 0
@@ -177,19 +178,21 @@ def durable_main(directory: str, index: int, writers: int, state_path: str) -> N
     for w in range(writers):
         reader.add_journal(directory, f"w{w}")  # resumes after the last commit, or from the start
     reader.commit()  # from now on its cursor file holds every journal's pages, also while it is dead
+    held_before = state.holding  # saved True once this commit returned and first frames were judged
     first = [True] * writers
     saved_at = time.monotonic()
     for frame in reader.frames(timeout=300):
         w = int(frame.journal.name[1:])
         if first[w] and frame.msg_type == DATA:
             first[w] = False
-            _check_resumed(state, w, frame)
+            _check_resumed(state, w, frame, held_before)
         if frame.msg_type == DATA and _seen(state, w, frame):
             continue
         _verify(state, w, frame)
         if len(state.ended) == writers:
             break
         if time.monotonic() - saved_at > 0.1:
+            state.holding = True
             state.save(state_path)
             reader.commit()
             state.committed = list(state.expected)
@@ -199,16 +202,18 @@ def durable_main(directory: str, index: int, writers: int, state_path: str) -> N
     print(json.dumps({"reader": f"d{index}", **state.__dict__}), flush=True)
 
 
-def _check_resumed(state: ReaderState, w: int, frame: Any) -> None:
-    """A durable reader's first frame of journal w after a (re)start: right after a commit."""
+def _check_resumed(state: ReaderState, w: int, frame: Any, held: bool) -> None:
+    """A durable reader's first frame of journal w after a (re)start: right after a commit. Before
+    its first commit ever returned (`held` False), it held nothing: frames retention removed while
+    it was dead are allowed (counted), if it lands on the first frame of a page."""
     try:
         seq = check_payload(frame.data, w)
     except ValueError:
         return  # _verify reports it
     if seq < state.committed[w]:
         state.errors.append(f"w{w}: resumed at seq {seq}, before its last commit ({state.committed[w]})")
-    elif seq > state.expected[w] and state.committed[w] < 0 and _first_of_its_page(frame):
-        state.removed += seq - state.expected[w]  # it never committed w: retention owed it nothing
+    elif seq > state.expected[w] and not held and _first_of_its_page(frame):
+        state.removed += seq - state.expected[w]
         state.expected[w] = seq
 
 
