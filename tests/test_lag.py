@@ -414,3 +414,18 @@ def test_status_json_and_prometheus_carry_every_figure_of_known_traffic(
         lambda: "no writer" in mmipc("status", "--home", home).stdout,
         what="the journal listed without writer",
     )
+
+
+def test_pipelined_status_requests_each_get_their_reply(fresh: ServiceProcess) -> None:
+    """Status replies come from the status thread, interleaved with the loop's own replies: each
+    request still gets exactly one reply with its id (a status, or `busy` past 64 waiting)."""
+    sock = raw_client(fresh)
+    requests = [
+        {"op": "status", "id": i} if i % 2 else {"op": "hello", "id": i, "version": 1, "pid": os.getpid()}
+        for i in range(200)
+    ]
+    sock.sendall(b"".join(encode(r) for r in requests))
+    replies = [answer(sock) for _ in requests]
+    assert sorted(int(r["id"]) for r in replies) == list(range(200))  # type: ignore[call-overload]
+    for reply in replies:
+        assert reply["ok"] and ("status" in reply) == (int(reply["id"]) % 2 == 1) or reply["error"] == "busy"  # type: ignore[call-overload]
