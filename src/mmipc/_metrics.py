@@ -88,6 +88,7 @@ class Board:
         self._durable = int(durable)
         self._published: list[tuple[int, int, int]] = []
         self._journals: list[tuple[str, str]] = []
+        self._journals_size = 2  # "[]"
         self._generation = 0
         self._lock = threading.Lock()
         self._mm = _create(path)
@@ -142,18 +143,15 @@ class Board:
     def _write_header(self, now: int) -> None:
         HEADER.pack_into(
             self._mm, 0, MAGIC, VERSION, os.getpid(), self._generation, now, _started(),
-            self._durable, self.wait, len(self._journals_json()), len(self._journals),
+            self._durable, self.wait, self._journals_size, len(self._journals),
         )  # fmt: skip
-
-    def _journals_json(self) -> bytes:
-        return json.dumps(self._journals).encode()
 
     def _write_journals(self, jids: list[tuple[str, str]]) -> None:
         data = json.dumps(jids).encode()
         while len(data) > COUNTER_FILE_SIZE - JOURNALS_AT:
             jids = jids[:-1]
             data = json.dumps(jids).encode()
-        self._journals = jids
+        self._journals, self._journals_size = jids, len(data)  # the header's size, kept: no JSON per tick
         self._mm[JOURNALS_AT : JOURNALS_AT + len(data)] = data
 
     def _heartbeat(self, now: int) -> None:

@@ -271,6 +271,8 @@ class Service:
         self._preparer.stop()
         self.monitor.stop()
         if self._status_thread is not None:
+            while not self._status_jobs.empty():  # their sessions are closed: nobody waits for them
+                self._status_jobs.get_nowait()
             self._status_jobs.put(None)
             self._status_thread.join(timeout=10)
             self._status_thread = None
@@ -584,7 +586,10 @@ class Service:
                 reply: dict[str, Any] = {"status": self._status(snapshot)}
             except Exception as exc:  # a bug of ours: that request fails, the thread lives on
                 log.error("status for pid %d failed: %s", session.pid, clip(repr(exc), 500))
-                reply = {"error": "internal", "message": f"the service failed on this status: {exc!r}"}
+                reply = {
+                    "error": "internal",
+                    "message": f"the service failed on this status: {clip(repr(exc), 500)}",
+                }
             self._status_done.put((session, request_id, reply))
             try:
                 os.write(self._wake_w, b"s")
