@@ -21,12 +21,14 @@ Rules:
 * A journal with no page yet is not an error: the cursor looks for its first page at most once per
   `PROBE_INTERVAL_NS` and starts when it appears.
 * Retention may remove the oldest pages while a cursor positions itself (it holds no page until
-  its reader publishes where it stands): a listed page that is gone when opened means "list again".
+  its reader publishes where it stands): a listed page that is gone when opened, or a next page
+  that is gone while the page before it is gone too, means "list again".
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import time
 import zlib
 from typing import Any, Literal
@@ -323,12 +325,20 @@ class Cursor:
             try:
                 self._place(pages, start)
                 break
-            except FileNotFoundError:
-                if attempt == RELIST_ATTEMPTS - 1:
+            except (FileNotFoundError, CorruptJournalError) as exc:
+                if attempt == RELIST_ATTEMPTS - 1 or not self._removed_meanwhile(exc):
                     raise
                 continue  # retention removed the oldest pages while we looked at them: list again
         self.last_nano = 0
         return True
+
+    def _removed_meanwhile(self, exc: Exception) -> bool:
+        """True if a placement failed because retention removed pages meanwhile: a listed page was
+        gone, or a next page was missing while the page before it is gone too (retention removes
+        the oldest pages first, so the next one was removed, not damaged)."""
+        if isinstance(exc, FileNotFoundError):
+            return True
+        return self.page is not None and not os.path.exists(self.page.path)
 
     def _place(self, pages: list[int], start: Start) -> None:
         if start == "begin":
