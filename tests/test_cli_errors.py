@@ -266,3 +266,31 @@ def test_a_closed_pipe_is_quiet(jdir: str) -> None:
     tail.stdout.close()  # like `| head -1`
     assert tail.wait(timeout=120) == 141
     assert "Traceback" not in tail.stderr.read()
+
+
+@pytest.mark.parametrize("how", ["python -m mmipc", "console script"])
+def test_an_invalid_backend_is_one_line_and_exit_2_not_a_traceback(how: str) -> None:
+    """MMIPC_BACKEND is read when mmipc is imported, before the CLI's error handling exists: an
+    invalid value used to end `mmipc` with the traceback of the import."""
+    script = os.path.join(os.path.dirname(sys.executable), "mmipc")
+    cmd = [sys.executable, "-m", "mmipc"] if how == "python -m mmipc" else [script]
+    env = {**os.environ, "MMIPC_BACKEND": "turbo"}
+    out = subprocess.run([*cmd, "ls", "."], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines() == [
+        "mmipc: MMIPC_BACKEND='turbo' is not a backend: use 'native', 'python', or leave it unset"
+    ]
+
+
+def test_the_library_raises_a_clear_error_for_an_invalid_backend() -> None:
+    code = "import mmipc\n"
+    wrapper = (
+        "import sys\ntry:\n    import mmipc\nexcept Exception as exc:\n"
+        "    print(type(exc).__name__, exc); sys.exit(0)\nsys.exit(3)\n"
+    )
+    env = {**os.environ, "MMIPC_BACKEND": "turbo"}
+    run = {"capture_output": True, "text": True, "timeout": 300, "env": env}
+    out = subprocess.run([sys.executable, "-c", wrapper], **run)  # type: ignore[call-overload]
+    assert out.returncode == 0 and out.stdout.startswith("UsageError MMIPC_BACKEND='turbo' is not a backend")
+    plain = subprocess.run([sys.executable, "-c", code], **run)  # type: ignore[call-overload]
+    assert plain.returncode == 1 and "UsageError" in plain.stderr  # a library error, not a SystemExit

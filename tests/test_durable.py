@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import random
 import struct
+import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from conftest import Child, Procs
 from mmipc import CursorError, Reader, UsageError, Writer
 from mmipc._durable import CursorFile, read_record
+from mmipc._retention import Policy, prune
 
 SEQ = struct.Struct("<Q")
 PAGE = 64 * 1024
@@ -196,3 +199,79 @@ def test_end_on_a_journal_without_pages_yet_means_every_frame_to_come(jdir: str)
     write_frames(jdir, "later", 10)
     assert seqs(reader) == list(range(10))
     reader.close()
+
+
+def test_the_committed_seq_is_the_acknowledged_frames_across_pages(jdir: str, tmp_path: Path) -> None:
+    """The cursor file's seq was always -1: it is the full seq of the last acknowledged frame."""
+    write_frames(jdir, "j", 1000)  # about 300 frames of 200 bytes per 64 KiB page
+    cdir = str(tmp_path / "cursors")
+
+    def committed() -> list[tuple[int, int, int]]:
+        record = read_record(os.path.join(cdir, "s.cursor"))
+        assert record is not None
+        return [(j["page_no"], j["offset"], j["seq"]) for j in record["journals"]]
+
+    with Reader.create("s", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "j")
+        for count in (1, 299, 400, 1):  # into page 0, pages 1 and 2, then one more
+            frames = [reader.read() for _ in range(count)]
+            reader.commit()
+            last = frames[-1]
+            assert last is not None and committed()[0][2] == last.seq == SEQ.unpack_from(last.data)[0]
+        assert committed()[0][0] >= 2
+    with Reader.create("s", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "j")
+        assert seqs(reader) == list(range(701, 1000))
+    assert committed()[0][2] == 999
+
+
+def test_a_committed_seq_that_does_not_match_the_frame_is_refused(jdir: str, tmp_path: Path) -> None:
+    write_frames(jdir, "j", 50)
+    cdir = str(tmp_path / "cursors")
+    with Reader.create("lied", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "j")
+        [reader.read() for _ in range(10)]
+    file = CursorFile(cdir, "lied").lock()
+    [(jid, position)] = file.positions.items()
+    assert position.seq == 9
+    file.commit({jid: position._replace(seq=10)})
+    file.unlock()
+    reader = Reader.create("lied", durable=True, cursor_dir=cdir, service=None)
+    with pytest.raises(CursorError, match="does not match the journal"):
+        reader.add_journal(jdir, "j")
+    reader.close()
+
+
+def test_a_version_1_journal_commits_seq_minus_1_and_resumes(jdir: str, tmp_path: Path) -> None:
+    with tarfile.open(Path(__file__).parent / "fixtures" / "v1_journal.tar.gz") as tar:
+        tar.extractall(jdir, filter="data")  # 500 frames on 2 version-1 pages, written by mmipc 0.1
+    cdir = str(tmp_path / "cursors")
+    with Reader.create("old", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "v1")
+        first = [reader.read() for _ in range(300)]
+    assert all(f is not None and f.seq == -1 for f in first)
+    record = read_record(os.path.join(cdir, "old.cursor"))
+    assert record is not None and [j["seq"] for j in record["journals"]] == [-1]
+    with Reader.create("old", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "v1")
+        rest = list(reader.frames(timeout=0.2))
+    assert len(rest) == 200 and rest[0].nano > first[-1].nano  # type: ignore[union-attr]
+
+
+def test_a_durable_reader_holds_a_journal_that_has_no_page_yet(
+    jdir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A journal without pages was not committed at all: until the reader's first commit after the
+    writer started, retention could remove frames it had never read (found by the torture)."""
+    home = str(tmp_path / "home")
+    cdir = os.path.join(home, "cursors")
+    with Reader.create("early", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "late")
+        reader.commit()
+    write_frames(jdir, "late", 1000)  # about four pages
+    result, _ = prune(home, jdir, "late", Policy(max_pages=1), time.time_ns())
+    assert result.remove == [] and result.kept_for == "page 0 is held by reader early"
+    with Reader.create("early", durable=True, cursor_dir=cdir, service=None) as reader:
+        reader.add_journal(jdir, "late")
+        assert seqs(reader) == list(range(1000))
+    assert "is gone" not in caplog.text

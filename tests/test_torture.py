@@ -25,6 +25,7 @@ def test_torture_finds_no_violation(seed: int, capsys: pytest.CaptureFixture[str
     assert out.returncode == 0, out.stdout + out.stderr
     assert "violations: 0" in out.stdout and "kill_writer" in out.stdout
     assert "kill_durable_reader" in out.stdout and "durable reader: verified" in out.stdout
+    assert "retention: at most 4 pages per journal" in out.stdout and "stall_reader" in out.stdout
 
 
 @pytest.mark.parametrize("seed", [3736467088, 777001])
@@ -67,3 +68,36 @@ def test_a_corrupt_journal_at_the_verdict_is_a_violation_not_a_harness_crash() -
         shutil.rmtree(torture.root)
     assert any(v.startswith("check w0:") for v in torture.report.violations), torture.report.violations
     assert any("CorruptJournalError" in v for v in torture.report.violations), torture.report.violations
+
+
+def test_the_verdict_catches_retention_that_removed_a_held_page(jdir: str) -> None:
+    """The checker of the retention faults: a page removed behind a dead durable reader's committed
+    position, or a resumed durable reader that repeats a frame before its last commit, is a violation."""
+    from mmipc import Reader, Writer
+    from mmipc._torture_run import Torture
+    from mmipc.torture import ReaderState, _check_resumed, make_payload
+
+    torture = Torture(seconds=0, seed=1, writers=1, readers=1, page_size=64 * 1024, retain_pages=4)
+    try:
+        home = torture.env["MMIPC_HOME"]
+        with Writer.create(torture.journals, "w0", page_size=64 * 1024, service=None) as writer:
+            for seq in range(1000):  # about 4 pages
+                writer.write(make_payload(0, seq), msg_type=1)
+        with Reader.create("d0", durable=True, service=None, cursor_dir=os.path.join(home, "cursors")) as d0:
+            d0.add_journal(torture.journals, "w0")
+            frames = [d0.read() for _ in range(400)]  # into page 1, committed at close
+        torture._prune_around("d0")  # keeps what d0 holds: no violation
+        assert torture.report.violations == [] and torture.report.pruned_by_hand == 1
+        os.unlink(os.path.join(torture.journals, "w0.00000002.journal"))  # as a retention bug would
+        torture._prune_around("d0")
+        assert torture.report.violations == [
+            "retention left a hole in w0: pages [1, 3]",
+            "retention removed pages [2] of w0 that d0 holds",
+        ]
+    finally:
+        shutil.rmtree(torture.root)
+    state = ReaderState(1)
+    state.expected, state.committed = [400], [300]
+    assert frames[250] is not None
+    _check_resumed(state, 0, frames[250], held=True)
+    assert state.errors == ["w0: resumed at seq 250, before its last commit (300)"]

@@ -6,7 +6,9 @@ Rules:
   else "python". It is decided once, at import: a process never mixes the two.
 * `MMIPC_BACKEND=python` forces the pure-Python backend; `MMIPC_BACKEND=native` requires the
   extension (an ImportError names what is missing); unset or empty means "native if available".
-  Any other value is a `UsageError` naming the accepted values.
+  Any other value is a `UsageError` naming the accepted values, raised by ``import mmipc``. In the
+  `mmipc` program (its console script, or ``python -m mmipc``) the import cannot reach the CLI's
+  error handling, so that error is one line on stderr and exit 2 (exit 1 for a missing extension).
 * The C sources are in the directory ``mmipc/_native/`` (shipped, for C users: ``mmipc.h``); without
   the extension, ``import mmipc._native`` finds that directory as a namespace package, so never
   test for the extension with a bare import: use `native` or `BACKEND`.
@@ -17,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import os
+import sys
 from types import ModuleType
 from typing import Literal
 
@@ -56,4 +59,22 @@ def select(requested: str | None) -> tuple[BackendName, ModuleType | None]:
     return ("native", module) if module is not None else ("python", None)
 
 
-BACKEND, native = select(os.environ.get(ENV_VAR))
+def _is_the_cli() -> bool:
+    """True in the `mmipc` program: its console script, or ``python -m mmipc``."""
+    if os.path.basename(sys.argv[0]) == "mmipc":
+        return True
+    argv = getattr(sys, "orig_argv", [])
+    return any(flag == "-m" and module == "mmipc" for flag, module in zip(argv, argv[1:], strict=False))
+
+
+def _select_from_environment() -> tuple[BackendName, ModuleType | None]:
+    try:
+        return select(os.environ.get(ENV_VAR))
+    except (UsageError, ImportError) as exc:
+        if not _is_the_cli():
+            raise
+        print(f"mmipc: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2 if isinstance(exc, UsageError) else 1) from None
+
+
+BACKEND, native = _select_from_environment()

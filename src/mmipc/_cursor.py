@@ -20,11 +20,15 @@ Rules:
   order; the page it leaves is unmapped as soon as no caller holds a view into it.
 * A journal with no page yet is not an error: the cursor looks for its first page at most once per
   `PROBE_INTERVAL_NS` and starts when it appears.
+* Retention may remove the oldest pages while a cursor positions itself (it holds no page until
+  its reader publishes where it stands): a listed page that is gone when opened, or a next page
+  that is gone while the page before it is gone too, means "list again".
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import time
 import zlib
 from typing import Any, Literal
@@ -51,6 +55,7 @@ from ._types import Frame, JournalId
 
 Start = Literal["begin", "end"] | int
 PROBE_INTERVAL_NS = 1_000_000
+RELIST_ATTEMPTS = 100  # a page listed a moment ago may be gone (retention): list again, this often
 _new_frame = tuple.__new__
 _unpack_commit = COMMIT.unpack_from
 _unpack_body = FRAME_BODY_FAST.unpack_from
@@ -310,20 +315,38 @@ class Cursor:
         """`position` without handing the page to the core (the Python read path uses it)."""
         self.start = start
         self.next_nano = -1
-        pages = list_pages(self.jid.directory, self.jid.name)
-        if not pages:
-            if start == "end":  # every frame of a journal that has none yet comes after now
-                self.start = "begin"
-            self.detach()
-            return False
+        for attempt in range(RELIST_ATTEMPTS):
+            pages = list_pages(self.jid.directory, self.jid.name)
+            if not pages:
+                if start == "end":  # every frame of a journal that has none yet comes after now
+                    self.start = "begin"
+                self.detach()
+                return False
+            try:
+                self._place(pages, start)
+                break
+            except (FileNotFoundError, CorruptJournalError) as exc:
+                if attempt == RELIST_ATTEMPTS - 1 or not self._removed_meanwhile(exc):
+                    raise
+                continue  # retention removed the oldest pages while we looked at them: list again
+        self.last_nano = 0
+        return True
+
+    def _removed_meanwhile(self, exc: Exception) -> bool:
+        """True if a placement failed because retention removed pages meanwhile: a listed page was
+        gone, or a next page was missing while the page before it is gone too (retention removes
+        the oldest pages first, so the next one was removed, not damaged)."""
+        if isinstance(exc, FileNotFoundError):
+            return True
+        return self.page is not None and not os.path.exists(self.page.path)
+
+    def _place(self, pages: list[int], start: Start) -> None:
         if start == "begin":
             self._enter_page(pages[0], PAGE_HEADER_SIZE)
         elif start == "end":
             self._position_end(pages)
         else:
             self._position_at(pages, start)
-        self.last_nano = 0
-        return True
 
     def _position_end(self, pages: list[int]) -> None:
         for i in range(len(pages) - 1, -1, -1):

@@ -5,18 +5,23 @@ Rules:
 * One file per reader name, ``<cursor_dir>/<name>.cursor`` (default cursor_dir: the service home's
   ``cursors/``, mode 0700). It holds, per journal, the position just past the last frame the
   application acknowledged: ``(page_no, offset, nano, seq)``, with `nano` the timestamp of that
-  frame (0 if none yet) and `seq` its sequence number (-1 on a version-1 page). Resume is O(1): map
-  that page, start at that offset.
+  frame (0 if none yet) and `seq` its full 64-bit sequence number (format v2; -1 on a version-1
+  page, or before the journal's first frame). Resume is O(1): map that page, start at that offset.
+  The seq is found at commit time from the page the cursor has mapped (the time index and a frame
+  or two), never on the read path; it makes a durable reader's lag in frames exact.
 * A commit writes the whole record to a temporary file, fsyncs it, renames it over the old one and
   fsyncs the directory. `rename` is atomic: after a SIGKILL or a crash at any instant the file is
   the old record or the new one, never a mix, never empty. The record carries a CRC-32 and a
   generation counter; a file that fails its check is an error (`CursorError`), never a silent
   restart from the beginning.
 * A commit never moves a journal's position backwards unless asked (`reset`); the generation only grows.
+  A journal that has no page yet is committed as page 0's start: the reader holds it against
+  retention from its first frame on, and resumes there.
 * Only one process uses a name's cursor at a time: ``<name>.cursor.lock`` is `flock`ed while a
   durable reader is open (the kernel drops it when the process dies).
 * On load a position is checked against the journal: its page exists, `offset` is a frame boundary
-  and the frame that ends there has timestamp `nano`. A page that retention removed is not an error:
+  and the frame that ends there has timestamp `nano` (and, on a version-2 page, sequence number
+  `seq`, unless the record predates seqs in cursor files: -1). A page that retention removed is not an error:
   the reader resumes at the oldest page after it (the frames of the removed page are gone, and a
   warning says so). Anything else that does not match is a `CursorError`.
 """
@@ -28,6 +33,7 @@ import functools
 import json
 import logging
 import os
+import stat
 import time
 import zlib
 from collections.abc import Callable
@@ -36,7 +42,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ._errors import CursorError
 from ._files import check_name, list_pages, page_path
 from ._home import resolve_home
-from ._layout import PAGE_HEADER_SIZE
+from ._lag import live_first_seq
+from ._layout import PAGE_HEADER_SIZE, FrameInfo, full_seq
 from ._page import MappedPage
 from ._types import Frame, JournalId
 
@@ -132,12 +139,14 @@ class CursorFile:
 def read_record(path: str) -> dict[str, Any] | None:
     """The checked record of a cursor file, or None if there is none."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise CursorError(f"cannot open cursor file {path}: {exc.strerror}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CursorError(f"cursor file {path} is not a regular file")
         data = os.read(fd, MAX_FILE + 1)
     finally:
         os.close(fd)
@@ -226,31 +235,55 @@ def check_position(jid: JournalId, position: Position) -> Position | None:
 
 
 def _ends_frame(page: MappedPage, position: Position) -> bool:
-    """True if a committed frame with timestamp `nano` ends at `offset` (or offset is the page's start)."""
+    """True if a committed frame with timestamp `nano` (and seq `seq`, if known) ends at `offset`, or
+    `offset` is the page's start."""
     if position.offset == PAGE_HEADER_SIZE:
         return True
-    if position.offset > page.page_size:
+    last = _frame_ending_at(page, position.offset, position.nano)
+    if last is None:
         return False
-    offset = page.seek(position.nano)[0]
-    if offset >= position.offset:
-        return False
-    while offset < position.offset:
-        info = page.frame(offset)
-        if info is None or info.nano != position.nano:
-            return False
-        offset = info.end
-    return offset == position.offset
+    return (
+        position.seq < 0
+        or page.header.version < 2
+        or full_seq(live_first_seq(page), last.seq) == position.seq
+    )
+
+
+def _frame_ending_at(page: MappedPage, end: int, nano: int) -> FrameInfo | None:
+    """The committed frame with timestamp `nano` that ends at `end`, or None if there is none."""
+    if end > page.page_size:
+        return None
+    offset, last = page.seek(nano)[0], None
+    while offset < end:
+        last = page.frame(offset)
+        if last is None or last.nano != nano:
+            return None
+        offset = last.end
+    return last if offset == end else None
+
+
+def committed_seq(page: MappedPage, end: int, nano: int) -> int:
+    """The full seq of the frame that ends at `end` (at the page's start: of the frame before the
+    page's first); -1 on a version-1 page or where no frame is numbered."""
+    if page.header.version < 2:
+        return -1
+    first = live_first_seq(page)
+    if end <= PAGE_HEADER_SIZE:
+        return first - 1
+    last = _frame_ending_at(page, end, nano)
+    return full_seq(first, last.seq) if last is not None else -1
 
 
 def fallback_page(jid: JournalId, position: Position) -> int | None:
     """The oldest page after a removed one, or None if there is none yet."""
     later = [no for no in list_pages(jid.directory, jid.name) if no > position.page_no]
-    log.warning(
-        "page %d of journal %s is gone (retention?): resuming at %s; the rest of that page is lost",
-        position.page_no,
-        jid,
-        f"page {later[0]}" if later else "its next page",
-    )
+    if later:  # else the journal has no page yet (its writer has not started): nothing is lost
+        log.warning(
+            "page %d of journal %s is gone (retention?): resuming at page %d; the rest of that page is lost",
+            position.page_no,
+            jid,
+            later[0],
+        )
     return later[0] if later else None
 
 
@@ -278,13 +311,18 @@ class Durable:
 
     def commit(self, cursors: list[Cursor]) -> None:
         """Acknowledge every frame the cursors have handed out (a peeked frame is not handed out)."""
-        positions = {
-            c.jid: Position(c.page_no, c.pos, c.last_nano, getattr(c, "last_seq", -1))
-            for c in cursors
-            if c.page is not None
-        }
-        if positions != {j: self.file.positions.get(j) for j in positions}:
-            self.file.commit(positions)
+        moved = {}
+        for c in cursors:
+            if c.page is None:  # the journal has no page yet: hold it from its first frame on
+                if c.jid not in self.file.positions:
+                    moved[c.jid] = Position(0, PAGE_HEADER_SIZE, 0)
+                continue
+            page_no, pos, nano = c.page_no, c.pos, c.last_nano
+            known = self.file.positions.get(c.jid)
+            if known is None or known[:3] != (page_no, pos, nano):
+                moved[c.jid] = Position(page_no, pos, nano, committed_seq(c.page, pos, nano))
+        if moved:
+            self.file.commit(moved)
 
     def auto(self, read: Callable[[], Frame | None], cursors: list[Cursor]) -> Callable[[], Frame | None]:
         """`read` that commits every `commit_every` frames (int) or seconds (float), before the next read."""
@@ -341,7 +379,8 @@ def position_at(jid: JournalId, nano: int) -> Position | None:
     try:
         if not cursor.position(nano) or cursor.page is None:
             return None
-        return Position(cursor.page_no, cursor.pos, _nano_before(cursor.page, cursor.pos))
+        nano = _nano_before(cursor.page, cursor.pos)
+        return Position(cursor.page_no, cursor.pos, nano, committed_seq(cursor.page, cursor.pos, nano))
     finally:
         cursor.detach()
 

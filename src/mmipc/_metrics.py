@@ -8,7 +8,10 @@ Rules:
 * The reader's hot path does not touch it: `read()` costs exactly what it did. A publisher thread
   (one per process, for all its readers) copies each cursor's position into the file every
   PUBLISH_INTERVAL, and only when it changed, with a few `pack_into` calls. So a published position is
-  at most PUBLISH_INTERVAL old; the thread takes the GIL a few microseconds per tick.
+  at most PUBLISH_INTERVAL old; the thread takes the GIL a few microseconds per tick. `add_journal`
+  also publishes at once (`hold`), so that a new reader holds its pages against retention from the
+  moment it stands on them, not PUBLISH_INTERVAL later, and checks that its page survived until
+  then (see `hold` and `_retention`). A lock keeps the publisher thread apart.
 * A seqlock guards each update: the generation word is odd while the publisher writes; a reader of
   the file retries until it reads the same even generation before and after.
 * A reader that closes removes its file. A reader that dies leaves it: the service shows that reader
@@ -28,6 +31,7 @@ import json
 import logging
 import mmap
 import os
+import stat
 import struct
 import threading
 import time
@@ -84,7 +88,9 @@ class Board:
         self._durable = int(durable)
         self._published: list[tuple[int, int, int]] = []
         self._journals: list[tuple[str, str]] = []
+        self._journals_size = 2  # "[]"
         self._generation = 0
+        self._lock = threading.Lock()
         self._mm = _create(path)
         self._write_header(time.time_ns())
 
@@ -92,8 +98,31 @@ class Board:
         """Record how the reader waits: its `frames(wait=...)` name, or "custom"."""
         self.wait = WAIT_MODES.index(wait) if isinstance(wait, str) and wait in WAIT_MODES else 3
 
+    def hold(self, cursor: Cursor) -> None:
+        """Publish a cursor just placed, then make sure its page was not removed meanwhile.
+
+        Retention re-reads the published positions before removing each page, oldest first. So if
+        the page is still there after we published, no page from it on can go any more; if it is
+        gone, the cursor is placed again, on what is left, and published again.
+        """
+        self.publish_now()
+        while cursor.page is not None and not os.path.exists(cursor.page.path):
+            cursor.position(cursor.start)
+            self.publish_now()
+
+    def publish_now(self) -> None:
+        """Publish from the reader's thread (after `add_journal`); a failure is logged, never raised."""
+        try:
+            self.publish()
+        except Exception as exc:  # a full disk must not fail add_journal
+            log.debug("could not publish %s: %s", self.path, exc)
+
     def publish(self) -> None:
         """Copy the cursors' positions into the file if they moved (publisher thread)."""
+        with self._lock:
+            self._publish()
+
+    def _publish(self) -> None:
         now = time.time_ns()
         jids = [(c.jid.directory, c.jid.name) for c in self.cursors[:MAX_SLOTS]]
         positions = [_position_of(c) for c in self.cursors[:MAX_SLOTS]]
@@ -114,18 +143,15 @@ class Board:
     def _write_header(self, now: int) -> None:
         HEADER.pack_into(
             self._mm, 0, MAGIC, VERSION, os.getpid(), self._generation, now, _started(),
-            self._durable, self.wait, len(self._journals_json()), len(self._journals),
+            self._durable, self.wait, self._journals_size, len(self._journals),
         )  # fmt: skip
-
-    def _journals_json(self) -> bytes:
-        return json.dumps(self._journals).encode()
 
     def _write_journals(self, jids: list[tuple[str, str]]) -> None:
         data = json.dumps(jids).encode()
         while len(data) > COUNTER_FILE_SIZE - JOURNALS_AT:
             jids = jids[:-1]
             data = json.dumps(jids).encode()
-        self._journals = jids
+        self._journals, self._journals_size = jids, len(data)  # the header's size, kept: no JSON per tick
         self._mm[JOURNALS_AT : JOURNALS_AT + len(data)] = data
 
     def _heartbeat(self, now: int) -> None:
@@ -145,7 +171,8 @@ class Board:
             os.unlink(self.path)
         except OSError:
             pass
-        self._mm.close()
+        with self._lock:
+            self._mm.close()
 
 
 def _position_of(cursor: Cursor) -> tuple[int, int, int]:
@@ -236,10 +263,12 @@ def close_board(board: Board | None) -> None:
 def read_counters(path: str) -> dict[str, Any] | None:
     """A counter file's consistent content, or None if it is not one (or keeps changing)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         for _ in range(8):
             data = os.pread(fd, COUNTER_FILE_SIZE, 0)
             if len(data) != COUNTER_FILE_SIZE or data[:8] != MAGIC:

@@ -76,17 +76,24 @@ class Monitor:
             self._thread = None
 
     def _run(self) -> None:
-        next_retention = time.monotonic() + min(self.retain_interval, SAMPLE_INTERVAL)
-        while not self._stop.wait(SAMPLE_INTERVAL):
-            self.ticks += 1
-            self._guarded(self.on_tick)
-            for key in self._known():
-                self._guarded(self._sample, key)
+        """Sample every SAMPLE_INTERVAL, retain every `retain_interval`, whichever is shorter."""
+        now = time.monotonic()
+        next_sample, next_retention = now + SAMPLE_INTERVAL, now + min(self.retain_interval, SAMPLE_INTERVAL)
+        while not self._stop.wait(max(0.0, min(next_sample, next_retention) - time.monotonic())):
+            if time.monotonic() >= next_sample:
+                next_sample = time.monotonic() + SAMPLE_INTERVAL
+                self._tick()
             if time.monotonic() >= next_retention:
                 next_retention = time.monotonic() + self.retain_interval
                 for key in self._known():
                     self._guarded(self.retain, key)
-            self._guarded(self._forget_dead)
+
+    def _tick(self) -> None:
+        self.ticks += 1
+        self._guarded(self.on_tick)
+        for key in self._known():
+            self._guarded(self._sample, key)
+        self._guarded(self._forget_dead)
 
     def _guarded(self, what: Callable[..., object], *args: Any) -> None:
         try:
@@ -139,13 +146,14 @@ class Monitor:
         if not policy:
             return []
         result = plan(self.home, key[0], key[1], policy, time.time_ns())
-        self.held[key] = result.kept_for if "held by" in result.kept_for else ""
         try:
-            done = apply_plan(result, policy.archive)
+            done = apply_plan(result, policy.archive, self.home)
         except Exception as exc:
             self.retention_errors += 1
             self.last_retention_error = str(exc)
             raise
+        finally:
+            self.held[key] = result.kept_for if "held by" in result.kept_for else ""
         if done:
             self.pages_removed += len(done)
             log.info("retention: %s %s", "archived" if policy.archive else "removed", ", ".join(done))
@@ -211,6 +219,8 @@ class Monitor:
                 row["stalled_s"] = round(max(0.0, stalled), 3)
             if key in commits:
                 row["committed"] = {k: commits[key][k] for k in ("page_no", "offset", "nano", "seq")}
+                if key not in published:
+                    _exact_lag(row, row["committed"]["seq"], tails[key])
             rows.append(row)
         return rows
 
@@ -229,6 +239,12 @@ class Monitor:
                 except OSError:
                     pass
                 self._dead_since.pop(name, None)
+
+
+def _exact_lag(row: dict[str, Any], seq: int, tail: Tail | None) -> None:
+    """An offline durable reader's lag in frames from its committed seq, without opening a page."""
+    if seq >= 0 and tail is not None and tail.next_seq >= 0 and "lag_bytes" in row:
+        row["lag_frames"] = max(0, tail.next_seq - seq - 1) if row["lag_bytes"] else 0
 
 
 def _safely(read: Callable[[str, str], Any], key: JournalKey, default: Any) -> Any:

@@ -40,6 +40,11 @@ _LAG = (
     ("mmipc_reader_stalled_seconds", "gauge", "time since a lagging reader last moved", "stalled_s"),
 )  # fmt: skip
 
+_COMMITTED = (
+    ("mmipc_reader_committed_page", "page of a durable reader's committed position", "page_no"),
+    ("mmipc_reader_committed_seq", "seq of a durable reader's last acknowledged frame (v2)", "seq"),
+)
+
 
 def exposition(status: dict[str, Any]) -> str:
     """The Prometheus text of a service status."""
@@ -76,12 +81,13 @@ def _reader_lines(lines: list[str], readers: list[dict[str, Any]]) -> None:
                 if row.get(key) is not None:
                     value = row[key] / 1e9 if key == "lag_ns" else row[key]
                     lines.append(f"{metric}{_labels(row, r['name'])} {value}")
-    _family(lines, "mmipc_reader_committed_page", "gauge", "page of a durable reader's committed position")
-    for r in readers:
-        for row in r.get("lag", []):
-            if "committed" in row:
-                page = row["committed"]["page_no"]
-                lines.append(f"mmipc_reader_committed_page{_labels(row, r['name'])} {page}")
+    for metric, help_text, key in _COMMITTED:
+        _family(lines, metric, "gauge", help_text)
+        for r in readers:
+            for row in r.get("lag", []):
+                value = row.get("committed", {}).get(key, -1)
+                if value >= 0:
+                    lines.append(f"{metric}{_labels(row, r['name'])} {value}")
 
 
 def _family(lines: list[str], metric: str, kind: str, help_text: str) -> None:

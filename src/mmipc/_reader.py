@@ -180,6 +180,8 @@ class Reader:
             cursor.position(cursor.start)
         self._merge.add(cursor)
         self._rebind()
+        if self._board is not None:
+            self._board.hold(cursor)  # it holds its pages against retention from now on
         self._report("add_journal", jid)
         return jid
 

@@ -9,6 +9,10 @@ Rules:
 * Never a page a reader still needs: a durable reader holds every page from its committed page on
   (its cursor file under the home's ``cursors/``), a live reader every page from the one it stands
   on (its published position). `plan` reports who holds retention back.
+* A reader that places itself publishes, then checks that its page is still there (`Board.hold`);
+  `apply` reads the holds again just before it removes each page, oldest first. So a page P+1 goes
+  only after P went and no reader held P or less: a reader that published P before that sees P
+  kept, and one that published P after it finds P gone, and places itself again.
 * A reader that has a removed page mapped reads it to its end: on Linux the file's data live until
   the last mapping goes. A reader that had not reached the page yet would find it gone.
 * Policy: a page goes when its newest frame is older than `max_age_ns`, or when the journal holds
@@ -61,6 +65,34 @@ class Policy:
 
     def __bool__(self) -> bool:
         return any(x is not None for x in (self.max_age_ns, self.max_bytes, self.max_pages))
+
+
+def parse_dir_policy(text: str, archive: str | None = None) -> tuple[str, Policy]:
+    """``DIR=RULE[,RULE...]`` as (absolute DIR, its policy). A RULE is an age (7d: as --retain),
+    ``bytes:SIZE`` (as --retain-bytes), ``pages:N`` (as --retain-pages), or ``none`` (keep all)."""
+    directory, sep, rules = text.rpartition("=")
+    if not sep or not directory or not rules:
+        raise UsageError(f"--retain-dir wants DIR=RULE[,RULE...], for example /data/md=7d, not {text!r}")
+    fields: dict[str, int] = {}
+    for rule in rules.split(","):
+        try:
+            fields.update(_rule(rule.strip()))
+        except UsageError as exc:
+            raise UsageError(f"--retain-dir {text!r}: {exc}") from None
+    return os.path.abspath(directory), Policy(**fields, archive=archive)
+
+
+def _rule(rule: str) -> dict[str, int]:
+    kind, _, value = rule.rpartition(":")
+    if rule == "none":
+        return {}
+    if kind == "":
+        return {"max_age_ns": parse_age(value)}
+    if kind == "bytes":
+        return {"max_bytes": parse_size(value)}
+    if kind == "pages" and value.isdigit() and int(value) > 0:
+        return {"max_pages": int(value)}
+    raise UsageError(f"{rule!r} is not a rule (an age like 7d, bytes:50G, pages:N, or none)")
 
 
 @dataclass
@@ -150,10 +182,16 @@ def _allocated(path: str) -> int:
         return 0
 
 
-def apply(result: Plan, archive: str | None) -> list[str]:
-    """Remove (or move to `archive`) the planned pages, oldest first; return the paths done."""
+def apply(result: Plan, archive: str | None, home: str | None = None) -> list[str]:
+    """Remove (or move to `archive`) the planned pages, oldest first, each unless a reader of `home`
+    holds it by now; return the paths done."""
     done = []
     for page_no in result.remove:
+        now_held = [h for h in holds(home, result.directory, result.name) if h["page_no"] <= page_no]
+        if now_held:
+            who = ", ".join(h["reader"] for h in now_held)
+            result.kept_for = f"page {page_no} is held by reader {who}"
+            break
         path = page_path(result.directory, result.name, page_no)
         try:
             if archive is None:
@@ -181,4 +219,4 @@ def prune(
 ) -> tuple[Plan, list[str]]:
     """Plan and (unless `dry_run`) apply `policy` to one journal."""
     result = plan(home, directory, name, policy, now_ns)
-    return result, ([] if dry_run else apply(result, policy.archive))
+    return result, ([] if dry_run else apply(result, policy.archive, home))

@@ -20,6 +20,13 @@ Rules:
   is reported as such in `status`. It keeps FD_RESERVE descriptors free of sessions and one spare
   descriptor open, so that when the process runs out of descriptors it still accepts a newcomer,
   tells it why it is refused, and closes it. Every refusal is sent to the peer before closing.
+* The event loop never reads a journal's files. A status request takes a snapshot of the registry
+  under the lock (microseconds) and hands it to the status thread, which reads the pages, the
+  counter and cursor files and computes the lag without the lock, then passes the reply back to the
+  loop through the wake pipe. So a status of thousands of journals, or on a slow disk, never delays
+  another client's request; at most MAX_STATUS_QUEUE status requests wait, later ones are refused
+  ("busy"). A status reply may overtake replies to requests sent before it: replies carry the
+  request's id.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
 import resource
 import selectors
 import signal
@@ -55,6 +63,7 @@ from ._status import journal_status
 log = logging.getLogger("mmipc.service")
 
 HELLO_TIMEOUT = 5.0
+MAX_STATUS_QUEUE = 64
 MAX_SESSIONS = 1024
 MAX_OUTBOX = 1 << 20
 FD_RESERVE = 32  # descriptors kept for the listener, the page thread, status's page reads, the log
@@ -62,6 +71,7 @@ LOG_EVERY = 1.0  # seconds between two log lines about refused connections
 _UCRED = struct.Struct("3i")
 
 JournalKey = tuple[str, str]
+StatusJob = tuple["Session", object, "_Snapshot"]
 
 
 @dataclass
@@ -103,6 +113,7 @@ class Service:
         self._listener: socket.socket | None = None
         self._lock_fd = -1
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)  # a full pipe already wakes the loop: never wait on it
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._preparer = PagePreparer(self._has_writer)
@@ -114,6 +125,9 @@ class Service:
         self.monitor = Monitor(self.home, self._known_journals, retain, retain_dirs, retain_interval)
         self.monitor.on_tick = self._ahead.check
         self.started = 0.0
+        self._status_jobs: queue.Queue[StatusJob | None] = queue.Queue()
+        self._status_done: queue.SimpleQueue[tuple[Session, object, dict[str, Any]]] = queue.SimpleQueue()
+        self._status_thread: threading.Thread | None = None
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -177,6 +191,8 @@ class Service:
             raise
         self._preparer.start()
         self.monitor.start()
+        self._status_thread = threading.Thread(target=self._serve_status, name="mmipc-status", daemon=True)
+        self._status_thread.start()
         self.started = time.time()
         log.info("serving %s (at most %d sessions)", self.socket_path, self._max_sessions)
 
@@ -234,6 +250,7 @@ class Service:
             self._accept()
         elif key.data == "wake":
             os.read(self._wake_r, 4096)
+            self._deliver_status()
         elif mask & selectors.EVENT_READ:
             self._receive(key.data)
         elif mask & selectors.EVENT_WRITE:
@@ -253,6 +270,12 @@ class Service:
                 pass
         self._preparer.stop()
         self.monitor.stop()
+        if self._status_thread is not None:
+            while not self._status_jobs.empty():  # their sessions are closed: nobody waits for them
+                self._status_jobs.get_nowait()
+            self._status_jobs.put(None)
+            self._status_thread.join(timeout=10)
+            self._status_thread = None
         if self._spare_fd >= 0:
             os.close(self._spare_fd)
             self._spare_fd = -1
@@ -410,6 +433,9 @@ class Service:
             op = check_request(message)
             if not session.greeted and op != "hello":
                 raise ProtocolError("the first request must be hello")
+            if op == "status":
+                self._queue_status(session, request_id)
+                return
             handler = self._handlers()[op]
             with self._lock:
                 reply = handler(session, message)
@@ -441,7 +467,6 @@ class Service:
             "unregister_reader": self._unregister_reader,
             "add_journal": self._add_journal,
             "remove_journal": self._remove_journal,
-            "status": lambda session, message: {"status": self._status()},
         }
 
     def _hello(self, session: Session, message: dict[str, Any]) -> dict[str, Any]:
@@ -538,21 +563,69 @@ class Service:
     def status(self) -> dict[str, Any]:
         """The service's view: journals with their writers, readers with their journals, uptime.
 
+        Files are read without the service's lock, as for a status request (see the rules).
+
         Example: ``service.status()["journals"]``
         """
         with self._lock:
-            return self._status()
+            snapshot = self._snapshot()
+        return self._status(snapshot)
 
-    def _status(self) -> dict[str, Any]:
-        journals = [self._journal_status(key) for key in sorted(self._known | set(self._writers))]
-        live = {name: (session.pid, sorted(session.readers[name])) for name, session in self._readers.items()}
+    def _queue_status(self, session: Session, request_id: object) -> None:
+        if self._status_jobs.qsize() >= MAX_STATUS_QUEUE:
+            raise _Refusal("busy", f"{MAX_STATUS_QUEUE} status requests are waiting; try again later")
+        with self._lock:
+            snapshot = self._snapshot()
+        self._status_jobs.put((session, request_id, snapshot))
+
+    def _serve_status(self) -> None:
+        """The status thread: compute each queued status, hand the reply to the event loop."""
+        while (job := self._status_jobs.get()) is not None:
+            session, request_id, snapshot = job
+            try:
+                reply: dict[str, Any] = {"status": self._status(snapshot)}
+            except Exception as exc:  # a bug of ours: that request fails, the thread lives on
+                log.error("status for pid %d failed: %s", session.pid, clip(repr(exc), 500))
+                reply = {
+                    "error": "internal",
+                    "message": f"the service failed on this status: {clip(repr(exc), 500)}",
+                }
+            self._status_done.put((session, request_id, reply))
+            try:
+                os.write(self._wake_w, b"s")
+            except OSError:
+                pass  # the pipe is full: the loop is being woken anyway
+
+    def _deliver_status(self) -> None:
+        """Send the replies the status thread finished to sessions that are still open (loop thread)."""
+        while True:
+            try:
+                session, request_id, reply = self._status_done.get_nowait()
+            except queue.Empty:
+                return
+            if self._sessions.get(session.sock.fileno()) is session:
+                self._reply(session, request_id, **reply)
+
+    def _snapshot(self) -> _Snapshot:
+        """What the status needs of the registry (caller holds the lock)."""
+        writers = {key: (s.pid, s.writers.get(key, -1)) for key, s in self._writers.items()}
+        return _Snapshot(
+            journals=sorted(self._known | set(writers)),
+            writers=writers,
+            live={name: (s.pid, sorted(s.readers[name])) for name, s in self._readers.items()},
+            sessions=len(self._sessions),
+        )
+
+    def _status(self, snapshot: _Snapshot) -> dict[str, Any]:
+        """The status from a snapshot of the registry; reads files, so never under the lock."""
+        journals = [self._journal_status(key, snapshot.writers.get(key)) for key in snapshot.journals]
         readers = [
             {
                 **reader,
                 "journals": [[j["directory"], j["name"]] for j in reader["journals"]],
                 "lag": reader["journals"],
             }
-            for reader in self.monitor.readers(live)
+            for reader in self.monitor.readers(snapshot.live)
         ]
         return {
             "service": {
@@ -561,7 +634,7 @@ class Service:
                 "socket": self.socket_path,
                 "started": self.started,
                 "uptime_s": round(time.time() - self.started, 3),
-                "sessions": len(self._sessions),
+                "sessions": snapshot.sessions,
                 "pages_prepared": self._preparer.prepared,
                 "page_failures": self._preparer.failures,
                 "last_page_error": self._preparer.last_error,
@@ -574,23 +647,23 @@ class Service:
             "readers": readers,
         }
 
-    def _journal_status(self, key: JournalKey) -> dict[str, Any]:
-        session = self._writers.get(key)
+    def _journal_status(self, key: JournalKey, writer: tuple[int, int] | None) -> dict[str, Any]:
         return {
             **journal_status(key[0], key[1]),
-            "writer_pid": session.pid if session is not None else None,
-            "page": session.writers.get(key, -1) if session is not None else -1,
+            "writer_pid": writer[0] if writer is not None else None,
+            "page": writer[1] if writer is not None else -1,
             **self.monitor.journal(key),
         }
 
 
-def _reader_status(reader: dict[str, Any]) -> dict[str, Any]:
-    """ "journals" lists [directory, name] pairs, as before; "lag" has each journal's figures."""
-    return {
-        **reader,
-        "journals": [[j["directory"], j["name"]] for j in reader["journals"]],
-        "lag": reader["journals"],
-    }
+@dataclass(frozen=True)
+class _Snapshot:
+    """The registry as a status needs it: journals, their writers' (pid, page), live readers."""
+
+    journals: list[JournalKey]
+    writers: dict[JournalKey, tuple[int, int]]
+    live: dict[str, tuple[int, list[JournalKey]]]
+    sessions: int
 
 
 class _Refusal(Exception):
@@ -640,15 +713,18 @@ def _send_quietly(conn: socket.socket, message: dict[str, Any]) -> None:
         pass
 
 
-def spawn_service(home: str, stderr: int | None = None) -> subprocess.Popen[str]:
-    """Start `mmipc service --home HOME` as a child process and return it once its socket is bound.
+def spawn_service(
+    home: str, stderr: int | None = None, options: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
+    """Start `mmipc service --home HOME [OPTIONS]` as a child process and return it once its socket
+    is bound.
 
     `stderr` is where its log goes (default: ours). The child runs in its own session (a terminal's
     Ctrl-C reaches only its parent, which stops it) and gets SIGTERM, a clean shutdown, if its
     parent dies.
     """
     child = subprocess.Popen(
-        [sys.executable, "-m", "mmipc", "service", "--home", home, "--quiet"],
+        [sys.executable, "-m", "mmipc", "service", "--home", home, "--quiet", *options],
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,

@@ -344,7 +344,12 @@ class Writer:
         return self._write_at(payload, nano, msg_type, source)
 
     def _write_at(self, payload: Any, nano: int, msg_type: int, source: int) -> int:
-        if isinstance(nano, bool) or not isinstance(nano, int) or not self._last_nano <= nano < 1 << 63:
+        if isinstance(nano, bool) or not isinstance(nano, int) or not 0 <= nano < 1 << 63:
+            raise UsageError(
+                f"write_at needs a timestamp in ns, an int in 0..2**63-1, not {nano!r} (journal "
+                f"{self.name} in {self.directory})"
+            )
+        if nano < self._last_nano:
             raise UsageError(
                 f"write_at needs a timestamp in ns not older than the last frame of journal {self.name} "
                 f"in {self.directory} ({self._last_nano}), not {nano!r}: timestamps never decrease "

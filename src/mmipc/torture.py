@@ -7,15 +7,23 @@ journal). Until the time is up it injects faults at random moments:
 * SIGKILL of a writer, restarted after a pause (sometimes under an RLIMIT_FSIZE below the page size);
 * SIGKILL of a reader, restarted from its saved position or from the start;
 * SIGKILL of the durable reader (`durable=True`), restarted to resume from its committed position:
-  it may see frames again (after its last commit), never miss one;
+  it may see frames again, only frames after its last commit (its first frame of each journal after
+  a restart is checked against what it had committed), and never misses one;
+* retention: the service keeps at most RETAIN_PAGES pages per journal (a pass every 0.1 s), and the
+  `prune` fault runs the same by hand from the conductor at random moments. Neither may remove a
+  page a durable reader has not committed past (also while it is dead) or a live reader stands on:
+  the readers' gap checks catch it, and the conductor checks that every journal's pages stay
+  consecutive. A live reader that was killed holds nothing while it is dead, so at its restart its
+  first frame of a journal may come after frames retention removed meanwhile: counted, allowed;
 * SIGKILL of the service, restarted after a pause;
 * SIGSTOP of any process, SIGCONT after a pause;
 * a page that cannot be created (a directory planted where the next page file goes).
 
 Then every writer is asked to finish: it appends an end frame carrying how many frames it
 committed. Every reader must then report each journal's frames, exactly once, in order and intact.
-A replay of every journal must be gapless, merge in timestamp order and pass `check_journal`. Every
-payload carries its writer, its sequence number and a CRC of its body. Violations must be 0.
+A replay of every journal (from its oldest page left) must be gapless, merge in timestamp order and
+pass `check_journal`. Every payload carries its writer, its sequence number and a CRC of its body.
+Violations must be 0.
 
 The roles run as `python -m mmipc.torture writer|reader ...`; nothing here is mocked.
 """
@@ -41,9 +49,11 @@ from . import (
     StorageError,
     Writer,
 )
+from ._layout import FIRST_SEQ_OFFSET, SEQ_FIELD
 
 HEAD = struct.Struct("<IQII")  # writer id, sequence, body length, CRC-32 of the body
 DATA, END = 1, 2
+RETAIN_PAGES = 4  # the service's retention in the torture: at most 4 pages per journal
 PACE_EVERY, PACE_SECONDS = 25, 0.002  # about 10,000 frames/s per writer: gigabytes, not terabytes
 
 
@@ -124,14 +134,20 @@ def _resume_seq(directory: str, name: str, index: int, last_nano: int) -> int:
 
 
 class ReaderState:
-    """What a reader has verified, saved atomically so that a restarted reader can go on from it."""
+    """What a reader has verified, saved atomically so that a restarted reader can go on from it.
+
+    `committed` (durable reader): per journal, `expected` as of its last commit known to have
+    returned (-1: none yet); the commit may also have gone further, up to `expected`. `removed`:
+    frames that retention removed while a live reader was dead (allowed, counted)."""
 
     def __init__(self, writers: int) -> None:
         self.expected = [0] * writers
         self.last_nano = [0] * writers
+        self.committed = [-1] * writers
+        self.holding = False  # durable reader: its first commit returned, its cursor file holds pages
         self.ended: dict[int, int] = {}
         self.errors: list[str] = []
-        self.inversions = self.skipped = 0
+        self.inversions = self.skipped = self.removed = self.restarts = 0
 
     def save(self, path: str) -> None:
         with open(path + ".tmp", "w") as f:
@@ -152,28 +168,59 @@ class ReaderState:
 
 def durable_main(directory: str, index: int, writers: int, state_path: str) -> None:
     """The durable reader: its verified state is saved before each commit, so a restart resumes at
-    or before what it verified (frames seen again are counted as skipped; a gap is an error)."""
+    or before what it verified (frames seen again are counted as skipped; a gap is an error), and
+    at or after what it had committed (an earlier frame is an error)."""
     state = ReaderState.load(state_path, writers)
+    state.restarts += os.path.exists(state_path)
     reader = retry(
         lambda: Reader.create(f"d{index}", durable=True), ServiceUnavailableError, ReaderNameTakenError
     )
     for w in range(writers):
         reader.add_journal(directory, f"w{w}")  # resumes after the last commit, or from the start
+    reader.commit()  # from now on its cursor file holds every journal's pages, also while it is dead
+    held_before = state.holding  # saved True once this commit returned and first frames were judged
+    first = [True] * writers
     saved_at = time.monotonic()
     for frame in reader.frames(timeout=300):
         w = int(frame.journal.name[1:])
+        if first[w] and frame.msg_type == DATA:
+            first[w] = False
+            _check_resumed(state, w, frame, held_before)
         if frame.msg_type == DATA and _seen(state, w, frame):
             continue
         _verify(state, w, frame)
         if len(state.ended) == writers:
             break
         if time.monotonic() - saved_at > 0.1:
+            state.holding = True
             state.save(state_path)
             reader.commit()
+            state.committed = list(state.expected)
             saved_at = time.monotonic()
     state.save(state_path)
     reader.close()
     print(json.dumps({"reader": f"d{index}", **state.__dict__}), flush=True)
+
+
+def _check_resumed(state: ReaderState, w: int, frame: Any, held: bool) -> None:
+    """A durable reader's first frame of journal w after a (re)start: right after a commit. Before
+    its first commit ever returned (`held` False), it held nothing: frames retention removed while
+    it was dead are allowed (counted), if it lands on the first frame of a page."""
+    try:
+        seq = check_payload(frame.data, w)
+    except ValueError:
+        return  # _verify reports it
+    if seq < state.committed[w]:
+        state.errors.append(f"w{w}: resumed at seq {seq}, before its last commit ({state.committed[w]})")
+    elif seq > state.expected[w] and not held and _first_of_its_page(frame):
+        state.removed += seq - state.expected[w]
+        state.expected[w] = seq
+
+
+def _first_of_its_page(frame: Any) -> bool:
+    """True if `frame` is its page's first data frame (where a reader lands after retention removed
+    the pages before). A frame's data is a view of its page's mapping, whose header has first_seq."""
+    return bool(frame.seq >= 0 and SEQ_FIELD.unpack_from(frame.data.obj, FIRST_SEQ_OFFSET)[0] == frame.seq)
 
 
 def _seen(state: ReaderState, w: int, frame: Any) -> bool:
@@ -191,11 +238,15 @@ def reader_main(directory: str, index: int, writers: int, state_path: str, resum
     for w in range(writers):
         reader.add_journal(directory, f"w{w}", start=state.last_nano[w] or "begin")
     saved_at, last_nano = time.monotonic(), 0
+    first = [True] * writers
     for frame in reader.frames(timeout=300):
         w = int(frame.journal.name[1:])
         if frame.nano < last_nano:
             state.inversions += 1  # live merge across journals: see README, "Live merging"
         last_nano = frame.nano
+        if first[w] and frame.msg_type == DATA:
+            first[w] = False
+            _skip_removed(state, w, frame)
         _verify(state, w, frame)
         if len(state.ended) == writers:
             break
@@ -204,6 +255,19 @@ def reader_main(directory: str, index: int, writers: int, state_path: str, resum
             saved_at = time.monotonic()
     state.save(state_path)
     print(json.dumps({"reader": index, **state.__dict__}), flush=True)
+
+
+def _skip_removed(state: ReaderState, w: int, frame: Any) -> None:
+    """A live reader's first frame of journal w since it started: frames before it that retention
+    removed while the reader was dead (or before it started) are not a gap, if it lands on the
+    first frame of a page: retention removes whole pages."""
+    try:
+        seq = check_payload(frame.data, w)
+    except ValueError:
+        return  # _verify reports it
+    if seq > state.expected[w] and _first_of_its_page(frame):
+        state.removed += seq - state.expected[w]
+        state.expected[w] = seq
 
 
 def _verify(state: ReaderState, w: int, frame: Any) -> None:

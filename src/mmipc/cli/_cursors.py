@@ -61,15 +61,19 @@ def run_cursors(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
-    print(f"{'READER':<24} {'JOURNAL':<48} {'PAGE':>6} {'OFFSET':>10}  LAST ACKNOWLEDGED FRAME")
+    print(_ROW.format("READER", "JOURNAL", "PAGE", "OFFSET", "SEQ", "LAST ACKNOWLEDGED FRAME"))
     for cursor in found:
         if "error" in cursor:
             print(f"{cursor['name']:<24} cannot read it: {cursor['error']}")
         for j in cursor.get("journals", []):
             journal = os.path.join(j["directory"], j["name"])
             nano = format_time(j["nano"]) if j["nano"] else "-"
-            print(f"{cursor['name']:<24} {journal:<48} {j['page_no']:>6} {j['offset']:>10}  {nano}")
+            seq = j["seq"] if j.get("seq", -1) >= 0 else "-"  # -1: a version-1 page, or no frame yet
+            print(_ROW.format(cursor["name"], journal, j["page_no"], j["offset"], seq, nano))
     return 0
+
+
+_ROW = "{:<24} {:<48} {:>6} {:>10} {:>12}  {}"
 
 
 def run_prune(args: argparse.Namespace) -> int:

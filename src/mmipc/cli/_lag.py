@@ -9,9 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._errors import UsageError
 from .._prometheus import exposition, parse_loopback
-from .._retention import Policy, parse_age, parse_size
+from .._retention import Policy, parse_age, parse_dir_policy, parse_size
+from ._args import count, seconds
 from ._common import format_time
+from ._errors import ArgumentsError
 
 WATCH_CLEAR = "\x1b[H\x1b[2J"
 
@@ -25,7 +28,22 @@ def add_status_options(parser: argparse.ArgumentParser) -> None:
 def add_service_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retain", metavar="AGE", help="remove pages whose newest frame is older (7d, 12h)")
     parser.add_argument("--retain-bytes", metavar="SIZE", help="keep at most SIZE per journal (50G, 512M)")
-    parser.add_argument("--retain-pages", type=int, metavar="N", help="keep at most N pages per journal")
+    parser.add_argument("--retain-pages", type=count, metavar="N", help="keep at most N pages per journal")
+    parser.add_argument(
+        "--retain-dir",
+        action="append",
+        default=[],
+        metavar="DIR=RULES",
+        help="a policy for the journals of DIR instead of the --retain* ones (repeatable); RULES: an "
+        "age (7d), bytes:SIZE, pages:N, comma-separated, or none to keep everything",
+    )
+    parser.add_argument(
+        "--retain-interval",
+        type=seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between two retention passes (default 60)",
+    )
     parser.add_argument("--archive", metavar="DIR", help="move removed pages into DIR instead of deleting")
     parser.add_argument(
         "--metrics",
@@ -35,14 +53,25 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
 
 
 def retention_policy(args: argparse.Namespace) -> Policy | None:
-    """The --retain* options as a policy (None without any); bad values are UsageErrors."""
-    policy = Policy(
-        max_age_ns=parse_age(args.retain) if args.retain else None,
-        max_bytes=parse_size(args.retain_bytes) if args.retain_bytes else None,
-        max_pages=args.retain_pages,
-        archive=args.archive,
-    )
+    """The --retain* options as a policy (None without any); bad values are usage errors (exit 2)."""
+    try:
+        policy = Policy(
+            max_age_ns=parse_age(args.retain) if args.retain else None,
+            max_bytes=parse_size(args.retain_bytes) if args.retain_bytes else None,
+            max_pages=args.retain_pages,
+            archive=args.archive,
+        )
+    except UsageError as exc:
+        raise ArgumentsError(str(exc)) from None
     return policy if policy else None
+
+
+def retention_dirs(args: argparse.Namespace) -> dict[str, Policy]:
+    """The --retain-dir options: directory -> policy (a later one for the same directory wins)."""
+    try:
+        return dict(parse_dir_policy(text, args.archive) for text in args.retain_dir)
+    except UsageError as exc:
+        raise ArgumentsError(str(exc)) from None
 
 
 def check_metrics(args: argparse.Namespace) -> None:
@@ -65,14 +94,15 @@ def show(
 
 
 _JOURNAL_HEAD = ("WRITER", "FRAMES/S", "BYTES/S", "AGE", "DISK", "FREE", "FULL IN", "JOURNAL", "LAST FRAME")
-_JOURNAL_ROW = "{:>9} {:>9} {:>10} {:>8} {:>9} {:>9} {:>8}  {}  {}"
+_JOURNAL_ROW = "{:>9} {:>9} {:>10} {:>8} {:>9} {:>9} {:>8}  {:<{width}}  {}"
 _READER_HEAD = ("READER", "PID", "STATE", "WAIT", "LAG FR", "LAG", "STALLED", "COMMITTED", "JOURNAL")
 _READER_ROW = "{:<20} {:>7} {:<7} {:<8} {:>7} {:>8} {:>8} {:>16}  {}"
 
 
 def journal_lines(journals: list[dict[str, Any]]) -> list[str]:
     """One line per journal: writer, rates, age of the last frame, disk, free space, time to full."""
-    lines = [_JOURNAL_ROW.format(*_JOURNAL_HEAD)]
+    width = max([len(_JOURNAL_HEAD[7]), *(len(f"{j['directory']}/{j['name']}") for j in journals)])
+    lines = [_JOURNAL_ROW.format(*_JOURNAL_HEAD, width=width)]
     for j in journals:
         writer = str(j["writer_pid"]) if j.get("writer_pid") is not None else "no writer"
         rate = f"{j.get('frames_per_s', 0):.1f}"
@@ -81,7 +111,7 @@ def journal_lines(journals: list[dict[str, Any]]) -> list[str]:
                 writer, rate, _size(j.get("bytes_per_s", 0)) + "/s", _secs(j.get("last_frame_age_s")),
                 _size(j.get("disk_bytes", 0)), _size(j.get("free_bytes", 0)),
                 _secs(j.get("time_to_full_s")), f"{j['directory']}/{j['name']}",
-                format_time(j["last_nano"]) if j.get("last_nano") else "-",
+                format_time(j["last_nano"]) if j.get("last_nano") else "-", width=width,
             )
         )  # fmt: skip
         if j.get("retention_held_by"):
@@ -107,7 +137,10 @@ def _lag_cells(row: dict[str, Any]) -> tuple[str, ...]:
     frames = "-" if row.get("lag_frames") is None else str(row["lag_frames"])
     lag = _secs(row["lag_ns"] / 1e9) if "lag_ns" in row else "-"
     committed = row.get("committed")
-    where = f"page {committed['page_no']} @{committed['offset']}" if committed else "-"
+    where = "-"
+    if committed:
+        seq = committed.get("seq", -1)
+        where = f"seq {seq}" if seq >= 0 else f"page {committed['page_no']} @{committed['offset']}"
     return frames, lag, _secs(row.get("stalled_s")), where, f"{row['directory']}/{row['name']}"
 
 

@@ -22,6 +22,7 @@ from ._lag import (
     check_metrics,
     journal_lines,
     reader_lines,
+    retention_dirs,
     retention_policy,
     show,
 )
@@ -63,7 +64,12 @@ def run_service(args: argparse.Namespace) -> int:
     )
     pin(args.cpu)
     check_metrics(args)
-    service = Service(args.home, retain=retention_policy(args))
+    service = Service(
+        args.home,
+        retain=retention_policy(args),
+        retain_dirs=retention_dirs(args),
+        retain_interval=args.retain_interval,
+    )
 
     def ready() -> None:
         if args.metrics:

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .._torture_run import HarnessError, Torture
+from ..torture import RETAIN_PAGES
 from ._args import add_json, count, natural, page_size, seconds
 
 
@@ -29,6 +30,14 @@ def add_commands(commands: Any) -> None:
     torture.add_argument("--writers", type=count, default=3)
     torture.add_argument("--readers", type=count, default=2)
     torture.add_argument("--page-size", type=page_size, default=64 * 1024, help="small pages switch often")
+    torture.add_argument(
+        "--retain-pages",
+        type=natural,
+        default=RETAIN_PAGES,
+        metavar="N",
+        help=f"the service keeps at most N pages per journal, and the prune fault half as many "
+        f"(default {RETAIN_PAGES}; 0: no retention)",
+    )
     add_json(torture, "print the report as JSON on stdout (the seed goes to stderr)")
     torture.set_defaults(run=run_torture)
 
@@ -42,7 +51,8 @@ def run_torture(args: argparse.Namespace) -> int:
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stop every child, remove files
     try:
-        report = Torture(args.seconds, seed, args.writers, args.readers, args.page_size).run()
+        torture = Torture(args.seconds, seed, args.writers, args.readers, args.page_size, args.retain_pages)
+        report = torture.run()
     except HarnessError as exc:
         print(f"mmipc torture: {exc} (a failure of the harness, not a finding about mmipc)", file=sys.stderr)
         return 2
