@@ -6,7 +6,9 @@ Rules:
   `add`), append order within a journal -- exactly `_reader`'s documented order.
 * A heap holds the journals that have a frame peeked (`Cursor.next_nano >= 0`); no other journal is
   looked at unless it is "dirty": just added or re-positioned, flagged by its writer's doorbell,
-  not subscribed (no room in its bell list, no access), or every `SWEEP_EVERY` empty reads.
+  not subscribed (no room in its bell list, no access), or every `SWEEP_EVERY` empty reads and
+  every `SWEEP_EVERY` frames (a busy reader must not starve a journal whose writer cannot ring:
+  one under a file-size limit cannot create NAME.bells).
 * After a frame is taken, its journal is peeked again at once: a journal whose poll found nothing
   leaves the heap and comes back only when dirty. If that peek fails (a damaged frame), the frame
   taken is still returned and the error is raised by the next read, which polls that journal.
@@ -52,6 +54,7 @@ class Merge:
         "index",
         "order",
         "empties",
+        "taken",
         "fifo",
         "swept_at",
         "core",
@@ -68,6 +71,7 @@ class Merge:
         self.index: dict[int, Cursor] = {}
         self.order: dict[Cursor, int] = {}
         self.empties = 0
+        self.taken = 0  # frames since the last sweep: a busy reader sweeps every SWEEP_EVERY too
         self.fifo = -1  # asyncio: the read end of the bell's FIFO (_aio.py)
         self.swept_at = 0.0
         self.core: Any = None if native is None else native.MergeCore()
@@ -169,6 +173,10 @@ class Merge:
             _heapreplace(heap, (nano, order, cursor))
         else:
             _heappop(heap)
+        self.taken += 1
+        if self.taken >= SWEEP_EVERY:  # a journal whose writer cannot ring is not starved
+            self.taken = 0
+            self.dirty.update(self.cursors)
         return frame
 
     def sweep(self) -> None:

@@ -1124,6 +1124,7 @@ typedef struct {
     Py_ssize_t nflags;       /* 1 + the highest flag in use */
     Py_buffer bell;          /* the reader's bell, or bell.obj == NULL */
     unsigned int empties;
+    unsigned int taken;      /* frames since the last sweep: a busy reader sweeps too */
 } MergeCore;
 
 static void
@@ -1358,6 +1359,10 @@ mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
         if (nano == -2) {
             mark_slow(m, top);  /* the frame taken is returned; the next read settles this one */
         }
+    }
+    if (++m->taken >= MERGE_SWEEP_EVERY) {
+        m->taken = 0;
+        mark_all_dirty(m);  /* a journal whose writer cannot ring is not starved by busy ones */
     }
     return frame;
 }
