@@ -1,0 +1,248 @@
+"""The in-bridge: one JetStream stream -> journals of the same names in a directory (rules in __init__).
+
+Its resume record (in its state file) holds `stream_seq`, the last stream sequence fully applied,
+and per journal the mirror's last seq, timestamp and source id at that moment. The record is
+written after the frames it counts, so the mirror is never behind it; frames written after it (a
+SIGKILL came before the next record) are found in the mirror on restart and matched against the
+next messages of their subject instead of being written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from .._files import list_pages
+from .._lag import journal_tail
+from .._reader import Reader
+from .._servicehome import DEFAULT_HOME, ServiceHome
+from .._writer import Writer
+from ._conn import Status, stop_event, supervise
+from ._options import InOptions
+from ._state import StateFile
+from ._wire import BridgeError, Shipped, journal_of, parse_headers
+
+log = logging.getLogger("mmipc.bridge")
+RECORD_S = 0.5
+
+
+class Mirrored:
+    """One mirror journal: its writer, how far it is, and the frames to match before writing."""
+
+    def __init__(self, to: str, name: str, mark: dict[str, Any]) -> None:
+        self.name = name
+        self.seq = int(mark.get("mirror_seq", -1))  # the mirror's last seq at the resume record
+        self.nano = int(mark.get("nano", 0))
+        self.host = str(mark.get("host", ""))
+        self.last: tuple[int, int, int] = tuple(mark.get("last", (-2, -1, -1)))
+        tail = journal_tail(to, name) if list_pages(to, name) else None
+        mirror_last = tail.next_seq - 1 if tail is not None else -1
+        if mirror_last < self.seq:
+            raise BridgeError(
+                f"mirror journal {to}/{name} ends at seq {mirror_last}, before the {self.seq} this bridge "
+                "wrote: it was cut or replaced; move it away and remove the bridge's state file to start over"
+            )
+        self.to_match = mirror_last - self.seq
+        self.matcher: Reader | None = None
+        if self.to_match:
+            self.matcher = Reader.create("bridge-in-match", service=None)
+            self.matcher.add_journal(to, name, start=self.nano if self.seq >= 0 else "begin")
+        self.writer: Writer | None = None
+        self.frames = self.duplicates = 0
+
+    def apply(self, shipped: Shipped, payload: bytes, to: str, service: ServiceHome) -> None:
+        if self.to_match:
+            self._match(shipped, payload)
+        elif shipped.host == self.host and shipped.order <= self.last:
+            self.duplicates += 1
+            return
+        else:
+            if self.writer is None:
+                self.writer = Writer.create(to, self.name, service=service)
+            self.writer.write_at(payload, shipped.nano, shipped.msg_type, shipped.source)
+            self.seq += 1
+            self.frames += 1
+        self.nano, self.host, self.last = shipped.nano, shipped.host, shipped.order
+
+    def _match(self, shipped: Shipped, payload: bytes) -> None:
+        """The mirror already holds this frame (written before a crash): check it is the same."""
+        assert self.matcher is not None
+        while True:
+            frame = self.matcher.read()
+            if frame is None:
+                raise BridgeError(f"mirror journal {self.name}: a frame it holds vanished while matching")
+            if frame.seq > self.seq:
+                break
+        same = (frame.nano, frame.msg_type, frame.source, bytes(frame.data)) == (
+            shipped.nano,
+            shipped.msg_type,
+            shipped.source,
+            payload,
+        )
+        if not same:
+            raise BridgeError(
+                f"mirror journal {self.name} frame seq {frame.seq} differs from the stream's message "
+                f"{shipped.msg_id}: the mirror was written by something else; move it away"
+            )
+        self.seq = frame.seq
+        self.to_match -= 1
+        if not self.to_match:
+            self.matcher.close()
+            self.matcher = None
+
+    def mark(self) -> dict[str, Any]:
+        return {"mirror_seq": self.seq, "nano": self.nano, "host": self.host, "last": list(self.last)}
+
+    def close(self) -> None:
+        for closer in (self.matcher, self.writer):
+            if closer is not None:
+                closer.close()
+
+
+class InBridge:
+    def __init__(self, options: InOptions) -> None:
+        self.options = options.checked()
+        self.status = Status()
+        self.state = StateFile(options.home, options.name).lock()
+        self.service: ServiceHome = DEFAULT_HOME if options.home is None else options.home
+        resume = self.state.load().get("resume") or {}
+        if resume and resume.get("to") != options.to:
+            self.state.unlock()
+            raise BridgeError(
+                f"bridge {options.name} mirrors into {resume.get('to')}, not {options.to}: give this one "
+                "another --name"
+            )
+        self.stream_seq = int(resume.get("stream_seq", 0))
+        self.marks: dict[str, dict[str, Any]] = resume.get("journals", {})
+        self.mirrors: dict[str, Mirrored] = {}
+        self.pending = 0
+        self.last_applied = time.monotonic()
+
+    def mirror(self, name: str) -> Mirrored:
+        found = self.mirrors.get(name)
+        if found is None:
+            found = self.mirrors[name] = Mirrored(self.options.to, name, self.marks.get(name, {}))
+        return found
+
+    def apply(self, msg: Msg) -> None:
+        journal = journal_of(self.options.subject_prefix, msg.subject)
+        shipped = parse_headers(msg.headers, msg.subject)
+        if journal != shipped.journal:
+            raise BridgeError(f"message on subject {msg.subject} names journal {shipped.journal}")
+        self.mirror(journal).apply(shipped, msg.data, self.options.to, self.service)
+        meta = msg.metadata
+        self.stream_seq = meta.sequence.stream
+        self.pending = meta.num_pending
+
+    async def session(self, client: Client, stop: asyncio.Event) -> None:
+        js = client.jetstream(timeout=self.options.ack_timeout)
+        subscription = await self.subscribe(js)
+        while not stop.is_set():
+            try:
+                messages = await subscription.fetch(self.options.fetch_batch, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                if client.is_closed:
+                    raise ConnectionError("the connection closed") from None
+                continue
+            for msg in messages:
+                self.apply(msg)
+            self.last_applied = time.monotonic()
+
+    async def subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
+        options = self.options
+        try:
+            await js.stream_info(options.stream)
+        except NotFoundError:
+            raise ConnectionError(f"stream {options.stream} does not exist (yet)") from None
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self.stream_seq + 1,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            mem_storage=True,
+            num_replicas=1,
+            max_ack_pending=-1,
+        )
+        return await js.pull_subscribe(f"{options.subject_prefix}.>", stream=options.stream, config=config)
+
+    def write_state(self) -> None:
+        self.marks.update({name: m.mark() for name, m in self.mirrors.items()})
+        lag_s = 0.0
+        if self.pending:
+            newest = max((m.nano for m in self.mirrors.values()), default=0)
+            lag_s = max(0.0, time.time() - newest / 1e9) if newest else 0.0
+        journals = {
+            name: {
+                "frames_written": m.frames,
+                "duplicates": m.duplicates,
+                "mirror_seq": m.seq,
+                "lag_frames": None,
+                "lag_s": 0.0,
+            }
+            for name, m in self.mirrors.items()
+        }
+        self.state.write(
+            {
+                "kind": "in",
+                "name": self.options.name,
+                "nats": self.options.nats_url,
+                "stream": self.options.stream,
+                "to": self.options.to,
+                **self.status.fields(),
+                "acked_stream_seq": self.stream_seq,
+                "lag_frames": self.pending,
+                "lag_s": round(lag_s, 6),
+                "journals": journals,
+                "resume": {"to": self.options.to, "stream_seq": self.stream_seq, "journals": self.marks},
+            }
+        )
+
+    async def housekeeping(self, stop: asyncio.Event) -> None:
+        while True:
+            self.write_state()
+            if stop.is_set():
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), RECORD_S)
+            except TimeoutError:
+                pass
+
+    async def main(self) -> None:
+        stop = stop_event()
+        keeper = asyncio.ensure_future(self.housekeeping(stop))
+        print(
+            f"mmipc bridge in {self.options.name}: {self.options.nats_url} stream {self.options.stream} "
+            f"-> {self.options.to}",
+            flush=True,
+        )
+        try:
+            await supervise(
+                self.options.nats_url, self.options.name, self.status, stop, lambda c: self.session(c, stop)
+            )
+        finally:
+            stop.set()
+            await keeper
+
+    def close(self) -> None:
+        for mirror in self.mirrors.values():
+            mirror.close()
+        self.state.unlock()
+
+
+def run(options: InOptions) -> None:
+    os.makedirs(options.to, exist_ok=True)
+    bridge = InBridge(options)
+    try:
+        asyncio.run(bridge.main())
+    finally:
+        bridge.close()
