@@ -24,12 +24,14 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.errors import NoServersError
 
 from .._errors import MmipcError, StorageError
 
 log = logging.getLogger("mmipc.bridge")
 MIN_DELAY, MAX_DELAY = 0.1, 5.0
 IDLE_MIN, IDLE_MAX = 50e-6, 2e-3
+CONNECT_TIMEOUT = 2.0
 
 
 class Backoff:
@@ -82,18 +84,30 @@ def is_fatal(exc: BaseException) -> bool:
 
 
 async def connect(url: str, name: str) -> Client:
-    async def quiet(exc: Exception) -> None:  # failures reach the session as exceptions
-        log.debug("nats: %s", exc)
+    """A connection to `url`, or ConnectionError saying why there is none."""
+    seen: list[Exception] = []
 
-    return await nats.connect(
+    async def quiet(exc: Exception) -> None:  # failures reach the session as exceptions
+        seen.append(exc)
+
+    # nats-py retries a refused first connection `max_reconnect_attempts` times (forever if 0):
+    # one more try here, then the failure comes back to `supervise`, which owns the backoff.
+    connecting = nats.connect(
         url,
         name=name,
         allow_reconnect=False,
-        connect_timeout=2,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.05,
+        connect_timeout=CONNECT_TIMEOUT,
         ping_interval=1,
         max_outstanding_pings=3,
         error_cb=quiet,
     )
+    try:
+        return await asyncio.wait_for(connecting, 3 * CONNECT_TIMEOUT)
+    except (NoServersError, TimeoutError) as exc:
+        why = _describe(seen[-1]) if seen else _describe(exc)
+        raise ConnectionError(f"cannot connect to {url}: {why}") from None
 
 
 def stop_event() -> asyncio.Event:
@@ -114,7 +128,9 @@ async def supervise(
         client: Client | None = None
         try:
             status.state = "connecting"
-            client = await connect(url, name)
+            client = await _unless_stopped(connect(url, name), stop)
+            if client is None:
+                return
             status.state, status.error = "connected", ""
             await _until(session(client), stop)
             if not stop.is_set():
@@ -135,6 +151,19 @@ async def supervise(
                 pass
         finally:
             await _close(client)
+
+
+async def _unless_stopped(connecting: Awaitable[Client], stop: asyncio.Event) -> Client | None:
+    """The connection, or None if `stop` was set first (a paused server can hold a connect)."""
+    task = asyncio.ensure_future(connecting)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return None
 
 
 async def _until(work: Awaitable[None], stop: asyncio.Event) -> None:

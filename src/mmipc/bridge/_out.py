@@ -190,7 +190,8 @@ class Pump:
                 lag_frames = max(0, tail.next_seq - (acked.seq + 1 if acked and acked.seq >= 0 else 0))
             behind = acked is None or (tail.page_no, tail.end) != (acked.page_no, acked.offset)
             if behind and lag_frames != 0:
-                lag_s = max(0, tail.last_nano - (acked.nano if acked else tail.last_nano)) / 1e9
+                since = acked.nano if acked else min(tail.last_nano, time.time_ns())
+                lag_s = max(0, (tail.last_nano if acked else time.time_ns()) - since) / 1e9
         return {
             "journal": str(self.jid),
             "subject": self.subject,

@@ -47,7 +47,7 @@ class StateFile:
         except BlockingIOError:
             os.close(fd)
             raise BridgeError(
-                f"a bridge named by {self.path} is already running: give this one --name"
+                f"a bridge named by {self.path} is already running: give this one another --name"
             ) from None
         self._lock_fd = fd
         return self
