@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -386,3 +386,67 @@ def test_import_mmipc_imports_neither_nats_nor_asyncio() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def _grew(count: Callable[[], int], than: int) -> bool:
+    return count() > than
+
+
+def _fault(kind: str, server: NatsServer, out_name: str) -> None:
+    if kind == "none":
+        return
+    if kind == "restart":
+        server.stop(signal.SIGKILL if random.random() < 0.5 else signal.SIGTERM)
+        server.start()
+    elif kind == "pause":
+        server.send(signal.SIGSTOP)
+        wait_for(lambda: state(out_name).get("state") in ("paused", "retrying"), what="the bridge to notice")
+        server.send(signal.SIGCONT)
+
+
+@pytest.mark.once  # .ci/run: native pass only (a minute of real processes; the bridge's Python is the same)
+@pytest.mark.parametrize("seed", [random.randrange(1 << 32)])
+def test_torture_kills_restarts_and_pauses(
+    nats_server: NatsServer, procs: Procs, tmp_path: Path, seed: int
+) -> None:
+    """Issue 15's "done": frames cross journal -> NATS -> mirror while the bridges are SIGKILLed at
+    random points and the server is restarted and paused; then the stream holds each frame once and
+    the mirror equals the source."""
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    source, to, count = str(tmp_path / "src"), str(tmp_path / "mirror"), 3000
+    writers = [mmipc.Writer.create(source, j, service=None, page_size=64 * 1024) for j in ("md", "td")]
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    extra = ["--name", name, "--batch", str(rng.choice((1, 10, 100, 1000)))]
+    bridges = {"out": bridge_out(procs, nats_server, source, ["md", "td"], *extra)}
+    bridges["in"] = bridge_in(procs, nats_server, to, "--name", f"bi-{name}")
+
+    def mirrored_total() -> int:
+        return sum(len(journal_frames(to, j)) for j in ("md", "td"))
+
+    faults = ["out", "in", "restart", "pause"] * 2
+    rng.shuffle(faults)
+    chunk = count // (len(faults) + 1)
+    for i, kind in enumerate([*faults, "none"]):
+        seen = mirrored_total()
+        for n in range(chunk if kind != "none" else count - i * chunk):
+            payload = rng.randbytes(rng.choice((0, 8, 64, 408, rng.randrange(1500))))
+            writers[n % 2].write(payload, msg_type=rng.randrange(1 << 31), source=rng.randrange(1 << 32))
+        wait_for(functools.partial(_grew, mirrored_total, seen), what=f"progress before fault {kind}")
+        if kind in ("out", "in"):
+            bridges[kind].kill9()
+            if kind == "out":
+                bridges[kind] = bridge_out(procs, nats_server, source, ["md", "td"], *extra)
+            else:
+                bridges[kind] = bridge_in(procs, nats_server, to, "--name", f"bi-{name}")
+        else:
+            _fault(kind, nats_server, name)
+    for writer in writers:
+        writer.close()
+    wait_for(lambda: mirrored_total() == count, timeout=300, what="every frame in the mirror")
+    sources = {j: journal_frames(source, j) for j in ("md", "td")}
+    for journal, frames in sources.items():
+        assert journal_frames(to, journal) == frames, f"the mirror of {journal} differs (seed {seed})"
+    check_stream(nats_server, sources)
+    for child in bridges.values():
+        stop(child)
