@@ -93,7 +93,7 @@ async def connect(url: str, name: str) -> Client:
     # nats-py retries a refused first connection `max_reconnect_attempts` times (forever if 0):
     # one more try here, then the failure comes back to `supervise`, which owns the backoff.
     connecting = nats.connect(
-        url,
+        [u.strip() for u in url.split(",")],  # a cluster: nats://a:4222,nats://b:4222
         name=name,
         allow_reconnect=False,
         max_reconnect_attempts=1,

@@ -10,6 +10,7 @@ next messages of their subject instead of being written twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -146,19 +148,21 @@ class InBridge:
 
     async def session(self, client: Client, stop: asyncio.Event) -> None:
         js = client.jetstream(timeout=self.options.ack_timeout)
-        subscription = await self.subscribe(js)
-        while not stop.is_set():
-            try:
-                messages = await subscription.fetch(self.options.fetch_batch, timeout=1.0)
-            except (nats.errors.TimeoutError, TimeoutError):
-                if client.is_closed:
-                    raise ConnectionError("the connection closed") from None
-                continue
-            for msg in messages:
-                self.apply(msg)
-            self.last_applied = time.monotonic()
+        puller = Puller(client, self.options.stream, await self.consumer(js), self.options.fetch_batch)
+        await puller.start()
+        try:
+            while not stop.is_set():
+                msg = await puller.next()
+                if msg is not None:
+                    self.apply(msg)
+                    self.last_applied = time.monotonic()
+                elif not puller.remaining:
+                    self.pending = 0
+        finally:
+            await puller.stop()
 
-    async def subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
+    async def consumer(self, js: JetStreamContext) -> str:
+        """An ephemeral consumer of the prefix's subjects from the message after our last one."""
         options = self.options
         try:
             await js.stream_info(options.stream)
@@ -168,12 +172,13 @@ class InBridge:
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=self.stream_seq + 1,
             ack_policy=AckPolicy.NONE,
+            filter_subject=f"{options.subject_prefix}.>",
             inactive_threshold=30.0,
             mem_storage=True,
             num_replicas=1,
-            max_ack_pending=-1,
         )
-        return await js.pull_subscribe(f"{options.subject_prefix}.>", stream=options.stream, config=config)
+        info = await js.add_consumer(options.stream, config)
+        return info.name
 
     def write_state(self) -> None:
         self.marks.update({name: m.mark() for name, m in self.mirrors.items()})
@@ -237,6 +242,60 @@ class InBridge:
         for mirror in self.mirrors.values():
             mirror.close()
         self.state.unlock()
+
+
+class Puller:
+    """Pull requests kept outstanding on one inbox, so a message is handed over as soon as it arrives.
+
+    (nats-py's `fetch(n)` waits for all n messages, or its timeout, before it returns.) One request
+    of `batch` messages is outstanding at a time, expiring after `EXPIRES`; a new one follows its
+    last message or its expiry (status 408). If neither a message nor the expiry comes in time the
+    server is asked for a pong: a dead link raises, and the session ends.
+    """
+
+    EXPIRES = 2.0
+
+    def __init__(self, client: Client, stream: str, consumer: str, batch: int) -> None:
+        self.client, self.batch = client, batch
+        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.inbox = client.new_inbox()
+        self.remaining = 0
+        self.subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        self.subscription = await self.client.subscribe(self.inbox)
+        await self.request()
+
+    async def request(self) -> None:
+        body = json.dumps({"batch": self.batch, "expires": int(self.EXPIRES * 1e9)}).encode()
+        await self.client.publish(self.subject, body, reply=self.inbox)
+        self.remaining = self.batch
+
+    async def next(self) -> Msg | None:
+        """The next message; None after an expired request or a quiet wait (a new one is out)."""
+        assert self.subscription is not None
+        try:
+            msg = await self.subscription.next_msg(timeout=self.EXPIRES + 1.0)
+        except (nats.errors.TimeoutError, TimeoutError):
+            await self.client.flush(timeout=2)  # raises if the server is gone
+            await self.request()
+            return None
+        status = (msg.headers or {}).get("Status")
+        if status is None:
+            self.remaining -= 1
+            if not self.remaining:
+                await self.request()
+            return msg
+        if status in ("404", "408", "100"):
+            if status != "100":
+                await self.request()
+            return None
+        description = (msg.headers or {}).get("Description", "")
+        raise ConnectionError(f"the stream's consumer answered {status} {description}")
+
+    async def stop(self) -> None:
+        if self.subscription is not None and not self.client.is_closed:
+            await self.subscription.unsubscribe()
 
 
 def run(options: InOptions) -> None:
