@@ -34,8 +34,8 @@ import uuid
 from typing import Any
 
 import nats
-from journal_bench import splice
 
+from journal_bench import splice
 from mmipc import Reader, Writer
 
 START, END = "<!-- bridge_bench:start -->", "<!-- bridge_bench:end -->"
@@ -100,7 +100,9 @@ async def raw_rates(url: str, size: int, count: int) -> dict[str, float]:
     await js.publish_async_completed()
     rates["JetStream publish_async, pipelined"] = count / (time.perf_counter() - start)
     for batch in BATCHES:
-        rates[f"atomic batches of {batch}, one in flight"] = await batch_rate(client, stream, payload, batch, count)
+        rates[f"atomic batches of {batch}, one in flight"] = await batch_rate(
+            client, stream, payload, batch, count
+        )
     await js.delete_stream(stream)
     await client.close()
     return rates
@@ -134,10 +136,14 @@ class Bridges:
         self.procs = [
             subprocess.Popen(
                 [*base, "out", src, "bench", "--nats", url, "--stream", stream, "--batch", str(batch)],
-                env=env, stdout=subprocess.PIPE,
+                env=env,
+                stdout=subprocess.PIPE,
             ),
-            subprocess.Popen([*base, "in", "--nats", url, "--stream", stream, "--to", mirror], env=env,
-                             stdout=subprocess.PIPE),
+            subprocess.Popen(
+                [*base, "in", "--nats", url, "--stream", stream, "--to", mirror],
+                env=env,
+                stdout=subprocess.PIPE,
+            ),
         ]
         for proc in self.procs:
             assert proc.stdout is not None and proc.stdout.readline().startswith(b"mmipc bridge")
@@ -148,7 +154,9 @@ class Bridges:
             proc.wait(timeout=30)
 
 
-def end_to_end(url: str, home: str, tmp: str, size: int, count: int, rate: float, batch: int) -> dict[str, float]:
+def end_to_end(
+    url: str, home: str, tmp: str, size: int, count: int, rate: float, batch: int
+) -> dict[str, float]:
     """Latency percentiles (us) at `rate` frames/s, or throughput (frames/s) if rate is 0."""
     src, mirror = tempfile.mkdtemp(dir=tmp), tempfile.mkdtemp(dir=tmp)
     stream = f"E{uuid.uuid4().hex[:8]}"
@@ -158,6 +166,7 @@ def end_to_end(url: str, home: str, tmp: str, size: int, count: int, rate: float
     reader.add_journal(mirror, "bench", start="begin")
     payload, latencies = bytes(size), []
     try:
+        warm_up(writer, reader, payload)
         start = time.perf_counter()
         interval = 1.0 / rate if rate else 0.0
         sent = received = 0
@@ -185,27 +194,50 @@ def end_to_end(url: str, home: str, tmp: str, size: int, count: int, rate: float
     return {"p50": cuts[499] / 1e3, "p99": cuts[989] / 1e3, "p99.9": cuts[998] / 1e3}
 
 
+def warm_up(writer: Writer, reader: Reader, payload: bytes) -> None:
+    """One frame across before the clock starts: both bridges connected, the stream created."""
+    writer.write(payload)
+    deadline = time.monotonic() + 120
+    while reader.read() is None:
+        if time.monotonic() > deadline:
+            sys.exit("bridge_bench: the bridges did not connect")
+        time.sleep(0.001)
+
+
 # -- report -------------------------------------------------------------------------------------------
 
 
-def report(raw: dict[int, dict[str, float]], latency: dict[int, dict[str, float]],
-           throughput: dict[int, dict[int, float]], args: argparse.Namespace) -> str:
+def report(
+    raw: dict[int, dict[str, float]],
+    latency: dict[int, dict[str, float]],
+    throughput: dict[int, dict[int, float]],
+    args: argparse.Namespace,
+) -> str:
     lines = [
-        f"Loopback, one machine; `python benchmarks/bridge_bench.py --count {args.count} --rate {args.rate}`.",
+        "Loopback, one machine; "
+        f"`python benchmarks/bridge_bench.py --count {args.count} --rate {args.rate}`.",
         "",
         "| raw nats-py, msgs/s | " + " | ".join(f"{s} B" for s in SIZES) + " |",
         "|---|" + "---:|" * len(SIZES),
     ]
     for name in raw[SIZES[0]]:
         lines.append(f"| {name} | " + " | ".join(f"{raw[s][name]:,.0f}" for s in SIZES) + " |")
-    lines += ["", f"| end to end at {args.rate} frames/s, us | " + " | ".join(f"{s} B" for s in SIZES) + " |",
-              "|---|" + "---:|" * len(SIZES)]
+    lines += [
+        "",
+        f"| end to end at {args.rate} frames/s, us | " + " | ".join(f"{s} B" for s in SIZES) + " |",
+        "|---|" + "---:|" * len(SIZES),
+    ]
     for cut in ("p50", "p99", "p99.9"):
         lines.append(f"| {cut} | " + " | ".join(f"{latency[s][cut]:,.0f}" for s in SIZES) + " |")
-    lines += ["", "| bridge throughput, frames/s | " + " | ".join(f"{s} B" for s in SIZES) + " |",
-              "|---|" + "---:|" * len(SIZES)]
+    lines += [
+        "",
+        "| bridge throughput, frames/s | " + " | ".join(f"{s} B" for s in SIZES) + " |",
+        "|---|" + "---:|" * len(SIZES),
+    ]
     for batch in args.batches:
-        lines.append(f"| `--batch {batch}` | " + " | ".join(f"{throughput[s][batch]:,.0f}" for s in SIZES) + " |")
+        lines.append(
+            f"| `--batch {batch}` | " + " | ".join(f"{throughput[s][batch]:,.0f}" for s in SIZES) + " |"
+        )
     return "\n".join(lines)
 
 

@@ -450,3 +450,27 @@ def test_torture_kills_restarts_and_pauses(
     check_stream(nats_server, sources)
     for child in bridges.values():
         stop(child)
+
+
+@pytest.mark.once  # .ci/run: native pass only (a benchmark script, run tiny: speed is never asserted)
+def test_bridge_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
+    server_binary()
+    script = Path(__file__).parent.parent / "benchmarks" / "bridge_bench.py"
+    out = tmp_path / "bench.md"
+    run = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=script.parent,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    text = out.read_text()
+    for figure in (
+        "JetStream publish_async",
+        "atomic batches of 1000",
+        "| p99 |",
+        "`--batch 100`",
+        "| 408 B |",
+    ):
+        assert figure in text, figure
