@@ -474,3 +474,39 @@ def test_bridge_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
         "| 408 B |",
     ):
         assert figure in text, figure
+
+
+def _updated_after(name: str, nano: int) -> bool:
+    return int(state(name).get("updated_ns", 0)) > nano
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_or_retrying_bridge_does_not_spin(
+    nats_server: NatsServer, procs: Procs, tmp_path: Path
+) -> None:
+    """Idle (connected, nothing to ship) and retrying (server gone), a bridge sleeps: it uses a
+    small fraction of one core over several of its state-file updates."""
+    source = str(tmp_path / "src")
+    write_frames(source, "md", 10, 4)
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    out = bridge_out(procs, nats_server, source, ["md"], "--name", name)
+    into = bridge_in(procs, nats_server, str(tmp_path / "mirror"), "--name", f"bi-{name}")
+    wait_for(lambda: state(name).get("acked_stream_seq") == 10, what="shipping")
+    for phase in ("idle", "retrying"):
+        if phase == "retrying":
+            nats_server.stop()
+            wait_for(lambda: state(name).get("state") == "retrying", what="the bridge to retry")
+        before = {c.pid: cpu_seconds(c.pid) for c in (out, into)}
+        wall = time.monotonic()
+        first = state(name)["updated_ns"]
+        wait_for(functools.partial(_updated_after, name, first + 3_000_000_000), what="3 s of state")
+        elapsed = time.monotonic() - wall
+        for pid, cpu in before.items():
+            used = cpu_seconds(pid) - cpu
+            assert used < 0.3 * elapsed, f"{phase}: pid {pid} used {used:.2f} s of CPU in {elapsed:.2f} s"
+    stop(out)
+    stop(into)

@@ -156,7 +156,7 @@ class InBridge:
                 if msg is not None:
                     self.apply(msg)
                     self.last_applied = time.monotonic()
-                elif not puller.remaining:
+                else:  # nothing came for a while: caught up
                     self.pending = 0
         finally:
             await puller.stop()
@@ -165,9 +165,27 @@ class InBridge:
         """An ephemeral consumer of the prefix's subjects from the message after our last one."""
         options = self.options
         try:
-            await js.stream_info(options.stream)
+            held = (await js.stream_info(options.stream)).state
         except NotFoundError:
             raise ConnectionError(f"stream {options.stream} does not exist (yet)") from None
+        if held.last_seq < self.stream_seq:  # deleted and created anew: ids tell what we have
+            log.warning(
+                "stream %s ends at %d, before the %d this bridge mirrored: it was made anew; reading it "
+                "from its start, dropping the frames the mirror has (by id)",
+                options.stream,
+                held.last_seq,
+                self.stream_seq,
+            )
+            self.stream_seq = 0
+        elif held.first_seq > self.stream_seq + 1 and held.messages:
+            log.warning(
+                "stream %s starts at %d: messages %d to %d were removed (its limits) before this "
+                "bridge mirrored them",
+                options.stream,
+                held.first_seq,
+                self.stream_seq + 1,
+                held.first_seq - 1,
+            )
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=self.stream_seq + 1,

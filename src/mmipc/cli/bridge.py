@@ -6,9 +6,10 @@ import argparse
 import logging
 from typing import Any
 
-from ..bridge import require_nats, run_in, run_out
+from ..bridge import BridgeError, require_nats, run_in, run_out
 from ..bridge._options import InOptions, OutOptions
 from ._args import add_home, add_journals, journals_in_one_directory, time_arg
+from ._errors import ArgumentsError
 
 
 def add_commands(commands: Any) -> None:
@@ -85,6 +86,7 @@ def run_bridge_out(args: argparse.Namespace) -> int:
         start=args.start if args.start is not None else "begin",
         replicas=args.replicas,
     )
+    _check(options)
     run_out(options)
     return 0
 
@@ -101,8 +103,17 @@ def run_bridge_in(args: argparse.Namespace) -> int:
         ack_timeout=args.ack_timeout,
         to=args.to,
     )
+    _check(options)
     run_in(options)
     return 0
+
+
+def _check(options: OutOptions | InOptions) -> None:
+    """Settings that do not go together are usage errors (exit 2), said in one line."""
+    try:
+        options.checked()
+    except BridgeError as exc:
+        raise ArgumentsError(str(exc)) from None
 
 
 def _log() -> None:
