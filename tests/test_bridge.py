@@ -510,3 +510,77 @@ def test_an_idle_or_retrying_bridge_does_not_spin(
             assert used < 0.3 * elapsed, f"{phase}: pid {pid} used {used:.2f} s of CPU in {elapsed:.2f} s"
     stop(out)
     stop(into)
+
+
+def _duplicates(name: str, count: int) -> bool:
+    return bool(state(name).get("journals", {}).get("md", {}).get("duplicates") == count)
+
+
+def delete_stream(url: str, stream: str) -> None:
+    async def delete() -> None:
+        import nats
+
+        client = await nats.connect(url)
+        try:
+            await client.jetstream().delete_stream(stream)
+        finally:
+            await client.close()
+
+    asyncio.run(delete())
+
+
+def test_a_stream_made_anew_is_refilled_and_the_mirror_drops_what_it_has(
+    nats_server: NatsServer, procs: Procs, tmp_path: Path
+) -> None:
+    """Dedupe by id: the stream is deleted and the out-bridge's cursor reset, so every frame is
+    shipped again; the in-bridge drops the ones its mirror holds and takes the new ones."""
+    source, to = str(tmp_path / "src"), str(tmp_path / "mirror")
+    writer = mmipc.Writer.create(source, "md", service=None)
+    for i in range(200):
+        writer.write(os.urandom(i % 50), source=i)
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    out = bridge_out(procs, nats_server, source, ["md"], "--name", name)
+    into = bridge_in(procs, nats_server, to, "--name", f"bi-{name}")
+    wait_for(functools.partial(mirrored, to, "md", 200), what="the first 200 frames")
+    stop(out)
+    delete_stream(nats_server.url, "DESK")
+    subprocess.run(
+        [sys.executable, "-m", "mmipc", "cursors", "--reset", name], check=True, capture_output=True
+    )
+    for i in range(100):
+        writer.write(os.urandom(i % 50), source=1000 + i)
+    writer.close()
+    out = bridge_out(procs, nats_server, source, ["md"], "--name", name)
+    wait_for(functools.partial(_duplicates, f"bi-{name}", 200), what="the in-bridge to drop 200 duplicates")
+    wait_for(functools.partial(mirrored, to, "md", 300), what="the new frames")
+    frames = journal_frames(source, "md")
+    assert journal_frames(to, "md") == frames
+    check_stream(nats_server, {"md": frames})
+    stop(out)
+    stop(into)
+
+
+def test_a_mirror_written_by_someone_else_stops_the_in_bridge(
+    nats_server: NatsServer, procs: Procs, tmp_path: Path
+) -> None:
+    source, to = str(tmp_path / "src"), str(tmp_path / "mirror")
+    writer = mmipc.Writer.create(source, "md", service=None)
+    writer.write(b"one")
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    out = bridge_out(procs, nats_server, source, ["md"], "--name", name)
+    into = bridge_in(procs, nats_server, to, "--name", f"bi-{name}")
+    wait_for(functools.partial(mirrored, to, "md", 1), what="the first frame")
+    stop(into)
+    with mmipc.Writer.create(to, "md", service=None) as intruder:
+        intruder.write(b"not from the stream")
+    writer.write(b"two")
+    writer.close()
+    wait_for(lambda: state(name).get("acked_stream_seq") == 2, what="the second frame shipped")
+    cmd = [sys.executable, "-m", "mmipc", "bridge", "in", "--nats", nats_server.url, "--stream", "DESK"]
+    done = subprocess.run(
+        [*cmd, "--to", to, "--name", f"bi-{name}"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "mirror journal md frame seq 1 differs from the stream's message" in line, line
+    stop(out)

@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamState
 from nats.js.errors import NotFoundError
 
 from .._files import list_pages
@@ -125,6 +125,7 @@ class InBridge:
                 "another --name"
             )
         self.stream_seq = int(resume.get("stream_seq", 0))
+        self.created = str(resume.get("created", ""))  # the stream's creation time: its identity
         self.marks: dict[str, dict[str, Any]] = resume.get("journals", {})
         self.mirrors: dict[str, Mirrored] = {}
         self.pending = 0
@@ -161,31 +162,36 @@ class InBridge:
         finally:
             await puller.stop()
 
-    async def consumer(self, js: JetStreamContext) -> str:
-        """An ephemeral consumer of the prefix's subjects from the message after our last one."""
-        options = self.options
-        try:
-            held = (await js.stream_info(options.stream)).state
-        except NotFoundError:
-            raise ConnectionError(f"stream {options.stream} does not exist (yet)") from None
-        if held.last_seq < self.stream_seq:  # deleted and created anew: ids tell what we have
+    def check_stream(self, held: StreamState, created: str) -> None:
+        """Notice a stream made anew (read it all: ids tell what the mirror has) or trimmed."""
+        if self.created and created != self.created:
             log.warning(
-                "stream %s ends at %d, before the %d this bridge mirrored: it was made anew; reading it "
-                "from its start, dropping the frames the mirror has (by id)",
-                options.stream,
-                held.last_seq,
-                self.stream_seq,
+                "stream %s was made anew (created %s, not %s): reading it from its start, dropping "
+                "the frames the mirror holds (by id)",
+                self.options.stream,
+                created,
+                self.created,
             )
             self.stream_seq = 0
         elif held.first_seq > self.stream_seq + 1 and held.messages:
             log.warning(
                 "stream %s starts at %d: messages %d to %d were removed (its limits) before this "
                 "bridge mirrored them",
-                options.stream,
+                self.options.stream,
                 held.first_seq,
                 self.stream_seq + 1,
                 held.first_seq - 1,
             )
+        self.created = created
+
+    async def consumer(self, js: JetStreamContext) -> str:
+        """An ephemeral consumer of the prefix's subjects from the message after our last one."""
+        options = self.options
+        try:
+            info = await js.stream_info(options.stream)
+        except NotFoundError:
+            raise ConnectionError(f"stream {options.stream} does not exist (yet)") from None
+        self.check_stream(info.state, str(info.created))
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=self.stream_seq + 1,
@@ -195,8 +201,8 @@ class InBridge:
             mem_storage=True,
             num_replicas=1,
         )
-        info = await js.add_consumer(options.stream, config)
-        return info.name
+        consumer = await js.add_consumer(options.stream, config)
+        return str(consumer.name)
 
     def write_state(self) -> None:
         self.marks.update({name: m.mark() for name, m in self.mirrors.items()})
@@ -226,7 +232,12 @@ class InBridge:
                 "lag_frames": self.pending,
                 "lag_s": round(lag_s, 6),
                 "journals": journals,
-                "resume": {"to": self.options.to, "stream_seq": self.stream_seq, "journals": self.marks},
+                "resume": {
+                    "to": self.options.to,
+                    "stream_seq": self.stream_seq,
+                    "created": self.created,
+                    "journals": self.marks,
+                },
             }
         )
 
