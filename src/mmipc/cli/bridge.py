@@ -8,7 +8,7 @@ from typing import Any
 
 from ..bridge import BridgeError, require_nats, run_in, run_out
 from ..bridge._options import InOptions, OutOptions
-from ._args import add_home, add_journals, journals_in_one_directory, time_arg
+from ._args import add_home, add_journals, count, journals_in_one_directory, seconds, time_arg
 from ._errors import ArgumentsError
 
 
@@ -33,14 +33,16 @@ def add_commands(commands: Any) -> None:
     add_journals(out)
     _common(out, "out")
     out.add_argument("--host-id", default="", help="this host's id in message ids (default: the hostname)")
-    out.add_argument("--batch", type=int, default=256, metavar="N", help="frames per batch, at most (1-1000)")
+    out.add_argument(
+        "--batch", type=count, default=256, metavar="N", help="frames per batch, at most (1-1000)"
+    )
     out.add_argument(
         "--start",
         type=time_arg,
         metavar="T",
         help="a journal the stream and the cursor know nothing of starts at T (default: its beginning)",
     )
-    out.add_argument("--replicas", type=int, default=1, help="replicas of a stream the bridge creates")
+    out.add_argument("--replicas", type=count, default=1, help="replicas of a stream the bridge creates")
     out.set_defaults(run=run_bridge_out)
     into = kinds.add_parser(
         "in",
@@ -64,7 +66,7 @@ def _common(parser: argparse.ArgumentParser, kind: str) -> None:
         "--name", default="", help=f"the bridge's name: its state file and reader (default bridge-{kind}.S)"
     )
     parser.add_argument(
-        "--ack-timeout", type=float, default=5.0, metavar="SEC", help="wait this long for acks"
+        "--ack-timeout", type=seconds, default=5.0, metavar="SEC", help="wait this long for acks"
     )
     add_home(parser)
 
