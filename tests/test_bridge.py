@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -237,6 +238,11 @@ def test_frames_cross_to_a_mirror_unchanged(nats_server: NatsServer, procs: Proc
     assert bridges[name]["state"] == "connected" and bridges[name]["alive"]
     assert bridges[name]["journals"]["orders"]["lag_frames"] == 0
     assert bridges[f"bi-{name}"]["kind"] == "in"
+    text = subprocess.run([sys.executable, "-m", "mmipc", "status"], capture_output=True, text=True).stdout
+    (line,) = [x for x in text.splitlines() if x.split()[:2] == [name, "out"]]
+    assert line.split()[1:4] == ["out", str(out.pid), "connected"] and line.split()[-2:] == ["0", "0.000"], (
+        line
+    )
     stop(out)
     stop(into)
     assert state(name)["journals"]["md.a"]["acked_seq"] == 299
@@ -584,3 +590,33 @@ def test_a_mirror_written_by_someone_else_stops_the_in_bridge(
     (line,) = done.stderr.strip().splitlines()
     assert "mirror journal md frame seq 1 differs from the stream's message" in line, line
     stop(out)
+
+
+def test_a_version_1_journal_is_shipped_by_position_ids(
+    nats_server: NatsServer, procs: Procs, tmp_path: Path
+) -> None:
+    """Frames of version-1 pages carry no seq: their ids are page and offset, and the bridge resumes
+    by position across a kill and into the version-2 pages a writer adds."""
+    source, to = str(tmp_path / "src"), str(tmp_path / "mirror")
+    os.makedirs(source)
+    fixture = Path(__file__).parent / "fixtures" / "v1_journal.tar.gz"
+    with tarfile.open(fixture) as tar:
+        tar.extractall(source, filter="data")
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    out = bridge_out(procs, nats_server, source, ["v1"], "--name", name, "--batch", "7")
+    into = bridge_in(procs, nats_server, to, "--name", f"bi-{name}")
+    wait_for(functools.partial(mirrored, to, "v1", 100), what="some of the version-1 frames")
+    out.kill9()
+    with mmipc.Writer.create(source, "v1", service=None) as writer:
+        for i in range(300):
+            writer.write(os.urandom(i % 100 + 1), source=i)
+    out = bridge_out(procs, nats_server, source, ["v1"], "--name", name, "--batch", "7")
+    frames = journal_frames(source, "v1")
+    wait_for(functools.partial(mirrored, to, "v1", len(frames)), what="every frame in the mirror")
+    assert journal_frames(to, "v1") == frames
+    check_stream(nats_server, {"v1": frames})
+    ids = [h["Nats-Msg-Id"] for _, h, _, _ in stream_messages(nats_server.url, "DESK")]
+    v1_ids = [i.split("/", 1)[1] for i in ids if "/v1/p" in i]  # JOURNAL/pPAGE.END
+    assert len(v1_ids) >= 500 and v1_ids[0].startswith("v1/p0.") and ids[-1].split("/")[-1].isdigit(), ids
+    stop(out)
+    stop(into)

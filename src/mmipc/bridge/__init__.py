@@ -7,13 +7,15 @@ Rules:
   `mmipc status` reads) are standard library only. Without nats-py, starting a bridge raises
   `NatsMissingError` saying to install ``mmipc[nats]``.
 * The out-bridge (`run_out`) follows journals with an ordinary durable reader: the writer never
-  waits for it. Each journal is one subject; its frames go out in **atomic batches** (JetStream's
-  ``Nats-Batch-*`` headers) whose first message is fenced with
-  ``Nats-Expected-Last-Subject-Sequence``: a batch lands whole, right after the message the bridge
-  last saw acknowledged on that subject, or not at all. One batch per journal is in flight; the
-  next one fills meanwhile, up to `max_batch` frames, and the journal itself is the buffer
-  (backpressure). On start and after any failure the bridge asks the stream for each subject's last
-  message, whose headers say where in the journal it came from, and resumes right after it.
+  waits for it. Each journal is one subject. Every publish is fenced with
+  ``Nats-Expected-Last-Subject-Sequence`` (the stream sequence of the subject's last acknowledged
+  message), so it lands right after that message or not at all. A lone frame goes out as one
+  publish; a backlog as one **atomic batch** (JetStream's ``Nats-Batch-*`` headers) of up to
+  `max_batch` frames, fenced on its first message and stored whole or not at all (`_out.Costs`
+  chooses by measured round trips). One publish or batch per journal is in flight, and the journal
+  itself is the buffer (backpressure). On start and after any failure the bridge asks the stream
+  for each subject's last message, whose headers say where in the journal it came from, and
+  resumes right after it.
   The durable cursor commits only acknowledged positions, so retention never removes unshipped pages.
 * Message ids (``Nats-Msg-Id``) are ``HOST/JOURNAL/SEQ`` (format v2) or ``HOST/JOURNAL/pPAGE.END``
   (version 1 frames: the page and the offset just past the frame): positions, never timestamps
