@@ -204,7 +204,8 @@ class InBridge:
         consumer = await js.add_consumer(options.stream, config)
         return str(consumer.name)
 
-    def write_state(self) -> None:
+    def record(self) -> dict[str, Any]:
+        """The state file's record, taken between two steps of the loop (so it is consistent)."""
         self.marks.update({name: m.mark() for name, m in self.mirrors.items()})
         lag_s = 0.0
         if self.pending:
@@ -220,30 +221,28 @@ class InBridge:
             }
             for name, m in self.mirrors.items()
         }
-        self.state.write(
-            {
-                "kind": "in",
-                "name": self.options.name,
-                "nats": self.options.nats_url,
-                "stream": self.options.stream,
+        return {
+            "kind": "in",
+            "name": self.options.name,
+            "nats": self.options.nats_url,
+            "stream": self.options.stream,
+            "to": self.options.to,
+            **self.status.fields(),
+            "acked_stream_seq": self.stream_seq,
+            "lag_frames": self.pending,
+            "lag_s": round(lag_s, 6),
+            "journals": journals,
+            "resume": {
                 "to": self.options.to,
-                **self.status.fields(),
-                "acked_stream_seq": self.stream_seq,
-                "lag_frames": self.pending,
-                "lag_s": round(lag_s, 6),
-                "journals": journals,
-                "resume": {
-                    "to": self.options.to,
-                    "stream_seq": self.stream_seq,
-                    "created": self.created,
-                    "journals": self.marks,
-                },
-            }
-        )
+                "stream_seq": self.stream_seq,
+                "created": self.created,
+                "journals": dict(self.marks),
+            },
+        }
 
     async def housekeeping(self, stop: asyncio.Event) -> None:
         while True:
-            self.write_state()
+            await asyncio.to_thread(self.state.write, self.record())  # fsync off the loop
             if stop.is_set():
                 return
             try:

@@ -300,7 +300,7 @@ class OutBridge:
     async def housekeeping(self, stop: asyncio.Event) -> None:
         while True:
             await self.commit()
-            self.write_state()
+            await asyncio.to_thread(self.state.write, self.record())  # fsync off the loop
             if stop.is_set():
                 return
             try:
@@ -317,7 +317,8 @@ class OutBridge:
         for pump in self.pumps:
             pump.committed = changed.get(pump.jid, pump.committed)
 
-    def write_state(self) -> None:
+    def record(self) -> dict[str, Any]:
+        """The state file's record, taken between two steps of the loop (so it is consistent)."""
         stalled = any(
             p.in_flight_since and time.monotonic() - p.in_flight_since > PAUSED_AFTER_S for p in self.pumps
         )
@@ -326,18 +327,16 @@ class OutBridge:
             status["state"] = "paused"
             status["error"] = f"the stream has not acknowledged a batch for over {PAUSED_AFTER_S} s"
         journals = {p.jid.name: p.report() for p in self.pumps}
-        self.state.write(
-            {
-                "kind": "out",
-                "name": self.options.name,
-                "host": self.options.host,
-                "nats": self.options.nats_url,
-                "stream": self.options.stream,
-                **status,
-                "acked_stream_seq": max((p.expected for p in self.pumps), default=0),
-                "journals": journals,
-            }
-        )
+        return {
+            "kind": "out",
+            "name": self.options.name,
+            "host": self.options.host,
+            "nats": self.options.nats_url,
+            "stream": self.options.stream,
+            **status,
+            "acked_stream_seq": max((p.expected for p in self.pumps), default=0),
+            "journals": journals,
+        }
 
     async def main(self) -> None:
         stop = stop_event()
