@@ -40,12 +40,17 @@ EXAMPLES: list[tuple[str, list[str]]] = [
     ("cursors", ["cursors"]),
     ("prune", ["prune", "{md}", "ctp.rb", "--before", "2000-01-01 00:00:00", "--dry-run"]),
     ("service", ["service", "--help"]),
+    ("bridge", ["bridge", "out", "--help"]),
     ("torture", ["torture", "--seconds", "10", "--seed", "1"]),
     ("bench", ["bench", "--quick", "--size", "408", "--peers", "mmipc,naive-mmap,os.pipe,mp.Queue"]),
 ]
 
 
 NOTES = {
+    "bridge": "\n`mmipc bridge in --nats URL --stream S --to DIR` mirrors the stream into journals of DIR "
+    "(same names, original timestamps). Both directions take `--name` (default `bridge-out.S` or "
+    "`bridge-in.S`), `--subject-prefix` (default `mmipc.S`), `--ack-timeout` and `--home`, and show "
+    "their state and lag in `mmipc status`. docs/bridge.md has the guarantees and the failures.\n",
     "read": '\nThese frames were written before the reader started, so their "latency" is their age; '
     "run `read` before `write` (as `mmipc demo` does) to see the live figure. Without `--since`, "
     "`read` shows only frames written from now on; `--name risk --durable` keeps its position "

@@ -53,18 +53,30 @@ def assert_clean(out: subprocess.CompletedProcess[str], code: int, *words: str) 
         assert word in last, shown
 
 
-@pytest.mark.parametrize("command", sorted(subparsers()))
-def test_an_unknown_flag_is_a_usage_error(command: str) -> None:
-    positionals = [a for a in subparsers()[command]._actions if not a.option_strings]
+def leaves() -> list[tuple[list[str], argparse.ArgumentParser]]:
+    """Every command line's words up to its own parser (`bridge out` for commands with directions)."""
+    found = []
+    for command, parser in sorted(subparsers().items()):
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        inner: dict[str, argparse.ArgumentParser] = dict(nested[0].choices) if nested else {"": parser}
+        found += [([command, name] if name else [command], p) for name, p in inner.items()]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("command", "parser"), leaves(), ids=lambda v: " ".join(v) if isinstance(v, list) else ""
+)
+def test_an_unknown_flag_is_a_usage_error(command: list[str], parser: argparse.ArgumentParser) -> None:
+    positionals = [a for a in parser._actions if not a.option_strings]
     words = ["/nonexistent" if a.dest == "directory" else "j" for a in positionals]
-    for action in subparsers()[command]._actions:
+    for action in parser._actions:
         if action.required and action.option_strings:
             words += [action.option_strings[-1], "/nonexistent/x"]
-    out = mmipc(command, *words, "--no-such-flag")
-    assert_clean(out, 2, f"mmipc {command}: error", "--no-such-flag", f"see `mmipc {command} --help`")
+    out = mmipc(*command, *words, "--no-such-flag")
+    assert_clean(out, 2, f"mmipc {command[0]}: error", "--no-such-flag", f"see `mmipc {command[0]} --help`")
     assert len(out.stderr.splitlines()) == 1  # one line, not the whole usage
     if positionals:  # and leaving out what is required names it
-        assert_clean(mmipc(command), 2, "the following arguments are required: DIR")
+        assert_clean(mmipc(*command), 2, "the following arguments are required: DIR")
 
 
 @pytest.mark.parametrize(("command", "flag"), sorted(numeric_flags()))

@@ -25,6 +25,7 @@ from . import (
     _service,
     _tail,
     _torture,
+    bridge,
 )
 
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bench.add_commands(commands)
     _export.add_commands(commands)
     _replay.add_commands(commands)
+    bridge.add_commands(commands)
     return parser
 
 

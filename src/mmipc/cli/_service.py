@@ -14,6 +14,8 @@ from .._home import resolve_home
 from .._link import service_status
 from .._prometheus import serve_metrics
 from .._service import Service
+from ..bridge import read_states
+from ..bridge._state import state_lines
 from ._args import add_cpu, add_home, add_json, pin
 from ._errors import service_hint
 from ._lag import (
@@ -90,6 +92,7 @@ def run_status(args: argparse.Namespace) -> int:
                 print(json.dumps({"service": None, "home": home, "error": service_hint(str(exc), args)}))
             raise
         status["backend"] = BACKEND  # this process's: which core a program started here would run
+        status["bridges"] = read_states(args.home)  # their own state files: no nats-py needed
         return status
 
     show(args, fetch, (lambda status: json.dumps(status, indent=2)) if args.json else format_status)
@@ -107,6 +110,7 @@ def format_status(status: dict[str, Any]) -> str:
         *journal_lines(status["journals"]),
         "",
         *reader_lines(status["readers"]),
+        *state_lines(status.get("bridges", [])),
     ]
     return "\n".join(lines)
 

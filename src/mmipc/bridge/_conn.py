@@ -1,0 +1,199 @@
+"""Connections, backoff and the loop that keeps a bridge going through failures.
+
+Rules:
+
+* A session is one connection: the bridge connects, resynchronises from the stream and works until
+  anything fails. Then it closes the connection, waits (`Backoff`: 0.1 s doubling to 5 s, with
+  jitter, reset by progress) and starts a new session. nats-py's own reconnection is off, so that
+  every failure takes this one path and the state file tells the truth.
+* A dead peer is found by pings (every second; three unanswered close the connection) and by the
+  acknowledgement timeout; a paused server is therefore a failure after a few seconds, not a hang.
+* Idle waiting sleeps (50 us doubling to 2 ms): a bridge with nothing to do never spins.
+* `BridgeError` and the journal's own errors (`MmipcError`, but `StorageError`) end the bridge;
+  everything else is transient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.errors import NoServersError
+
+from .._errors import MmipcError, StorageError
+
+log = logging.getLogger("mmipc.bridge")
+MIN_DELAY, MAX_DELAY = 0.1, 5.0
+IDLE_MIN, IDLE_MAX = 50e-6, 2e-3
+CONNECT_TIMEOUT = 2.0
+
+
+class Backoff:
+    def __init__(self) -> None:
+        self.delay = MIN_DELAY
+
+    def next(self) -> float:
+        delay = self.delay * random.uniform(0.5, 1.0)
+        self.delay = min(MAX_DELAY, self.delay * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = MIN_DELAY
+
+
+class Idle:
+    """Sleeps that grow while there is nothing to do, and start short again after work."""
+
+    def __init__(self) -> None:
+        self.delay = IDLE_MIN
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.delay)
+        self.delay = min(IDLE_MAX, self.delay * 2)
+
+    def reset(self) -> None:
+        self.delay = IDLE_MIN
+
+
+class Status:
+    """What the state file says of the link."""
+
+    def __init__(self) -> None:
+        self.state = "connecting"
+        self.error = ""
+        self.retry_in = 0.0
+        self.failures = 0
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "error": self.error,
+            "retry_in_s": round(self.retry_in, 3),
+            "failures": self.failures,
+        }
+
+
+def is_fatal(exc: BaseException) -> bool:
+    return isinstance(exc, MmipcError) and not isinstance(exc, StorageError)
+
+
+async def connect(url: str, name: str) -> Client:
+    """A connection to `url`, or ConnectionError saying why there is none."""
+    seen: list[Exception] = []
+
+    async def quiet(exc: Exception) -> None:  # failures reach the session as exceptions
+        seen.append(exc)
+
+    # nats-py retries a refused first connection `max_reconnect_attempts` times (forever if 0):
+    # one more try here, then the failure comes back to `supervise`, which owns the backoff.
+    connecting = nats.connect(
+        [u.strip() for u in url.split(",")],  # a cluster: nats://a:4222,nats://b:4222
+        name=name,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.05,
+        connect_timeout=CONNECT_TIMEOUT,
+        ping_interval=1,
+        max_outstanding_pings=3,
+        error_cb=quiet,
+    )
+    try:
+        return await asyncio.wait_for(connecting, 3 * CONNECT_TIMEOUT)
+    except (NoServersError, TimeoutError) as exc:
+        why = _describe(seen[-1]) if seen else _describe(exc)
+        raise ConnectionError(f"cannot connect to {url}: {why}") from None
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def supervise(
+    url: str, name: str, status: Status, stop: asyncio.Event, session: Callable[[Client], Awaitable[None]]
+) -> None:
+    """Run `session` on fresh connections until `stop` is set, backing off after each failure."""
+    backoff = Backoff()
+    while not stop.is_set():
+        client: Client | None = None
+        try:
+            status.state = "connecting"
+            client = await _unless_stopped(connect(url, name), stop)
+            if client is None:
+                return
+            status.state, status.error = "connected", ""
+            await _until(session(client), stop)
+            if not stop.is_set():
+                raise ConnectionError("the session ended")
+            backoff.reset()
+        except Exception as exc:
+            if is_fatal(exc):
+                raise
+            delay = backoff.next()
+            status.state, status.error, status.retry_in = "retrying", _describe(exc), delay
+            status.failures += 1
+            log.warning("bridge %s: %s; retrying in %.1f s", name, status.error, delay)
+            await _close(client)
+            client = None
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+        finally:
+            await _close(client)
+
+
+async def _unless_stopped(connecting: Awaitable[Client], stop: asyncio.Event) -> Client | None:
+    """The connection, or None if `stop` was set first (a paused server can hold a connect)."""
+    task = asyncio.ensure_future(connecting)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return None
+
+
+async def _until(work: Awaitable[None], stop: asyncio.Event) -> None:
+    """Run `work` until it ends or `stop` is set (then give it a moment to finish its batch)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+            return
+        await asyncio.wait({task}, timeout=10.0)
+        if task.done() and not task.cancelled():
+            task.result()
+    finally:
+        for t in (task, stopper):
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(task, stopper, return_exceptions=True)
+
+
+async def _close(client: Client | None) -> None:
+    if client is None or client.is_closed:
+        return
+    try:
+        await asyncio.wait_for(client.close(), 2.0)
+    except Exception as exc:  # a dead link may not close cleanly; it is dropped either way
+        log.debug("close: %s", exc)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]

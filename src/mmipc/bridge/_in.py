@@ -1,0 +1,335 @@
+"""The in-bridge: one JetStream stream -> journals of the same names in a directory (rules in __init__).
+
+Its resume record (in its state file) holds `stream_seq`, the last stream sequence fully applied,
+and per journal the mirror's last seq, timestamp and source id at that moment. The record is
+written after the frames it counts, so the mirror is never behind it; frames written after it (a
+SIGKILL came before the next record) are found in the mirror on restart and matched against the
+next messages of their subject instead of being written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamState
+from nats.js.errors import NotFoundError
+
+from .._files import list_pages
+from .._lag import journal_tail
+from .._reader import Reader
+from .._servicehome import DEFAULT_HOME, ServiceHome
+from .._writer import Writer
+from ._conn import Status, stop_event, supervise
+from ._options import InOptions
+from ._state import StateFile
+from ._wire import BridgeError, Shipped, journal_of, parse_headers
+
+log = logging.getLogger("mmipc.bridge")
+RECORD_S = 0.5
+
+
+class Mirrored:
+    """One mirror journal: its writer, how far it is, and the frames to match before writing."""
+
+    def __init__(self, to: str, name: str, mark: dict[str, Any]) -> None:
+        self.name = name
+        self.seq = int(mark.get("mirror_seq", -1))  # the mirror's last seq at the resume record
+        self.nano = int(mark.get("nano", 0))
+        self.host = str(mark.get("host", ""))
+        self.last: tuple[int, int, int] = tuple(mark.get("last", (-2, -1, -1)))
+        tail = journal_tail(to, name) if list_pages(to, name) else None
+        mirror_last = tail.next_seq - 1 if tail is not None else -1
+        if mirror_last < self.seq:
+            raise BridgeError(
+                f"mirror journal {to}/{name} ends at seq {mirror_last}, before the {self.seq} this bridge "
+                "wrote: it was cut or replaced; move it away and remove the bridge's state file to start over"
+            )
+        self.to_match = mirror_last - self.seq
+        self.matcher: Reader | None = None
+        if self.to_match:
+            self.matcher = Reader.create("bridge-in-match", service=None)
+            self.matcher.add_journal(to, name, start=self.nano if self.seq >= 0 else "begin")
+        self.writer: Writer | None = None
+        self.frames = self.duplicates = 0
+
+    def apply(self, shipped: Shipped, payload: bytes, to: str, service: ServiceHome) -> None:
+        if self.to_match:
+            self._match(shipped, payload)
+        elif shipped.host == self.host and shipped.order <= self.last:
+            self.duplicates += 1
+            return
+        else:
+            if self.writer is None:
+                self.writer = Writer.create(to, self.name, service=service)
+            self.writer.write_at(payload, shipped.nano, shipped.msg_type, shipped.source)
+            self.seq += 1
+            self.frames += 1
+        self.nano, self.host, self.last = shipped.nano, shipped.host, shipped.order
+
+    def _match(self, shipped: Shipped, payload: bytes) -> None:
+        """The mirror already holds this frame (written before a crash): check it is the same."""
+        assert self.matcher is not None
+        while True:
+            frame = self.matcher.read()
+            if frame is None:
+                raise BridgeError(f"mirror journal {self.name}: a frame it holds vanished while matching")
+            if frame.seq > self.seq:
+                break
+        same = (frame.nano, frame.msg_type, frame.source, bytes(frame.data)) == (
+            shipped.nano,
+            shipped.msg_type,
+            shipped.source,
+            payload,
+        )
+        if not same:
+            raise BridgeError(
+                f"mirror journal {self.name} frame seq {frame.seq} differs from the stream's message "
+                f"{shipped.msg_id}: the mirror was written by something else; move it away"
+            )
+        self.seq = frame.seq
+        self.to_match -= 1
+        if not self.to_match:
+            self.matcher.close()
+            self.matcher = None
+
+    def mark(self) -> dict[str, Any]:
+        return {"mirror_seq": self.seq, "nano": self.nano, "host": self.host, "last": list(self.last)}
+
+    def close(self) -> None:
+        for closer in (self.matcher, self.writer):
+            if closer is not None:
+                closer.close()
+
+
+class InBridge:
+    def __init__(self, options: InOptions) -> None:
+        self.options = options.checked()
+        self.status = Status()
+        self.state = StateFile(options.home, options.name).lock()
+        self.service: ServiceHome = DEFAULT_HOME if options.home is None else options.home
+        resume = self.state.load().get("resume") or {}
+        if resume and resume.get("to") != options.to:
+            self.state.unlock()
+            raise BridgeError(
+                f"bridge {options.name} mirrors into {resume.get('to')}, not {options.to}: give this one "
+                "another --name"
+            )
+        self.stream_seq = int(resume.get("stream_seq", 0))
+        self.created = str(resume.get("created", ""))  # the stream's creation time: its identity
+        self.marks: dict[str, dict[str, Any]] = resume.get("journals", {})
+        self.mirrors: dict[str, Mirrored] = {}
+        self.pending = 0
+        self.last_applied = time.monotonic()
+
+    def mirror(self, name: str) -> Mirrored:
+        found = self.mirrors.get(name)
+        if found is None:
+            found = self.mirrors[name] = Mirrored(self.options.to, name, self.marks.get(name, {}))
+        return found
+
+    def apply(self, msg: Msg) -> None:
+        journal = journal_of(self.options.subject_prefix, msg.subject)
+        shipped = parse_headers(msg.headers, msg.subject)
+        if journal != shipped.journal:
+            raise BridgeError(f"message on subject {msg.subject} names journal {shipped.journal}")
+        self.mirror(journal).apply(shipped, msg.data, self.options.to, self.service)
+        meta = msg.metadata
+        self.stream_seq = meta.sequence.stream
+        self.pending = meta.num_pending
+
+    async def session(self, client: Client, stop: asyncio.Event) -> None:
+        js = client.jetstream(timeout=self.options.ack_timeout)
+        puller = Puller(client, self.options.stream, await self.consumer(js), self.options.fetch_batch)
+        await puller.start()
+        try:
+            while not stop.is_set():
+                msg = await puller.next()
+                if msg is not None:
+                    self.apply(msg)
+                    self.last_applied = time.monotonic()
+                else:  # nothing came for a while: caught up
+                    self.pending = 0
+        finally:
+            await puller.stop()
+
+    def check_stream(self, held: StreamState, created: str) -> None:
+        """Notice a stream made anew (read it all: ids tell what the mirror has) or trimmed."""
+        if self.created and created != self.created:
+            log.warning(
+                "stream %s was made anew (created %s, not %s): reading it from its start, dropping "
+                "the frames the mirror holds (by id)",
+                self.options.stream,
+                created,
+                self.created,
+            )
+            self.stream_seq = 0
+        elif held.first_seq > self.stream_seq + 1 and held.messages:
+            log.warning(
+                "stream %s starts at %d: messages %d to %d were removed (its limits) before this "
+                "bridge mirrored them",
+                self.options.stream,
+                held.first_seq,
+                self.stream_seq + 1,
+                held.first_seq - 1,
+            )
+        self.created = created
+
+    async def consumer(self, js: JetStreamContext) -> str:
+        """An ephemeral consumer of the prefix's subjects from the message after our last one."""
+        options = self.options
+        try:
+            info = await js.stream_info(options.stream)
+        except NotFoundError:
+            raise ConnectionError(f"stream {options.stream} does not exist (yet)") from None
+        self.check_stream(info.state, str(info.created))
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self.stream_seq + 1,
+            ack_policy=AckPolicy.NONE,
+            filter_subject=f"{options.subject_prefix}.>",
+            inactive_threshold=30.0,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        consumer = await js.add_consumer(options.stream, config)
+        return str(consumer.name)
+
+    def record(self) -> dict[str, Any]:
+        """The state file's record, taken between two steps of the loop (so it is consistent)."""
+        self.marks.update({name: m.mark() for name, m in self.mirrors.items()})
+        lag_s = 0.0
+        if self.pending:
+            newest = max((m.nano for m in self.mirrors.values()), default=0)
+            lag_s = max(0.0, time.time() - newest / 1e9) if newest else 0.0
+        journals = {
+            name: {
+                "frames_written": m.frames,
+                "duplicates": m.duplicates,
+                "mirror_seq": m.seq,
+                "lag_frames": None,
+                "lag_s": 0.0,
+            }
+            for name, m in self.mirrors.items()
+        }
+        return {
+            "kind": "in",
+            "name": self.options.name,
+            "nats": self.options.nats_url,
+            "stream": self.options.stream,
+            "to": self.options.to,
+            **self.status.fields(),
+            "acked_stream_seq": self.stream_seq,
+            "lag_frames": self.pending,
+            "lag_s": round(lag_s, 6),
+            "journals": journals,
+            "resume": {
+                "to": self.options.to,
+                "stream_seq": self.stream_seq,
+                "created": self.created,
+                "journals": dict(self.marks),
+            },
+        }
+
+    async def housekeeping(self, stop: asyncio.Event) -> None:
+        while True:
+            await asyncio.to_thread(self.state.write, self.record())  # fsync off the loop
+            if stop.is_set():
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), RECORD_S)
+            except TimeoutError:
+                pass
+
+    async def main(self) -> None:
+        stop = stop_event()
+        keeper = asyncio.ensure_future(self.housekeeping(stop))
+        print(
+            f"mmipc bridge in {self.options.name}: {self.options.nats_url} stream {self.options.stream} "
+            f"-> {self.options.to}",
+            flush=True,
+        )
+        try:
+            await supervise(
+                self.options.nats_url, self.options.name, self.status, stop, lambda c: self.session(c, stop)
+            )
+        finally:
+            stop.set()
+            await keeper
+
+    def close(self) -> None:
+        for mirror in self.mirrors.values():
+            mirror.close()
+        self.state.unlock()
+
+
+class Puller:
+    """Pull requests kept outstanding on one inbox, so a message is handed over as soon as it arrives.
+
+    (nats-py's `fetch(n)` waits for all n messages, or its timeout, before it returns.) One request
+    of `batch` messages is outstanding at a time, expiring after `EXPIRES`; a new one follows its
+    last message or its expiry (status 408). If neither a message nor the expiry comes in time the
+    server is asked for a pong: a dead link raises, and the session ends.
+    """
+
+    EXPIRES = 2.0
+
+    def __init__(self, client: Client, stream: str, consumer: str, batch: int) -> None:
+        self.client, self.batch = client, batch
+        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.inbox = client.new_inbox()
+        self.remaining = 0
+        self.subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        self.subscription = await self.client.subscribe(self.inbox)
+        await self.request()
+
+    async def request(self) -> None:
+        body = json.dumps({"batch": self.batch, "expires": int(self.EXPIRES * 1e9)}).encode()
+        await self.client.publish(self.subject, body, reply=self.inbox)
+        self.remaining = self.batch
+
+    async def next(self) -> Msg | None:
+        """The next message; None after an expired request or a quiet wait (a new one is out)."""
+        assert self.subscription is not None
+        try:
+            msg = await self.subscription.next_msg(timeout=self.EXPIRES + 1.0)
+        except (nats.errors.TimeoutError, TimeoutError):
+            await self.client.flush(timeout=2)  # raises if the server is gone
+            await self.request()
+            return None
+        status = (msg.headers or {}).get("Status")
+        if status is None:
+            self.remaining -= 1
+            if not self.remaining:
+                await self.request()
+            return msg
+        if status in ("404", "408", "100"):
+            if status != "100":
+                await self.request()
+            return None
+        description = (msg.headers or {}).get("Description", "")
+        raise ConnectionError(f"the stream's consumer answered {status} {description}")
+
+    async def stop(self) -> None:
+        if self.subscription is not None and not self.client.is_closed:
+            await self.subscription.unsubscribe()
+
+
+def run(options: InOptions) -> None:
+    os.makedirs(options.to, exist_ok=True)
+    bridge = InBridge(options)
+    try:
+        asyncio.run(bridge.main())
+    finally:
+        bridge.close()

@@ -1,0 +1,144 @@
+"""A bridge's state file: what `mmipc status` shows of it, and the in-bridge's resume record.
+
+Rules:
+
+* One file per bridge name, ``<home>/bridges/<name>.json``, replaced atomically (write a temporary
+  file, fsync, rename) at most a few times a second, so a reader always finds a whole record.
+  ``<name>.lock`` is `flock`ed while the bridge runs: two bridges cannot share a name.
+* The record says who (kind, pid, host), where (NATS URL, stream), how (`state`: "connecting",
+  "connected", "paused" when the stream stopped acknowledging, "retrying" after a failure, with
+  `error` and `retry_in_s`) and how far (per journal: frames and seconds of lag, the last
+  acknowledged stream sequence). A record whose pid is gone is shown as "dead", never dropped.
+* Standard library only: `mmipc status` imports this module without nats-py.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from typing import Any
+
+from .._home import resolve_home
+from ._wire import BridgeError
+
+STATE_DIR = "bridges"
+MAX_FILE = 1 << 20
+
+
+def state_dir(home: str | None) -> str:
+    return os.path.join(resolve_home(home), STATE_DIR)
+
+
+class StateFile:
+    """The state file of one running bridge; `lock()` first."""
+
+    def __init__(self, home: str | None, name: str) -> None:
+        self.directory = state_dir(home)
+        self.path = os.path.join(self.directory, name + ".json")
+        self._lock_fd = -1
+
+    def lock(self) -> StateFile:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        fd = os.open(self.path[: -len(".json")] + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BridgeError(
+                f"a bridge named by {self.path} is already running: give this one another --name"
+            ) from None
+        self._lock_fd = fd
+        return self
+
+    def unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def load(self) -> dict[str, Any]:
+        """The last record written under this name ({} if none or unreadable)."""
+        return _read(self.path) or {}
+
+    def write(self, record: dict[str, Any]) -> None:
+        body = json.dumps({**record, "pid": os.getpid(), "updated_ns": time.time_ns()}, sort_keys=True)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, body.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.path)
+
+
+def _read(path: str) -> dict[str, Any] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, MAX_FILE)
+    finally:
+        os.close(fd)
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_states(home: str | None = None) -> list[dict[str, Any]]:
+    """Every bridge's last record in the home, with `alive` (its pid runs) and `age_s` added."""
+    directory = state_dir(home)
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".json") and not n.startswith("."))
+    except OSError:
+        return []
+    out = []
+    now = time.time_ns()
+    for name in names:
+        record = _read(os.path.join(directory, name))
+        if record is None:
+            continue
+        record["alive"] = _alive(record.get("pid"))
+        if not record["alive"]:
+            record["state"] = "dead"
+        record["age_s"] = round(max(0, now - int(record.get("updated_ns", now))) / 1e9, 3)
+        record.pop("resume", None)  # the in-bridge's own bookkeeping
+        out.append(record)
+    return out
+
+
+def state_lines(states: list[dict[str, Any]]) -> list[str]:
+    """`mmipc status`'s lines for the bridges (none if there are none)."""
+    if not states:
+        return []
+    lines = [
+        "",
+        f"{'BRIDGE':<28} {'KIND':<4} {'PID':>7} {'STATE':<10} {'ACKED SEQ':>10} {'LAG':>10} {'LAG S':>8}",
+    ]
+    for s in states:
+        journals = s.get("journals", {}).values()
+        frames = s.get("lag_frames", sum(j.get("lag_frames") or 0 for j in journals))
+        seconds = s.get("lag_s", max((j.get("lag_s") or 0.0 for j in journals), default=0.0))
+        lines.append(
+            f"{s.get('name', '?'):<28} {s.get('kind', '?'):<4} {s.get('pid', 0):>7} "
+            f"{s.get('state', '?'):<10} {s.get('acked_stream_seq', 0):>10} {frames:>10} {seconds:>8.3f}"
+        )
+        if s.get("error") and s.get("state") != "connected":
+            lines.append(f"  {s['error']}")
+    return lines

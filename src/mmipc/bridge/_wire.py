@@ -1,0 +1,121 @@
+"""What a frame looks like on the wire: its subject, its message id and its headers (no I/O).
+
+Header names (values are ASCII decimal unless said otherwise):
+
+| header | value |
+|---|---|
+| ``Nats-Msg-Id`` | ``HOST/JOURNAL/SEQ``, or ``HOST/JOURNAL/pPAGE.OFFSET`` for a version-1 frame |
+| ``Mmipc-Journal`` | the journal's name (also the last tokens of the subject) |
+| ``Mmipc-Host`` | the host id of the out-bridge (`socket.gethostname()` unless given) |
+| ``Mmipc-Nano`` / ``Mmipc-Type`` / ``Mmipc-Source`` | the frame's timestamp, msg_type and source |
+| ``Mmipc-Seq`` | the frame's sequence number in its journal; -1 on a version-1 page |
+| ``Mmipc-At`` | ``PAGE.END``: the page of the frame and the offset just past it, where the next
+  frame of the journal starts (the out-bridge resumes there) |
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from .._errors import MmipcError
+
+MSG_ID = "Nats-Msg-Id"
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+BATCH_ID = "Nats-Batch-Id"
+BATCH_SEQ = "Nats-Batch-Sequence"
+BATCH_COMMIT = "Nats-Batch-Commit"
+JOURNAL = "Mmipc-Journal"
+HOST = "Mmipc-Host"
+NANO = "Mmipc-Nano"
+TYPE = "Mmipc-Type"
+SOURCE = "Mmipc-Source"
+SEQ = "Mmipc-Seq"
+AT = "Mmipc-At"
+
+MAX_BATCH = 1000  # JetStream's limit on the messages of one atomic batch
+WRONG_LAST_SEQUENCE = 10071  # JetStream error codes the out-bridge answers by resynchronising
+DUPLICATE_IN_BATCH = 10201
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+class BridgeError(MmipcError):
+    """A bridge cannot go on: a conflict or a configuration that no retry can solve."""
+
+
+class NatsMissingError(MmipcError):
+    """nats-py is not installed: the bridge needs the extra ``mmipc[nats]``."""
+
+
+class Shipped(NamedTuple):
+    """What the stream holds of one frame: its place in its journal and its identity."""
+
+    host: str
+    journal: str
+    seq: int
+    page_no: int
+    end: int
+    nano: int
+    msg_type: int
+    source: int
+
+    @property
+    def msg_id(self) -> str:
+        return msg_id(self.host, self.journal, self.seq, self.page_no, self.end)
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        """Orders the frames of one journal: by seq (v2), else by page and end offset."""
+        return (self.seq, self.page_no, self.end) if self.seq >= 0 else (-1, self.page_no, self.end)
+
+
+def check_token(value: str, what: str) -> str:
+    """`value` if it is a dot-separated run of subject-safe tokens, else a `BridgeError`."""
+    if not _TOKEN.match(value):
+        raise BridgeError(f"{what} {value!r} must be tokens of A-Z a-z 0-9 _ - separated by dots")
+    return value
+
+
+def subject_for(prefix: str, journal: str) -> str:
+    return f"{prefix}.{journal}"
+
+
+def journal_of(prefix: str, subject: str) -> str | None:
+    """The journal name of `subject`, or None if it is not under `prefix`."""
+    head = prefix + "."
+    return subject[len(head) :] if subject.startswith(head) and len(subject) > len(head) else None
+
+
+def msg_id(host: str, journal: str, seq: int, page_no: int, end: int) -> str:
+    return f"{host}/{journal}/{seq}" if seq >= 0 else f"{host}/{journal}/p{page_no}.{end}"
+
+
+def headers_for(frame: Shipped) -> dict[str, str]:
+    return {
+        MSG_ID: frame.msg_id,
+        JOURNAL: frame.journal,
+        HOST: frame.host,
+        NANO: str(frame.nano),
+        TYPE: str(frame.msg_type),
+        SOURCE: str(frame.source),
+        SEQ: str(frame.seq),
+        AT: f"{frame.page_no}.{frame.end}",
+    }
+
+
+def parse_headers(headers: dict[str, str] | None, subject: str) -> Shipped:
+    """The frame a stored message carries; `BridgeError` naming the subject if it is not ours."""
+    h = headers or {}
+    try:
+        page, end = h[AT].split(".")
+        frame = Shipped(
+            h[HOST], h[JOURNAL], int(h[SEQ]), int(page), int(end), int(h[NANO]), int(h[TYPE]), int(h[SOURCE])
+        )
+    except (KeyError, ValueError):
+        raise BridgeError(
+            f"a message on subject {subject} was not published by an mmipc bridge (its headers: "
+            f"{sorted(h)[:8]}): keep other publishers off the bridge's subjects"
+        ) from None
+    if frame.nano < 0 or frame.page_no < 0 or frame.end < 0 or not 0 <= frame.msg_type < 1 << 32:
+        raise BridgeError(f"a message on subject {subject} has impossible mmipc headers: {frame}")
+    return frame
