@@ -18,7 +18,7 @@ setup(
             "mmipc._native",
             sources=[f"{NATIVE}/_mmipcmodule.c", f"{NATIVE}/mmipc.c"],
             include_dirs=[NATIVE],
-            depends=[f"{NATIVE}/mmipc.h", f"{NATIVE}/mmipc_frame.h"],
+            depends=[f"{NATIVE}/mmipc.h", f"{NATIVE}/mmipc_frame.h", f"{NATIVE}/mmipc_bell.h"],
             extra_compile_args=["-std=c11", "-O2", "-fvisibility=hidden"],
             optional=not REQUIRED,
         )

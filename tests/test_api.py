@@ -6,6 +6,7 @@ import mmipc
 
 PUBLIC = {
     "Backoff",
+    "Block",
     "BusySpin",
     "ClosedError",
     "CorruptJournalError",

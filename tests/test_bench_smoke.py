@@ -61,6 +61,7 @@ def test_quickstart_example_loses_nothing() -> None:
     assert "received 300 of 300 frames, lost 0" in out
 
 
+@pytest.mark.timeout(900)  # about 40 runs of every installed peer: minutes on a loaded machine
 def test_mmipc_bench_runs_every_installed_peer_without_loss(tmp_path: Path) -> None:
     from mmipc.bench import PEERS
 
@@ -77,12 +78,16 @@ def test_mmipc_bench_runs_every_installed_peer_without_loss(tmp_path: Path) -> N
     backend = f"mmipc backend: {mmipc.backend} (the peer mmipc-python runs the pure-Python one)"
     for figure in ("busy-polling reader", "blocking reader", "Throughput, 64-byte", backend):
         assert figure in out.stdout
+    assert "| 200 us | mmipc-backoff (polling) |" in out.stdout  # backoff polls: it says so
+    assert "| 200 us | mmipc | " in out.stdout and "asyncio reader" in out.stdout
     runs = json.loads(raw.read_text())["runs"]
     for peer in installed:
         mine = [r for r in runs if r["peer"] == peer]
-        assert {r["mode"] for r in mine} == {"latency", "latency-blocking", "throughput"}, peer
+        asyncio = {"latency-asyncio"} if peer in ("mmipc", "pyzmq-ipc") else set()
+        assert {r["mode"] for r in mine} == {"latency", "latency-blocking", "throughput"} | asyncio, peer
         assert all(r.get("disorder", 0) == 0 for r in mine), peer
         assert any("per_s" in r for r in mine) and any("latency_us" in r for r in mine), peer
+        assert all(r["cpu"] >= 0 for r in mine if "latency_us" in r), peer  # reader CPU per second
 
 
 def test_bench_helpers_die_with_a_killed_bench() -> None:
@@ -134,3 +139,18 @@ def _zombie(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_mmipc_bench_journals_mode_reports_each_count() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mmipc", "bench", "--journals", "1,3", "--count", "300", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    backends = ["native", "python"] if mmipc.backend == "native" else ["python"]  # both, when it can
+    expected = [(b, n, 300) for b in backends for n in (1, 3)]
+    assert [(r["backend"], r["journals"], r["frames"]) for r in rows] == expected
+    assert all(r["read_ns"] > 0 and r["empty_ns"] > 0 for r in rows)

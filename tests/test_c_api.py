@@ -367,3 +367,30 @@ def test_c_writer_on_a_full_disk_fails_in_one_line_and_keeps_every_frame(
     total = len(check_v2_journal(pages))
     assert len(pages) == 1 and total > 100 and pages[0].zero_after_end
     assert len(_read_all(c_progs, jdir, total, "md")) == total
+
+
+def test_c_writer_rings_a_blocking_python_reader(c_progs: dict[str, str], procs: Procs, jdir: str) -> None:
+    # No backstop (max_nap=None): if the C writer did not ring, the reader would sleep forever.
+    # The journal starts as a Python writer's v1 page, which the C writer finishes in v1 (until
+    # the Python reader reads v2).
+    with Writer.create(jdir, "rung", service=None) as first:
+        first.write(b"from python")
+    code = (
+        "import sys\n"
+        "from mmipc import Block, Reader\n"
+        "reader = Reader.create('c-bell', service=None)\n"
+        f"reader.add_journal({jdir!r}, 'rung')\n"
+        "print('ready', flush=True)\n"
+        "n = 0\n"
+        "for frame in reader.frames(wait=Block(spin=0, max_nap=None)):\n"
+        "    n += 1\n"
+        "    if n == 5001:\n"
+        "        break\n"
+        "print('read', n, 'wakes', reader._merge.bell.word(), flush=True)\n"
+    )
+    reader = procs.spawn_code(code)
+    reader.expect_line("ready")
+    writer = _run(procs, c_progs["ctp_writer"], jdir, "rung", "5000")
+    assert writer.finish().split()[-2:] == ["wrote", "5000"]
+    out = reader.finish(timeout=120).split()
+    assert out[:2] == ["read", "5001"] and int(out[3]) >= 1  # woken through the futex at least once

@@ -35,7 +35,7 @@ def test_good_names_make_pages_inside_the_directory(jdir: str, name: str) -> Non
     files = os.listdir(jdir)  # page 1 may be there too, or half-made: the service prepares it ahead
     assert f"{name}.00000000.journal" in files and f"{name}.lock" in files
     name_re = re.escape(name)
-    pattern = re.compile(rf"{name_re}(\.\d{{8}}\.journal|\.lock)|\.{name_re}\.\d{{8}}\.\d+\.\d+\.tmp")
+    pattern = re.compile(rf"{name_re}(\.\d{{8}}\.journal|\.lock|\.bells)|\.{name_re}\.\d{{8}}\.\d+\.\d+\.tmp")
     assert all(pattern.fullmatch(f) for f in files), files
 
 

@@ -7,6 +7,7 @@ The on-disk format and its memory-ordering contract are in docs/format.md.
 
 from typing import TYPE_CHECKING, Any
 
+from ._block import Block
 from ._errors import (
     ClosedError,
     CorruptJournalError,
@@ -68,6 +69,7 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "MIN_PAGE_SIZE",
     "Backoff",
+    "Block",
     "BusySpin",
     "ClosedError",
     "CorruptJournalError",

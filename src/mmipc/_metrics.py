@@ -56,7 +56,7 @@ PUBLISH_INTERVAL = 0.2
 DEAD_LINGER = 60.0
 READERS_DIR = "readers"
 SUFFIX = ".counters"
-WAIT_MODES = ("read", "backoff", "spin", "custom")
+WAIT_MODES = ("read", "backoff", "spin", "custom", "block")  # stored by index: append only
 
 HEADER = struct.Struct("<8sIIQqqIIII")
 GENERATION = struct.Struct("<Q")

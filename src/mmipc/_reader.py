@@ -7,10 +7,11 @@ Rules:
   to the journal added first; within one journal, append order always holds.
 * A frame that is peeked (its header read to compare timestamps) but not returned stays peeked: it
   was committed, and committed frames never change, so the next `read()` does not read it again.
-* A reader holds no lock and writes nothing: kill it at any moment and nothing else notices. A
-  durable reader (`durable=True`) is the one exception, kept apart in `_durable`: it locks and
-  writes its own cursor file, and only in `commit()` (or its automatic commits), never in `read()`
-  unless `commit_every` asks for it.
+* A reader holds no lock and writes nothing but its doorbell (_bell.py): its own file, and its
+  slot in each followed journal's ``NAME.bells``, reclaimed by the next subscriber once its process
+  is gone. Kill it at any moment and nothing else notices. A durable reader (`durable=True`) is the
+  other exception, kept apart in `_durable`: it locks and writes its own cursor file, and only in
+  `commit()` (or its automatic commits), never in `read()` unless `commit_every` asks for it.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ import functools
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from ._backend import native
 from ._batch import FrameBatch, FramesBatch
+from ._block import Block, block_frames
 from ._cursor import Cursor, Start
 from ._errors import ClosedError, ReaderNameTakenError, ServiceRefusedError, UsageError
 from ._files import check_name
+from ._merge import Merge
 from ._servicehome import DEFAULT_HOME, ServiceHome, link_for
 from ._times import to_nano
 from ._types import Frame, JournalId
@@ -67,6 +70,7 @@ class Reader:
     __slots__ = {
         "name": "The reader's name, as the service knows it.",
         "_cursors": None,
+        "_merge": None,
         "_closed": None,
         "read": _READ_DOC,
         "_link": None,
@@ -79,7 +83,8 @@ class Reader:
 
     def __init__(self, name: str, link: Link | None, durable: Durable | None = None) -> None:
         self.name = name
-        self._cursors: list[Cursor] = []
+        self._merge = Merge()  # the merge and the doorbell (_merge.py); shares the cursor list
+        self._cursors: list[Cursor] = self._merge.cursors
         self._closed = False
         self._link = link
         self._durable = durable
@@ -90,6 +95,7 @@ class Reader:
             self._board = open_board(os.path.dirname(link.path), name, self._cursors, durable is not None)
         self._rebind()
         self._finalizer = weakref.finalize(self, _unregister, link, name, durable, self._board)
+        weakref.finalize(self, self._merge.close)  # a dropped reader frees its doorbell and slots
 
     def _rebind(self) -> None:
         """Point `read` at the fastest correct implementation for the journals added now.
@@ -101,11 +107,9 @@ class Reader:
             self.read = functools.partial(_read_closed, self.name)
         elif len(self._cursors) == 1:
             self.read = self._cursors[0].read
-        elif native is not None:
-            cores = [c.core for c in self._cursors]
-            self.read = functools.partial(_read_merged_native, self._cursors, cores)
         else:
-            self.read = functools.partial(_read_merged, self._cursors)
+            self._merge.rebuild()
+            self.read = self._merge.read
         if self._durable is not None and not self._closed:
             self.read = self._durable.auto(self.read, self._cursors)
 
@@ -174,7 +178,7 @@ class Reader:
         cursor = Cursor(jid, "begin" if start is None else start)
         if start is not None or self._durable is None or not self._durable.resume(cursor):
             cursor.position(cursor.start)
-        self._cursors.append(cursor)
+        self._merge.add(cursor)
         self._rebind()
         if self._board is not None:
             self._board.hold(cursor)  # it holds its pages against retention from now on
@@ -190,7 +194,7 @@ class Reader:
         for cursor in self._cursors:
             if cursor.jid == jid:
                 cursor.detach()
-                self._cursors.remove(cursor)
+                self._merge.remove(cursor)
                 self._rebind()
                 self._report("remove_journal", jid)
                 return
@@ -224,6 +228,7 @@ class Reader:
         nano = to_nano(when, "seek")
         for cursor in self._cursors:
             cursor.position(nano)
+        self._merge.reset()
 
     def read_batch(self, limit: int) -> FrameBatch:
         """Up to `limit` frames at once (fewer if fewer are committed; an empty batch if none).
@@ -248,15 +253,23 @@ class Reader:
         return FramesBatch(frames)
 
     def frames(
-        self, timeout: float | None = None, wait: WaitName | WaitStrategy = "backoff"
+        self, timeout: float | None = None, wait: WaitName | WaitStrategy | Block = "block"
     ) -> Iterator[Frame]:
         """Yield frames as they come; stop after `timeout` seconds without one (None: never).
 
+        `wait="block"` (the default, or `Block(spin=, max_nap=)`) spins 50 us, then sleeps until a
+        writer rings the reader's doorbell (docs/format.md, "Doorbells"): an idle reader uses
+        almost no CPU. The pure-Python backend has no futex: it sleeps in steps of at most 1 ms.
+        "spin" polls a whole core for the lowest latency; "backoff" polls, yields and naps.
+
         Example: ``for frame in reader.frames(timeout=5.0): handle(frame)``
         """
-        strategy = make_wait(wait)
         if self._board is not None:
-            self._board.wait_mode(wait)
+            self._board.wait_mode("block" if isinstance(wait, Block) else wait)
+        if wait == "block" or isinstance(wait, Block):
+            yield from block_frames(self, self._merge, timeout, wait if isinstance(wait, Block) else Block())
+            return
+        strategy = make_wait(wait)
         idle_since: float | None = None
         while True:
             frame = self.read()
@@ -273,6 +286,39 @@ class Reader:
                     return
             strategy.idle()
 
+    async def aread(self, timeout: float | None = None) -> Frame | None:
+        """asyncio: the next frame, waiting up to `timeout` s (None: forever) without blocking the
+        loop; None if none came (_aio.py).
+
+        Example: ``frame = await reader.aread(timeout=1.0)``
+        """
+        from ._aio import aread  # asyncio is imported only by asyncio users
+
+        return await aread(self, self._merge, timeout)
+
+    def aframes(self, timeout: float | None = None, every: int = 64) -> AsyncIterator[Frame]:
+        """asyncio: frames as they come, yielding to the loop every `every` frames of a flood; ends
+        after `timeout` s without a frame (None: never).
+
+        Example: ``async for frame in reader.aframes(timeout=5.0): handle(frame)``
+        """
+        from ._aio import aframes
+
+        return aframes(self, self._merge, timeout, every)
+
+    async def aclose(self) -> None:
+        """asyncio spelling of `close`.
+
+        Example: ``await reader.aclose()``
+        """
+        self.close()
+
+    async def __aenter__(self) -> Reader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Commit (durable readers), then unmap every page. Frames already returned keep their pages.
 
@@ -282,7 +328,7 @@ class Reader:
             self._durable.commit(self._cursors)
         for cursor in self._cursors:
             cursor.detach()
-        self._cursors.clear()
+        self._merge.close()
         self._closed = True
         self._rebind()
         self._finalizer()
@@ -339,30 +385,6 @@ def _unregister(link: Link | None, name: str, durable: Durable | None, board: Bo
     if link is not None:
         link.forget(("reader", name))
         link.notify("unregister_reader", name=name)
-
-
-def _read_merged(cursors: list[Cursor]) -> Frame | None:
-    """The merge: the earliest next committed frame among the journals; ties go to the first added."""
-    best: Cursor | None = None
-    best_nano = 0
-    for cursor in cursors:
-        nano = cursor.next_nano
-        if nano < 0:
-            nano = cursor.poll()
-        if nano >= 0 and (best is None or nano < best_nano):
-            best, best_nano = cursor, nano
-    if best is None:
-        return None
-    return best.take()
-
-
-def _read_merged_native(cursors: list[Cursor], cores: list[object]) -> Frame | None:
-    """The merge in the C core; on SLOW (a page's end, a missing page, damage) Python's, whose
-    cursors go through their own slow paths and hand their pages back to their cores."""
-    frame = native.merge_read(cores)  # type: ignore[union-attr]
-    if frame is native.SLOW:  # type: ignore[union-attr]
-        return _read_merged(cursors)
-    return frame  # type: ignore[no-any-return]
 
 
 def _read_closed(name: str) -> Frame | None:

@@ -83,7 +83,7 @@ class Backoff:
         self._sleep = 0.0
 
 
-WaitName = Literal["spin", "backoff"]
+WaitName = Literal["spin", "backoff", "block"]
 
 
 def make_wait(wait: WaitName | WaitStrategy) -> WaitStrategy:

@@ -61,6 +61,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._backend import native
+from ._bell import Ringer, bells_path
 from ._errors import (
     ClosedError,
     CorruptJournalError,
@@ -175,6 +176,8 @@ class Writer:
         "_retired_upto",
         "_page_news",
         "_link",
+        "_ringer",
+        "_bells",
         "_finalizer",
         "_clock",
         "_thread",
@@ -219,6 +222,10 @@ class Writer:
         self._core: Any = None if native is None else native.WriterCore()
         self._open_tail(page_size)
         self._send_page_news()
+        self._ringer = Ringer.open(directory, name)  # doorbells: `_bells[8]` is its readers' count
+        self._bells = self._ringer.list
+        if self._core is not None:  # the core rings from C after its own commits; Python after Python's
+            self._core.open_bells(bells_path(directory, name))
         self._core_attach()
         self._finalizer = weakref.finalize(self, _release, lock_fd, link, directory, name)
 
@@ -314,6 +321,8 @@ class Writer:
         if pos >= self._slot_boundary:
             self._mark_index(pos, nano)
         _pack_commit(mm, pos, n + 32)
+        if self._bells[8]:  # doorbells: one byte load per commit when no reader listens (_bell.py)
+            self._ringer.ring()
         self._pos = pos + size
         self._last_nano = nano
         self._seq = seq + 1  # no wrap past 2**32 on a page of the fast path
@@ -384,6 +393,8 @@ class Writer:
         if pos >= self._slot_boundary:
             self._mark_index(pos, nano)
         COMMIT.pack_into(mm, pos, n + FRAME_HEADER_SIZE)
+        if self._bells[8]:  # doorbells (_bell.py)
+            self._ringer.ring()
         self._pos = end
         self._last_nano = nano
         self._seq = (seq + 1) & SEQ_MASK if self._v2 else 0  # a version 1 page numbers nothing
@@ -751,6 +762,9 @@ class Writer:
         self._page.release()
         self._page = None
         self._limit = 0
+        self._ringer.close()
+        if self._core is not None:
+            self._core.close_bells()
         self._finalizer()
         _LIVE.discard(self)
 

@@ -38,7 +38,14 @@
 #include <structmember.h>
 #include <time.h>
 
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "mmipc.h"
+#include "mmipc_bell.h"
 #include "mmipc_frame.h"
 
 static PyObject *slow;  /* the SLOW sentinel */
@@ -128,6 +135,8 @@ typedef struct {
     unsigned int slot_index; /* the next slot to fill */
     unsigned long long stride;
     long long clock;         /* wall minus monotonic time: the Python writer's clock_offset() */
+    mmipc_ringer *ringer;    /* the journal's NAME.bells (open_bells), or NULL */
+    _Atomic uint32_t *bell_count;
 } WriterCore;
 
 static int
@@ -143,6 +152,7 @@ static void
 writer_dealloc(WriterCore *self)
 {
     writer_clear(self);
+    mmipc_ringer_close(self->ringer);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -186,6 +196,32 @@ static PyObject *
 writer_detach(WriterCore *self, PyObject *Py_UNUSED(ignored))
 {
     writer_clear(self);
+    Py_RETURN_NONE;
+}
+
+/* open_bells(path) -> bool: ring the bells listed in `path` (NAME.bells) after every commit, as
+ * the C writer does; False if the OS refuses the file (then nobody is rung). */
+static PyObject *
+writer_open_bells(WriterCore *self, PyObject *arg)
+{
+    PyObject *bytes;
+    if (!PyUnicode_FSConverter(arg, &bytes)) {
+        return NULL;
+    }
+    mmipc_ringer_close(self->ringer);
+    self->ringer = mmipc_ringer_open(PyBytes_AS_STRING(bytes));
+    self->bell_count = self->ringer != NULL ? mmipc_ringer_count(self->ringer) : NULL;
+    Py_DECREF(bytes);
+    return PyBool_FromLong(self->ringer != NULL);
+}
+
+/* close_bells(): stop ringing, unmap NAME.bells and the bells. */
+static PyObject *
+writer_close_bells(WriterCore *self, PyObject *Py_UNUSED(ignored))
+{
+    mmipc_ringer_close(self->ringer);
+    self->ringer = NULL;
+    self->bell_count = NULL;
     Py_RETURN_NONE;
 }
 
@@ -251,6 +287,7 @@ publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t 
         mark_index(self, pos, nano);
     }
     mmipc_publish(&self->st, pos, n, nano);
+    mmipc_ring_bells(self->ringer, self->bell_count);
     return PyLong_FromLongLong(nano);
 }
 
@@ -375,6 +412,9 @@ static PyMethodDef writer_methods[] = {
      "attach(view, page_size, version, flags, first_seq, pos, last_nano, next_seq, slot_boundary,"
      " slot_index=960)"},
     {"detach", (PyCFunction)writer_detach, METH_NOARGS, "Drop the core's view of the page."},
+    {"open_bells", (PyCFunction)writer_open_bells, METH_O,
+     "open_bells(path) -> bool: ring NAME.bells after every commit"},
+    {"close_bells", (PyCFunction)writer_close_bells, METH_NOARGS, "Stop ringing; unmap the bells."},
     {"write", (PyCFunction)(void (*)(void))writer_write, METH_FASTCALL | METH_KEYWORDS,
      "write(payload, msg_type=0, source=0) -> nano, or SLOW (nothing written)"},
     {"commit", (PyCFunction)(void (*)(void))writer_commit, METH_FASTCALL,
@@ -883,7 +923,627 @@ native_now(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
     return PyLong_FromLongLong(mmipc_now());
 }
 
+/* ---- doorbells (docs/format.md, "Doorbells") ------------------------------------------------ */
+
+/* A reader's doorbell file, mapped read-write by its reader and by the writers that ring it:
+ * u32 futex word at 8, u32 sleeping at 12, u32 pending at 16, one flag byte per journal from 64. */
+#define BELL_WORD 8
+#define BELL_SLEEPING 12
+#define BELL_PENDING 16
+#define BELL_FLAGS 64
+
+static int
+bell_buffer(PyObject *obj, Py_buffer *b, Py_ssize_t need)
+{
+    if (PyObject_GetBuffer(obj, b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        return -1;
+    }
+    if (b->len < need || ((uintptr_t)b->buf & 7u)) {
+        PyBuffer_Release(b);
+        PyErr_SetString(PyExc_ValueError, "a doorbell needs its whole 8-byte aligned mapping");
+        return -1;
+    }
+    return 0;
+}
+
+static _Atomic uint32_t *
+bell_word(Py_buffer *b, size_t offset)
+{
+    return (_Atomic uint32_t *)((char *)b->buf + offset);
+}
+
+/* bell_ring(bell, index): flag journal `index`, mark the bell pending, and wake its reader if it
+ * sleeps. The caller has committed its frame before: the exchange of `sleeping` is a full fence
+ * (Dekker: store the commit, fence, load the waiter's flag). */
+static PyObject *
+native_bell_ring(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "bell_ring(bell, index)");
+        return NULL;
+    }
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    if (index == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (index < 0 || bell_buffer(args[0], &b, BELL_FLAGS + index + 1) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "bell_ring(): index out of range");
+        }
+        return NULL;
+    }
+    _Atomic unsigned char *flag = (_Atomic unsigned char *)((char *)b.buf + BELL_FLAGS + index);
+    atomic_store_explicit(flag, 1, memory_order_relaxed);
+    atomic_store_explicit(bell_word(&b, BELL_PENDING), 1u, memory_order_release);
+    uint32_t sleeping = atomic_exchange_explicit(bell_word(&b, BELL_SLEEPING), 0u, memory_order_seq_cst);
+    if (sleeping == 1) {
+        atomic_fetch_add_explicit(bell_word(&b, BELL_WORD), 1u, memory_order_seq_cst);
+        syscall(SYS_futex, (uint32_t *)bell_word(&b, BELL_WORD), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    }
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(sleeping);  /* 2: an asyncio reader, woken through its FIFO */
+}
+
+/* bell_sleep(bell, how=1) -> seq: announce that the reader is about to sleep (full fence), on the
+ * futex (how 1) or in an event loop (how 2), returning the futex word to wait on. The reader then
+ * re-checks its journals, and waits only if they are empty. */
+static PyObject *
+native_bell_sleep(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    unsigned long how = 1;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "bell_sleep(bell, how=1)");
+        return NULL;
+    }
+    if (nargs == 2 && (how = PyLong_AsUnsignedLong(args[1])) == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
+        return NULL;
+    }
+    uint32_t seq = atomic_load_explicit(bell_word(&b, BELL_WORD), memory_order_seq_cst);
+    atomic_exchange_explicit(bell_word(&b, BELL_SLEEPING), (uint32_t)how, memory_order_seq_cst);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(seq);
+}
+
+/* bell_wait(bell, seq, timeout_ns): sleep until a writer changes the word from `seq` (or the
+ * timeout, < 0: none, passes, or a signal arrives), GIL released; then clear `sleeping`. */
+static PyObject *
+native_bell_wait(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "bell_wait(bell, seq, timeout_ns)");
+        return NULL;
+    }
+    unsigned long seq = PyLong_AsUnsignedLong(args[1]);
+    long long timeout = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred() || bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
+        return NULL;
+    }
+    struct timespec ts = {(time_t)(timeout / 1000000000), (long)(timeout % 1000000000)};
+    Py_BEGIN_ALLOW_THREADS
+    syscall(SYS_futex, (uint32_t *)bell_word(&b, BELL_WORD), FUTEX_WAIT, (uint32_t)seq,
+            timeout < 0 ? NULL : &ts, NULL, 0);
+    Py_END_ALLOW_THREADS
+    atomic_store_explicit(bell_word(&b, BELL_SLEEPING), 0u, memory_order_relaxed);
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
+/* bell_collect(bell, n) -> list of the flagged journal indexes below n, flags cleared: pending
+ * and each flag are cleared BEFORE the caller polls the journals (full fence between), so a ring
+ * that lands after a clear stays visible for the next collect. */
+static PyObject *
+native_bell_collect(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "bell_collect(bell, n)");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if ((n == -1 && PyErr_Occurred()) || bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
+        return NULL;
+    }
+    if (n > b.len - BELL_FLAGS) {
+        n = b.len - BELL_FLAGS;
+    }
+    PyObject *out = PyList_New(0);
+    atomic_exchange_explicit(bell_word(&b, BELL_PENDING), 0u, memory_order_seq_cst);
+    unsigned char *flags = (unsigned char *)b.buf + BELL_FLAGS;
+    for (Py_ssize_t i = 0; out != NULL && i < n; i += 8) {
+        uint64_t word;
+        memcpy(&word, flags + i, 8);  /* eight flags at once: most are clear */
+        for (Py_ssize_t j = i; word != 0 && j < i + 8 && j < n; j++) {
+            _Atomic unsigned char *flag = (_Atomic unsigned char *)(flags + j);
+            if (atomic_load_explicit(flag, memory_order_relaxed)) {
+                atomic_store_explicit(flag, 0, memory_order_relaxed);
+                PyObject *k = PyLong_FromSsize_t(j);
+                if (k == NULL || PyList_Append(out, k) < 0) {
+                    Py_XDECREF(k);
+                    Py_CLEAR(out);
+                    break;
+                }
+                Py_DECREF(k);
+            }
+        }
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+    PyBuffer_Release(&b);
+    return out;
+}
+
+static PyObject *
+native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    Py_RETURN_NONE;
+}
+
+/* ---- MergeCore: the merge of a reader's journals, driven by its doorbell (_merge.py) ------- *
+ *
+ * A binary heap of the journals with a frame peeked, keyed by (timestamp, position in the list,
+ * which is the order they were added). Only "dirty" journals are polled: flagged by their writer's
+ * ring, just (re)set, unsubscribed (flag -1: every read), or all of them every MERGE_SWEEP_EVERY
+ * empty reads. A journal whose core needs Python (a page's end, damage, no page: poll -2) is put
+ * on the `slow` list and read() returns SLOW, before any frame is taken, until Python settles it:
+ * its next frame may be the earliest. Settled without a page, it is "parked": polled again when
+ * rung, swept, or MERGE_PROBE_NS after the last probe. */
+
+#define MERGE_SWEEP_EVERY 4096u
+#define MERGE_PROBE_NS 1000000
+#define BELL_MAX_FLAGS (8192 - BELL_FLAGS)
+
+enum { IN_HEAP = 1, DIRTY = 2, IS_SLOW = 4, PARKED = 8 };
+
+typedef struct {
+    CursorCore *core;
+    int32_t flag;            /* index of its flag in the bell, or -1: polled on every read */
+    uint8_t state;           /* IN_HEAP | DIRTY | IS_SLOW | PARKED */
+} merge_entry_t;
+
+typedef struct {
+    PyObject_HEAD
+    merge_entry_t *e;
+    Py_ssize_t n;
+    Py_ssize_t *heap;        /* entry indexes, a min-heap on (next_nano, index) */
+    Py_ssize_t nheap;
+    Py_ssize_t *dirty;       /* a stack of entry indexes (DIRTY set) */
+    Py_ssize_t ndirty;
+    Py_ssize_t *always;      /* entries without a flag */
+    Py_ssize_t nalways;
+    Py_ssize_t *slow;        /* entries Python must settle */
+    Py_ssize_t nslow;
+    Py_ssize_t nparked;
+    int64_t probe_at;
+    int32_t *by_flag;        /* flag index -> entry index, or -1 */
+    Py_ssize_t nflags;       /* 1 + the highest flag in use */
+    Py_buffer bell;          /* the reader's bell, or bell.obj == NULL */
+    unsigned int empties;
+    unsigned int taken;      /* frames since the last sweep: a busy reader sweeps too */
+} MergeCore;
+
+static void
+merge_free_arrays(MergeCore *self)
+{
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        Py_DECREF(self->e[i].core);
+    }
+    PyMem_Free(self->e);
+    PyMem_Free(self->heap);
+    PyMem_Free(self->dirty);
+    PyMem_Free(self->always);
+    PyMem_Free(self->slow);
+    PyMem_Free(self->by_flag);
+    self->e = NULL;
+    self->heap = self->dirty = self->always = self->slow = NULL;
+    self->by_flag = NULL;
+    self->n = self->nheap = self->ndirty = self->nalways = self->nslow = self->nparked = 0;
+    self->nflags = 0;
+    if (self->bell.obj != NULL) {
+        PyBuffer_Release(&self->bell);
+        self->bell.obj = NULL;
+    }
+}
+
+static void
+mergecore_dealloc(MergeCore *self)
+{
+    merge_free_arrays(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static inline int
+merge_less(const MergeCore *m, Py_ssize_t a, Py_ssize_t b)
+{
+    int64_t x = m->e[a].core->next_nano;
+    int64_t y = m->e[b].core->next_nano;
+    return x < y || (x == y && a < b);
+}
+
+static void
+heap_sift_down(MergeCore *m, Py_ssize_t at)
+{
+    Py_ssize_t *h = m->heap;
+    Py_ssize_t item = h[at];
+    for (;;) {
+        Py_ssize_t child = 2 * at + 1;
+        if (child >= m->nheap) {
+            break;
+        }
+        if (child + 1 < m->nheap && merge_less(m, h[child + 1], h[child])) {
+            child++;
+        }
+        if (!merge_less(m, h[child], item)) {
+            break;
+        }
+        h[at] = h[child];
+        at = child;
+    }
+    h[at] = item;
+}
+
+static void
+heap_push(MergeCore *m, Py_ssize_t entry)
+{
+    Py_ssize_t *h = m->heap;
+    Py_ssize_t at = m->nheap++;
+    while (at > 0) {
+        Py_ssize_t parent = (at - 1) / 2;
+        if (!merge_less(m, entry, h[parent])) {
+            break;
+        }
+        h[at] = h[parent];
+        at = parent;
+    }
+    h[at] = entry;
+    m->e[entry].state |= IN_HEAP;
+}
+
+static void
+heap_pop_root(MergeCore *m)
+{
+    m->e[m->heap[0]].state &= (uint8_t)~IN_HEAP;
+    m->nheap--;
+    if (m->nheap > 0) {
+        m->heap[0] = m->heap[m->nheap];
+        heap_sift_down(m, 0);
+    }
+}
+
+static void
+mark_dirty(MergeCore *m, Py_ssize_t i)
+{
+    merge_entry_t *e = &m->e[i];
+    if (e->state & PARKED) {
+        e->state &= (uint8_t)~PARKED;
+        m->nparked--;
+    }
+    if (!(e->state & (DIRTY | IS_SLOW))) {
+        e->state |= DIRTY;
+        m->dirty[m->ndirty++] = i;
+    }
+}
+
+static void
+mark_all_dirty(MergeCore *m)
+{
+    for (Py_ssize_t i = 0; i < m->n; i++) {
+        mark_dirty(m, i);
+    }
+}
+
+static void
+mark_slow(MergeCore *m, Py_ssize_t i)
+{
+    if (!(m->e[i].state & IS_SLOW)) {
+        m->e[i].state |= IS_SLOW;
+        m->slow[m->nslow++] = i;
+    }
+}
+
+/* Clear `pending`, then each flag found set (marking its journal dirty), then a full fence: a
+ * ring after a clear stays visible to the next collect; the polls come after the fence. */
+static void
+merge_collect(MergeCore *m)
+{
+    unsigned char *base = m->bell.buf;
+    atomic_exchange_explicit((_Atomic uint32_t *)(base + BELL_PENDING), 0u, memory_order_seq_cst);
+    unsigned char *flags = base + BELL_FLAGS;
+    for (Py_ssize_t i = 0; i < m->nflags; i += 8) {
+        uint64_t word;
+        memcpy(&word, flags + i, 8);  /* eight flags at once: most are clear */
+        for (Py_ssize_t j = i; word != 0 && j < i + 8 && j < m->nflags; j++) {
+            _Atomic unsigned char *flag = (_Atomic unsigned char *)(flags + j);
+            if (atomic_load_explicit(flag, memory_order_relaxed)) {
+                atomic_store_explicit(flag, 0, memory_order_relaxed);
+                if (m->by_flag[j] >= 0) {
+                    mark_dirty(m, m->by_flag[j]);
+                }
+            }
+        }
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
+static void
+merge_poll_dirty(MergeCore *m)
+{
+    for (Py_ssize_t k = 0; k < m->nalways; k++) {
+        if (!(m->e[m->always[k]].state & PARKED)) {
+            mark_dirty(m, m->always[k]);
+        }
+    }
+    while (m->ndirty > 0) {
+        Py_ssize_t i = m->dirty[--m->ndirty];
+        merge_entry_t *e = &m->e[i];
+        e->state &= (uint8_t)~DIRTY;
+        if (e->state & IN_HEAP) {
+            continue;
+        }
+        int64_t nano = poll_core(e->core);
+        if (nano >= 0) {
+            heap_push(m, i);
+        }
+        else if (nano == -2) {
+            mark_slow(m, i);
+        }
+    }
+}
+
+/* Nothing pending, peeked or dirty: a parked journal's probe, or a sweep, may be due. */
+static int
+merge_idle(MergeCore *m)
+{
+    if (m->nparked > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        if (now >= m->probe_at) {
+            m->probe_at = now + MERGE_PROBE_NS;
+            for (Py_ssize_t i = 0; i < m->n; i++) {
+                if (m->e[i].state & PARKED) {
+                    mark_dirty(m, i);
+                }
+            }
+            return 1;
+        }
+    }
+    if (++m->empties < MERGE_SWEEP_EVERY) {
+        return 0;
+    }
+    m->empties = 0;
+    mark_all_dirty(m);
+    return 1;
+}
+
+static PyObject *
+mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
+{
+    if (m->nslow > 0) {
+        return Py_NewRef(slow);
+    }
+    if (m->bell.obj != NULL
+        && atomic_load_explicit((_Atomic uint32_t *)((char *)m->bell.buf + BELL_PENDING),
+                                memory_order_acquire)) {
+        merge_collect(m);
+    }
+    else if (m->nheap == 0 && m->ndirty == 0 && m->nalways == 0 && !merge_idle(m)) {
+        Py_RETURN_NONE;
+    }
+    if (m->ndirty > 0 || m->nalways > 0) {
+        merge_poll_dirty(m);
+    }
+    if (m->nslow > 0) {
+        return Py_NewRef(slow);
+    }
+    if (m->nheap == 0) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t top = m->heap[0];
+    CursorCore *core = m->e[top].core;
+    PyObject *frame = take_core(core);
+    if (frame == NULL) {
+        return NULL;
+    }
+    int64_t nano = poll_core(core);
+    if (nano >= 0) {
+        heap_sift_down(m, 0);  /* the root's key grew */
+    }
+    else {
+        heap_pop_root(m);
+        if (nano == -2) {
+            mark_slow(m, top);  /* the frame taken is returned; the next read settles this one */
+        }
+    }
+    if (++m->taken >= MERGE_SWEEP_EVERY) {
+        m->taken = 0;
+        mark_all_dirty(m);  /* a journal whose writer cannot ring is not starved by busy ones */
+    }
+    return frame;
+}
+
+/* set(cores, flags, bell): follow these cores (the list order is the tie order), each with its
+ * flag in `bell` (-1: none), every one dirty. `bell` is the reader's bell mapping, or None. */
+static PyObject *
+mergecore_set(MergeCore *self, PyObject *args)
+{
+    PyObject *cores;
+    PyObject *flags;
+    PyObject *bell;
+    if (!PyArg_ParseTuple(args, "O!O!O:set", &PyList_Type, &cores, &PyList_Type, &flags, &bell)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(cores);
+    if (PyList_GET_SIZE(flags) != n) {
+        PyErr_SetString(PyExc_ValueError, "set(): one flag per core");
+        return NULL;
+    }
+    Py_ssize_t nflags = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long flag = PyLong_AsLong(PyList_GET_ITEM(flags, i));
+        if (flag == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!PyObject_TypeCheck(PyList_GET_ITEM(cores, i), &CursorCoreType) || flag < -1
+            || flag >= BELL_MAX_FLAGS) {
+            PyErr_SetString(PyExc_ValueError, "set(): CursorCores, and flags in [-1, 8128)");
+            return NULL;
+        }
+        nflags = flag + 1 > nflags ? flag + 1 : nflags;
+    }
+    Py_buffer b = {0};
+    if (bell != Py_None && bell_buffer(bell, &b, 8192) < 0) {
+        return NULL;
+    }
+    merge_free_arrays(self);
+    self->bell = b;
+    Py_ssize_t cap = n ? n : 1;
+    self->e = PyMem_Calloc((size_t)cap, sizeof(*self->e));
+    self->heap = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    self->dirty = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    self->always = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    self->slow = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    self->by_flag = PyMem_Calloc((size_t)(nflags + 8), sizeof(int32_t));
+    if (!self->e || !self->heap || !self->dirty || !self->always || !self->slow || !self->by_flag) {
+        merge_free_arrays(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t f = 0; f < nflags + 8; f++) {
+        self->by_flag[f] = -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t flag = (int32_t)PyLong_AsLong(PyList_GET_ITEM(flags, i));
+        self->e[i].core = (CursorCore *)Py_NewRef(PyList_GET_ITEM(cores, i));
+        self->e[i].flag = b.obj != NULL ? flag : -1;
+        if (self->e[i].flag >= 0) {
+            self->by_flag[flag] = (int32_t)i;
+        }
+        else {
+            self->always[self->nalways++] = i;
+        }
+        self->n++;
+    }
+    self->nflags = b.obj != NULL ? nflags : 0;
+    mark_all_dirty(self);
+    Py_RETURN_NONE;
+}
+
+/* slow() -> the indexes of the cores Python must settle (poll through its slow path). */
+static PyObject *
+mergecore_slow(MergeCore *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(self->nslow);
+    for (Py_ssize_t k = 0; out != NULL && k < self->nslow; k++) {
+        PyObject *i = PyLong_FromSsize_t(self->slow[k]);
+        if (i == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, k, i);
+    }
+    return out;
+}
+
+/* settle(i): Python polled core i through its slow path: poll it again here (parked while its
+ * core has no page). A core Python peeked or took from is never in the heap: every slow core
+ * left it, and settle() is the only way back. */
+static PyObject *
+mergecore_settle(MergeCore *self, PyObject *arg)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (i < 0 || i >= self->n || !(self->e[i].state & IS_SLOW)) {
+        PyErr_SetString(PyExc_ValueError, "settle(): not a slow core");
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < self->nslow; k++) {
+        if (self->slow[k] == i) {
+            self->slow[k] = self->slow[--self->nslow];
+            break;
+        }
+    }
+    merge_entry_t *e = &self->e[i];
+    e->state &= (uint8_t)~IS_SLOW;
+    if (e->core->a.view != NULL) {
+        mark_dirty(self, i);
+    }
+    else {
+        e->state |= PARKED;
+        self->nparked++;
+    }
+    Py_RETURN_NONE;
+}
+
+/* sweep(): poll every core at the next read (after a wait no ring ended, and as a backstop). */
+static PyObject *
+mergecore_sweep(MergeCore *self, PyObject *Py_UNUSED(ignored))
+{
+    mark_all_dirty(self);
+    Py_RETURN_NONE;
+}
+
+/* reset(): the cores were re-positioned (seek): forget the heap, poll them all. */
+static PyObject *
+mergecore_reset(MergeCore *self, PyObject *Py_UNUSED(ignored))
+{
+    for (Py_ssize_t k = 0; k < self->nheap; k++) {
+        self->e[self->heap[k]].state &= (uint8_t)~IN_HEAP;
+    }
+    self->nheap = 0;
+    mark_all_dirty(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mergecore_get_heaped(MergeCore *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->nheap);
+}
+
+static PyGetSetDef mergecore_getset[] = {
+    {"heaped", (getter)mergecore_get_heaped, NULL, "how many journals have a frame peeked", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef mergecore_methods[] = {
+    {"set", (PyCFunction)mergecore_set, METH_VARARGS, "set(cores, flags, bell): what to merge"},
+    {"read", (PyCFunction)mergecore_read, METH_NOARGS, "read() -> Frame | None | SLOW"},
+    {"slow", (PyCFunction)mergecore_slow, METH_NOARGS, "slow() -> indexes for Python to settle"},
+    {"settle", (PyCFunction)mergecore_settle, METH_O, "settle(i): Python polled core i"},
+    {"sweep", (PyCFunction)mergecore_sweep, METH_NOARGS, "sweep(): poll every core at next read"},
+    {"reset", (PyCFunction)mergecore_reset, METH_NOARGS, "reset(): cores re-positioned"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject MergeCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmipc._native.MergeCore",
+    .tp_basicsize = sizeof(MergeCore),
+    .tp_dealloc = (destructor)mergecore_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "MergeCore(): a reader's merge of CursorCores, polled only where its doorbell rang.",
+    .tp_methods = mergecore_methods,
+    .tp_getset = mergecore_getset,
+    .tp_new = PyType_GenericNew,
+};
+
 static PyMethodDef module_methods[] = {
+    {"bell_ring", (PyCFunction)(void (*)(void))native_bell_ring, METH_FASTCALL,
+     "bell_ring(bell, index): flag a journal and wake the bell's reader if it sleeps"},
+    {"bell_sleep", (PyCFunction)(void (*)(void))native_bell_sleep, METH_FASTCALL,
+     "bell_sleep(bell, how=1) -> seq: announce sleep (fence)"},
+    {"bell_wait", (PyCFunction)(void (*)(void))native_bell_wait, METH_FASTCALL,
+     "bell_wait(bell, seq, timeout_ns): futex wait while the word is seq"},
+    {"bell_collect", (PyCFunction)(void (*)(void))native_bell_collect, METH_FASTCALL,
+     "bell_collect(bell, n) -> flagged indexes (cleared)"},
+    {"fence", native_fence, METH_NOARGS, "A full memory fence."},
     {"merge_read", (PyCFunction)merge_read, METH_O,
      "merge_read(cores) -> Frame | None | SLOW: the earliest next frame; ties to the first core"},
     {"crc32", (PyCFunction)(void (*)(void))native_crc32, METH_FASTCALL,
@@ -924,6 +1584,7 @@ PyInit__native(void)
         || add_type(module, &WriterCoreType, "WriterCore") < 0
         || add_type(module, &CursorCoreType, "CursorCore") < 0
         || add_type(module, &BatchType, "Batch") < 0
+        || add_type(module, &MergeCoreType, "MergeCore") < 0
         || PyModule_AddIntConstant(module, "FRAME_HEADER_SIZE", MMIPC_FRAME_HEADER_SIZE) < 0) {
         Py_DECREF(module);
         return NULL;

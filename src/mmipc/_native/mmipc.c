@@ -23,6 +23,7 @@
  */
 #define _GNU_SOURCE
 #include "mmipc.h"
+#include "mmipc_bell.h"
 #include "mmipc_frame.h"
 
 #include <dirent.h>
@@ -37,7 +38,9 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <linux/futex.h>
 #include <unistd.h>
 
 #define MAX_PAGE_NO 99999999u
@@ -712,7 +715,180 @@ struct mmipc_writer {
     uint32_t claim_len;
     char directory[DIR_MAX];
     char name[MMIPC_NAME_FIELD_SIZE + 1];
+    mmipc_ringer *ringer;        /* NAME.bells, or NULL (docs/format.md, "Doorbells") */
+    _Atomic uint32_t *bell_count; /* its count word, or NULL */
 };
+
+/* ---- doorbells: a writer rings the bells its readers listed in NAME.bells ------------------- */
+
+#define BELLS_SIZE (64u + 256u * 64u)
+#define BELL_FILE_SIZE 8192u
+#define BELL_MAX_FLAGS (BELL_FILE_SIZE - 64u)
+
+struct mmipc_ringer {
+    unsigned char *list;         /* NAME.bells, mapped read-write */
+    uint32_t version;            /* of the cached targets; odd: none cached */
+    int n;
+    struct {
+        unsigned char *bell;
+        uint32_t index;
+        char path[241];
+    } targets[64];
+};
+
+/* Map `path` read-write. `create`: make it, or grow it to `size` (NAME.bells). Without it (a bell
+ * named in a list others may edit) only a regular file named mmipc-bell.* of exactly `size`
+ * bytes is mapped: never another file, never resized. */
+static void *
+map_shared(const char *path, size_t size, int create)
+{
+    const char *base = strrchr(path, '/');
+    if (!create && strncmp(base ? base + 1 : path, "mmipc-bell.", 11) != 0) {
+        return NULL;
+    }
+    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0666);
+    if (fd < 0) {
+        return NULL;
+    }
+    struct stat st;
+    void *p = MAP_FAILED;
+    int ok = fstat(fd, &st) == 0
+             && (create ? st.st_size >= (off_t)size || ftruncate(fd, (off_t)size) == 0
+                        : S_ISREG(st.st_mode) && st.st_size == (off_t)size);
+    if (ok) {
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    }
+    close(fd);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static _Atomic uint32_t *
+u32_at(unsigned char *base, size_t offset)
+{
+    return (_Atomic uint32_t *)(base + offset);
+}
+
+static void
+ringer_forget(mmipc_ringer *r)
+{
+    for (int i = 0; i < r->n; i++) {
+        munmap(r->targets[i].bell, BELL_FILE_SIZE);
+    }
+    r->n = 0;
+    r->version = 1;
+}
+
+/* Read the slots again, between two loads of the version (odd: a reader is editing the list). */
+static void
+ringer_reload(mmipc_ringer *r)
+{
+    ringer_forget(r);
+    uint32_t version = atomic_load_explicit(u32_at(r->list, 12), memory_order_acquire);
+    uint32_t count = atomic_load_explicit(u32_at(r->list, 8), memory_order_relaxed);
+    for (uint32_t slot = 0; slot < count && slot < 64; slot++) {
+        unsigned char *s = r->list + 64 + 256u * slot;
+        uint32_t index = atomic_load_explicit(u32_at(s, 12), memory_order_relaxed);
+        if (!atomic_load_explicit(u32_at(s, 0), memory_order_relaxed) || index >= BELL_MAX_FLAGS) {
+            continue;
+        }
+        char *path = r->targets[r->n].path;
+        memcpy(path, s + 16, 240);
+        path[240] = 0;
+        unsigned char *bell = map_shared(path, BELL_FILE_SIZE, 0);
+        if (bell != NULL) {
+            r->targets[r->n].bell = bell;
+            r->targets[r->n].index = index;
+            r->n++;
+        }
+    }
+    atomic_thread_fence(memory_order_acquire);
+    uint32_t again = atomic_load_explicit(u32_at(r->list, 12), memory_order_relaxed);
+    r->version = (version & 1u) || again != version ? 1u : version;
+}
+
+/* Ring every listed bell: store its flag, `pending`, then exchange `sleeping` (a full fence) and
+ * wake the reader it names: FUTEX_WAKE (1) or a byte into its FIFO (2, an asyncio reader).
+ * Kept out of line (cold): the commit path only pays the test that calls it. */
+__attribute__((noinline, cold)) void
+mmipc_ringer_ring(mmipc_ringer *r)
+{
+    atomic_thread_fence(memory_order_seq_cst);  /* the commit before the loads of the list */
+    if (atomic_load_explicit(u32_at(r->list, 12), memory_order_relaxed) != r->version) {
+        ringer_reload(r);
+    }
+    for (int i = 0; i < r->n; i++) {
+        unsigned char *bell = r->targets[i].bell;
+        atomic_store_explicit((_Atomic unsigned char *)(bell + 64 + r->targets[i].index), 1,
+                              memory_order_relaxed);
+        atomic_store_explicit(u32_at(bell, 16), 1u, memory_order_release);
+        uint32_t sleeping = atomic_exchange_explicit(u32_at(bell, 12), 0u, memory_order_seq_cst);
+        if (sleeping == 1) {
+            atomic_fetch_add_explicit(u32_at(bell, 8), 1u, memory_order_seq_cst);
+            syscall(SYS_futex, (uint32_t *)u32_at(bell, 8), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+        }
+        else if (sleeping == 2) {
+            char fifo[256];
+            snprintf(fifo, sizeof(fifo), "%s.fifo", r->targets[i].path);
+            int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+            if (fd >= 0) {
+                ssize_t ignored = write(fd, "!", 1);
+                (void)ignored;
+                close(fd);
+            }
+        }
+    }
+}
+
+mmipc_ringer *
+mmipc_ringer_open(const char *path)
+{
+    unsigned char *list = map_shared(path, BELLS_SIZE, 1);
+    if (list == NULL) {
+        return NULL;
+    }
+    mmipc_ringer *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        munmap(list, BELLS_SIZE);
+        return NULL;
+    }
+    r->list = list;
+    r->version = 1;
+    return r;
+}
+
+void
+mmipc_ringer_close(mmipc_ringer *r)
+{
+    if (r != NULL) {
+        ringer_forget(r);
+        munmap(r->list, BELLS_SIZE);
+        free(r);
+    }
+}
+
+_Atomic uint32_t *
+mmipc_ringer_count(mmipc_ringer *r)
+{
+    return u32_at(r->list, 8);
+}
+
+/* NAME.bells of this writer's journal (no bells if the OS refuses: readers see it at sweeps). */
+static void
+ringer_open(mmipc_writer *w)
+{
+    char path[DIR_MAX + MMIPC_NAME_FIELD_SIZE + 16];
+    snprintf(path, sizeof(path), "%s/%s.bells", w->directory, w->name);
+    w->ringer = mmipc_ringer_open(path);
+    w->bell_count = w->ringer != NULL ? mmipc_ringer_count(w->ringer) : NULL;
+}
+
+static void
+ringer_close(mmipc_writer *w)
+{
+    mmipc_ringer_close(w->ringer);
+    w->ringer = NULL;
+    w->bell_count = NULL;
+}
 
 static uint64_t
 slot_boundary(const mmipc_writer *w, uint32_t slot)
@@ -950,6 +1126,7 @@ mmipc_writer_open(mmipc_writer **out, const char *directory, const char *name,
         mmipc_writer_close(w);
         return rc;
     }
+    ringer_open(w);
     *out = w;
     return MMIPC_OK;
 }
@@ -1091,6 +1268,7 @@ mmipc_write(mmipc_writer *w, const void *payload, uint32_t length, uint32_t msg_
         mark_index(w, pos, nano);
     }
     mmipc_publish(&w->st, pos, length, nano);
+    mmipc_ring_bells(w->ringer, w->bell_count);
     return nano;
 }
 
@@ -1130,6 +1308,7 @@ mmipc_commit(mmipc_writer *w, uint32_t msg_type, uint32_t source)
         mark_index(w, pos, nano);
     }
     mmipc_publish(&w->st, pos, w->claim_len, nano);
+    mmipc_ring_bells(w->ringer, w->bell_count);
     return nano;
 }
 
@@ -1189,6 +1368,7 @@ mmipc_writer_close(mmipc_writer *w)
     }
     unmap_page(&w->retiring);
     unmap_page(&w->page);
+    ringer_close(w);
     release_lock(w);
     free(w);
 }

@@ -5,8 +5,12 @@ For each peer, payload size and round: a receiver process pinned to one CPU and 
 another are forked.
 
 * **latency**: the sender paces one message every `interval_us` and stamps each with `time_ns()`;
-  the receiver busy-polls (or, in the blocking variant, waits in the peer's blocking read) and
-  records now minus the stamp. The first 10% is warm-up.
+  the receiver busy-polls and records now minus the stamp. The first 10% is warm-up.
+* **latency-blocking**, at each of `intervals` (20 us to 10 ms: where kernel waits really sleep):
+  the receiver waits in the peer's blocking read (mmipc: `wait="block"`). **latency-asyncio**: it
+  awaits the peer's asyncio read (mmipc `aframes`, pyzmq's asyncio socket). Every latency run
+  reports the receiver's CPU seconds per second beside its latency; blocking runs are capped to
+  about `BLOCKING_SECONDS` each (at least `MIN_BLOCKING` messages).
 * **throughput**: the sender sends flat out. The receiver checks every sequence number (lost and
   reordered messages are counted) and divides the count by the time from the sender's start to the
   last message.
@@ -17,6 +21,7 @@ alike. mmipc runs as it is meant to, registered with a real service this module 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -33,6 +38,8 @@ from .._orphans import die_with_parent
 from .._service import spawn_service
 from .peers import PEERS, Peer
 
+BLOCKING_SECONDS = 4.0
+MIN_BLOCKING = 200
 STAMP = struct.Struct("<qq")  # time_ns stamp (latency) or start stamp (throughput), sequence
 QUANTILES = 200  # a run's latency distribution is kept as this many quantiles (for CDF plots)
 
@@ -122,6 +129,9 @@ def _receive(
 ) -> None:
     die_with_parent()
     os.sched_setaffinity(0, {cpu})
+    if mode == "latency-asyncio":
+        out.send(asyncio.run(_areceive(peer, shared, count, ready)))
+        return
     poll, wait = peer.receiver(shared)
     if mode == "latency-blocking" and wait is None:
         ready.set()
@@ -133,6 +143,26 @@ def _receive(
     out.send(_throughput(get, count) if mode == "throughput" else _latency(get, count))
 
 
+async def _areceive(peer: Peer, shared: Any, count: int, ready: Any) -> dict[str, Any]:
+    if peer.areceiver is None:
+        ready.set()
+        return {"error": "no asyncio read"}
+    get = peer.areceiver(shared)
+    ready.set()
+    lat = array("q", bytes(8 * count))
+    unpack, clock, disorder = STAMP.unpack_from, time.time_ns, 0
+    cpu0, wall0 = 0.0, 0
+    for i in range(count):
+        item = await get()
+        now = clock()
+        if i == count // 10:
+            cpu0, wall0 = time.process_time(), now
+        stamp, seq = unpack(item, 0)
+        lat[i] = now - stamp
+        disorder += seq != i
+    return _latency_result(lat, count, disorder, cpu0, wall0)
+
+
 def _next(get: Any) -> Any:
     item = get()
     while item is None:
@@ -141,16 +171,25 @@ def _next(get: Any) -> Any:
 
 
 def _latency(get: Any, count: int) -> dict[str, Any]:
+    """Latencies, and the receiver's CPU seconds per second of the run (1.0: a whole core)."""
     lat = array("q", bytes(8 * count))
     unpack, clock, disorder = STAMP.unpack_from, time.time_ns, 0
+    cpu0, wall0 = 0.0, 0
     for i in range(count):
         item = _next(get)
         now = clock()
+        if i == count // 10:
+            cpu0, wall0 = time.process_time(), now
         stamp, seq = unpack(item, 0)
         lat[i] = now - stamp
         disorder += seq != i
+    return _latency_result(lat, count, disorder, cpu0, wall0)
+
+
+def _latency_result(lat: array[int], count: int, disorder: int, cpu0: float, wall0: int) -> dict[str, Any]:
+    cpu = (time.process_time() - cpu0) / max(1e-9, (time.time_ns() - wall0) / 1e9)
     kept = sorted(lat[count // 10 :])
-    return {"latency_us": _summary(kept), "quantiles_us": _quantiles(kept), "disorder": disorder}
+    return {"latency_us": _summary(kept), "quantiles_us": _quantiles(kept), "disorder": disorder, "cpu": cpu}
 
 
 def _throughput(get: Any, count: int) -> dict[str, Any]:
@@ -183,33 +222,66 @@ def measure(
     cpus: tuple[int, int],
     log: Any = print,
     results: dict[str, Any] | None = None,
+    intervals: list[float] | None = None,
+    blocking_seconds: float = BLOCKING_SECONDS,
 ) -> dict[str, Any]:
-    """Interleaved rounds: every round runs every peer, size and mode once.
+    """Interleaved rounds: every round runs every peer, size, mode and interval once.
 
-    `log` gets one line per run (its outcome, and the load average when it ended: a loaded machine
-    makes every figure of that run suspect). Runs are appended to `results` as they finish, so a
-    caller that passes it keeps what was measured if it is interrupted.
+    The busy-polling latency and the throughput runs use `interval_us` and `count`; the blocking
+    and asyncio runs are repeated at each of `intervals` (default: `interval_us` alone), each with
+    at most `count` messages and about `blocking_seconds` of sending. `log` gets one line per run
+    (its outcome, and the load average when it ended: a loaded machine makes every figure of that
+    run suspect). Runs are appended to `results` as they finish, so a caller that passes it keeps
+    what was measured if it is interrupted.
 
-    Example: ``measure(PEERS[:1], [64], 1, 2000, 20.0, (0, 1))``
+    Example: ``measure(PEERS[:1], [64], 1, 2000, 20.0, (0, 1), intervals=[20.0, 1000.0])``
     """
     if results is None:
         results = {}
+    plan = list(_plan(peers, sizes, count, interval_us, intervals or [interval_us], blocking_seconds))
     results.update({"peers": [p.name for p in peers], "sizes": sizes, "runs": []})
-    total = rounds * len(sizes) * len(peers) * len(MODES)
+    results["intervals"] = intervals or [interval_us]
+    results["polling"] = [p.name for p in peers if p.polls]
     for r in range(rounds):
-        for size in sizes:
-            for peer in peers:
-                for mode in MODES:
-                    n = count * 5 if mode == "throughput" else count
-                    run = run_pair(peer, mode, size, n, interval_us, cpus)
-                    run["load1"] = os.getloadavg()[0]
-                    results["runs"].append({"round": r, "peer": peer.name, "size": size, "mode": mode, **run})
-                    done = len(results["runs"])
-                    log(f"run {done}/{total} (round {r + 1}): {peer.name} {size} B {mode}: {outcome(run)}")
+        for peer, size, mode, n, interval in plan:
+            run = run_pair(peer, mode, size, n, interval, cpus)
+            run["load1"] = os.getloadavg()[0]
+            results["runs"].append(
+                {"round": r, "peer": peer.name, "size": size, "mode": mode, "interval_us": interval, **run}
+            )
+            done = len(results["runs"])
+            where = f" every {interval:g} us" if mode in TIMED_MODES else ""
+            log(
+                f"run {done}/{rounds * len(plan)} (round {r + 1}): {peer.name} {size} B {mode}{where}: "
+                f"{outcome(run)}"
+            )
     return results
 
 
-MODES = ("latency", "latency-blocking", "throughput")
+TIMED_MODES = ("latency-blocking", "latency-asyncio")
+
+
+def _plan(
+    peers: list[Peer],
+    sizes: list[int],
+    count: int,
+    interval_us: float,
+    intervals: list[float],
+    seconds: float,
+) -> Iterator[tuple[Peer, int, str, int, float]]:
+    """(peer, size, mode, messages, interval) of one round; asyncio runs only for peers that have it."""
+    for size in sizes:
+        for peer in peers:
+            yield peer, size, "latency", count, interval_us
+            for interval in intervals:
+                n = max(MIN_BLOCKING, min(count, int(seconds * 1e6 / interval)))
+                yield peer, size, "latency-blocking", n, interval
+                if peer.areceiver is not None:
+                    yield peer, size, "latency-asyncio", n, interval
+            yield peer, size, "throughput", count * 5, interval_us
+
+
+MODES = ("latency", "latency-blocking", "latency-asyncio", "throughput")
 
 
 def outcome(run: dict[str, Any]) -> str:
@@ -217,7 +289,8 @@ def outcome(run: dict[str, Any]) -> str:
     if "error" in run:
         return str(run["error"])
     if "latency_us" in run:
-        return f"p50 {run['latency_us']['p50']:.1f} us, load {run['load1']:.2f}"
+        cpu = f", reader CPU {run['cpu']:.0%}" if "cpu" in run else ""
+        return f"p50 {run['latency_us']['p50']:.1f} us{cpu}, load {run['load1']:.2f}"
     return f"{run['per_s']:,.0f} msg/s, load {run['load1']:.2f}"
 
 
@@ -239,4 +312,13 @@ def with_service(action: Any) -> Any:
             os.environ["MMIPC_HOME"] = old
 
 
-__all__ = ["MODES", "PEERS", "measure", "outcome", "run_pair", "with_service"]
+__all__ = [
+    "BLOCKING_SECONDS",
+    "MODES",
+    "PEERS",
+    "TIMED_MODES",
+    "measure",
+    "outcome",
+    "run_pair",
+    "with_service",
+]

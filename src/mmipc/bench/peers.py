@@ -4,7 +4,10 @@ A peer's `open(workdir, size)` runs in the parent before the two roles are forke
 both ends share (paths, names, or a channel object the children inherit). In each forked child,
 `sender(shared)` returns a `send(bytes)` function. `receiver(shared)` returns a `poll() -> bytes |
 None` that never blocks, and a `wait() -> bytes` that blocks (or None where the peer has no
-blocking read). Payloads are `size` bytes; the first 16 carry the stamp and the sequence number.
+blocking read). `areceiver(shared)`, called inside a running event loop, returns an `async get()
+-> bytes` for the asyncio rows (None where the peer has no asyncio reader). A peer whose `wait`
+polls instead of sleeping in the kernel says so (`polls`): its blocking rows are labelled polling.
+Payloads are `size` bytes; the first 16 carry the stamp and the sequence number.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 Send = Callable[[bytes], Any]
 Poll = Callable[[], "bytes | memoryview | None"]
+AGet = Callable[[], Awaitable["bytes | memoryview"]]
 NAIVE_SIZE = 1 << 30
 LENGTH = struct.Struct("<I")
 
@@ -32,6 +36,8 @@ class Peer:
     open: Callable[[str, int], Any]
     sender: Callable[[Any], Send]
     receiver: Callable[[Any], tuple[Poll, Poll | None]]
+    areceiver: Callable[[Any], AGet] | None = None
+    polls: bool = False  # its "blocking" read polls (spins, yields, naps): a polling mode
 
     def missing(self) -> str | None:
         """Why this peer cannot run here (not installed), or None."""
@@ -58,6 +64,39 @@ def _mmipc_sender(workdir: str) -> Send:
 
 
 def _mmipc_receiver(workdir: str) -> tuple[Poll, Poll | None]:
+    """The blocking variant is `wait="block"`: spin 50 us, then sleep until the writer rings."""
+    from mmipc import Reader
+
+    reader = Reader.create(f"bench-{os.getpid()}")
+    reader.add_journal(workdir, "bench")
+    read, frames = reader.read, reader.frames(wait="block")
+
+    def poll() -> memoryview | None:
+        frame = read()
+        return None if frame is None else frame.data
+
+    def wait() -> memoryview:
+        return next(frames).data
+
+    return poll, wait
+
+
+def _mmipc_areceiver(workdir: str) -> AGet:
+    """`async for frame in reader.aframes()`: the loop sleeps until the writer rings."""
+    from mmipc import Reader
+
+    reader = Reader.create(f"bench-{os.getpid()}")
+    reader.add_journal(workdir, "bench")
+    frames = reader.aframes()
+
+    async def get() -> memoryview:
+        return (await frames.__anext__()).data
+
+    return get
+
+
+def _mmipc_backoff_receiver(workdir: str) -> tuple[Poll, Poll | None]:
+    """The old "blocking" row: `Backoff` polls (spin, yield, sleeps up to 200 us): a polling mode."""
     from mmipc import Backoff, Reader
 
     return _mmipc_reading(Reader, Backoff, workdir)
@@ -81,8 +120,20 @@ def _mmipc_python_sender(workdir: str) -> Send:
 
 
 def _mmipc_python_receiver(workdir: str) -> tuple[Poll, Poll | None]:
+    """The pure-Python backend's `wait="block"`: no futex there, it sleeps in steps of 1 ms."""
     mmipc = _python_backend()
-    return _mmipc_reading(mmipc.Reader, mmipc.Backoff, workdir)
+    reader = mmipc.Reader.create(f"bench-{os.getpid()}")
+    reader.add_journal(workdir, "bench")
+    read, frames = reader.read, reader.frames(wait="block")
+
+    def poll() -> memoryview | None:
+        frame = read()
+        return None if frame is None else frame.data
+
+    def wait() -> memoryview:
+        return next(frames).data  # type: ignore[no-any-return]
+
+    return poll, wait
 
 
 def _mmipc_batch_receiver(workdir: str) -> tuple[Poll, Poll | None]:
@@ -124,7 +175,7 @@ def _mmipc_reading(reader_class: Any, backoff_class: Any, workdir: str) -> tuple
         frame = read()
         return None if frame is None else frame.data
 
-    def wait() -> memoryview:  # the low-CPU wait strategy: spin briefly, yield, then sleep
+    def wait() -> memoryview:
         while (frame := read()) is None:
             backoff.idle()
         backoff.reset()
@@ -279,6 +330,22 @@ def _zmq_receiver(endpoint: str) -> tuple[Poll, Poll | None]:
     return poll, pull.recv
 
 
+def _zmq_areceiver(endpoint: str) -> AGet:
+    """pyzmq's asyncio socket (zmq.asyncio): the peer of mmipc's `aframes` in the asyncio rows."""
+    import zmq
+    import zmq.asyncio
+
+    pull = zmq.asyncio.Context().socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 0)
+    pull.connect(endpoint)
+
+    async def get() -> bytes:
+        data: bytes = await pull.recv()
+        return data
+
+    return get
+
+
 # -- faster-fifo --------------------------------------------------------------------------------------
 
 
@@ -360,14 +427,15 @@ def _queue_sender(q: Any) -> Send:
 
 
 PEERS: list[Peer] = [
-    Peer("mmipc", "", _mmipc_open, _mmipc_sender, _mmipc_receiver),
+    Peer("mmipc", "", _mmipc_open, _mmipc_sender, _mmipc_receiver, _mmipc_areceiver),
+    Peer("mmipc-backoff", "", _mmipc_open, _mmipc_sender, _mmipc_backoff_receiver, polls=True),
     Peer("mmipc-python", "", _mmipc_open, _mmipc_python_sender, _mmipc_python_receiver),
-    Peer("mmipc-batch", "", _mmipc_open, _mmipc_sender, _mmipc_batch_receiver),
+    Peer("mmipc-batch", "", _mmipc_open, _mmipc_sender, _mmipc_batch_receiver, polls=True),
     Peer("naive-mmap", "", _naive_open, _naive_sender, _naive_receiver),
     Peer("os.pipe", "", _pipe_open, _pipe_sender, _pipe_receiver),
     Peer("mp.Pipe", "", _mp_pipe_open, lambda s: s[1].send_bytes, _mp_pipe_receiver),
     Peer("mp.Queue", "", _mp_queue_open, _queue_sender, _queue_receiver),
-    Peer("pyzmq-ipc", "zmq", _zmq_open, _zmq_sender, _zmq_receiver),
+    Peer("pyzmq-ipc", "zmq", _zmq_open, _zmq_sender, _zmq_receiver, _zmq_areceiver),
     Peer("faster-fifo", "faster_fifo", _ff_open, _queue_sender, _queue_receiver),
     Peer("iceoryx2", "iceoryx2", _iox_open, _IoxSender, lambda shared: (_IoxReceiver(shared), None)),
     Peer("posix-mq", "posix_ipc", _mq_open, lambda q: q.send, _mq_receiver),

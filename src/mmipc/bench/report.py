@@ -5,7 +5,12 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-MODES = {"latency": "busy-polling reader", "latency-blocking": "blocking reader"}
+MODES = {"latency": "busy-polling reader"}
+TIMED = {
+    "latency-blocking": "blocking reader (sleeps in the kernel; `polling` peers spin, yield and nap)",
+    "latency-asyncio": "asyncio reader (mmipc `aframes`, pyzmq's asyncio socket)",
+}
+BASELINE = "os.pipe"  # the blocking tables compare with a blocking os.pipe read of the same run
 
 
 def _runs(results: dict[str, Any], peer: str, size: int, mode: str) -> list[dict[str, Any]]:
@@ -25,6 +30,8 @@ def report(results: dict[str, Any]) -> str:
     for size in results["sizes"]:
         for mode, reader in MODES.items():
             lines += _latency_table(results, size, mode, reader)
+        for mode, reader in TIMED.items():
+            lines += _timed_table(results, size, mode, reader)
         lines += _throughput_table(results, size)
     return "\n".join(lines)
 
@@ -48,6 +55,47 @@ def _latency_table(results: dict[str, Any], size: int, mode: str, reader: str) -
         ratio = f"{p50 / statistics.median(base):.2f}" if base else "-"
         lines.append(f"| {peer} | {' | '.join(cells)} | {ratio} | {sum(r['disorder'] for r in runs)} |")
     return [*lines, ""]
+
+
+def _timed_table(results: dict[str, Any], size: int, mode: str, reader: str) -> list[str]:
+    """Latency and the reader's CPU per frame interval: what a sleeping reader costs and gains."""
+    runs = [r for r in results["runs"] if (r["size"], r["mode"]) == (size, mode)]
+    if not runs:
+        return []
+    lines = [
+        f"### Latency, {size}-byte messages, {reader} (us)",
+        "",
+        f"| every | peer | p50 | p90 | p99 | reader CPU (s/s) | p50 / blocking {BASELINE}'s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    polling = set(results.get("polling", []))
+    for interval in results.get("intervals", sorted({r.get("interval_us", 0) for r in runs})):
+        at = [r for r in runs if r.get("interval_us") == interval]
+        base = _baseline(results, size, interval)
+        for peer in results["peers"]:
+            mine = [r for r in at if r["peer"] == peer and "latency_us" in r]
+            label = f"{peer} (polling)" if peer in polling else peer
+            if not mine:
+                errors = sorted({r.get("error", "") for r in at if r["peer"] == peer} - {""})
+                if errors:
+                    lines.append(f"| {interval:g} us | {label} | {', '.join(errors)} | | | | |")
+                continue
+            cells = [_span([r["latency_us"][k] for r in mine]) for k in ("p50", "p90", "p99")]
+            cpu = _span([r["cpu"] for r in mine], "{:.3f}")
+            p50 = statistics.median(r["latency_us"]["p50"] for r in mine)
+            ratio = f"{p50 / statistics.median(base):.2f}" if base else "-"
+            lines.append(f"| {interval:g} us | {label} | {' | '.join(cells)} | {cpu} | {ratio} |")
+    return [*lines, ""]
+
+
+def _baseline(results: dict[str, Any], size: int, interval: float) -> list[float]:
+    """p50s of the blocking os.pipe read at this size and interval (asyncio rows compare with it too)."""
+    key = (BASELINE, size, "latency-blocking", interval)
+    return [
+        r["latency_us"]["p50"]
+        for r in results["runs"]
+        if (r["peer"], r["size"], r["mode"], r.get("interval_us")) == key and "latency_us" in r
+    ]
 
 
 def _throughput_table(results: dict[str, Any], size: int) -> list[str]:

@@ -157,13 +157,14 @@ def service_of(args: argparse.Namespace) -> ServiceHome:
     return args.home if args.home else DEFAULT_HOME
 
 
-def add_wait(parser: argparse.ArgumentParser, default: str = "backoff") -> None:
-    """`--wait spin|backoff` (how a reader waits for frames); `--spin` is a hidden alias."""
+def add_wait(parser: argparse.ArgumentParser, default: str = "block") -> None:
+    """`--wait spin|backoff|block` (how a reader waits for frames); `--spin` is a hidden alias."""
     parser.add_argument(
         "--wait",
-        choices=("spin", "backoff"),
+        choices=("spin", "backoff", "block"),
         default=default,
-        help=f"spin busy-polls a whole core for the lowest latency; backoff spares it (default {default})",
+        help=f"spin busy-polls a whole core for the lowest latency; backoff polls less; block sleeps "
+        f"until a writer rings (default {default})",
     )
     parser.add_argument("--spin", action="store_const", const="spin", dest="wait", help=argparse.SUPPRESS)
 

@@ -10,11 +10,13 @@ import sys
 from typing import Any
 
 from .._backend import BACKEND
-from ..bench import PEERS, measure, outcome, with_service
+from ..bench import BLOCKING_SECONDS, PEERS, TIMED_MODES, measure, outcome, with_service
 from ..bench.report import plot, report
 from ._args import add_cpu, count, rate, sizes
 from ._errors import ArgumentsError
 
+INTERVALS = (20, 200, 1000, 10000)  # us: where a kernel wait never sleeps, up to where it always does
+QUICK_BLOCKING_SECONDS = 0.2
 SPREAD_WARNING = 2.0  # a peer's p50 varying more than this factor across rounds: the machine was busy
 
 
@@ -39,6 +41,13 @@ def add_commands(commands: Any) -> None:
     bench.add_argument(
         "--interval-us", type=rate, default=20.0, help="latency runs: sender pacing (default 20)"
     )
+    bench.add_argument(
+        "--intervals",
+        type=sizes,
+        metavar="US,US",
+        help="blocking and asyncio runs: sender pacing in us, one run each "
+        f"(default {','.join(map(str, INTERVALS))}; --quick: 200)",
+    )
     add_cpu(bench, pair=True, help="sender and receiver CPUs (default 0,1)")
     bench.add_argument(
         "--json", action="store_true", help="print the raw results as JSON on stdout, no tables"
@@ -46,10 +55,24 @@ def add_commands(commands: Any) -> None:
     bench.add_argument("-o", "--json-out", metavar="PATH", help="also write the raw results to this file")
     bench.add_argument("--plot", help="draw latency CDFs and throughput bars to this PNG (needs matplotlib)")
     bench.add_argument("--quick", action="store_true", help="1 round of 2,000 messages: a smoke run")
+    bench.add_argument(
+        "--journals",
+        type=sizes,
+        metavar="N,M",
+        help="instead: the cost of read() per frame and of an empty read() for a reader following "
+        "N, M... journals (one process; e.g. 1,8,64,256,1024), on the native and the pure-Python backend",
+    )
     bench.set_defaults(run=run_bench)
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.journals:
+        from ..bench.journals import journals_table, measure_both
+
+        frames = 2000 if args.quick else args.count
+        rows = measure_both(args.journals, frames=frames, empty_reads=frames)
+        print(json.dumps(rows) if args.json else journals_table(rows), flush=True)
+        return 0
     peers = _peers(args.peers)
     cpus = args.cpu or (0, 1)
     rounds, number = (1, 2000) if args.quick else (args.rounds, args.count)
@@ -60,7 +83,20 @@ def run_bench(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {"backend": BACKEND}
     log(f"mmipc bench: backend {BACKEND}")
     try:
-        with_service(lambda: measure(peers, args.size, rounds, number, args.interval_us, cpus, log, results))
+        with_service(
+            lambda: measure(
+                peers,
+                args.size,
+                rounds,
+                number,
+                args.interval_us,
+                cpus,
+                log,
+                results,
+                [float(i) for i in args.intervals or ([200] if args.quick else INTERVALS)],
+                QUICK_BLOCKING_SECONDS if args.quick else BLOCKING_SECONDS,
+            )
+        )
     finally:  # after Ctrl-C too: the runs measured so far
         if results.get("runs"):
             print(json.dumps(results) if args.json else report(results), flush=True)
@@ -123,18 +159,21 @@ def load_warnings(results: dict[str, Any]) -> list[str]:
             f"the machine was loaded during {len(busy)} run(s) (load average up to {worst:.2f} on {cores} "
             "CPUs): rerun on a quiet machine before trusting the figures"
         )
-    for (peer, size, mode), p50s in _p50s_by_run(results).items():
+    for (peer, size, mode, interval), p50s in _p50s_by_run(results).items():
         if len(p50s) > 1 and min(p50s) > 0 and max(p50s) / min(p50s) > SPREAD_WARNING:
+            every = f" every {interval:g} us" if mode in TIMED_MODES else ""
             warnings.append(
-                f"{peer} {size} B {mode}: p50 varies {min(p50s):.1f}..{max(p50s):.1f} us across rounds "
+                f"{peer} {size} B {mode}{every}: p50 varies "
+                f"{min(p50s):.1f}..{max(p50s):.1f} us across rounds "
                 f"(median {statistics.median(p50s):.1f}): something else was running"
             )
     return warnings
 
 
-def _p50s_by_run(results: dict[str, Any]) -> dict[tuple[str, int, str], list[float]]:
-    found: dict[tuple[str, int, str], list[float]] = {}
+def _p50s_by_run(results: dict[str, Any]) -> dict[tuple[str, int, str, float], list[float]]:
+    found: dict[tuple[str, int, str, float], list[float]] = {}
     for r in results["runs"]:
         if "latency_us" in r:
-            found.setdefault((r["peer"], r["size"], r["mode"]), []).append(r["latency_us"]["p50"])
+            key = (r["peer"], r["size"], r["mode"], r.get("interval_us", 0.0))
+            found.setdefault(key, []).append(r["latency_us"]["p50"])
     return found

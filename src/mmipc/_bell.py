@@ -1,0 +1,382 @@
+"""Doorbells: how writers tell a reader which of its journals moved, and wake it if it sleeps.
+
+Rules (docs/format.md, "Doorbells", is the contract):
+
+* Each reader that wants them owns one bell file (`Bell`, in /dev/shm or the temp directory): a
+  futex word, a `sleeping` flag, a `pending` flag and one flag byte per journal it follows.
+* Each journal has a side file ``NAME.bells`` (`BellList`) listing the bells to ring: a count and
+  64 slots (bell path, flag index, owner pid, generation) and a version. Readers add and remove
+  slots under an flock of that file, the version odd meanwhile; writers never lock it: they cache
+  the bells to ring, and read the slots again, between two loads of the version, when it changed.
+* A writer rings after every commit (`Ringer.ring`) only when the count is not 0: one load per
+  commit otherwise. Ringing stores the journal's flag, then `pending`, then a full fence, then
+  exchanges `sleeping` with 0 and, if it was set, bumps the futex word and FUTEX_WAKEs.
+* A reader clears `pending` and the flags it takes BEFORE it polls those journals (full fence in
+  between): a ring that lands after the clear stays visible. A sleeping reader stores `sleeping`,
+  fences, re-checks every journal flagged, then waits on the word it read before: Drepper's rule.
+* The fences need the C extension; without it a writer fences with a lock round trip (an atomic
+  instruction) and wakes through ctypes, and a reader sleeps in bounded steps (`BOUNDED_SLEEP`).
+* Nothing here is ever needed for correctness of what a reader returns, only for when it notices:
+  a reader re-polls every journal at least every `SWEEP_EVERY` empty reads and after every wait,
+  so a writer that cannot ring (an older version, a bell it may not open) costs latency, not frames.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import mmap
+import os
+import stat
+import struct
+import threading
+import time
+from typing import Any
+
+from ._backend import native
+
+BELL_SIZE = 8192
+WORD, SLEEPING, PENDING, FLAGS = 8, 12, 16, 64
+MAX_FLAGS = BELL_SIZE - FLAGS
+LIST_HEADER, SLOT_SIZE, SLOTS = 64, 256, 64
+COUNT, VERSION = 8, 12  # in NAME.bells: 1 + the highest slot in use; bumped by every edit
+LIST_SIZE = LIST_HEADER + SLOT_SIZE * SLOTS
+SLOT = struct.Struct("<IIII240s")  # state, generation, pid, flag index, bell path (NUL-padded)
+BOUNDED_SLEEP = 0.001
+ON_FUTEX, IN_LOOP = 1, 2  # values of `sleeping`: woken by FUTEX_WAKE, or by a byte in PATH.fifo
+SWEEP_EVERY = 4096
+_U32 = struct.Struct("<I")
+_fence_lock = threading.Lock()
+_serial = itertools.count()
+
+
+def fence() -> None:
+    """A full memory fence: the extension's, or a lock round trip (an atomic read-modify-write)."""
+    if native is not None:
+        native.fence()
+    else:
+        _fence_lock.acquire()
+        _fence_lock.release()
+
+
+def bells_path(directory: str, name: str) -> str:
+    return os.path.join(directory, f"{name}.bells")
+
+
+def _bell_dir() -> str:
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK):
+        return shm
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
+    """Map `path` read-write, or None if the OS refuses. `create`: make it, or grow it to `size`.
+    Without `create` (a writer mapping a bell named in a list others may edit) only a regular file
+    named ``mmipc-bell.*`` of exactly `size` bytes is mapped: never another file, never resized."""
+    if not create and not os.path.basename(path).startswith("mmipc-bell."):
+        return None
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not create and (not stat.S_ISREG(st.st_mode) or st.st_size != size):
+            return None
+        if st.st_size < size:
+            os.ftruncate(fd, size)
+        return mmap.mmap(fd, size)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
+class Bell:
+    """A reader's own doorbell (created by `Bell.create`, unlinked by `close`)."""
+
+    __slots__ = ("path", "mm", "pending")
+
+    def __init__(self, path: str, mm: mmap.mmap) -> None:
+        self.path, self.mm = path, mm
+        self.pending = memoryview(mm)[PENDING : PENDING + 4].cast("I")
+
+    @classmethod
+    def create(cls) -> Bell | None:
+        path = os.path.join(_bell_dir(), f"mmipc-bell.{os.getpid()}.{next(_serial)}.{os.urandom(4).hex()}")
+        mm = _map(path, BELL_SIZE, create=True)
+        return None if mm is None else cls(path, mm)
+
+    def collect(self, n: int) -> list[int]:
+        """The flagged journal indexes below `n`, cleared (then a fence: poll them after this)."""
+        if native is not None:
+            flagged: list[int] = native.bell_collect(self.mm, n)
+            return flagged
+        mm = self.mm
+        _U32.pack_into(mm, PENDING, 0)
+        out = []
+        i = mm.find(b"\x01", FLAGS, FLAGS + n)
+        while i >= 0:
+            mm[i] = 0
+            out.append(i - FLAGS)
+            i = mm.find(b"\x01", i + 1, FLAGS + n)
+        fence()
+        return out
+
+    def sleep(self, how: int = ON_FUTEX) -> int:
+        """Announce the reader sleeps (full fence), ON_FUTEX or IN_LOOP; the word to pass to `wait`."""
+        if native is not None:
+            seq: int = native.bell_sleep(self.mm, how)
+            return seq
+        seq = _U32.unpack_from(self.mm, WORD)[0]
+        _U32.pack_into(self.mm, SLEEPING, how)
+        fence()
+        return seq
+
+    def wait(self, seq: int, timeout: float | None) -> None:
+        """Sleep until rung (or `timeout` s); the pure-Python backend sleeps BOUNDED_SLEEP at most."""
+        if native is not None:
+            native.bell_wait(self.mm, seq, -1 if timeout is None else int(timeout * 1e9))
+            return
+        time.sleep(BOUNDED_SLEEP if timeout is None else min(timeout, BOUNDED_SLEEP))
+        _U32.pack_into(self.mm, SLEEPING, 0)
+
+    def awake(self) -> None:
+        """The reader found a frame after announcing sleep: it does not wait after all."""
+        _U32.pack_into(self.mm, SLEEPING, 0)
+
+    def word(self) -> int:
+        return int(_U32.unpack_from(self.mm, WORD)[0])
+
+    def close(self) -> None:
+        self.pending.release()
+        self.mm.close()
+        for path in (self.path, self.path + ".fifo"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class BellList:
+    """A journal's ``NAME.bells``, as a reader edits it (under its flock)."""
+
+    @staticmethod
+    def subscribe(directory: str, name: str, bell: str, index: int) -> int | None:
+        """Add (bell, index) to the journal's list: the slot number, or None (no room, no access)."""
+        return _edit(directory, name, lambda mm: _claim(mm, bell, index))
+
+    @staticmethod
+    def unsubscribe(directory: str, name: str, slot: int, bell: str) -> None:
+        _edit(directory, name, lambda mm: _release(mm, slot, bell))
+
+
+def _edit(directory: str, name: str, change: Any) -> int | None:
+    path = bells_path(directory, name)
+    mm = _map(path, LIST_SIZE, create=True)
+    if mm is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        mm.close()
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        version = _U32.unpack_from(mm, VERSION)[0] | 1
+        _U32.pack_into(mm, VERSION, version)  # odd: being edited, writers do not cache it
+        result: int | None = change(mm)
+        _U32.pack_into(mm, COUNT, _used(mm))
+        _U32.pack_into(mm, VERSION, (version + 1) & 0xFFFFFFFF)
+        fence()
+        return result
+    finally:
+        os.close(fd)
+        mm.close()
+
+
+def _slot_off(slot: int) -> int:
+    return LIST_HEADER + slot * SLOT_SIZE
+
+
+def _used(mm: mmap.mmap) -> int:
+    """1 + the highest slot in use (the count writers scan up to)."""
+    top = 0
+    for slot in range(SLOTS):
+        if _U32.unpack_from(mm, _slot_off(slot))[0]:
+            top = slot + 1
+    return top
+
+
+def _claim(mm: mmap.mmap, bell: str, index: int) -> int | None:
+    raw = os.fsencode(bell)
+    for slot in range(SLOTS):
+        state, gen, pid, _, old = SLOT.unpack_from(mm, _slot_off(slot))
+        if state and _pid_alive(pid):
+            continue
+        if state:  # a dead reader's slot: reclaim it, and its bell file
+            _unlink_bell(old)
+        off = _slot_off(slot)
+        _U32.pack_into(mm, off, 0)
+        _U32.pack_into(mm, off + 4, (gen + 1) & 0xFFFFFFFF | 1)  # odd: being written
+        mm[off + 8 : off + SLOT_SIZE] = SLOT.pack(0, 0, os.getpid(), index, raw)[8:]
+        _U32.pack_into(mm, off + 4, (gen + 2) & 0xFFFFFFFE)
+        _U32.pack_into(mm, off, 1)
+        return slot
+    return None
+
+
+def _release(mm: mmap.mmap, slot: int, bell: str) -> None:
+    off = _slot_off(slot)
+    state, gen, pid, _, raw = SLOT.unpack_from(mm, off)
+    if state and pid == os.getpid() and raw.rstrip(b"\0") == os.fsencode(bell):
+        _U32.pack_into(mm, off, 0)
+    return None
+
+
+def _unlink_bell(raw: bytes) -> None:
+    path = os.fsdecode(raw.rstrip(b"\0"))
+    if os.path.basename(path).startswith("mmipc-bell."):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+class Ringer:
+    """A writer's side of ``NAME.bells``: `count[0]` is the one load per commit; `ring` the rest.
+
+    The bells to ring are cached with the list's version: while no reader edits the list, a ring
+    is one load of the version and one call per bell.
+    """
+
+    __slots__ = ("mm", "list", "count", "_version", "_targets", "_bells")
+
+    def __init__(self, mm: mmap.mmap | None) -> None:
+        self.mm = mm
+        # `list[COUNT]`: the low byte of the count (at most SLOTS = 64), the writer's one load per
+        # commit: an mmap's item costs half a memoryview's
+        self.list: mmap.mmap | bytearray = mm if mm is not None else bytearray(LIST_HEADER)
+        self.count = memoryview(self.list)[COUNT : COUNT + 4].cast("I")
+        self._version = -1
+        self._targets: list[list[Any]] = []  # [bell map, flag index, bell path, FIFO fd or -1]
+        self._bells: dict[str, mmap.mmap | None] = {}
+
+    @classmethod
+    def open(cls, directory: str, name: str) -> Ringer:
+        return cls(_map(bells_path(directory, name), LIST_SIZE, create=True))
+
+    def ring(self) -> None:
+        """Ring every bell listed (called after a commit, when the count is not 0)."""
+        mm = self.mm
+        assert mm is not None
+        fence()  # the commit before the loads of the list (Dekker, with the subscriber's fence)
+        if _U32.unpack_from(mm, VERSION)[0] != self._version:
+            self._reload()
+        ring = native.bell_ring if native is not None else _ring
+        for target in self._targets:
+            if ring(target[0], target[1]) == IN_LOOP:
+                _poke(target)
+
+    def _reload(self) -> None:
+        """Read the slots again (a reader edited the list): between two loads of the version, so a
+        half-written list is never cached (its reader polls everything after subscribing anyway)."""
+        mm = self.mm
+        assert mm is not None
+        version = _U32.unpack_from(mm, VERSION)[0]
+        targets, bells = [], {}
+        for slot in range(min(self.count[0], SLOTS)):
+            state, _, _, index, raw = SLOT.unpack_from(mm, _slot_off(slot))
+            path = os.fsdecode(raw.rstrip(b"\0"))
+            if not state or index >= MAX_FLAGS:
+                continue
+            bell = self._bells.pop(path, None) if path in self._bells else _map(path, BELL_SIZE, create=False)
+            bells[path] = bell
+            if bell is not None:
+                targets.append([bell, index, path, -1])
+        for old in self._bells.values():
+            if old is not None:
+                old.close()
+        for target in self._targets:
+            if target[3] >= 0:
+                os.close(target[3])
+        self._bells, self._targets = bells, targets
+        stable = not version & 1 and _U32.unpack_from(mm, VERSION)[0] == version
+        self._version = version if stable else -1
+
+    def close(self) -> None:
+        self.count.release()
+        self.list = bytearray(LIST_HEADER)
+        for target in self._targets:
+            if target[3] >= 0:
+                os.close(target[3])
+        self._targets = []
+        for bell in self._bells.values():
+            if bell is not None:
+                bell.close()
+        self._bells.clear()
+        if self.mm is not None:
+            self.mm.close()
+
+
+def _poke(target: list[Any]) -> None:
+    """Wake an asyncio reader: one byte into its bell's FIFO (opened once, non-blocking)."""
+    if target[3] < 0:
+        try:
+            target[3] = os.open(target[2] + ".fifo", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return  # no loop listens: the reader's wait ends within its max_nap
+    try:
+        os.write(target[3], b"!")
+    except BlockingIOError:
+        pass  # full: the reader has plenty to wake up to
+    except OSError:
+        os.close(target[3])
+        target[3] = -1
+
+
+def _ring(bell: mmap.mmap, index: int) -> int:
+    """The pure-Python ring: the old value of `sleeping`."""
+    bell[FLAGS + index] = 1
+    _U32.pack_into(bell, PENDING, 1)
+    fence()
+    sleeping = int(_U32.unpack_from(bell, SLEEPING)[0])
+    if sleeping:
+        _U32.pack_into(bell, SLEEPING, 0)
+    if sleeping == ON_FUTEX:
+        _U32.pack_into(bell, WORD, (_U32.unpack_from(bell, WORD)[0] + 1) & 0xFFFFFFFF)
+        _futex_wake(bell)
+    return sleeping
+
+
+_FUTEX_WAKE = 1
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(os.uname().machine)
+
+
+def _futex_wake(bell: mmap.mmap) -> None:
+    """FUTEX_WAKE through libc's syscall(): the pure-Python writer's way to wake a native reader."""
+    if _SYS_FUTEX is None:
+        return  # the reader's wait ends within its MAX_NAP anyway
+    import ctypes  # only pure-Python writers that find a reader asleep get here
+
+    try:
+        libc = ctypes.CDLL(None)
+        word = ctypes.c_uint32.from_buffer(bell, WORD)
+    except (OSError, TypeError, ValueError):
+        return
+    libc.syscall(_SYS_FUTEX, ctypes.byref(word), _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
+    del word

@@ -1,0 +1,91 @@
+"""`wait="block"`: a reader that spins a little, then sleeps until a writer rings its doorbell.
+
+Rules:
+
+* Spin `SPIN` seconds of polls after the last frame (busy-poll latency for frames that follow each
+  other closely), then sleep. A wake-up is never lost: announce sleeping (a full fence), re-check
+  every journal, and only then wait on the futex word read before the announcement (_bell.py).
+* Each wait lasts at most `MAX_NAP` seconds: a wait that no ring ended polls every journal, so a
+  writer that does not ring (an older version, a bell it may not open) is seen within MAX_NAP.
+  Journals no doorbell covers, and readers without a bell, wait in `BOUNDED_SLEEP` steps.
+* `timeout` (seconds without a frame, None: never) ends the iteration cleanly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from ._bell import BOUNDED_SLEEP
+from ._merge import Merge
+from ._types import Frame
+
+if TYPE_CHECKING:
+    from ._reader import Reader
+
+SPIN = 50e-6
+MAX_NAP = 0.1
+
+
+class Block:
+    """`wait=Block(spin=..., max_nap=...)`: "block" with its knobs. `max_nap=None` waits for a ring
+    however long it takes (no backstop: for writers that all ring, and for the lost-wake-up test).
+
+    Example: ``for frame in reader.frames(wait=Block(spin=20e-6)): handle(frame)``
+    """
+
+    __slots__ = ("spin", "max_nap")
+
+    def __init__(self, spin: float = SPIN, max_nap: float | None = MAX_NAP) -> None:
+        self.spin, self.max_nap = spin, max_nap
+
+    def __repr__(self) -> str:
+        return f"Block(spin={self.spin}, max_nap={self.max_nap})"
+
+
+def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Block) -> Iterator[Frame]:
+    """`Reader.frames(wait="block")`."""
+    spin, max_nap = wait.spin, wait.max_nap
+    monotonic = time.monotonic
+    idle_since: float | None = None
+    while True:
+        frame = reader.read()
+        if frame is not None:
+            idle_since = None
+            yield frame
+            continue
+        now = monotonic()
+        if idle_since is None:
+            idle_since = now
+        remaining = None if timeout is None else timeout - (now - idle_since)
+        if remaining is not None and remaining <= 0:
+            return
+        if now - idle_since < spin:
+            continue
+        nap = remaining if max_nap is None else max_nap if remaining is None else min(remaining, max_nap)
+        frame = _sleep(reader, merge, nap)
+        if frame is not None:
+            idle_since = None
+            yield frame
+
+
+def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | None:
+    """Announce, re-check, wait (`nap` s at most, None: until rung): a frame the re-check found, or
+    None after the wait."""
+    bell = merge.bell
+    if bell is None or merge.always:
+        time.sleep(BOUNDED_SLEEP if nap is None else min(nap, BOUNDED_SLEEP))
+        merge.sweep()
+        return None
+    seq = bell.sleep()
+    frame = reader.read()
+    if frame is not None:
+        bell.awake()
+        return frame
+    bell.wait(seq, nap)
+    if bell.word() == seq or merge.sweep_due():
+        merge.sweep()  # no ring ended this wait, or none has for MAX_NAP: look at everything once
+    elif len(merge.cursors) == 1:
+        merge.cursors[0].probe_at = 0  # a first page may just have appeared
+    return None

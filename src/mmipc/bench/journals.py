@@ -1,0 +1,107 @@
+"""`mmipc bench --journals 1,8,64,256`: what a reader pays per `read()` as it follows more journals.
+
+One process, no service, no second CPU: `frames` frames of 64 bytes are written spread evenly over
+N journals, then a reader following all N reads them back (ns per frame) and then calls `read()` on
+the drained journals (ns per empty read). Issue 16's targets: per frame at 256 journals at most 2x
+(native) / 3x (Python) the one-journal cost; an empty read at most 1 us (native) / 5x one journal.
+Wall-clock figures: run it on a quiet machine. `measure_both` adds the pure-Python backend's rows,
+measured in a child process (a process never mixes backends).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from .._backend import BACKEND, ENV_VAR
+
+PAYLOAD = bytes(64)
+
+
+def measure_journals(
+    counts: list[int], frames: int = 20000, empty_reads: int = 20000
+) -> list[dict[str, Any]]:
+    """One row per journal count: ns per frame read and per empty read, with the backend's name.
+
+    Example: ``measure_journals([1, 8], frames=2000)``
+    """
+    _one(1, min(frames, 2000), min(empty_reads, 2000))  # warm-up: imports, first maps, caches
+    return [_one(n, frames, empty_reads) for n in counts]
+
+
+def measure_both(counts: list[int], frames: int = 20000, empty_reads: int = 20000) -> list[dict[str, Any]]:
+    """`measure_journals` here, then with the pure-Python backend in a child (if this one is native).
+
+    Example: ``measure_both([1, 256], frames=2000)``
+    """
+    rows = measure_journals(counts, frames, empty_reads)
+    if BACKEND == "python":
+        return rows
+    code = (
+        "import json, sys; from mmipc.bench.journals import measure_journals; "
+        "print(json.dumps(measure_journals(*json.loads(sys.argv[1]))))"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code, json.dumps([counts, frames, empty_reads])],
+        env={**os.environ, ENV_VAR: "python"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return rows + list(json.loads(child.stdout))
+
+
+def _one(journals: int, frames: int, empty_reads: int) -> dict[str, Any]:
+    from mmipc import Reader, Writer
+
+    workdir = tempfile.mkdtemp(prefix="mmipc-bench-journals-")
+    try:
+        writers = [Writer.create(workdir, f"j{i}", service=None, page_size=1 << 20) for i in range(journals)]
+        with Reader.create("bench-journals", service=None) as reader:
+            for i in range(journals):
+                reader.add_journal(workdir, f"j{i}")
+            for k in range(frames):
+                writers[k % journals].write(PAYLOAD)
+            read, clock = reader.read, time.perf_counter_ns
+            start = clock()
+            got = 0
+            while read() is not None:
+                got += 1
+            per_frame = (clock() - start) / max(got, 1)
+            start = clock()
+            for _ in range(empty_reads):
+                read()
+            empty = (clock() - start) / empty_reads
+        for writer in writers:
+            writer.close()
+        return {
+            "journals": journals,
+            "backend": BACKEND,
+            "frames": got,
+            "read_ns": per_frame,
+            "empty_ns": empty,
+        }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def journals_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of `measure_journals` rows.
+
+    Example: ``print(journals_table(measure_journals([1, 8])))``
+    """
+    lines = [
+        "| journals | backend | read() per frame | empty read() |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['journals']} | {row['backend']} | {row['read_ns']:,.0f} ns | {row['empty_ns']:,.0f} ns |"
+        )
+    return "\n".join(lines)

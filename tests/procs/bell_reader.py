@@ -1,0 +1,65 @@
+"""A blocking reader process for the doorbell tests.
+
+usage: bell_reader.py DIR NAME [NAME ...] [--idle SECONDS]
+Follows the journals with `wait=Block(spin=0, max_nap=None)`: it sleeps on its doorbell whenever
+it has caught up and has no timeout backstop, so one lost wake-up hangs it. Prints "ready" once
+subscribed, then, after every journal has sent its end marker, one JSON line {"counts": {name: n},
+"errors": [...], "wakes": n} (payloads are the per-journal sequence number, 8 bytes LE).
+--idle S: read with frames(timeout=S) instead and print {"cpu": seconds of CPU used meanwhile}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+
+from mmipc import Block, Reader
+
+END = 7
+
+
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    idle = None
+    if "--idle" in args:
+        at = args.index("--idle")
+        idle = float(args[at + 1])
+        del args[at : at + 2]
+    directory, names = args[0], args[1:]
+    reader = Reader.create(f"bell-{os.getpid()}", service=None)
+    for name in names:
+        reader.add_journal(directory, name)
+    print("ready", flush=True)
+    if idle is not None:
+        before = cpu()
+        frames = sum(1 for _ in reader.frames(timeout=idle, wait="block"))
+        print(json.dumps({"cpu": cpu() - before, "frames": frames}), flush=True)
+        return
+    counts = dict.fromkeys(names, 0)
+    errors: list[str] = []
+    ended: set[str] = set()
+    for frame in reader.frames(wait=Block(spin=0, max_nap=None)):
+        name = frame.journal.name
+        if frame.msg_type == END:
+            ended.add(name)
+            if ended == set(names):
+                break
+            continue
+        seq = int.from_bytes(frame.data, "little")
+        if seq != counts[name] and len(errors) < 20:
+            errors.append(f"{name}: got {seq}, expected {counts[name]}")
+        counts[name] = seq + 1
+    bell = reader._merge.bell
+    wakes = 0 if bell is None else bell.word()  # the writers bump the futex word once per wake-up
+    print(json.dumps({"counts": counts, "errors": errors, "wakes": wakes}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""asyncio readers: aread, aframes, cancellation, the loop keeps running (real writer processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+from conftest import Procs
+from mmipc import Reader, Writer
+
+END = 7
+
+
+async def _ticker(ticks: list[float], stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        ticks.append(loop.time())
+        await asyncio.sleep(0.001)
+
+
+def test_aread_waits_without_blocking_the_loop_and_times_out(jdir: str) -> None:
+    async def main() -> tuple[object, int]:
+        ticks: list[float] = []
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(_ticker(ticks, stop))
+        async with Reader.create("ar", service=None) as reader:
+            reader.add_journal(jdir, "quiet")
+            frame = await reader.aread(timeout=0.3)
+        stop.set()
+        await ticker
+        return frame, len(ticks)
+
+    frame, ticks = asyncio.run(main())
+    assert frame is None
+    assert ticks > 10  # the ticker ran while the reader waited (~300 ticks unloaded)
+
+
+def test_aframes_reads_a_flood_from_a_writer_process_while_the_loop_ticks(procs: Procs, jdir: str) -> None:
+    async def main() -> tuple[list[int], int, int]:
+        ticks: list[float] = []
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(_ticker(ticks, stop))
+        got: list[int] = []
+        async with Reader.create("af", service=None) as reader:
+            reader.add_journal(jdir, "f0")
+            reader.add_journal(jdir, "f1")
+            await reader.aread(timeout=0.01)  # subscribed and listening before the writer starts
+            writer = procs.spawn("bell_writer.py", jdir, "f0", "20000", "4", "f1")
+            ticks_before = len(ticks)
+            ended = 0
+            async for frame in reader.aframes(timeout=120, every=64):
+                if frame.msg_type == END:
+                    ended += 1
+                    if ended == 2:
+                        break
+                    continue
+                got.append(int.from_bytes(frame.data, "little"))
+            ticks_during = len(ticks) - ticks_before
+        stop.set()
+        await ticker
+        writer.finish()
+        return got, ticks_during, len(ticks)
+
+    got, ticks_during, _ = asyncio.run(main())
+    assert sorted(got) == sorted(list(range(20000)) * 2)
+    assert ticks_during > 0  # the flood was read in slices: the ticker got its turns
+
+
+def test_aframes_wakes_on_each_frame_and_is_cancellable(procs: Procs, jdir: str) -> None:
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        reader = Reader.create("ac", service=None)
+        reader.add_journal(jdir, "c")
+
+        async def consume() -> None:
+            async for frame in reader.aframes():
+                got.append(bytes(frame.data))
+
+        task = asyncio.create_task(consume())
+        with Writer.create(jdir, "c", service=None) as writer:
+            for i in range(50):
+                await _until(lambda: _sleeping(reader))
+                writer.write(bytes([i]))
+                await _until(lambda i=i: len(got) == i + 1)
+        await _until(lambda: _sleeping(reader))
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        assert not _sleeping(reader)  # cancelling cleared it and unregistered the FIFO
+        await reader.aclose()
+        return got
+
+    assert asyncio.run(main()) == [bytes([i]) for i in range(50)]
+
+
+async def _until(condition: object, timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():  # type: ignore[operator]
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+def _sleeping(reader: Reader) -> bool:
+    bell = reader._merge.bell
+    return bell is not None and int.from_bytes(bell.mm[12:16], "little") != 0
+
+
+def test_idle_aframes_reader_uses_almost_no_cpu(procs: Procs, jdir: str) -> None:
+    code = f"""
+import asyncio, json, resource
+from mmipc import Reader
+def cpu():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+async def main():
+    async with Reader.create("idle-aio", service=None) as reader:
+        reader.add_journal({jdir!r}, "idle")
+        before = cpu()
+        n = 0
+        async for _ in reader.aframes(timeout=10):
+            n += 1
+        print(json.dumps({{"cpu": cpu() - before, "frames": n}}), flush=True)
+asyncio.run(main())
+"""
+    with Writer.create(jdir, "idle", service=None) as writer:
+        writer.write(b"")
+        child = procs.spawn_code(code)
+        result = json.loads(child.finish(timeout=120))
+    print(f"idle aframes reader: {result['cpu']:.4f} s of CPU over 10 s")
+    assert result["frames"] == 1 and result["cpu"] < 0.5, result
+    assert not [f for f in os.listdir(jdir) if f.endswith(".fifo")]

@@ -1,0 +1,123 @@
+"""The merge of many journals on both backends (issue 16): page switches, journals that appear later,
+damage, seek; live order and replay order against a sorted merge. Real page files, in-process writers
+(one clock: a frame written after a read is later than every frame that read could see)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from mmipc import CorruptJournalError, Reader, Writer
+from mmipc._backend import native
+from mmipc._layout import PAGE_HEADER_SIZE
+
+SMALL_PAGE = 64 * 1024  # a few hundred frames of 200 bytes: every journal switches pages
+
+
+def _payload(journal: int, seq: int) -> bytes:
+    return journal.to_bytes(4, "little") + seq.to_bytes(4, "little") + bytes(192)
+
+
+def test_live_merge_over_page_switches_and_late_journals_is_sorted(jdir: str) -> None:
+    rng = random.Random(16)
+    names = [f"p{i:02}" for i in range(40)]
+    late = set(names[-8:])  # added before their writer creates them: their first page comes later
+    writers = {n: Writer.create(jdir, n, service=None, page_size=SMALL_PAGE) for n in names if n not in late}
+    seqs = dict.fromkeys(names, 0)
+    got: list[tuple[int, int, int]] = []
+    with Reader.create("pm", service=None) as reader:
+        for name in names:
+            reader.add_journal(jdir, name)
+        for step in range(6000):
+            if step == 1500:
+                writers.update({n: Writer.create(jdir, n, service=None, page_size=SMALL_PAGE) for n in late})
+            name = rng.choice(list(writers))
+            writers[name].write(_payload(names.index(name), seqs[name]))
+            seqs[name] += 1
+            for _ in range(rng.randrange(3)):
+                frame = reader.read()
+                if frame is not None:
+                    got.append((frame.nano, *_decode(frame.data)))
+        while len(got) < sum(seqs.values()):
+            frame = reader.read()
+            if frame is not None:
+                got.append((frame.nano, *_decode(frame.data)))
+        assert reader.read() is None
+    for writer in writers.values():
+        writer.close()
+    assert [g[0] for g in got] == sorted(g[0] for g in got)  # live: never a step back in time
+    per_journal: dict[int, list[int]] = {}
+    for _, journal, seq in got:
+        per_journal.setdefault(journal, []).append(seq)
+    assert per_journal == {names.index(n): list(range(seqs[n])) for n in names}  # none lost, none twice
+    with Reader.create("pm-replay", service=None) as replay:
+        for name in names:
+            replay.add_journal(jdir, name)
+        replayed = [(f.nano, *_decode(f.data)) for f in iter(replay.read, None)]
+    assert replayed == sorted(got, key=lambda g: (g[0], g[1]))  # ties: the journal added first
+
+
+def _decode(data: memoryview) -> tuple[int, int]:
+    return int.from_bytes(data[:4], "little"), int.from_bytes(data[4:8], "little")
+
+
+def test_a_damaged_frame_in_one_journal_raises_at_every_merged_read(jdir: str) -> None:
+    writers = [Writer.create(jdir, name, service=None) for name in ("d0", "d1", "d2")]
+    for payload in (b"first", b"second"):
+        for writer in writers:
+            writer.write(payload)
+    for writer in writers:
+        writer.close()
+    path = os.path.join(jdir, "d1.00000000.journal")
+    with open(path, "r+b") as f:  # d1's second frame: a payload length that disagrees with its length
+        second = PAGE_HEADER_SIZE + 40
+        f.seek(second + 20)
+        f.write((999).to_bytes(4, "little"))
+    with Reader.create("dm", service=None) as reader:
+        for name in ("d0", "d1", "d2"):
+            reader.add_journal(jdir, name)
+        got: list[bytes] = []
+        with pytest.raises(CorruptJournalError, match="d1.00000000.journal"):
+            while (frame := reader.read()) is not None:
+                got.append(bytes(frame.data))
+        for _ in range(3):  # the merge stays put at the damage, and says so at every read
+            with pytest.raises(CorruptJournalError, match="d1.00000000.journal"):
+                reader.read()
+        reader.remove_journal(jdir, "d1")
+        rest = [bytes(f.data) for f in iter(reader.read, None)]
+    assert sorted(got + rest) == [b"first"] * 3 + [b"second"] * 2
+
+
+def test_seek_and_empty_reads_of_a_merge(jdir: str) -> None:
+    writers = [Writer.create(jdir, f"s{i}", service=None) for i in range(20)]
+    nanos = [writers[i % 20].write(i.to_bytes(4, "little")) for i in range(200)]
+    with Reader.create("sm", service=None) as reader:
+        for i in range(20):
+            reader.add_journal(jdir, f"s{i}")
+        assert [int.from_bytes(f.data, "little") for f in iter(reader.read, None)] == list(range(200))
+        for _ in range(10_000):  # past the sweep every 4,096 empty reads: still nothing
+            assert reader.read() is None
+        reader.seek(nanos[150])
+        assert [int.from_bytes(f.data, "little") for f in iter(reader.read, None)] == list(range(150, 200))
+        writers[3].write(b"\xff\0\0\0")
+        frame = reader.read()
+        assert frame is not None and frame.journal.name == "s3"
+    for writer in writers:
+        writer.close()
+
+
+@pytest.mark.skipif(native is None, reason="needs the C extension")
+def test_native_merge_keeps_only_journals_with_a_frame_in_its_heap(jdir: str) -> None:
+    writers = [Writer.create(jdir, f"h{i}", service=None) for i in range(64)]
+    with Reader.create("hm", service=None) as reader:
+        for i in range(64):
+            reader.add_journal(jdir, f"h{i}")
+        assert reader.read() is None and reader._merge.core.heaped == 0
+        writers[5].write(b"a")
+        writers[9].write(b"b")
+        assert reader.read() is not None and reader._merge.core.heaped == 1
+        assert reader.read() is not None and reader._merge.core.heaped == 0
+    for writer in writers:
+        writer.close()
