@@ -254,11 +254,16 @@ def _write_npy(query: Query, tmp: str, rows: _Tracker, info: dict[str, Any]) -> 
 
 
 def _npy_header(dtype: Any, count: int, size: int | None = None) -> bytes:
-    """A .npy version 2.0 header for `count` rows of `dtype`, padded with spaces to `size` bytes."""
+    """A .npy header for `count` rows of `dtype`, padded with spaces to `size` bytes: version 2.0
+    (Latin-1), or 3.0 (UTF-8) when a field name is not Latin-1 (a Chinese field name, say)."""
     text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (count,)})
-    total = size if size is not None else -(-(12 + len(text) + 1) // 64) * 64
-    text = text + " " * (total - 12 - len(text) - 1) + "\n"
-    return b"\x93NUMPY\x02\x00" + len(text).to_bytes(4, "little") + text.encode("latin1")
+    try:
+        raw, version = text.encode("latin1"), b"\x02\x00"
+    except UnicodeEncodeError:
+        raw, version = text.encode("utf-8"), b"\x03\x00"
+    total = size if size is not None else -(-(12 + len(raw) + 1) // 64) * 64
+    raw = raw + b" " * (total - 12 - len(raw) - 1) + b"\n"
+    return b"\x93NUMPY" + version + len(raw).to_bytes(4, "little") + raw
 
 
 def _write_sidecar(path: str, info: dict[str, Any]) -> None:
