@@ -82,3 +82,17 @@ def test_npy_export_of_a_layout_with_non_latin1_field_names(jdir: str, tmp_path:
     assert done.returncode == 0, done.stderr
     rows = np.load(out)
     assert rows["价格"].tolist() == [3700.5] and rows["数量"].tolist() == [7]
+
+
+def test_npy_export_of_overlapping_fields_is_refused_before_writing(jdir: str, tmp_path: Path) -> None:
+    """A layout whose fields overlap (a C union, declared as a numpy dtype) exports to Parquet, Arrow
+    and CSV, but `--format npy` stopped with "internal error: ValueError: dtype.descr is not defined":
+    .npy cannot describe such a dtype. It is a usage error, said before any file is made."""
+    layout = np.dtype({"names": ["price", "raw"], "formats": ["<f8", "<u8"], "offsets": [0, 0], "itemsize": 8})
+    declared(jdir, layout, [np.array([(1.5, 0)], layout).tobytes()])
+    out = tmp_path / "md.npy"
+    line = one_line_error(mmipc("export", jdir, "md", "-o", str(out)))
+    assert "overlap" in line and "parquet" in line, line
+    assert sorted(os.listdir(tmp_path)) == [Path(jdir).name]
+    for fmt in ("parquet", "arrow", "csv"):
+        assert mmipc("export", jdir, "md", "-o", str(tmp_path / f"md.{fmt}")).returncode == 0

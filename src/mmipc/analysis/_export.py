@@ -78,6 +78,7 @@ def export(
     progress: Progress | None = None,
 ) -> Exported:
     """Write the rows of `query` to `path` in format `fmt` (see the module's rules)."""
+    _check_layout(query, fmt)
     sidecar = path + ".meta.json" if fmt in ("csv", "npy") else None
     for target in (path, sidecar):
         if target is not None:
@@ -104,6 +105,19 @@ def export(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return Exported(path, tracker.frames, tracker.first, tracker.last)
+
+
+def _check_layout(query: Query, fmt: str) -> None:
+    """`UsageError` if format `fmt` cannot hold the layout: .npy cannot describe overlapping fields."""
+    if fmt != "npy":
+        return
+    try:
+        np.lib.format.dtype_to_descr(output_dtype(query.layout))
+    except ValueError:
+        raise UsageError(
+            f"layout {query.layout.name} has fields that overlap, which .npy cannot describe: "
+            "export to parquet, arrow or csv"
+        ) from None
 
 
 def _refuse_journal_file(query: Query, target: str) -> None:
