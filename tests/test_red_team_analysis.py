@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mmipc import Writer
+from mmipc import CorruptJournalError, UsageError, Writer
 
 pa = pytest.importorskip("pyarrow", reason="the analysis extra (pyarrow) is not installed")
 analysis = pytest.importorskip("mmipc.analysis")
@@ -88,7 +88,9 @@ def test_npy_export_of_overlapping_fields_is_refused_before_writing(jdir: str, t
     """A layout whose fields overlap (a C union, declared as a numpy dtype) exports to Parquet, Arrow
     and CSV, but `--format npy` stopped with "internal error: ValueError: dtype.descr is not defined":
     .npy cannot describe such a dtype. It is a usage error, said before any file is made."""
-    layout = np.dtype({"names": ["price", "raw"], "formats": ["<f8", "<u8"], "offsets": [0, 0], "itemsize": 8})
+    layout = np.dtype(
+        {"names": ["price", "raw"], "formats": ["<f8", "<u8"], "offsets": [0, 0], "itemsize": 8}
+    )
     declared(jdir, layout, [np.array([(1.5, 0)], layout).tobytes()])
     out = tmp_path / "md.npy"
     line = one_line_error(mmipc("export", jdir, "md", "-o", str(out)))
@@ -96,3 +98,29 @@ def test_npy_export_of_overlapping_fields_is_refused_before_writing(jdir: str, t
     assert sorted(os.listdir(tmp_path)) == [Path(jdir).name]
     for fmt in ("parquet", "arrow", "csv"):
         assert mmipc("export", jdir, "md", "-o", str(tmp_path / f"md.{fmt}")).returncode == 0
+
+
+# -- hostile schema files -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["bid\udcff", "bid\nask=0.0 2023-01-01 forged line"], ids=["non-utf8", "newline"]
+)
+def test_a_field_name_that_is_not_printable_text_is_a_bad_schema_file(
+    jdir: str, tmp_path: Path, name: str
+) -> None:
+    """A schema file naming a field with bytes that are not UTF-8 (JSON "\\udcff") loaded, then
+    `to_arrow` and every export but .npy stopped with "internal error: UnicodeEncodeError"; a name
+    holding a newline let a schema file forge lines of `tail`'s output. Both are bad schema files,
+    and a writer cannot declare them."""
+    layout = {"name": "x", "size": 8, "fields": [{"name": name, "offset": 0, "type": "f8"}]}
+    planted(jdir, layout, [bytes(8)])
+    with pytest.raises(CorruptJournalError, match="bad schema file"):
+        analysis.to_arrow(jdir, "md")
+    line = one_line_error(mmipc("export", jdir, "md", "-o", str(tmp_path / "md.parquet")))
+    assert "bad schema file" in line and "printable" in line, line
+    assert "bad schema file" in one_line_error(mmipc("tail", jdir, "md", "--no-follow"))
+
+    dtype = np.dtype([(name, "<f8")])
+    with pytest.raises(UsageError, match="printable"):
+        Writer.create(str(tmp_path / "other"), "md", service=None, schemas={5: dtype})

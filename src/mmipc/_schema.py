@@ -240,6 +240,8 @@ def _field_from_json(raw: Any, where: str) -> Field:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not _is_int(raw.get("offset")):
         raise ValueError(f"{where} has a field without a name and an offset")
     name, kind = raw["name"], raw.get("type")
+    if not name.isprintable():  # not UTF-8 ("\udcff"), or a newline that would forge output lines
+        raise ValueError(f"{where}: field name {name!r} is not printable text")
     shape = raw.get("shape", [])
     if (
         not isinstance(shape, list)
@@ -318,7 +320,7 @@ def declare_schemas(
 ) -> None:
     """Store the layouts `declared` for journal `name` (the caller holds its writer lock), in a file of
     the writer's `mode` (readers who may read its pages may read its schemas)."""
-    wanted = {_check_msg_type(t): to_struct(d) for t, d in declared.items()}
+    wanted = {_check_msg_type(t): _storable(to_struct(d)) for t, d in declared.items()}
     current = load_schemas(directory, name)
     for msg_type, layout in wanted.items():
         if msg_type in current and current[msg_type] != layout:
@@ -335,6 +337,15 @@ def declare_schemas(
         "types": {str(t): struct_to_json(merged[t]) for t in sorted(merged)},
     }
     _write_atomically(schema_path(directory, name), json.dumps(document, indent=1).encode(), mode)
+
+
+def _storable(layout: Struct) -> Struct:
+    """`layout` if the schema file can hold it (it reads back as valid), else `UsageError`."""
+    try:
+        struct_from_json(struct_to_json(layout), layout.name)
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"cannot declare {layout.name}: {exc}") from None
+    return layout
 
 
 def _check_msg_type(msg_type: object) -> int:
