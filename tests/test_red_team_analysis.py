@@ -124,3 +124,30 @@ def test_a_field_name_that_is_not_printable_text_is_a_bad_schema_file(
     dtype = np.dtype([(name, "<f8")])
     with pytest.raises(UsageError, match="printable"):
         Writer.create(str(tmp_path / "other"), "md", service=None, schemas={5: dtype})
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """A layout of 8 bytes: a double inside `levels` structs, each inside the next."""
+    layout: dict[str, Any] = {"name": "x", "size": 8, "fields": [{"name": "a", "offset": 0, "type": "f8"}]}
+    for _ in range(levels):
+        layout = {
+            "name": "x",
+            "size": 8,
+            "fields": [{"name": "a", "offset": 0, "type": "struct", "struct": layout}],
+        }
+    return layout
+
+
+def test_a_schema_nested_too_deep_is_a_bad_schema_file(jdir: str, tmp_path: Path) -> None:
+    """A schema file of structs nested 300 deep (well under the JSON parser's limit) loaded, then
+    to_numpy, to_arrow and every export stopped with "internal error: RecursionError" while
+    building the numpy dtype. Nesting is bounded: deeper is a bad schema file, for every tool."""
+    planted(jdir, nested(300), [bytes(8)])
+    with pytest.raises(CorruptJournalError, match="bad schema file.*nested"):
+        analysis.to_numpy(jdir, "md")
+    for fmt in FORMATS:
+        line = one_line_error(mmipc("export", jdir, "md", "-o", str(tmp_path / f"md.{fmt}")))
+        assert "bad schema file" in line and "nested" in line, line
+    shallow = str(tmp_path / "shallow")
+    planted(shallow, nested(16), [bytes(8)])
+    assert len(analysis.to_numpy(shallow, "md")) == 1

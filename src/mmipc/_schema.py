@@ -40,6 +40,7 @@ SCHEMA_VERSION = 1
 SCHEMA_SUFFIX = ".schema.json"
 MAX_SCHEMA_BYTES = 4 * 1024 * 1024
 MAX_DIMENSIONS = 32  # of a fixed array field: numpy's limit
+MAX_NESTING = 32  # structs inside structs: deeper ones exhaust Python's stack in numpy and pyarrow
 
 # Scalar type codes: numpy's little-endian type strings, and the struct codes that decode them.
 SCALARS: dict[str, str] = {
@@ -217,15 +218,17 @@ def _field_to_json(field: Field) -> dict[str, Any]:
     return out
 
 
-def struct_from_json(raw: Any, where: str) -> Struct:
+def struct_from_json(raw: Any, where: str, depth: int = 0) -> Struct:
     """Decode and check one layout; `ValueError` naming the problem if it is not a valid one."""
     if not isinstance(raw, dict) or not isinstance(raw.get("fields"), list):
         raise ValueError(f"{where} is not a layout object with a list of fields")
+    if depth > MAX_NESTING:
+        raise ValueError(f"{where} has structs nested more than {MAX_NESTING} deep")
     size = raw.get("size")
     if not _is_int(size) or not 0 < size <= 1 << 30:
         raise ValueError(f"{where} has an invalid size {size!r}")
     layout = Struct(
-        str(raw.get("name", "record")), size, tuple(_field_from_json(f, where) for f in raw["fields"])
+        str(raw.get("name", "record")), size, tuple(_field_from_json(f, where, depth) for f in raw["fields"])
     )
     names = [field.name for field in layout.fields]
     if len(set(names)) != len(names) or "" in names:
@@ -236,7 +239,7 @@ def struct_from_json(raw: Any, where: str) -> Struct:
     return layout
 
 
-def _field_from_json(raw: Any, where: str) -> Field:
+def _field_from_json(raw: Any, where: str, depth: int) -> Field:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not _is_int(raw.get("offset")):
         raise ValueError(f"{where} has a field without a name and an offset")
     name, kind = raw["name"], raw.get("type")
@@ -255,7 +258,7 @@ def _field_from_json(raw: Any, where: str) -> Field:
     elif kind == "char" and _is_int(raw.get("size")) and raw["size"] > 0:
         parsed = Char(raw["size"])
     elif kind == "struct":
-        parsed = struct_from_json(raw.get("struct"), f"{where}.{name}")
+        parsed = struct_from_json(raw.get("struct"), f"{where}.{name}", depth + 1)
     else:
         raise ValueError(f"{where}: field {name} has an unknown type {kind!r}")
     return Field(name, raw["offset"], parsed, tuple(shape))
