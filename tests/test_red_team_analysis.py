@@ -151,3 +151,22 @@ def test_a_schema_nested_too_deep_is_a_bad_schema_file(jdir: str, tmp_path: Path
     shallow = str(tmp_path / "shallow")
     planted(shallow, nested(16), [bytes(8)])
     assert len(analysis.to_numpy(shallow, "md")) == 1
+
+
+def test_a_nested_struct_without_fields_is_refused(jdir: str, tmp_path: Path) -> None:
+    """A nested struct with no field (8 bytes of reserved space, declared as an empty numpy dtype)
+    was declared and loaded, then to_arrow and the Parquet, Arrow and CSV exports stopped with
+    "internal error: ValueError: Arrays were not all the same length" (and Parquet cannot store an
+    empty struct at all). A writer refuses it; a schema file holding it is a bad schema file."""
+    empty = {"name": "reserved", "size": 8, "fields": []}
+    layout = {"name": "x", "size": 16, "fields": [{"name": "a", "offset": 0, "type": "f8"}]}
+    layout["fields"].append({"name": "reserved", "offset": 8, "type": "struct", "struct": empty})
+    planted(jdir, layout, [bytes(16)])
+    with pytest.raises(CorruptJournalError, match="bad schema file.*no field"):
+        analysis.to_arrow(jdir, "md")
+    for fmt in FORMATS:
+        line = one_line_error(mmipc("export", jdir, "md", "-o", str(tmp_path / f"md.{fmt}")))
+        assert "bad schema file" in line and "no field" in line, line
+    dtype = np.dtype([("a", "<f8"), ("reserved", np.dtype({"names": [], "formats": [], "itemsize": 8}))])
+    with pytest.raises(UsageError, match="no field"):
+        Writer.create(str(tmp_path / "other"), "md", service=None, schemas={5: dtype})

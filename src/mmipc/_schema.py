@@ -259,6 +259,8 @@ def _field_from_json(raw: Any, where: str, depth: int) -> Field:
         parsed = Char(raw["size"])
     elif kind == "struct":
         parsed = struct_from_json(raw.get("struct"), f"{where}.{name}", depth + 1)
+        if not parsed.fields:  # Arrow and Parquet have no column for it: declare it as padding
+            raise ValueError(f"{where}: field {name} is a struct with no field")
     else:
         raise ValueError(f"{where}: field {name} has an unknown type {kind!r}")
     return Field(name, raw["offset"], parsed, tuple(shape))
