@@ -170,3 +170,30 @@ def test_a_nested_struct_without_fields_is_refused(jdir: str, tmp_path: Path) ->
     dtype = np.dtype([("a", "<f8"), ("reserved", np.dtype({"names": [], "formats": [], "itemsize": 8}))])
     with pytest.raises(UsageError, match="no field"):
         Writer.create(str(tmp_path / "other"), "md", service=None, schemas={5: dtype})
+
+
+# -- write --schema -------------------------------------------------------------------------------------
+
+
+def test_write_schema_from_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """`mmipc write --schema 5=layout.json` where layout.json is a FIFO (or a device) blocked forever
+    in open(), before any frame: the command hung. A layout file must be a regular file."""
+    fifo = tmp_path / "layout.json"
+    os.mkfifo(fifo)
+    jdir = str(tmp_path / "day")
+    done = mmipc(
+        "write",
+        jdir,
+        "md",
+        "--count",
+        "1",
+        "--rate",
+        "0",
+        "--standalone",
+        "--schema",
+        f"5={fifo}",
+        timeout=120,
+    )
+    line = one_line_error(done, code=2)
+    assert "not a regular file" in line and str(fifo) in line, line
+    assert not os.path.exists(jdir)
