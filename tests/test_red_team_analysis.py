@@ -197,3 +197,21 @@ def test_write_schema_from_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> No
     line = one_line_error(done, code=2)
     assert "not a regular file" in line and str(fifo) in line, line
     assert not os.path.exists(jdir)
+
+
+# -- export to a full disk ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npy"])
+def test_an_export_whose_sidecar_does_not_fit_leaves_no_file_behind(
+    jdir: str, tmp_path: Path, fmt: str
+) -> None:
+    """The export itself fit on the disk but its sidecar PATH.meta.json did not: the command said
+    so, and left `PATH.meta.json.PID.tmp`, a half-written file, on the full disk. (The file-size
+    limit stands in for a full disk: the same ENOSPC-like failure, on this machine's own disk.)"""
+    declared(jdir, "ctp", [bytes(analysis._scan.numpy_dtype(analysis._scan.to_struct("ctp")).itemsize)])
+    out = tmp_path / "out"
+    out.mkdir()
+    line = one_line_error(mmipc("export", jdir, "md", "-o", str(out / f"md.{fmt}"), fsize=2048))
+    assert "cannot write" in line and "too large" in line, line
+    assert os.listdir(out) == []

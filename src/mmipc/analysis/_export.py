@@ -283,9 +283,13 @@ def _npy_header(dtype: Any, count: int, size: int | None = None) -> bytes:
 def _write_sidecar(path: str, info: dict[str, Any]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     _create_private(tmp)
-    with open(tmp, "w") as file:
-        json.dump({"mmipc": info}, file, indent=1)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as file:
+            json.dump({"mmipc": info}, file, indent=1)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no half-written sidecar is left on it
+        os.unlink(tmp)
+        raise
 
 
 _WRITERS: dict[str, Callable[[Query, str, _Tracker, dict[str, Any]], None]] = {
