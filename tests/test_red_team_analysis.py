@@ -159,8 +159,8 @@ def test_a_nested_struct_without_fields_is_refused(jdir: str, tmp_path: Path) ->
     "internal error: ValueError: Arrays were not all the same length" (and Parquet cannot store an
     empty struct at all). A writer refuses it; a schema file holding it is a bad schema file."""
     empty = {"name": "reserved", "size": 8, "fields": []}
-    layout = {"name": "x", "size": 16, "fields": [{"name": "a", "offset": 0, "type": "f8"}]}
-    layout["fields"].append({"name": "reserved", "offset": 8, "type": "struct", "struct": empty})
+    reserved = {"name": "reserved", "offset": 8, "type": "struct", "struct": empty}
+    layout = {"name": "x", "size": 16, "fields": [{"name": "a", "offset": 0, "type": "f8"}, reserved]}
     planted(jdir, layout, [bytes(16)])
     with pytest.raises(CorruptJournalError, match="bad schema file.*no field"):
         analysis.to_arrow(jdir, "md")
@@ -215,3 +215,28 @@ def test_an_export_whose_sidecar_does_not_fit_leaves_no_file_behind(
     line = one_line_error(mmipc("export", jdir, "md", "-o", str(out / f"md.{fmt}"), fsize=2048))
     assert "cannot write" in line and "too large" in line, line
     assert os.listdir(out) == []
+
+
+# -- frames that do not follow their layout -----------------------------------------------------------
+
+
+def test_a_frame_that_does_not_fit_its_layout_is_not_called_a_damaged_page(jdir: str, tmp_path: Path) -> None:
+    """A careless writer declared msg_type 101 as a CTP tick and then wrote one tick 8 bytes short.
+    The export stopped with "corrupt journal page ...; move the damaged page aside to read past it",
+    while `mmipc check` said the page is intact: following that advice loses every good frame of the
+    page. The page is fine; the frame does not fit the layout, and the error says that, and how to
+    read around it. (The same for a wrong layout given with --struct.)"""
+    size = analysis._scan.numpy_dtype(analysis._scan.to_struct("ctp")).itemsize
+    with Writer.create(jdir, "md", service=None, schemas={101: "ctp"}) as writer:
+        for i in range(3):
+            writer.write_at(bytes(size), BASE + i, msg_type=101)
+        writer.write_at(bytes(size - 8), BASE + 10, msg_type=101)
+    assert mmipc("check", jdir, "md").returncode == 0
+    for extra in ([], ["--struct", "ctp-v6.6.1"]):
+        line = one_line_error(mmipc("export", jdir, "md", "-o", str(tmp_path / "md.csv"), *extra))
+        assert "does not fit" in line and "at offset" in line, line
+        assert "move the damaged page aside" not in line and "corrupt" not in line, line
+    with pytest.raises(UsageError, match="does not fit"):
+        analysis.to_numpy(jdir, "md")
+    done = mmipc("export", jdir, "md", "-o", str(tmp_path / "md.csv"), "--until", str(BASE + 9))
+    assert done.returncode == 0 and "exported 3 frame(s)" in done.stdout, done.stderr

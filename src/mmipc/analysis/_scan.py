@@ -83,6 +83,21 @@ class JournalNotFoundError(UsageError):
     """A journal asked for has no page in its directory."""
 
 
+class LayoutMismatchError(CorruptJournalError, UsageError):
+    """A selected frame's payload is not the size of the layout read with: the page is intact (a
+    writer wrote it so, or the layout given is the wrong one), so it names the frame and how to read
+    around it, not "move the damaged page aside". A `CorruptJournalError` for callers that catch
+    that."""
+
+    def __init__(self, path: str, offset: int, problem: str) -> None:
+        self.path, self.offset, self.problem = path, offset, problem
+        UsageError.__init__(
+            self,
+            f"{path} at offset {offset}: {problem}: the layout does not fit this frame (the page "
+            "itself is intact); give the layout its frames follow, or a time range without them",
+        )
+
+
 @dataclass(frozen=True)
 class Query:
     """What to read: which journals, which msg_type with which layout, which time range."""
@@ -352,7 +367,7 @@ def _select(
     wrong = lengths != FRAME_HEADER_SIZE + query.layout.size
     if wrong.any():
         i = int(wrong.argmax())
-        raise CorruptJournalError(
+        raise LayoutMismatchError(
             page.path,
             int(offsets[i]),
             f"a frame of msg_type {query.msg_type} carries {int(lengths[i]) - FRAME_HEADER_SIZE} bytes, but "
