@@ -240,3 +240,27 @@ def test_a_frame_that_does_not_fit_its_layout_is_not_called_a_damaged_page(jdir:
         analysis.to_numpy(jdir, "md")
     done = mmipc("export", jdir, "md", "-o", str(tmp_path / "md.csv"), "--until", str(BASE + 9))
     assert done.returncode == 0 and "exported 3 frame(s)" in done.stdout, done.stderr
+
+
+# -- hostile selections ---------------------------------------------------------------------------------
+
+
+def test_selections_of_the_wrong_kind_are_usage_errors(jdir: str, tmp_path: Path) -> None:
+    """`msg_type=np.int64(101)` (a value taken from a dataframe) was refused while since and until
+    take numpy ints; `msg_type=2**70` and `--msg-type 1180591620717411303424` were accepted and
+    "exported 0 frame(s) of msg_type 1180591620717411303424"; names=None and a bytes directory
+    raised a bare TypeError."""
+    size = analysis._scan.numpy_dtype(analysis._scan.to_struct("ctp")).itemsize
+    declared(jdir, "ctp", [bytes(size)] * 3, msg_type=101)
+    assert len(analysis.to_numpy(jdir, "md", msg_type=np.int64(101))) == 3
+    for bad in (2**70, 1 << 32, -1, 1.0, True, "101"):
+        with pytest.raises(UsageError, match="msg_type must be"):
+            analysis.to_numpy(jdir, "md", msg_type=bad, schema="ctp")
+    with pytest.raises(UsageError, match="journal names"):
+        analysis.to_numpy(jdir, None)
+    with pytest.raises(UsageError, match="directory"):
+        analysis.to_numpy(jdir.encode(), "md")
+    line = one_line_error(
+        mmipc("export", jdir, "md", "-o", str(tmp_path / "x.csv"), "--msg-type", str(2**70)), 2
+    )
+    assert "msg-type" in line, line

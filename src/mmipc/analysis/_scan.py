@@ -50,6 +50,7 @@ from .._files import check_name, list_pages, page_path
 from .._layout import (
     FRAME_ALIGN,
     FRAME_HEADER_SIZE,
+    MAX_MSG_TYPE,
     PAGE_END_RESERVE,
     PAGE_HEADER_SIZE,
     MsgType,
@@ -123,8 +124,10 @@ def make_query(
     schema: Declaration | None,
 ) -> Query:
     """Check the arguments and find the payload layout; raise `UsageError` naming what is wrong."""
-    path = os.path.abspath(os.fspath(directory))
-    chosen = (names,) if isinstance(names, str) else tuple(names)
+    path = os.path.abspath(os.fspath(directory)) if isinstance(directory, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        raise UsageError(f"the directory must be a str or a path of str, not {directory!r}")
+    chosen = _names(names)
     if not chosen:
         raise UsageError("give at least one journal name")
     for name in chosen:
@@ -143,6 +146,17 @@ def make_query(
     return Query(path, chosen, msg_type, layout, low, high)
 
 
+def _names(names: Any) -> tuple[str, ...]:
+    """One journal name, or several (any iterable of str)."""
+    try:
+        chosen = (names,) if isinstance(names, str) else tuple(names)
+    except TypeError:
+        chosen = (names,)
+    if not all(isinstance(name, str) for name in chosen):
+        raise UsageError(f"journal names must be a str or a list of str, not {names!r}")
+    return chosen
+
+
 def _nano(value: Any, what: str, default: int) -> int:
     """`since` or `until`: an int (numpy's too) of ns since the epoch."""
     if value is None:
@@ -158,9 +172,13 @@ def _nano(value: Any, what: str, default: int) -> int:
 
 def _pick_msg_type(msg_type: int | None, declared: dict[str, dict[int, Struct]], schema: Any) -> int:
     if msg_type is not None:
-        if isinstance(msg_type, bool) or not isinstance(msg_type, int) or msg_type < 0:
-            raise UsageError(f"msg_type must be an int >= 0, not {msg_type!r}")
-        return msg_type
+        try:  # an int, numpy's too (a value taken from an array)
+            chosen = operator.index(msg_type) if not isinstance(msg_type, bool) else -1
+        except TypeError:
+            chosen = -1
+        if not 0 <= chosen <= MAX_MSG_TYPE:
+            raise UsageError(f"msg_type must be an int in 0..{MAX_MSG_TYPE}, not {msg_type!r}")
+        return chosen
     types = sorted({t for layouts in declared.values() for t in layouts})
     if len(types) == 1:
         return types[0]
