@@ -264,3 +264,32 @@ def test_selections_of_the_wrong_kind_are_usage_errors(jdir: str, tmp_path: Path
         mmipc("export", jdir, "md", "-o", str(tmp_path / "x.csv"), "--msg-type", str(2**70)), 2
     )
     assert "msg-type" in line, line
+
+
+# -- --json output -------------------------------------------------------------------------------------
+
+
+def strict_json(text: str) -> Any:
+    """JSON as the standard defines it: NaN and Infinity are not part of it (jq, Go, browsers)."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_of_non_finite_floats_is_still_json(jdir: str) -> None:
+    """A declared double holding NaN (a price not set yet) made `tail --json` and `inspect --json`
+    print `NaN` and `Infinity`, which no strict JSON parser accepts (jq, Go, JavaScript): one such
+    tick broke the whole pipe. They are written as the strings "NaN", "Infinity", "-Infinity"."""
+    layout = np.dtype([("bid", "<f8"), ("ask", "<f8"), ("low", "<f4"), ("qty", "<i4")])
+    ticks = np.array([(float("nan"), float("inf"), float("-inf"), 3)], layout)
+    declared(jdir, layout, [ticks.tobytes()])
+    tailed = mmipc("tail", jdir, "md", "--no-follow", "--json")
+    assert tailed.returncode == 0, tailed.stderr
+    [line] = tailed.stdout.splitlines()
+    want = {"bid": "NaN", "ask": "Infinity", "low": "-Infinity", "qty": 3}
+    assert strict_json(line)["payload"] == want
+    inspected = mmipc("inspect", jdir, "md", "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    assert strict_json(inspected.stdout)["frames"][0]["payload"] == want
