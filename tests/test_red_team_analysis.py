@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import subprocess
 import sys
@@ -293,3 +294,75 @@ def test_json_output_of_non_finite_floats_is_still_json(jdir: str) -> None:
     inspected = mmipc("inspect", jdir, "md", "--json")
     assert inspected.returncode == 0, inspected.stderr
     assert strict_json(inspected.stdout)["frames"][0]["payload"] == want
+
+
+# -- exports that fail half way: the file asked for is never half-written ---------------------------------
+
+
+def ticks(jdir: str, count: int) -> None:
+    from mmipc.ctp import LAYOUTS
+
+    tick, rng = LAYOUTS["ctp"](), random.Random(1)  # random prices: no format compresses them away
+    with Writer.create(jdir, "md", service=None, schemas={101: "ctp"}) as writer:
+        for i in range(count):
+            tick.InstrumentID, tick.LastPrice, tick.Volume = b"rb%04d" % (i % 7), rng.random(), i
+            writer.write_at(tick, BASE + i, msg_type=101)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 64 KiB tmpfs: a real full disk (needs root to mount)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_export_to_a_full_disk_fails_cleanly_and_keeps_the_old_file(
+    jdir: str, small_disk: Path, fmt: str
+) -> None:
+    """On a full disk every format fails with one line naming the disk's error; the export it was
+    to replace (--force) is intact, and no temporary is left on the disk."""
+    ticks(jdir, 20_000)  # about 8 MB of ticks: no format fits in 64 KiB
+    out = small_disk / f"md.{fmt}"
+    out.write_bytes(b"the old export")
+    line = one_line_error(mmipc("export", jdir, "md", "-o", str(out), "--force"))
+    assert "cannot write" in line and "No space left on device" in line, line
+    assert out.read_bytes() == b"the old export"
+    assert os.listdir(small_disk) == [out.name]
+
+
+def test_a_killed_export_leaves_the_old_file_under_its_name(jdir: str, tmp_path: Path) -> None:
+    """kill -9 in the middle of an export: the file asked for still holds the old export (the new
+    one is written beside it, under a temporary name, and renamed only when complete)."""
+    from conftest import wait_for
+
+    ticks(jdir, 100_000)
+    out = tmp_path / "md.csv"
+    for _ in range(5):  # a machine fast enough to finish before the kill gets another try
+        out.write_bytes(b"the old export")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mmipc", "export", jdir, "md", "-o", str(out), "--force"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        tmp = tmp_path / f".md.csv.{proc.pid}.tmp"
+        wait_for(
+            lambda tmp=tmp, proc=proc: tmp.exists() or proc.poll() is not None,  # type: ignore[misc]
+            timeout=120,
+            what="the export's temporary",
+        )
+        proc.kill()
+        proc.wait(timeout=60)
+        if proc.returncode == -9:
+            break
+    assert proc.returncode == -9, "every export finished before it could be killed"
+    assert out.read_bytes() == b"the old export"
