@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mmipc import CorruptJournalError, UsageError, Writer
+from mmipc import CorruptJournalError, StorageError, UsageError, Writer
 
 pa = pytest.importorskip("pyarrow", reason="the analysis extra (pyarrow) is not installed")
 analysis = pytest.importorskip("mmipc.analysis")
@@ -366,3 +366,24 @@ def test_a_killed_export_leaves_the_old_file_under_its_name(jdir: str, tmp_path:
             break
     assert proc.returncode == -9, "every export finished before it could be killed"
     assert out.read_bytes() == b"the old export"
+
+
+# -- a schema file planted by another user -------------------------------------------------------------
+
+
+def test_a_writer_refuses_a_schema_file_another_user_planted(tmp_path: Path) -> None:
+    """In a directory others can write, another user planted md.schema.json declaring msg_type 7
+    before the writer started. The writer merged the stranger's layout into its own file, and every
+    tool then decoded msg_type 7 as the stranger chose (a writer refuses a lock or page file of
+    another user for the same reason). It now refuses the file, naming its owner."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    jdir = tmp_path / "day"
+    jdir.mkdir()
+    stranger = {"name": "Forged", "size": 8, "fields": [{"name": "price", "offset": 0, "type": "f8"}]}
+    path = jdir / "md.schema.json"
+    path.write_text(json.dumps({"version": 1, "types": {"7": stranger}}))
+    os.chown(path, 65534, 65534)
+    with pytest.raises(StorageError, match="owned by uid 65534"):
+        Writer.create(str(jdir), "md", service=None, schemas={101: "ctp"})
+    assert os.stat(path).st_uid == 65534 and "Forged" in path.read_text()

@@ -275,10 +275,11 @@ def _width(field: Field) -> int:
     return field.kind.size * field.count
 
 
-def load_schemas(directory: str, name: str) -> dict[int, Struct]:
+def load_schemas(directory: str, name: str, own: bool = False) -> dict[int, Struct]:
     """The layouts declared for journal `name`, by msg_type; {} if it declares none.
 
-    A damaged file raises `CorruptJournalError` naming it."""
+    A damaged file raises `CorruptJournalError` naming it; with `own` (the writer, which merges it
+    into its own), a file of another user raises `StorageError`, as its lock and pages do."""
     path = schema_path(directory, name)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
@@ -292,6 +293,13 @@ def load_schemas(directory: str, name: str) -> dict[int, Struct]:
         raise StorageError(f"cannot open schema file {path}: {exc.strerror}") from exc
     try:
         require_regular_file(fd, path)
+        owner = os.fstat(fd).st_uid
+        if own and owner != os.geteuid():
+            raise StorageError(
+                f"refusing schema file {path}: it is owned by uid {owner}, not by this user "
+                f"(uid {os.geteuid()}); someone else can write that directory: remove the file, and "
+                "keep journal directories writable by their writer's user only"
+            )
     except BaseException:
         os.close(fd)
         raise
@@ -326,7 +334,7 @@ def declare_schemas(
     """Store the layouts `declared` for journal `name` (the caller holds its writer lock), in a file of
     the writer's `mode` (readers who may read its pages may read its schemas)."""
     wanted = {_check_msg_type(t): _storable(to_struct(d)) for t, d in declared.items()}
-    current = load_schemas(directory, name)
+    current = load_schemas(directory, name, own=True)
     for msg_type, layout in wanted.items():
         if msg_type in current and current[msg_type] != layout:
             raise UsageError(
