@@ -387,3 +387,19 @@ def test_a_writer_refuses_a_schema_file_another_user_planted(tmp_path: Path) -> 
     with pytest.raises(StorageError, match="owned by uid 65534"):
         Writer.create(str(jdir), "md", service=None, schemas={101: "ctp"})
     assert os.stat(path).st_uid == 65534 and "Forged" in path.read_text()
+
+
+def test_a_time_range_that_ends_before_it_starts_is_a_usage_error(jdir: str, tmp_path: Path) -> None:
+    """`export --since 10:00 --until 09:00` (the two swapped) "exported 0 frame(s)" with exit 0 and
+    wrote an empty file, and to_numpy returned an empty array: a typo passed for an empty day."""
+    size = analysis._scan.numpy_dtype(analysis._scan.to_struct("ctp")).itemsize
+    declared(jdir, "ctp", [bytes(size)] * 3, msg_type=101)
+    with pytest.raises(UsageError, match="since .* is after until"):
+        analysis.to_numpy(jdir, "md", since=BASE + 2, until=BASE + 1)
+    out = tmp_path / "md.csv"
+    line = one_line_error(
+        mmipc("export", jdir, "md", "-o", str(out), "--since", str(BASE + 2), "--until", str(BASE + 1))
+    )
+    assert "is after until" in line, line
+    assert not out.exists()
+    assert len(analysis.to_numpy(jdir, "md", since=BASE + 1, until=BASE + 1)) == 1

@@ -143,6 +143,8 @@ def make_query(
     if clash:
         raise UsageError(f"layout {layout.name} has fields named {sorted(clash)}, which mmipc adds itself")
     low, high = _nano(since, "since", 0), _nano(until, "until", NO_LIMIT)
+    if low > high:
+        raise UsageError(f"since ({low}) is after until ({high}): the range selects nothing")
     return Query(path, chosen, msg_type, layout, low, high)
 
 
