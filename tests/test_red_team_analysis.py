@@ -403,3 +403,18 @@ def test_a_time_range_that_ends_before_it_starts_is_a_usage_error(jdir: str, tmp
     assert "is after until" in line, line
     assert not out.exists()
     assert len(analysis.to_numpy(jdir, "md", since=BASE + 1, until=BASE + 1)) == 1
+
+
+@pytest.mark.parametrize("command", ["replay", "tail"])
+def test_replay_and_tail_refuse_a_time_range_that_ends_before_it_starts(
+    jdir: str, tmp_path: Path, command: str
+) -> None:
+    """`replay --since B --until A` with A < B "replayed 0 frame(s)" and exit 0, having created the
+    target journal; `tail --no-follow` printed nothing and exited 0. Swapped flags are bad usage."""
+    declared(jdir, "ctp", [bytes(analysis._scan.numpy_dtype(analysis._scan.to_struct("ctp")).itemsize)])
+    to = str(tmp_path / "copy")
+    extra = ["--to", to, "--speed", "max", "--standalone"] if command == "replay" else ["--no-follow"]
+    done = mmipc(command, jdir, "md", "--since", str(BASE + 2), "--until", str(BASE + 1), *extra)
+    line = one_line_error(done, code=2)
+    assert "--since" in line and "after --until" in line, line
+    assert not os.path.exists(to)
