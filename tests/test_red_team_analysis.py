@@ -418,3 +418,27 @@ def test_replay_and_tail_refuse_a_time_range_that_ends_before_it_starts(
     line = one_line_error(done, code=2)
     assert "--since" in line and "after --until" in line, line
     assert not os.path.exists(to)
+
+
+# -- one layout declared in two ways -----------------------------------------------------------------------
+
+
+def test_one_layout_declared_as_a_ctp_name_and_as_its_numpy_dtype_is_the_same_layout(jdir: str) -> None:
+    """The SHFE feed declared msg_type 101 as "ctp", the DCE feed as `mmipc.ctp.numpy_dtype()`, the
+    same bytes: merging them failed with "the journals declare different layouts", and a writer
+    restarted with the dtype was refused ("already declares msg_type 101 as DepthMarketDataV636, not
+    record"), because the structs' names differ. A struct's name is for people: the bytes decide."""
+    from mmipc import ctp
+
+    size = ctp.numpy_dtype().itemsize
+    with Writer.create(jdir, "shfe", service=None, schemas={101: "ctp"}) as writer:
+        writer.write_at(bytes(size), BASE, msg_type=101)
+    with Writer.create(jdir, "dce", service=None, schemas={101: ctp.numpy_dtype()}) as writer:
+        writer.write_at(bytes(size), BASE + 1, msg_type=101)
+    assert len(analysis.to_numpy(jdir, ["shfe", "dce"])) == 2
+    with Writer.create(jdir, "shfe", service=None, schemas={101: ctp.numpy_dtype()}) as writer:
+        writer.write_at(bytes(size), BASE + 2, msg_type=101)
+    assert len(analysis.to_numpy(jdir, "shfe")) == 2
+    other = np.dtype([("price", "<f8")] + [(f"pad{i}", "<u1") for i in range(size - 8)])
+    with pytest.raises(UsageError, match="already declares msg_type 101"):
+        Writer.create(jdir, "shfe", service=None, schemas={101: other})

@@ -23,6 +23,7 @@ fixed array). Bytes no field covers are padding: no tool ever shows them.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import json
 import os
@@ -336,7 +337,7 @@ def declare_schemas(
     wanted = {_check_msg_type(t): _storable(to_struct(d)) for t, d in declared.items()}
     current = load_schemas(directory, name, own=True)
     for msg_type, layout in wanted.items():
-        if msg_type in current and current[msg_type] != layout:
+        if msg_type in current and not same_layout(current[msg_type], layout):
             raise UsageError(
                 f"journal {name} in {directory} already declares msg_type {msg_type} as "
                 f"{current[msg_type].name}, not {layout.name}: frames on disk follow that layout; "
@@ -350,6 +351,21 @@ def declare_schemas(
         "types": {str(t): struct_to_json(merged[t]) for t in sorted(merged)},
     }
     _write_atomically(schema_path(directory, name), json.dumps(document, indent=1).encode(), mode)
+
+
+def same_layout(a: Struct, b: Struct) -> bool:
+    """Whether `a` and `b` decode bytes the same way: their fields and sizes, not the names of their
+    structs (a ctypes Structure and the numpy dtype of the same struct are one layout)."""
+    return anonymous(a) == anonymous(b)
+
+
+def anonymous(layout: Struct) -> Struct:
+    """`layout` with every struct's name blank: what `same_layout` compares."""
+    fields = tuple(
+        dataclasses.replace(f, kind=anonymous(f.kind)) if isinstance(f.kind, Struct) else f
+        for f in layout.fields
+    )
+    return Struct("", layout.size, fields)
 
 
 def _storable(layout: Struct) -> Struct:

@@ -58,7 +58,7 @@ from .._layout import (
     decode_frame,
 )
 from .._page import MappedPage, page_header
-from .._schema import Declaration, Struct, load_schemas, numpy_dtype, to_struct
+from .._schema import Declaration, Struct, anonymous, load_schemas, numpy_dtype, to_struct
 
 HEADER_COLUMNS = ("nano", "journal", "source")
 _HEADER = np.dtype(
@@ -195,10 +195,9 @@ def _declared_layout(msg_type: int, declared: dict[str, dict[int, Struct]], dire
             f"journal(s) {missing} in {directory} declare no schema for msg_type {msg_type}: "
             "pass schema= (a ctypes Structure, a numpy dtype or a name from mmipc.ctp)"
         )
-    layouts = set(found.values())
-    if len(layouts) > 1:
+    if len({anonymous(layout) for layout in found.values()}) > 1:  # struct names do not count
         raise UsageError(f"the journals declare different layouts for msg_type {msg_type}")
-    return layouts.pop()
+    return next(iter(found.values()))
 
 
 # -- dtypes ----------------------------------------------------------------------------------------
