@@ -442,3 +442,14 @@ def test_one_layout_declared_as_a_ctp_name_and_as_its_numpy_dtype_is_the_same_la
     other = np.dtype([("price", "<f8")] + [(f"pad{i}", "<u1") for i in range(size - 8)])
     with pytest.raises(UsageError, match="already declares msg_type 101"):
         Writer.create(jdir, "shfe", service=None, schemas={101: other})
+
+
+def test_a_schema_given_to_the_analysis_functions_is_checked_like_a_declared_one(jdir: str) -> None:
+    """`schema=` bypassed the checks a declared layout goes through: a dtype with a nested struct of
+    no field, or a field name that is not UTF-8, stopped `to_arrow` with a bare ValueError or
+    UnicodeEncodeError after the journal was read."""
+    declared(jdir, np.dtype([("a", "<f8"), ("b", "<f8")]), [bytes(16)])
+    empty = np.dtype({"names": [], "formats": [], "itemsize": 8})
+    for bad in (np.dtype([("a", "<f8"), ("reserved", empty)]), np.dtype([("a\udcff", "<f8"), ("b", "<f8")])):
+        with pytest.raises(UsageError, match="no field|printable"):
+            analysis.to_arrow(jdir, "md", schema=bad)

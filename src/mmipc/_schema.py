@@ -334,7 +334,7 @@ def declare_schemas(
 ) -> None:
     """Store the layouts `declared` for journal `name` (the caller holds its writer lock), in a file of
     the writer's `mode` (readers who may read its pages may read its schemas)."""
-    wanted = {_check_msg_type(t): _storable(to_struct(d)) for t, d in declared.items()}
+    wanted = {_check_msg_type(t): storable(to_struct(d)) for t, d in declared.items()}
     current = load_schemas(directory, name, own=True)
     for msg_type, layout in wanted.items():
         if msg_type in current and not same_layout(current[msg_type], layout):
@@ -368,12 +368,13 @@ def anonymous(layout: Struct) -> Struct:
     return Struct("", layout.size, fields)
 
 
-def _storable(layout: Struct) -> Struct:
-    """`layout` if the schema file can hold it (it reads back as valid), else `UsageError`."""
+def storable(layout: Struct) -> Struct:
+    """`layout` if the schema file can hold it (it reads back as valid), else `UsageError`: what a
+    writer declares, and what `mmipc.analysis` is given as `schema=`."""
     try:
         struct_from_json(struct_to_json(layout), layout.name)
     except (ValueError, RecursionError) as exc:
-        raise UsageError(f"cannot declare {layout.name}: {exc}") from None
+        raise UsageError(f"cannot use layout {layout.name}: {exc}") from None
     return layout
 
 

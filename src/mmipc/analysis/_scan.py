@@ -58,7 +58,7 @@ from .._layout import (
     decode_frame,
 )
 from .._page import MappedPage, page_header
-from .._schema import Declaration, Struct, anonymous, load_schemas, numpy_dtype, to_struct
+from .._schema import Declaration, Struct, anonymous, load_schemas, numpy_dtype, storable, to_struct
 
 HEADER_COLUMNS = ("nano", "journal", "source")
 _HEADER = np.dtype(
@@ -138,7 +138,7 @@ def make_query(
         raise UsageError(f"a journal is named twice in {list(chosen)}")
     declared = {name: load_schemas(path, name) for name in chosen}
     msg_type = _pick_msg_type(msg_type, declared, schema)
-    layout = to_struct(schema) if schema is not None else _declared_layout(msg_type, declared, path)
+    layout = storable(to_struct(schema)) if schema is not None else _declared_layout(msg_type, declared, path)
     clash = set(HEADER_COLUMNS) & {f.name for f in layout.fields}
     if clash:
         raise UsageError(f"layout {layout.name} has fields named {sorted(clash)}, which mmipc adds itself")
