@@ -23,6 +23,7 @@ fixed array). Bytes no field covers are padding: no tool ever shows them.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import json
 import os
@@ -40,6 +41,7 @@ SCHEMA_VERSION = 1
 SCHEMA_SUFFIX = ".schema.json"
 MAX_SCHEMA_BYTES = 4 * 1024 * 1024
 MAX_DIMENSIONS = 32  # of a fixed array field: numpy's limit
+MAX_NESTING = 32  # structs inside structs: deeper ones exhaust Python's stack in numpy and pyarrow
 
 # Scalar type codes: numpy's little-endian type strings, and the struct codes that decode them.
 SCALARS: dict[str, str] = {
@@ -217,15 +219,17 @@ def _field_to_json(field: Field) -> dict[str, Any]:
     return out
 
 
-def struct_from_json(raw: Any, where: str) -> Struct:
+def struct_from_json(raw: Any, where: str, depth: int = 0) -> Struct:
     """Decode and check one layout; `ValueError` naming the problem if it is not a valid one."""
     if not isinstance(raw, dict) or not isinstance(raw.get("fields"), list):
         raise ValueError(f"{where} is not a layout object with a list of fields")
+    if depth > MAX_NESTING:
+        raise ValueError(f"{where} has structs nested more than {MAX_NESTING} deep")
     size = raw.get("size")
     if not _is_int(size) or not 0 < size <= 1 << 30:
         raise ValueError(f"{where} has an invalid size {size!r}")
     layout = Struct(
-        str(raw.get("name", "record")), size, tuple(_field_from_json(f, where) for f in raw["fields"])
+        str(raw.get("name", "record")), size, tuple(_field_from_json(f, where, depth) for f in raw["fields"])
     )
     names = [field.name for field in layout.fields]
     if len(set(names)) != len(names) or "" in names:
@@ -236,10 +240,12 @@ def struct_from_json(raw: Any, where: str) -> Struct:
     return layout
 
 
-def _field_from_json(raw: Any, where: str) -> Field:
+def _field_from_json(raw: Any, where: str, depth: int) -> Field:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not _is_int(raw.get("offset")):
         raise ValueError(f"{where} has a field without a name and an offset")
     name, kind = raw["name"], raw.get("type")
+    if not name.isprintable():  # not UTF-8 ("\udcff"), or a newline that would forge output lines
+        raise ValueError(f"{where}: field name {name!r} is not printable text")
     shape = raw.get("shape", [])
     if (
         not isinstance(shape, list)
@@ -253,7 +259,9 @@ def _field_from_json(raw: Any, where: str) -> Field:
     elif kind == "char" and _is_int(raw.get("size")) and raw["size"] > 0:
         parsed = Char(raw["size"])
     elif kind == "struct":
-        parsed = struct_from_json(raw.get("struct"), f"{where}.{name}")
+        parsed = struct_from_json(raw.get("struct"), f"{where}.{name}", depth + 1)
+        if not parsed.fields:  # Arrow and Parquet have no column for it: declare it as padding
+            raise ValueError(f"{where}: field {name} is a struct with no field")
     else:
         raise ValueError(f"{where}: field {name} has an unknown type {kind!r}")
     return Field(name, raw["offset"], parsed, tuple(shape))
@@ -268,10 +276,11 @@ def _width(field: Field) -> int:
     return field.kind.size * field.count
 
 
-def load_schemas(directory: str, name: str) -> dict[int, Struct]:
+def load_schemas(directory: str, name: str, own: bool = False) -> dict[int, Struct]:
     """The layouts declared for journal `name`, by msg_type; {} if it declares none.
 
-    A damaged file raises `CorruptJournalError` naming it."""
+    A damaged file raises `CorruptJournalError` naming it; with `own` (the writer, which merges it
+    into its own), a file of another user raises `StorageError`, as its lock and pages do."""
     path = schema_path(directory, name)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
@@ -285,6 +294,13 @@ def load_schemas(directory: str, name: str) -> dict[int, Struct]:
         raise StorageError(f"cannot open schema file {path}: {exc.strerror}") from exc
     try:
         require_regular_file(fd, path)
+        owner = os.fstat(fd).st_uid
+        if own and owner != os.geteuid():
+            raise StorageError(
+                f"refusing schema file {path}: it is owned by uid {owner}, not by this user "
+                f"(uid {os.geteuid()}); someone else can write that directory: remove the file, and "
+                "keep journal directories writable by their writer's user only"
+            )
     except BaseException:
         os.close(fd)
         raise
@@ -318,10 +334,10 @@ def declare_schemas(
 ) -> None:
     """Store the layouts `declared` for journal `name` (the caller holds its writer lock), in a file of
     the writer's `mode` (readers who may read its pages may read its schemas)."""
-    wanted = {_check_msg_type(t): to_struct(d) for t, d in declared.items()}
-    current = load_schemas(directory, name)
+    wanted = {_check_msg_type(t): storable(to_struct(d)) for t, d in declared.items()}
+    current = load_schemas(directory, name, own=True)
     for msg_type, layout in wanted.items():
-        if msg_type in current and current[msg_type] != layout:
+        if msg_type in current and not same_layout(current[msg_type], layout):
             raise UsageError(
                 f"journal {name} in {directory} already declares msg_type {msg_type} as "
                 f"{current[msg_type].name}, not {layout.name}: frames on disk follow that layout; "
@@ -335,6 +351,31 @@ def declare_schemas(
         "types": {str(t): struct_to_json(merged[t]) for t in sorted(merged)},
     }
     _write_atomically(schema_path(directory, name), json.dumps(document, indent=1).encode(), mode)
+
+
+def same_layout(a: Struct, b: Struct) -> bool:
+    """Whether `a` and `b` decode bytes the same way: their fields and sizes, not the names of their
+    structs (a ctypes Structure and the numpy dtype of the same struct are one layout)."""
+    return anonymous(a) == anonymous(b)
+
+
+def anonymous(layout: Struct) -> Struct:
+    """`layout` with every struct's name blank: what `same_layout` compares."""
+    fields = tuple(
+        dataclasses.replace(f, kind=anonymous(f.kind)) if isinstance(f.kind, Struct) else f
+        for f in layout.fields
+    )
+    return Struct("", layout.size, fields)
+
+
+def storable(layout: Struct) -> Struct:
+    """`layout` if the schema file can hold it (it reads back as valid), else `UsageError`: what a
+    writer declares, and what `mmipc.analysis` is given as `schema=`."""
+    try:
+        struct_from_json(struct_to_json(layout), layout.name)
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"cannot use layout {layout.name}: {exc}") from None
+    return layout
 
 
 def _check_msg_type(msg_type: object) -> int:

@@ -20,10 +20,11 @@ except ImportError:  # pragma: no cover - depends on the environment
     ) from None
 
 from ._api import iter_arrays, iter_batches, to_arrow, to_numpy, to_pandas, to_polars
-from ._scan import JournalNotFoundError
+from ._scan import JournalNotFoundError, LayoutMismatchError
 
 __all__ = [
     "JournalNotFoundError",
+    "LayoutMismatchError",
     "iter_arrays",
     "iter_batches",
     "to_arrow",

@@ -78,6 +78,7 @@ def export(
     progress: Progress | None = None,
 ) -> Exported:
     """Write the rows of `query` to `path` in format `fmt` (see the module's rules)."""
+    _check_layout(query, fmt)
     sidecar = path + ".meta.json" if fmt in ("csv", "npy") else None
     for target in (path, sidecar):
         if target is not None:
@@ -104,6 +105,19 @@ def export(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return Exported(path, tracker.frames, tracker.first, tracker.last)
+
+
+def _check_layout(query: Query, fmt: str) -> None:
+    """`UsageError` if format `fmt` cannot hold the layout: .npy cannot describe overlapping fields."""
+    if fmt != "npy":
+        return
+    try:
+        np.lib.format.dtype_to_descr(output_dtype(query.layout))
+    except ValueError:
+        raise UsageError(
+            f"layout {query.layout.name} has fields that overlap, which .npy cannot describe: "
+            "export to parquet, arrow or csv"
+        ) from None
 
 
 def _refuse_journal_file(query: Query, target: str) -> None:
@@ -254,19 +268,28 @@ def _write_npy(query: Query, tmp: str, rows: _Tracker, info: dict[str, Any]) -> 
 
 
 def _npy_header(dtype: Any, count: int, size: int | None = None) -> bytes:
-    """A .npy version 2.0 header for `count` rows of `dtype`, padded with spaces to `size` bytes."""
+    """A .npy header for `count` rows of `dtype`, padded with spaces to `size` bytes: version 2.0
+    (Latin-1), or 3.0 (UTF-8) when a field name is not Latin-1 (a Chinese field name, say)."""
     text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (count,)})
-    total = size if size is not None else -(-(12 + len(text) + 1) // 64) * 64
-    text = text + " " * (total - 12 - len(text) - 1) + "\n"
-    return b"\x93NUMPY\x02\x00" + len(text).to_bytes(4, "little") + text.encode("latin1")
+    try:
+        raw, version = text.encode("latin1"), b"\x02\x00"
+    except UnicodeEncodeError:
+        raw, version = text.encode("utf-8"), b"\x03\x00"
+    total = size if size is not None else -(-(12 + len(raw) + 1) // 64) * 64
+    raw = raw + b" " * (total - 12 - len(raw) - 1) + b"\n"
+    return b"\x93NUMPY" + version + len(raw).to_bytes(4, "little") + raw
 
 
 def _write_sidecar(path: str, info: dict[str, Any]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     _create_private(tmp)
-    with open(tmp, "w") as file:
-        json.dump({"mmipc": info}, file, indent=1)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as file:
+            json.dump({"mmipc": info}, file, indent=1)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no half-written sidecar is left on it
+        os.unlink(tmp)
+        raise
 
 
 _WRITERS: dict[str, Callable[[Query, str, _Tracker, dict[str, Any]], None]] = {

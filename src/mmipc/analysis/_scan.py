@@ -50,6 +50,7 @@ from .._files import check_name, list_pages, page_path
 from .._layout import (
     FRAME_ALIGN,
     FRAME_HEADER_SIZE,
+    MAX_MSG_TYPE,
     PAGE_END_RESERVE,
     PAGE_HEADER_SIZE,
     MsgType,
@@ -57,7 +58,7 @@ from .._layout import (
     decode_frame,
 )
 from .._page import MappedPage, page_header
-from .._schema import Declaration, Struct, load_schemas, numpy_dtype, to_struct
+from .._schema import Declaration, Struct, anonymous, load_schemas, numpy_dtype, storable, to_struct
 
 HEADER_COLUMNS = ("nano", "journal", "source")
 _HEADER = np.dtype(
@@ -81,6 +82,21 @@ CHUNK_BYTES = 1 << 20  # rows copied at a time: the columns of a chunk are copie
 
 class JournalNotFoundError(UsageError):
     """A journal asked for has no page in its directory."""
+
+
+class LayoutMismatchError(CorruptJournalError, UsageError):
+    """A selected frame's payload is not the size of the layout read with: the page is intact (a
+    writer wrote it so, or the layout given is the wrong one), so it names the frame and how to read
+    around it, not "move the damaged page aside". A `CorruptJournalError` for callers that catch
+    that."""
+
+    def __init__(self, path: str, offset: int, problem: str) -> None:
+        self.path, self.offset, self.problem = path, offset, problem
+        UsageError.__init__(
+            self,
+            f"{path} at offset {offset}: {problem}: the layout does not fit this frame (the page "
+            "itself is intact); give the layout its frames follow, or a time range without them",
+        )
 
 
 @dataclass(frozen=True)
@@ -108,8 +124,10 @@ def make_query(
     schema: Declaration | None,
 ) -> Query:
     """Check the arguments and find the payload layout; raise `UsageError` naming what is wrong."""
-    path = os.path.abspath(os.fspath(directory))
-    chosen = (names,) if isinstance(names, str) else tuple(names)
+    path = os.path.abspath(os.fspath(directory)) if isinstance(directory, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        raise UsageError(f"the directory must be a str or a path of str, not {directory!r}")
+    chosen = _names(names)
     if not chosen:
         raise UsageError("give at least one journal name")
     for name in chosen:
@@ -120,12 +138,25 @@ def make_query(
         raise UsageError(f"a journal is named twice in {list(chosen)}")
     declared = {name: load_schemas(path, name) for name in chosen}
     msg_type = _pick_msg_type(msg_type, declared, schema)
-    layout = to_struct(schema) if schema is not None else _declared_layout(msg_type, declared, path)
+    layout = storable(to_struct(schema)) if schema is not None else _declared_layout(msg_type, declared, path)
     clash = set(HEADER_COLUMNS) & {f.name for f in layout.fields}
     if clash:
         raise UsageError(f"layout {layout.name} has fields named {sorted(clash)}, which mmipc adds itself")
     low, high = _nano(since, "since", 0), _nano(until, "until", NO_LIMIT)
+    if low > high:
+        raise UsageError(f"since ({low}) is after until ({high}): the range selects nothing")
     return Query(path, chosen, msg_type, layout, low, high)
+
+
+def _names(names: Any) -> tuple[str, ...]:
+    """One journal name, or several (any iterable of str)."""
+    try:
+        chosen = (names,) if isinstance(names, str) else tuple(names)
+    except TypeError:
+        chosen = (names,)
+    if not all(isinstance(name, str) for name in chosen):
+        raise UsageError(f"journal names must be a str or a list of str, not {names!r}")
+    return chosen
 
 
 def _nano(value: Any, what: str, default: int) -> int:
@@ -143,9 +174,13 @@ def _nano(value: Any, what: str, default: int) -> int:
 
 def _pick_msg_type(msg_type: int | None, declared: dict[str, dict[int, Struct]], schema: Any) -> int:
     if msg_type is not None:
-        if isinstance(msg_type, bool) or not isinstance(msg_type, int) or msg_type < 0:
-            raise UsageError(f"msg_type must be an int >= 0, not {msg_type!r}")
-        return msg_type
+        try:  # an int, numpy's too (a value taken from an array)
+            chosen = operator.index(msg_type) if not isinstance(msg_type, bool) else -1
+        except TypeError:
+            chosen = -1
+        if not 0 <= chosen <= MAX_MSG_TYPE:
+            raise UsageError(f"msg_type must be an int in 0..{MAX_MSG_TYPE}, not {msg_type!r}")
+        return chosen
     types = sorted({t for layouts in declared.values() for t in layouts})
     if len(types) == 1:
         return types[0]
@@ -160,10 +195,9 @@ def _declared_layout(msg_type: int, declared: dict[str, dict[int, Struct]], dire
             f"journal(s) {missing} in {directory} declare no schema for msg_type {msg_type}: "
             "pass schema= (a ctypes Structure, a numpy dtype or a name from mmipc.ctp)"
         )
-    layouts = set(found.values())
-    if len(layouts) > 1:
+    if len({anonymous(layout) for layout in found.values()}) > 1:  # struct names do not count
         raise UsageError(f"the journals declare different layouts for msg_type {msg_type}")
-    return layouts.pop()
+    return next(iter(found.values()))
 
 
 # -- dtypes ----------------------------------------------------------------------------------------
@@ -352,7 +386,7 @@ def _select(
     wrong = lengths != FRAME_HEADER_SIZE + query.layout.size
     if wrong.any():
         i = int(wrong.argmax())
-        raise CorruptJournalError(
+        raise LayoutMismatchError(
             page.path,
             int(offsets[i]),
             f"a frame of msg_type {query.msg_type} carries {int(lengths[i]) - FRAME_HEADER_SIZE} bytes, but "

@@ -78,6 +78,12 @@ def time_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a time: {text!r} (try '2026-11-26 09:30:00')") from None
 
 
+def check_time_range(args: argparse.Namespace) -> None:
+    """`ArgumentsError` if --since is after --until (the two swapped): the range selects nothing."""
+    if args.since is not None and args.until is not None and args.since > args.until:
+        raise ArgumentsError(f"--since ({args.since}) is after --until ({args.until}): it selects nothing")
+
+
 def byte_size(text: str) -> int:
     """Bytes from '65536', '64K' or '1M'."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

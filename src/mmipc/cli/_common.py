@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import sys
 from datetime import datetime
 from typing import Any
@@ -38,7 +39,7 @@ def render(frame: Frame, struct: str | None, as_json: bool) -> str:
             "size": len(frame.data),
             "payload": payload if payload is not None else bytes(frame.data).hex(),
         }
-        return json.dumps(record)
+        return to_json(record)
     head = (
         f"{format_time(frame.nano)}  {frame.journal.name:<16} type={frame.msg_type:<5} src={frame.source:<4}"
     )
@@ -46,6 +47,26 @@ def render(frame: Frame, struct: str | None, as_json: bool) -> str:
         return f"{head} {payload_line(payload)}"
     data = bytes(frame.data[:32]).hex(" ")
     return f"{head} len={len(frame.data):<6} {data}{' ...' if len(frame.data) > 32 else ''}"
+
+
+def to_json(value: Any, indent: int | None = None) -> str:
+    """`value` as standard JSON: a float that is NaN or infinite (a price not set yet) is written as
+    the string "NaN", "Infinity" or "-Infinity" (as protobuf's JSON does), not as the bare NaN that
+    json.dumps writes and no strict parser (jq, Go, JavaScript) reads."""
+    try:
+        return json.dumps(value, indent=indent, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def decode_payload(

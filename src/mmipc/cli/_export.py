@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from .. import UsageError
+from .._layout import MAX_MSG_TYPE
 from ..ctp import LAYOUTS
 from ._args import add_journals, journals_in_one_directory, natural, time_arg
 from ._common import Bar, format_time
@@ -24,7 +25,9 @@ def add_commands(commands: Any) -> None:
     export.add_argument(
         "--format", choices=("parquet", "arrow", "csv", "npy"), help="default: from PATH's suffix"
     )
-    export.add_argument("--msg-type", type=natural, help="the msg_type to export (default: the one declared)")
+    export.add_argument(
+        "--msg-type", type=msg_type_arg, help="the msg_type to export (default: the one declared)"
+    )
     export.add_argument("--since", type=time_arg, help="from this time on")
     export.add_argument("--until", type=time_arg, help="up to this time (inclusive)")
     export.add_argument(
@@ -32,6 +35,13 @@ def add_commands(commands: Any) -> None:
     )
     export.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
     export.set_defaults(run=run_export)
+
+
+def msg_type_arg(text: str) -> int:
+    value: int = natural(text)
+    if value > MAX_MSG_TYPE:
+        raise argparse.ArgumentTypeError(f"{text} is not a msg_type (0..{MAX_MSG_TYPE})")
+    return value
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from .._files import list_pages
 from .._layout import FRAME_HEADER_SIZE, FrameInfo
 from ..tools import check_journal, last_written_page, list_journals, open_page, page_frames, summarize
 from ._args import add_journals, add_json, existing_directory, natural
-from ._common import Bar, add_struct, decode_payload, format_time, payload_line
+from ._common import Bar, add_struct, decode_payload, format_time, payload_line, to_json
 from ._errors import CommandError
 
 
@@ -96,7 +96,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         page.release()
     if args.json:
         shown = {"directory": args.directory, "name": args.name, "pages": headers, "page": chosen}
-        print(json.dumps({**shown, "path": path, "frames": frames[: args.limit]}, indent=2))
+        print(to_json({**shown, "path": path, "frames": frames[: args.limit]}, indent=2))
         return 0
     _print_pages(headers, chosen, path, frames, args.limit)
     return 0

@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import UsageError
 from .._replay import parse_speed, replay
-from ._args import add_home, add_journals, journals_in_one_directory, service_of, time_arg
+from ._args import add_home, add_journals, check_time_range, journals_in_one_directory, service_of, time_arg
 from ._common import format_time
 
 
@@ -37,6 +37,7 @@ def _speed(text: str) -> float | None:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    check_time_range(args)
     done = replay(
         args.directory,
         journals_in_one_directory(args),

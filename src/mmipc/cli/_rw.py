@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import random
+import stat
 import struct
 import sys
 import threading
@@ -132,7 +133,9 @@ def schema_arg(text: str) -> tuple[int, Struct]:
 def _layout_file(path: str) -> Struct:
     """One layout, as the schema file writes it under a msg_type ({"name", "size", "fields"})."""
     try:
-        with open(path, "rb") as file:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:  # a FIFO must not block
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise OSError(0, "not a regular file")
             raw = json.loads(file.read(MAX_SCHEMA_BYTES + 1))
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None

@@ -12,7 +12,7 @@ from typing import Any
 from .. import Frame, Reader
 from .._files import list_pages
 from ..tools import nth_last_nano
-from ._args import add_journals, existing_directory, journals, natural, time_arg
+from ._args import add_journals, check_time_range, existing_directory, journals, natural, time_arg
 from ._common import Bar, add_struct, render
 from ._errors import CommandError
 from ._rw import say_waiting
@@ -43,6 +43,7 @@ def add_commands(commands: Any) -> None:
 
 
 def run_tail(args: argparse.Namespace) -> int:
+    check_time_range(args)
     named = journals(args)
     for directory, _ in named:
         existing_directory(directory)
