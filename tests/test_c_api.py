@@ -394,3 +394,52 @@ def test_c_writer_rings_a_blocking_python_reader(c_progs: dict[str, str], procs:
     assert writer.finish().split()[-2:] == ["wrote", "5000"]
     out = reader.finish(timeout=120).split()
     assert out[:2] == ["read", "5001"] and int(out[3]) >= 1  # woken through the futex at least once
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a file of another user")
+def test_c_writer_refuses_a_lock_file_owned_by_another_user_and_leaves_it(
+    c_progs: dict[str, str], jdir: str
+) -> None:
+    lock = Path(jdir) / "md.lock"
+    lock.write_bytes(b"planted\n")
+    os.chown(lock, NOBODY, NOBODY)
+    done = subprocess.run(
+        [c_progs["ctp_writer"], jdir, "md", "1"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and f"owned by uid {NOBODY}" in done.stderr and str(lock) in done.stderr
+    assert done.stderr.count("\n") == 1, "one line naming the problem"
+    assert lock.read_bytes() == b"planted\n" and lock.stat().st_uid == NOBODY
+
+
+def test_c_writer_refuses_a_symlinked_or_special_lock_file(
+    c_progs: dict[str, str], jdir: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "target"
+    target.write_bytes(b"someone's data\n")
+    os.symlink(target, os.path.join(jdir, "md.lock"))
+    done = subprocess.run(
+        [c_progs["ctp_writer"], jdir, "md", "1"], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        done.returncode == 1 and "symbolic link" in done.stderr and target.read_bytes() == b"someone's data\n"
+    )
+    os.unlink(os.path.join(jdir, "md.lock"))
+    os.mkfifo(os.path.join(jdir, "md.lock"))  # a plain open for writing could block on it
+    done = subprocess.run(
+        [c_progs["ctp_writer"], jdir, "md", "1"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "not a regular file" in done.stderr
+
+
+def test_c_writer_creates_its_lock_file_with_exactly_the_default_mode(
+    c_progs: dict[str, str], jdir: str
+) -> None:
+    old = os.umask(0o277)  # the mode must not depend on the umask (fchmod after create, as Python does)
+    try:
+        subprocess.run([c_progs["ctp_writer"], jdir, "md", "1"], check=True, capture_output=True, timeout=60)
+    finally:
+        os.umask(old)
+    assert (os.stat(os.path.join(jdir, "md.lock")).st_mode & 0o777) == 0o600

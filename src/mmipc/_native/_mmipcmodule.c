@@ -262,24 +262,6 @@ slots_ok(const WriterCore *self, uint64_t pos)
     return pos < self->st.slot_boundary || (self->mark_slots && self->slot_index < MMIPC_INDEX_SLOTS);
 }
 
-/* The page's first timestamp and the slots this frame starts, as Writer._mark_index stores them. */
-static void
-mark_index(WriterCore *self, uint64_t pos, int64_t nano)
-{
-    unsigned char *base = self->st.page.base;
-    if (pos == MMIPC_PAGE_HEADER_SIZE) {
-        atomic_store_explicit(mmipc_header_nano(base, MMIPC_OFF_FIRST_NANO), nano,
-                              memory_order_relaxed);
-    }
-    while (self->st.slot_boundary <= pos) {
-        mmipc_store_slot(base, self->slot_index, (uint32_t)pos);
-        self->slot_index++;
-        self->st.slot_boundary = self->slot_index < MMIPC_INDEX_SLOTS
-                                     ? MMIPC_PAGE_HEADER_SIZE + self->slot_index * self->stride
-                                     : (uint64_t)1 << 62;
-    }
-}
-
 /* Publish the frame at pos whose payload (and, for a claim, nothing else) is in place. */
 static PyObject *
 publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t source)
@@ -287,7 +269,7 @@ publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t 
     int64_t nano = writer_stamp(self);
     mmipc_store_header(&self->st, pos, n, msg_type, source, nano);
     if (pos >= self->st.slot_boundary) {
-        mark_index(self, pos, nano);
+        self->slot_index = mmipc_mark_index(&self->st, pos, nano, self->slot_index, self->stride);
     }
     mmipc_publish(&self->st, pos, n, nano);
     mmipc_ring_bells(self->ringer, self->bell_count);

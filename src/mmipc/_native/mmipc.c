@@ -893,7 +893,7 @@ ringer_close(mmipc_writer *w)
 static uint64_t
 slot_boundary(const mmipc_writer *w, uint32_t slot)
 {
-    return slot < MMIPC_INDEX_SLOTS ? MMIPC_PAGE_HEADER_SIZE + slot * w->stride : NEVER;
+    return mmipc_slot_boundary(slot, w->stride);
 }
 
 static uint64_t
@@ -952,20 +952,60 @@ resume(mmipc_writer *w, uint64_t pos, uint64_t next_seq)
     attach(w, pos, kept, next_seq);
 }
 
+/* Open (or create with exactly w->mode) the lock file as _files.open_own_file does: never through
+ * a symbolic link, never blocking on a FIFO, only a regular file owned by this user (a lock file
+ * planted by another user of the directory is refused and left untouched). */
+static int
+open_own_lock(mmipc_writer *w, const char *path, int *out)
+{
+    const int flags = O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+    int fd;
+    while ((fd = open(path, flags)) < 0 && errno == ENOENT) {
+        fd = open(path, flags | O_CREAT | O_EXCL, w->mode);
+        if (fd >= 0) {
+            if (fchmod(fd, w->mode) != 0) {  /* exactly the mode, whatever the umask */
+                int err = errno;
+                close(fd);
+                return storage(err, "cannot set the mode of lock file", path);
+            }
+            break;
+        }
+        if (errno != EEXIST) {  /* EEXIST: another process created it in between; open that */
+            break;
+        }
+    }
+    if (fd < 0) {
+        return errno == ELOOP || errno == ENXIO
+                   ? fail(MMIPC_E_STORAGE, "refusing lock file %s: it is a symbolic link or a "
+                                           "special file", path)
+                   : storage(errno, "cannot open lock file", path);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(MMIPC_E_STORAGE, "refusing lock file %s: it is not a regular file", path);
+    }
+    if (st.st_uid != geteuid()) {
+        close(fd);
+        return fail(MMIPC_E_STORAGE,
+                    "refusing lock file %s: it is owned by uid %ld, not by this user (uid %ld); "
+                    "someone else can write that directory: remove the file, and keep journal "
+                    "directories writable by their writer's user only",
+                    path, (long)st.st_uid, (long)geteuid());
+    }
+    *out = fd;
+    return MMIPC_OK;
+}
+
 static int
 take_lock(mmipc_writer *w)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/%s.lock", w->directory, w->name);
-    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, w->mode);
-    if (fd < 0) {
-        return errno == ELOOP ? fail(MMIPC_E_STORAGE, "lock file %s is a symbolic link", path)
-                              : storage(errno, "cannot open lock file", path);
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return fail(MMIPC_E_STORAGE, "lock file %s is not a regular file", path);
+    int fd = -1;
+    int rc = open_own_lock(w, path, &fd);
+    if (rc != MMIPC_OK) {
+        return rc;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         char holder[32] = "";
@@ -1148,16 +1188,7 @@ retire_step(mmipc_writer *w)
 static void
 mark_index(mmipc_writer *w, uint64_t pos, int64_t nano)
 {
-    unsigned char *base = w->st.page.base;
-    if (pos == MMIPC_PAGE_HEADER_SIZE) {
-        atomic_store_explicit(mmipc_header_nano(base, MMIPC_OFF_FIRST_NANO), nano,
-                              memory_order_relaxed);
-    }
-    while (w->st.slot_boundary <= pos) {
-        mmipc_store_slot(base, w->slot_index, (uint32_t)pos);
-        w->slot_index++;
-        w->st.slot_boundary = slot_boundary(w, w->slot_index);
-    }
+    w->slot_index = mmipc_mark_index(&w->st, pos, nano, w->slot_index, w->stride);
     if (pos != MMIPC_PAGE_HEADER_SIZE && w->retiring.base != NULL) {
         retire_step(w);
     }
