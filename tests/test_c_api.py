@@ -434,7 +434,7 @@ def test_c_writer_refuses_a_symlinked_or_special_lock_file(
     assert done.returncode == 1 and "not a regular file" in done.stderr
 
 
-def test_c_writer_creates_its_lock_file_with_exactly_the_default_mode(
+def test_c_writer_creates_its_lock_and_page_files_with_exactly_their_mode(
     c_progs: dict[str, str], jdir: str
 ) -> None:
     old = os.umask(0o277)  # the mode must not depend on the umask (fchmod after create, as Python does)
@@ -442,4 +442,5 @@ def test_c_writer_creates_its_lock_file_with_exactly_the_default_mode(
         subprocess.run([c_progs["ctp_writer"], jdir, "md", "1"], check=True, capture_output=True, timeout=60)
     finally:
         os.umask(old)
-    assert (os.stat(os.path.join(jdir, "md.lock")).st_mode & 0o777) == 0o600
+    for name in ("md.lock", "md.00000000.journal"):
+        assert (os.stat(os.path.join(jdir, name)).st_mode & 0o777) == 0o600, name

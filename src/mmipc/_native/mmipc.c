@@ -529,7 +529,10 @@ fill_page(const char *tmp, const unsigned char *header, uint64_t page_size, unsi
     if (fd < 0) {
         return errno;
     }
-    int err = posix_fallocate(fd, 0, (off_t)page_size);
+    int err = fchmod(fd, mode) == 0 ? 0 : errno;  /* exactly the mode, whatever the umask */
+    if (err == 0) {
+        err = posix_fallocate(fd, 0, (off_t)page_size);
+    }
     if (err == 0 && pwrite(fd, header, MMIPC_PAGE_HEADER_SIZE, 0) != (ssize_t)MMIPC_PAGE_HEADER_SIZE) {
         err = errno ? errno : EIO;
     }
