@@ -24,6 +24,10 @@ class WriterCore:
     _c_mark_slots: bool
     _c_clock: int
     _c_thread: int
+    _c_pretouch: bool
+    @property
+    def _c_pretouched(self) -> int: ...
+    def _c_pretouch_stop(self) -> None: ...
     def _c_attach(
         self,
         view: memoryview,

@@ -42,6 +42,13 @@ Rules (docs/format.md is the full contract):
    marker commits. A page that the writer resumed empty and that is too small for the next frame
    ends with its marker alone, with `first_nano` and `last_nano` both set to the marker's stamp.
 
+10. Native backend only: a thread of the writer's process keeps the next 4 MiB past the write
+   position faulted in, writable (MADV_POPULATE_WRITE, Linux 5.14+), so that the writer's own first
+   store into each 4 KiB page does not fault (about 1.6 us each; the service's MAP_POPULATE puts the
+   file in the page cache but maps nothing writable in this process). It learns the position from
+   the time-index slots, so the hot path pays nothing. `MMIPC_PRETOUCH=0` turns it off; on an older
+   kernel it stops by itself. See docs/benchmarks.md, "Page faults on the writer's thread".
+
 The hot path (`write`) allocates nothing but the slice it copies into, and takes one branch to the
 slow path (`_write_slow`) when the frame does not fit, when a claim is open, after `close()`, and on
 every page of version 1 or with checksums: those states set `_limit` to 0 so that the single size
@@ -225,6 +232,7 @@ class Writer(_WriterBase):
         self._v2 = self._checksums = False
         if _NATIVE:
             self._c_thread = self._thread
+            self._c_pretouch = True  # a thread populates pages ahead (rule 10); MMIPC_PRETOUCH=0: none
         self._open_tail(page_size)
         self._send_page_news()
         self._ringer = Ringer.open(directory, name)  # doorbells: `_bells[8]` is its readers' count
@@ -761,6 +769,7 @@ class Writer(_WriterBase):
             self._end_claim(self._claim, publish=False)
         if _NATIVE:
             self._c_detach()
+            self._c_pretouch_stop()  # before the page is unmapped
         if self._retiring is not None:
             self._retiring.release()
             self._retiring = None
@@ -778,6 +787,7 @@ class Writer(_WriterBase):
         if self._page is not None:
             if _NATIVE:
                 self._c_detach()  # the child must not append through it either
+                self._c_pretouch_stop()  # the child has no pretoucher thread: only forget it
             self._page = None
             self._limit = 0
             self._finalizer.detach()

@@ -138,6 +138,9 @@ typedef struct {
     mmipc_ringer *ringer;    /* the journal's NAME.bells (open_bells), or NULL */
     _Atomic uint32_t *bell_count;
     unsigned long thread;    /* the owning thread's ident (0: any); another thread goes slow */
+    char pretouch;           /* keep pages populated ahead of pos (a thread; see mmipc.c) */
+    mmipc_pretouch *pt;      /* that thread, once started */
+    PyObject *pt_view;       /* a view of the page it works in: the page stays mapped meanwhile */
 } WriterCore;
 
 static PyTypeObject WriterCoreType;
@@ -151,9 +154,52 @@ writer_clear(WriterCore *self)
     return 0;
 }
 
+/* Stop the pretoucher (it joins in a few us: a madvise chunk at most), then let its page go. */
+static void
+pretouch_stop(WriterCore *self)
+{
+    mmipc_pretouch_stop(self->pt);
+    self->pt = NULL;
+    Py_CLEAR(self->pt_view);
+}
+
+/* Point the pretoucher at the attached page, if it is not there yet (starting it on first use).
+ * Its own view keeps the page mapped until it has moved on, however Python releases the page. */
+static void
+pretouch_follow(WriterCore *self)
+{
+    if (!self->pretouch || (self->pt_view != NULL
+                            && PyMemoryView_GET_BUFFER(self->pt_view)->buf == self->a.page.base)) {
+        return;
+    }
+    if (self->pt == NULL && (self->pt = mmipc_pretouch_start()) == NULL) {
+        self->pretouch = 0;  /* MMIPC_PRETOUCH=0, or no thread: write without it */
+        return;
+    }
+    mmipc_pretouch_page(self->pt, self->a.page.base, self->a.page.page_size);
+    Py_XSETREF(self->pt_view, Py_NewRef(self->a.view));
+}
+
+static PyObject *
+writer_pretouch_stop(WriterCore *self, PyObject *Py_UNUSED(ignored))
+{
+    pretouch_stop(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+writer_pretouched(WriterCore *self, void *Py_UNUSED(closure))
+{
+    if (self->pt != NULL && mmipc_pretouch_unsupported(self->pt)) {
+        return PyLong_FromLong(-1);
+    }
+    return PyLong_FromUnsignedLongLong(mmipc_pretouch_total(self->pt));
+}
+
 static void
 writer_dealloc(WriterCore *self)
 {
+    pretouch_stop(self);
     writer_clear(self);
     mmipc_ringer_close(self->ringer);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -192,6 +238,7 @@ writer_attach(WriterCore *self, PyObject *args, PyObject *kwds)
     self->st.slot_boundary = boundary;
     self->slot_index = slot_index;
     self->stride = mmipc_index_stride(page_size);
+    pretouch_follow(self);
     Py_RETURN_NONE;
 }
 
@@ -415,6 +462,8 @@ static PyMemberDef writer_members[] = {
      "True: fill time-index slots and first_nano here; False: a crossing goes SLOW"},
     {"_c_thread", T_ULONG, offsetof(WriterCore, thread), 0,
      "ident of the thread that may write (0: any); write() from another goes slow"},
+    {"_c_pretouch", T_BOOL, offsetof(WriterCore, pretouch), 0,
+     "populate pages ahead of the writer from a thread (from the next attach on)"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -435,11 +484,19 @@ static PyMethodDef writer_methods[] = {
     {"_c_open_bells", (PyCFunction)writer_open_bells, METH_O,
      "open_bells(path) -> bool: ring NAME.bells after every commit"},
     {"_c_close_bells", (PyCFunction)writer_close_bells, METH_NOARGS, "Stop ringing; unmap the bells."},
+    {"_c_pretouch_stop", (PyCFunction)writer_pretouch_stop, METH_NOARGS,
+     "Stop the pretoucher and drop its view of the page (before the page is unmapped)."},
     {"write", (PyCFunction)(void (*)(void))writer_write, METH_FASTCALL | METH_KEYWORDS,
      WRITE_DOC},
     {"_c_commit", (PyCFunction)(void (*)(void))writer_commit, METH_FASTCALL,
      "commit(pos, size, msg_type, source) -> nano, or SLOW: publish a claim filled in place"},
     {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef writer_getset[] = {
+    {"_c_pretouched", (getter)writer_pretouched, NULL,
+     "bytes the pretoucher has populated (-1: the kernel lacks MADV_POPULATE_WRITE)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject WriterCoreType = {
@@ -451,6 +508,7 @@ static PyTypeObject WriterCoreType = {
     .tp_doc = "The writer's per-frame hot path on a page mapped by Python (the native Writer's base).",
     .tp_methods = writer_methods,
     .tp_members = writer_members,
+    .tp_getset = writer_getset,
     .tp_new = PyType_GenericNew,
 };
 

@@ -315,4 +315,20 @@ mmipc_publish(mmipc_write_state_t *w, uint64_t pos, uint32_t n, int64_t nano)
     }
 }
 
+/* ---- the pretoucher (mmipc.c): pages faulted in, writable, before the writer needs them ---------
+ *
+ * mmipc_pretouch_start: a thread that keeps MMIPC_PRETOUCH_AHEAD bytes past the writer's position
+ * populated writable (MADV_POPULATE_WRITE) in the page given by mmipc_pretouch_page; NULL when
+ * MMIPC_PRETOUCH=0 is set or the thread cannot start (the writer then just faults, as before).
+ * The writer's position is read from the page's time-index slots: the hot path pays nothing.
+ * mmipc_pretouch_page(pt, NULL, 0) returns once the thread no longer touches the old page: call
+ * it (or give a new page) before unmapping the page it was given. mmipc_pretouch_stop joins and
+ * frees; in a forked child (where the thread does not exist) it only frees what it can. */
+typedef struct mmipc_pretouch mmipc_pretouch;
+mmipc_pretouch *mmipc_pretouch_start(void);
+void mmipc_pretouch_page(mmipc_pretouch *pt, unsigned char *base, uint64_t size);
+uint64_t mmipc_pretouch_total(mmipc_pretouch *pt);
+int mmipc_pretouch_unsupported(mmipc_pretouch *pt);
+void mmipc_pretouch_stop(mmipc_pretouch *pt);
+
 #endif /* MMIPC_FRAME_H */
