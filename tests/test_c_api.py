@@ -32,7 +32,7 @@ def _build(out: Path, extra: list[str]) -> dict[str, str]:
         pytest.skip("gcc is not installed: the C API and its examples cannot be built here")
     out.mkdir(parents=True, exist_ok=True)
     built = {}
-    for prog in ("ctp_writer", "ctp_reader"):
+    for prog in ("ctp_writer", "ctp_reader", "c_bench"):
         target = out / prog
         cmd = [gcc, *WARNINGS, *extra, f"-I{NATIVE}", "-o", str(target), str(EXAMPLES / f"{prog}.c")]
         subprocess.run([*cmd, str(NATIVE / "mmipc.c")], check=True, capture_output=True, text=True)
@@ -444,3 +444,38 @@ def test_c_writer_creates_its_lock_and_page_files_with_exactly_their_mode(
         os.umask(old)
     for name in ("md.lock", "md.00000000.journal"):
         assert (os.stat(os.path.join(jdir, name)).st_mode & 0o777) == 0o600, name
+
+
+def test_c_to_c_bench_builds_and_reports_both_runs_with_no_frame_lost(
+    c_progs: dict[str, str], jdir: str
+) -> None:
+    """A smoke run of examples/c/c_bench.c (the C-to-C floor of issue 10; no figure is checked)."""
+    import json
+
+    for size in ("64", "408"):
+        args = [
+            c_progs["c_bench"],
+            "--size",
+            size,
+            "--count",
+            "300",
+            "--gap",
+            "1000",
+            "--page-size",
+            "65536",
+            jdir,
+        ]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        runs = [json.loads(line) for line in done.stdout.splitlines()]
+        assert [(r["run"], r["size"], r["bad"]) for r in runs] == [
+            ("latency", int(size), 0),
+            ("throughput", int(size), 0),
+        ]
+        assert runs[0]["count"] == 270 and 0 < runs[0]["p50_us"] <= runs[0]["p90_us"] <= runs[0]["max_us"]
+        assert runs[1]["frames_per_s"] > 0
+    assert os.listdir(jdir) == [], "each run removes its journal"
+    bad = subprocess.run(
+        [c_progs["c_bench"], "--size", "8", jdir], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("usage: c_bench")
