@@ -479,3 +479,45 @@ def test_c_to_c_bench_builds_and_reports_both_runs_with_no_frame_lost(
         [c_progs["c_bench"], "--size", "8", jdir], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and bad.stderr.startswith("usage: c_bench")
+
+
+def test_c_writer_feeds_a_python_reader_registered_with_the_live_service(
+    c_progs: dict[str, str], procs: Procs, jdir: str
+) -> None:
+    """docs/c-api.md, "Standalone use": the C writer never talks to the service, and a Python reader
+    registered with it follows the C writer's journal live, across its page switches."""
+    from mmipc._link import service_status
+
+    reader = Reader.create("py-follows-c")  # registered with the session's real service
+    reader.add_journal(jdir, "md")
+    writer = _run(procs, c_progs["ctp_writer"], "--page-size", str(SMALL_PAGE), jdir, "md", "3000")
+    frames: list[tuple[int, int]] = []
+    wait_for(
+        lambda: frames.extend((f.seq, len(f.data)) for f in iter(reader.read, None)) or len(frames) >= 3000
+    )
+    assert writer.finish().split()[-2:] == ["wrote", "3000"]
+    assert frames == [(i, 408) for i in range(3000)]  # every CTP tick, in order, none torn
+    status = service_status()
+    assert any(r["name"] == "py-follows-c" for r in status["readers"])
+    listed = [j for j in status["journals"] if (j["directory"], j["name"]) == (jdir, "md")]
+    assert [j["writer_pid"] for j in listed] in ([], [None]), "the C writer is standalone: no writer listed"
+    reader.close()
+
+
+def test_python_writer_registered_with_the_live_service_feeds_the_c_reader(
+    c_progs: dict[str, str], procs: Procs, jdir: str
+) -> None:
+    """The service prepares the Python writer's next pages ahead; the C reader reads them all."""
+    reader = _run(procs, c_progs["ctp_reader"], "--dump", jdir, "2000", "py")
+    reader.expect_line("ready")  # the journal does not exist yet
+    written = []
+    with Writer.create(jdir, "py", page_size=SMALL_PAGE) as writer:  # registered: pages made ahead
+        for i in range(2000):
+            payload = os.urandom(i % 300)
+            nano = writer.write(payload, msg_type=2, source=i)
+            written.append((nano, i, zlib.crc32(payload)))
+    lines = reader.finish().splitlines()
+    assert lines[-1] == "read 2000 errors 0"
+    data = [line.split() for line in lines if line.startswith("frame ")]
+    assert [(int(d[2]), int(d[5]), int(d[7])) for d in data] == written
+    assert [int(d[3]) for d in data] == list(range(2000))
