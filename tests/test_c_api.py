@@ -492,9 +492,12 @@ def test_c_writer_feeds_a_python_reader_registered_with_the_live_service(
     reader.add_journal(jdir, "md")
     writer = _run(procs, c_progs["ctp_writer"], "--page-size", str(SMALL_PAGE), jdir, "md", "3000")
     frames: list[tuple[int, int]] = []
-    wait_for(
-        lambda: frames.extend((f.seq, len(f.data)) for f in iter(reader.read, None)) or len(frames) >= 3000
-    )
+
+    def read_all() -> bool:
+        frames.extend((f.seq, len(f.data)) for f in iter(reader.read, None))
+        return len(frames) >= 3000
+
+    wait_for(read_all, what="3000 frames of the C writer")
     assert writer.finish().split()[-2:] == ["wrote", "3000"]
     assert frames == [(i, 408) for i in range(3000)]  # every CTP tick, in order, none torn
     status = service_status()
