@@ -19,6 +19,7 @@
  *   {"run": "throughput", "size": 64, "count": 100000, "frames_per_s": 11100000, "bad": 0}
  * Pages are pre-faulted by the writer's pretoucher (MMIPC_PRETOUCH=0 turns it off, to compare). */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <sched.h>
 #include <stdint.h>
@@ -220,13 +221,24 @@ write_run(const options_t *o, mmipc_writer *w, int latency)
     return rc;
 }
 
+/* Remove the run's journal: every file of DIRECTORY named NAME.something. */
 static void
 remove_journal(const char *directory, const char *name)
 {
-    char cmd[4096 + 128];
-    snprintf(cmd, sizeof(cmd), "rm -f -- '%s'/%s.*", directory, name);
-    if (strchr(directory, '\'') != NULL || system(cmd) != 0) {
-        fprintf(stderr, "c_bench: could not remove the journal %s in %s\n", name, directory);
+    DIR *dir = opendir(directory);
+    size_t n = strlen(name);
+    struct dirent *entry;
+    char path[4096];
+    while (dir != NULL && (entry = readdir(dir)) != NULL) {
+        if (strncmp(entry->d_name, name, n) == 0 && entry->d_name[n] == '.') {
+            snprintf(path, sizeof(path), "%s/%s", directory, entry->d_name);
+            if (unlink(path) != 0) {
+                fprintf(stderr, "c_bench: could not remove %s: %s\n", path, strerror(errno));
+            }
+        }
+    }
+    if (dir != NULL) {
+        closedir(dir);
     }
 }
 
