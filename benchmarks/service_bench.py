@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -38,6 +39,18 @@ def start_service(home: str) -> subprocess.Popen[bytes]:
     return proc
 
 
+def remove_tree(path: str) -> None:
+    """rmtree, retried while the service may still be linking the page it was preparing when the
+    writer closed (it starts none for a journal whose writer is gone, but one may be under way)."""
+    for _ in range(200):
+        try:
+            shutil.rmtree(path)
+            return
+        except OSError:
+            time.sleep(0.05)
+    shutil.rmtree(path)
+
+
 def page_switch_run(home: str | None, switches: int) -> dict[str, float]:
     """ns per write: percentiles over all writes, and over the writes that switched pages."""
     os.sched_setaffinity(0, {0})
@@ -45,7 +58,8 @@ def page_switch_run(home: str | None, switches: int) -> dict[str, float]:
     count = (PAGE // 440) * switches + 1000
     took = array("q", bytes(8 * count))
     switch_at: list[int] = []
-    with tempfile.TemporaryDirectory(prefix="mmipc-bench-", dir=os.environ.get("MMIPC_BENCH_DIR")) as d:
+    d = tempfile.mkdtemp(prefix="mmipc-bench-", dir=os.environ.get("MMIPC_BENCH_DIR"))
+    try:
         with Writer.create(d, "switch", page_size=PAGE, service=home) as writer:
             clock, write = time.perf_counter_ns, writer.write
             page = writer._page_no
@@ -56,6 +70,8 @@ def page_switch_run(home: str | None, switches: int) -> dict[str, float]:
                 if writer._page_no != page:
                     page = writer._page_no
                     switch_at.append(i)
+    finally:
+        remove_tree(d)
     ordered = sorted(took)
     switch_ns = [float(ns) for ns in sorted(took[i] for i in switch_at)]
 

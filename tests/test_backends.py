@@ -159,3 +159,53 @@ def test_every_backend_stamps_with_the_monotonic_clock_plus_the_process_offset(j
             with writer.frame(8) as buf:
                 buf[:] = bytes(8)
             assert after <= writer.last_nano <= time.monotonic_ns() + clock_offset()
+
+
+@pytest.mark.skipif(mmipc.backend != "native", reason="the native backend's binding")
+def test_native_hot_paths_are_the_c_methods_themselves_with_the_reference_docs(jdir: str) -> None:
+    """`writer.write` and a one-journal `reader.read` call C directly (no Python frame per call,
+    issue 10's in-process costs), and `help()` shows the reference's documentation."""
+    import inspect
+
+    from mmipc import _native, _writer
+
+    with (
+        Writer.create(jdir, "j", page_size=SMALL_PAGE, service=None) as w,
+        Reader.create("r", service=None) as r,
+    ):
+        r.add_journal(jdir, "j")
+        assert (
+            type(w.write).__name__ == "builtin_function_or_method" and getattr(w.write, "__self__", None) is w
+        )
+        assert type(r.read).__name__ == "builtin_function_or_method"
+        assert Writer.write is _native.WriterCore.__dict__["write"]
+        assert inspect.getdoc(Writer.write) == inspect.getdoc(_writer._python_write)
+        for i in range(3000):  # page switches and slot crossings go through Python and come back
+            w.write(i.to_bytes(4, "little"), msg_type=1, source=i)
+        assert [int.from_bytes(f.data, "little") for f in iter(r.read, None)] == list(range(3000))
+
+
+@pytest.mark.skipif(mmipc.backend != "native", reason="the native backend's C thread check")
+def test_a_native_write_from_another_thread_raises_and_writes_nothing(jdir: str) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    with Writer.create(jdir, "j", page_size=SMALL_PAGE, service=None) as w:
+        w.write(b"mine")
+
+        def other() -> None:
+            try:
+                w.write(b"theirs", 1)
+            except BaseException as exc:  # handed to the test thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(timeout=60)
+        w.write(b"mine again")
+    assert (
+        len(errors) == 1 and isinstance(errors[0], UsageError) and "belongs to the thread" in str(errors[0])
+    )
+    with Reader.create("r", service=None) as r:
+        r.add_journal(jdir, "j")
+        assert [bytes(f.data) for f in iter(r.read, None)] == [b"mine", b"mine again"]

@@ -32,7 +32,7 @@ def _build(out: Path, extra: list[str]) -> dict[str, str]:
         pytest.skip("gcc is not installed: the C API and its examples cannot be built here")
     out.mkdir(parents=True, exist_ok=True)
     built = {}
-    for prog in ("ctp_writer", "ctp_reader"):
+    for prog in ("ctp_writer", "ctp_reader", "c_bench"):
         target = out / prog
         cmd = [gcc, *WARNINGS, *extra, f"-I{NATIVE}", "-o", str(target), str(EXAMPLES / f"{prog}.c")]
         subprocess.run([*cmd, str(NATIVE / "mmipc.c")], check=True, capture_output=True, text=True)
@@ -394,3 +394,133 @@ def test_c_writer_rings_a_blocking_python_reader(c_progs: dict[str, str], procs:
     assert writer.finish().split()[-2:] == ["wrote", "5000"]
     out = reader.finish(timeout=120).split()
     assert out[:2] == ["read", "5001"] and int(out[3]) >= 1  # woken through the futex at least once
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a file of another user")
+def test_c_writer_refuses_a_lock_file_owned_by_another_user_and_leaves_it(
+    c_progs: dict[str, str], jdir: str
+) -> None:
+    lock = Path(jdir) / "md.lock"
+    lock.write_bytes(b"planted\n")
+    os.chown(lock, NOBODY, NOBODY)
+    done = subprocess.run(
+        [c_progs["ctp_writer"], jdir, "md", "1"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and f"owned by uid {NOBODY}" in done.stderr and str(lock) in done.stderr
+    assert done.stderr.count("\n") == 1, "one line naming the problem"
+    assert lock.read_bytes() == b"planted\n" and lock.stat().st_uid == NOBODY
+
+
+def test_c_writer_refuses_a_symlinked_or_special_lock_file(
+    c_progs: dict[str, str], jdir: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "target"
+    target.write_bytes(b"someone's data\n")
+    os.symlink(target, os.path.join(jdir, "md.lock"))
+    done = subprocess.run(
+        [c_progs["ctp_writer"], jdir, "md", "1"], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        done.returncode == 1 and "symbolic link" in done.stderr and target.read_bytes() == b"someone's data\n"
+    )
+    os.unlink(os.path.join(jdir, "md.lock"))
+    os.mkfifo(os.path.join(jdir, "md.lock"))  # a plain open for writing could block on it
+    done = subprocess.run(
+        [c_progs["ctp_writer"], jdir, "md", "1"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "not a regular file" in done.stderr
+
+
+def test_c_writer_creates_its_lock_and_page_files_with_exactly_their_mode(
+    c_progs: dict[str, str], jdir: str
+) -> None:
+    old = os.umask(0o277)  # the mode must not depend on the umask (fchmod after create, as Python does)
+    try:
+        subprocess.run([c_progs["ctp_writer"], jdir, "md", "1"], check=True, capture_output=True, timeout=60)
+    finally:
+        os.umask(old)
+    for name in ("md.lock", "md.00000000.journal"):
+        assert (os.stat(os.path.join(jdir, name)).st_mode & 0o777) == 0o600, name
+
+
+def test_c_to_c_bench_builds_and_reports_both_runs_with_no_frame_lost(
+    c_progs: dict[str, str], jdir: str
+) -> None:
+    """A smoke run of examples/c/c_bench.c (the C-to-C floor of issue 10; no figure is checked)."""
+    import json
+
+    for size in ("64", "408"):
+        args = [
+            c_progs["c_bench"],
+            "--size",
+            size,
+            "--count",
+            "300",
+            "--gap",
+            "1000",
+            "--page-size",
+            "65536",
+            jdir,
+        ]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        runs = [json.loads(line) for line in done.stdout.splitlines()]
+        assert [(r["run"], r["size"], r["bad"]) for r in runs] == [
+            ("latency", int(size), 0),
+            ("throughput", int(size), 0),
+        ]
+        assert runs[0]["count"] == 270 and 0 < runs[0]["p50_us"] <= runs[0]["p90_us"] <= runs[0]["max_us"]
+        assert runs[1]["frames_per_s"] > 0
+    assert os.listdir(jdir) == [], "each run removes its journal"
+    bad = subprocess.run(
+        [c_progs["c_bench"], "--size", "8", jdir], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("usage: c_bench")
+
+
+def test_c_writer_feeds_a_python_reader_registered_with_the_live_service(
+    c_progs: dict[str, str], procs: Procs, jdir: str
+) -> None:
+    """docs/c-api.md, "Standalone use": the C writer never talks to the service, and a Python reader
+    registered with it follows the C writer's journal live, across its page switches."""
+    from mmipc._link import service_status
+
+    reader = Reader.create("py-follows-c")  # registered with the session's real service
+    reader.add_journal(jdir, "md")
+    writer = _run(procs, c_progs["ctp_writer"], "--page-size", str(SMALL_PAGE), jdir, "md", "3000")
+    frames: list[tuple[int, int]] = []
+
+    def read_all() -> bool:
+        frames.extend((f.seq, len(f.data)) for f in iter(reader.read, None))
+        return len(frames) >= 3000
+
+    wait_for(read_all, what="3000 frames of the C writer")
+    assert writer.finish().split()[-2:] == ["wrote", "3000"]
+    assert frames == [(i, 408) for i in range(3000)]  # every CTP tick, in order, none torn
+    status = service_status()
+    assert any(r["name"] == "py-follows-c" for r in status["readers"])
+    listed = [j for j in status["journals"] if (j["directory"], j["name"]) == (jdir, "md")]
+    assert [j["writer_pid"] for j in listed] in ([], [None]), "the C writer is standalone: no writer listed"
+    reader.close()
+
+
+def test_python_writer_registered_with_the_live_service_feeds_the_c_reader(
+    c_progs: dict[str, str], procs: Procs, jdir: str
+) -> None:
+    """The service prepares the Python writer's next pages ahead; the C reader reads them all."""
+    reader = _run(procs, c_progs["ctp_reader"], "--dump", jdir, "2000", "py")
+    reader.expect_line("ready")  # the journal does not exist yet
+    written = []
+    with Writer.create(jdir, "py", page_size=SMALL_PAGE) as writer:  # registered: pages made ahead
+        for i in range(2000):
+            payload = os.urandom(i % 300)
+            nano = writer.write(payload, msg_type=2, source=i)
+            written.append((nano, i, zlib.crc32(payload)))
+    lines = reader.finish().splitlines()
+    assert lines[-1] == "read 2000 errors 0"
+    data = [line.split() for line in lines if line.startswith("frame ")]
+    assert [(int(d[2]), int(d[5]), int(d[7])) for d in data] == written
+    assert [int(d[3]) for d in data] == list(range(2000))

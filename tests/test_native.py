@@ -76,14 +76,14 @@ def _make_v2(page: MappedPage, flags: int, first_seq: int) -> None:
 
 def _writer(page: MappedPage, version: int = 1, flags: int = 0, first_seq: int = 0) -> _native.WriterCore:
     core = _native.WriterCore()
-    core.attach(page.view, SMALL_PAGE, version, flags, first_seq, 4096, 0, first_seq, NEVER)
+    core._c_attach(page.view, SMALL_PAGE, version, flags, first_seq, 4096, 0, first_seq, NEVER)
     return core
 
 
 def _cursor(page: MappedPage, version: int = 1, flags: int = 0, first_seq: int = 0) -> _native.CursorCore:
     frame_class = Frame if version == 1 or "seq" in Frame._fields else FrameV2  # Frame has seq in v2
     core = _native.CursorCore(JournalId(os.path.dirname(page.path), "j"), frame_class)
-    core.attach(page.view, SMALL_PAGE, version, flags, first_seq, 4096)
+    core._c_attach(page.view, SMALL_PAGE, version, flags, first_seq, 4096)
     return core
 
 
@@ -91,14 +91,14 @@ def test_writer_core_frames_are_v1_frames_the_python_reader_reads(page: MappedPa
     core = _writer(page)
     payloads = [os.urandom(n) for n in (0, 1, 7, 8, 408, 1000)]
     nanos = [cast(int, core.write(p, msg_type=i, source=100 + i)) for i, p in enumerate(payloads)]
-    assert nanos == sorted(nanos) and core.pos == 4096 + sum((len(p) + 39) & ~7 for p in payloads)
+    assert nanos == sorted(nanos) and core._c_pos == 4096 + sum((len(p) + 39) & ~7 for p in payloads)
     offset = 4096
     for i, p in enumerate(payloads):
         info = decode_frame(page.mm, offset, SMALL_PAGE, page.path)
         assert info is not None and (info.msg_type, info.nano, info.payload_len) == (i, nanos[i], len(p))
         assert page.mm[offset + 24 : offset + 32] == bytes(8), "v1: bytes 24..31 stay zero"
         offset = info.end
-    core.detach()
+    core._c_detach()
     reader = Reader.create("r", service=None)
     reader.add_journal(jdir, "j")
     got = [(f.nano, f.msg_type, f.source, bytes(f.data)) for f in iter(reader.read, None)]
@@ -111,7 +111,7 @@ def test_writer_core_stores_v2_seq_and_checksum(page: MappedPage) -> None:
     payloads = [os.urandom(n) for n in (5, 0, 408, 64)]
     for p in payloads:
         core.write(p, 1, 2)
-    assert core.next_seq == 2**32 + 2
+    assert core._c_next_seq == 2**32 + 2
     frames = read_page(page.path).frames
     assert [f[5] for f in frames] == [2**32 - 2, 2**32 - 1, 0, 1]  # the low 32 bits wrap
     assert [f[6] for f in frames] == [zlib.crc32(p) for p in payloads]
@@ -135,25 +135,25 @@ def test_writer_core_goes_slow_and_writes_nothing(page: MappedPage) -> None:
     ]
     for args in slow_calls:
         assert core.write(*args) is SLOW
-    core.slot_boundary = core.pos  # the next frame would fill a time-index slot
+    core._c_slot_boundary = core._c_pos  # the next frame would fill a time-index slot
     assert core.write(b"x") is SLOW
-    core.slot_boundary, core.limit = NEVER, 0  # limit 0: the caller's own slow state
+    core._c_slot_boundary, core._c_limit = NEVER, 0  # limit 0: the caller's own slow state
     assert core.write(b"x") is SLOW
     assert bytes(page.mm) == before
     with pytest.raises(TypeError):
         core.write(b"x", colour=1)  # type: ignore[call-arg]
-    core.detach()
+    core._c_detach()
     assert core.write(b"x") is SLOW  # detached: limit is 0
 
 
 def test_writer_core_commits_a_claim_filled_in_place(page: MappedPage, jdir: str) -> None:
     core = _writer(page)
-    pos = core.pos
+    pos = core._c_pos
     page.view[pos + 32 : pos + 32 + 11] = b"filled here"
-    nano = core.commit(pos, 11, 9, 3)
+    nano = core._c_commit(pos, 11, 9, 3)
     with pytest.raises(ValueError, match="not at the writer's position"):
-        core.commit(pos, 11, 9, 3)
-    core.detach()
+        core._c_commit(pos, 11, 9, 3)
+    core._c_detach()
     reader = Reader.create("r", service=None)
     reader.add_journal(jdir, "j")
     frame = reader.read()
@@ -165,7 +165,7 @@ def test_writer_core_refuses_a_read_only_page(jdir: str) -> None:
     create_page(jdir, "j", 0, SMALL_PAGE)
     ro = MappedPage.open(page_path(jdir, "j", 0), "j", 0)
     with pytest.raises(ValueError, match="writable"):
-        _native.WriterCore().attach(ro.view, SMALL_PAGE, 1, 0, 0, 4096, 0, 0, NEVER)
+        _native.WriterCore()._c_attach(ro.view, SMALL_PAGE, 1, 0, 0, 4096, 0, 0, NEVER)
     ro.release()
 
 
@@ -186,7 +186,7 @@ def test_cursor_core_reads_the_python_writers_page_like_the_python_cursor(jdir: 
     assert [(f.nano, f.msg_type, f.source, bytes(f.data)) for f in got] == written
     assert all(f.journal == JournalId(jdir, "j") and type(f) is Frame for f in got)
     assert core.read() is None and core.poll() == -1
-    core.detach()
+    core._c_detach()
     page.release()
     assert [bytes(f.data) for f in got] == [w[3] for w in written], "frames keep the page mapped"
 
@@ -199,21 +199,21 @@ def test_cursor_core_goes_slow_at_the_end_marker_and_on_bad_frames(jdir: str) ->
     while (frame := core.read()) is not SLOW:
         assert frame is not None
         frames.append(frame)
-    end = core.pos
+    end = core._c_pos
     assert page.mm[end + 4 : end + 8] == b"\xff\xff\xff\xff", "stopped at the end-of-page marker"
     assert core.read_batch(10) is SLOW and core.poll() == -2
     del frames
-    core.pos, core.last_nano = 4096, 0
+    core._c_pos, core._c_last_nano = 4096, 0
     first = core.read()
     assert isinstance(first, tuple)
-    second_nano = struct.unpack_from("<q", page.mm, core.pos + 8)[0]
-    struct.pack_into("<q", page.mm, core.pos + 8, first.nano - 1)  # a timestamp going back
-    pos = core.pos
-    assert core.read() is SLOW and core.poll() == -2 and core.pos == pos
+    second_nano = struct.unpack_from("<q", page.mm, core._c_pos + 8)[0]
+    struct.pack_into("<q", page.mm, core._c_pos + 8, first.nano - 1)  # a timestamp going back
+    pos = core._c_pos
+    assert core.read() is SLOW and core.poll() == -2 and core._c_pos == pos
     struct.pack_into("<q", page.mm, pos + 8, second_nano)
     struct.pack_into("<I", page.mm, pos + 20, 7777)  # payload length disagrees with the commit word
-    assert core.read() is SLOW and core.pos == pos
-    core.detach()
+    assert core.read() is SLOW and core._c_pos == pos
+    core._c_detach()
     del first
     page.release()
 
@@ -231,7 +231,7 @@ def test_cursor_core_verifies_checksums(page: MappedPage) -> None:
     flagless = _cursor(page, version=2, flags=0)  # the same bytes without the CHECKSUMS flag
     assert len(flagless.read_batch(5)) == 3  # type: ignore[arg-type]
     for core in (writer, cursor, flagless):
-        core.detach()
+        core._c_detach()
     del first
 
 
@@ -244,14 +244,14 @@ def test_poll_take_and_merge_read_order_ties_by_list_order(jdir: str) -> None:
     writers = [_writer(p) for p in pages]
     for nano in (10, 20, 20, 30):  # write the same timestamps to both: stamps are clamped upwards
         for w in writers:
-            w.last_nano = nano
+            w._c_last_nano = nano
             w.write(str(nano).encode())
     for p in pages:
         core = _native.CursorCore(JournalId(jdir, os.path.basename(p.path)[0]), Frame)
-        core.attach(p.view, SMALL_PAGE, 1, 0, 0, 4096)
+        core._c_attach(p.view, SMALL_PAGE, 1, 0, 0, 4096)
         cores.append(core)
     nano = cores[1].poll()
-    assert nano > 0 and cores[1].next_nano == nano and cores[1].poll() == nano  # stays peeked
+    assert nano > 0 and cores[1]._c_next_nano == nano and cores[1].poll() == nano  # stays peeked
     merged = _drain(lambda: _native.merge_read(cores))
     assert [f.nano for f in merged] == sorted(f.nano for f in merged) and len(merged) == 8
     for a, b in zip(merged[::2], merged[1::2], strict=True):
@@ -263,9 +263,9 @@ def test_poll_take_and_merge_read_order_ties_by_list_order(jdir: str) -> None:
     with pytest.raises(TypeError):
         _native.merge_read((cores[0],))  # type: ignore[arg-type]
     for writer in writers:
-        writer.detach()
+        writer._c_detach()
     for cursor in cores:
-        cursor.detach()
+        cursor._c_detach()
     del merged
     for p in pages:
         p.release()
@@ -292,7 +292,7 @@ def test_read_batch_columns_are_zero_copy_numpy_views_and_iterate_as_frames(jdir
     assert isinstance(empty, _native.Batch) and len(empty) == 0 and list(empty.nano) == []
     with pytest.raises(IndexError):
         batch.data(25)
-    core.detach()
+    core._c_detach()
     page.release()
     assert bytes(batch[24].data) == written[24][3], "a batch keeps its page mapped"
 
@@ -302,7 +302,7 @@ def test_detach_leaves_no_export_so_the_page_can_close(jdir: str) -> None:
     page = MappedPage.open(page_path(jdir, "j", 0), "j", 0)
     core = _cursor(page)
     assert isinstance(core.read(), tuple)  # the frame is dropped at once
-    core.detach()
+    core._c_detach()
     page.release()
     assert page.mm.closed
 
@@ -358,9 +358,9 @@ def test_cursor_core_reads_the_c_writers_v2_journal(tmp_path: Path, jdir: str) -
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         view = memoryview(mm)
         core = _native.CursorCore(JournalId(jdir, "md"), FrameV2)
-        core.attach(view, SMALL_PAGE, on_disk.version, on_disk.flags, on_disk.first_seq, 4096)
+        core._c_attach(view, SMALL_PAGE, on_disk.version, on_disk.flags, on_disk.first_seq, 4096)
         got += [(frame.seq, bytes(frame.data)) for frame in _drain(core.read)]
-        core.detach()
+        core._c_detach()
         view.release()
         mm.close()
         page_no += 1
@@ -377,23 +377,23 @@ def test_cursor_core_takes_first_seq_stored_after_it_attached(page: MappedPage) 
     for _ in range(3):
         writer.write(b"tick")
     assert [f.seq for f in _drain(cursor.read)] == [2**33 + 5, 2**33 + 6, 2**33 + 7]
-    writer.detach()
-    cursor.detach()
+    writer._c_detach()
+    cursor._c_detach()
 
 
 def test_writer_core_fills_time_index_slots_itself_when_allowed(page: MappedPage, jdir: str) -> None:
     core = _native.WriterCore()
-    core.attach(page.view, SMALL_PAGE, 1, 0, 0, 4096, 0, 0, 4096, 0)  # a fresh page: slot 0 next
+    core._c_attach(page.view, SMALL_PAGE, 1, 0, 0, 4096, 0, 0, 4096, 0)  # a fresh page: slot 0 next
     assert core.write(b"x" * 100) is SLOW, "a crossing goes SLOW unless mark_slots is set"
-    core.mark_slots = True
+    core._c_mark_slots = True
     nanos: list[int] = []
     while isinstance(nano := core.write(os.urandom(100), 1), int):
         nanos.append(nano)
-    assert core.slot_index > 950 and len(nanos) > 400  # 64-byte stride: every frame fills slots
+    assert core._c_slot_index > 950 and len(nanos) > 400  # 64-byte stride: every frame fills slots
     on_disk = read_page(page.path)
-    assert len(on_disk.slots) == core.slot_index and on_disk.first_nano == nanos[0]
+    assert len(on_disk.slots) == core._c_slot_index and on_disk.first_nano == nanos[0]
     check_index_and_times(on_disk)
-    core.detach()
+    core._c_detach()
     reader = Reader.create("r", service=None)
     reader.add_journal(jdir, "j", start=nanos[300])  # the Python seek walks the slots the core filled
     frame = reader.read()
@@ -483,17 +483,17 @@ def test_no_object_leaks_per_frame(page: MappedPage) -> None:
     cursor = _cursor(page)
 
     def rounds() -> None:
-        writer.pos, writer.last_nano = 4096, 0
+        writer._c_pos, writer._c_last_nano = 4096, 0
         for _ in range(300):
             writer.write(b"payload of a frame", 1, 2)
         for _ in range(3):
-            cursor.pos, cursor.last_nano = 4096, 0
+            cursor._c_pos, cursor._c_last_nano = 4096, 0
             _drain(cursor.read)
-            cursor.pos, cursor.last_nano = 4096, 0
+            cursor._c_pos, cursor._c_last_nano = 4096, 0
             batch = cursor.read_batch(1000)
             assert isinstance(batch, _native.Batch)
             [bytes(f.data) for f in batch] + [batch.data(i) for i in range(len(batch))] + [batch.nano]
-            cursor.pos, cursor.last_nano = 4096, 0
+            cursor._c_pos, cursor._c_last_nano = 4096, 0
             _drain(lambda: _native.merge_read([cursor]))
             cursor.poll()
 
@@ -507,5 +507,5 @@ def test_no_object_leaks_per_frame(page: MappedPage) -> None:
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert grown < 20_000, f"{grown} bytes kept after 20 rounds of 1,200 frames"
-    writer.detach()
-    cursor.detach()
+    writer._c_detach()
+    cursor._c_detach()

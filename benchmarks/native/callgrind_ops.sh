@@ -36,6 +36,13 @@ per_op_args() {  # like per_op, for py_ops.py whose N comes before the directory
     printf '%-40s %8.1f instructions/op\n' "$label" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"
 }
 
+api_case() {  # api_case LABEL BACKEND OP: the public API (api_ops.py) on MMIPC_BACKEND=BACKEND
+    local a b
+    a=$(MMIPC_BACKEND="$2" total "$py" "$here/api_ops.py" "$3" "$N1" "$work/j")
+    b=$(MMIPC_BACKEND="$2" total "$py" "$here/api_ops.py" "$3" "$N2" "$work/j")
+    printf '%-40s %8.1f instructions/op\n' "$1" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"
+}
+
 c_case() {  # c_case LABEL OP
     local a b
     a=$(total "$work/c_ops" "$2" "$N1" "$work/j")
@@ -54,3 +61,11 @@ per_op_args "ext read_batch(1000) per frame" ext read_batch
 per_op_args "python Writer.write 408 B" python write
 per_op_args "python Reader.read empty" python read_empty
 per_op_args "python Reader.read one frame" python read
+api_case "Python loop iteration (baseline)" native loop
+for backend in native python; do
+    api_case "$backend Writer.write 64 B" "$backend" write64
+    api_case "$backend Writer.write 408 B" "$backend" write408
+    api_case "$backend Reader.read empty" "$backend" read_empty
+    api_case "$backend Reader.read one 64 B frame" "$backend" read
+    api_case "$backend Reader.read_batch(1000) per frame" "$backend" read_batch
+done

@@ -36,11 +36,11 @@ def write(backend: str, n: int, directory: str) -> None:
     else:
         page: Any = writer._page
         core = WriterCore()
-        core.attach(page.view, page.page_size, 1, 0, 0, writer._pos, writer._last_nano, 0, NEVER)
+        core._c_attach(page.view, page.page_size, 1, 0, 0, writer._pos, writer._last_nano, 0, NEVER)
         w = core.write
         for _ in range(n):
             w(PAYLOAD, 1)
-        core.detach()
+        core._c_detach()
     writer.close()
 
 
@@ -55,7 +55,7 @@ def read(backend: str, op: str, n: int, directory: str) -> None:
         return
     cursor: Any = reader._cursors[0]
     core = CursorCore(JournalId(directory, "ops"), Frame)
-    core.attach(cursor.view, cursor.page_size, 1, 0, 0, cursor.pos)
+    core._c_attach(cursor.view, cursor.page_size, 1, 0, 0, cursor.pos)
     if op == "read_batch":
         got = 0
         while got < n:
@@ -65,7 +65,7 @@ def read(backend: str, op: str, n: int, directory: str) -> None:
         read_core = core.read
         for _ in range(n):
             read_core()
-    core.detach()
+    core._c_detach()
 
 
 def main() -> None:

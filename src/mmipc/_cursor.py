@@ -31,7 +31,7 @@ import mmap
 import os
 import time
 import zlib
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._backend import native
 from ._errors import CorruptJournalError
@@ -62,9 +62,14 @@ _unpack_body = FRAME_BODY_FAST.unpack_from
 _unpack_full = FRAME_BODY.unpack_from
 _crc32 = zlib.crc32
 _PAGE_END = int(MsgType.PAGE_END)
+_NATIVE = native is not None
+if TYPE_CHECKING:
+    from ._native import CursorCore as _CursorBase
+else:  # the native Cursor is a CursorCore: `read` is the C method itself (see "the native backend")
+    _CursorBase = object if native is None else native.CursorCore
 
 
-class Cursor:
+class Cursor(_CursorBase):
     """Where a reader stands in one journal; `next_nano` is -1 until a frame is peeked."""
 
     __slots__ = (
@@ -87,7 +92,6 @@ class Cursor:
         "seq",
         "start",
         "probe_at",
-        "core",
     )
 
     def __init__(self, jid: JournalId, start: Start) -> None:
@@ -102,7 +106,8 @@ class Cursor:
         self.msg_type = self.source = self.length = self.seq = 0
         self.start: Start = start
         self.probe_at = 0
-        self.core: Any = None if native is None else native.CursorCore(jid, Frame)
+        if _NATIVE:
+            native.CursorCore.__init__(self, jid, Frame)  # type: ignore[union-attr]
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -230,7 +235,7 @@ class Cursor:
 
     def detach(self) -> None:
         """Unmap the current page (frames already handed out keep theirs alive)."""
-        if self.core is not None:
+        if _NATIVE:
             self._core_release()  # before the page's mmap closes
         if self.page is not None:
             self.page.release()
@@ -240,29 +245,28 @@ class Cursor:
 
     # -- the native backend: the C core (mmipc._native.CursorCore) reads; Python is its slow path --
     #
-    # While the core is attached it owns `pos`, `last_nano` and the peeked frame. On SLOW (a page's
-    # end, a missing page, damage, a checksum mismatch, no page yet) `_python` takes pos and
-    # last_nano back, detaches the core, runs the Python method (the reference, which knows the files
-    # and raises the errors) and attaches the core again at Python's position. A frame Python peeked
-    # is dropped from Python's state there and peeked again by the core: committed frames never change.
+    # The native Cursor is a subclass of CursorCore, and `read`, `poll` and `take` are its C methods
+    # themselves: a read costs no Python frame. The `_c_*` fields and methods are the core's. While
+    # the core is attached it owns `pos`, `last_nano` and the peeked frame. On what it does not do
+    # (a page's end, a missing page, damage, a checksum mismatch, no page yet) the C method calls
+    # `_read_from_core` (or `_poll_from_core`, `_take_from_core`): `_python` takes pos and last_nano
+    # back, detaches the core, runs the Python method (the reference, which knows the files and
+    # raises the errors) and attaches the core again at Python's position. A frame Python peeked is
+    # dropped from Python's state there and peeked again by the core: committed frames never change.
 
-    def _read_native(self) -> Frame | None:
-        frame = self.core.read()
-        if frame is _SLOW:
-            return self._python(_python_read)  # type: ignore[no-any-return]
-        return frame  # type: ignore[no-any-return]
+    @property
+    def core(self) -> Any:
+        """The C core reading this journal: the cursor itself with the native backend, else None."""
+        return self if _NATIVE else None
 
-    def _poll_native(self) -> int:
-        nano: int = self.core.poll()
-        if nano == -2:
-            return self._python(_python_poll)  # type: ignore[no-any-return]
-        return nano
+    def _read_from_core(self) -> Frame | None:
+        return self._python(_python_read)  # type: ignore[no-any-return]
 
-    def _take_native(self) -> Frame:
-        core = self.core
-        if core.next_nano < 0 and core.poll() < 0:  # peeked by Python's slow path, or only it can
-            return self._python(_python_poll_take)  # type: ignore[no-any-return]
-        return core.take()  # type: ignore[no-any-return]
+    def _poll_from_core(self) -> int:
+        return self._python(_python_poll)  # type: ignore[no-any-return]
+
+    def _take_from_core(self) -> Frame:
+        return self._python(_python_poll_take)  # type: ignore[no-any-return]
 
     def _python(self, method: Any) -> Any:
         self._core_release()
@@ -273,10 +277,9 @@ class Cursor:
 
     def _core_release(self) -> None:
         """Take pos and last_nano back from the core, if it is attached, and detach it."""
-        core = self.core
-        pos, last_nano = core.pos, core.last_nano
-        core.detach()
-        core.pos = 0  # pos 0 marks a detached core
+        pos, last_nano = self._c_pos, self._c_last_nano
+        self._c_detach()
+        self._c_pos = 0  # pos 0 marks a detached core
         if pos:
             self.pos, self.last_nano = pos, last_nano
             self.next_nano = -1
@@ -288,8 +291,8 @@ class Cursor:
             return
         self._core_release()  # so that pos and last_nano below are Python's (see the properties)
         header, pos, last_nano = page.header, self.pos, self.last_nano
-        self.core.attach(self.view, self.page_size, header.version, header.flags, header.first_seq, pos)
-        self.core.last_nano = last_nano
+        self._c_attach(self.view, self.page_size, header.version, header.flags, header.first_seq, pos)
+        self._c_last_nano = last_nano
         self.next_nano = -1
 
     # -- positioning --------------------------------------------------------------------------
@@ -301,13 +304,13 @@ class Cursor:
         self.next_nano = -1
         self._enter_page(page_no, offset)
         self.last_nano = nano
-        if self.core is not None:
+        if _NATIVE:
             self._core_attach()
 
     def position(self, start: Start) -> bool:
         """Place the cursor at `start`; False (and wait for the journal) if it has no page yet."""
         placed = self._position(start)
-        if self.core is not None:
+        if _NATIVE:
             self._core_attach()
         return placed
 
@@ -409,25 +412,20 @@ def _python_poll_take(cursor: Cursor) -> Frame:
 
 
 if native is not None:  # bound once at import: the pure-Python backend keeps its own methods
-    _SLOW = native.SLOW
-    Cursor._read_native.__doc__ = Cursor.read.__doc__
-    Cursor._poll_native.__doc__ = Cursor.poll.__doc__
-    Cursor._take_native.__doc__ = Cursor.take.__doc__
-    Cursor.read = Cursor._read_native  # type: ignore[method-assign]
-    Cursor.poll = Cursor._poll_native  # type: ignore[method-assign]
-    Cursor.take = Cursor._take_native  # type: ignore[method-assign]
+    Cursor.read = native.CursorCore.read  # type: ignore[method-assign]
+    Cursor.poll = native.CursorCore.poll  # type: ignore[method-assign]
+    Cursor.take = native.CursorCore.take  # type: ignore[method-assign]
     # While the core is attached, `pos` and `last_nano` are the core's, for every reader of them
     # (durable cursors, the lag metrics): the slots hold them only while it is detached.
     _pos_slot: Any = Cursor.__dict__["pos"]
     _last_nano_slot: Any = Cursor.__dict__["last_nano"]
 
     def _pos(cursor: Cursor) -> int:
-        pos: int = cursor.core.pos
+        pos: int = cursor._c_pos
         return pos or _pos_slot.__get__(cursor)
 
     def _last_nano(cursor: Cursor) -> int:
-        core = cursor.core
-        return core.last_nano if core.pos else _last_nano_slot.__get__(cursor)  # type: ignore[no-any-return]
+        return cursor._c_last_nano if cursor._c_pos else _last_nano_slot.__get__(cursor)
 
     setattr(Cursor, "pos", property(_pos, _pos_slot.__set__))  # noqa: B010 (mypy: a slot)
     setattr(Cursor, "last_nano", property(_last_nano, _last_nano_slot.__set__))  # noqa: B010

@@ -13,15 +13,22 @@ SLOW: Final[_Slow]
 FRAME_HEADER_SIZE: Final[int]
 
 class WriterCore:
-    pos: int
-    limit: int
-    last_nano: int
-    next_seq: int
-    slot_boundary: int
-    slot_index: int
-    mark_slots: bool
-    clock: int
-    def attach(
+    """The native Writer's base: `write` is Writer.write; the `_c_*` names are the core's state."""
+
+    _c_pos: int
+    _c_limit: int
+    _c_last_nano: int
+    _c_next_seq: int
+    _c_slot_boundary: int
+    _c_slot_index: int
+    _c_mark_slots: bool
+    _c_clock: int
+    _c_thread: int
+    _c_pretouch: bool
+    @property
+    def _c_pretouched(self) -> int: ...
+    def _c_pretouch_stop(self) -> None: ...
+    def _c_attach(
         self,
         view: memoryview,
         page_size: int,
@@ -34,11 +41,11 @@ class WriterCore:
         slot_boundary: int,
         slot_index: int = 960,
     ) -> None: ...
-    def detach(self) -> None: ...
+    def _c_detach(self) -> None: ...
     def write(self, payload: Any, msg_type: int = 0, source: int = 0) -> int | _Slow: ...
-    def commit(self, pos: int, size: int, msg_type: int, source: int) -> int | _Slow: ...
-    def open_bells(self, path: str) -> bool: ...
-    def close_bells(self) -> None: ...
+    def _c_commit(self, pos: int, size: int, msg_type: int, source: int) -> int | _Slow: ...
+    def _c_open_bells(self, path: str) -> bool: ...
+    def _c_close_bells(self) -> None: ...
 
 class Batch:
     nano: memoryview
@@ -54,18 +61,20 @@ class Batch:
     def __iter__(self) -> Iterator[Frame]: ...
 
 class CursorCore:
-    pos: int
-    last_nano: int
-    next_nano: int
-    msg_type: int
-    source: int
-    length: int
-    seq: int
+    """The native Cursor's base: `read`, `poll` and `take` are Cursor's; `_c_*` is the core's state."""
+
+    _c_pos: int
+    _c_last_nano: int
+    _c_next_nano: int
+    _c_msg_type: int
+    _c_source: int
+    _c_length: int
+    _c_seq: int
     def __init__(self, jid: object, frame_class: type[tuple[Any, ...]]) -> None: ...
-    def attach(
+    def _c_attach(
         self, view: memoryview, page_size: int, version: int, flags: int, first_seq: int, pos: int
     ) -> None: ...
-    def detach(self) -> None: ...
+    def _c_detach(self) -> None: ...
     def read(self) -> Frame | None | _Slow: ...
     def poll(self) -> int: ...
     def take(self) -> Frame: ...

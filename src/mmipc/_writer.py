@@ -42,6 +42,13 @@ Rules (docs/format.md is the full contract):
    marker commits. A page that the writer resumed empty and that is too small for the next frame
    ends with its marker alone, with `first_nano` and `last_nano` both set to the marker's stamp.
 
+10. Native backend only: a thread of the writer's process keeps the next 4 MiB past the write
+   position faulted in, writable (MADV_POPULATE_WRITE, Linux 5.14+), so that the writer's own first
+   store into each 4 KiB page does not fault (about 1.6 us each; the service's MAP_POPULATE puts the
+   file in the page cache but maps nothing writable in this process). It learns the position from
+   the time-index slots, so the hot path pays nothing. `MMIPC_PRETOUCH=0` turns it off; on an older
+   kernel it stops by itself. See docs/benchmarks.md, "Page faults on the writer's thread".
+
 The hot path (`write`) allocates nothing but the slice it copies into, and takes one branch to the
 slow path (`_write_slow`) when the frame does not fit, when a claim is open, after `close()`, and on
 every page of version 1 or with checksums: those states set `_limit` to 0 so that the single size
@@ -58,7 +65,7 @@ import warnings
 import weakref
 import zlib
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._backend import native
 from ._bell import Ringer, bells_path
@@ -147,9 +154,14 @@ def clock_offset() -> int:
 
 _pack_body = FRAME_BODY_FAST.pack_into
 _pack_commit = COMMIT.pack_into
+_NATIVE = native is not None
+if TYPE_CHECKING:
+    from ._native import WriterCore as _WriterBase
+else:  # the native Writer is a WriterCore: `write` is the C method itself (see "the native backend")
+    _WriterBase = object if native is None else native.WriterCore
 
 
-class Writer:
+class Writer(_WriterBase):
     """Appends frames to one journal. Create it with `Writer.create(directory, name)`.
 
     Example: ``with Writer.create("/data/md", "md.ctp") as w: w.write(tick, msg_type=101)``
@@ -187,7 +199,6 @@ class Writer:
         "_v2",
         "_checksums",
         "_fast_limit",
-        "_core",
         "__weakref__",
     )
 
@@ -219,13 +230,15 @@ class Writer:
         self._flags = int(PageFlags.CHECKSUMS) if checksum else 0
         self._seq = self._first_seq = self._fast_limit = 0
         self._v2 = self._checksums = False
-        self._core: Any = None if native is None else native.WriterCore()
+        if _NATIVE:
+            self._c_thread = self._thread
+            self._c_pretouch = True  # a thread populates pages ahead (rule 10); MMIPC_PRETOUCH=0: none
         self._open_tail(page_size)
         self._send_page_news()
         self._ringer = Ringer.open(directory, name)  # doorbells: `_bells[8]` is its readers' count
         self._bells = self._ringer.list
-        if self._core is not None:  # the core rings from C after its own commits; Python after Python's
-            self._core.open_bells(bells_path(directory, name))
+        if _NATIVE:  # the core rings from C after its own commits; Python after Python's
+            self._c_open_bells(bells_path(directory, name))
         self._core_attach()
         self._finalizer = weakref.finalize(self, _release, lock_fd, link, directory, name)
 
@@ -339,7 +352,7 @@ class Writer:
         """
         if _get_ident() != self._thread:
             raise _other_thread(self)
-        if self._core is not None:
+        if _NATIVE:
             return self._through_python(Writer._write_at, payload, nano, msg_type, source)
         return self._write_at(payload, nano, msg_type, source)
 
@@ -409,7 +422,7 @@ class Writer:
         """
         if _get_ident() != self._thread:
             raise _other_thread(self)
-        if self._core is not None:
+        if _NATIVE:
             self._core_sync()  # attached again when the claim ends
         if not 0 <= msg_type <= MAX_MSG_TYPE or not 0 <= source <= MAX_SOURCE:
             raise _bad_ids(msg_type, source)
@@ -435,10 +448,10 @@ class Writer:
         self._claim = None
         pos, n = claim.pos, claim.size
         self._limit = self._fast_limit
-        if self._core is not None and publish:
+        if _NATIVE and publish:
             claim.nano = self._commit_native(claim, checksum)
             return
-        if self._core is not None:
+        if _NATIVE:
             self._core_attach()
         if not publish:
             end = pos + align8(n + FRAME_HEADER_SIZE)
@@ -638,19 +651,20 @@ class Writer:
 
     # -- the native backend: the C core (mmipc._native.WriterCore) writes; Python is its slow path --
     #
-    # While the core is attached it owns the position, last timestamp, seq and index-slot state;
-    # `_core_sync` copies them back and detaches it before any Python code reads or changes them
-    # (a page switch, a claim, write_at, close) or may unmap its page; `_core_attach` hands the
-    # (possibly new) page back. The core goes SLOW, changing nothing, on every case it does not
-    # handle (see _mmipcmodule.c), so the errors and the page rules stay this module's.
+    # The native Writer is a subclass of WriterCore, and `Writer.write` is WriterCore's C method
+    # itself: a call costs no Python frame. The `_c_*` fields and methods are the core's. While the
+    # core is attached it owns the position, last timestamp, seq and index-slot state; `_core_sync`
+    # copies them back and detaches it before any Python code reads or changes them (a page switch,
+    # a claim, write_at, close) or may unmap its page; `_core_attach` hands the (possibly new) page
+    # back. On every case the C `write` does not handle (see _mmipcmodule.c) it changes nothing and
+    # calls `_write_from_core` with its own arguments, so the errors and page rules stay this module's.
 
-    def _write_native(self, payload: Any, msg_type: int = 0, source: int = 0) -> int:
+    def _write_from_core(self, payload: Any, msg_type: int = 0, source: int = 0) -> int:
+        """What the C `write` does not do itself: another thread (its `_c_thread` check), a closed
+        writer, a page switch, a slot crossing with page news to send, bad arguments."""
         if _get_ident() != self._thread:
             raise _other_thread(self)
-        nano = self._core.write(payload, msg_type, source)
-        if nano is _SLOW:
-            return self._through_python(_python_write, payload, msg_type, source)
-        return nano  # type: ignore[no-any-return]
+        return self._through_python(_python_write, payload, msg_type, source)
 
     def _through_python(self, method: Any, *args: Any) -> int:
         self._core_sync()
@@ -662,33 +676,32 @@ class Writer:
     def _commit_native(self, claim: FrameClaim, checksum: int) -> int:
         """Publish a filled claim through the core (which stores its checksum), or Python's way."""
         self._core_attach()
-        nano = self._core.commit(claim.pos, claim.size, claim.msg_type, claim.source)
+        nano = self._c_commit(claim.pos, claim.size, claim.msg_type, claim.source)
         if nano is not _SLOW:
-            return nano  # type: ignore[no-any-return]
+            return cast(int, nano)
         return self._through_python(
             Writer._publish, claim.pos, claim.size, claim.msg_type, claim.source, checksum, None
         )
 
     def _core_sync(self) -> None:
         """Take the writer's state back from the core, and detach it from the page."""
-        core = self._core
-        if core.limit:
-            self._pos, self._last_nano = core.pos, core.last_nano
-            self._seq = core.next_seq & SEQ_MASK if self._v2 else 0
-            self._slot_boundary, self._slot_index = core.slot_boundary, core.slot_index
-        core.detach()
+        if self._c_limit:
+            self._pos, self._last_nano = self._c_pos, self._c_last_nano
+            self._seq = self._c_next_seq & SEQ_MASK if self._v2 else 0
+            self._slot_boundary, self._slot_index = self._c_slot_boundary, self._c_slot_index
+        self._c_detach()
 
     def _core_attach(self) -> None:
         """Hand the current page and state to the core, unless no frame may be written now."""
-        core, page = self._core, self._page
-        if core is None:
+        page = self._page
+        if not _NATIVE:
             return
         if page is None or self._claim is not None:
-            core.detach()
+            self._c_detach()
             return
         header = page.header
         seq = full_seq(self._first_seq, self._seq) if self._v2 else 0
-        core.attach(
+        self._c_attach(
             page.view,
             page.page_size,
             header.version,
@@ -700,8 +713,8 @@ class Writer:
             self._slot_boundary,
             self._slot_index,
         )
-        core.clock = self._clock
-        core.mark_slots = self._page_news is None and self._retiring is None
+        self._c_clock = self._clock
+        self._c_mark_slots = self._page_news is None and self._retiring is None
 
     # -- introspection and lifetime -----------------------------------------------------------
 
@@ -719,8 +732,8 @@ class Writer:
 
         Example: ``writer.last_nano  # 0 before the first frame``
         """
-        if self._core is not None and self._core.limit:
-            return int(self._core.last_nano)
+        if _NATIVE and self._c_limit:
+            return int(self._c_last_nano)
         return self._last_nano
 
     @property
@@ -750,12 +763,13 @@ class Writer:
             return
         if _get_ident() != self._thread:
             raise _other_thread(self)
-        if self._core is not None:
+        if _NATIVE:
             self._core_sync()
         if self._claim is not None:
             self._end_claim(self._claim, publish=False)
-        if self._core is not None:
-            self._core.detach()
+        if _NATIVE:
+            self._c_detach()
+            self._c_pretouch_stop()  # before the page is unmapped
         if self._retiring is not None:
             self._retiring.release()
             self._retiring = None
@@ -763,16 +777,17 @@ class Writer:
         self._page = None
         self._limit = 0
         self._ringer.close()
-        if self._core is not None:
-            self._core.close_bells()
+        if _NATIVE:
+            self._c_close_bells()
         self._finalizer()
         _LIVE.discard(self)
 
     def _forget_after_fork(self) -> None:
         """In a forked child: drop this copy of the writer without touching the parent's lock."""
         if self._page is not None:
-            if self._core is not None:
-                self._core.detach()  # the child must not append through it either
+            if _NATIVE:
+                self._c_detach()  # the child must not append through it either
+                self._c_pretouch_stop()  # the child has no pretoucher thread: only forget it
             self._page = None
             self._limit = 0
             self._finalizer.detach()
@@ -785,7 +800,7 @@ class Writer:
         self.close()
 
     def __repr__(self) -> str:
-        pos = self._core.pos if self._core is not None and self._core.limit else self._pos
+        pos = self._c_pos if _NATIVE and self._c_limit else self._pos
         state = "closed" if self._page is None else f"page {self._page_no} offset {pos}"
         return f"<mmipc.Writer {self.name!r} in {self.directory!r}, {state}>"
 
@@ -795,8 +810,7 @@ _LIVE: weakref.WeakSet[Writer] = weakref.WeakSet()
 _python_write = Writer.write
 if native is not None:  # bound once at import: the pure-Python backend keeps its own `write`
     _SLOW = native.SLOW
-    Writer._write_native.__doc__ = Writer.write.__doc__
-    Writer.write = Writer._write_native  # type: ignore[method-assign]
+    Writer.write = native.WriterCore.write  # type: ignore[method-assign]  # its __doc__ is write's
 
 
 def _forget_writers_in_child() -> None:

@@ -137,7 +137,13 @@ typedef struct {
     long long clock;         /* wall minus monotonic time: the Python writer's clock_offset() */
     mmipc_ringer *ringer;    /* the journal's NAME.bells (open_bells), or NULL */
     _Atomic uint32_t *bell_count;
+    unsigned long thread;    /* the owning thread's ident (0: any); another thread goes slow */
+    char pretouch;           /* keep pages populated ahead of pos (a thread; see mmipc.c) */
+    mmipc_pretouch *pt;      /* that thread, once started */
+    PyObject *pt_view;       /* a view of the page it works in: the page stays mapped meanwhile */
 } WriterCore;
+
+static PyTypeObject WriterCoreType;
 
 static int
 writer_clear(WriterCore *self)
@@ -148,9 +154,52 @@ writer_clear(WriterCore *self)
     return 0;
 }
 
+/* Stop the pretoucher (it joins in a few us: a madvise chunk at most), then let its page go. */
+static void
+pretouch_stop(WriterCore *self)
+{
+    mmipc_pretouch_stop(self->pt);
+    self->pt = NULL;
+    Py_CLEAR(self->pt_view);
+}
+
+/* Point the pretoucher at the attached page, if it is not there yet (starting it on first use).
+ * Its own view keeps the page mapped until it has moved on, however Python releases the page. */
+static void
+pretouch_follow(WriterCore *self)
+{
+    if (!self->pretouch || (self->pt_view != NULL
+                            && PyMemoryView_GET_BUFFER(self->pt_view)->buf == self->a.page.base)) {
+        return;
+    }
+    if (self->pt == NULL && (self->pt = mmipc_pretouch_start()) == NULL) {
+        self->pretouch = 0;  /* MMIPC_PRETOUCH=0, or no thread: write without it */
+        return;
+    }
+    mmipc_pretouch_page(self->pt, self->a.page.base, self->a.page.page_size);
+    Py_XSETREF(self->pt_view, Py_NewRef(self->a.view));
+}
+
+static PyObject *
+writer_pretouch_stop(WriterCore *self, PyObject *Py_UNUSED(ignored))
+{
+    pretouch_stop(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+writer_pretouched(WriterCore *self, void *Py_UNUSED(closure))
+{
+    if (self->pt != NULL && mmipc_pretouch_unsupported(self->pt)) {
+        return PyLong_FromLong(-1);
+    }
+    return PyLong_FromUnsignedLongLong(mmipc_pretouch_total(self->pt));
+}
+
 static void
 writer_dealloc(WriterCore *self)
 {
+    pretouch_stop(self);
     writer_clear(self);
     mmipc_ringer_close(self->ringer);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -166,7 +215,7 @@ writer_attach(WriterCore *self, PyObject *args, PyObject *kwds)
     unsigned int version, flags;
     unsigned int slot_index = MMIPC_INDEX_SLOTS;
     long long last_nano;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKIIKKLKK|I:attach", kwlist, &view, &page_size,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKIIKKLKK|I:_c_attach", kwlist, &view, &page_size,
                                      &version, &flags, &first_seq, &pos, &last_nano, &next_seq,
                                      &boundary, &slot_index)) {
         return NULL;
@@ -189,6 +238,7 @@ writer_attach(WriterCore *self, PyObject *args, PyObject *kwds)
     self->st.slot_boundary = boundary;
     self->slot_index = slot_index;
     self->stride = mmipc_index_stride(page_size);
+    pretouch_follow(self);
     Py_RETURN_NONE;
 }
 
@@ -259,24 +309,6 @@ slots_ok(const WriterCore *self, uint64_t pos)
     return pos < self->st.slot_boundary || (self->mark_slots && self->slot_index < MMIPC_INDEX_SLOTS);
 }
 
-/* The page's first timestamp and the slots this frame starts, as Writer._mark_index stores them. */
-static void
-mark_index(WriterCore *self, uint64_t pos, int64_t nano)
-{
-    unsigned char *base = self->st.page.base;
-    if (pos == MMIPC_PAGE_HEADER_SIZE) {
-        atomic_store_explicit(mmipc_header_nano(base, MMIPC_OFF_FIRST_NANO), nano,
-                              memory_order_relaxed);
-    }
-    while (self->st.slot_boundary <= pos) {
-        mmipc_store_slot(base, self->slot_index, (uint32_t)pos);
-        self->slot_index++;
-        self->st.slot_boundary = self->slot_index < MMIPC_INDEX_SLOTS
-                                     ? MMIPC_PAGE_HEADER_SIZE + self->slot_index * self->stride
-                                     : (uint64_t)1 << 62;
-    }
-}
-
 /* Publish the frame at pos whose payload (and, for a claim, nothing else) is in place. */
 static PyObject *
 publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t source)
@@ -284,7 +316,7 @@ publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t 
     int64_t nano = writer_stamp(self);
     mmipc_store_header(&self->st, pos, n, msg_type, source, nano);
     if (pos >= self->st.slot_boundary) {
-        mark_index(self, pos, nano);
+        self->slot_index = mmipc_mark_index(&self->st, pos, nano, self->slot_index, self->stride);
     }
     mmipc_publish(&self->st, pos, n, nano);
     mmipc_ring_bells(self->ringer, self->bell_count);
@@ -320,17 +352,41 @@ parse_ids(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t
     return 0;
 }
 
+/* Whatever write() does not do here: SLOW from a bare WriterCore; from the Python Writer (a
+ * subclass), its method _write_from_core(payload, msg_type=0, source=0) with the same arguments,
+ * which runs Python's path (page switch, errors, other threads, closed): the nano, or it raises. */
+static PyObject *
+write_slow(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static PyObject *name;
+    PyObject *stack[1 + 3 + 2];
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (Py_IS_TYPE(self, &WriterCoreType)) {
+        return Py_NewRef(slow);
+    }
+    if (name == NULL && (name = PyUnicode_InternFromString("_write_from_core")) == NULL) {
+        return NULL;
+    }
+    stack[0] = (PyObject *)self;
+    memcpy(stack + 1, args, (size_t)(nargs + nkw) * sizeof(PyObject *));
+    return PyObject_VectorcallMethod(name, stack, (size_t)(1 + nargs), kwnames);
+}
+
 static PyObject *
 writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     uint32_t ids[2];
     int ok;
-    if (nargs < 1 || nargs > 3) {
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs < 1 || nargs + nkw > 3) {
         PyErr_SetString(PyExc_TypeError, "write(payload, msg_type=0, source=0)");
         return NULL;
     }
     if (parse_ids(args, nargs, kwnames, 1, ids, &ok) < 0) {
         return NULL;
+    }
+    if (self->thread != 0 && PyThread_get_thread_ident() != self->thread) {
+        return write_slow(self, args, nargs, kwnames);
     }
     Py_buffer buf;
     const void *data;
@@ -344,7 +400,7 @@ writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     else {
         if (PyObject_GetBuffer(payload, &buf, PyBUF_C_CONTIGUOUS) < 0) {
             PyErr_Clear();  /* not a contiguous buffer: the Python path raises its own error */
-            return Py_NewRef(slow);
+            return write_slow(self, args, nargs, kwnames);
         }
         data = buf.buf;
         n = buf.len;
@@ -354,7 +410,7 @@ writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     PyObject *result;
     if (!ok || (uint64_t)n > 0xFFFFFFFFu || pos + size + MMIPC_PAGE_END_RESERVE > self->st.limit
         || !slots_ok(self, pos)) {
-        result = Py_NewRef(slow);
+        result = NULL;
     }
     else {
         memcpy(self->st.page.base + pos + MMIPC_FRAME_HEADER_SIZE, data, (size_t)n);
@@ -363,7 +419,7 @@ writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     if (buf.obj != NULL) {
         PyBuffer_Release(&buf);
     }
-    return result;
+    return result != NULL ? result : write_slow(self, args, nargs, kwnames);
 }
 
 static PyObject *
@@ -393,33 +449,54 @@ writer_commit(WriterCore *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMemberDef writer_members[] = {
-    {"pos", T_ULONGLONG, offsetof(WriterCore, st.pos), 0, "offset of the next frame"},
-    {"limit", T_ULONGLONG, offsetof(WriterCore, st.limit), 0, "page size, or 0: every write SLOW"},
-    {"last_nano", T_LONGLONG, offsetof(WriterCore, st.last_nano), 0, "last timestamp written"},
-    {"next_seq", T_ULONGLONG, offsetof(WriterCore, st.next_seq), 0, "seq of the next frame"},
-    {"slot_boundary", T_ULONGLONG, offsetof(WriterCore, st.slot_boundary), 0,
+    {"_c_pos", T_ULONGLONG, offsetof(WriterCore, st.pos), 0, "offset of the next frame"},
+    {"_c_limit", T_ULONGLONG, offsetof(WriterCore, st.limit), 0, "page size, or 0: every write SLOW"},
+    {"_c_last_nano", T_LONGLONG, offsetof(WriterCore, st.last_nano), 0, "last timestamp written"},
+    {"_c_next_seq", T_ULONGLONG, offsetof(WriterCore, st.next_seq), 0, "seq of the next frame"},
+    {"_c_slot_boundary", T_ULONGLONG, offsetof(WriterCore, st.slot_boundary), 0,
      "a frame at or past this offset fills time-index slots (SLOW unless mark_slots)"},
-    {"slot_index", T_UINT, offsetof(WriterCore, slot_index), 0, "the next time-index slot"},
-    {"clock", T_LONGLONG, offsetof(WriterCore, clock), 0,
+    {"_c_slot_index", T_UINT, offsetof(WriterCore, slot_index), 0, "the next time-index slot"},
+    {"_c_clock", T_LONGLONG, offsetof(WriterCore, clock), 0,
      "wall minus monotonic ns added to CLOCK_MONOTONIC (the Python writer's clock_offset())"},
-    {"mark_slots", T_BOOL, offsetof(WriterCore, mark_slots), 0,
+    {"_c_mark_slots", T_BOOL, offsetof(WriterCore, mark_slots), 0,
      "True: fill time-index slots and first_nano here; False: a crossing goes SLOW"},
+    {"_c_thread", T_ULONG, offsetof(WriterCore, thread), 0,
+     "ident of the thread that may write (0: any); write() from another goes slow"},
+    {"_c_pretouch", T_BOOL, offsetof(WriterCore, pretouch), 0,
+     "populate pages ahead of the writer from a thread (from the next attach on)"},
     {NULL, 0, 0, 0, NULL},
 };
 
+/* Writer.write's docstring (the native Writer's `write` is this method; a test keeps the two equal).
+ * From a bare WriterCore, a write it does not do returns SLOW, with nothing written. */
+#define WRITE_DOC                                                                                  \
+    "write($self, payload, msg_type=0, source=0)\n--\n\n"                                          \
+    "Append one frame and publish it; return its timestamp (ns since the epoch).\n\n"              \
+    "`payload` is any C-contiguous buffer: bytes, bytearray, memoryview, a ctypes Structure, a\n"   \
+    "numpy record or array.\n\n"                                                                   \
+    "Example: ``nano = writer.write(b\"payload\", msg_type=1)``"
+
 static PyMethodDef writer_methods[] = {
-    {"attach", (PyCFunction)(void (*)(void))writer_attach, METH_VARARGS | METH_KEYWORDS,
+    {"_c_attach", (PyCFunction)(void (*)(void))writer_attach, METH_VARARGS | METH_KEYWORDS,
      "attach(view, page_size, version, flags, first_seq, pos, last_nano, next_seq, slot_boundary,"
      " slot_index=960)"},
-    {"detach", (PyCFunction)writer_detach, METH_NOARGS, "Drop the core's view of the page."},
-    {"open_bells", (PyCFunction)writer_open_bells, METH_O,
+    {"_c_detach", (PyCFunction)writer_detach, METH_NOARGS, "Drop the core's view of the page."},
+    {"_c_open_bells", (PyCFunction)writer_open_bells, METH_O,
      "open_bells(path) -> bool: ring NAME.bells after every commit"},
-    {"close_bells", (PyCFunction)writer_close_bells, METH_NOARGS, "Stop ringing; unmap the bells."},
+    {"_c_close_bells", (PyCFunction)writer_close_bells, METH_NOARGS, "Stop ringing; unmap the bells."},
+    {"_c_pretouch_stop", (PyCFunction)writer_pretouch_stop, METH_NOARGS,
+     "Stop the pretoucher and drop its view of the page (before the page is unmapped)."},
     {"write", (PyCFunction)(void (*)(void))writer_write, METH_FASTCALL | METH_KEYWORDS,
-     "write(payload, msg_type=0, source=0) -> nano, or SLOW (nothing written)"},
-    {"commit", (PyCFunction)(void (*)(void))writer_commit, METH_FASTCALL,
+     WRITE_DOC},
+    {"_c_commit", (PyCFunction)(void (*)(void))writer_commit, METH_FASTCALL,
      "commit(pos, size, msg_type, source) -> nano, or SLOW: publish a claim filled in place"},
     {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef writer_getset[] = {
+    {"_c_pretouched", (getter)writer_pretouched, NULL,
+     "bytes the pretoucher has populated (-1: the kernel lacks MADV_POPULATE_WRITE)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject WriterCoreType = {
@@ -427,10 +504,11 @@ static PyTypeObject WriterCoreType = {
     .tp_name = "mmipc._native.WriterCore",
     .tp_basicsize = sizeof(WriterCore),
     .tp_dealloc = (destructor)writer_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The writer's per-frame hot path on a page mapped by Python.",
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The writer's per-frame hot path on a page mapped by Python (the native Writer's base).",
     .tp_methods = writer_methods,
     .tp_members = writer_members,
+    .tp_getset = writer_getset,
     .tp_new = PyType_GenericNew,
 };
 
@@ -447,6 +525,19 @@ typedef struct {
     int64_t next_nano;           /* -1 unless a frame is peeked */
     mmipc_peeked_t next;
 } CursorCore;
+
+static PyTypeObject CursorCoreType;
+
+/* SLOW from a bare CursorCore; from the Python Cursor (a subclass), its method `name` (no
+ * arguments), which runs Python's path (page ends, damage, no page yet) and returns its result. */
+static PyObject *
+cursor_slow(CursorCore *self, const char *name)
+{
+    if (Py_IS_TYPE(self, &CursorCoreType)) {
+        return Py_NewRef(slow);
+    }
+    return PyObject_CallMethod((PyObject *)self, name, NULL);
+}
 
 static int
 cursor_init(CursorCore *self, PyObject *args, PyObject *kwds)
@@ -496,7 +587,7 @@ cursor_attach(CursorCore *self, PyObject *args, PyObject *kwds)
     PyObject *view;
     unsigned long long page_size, first_seq, pos;
     unsigned int version, flags;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKIIKK:attach", kwlist, &view, &page_size,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKIIKK:_c_attach", kwlist, &view, &page_size,
                                      &version, &flags, &first_seq, &pos)) {
         return NULL;
     }
@@ -564,11 +655,21 @@ step_past(CursorCore *self, const mmipc_peeked_t *p)
     self->next_nano = -1;
 }
 
+/* read, poll and take are METH_FASTCALL, not METH_NOARGS: CPython 3.11 calls a bound FASTCALL
+ * builtin straight from its CALL instruction, skipping two layers of dispatch (about 60 of the
+ * ~260 instructions an empty read costs from Python). */
+#define NO_ARGS(name)                                                                              \
+    if (nargs != 0) {                                                                              \
+        PyErr_SetString(PyExc_TypeError, name "() takes no arguments");                           \
+        return NULL;                                                                               \
+    }
+
 static PyObject *
-cursor_read(CursorCore *self, PyObject *Py_UNUSED(ignored))
+cursor_read(CursorCore *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
+    NO_ARGS("read")
     if (self->a.view == NULL || self->next_nano >= 0) {
-        return Py_NewRef(slow);
+        return cursor_slow(self, "_read_from_core");
     }
     mmipc_peeked_t p;
     int kind = mmipc_peek(&self->a.page, self->pos, self->last_nano, &p);
@@ -576,7 +677,7 @@ cursor_read(CursorCore *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     if (kind != MMIPC_PEEK_FRAME) {
-        return Py_NewRef(slow);
+        return cursor_slow(self, "_read_from_core");
     }
     PyObject *frame = make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, &p);
     if (frame != NULL) {
@@ -604,9 +705,14 @@ poll_core(CursorCore *self)
 }
 
 static PyObject *
-cursor_poll(CursorCore *self, PyObject *Py_UNUSED(ignored))
+cursor_poll(CursorCore *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
-    return PyLong_FromLongLong(poll_core(self));
+    NO_ARGS("poll")
+    int64_t nano = poll_core(self);
+    if (nano == -2 && !Py_IS_TYPE(self, &CursorCoreType)) {
+        return PyObject_CallMethod((PyObject *)self, "_poll_from_core", NULL);
+    }
+    return PyLong_FromLongLong(nano);
 }
 
 static PyObject *
@@ -624,9 +730,15 @@ take_core(CursorCore *self)
     return frame;
 }
 
+/* From the Python Cursor, a take with nothing peeked here peeks first, or lets Python do it. */
 static PyObject *
-cursor_take(CursorCore *self, PyObject *Py_UNUSED(ignored))
+cursor_take(CursorCore *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
+    NO_ARGS("take")
+    if (!Py_IS_TYPE(self, &CursorCoreType) && (self->next_nano < 0 || self->a.view == NULL)
+        && poll_core(self) < 0) {
+        return PyObject_CallMethod((PyObject *)self, "_take_from_core", NULL);
+    }
     return take_core(self);
 }
 
@@ -828,23 +940,25 @@ cursor_read_batch(CursorCore *self, PyObject *arg)
 }
 
 static PyMemberDef cursor_members[] = {
-    {"pos", T_ULONGLONG, offsetof(CursorCore, pos), 0, "offset of the next frame"},
-    {"last_nano", T_LONGLONG, offsetof(CursorCore, last_nano), 0, "timestamp of the last frame"},
-    {"next_nano", T_LONGLONG, offsetof(CursorCore, next_nano), 0, "peeked timestamp, or -1"},
-    {"msg_type", T_UINT, offsetof(CursorCore, next.msg_type), READONLY, "peeked msg_type"},
-    {"source", T_UINT, offsetof(CursorCore, next.source), READONLY, "peeked source"},
-    {"length", T_UINT, offsetof(CursorCore, next.length), READONLY, "peeked commit word"},
-    {"seq", T_LONGLONG, offsetof(CursorCore, next.seq), READONLY, "peeked seq (-1 in v1)"},
+    {"_c_pos", T_ULONGLONG, offsetof(CursorCore, pos), 0, "offset of the next frame"},
+    {"_c_last_nano", T_LONGLONG, offsetof(CursorCore, last_nano), 0, "timestamp of the last frame"},
+    {"_c_next_nano", T_LONGLONG, offsetof(CursorCore, next_nano), 0, "peeked timestamp, or -1"},
+    {"_c_msg_type", T_UINT, offsetof(CursorCore, next.msg_type), READONLY, "peeked msg_type"},
+    {"_c_source", T_UINT, offsetof(CursorCore, next.source), READONLY, "peeked source"},
+    {"_c_length", T_UINT, offsetof(CursorCore, next.length), READONLY, "peeked commit word"},
+    {"_c_seq", T_LONGLONG, offsetof(CursorCore, next.seq), READONLY, "peeked seq (-1 in v1)"},
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyMethodDef cursor_methods[] = {
-    {"attach", (PyCFunction)(void (*)(void))cursor_attach, METH_VARARGS | METH_KEYWORDS,
+    {"_c_attach", (PyCFunction)(void (*)(void))cursor_attach, METH_VARARGS | METH_KEYWORDS,
      "attach(view, page_size, version, flags, first_seq, pos)"},
-    {"detach", (PyCFunction)cursor_detach, METH_NOARGS, "Drop the core's view of the page."},
-    {"read", (PyCFunction)cursor_read, METH_NOARGS, "read() -> Frame | None | SLOW"},
-    {"poll", (PyCFunction)cursor_poll, METH_NOARGS, "poll() -> nano | -1 (none) | -2 (SLOW)"},
-    {"take", (PyCFunction)cursor_take, METH_NOARGS, "take() -> the peeked Frame"},
+    {"_c_detach", (PyCFunction)cursor_detach, METH_NOARGS, "Drop the core's view of the page."},
+    {"read", (PyCFunction)(void (*)(void))cursor_read, METH_FASTCALL,
+     "read() -> Frame | None | SLOW (from the Python Cursor: Frame | None)"},
+    {"poll", (PyCFunction)(void (*)(void))cursor_poll, METH_FASTCALL,
+     "poll() -> nano | -1 (none) | -2 (SLOW; from the Python Cursor: never)"},
+    {"take", (PyCFunction)(void (*)(void))cursor_take, METH_FASTCALL, "take() -> the peeked Frame"},
     {"read_batch", (PyCFunction)cursor_read_batch, METH_O, "read_batch(limit) -> Batch | SLOW"},
     {NULL, NULL, 0, NULL},
 };
@@ -854,7 +968,7 @@ static PyTypeObject CursorCoreType = {
     .tp_name = "mmipc._native.CursorCore",
     .tp_basicsize = sizeof(CursorCore),
     .tp_dealloc = (destructor)cursor_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "CursorCore(jid, frame_class): a cursor's per-frame hot path on a page mapped by Python.",
     .tp_methods = cursor_methods,
     .tp_members = cursor_members,

@@ -276,6 +276,33 @@ mmipc_store_header(mmipc_write_state_t *w, uint64_t pos, uint32_t n, uint32_t ms
     }
 }
 
+/* The slot boundary after `slot`: the offset whose frame fills it, or 2**62 past the last slot. */
+static inline uint64_t
+mmipc_slot_boundary(uint32_t slot, uint64_t stride)
+{
+    return slot < MMIPC_INDEX_SLOTS ? MMIPC_PAGE_HEADER_SIZE + slot * stride : (uint64_t)1 << 62;
+}
+
+/* For the frame at `pos`, at or past w->slot_boundary: the page's first timestamp (if it is the
+ * page's first frame) and every time-index slot it starts, as Writer._mark_index stores them (slot i
+ * holds the offset of the first frame at or past PAGE_HEADER_SIZE + i * stride). Returns the next
+ * slot index. Shared by the C writer (mmipc.c) and the extension's WriterCore. */
+static inline uint32_t
+mmipc_mark_index(mmipc_write_state_t *w, uint64_t pos, int64_t nano, uint32_t slot, uint64_t stride)
+{
+    unsigned char *base = w->page.base;
+    if (pos == MMIPC_PAGE_HEADER_SIZE) {
+        atomic_store_explicit(mmipc_header_nano(base, MMIPC_OFF_FIRST_NANO), nano,
+                              memory_order_relaxed);
+    }
+    while (w->slot_boundary <= pos) {
+        mmipc_store_slot(base, slot, (uint32_t)pos);
+        slot++;
+        w->slot_boundary = mmipc_slot_boundary(slot, stride);
+    }
+    return slot;
+}
+
 /* Publish the frame at `pos` (its header and any index slot already stored) and step past it. */
 static inline void
 mmipc_publish(mmipc_write_state_t *w, uint64_t pos, uint32_t n, int64_t nano)
@@ -287,5 +314,21 @@ mmipc_publish(mmipc_write_state_t *w, uint64_t pos, uint32_t n, int64_t nano)
         w->next_seq++;
     }
 }
+
+/* ---- the pretoucher (mmipc.c): pages faulted in, writable, before the writer needs them ---------
+ *
+ * mmipc_pretouch_start: a thread that keeps MMIPC_PRETOUCH_AHEAD bytes past the writer's position
+ * populated writable (MADV_POPULATE_WRITE) in the page given by mmipc_pretouch_page; NULL when
+ * MMIPC_PRETOUCH=0 is set or the thread cannot start (the writer then just faults, as before).
+ * The writer's position is read from the page's time-index slots: the hot path pays nothing.
+ * mmipc_pretouch_page(pt, NULL, 0) returns once the thread no longer touches the old page: call
+ * it (or give a new page) before unmapping the page it was given. mmipc_pretouch_stop joins and
+ * frees; in a forked child (where the thread does not exist) it only frees what it can. */
+typedef struct mmipc_pretouch mmipc_pretouch;
+mmipc_pretouch *mmipc_pretouch_start(void);
+void mmipc_pretouch_page(mmipc_pretouch *pt, unsigned char *base, uint64_t size);
+uint64_t mmipc_pretouch_total(mmipc_pretouch *pt);
+int mmipc_pretouch_unsupported(mmipc_pretouch *pt);
+void mmipc_pretouch_stop(mmipc_pretouch *pt);
 
 #endif /* MMIPC_FRAME_H */

@@ -1,0 +1,102 @@
+"""Pages faulted before the writer needs them (issue 10, item 3; _writer.py rule 10): with the native
+backend, a thread of the writer's process keeps the pages ahead of the write position populated
+writable, so that the writer's own thread takes no page fault in steady state. Counted with
+getrusage(RUSAGE_THREAD) minor faults, not timed: every assertion is a count."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+import mmipc
+from conftest import wait_for
+from mmipc import Reader, Writer
+
+pytestmark = pytest.mark.skipif(mmipc.backend != "native", reason="the pretoucher is the native backend's")
+PAYLOAD = bytes(408)
+FRAMES_2MIB = (2 << 20) // 440  # 408 B payloads take 440 B frames
+AHEAD = 4 << 20  # mmipc.c's PRETOUCH_AHEAD
+KERNEL = tuple(int(x) for x in os.uname().release.split(".")[:2] if x.isdigit())
+HAS_POPULATE_WRITE = KERNEL >= (5, 14)
+
+COUNT_FAULTS = """
+import resource, sys
+from mmipc import Writer
+from conftest import wait_for
+def faults():
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+with Writer.create(sys.argv[1], "j", page_size=16 << 20, service=None) as w:
+    for _ in range(100):
+        w.write(bytes(408))
+    if w._c_pretouched >= 0 and sys.argv[2] == "on":
+        wait_for(lambda: w._c_pretouched >= (4 << 20), what="the pretoucher to get 4 MiB ahead")
+    before = faults()
+    for _ in range((2 << 20) // 440):
+        w.write(bytes(408))
+    print(faults() - before, w._c_pretouched)
+"""
+
+
+def _thread_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+
+
+def _faults_in_child(jdir: str, pretouch: str) -> tuple[int, int]:
+    env = {**os.environ, "MMIPC_PRETOUCH": "1" if pretouch == "on" else "0"}
+    env["PYTHONPATH"] = os.path.dirname(__file__) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-c", COUNT_FAULTS, jdir, pretouch],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    faults, pretouched = done.stdout.split()
+    return int(faults), int(pretouched)
+
+
+def test_writing_2_mib_after_warm_up_takes_no_page_fault_on_the_writers_thread(tmp_path: object) -> None:
+    on, pretouched = _faults_in_child(str(tmp_path) + "/on", "on")
+    if not HAS_POPULATE_WRITE:
+        assert pretouched == -1, "an older kernel: the pretoucher stops by itself"
+        pytest.skip("this kernel lacks MADV_POPULATE_WRITE (Linux 5.14+): the writer faults as before")
+    assert pretouched >= AHEAD
+    off, none = _faults_in_child(str(tmp_path) + "/off", "off")
+    assert none == 0, "MMIPC_PRETOUCH=0 starts no pretoucher"
+    assert off >= 100, f"without the pretoucher 2 MiB of new pages fault ({off} faults): the count can fail"
+    assert on <= 8, f"{on} page faults on the writer's thread for 2 MiB already populated ahead"
+
+
+def test_the_pretoucher_follows_the_writer_to_its_next_page(jdir: str) -> None:
+    with Writer.create(jdir, "j", page_size=8 << 20, service=None) as w:
+        while w._c_pos < 4096 + 64 * 1024 or w._page_no == 0:  # into page 1, past its first frames
+            w.write(PAYLOAD)
+        if not HAS_POPULATE_WRITE:
+            pytest.skip("this kernel lacks MADV_POPULATE_WRITE (Linux 5.14+)")
+        done_in_page_0 = 8 << 20
+        wait_for(lambda: w._c_pretouched >= done_in_page_0 + AHEAD, what="the pretoucher in page 1")
+        before = _thread_faults()
+        for _ in range(FRAMES_2MIB):
+            w.write(PAYLOAD)
+        assert _thread_faults() - before <= 8
+    with Reader.create("r", service=None) as r:  # what was written is all there, in order
+        r.add_journal(jdir, "j")
+        assert sum(1 for _ in iter(r.read, None)) > FRAMES_2MIB
+
+
+def test_a_closed_writer_stops_its_pretoucher_and_unmaps_its_page(jdir: str) -> None:
+    import threading
+
+    threads = threading.active_count()
+    w = Writer.create(jdir, "j", page_size=8 << 20, service=None)
+    w.write(PAYLOAD)
+    page = w._page
+    assert page is not None
+    w.close()
+    assert page.mm.closed, "the pretoucher's view of the page was dropped before the unmap"
+    assert threading.active_count() == threads  # (the pretoucher is a C thread: never counted here)
