@@ -71,7 +71,7 @@ def test_writing_2_mib_after_warm_up_takes_no_page_fault_on_the_writers_thread(t
     assert off >= 100, f"without the pretoucher 2 MiB of new pages fault ({off} faults): the count can fail"
     # Not zero: writeback may clean a populated page before the writer reaches it, and a shared
     # file mapping write-protects a cleaned page again (one fault, no disk read). Seen: 0 to 25.
-    assert on * 10 <= off, f"{on} page faults on the writer's thread for 2 MiB populated ahead ({off} without)"
+    assert on * 10 <= off, f"{on} faults on the writer's thread for 2 MiB populated ahead ({off} without)"
 
 
 def test_the_pretoucher_follows_the_writer_to_its_next_page(jdir: str) -> None:
