@@ -97,7 +97,14 @@ def _send_role(
 ) -> None:
     die_with_parent()
     os.sched_setaffinity(0, {cpu})
-    send, pad, pack, clock = peer.sender(shared), bytes(size - STAMP.size), STAMP.pack, time.time_ns
+    try:
+        _send(peer.sender(shared), mode, size, count, interval_us)
+    except OSError:
+        pass  # the receiver is gone (killed at the end of the run, or on Ctrl-C): nothing to report
+
+
+def _send(send: Any, mode: str, size: int, count: int, interval_us: float) -> None:
+    pad, pack, clock = bytes(size - STAMP.size), STAMP.pack, time.time_ns
     if mode == "throughput":
         start = clock()
         for seq in range(count):
