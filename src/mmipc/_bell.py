@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 from ._backend import native
+from ._files import pid_alive
 
 BELL_SIZE = 8192
 WORD, SLEEPING, PENDING, FLAGS = 8, 12, 16, 64
@@ -162,16 +163,6 @@ class Bell:
                 pass
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class BellList:
     """A journal's ``NAME.bells``, as a reader edits it (under its flock)."""
 
@@ -226,7 +217,7 @@ def _claim(mm: mmap.mmap, bell: str, index: int) -> int | None:
     raw = os.fsencode(bell)
     for slot in range(SLOTS):
         state, gen, pid, _, old = SLOT.unpack_from(mm, _slot_off(slot))
-        if state and _pid_alive(pid):
+        if state and pid_alive(pid):
             continue
         if state:  # a dead reader's slot: reclaim it, and its bell file
             _unlink_bell(old)

@@ -38,6 +38,17 @@ DEFAULT_MODE = 0o600
 _OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (another user's counts too; 0 and negatives never do)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
 def check_mode(mode: object) -> int:
     """Return `mode` if files may be created with it, else raise `UsageError`: the owner must read and
     write; group and others may read, never write; nothing may be executable."""

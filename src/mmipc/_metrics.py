@@ -309,13 +309,3 @@ def list_counters(home: str) -> dict[str, str]:
     except OSError:
         return {}
     return {e[: -len(SUFFIX)]: os.path.join(directory, e) for e in entries if e.endswith(SUFFIX)}
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0

@@ -27,8 +27,9 @@ from typing import Any
 
 from ._durable import list_cursors
 from ._errors import MmipcError
+from ._files import pid_alive
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
-from ._metrics import DEAD_LINGER, Published, list_counters, pid_alive, read_counters
+from ._metrics import DEAD_LINGER, Published, list_counters, read_counters
 from ._retention import Policy, plan
 from ._retention import apply as apply_plan
 

@@ -29,9 +29,9 @@ from typing import Any
 
 from ._durable import list_cursors
 from ._errors import StorageError, UsageError
-from ._files import list_pages, page_path
+from ._files import list_pages, page_path, pid_alive
 from ._layout import MsgType
-from ._metrics import list_counters, pid_alive, read_counters
+from ._metrics import list_counters, read_counters
 from ._page import MappedPage
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -20,6 +20,7 @@ import os
 import time
 from typing import Any
 
+from .._files import pid_alive
 from .._home import resolve_home
 from ._wire import BridgeError
 
@@ -89,18 +90,6 @@ def _read(path: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_states(home: str | None = None) -> list[dict[str, Any]]:
     """Every bridge's last record in the home, with `alive` (its pid runs) and `age_s` added."""
     directory = state_dir(home)
@@ -114,7 +103,7 @@ def read_states(home: str | None = None) -> list[dict[str, Any]]:
         record = _read(os.path.join(directory, name))
         if record is None:
             continue
-        record["alive"] = _alive(record.get("pid"))
+        record["alive"] = isinstance(pid := record.get("pid"), int) and pid_alive(pid)
         if not record["alive"]:
             record["state"] = "dead"
         record["age_s"] = round(max(0, now - int(record.get("updated_ns", now))) / 1e9, 3)
