@@ -1,4 +1,4 @@
-"""Build of the optional C extension `mmipc._native` (everything else is in pyproject.toml).
+"""Build of the optional C extension `mmipc.journal._native` (everything else is in pyproject.toml).
 
 The extension is optional: without a compiler (or Python headers) the build prints a warning and
 mmipc installs as pure Python, the reference backend. MMIPC_REQUIRE_NATIVE=1 makes a failed build
@@ -9,13 +9,13 @@ import os
 
 from setuptools import Extension, setup
 
-NATIVE = "src/mmipc/_native"
+NATIVE = "src/mmipc/journal/_native"
 REQUIRED = os.environ.get("MMIPC_REQUIRE_NATIVE") == "1"
 
 setup(
     ext_modules=[
         Extension(
-            "mmipc._native",
+            "mmipc.journal._native",
             sources=[f"{NATIVE}/_mmipcmodule.c", f"{NATIVE}/mmipc.c"],
             include_dirs=[NATIVE],
             depends=[f"{NATIVE}/mmipc.h", f"{NATIVE}/mmipc_frame.h", f"{NATIVE}/mmipc_bell.h"],

@@ -79,10 +79,10 @@ def child_reader_loop(directory: str, out: str) -> int:
     import numpy as np
 
     from mmipc import Reader
-    from mmipc._schema import to_struct
     from mmipc.analysis import to_numpy
     from mmipc.analysis._scan import output_dtype
     from mmipc.ctp import DepthMarketDataV636, numpy_dtype
+    from mmipc.journal._schema import to_struct
 
     payloads, nanos, sources = bytearray(), array("q"), array("I")
     with Reader.create(f"bench-{os.getpid()}", service=None) as reader:

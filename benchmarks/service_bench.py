@@ -26,7 +26,7 @@ from typing import Any
 
 from journal_bench import splice
 from mmipc import Reader, Writer, service_status
-from mmipc._protocol import LENGTH, encode
+from mmipc.service._protocol import LENGTH, encode
 
 PAGE = 64 << 20
 START, END = "<!-- service_bench:start -->", "<!-- service_bench:end -->"

@@ -11,7 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from mmipc._layout import decode_frame
+from mmipc.journal._layout import decode_frame
 
 PAGE_HEADER = struct.Struct("<8sHHIQQqqq64sQ")  # ... name at 56, first_seq (v2) at 120
 FRAME = struct.Struct("<IIqIIII")  # length, msg_type, nano, source, payload_len, seq, checksum

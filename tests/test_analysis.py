@@ -91,9 +91,9 @@ def test_every_ctp_field_round_trips_through_numpy_arrow_and_parquet(
 
 
 def test_a_strided_run_is_a_view_of_the_page_not_a_walk(procs: Procs, jdir: str) -> None:
-    from mmipc._files import page_path
-    from mmipc._page import MappedPage
     from mmipc.analysis._scan import scan_page
+    from mmipc.journal._files import page_path
+    from mmipc.journal._page import MappedPage
 
     write_journal(procs, jdir, "md", "ctp", 100)
     page = MappedPage.open(page_path(jdir, "md", 0), "md", 0)

@@ -81,14 +81,22 @@ def test_reader_read_is_documented() -> None:
     assert "timestamp order" in (inspect.getdoc(Reader.__dict__["read"]) or "")
 
 
-HEAVY = ["mmipc._service", "mmipc._link", "mmipc.cli", "subprocess", "logging", "json", "dataclasses"]
+HEAVY = [
+    "mmipc.service._service",
+    "mmipc.service._link",
+    "mmipc.cli",
+    "subprocess",
+    "logging",
+    "json",
+    "dataclasses",
+]
 
 
 def test_import_mmipc_loads_no_service_cli_or_heavy_module() -> None:
     code = "import sys; import mmipc; print(' '.join(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(out.stdout.split())
-    assert "mmipc._writer" in loaded and not loaded & set(HEAVY)
+    assert "mmipc.journal._writer" in loaded and not loaded & set(HEAVY)
 
 
 def test_lazy_names_still_resolve() -> None:

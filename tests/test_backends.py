@@ -15,7 +15,7 @@ import pytest
 
 import mmipc
 from mmipc import Reader, UsageError, Writer
-from mmipc._backend import select
+from mmipc.journal._backend import select
 
 SMALL_PAGE = 64 * 1024
 HAVE_NATIVE = select(None)[0] == "native"
@@ -52,7 +52,7 @@ def _run(code: str, backend: str, *args: str) -> object:
     return json.loads(done.stdout)
 
 
-@pytest.mark.skipif(not HAVE_NATIVE, reason="mmipc._native is not built")
+@pytest.mark.skipif(not HAVE_NATIVE, reason="mmipc.journal._native is not built")
 @pytest.mark.parametrize(("writer", "reader"), [("native", "python"), ("python", "native")])
 def test_a_journal_written_by_one_backend_is_read_by_the_other(writer: str, reader: str, jdir: str) -> None:
     written = _run(WRITE, writer, jdir, "j")
@@ -148,7 +148,7 @@ def test_checksums_are_verified_by_the_reader_of_either_backend(jdir: str) -> No
 
 def test_every_backend_stamps_with_the_monotonic_clock_plus_the_process_offset(jdir: str) -> None:
     """Writer rule 5 on both backends: the C core adds the offset Python anchored, not its own."""
-    from mmipc._writer import clock_offset
+    from mmipc.journal._writer import clock_offset
 
     with Writer.create(jdir, "clock", service=None) as writer:
         for payload in (b"", b"x" * 408, b"y" * 5000):
@@ -167,7 +167,7 @@ def test_native_hot_paths_are_the_c_methods_themselves_with_the_reference_docs(j
     issue 10's in-process costs), and `help()` shows the reference's documentation."""
     import inspect
 
-    from mmipc import _native, _writer
+    from mmipc.journal import _native, _writer
 
     with (
         Writer.create(jdir, "j", page_size=SMALL_PAGE, service=None) as w,

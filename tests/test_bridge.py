@@ -27,7 +27,7 @@ import pytest
 
 import mmipc
 from conftest import Child, Procs, wait_for
-from mmipc._durable import CursorFile, cursor_dir_for
+from mmipc.journal._durable import CursorFile, cursor_dir_for
 
 Frames = list[tuple[int, int, int, bytes]]
 

@@ -17,10 +17,10 @@ import pytest
 from conftest import Child, Procs, wait_for
 from journal_bytes import check_v2_journal, read_journal
 from mmipc import JournalLockedError, Reader, Writer
-from mmipc._layout import VERSION
+from mmipc.journal._layout import VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
-NATIVE = ROOT / "src" / "mmipc" / "_native"
+NATIVE = ROOT / "src" / "mmipc" / "journal" / "_native"
 EXAMPLES = ROOT / "examples" / "c"
 SMALL_PAGE = 64 * 1024
 WARNINGS = ["-std=c11", "-Wall", "-Wextra", "-Werror"]
@@ -486,7 +486,7 @@ def test_c_writer_feeds_a_python_reader_registered_with_the_live_service(
 ) -> None:
     """docs/c-api.md, "Standalone use": the C writer never talks to the service, and a Python reader
     registered with it follows the C writer's journal live, across its page switches."""
-    from mmipc._link import service_status
+    from mmipc.service._link import service_status
 
     reader = Reader.create("py-follows-c")  # registered with the session's real service
     reader.add_journal(jdir, "md")

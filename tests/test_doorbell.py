@@ -10,7 +10,7 @@ import pytest
 
 from conftest import Procs, wait_for
 from mmipc import Block, Reader, Writer
-from mmipc._backend import native
+from mmipc.journal._backend import native
 
 # A lost wake-up hangs the reader (it has no timeout backstop); finish()'s timeout catches that.
 # A million frames (300,000 from a pure-Python writer) take ~10 s here.
@@ -133,7 +133,7 @@ def test_frame_committed_before_subscribing_is_found(jdir: str) -> None:
 
 
 def test_dead_readers_slot_is_reclaimed(procs: Procs, jdir: str) -> None:
-    from mmipc._bell import SLOTS, bells_path
+    from mmipc.journal._bell import SLOTS, bells_path
 
     Writer.create(jdir, "dead", service=None).close()
     for _ in range(SLOTS + 2):  # more killed readers than slots: each reclaims a dead one's slot
@@ -296,7 +296,7 @@ def test_256_journals_with_a_writer_killed_and_restarted_lose_and_repeat_nothing
 def test_a_writer_rings_only_bell_files_never_a_file_a_bell_list_names(jdir: str) -> None:
     """NAME.bells may be edited by any process that can write it: a slot naming another file (here
     one of the writer's own) must not make the writer map, grow or write that file."""
-    from mmipc._bell import BellList
+    from mmipc.journal._bell import BellList
 
     victims = [os.path.join(jdir, "victim"), os.path.join(jdir, "mmipc-bell.fake")]
     for path in victims:

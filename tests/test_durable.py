@@ -13,8 +13,8 @@ import pytest
 
 from conftest import Child, Procs
 from mmipc import CursorError, Reader, UsageError, Writer
-from mmipc._durable import CursorFile, read_record
-from mmipc._retention import Policy, prune
+from mmipc.journal._durable import CursorFile, read_record
+from mmipc.service._retention import Policy, prune
 
 SEQ = struct.Struct("<Q")
 PAGE = 64 * 1024

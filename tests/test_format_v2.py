@@ -14,8 +14,8 @@ import pytest
 
 from conftest import Procs, wait_for
 from mmipc import CorruptJournalError, Frame, Reader, Writer
-from mmipc._files import page_path
-from mmipc._page import MappedPage, page_header
+from mmipc.journal._files import page_path
+from mmipc.journal._page import MappedPage, page_header
 from mmipc.tools import check_journal
 
 PAGE = 64 * 1024

@@ -23,8 +23,8 @@ import pytest
 from conftest import Child, Procs, ServiceProcess, wait_for
 from mmipc import Reader, Writer, service_status
 from mmipc._errors import UsageError
-from mmipc._prometheus import exposition, parse_loopback
-from mmipc._protocol import encode
+from mmipc.service._prometheus import exposition, parse_loopback
+from mmipc.service._protocol import encode
 from test_service import answer, ask, raw_client
 
 PAGE = 1024 * 1024

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mmipc import _layout
+from mmipc.journal import _layout
 
 DOC = (Path(__file__).parent.parent / "docs" / "format.md").read_text()
 

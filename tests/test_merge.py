@@ -10,8 +10,8 @@ import random
 import pytest
 
 from mmipc import CorruptJournalError, Reader, Writer
-from mmipc._backend import native
-from mmipc._layout import PAGE_HEADER_SIZE
+from mmipc.journal._backend import native
+from mmipc.journal._layout import PAGE_HEADER_SIZE
 
 SMALL_PAGE = 64 * 1024  # a few hundred frames of 200 bytes: every journal switches pages
 

@@ -1,4 +1,4 @@
-"""The extension mmipc._native against real page files: what its cores write, the Python reader and
+"""The extension mmipc.journal._native against real page files: what its cores write, the Python reader and
 the on-disk format accept; what the Python writer and the C writer write, its cores read; every
 irregular case goes SLOW without changing anything. Also the backend choice and a compiler-less
 install."""
@@ -22,18 +22,20 @@ from hypothesis import strategies as st
 
 from journal_bytes import check_index_and_times, read_page
 from mmipc import CorruptJournalError, Reader, UsageError, Writer
-from mmipc._backend import select
-from mmipc._files import create_page, page_path
-from mmipc._layout import decode_frame
-from mmipc._page import MappedPage
-from mmipc._types import Frame, JournalId
+from mmipc.journal._backend import select
+from mmipc.journal._files import create_page, page_path
+from mmipc.journal._layout import decode_frame
+from mmipc.journal._page import MappedPage
+from mmipc.journal._types import Frame, JournalId
 from test_c_api import SMALL_PAGE, _build
 
 if select(None)[0] != "native":  # pragma: no cover - only on machines without a compiler
     if os.environ.get("MMIPC_REQUIRE_NATIVE") == "1":
-        raise AssertionError("MMIPC_REQUIRE_NATIVE=1 but mmipc._native is not built")
-    pytest.skip("mmipc._native is not built (installed without a C compiler)", allow_module_level=True)
-from mmipc import _native  # noqa: E402
+        raise AssertionError("MMIPC_REQUIRE_NATIVE=1 but mmipc.journal._native is not built")
+    pytest.skip(
+        "mmipc.journal._native is not built (installed without a C compiler)", allow_module_level=True
+    )
+from mmipc.journal import _native  # noqa: E402
 
 NEVER = 1 << 62
 
@@ -320,7 +322,7 @@ def test_backend_selection() -> None:
     assert select(None) == ("native", _native) == select("") == select("native")
     with pytest.raises(UsageError, match="MMIPC_BACKEND='fast' is not a backend"):
         select("fast")
-    code = "import mmipc._backend as b; print(b.BACKEND)"
+    code = "import mmipc.journal._backend as b; print(b.BACKEND)"
     env = {**os.environ, "MMIPC_BACKEND": "python"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "python"
@@ -336,9 +338,9 @@ def test_installs_and_imports_without_a_compiler(tmp_path: Path) -> None:
         [*cmd, "--target", str(target), str(root)], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
-    assert not list(target.glob("mmipc/_native*.so")), "CC=false must not have built the extension"
-    assert (target / "mmipc" / "_native" / "mmipc.h").is_file(), "mmipc.h ships with the package"
-    check = "import mmipc, mmipc._backend as b; print(b.BACKEND)"
+    assert not list(target.glob("mmipc/journal/_native*.so")), "CC=false must not have built the extension"
+    assert (target / "mmipc" / "journal" / "_native" / "mmipc.h").is_file(), "mmipc.h ships with the package"
+    check = "import mmipc, mmipc.journal._backend as b; print(b.BACKEND)"
     env = {**os.environ, "PYTHONPATH": str(target)}
     out = subprocess.run([sys.executable, "-c", check], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "python", out.stderr
@@ -401,7 +403,7 @@ def test_writer_core_fills_time_index_slots_itself_when_allowed(page: MappedPage
 
 
 def _wired_cursor(jid: JournalId) -> Any:
-    from mmipc._cursor import Cursor
+    from mmipc.journal._cursor import Cursor
 
     cursor = Cursor(jid, "begin")
     cursor.position("begin")
@@ -413,7 +415,7 @@ def test_native_cursor_has_python_as_slow_path_reads_across_pages_and_reports_co
 ) -> None:
     """The wired Cursor: the core reads; on SLOW the Python cursor (the reference) takes over with the
     core's position (page switches, missing pages, corruption errors), then hands the page back."""
-    from mmipc._cursor import Cursor
+    from mmipc.journal._cursor import Cursor
 
     slow_calls = []
     python = Cursor._python

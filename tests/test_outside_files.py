@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmipc import CorruptJournalError, MmipcError, Reader, Writer, _layout
-from mmipc._page import MappedPage
+from mmipc import CorruptJournalError, MmipcError, Reader, Writer
+from mmipc.journal import _layout
+from mmipc.journal._page import MappedPage
 
 PAGE = 64 * 1024
 

@@ -11,9 +11,9 @@ import pytest
 
 from conftest import ServiceProcess, wait_for
 from mmipc import Reader, UsageError, Writer
-from mmipc._cursor import Start
-from mmipc._files import create_page, page_path
-from mmipc._page import page_header
+from mmipc.journal._cursor import Start
+from mmipc.journal._files import create_page, page_path
+from mmipc.journal._page import page_header
 from mmipc.tools import check_journal
 
 SMALL = 64 * 1024

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmipc._protocol import (
+from mmipc.service._protocol import (
     LENGTH,
     MAX_MESSAGE,
     MAX_REPLY,

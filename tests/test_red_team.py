@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from mmipc import CorruptJournalError, Reader, Writer
-from mmipc._schema import load_schemas
+from mmipc.journal._schema import load_schemas
 
 BASE = 1_700_000_000_000_000_000
 
@@ -289,7 +289,7 @@ def test_write_at_names_an_out_of_range_timestamp_as_such(tmp_path: Path) -> Non
 def test_a_stopped_service_is_not_reported_as_having_closed_the_connection() -> None:
     """Against a SIGSTOPped service, `mmipc status` waited its 10 s and then said the service "closed
     the connection in the handshake", which it never did: the operator looks for a crash, not a stop."""
-    from mmipc._service import spawn_service
+    from mmipc.service._service import spawn_service
 
     home = tempfile.mkdtemp(prefix="mmipc-red-", dir="/tmp")  # short: a socket path has a length limit
     proc = spawn_service(home, stderr=subprocess.DEVNULL)
@@ -308,7 +308,7 @@ def test_a_stopped_service_is_not_reported_as_having_closed_the_connection() -> 
 def test_replay_keeps_the_checksums_of_its_source(tmp_path: Path) -> None:
     """A journal written with checksums was replayed into pages without them (flags 0): the copy
     lost the protection against bit flips that the recording had."""
-    from mmipc._page import page_header
+    from mmipc.journal._page import page_header
 
     src, dst = str(tmp_path / "day"), str(tmp_path / "out")
     with Writer.create(src, "md", service=None, checksum=True) as writer:

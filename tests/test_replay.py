@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from mmipc import Reader, UsageError, Writer
-from mmipc._replay import parse_speed, replay
-from mmipc._schema import load_schemas
+from mmipc.journal._schema import load_schemas
+from mmipc.tools._replay import parse_speed, replay
 
 BASE = 1_700_000_000_000_000_000
 

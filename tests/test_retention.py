@@ -13,8 +13,8 @@ import pytest
 
 from conftest import Child, Procs, ServiceProcess, wait_for
 from mmipc import Reader, Service, UsageError, Writer, service_status
-from mmipc._files import list_pages
-from mmipc._retention import Policy, parse_age, parse_dir_policy, parse_size, prune
+from mmipc.journal._files import list_pages
+from mmipc.service._retention import Policy, parse_age, parse_dir_policy, parse_size, prune
 
 SEQ = struct.Struct("<Q")
 PAGE = 64 * 1024
@@ -162,7 +162,7 @@ def test_readers_positioning_while_retention_removes_pages_never_fail(jdir: str,
     child = procs.spawn_code(
         "import time\n"
         "from mmipc import Writer\n"
-        "from mmipc._retention import Policy, prune\n"
+        "from mmipc.service._retention import Policy, prune\n"
         f"w = Writer.create({jdir!r}, 'churn', page_size={PAGE}, service=None)\n"
         "i = 0\n"
         "while True:\n"
@@ -189,7 +189,7 @@ def test_a_reader_placed_while_retention_runs_never_finds_its_next_page_gone(
     child = procs.spawn_code(
         "import time\n"
         "from mmipc import Writer\n"
-        "from mmipc._retention import Policy, prune\n"
+        "from mmipc.service._retention import Policy, prune\n"
         f"w = Writer.create({jdir!r}, 'churn', page_size={PAGE}, service=None)\n"
         "i = 0\n"
         "while True:\n"

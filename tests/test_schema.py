@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmipc import CorruptJournalError, Reader, UsageError, Writer
-from mmipc._schema import (
+from mmipc.ctp import DepthMarketDataV636, DepthMarketDataV661
+from mmipc.ctp import numpy_dtype as ctp_dtype
+from mmipc.journal._schema import (
     _decode_at,
     decode,
     load_schemas,
@@ -23,8 +25,6 @@ from mmipc._schema import (
     struct_from_json,
     to_struct,
 )
-from mmipc.ctp import DepthMarketDataV636, DepthMarketDataV661
-from mmipc.ctp import numpy_dtype as ctp_dtype
 
 
 class Level(ctypes.Structure):

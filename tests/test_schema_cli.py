@@ -12,8 +12,8 @@ from typing import Any
 
 from conftest import Child, Procs
 from mmipc import Writer
-from mmipc._schema import load_schemas, to_struct
 from mmipc.ctp import DepthMarketDataV636
+from mmipc.journal._schema import load_schemas, to_struct
 
 
 class Level(ctypes.Structure):

@@ -26,7 +26,7 @@ from mmipc import (
     Writer,
     service_status,
 )
-from mmipc._protocol import LENGTH, encode
+from mmipc.service._protocol import LENGTH, encode
 
 PAGE = 64 * 1024
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from conftest import Child, ServiceProcess, wait_for
 from mmipc import Reader, ServiceRefusedError, UsageError, Writer, service_status
-from mmipc._protocol import MAX_MESSAGE, encode
+from mmipc.service._protocol import MAX_MESSAGE, encode
 from test_service import answer, ask, env_for, raw_client
 
 PAGE = 64 * 1024
@@ -364,7 +364,7 @@ def test_a_client_of_another_uid_is_told_why_in_one_line() -> None:
         code = (  # everything imported before it drops root: the interpreter lives under /root
             "import os\n"
             "from mmipc import MmipcError, Reader\n"
-            "import mmipc._link, mmipc._home\n"
+            "import mmipc.service._link, mmipc.service._home\n"
             f"os.setgid({NOBODY}); os.setuid({NOBODY})\n"
             "try:\n"
             f"    Reader.create('intruder', service={home!r})\n"

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import Procs, wait_for
 from mmipc import CorruptJournalError, Writer
-from mmipc._status import journal_status
+from mmipc.service._status import journal_status
 from mmipc.tools import check_journal, last_written_page, nth_last_nano, summarize
 
 PAGE = 64 * 1024
@@ -87,7 +87,7 @@ def test_the_library_read_paths_raise_naming_the_file(
 import sys
 from mmipc import MmipcError, Reader
 from mmipc.tools import check_journal, last_written_page, nth_last_nano, summarize
-from mmipc._status import journal_status
+from mmipc.service._status import journal_status
 d, path = {jdir!r}, {path!r}
 for name, call in [
     ("summarize", lambda: summarize(d, "j")),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from conftest import wait_for
 from mmipc import Writer
-from mmipc._layout import align8
 from mmipc.cli import build_parser
+from mmipc.journal._layout import align8
 from mmipc.tools import (
     check_journal,
     last_written_page,

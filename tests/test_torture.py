@@ -42,7 +42,7 @@ def test_a_fault_drawn_before_its_target_exists_is_skipped(seed: int) -> None:
 def test_unwritable_page_before_the_journals_exist_is_skipped() -> None:
     """Deterministic form of the seeds above: the fault fired at a harness whose journals/ does not exist
     yet must skip, never raise (the harness's own error would be reported as a crash of mmipc)."""
-    from mmipc._torture_run import Torture
+    from mmipc.tools._torture_run import Torture
 
     torture = Torture(seconds=0, seed=1, writers=2, readers=1, page_size=64 * 1024)
     try:
@@ -55,7 +55,7 @@ def test_unwritable_page_before_the_journals_exist_is_skipped() -> None:
 
 def test_a_corrupt_journal_at_the_verdict_is_a_violation_not_a_harness_crash() -> None:
     from mmipc import Writer
-    from mmipc._torture_run import Torture
+    from mmipc.tools._torture_run import Torture
 
     torture = Torture(seconds=0, seed=1, writers=1, readers=1, page_size=64 * 1024)
     try:
@@ -74,8 +74,8 @@ def test_the_verdict_catches_retention_that_removed_a_held_page(jdir: str) -> No
     """The checker of the retention faults: a page removed behind a dead durable reader's committed
     position, or a resumed durable reader that repeats a frame before its last commit, is a violation."""
     from mmipc import Reader, Writer
-    from mmipc._torture_run import Torture
-    from mmipc.torture import ReaderState, _check_resumed, make_payload
+    from mmipc.tools._torture_run import Torture
+    from mmipc.tools.torture import ReaderState, _check_resumed, make_payload
 
     torture = Torture(seconds=0, seed=1, writers=1, readers=1, page_size=64 * 1024, retain_pages=4)
     try:

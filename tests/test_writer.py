@@ -193,8 +193,8 @@ def test_a_write_refused_half_way_leaves_no_stale_bytes(jdir: str) -> None:
 
 @pytest.mark.parametrize("page_size", [64 * 1024, 32 << 20, 240 << 20, (240 << 20) + 4096, 1 << 30])
 def test_an_old_page_is_fully_retired_within_half_the_next_page(page_size: int) -> None:
-    from mmipc._layout import INDEX_SLOTS
-    from mmipc._writer import retire_slice
+    from mmipc.journal._layout import INDEX_SLOTS
+    from mmipc.journal._writer import retire_slice
 
     step = retire_slice(page_size)
     assert step % 4096 == 0  # madvise works on whole pages
@@ -266,7 +266,7 @@ def test_two_threads_writing_at_once_never_tear_a_frame(jdir: str) -> None:
 
 CLOCK_STEP = """
 import sys
-import mmipc._writer as clock
+import mmipc.journal._writer as clock
 from mmipc import Writer
 directory = sys.argv[1]
 ask_writer = Writer.create(directory, "A", page_size=65536)

@@ -6,7 +6,7 @@ export PYTHONHASHSEED=0  # the same dict layouts in every run, so setup costs ca
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/../.."
 py="${PYTHON:-$root/.venv/bin/python}"
-native="$root/src/mmipc/_native"
+native="$root/src/mmipc/journal/_native"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 gcc -std=c11 -O2 -I"$native" -o "$work/c_ops" "$here/c_ops.c" "$native/mmipc.c"

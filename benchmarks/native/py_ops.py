@@ -1,7 +1,7 @@
 """One hot-path operation repeated N times from Python, for callgrind instruction counts.
 
 usage: py_ops.py BACKEND OP N DIRECTORY
-BACKEND: python (the pure-Python Writer/Reader) or ext (mmipc._native's cores on the same pages).
+BACKEND: python (the pure-Python Writer/Reader) or ext (mmipc.journal._native's cores on the same pages).
 OP: write, read_empty, read, read_batch, loop (an empty loop: the baseline a per-op figure excludes).
 Setup is the same for any N, so (Ir(N2) - Ir(N1)) / (N2 - N1) is the cost of one operation.
 """
@@ -12,8 +12,8 @@ import sys
 from typing import Any
 
 from mmipc import Reader, Writer
-from mmipc._native import CursorCore, WriterCore
-from mmipc._types import Frame, JournalId
+from mmipc.journal._native import CursorCore, WriterCore
+from mmipc.journal._types import Frame, JournalId
 
 PREPARED = 40000
 PAYLOAD = bytes(408)

@@ -7,7 +7,6 @@ The on-disk format and its memory-ordering contract are in docs/format.md.
 
 from typing import TYPE_CHECKING, Any
 
-from ._block import Block
 from ._errors import (
     ClosedError,
     CorruptJournalError,
@@ -24,12 +23,13 @@ from ._errors import (
     StorageError,
     UsageError,
 )
-from ._layout import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MIN_PAGE_SIZE, MsgType, max_payload
-from ._reader import Reader
-from ._servicehome import DEFAULT_HOME
-from ._types import Frame, JournalId
-from ._wait import Backoff, BusySpin, WaitStrategy
-from ._writer import FrameClaim, Writer
+from .journal._block import Block
+from .journal._layout import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MIN_PAGE_SIZE, MsgType, max_payload
+from .journal._reader import Reader
+from .journal._types import Frame, JournalId
+from .journal._wait import Backoff, BusySpin, WaitStrategy
+from .journal._writer import FrameClaim, Writer
+from .service._servicehome import DEFAULT_HOME
 
 __version__ = "0.1.0"
 
@@ -41,11 +41,11 @@ _LAZY = ("Service", "service_status", "backend")
 def __getattr__(name: str) -> Any:
     value: Any
     if name == "Service":
-        from ._service import Service as value
+        from .service._service import Service as value
     elif name == "service_status":
-        from ._link import service_status as value
-    elif name == "backend":  # "native" (the C extension mmipc._native) or "python" (MMIPC_BACKEND)
-        from ._backend import BACKEND as value
+        from .service._link import service_status as value
+    elif name == "backend":  # "native" (the C extension mmipc.journal._native) or "python" (MMIPC_BACKEND)
+        from .journal._backend import BACKEND as value
     else:
         raise AttributeError(f"module 'mmipc' has no attribute {name!r}")
     globals()[name] = value
@@ -57,11 +57,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ._backend import BackendName
+    from .journal._backend import BackendName
 
     backend: BackendName  # resolved by __getattr__ (not in __all__: a str, not an API)
-    from ._link import service_status
-    from ._service import Service
+    from .service._link import service_status
+    from .service._service import Service
 
 __all__ = [
     "DEFAULT_HOME",

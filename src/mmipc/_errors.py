@@ -66,7 +66,7 @@ class CorruptJournalError(MmipcError):
         self.path = path
         self.offset = offset
         self.problem = problem
-        if path.endswith(".schema.json"):  # the payload layouts (mmipc._schema), not a page
+        if path.endswith(".schema.json"):  # the payload layouts (mmipc.journal._schema), not a page
             what, advice = "schema file", "move it aside to read the payloads undecoded"
         else:
             what, advice = "journal page", "move the damaged page aside to read past it"

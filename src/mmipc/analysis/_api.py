@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import numpy as np
 
 from .._errors import UsageError
-from .._schema import Declaration, struct_to_json
+from ..journal._schema import Declaration, struct_to_json
 from ._scan import Query, make_query, merged_rows, output_dtype, page_indexes, read_rows
 
 if TYPE_CHECKING:

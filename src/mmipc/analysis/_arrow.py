@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._schema import Char, Scalar, Struct, text_of
+from ..journal._schema import Char, Scalar, Struct, text_of
 
 DICTIONARY_RATIO = 4
 METADATA_KEY = b"mmipc"

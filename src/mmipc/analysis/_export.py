@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import StorageError, UsageError
-from .._schema import SCHEMA_SUFFIX
+from ..journal._schema import SCHEMA_SUFFIX
 from ._api import _arrow, metadata, rechunk
 from ._scan import Query, merged_rows, output_dtype, time_span
 

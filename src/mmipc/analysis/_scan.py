@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 
 from .._errors import CorruptJournalError, UsageError
-from .._files import check_name, list_pages, page_path
-from .._layout import (
+from ..journal._files import check_name, list_pages, page_path
+from ..journal._layout import (
     FRAME_ALIGN,
     FRAME_HEADER_SIZE,
     MAX_MSG_TYPE,
@@ -57,8 +57,8 @@ from .._layout import (
     check_checksum,
     decode_frame,
 )
-from .._page import MappedPage, page_header
-from .._schema import Declaration, Struct, anonymous, load_schemas, numpy_dtype, storable, to_struct
+from ..journal._page import MappedPage, page_header
+from ..journal._schema import Declaration, Struct, anonymous, load_schemas, numpy_dtype, storable, to_struct
 
 HEADER_COLUMNS = ("nano", "journal", "source")
 _HEADER = np.dtype(

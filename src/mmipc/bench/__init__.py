@@ -34,8 +34,8 @@ from array import array
 from collections.abc import Iterator
 from typing import Any
 
-from .._orphans import die_with_parent
-from .._service import spawn_service
+from ..service._orphans import die_with_parent
+from ..service._service import spawn_service
 from .peers import PEERS, Peer
 
 BLOCKING_SECONDS = 4.0

@@ -19,7 +19,7 @@ import tempfile
 import time
 from typing import Any
 
-from .._backend import BACKEND, ENV_VAR
+from ..journal._backend import BACKEND, ENV_VAR
 
 PAYLOAD = bytes(64)
 

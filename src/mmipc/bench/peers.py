@@ -107,7 +107,8 @@ def _python_backend() -> Any:
     measures the fallback backend, whatever the bench itself runs on. The bench's own modules keep
     the copy they imported; this process uses only the fresh one."""
     os.environ["MMIPC_BACKEND"] = "python"
-    for name in [m for m in sys.modules if m == "mmipc" or m.startswith("mmipc._")]:
+    fresh = ("mmipc._", "mmipc.journal", "mmipc.service")
+    for name in [m for m in sys.modules if m == "mmipc" or m.startswith(fresh)]:
         del sys.modules[name]
     import mmipc
 

@@ -24,11 +24,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamState
 from nats.js.errors import NotFoundError
 
-from .._files import list_pages
-from .._lag import journal_tail
-from .._reader import Reader
-from .._servicehome import DEFAULT_HOME, ServiceHome
-from .._writer import Writer
+from ..journal._files import list_pages
+from ..journal._reader import Reader
+from ..journal._writer import Writer
+from ..service._lag import journal_tail
+from ..service._servicehome import DEFAULT_HOME, ServiceHome
 from ._conn import Status, stop_event, supervise
 from ._options import InOptions
 from ._state import StateFile

@@ -6,8 +6,8 @@ import dataclasses
 import os
 import socket
 
-from .._cursor import Start
-from .._files import check_name
+from ..journal._cursor import Start
+from ..journal._files import check_name
 from ._wire import MAX_BATCH, BridgeError, check_token
 
 

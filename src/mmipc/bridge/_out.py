@@ -20,13 +20,13 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from .._cursor import Cursor
-from .._durable import Position, check_position, fallback_page
 from .._errors import CursorError
-from .._lag import journal_tail
-from .._layout import PAGE_HEADER_SIZE
-from .._reader import Reader
-from .._servicehome import DEFAULT_HOME, ServiceHome
+from ..journal._cursor import Cursor
+from ..journal._durable import Position, check_position, fallback_page
+from ..journal._layout import PAGE_HEADER_SIZE
+from ..journal._reader import Reader
+from ..service._lag import journal_tail
+from ..service._servicehome import DEFAULT_HOME, ServiceHome
 from ._conn import Idle, Status, stop_event, supervise
 from ._options import OutOptions
 from ._state import StateFile

@@ -20,8 +20,8 @@ import os
 import time
 from typing import Any
 
-from .._files import pid_alive
-from .._home import resolve_home
+from ..journal._files import pid_alive
+from ..service._home import resolve_home
 from ._wire import BridgeError
 
 STATE_DIR = "bridges"

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from .._backend import BACKEND
+from ..journal._backend import BACKEND
 from . import (
     _args,
     _bench,

@@ -24,9 +24,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .._layout import check_page_size
-from .._servicehome import DEFAULT_HOME, ServiceHome
-from .._times import to_nano
+from ..journal._layout import check_page_size
+from ..journal._times import to_nano
+from ..service._servicehome import DEFAULT_HOME, ServiceHome
 from ._errors import ArgumentsError, CommandError
 
 # Commands that name journals as DIR NAME...; the deprecated --journal is rewritten only for them.

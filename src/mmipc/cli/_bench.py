@@ -9,9 +9,9 @@ import statistics
 import sys
 from typing import Any
 
-from .._backend import BACKEND
 from ..bench import BLOCKING_SECONDS, PEERS, TIMED_MODES, measure, outcome, with_service
 from ..bench.report import plot, report
+from ..journal._backend import BACKEND
 from ._args import add_cpu, count, rate, sizes
 from ._errors import ArgumentsError
 

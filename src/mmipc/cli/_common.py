@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from .. import Frame
-from .._schema import Struct, decode, decode_declared, to_struct
 from ..ctp import LAYOUTS
+from ..journal._schema import Struct, decode, decode_declared, to_struct
 
 # Message types of the demo's frames (the seed's market-data writer and latency reader).
 MSG_DEPTH_MARKET_DATA = 101

@@ -8,9 +8,9 @@ import os
 import time
 from typing import Any
 
-from .._durable import cursor_dir_for, list_cursors, reset
-from .._home import resolve_home
-from .._retention import Policy, prune
+from ..journal._durable import cursor_dir_for, list_cursors, reset
+from ..service._home import resolve_home
+from ..service._retention import Policy, prune
 from ._args import add_home, add_journals, add_json, existing_directory, time_arg
 from ._common import format_time
 from ._errors import ArgumentsError

@@ -19,9 +19,9 @@ import tempfile
 from typing import Any
 
 from .. import ServiceUnavailableError, service_status
-from .._home import socket_path
-from .._orphans import die_with_parent
-from .._service import spawn_service
+from ..service._home import socket_path
+from ..service._orphans import die_with_parent
+from ..service._service import spawn_service
 from ._args import add_cpu, add_home, add_wait, count, rate
 
 JOURNAL = "md.ctp"

@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from .. import UsageError
-from .._layout import MAX_MSG_TYPE
 from ..ctp import LAYOUTS
+from ..journal._layout import MAX_MSG_TYPE
 from ._args import add_journals, journals_in_one_directory, natural, time_arg
 from ._common import Bar, format_time
 

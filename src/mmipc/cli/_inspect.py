@@ -8,8 +8,8 @@ from dataclasses import asdict
 from typing import Any
 
 from .. import MsgType
-from .._files import list_pages
-from .._layout import FRAME_HEADER_SIZE, FrameInfo
+from ..journal._files import list_pages
+from ..journal._layout import FRAME_HEADER_SIZE, FrameInfo
 from ..tools import check_journal, last_written_page, list_journals, open_page, page_frames, summarize
 from ._args import add_journals, add_json, existing_directory, natural
 from ._common import Bar, add_struct, decode_payload, format_time, payload_line, to_json

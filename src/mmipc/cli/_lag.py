@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import UsageError
-from .._prometheus import exposition, parse_loopback
-from .._retention import Policy, parse_age, parse_dir_policy, parse_size
+from ..service._prometheus import exposition, parse_loopback
+from ..service._retention import Policy, parse_age, parse_dir_policy, parse_size
 from ._args import count, seconds
 from ._common import format_time
 from ._errors import ArgumentsError

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .. import UsageError
-from .._replay import parse_speed, replay
+from ..tools._replay import parse_speed, replay
 from ._args import add_home, add_journals, check_time_range, journals_in_one_directory, service_of, time_arg
 from ._common import format_time
 

@@ -14,12 +14,12 @@ import time
 from typing import Any
 
 from .. import Reader, Writer
-from .._cursor import Start
 from .._errors import UsageError
-from .._files import list_pages
-from .._layout import MAX_MSG_TYPE
-from .._schema import MAX_SCHEMA_BYTES, Field, Scalar, Struct, struct_from_json, to_struct
 from ..ctp import LAYOUTS
+from ..journal._cursor import Start
+from ..journal._files import list_pages
+from ..journal._layout import MAX_MSG_TYPE
+from ..journal._schema import MAX_SCHEMA_BYTES, Field, Scalar, Struct, struct_from_json, to_struct
 from ._args import (
     add_cpu,
     add_home,

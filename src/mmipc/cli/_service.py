@@ -8,14 +8,14 @@ import logging
 import os
 from typing import Any
 
-from .._backend import BACKEND
 from .._errors import ServiceUnavailableError
-from .._home import resolve_home
-from .._link import service_status
-from .._prometheus import serve_metrics
-from .._service import Service
 from ..bridge import read_states
 from ..bridge._state import state_lines
+from ..journal._backend import BACKEND
+from ..service._home import resolve_home
+from ..service._link import service_status
+from ..service._prometheus import serve_metrics
+from ..service._service import Service
 from ._args import add_cpu, add_home, add_json, pin
 from ._errors import service_hint
 from ._lag import (

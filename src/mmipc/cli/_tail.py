@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import Frame, Reader
-from .._files import list_pages
+from ..journal._files import list_pages
 from ..tools import nth_last_nano
 from ._args import add_journals, check_time_range, existing_directory, journals, natural, time_arg
 from ._common import Bar, add_struct, render

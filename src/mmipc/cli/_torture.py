@@ -1,4 +1,4 @@
-"""`mmipc torture`: the fault-injection harness (see `mmipc.torture`)."""
+"""`mmipc torture`: the fault-injection harness (see `mmipc.tools.torture`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from .._torture_run import HarnessError, Torture
-from ..torture import RETAIN_PAGES
+from ..tools._torture_run import HarnessError, Torture
+from ..tools.torture import RETAIN_PAGES
 from ._args import add_json, count, natural, page_size, seconds
 
 

@@ -1,0 +1,256 @@
+"""Journal files on disk: names, page paths, page creation and the writer's lock.
+
+Rules:
+
+* A name is 1 to 64 characters of ``[A-Za-z0-9_.-]`` and does not start with ``.``; nothing else is
+  ever joined to a directory, so a name cannot escape its directory.
+* Page N of journal J is ``J.NNNNNNNN.journal`` (8 digits, so names sort in page order).
+* A page is created under a hidden temporary name, allocated at full size with `posix_fallocate`, given
+  its header, and only then linked to its final name. `os.link` never replaces an existing file, so a
+  page that exists is complete, and two creators of the same page cannot overwrite each other.
+* The writer's lock is `flock(LOCK_EX)` on ``J.lock``: the kernel drops it when the process dies.
+* Every file mmipc creates or writes is opened with O_NOFOLLOW (and O_EXCL when it creates it), and
+  must be a regular file owned by this user: a symlink or a file planted by another user who can
+  write the directory is refused, never truncated or written through.
+* Files are created with the writer's `mode`: 0o600 by default (owner only), or a mode that also
+  lets the group (or everyone) read, never write (see `check_mode`). The mode asked for is the mode
+  set, whatever the umask. A journal directory mmipc creates gets the matching search bits (0o700,
+  0o750); an existing directory is left as it is.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import stat
+import time
+
+from .._errors import DiskFullError, InvalidNameError, JournalLockedError, StorageError, UsageError
+from ._layout import encode_page_header
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}")
+PAGE_SUFFIX = ".journal"
+MAX_PAGE_NO = 99_999_999
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+DEFAULT_MODE = 0o600
+_OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (another user's counts too; 0 and negatives never do)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def check_mode(mode: object) -> int:
+    """Return `mode` if files may be created with it, else raise `UsageError`: the owner must read and
+    write; group and others may read, never write; nothing may be executable."""
+    if not isinstance(mode, int) or isinstance(mode, bool) or mode & ~0o644 or mode & 0o600 != 0o600:
+        shown = oct(mode) if isinstance(mode, int) else repr(mode)
+        raise UsageError(
+            f"invalid file mode {shown}: use 0o600 (owner only, the default), 0o640 (the group may "
+            "read) or 0o644 (everyone may read); only the writer's user may write a journal"
+        )
+    return mode
+
+
+def directory_mode(mode: int) -> int:
+    """The mode of a journal directory for files of `mode`: search wherever read is granted."""
+    return mode | (mode & 0o444) >> 2
+
+
+def make_journal_directory(path: str, mode: int) -> None:
+    """Create the journal directory (and its parents) if missing; a new leaf directory gets exactly
+    `directory_mode(mode)`, an existing one is left alone."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.mkdir(path, 0o700)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, directory_mode(mode))  # exactly, whatever the umask
+        finally:
+            os.close(fd)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise _storage_error(exc, f"cannot create journal directory {path}") from exc
+
+
+def check_name(name: object, what: str = "journal") -> str:
+    """Return `name` if it is a valid journal or reader name, else raise `InvalidNameError`."""
+    if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
+        raise InvalidNameError(
+            f"invalid {what} name {name!r}: use 1 to 64 letters, digits, '_', '-' or '.', "
+            "not starting with '.'"
+        )
+    return name
+
+
+def page_path(directory: str, name: str, page_no: int) -> str:
+    return os.path.join(directory, f"{name}.{page_no:08d}{PAGE_SUFFIX}")
+
+
+def list_pages(directory: str, name: str) -> list[int]:
+    """The page numbers of journal `name` in `directory`, ascending; [] if there are none."""
+    pattern = re.compile(re.escape(name) + r"\.(\d{8})" + re.escape(PAGE_SUFFIX))
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageError(f"cannot list journal directory {directory}: {exc.strerror}") from exc
+    found = (pattern.fullmatch(entry) for entry in entries)
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def create_page(
+    directory: str,
+    name: str,
+    page_no: int,
+    page_size: int,
+    mode: int = DEFAULT_MODE,
+    flags: int = 0,
+    replace: bool = False,
+) -> str:
+    """Create page `page_no` at full size with its header (with `flags`) and file `mode`, unless it
+    already exists; return its path.
+
+    With `replace`, an existing page is replaced atomically (`rename`): only the writer does this, to
+    an empty page made ahead at a size too small for its next frame, which no reader can have entered.
+    """
+    if page_no > MAX_PAGE_NO:
+        raise StorageError(f"journal {name} in {directory} has used all {MAX_PAGE_NO} page numbers")
+    final = page_path(directory, name, page_no)
+    if os.path.exists(final) and not replace:
+        return final
+    tmp = os.path.join(directory, f".{name}.{page_no:08d}.{os.getpid()}.{time.time_ns()}.tmp")
+    try:
+        _fill_page(tmp, encode_page_header(name, page_no, page_size, time.time_ns(), flags), page_size, mode)
+        (os.rename if replace else os.link)(tmp, final)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise _storage_error(exc, f"cannot create page {final}") from exc
+    finally:
+        _unlink_quietly(tmp)
+    return final
+
+
+def _fill_page(path: str, header: bytes, page_size: int, mode: int) -> None:
+    fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # exactly the mode asked for, whatever the umask
+        os.posix_fallocate(fd, 0, page_size)
+        os.pwrite(fd, header, 0)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(exc: OSError, what: str) -> StorageError:
+    if exc.errno in _DISK_FULL_ERRNOS:
+        return DiskFullError(
+            f"{what}: {exc.strerror}. The disk (or file-size limit, or quota) is full; every frame "
+            "already written is intact. Free space and write again."
+        )
+    return StorageError(f"{what}: {exc.strerror}")
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def remove_stale_temporaries(directory: str, name: str) -> None:
+    """Delete half-made pages left by a writer that died while creating one (caller holds the lock)."""
+    pattern = re.compile(r"\." + re.escape(name) + r"\.\d{8}\.\d+\.\d+\.tmp")
+    for entry in os.listdir(directory):
+        if pattern.fullmatch(entry):
+            _unlink_quietly(os.path.join(directory, entry))
+
+
+def open_own_file(path: str, mode: int = DEFAULT_MODE, what: str = "file") -> int:
+    """Open (or create with exactly `mode`) a file this process writes: never through a symbolic
+    link, never blocking, and only a regular file owned by this user. Raise `StorageError` naming
+    the file (and its owner) otherwise."""
+    try:
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except FileNotFoundError:
+            fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, mode)
+            os.fchmod(fd, mode)
+    except FileExistsError:
+        return open_own_file(path, mode, what)  # another process created it in between: open that
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise StorageError(f"refusing {what} {path}: it is a symbolic link or a special file") from None
+        raise _storage_error(exc, f"cannot open {what} {path}") from exc
+    try:
+        _require_own_regular_file(fd, path, what)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _require_own_regular_file(fd: int, path: str, what: str) -> None:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise StorageError(f"refusing {what} {path}: it is not a regular file")
+    if info.st_uid != os.geteuid():
+        raise StorageError(
+            f"refusing {what} {path}: it is owned by uid {info.st_uid}, not by this user "
+            f"(uid {os.geteuid()}); someone else can write that directory: remove the file, and keep "
+            "journal directories writable by their writer's user only"
+        )
+
+
+def acquire_writer_lock(directory: str, name: str, mode: int = DEFAULT_MODE) -> int:
+    """Take the journal's exclusive writer lock; return its fd. Raise `JournalLockedError` if held."""
+    path = os.path.join(directory, f"{name}.lock")
+    fd = open_own_file(path, mode, "lock file")
+    # The pid is a courtesy to the next writer's error message: on a full disk the lock holds
+    # without it, and the writer can still append to the room its current page has.
+    holder = lock_or_holder(fd, note_required=False)
+    if holder is not None:
+        raise JournalLockedError(
+            f"journal {name} in {directory} already has a live writer (pid {holder} holds {path}); "
+            "stop that writer first: a journal has exactly one writer"
+        )
+    return fd
+
+
+def lock_or_holder(fd: int, note_required: bool = True) -> str | None:
+    """Take `flock(LOCK_EX)` on `fd` and record this pid in the file; None on success. If another
+    process holds the lock, close `fd` and return the pid it recorded (the kernel frees the lock of a
+    process that dies, so a holder is always alive). If the pid cannot be recorded (a full disk),
+    raise the OSError, or with `note_required=False` keep the lock without the note."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        return holder
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        if note_required:
+            raise
+    return None
+
+
+def release_pid_lock(fd: int) -> None:
+    """Forget the recorded pid and drop the lock taken by `lock_or_holder`."""
+    try:
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1707 @@
+/* _mmipcmodule.c: mmipc.journal._native, the CPython extension over the C core's hot paths.
+ *
+ * Design. The Python modules stay the reference and keep everything that is not per-frame:
+ * opening and resuming journals, page creation and switches, the writer lock, the service link,
+ * the time-index slot crossings that drive the page news and the slice-wise retirement,
+ * seeking, and every error message. This module does only the per-frame work, on a page Python
+ * has already mapped, with the C11 atomics of mmipc_frame.h (release store of the commit word,
+ * acquire load in readers), shared with the C core (mmipc.c):
+ *
+ *   WriterCore  attach(view, page_size, version, flags, first_seq, pos, last_nano, next_seq,
+ *               slot_boundary, slot_index=960); write(payload, msg_type=0, source=0) -> nano,
+ *               or SLOW; commit(pos, size, msg_type, source) -> nano, or SLOW (a claim filled
+ *               in place). A frame that crosses a time-index slot goes SLOW, unless Python sets
+ *               mark_slots (when it has no page news to send and no old page to retire): then
+ *               the core fills the slots (and first_nano) itself, before the commit.
+ *   CursorCore  attach(view, page_size, version, flags, first_seq, pos); read() -> Frame | None |
+ *               SLOW; poll() -> nano | -1 (none) | -2 (SLOW); take() -> Frame;
+ *               read_batch(limit) -> Batch | SLOW.
+ *   merge_read(cores) -> Frame | None | SLOW: the merge of Reader.read (ties: first in the list).
+ *   Batch       columns nano, msg_type, source, offset, length, seq: memoryviews of format 'q'
+ *               (numpy views them without a copy); buffer: the page; data(i): a zero-copy view
+ *               of payload i; len(), batch[i] and iteration give Frames.
+ *
+ * SLOW means "not done here, nothing changed": the frame does not fit the page, crosses a
+ * time-index slot, has an id out of range, the page ended, a check or a checksum failed, or no
+ * page is attached. The Python caller then runs its own slow path, which knows the files and
+ * raises the right mmipc error, and writes the state back (the attributes pos, last_nano, ...).
+ *
+ * Lifetime. attach() makes the core's own memoryview of the page (registered on the same buffer
+ * as the caller's view), so the page stays mapped while the core, or any frame view or batch it
+ * handed out, is alive; the caller's view.release() stays possible. detach() drops the core's
+ * view: call it before closing the mmap, or mmap.close() raises BufferError.
+ *
+ * No threads: every call runs under the GIL, like the Python code it replaces.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <time.h>
+
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mmipc.h"
+#include "mmipc_bell.h"
+#include "mmipc_frame.h"
+
+static PyObject *slow;  /* the SLOW sentinel */
+
+/* ---- shared: a page view ------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *view;              /* the core's own memoryview of the page, or NULL */
+    mmipc_page_view_t page;
+} attached_t;
+
+static int
+attach_view(attached_t *a, PyObject *view, int writable)
+{
+    if (!PyMemoryView_Check(view)) {
+        PyErr_SetString(PyExc_TypeError, "attach() needs the page's memoryview");
+        return -1;
+    }
+    PyObject *own = PyMemoryView_FromObject(view);
+    if (own == NULL) {
+        return -1;
+    }
+    Py_buffer *b = PyMemoryView_GET_BUFFER(own);
+    if ((writable && b->readonly) || b->len < (Py_ssize_t)MMIPC_MIN_PAGE_SIZE || b->ndim != 1
+        || b->itemsize != 1 || !PyBuffer_IsContiguous(b, 'C')
+        || ((uintptr_t)b->buf & 7u)) {
+        Py_DECREF(own);
+        PyErr_SetString(PyExc_ValueError,
+                        "attach() needs a contiguous, 8-byte aligned byte view of a whole page"
+                        " (writable for a writer)");
+        return -1;
+    }
+    Py_XSETREF(a->view, own);
+    a->page.base = b->buf;
+    return 0;
+}
+
+static int
+set_page(attached_t *a, unsigned long long page_size, unsigned int version, unsigned int flags,
+         unsigned long long first_seq)
+{
+    Py_ssize_t len = PyMemoryView_GET_BUFFER(a->view)->len;
+    if (page_size > (unsigned long long)len || page_size < MMIPC_MIN_PAGE_SIZE
+        || (version != 1 && version != 2)) {
+        Py_CLEAR(a->view);
+        a->page.base = NULL;
+        PyErr_SetString(PyExc_ValueError, "attach(): page_size or version does not fit the view");
+        return -1;
+    }
+    a->page.page_size = page_size;
+    a->page.version = version;
+    a->page.flags = version >= 2 ? flags : 0u;
+    a->page.first_seq = first_seq;
+    return 0;
+}
+
+static void
+detach_view(attached_t *a)
+{
+    Py_CLEAR(a->view);
+    a->page.base = NULL;
+}
+
+/* A memoryview of bytes [offset, offset + n) of `view`, without a slice object: a new view on the
+ * same managed buffer (as memoryview slicing makes), narrowed to the payload. */
+static PyObject *
+payload_view(PyObject *view, uint64_t offset, uint32_t n)
+{
+    PyObject *mv = PyMemoryView_FromObject(view);
+    if (mv == NULL) {
+        return NULL;
+    }
+    Py_buffer *b = &((PyMemoryViewObject *)mv)->view;
+    b->buf = (char *)b->buf + offset;
+    b->len = (Py_ssize_t)n;
+    b->shape[0] = (Py_ssize_t)n;
+    return mv;
+}
+
+/* ---- WriterCore ---------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    attached_t a;
+    mmipc_write_state_t st;
+    char mark_slots;         /* fill time-index slots here instead of going SLOW at a crossing */
+    unsigned int slot_index; /* the next slot to fill */
+    unsigned long long stride;
+    long long clock;         /* wall minus monotonic time: the Python writer's clock_offset() */
+    mmipc_ringer *ringer;    /* the journal's NAME.bells (open_bells), or NULL */
+    _Atomic uint32_t *bell_count;
+    unsigned long thread;    /* the owning thread's ident (0: any); another thread goes slow */
+    char pretouch;           /* keep pages populated ahead of pos (a thread; see mmipc.c) */
+    mmipc_pretouch *pt;      /* that thread, once started */
+    PyObject *pt_view;       /* a view of the page it works in: the page stays mapped meanwhile */
+} WriterCore;
+
+static PyTypeObject WriterCoreType;
+
+static int
+writer_clear(WriterCore *self)
+{
+    detach_view(&self->a);
+    self->st.page.base = NULL;
+    self->st.limit = 0;
+    return 0;
+}
+
+/* Stop the pretoucher (it joins in a few us: a madvise chunk at most), then let its page go. */
+static void
+pretouch_stop(WriterCore *self)
+{
+    mmipc_pretouch_stop(self->pt);
+    self->pt = NULL;
+    Py_CLEAR(self->pt_view);
+}
+
+/* Point the pretoucher at the attached page, if it is not there yet (starting it on first use).
+ * Its own view keeps the page mapped until it has moved on, however Python releases the page. */
+static void
+pretouch_follow(WriterCore *self)
+{
+    if (!self->pretouch || (self->pt_view != NULL
+                            && PyMemoryView_GET_BUFFER(self->pt_view)->buf == self->a.page.base)) {
+        return;
+    }
+    if (self->pt == NULL && (self->pt = mmipc_pretouch_start()) == NULL) {
+        self->pretouch = 0;  /* MMIPC_PRETOUCH=0, or no thread: write without it */
+        return;
+    }
+    mmipc_pretouch_page(self->pt, self->a.page.base, self->a.page.page_size);
+    Py_XSETREF(self->pt_view, Py_NewRef(self->a.view));
+}
+
+static PyObject *
+writer_pretouch_stop(WriterCore *self, PyObject *Py_UNUSED(ignored))
+{
+    pretouch_stop(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+writer_pretouched(WriterCore *self, void *Py_UNUSED(closure))
+{
+    if (self->pt != NULL && mmipc_pretouch_unsupported(self->pt)) {
+        return PyLong_FromLong(-1);
+    }
+    return PyLong_FromUnsignedLongLong(mmipc_pretouch_total(self->pt));
+}
+
+static void
+writer_dealloc(WriterCore *self)
+{
+    pretouch_stop(self);
+    writer_clear(self);
+    mmipc_ringer_close(self->ringer);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+writer_attach(WriterCore *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"view", "page_size", "version", "flags", "first_seq", "pos",
+                             "last_nano", "next_seq", "slot_boundary", "slot_index", NULL};
+    PyObject *view;
+    unsigned long long page_size, first_seq, pos, next_seq, boundary;
+    unsigned int version, flags;
+    unsigned int slot_index = MMIPC_INDEX_SLOTS;
+    long long last_nano;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKIIKKLKK|I:_c_attach", kwlist, &view, &page_size,
+                                     &version, &flags, &first_seq, &pos, &last_nano, &next_seq,
+                                     &boundary, &slot_index)) {
+        return NULL;
+    }
+    if (attach_view(&self->a, view, 1) < 0
+        || set_page(&self->a, page_size, version, flags, first_seq) < 0) {
+        writer_clear(self);
+        return NULL;
+    }
+    if (pos < MMIPC_PAGE_HEADER_SIZE || pos > page_size || pos % 8) {
+        writer_clear(self);
+        PyErr_SetString(PyExc_ValueError, "attach(): pos is not a frame offset of the page");
+        return NULL;
+    }
+    self->st.page = self->a.page;
+    self->st.pos = pos;
+    self->st.limit = page_size;
+    self->st.last_nano = last_nano;
+    self->st.next_seq = next_seq;
+    self->st.slot_boundary = boundary;
+    self->slot_index = slot_index;
+    self->stride = mmipc_index_stride(page_size);
+    pretouch_follow(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+writer_detach(WriterCore *self, PyObject *Py_UNUSED(ignored))
+{
+    writer_clear(self);
+    Py_RETURN_NONE;
+}
+
+/* open_bells(path) -> bool: ring the bells listed in `path` (NAME.bells) after every commit, as
+ * the C writer does; False if the OS refuses the file (then nobody is rung). */
+static PyObject *
+writer_open_bells(WriterCore *self, PyObject *arg)
+{
+    PyObject *bytes;
+    if (!PyUnicode_FSConverter(arg, &bytes)) {
+        return NULL;
+    }
+    mmipc_ringer_close(self->ringer);
+    self->ringer = mmipc_ringer_open(PyBytes_AS_STRING(bytes));
+    self->bell_count = self->ringer != NULL ? mmipc_ringer_count(self->ringer) : NULL;
+    Py_DECREF(bytes);
+    return PyBool_FromLong(self->ringer != NULL);
+}
+
+/* close_bells(): stop ringing, unmap NAME.bells and the bells. */
+static PyObject *
+writer_close_bells(WriterCore *self, PyObject *Py_UNUSED(ignored))
+{
+    mmipc_ringer_close(self->ringer);
+    self->ringer = NULL;
+    self->bell_count = NULL;
+    Py_RETURN_NONE;
+}
+
+/* A msg_type or source as a C value; 0 (not an error) when out of range: the caller goes SLOW. */
+static int
+as_u32(PyObject *o, uint32_t max, uint32_t *out)
+{
+    if (!PyLong_CheckExact(o)) {
+        return 0;
+    }
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || v < 0 || (unsigned long long)v > max) {
+        return 0;
+    }
+    *out = (uint32_t)v;
+    return 1;
+}
+
+/* The Python writer's clock (its rule 5): CLOCK_MONOTONIC plus the offset Python anchored once per
+ * process, so that both backends stamp every journal of a process on one clock. */
+static int64_t
+writer_stamp(const WriterCore *self)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t nano = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + self->clock;
+    return nano < self->st.last_nano ? self->st.last_nano : nano;
+}
+
+/* With mark_slots: whether this frame may fill its time-index slots here (SLOW otherwise). */
+static int
+slots_ok(const WriterCore *self, uint64_t pos)
+{
+    return pos < self->st.slot_boundary || (self->mark_slots && self->slot_index < MMIPC_INDEX_SLOTS);
+}
+
+/* Publish the frame at pos whose payload (and, for a claim, nothing else) is in place. */
+static PyObject *
+publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t source)
+{
+    int64_t nano = writer_stamp(self);
+    mmipc_store_header(&self->st, pos, n, msg_type, source, nano);
+    if (pos >= self->st.slot_boundary) {
+        self->slot_index = mmipc_mark_index(&self->st, pos, nano, self->slot_index, self->stride);
+    }
+    mmipc_publish(&self->st, pos, n, nano);
+    mmipc_ring_bells(self->ringer, self->bell_count);
+    return PyLong_FromLongLong(nano);
+}
+
+/* Parse (payload, msg_type=0, source=0): -1 on a TypeError; *ok = 0 if an id is out of range. */
+static int
+parse_ids(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t first,
+          uint32_t ids[2], int *ok)
+{
+    static const char *names[2] = {"msg_type", "source"};
+    ids[0] = ids[1] = 0;
+    *ok = 1;
+    for (Py_ssize_t i = first; i < nargs; i++) {
+        *ok &= as_u32(args[i], i == first ? MMIPC_MAX_MSG_TYPE : 0xFFFFFFFFu, &ids[i - first]);
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int which = -1;
+        for (int j = 0; j < 2; j++) {
+            if (PyUnicode_CompareWithASCIIString(key, names[j]) == 0) {
+                which = j;
+            }
+        }
+        if (which < 0 || which < nargs - first) {
+            PyErr_Format(PyExc_TypeError, "unexpected or repeated keyword argument %R", key);
+            return -1;
+        }
+        *ok &= as_u32(args[nargs + k], which == 0 ? MMIPC_MAX_MSG_TYPE : 0xFFFFFFFFu, &ids[which]);
+    }
+    return 0;
+}
+
+/* Whatever write() does not do here: SLOW from a bare WriterCore; from the Python Writer (a
+ * subclass), its method _write_from_core(payload, msg_type=0, source=0) with the same arguments,
+ * which runs Python's path (page switch, errors, other threads, closed): the nano, or it raises. */
+static PyObject *
+write_slow(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static PyObject *name;
+    PyObject *stack[1 + 3 + 2];
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (Py_IS_TYPE(self, &WriterCoreType)) {
+        return Py_NewRef(slow);
+    }
+    if (name == NULL && (name = PyUnicode_InternFromString("_write_from_core")) == NULL) {
+        return NULL;
+    }
+    stack[0] = (PyObject *)self;
+    memcpy(stack + 1, args, (size_t)(nargs + nkw) * sizeof(PyObject *));
+    return PyObject_VectorcallMethod(name, stack, (size_t)(1 + nargs), kwnames);
+}
+
+static PyObject *
+writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    uint32_t ids[2];
+    int ok;
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs < 1 || nargs + nkw > 3) {
+        PyErr_SetString(PyExc_TypeError, "write(payload, msg_type=0, source=0)");
+        return NULL;
+    }
+    if (parse_ids(args, nargs, kwnames, 1, ids, &ok) < 0) {
+        return NULL;
+    }
+    if (self->thread != 0 && PyThread_get_thread_ident() != self->thread) {
+        return write_slow(self, args, nargs, kwnames);
+    }
+    Py_buffer buf;
+    const void *data;
+    Py_ssize_t n;
+    PyObject *payload = args[0];
+    buf.obj = NULL;
+    if (PyBytes_CheckExact(payload)) {
+        data = PyBytes_AS_STRING(payload);
+        n = PyBytes_GET_SIZE(payload);
+    }
+    else {
+        if (PyObject_GetBuffer(payload, &buf, PyBUF_C_CONTIGUOUS) < 0) {
+            PyErr_Clear();  /* not a contiguous buffer: the Python path raises its own error */
+            return write_slow(self, args, nargs, kwnames);
+        }
+        data = buf.buf;
+        n = buf.len;
+    }
+    uint64_t pos = self->st.pos;
+    uint64_t size = mmipc_align8((uint64_t)n + MMIPC_FRAME_HEADER_SIZE);
+    PyObject *result;
+    if (!ok || (uint64_t)n > 0xFFFFFFFFu || pos + size + MMIPC_PAGE_END_RESERVE > self->st.limit
+        || !slots_ok(self, pos)) {
+        result = NULL;
+    }
+    else {
+        memcpy(self->st.page.base + pos + MMIPC_FRAME_HEADER_SIZE, data, (size_t)n);
+        result = publish(self, pos, (uint32_t)n, ids[0], ids[1]);
+    }
+    if (buf.obj != NULL) {
+        PyBuffer_Release(&buf);
+    }
+    return result != NULL ? result : write_slow(self, args, nargs, kwnames);
+}
+
+static PyObject *
+writer_commit(WriterCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t ids[2];
+    int ok;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "commit(pos, size, msg_type, source)");
+        return NULL;
+    }
+    unsigned long long pos = PyLong_AsUnsignedLongLong(args[0]);
+    unsigned long long n = PyLong_AsUnsignedLongLong(args[1]);
+    if (PyErr_Occurred() || parse_ids(args, nargs, NULL, 2, ids, &ok) < 0) {
+        return NULL;
+    }
+    if (pos != self->st.pos || self->st.page.base == NULL
+        || pos + mmipc_align8(n + MMIPC_FRAME_HEADER_SIZE) + MMIPC_PAGE_END_RESERVE
+               > self->st.page.page_size) {
+        PyErr_SetString(PyExc_ValueError, "commit(): the claim is not at the writer's position");
+        return NULL;
+    }
+    if (!ok || !slots_ok(self, pos)) {
+        return Py_NewRef(slow);
+    }
+    return publish(self, pos, (uint32_t)n, ids[0], ids[1]);
+}
+
+static PyMemberDef writer_members[] = {
+    {"_c_pos", T_ULONGLONG, offsetof(WriterCore, st.pos), 0, "offset of the next frame"},
+    {"_c_limit", T_ULONGLONG, offsetof(WriterCore, st.limit), 0, "page size, or 0: every write SLOW"},
+    {"_c_last_nano", T_LONGLONG, offsetof(WriterCore, st.last_nano), 0, "last timestamp written"},
+    {"_c_next_seq", T_ULONGLONG, offsetof(WriterCore, st.next_seq), 0, "seq of the next frame"},
+    {"_c_slot_boundary", T_ULONGLONG, offsetof(WriterCore, st.slot_boundary), 0,
+     "a frame at or past this offset fills time-index slots (SLOW unless mark_slots)"},
+    {"_c_slot_index", T_UINT, offsetof(WriterCore, slot_index), 0, "the next time-index slot"},
+    {"_c_clock", T_LONGLONG, offsetof(WriterCore, clock), 0,
+     "wall minus monotonic ns added to CLOCK_MONOTONIC (the Python writer's clock_offset())"},
+    {"_c_mark_slots", T_BOOL, offsetof(WriterCore, mark_slots), 0,
+     "True: fill time-index slots and first_nano here; False: a crossing goes SLOW"},
+    {"_c_thread", T_ULONG, offsetof(WriterCore, thread), 0,
+     "ident of the thread that may write (0: any); write() from another goes slow"},
+    {"_c_pretouch", T_BOOL, offsetof(WriterCore, pretouch), 0,
+     "populate pages ahead of the writer from a thread (from the next attach on)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+/* Writer.write's docstring (the native Writer's `write` is this method; a test keeps the two equal).
+ * From a bare WriterCore, a write it does not do returns SLOW, with nothing written. */
+#define WRITE_DOC                                                                                  \
+    "write($self, payload, msg_type=0, source=0)\n--\n\n"                                          \
+    "Append one frame and publish it; return its timestamp (ns since the epoch).\n\n"              \
+    "`payload` is any C-contiguous buffer: bytes, bytearray, memoryview, a ctypes Structure, a\n"   \
+    "numpy record or array.\n\n"                                                                   \
+    "Example: ``nano = writer.write(b\"payload\", msg_type=1)``"
+
+static PyMethodDef writer_methods[] = {
+    {"_c_attach", (PyCFunction)(void (*)(void))writer_attach, METH_VARARGS | METH_KEYWORDS,
+     "attach(view, page_size, version, flags, first_seq, pos, last_nano, next_seq, slot_boundary,"
+     " slot_index=960)"},
+    {"_c_detach", (PyCFunction)writer_detach, METH_NOARGS, "Drop the core's view of the page."},
+    {"_c_open_bells", (PyCFunction)writer_open_bells, METH_O,
+     "open_bells(path) -> bool: ring NAME.bells after every commit"},
+    {"_c_close_bells", (PyCFunction)writer_close_bells, METH_NOARGS, "Stop ringing; unmap the bells."},
+    {"_c_pretouch_stop", (PyCFunction)writer_pretouch_stop, METH_NOARGS,
+     "Stop the pretoucher and drop its view of the page (before the page is unmapped)."},
+    {"write", (PyCFunction)(void (*)(void))writer_write, METH_FASTCALL | METH_KEYWORDS,
+     WRITE_DOC},
+    {"_c_commit", (PyCFunction)(void (*)(void))writer_commit, METH_FASTCALL,
+     "commit(pos, size, msg_type, source) -> nano, or SLOW: publish a claim filled in place"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef writer_getset[] = {
+    {"_c_pretouched", (getter)writer_pretouched, NULL,
+     "bytes the pretoucher has populated (-1: the kernel lacks MADV_POPULATE_WRITE)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject WriterCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmipc.journal._native.WriterCore",
+    .tp_basicsize = sizeof(WriterCore),
+    .tp_dealloc = (destructor)writer_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The writer's per-frame hot path on a page mapped by Python (the native Writer's base).",
+    .tp_methods = writer_methods,
+    .tp_members = writer_members,
+    .tp_getset = writer_getset,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---- CursorCore ---------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    attached_t a;
+    PyObject *jid;
+    PyTypeObject *frame_type;
+    Py_ssize_t frame_fields;     /* 5 (v1 Frame) or 6 (with seq) */
+    uint64_t pos;
+    int64_t last_nano;
+    int64_t next_nano;           /* -1 unless a frame is peeked */
+    mmipc_peeked_t next;
+} CursorCore;
+
+static PyTypeObject CursorCoreType;
+
+/* SLOW from a bare CursorCore; from the Python Cursor (a subclass), its method `name` (no
+ * arguments), which runs Python's path (page ends, damage, no page yet) and returns its result. */
+static PyObject *
+cursor_slow(CursorCore *self, const char *name)
+{
+    if (Py_IS_TYPE(self, &CursorCoreType)) {
+        return Py_NewRef(slow);
+    }
+    return PyObject_CallMethod((PyObject *)self, name, NULL);
+}
+
+static int
+cursor_init(CursorCore *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"jid", "frame_class", NULL};
+    PyObject *jid;
+    PyObject *frame_class;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!:CursorCore", kwlist, &jid, &PyType_Type,
+                                     &frame_class)) {
+        return -1;
+    }
+    PyTypeObject *type = (PyTypeObject *)frame_class;
+    if (!PyType_IsSubtype(type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "frame_class must be a NamedTuple class");
+        return -1;
+    }
+    PyObject *fields = PyObject_GetAttrString(frame_class, "_fields");
+    if (fields == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Length(fields);
+    Py_DECREF(fields);
+    if (n != 5 && n != 6) {
+        PyErr_SetString(PyExc_TypeError, "frame_class must have 5 or 6 fields");
+        return -1;
+    }
+    Py_XSETREF(self->jid, Py_NewRef(jid));
+    Py_XSETREF(self->frame_type, (PyTypeObject *)Py_NewRef(frame_class));
+    self->frame_fields = n;
+    self->next_nano = -1;
+    return 0;
+}
+
+static void
+cursor_dealloc(CursorCore *self)
+{
+    detach_view(&self->a);
+    Py_CLEAR(self->jid);
+    Py_CLEAR(self->frame_type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+cursor_attach(CursorCore *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"view", "page_size", "version", "flags", "first_seq", "pos", NULL};
+    PyObject *view;
+    unsigned long long page_size, first_seq, pos;
+    unsigned int version, flags;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKIIKK:_c_attach", kwlist, &view, &page_size,
+                                     &version, &flags, &first_seq, &pos)) {
+        return NULL;
+    }
+    if (attach_view(&self->a, view, 0) < 0
+        || set_page(&self->a, page_size, version, flags, first_seq) < 0) {
+        detach_view(&self->a);
+        return NULL;
+    }
+    if (pos < MMIPC_PAGE_HEADER_SIZE || pos + MMIPC_FRAME_HEADER_SIZE > page_size || pos % 8) {
+        detach_view(&self->a);
+        PyErr_SetString(PyExc_ValueError, "attach(): pos is not a frame offset of the page");
+        return NULL;
+    }
+    self->pos = pos;
+    self->next_nano = -1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cursor_detach(CursorCore *self, PyObject *Py_UNUSED(ignored))
+{
+    detach_view(&self->a);
+    self->next_nano = -1;
+    Py_RETURN_NONE;
+}
+
+/* The Frame NamedTuple for a peeked frame of the attached page. */
+static PyObject *
+make_frame(PyTypeObject *type, Py_ssize_t fields, PyObject *jid, PyObject *view,
+           const mmipc_peeked_t *p)
+{
+    PyObject *data = payload_view(view, p->pos + MMIPC_FRAME_HEADER_SIZE, p->payload_len);
+    if (data == NULL) {
+        return NULL;
+    }
+    PyObject *frame = type->tp_alloc(type, fields);
+    if (frame == NULL) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    PyObject *nano = PyLong_FromLongLong(p->nano);
+    PyObject *msg_type = PyLong_FromUnsignedLong(p->msg_type);
+    PyObject *source = PyLong_FromUnsignedLong(p->source);
+    PyObject *seq = fields == 6 ? PyLong_FromLongLong(p->seq) : NULL;
+    PyTuple_SET_ITEM(frame, 0, nano);
+    PyTuple_SET_ITEM(frame, 1, msg_type);
+    PyTuple_SET_ITEM(frame, 2, source);
+    PyTuple_SET_ITEM(frame, 3, Py_NewRef(jid));
+    PyTuple_SET_ITEM(frame, 4, data);
+    if (fields == 6) {
+        PyTuple_SET_ITEM(frame, 5, seq);
+    }
+    if (nano == NULL || msg_type == NULL || source == NULL || (fields == 6 && seq == NULL)) {
+        Py_DECREF(frame);
+        return NULL;
+    }
+    return frame;
+}
+
+static void
+step_past(CursorCore *self, const mmipc_peeked_t *p)
+{
+    self->pos = p->pos + mmipc_align8(p->length);
+    self->last_nano = p->nano;
+    self->next_nano = -1;
+}
+
+/* read, poll and take are METH_FASTCALL, not METH_NOARGS: CPython 3.11 calls a bound FASTCALL
+ * builtin straight from its CALL instruction, skipping two layers of dispatch (about 60 of the
+ * ~260 instructions an empty read costs from Python). */
+#define NO_ARGS(name)                                                                              \
+    if (nargs != 0) {                                                                              \
+        PyErr_SetString(PyExc_TypeError, name "() takes no arguments");                           \
+        return NULL;                                                                               \
+    }
+
+static PyObject *
+cursor_read(CursorCore *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    NO_ARGS("read")
+    if (self->a.view == NULL || self->next_nano >= 0) {
+        return cursor_slow(self, "_read_from_core");
+    }
+    mmipc_peeked_t p;
+    int kind = mmipc_peek(&self->a.page, self->pos, self->last_nano, &p);
+    if (kind == MMIPC_PEEK_NONE) {
+        Py_RETURN_NONE;
+    }
+    if (kind != MMIPC_PEEK_FRAME) {
+        return cursor_slow(self, "_read_from_core");
+    }
+    PyObject *frame = make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, &p);
+    if (frame != NULL) {
+        step_past(self, &p);
+    }
+    return frame;
+}
+
+/* The next frame's timestamp (peeked), -1 if there is none yet, -2 for SLOW. */
+static int64_t
+poll_core(CursorCore *self)
+{
+    if (self->next_nano >= 0) {
+        return self->next_nano;
+    }
+    if (self->a.view == NULL) {
+        return -2;
+    }
+    int kind = mmipc_peek(&self->a.page, self->pos, self->last_nano, &self->next);
+    if (kind == MMIPC_PEEK_FRAME) {
+        self->next_nano = self->next.nano;
+        return self->next_nano;
+    }
+    return kind == MMIPC_PEEK_NONE ? -1 : -2;
+}
+
+static PyObject *
+cursor_poll(CursorCore *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    NO_ARGS("poll")
+    int64_t nano = poll_core(self);
+    if (nano == -2 && !Py_IS_TYPE(self, &CursorCoreType)) {
+        return PyObject_CallMethod((PyObject *)self, "_poll_from_core", NULL);
+    }
+    return PyLong_FromLongLong(nano);
+}
+
+static PyObject *
+take_core(CursorCore *self)
+{
+    if (self->next_nano < 0 || self->a.view == NULL) {
+        PyErr_SetString(PyExc_ValueError, "take(): no frame is peeked (poll() first)");
+        return NULL;
+    }
+    PyObject *frame =
+        make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, &self->next);
+    if (frame != NULL) {
+        step_past(self, &self->next);
+    }
+    return frame;
+}
+
+/* From the Python Cursor, a take with nothing peeked here peeks first, or lets Python do it. */
+static PyObject *
+cursor_take(CursorCore *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    NO_ARGS("take")
+    if (!Py_IS_TYPE(self, &CursorCoreType) && (self->next_nano < 0 || self->a.view == NULL)
+        && poll_core(self) < 0) {
+        return PyObject_CallMethod((PyObject *)self, "_take_from_core", NULL);
+    }
+    return take_core(self);
+}
+
+/* ---- Batch --------------------------------------------------------------------------------- */
+
+#define BATCH_COLUMNS 6
+typedef struct {
+    PyObject_HEAD
+    PyObject *view;          /* the batch's own view of the page */
+    PyObject *storage;       /* bytes: BATCH_COLUMNS columns of count int64 each */
+    PyObject *jid;
+    PyTypeObject *frame_type;
+    Py_ssize_t frame_fields;
+    Py_ssize_t count;
+} Batch;
+
+static void
+batch_dealloc(Batch *self)
+{
+    Py_CLEAR(self->view);
+    Py_CLEAR(self->storage);
+    Py_CLEAR(self->jid);
+    Py_CLEAR(self->frame_type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int64_t *
+batch_column(const Batch *self, int column)
+{
+    return (int64_t *)(void *)PyBytes_AS_STRING(self->storage) + column * self->count;
+}
+
+static Py_ssize_t
+batch_len(Batch *self)
+{
+    return self->count;
+}
+
+static PyObject *
+batch_item(Batch *self, Py_ssize_t i)
+{
+    if (i < 0 || i >= self->count) {
+        PyErr_SetString(PyExc_IndexError, "batch index out of range");
+        return NULL;
+    }
+    mmipc_peeked_t p;
+    p.nano = batch_column(self, 0)[i];
+    p.msg_type = (uint32_t)batch_column(self, 1)[i];
+    p.source = (uint32_t)batch_column(self, 2)[i];
+    p.pos = (uint64_t)batch_column(self, 3)[i] - MMIPC_FRAME_HEADER_SIZE;
+    p.payload_len = (uint32_t)batch_column(self, 4)[i];
+    p.seq = batch_column(self, 5)[i];
+    return make_frame(self->frame_type, self->frame_fields, self->jid, self->view, &p);
+}
+
+static PyObject *
+batch_data(Batch *self, PyObject *arg)
+{
+    Py_ssize_t i = PyNumber_AsSsize_t(arg, PyExc_IndexError);
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (i < 0 || i >= self->count) {
+        PyErr_SetString(PyExc_IndexError, "batch index out of range");
+        return NULL;
+    }
+    return payload_view(self->view, (uint64_t)batch_column(self, 3)[i],
+                        (uint32_t)batch_column(self, 4)[i]);
+}
+
+/* Column k as a memoryview of format 'q' over the batch's storage (zero-copy). */
+static PyObject *
+batch_get_column(Batch *self, void *closure)
+{
+    Py_ssize_t k = (Py_ssize_t)(intptr_t)closure;
+    PyObject *whole = PyMemoryView_FromObject(self->storage);
+    if (whole == NULL) {
+        return NULL;
+    }
+    PyObject *part = PySequence_GetSlice(whole, k * self->count * 8, (k + 1) * self->count * 8);
+    Py_DECREF(whole);
+    if (part == NULL) {
+        return NULL;
+    }
+    PyObject *column = PyObject_CallMethod(part, "cast", "s", "q");
+    Py_DECREF(part);
+    return column;
+}
+
+static PyObject *
+batch_get_buffer(Batch *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->view);
+}
+
+static PyGetSetDef batch_getset[] = {
+    {"nano", (getter)batch_get_column, NULL, "timestamps (int64)", (void *)0},
+    {"msg_type", (getter)batch_get_column, NULL, "message types", (void *)1},
+    {"source", (getter)batch_get_column, NULL, "sources", (void *)2},
+    {"offset", (getter)batch_get_column, NULL, "payload offsets in `buffer`", (void *)3},
+    {"length", (getter)batch_get_column, NULL, "payload lengths", (void *)4},
+    {"seq", (getter)batch_get_column, NULL, "sequence numbers (-1 in v1 pages)", (void *)5},
+    {"buffer", (getter)batch_get_buffer, NULL, "a read-only view of the whole page", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef batch_methods[] = {
+    {"data", (PyCFunction)batch_data, METH_O, "data(i): a zero-copy view of payload i"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods batch_as_sequence = {
+    .sq_length = (lenfunc)batch_len,
+    .sq_item = (ssizeargfunc)batch_item,
+};
+
+static PyTypeObject BatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmipc.journal._native.Batch",
+    .tp_basicsize = sizeof(Batch),
+    .tp_dealloc = (destructor)batch_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Frames read in one call: int64 columns, zero-copy payloads, iterates as Frames.",
+    .tp_as_sequence = &batch_as_sequence,
+    .tp_methods = batch_methods,
+    .tp_getset = batch_getset,
+};
+
+static PyObject *
+new_batch(CursorCore *self, const int64_t *columns, Py_ssize_t count, Py_ssize_t cap)
+{
+    Batch *b = PyObject_New(Batch, &BatchType);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->view = PyMemoryView_FromObject(self->a.view);
+    b->storage = PyBytes_FromStringAndSize(NULL, count * BATCH_COLUMNS * 8);
+    b->jid = Py_NewRef(self->jid);
+    b->frame_type = (PyTypeObject *)Py_NewRef(self->frame_type);
+    b->frame_fields = self->frame_fields;
+    b->count = count;
+    if (b->view == NULL || b->storage == NULL) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    for (int k = 0; k < BATCH_COLUMNS; k++) {
+        memcpy(batch_column(b, k), columns + k * cap, (size_t)count * 8);
+    }
+    return (PyObject *)b;
+}
+
+static PyObject *
+cursor_read_batch(CursorCore *self, PyObject *arg)
+{
+    Py_ssize_t limit = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (self->a.view == NULL || self->next_nano >= 0 || limit < 1) {
+        return Py_NewRef(slow);
+    }
+    /* A page holds at most (page_size - pos) / 32 more frames: the bound of one batch. */
+    Py_ssize_t room = (Py_ssize_t)((self->a.page.page_size - self->pos) / MMIPC_FRAME_HEADER_SIZE);
+    Py_ssize_t cap = limit < room ? limit : room;
+    cap = cap > 0 ? cap : 1;
+    int64_t *columns = PyMem_Malloc((size_t)cap * BATCH_COLUMNS * sizeof(int64_t));
+    if (columns == NULL) {
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t count = 0;
+    uint64_t pos = self->pos;
+    int64_t last_nano = self->last_nano;
+    mmipc_peeked_t p;
+    int kind = MMIPC_PEEK_NONE;
+    while (count < cap && (kind = mmipc_peek(&self->a.page, pos, last_nano, &p)) == MMIPC_PEEK_FRAME) {
+        columns[count] = p.nano;
+        columns[cap + count] = p.msg_type;
+        columns[2 * cap + count] = p.source;
+        columns[3 * cap + count] = (int64_t)(p.pos + MMIPC_FRAME_HEADER_SIZE);
+        columns[4 * cap + count] = p.payload_len;
+        columns[5 * cap + count] = p.seq;
+        pos = p.pos + mmipc_align8(p.length);
+        last_nano = p.nano;
+        count++;
+    }
+    PyObject *result;
+    if (count == 0 && kind == MMIPC_PEEK_OTHER) {
+        result = Py_NewRef(slow);
+    }
+    else {
+        result = new_batch(self, columns, count, cap);
+        if (result != NULL) {
+            self->pos = pos;
+            self->last_nano = last_nano;
+        }
+    }
+    PyMem_Free(columns);
+    return result;
+}
+
+static PyMemberDef cursor_members[] = {
+    {"_c_pos", T_ULONGLONG, offsetof(CursorCore, pos), 0, "offset of the next frame"},
+    {"_c_last_nano", T_LONGLONG, offsetof(CursorCore, last_nano), 0, "timestamp of the last frame"},
+    {"_c_next_nano", T_LONGLONG, offsetof(CursorCore, next_nano), 0, "peeked timestamp, or -1"},
+    {"_c_msg_type", T_UINT, offsetof(CursorCore, next.msg_type), READONLY, "peeked msg_type"},
+    {"_c_source", T_UINT, offsetof(CursorCore, next.source), READONLY, "peeked source"},
+    {"_c_length", T_UINT, offsetof(CursorCore, next.length), READONLY, "peeked commit word"},
+    {"_c_seq", T_LONGLONG, offsetof(CursorCore, next.seq), READONLY, "peeked seq (-1 in v1)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef cursor_methods[] = {
+    {"_c_attach", (PyCFunction)(void (*)(void))cursor_attach, METH_VARARGS | METH_KEYWORDS,
+     "attach(view, page_size, version, flags, first_seq, pos)"},
+    {"_c_detach", (PyCFunction)cursor_detach, METH_NOARGS, "Drop the core's view of the page."},
+    {"read", (PyCFunction)(void (*)(void))cursor_read, METH_FASTCALL,
+     "read() -> Frame | None | SLOW (from the Python Cursor: Frame | None)"},
+    {"poll", (PyCFunction)(void (*)(void))cursor_poll, METH_FASTCALL,
+     "poll() -> nano | -1 (none) | -2 (SLOW; from the Python Cursor: never)"},
+    {"take", (PyCFunction)(void (*)(void))cursor_take, METH_FASTCALL, "take() -> the peeked Frame"},
+    {"read_batch", (PyCFunction)cursor_read_batch, METH_O, "read_batch(limit) -> Batch | SLOW"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CursorCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmipc.journal._native.CursorCore",
+    .tp_basicsize = sizeof(CursorCore),
+    .tp_dealloc = (destructor)cursor_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "CursorCore(jid, frame_class): a cursor's per-frame hot path on a page mapped by Python.",
+    .tp_methods = cursor_methods,
+    .tp_members = cursor_members,
+    .tp_init = (initproc)cursor_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---- module functions ---------------------------------------------------------------------- */
+
+static PyObject *
+merge_read(PyObject *Py_UNUSED(module), PyObject *cores)
+{
+    if (!PyList_CheckExact(cores)) {
+        PyErr_SetString(PyExc_TypeError, "merge_read() needs a list of CursorCore");
+        return NULL;
+    }
+    CursorCore *best = NULL;
+    int64_t best_nano = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cores); i++) {
+        PyObject *item = PyList_GET_ITEM(cores, i);
+        if (!PyObject_TypeCheck(item, &CursorCoreType)) {
+            PyErr_SetString(PyExc_TypeError, "merge_read() needs a list of CursorCore");
+            return NULL;
+        }
+        int64_t nano = poll_core((CursorCore *)item);
+        if (nano == -2) {
+            return Py_NewRef(slow);
+        }
+        if (nano >= 0 && (best == NULL || nano < best_nano)) {
+            best = (CursorCore *)item;
+            best_nano = nano;
+        }
+    }
+    if (best == NULL) {
+        Py_RETURN_NONE;
+    }
+    return take_core(best);
+}
+
+static PyObject *
+native_crc32(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer buf;
+    unsigned long crc = 0;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "crc32(data, value=0)");
+        return NULL;
+    }
+    if (nargs == 2) {
+        crc = PyLong_AsUnsignedLongMask(args[1]);
+        if (crc == (unsigned long)-1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_C_CONTIGUOUS) < 0) {
+        return NULL;
+    }
+    uint32_t out = mmipc_crc32_update((uint32_t)crc, buf.buf, (size_t)buf.len);
+    PyBuffer_Release(&buf);
+    return PyLong_FromUnsignedLong(out);
+}
+
+static PyObject *
+native_now(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLongLong(mmipc_now());
+}
+
+/* ---- doorbells (docs/format.md, "Doorbells") ------------------------------------------------ */
+
+/* A reader's doorbell file, mapped read-write by its reader and by the writers that ring it:
+ * u32 futex word at 8, u32 sleeping at 12, u32 pending at 16, one flag byte per journal from 64. */
+#define BELL_WORD 8
+#define BELL_SLEEPING 12
+#define BELL_PENDING 16
+#define BELL_FLAGS 64
+
+static int
+bell_buffer(PyObject *obj, Py_buffer *b, Py_ssize_t need)
+{
+    if (PyObject_GetBuffer(obj, b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        return -1;
+    }
+    if (b->len < need || ((uintptr_t)b->buf & 7u)) {
+        PyBuffer_Release(b);
+        PyErr_SetString(PyExc_ValueError, "a doorbell needs its whole 8-byte aligned mapping");
+        return -1;
+    }
+    return 0;
+}
+
+static _Atomic uint32_t *
+bell_word(Py_buffer *b, size_t offset)
+{
+    return (_Atomic uint32_t *)((char *)b->buf + offset);
+}
+
+/* bell_ring(bell, index): flag journal `index`, mark the bell pending, and wake its reader if it
+ * sleeps. The caller has committed its frame before: the exchange of `sleeping` is a full fence
+ * (Dekker: store the commit, fence, load the waiter's flag). */
+static PyObject *
+native_bell_ring(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "bell_ring(bell, index)");
+        return NULL;
+    }
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    if (index == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (index < 0 || bell_buffer(args[0], &b, BELL_FLAGS + index + 1) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "bell_ring(): index out of range");
+        }
+        return NULL;
+    }
+    _Atomic unsigned char *flag = (_Atomic unsigned char *)((char *)b.buf + BELL_FLAGS + index);
+    atomic_store_explicit(flag, 1, memory_order_relaxed);
+    atomic_store_explicit(bell_word(&b, BELL_PENDING), 1u, memory_order_release);
+    uint32_t sleeping = atomic_exchange_explicit(bell_word(&b, BELL_SLEEPING), 0u, memory_order_seq_cst);
+    if (sleeping == 1) {
+        atomic_fetch_add_explicit(bell_word(&b, BELL_WORD), 1u, memory_order_seq_cst);
+        syscall(SYS_futex, (uint32_t *)bell_word(&b, BELL_WORD), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    }
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(sleeping);  /* 2: an asyncio reader, woken through its FIFO */
+}
+
+/* bell_sleep(bell, how=1) -> seq: announce that the reader is about to sleep (full fence), on the
+ * futex (how 1) or in an event loop (how 2), returning the futex word to wait on. The reader then
+ * re-checks its journals, and waits only if they are empty. */
+static PyObject *
+native_bell_sleep(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    unsigned long how = 1;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "bell_sleep(bell, how=1)");
+        return NULL;
+    }
+    if (nargs == 2 && (how = PyLong_AsUnsignedLong(args[1])) == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
+        return NULL;
+    }
+    uint32_t seq = atomic_load_explicit(bell_word(&b, BELL_WORD), memory_order_seq_cst);
+    atomic_exchange_explicit(bell_word(&b, BELL_SLEEPING), (uint32_t)how, memory_order_seq_cst);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(seq);
+}
+
+/* bell_wait(bell, seq, timeout_ns): sleep until a writer changes the word from `seq` (or the
+ * timeout, < 0: none, passes, or a signal arrives), GIL released; then clear `sleeping`. */
+static PyObject *
+native_bell_wait(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "bell_wait(bell, seq, timeout_ns)");
+        return NULL;
+    }
+    unsigned long seq = PyLong_AsUnsignedLong(args[1]);
+    long long timeout = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred() || bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
+        return NULL;
+    }
+    struct timespec ts = {(time_t)(timeout / 1000000000), (long)(timeout % 1000000000)};
+    Py_BEGIN_ALLOW_THREADS
+    syscall(SYS_futex, (uint32_t *)bell_word(&b, BELL_WORD), FUTEX_WAIT, (uint32_t)seq,
+            timeout < 0 ? NULL : &ts, NULL, 0);
+    Py_END_ALLOW_THREADS
+    atomic_store_explicit(bell_word(&b, BELL_SLEEPING), 0u, memory_order_relaxed);
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
+/* bell_collect(bell, n) -> list of the flagged journal indexes below n, flags cleared: pending
+ * and each flag are cleared BEFORE the caller polls the journals (full fence between), so a ring
+ * that lands after a clear stays visible for the next collect. */
+static PyObject *
+native_bell_collect(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "bell_collect(bell, n)");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if ((n == -1 && PyErr_Occurred()) || bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
+        return NULL;
+    }
+    if (n > b.len - BELL_FLAGS) {
+        n = b.len - BELL_FLAGS;
+    }
+    PyObject *out = PyList_New(0);
+    atomic_exchange_explicit(bell_word(&b, BELL_PENDING), 0u, memory_order_seq_cst);
+    unsigned char *flags = (unsigned char *)b.buf + BELL_FLAGS;
+    for (Py_ssize_t i = 0; out != NULL && i < n; i += 8) {
+        uint64_t word;
+        memcpy(&word, flags + i, 8);  /* eight flags at once: most are clear */
+        for (Py_ssize_t j = i; word != 0 && j < i + 8 && j < n; j++) {
+            _Atomic unsigned char *flag = (_Atomic unsigned char *)(flags + j);
+            if (atomic_load_explicit(flag, memory_order_relaxed)) {
+                atomic_store_explicit(flag, 0, memory_order_relaxed);
+                PyObject *k = PyLong_FromSsize_t(j);
+                if (k == NULL || PyList_Append(out, k) < 0) {
+                    Py_XDECREF(k);
+                    Py_CLEAR(out);
+                    break;
+                }
+                Py_DECREF(k);
+            }
+        }
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+    PyBuffer_Release(&b);
+    return out;
+}
+
+static PyObject *
+native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    Py_RETURN_NONE;
+}
+
+/* ---- MergeCore: the merge of a reader's journals, driven by its doorbell (_merge.py) ------- *
+ *
+ * A binary heap of the journals with a frame peeked, keyed by (timestamp, position in the list,
+ * which is the order they were added). Only "dirty" journals are polled: flagged by their writer's
+ * ring, just (re)set, unsubscribed (flag -1: every read), or all of them every MERGE_SWEEP_EVERY
+ * empty reads. A journal whose core needs Python (a page's end, damage, no page: poll -2) is put
+ * on the `slow` list and read() returns SLOW, before any frame is taken, until Python settles it:
+ * its next frame may be the earliest. Settled without a page, it is "parked": polled again when
+ * rung, swept, or MERGE_PROBE_NS after the last probe. */
+
+#define MERGE_SWEEP_EVERY 4096u
+#define MERGE_PROBE_NS 1000000
+#define BELL_MAX_FLAGS (8192 - BELL_FLAGS)
+
+enum { IN_HEAP = 1, DIRTY = 2, IS_SLOW = 4, PARKED = 8 };
+
+typedef struct {
+    CursorCore *core;
+    int32_t flag;            /* index of its flag in the bell, or -1: polled on every read */
+    uint8_t state;           /* IN_HEAP | DIRTY | IS_SLOW | PARKED */
+} merge_entry_t;
+
+typedef struct {
+    PyObject_HEAD
+    merge_entry_t *e;
+    Py_ssize_t n;
+    Py_ssize_t *heap;        /* entry indexes, a min-heap on (next_nano, index) */
+    Py_ssize_t nheap;
+    Py_ssize_t *dirty;       /* a stack of entry indexes (DIRTY set) */
+    Py_ssize_t ndirty;
+    Py_ssize_t *always;      /* entries without a flag */
+    Py_ssize_t nalways;
+    Py_ssize_t *slow;        /* entries Python must settle */
+    Py_ssize_t nslow;
+    Py_ssize_t nparked;
+    int64_t probe_at;
+    int32_t *by_flag;        /* flag index -> entry index, or -1 */
+    Py_ssize_t nflags;       /* 1 + the highest flag in use */
+    Py_buffer bell;          /* the reader's bell, or bell.obj == NULL */
+    unsigned int empties;
+    unsigned int taken;      /* frames since the last sweep: a busy reader sweeps too */
+} MergeCore;
+
+static void
+merge_free_arrays(MergeCore *self)
+{
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        Py_DECREF(self->e[i].core);
+    }
+    PyMem_Free(self->e);
+    PyMem_Free(self->heap);
+    PyMem_Free(self->dirty);
+    PyMem_Free(self->always);
+    PyMem_Free(self->slow);
+    PyMem_Free(self->by_flag);
+    self->e = NULL;
+    self->heap = self->dirty = self->always = self->slow = NULL;
+    self->by_flag = NULL;
+    self->n = self->nheap = self->ndirty = self->nalways = self->nslow = self->nparked = 0;
+    self->nflags = 0;
+    if (self->bell.obj != NULL) {
+        PyBuffer_Release(&self->bell);
+        self->bell.obj = NULL;
+    }
+}
+
+static void
+mergecore_dealloc(MergeCore *self)
+{
+    merge_free_arrays(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static inline int
+merge_less(const MergeCore *m, Py_ssize_t a, Py_ssize_t b)
+{
+    int64_t x = m->e[a].core->next_nano;
+    int64_t y = m->e[b].core->next_nano;
+    return x < y || (x == y && a < b);
+}
+
+static void
+heap_sift_down(MergeCore *m, Py_ssize_t at)
+{
+    Py_ssize_t *h = m->heap;
+    Py_ssize_t item = h[at];
+    for (;;) {
+        Py_ssize_t child = 2 * at + 1;
+        if (child >= m->nheap) {
+            break;
+        }
+        if (child + 1 < m->nheap && merge_less(m, h[child + 1], h[child])) {
+            child++;
+        }
+        if (!merge_less(m, h[child], item)) {
+            break;
+        }
+        h[at] = h[child];
+        at = child;
+    }
+    h[at] = item;
+}
+
+static void
+heap_push(MergeCore *m, Py_ssize_t entry)
+{
+    Py_ssize_t *h = m->heap;
+    Py_ssize_t at = m->nheap++;
+    while (at > 0) {
+        Py_ssize_t parent = (at - 1) / 2;
+        if (!merge_less(m, entry, h[parent])) {
+            break;
+        }
+        h[at] = h[parent];
+        at = parent;
+    }
+    h[at] = entry;
+    m->e[entry].state |= IN_HEAP;
+}
+
+static void
+heap_pop_root(MergeCore *m)
+{
+    m->e[m->heap[0]].state &= (uint8_t)~IN_HEAP;
+    m->nheap--;
+    if (m->nheap > 0) {
+        m->heap[0] = m->heap[m->nheap];
+        heap_sift_down(m, 0);
+    }
+}
+
+static void
+mark_dirty(MergeCore *m, Py_ssize_t i)
+{
+    merge_entry_t *e = &m->e[i];
+    if (e->state & PARKED) {
+        e->state &= (uint8_t)~PARKED;
+        m->nparked--;
+    }
+    if (!(e->state & (DIRTY | IS_SLOW))) {
+        e->state |= DIRTY;
+        m->dirty[m->ndirty++] = i;
+    }
+}
+
+static void
+mark_all_dirty(MergeCore *m)
+{
+    for (Py_ssize_t i = 0; i < m->n; i++) {
+        mark_dirty(m, i);
+    }
+}
+
+static void
+mark_slow(MergeCore *m, Py_ssize_t i)
+{
+    if (!(m->e[i].state & IS_SLOW)) {
+        m->e[i].state |= IS_SLOW;
+        m->slow[m->nslow++] = i;
+    }
+}
+
+/* Clear `pending`, then each flag found set (marking its journal dirty), then a full fence: a
+ * ring after a clear stays visible to the next collect; the polls come after the fence. */
+static void
+merge_collect(MergeCore *m)
+{
+    unsigned char *base = m->bell.buf;
+    atomic_exchange_explicit((_Atomic uint32_t *)(base + BELL_PENDING), 0u, memory_order_seq_cst);
+    unsigned char *flags = base + BELL_FLAGS;
+    for (Py_ssize_t i = 0; i < m->nflags; i += 8) {
+        uint64_t word;
+        memcpy(&word, flags + i, 8);  /* eight flags at once: most are clear */
+        for (Py_ssize_t j = i; word != 0 && j < i + 8 && j < m->nflags; j++) {
+            _Atomic unsigned char *flag = (_Atomic unsigned char *)(flags + j);
+            if (atomic_load_explicit(flag, memory_order_relaxed)) {
+                atomic_store_explicit(flag, 0, memory_order_relaxed);
+                if (m->by_flag[j] >= 0) {
+                    mark_dirty(m, m->by_flag[j]);
+                }
+            }
+        }
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
+static void
+merge_poll_dirty(MergeCore *m)
+{
+    for (Py_ssize_t k = 0; k < m->nalways; k++) {
+        if (!(m->e[m->always[k]].state & PARKED)) {
+            mark_dirty(m, m->always[k]);
+        }
+    }
+    while (m->ndirty > 0) {
+        Py_ssize_t i = m->dirty[--m->ndirty];
+        merge_entry_t *e = &m->e[i];
+        e->state &= (uint8_t)~DIRTY;
+        if (e->state & IN_HEAP) {
+            continue;
+        }
+        int64_t nano = poll_core(e->core);
+        if (nano >= 0) {
+            heap_push(m, i);
+        }
+        else if (nano == -2) {
+            mark_slow(m, i);
+        }
+    }
+}
+
+/* Nothing pending, peeked or dirty: a parked journal's probe, or a sweep, may be due. */
+static int
+merge_idle(MergeCore *m)
+{
+    if (m->nparked > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        if (now >= m->probe_at) {
+            m->probe_at = now + MERGE_PROBE_NS;
+            for (Py_ssize_t i = 0; i < m->n; i++) {
+                if (m->e[i].state & PARKED) {
+                    mark_dirty(m, i);
+                }
+            }
+            return 1;
+        }
+    }
+    if (++m->empties < MERGE_SWEEP_EVERY) {
+        return 0;
+    }
+    m->empties = 0;
+    mark_all_dirty(m);
+    return 1;
+}
+
+static PyObject *
+mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
+{
+    if (m->nslow > 0) {
+        return Py_NewRef(slow);
+    }
+    if (m->bell.obj != NULL
+        && atomic_load_explicit((_Atomic uint32_t *)((char *)m->bell.buf + BELL_PENDING),
+                                memory_order_acquire)) {
+        merge_collect(m);
+    }
+    else if (m->nheap == 0 && m->ndirty == 0 && m->nalways == 0 && !merge_idle(m)) {
+        Py_RETURN_NONE;
+    }
+    if (m->ndirty > 0 || m->nalways > 0) {
+        merge_poll_dirty(m);
+    }
+    if (m->nslow > 0) {
+        return Py_NewRef(slow);
+    }
+    if (m->nheap == 0) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t top = m->heap[0];
+    CursorCore *core = m->e[top].core;
+    PyObject *frame = take_core(core);
+    if (frame == NULL) {
+        return NULL;
+    }
+    int64_t nano = poll_core(core);
+    if (nano >= 0) {
+        heap_sift_down(m, 0);  /* the root's key grew */
+    }
+    else {
+        heap_pop_root(m);
+        if (nano == -2) {
+            mark_slow(m, top);  /* the frame taken is returned; the next read settles this one */
+        }
+    }
+    if (++m->taken >= MERGE_SWEEP_EVERY) {
+        m->taken = 0;
+        mark_all_dirty(m);  /* a journal whose writer cannot ring is not starved by busy ones */
+    }
+    return frame;
+}
+
+/* set(cores, flags, bell): follow these cores (the list order is the tie order), each with its
+ * flag in `bell` (-1: none), every one dirty. `bell` is the reader's bell mapping, or None. */
+static PyObject *
+mergecore_set(MergeCore *self, PyObject *args)
+{
+    PyObject *cores;
+    PyObject *flags;
+    PyObject *bell;
+    if (!PyArg_ParseTuple(args, "O!O!O:set", &PyList_Type, &cores, &PyList_Type, &flags, &bell)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(cores);
+    if (PyList_GET_SIZE(flags) != n) {
+        PyErr_SetString(PyExc_ValueError, "set(): one flag per core");
+        return NULL;
+    }
+    Py_ssize_t nflags = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long flag = PyLong_AsLong(PyList_GET_ITEM(flags, i));
+        if (flag == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!PyObject_TypeCheck(PyList_GET_ITEM(cores, i), &CursorCoreType) || flag < -1
+            || flag >= BELL_MAX_FLAGS) {
+            PyErr_SetString(PyExc_ValueError, "set(): CursorCores, and flags in [-1, 8128)");
+            return NULL;
+        }
+        nflags = flag + 1 > nflags ? flag + 1 : nflags;
+    }
+    Py_buffer b = {0};
+    if (bell != Py_None && bell_buffer(bell, &b, 8192) < 0) {
+        return NULL;
+    }
+    merge_free_arrays(self);
+    self->bell = b;
+    Py_ssize_t cap = n ? n : 1;
+    self->e = PyMem_Calloc((size_t)cap, sizeof(*self->e));
+    self->heap = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    self->dirty = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    self->always = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    self->slow = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    self->by_flag = PyMem_Calloc((size_t)(nflags + 8), sizeof(int32_t));
+    if (!self->e || !self->heap || !self->dirty || !self->always || !self->slow || !self->by_flag) {
+        merge_free_arrays(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t f = 0; f < nflags + 8; f++) {
+        self->by_flag[f] = -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t flag = (int32_t)PyLong_AsLong(PyList_GET_ITEM(flags, i));
+        self->e[i].core = (CursorCore *)Py_NewRef(PyList_GET_ITEM(cores, i));
+        self->e[i].flag = b.obj != NULL ? flag : -1;
+        if (self->e[i].flag >= 0) {
+            self->by_flag[flag] = (int32_t)i;
+        }
+        else {
+            self->always[self->nalways++] = i;
+        }
+        self->n++;
+    }
+    self->nflags = b.obj != NULL ? nflags : 0;
+    mark_all_dirty(self);
+    Py_RETURN_NONE;
+}
+
+/* slow() -> the indexes of the cores Python must settle (poll through its slow path). */
+static PyObject *
+mergecore_slow(MergeCore *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(self->nslow);
+    for (Py_ssize_t k = 0; out != NULL && k < self->nslow; k++) {
+        PyObject *i = PyLong_FromSsize_t(self->slow[k]);
+        if (i == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, k, i);
+    }
+    return out;
+}
+
+/* settle(i): Python polled core i through its slow path: poll it again here (parked while its
+ * core has no page). A core Python peeked or took from is never in the heap: every slow core
+ * left it, and settle() is the only way back. */
+static PyObject *
+mergecore_settle(MergeCore *self, PyObject *arg)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (i < 0 || i >= self->n || !(self->e[i].state & IS_SLOW)) {
+        PyErr_SetString(PyExc_ValueError, "settle(): not a slow core");
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < self->nslow; k++) {
+        if (self->slow[k] == i) {
+            self->slow[k] = self->slow[--self->nslow];
+            break;
+        }
+    }
+    merge_entry_t *e = &self->e[i];
+    e->state &= (uint8_t)~IS_SLOW;
+    if (e->core->a.view != NULL) {
+        mark_dirty(self, i);
+    }
+    else {
+        e->state |= PARKED;
+        self->nparked++;
+    }
+    Py_RETURN_NONE;
+}
+
+/* sweep(): poll every core at the next read (after a wait no ring ended, and as a backstop). */
+static PyObject *
+mergecore_sweep(MergeCore *self, PyObject *Py_UNUSED(ignored))
+{
+    mark_all_dirty(self);
+    Py_RETURN_NONE;
+}
+
+/* reset(): the cores were re-positioned (seek): forget the heap, poll them all. */
+static PyObject *
+mergecore_reset(MergeCore *self, PyObject *Py_UNUSED(ignored))
+{
+    for (Py_ssize_t k = 0; k < self->nheap; k++) {
+        self->e[self->heap[k]].state &= (uint8_t)~IN_HEAP;
+    }
+    self->nheap = 0;
+    mark_all_dirty(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mergecore_get_heaped(MergeCore *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->nheap);
+}
+
+static PyGetSetDef mergecore_getset[] = {
+    {"heaped", (getter)mergecore_get_heaped, NULL, "how many journals have a frame peeked", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef mergecore_methods[] = {
+    {"set", (PyCFunction)mergecore_set, METH_VARARGS, "set(cores, flags, bell): what to merge"},
+    {"read", (PyCFunction)mergecore_read, METH_NOARGS, "read() -> Frame | None | SLOW"},
+    {"slow", (PyCFunction)mergecore_slow, METH_NOARGS, "slow() -> indexes for Python to settle"},
+    {"settle", (PyCFunction)mergecore_settle, METH_O, "settle(i): Python polled core i"},
+    {"sweep", (PyCFunction)mergecore_sweep, METH_NOARGS, "sweep(): poll every core at next read"},
+    {"reset", (PyCFunction)mergecore_reset, METH_NOARGS, "reset(): cores re-positioned"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject MergeCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mmipc.journal._native.MergeCore",
+    .tp_basicsize = sizeof(MergeCore),
+    .tp_dealloc = (destructor)mergecore_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "MergeCore(): a reader's merge of CursorCores, polled only where its doorbell rang.",
+    .tp_methods = mergecore_methods,
+    .tp_getset = mergecore_getset,
+    .tp_new = PyType_GenericNew,
+};
+
+static PyMethodDef module_methods[] = {
+    {"bell_ring", (PyCFunction)(void (*)(void))native_bell_ring, METH_FASTCALL,
+     "bell_ring(bell, index): flag a journal and wake the bell's reader if it sleeps"},
+    {"bell_sleep", (PyCFunction)(void (*)(void))native_bell_sleep, METH_FASTCALL,
+     "bell_sleep(bell, how=1) -> seq: announce sleep (fence)"},
+    {"bell_wait", (PyCFunction)(void (*)(void))native_bell_wait, METH_FASTCALL,
+     "bell_wait(bell, seq, timeout_ns): futex wait while the word is seq"},
+    {"bell_collect", (PyCFunction)(void (*)(void))native_bell_collect, METH_FASTCALL,
+     "bell_collect(bell, n) -> flagged indexes (cleared)"},
+    {"fence", native_fence, METH_NOARGS, "A full memory fence."},
+    {"merge_read", (PyCFunction)merge_read, METH_O,
+     "merge_read(cores) -> Frame | None | SLOW: the earliest next frame; ties to the first core"},
+    {"crc32", (PyCFunction)(void (*)(void))native_crc32, METH_FASTCALL,
+     "crc32(data, value=0): zlib.crc32-compatible"},
+    {"now", native_now, METH_NOARGS, "The C writer's clock (ns since the epoch)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mmipc.journal._native",
+    .m_doc = "mmipc's C hot paths (see the design note at the top of _mmipcmodule.c).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+static int
+add_type(PyObject *module, PyTypeObject *type, const char *name)
+{
+    if (PyType_Ready(type) < 0) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, name, (PyObject *)type);
+}
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    mmipc_crc32_init();
+    PyObject *module = PyModule_Create(&native_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (slow == NULL) {
+        slow = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    }
+    if (slow == NULL || PyModule_AddObjectRef(module, "SLOW", slow) < 0
+        || add_type(module, &WriterCoreType, "WriterCore") < 0
+        || add_type(module, &CursorCoreType, "CursorCore") < 0
+        || add_type(module, &BatchType, "Batch") < 0
+        || add_type(module, &MergeCoreType, "MergeCore") < 0
+        || PyModule_AddIntConstant(module, "FRAME_HEADER_SIZE", MMIPC_FRAME_HEADER_SIZE) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

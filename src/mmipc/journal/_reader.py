@@ -1,0 +1,391 @@
+"""The reader: merges any number of journals into one stream ordered by timestamp.
+
+Rules:
+
+* `read()` never blocks and never returns a frame whose commit word it has not seen set.
+* Merge order: among the journals' next committed frames, the smallest timestamp comes first; ties go
+  to the journal added first; within one journal, append order always holds.
+* A frame that is peeked (its header read to compare timestamps) but not returned stays peeked: it
+  was committed, and committed frames never change, so the next `read()` does not read it again.
+* A reader holds no lock and writes nothing but its doorbell (_bell.py): its own file, and its
+  slot in each followed journal's ``NAME.bells``, reclaimed by the next subscriber once its process
+  is gone. Kill it at any moment and nothing else notices. A durable reader (`durable=True`) is the
+  other exception, kept apart in `_durable`: it locks and writes its own cursor file, and only in
+  `commit()` (or its automatic commits), never in `read()` unless `commit_every` asks for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
+
+from .._errors import ClosedError, ReaderNameTakenError, ServiceRefusedError, UsageError
+from ..service._servicehome import DEFAULT_HOME, ServiceHome, link_for
+from ._backend import native
+from ._batch import FrameBatch, FramesBatch
+from ._block import Block, block_frames
+from ._cursor import Cursor, Start
+from ._files import check_name
+from ._merge import Merge
+from ._times import to_nano
+from ._types import Frame, JournalId
+from ._wait import WaitName, WaitStrategy, make_wait
+
+if TYPE_CHECKING:  # the link is imported when a reader first registers (see _servicehome)
+    from datetime import datetime
+
+    from ..service._link import Link
+    from ._durable import Durable
+    from ._metrics import Board
+
+
+_READ_DOC = """read() -> Frame | None: the next frame across every added journal, in timestamp order.
+
+Returns None at once if no journal has a new committed frame; it never blocks (use `frames()` to
+wait). Bound per instance: with one journal it is that journal's own fused read, with several the
+merge. Bind it once in a hot loop::
+
+    read = reader.read
+    while (frame := read()) is not None:
+        handle(frame.data)
+"""
+
+
+class Reader:
+    """Reads frames from journals in timestamp order. Create it with `Reader.create(name)`.
+
+    ``read()`` returns the next frame across all added journals in timestamp order, or None if there
+    is none yet; it never blocks. (It is bound per instance: with one journal it is that journal's
+    own fused read, with several the merge.)
+
+    Example: ``with Reader.create("strategy-1") as r: r.add_journal("/data/md", "md.ctp")``
+    """
+
+    # A dict gives the `read` slot its docstring, so help(Reader) documents it; a method could not
+    # be shadowed per instance without losing the interpreter's fast slot lookup.
+    __slots__ = {
+        "name": "The reader's name, as the service knows it.",
+        "_cursors": None,
+        "_merge": None,
+        "_closed": None,
+        "read": _READ_DOC,
+        "_link": None,
+        "_durable": None,
+        "_board": None,
+        "_finalizer": None,
+        "__weakref__": None,
+    }
+    read: Callable[[], Frame | None]
+
+    def __init__(self, name: str, link: Link | None, durable: Durable | None = None) -> None:
+        self.name = name
+        self._merge = Merge()  # the merge and the doorbell (_merge.py); shares the cursor list
+        self._cursors: list[Cursor] = self._merge.cursors
+        self._closed = False
+        self._link = link
+        self._durable = durable
+        self._board: Board | None = None
+        if link is not None:
+            from ._metrics import open_board  # linked readers only: the link has loaded its peers
+
+            self._board = open_board(os.path.dirname(link.path), name, self._cursors, durable is not None)
+        self._rebind()
+        self._finalizer = weakref.finalize(self, _unregister, link, name, durable, self._board)
+        weakref.finalize(self, self._merge.close)  # a dropped reader frees its doorbell and slots
+
+    def _rebind(self) -> None:
+        """Point `read` at the fastest correct implementation for the journals added now.
+
+        None of them refers back to the reader: a cycle would keep a dropped reader (and its
+        registered name) alive until the cyclic garbage collector happened to run.
+        """
+        if self._closed:
+            self.read = functools.partial(_read_closed, self.name)
+        elif len(self._cursors) == 1:
+            self.read = self._cursors[0].read
+        else:
+            self._merge.rebuild()
+            self.read = self._merge.read
+        if self._durable is not None and not self._closed:
+            self.read = self._durable.auto(self.read, self._cursors)
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        *,
+        service: ServiceHome = DEFAULT_HOME,
+        durable: bool = False,
+        cursor_dir: str | os.PathLike[str] | None = None,
+        commit_every: float | None = None,
+    ) -> Reader:
+        """A reader named `name` (same naming rule as journals), with no journal yet.
+
+        It registers with the service of home `service` (default: $MMIPC_HOME or the per-user home),
+        which refuses a name another live reader holds (`ReaderNameTakenError`); `service=None` runs
+        standalone.
+
+        `durable=True` keeps, per journal, the position of the last frame acknowledged by `commit()`
+        in ``<cursor_dir>/<name>.cursor`` (default cursor_dir: the service home's ``cursors/``), and
+        `add_journal` resumes right after it. `commit_every` commits automatically every N frames
+        (an int) or seconds (a float), before the read that follows; `close()` commits.
+
+        Example: ``Reader.create("strategy-1", service=None)``, or durable:
+        ``Reader.create("strategy-1", durable=True, commit_every=100)``
+        """
+        check_name(name, "reader")
+        durable_state = _open_durable(name, service, cursor_dir, commit_every) if durable else None
+        try:
+            link = _register(name, service)
+        except BaseException:
+            if durable_state is not None:
+                durable_state.file.unlock()
+            raise
+        return cls(name, link, durable_state)
+
+    def commit(self) -> None:
+        """Durable readers: acknowledge every frame `read()` has returned so far (atomic, fsynced).
+
+        Example: ``frame = r.read(); handle(frame); r.commit()  # a restart resumes after frame``
+        """
+        self._check_open()
+        if self._durable is None:
+            raise UsageError(f"reader {self.name} is not durable: create it with durable=True to commit")
+        self._durable.commit(self._cursors)
+
+    def add_journal(
+        self, directory: str | os.PathLike[str], name: str, start: Start | None = None
+    ) -> JournalId:
+        """Follow journal `name` in `directory` from `start`.
+
+        `start` is "begin" (the oldest frame on disk), "end" (only frames committed from now on) or a
+        timestamp in ns, a datetime or ISO text (the first frame at or after it). The journal need not
+        exist yet. The default is "begin", or for a durable reader its committed position if it has
+        one (`start` overrides it).
+
+        Example: ``reader.add_journal("/data/md", "md.ctp", start="2026-11-26 09:30:00")``
+        """
+        self._check_open()
+        jid = JournalId(os.path.abspath(os.fspath(directory)), check_name(name))
+        if start is not None and start not in ("begin", "end"):
+            start = to_nano(start, "start")  # ns, a datetime or ISO text
+        if any(c.jid == jid for c in self._cursors):
+            raise UsageError(f"journal {jid} is already added to reader {self.name}")
+        cursor = Cursor(jid, "begin" if start is None else start)
+        if start is not None or self._durable is None or not self._durable.resume(cursor):
+            cursor.position(cursor.start)
+        self._merge.add(cursor)
+        self._rebind()
+        if self._board is not None:
+            self._board.hold(cursor)  # it holds its pages against retention from now on
+        self._report("add_journal", jid)
+        return jid
+
+    def remove_journal(self, directory: str | os.PathLike[str], name: str) -> None:
+        """Stop following a journal added before.
+
+        Example: ``reader.remove_journal("/data/md", "md.ctp")``
+        """
+        jid = JournalId(os.path.abspath(os.fspath(directory)), name)
+        for cursor in self._cursors:
+            if cursor.jid == jid:
+                cursor.detach()
+                self._merge.remove(cursor)
+                self._rebind()
+                self._report("remove_journal", jid)
+                return
+        raise UsageError(f"journal {jid} is not added to reader {self.name}")
+
+    def _report(self, op: str, jid: JournalId) -> None:
+        if self._link is None:
+            return
+        key = ("reader", self.name, *jid)
+        if op == "add_journal":
+            self._link.remember(key, op, reader=self.name, directory=jid.directory, name=jid.name)
+        else:
+            self._link.forget(key)
+        self._link.notify(op, reader=self.name, directory=jid.directory, name=jid.name)
+
+    @property
+    def journals(self) -> list[JournalId]:
+        """The journals this reader follows, in the order they were added.
+
+        Example: ``[str(j) for j in reader.journals]``
+        """
+        return [c.jid for c in self._cursors]
+
+    def seek(self, when: int | datetime | str) -> None:
+        """Put every journal at its first frame at or after `when`: ns since the epoch, a `datetime`,
+        or an ISO 8601 string (naive times are local time).
+
+        Example: ``reader.seek("2026-11-26 09:30:00")``
+        """
+        self._check_open()
+        nano = to_nano(when, "seek")
+        for cursor in self._cursors:
+            cursor.position(nano)
+        self._merge.reset()
+
+    def read_batch(self, limit: int) -> FrameBatch:
+        """Up to `limit` frames at once (fewer if fewer are committed; an empty batch if none).
+
+        Its columns `nano`, `msg_type`, `source`, `offset`, `length` and `seq` are int64 buffers that
+        numpy views without a copy; `data(i)` is a zero-copy view of payload i; it iterates as Frames.
+        In the same order as `read()`, and the two can be mixed.
+
+        Example: ``nano = numpy.frombuffer(reader.read_batch(4096).nano, dtype=numpy.int64)``
+        """
+        self._check_open()
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise UsageError(f"read_batch needs a limit >= 1 (an int), not {limit!r}")
+        if native is not None and len(self._cursors) == 1:
+            batch = self._cursors[0].core.read_batch(limit)
+            if batch is not native.SLOW:
+                return batch  # type: ignore[no-any-return]
+        read = self.read
+        frames: list[Frame] = []
+        while len(frames) < limit and (frame := read()) is not None:
+            frames.append(frame)
+        return FramesBatch(frames)
+
+    def frames(
+        self, timeout: float | None = None, wait: WaitName | WaitStrategy | Block = "block"
+    ) -> Iterator[Frame]:
+        """Yield frames as they come; stop after `timeout` seconds without one (None: never).
+
+        `wait="block"` (the default, or `Block(spin=, max_nap=)`) spins 50 us, then sleeps until a
+        writer rings the reader's doorbell (docs/format.md, "Doorbells"): an idle reader uses
+        almost no CPU. The pure-Python backend has no futex: it sleeps in steps of at most 1 ms.
+        "spin" polls a whole core for the lowest latency; "backoff" polls, yields and naps.
+
+        Example: ``for frame in reader.frames(timeout=5.0): handle(frame)``
+        """
+        if self._board is not None:
+            self._board.wait_mode("block" if isinstance(wait, Block) else wait)
+        if wait == "block" or isinstance(wait, Block):
+            yield from block_frames(self, self._merge, timeout, wait if isinstance(wait, Block) else Block())
+            return
+        strategy = make_wait(wait)
+        idle_since: float | None = None
+        while True:
+            frame = self.read()
+            if frame is not None:
+                strategy.reset()
+                idle_since = None
+                yield frame
+                continue
+            if timeout is not None:
+                now = time.monotonic()
+                if idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= timeout:
+                    return
+            strategy.idle()
+
+    async def aread(self, timeout: float | None = None) -> Frame | None:
+        """asyncio: the next frame, waiting up to `timeout` s (None: forever) without blocking the
+        loop; None if none came (_aio.py).
+
+        Example: ``frame = await reader.aread(timeout=1.0)``
+        """
+        from ._aio import aread  # asyncio is imported only by asyncio users
+
+        return await aread(self, self._merge, timeout)
+
+    def aframes(self, timeout: float | None = None, every: int = 64) -> AsyncIterator[Frame]:
+        """asyncio: frames as they come, yielding to the loop every `every` frames of a flood; ends
+        after `timeout` s without a frame (None: never).
+
+        Example: ``async for frame in reader.aframes(timeout=5.0): handle(frame)``
+        """
+        from ._aio import aframes
+
+        return aframes(self, self._merge, timeout, every)
+
+    async def aclose(self) -> None:
+        """asyncio spelling of `close`.
+
+        Example: ``await reader.aclose()``
+        """
+        self.close()
+
+    async def __aenter__(self) -> Reader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Commit (durable readers), then unmap every page. Frames already returned keep their pages.
+
+        Example: ``reader.close()  # or leave the `with` block``
+        """
+        if self._durable is not None and not self._closed:
+            self._durable.commit(self._cursors)
+        for cursor in self._cursors:
+            cursor.detach()
+        self._merge.close()
+        self._closed = True
+        self._rebind()
+        self._finalizer()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"reader {self.name} is closed")
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<mmipc.Reader {self.name!r} following {len(self._cursors)} journal(s)>"
+
+
+def _register(name: str, service: ServiceHome) -> Link | None:
+    """Register the reader's name with the service (None: standalone)."""
+    link = link_for(service)
+    if link is not None:
+        try:
+            link.request("register_reader", name=name)
+        except ServiceRefusedError as exc:
+            if exc.code == "reader_name_taken":
+                raise ReaderNameTakenError(f"{exc}; choose another name or stop that reader") from None
+            raise
+        link.remember(("reader", name), "register_reader", name=name)
+    return link
+
+
+def _open_durable(
+    name: str,
+    service: ServiceHome,
+    cursor_dir: str | os.PathLike[str] | None,
+    commit_every: float | None,
+) -> Durable:
+    if commit_every is not None and (isinstance(commit_every, bool) or commit_every <= 0):
+        raise UsageError(f"commit_every must be a positive number of frames or seconds, not {commit_every!r}")
+    from ._durable import CursorFile, Durable, cursor_dir_for  # json, fcntl: only for durable readers
+
+    home = None if service is None or service is DEFAULT_HOME else service
+    return Durable(CursorFile(cursor_dir_for(cursor_dir, home), name).lock(), commit_every)
+
+
+def _unregister(link: Link | None, name: str, durable: Durable | None, board: Board | None) -> None:
+    """Free the reader's name at the service, its counter file and its cursor file's lock (also run
+    by the GC)."""
+    if board is not None:
+        board.close()
+    if durable is not None:
+        durable.file.unlock()
+    if link is not None:
+        link.forget(("reader", name))
+        link.notify("unregister_reader", name=name)
+
+
+def _read_closed(name: str) -> Frame | None:
+    raise ClosedError(f"reader {name} is closed")

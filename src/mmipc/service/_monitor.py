@@ -1,0 +1,257 @@
+"""The service's monitor thread: journal rates, reader lag, retention, dead readers' counter files.
+
+Rules:
+
+* It runs on its own thread and never under the service's lock while it reads files: it samples
+  every known journal's tail every SAMPLE_INTERVAL and applies the retention policy every
+  `retain_interval` seconds. Whatever it meets on disk is logged and counted, never raised: the
+  thread always lives on.
+* A journal stays known from the moment a writer or a reader names it until the service stops, so a
+  journal whose writer has exited is still listed ("no writer").
+* Readers are the union of the live registrations, the counter files in ``<home>/readers`` and the
+  durable cursor files in ``<home>/cursors``. A reader whose process is gone is shown as dead until
+  its counter file is DEAD_LINGER seconds older than its death was noticed, then the file goes; a
+  durable reader without a process stays listed (offline) with its committed position, because it
+  holds retention back.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._errors import MmipcError
+from ..journal._durable import list_cursors
+from ..journal._files import pid_alive
+from ..journal._metrics import DEAD_LINGER, Published, list_counters, read_counters
+from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
+from ._retention import Policy, plan
+from ._retention import apply as apply_plan
+
+log = logging.getLogger("mmipc.service")
+JournalKey = tuple[str, str]
+
+
+class Monitor:
+    """Samples journals and applies retention on a thread; `journal`/`readers` report for `status`."""
+
+    def __init__(
+        self,
+        home: str,
+        known: Callable[[], list[JournalKey]],
+        policy: Policy | None = None,
+        policies: dict[str, Policy] | None = None,
+        retain_interval: float = 60.0,
+    ) -> None:
+        self.home = home
+        self._known = known
+        self.policy = policy or Policy()
+        self.policies = {os.path.realpath(d): p for d, p in (policies or {}).items()}
+        self.retain_interval = retain_interval
+        self._rates: dict[JournalKey, Rates] = {}
+        self._frames: dict[JournalKey, int] = {}
+        self._dead_since: dict[str, float] = {}
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.pages_removed = 0
+        self.ticks = 0
+        self.retention_errors = 0
+        self.last_retention_error = ""
+        self.held: dict[JournalKey, str] = {}
+        self.on_tick: Callable[[], None] = lambda: None  # the service's lazy page preparation
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mmipc-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        """Sample every SAMPLE_INTERVAL, retain every `retain_interval`, whichever is shorter."""
+        now = time.monotonic()
+        next_sample, next_retention = now + SAMPLE_INTERVAL, now + min(self.retain_interval, SAMPLE_INTERVAL)
+        while not self._stop.wait(max(0.0, min(next_sample, next_retention) - time.monotonic())):
+            if time.monotonic() >= next_sample:
+                next_sample = time.monotonic() + SAMPLE_INTERVAL
+                self._tick()
+            if time.monotonic() >= next_retention:
+                next_retention = time.monotonic() + self.retain_interval
+                for key in self._known():
+                    self._guarded(self.retain, key)
+
+    def _tick(self) -> None:
+        self.ticks += 1
+        self._guarded(self.on_tick)
+        for key in self._known():
+            self._guarded(self._sample, key)
+        self._guarded(self._forget_dead)
+
+    def _guarded(self, what: Callable[..., object], *args: Any) -> None:
+        try:
+            what(*args)
+        except Exception as exc:  # nothing on disk may end this thread
+            log.warning("monitor: %s%s failed: %s", what.__name__, args, exc)
+
+    # -- journals --------------------------------------------------------------------------------
+
+    def _sample(self, key: JournalKey) -> None:
+        tail = journal_tail(*key)
+        if tail is None:
+            return
+        with self._guard:
+            rates = self._rates.setdefault(key, Rates())
+            previous = rates.samples[-1][1] if rates.samples else None
+        frames = self._frames.get(key, 0)
+        if previous is not None:
+            frames += count_frames(key[0], key[1], previous, tail)
+        self._frames[key] = frames
+        with self._guard:
+            rates.add(time.monotonic(), tail, frames)
+
+    def journal(self, key: JournalKey) -> dict[str, Any]:
+        """Rates, age of the last frame, disk use, free space and time to full of one journal."""
+        with self._guard:
+            rates = self._rates.get(key)
+            frames_per_s, bytes_per_s = rates.rates() if rates is not None else (0.0, 0.0)
+        tail: Tail | None = _safely(journal_tail, key, None)
+        used, free = _safely(disk_usage, key, (0, 0))
+        last = tail.last_nano if tail is not None else 0
+        return {
+            "frames_per_s": round(frames_per_s, 3),
+            "bytes_per_s": round(bytes_per_s, 3),
+            "last_frame_age_s": round(max(0, time.time_ns() - last) / 1e9, 3) if last else None,
+            "next_seq": tail.next_seq if tail is not None and tail.next_seq >= 0 else None,
+            "disk_bytes": used,
+            "free_bytes": free,
+            "time_to_full_s": round(free / bytes_per_s, 1) if bytes_per_s > 0 else None,
+            "retention_held_by": self.held.get(key, ""),
+        }
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def policy_for(self, directory: str) -> Policy:
+        return self.policies.get(os.path.realpath(directory), self.policy)
+
+    def retain(self, key: JournalKey) -> list[str]:
+        policy = self.policy_for(key[0])
+        if not policy:
+            return []
+        result = plan(self.home, key[0], key[1], policy, time.time_ns())
+        try:
+            done = apply_plan(result, policy.archive, self.home)
+        except Exception as exc:
+            self.retention_errors += 1
+            self.last_retention_error = str(exc)
+            raise
+        finally:
+            self.held[key] = result.kept_for if "held by" in result.kept_for else ""
+        if done:
+            self.pages_removed += len(done)
+            log.info("retention: %s %s", "archived" if policy.archive else "removed", ", ".join(done))
+        return done
+
+    # -- readers ---------------------------------------------------------------------------------
+
+    def readers(self, live: dict[str, tuple[int, list[JournalKey]]]) -> list[dict[str, Any]]:
+        """Every reader known to the home: live, dead or offline (durable, no process)."""
+        counters = {name: read_counters(path) for name, path in list_counters(self.home).items()}
+        committed = {c["name"]: c for c in list_cursors(os.path.join(self.home, "cursors"))}
+        tails: dict[JournalKey, Tail | None] = {}
+        out = []
+        for name in sorted(set(live) | set(counters) | set(committed)):
+            info = counters.get(name)
+            pid = live[name][0] if name in live else (info["pid"] if info else None)
+            state = "live" if name in live else ("dead" if info else "offline")
+            if state == "live" and pid is not None and not pid_alive(pid):
+                state = "dead"
+            entry: dict[str, Any] = {
+                "name": name,
+                "pid": pid,
+                "state": state,
+                "durable": name in committed or bool(info and info["durable"]),
+                "wait": info["wait"] if info else None,
+                "journals": self._reader_journals(name, live, info, committed.get(name), tails),
+            }
+            if name in committed and "error" in committed[name]:
+                entry["cursor_error"] = committed[name]["error"]
+            out.append(entry)
+        return out
+
+    def _reader_journals(
+        self,
+        name: str,
+        live: dict[str, tuple[int, list[JournalKey]]],
+        info: dict[str, Any] | None,
+        cursor: dict[str, Any] | None,
+        tails: dict[JournalKey, Tail | None],
+    ) -> list[dict[str, Any]]:
+        published = {(os.path.realpath(p.directory), p.name): p for p in (info["positions"] if info else [])}
+        commits = {
+            (os.path.realpath(j["directory"]), j["name"]): j for j in (cursor or {}).get("journals", [])
+        }
+        keys = sorted(set(live.get(name, (0, []))[1]) | set(published) | set(commits))
+        now = time.time_ns()
+        rows = []
+        for key in keys:
+            if key not in tails:
+                tails[key] = _safely(journal_tail, key, None)
+            at = published.get(key)
+            if at is None and key in commits:
+                c = commits[key]
+                at = Published(key[0], key[1], c["page_no"], c["offset"], c["nano"], 0)
+            row: dict[str, Any] = {"directory": key[0], "name": key[1]}
+            if at is not None:
+                lag = _safely(functools.partial(reader_lag, at=at, tail=tails[key]), key, {})
+                if not lag:
+                    rows.append({**row, "error": "cannot read the journal"})
+                    continue
+                stalled = (now - at.changed_ns) / 1e9 if lag["lag_bytes"] and at.changed_ns else 0.0
+                row.update(page_no=at.page_no, offset=at.offset, nano=at.nano, **lag)
+                row["stalled_s"] = round(max(0.0, stalled), 3)
+            if key in commits:
+                row["committed"] = {k: commits[key][k] for k in ("page_no", "offset", "nano", "seq")}
+                if key not in published:
+                    _exact_lag(row, row["committed"]["seq"], tails[key])
+            rows.append(row)
+        return rows
+
+    def _forget_dead(self) -> None:
+        """Remove the counter files of readers dead for DEAD_LINGER seconds."""
+        now = time.monotonic()
+        for name, path in list_counters(self.home).items():
+            info = read_counters(path)
+            if info is not None and pid_alive(info["pid"]):
+                self._dead_since.pop(name, None)
+                continue
+            since = self._dead_since.setdefault(name, now)
+            if now - since >= DEAD_LINGER:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+                self._dead_since.pop(name, None)
+
+
+def _exact_lag(row: dict[str, Any], seq: int, tail: Tail | None) -> None:
+    """An offline durable reader's lag in frames from its committed seq, without opening a page."""
+    if seq >= 0 and tail is not None and tail.next_seq >= 0 and "lag_bytes" in row:
+        row["lag_frames"] = max(0, tail.next_seq - seq - 1) if row["lag_bytes"] else 0
+
+
+def _safely(read: Callable[[str, str], Any], key: JournalKey, default: Any) -> Any:
+    """`read(directory, name)`, or `default` if what is on disk cannot be read (status never fails)."""
+    try:
+        return read(*key)
+    except (MmipcError, OSError, ValueError) as exc:
+        log.debug("monitor: cannot read %s/%s: %s", key[0], key[1], exc)
+        return default

@@ -1,0 +1,152 @@
+"""The service's status as Prometheus text (exposition format 0.0.4), and a loopback-only endpoint.
+
+Rules:
+
+* `exposition` is a pure function of a `status` dict: `mmipc status --prometheus` and the endpoint
+  print the same text. A figure that is unknown (no sequence numbers on a version-1 page, no frame
+  yet) is left out, never written as a made-up 0.
+* The endpoint is off by default. `mmipc service --metrics HOST:PORT` serves ``GET /metrics`` on a
+  loopback address only (127.0.0.0/8, ::1 or "localhost"); any other address is refused with a
+  `UsageError` before anything is bound: the figures name files and processes of this user.
+"""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._errors import UsageError
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_JOURNAL = (
+    ("mmipc_journal_frames_per_second", "gauge", "frames written per second, recently", "frames_per_s"),
+    ("mmipc_journal_bytes_per_second", "gauge", "bytes written per second, recently", "bytes_per_s"),
+    ("mmipc_journal_last_frame_age_seconds", "gauge", "age of the newest frame", "last_frame_age_s"),
+    ("mmipc_journal_disk_bytes", "gauge", "bytes the journal's pages take on disk", "disk_bytes"),
+    ("mmipc_journal_free_bytes", "gauge", "bytes free on the journal's filesystem", "free_bytes"),
+    ("mmipc_journal_time_to_full_seconds", "gauge", "free bytes over bytes per second", "time_to_full_s"),
+    ("mmipc_journal_pages", "gauge", "page files on disk", "pages"),
+    ("mmipc_journal_next_seq", "counter", "the sequence number of the next frame (format v2)", "next_seq"),
+)  # fmt: skip
+_LAG = (
+    ("mmipc_reader_lag_frames", "gauge", "frames not read yet (v2 journals)", "lag_frames"),
+    ("mmipc_reader_lag_seconds", "gauge", "newest frame's timestamp minus the reader's, in s", "lag_ns"),
+    ("mmipc_reader_lag_bytes", "gauge", "bytes written but not read yet", "lag_bytes"),
+    ("mmipc_reader_stalled_seconds", "gauge", "time since a lagging reader last moved", "stalled_s"),
+)  # fmt: skip
+
+_COMMITTED = (
+    ("mmipc_reader_committed_page", "page of a durable reader's committed position", "page_no"),
+    ("mmipc_reader_committed_seq", "seq of a durable reader's last acknowledged frame (v2)", "seq"),
+)
+
+
+def exposition(status: dict[str, Any]) -> str:
+    """The Prometheus text of a service status."""
+    svc = status["service"]
+    lines: list[str] = []
+    _family(lines, "mmipc_service_uptime_seconds", "gauge", "seconds since the service started")
+    lines.append(f"mmipc_service_uptime_seconds {svc['uptime_s']}")
+    _family(lines, "mmipc_service_sessions", "gauge", "connected client processes")
+    lines.append(f"mmipc_service_sessions {svc['sessions']}")
+    _family(lines, "mmipc_retention_pages_removed_total", "counter", "pages removed or archived by retention")
+    lines.append(f"mmipc_retention_pages_removed_total {svc.get('pages_removed', 0)}")
+    _family(lines, "mmipc_journal_writer_up", "gauge", "1 if a live writer holds the journal")
+    journals = status["journals"]
+    for j in journals:
+        lines.append(f"mmipc_journal_writer_up{_labels(j)} {int(j['writer_pid'] is not None)}")
+    for metric, kind, help_text, key in _JOURNAL:
+        _family(lines, metric, kind, help_text)
+        lines += [f"{metric}{_labels(j)} {j[key]}" for j in journals if j.get(key) is not None]
+    _reader_lines(lines, status["readers"])
+    return "\n".join(lines) + "\n"
+
+
+def _reader_lines(lines: list[str], readers: list[dict[str, Any]]) -> None:
+    _family(
+        lines, "mmipc_reader_up", "gauge", "1 if the reader's process is alive (state: live, dead, offline)"
+    )
+    for r in readers:
+        labels = f'{{reader="{_escape(r["name"])}",state="{r["state"]}"}}'
+        lines.append(f"mmipc_reader_up{labels} {int(r['state'] == 'live')}")
+    for metric, kind, help_text, key in _LAG:
+        _family(lines, metric, kind, help_text)
+        for r in readers:
+            for row in r.get("lag", []):
+                if row.get(key) is not None:
+                    value = row[key] / 1e9 if key == "lag_ns" else row[key]
+                    lines.append(f"{metric}{_labels(row, r['name'])} {value}")
+    for metric, help_text, key in _COMMITTED:
+        _family(lines, metric, "gauge", help_text)
+        for r in readers:
+            for row in r.get("lag", []):
+                value = row.get("committed", {}).get(key, -1)
+                if value >= 0:
+                    lines.append(f"{metric}{_labels(row, r['name'])} {value}")
+
+
+def _family(lines: list[str], metric: str, kind: str, help_text: str) -> None:
+    lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
+
+
+def _labels(journal: dict[str, Any], reader: str | None = None) -> str:
+    pairs = [("directory", journal["directory"]), ("name", journal["name"])]
+    if reader is not None:
+        pairs.insert(0, ("reader", reader))
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def parse_loopback(address: str) -> tuple[str, int]:
+    """HOST:PORT (or [::1]:PORT) of a loopback address; a `UsageError` for anything else."""
+    host, sep, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"--metrics wants HOST:PORT, for example 127.0.0.1:9464, not {address!r}")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise UsageError(
+            f"--metrics refuses {host!r}: the endpoint binds a loopback address only "
+            "(127.0.0.1, ::1 or localhost); put a proxy in front of it to expose it"
+        )
+    return ("127.0.0.1" if host == "localhost" else host), int(port_text)
+
+
+def serve_metrics(address: str, status: Callable[[], dict[str, Any]]) -> http.server.HTTPServer:
+    """Serve ``GET /metrics`` at loopback `address` on a daemon thread; returns the server."""
+    host, port = parse_loopback(address)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+            if self.path.split("?")[0] not in ("/metrics", "/"):
+                self.send_error(404, "only /metrics is here")
+                return
+            body = exposition(status()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+            pass
+
+    server_class = _IPv6Server if ":" in host else http.server.ThreadingHTTPServer
+    server = server_class((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="mmipc-metrics", daemon=True).start()
+    return server
+
+
+class _IPv6Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6

@@ -1,0 +1,222 @@
+"""Retention: remove (or move to an archive directory) a journal's oldest pages.
+
+Rules:
+
+* Only whole pages, oldest first, and only a prefix of the journal: the pages left are always
+  consecutive, so a reader walking from page to page never meets a hole.
+* Only finished pages: a page is finished when its end-of-page marker is written. The writer's
+  current page and the page prepared ahead of it have none, so they are never removed.
+* Never a page a reader still needs: a durable reader holds every page from its committed page on
+  (its cursor file under the home's ``cursors/``), a live reader every page from the one it stands
+  on (its published position). `plan` reports who holds retention back.
+* A reader that places itself publishes, then checks that its page is still there (`Board.hold`);
+  `apply` reads the holds again just before it removes each page, oldest first. So a page P+1 goes
+  only after P went and no reader held P or less: a reader that published P before that sees P
+  kept, and one that published P after it finds P gone, and places itself again.
+* A reader that has a removed page mapped reads it to its end: on Linux the file's data live until
+  the last mapping goes. A reader that had not reached the page yet would find it gone.
+* Policy: a page goes when its newest frame is older than `max_age_ns`, or when the journal holds
+  more than `max_bytes` (allocated on disk) or more than `max_pages`; whichever says so first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import StorageError, UsageError
+from ..journal._durable import list_cursors
+from ..journal._files import list_pages, page_path, pid_alive
+from ..journal._layout import MsgType
+from ..journal._metrics import list_counters, read_counters
+from ..journal._page import MappedPage
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SIZES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_age(text: str) -> int:
+    """'7d', '12h', '30m', '90s', '2w' as ns."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
+    if match is None:
+        raise UsageError(f"not an age: {text!r} (try 7d, 12h, 30m)")
+    return int(float(match.group(1)) * _UNITS[match.group(2)] * 1_000_000_000)
+
+
+def parse_size(text: str) -> int:
+    """'50G', '512M', '1T', '4096' as bytes (powers of 1024)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgt]?)i?b?", text.strip().lower())
+    if match is None:
+        raise UsageError(f"not a size: {text!r} (try 50G, 512M)")
+    return int(float(match.group(1)) * _SIZES[match.group(2)])
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What to keep; None means no limit of that kind. `archive`: move pages there instead."""
+
+    max_age_ns: int | None = None
+    max_bytes: int | None = None
+    max_pages: int | None = None
+    archive: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(x is not None for x in (self.max_age_ns, self.max_bytes, self.max_pages))
+
+
+def parse_dir_policy(text: str, archive: str | None = None) -> tuple[str, Policy]:
+    """``DIR=RULE[,RULE...]`` as (absolute DIR, its policy). A RULE is an age (7d: as --retain),
+    ``bytes:SIZE`` (as --retain-bytes), ``pages:N`` (as --retain-pages), or ``none`` (keep all)."""
+    directory, sep, rules = text.rpartition("=")
+    if not sep or not directory or not rules:
+        raise UsageError(f"--retain-dir wants DIR=RULE[,RULE...], for example /data/md=7d, not {text!r}")
+    fields: dict[str, int] = {}
+    for rule in rules.split(","):
+        try:
+            fields.update(_rule(rule.strip()))
+        except UsageError as exc:
+            raise UsageError(f"--retain-dir {text!r}: {exc}") from None
+    return os.path.abspath(directory), Policy(**fields, archive=archive)
+
+
+def _rule(rule: str) -> dict[str, int]:
+    kind, _, value = rule.rpartition(":")
+    if rule == "none":
+        return {}
+    if kind == "":
+        return {"max_age_ns": parse_age(value)}
+    if kind == "bytes":
+        return {"max_bytes": parse_size(value)}
+    if kind == "pages" and value.isdigit() and int(value) > 0:
+        return {"max_pages": int(value)}
+    raise UsageError(f"{rule!r} is not a rule (an age like 7d, bytes:50G, pages:N, or none)")
+
+
+@dataclass
+class Plan:
+    """The pages to remove, and the readers that keep later pages."""
+
+    directory: str
+    name: str
+    remove: list[int] = field(default_factory=list)
+    held_by: list[dict[str, Any]] = field(default_factory=list)
+    kept_for: str = ""
+
+
+def holds(home: str | None, directory: str, name: str) -> list[dict[str, Any]]:
+    """Readers that need pages of this journal: {"reader", "page_no", "kind"} (durable or live)."""
+    if home is None:
+        return []
+    real = os.path.realpath(directory)
+    found = []
+    for cursor in list_cursors(os.path.join(home, "cursors")):
+        for j in cursor.get("journals", []):
+            if j.get("name") == name and os.path.realpath(str(j.get("directory"))) == real:
+                found.append({"reader": cursor["name"], "page_no": int(j["page_no"]), "kind": "durable"})
+    for reader, path in list_counters(home).items():
+        counters = read_counters(path)
+        if counters is None or not pid_alive(counters["pid"]):
+            continue
+        for p in counters["positions"]:
+            if p.name == name and p.page_no >= 0 and os.path.realpath(p.directory) == real:
+                found.append({"reader": reader, "page_no": p.page_no, "kind": "live"})
+    return found
+
+
+def plan(home: str | None, directory: str, name: str, policy: Policy, now_ns: int) -> Plan:
+    """Which of the journal's oldest pages the policy removes (nothing is touched)."""
+    result = Plan(directory, name)
+    pages = list_pages(directory, name)
+    result.held_by = holds(home, directory, name)
+    limit = min((h["page_no"] for h in result.held_by), default=None)
+    sizes = {no: _allocated(page_path(directory, name, no)) for no in pages}
+    total, count = sum(sizes.values()), len(pages)
+    for page_no in pages:
+        newest = _finished_at(directory, name, page_no)
+        if newest is None:
+            result.kept_for = f"page {page_no} is not finished (the writer's current or next page)"
+            break
+        if not _too_old(policy, newest, now_ns) and not _too_many(policy, total, count):
+            break
+        if limit is not None and page_no >= limit:
+            who = ", ".join(h["reader"] for h in result.held_by if h["page_no"] == limit)
+            result.kept_for = f"page {page_no} is held by reader {who}"
+            break
+        result.remove.append(page_no)
+        total, count = total - sizes[page_no], count - 1
+    return result
+
+
+def _too_old(policy: Policy, newest: int, now_ns: int) -> bool:
+    return policy.max_age_ns is not None and newest < now_ns - policy.max_age_ns
+
+
+def _too_many(policy: Policy, total: int, count: int) -> bool:
+    return (policy.max_bytes is not None and total > policy.max_bytes) or (
+        policy.max_pages is not None and count > policy.max_pages
+    )
+
+
+def _finished_at(directory: str, name: str, page_no: int) -> int | None:
+    """The timestamp of the page's end marker (its newest frame's), or None if it is not finished."""
+    try:
+        page = MappedPage.open(page_path(directory, name, page_no), name, page_no)
+    except FileNotFoundError:
+        return None
+    try:
+        _, last = page.tail()
+    finally:
+        page.release()
+    if last is None or last.msg_type != MsgType.PAGE_END:
+        return None
+    return last.nano
+
+
+def _allocated(path: str) -> int:
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0
+
+
+def apply(result: Plan, archive: str | None, home: str | None = None) -> list[str]:
+    """Remove (or move to `archive`) the planned pages, oldest first, each unless a reader of `home`
+    holds it by now; return the paths done."""
+    done = []
+    for page_no in result.remove:
+        now_held = [h for h in holds(home, result.directory, result.name) if h["page_no"] <= page_no]
+        if now_held:
+            who = ", ".join(h["reader"] for h in now_held)
+            result.kept_for = f"page {page_no} is held by reader {who}"
+            break
+        path = page_path(result.directory, result.name, page_no)
+        try:
+            if archive is None:
+                os.unlink(path)
+            else:
+                _archive(path, archive)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StorageError(f"cannot remove page {path}: {exc.strerror}") from exc
+        done.append(path)
+    return done
+
+
+def _archive(path: str, archive: str) -> None:
+    os.makedirs(archive, mode=0o700, exist_ok=True)
+    target = os.path.join(archive, os.path.basename(path))
+    if os.path.lexists(target):
+        raise FileExistsError(f"{target} exists")
+    shutil.move(path, target)
+
+
+def prune(
+    home: str | None, directory: str, name: str, policy: Policy, now_ns: int, dry_run: bool = False
+) -> tuple[Plan, list[str]]:
+    """Plan and (unless `dry_run`) apply `policy` to one journal."""
+    result = plan(home, directory, name, policy, now_ns)
+    return result, ([] if dry_run else apply(result, policy.archive, home))
