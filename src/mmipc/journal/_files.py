@@ -125,6 +125,26 @@ def create_page(
     With `replace`, an existing page is replaced atomically (`rename`): only the writer does this, to
     an empty page made ahead at a size too small for its next frame, which no reader can have entered.
     """
+    path = _create_page(directory, name, page_no, page_size, mode, flags, replace, ahead=False)
+    assert path is not None  # only a page made ahead can be refused
+    return path
+
+
+def create_page_ahead(
+    directory: str, name: str, page_no: int, page_size: int, mode: int = DEFAULT_MODE, flags: int = 0
+) -> str | None:
+    """`create_page` for the service's page made ahead: None, and no file, if page `page_no - 1` is
+    gone. Retention removes only finished pages, and a page is finished only once its successor
+    exists, so a missing predecessor means the request is stale (its page was made, written and
+    removed since): creating it again would leave an empty, never-finished page behind the journal's
+    head, a hole no reader can cross and no retention removes. The check is made just before the
+    `link`."""
+    return _create_page(directory, name, page_no, page_size, mode, flags, False, ahead=True)
+
+
+def _create_page(
+    directory: str, name: str, page_no: int, page_size: int, mode: int, flags: int, replace: bool, ahead: bool
+) -> str | None:
     if page_no > MAX_PAGE_NO:
         raise StorageError(f"journal {name} in {directory} has used all {MAX_PAGE_NO} page numbers")
     final = page_path(directory, name, page_no)
@@ -133,6 +153,8 @@ def create_page(
     tmp = os.path.join(directory, f".{name}.{page_no:08d}.{os.getpid()}.{time.time_ns()}.tmp")
     try:
         _fill_page(tmp, encode_page_header(name, page_no, page_size, time.time_ns(), flags), page_size, mode)
+        if ahead and page_no > 0 and not os.path.exists(page_path(directory, name, page_no - 1)):
+            return None
         (os.rename if replace else os.link)(tmp, final)
     except FileExistsError:
         pass

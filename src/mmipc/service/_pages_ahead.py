@@ -1,11 +1,12 @@
 """Background page preparation: create page N+1 while the writer fills page N.
 
 The service calls `prepare` when a writer reports that it started page N. A worker thread creates
-page N+1 exactly as the writer would (`create_page`: temporary name, `posix_fallocate`, header, then
-`link`, so the two can race safely) and then pre-faults it: a throwaway `MAP_POPULATE` mapping puts
-every page of the file in the page cache, so the writer's first touch of each page is a cheap minor
-fault instead of a page-cache allocation. At its page switch the writer finds the page ready and only
-maps it. Failures (a full disk, an unexpected file at the page's path, anything) are logged, counted
+page N+1 exactly as the writer would (`create_page_ahead`: temporary name, `posix_fallocate`, header,
+then `link`, so the two can race safely), unless page N is gone (a stale request: see
+`create_page_ahead`), and then pre-faults it: a throwaway `MAP_POPULATE` mapping puts every page of
+the file in the page cache, so the writer's first touch of each page is a cheap minor fault instead
+of a page-cache allocation. At its page switch the writer finds the page ready and only maps it.
+Failures (a full disk, an unexpected file at the page's path, anything) are logged, counted
 for `status` and left to the writer, which then meets them itself; the thread always lives on.
 """
 
@@ -19,7 +20,7 @@ import threading
 from collections.abc import Callable
 
 from .._errors import MmipcError
-from ..journal._files import DEFAULT_MODE, create_page, page_path
+from ..journal._files import DEFAULT_MODE, create_page_ahead, page_path
 from ..journal._page import open_page_file, read_header
 
 log = logging.getLogger("mmipc.service")
@@ -35,6 +36,7 @@ class PagePreparer:
         self._thread: threading.Thread | None = None
         self._recent: set[Task] = set()
         self.prepared = 0
+        self.stale = 0
         self.failures = 0
         self.last_error = ""
 
@@ -67,7 +69,11 @@ class PagePreparer:
             try:
                 if not self._wanted(task[0], task[1]):
                     continue  # its writer has gone: do not create files in a journal nobody writes
-                prefault(create_page(*task))
+                path = create_page_ahead(*task)
+                if path is None:
+                    self.stale += 1  # asked for long ago (a stopped service): retention removed it since
+                    continue
+                prefault(path)
                 self.prepared += 1
             except Exception as exc:  # nothing a page file holds may end this thread
                 self._failed(task, exc)

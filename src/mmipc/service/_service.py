@@ -643,6 +643,7 @@ class Service:
                 "uptime_s": round(time.time() - self.started, 3),
                 "sessions": snapshot.sessions,
                 "pages_prepared": self._preparer.prepared,
+                "pages_stale": self._preparer.stale,
                 "page_failures": self._preparer.failures,
                 "last_page_error": self._preparer.last_error,
                 "pages_removed": self.monitor.pages_removed,
