@@ -21,6 +21,7 @@ import pytest
 
 from conftest import ServiceProcess, wait_for
 from mmipc import DiskFullError, JournalLockedError, MmipcError, Reader, StorageError, UsageError, Writer
+from mmipc.journal._files import create_page
 
 PAGE = 64 * 1024
 NOBODY = 65534
@@ -250,6 +251,7 @@ def test_a_page_message_with_a_bad_mode_is_refused_and_the_service_lives(
     sock = raw_client(service)
     journal = {"directory": jdir, "name": "j"}
     assert ask(sock, {"op": "register_writer", "id": 2, **journal})["ok"]
+    create_page(jdir, "j", 0, PAGE)  # page 1 is made ahead only after page 0
     page = {"op": "page", "id": 3, **journal, "page_no": 0, "page_size": PAGE, "mode": mode}
     reply = ask(sock, page)
     assert reply["error"] == "bad_request" and "invalid file mode" in str(reply["message"]), reply

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from conftest import Child, ServiceProcess, wait_for
 from mmipc import Reader, ServiceRefusedError, UsageError, Writer, service_status
+from mmipc.journal._files import create_page
 from mmipc.service._protocol import MAX_MESSAGE, encode
 from test_service import answer, ask, env_for, raw_client
 
@@ -271,6 +272,7 @@ def test_page_preparation_failures_are_refused_or_counted_and_the_thread_lives(
     wait_for(lambda: service_status(fresh.home)["service"]["page_failures"] >= 1, what="the failure counted")
     svc_status = service_status(fresh.home)["service"]
     assert "j.00000002.journal" in svc_status["last_page_error"]
+    create_page(jdir, "j", 4, PAGE)  # the page the writer says it started (no page 5 without it)
     assert ask(client, {**page, "id": 5, "page_no": 4, "page_size": PAGE})["ok"]
     wait_for(lambda: os.path.exists(os.path.join(jdir, "j.00000005.journal")), what="page 5 prepared")
     text = subprocess.run(
