@@ -71,7 +71,8 @@ class Report:
             [
                 f"torture: seed {self.seed}, {self.seconds:.0f} s",
                 f"  frames written {self.frames_written:,}, verified {self.frames_verified:,} "
-                "(every reader, exactly once)",
+                "(summed over the readers: each read every frame exactly once, but those retention "
+                "removed before it got there)",
                 f"  durable reader: verified {self.durable_verified:,} over {self.durable_restarts} "
                 f"restarts, seen again after a restart {self.durable_repeats:,} (frames after its last "
                 "commit: allowed; any before it is a violation)",
