@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .._errors import CursorError
 from ..service._home import resolve_home
 from ..service._lag import live_first_seq
-from ._files import check_name, list_pages, page_path
+from ._files import NAME_PATTERN, check_name, list_pages, page_path
 from ._layout import PAGE_HEADER_SIZE, FrameInfo, full_seq
 from ._page import MappedPage
 from ._types import Frame, JournalId
@@ -86,8 +86,14 @@ class CursorFile:
 
     def lock(self) -> CursorFile:
         """Take the name's lock, then load the record (an absent file is an empty record)."""
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise CursorError(
+                f"cannot use cursor directory {self.directory} for reader {self.name!r}: "
+                f"{exc.strerror} ({exc.filename})"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -132,7 +138,11 @@ class CursorFile:
             },
             sort_keys=True,
         ).encode()
-        _write_atomically(self.path, f"{FORMAT} {zlib.crc32(body):08x}\n".encode() + body)
+        try:
+            _write_atomically(self.path, f"{FORMAT} {zlib.crc32(body):08x}\n".encode() + body)
+        except OSError as exc:  # a full disk, a file size limit: the last record stays as it was
+            self.generation -= 1
+            raise CursorError(f"cannot commit cursor file {self.path}: {exc.strerror}") from None
         self.positions = merged
 
 
@@ -162,7 +172,23 @@ def read_record(path: str) -> dict[str, Any] | None:
             raise TypeError("bad field types")
     except (ValueError, KeyError, TypeError) as exc:
         raise CursorError(f"cursor file {path} has a bad record: {exc}") from None
+    for entry in record["journals"]:
+        if not _is_entry(entry):
+            raise CursorError(f"cursor file {path} has a bad journal entry: {str(entry)[:200]}")
     return record
+
+
+_ENTRY_INTS = ("page_no", "offset", "nano", "seq")
+
+
+def _is_entry(entry: object) -> bool:
+    """True if `entry` has the fields and types of a journal's position (its checksum may be a
+    forger's: every reader of the record trusts these types)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("directory"), str):
+        return False
+    if not isinstance(entry.get("name"), str) or NAME_PATTERN.fullmatch(entry["name"]) is None:
+        return False
+    return all(type(entry.get(key)) is int for key in _ENTRY_INTS)
 
 
 def _position(entry: dict[str, Any], path: str) -> Position:

@@ -8,7 +8,8 @@ Rules:
   current page and the page prepared ahead of it have none, so they are never removed.
 * Never a page a reader still needs: a durable reader holds every page from its committed page on
   (its cursor file under the home's ``cursors/``), a live reader every page from the one it stands
-  on (its published position). `plan` reports who holds retention back.
+  on (its published position). `plan` reports who holds retention back. A cursor file that cannot
+  be read (damaged, not a regular file) holds every page of every journal: its reader may need any.
 * A reader that places itself publishes, then checks that its page is still there (`Board.hold`);
   `apply` reads the holds again just before it removes each page, oldest first. So a page P+1 goes
   only after P went and no reader held P or less: a reader that published P before that sees P
@@ -113,6 +114,9 @@ def holds(home: str | None, directory: str, name: str) -> list[dict[str, Any]]:
     real = os.path.realpath(directory)
     found = []
     for cursor in list_cursors(os.path.join(home, "cursors")):
+        if "error" in cursor:  # its reader may need any page of any journal: hold them all
+            reader = f"{cursor['name']} (its cursor file cannot be read: repair or reset it)"
+            found.append({"reader": reader, "page_no": 0, "kind": "durable", "error": cursor["error"]})
         for j in cursor.get("journals", []):
             if j.get("name") == name and os.path.realpath(str(j.get("directory"))) == real:
                 found.append({"reader": cursor["name"], "page_no": int(j["page_no"]), "kind": "durable"})

@@ -1,0 +1,214 @@
+"""Red team, round 3: durable cursors, retention, the bridge and status, attacked as a careless or
+hostile user would (special files, damaged records with valid checksums, a full disk, huge frames).
+
+Each test failed before its fix; the ones marked xfail(strict) are findings in files other helpers
+own, routed by the lead."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import Procs, ServiceProcess
+from mmipc import CursorError, Reader, Writer, service_status
+from mmipc.journal._durable import FORMAT, read_record
+from mmipc.journal._files import list_pages
+
+PAGE = 64 * 1024
+PER_PAGE = (PAGE - 4096 - 32) // 1032  # frames of 1000-byte payloads in one page
+
+
+def mmipc(*args: str, home: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **({"MMIPC_HOME": home} if home else {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mmipc", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The stderr of a command that failed as it should: one line, no traceback, no internal error."""
+    err = result.stderr.strip()
+    assert result.returncode != 0, result
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "internal error" not in err, err
+    return err
+
+
+def write_record(path: str, record: object) -> None:
+    """A cursor file with a valid header and checksum around `record` (a careful forger's)."""
+    body = json.dumps(record).encode()
+    Path(path).write_bytes(f"{FORMAT} {zlib.crc32(body):08x}\n".encode() + body)
+
+
+def fill(directory: str, name: str, pages: int) -> None:
+    with Writer.create(directory, name, page_size=PAGE, service=None) as writer:
+        for seq in range(PER_PAGE * pages + 3):
+            writer.write(seq.to_bytes(8, "little") + bytes(992))
+
+
+def later() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + 3600))
+
+
+def entry(jdir: str, **fields: object) -> dict[str, object]:
+    return {"directory": jdir, "name": "j", "page_no": 0, "offset": 4096, "nano": 0, "seq": -1, **fields}
+
+
+# -- durable cursor files ------------------------------------------------------------------------
+
+BAD_ENTRIES: dict[str, Callable[[str], list[object]]] = {
+    "not an object": lambda jdir: [1],
+    "no directory": lambda jdir: [{"page_no": 0, "offset": 4096, "nano": 0, "seq": 0}],
+    "directory not a string": lambda jdir: [{**entry(jdir), "directory": 7}],
+    "page_no a string": lambda jdir: [entry(jdir, page_no="0")],
+    "name not a journal name": lambda jdir: [entry(jdir, name="../../etc/x")],
+}
+
+
+@pytest.fixture(params=sorted(BAD_ENTRIES))
+def bad_cursor(request: pytest.FixtureRequest, tmp_path: Path, jdir: str) -> tuple[str, str]:
+    """A home whose cursor file `bad.cursor` passes its checksum but holds a bad journal entry."""
+    home = tmp_path / "home"
+    (home / "cursors").mkdir(parents=True, mode=0o700)
+    home.chmod(0o700)
+    write_record(
+        str(home / "cursors" / "bad.cursor"),
+        {"reader": "bad", "generation": 1, "journals": BAD_ENTRIES[request.param](jdir)},
+    )
+    return str(home), jdir
+
+
+def test_a_checksummed_cursor_record_with_bad_entries_is_a_cursor_error(bad_cursor: tuple[str, str]) -> None:
+    home, _ = bad_cursor
+    path = os.path.join(home, "cursors", "bad.cursor")
+    with pytest.raises(CursorError, match="bad journal entry"):
+        read_record(path)
+    with pytest.raises(CursorError, match="bad journal entry"):
+        Reader.create("bad", service=None, durable=True, cursor_dir=os.path.join(home, "cursors"))
+    listed = mmipc("cursors", "--home", home)
+    assert listed.returncode == 0 and "internal error" not in listed.stderr, listed
+    assert "bad journal entry" in listed.stdout
+
+
+def test_a_cursor_record_with_bad_entries_neither_breaks_status_nor_prune(
+    bad_cursor: tuple[str, str], tmp_path: Path
+) -> None:
+    home, jdir = bad_cursor
+    fill(jdir, "j", 3)
+    svc = ServiceProcess(home)
+    svc.start()
+    try:
+        # the service reads the cursor files for the offline durable readers it lists
+        assert service_status(home)["service"]["pid"] == svc.child.pid  # type: ignore[union-attr]
+        assert mmipc("status", "--home", home).returncode == 0
+        assert mmipc("status", "--home", home, "--prometheus").returncode == 0
+    finally:
+        svc.stop()
+    pruned = mmipc("prune", jdir, "j", "--before", later(), "--home", home)
+    assert pruned.returncode == 0 and "internal error" not in pruned.stderr, pruned
+    assert list_pages(jdir, "j")[0] == 0  # see the next test: an unreadable cursor holds every page
+
+
+def test_retention_keeps_the_pages_of_a_durable_reader_whose_cursor_file_is_damaged(
+    jdir: str, tmp_path: Path
+) -> None:
+    """A damaged cursor file is a reader whose position is unknown: it may need any page. Retention
+    that ignored it removed the pages the reader had not read; repairing the file (from a backup,
+    or by hand) then found them gone."""
+    home = str(tmp_path / "home")
+    cdir = os.path.join(home, "cursors")
+    fill(jdir, "j", 3)
+    with Reader.create("slow", service=None, durable=True, cursor_dir=cdir) as reader:
+        reader.add_journal(jdir, "j")
+        reader.read()
+    path = os.path.join(cdir, "slow.cursor")
+    good = Path(path).read_bytes()
+    Path(path).write_bytes(good[:-3] + bytes([good[-3] ^ 1]) + good[-2:])  # one bit flipped on disk
+    pruned = mmipc("prune", jdir, "j", "--before", later(), "--home", home)
+    assert pruned.returncode == 0, pruned
+    assert "held by reader slow" in pruned.stdout and "cannot be read" in pruned.stdout, pruned.stdout
+    assert list_pages(jdir, "j")[0] == 0
+    Path(path).write_bytes(good)  # repaired: the reader resumes, and nothing was lost
+    with Reader.create("slow", service=None, durable=True, cursor_dir=cdir) as reader:
+        reader.add_journal(jdir, "j")
+        first = reader.read()
+        assert first is not None and int.from_bytes(first.data[:8], "little") == 1
+
+
+@pytest.mark.parametrize("kind", ["file", "directory lock", "in /proc"])
+def test_a_cursor_directory_or_lock_that_cannot_be_used_is_a_cursor_error(
+    tmp_path: Path, jdir: str, kind: str
+) -> None:
+    cdir = Path("/proc/mmipc-cursors") if kind == "in /proc" else tmp_path / "cursors"
+    if kind == "file":
+        cdir.write_bytes(b"")
+    elif kind == "directory lock":
+        (cdir / "r.cursor.lock").mkdir(parents=True)
+    with pytest.raises(CursorError, match=str(cdir)):
+        Reader.create("r", service=None, durable=True, cursor_dir=str(cdir))
+
+
+def test_a_commit_on_a_full_disk_is_a_cursor_error_and_keeps_the_last_record(
+    jdir: str, tmp_path: Path, procs: Procs
+) -> None:
+    """RLIMIT_FSIZE stands in for a full disk: the write fails (EFBIG) instead of filling it."""
+    fill(jdir, "j", 1)
+    cdir = str(tmp_path / "cursors")
+    with Reader.create("r", service=None, durable=True, cursor_dir=cdir) as reader:
+        reader.add_journal(jdir, "j")
+        reader.read()
+    before = read_record(os.path.join(cdir, "r.cursor"))
+    code = f"""
+import resource
+from mmipc import CursorError, Reader
+reader = Reader.create("r", service=None, durable=True, cursor_dir={cdir!r})
+reader.add_journal({jdir!r}, "j")
+reader.read()
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+try:
+    reader.commit()
+except CursorError as exc:
+    print("CursorError", exc)
+"""
+    child = procs.spawn_code(code)
+    line = child.expect_line("CursorError")
+    assert "r.cursor" in line and "File too large" in line, line
+    child.finish()
+    assert read_record(os.path.join(cdir, "r.cursor")) == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="journal/_durable.py _write_atomically (owned by `tidy`) ignores a short os.write: a commit "
+    "that hits the file size limit or a full disk part-way renames a truncated record over the good one",
+)
+def test_a_commit_cut_short_by_the_disk_never_replaces_the_last_record(jdir: str, tmp_path: Path) -> None:
+    fill(jdir, "j", 1)
+    cdir = str(tmp_path / "cursors")
+    with Reader.create("r", service=None, durable=True, cursor_dir=cdir) as reader:
+        reader.add_journal(jdir, "j")
+        reader.read()
+    path = os.path.join(cdir, "r.cursor")
+    before = read_record(path)
+    size = os.path.getsize(path)
+    code = f"""
+import resource
+from mmipc import Reader
+reader = Reader.create("r", service=None, durable=True, cursor_dir={cdir!r})
+reader.add_journal({jdir!r}, "j")
+reader.read()
+resource.setrlimit(resource.RLIMIT_FSIZE, ({size // 2}, resource.RLIM_INFINITY))
+try:
+    reader.commit()
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert read_record(path) == before  # the old record, whole; or the new one: never a torn file
