@@ -11,16 +11,18 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Procs, ServiceProcess
+from conftest import Procs, ServiceProcess, wait_for
 from mmipc import CursorError, Reader, Writer, service_status
 from mmipc.journal._durable import FORMAT, read_record
 from mmipc.journal._files import list_pages
+from test_bridge import NatsServer, bridge_out, state
 
 PAGE = 64 * 1024
 PER_PAGE = (PAGE - 4096 - 32) // 1032  # frames of 1000-byte payloads in one page
@@ -212,3 +214,88 @@ except Exception as exc:
 """
     subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert read_record(path) == before  # the old record, whole; or the new one: never a torn file
+
+
+# -- the NATS bridge -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """test_bridge's real nats-server (which skips, or fails under MMIPC_REQUIRE_NATS=1, without it)."""
+    if os.environ.get("MMIPC_REQUIRE_NATS") != "1":
+        pytest.importorskip("nats")
+    server = NatsServer(tmp_path / "nats-store")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_frame_over_the_servers_max_payload_stops_the_out_bridge_saying_so(
+    nats: NatsServer, procs: Procs, tmp_path: Path
+) -> None:
+    """No retry can send it: the bridge retried it forever (every journal it ships stalled behind it,
+    and retention with them) with "MaxPayloadError" in its state file and nothing on the terminal
+    but a warning every few seconds."""
+    source = str(tmp_path / "src")
+    with Writer.create(source, "big", service=None, page_size=4 << 20) as writer:
+        writer.write(b"small")
+        writer.write(bytes(1536 << 10))  # over nats-server's default max_payload, 1 MiB
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    out = bridge_out(procs, nats, source, ["big"], "--name", name)
+    wait_for(lambda: out.proc.poll() is not None or state(name).get("failures", 0) > 0, what="the bridge")
+    assert out.proc.poll() is not None, f"the bridge retries what no retry can send: {state(name)}"
+    assert out.proc.wait(timeout=60) == 1
+    err = out.stderr().strip()
+    assert len(err.splitlines()) == 1 and "max_payload (1048576 bytes)" in err, err
+
+
+# -- findings in files other helpers own (xfail, strict: routed by the lead) ---------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bridge/_state.py (not red3's): read_states opens a state file without O_NONBLOCK (a FIFO "
+    "hangs `mmipc status`), reads a directory (IsADirectoryError) and trusts a record's field types",
+)
+@pytest.mark.parametrize("kind", ["fifo", "directory", "bad field types"])
+def test_a_bridge_state_file_that_is_not_a_record_never_hangs_or_breaks_status(
+    tmp_path: Path, kind: str
+) -> None:
+    home = tmp_path / "home"
+    svc = ServiceProcess(str(home))
+    svc.start()
+    try:
+        bridges = home / "bridges"
+        bridges.mkdir(mode=0o700)
+        if kind == "fifo":
+            os.mkfifo(bridges / "x.json")
+        elif kind == "directory":
+            (bridges / "x.json").mkdir()
+        else:
+            (bridges / "x.json").write_text('{"pid": 1, "updated_ns": "x", "journals": []}')
+        try:
+            result = mmipc("status", "--home", str(home), timeout=30)  # 30 s: a hang, not slowness
+        except subprocess.TimeoutExpired:
+            raise AssertionError("`mmipc status` hangs on a FIFO in the bridges directory") from None
+        assert result.returncode == 0, result.stderr
+    finally:
+        svc.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="journal/_bell.py `_claim` passes a slot's pid from NAME.bells to pid_alive unchecked: a "
+    "damaged list (pid > 2**31-1) makes Reader.add_journal raise OverflowError",
+)
+def test_a_damaged_bells_file_costs_a_reader_its_doorbell_not_its_journal(jdir: str) -> None:
+    with Writer.create(jdir, "j", service=None) as writer:
+        writer.write(b"one")
+    with open(os.path.join(jdir, "j.bells"), "r+b") as bells:  # slot 0: in use, by pid 2**32-1
+        bells.seek(64)
+        bells.write(
+            (1).to_bytes(4, "little") + (2).to_bytes(4, "little") + (0xFFFFFFFF).to_bytes(4, "little")
+        )
+    with Reader.create("r", service=None) as reader:
+        reader.add_journal(jdir, "j")
+        frame = reader.read()
+        assert frame is not None and bytes(frame.data) == b"one"
