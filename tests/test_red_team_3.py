@@ -299,3 +299,39 @@ def test_a_damaged_bells_file_costs_a_reader_its_doorbell_not_its_journal(jdir: 
         reader.add_journal(jdir, "j")
         frame = reader.read()
         assert frame is not None and bytes(frame.data) == b"one"
+
+
+# -- a cursor and retention ----------------------------------------------------------------------
+
+
+def seqs_from_begin(directory: str, name: str) -> list[int]:
+    with Reader.create("check", service=None) as reader:
+        reader.add_journal(directory, name, start="begin")
+        return [int.from_bytes(f.data[:8], "little") for f in reader.frames(timeout=0.2)]
+
+
+def test_a_reader_behind_pages_that_prune_removed_goes_on_at_the_oldest_page_left(
+    jdir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`mmipc prune` of another home (or without one) cannot see this reader: it removes the pages
+    the reader has not reached. The reader finishes its mapped page, warns, and goes on at the
+    oldest page left; it raised CorruptJournalError ("the next page is missing") for ever."""
+    writer = Writer.create(jdir, "j", page_size=PAGE, service=None)
+    for seq in range(PER_PAGE * 4 + 3):  # pages 0-3 finished, page 4 current
+        writer.write(seq.to_bytes(8, "little") + bytes(992))
+    reader = Reader.create("r", service=None)
+    reader.add_journal(jdir, "j", start="begin")
+    first = reader.read()
+    assert first is not None and int.from_bytes(first.data[:8], "little") == 0
+    pruned = mmipc("prune", jdir, "j", "--before", later(), "--home", str(tmp_path / "other"))
+    assert pruned.returncode == 0 and list_pages(jdir, "j")[0] == 4, pruned
+    left = seqs_from_begin(jdir, "j")
+    got = [int.from_bytes(f.data[:8], "little") for f in reader.frames(timeout=0.2)]
+    on_page_0 = len(got) - len(left)
+    assert got[:on_page_0] == list(range(1, on_page_0 + 1)) and got[on_page_0:] == left
+    assert left[0] > on_page_0 + 1 and "pages 1 to 3 of journal" in caplog.text
+    writer.write((10**6).to_bytes(8, "little"))
+    after = reader.read()
+    assert after is not None and int.from_bytes(after.data[:8], "little") == 10**6
+    reader.close()
+    writer.close()
