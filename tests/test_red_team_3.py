@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Procs, ServiceProcess, wait_for
+from conftest import Child, Procs, ServiceProcess, wait_for
 from mmipc import CursorError, Reader, Writer, service_status
 from mmipc.journal._durable import FORMAT, read_record
 from mmipc.journal._files import list_pages
@@ -335,3 +338,77 @@ def test_a_reader_behind_pages_that_prune_removed_goes_on_at_the_oldest_page_lef
     assert after is not None and int.from_bytes(after.data[:8], "little") == 10**6
     reader.close()
     writer.close()
+
+
+# -- the Prometheus endpoint ---------------------------------------------------------------------
+
+
+class MetricsService(ServiceProcess):
+    """A service serving --metrics on a free loopback port, with a lowered RLIMIT_NOFILE."""
+
+    def __init__(self, home: str, nofile: int = 1024) -> None:
+        super().__init__(home)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.nofile = nofile
+
+    def start(self) -> None:
+        limit, address = self.nofile, f"127.0.0.1:{self.port}"
+        self.child = Child(
+            [sys.executable, "-m", "mmipc", "service", "--home", self.home, "--metrics", address],
+            env={**os.environ, "MMIPC_HOME": self.home},
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
+        )
+        self.child.expect_line("mmipc service pid")
+
+    def scraped(self) -> bool:
+        try:
+            return "# TYPE mmipc_service_sessions gauge" in self.scrape()
+        except OSError:  # still busy: a connection over the cap is closed at once
+            return False
+
+    def scrape(self) -> str:
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return str(response.read().decode())
+
+
+def test_a_journal_in_a_directory_whose_name_is_not_utf8_is_scraped(tmp_path: Path) -> None:
+    """Linux names are bytes: the endpoint failed every scrape (connection closed, a traceback on
+    the service's stderr) once such a journal was registered."""
+    svc = MetricsService(str(tmp_path / "home"))
+    svc.start()
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b'/odd\xff"dir')
+    try:
+        with Writer.create(odd, "m", service=svc.home) as writer:
+            writer.write(b"x")
+            body = svc.scrape()
+        assert 'name="m"' in body and 'odd\ufffd\\"dir' in body, body[-2000:]
+        assert svc.child is not None and "Traceback" not in svc.child.stderr()
+    finally:
+        svc.stop()
+
+
+def test_idle_connections_to_the_metrics_port_never_starve_the_service_of_descriptors(
+    tmp_path: Path,
+) -> None:
+    """Any local user can connect to a loopback port. Each idle connection held a descriptor and a
+    thread for ever: a few hundred left the service none to serve its own clients."""
+    svc = MetricsService(str(tmp_path / "home"), nofile=128)
+    svc.start()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            sock = socket.create_connection(("127.0.0.1", svc.port), timeout=60)
+            idle.append(sock)
+        with Reader.create("after-the-flood", service=svc.home) as reader:
+            assert reader is not None
+        assert service_status(svc.home)["service"]["pid"] == svc.child.pid  # type: ignore[union-attr]
+        for sock in idle:
+            sock.close()
+        wait_for(svc.scraped, what="a scrape once the idle connections are gone")
+    finally:
+        for sock in idle:
+            sock.close()
+        svc.stop()
