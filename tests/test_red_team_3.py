@@ -412,3 +412,21 @@ def test_idle_connections_to_the_metrics_port_never_starve_the_service_of_descri
         for sock in idle:
             sock.close()
         svc.stop()
+
+
+def test_a_damaged_cursor_file_can_be_reset(tmp_path: Path, jdir: str) -> None:
+    """The CursorError of a damaged file, and retention held back by it, say to reset it; the
+    reset itself refused, with the same error, so only a hand-made `rm` got the reader going."""
+    fill(jdir, "j", 1)
+    home = str(tmp_path / "home")
+    cdir = os.path.join(home, "cursors")
+    os.makedirs(cdir, mode=0o700)
+    Path(cdir, "slow.cursor").write_bytes(b"garbage")
+    with_time = mmipc("cursors", "--home", home, "--reset", "slow", "--to", later())
+    assert "without --to" in one_line_error(with_time)
+    reset = mmipc("cursors", "--home", home, "--reset", "slow")
+    assert reset.returncode == 0 and "reset durable reader slow" in reset.stdout, reset
+    with Reader.create("slow", service=None, durable=True, cursor_dir=cdir) as reader:
+        reader.add_journal(jdir, "j")
+        first = reader.read()
+        assert first is not None and int.from_bytes(first.data[:8], "little") == 0

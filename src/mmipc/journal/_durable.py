@@ -84,7 +84,7 @@ class CursorFile:
         self.positions: dict[JournalId, Position] = {}
         self._lock_fd = -1
 
-    def lock(self) -> CursorFile:
+    def lock(self, load: bool = True) -> CursorFile:
         """Take the name's lock, then load the record (an absent file is an empty record)."""
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -103,7 +103,8 @@ class CursorFile:
             ) from None
         self._lock_fd = fd
         try:
-            self.load()
+            if load:
+                self.load()
         except BaseException:
             self.unlock()
             raise
@@ -218,6 +219,15 @@ def _write_atomically(path: str, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise CursorError(f"cannot remove cursor file {path}: {exc.strerror}") from None
 
 
 def list_cursors(directory: str) -> list[dict[str, Any]]:
@@ -423,14 +433,17 @@ def _nano_before(page: MappedPage, offset: int) -> int:
 
 
 def reset(directory: str, name: str, to_nano: int | None) -> CursorFile:
-    """Move a durable reader's positions to `to_nano` (its file removed if None); it must not be open."""
-    file = CursorFile(directory, name).lock()
+    """Move a durable reader's positions to `to_nano` (its file removed if None); it must not be open.
+    A damaged file can be removed (that is how its reader starts again), not moved."""
+    file = CursorFile(directory, name).lock(load=False)
     try:
         if to_nano is None:
-            if os.path.exists(file.path):
-                os.unlink(file.path)
-            file.positions = {}
+            _remove(file.path)
             return file
+        try:
+            file.load()
+        except CursorError as exc:
+            raise CursorError(f"{exc}; its journals are unknown: reset it without --to") from None
         moved = {jid: position_at(jid, to_nano) for jid in file.positions}
         file.positions = {}
         file.commit({jid: p for jid, p in moved.items() if p is not None})
