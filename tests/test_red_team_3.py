@@ -430,3 +430,57 @@ def test_a_damaged_cursor_file_can_be_reset(tmp_path: Path, jdir: str) -> None:
         reader.add_journal(jdir, "j")
         first = reader.read()
         assert first is not None and int.from_bytes(first.data[:8], "little") == 0
+
+
+@pytest.mark.parametrize(
+    "url", ["nats://127.0.0.1:99999", "", ",,", "nats://[::1", "http://127.0.0.1:4222", "nats://u:pw@h:70000"]
+)
+def test_a_malformed_nats_url_is_a_usage_error(tmp_path: Path, url: str) -> None:
+    """It was retried for ever ("nats: invalid connect url option; retrying in 3.4 s")."""
+    source = str(tmp_path / "src")
+    fill(source, "j", 0)
+    try:
+        result = mmipc("bridge", "out", source, "j", "--nats", url, "--stream", "S", timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the bridge retries --nats {url!r} for ever") from None
+    assert result.returncode == 2 and "is not a NATS server URL" in one_line_error(result)
+    assert "pw" not in result.stderr
+
+
+def test_a_password_in_the_nats_url_stays_out_of_the_log(tmp_path: Path, procs: Procs) -> None:
+    source = str(tmp_path / "src")
+    fill(source, "j", 0)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    cmd = ["bridge", "out", source, "j", "--nats", f"nats://desk:s3cret@127.0.0.1:{port}", "--stream", "S"]
+    child = Child([sys.executable, "-m", "mmipc", *cmd, "--name", name])
+    procs.started.append(child)
+    wait_for(lambda: "retrying" in child.stderr(), what="a failed connection logged")
+    wait_for(lambda: state(name).get("failures", 0) > 0, what="the failure in the state file")
+    child.proc.terminate()
+    child.proc.wait(timeout=60)
+    assert "s3cret" not in child.stderr() and "desk:***@" in child.stderr(), child.stderr()
+    assert "s3cret" not in state(name)["error"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bridge/_out.py and _in.py (not red3's) print the --nats URL with its password on the "
+    "start line and write it into the state file; `_wire.redact` does the job",
+)
+def test_a_password_in_the_nats_url_stays_out_of_the_state_file_and_start_line(
+    tmp_path: Path, procs: Procs
+) -> None:
+    source = str(tmp_path / "src")
+    fill(source, "j", 0)
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    cmd = ["bridge", "out", source, "j", "--nats", "nats://desk:s3cret@127.0.0.1:1", "--stream", "S"]
+    child = Child([sys.executable, "-m", "mmipc", *cmd, "--name", name])
+    procs.started.append(child)
+    line = child.expect_line("mmipc bridge out")
+    wait_for(lambda: state(name).get("failures", 0) > 0, what="the failure in the state file")
+    child.proc.terminate()
+    child.proc.wait(timeout=60)
+    assert "s3cret" not in line and "s3cret" not in json.dumps(state(name))

@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from nats.errors import MaxPayloadError, NoServersError
 
 from .._errors import MmipcError, StorageError
-from ._wire import BridgeError
+from ._wire import BridgeError, redact
 
 log = logging.getLogger("mmipc.bridge")
 MIN_DELAY, MAX_DELAY = 0.1, 5.0
@@ -118,7 +118,7 @@ async def connect(url: str, name: str) -> Client:
         return await asyncio.wait_for(connecting, 3 * CONNECT_TIMEOUT)
     except (NoServersError, TimeoutError) as exc:
         why = _describe(seen[-1]) if seen else _describe(exc)
-        raise ConnectionError(f"cannot connect to {url}: {why}") from None
+        raise ConnectionError(f"cannot connect to {redact(url)}: {why}") from None
 
 
 def stop_event() -> asyncio.Event:
