@@ -484,3 +484,25 @@ def test_a_password_in_the_nats_url_stays_out_of_the_state_file_and_start_line(
     child.proc.terminate()
     child.proc.wait(timeout=60)
     assert "s3cret" not in line and "s3cret" not in json.dumps(state(name))
+
+
+# -- retention's archive -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["in /proc", "a file", "holding the page"])
+def test_prune_to_an_archive_it_cannot_use_says_so_and_keeps_the_pages(
+    jdir: str, tmp_path: Path, kind: str
+) -> None:
+    """An archive directory that could not be made was taken for pages removed meanwhile: `prune`
+    said "archived 0 page(s)" and exited 0, and the service's retention silently never archived."""
+    fill(jdir, "j", 2)
+    archive = "/proc/mmipc-archive" if kind == "in /proc" else str(tmp_path / "archive")
+    if kind == "a file":
+        Path(archive).write_bytes(b"")
+    elif kind == "holding the page":
+        os.makedirs(archive)
+        Path(archive, "j.00000000.journal").write_bytes(b"an older copy")
+    result = mmipc("prune", jdir, "j", "--before", later(), "--archive", archive)
+    err = one_line_error(result)
+    assert archive in err and "None" not in err, err
+    assert list_pages(jdir, "j")[0] == 0

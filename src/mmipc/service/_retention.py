@@ -190,6 +190,8 @@ def apply(result: Plan, archive: str | None, home: str | None = None) -> list[st
     """Remove (or move to `archive`) the planned pages, oldest first, each unless a reader of `home`
     holds it by now; return the paths done."""
     done = []
+    if archive is not None and result.remove:
+        _make_archive(archive)
     for page_no in result.remove:
         now_held = [h for h in holds(home, result.directory, result.name) if h["page_no"] <= page_no]
         if now_held:
@@ -202,19 +204,26 @@ def apply(result: Plan, archive: str | None, home: str | None = None) -> list[st
                 os.unlink(path)
             else:
                 _archive(path, archive)
-        except FileNotFoundError:
-            continue
         except OSError as exc:
-            raise StorageError(f"cannot remove page {path}: {exc.strerror}") from exc
+            if isinstance(exc, FileNotFoundError) and not os.path.lexists(path):
+                continue  # removed meanwhile (another prune)
+            verb = "remove" if archive is None else "archive"
+            raise StorageError(f"cannot {verb} page {path}: {exc.strerror} ({exc.filename})") from exc
         done.append(path)
     return done
 
 
+def _make_archive(archive: str) -> None:
+    try:
+        os.makedirs(archive, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot use archive directory {archive}: {exc.strerror}") from exc
+
+
 def _archive(path: str, archive: str) -> None:
-    os.makedirs(archive, mode=0o700, exist_ok=True)
     target = os.path.join(archive, os.path.basename(path))
     if os.path.lexists(target):
-        raise FileExistsError(f"{target} exists")
+        raise StorageError(f"cannot archive page {path}: {target} exists already (never overwritten)")
     shutil.move(path, target)
 
 
