@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Child, Procs, ServiceProcess, wait_for
-from mmipc import CursorError, Reader, Writer, service_status
+from mmipc import CursorError, Reader, UsageError, Writer, service_status
 from mmipc.journal._durable import FORMAT, read_record
 from mmipc.journal._files import list_pages
 from test_bridge import NatsServer, bridge_out, state
@@ -506,3 +506,20 @@ def test_prune_to_an_archive_it_cannot_use_says_so_and_keeps_the_pages(
     err = one_line_error(result)
     assert archive in err and "None" not in err, err
     assert list_pages(jdir, "j")[0] == 0
+
+
+@pytest.mark.parametrize("every", [float("nan"), float("inf"), 1e300])
+def test_a_commit_period_that_is_not_a_number_of_seconds_is_a_usage_error(
+    jdir: str, tmp_path: Path, every: float
+) -> None:
+    """NaN, infinity or 1e300 seconds passed the check (not <= 0) and raised ValueError or
+    OverflowError from inside the reader."""
+    fill(jdir, "j", 0)
+    cdir = str(tmp_path / "cursors")
+    with pytest.raises(UsageError, match="commit_every"):
+        reader = Reader.create("r", service=None, durable=True, cursor_dir=cdir, commit_every=every)
+        reader.add_journal(jdir, "j")
+        reader.read()
+    with Reader.create("r", service=None, durable=True, cursor_dir=cdir, commit_every=0.5) as reader:
+        reader.add_journal(jdir, "j")  # the refused call left the name free
+        assert reader.read() is not None

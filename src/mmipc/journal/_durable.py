@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._errors import CursorError
+from .._errors import CursorError, UsageError
 from ..service._home import resolve_home
 from ..service._lag import live_first_seq
 from ._files import NAME_PATTERN, check_name, list_pages, page_path
@@ -327,6 +327,11 @@ class Durable:
     """A durable reader's cursor file and its commit policy (it holds no reference to the reader)."""
 
     def __init__(self, file: CursorFile, commit_every: float | None) -> None:
+        if not _is_period(commit_every):
+            file.unlock()  # the name is free again: a corrected call may take it
+            raise UsageError(
+                f"commit_every must be a positive number of frames or seconds, not {commit_every!r}"
+            )
         self.file = file
         self.commit_every = commit_every
 
@@ -368,6 +373,13 @@ class Durable:
         if isinstance(every, int):
             return _EveryFrames(read, functools.partial(self.commit, cursors), every)
         return _EverySeconds(read, functools.partial(self.commit, cursors), int(every * 1e9))
+
+
+def _is_period(every: object) -> bool:
+    """None, a positive int (frames) or a positive float of seconds that fits in ns."""
+    if every is None or (isinstance(every, int) and not isinstance(every, bool) and every > 0):
+        return True
+    return isinstance(every, float) and 0 < every < (1 << 63) / 1e9
 
 
 class _EveryFrames:
