@@ -29,7 +29,6 @@ Rules:
 
 from __future__ import annotations
 
-import logging
 import mmap
 import os
 import time
@@ -58,7 +57,6 @@ from ._types import Frame, JournalId
 
 Start = Literal["begin", "end"] | int
 PROBE_INTERVAL_NS = 1_000_000
-log = logging.getLogger("mmipc.cursor")
 RELIST_ATTEMPTS = 100  # a page listed a moment ago may be gone (retention): list again, this often
 _new_frame = tuple.__new__
 _unpack_commit = COMMIT.unpack_from
@@ -218,7 +216,9 @@ class Cursor(_CursorBase):
         later = [no for no in list_pages(self.jid.directory, self.jid.name) if no > self.page_no]
         if not later or not self._removed_meanwhile(exc):
             raise exc
-        log.warning(
+        import logging  # not at import: `import mmipc` loads no logging
+
+        logging.getLogger("mmipc.cursor").warning(
             "pages %d to %d of journal %s are gone (retention?): the reader lost their frames "
             "and goes on at page %d",
             self.page_no + 1,
