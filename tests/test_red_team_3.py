@@ -523,3 +523,26 @@ def test_a_commit_period_that_is_not_a_number_of_seconds_is_a_usage_error(
     with Reader.create("r", service=None, durable=True, cursor_dir=cdir, commit_every=0.5) as reader:
         reader.add_journal(jdir, "j")  # the refused call left the name free
         assert reader.read() is not None
+
+
+def test_a_cursor_directory_that_cannot_be_listed_breaks_no_status_and_holds_retention(
+    tmp_path: Path, jdir: str
+) -> None:
+    """`HOME/cursors` a file: every `mmipc status` failed ("the service failed on this status:
+    NotADirectoryError"), and prune stopped with a bare "Not a directory"."""
+    fill(jdir, "j", 2)
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "cursors").write_bytes(b"")
+    svc = ServiceProcess(str(home))
+    svc.start()
+    try:
+        status = mmipc("status", "--home", str(home), "--json")
+        assert status.returncode == 0, status
+        [reader] = json.loads(status.stdout)["readers"]
+        assert reader["name"] == "*" and "cannot list cursor directory" in reader["cursor_error"]
+    finally:
+        svc.stop()
+    pruned = mmipc("prune", jdir, "j", "--before", later(), "--home", str(home))
+    assert pruned.returncode == 0 and "held by reader *" in pruned.stdout, pruned
+    assert list_pages(jdir, "j")[0] == 0

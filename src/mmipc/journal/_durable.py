@@ -231,11 +231,20 @@ def _remove(path: str) -> None:
 
 
 def list_cursors(directory: str) -> list[dict[str, Any]]:
-    """Every cursor file in `directory`: name, generation, committed time and positions (or error)."""
+    """Every cursor file in `directory`: name, generation, committed time and positions (or error).
+    A directory that cannot be listed is one entry named ``*`` with its error: its readers are unknown."""
     try:
         entries = sorted(e for e in os.listdir(directory) if e.endswith(SUFFIX) and not e.startswith("."))
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        return [
+            {
+                "name": "*",
+                "path": directory,
+                "error": f"cannot list cursor directory {directory}: {exc.strerror}",
+            }
+        ]
     out = []
     for entry in entries:
         item: dict[str, Any] = {"name": entry[: -len(SUFFIX)], "path": os.path.join(directory, entry)}
