@@ -546,3 +546,27 @@ def test_a_cursor_directory_that_cannot_be_listed_breaks_no_status_and_holds_ret
     pruned = mmipc("prune", jdir, "j", "--before", later(), "--home", str(home))
     assert pruned.returncode == 0 and "held by reader *" in pruned.stdout, pruned
     assert list_pages(jdir, "j")[0] == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bridge/_in.py (not red3's) trusts the types of the resume record in its state file: "
+    '"resume": "zzz" ends `mmipc bridge in` with an internal error (AttributeError)',
+)
+def test_a_damaged_resume_record_of_the_in_bridge_is_no_internal_error(
+    nats: NatsServer, procs: Procs, tmp_path: Path
+) -> None:
+    name = f"bi-{uuid.uuid4().hex[:8]}"
+    bridges = Path(os.environ["MMIPC_HOME"]) / "bridges"
+    bridges.mkdir(mode=0o700, exist_ok=True)
+    (bridges / f"{name}.json").write_text(json.dumps({"kind": "in", "name": name, "resume": "zzz"}))
+    cmd = ["bridge", "in", "--nats", nats.url, "--stream", "DESK", "--to", str(tmp_path / "mirror")]
+    child = Child([sys.executable, "-m", "mmipc", *cmd, "--name", name])
+    procs.started.append(child)
+    wait_for(lambda: child.proc.poll() is not None or state(name).get("pid") == child.pid, what="a start")
+    if child.proc.poll() is None:
+        child.proc.terminate()
+    child.proc.wait(timeout=60)
+    for thread in child._threads:
+        thread.join(timeout=30)
+    assert "internal error" not in child.stderr() and "Traceback" not in child.stderr(), child.stderr()
