@@ -9,7 +9,8 @@ Rules:
 * A dead peer is found by pings (every second; three unanswered close the connection) and by the
   acknowledgement timeout; a paused server is therefore a failure after a few seconds, not a hang.
 * Idle waiting sleeps (50 us doubling to 2 ms): a bridge with nothing to do never spins.
-* `BridgeError` and the journal's own errors (`MmipcError`, but `StorageError`) end the bridge;
+* `BridgeError` and the journal's own errors (`MmipcError`, but `StorageError`) end the bridge, and
+  so does a frame larger than the server's max_payload (nats-py refuses it before sending);
   everything else is transient.
 """
 
@@ -24,9 +25,10 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
-from nats.errors import NoServersError
+from nats.errors import MaxPayloadError, NoServersError
 
 from .._errors import MmipcError, StorageError
+from ._wire import BridgeError, redact
 
 log = logging.getLogger("mmipc.bridge")
 MIN_DELAY, MAX_DELAY = 0.1, 5.0
@@ -79,8 +81,17 @@ class Status:
         }
 
 
-def is_fatal(exc: BaseException) -> bool:
-    return isinstance(exc, MmipcError) and not isinstance(exc, StorageError)
+def fatal(exc: BaseException, client: Client | None) -> BaseException | None:
+    """The error that ends the bridge for `exc`, or None if `exc` is transient."""
+    if isinstance(exc, MmipcError) and not isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, MaxPayloadError):  # raised before sending: the frame can never go as it is
+        limit = client.max_payload if client is not None else "?"
+        return BridgeError(
+            f"a frame is larger than the NATS server's max_payload ({limit} bytes), so no retry can "
+            "ship it: raise max_payload in the server's configuration (NATS allows up to 64 MB)"
+        )
+    return None
 
 
 async def connect(url: str, name: str) -> Client:
@@ -107,7 +118,7 @@ async def connect(url: str, name: str) -> Client:
         return await asyncio.wait_for(connecting, 3 * CONNECT_TIMEOUT)
     except (NoServersError, TimeoutError) as exc:
         why = _describe(seen[-1]) if seen else _describe(exc)
-        raise ConnectionError(f"cannot connect to {url}: {why}") from None
+        raise ConnectionError(f"cannot connect to {redact(url)}: {why}") from None
 
 
 def stop_event() -> asyncio.Event:
@@ -137,8 +148,8 @@ async def supervise(
                 raise ConnectionError("the session ended")
             backoff.reset()
         except Exception as exc:
-            if is_fatal(exc):
-                raise
+            if (error := fatal(exc, client)) is not None:
+                raise error from None
             delay = backoff.next()
             status.state, status.error, status.retry_in = "retrying", _describe(exc), delay
             status.failures += 1

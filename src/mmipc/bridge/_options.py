@@ -8,7 +8,7 @@ import socket
 
 from ..journal._cursor import Start
 from ..journal._files import check_name
-from ._wire import MAX_BATCH, BridgeError, check_token
+from ._wire import MAX_BATCH, BridgeError, check_token, check_url
 
 
 @dataclasses.dataclass
@@ -21,6 +21,7 @@ class Common:
     ack_timeout: float = 5.0
 
     def check(self, kind: str) -> None:
+        check_url(self.nats_url)
         check_token(self.stream, "stream name")
         if "." in self.stream:
             raise BridgeError(f"stream name {self.stream!r} cannot hold a '.'")

@@ -16,6 +16,7 @@ Header names (values are ASCII decimal unless said otherwise):
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import NamedTuple
 
 from .._errors import MmipcError
@@ -36,6 +37,7 @@ AT = "Mmipc-At"
 MAX_BATCH = 1000  # JetStream's limit on the messages of one atomic batch
 WRONG_LAST_SEQUENCE = 10071  # JetStream error codes the out-bridge answers by resynchronising
 DUPLICATE_IN_BATCH = 10201
+_SCHEMES = ("nats", "tls", "ws", "wss")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
@@ -74,6 +76,27 @@ def check_token(value: str, what: str) -> str:
     if not _TOKEN.match(value):
         raise BridgeError(f"{what} {value!r} must be tokens of A-Z a-z 0-9 _ - separated by dots")
     return value
+
+
+def redact(url: str) -> str:
+    """`url` (one, or a comma-separated cluster) with each password replaced by ``***``, for logs."""
+    return re.sub(r"(://[^/@,:]*:)[^/@,]*@", r"\1***@", url)
+
+
+def check_url(url: str) -> str:
+    """`url` if each of its comma-separated parts is a NATS URL, else a `BridgeError`."""
+    for part in (p.strip() for p in url.split(",")):
+        try:
+            split = urllib.parse.urlsplit(part if "://" in part else f"nats://{part}")
+            split.port  # noqa: B018 (raises ValueError unless 0..65535)
+        except ValueError:
+            split = None
+        if split is None or split.scheme not in _SCHEMES or not split.hostname:
+            raise BridgeError(
+                f"--nats {redact(part)!r} is not a NATS server URL: give nats://HOST:PORT (or tls://, "
+                "ws://, wss://), several separated by commas for a cluster"
+            )
+    return url
 
 
 def subject_for(prefix: str, journal: str) -> str:

@@ -22,7 +22,9 @@ Rules:
   `PROBE_INTERVAL_NS` and starts when it appears.
 * Retention may remove the oldest pages while a cursor positions itself (it holds no page until
   its reader publishes where it stands): a listed page that is gone when opened, or a next page
-  that is gone while the page before it is gone too, means "list again".
+  that is gone while the page before it is gone too, means "list again". A reader that no
+  retention could see (`mmipc prune` of another home) may find the pages after its own removed
+  with its own: it warns and goes on at the oldest page left.
 """
 
 from __future__ import annotations
@@ -191,7 +193,10 @@ class Cursor(_CursorBase):
         assert page is not None and self.mm is not None
         if msg_type == _PAGE_END or length != n + FRAME_HEADER_SIZE or pos + align8(length) > self.room:
             check_frame(pos, length, msg_type, n, self.page_size, page.path)  # raises unless a marker
-            self._enter_page(self.page_no + 1, PAGE_HEADER_SIZE, after_marker=True)
+            try:
+                self._enter_page(self.page_no + 1, PAGE_HEADER_SIZE, after_marker=True)
+            except CorruptJournalError as exc:
+                self._skip_removed(exc)
             return self._py_poll()
         if nano < self.last_nano:
             raise CorruptJournalError(
@@ -204,6 +209,24 @@ class Cursor(_CursorBase):
         first = self.first_seq
         self.seq = first + ((seq - first) & SEQ_MASK) if first >= 0 else -1
         return nano
+
+    def _skip_removed(self, exc: CorruptJournalError) -> None:
+        """Retention removed the next pages, and this one (it goes oldest first), before the cursor
+        reached them: go on at the oldest page left, saying what was lost. A hole is damage: raise."""
+        later = [no for no in list_pages(self.jid.directory, self.jid.name) if no > self.page_no]
+        if not later or not self._removed_meanwhile(exc):
+            raise exc
+        import logging  # not at import: `import mmipc` loads no logging
+
+        logging.getLogger("mmipc.cursor").warning(
+            "pages %d to %d of journal %s are gone (retention?): the reader lost their frames "
+            "and goes on at page %d",
+            self.page_no + 1,
+            later[0] - 1,
+            self.jid,
+            later[0],
+        )
+        self._enter_page(later[0], PAGE_HEADER_SIZE)
 
     def _poll_missing(self) -> int:
         now = time.monotonic_ns()

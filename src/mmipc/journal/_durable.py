@@ -39,10 +39,10 @@ import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._errors import CursorError
+from .._errors import CursorError, UsageError
 from ..service._home import resolve_home
 from ..service._lag import live_first_seq
-from ._files import check_name, list_pages, page_path
+from ._files import NAME_PATTERN, check_name, list_pages, page_path
 from ._layout import PAGE_HEADER_SIZE, FrameInfo, full_seq
 from ._page import MappedPage
 from ._types import Frame, JournalId
@@ -84,10 +84,16 @@ class CursorFile:
         self.positions: dict[JournalId, Position] = {}
         self._lock_fd = -1
 
-    def lock(self) -> CursorFile:
+    def lock(self, load: bool = True) -> CursorFile:
         """Take the name's lock, then load the record (an absent file is an empty record)."""
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise CursorError(
+                f"cannot use cursor directory {self.directory} for reader {self.name!r}: "
+                f"{exc.strerror} ({exc.filename})"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -97,7 +103,8 @@ class CursorFile:
             ) from None
         self._lock_fd = fd
         try:
-            self.load()
+            if load:
+                self.load()
         except BaseException:
             self.unlock()
             raise
@@ -132,7 +139,11 @@ class CursorFile:
             },
             sort_keys=True,
         ).encode()
-        _write_atomically(self.path, f"{FORMAT} {zlib.crc32(body):08x}\n".encode() + body)
+        try:
+            _write_atomically(self.path, f"{FORMAT} {zlib.crc32(body):08x}\n".encode() + body)
+        except OSError as exc:  # a full disk, a file size limit: the last record stays as it was
+            self.generation -= 1
+            raise CursorError(f"cannot commit cursor file {self.path}: {exc.strerror}") from None
         self.positions = merged
 
 
@@ -162,7 +173,23 @@ def read_record(path: str) -> dict[str, Any] | None:
             raise TypeError("bad field types")
     except (ValueError, KeyError, TypeError) as exc:
         raise CursorError(f"cursor file {path} has a bad record: {exc}") from None
+    for entry in record["journals"]:
+        if not _is_entry(entry):
+            raise CursorError(f"cursor file {path} has a bad journal entry: {str(entry)[:200]}")
     return record
+
+
+_ENTRY_INTS = ("page_no", "offset", "nano", "seq")
+
+
+def _is_entry(entry: object) -> bool:
+    """True if `entry` has the fields and types of a journal's position (its checksum may be a
+    forger's: every reader of the record trusts these types)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("directory"), str):
+        return False
+    if not isinstance(entry.get("name"), str) or NAME_PATTERN.fullmatch(entry["name"]) is None:
+        return False
+    return all(type(entry.get(key)) is int for key in _ENTRY_INTS)
 
 
 def _position(entry: dict[str, Any], path: str) -> Position:
@@ -194,12 +221,30 @@ def _write_atomically(path: str, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise CursorError(f"cannot remove cursor file {path}: {exc.strerror}") from None
+
+
 def list_cursors(directory: str) -> list[dict[str, Any]]:
-    """Every cursor file in `directory`: name, generation, committed time and positions (or error)."""
+    """Every cursor file in `directory`: name, generation, committed time and positions (or error).
+    A directory that cannot be listed is one entry named ``*`` with its error: its readers are unknown."""
     try:
         entries = sorted(e for e in os.listdir(directory) if e.endswith(SUFFIX) and not e.startswith("."))
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        return [
+            {
+                "name": "*",
+                "path": directory,
+                "error": f"cannot list cursor directory {directory}: {exc.strerror}",
+            }
+        ]
     out = []
     for entry in entries:
         item: dict[str, Any] = {"name": entry[: -len(SUFFIX)], "path": os.path.join(directory, entry)}
@@ -291,6 +336,11 @@ class Durable:
     """A durable reader's cursor file and its commit policy (it holds no reference to the reader)."""
 
     def __init__(self, file: CursorFile, commit_every: float | None) -> None:
+        if not _is_period(commit_every):
+            file.unlock()  # the name is free again: a corrected call may take it
+            raise UsageError(
+                f"commit_every must be a positive number of frames or seconds, not {commit_every!r}"
+            )
         self.file = file
         self.commit_every = commit_every
 
@@ -332,6 +382,13 @@ class Durable:
         if isinstance(every, int):
             return _EveryFrames(read, functools.partial(self.commit, cursors), every)
         return _EverySeconds(read, functools.partial(self.commit, cursors), int(every * 1e9))
+
+
+def _is_period(every: object) -> bool:
+    """None, a positive int (frames) or a positive float of seconds that fits in ns."""
+    if every is None or (isinstance(every, int) and not isinstance(every, bool) and every > 0):
+        return True
+    return isinstance(every, float) and 0 < every < (1 << 63) / 1e9
 
 
 class _EveryFrames:
@@ -397,14 +454,17 @@ def _nano_before(page: MappedPage, offset: int) -> int:
 
 
 def reset(directory: str, name: str, to_nano: int | None) -> CursorFile:
-    """Move a durable reader's positions to `to_nano` (its file removed if None); it must not be open."""
-    file = CursorFile(directory, name).lock()
+    """Move a durable reader's positions to `to_nano` (its file removed if None); it must not be open.
+    A damaged file can be removed (that is how its reader starts again), not moved."""
+    file = CursorFile(directory, name).lock(load=False)
     try:
         if to_nano is None:
-            if os.path.exists(file.path):
-                os.unlink(file.path)
-            file.positions = {}
+            _remove(file.path)
             return file
+        try:
+            file.load()
+        except CursorError as exc:
+            raise CursorError(f"{exc}; its journals are unknown: reset it without --to") from None
         moved = {jid: position_at(jid, to_nano) for jid in file.positions}
         file.positions = {}
         file.commit({jid: p for jid, p in moved.items() if p is not None})

@@ -8,13 +8,19 @@ Rules:
 * The endpoint is off by default. `mmipc service --metrics HOST:PORT` serves ``GET /metrics`` on a
   loopback address only (127.0.0.0/8, ::1 or "localhost"); any other address is refused with a
   `UsageError` before anything is bound: the figures name files and processes of this user.
+  Any local user can still connect to it: it serves MAX_SCRAPES connections at once and closes
+  the rest at once, and drops a connection silent for IDLE_TIMEOUT, so that idle connections never
+  take the descriptors the service needs for its own clients.
 """
 
 from __future__ import annotations
 
 import http.server
 import ipaddress
+import logging
+import os
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +28,9 @@ from typing import Any
 from .._errors import UsageError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_SCRAPES = 8  # connections served at once; any local user can connect to a loopback port
+IDLE_TIMEOUT = 10.0  # seconds a connection may keep silent before it is closed
+log = logging.getLogger("mmipc.service")
 
 _JOURNAL = (
     ("mmipc_journal_frames_per_second", "gauge", "frames written per second, recently", "frames_per_s"),
@@ -102,6 +111,8 @@ def _labels(journal: dict[str, Any], reader: str | None = None) -> str:
 
 
 def _escape(value: str) -> str:
+    """A label value: UTF-8 (a path's bytes that are not show as U+FFFD), escaped as the format says."""
+    value = os.fsencode(value).decode("utf-8", "replace")
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -128,11 +139,17 @@ def serve_metrics(address: str, status: Callable[[], dict[str, Any]]) -> http.se
     host, port = parse_loopback(address)
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        timeout = IDLE_TIMEOUT
+
         def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
             if self.path.split("?")[0] not in ("/metrics", "/"):
                 self.send_error(404, "only /metrics is here")
                 return
-            body = exposition(status()).encode()
+            try:
+                body = exposition(status()).encode()
+            except Exception as exc:  # the service's trouble: the scraper is told, the service lives
+                self.send_error(500, f"no status: {type(exc).__name__}: {exc}"[:200])
+                return
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE)
             self.send_header("Content-Length", str(len(body)))
@@ -142,11 +159,40 @@ def serve_metrics(address: str, status: Callable[[], dict[str, Any]]) -> http.se
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
             pass
 
-    server_class = _IPv6Server if ":" in host else http.server.ThreadingHTTPServer
+    server_class = _IPv6Server if ":" in host else _Server
     server = server_class((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="mmipc-metrics", daemon=True).start()
     return server
 
 
-class _IPv6Server(http.server.ThreadingHTTPServer):
+class _Server(http.server.ThreadingHTTPServer):
+    """At most MAX_SCRAPES connections at a time: a connection over it is closed at once."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: it would have released the slot
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.warning("metrics: a request from %s failed: %s", client_address, sys.exc_info()[1])
+
+
+class _IPv6Server(_Server):
     address_family = socket.AF_INET6

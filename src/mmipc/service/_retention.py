@@ -8,7 +8,8 @@ Rules:
   current page and the page prepared ahead of it have none, so they are never removed.
 * Never a page a reader still needs: a durable reader holds every page from its committed page on
   (its cursor file under the home's ``cursors/``), a live reader every page from the one it stands
-  on (its published position). `plan` reports who holds retention back.
+  on (its published position). `plan` reports who holds retention back. A cursor file that cannot
+  be read (damaged, not a regular file) holds every page of every journal: its reader may need any.
 * A reader that places itself publishes, then checks that its page is still there (`Board.hold`);
   `apply` reads the holds again just before it removes each page, oldest first. So a page P+1 goes
   only after P went and no reader held P or less: a reader that published P before that sees P
@@ -113,6 +114,9 @@ def holds(home: str | None, directory: str, name: str) -> list[dict[str, Any]]:
     real = os.path.realpath(directory)
     found = []
     for cursor in list_cursors(os.path.join(home, "cursors")):
+        if "error" in cursor:  # its reader may need any page of any journal: hold them all
+            reader = f"{cursor['name']} (its cursor file cannot be read: repair or reset it)"
+            found.append({"reader": reader, "page_no": 0, "kind": "durable", "error": cursor["error"]})
         for j in cursor.get("journals", []):
             if j.get("name") == name and os.path.realpath(str(j.get("directory"))) == real:
                 found.append({"reader": cursor["name"], "page_no": int(j["page_no"]), "kind": "durable"})
@@ -186,6 +190,8 @@ def apply(result: Plan, archive: str | None, home: str | None = None) -> list[st
     """Remove (or move to `archive`) the planned pages, oldest first, each unless a reader of `home`
     holds it by now; return the paths done."""
     done = []
+    if archive is not None and result.remove:
+        _make_archive(archive)
     for page_no in result.remove:
         now_held = [h for h in holds(home, result.directory, result.name) if h["page_no"] <= page_no]
         if now_held:
@@ -198,19 +204,26 @@ def apply(result: Plan, archive: str | None, home: str | None = None) -> list[st
                 os.unlink(path)
             else:
                 _archive(path, archive)
-        except FileNotFoundError:
-            continue
         except OSError as exc:
-            raise StorageError(f"cannot remove page {path}: {exc.strerror}") from exc
+            if isinstance(exc, FileNotFoundError) and not os.path.lexists(path):
+                continue  # removed meanwhile (another prune)
+            verb = "remove" if archive is None else "archive"
+            raise StorageError(f"cannot {verb} page {path}: {exc.strerror} ({exc.filename})") from exc
         done.append(path)
     return done
 
 
+def _make_archive(archive: str) -> None:
+    try:
+        os.makedirs(archive, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot use archive directory {archive}: {exc.strerror}") from exc
+
+
 def _archive(path: str, archive: str) -> None:
-    os.makedirs(archive, mode=0o700, exist_ok=True)
     target = os.path.join(archive, os.path.basename(path))
     if os.path.lexists(target):
-        raise FileExistsError(f"{target} exists")
+        raise StorageError(f"cannot archive page {path}: {target} exists already (never overwritten)")
     shutil.move(path, target)
 
 
