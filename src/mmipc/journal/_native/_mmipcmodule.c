@@ -1382,14 +1382,16 @@ merge_prefetch_top(const MergeCore *m)
     const merge_key_t *key = &m->heap[0];
     const merge_entry_t *e = &m->e[key->entry];
     const char *core = (const char *)e->core;
-    const char *view = (const char *)e->hot[0];
     __builtin_prefetch(key->after, 0, 3);
     __builtin_prefetch(core, 1, 3);
     __builtin_prefetch(core + 64, 1, 3);
     __builtin_prefetch(core + 128, 1, 3);
-    __builtin_prefetch(view, 1, 3);
-    __builtin_prefetch(view + 64, 0, 3);
-    __builtin_prefetch(view + 128, 0, 3);
+    const char *view = (const char *)e->hot[0];
+    if (view != NULL) {  /* a memoryview spans three lines; its buffer and the jid one each */
+        __builtin_prefetch(view, 1, 3);
+        __builtin_prefetch(view + 64, 0, 3);
+        __builtin_prefetch(view + 128, 0, 3);
+    }
     __builtin_prefetch(e->hot[1], 1, 3);
     __builtin_prefetch(e->hot[2], 1, 3);
 }
