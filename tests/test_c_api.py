@@ -5,6 +5,7 @@ Python writer read by C, the v2 bytes checked against the written format, and a 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import struct
 import subprocess
@@ -173,6 +174,43 @@ def test_c_merge_orders_three_journals_and_breaks_ties_by_order_added(
     keys = [(int(d[2]), int(d[1])) for d in dumped]
     assert keys == sorted(keys)  # timestamp order; equal timestamps by the journal added first
     assert sorted(int(d[1]) for d in dumped) == [0] * 2000 + [1] * 2000 + [2] * 2000
+
+
+def test_c_merge_of_200_journals_equals_a_sorted_merge_live_and_in_replay(
+    c_progs: dict[str, str], procs: Procs, jdir: str
+) -> None:
+    """mmipc_merge_read's heap: a live C reader started before the journals exist gets every frame
+    of 200 journals once, in each journal's order; a replay equals the sorted merge exactly."""
+    rng = random.Random(200)
+    names = [f"m{i:03}" for i in range(200)]
+    weights = [40.0] * 5 + [1.0] * 195  # five busy journals cross page switches, the rest are quiet
+    live = _run(procs, c_progs["ctp_reader"], "--dump", jdir, "12000", *names)
+    live.expect_line("ready")
+    writers = [Writer.create(jdir, name, service=None, page_size=SMALL_PAGE) for name in names]
+    written: list[tuple[int, int, int, int]] = []  # (nano, journal, seq, crc32 of the payload)
+    seqs = [0] * len(names)
+    for journal in rng.choices(range(len(names)), weights, k=12000):
+        payload = journal.to_bytes(4, "little") + seqs[journal].to_bytes(4, "little") + bytes(56)
+        nano = writers[journal].write(payload)
+        written.append((nano, journal, seqs[journal], zlib.crc32(payload)))
+        seqs[journal] += 1
+    for writer in writers:
+        writer.close()
+    out = live.finish().splitlines()
+    assert out[-1] == "read 12000 errors 0"
+    assert max(seqs) * 96 > SMALL_PAGE, "the busy journals must switch pages"
+    got = [_dumped(line) for line in out if line.startswith("frame ")]
+    assert sorted(got, key=lambda g: (g[1], g[2])) == sorted(written, key=lambda w: (w[1], w[2]))
+    for journal in range(len(names)):  # live: each journal in its own order, none lost or twice
+        assert [g[2] for g in got if g[1] == journal] == list(range(seqs[journal]))
+    replayed = [_dumped(line) for line in _read_all(c_progs, jdir, 12000, *names)]
+    assert replayed == sorted(written)  # timestamp, then the journal added first
+
+
+def _dumped(line: str) -> tuple[int, int, int, int]:
+    """(nano, journal, seq, crc32) of a `ctp_reader --dump` line."""
+    fields = line.split()
+    return int(fields[2]), int(fields[1]), int(fields[3]), int(fields[7])
 
 
 def test_c_writer_and_python_writer_exclude_each_other(

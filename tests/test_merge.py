@@ -1,6 +1,7 @@
 """The merge of many journals on both backends (issue 16): page switches, journals that appear later,
-damage, seek; live order and replay order against a sorted merge. Real page files, in-process writers
-(one clock: a frame written after a read is later than every frame that read could see)."""
+damage, seek; live order and replay order against a sorted merge. Real page files; in-process writers
+(one clock: a frame written after a read is later than every frame that read could see), and writer
+processes on hundreds of journals, added and removed mid-stream, one of them killed and restarted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import random
 
 import pytest
 
+from conftest import Procs
 from mmipc import CorruptJournalError, Reader, Writer
 from mmipc.journal._backend import native
 from mmipc.journal._layout import PAGE_HEADER_SIZE
@@ -121,3 +123,69 @@ def test_native_merge_keeps_only_journals_with_a_frame_in_its_heap(jdir: str) ->
         assert reader.read() is not None and reader._merge.core.heaped == 0
     for writer in writers:
         writer.close()
+
+
+END = 7
+
+
+def test_writer_processes_on_200_journals_added_removed_and_killed_merge_exactly(
+    procs: Procs, jdir: str
+) -> None:
+    """Issue 16's test list in one run of the polling `read()` path: four writer processes on 200
+    journals (four busy ones cross page switches), 40 journals added mid-stream, 20 removed and
+    added again from the beginning, and the writer of 60 killed with SIGKILL mid-stream and
+    restarted. Live: every journal's frames exactly once, in order. Replay: a sorted merge."""
+    names = [f"w{i:03}" for i in range(200)]
+    busy, steady, killed, late = names[:4], names[4:100], names[100:160], names[160:]
+    seen: dict[str, list[int]] = {name: [] for name in names}
+    ended: set[str] = set()
+    with Reader.create("mw", service=None) as reader:
+        for name in names[:160]:
+            reader.add_journal(jdir, name)
+        page = str(SMALL_PAGE)
+        writers = [
+            procs.spawn("merge_writer.py", jdir, page, count, seed, "0", *group)
+            for count, seed, group in (("5000", "1", busy), ("40", "2", steady), ("40", "3", late))
+        ]
+        forever = procs.spawn("merge_writer.py", jdir, page, "-1", "4", "20", *killed)
+        restarted = None
+        for n, frame in enumerate(reader.frames(timeout=120, wait="backoff")):
+            name = frame.journal.name
+            if frame.msg_type == END:
+                ended.add(name)
+                if len(ended) == len(names):
+                    break
+            else:
+                seen[name].append(int.from_bytes(frame.data, "little"))
+            if n == 2000:
+                for added in late:
+                    reader.add_journal(jdir, added)
+            if n == 4000:
+                for removed in steady[:20]:
+                    reader.remove_journal(jdir, removed)
+            if n == 6000:
+                for again in steady[:20]:  # from the beginning: its frames come again, from 0
+                    reader.add_journal(jdir, again)
+                    seen[again].clear()
+                    ended.discard(again)
+            if restarted is None and sum(len(seen[k]) for k in killed) >= 2000:
+                procs.kill9(forever)  # mid-stream: its last frame may be half-written, never committed
+                restarted = procs.spawn("merge_writer.py", jdir, page, "30", "5", "0", *killed)
+        for child in [*writers, restarted]:
+            assert child is not None
+            child.finish(timeout=120)
+    assert ended == set(names)
+    for name in names:
+        assert seen[name] == list(range(len(seen[name]))), name  # none lost, none twice, in order
+    assert [len(seen[n]) for n in busy + steady + late] == [5000] * 4 + [40] * 136
+    assert all(len(seen[n]) >= 30 for n in killed) and sum(len(seen[n]) for n in killed) >= 2000 + 30 * 60
+    with Reader.create("mw-replay", service=None) as replay:
+        for name in names:
+            replay.add_journal(jdir, name)
+        merged = [(f.nano, names.index(f.journal.name), bytes(f.data)) for f in iter(replay.read, None)]
+    assert merged == sorted(merged, key=lambda m: m[:2])  # timestamp, then the journal added first
+    on_disk: dict[int, list[int]] = {}
+    for _, journal, data in merged:
+        if data:
+            on_disk.setdefault(journal, []).append(int.from_bytes(data, "little"))
+    assert {names[j]: seqs for j, seqs in on_disk.items()} == seen  # the restart repeated nothing

@@ -6,12 +6,19 @@ the drained journals (ns per empty read). Issue 16's targets: per frame at 256 j
 (native) / 3x (Python) the one-journal cost; an empty read at most 1 us (native) / 5x one journal.
 Wall-clock figures: run it on a quiet machine. `measure_both` adds the pure-Python backend's rows,
 measured in a child process (a process never mixes backends).
+
+Before the clock starts, one frame per journal is written and read: the reader's first touch of a
+journal's page costs a minor page fault (the kernel then maps the 16 pages around it), a one-time
+cost per journal that a short drain would otherwise count as a per-frame cost (257 of 20,000
+reads at 256 journals, 1,025 at 1,024; 31 at one journal). `faults` in each row counts the minor
+faults taken inside the timed drain.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -66,14 +73,20 @@ def _one(journals: int, frames: int, empty_reads: int) -> dict[str, Any]:
         with Reader.create("bench-journals", service=None) as reader:
             for i in range(journals):
                 reader.add_journal(workdir, f"j{i}")
+            for writer in writers:  # the warm-up: each journal's page touched once (module docstring)
+                writer.write(PAYLOAD)
+            read, clock = reader.read, time.perf_counter_ns
+            while read() is not None:
+                pass
             for k in range(frames):
                 writers[k % journals].write(PAYLOAD)
-            read, clock = reader.read, time.perf_counter_ns
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = clock()
             got = 0
             while read() is not None:
                 got += 1
             per_frame = (clock() - start) / max(got, 1)
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
             start = clock()
             for _ in range(empty_reads):
                 read()
@@ -86,6 +99,7 @@ def _one(journals: int, frames: int, empty_reads: int) -> dict[str, Any]:
             "frames": got,
             "read_ns": per_frame,
             "empty_ns": empty,
+            "faults": faults,
         }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -104,4 +118,19 @@ def journals_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {row['journals']} | {row['backend']} | {row['read_ns']:,.0f} ns | {row['empty_ns']:,.0f} ns |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *_against_one_journal(rows)])
+
+
+def _against_one_journal(rows: list[dict[str, Any]]) -> list[str]:
+    """Each count's cost as a multiple of the same backend's one-journal cost (issue 16's targets)."""
+    one = {row["backend"]: row for row in rows if row["journals"] == 1}
+    out = []
+    for row in rows:
+        base = one.get(row["backend"])
+        if base is not None and row["journals"] != 1:
+            out.append(
+                f"- {row['backend']}, {row['journals']} journals: read() per frame "
+                f"{row['read_ns'] / base['read_ns']:.2f}x one journal, empty read() "
+                f"{row['empty_ns'] / base['empty_ns']:.2f}x ({row['empty_ns']:,.0f} ns)"
+            )
+    return out

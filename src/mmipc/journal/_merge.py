@@ -16,7 +16,9 @@ Rules:
   frame committed after that poll always flags it again.
 * An empty read with nothing flagged costs one load of the bell's `pending` word.
 * Native backend: the same design in C (`_native.MergeCore`, _mmipcmodule.c): the heap, the flags
-  and the dirty set live there, on the cursors' cores; this class keeps membership and hands it
+  and the dirty set live there, on the cursors' cores; the heap's keys (timestamp, add order, the
+  next peek's address) sit in one compact array, so a sift touches no cursor, and the next top's
+  cursor, view and frame header are prefetched. This class keeps membership and hands it
   over (`_sync`) at every change. A core that needs Python (a page's end, damage, no page yet)
   makes the C read return SLOW before it takes any frame; `_settle` polls it through the cursor's
   Python slow path (errors are raised there, and again at every read until it is fixed) and gives

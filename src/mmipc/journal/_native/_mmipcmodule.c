@@ -1206,25 +1206,41 @@ native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
  * empty reads. A journal whose core needs Python (a page's end, damage, no page: poll -2) is put
  * on the `slow` list and read() returns SLOW, before any frame is taken, until Python settles it:
  * its next frame may be the earliest. Settled without a page, it is "parked": polled again when
- * rung, swept, or MERGE_PROBE_NS after the last probe. */
+ * rung, swept, or MERGE_PROBE_NS after the last probe.
+ *
+ * Memory. Following hundreds of journals, a frame costs cache and TLB misses, not instructions:
+ * each comes from a different journal's core, page and view. So the heap holds its whole key
+ * (merge_key_t: timestamp, list position, and where the journal peeks next) in one compact array,
+ * and a sift reads no core; a journal's page is read only to hand out its frame and peek the one
+ * after it; and when a journal becomes the heap's top, its core, the objects a take touches
+ * (its view, that view's buffer, its jid: remembered at each peek, when they are in cache) and the
+ * next peek's frame header are prefetched, to arrive while the caller handles this frame. */
 
 #define MERGE_SWEEP_EVERY 4096u
 #define MERGE_PROBE_NS 1000000
 #define BELL_MAX_FLAGS (8192 - BELL_FLAGS)
+#define MERGE_HOT 3
 
 enum { IN_HEAP = 1, DIRTY = 2, IS_SLOW = 4, PARKED = 8 };
 
 typedef struct {
     CursorCore *core;
-    int32_t flag;            /* index of its flag in the bell, or -1: polled on every read */
-    uint8_t state;           /* IN_HEAP | DIRTY | IS_SLOW | PARKED */
+    const void *hot[MERGE_HOT];  /* its view, the view's managed buffer, its jid (prefetch only) */
+    int32_t flag;                /* index of its flag in the bell, or -1: polled on every read */
+    uint8_t state;               /* IN_HEAP | DIRTY | IS_SLOW | PARKED */
 } merge_entry_t;
+
+typedef struct {
+    int64_t nano;                /* the peeked frame's timestamp */
+    Py_ssize_t entry;            /* its journal's index in the list: ties go to the lower */
+    const unsigned char *after;  /* the frame header its core peeks once this frame is taken */
+} merge_key_t;
 
 typedef struct {
     PyObject_HEAD
     merge_entry_t *e;
     Py_ssize_t n;
-    Py_ssize_t *heap;        /* entry indexes, a min-heap on (next_nano, index) */
+    merge_key_t *heap;       /* a min-heap on (nano, entry) */
     Py_ssize_t nheap;
     Py_ssize_t *dirty;       /* a stack of entry indexes (DIRTY set) */
     Py_ssize_t ndirty;
@@ -1254,7 +1270,8 @@ merge_free_arrays(MergeCore *self)
     PyMem_Free(self->slow);
     PyMem_Free(self->by_flag);
     self->e = NULL;
-    self->heap = self->dirty = self->always = self->slow = NULL;
+    self->heap = NULL;
+    self->dirty = self->always = self->slow = NULL;
     self->by_flag = NULL;
     self->n = self->nheap = self->ndirty = self->nalways = self->nslow = self->nparked = 0;
     self->nflags = 0;
@@ -1272,61 +1289,111 @@ mergecore_dealloc(MergeCore *self)
 }
 
 static inline int
-merge_less(const MergeCore *m, Py_ssize_t a, Py_ssize_t b)
+merge_less(const merge_key_t *a, const merge_key_t *b)
 {
-    int64_t x = m->e[a].core->next_nano;
-    int64_t y = m->e[b].core->next_nano;
-    return x < y || (x == y && a < b);
+    return a->nano < b->nano || (a->nano == b->nano && a->entry < b->entry);
 }
 
-static void
-heap_sift_down(MergeCore *m, Py_ssize_t at)
+/* The key of entry i, whose core just peeked a frame (so the core is in cache): also remember
+ * the objects its take will touch, for merge_prefetch_top. */
+static inline merge_key_t
+merge_key(MergeCore *m, Py_ssize_t i)
 {
-    Py_ssize_t *h = m->heap;
-    Py_ssize_t item = h[at];
-    for (;;) {
-        Py_ssize_t child = 2 * at + 1;
-        if (child >= m->nheap) {
-            break;
-        }
-        if (child + 1 < m->nheap && merge_less(m, h[child + 1], h[child])) {
+    merge_entry_t *e = &m->e[i];
+    CursorCore *core = e->core;
+    PyObject *view = core->a.view;
+    e->hot[0] = view;
+    e->hot[1] = view != NULL ? (const void *)((PyMemoryViewObject *)view)->mbuf : NULL;
+    e->hot[2] = core->jid;
+    merge_key_t key = {
+        core->next_nano, i, core->a.page.base + core->next.pos + mmipc_align8(core->next.length)};
+    return key;
+}
+
+/* Put `key` at the root of the non-empty heap (its journal's next frame, or the last entry after
+ * a pop). Floyd's bottom-up sift: walk the smaller children down to a leaf, then back up to the
+ * key's place. A merge's new root key usually belongs near the bottom (the journal just read is
+ * now the latest), where this costs about half the comparisons of the textbook sift; a key that
+ * stays at the root (one journal's burst) is caught by the first test. */
+static void
+heap_replace_root(MergeCore *m, merge_key_t key)
+{
+    merge_key_t *h = m->heap;
+    Py_ssize_t n = m->nheap;
+    Py_ssize_t at = 0;
+    if (n < 2 || (merge_less(&key, &h[1]) && (n < 3 || merge_less(&key, &h[2])))) {
+        h[0] = key;
+        return;
+    }
+    for (Py_ssize_t child = 1; child < n; child = 2 * at + 1) {
+        if (child + 1 < n && merge_less(&h[child + 1], &h[child])) {
             child++;
-        }
-        if (!merge_less(m, h[child], item)) {
-            break;
         }
         h[at] = h[child];
         at = child;
     }
-    h[at] = item;
-}
-
-static void
-heap_push(MergeCore *m, Py_ssize_t entry)
-{
-    Py_ssize_t *h = m->heap;
-    Py_ssize_t at = m->nheap++;
     while (at > 0) {
         Py_ssize_t parent = (at - 1) / 2;
-        if (!merge_less(m, entry, h[parent])) {
+        if (!merge_less(&key, &h[parent])) {
             break;
         }
         h[at] = h[parent];
         at = parent;
     }
-    h[at] = entry;
+    h[at] = key;
+}
+
+static void
+heap_push(MergeCore *m, Py_ssize_t entry)
+{
+    merge_key_t *h = m->heap;
+    merge_key_t key = merge_key(m, entry);
+    Py_ssize_t at = m->nheap++;
+    while (at > 0) {
+        Py_ssize_t parent = (at - 1) / 2;
+        if (!merge_less(&key, &h[parent])) {
+            break;
+        }
+        h[at] = h[parent];
+        at = parent;
+    }
+    h[at] = key;
     m->e[entry].state |= IN_HEAP;
 }
 
 static void
 heap_pop_root(MergeCore *m)
 {
-    m->e[m->heap[0]].state &= (uint8_t)~IN_HEAP;
+    m->e[m->heap[0].entry].state &= (uint8_t)~IN_HEAP;
     m->nheap--;
     if (m->nheap > 0) {
-        m->heap[0] = m->heap[m->nheap];
-        heap_sift_down(m, 0);
+        heap_replace_root(m, m->heap[m->nheap]);
     }
+}
+
+/* The next read most likely takes the top's frame: start loading what that take and the peek
+ * after it touch (a prefetch of a stale or NULL address is harmless: it never faults). */
+static inline void
+merge_prefetch_top(const MergeCore *m)
+{
+    if (m->nheap == 0) {
+        return;
+    }
+    const merge_key_t *key = &m->heap[0];
+    const merge_entry_t *e = &m->e[key->entry];
+    const char *core = (const char *)e->core;
+    __builtin_prefetch(key->after, 0, 3);
+    __builtin_prefetch(core, 1, 3);
+    __builtin_prefetch(core + 64, 1, 3);
+    __builtin_prefetch(core + 128, 1, 3);
+    const char *view = (const char *)e->hot[0];
+    if (view != NULL) {  /* a memoryview spans three lines; its buffer and the jid one each */
+        __builtin_prefetch(view, 1, 3);
+        __builtin_prefetch(view + 64, 0, 3);
+        __builtin_prefetch(view + 128, 0, 3);
+    }
+    __builtin_prefetch(e->hot[1], 1, 3);
+    __builtin_prefetch(e->hot[2], 1, 3);
 }
 
 static void
@@ -1458,7 +1525,7 @@ mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
     if (m->nheap == 0) {
         Py_RETURN_NONE;
     }
-    Py_ssize_t top = m->heap[0];
+    Py_ssize_t top = m->heap[0].entry;
     CursorCore *core = m->e[top].core;
     PyObject *frame = take_core(core);
     if (frame == NULL) {
@@ -1466,7 +1533,7 @@ mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
     }
     int64_t nano = poll_core(core);
     if (nano >= 0) {
-        heap_sift_down(m, 0);  /* the root's key grew */
+        heap_replace_root(m, merge_key(m, top));  /* the root's key grew */
     }
     else {
         heap_pop_root(m);
@@ -1478,6 +1545,7 @@ mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
         m->taken = 0;
         mark_all_dirty(m);  /* a journal whose writer cannot ring is not starved by busy ones */
     }
+    merge_prefetch_top(m);
     return frame;
 }
 
@@ -1518,7 +1586,7 @@ mergecore_set(MergeCore *self, PyObject *args)
     self->bell = b;
     Py_ssize_t cap = n ? n : 1;
     self->e = PyMem_Calloc((size_t)cap, sizeof(*self->e));
-    self->heap = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    self->heap = PyMem_Calloc((size_t)cap, sizeof(merge_key_t));
     self->dirty = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
     self->always = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
     self->slow = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
@@ -1608,7 +1676,7 @@ static PyObject *
 mergecore_reset(MergeCore *self, PyObject *Py_UNUSED(ignored))
 {
     for (Py_ssize_t k = 0; k < self->nheap; k++) {
-        self->e[self->heap[k]].state &= (uint8_t)~IN_HEAP;
+        self->e[self->heap[k].entry].state &= (uint8_t)~IN_HEAP;
     }
     self->nheap = 0;
     mark_all_dirty(self);

@@ -1971,13 +1971,80 @@ mmipc_cursor_close(mmipc_cursor *c)
     }
 }
 
-/* ---- the merge ------------------------------------------------------------------------------ */
+/* ---- the merge ------------------------------------------------------------------------------ *
+ *
+ * A binary min-heap of the journals with a frame peeked, keyed by (timestamp, index): a read takes
+ * the top's frame, so a frame costs O(log journals) whatever the number of journals. A journal
+ * whose poll found nothing is "idle" and is polled at every read (this API has no doorbell: only
+ * polling sees a standalone writer's commit): an empty read costs one commit-word load per idle
+ * journal, and a read of a frame among journals that all have frames (replay, a busy merge)
+ * polls none. The journal whose frame was handed out is peeked again only at the next read: a
+ * peek may leave its page, and the frame's data must stay valid until then. */
+
+typedef struct {
+    int64_t nano;
+    size_t index;            /* the journal's index: ties go to the journal added first */
+} merge_key_t;
 
 struct mmipc_merge {
     mmipc_cursor **cursors;
     size_t count;
     size_t cap;
+    merge_key_t *heap;       /* journals with a frame peeked; cap entries */
+    size_t nheap;
+    size_t *idle;            /* journals without one, polled at every read; cap entries */
+    size_t nidle;
+    int taken;               /* the top's frame was handed out: re-peek it before anything else */
 };
+
+static int
+merge_less(const merge_key_t *a, const merge_key_t *b)
+{
+    return a->nano < b->nano || (a->nano == b->nano && a->index < b->index);
+}
+
+static void
+merge_push(mmipc_merge *m, merge_key_t key)
+{
+    size_t at = m->nheap++;
+    while (at > 0 && merge_less(&key, &m->heap[(at - 1) / 2])) {
+        m->heap[at] = m->heap[(at - 1) / 2];
+        at = (at - 1) / 2;
+    }
+    m->heap[at] = key;
+}
+
+/* Put `key` at the root of the non-empty heap and sift it down. */
+static void
+merge_replace_root(mmipc_merge *m, merge_key_t key)
+{
+    size_t at = 0;
+    for (;;) {
+        size_t child = 2 * at + 1;
+        if (child >= m->nheap) {
+            break;
+        }
+        if (child + 1 < m->nheap && merge_less(&m->heap[child + 1], &m->heap[child])) {
+            child++;
+        }
+        if (!merge_less(&m->heap[child], &key)) {
+            break;
+        }
+        m->heap[at] = m->heap[child];
+        at = child;
+    }
+    m->heap[at] = key;
+}
+
+/* The root's journal is idle now (nothing more, or a failed peek that the next read repeats). */
+static void
+merge_pop_root(mmipc_merge *m)
+{
+    m->idle[m->nidle++] = m->heap[0].index;
+    if (--m->nheap > 0) {
+        merge_replace_root(m, m->heap[m->nheap]);
+    }
+}
 
 int
 mmipc_merge_open(mmipc_merge **out)
@@ -1986,17 +2053,34 @@ mmipc_merge_open(mmipc_merge **out)
     return *out ? MMIPC_OK : fail(MMIPC_E_NOMEM, "out of memory opening a merge");
 }
 
+static int
+merge_grow(mmipc_merge *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 4;
+    mmipc_cursor **cursors = realloc(m->cursors, cap * sizeof(*cursors));
+    if (cursors != NULL) {
+        m->cursors = cursors;
+    }
+    merge_key_t *heap = realloc(m->heap, cap * sizeof(*heap));
+    if (heap != NULL) {
+        m->heap = heap;
+    }
+    size_t *idle = realloc(m->idle, cap * sizeof(*idle));
+    if (idle != NULL) {
+        m->idle = idle;
+    }
+    if (cursors == NULL || heap == NULL || idle == NULL) {
+        return fail(MMIPC_E_NOMEM, "out of memory adding a journal");
+    }
+    m->cap = cap;
+    return MMIPC_OK;
+}
+
 int
 mmipc_merge_add(mmipc_merge *m, const char *directory, const char *name, int start, int64_t nano)
 {
-    if (m->count == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 4;
-        mmipc_cursor **grown = realloc(m->cursors, cap * sizeof(*grown));
-        if (grown == NULL) {
-            return fail(MMIPC_E_NOMEM, "out of memory adding a journal");
-        }
-        m->cursors = grown;
-        m->cap = cap;
+    if (m->count == m->cap && merge_grow(m) < 0) {
+        return MMIPC_E_NOMEM;
     }
     for (size_t i = 0; i < m->count; i++) {
         if (strcmp(m->cursors[i]->name, name) == 0 && strcmp(m->cursors[i]->directory, directory) == 0) {
@@ -2004,32 +2088,68 @@ mmipc_merge_add(mmipc_merge *m, const char *directory, const char *name, int sta
         }
     }
     int rc = mmipc_cursor_open(&m->cursors[m->count], directory, name, start, nano);
-    return rc == MMIPC_OK ? (int)m->count++ : rc;
+    if (rc != MMIPC_OK) {
+        return rc;
+    }
+    m->idle[m->nidle++] = m->count;
+    return (int)m->count++;
+}
+
+/* Re-peek the journal whose frame the last read handed out; a failure leaves it idle. */
+static int
+merge_repeek_top(mmipc_merge *m)
+{
+    m->taken = 0;
+    merge_key_t key = m->heap[0];
+    int rc = mmipc_cursor_poll(m->cursors[key.index], &key.nano);
+    if (rc == 1) {
+        merge_replace_root(m, key);
+        return MMIPC_OK;
+    }
+    merge_pop_root(m);
+    return rc;
+}
+
+/* Poll every idle journal; those with a frame join the heap. On an error the failing journal
+ * stays idle (the next read fails the same way) and the others keep what they peeked. */
+static int
+merge_poll_idle(mmipc_merge *m)
+{
+    size_t k = 0;
+    while (k < m->nidle) {
+        merge_key_t key = {0, m->idle[k]};
+        int rc = mmipc_cursor_poll(m->cursors[key.index], &key.nano);
+        if (rc < 0) {
+            return rc;
+        }
+        if (rc == 1) {
+            merge_push(m, key);
+            m->idle[k] = m->idle[--m->nidle];
+        }
+        else {
+            k++;
+        }
+    }
+    return MMIPC_OK;
 }
 
 int
 mmipc_merge_read(mmipc_merge *m, mmipc_frame *frame)
 {
-    mmipc_cursor *best = NULL;
-    int64_t best_nano = 0;
-    uint32_t best_index = 0;
-    for (size_t i = 0; i < m->count; i++) {
-        int64_t nano;
-        int rc = mmipc_cursor_poll(m->cursors[i], &nano);
-        if (rc < 0) {
-            return rc;
-        }
-        if (rc == 1 && (best == NULL || nano < best_nano)) {
-            best = m->cursors[i];
-            best_nano = nano;
-            best_index = (uint32_t)i;
-        }
+    int rc = m->taken ? merge_repeek_top(m) : MMIPC_OK;
+    if (rc == MMIPC_OK) {
+        rc = merge_poll_idle(m);
     }
-    if (best == NULL) {
+    if (rc < 0) {
+        return rc;
+    }
+    if (m->nheap == 0) {
         return 0;
     }
-    mmipc_cursor_take(best, frame);
-    frame->journal = best_index;
+    size_t index = m->heap[0].index;
+    mmipc_cursor_take(m->cursors[index], frame);
+    frame->journal = (uint32_t)index;
+    m->taken = 1;
     return 1;
 }
 
@@ -2043,5 +2163,7 @@ mmipc_merge_close(mmipc_merge *m)
         mmipc_cursor_close(m->cursors[i]);
     }
     free(m->cursors);
+    free(m->heap);
+    free(m->idle);
     free(m);
 }

@@ -142,7 +142,10 @@ void mmipc_cursor_close(mmipc_cursor *c);
 
 typedef struct mmipc_merge mmipc_merge;
 
-/* Frames of all added journals in timestamp order; ties go to the journal added first. */
+/* Frames of all added journals in timestamp order; ties go to the journal added first. A heap of
+ * the journals with a frame peeked: a frame costs O(log journals); journals with nothing peeked
+ * are polled at every read (one commit-word load each). A journal error is returned before any
+ * frame is taken, at every read, until it is fixed. */
 int mmipc_merge_open(mmipc_merge **out);
 /* Add a journal; returns its index (>= 0, also frame->journal) or a negative code. */
 int mmipc_merge_add(mmipc_merge *m, const char *directory, const char *name, int start, int64_t nano);
