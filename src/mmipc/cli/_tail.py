@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import Frame, Reader
+from .._errors import CorruptJournalError
 from ..journal._files import list_pages
 from ..tools import nth_last_nano
 from ._args import add_journals, check_time_range, existing_directory, journals, natural, time_arg
@@ -106,7 +107,12 @@ def _printer(args: argparse.Namespace) -> Any:
     def show(frame: Frame) -> bool:
         if args.until is not None and frame.nano > args.until:
             return False
-        print(render(frame, args.struct, args.json), flush=True)
+        try:
+            line = render(frame, args.struct, args.json)
+        except CorruptJournalError as exc:  # a damaged schema file: raised once, then read as no new layout
+            print(f"mmipc tail: {exc}; printing the frames it would decode raw", file=sys.stderr, flush=True)
+            line = render(frame, args.struct, args.json)
+        print(line, flush=True)
         return True
 
     return show
