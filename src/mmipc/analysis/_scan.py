@@ -40,7 +40,7 @@ import operator
 import os
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,7 @@ from ..journal._page import MappedPage, page_header
 from ..journal._schema import Declaration, Struct, anonymous, load_schemas, numpy_dtype, storable, to_struct
 
 HEADER_COLUMNS = ("nano", "journal", "source")
+PAYLOAD_PREFIX = "payload_"  # before a payload field named like a column of HEADER_COLUMNS
 _HEADER = np.dtype(
     {
         "names": ["length", "msg_type", "nano", "payload_len", "checksum"],
@@ -109,6 +110,7 @@ class Query:
     layout: Struct
     since: int
     until: int
+    ends: tuple[tuple[int, int], ...] | None = None  # per journal, `snapshot`'s end, once `pinned`
 
     @property
     def journals(self) -> list[str]:
@@ -139,13 +141,16 @@ def make_query(
     declared = {name: load_schemas(path, name) for name in chosen}
     msg_type = _pick_msg_type(msg_type, declared, schema)
     layout = storable(to_struct(schema)) if schema is not None else _declared_layout(msg_type, declared, path)
-    clash = set(HEADER_COLUMNS) & {f.name for f in layout.fields}
-    if clash:
-        raise UsageError(f"layout {layout.name} has fields named {sorted(clash)}, which mmipc adds itself")
     low, high = _nano(since, "since", 0), _nano(until, "until", NO_LIMIT)
     if low > high:
         raise UsageError(f"since ({low}) is after until ({high}): the range selects nothing")
     return Query(path, chosen, msg_type, layout, low, high)
+
+
+def pinned(query: Query) -> Query:
+    """The query with the end of each journal fixed now: every later pass over it reads the same
+    frames, also on a live journal (an export counts its rows first, then writes them)."""
+    return replace(query, ends=tuple(snapshot(query.directory, name) for name in query.names))
 
 
 def _names(names: Any) -> tuple[str, ...]:
@@ -211,12 +216,28 @@ def output_dtype(layout: Struct) -> Any:
     payload = numpy_dtype(layout)
     return np.dtype(
         {
-            "names": ["nano", "journal", "source", *payload.names],
+            "names": [*HEADER_COLUMNS, *payload_columns(layout)],
             "formats": ["M8[ns]", "<u2", "<u4", *(payload.fields[n][0] for n in payload.names)],
             "offsets": [0, 8, 12, *(ROW_HEAD + payload.fields[n][1] for n in payload.names)],
             "itemsize": ROW_HEAD + layout.size,
         }
     )
+
+
+def payload_columns(layout: Struct) -> list[str]:
+    """The column of each payload field: its name, but a field named like a column mmipc adds itself
+    (`HEADER_COLUMNS`) gets `PAYLOAD_PREFIX` before it (again while that is taken: `payload_nano`,
+    else `payload_payload_nano`)."""
+    taken = set(HEADER_COLUMNS) | {field.name for field in layout.fields}
+    columns = []
+    for field in layout.fields:
+        column = field.name
+        if column in HEADER_COLUMNS:
+            while column in taken:
+                column = PAYLOAD_PREFIX + column
+            taken.add(column)
+        columns.append(column)
+    return columns
 
 
 # -- one journal: its pages, scanned -------------------------------------------------------------
@@ -269,7 +290,8 @@ def snapshot(directory: str, name: str) -> tuple[int, int]:
 
 def page_indexes(query: Query, name: str) -> Iterator[PageIndex]:
     """The selected frames of each page of journal `name`, in order, up to its end at call time."""
-    last_page, last_end = snapshot(query.directory, name)
+    ends = query.ends
+    last_page, last_end = snapshot(query.directory, name) if ends is None else ends[query.names.index(name)]
     pages = list_pages(query.directory, name)
     number = _first_page(query, name, pages)
     last_nano = 0
@@ -526,10 +548,10 @@ def time_span(query: Query) -> tuple[int, int]:
     """The first and last timestamps the query can return, bounded by what is committed now (for a
     progress bar, and for an export's metadata); (0, 0) when the journals hold no frame."""
     firsts, lasts = [], []
-    for name in query.names:
+    for j, name in enumerate(query.names):
         pages = list_pages(query.directory, name)
         first = page_header(page_path(query.directory, name, pages[0])).first_nano if pages else 0
-        number, _ = snapshot(query.directory, name)
+        number = snapshot(query.directory, name)[0] if query.ends is None else query.ends[j][0]
         page = MappedPage.open(page_path(query.directory, name, number), name, number)
         try:
             last = page.tail()[1]
@@ -541,3 +563,15 @@ def time_span(query: Query) -> tuple[int, int]:
     if not firsts:
         return 0, 0
     return max(min(firsts), query.since), min(max(lasts), query.until)
+
+
+def count_rows(query: Query) -> tuple[int, int, int]:
+    """The number of rows the query selects, and the first and last of their timestamps ((0, 0, 0)
+    when none): of a `pinned` query, exactly the rows a later pass reads. One page at a time."""
+    frames, first, last = 0, NO_LIMIT, 0
+    for name in query.names:
+        for index in page_indexes(query, name):
+            if len(index.nanos):
+                frames += len(index.nanos)
+                first, last = min(first, int(index.nanos[0])), max(last, int(index.nanos[-1]))
+    return (frames, first, last) if frames else (0, 0, 0)
