@@ -228,5 +228,6 @@ def test_export_never_replaces_a_journal_file_even_with_force(md: str, tmp_path:
 
     with Reader.create("check", service=None) as reader:
         reader.add_journal(str(other), "fills")
-        assert bytes(reader.read().data) == b"a fill"
+        frame = reader.read()
+        assert frame is not None and bytes(frame.data) == b"a fill"
     assert len(analysis.to_numpy(md, "md")) == 300

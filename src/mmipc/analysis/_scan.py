@@ -15,11 +15,14 @@ Rules:
   not selected is never handed out: its payload is verified only if the scan walks it one by one):
   `CorruptJournalError` names the file and the offset.
 * Fast path: a run of frames of one length is read as one strided numpy view over the mapped page:
-  its headers are copied out in one vectorised copy and checked together. Frames whose lengths vary
+  each header field it checks is copied out of it as one contiguous column (one strided loop per
+  field; a copy of whole header records went field by field, one call per field and frame), and
+  the columns checked together, in SIMD. Frames whose lengths vary
   are walked one by one. Runs are looked at in windows that start at 64 frames and grow 8-fold while
   full, so a mixed page costs O(frames), not O(frames x page).
 * Copying out: the selected frames of a page are copied into the result once, one vectorised copy
-  per column (the payload's bytes as one block per row, the timestamp, the source, the journal),
+  per column (the payload's bytes as one opaque value per row, so one memcpy each, the timestamp,
+  the source, the journal),
   from a strided view of the page when the frames are evenly spaced, else gathered from a view with
   an 8-byte stride (frames are 8-aligned). The copies go `CHUNK_BYTES` of rows at a time, so that the
   four columns of a chunk are copied while its rows and frames are still in the CPU's cache.
@@ -62,14 +65,13 @@ from ..journal._schema import Declaration, Struct, anonymous, load_schemas, nump
 
 HEADER_COLUMNS = ("nano", "journal", "source")
 PAYLOAD_PREFIX = "payload_"  # before a payload field named like a column of HEADER_COLUMNS
-_HEADER = np.dtype(
-    {
-        "names": ["length", "msg_type", "nano", "payload_len", "checksum"],
-        "formats": ["<u4", "<u4", "<i8", "<u4", "<u4"],
-        "offsets": [0, 4, 8, 20, 28],
-        "itemsize": FRAME_HEADER_SIZE,
-    }
-)
+_HEADER_FIELDS = {  # the frame header's fields the scan reads: (format, offset) (docs/format.md)
+    "length": ("<u4", 0),
+    "msg_type": ("<u4", 4),
+    "nano": ("<i8", 8),
+    "payload_len": ("<u4", 20),
+    "checksum": ("<u4", 28),
+}
 _PAGE_END = int(MsgType.PAGE_END)
 _CHECKSUM_AT = 28  # the checksum's offset in a frame header (docs/format.md)
 _SHORT_RUN = 4  # a vectorised run shorter than this is not worth its overhead ...
@@ -360,22 +362,33 @@ def _run(page: MappedPage, pos: int, stop: int, window: int) -> tuple[tuple[Any,
         return None, pos
     stride = first.end - pos
     count = min((page.page_size - PAGE_END_RESERVE - pos) // stride, -(-(stop - pos) // stride), window)
-    headers = np.ndarray((count,), _HEADER, buffer=page.mm, offset=pos, strides=(stride,)).copy()
-    differs = headers["length"] != first.length
-    n = int(differs.argmax()) if differs.any() else count
-    marker = headers["msg_type"][:n] == _PAGE_END
-    n = int(marker.argmax()) if marker.any() else n
-    headers = headers[:n]
-    bad = headers["payload_len"] != first.payload_len
+    n = _first(_field(page, pos, stride, count, "length") != first.length, count)
+    types = _field(page, pos, stride, n, "msg_type")
+    n = _first(types == _PAGE_END, n)
+    bad = _field(page, pos, stride, n, "payload_len") != first.payload_len
     if not page.header.checksums:
-        bad |= headers["checksum"] != 0  # (checksums are verified once the frames are selected)
+        bad |= _field(page, pos, stride, n, "checksum") != 0  # (checksums are verified once selected)
     if bad.any():
         at = pos + stride * int(bad.argmax())
         decode_frame(page.mm, at, page.page_size, page.path, page.header.checksums)  # raises its error
         raise CorruptJournalError(page.path, at, "frame header disagrees with its length")
-    offsets = pos + stride * np.arange(n, dtype=np.int64)
-    run = (offsets, headers["msg_type"], headers["nano"], np.full(n, first.length, np.uint32))
+    offsets = np.arange(pos, pos + stride * n, stride, dtype=np.int64)
+    run = (offsets, types[:n], _field(page, pos, stride, n, "nano"), np.full(n, first.length, np.uint32))
     return run, pos + stride * n
+
+
+def _field(page: MappedPage, pos: int, stride: int, count: int, name: str) -> Any:
+    """One header field of the `count` frames from `pos`, `stride` bytes apart, copied contiguous: a
+    strided copy of one field is one tight loop, and numpy compares contiguous columns with SIMD (a
+    copy of whole header records went field by field, one call per field and frame)."""
+    kind, at = _HEADER_FIELDS[name]
+    return np.array(np.ndarray((count,), kind, buffer=page.mm, offset=pos + at, strides=(stride,)))
+
+
+def _first(found: Any, default: int) -> int:
+    """The index of the first True of `found`, or `default` if none."""
+    i = int(found.argmax()) if len(found) else 0
+    return i if len(found) and found[i] else default
 
 
 def _joined(parts: list[tuple[Any, ...]]) -> tuple[Any, Any, Any, Any]:
@@ -388,14 +401,13 @@ def _joined(parts: list[tuple[Any, ...]]) -> tuple[Any, Any, Any, Any]:
 def _check_order(path: str, offsets: Any, nanos: Any, last_nano: int) -> int:
     if not len(nanos):
         return last_nano
-    before = np.concatenate(([last_nano], nanos[:-1]))
-    older = nanos < before
-    if older.any():
-        i = int(older.argmax())
+    i = 0 if nanos[0] < last_nano else _first(nanos[1:] < nanos[:-1], -2) + 1  # (no copy of nanos)
+    if i >= 0:
+        before = last_nano if i == 0 else int(nanos[i - 1])
         raise CorruptJournalError(
             path,
             int(offsets[i]),
-            f"timestamp {int(nanos[i])} is older than the frame before it ({int(before[i])})",
+            f"timestamp {int(nanos[i])} is older than the frame before it ({before})",
         )
     return int(nanos[-1])
 
@@ -404,7 +416,8 @@ def _select(
     query: Query, page: MappedPage, offsets: Any, types: Any, nanos: Any, lengths: Any
 ) -> tuple[Any, Any]:
     keep = (types == query.msg_type) & (nanos >= query.since) & (nanos <= query.until)
-    offsets, nanos, lengths = offsets[keep], nanos[keep], lengths[keep]
+    if not keep.all():  # (most pages of a journal of one msg_type keep every frame: no copies then)
+        offsets, nanos, lengths = offsets[keep], nanos[keep], lengths[keep]
     wrong = lengths != FRAME_HEADER_SIZE + query.layout.size
     if wrong.any():
         i = int(wrong.argmax())
@@ -450,7 +463,7 @@ def fill_rows(rows: Any, page: MappedPage, offsets: Any, journal: int) -> None:
         every = np.ndarray((slots,), frames, buffer=page.mm, offset=PAGE_HEADER_SIZE, strides=(FRAME_ALIGN,))
         where = (np.asarray(offsets) - PAGE_HEADER_SIZE) // FRAME_ALIGN
     as_bytes = rows.view(np.uint8).reshape(count, size)
-    payloads, nanos, sources = as_bytes[:, ROW_HEAD:], rows["nano"].view(np.int64), rows["source"]
+    payloads, nanos, sources = _payloads(rows, frames), rows["nano"].view(np.int64), rows["source"]
     journals = as_bytes[:, 8:12].view("<u4")[:, 0]  # the journal (u2) and the 2 bytes of padding after it
     chunk = max(1, CHUNK_BYTES // size)
     for start in range(0, count, chunk):
@@ -468,11 +481,18 @@ def _frame_records(payload_size: int) -> Any:
     return np.dtype(
         {
             "names": ["nano", "source", "payload"],
-            "formats": ["<i8", "<u4", (np.uint8, (payload_size,))],
+            "formats": ["<i8", "<u4", np.dtype((np.void, payload_size)) if payload_size else ("u1", (0,))],
             "offsets": [8, 16, FRAME_HEADER_SIZE],
             "itemsize": FRAME_HEADER_SIZE + payload_size,
         }
     )
+
+
+def _payloads(rows: Any, frames: Any) -> Any:
+    """The payload bytes of the contiguous `rows`, one opaque value per row (as in `frames`): numpy
+    copies an opaque value with one memcpy, a row of uint8 with a loop per row around it."""
+    kind, size = frames.fields["payload"][0], rows.dtype.itemsize
+    return np.ndarray((len(rows),), kind, buffer=rows, offset=ROW_HEAD, strides=(size,))
 
 
 def read_rows(name: str, index: PageIndex, journal: int, into: Any) -> None:
