@@ -142,9 +142,9 @@ def _refuse_journal_file(target: str) -> None:
     found = JOURNAL_FILE.fullmatch(os.path.basename(target))
     if found is not None:
         raise UsageError(
-            f"{target} is named as the {JOURNAL_FILE_KINDS.get(found['kind'], 'page file')} of journal "
-            f"{found['name']}: "
-            "an export never replaces a journal's files; choose another path"
+            f"{target} is a file of journal {found['name']} (by its name, its "
+            f"{JOURNAL_FILE_KINDS.get(found['kind'], 'page file')}): an export never replaces a journal's "
+            "files; choose another path"
         )
 
 
