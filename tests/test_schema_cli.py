@@ -10,7 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
-from conftest import Child, Procs
+from conftest import Child, Procs, wait_for
 from mmipc import Writer
 from mmipc.ctp import DepthMarketDataV636
 from mmipc.journal._schema import load_schemas, to_struct
@@ -160,4 +160,5 @@ def test_a_following_tail_reports_a_damaged_schema_once_and_goes_on_raw(jdir: st
     assert "type=8" in raw[0] and "len=16" in raw[0] and "type=9" in raw[1], raw
     assert "symbol=cu2601" in raw[2], raw
     assert tail.proc.poll() is None, tail.stderr()
+    wait_for(lambda: "md.schema.json" in tail.stderr(), what="the report on stderr")  # its own pipe
     assert tail.stderr().count("md.schema.json") == 1, tail.stderr()
