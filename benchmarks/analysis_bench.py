@@ -1,6 +1,7 @@
 """Benchmarks of mmipc.analysis against the obvious alternatives, measured in the same run.
 
-    python benchmarks/analysis_bench.py [--frames 1000000] [--pandas-frames N] [--rounds 3] [--out FILE]
+    python benchmarks/analysis_bench.py [--frames 1000000] [--pandas-frames N] [--rounds 3]
+        [--backends native,python] [--out FILE]
 
 Writes `--frames` CTP v6.3.6 frames (408-byte payloads, msg_type 101, schema declared) into a
 temporary journal with 32 MiB pages, then times, each in a fresh child process so that its peak
@@ -15,6 +16,12 @@ memory (VmHWM: resident set, including the journal pages it has mapped) is its o
 * `pandas_parquet`: the same export done by pandas from a list of dicts (a `Reader` loop, one
   `mmipc.ctp.to_dict` per frame, `pandas.DataFrame(rows).to_parquet`); `--pandas-frames` caps its
   frame count, since its memory grows with it (figures are then per frame of its own run).
+
+`to_numpy` and `reader_loop` run once per backend of `--backends` (MMIPC_BACKEND in the child), and
+the speedup of `to_numpy` over the loop is reported per backend (the target: at least 20x); the two
+Parquet exports run on the default backend. After the JSON, the script prints the figures as the
+Markdown tables docs/benchmarks.md quotes: per backend, the two times and their ratio; for Parquet,
+the time, frames/s, MB/s of journal and the peak memory of each export.
 
 Each figure is the median over `--rounds` children. Memory: `peak_rss_mb` is the child's peak resident
 set during the measured call (VmHWM, reset after the imports), `peak_over_start_mb` its growth over
@@ -205,11 +212,82 @@ def measure(what: str, directory: str, rounds: int, env: dict[str, str]) -> dict
     }
 
 
+def backends(asked: str) -> list[str]:
+    """The backends to measure `to_numpy` and the `Reader` loop on: those asked that are available."""
+    from mmipc.journal._backend import native
+
+    chosen = [b for b in asked.split(",") if b in ("native", "python")]
+    missing = [b for b in asked.split(",") if b not in ("native", "python")]
+    if missing:
+        raise SystemExit(f"unknown backend(s) {missing}: use native, python")
+    if "native" in chosen and native is None:
+        print("the native backend is not built: measuring the python one only", file=sys.stderr)
+        chosen.remove("native")
+    return chosen
+
+
+def run_all(directory: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """Every child: `to_numpy` and the `Reader` loop once per backend (their ratio, per backend, is
+    the target), then the two Parquet exports (on the default backend)."""
+    results: dict[str, Any] = {}
+    for backend in backends(args.backends):
+        on = {**env, "MMIPC_BACKEND": backend}
+        for what in ("to_numpy", "reader_loop"):
+            results[f"{what}[{backend}]"] = measure(what, directory, args.rounds, on)
+        speedup = results[f"reader_loop[{backend}]"]["seconds"] / results[f"to_numpy[{backend}]"]["seconds"]
+        results[f"to_numpy_speedup_over_reader_loop[{backend}]"] = {"x": speedup}
+    for what in ("export_parquet", "pandas_parquet"):
+        results[what] = measure(what, directory, args.rounds, env)
+    return results
+
+
+def table(frames: int, results: dict[str, Any]) -> str:
+    """The figures docs/benchmarks.md quotes, as Markdown tables."""
+    lines = [
+        f"{frames:,} CTP v6.3.6 frames ({frames * FRAME_BYTES / 1e6:,.0f} MB of journal), medians of "
+        "the rounds (range):",
+        "",
+        "| backend | `to_numpy` | `Reader` loop, same array | speedup | peak over start: `to_numpy` "
+        "(result) / loop |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key in sorted(k for k in results if k.startswith("to_numpy_speedup")):
+        backend = key[key.index("[") + 1 : -1]
+        fast, loop = results[f"to_numpy[{backend}]"], results[f"reader_loop[{backend}]"]
+        lines.append(
+            f"| {backend} | {_seconds(fast)} | {_seconds(loop)} | **{results[key]['x']:.1f}x** | "
+            f"{fast['peak_over_start_mb']:,.0f} MB ({fast['result_mb']:,.0f} MB) / "
+            f"{loop['peak_over_start_mb']:,.0f} MB |"
+        )
+    lines += [
+        "",
+        "| Parquet (zstd) | frames | time | frames/s | MB/s of journal | peak RSS | peak over start | file |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("export_parquet", "`mmipc export --format parquet`"),
+        ("pandas_parquet", "pandas from a list of dicts"),
+    ):
+        r = results[key]
+        lines.append(
+            f"| {label} | {r['frames']:,} | {_seconds(r)} | {r['frames_per_s']:,.0f} | "
+            f"{r['journal_mb_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} MB | "
+            f"{r['peak_over_start_mb']:,.0f} MB | {r['file_mb']:,.1f} MB |"
+        )
+    return "\n".join(lines)
+
+
+def _seconds(result: dict[str, Any]) -> str:
+    low, high = result["seconds_range"]
+    return f"{result['seconds']:.3f} s ({low:.3f}-{high:.3f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--pandas-frames", type=int, default=0, help="cap the pandas run (0: all)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backends", default="native,python", help="for to_numpy and the Reader loop")
     parser.add_argument("--out", help="also write the results here as JSON")
     parser.add_argument("--child", nargs=3, metavar=("WHAT", "DIR", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,12 +302,11 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as directory:
         write_journal(directory, args.frames)
-        results = {what: measure(what, directory, args.rounds, env) for what in CHILDREN}
-    results["to_numpy_speedup_over_reader_loop"] = {
-        "x": results["reader_loop"]["seconds"] / results["to_numpy"]["seconds"]
-    }
+        results = run_all(directory, args, env)
     text = json.dumps({"frames": args.frames, "results": results}, indent=1)
     print(text)
+    print()
+    print(table(args.frames, results))
     if args.out:
         with open(args.out, "w") as file:
             file.write(text + "\n")

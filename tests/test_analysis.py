@@ -148,6 +148,18 @@ def tell(child: Child, line: str) -> None:
     child.proc.stdin.flush()
 
 
+def test_a_timestamp_older_than_the_frame_before_is_named_with_its_offset(procs: Procs, jdir: str) -> None:
+    write_journal(procs, jdir, "md", "ctp", 100)
+    path = os.path.join(jdir, "md.00000000.journal")
+    with open(path, "r+b") as page:
+        page.seek(4096 + 440 * 60 + 8)  # nano of frame 60
+        page.write((1).to_bytes(8, "little"))
+    with pytest.raises(
+        CorruptJournalError, match=f"{path} at offset {4096 + 440 * 60}: timestamp 1 is older"
+    ):
+        analysis.to_numpy(jdir, "md")
+
+
 def test_a_corrupt_page_is_named_with_its_offset(procs: Procs, jdir: str) -> None:
     write_journal(procs, jdir, "md", "ctp", 100)
     path = os.path.join(jdir, "md.00000000.journal")

@@ -18,6 +18,8 @@ pq = pytest.importorskip("pyarrow.parquet", reason="the analysis extra (pyarrow)
 analysis = pytest.importorskip("mmipc.analysis")
 import ctp_fields  # noqa: E402
 
+from mmipc.journal import _backend as backend  # noqa: E402
+
 
 def mmipc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mmipc", *args], capture_output=True, text=True, timeout=300)
@@ -122,9 +124,11 @@ def test_the_benchmark_script_runs_and_agrees_with_itself(tmp_path: Any) -> None
     )
     assert done.returncode == 0, done.stderr
     results = json.load(open(out))["results"]
-    assert all(
-        results[k]["frames"] == 600 for k in ("to_numpy", "reader_loop", "export_parquet", "pandas_parquet")
-    )
+    measured = ["to_numpy[python]", "reader_loop[python]", "export_parquet", "pandas_parquet"]
+    if backend.native is not None:
+        measured += ["to_numpy[native]", "reader_loop[native]"]
+    assert all(results[k]["frames"] == 600 for k in measured)
+    assert "| python |" in done.stdout and "| `mmipc export --format parquet` | 600 |" in done.stdout
 
 
 def test_export_shows_a_progress_bar_on_a_terminal_only(md: str, tmp_path: Any) -> None:
@@ -148,3 +152,86 @@ def test_export_shows_a_progress_bar_on_a_terminal_only(md: str, tmp_path: Any) 
     assert b"export parquet [" in shown and b"100%" in shown
     piped = mmipc("export", md, "md", "-o", str(tmp_path / "again.parquet"))
     assert piped.returncode == 0 and piped.stderr == ""
+
+
+def test_arrow_and_parquet_schemas_record_the_frame_count_and_time_range(md: str, tmp_path: Any) -> None:
+    """The Arrow schema is written before the rows: the count and the range are counted first."""
+    nanos = analysis.to_numpy(md, "md", since=1)["nano"].astype("i8")
+    parquet, arrow = str(tmp_path / "md.parquet"), str(tmp_path / "md.arrow")
+    assert mmipc("export", md, "md", "-o", parquet, "--since", str(nanos[10])).returncode == 0
+    assert mmipc("export", md, "md", "-o", arrow, "--until", str(nanos[-11])).returncode == 0
+    for schema, want in (
+        (pq.read_table(parquet).schema, (290, nanos[10], nanos[-1])),
+        (pq.read_schema(parquet), (290, nanos[10], nanos[-1])),
+        (pa.ipc.open_file(arrow).schema, (290, nanos[0], nanos[-11])),
+    ):
+        meta = json.loads(schema.metadata[b"mmipc"])
+        assert (meta["frames"], meta["first_nano"], meta["last_nano"]) == want, meta
+
+
+def test_payload_fields_named_like_mmipc_columns_are_exported_with_a_prefix(jdir: str, tmp_path: Any) -> None:
+    import ctypes
+
+    from mmipc import Writer
+
+    class Clash(ctypes.Structure):
+        _fields_ = [("nano", ctypes.c_int64), ("journal", ctypes.c_char * 8), ("source", ctypes.c_uint32)]
+
+    with Writer.create(jdir, "clash", service=None, schemas={7: Clash}) as writer:
+        for i in range(5):
+            writer.write(Clash(nano=-i, journal=b"exch%d" % i, source=1000 + i), 7)
+    out = str(tmp_path / "clash.parquet")
+    done = mmipc("export", jdir, "clash", "-o", out)
+    assert done.returncode == 0 and "exported 5 frame(s)" in done.stdout, done.stderr
+    table = pq.read_table(out)
+    assert table.column_names == [
+        "nano",
+        "journal",
+        "source",
+        "payload_nano",
+        "payload_journal",
+        "payload_source",
+    ]
+    assert table.column("payload_nano").to_pylist() == [0, -1, -2, -3, -4]
+    assert table.column("payload_journal").to_pylist() == [f"exch{i}" for i in range(5)]
+    assert table.column("journal").to_pylist() == ["clash"] * 5
+    assert json.loads(table.schema.metadata[b"mmipc"])["renamed"]["nano"] == "payload_nano"
+    rows = analysis.to_numpy(jdir, "clash")
+    assert rows["payload_source"].tolist() == [1000, 1001, 1002, 1003, 1004] and set(rows["source"]) == {0}
+
+
+def test_export_never_replaces_a_journal_file_even_with_force(md: str, tmp_path: Any) -> None:
+    """A page, lock, schema or bells file of any journal (this one's, or another's elsewhere): one line,
+    and the file and its frames are untouched."""
+    other = tmp_path / "other"
+    other.mkdir()
+    from mmipc import Writer
+
+    with Writer.create(str(other), "fills", service=None) as writer:
+        writer.write(b"a fill", 3)
+    targets = [
+        other / "fills.00000000.journal",
+        other / "fills.lock",
+        other / "fills.bells",
+        other / "fills.00000007.journal",  # a page not made yet
+        tmp_path / "md.schema.json",
+        os.path.join(md, "md.00000000.journal"),
+    ]
+    for target in targets:
+        before = open(target, "rb").read() if os.path.exists(target) else None
+        for fmt in ("parquet", "npy"):
+            done = mmipc("export", md, "md", "--format", fmt, "-o", str(target), "--force")
+            assert done.returncode == 1 and "an export never replaces a journal's files" in done.stderr, (
+                target,
+                done.stderr,
+            )
+            assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+            after = open(target, "rb").read() if os.path.exists(target) else None
+            assert after == before, target
+    from mmipc import Reader
+
+    with Reader.create("check", service=None) as reader:
+        reader.add_journal(str(other), "fills")
+        frame = reader.read()
+        assert frame is not None and bytes(frame.data) == b"a fill"
+    assert len(analysis.to_numpy(md, "md")) == 300

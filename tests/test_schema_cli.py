@@ -10,7 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
-from conftest import Child, Procs
+from conftest import Child, Procs, wait_for
 from mmipc import Writer
 from mmipc.ctp import DepthMarketDataV636
 from mmipc.journal._schema import load_schemas, to_struct
@@ -141,3 +141,24 @@ def test_bad_schema_flags_say_what_is_wrong_in_one_line(jdir: str, tmp_path: Any
         "write", jdir, "md", "--count", "1", "--rate", "0", "--standalone", "--struct", "ctp-v6.6.1"
     )
     assert again.returncode == 1 and "already declares msg_type 101 as DepthMarketDataV636" in again.stderr
+
+
+def test_a_following_tail_reports_a_damaged_schema_once_and_goes_on_raw(jdir: str, procs: Procs) -> None:
+    """The schema file damaged while `tail` follows: one line on stderr, then every frame, raw
+    (types it decoded before stay decoded: a declaration is forever), instead of exiting."""
+    write_book_journal(jdir)
+    tail = Child([sys.executable, "-m", "mmipc", "tail", jdir, "md", "-n", "3"])
+    procs.started.append(tail)
+    assert "symbol=au2602" in [tail.expect_line("20") for _ in range(3)][1]
+    with open(f"{jdir}/md.schema.json", "w") as damaged:
+        damaged.write('{"not": "a schema')
+    with Writer.create(jdir, "md", service=None) as writer:
+        writer.write(Trade(trade_id=b"T-000042", qty=7), 8)
+        writer.write(Trade(trade_id=b"T-000043", qty=8), 9)
+        writer.write(Book(symbol=b"cu2601"), 7)
+    raw = [tail.expect_line("20") for _ in range(3)]
+    assert "type=8" in raw[0] and "len=16" in raw[0] and "type=9" in raw[1], raw
+    assert "symbol=cu2601" in raw[2], raw
+    assert tail.proc.poll() is None, tail.stderr()
+    wait_for(lambda: "md.schema.json" in tail.stderr(), what="the report on stderr")  # its own pipe
+    assert tail.stderr().count("md.schema.json") == 1, tail.stderr()

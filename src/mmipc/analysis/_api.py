@@ -18,7 +18,7 @@ import numpy as np
 
 from .._errors import UsageError
 from ..journal._schema import Declaration, struct_to_json
-from ._scan import Query, make_query, merged_rows, output_dtype, page_indexes, read_rows
+from ._scan import Query, make_query, merged_rows, output_dtype, page_indexes, payload_columns, read_rows
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -52,7 +52,8 @@ def select(directory: Directory, names: Names, selection: Mapping[str, Any]) -> 
 
 def to_numpy(directory: Directory, names: Names, **selection: Unpack[Selection]) -> Any:
     """A structured array: `nano` (datetime64[ns]), `journal` (index into `names`), `source`, then the
-    payload fields (char fields as numpy bytes). Memory: the result plus one mapped page (see
+    payload fields (char fields as numpy bytes; a field named nano, journal or source is the column
+    `payload_nano`, ...). Memory: the result plus one mapped page (see
     `mmipc.analysis._scan` for the exact bound)."""
     return read_all(select(directory, names, selection))
 
@@ -166,7 +167,10 @@ def _arrow() -> Any:
 
 
 def metadata(query: Query) -> dict[str, Any]:
-    """What an exported file records about where its rows came from."""
+    """What an exported file records about where its rows came from (and, under "renamed", the
+    payload fields whose column is not their name: {field: column})."""
+    columns = zip(query.layout.fields, payload_columns(query.layout), strict=True)
+    renamed = {field.name: column for field, column in columns if field.name != column}
     return {
         "directory": query.directory,
         "journals": list(query.names),
@@ -174,4 +178,5 @@ def metadata(query: Query) -> dict[str, Any]:
         "since": query.since,
         "until": query.until,
         "schema": struct_to_json(query.layout),
+        **({"renamed": renamed} if renamed else {}),
     }

@@ -7,6 +7,8 @@
 * A top-level char field is dictionary-encoded when its values repeat (at most one distinct value
   per `DICTIONARY_RATIO` rows in the first batch): instrument and exchange ids do, free text does
   not. The choice is made once, on the first batch, so that every batch has the same schema.
+* A payload field named like a column mmipc adds (nano, journal, source) is the column
+  `payload_NAME` (`_scan.payload_columns`), in numpy as in Arrow.
 * Fixed arrays become fixed-size lists (nested for several dimensions), nested structs structs.
   Padding has no field in the schema, so it never becomes a column.
 """
@@ -21,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..journal._schema import Char, Scalar, Struct, text_of
+from ._scan import HEADER_COLUMNS, payload_columns
 
 DICTIONARY_RATIO = 4
 METADATA_KEY = b"mmipc"
@@ -31,25 +34,26 @@ class Converter:
 
     def __init__(self, layout: Struct, names: Sequence[str], meta: dict[str, Any]) -> None:
         self.layout = layout
+        self.fields = list(zip(payload_columns(layout), layout.fields, strict=True))
         self.names = pa.array(list(names), pa.string())
         self.meta = {METADATA_KEY: json.dumps(meta).encode()}
         self.dictionary: set[str] | None = None
 
     def batch(self, rows: Any) -> Any:
         if self.dictionary is None and len(rows):
-            self.dictionary = {f.name for f in self.layout.fields if _repeats(f.kind, f.shape, rows[f.name])}
+            self.dictionary = {name for name, f in self.fields if _repeats(f.kind, f.shape, rows[name])}
         columns = [
             pa.array(rows["nano"], pa.timestamp("ns")),
             pa.DictionaryArray.from_arrays(pa.array(rows["journal"].astype(np.int32)), self.names),
             pa.array(rows["source"], pa.uint32()),
         ]
-        names = ["nano", "journal", "source"]
-        for field in self.layout.fields:
-            column = to_arrow_column(rows[field.name], field.kind, field.shape)
-            if self.dictionary and field.name in self.dictionary:
+        names = list(HEADER_COLUMNS)
+        for name, field in self.fields:
+            column = to_arrow_column(rows[name], field.kind, field.shape)
+            if self.dictionary and name in self.dictionary:
                 column = column.dictionary_encode()
             columns.append(column)
-            names.append(field.name)
+            names.append(name)
         return pa.RecordBatch.from_arrays(columns, names=names).replace_schema_metadata(self.meta)
 
 

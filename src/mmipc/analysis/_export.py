@@ -7,12 +7,15 @@ Rules:
 * Atomic: the output is written to a temporary file beside it and renamed over `path` only when
   complete, so a failure (a corrupt page, a full disk) never leaves a half file under the name asked
   for. An existing `path` is replaced only with `force=True` (`UsageError` otherwise), and only if it
-  is a regular file that is not a page, lock or schema file of a journal being exported.
+  is a regular file. A path named as a page, lock, schema or bells file of a journal (any journal,
+  in any directory) is refused, existing or not: taking it would drop that journal's frames.
 * Private: the output (and its sidecar) is created `0600` whatever the umask, like the journals.
 * Self-describing: the file records the directory, the journals, the msg_type, the time range asked
   for and the one exported, the frame count and the payload layout, as JSON under the key "mmipc":
-  in the Parquet footer, in the Arrow schema, and for CSV and .npy (which have no room for it) in a
-  sidecar file `PATH.meta.json`.
+  in the Arrow schema (of an Arrow IPC file, and of a Parquet file, whose footer holds it too), and
+  for CSV and .npy (which have no room for it) in a sidecar file `PATH.meta.json`. The frame count
+  and the first and last timestamps are counted before the rows are written (the schema comes
+  first), on the query `pinned` to the journals' ends at the start, so they are the rows written.
 * Arrow IPC files allow one dictionary per column for the whole file, so dictionary-encoded columns
   are written there as plain strings; CSV has no nested types, so structs become `parent.child`
   columns and fixed arrays `name[i]` columns.
@@ -31,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from .._errors import StorageError, UsageError
+from ..journal._files import NAME_PATTERN, PAGE_SUFFIX
 from ..journal._schema import SCHEMA_SUFFIX
 from ._api import _arrow, metadata, rechunk
-from ._scan import Query, merged_rows, output_dtype, time_span
+from ._scan import Query, count_rows, merged_rows, output_dtype, pinned, time_span
 
 FORMATS = ("parquet", "arrow", "csv", "npy")
 SUFFIXES = {
@@ -45,6 +49,11 @@ SUFFIXES = {
     ".npy": "npy",
 }
 DEFAULT_BATCH_FRAMES = 65_536
+JOURNAL_FILE = re.compile(  # a journal's own files (docs/format.md): an export never takes their names
+    rf"(?P<name>{NAME_PATTERN.pattern})(?P<kind>\.\d{{8}}{re.escape(PAGE_SUFFIX)}|\.lock|\.bells|"
+    rf"{re.escape(SCHEMA_SUFFIX)})"
+)
+JOURNAL_FILE_KINDS = {".lock": "lock", ".bells": "bells file", SCHEMA_SUFFIX: "schema file"}
 Progress = Callable[[int, int], None]
 
 
@@ -82,13 +91,14 @@ def export(
     sidecar = path + ".meta.json" if fmt in ("csv", "npy") else None
     for target in (path, sidecar):
         if target is not None:
-            _refuse_journal_file(query, target)  # existing or not: a page made ahead must not be taken
+            _refuse_journal_file(target)  # existing or not: a page made ahead must not be taken
         if target is not None and os.path.lexists(target):
             if not force:
                 raise UsageError(f"{target} exists: pass --force (force=True) to overwrite it")
             _refuse_special_file(target)
+    query = pinned(query)  # the rows counted below are the rows written, also on a live journal
     span = time_span(query)
-    info = {**metadata(query), "journal_span": list(span)}
+    info = {**metadata(query), "journal_span": list(span), **_counted(query)}
     tracker = _Tracker(rechunk(merged_rows(query), batch_frames), span, progress)
     folder, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
@@ -107,6 +117,11 @@ def export(
     return Exported(path, tracker.frames, tracker.first, tracker.last)
 
 
+def _counted(query: Query) -> dict[str, int]:
+    frames, first, last = count_rows(query)
+    return {"frames": frames, "first_nano": first, "last_nano": last}
+
+
 def _check_layout(query: Query, fmt: str) -> None:
     """`UsageError` if format `fmt` cannot hold the layout: .npy cannot describe overlapping fields."""
     if fmt != "npy":
@@ -120,20 +135,17 @@ def _check_layout(query: Query, fmt: str) -> None:
         ) from None
 
 
-def _refuse_journal_file(query: Query, target: str) -> None:
-    """`UsageError` if `target` is a page, the lock or the schema file of a journal being exported."""
-    folder, base = os.path.split(os.path.abspath(target))
-    try:
-        same = os.path.samefile(folder, query.directory)
-    except OSError:
-        return
-    for name in query.names if same else ():
-        if base in (f"{name}.lock", f"{name}{SCHEMA_SUFFIX}") or re.fullmatch(
-            rf"{re.escape(name)}\.\d+\.journal", base
-        ):
-            raise UsageError(
-                f"{target} is a file of journal {name}, which this export reads: choose another path"
-            )
+def _refuse_journal_file(target: str) -> None:
+    """`UsageError` if `target` is named as a page, the lock, the schema or the bells file of any
+    journal, in any directory: the export is renamed over its path, which would drop that file (a
+    journal's page, and the frames in it) with `--force`, or take its place."""
+    found = JOURNAL_FILE.fullmatch(os.path.basename(target))
+    if found is not None:
+        raise UsageError(
+            f"{target} is a file of journal {found['name']} (by its name, its "
+            f"{JOURNAL_FILE_KINDS.get(found['kind'], 'page file')}): an export never replaces a journal's "
+            "files; choose another path"
+        )
 
 
 def _refuse_special_file(target: str) -> None:

@@ -15,11 +15,14 @@ Rules:
   not selected is never handed out: its payload is verified only if the scan walks it one by one):
   `CorruptJournalError` names the file and the offset.
 * Fast path: a run of frames of one length is read as one strided numpy view over the mapped page:
-  its headers are copied out in one vectorised copy and checked together. Frames whose lengths vary
+  each header field it checks is copied out of it as one contiguous column (one strided loop per
+  field; a copy of whole header records went field by field, one call per field and frame), and
+  the columns checked together, in SIMD. Frames whose lengths vary
   are walked one by one. Runs are looked at in windows that start at 64 frames and grow 8-fold while
   full, so a mixed page costs O(frames), not O(frames x page).
 * Copying out: the selected frames of a page are copied into the result once, one vectorised copy
-  per column (the payload's bytes as one block per row, the timestamp, the source, the journal),
+  per column (the payload's bytes as one opaque value per row, so one memcpy each, the timestamp,
+  the source, the journal),
   from a strided view of the page when the frames are evenly spaced, else gathered from a view with
   an 8-byte stride (frames are 8-aligned). The copies go `CHUNK_BYTES` of rows at a time, so that the
   four columns of a chunk are copied while its rows and frames are still in the CPU's cache.
@@ -40,7 +43,7 @@ import operator
 import os
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -61,14 +64,14 @@ from ..journal._page import MappedPage, page_header
 from ..journal._schema import Declaration, Struct, anonymous, load_schemas, numpy_dtype, storable, to_struct
 
 HEADER_COLUMNS = ("nano", "journal", "source")
-_HEADER = np.dtype(
-    {
-        "names": ["length", "msg_type", "nano", "payload_len", "checksum"],
-        "formats": ["<u4", "<u4", "<i8", "<u4", "<u4"],
-        "offsets": [0, 4, 8, 20, 28],
-        "itemsize": FRAME_HEADER_SIZE,
-    }
-)
+PAYLOAD_PREFIX = "payload_"  # before a payload field named like a column of HEADER_COLUMNS
+_HEADER_FIELDS = {  # the frame header's fields the scan reads: (format, offset) (docs/format.md)
+    "length": ("<u4", 0),
+    "msg_type": ("<u4", 4),
+    "nano": ("<i8", 8),
+    "payload_len": ("<u4", 20),
+    "checksum": ("<u4", 28),
+}
 _PAGE_END = int(MsgType.PAGE_END)
 _CHECKSUM_AT = 28  # the checksum's offset in a frame header (docs/format.md)
 _SHORT_RUN = 4  # a vectorised run shorter than this is not worth its overhead ...
@@ -109,6 +112,7 @@ class Query:
     layout: Struct
     since: int
     until: int
+    ends: tuple[tuple[int, int], ...] | None = None  # per journal, `snapshot`'s end, once `pinned`
 
     @property
     def journals(self) -> list[str]:
@@ -139,13 +143,16 @@ def make_query(
     declared = {name: load_schemas(path, name) for name in chosen}
     msg_type = _pick_msg_type(msg_type, declared, schema)
     layout = storable(to_struct(schema)) if schema is not None else _declared_layout(msg_type, declared, path)
-    clash = set(HEADER_COLUMNS) & {f.name for f in layout.fields}
-    if clash:
-        raise UsageError(f"layout {layout.name} has fields named {sorted(clash)}, which mmipc adds itself")
     low, high = _nano(since, "since", 0), _nano(until, "until", NO_LIMIT)
     if low > high:
         raise UsageError(f"since ({low}) is after until ({high}): the range selects nothing")
     return Query(path, chosen, msg_type, layout, low, high)
+
+
+def pinned(query: Query) -> Query:
+    """The query with the end of each journal fixed now: every later pass over it reads the same
+    frames, also on a live journal (an export counts its rows first, then writes them)."""
+    return replace(query, ends=tuple(snapshot(query.directory, name) for name in query.names))
 
 
 def _names(names: Any) -> tuple[str, ...]:
@@ -211,12 +218,28 @@ def output_dtype(layout: Struct) -> Any:
     payload = numpy_dtype(layout)
     return np.dtype(
         {
-            "names": ["nano", "journal", "source", *payload.names],
+            "names": [*HEADER_COLUMNS, *payload_columns(layout)],
             "formats": ["M8[ns]", "<u2", "<u4", *(payload.fields[n][0] for n in payload.names)],
             "offsets": [0, 8, 12, *(ROW_HEAD + payload.fields[n][1] for n in payload.names)],
             "itemsize": ROW_HEAD + layout.size,
         }
     )
+
+
+def payload_columns(layout: Struct) -> list[str]:
+    """The column of each payload field: its name, but a field named like a column mmipc adds itself
+    (`HEADER_COLUMNS`) gets `PAYLOAD_PREFIX` before it (again while that is taken: `payload_nano`,
+    else `payload_payload_nano`)."""
+    taken = set(HEADER_COLUMNS) | {field.name for field in layout.fields}
+    columns = []
+    for field in layout.fields:
+        column = field.name
+        if column in HEADER_COLUMNS:
+            while column in taken:
+                column = PAYLOAD_PREFIX + column
+            taken.add(column)
+        columns.append(column)
+    return columns
 
 
 # -- one journal: its pages, scanned -------------------------------------------------------------
@@ -269,7 +292,8 @@ def snapshot(directory: str, name: str) -> tuple[int, int]:
 
 def page_indexes(query: Query, name: str) -> Iterator[PageIndex]:
     """The selected frames of each page of journal `name`, in order, up to its end at call time."""
-    last_page, last_end = snapshot(query.directory, name)
+    ends = query.ends
+    last_page, last_end = snapshot(query.directory, name) if ends is None else ends[query.names.index(name)]
     pages = list_pages(query.directory, name)
     number = _first_page(query, name, pages)
     last_nano = 0
@@ -338,22 +362,33 @@ def _run(page: MappedPage, pos: int, stop: int, window: int) -> tuple[tuple[Any,
         return None, pos
     stride = first.end - pos
     count = min((page.page_size - PAGE_END_RESERVE - pos) // stride, -(-(stop - pos) // stride), window)
-    headers = np.ndarray((count,), _HEADER, buffer=page.mm, offset=pos, strides=(stride,)).copy()
-    differs = headers["length"] != first.length
-    n = int(differs.argmax()) if differs.any() else count
-    marker = headers["msg_type"][:n] == _PAGE_END
-    n = int(marker.argmax()) if marker.any() else n
-    headers = headers[:n]
-    bad = headers["payload_len"] != first.payload_len
+    n = _first(_field(page, pos, stride, count, "length") != first.length, count)
+    types = _field(page, pos, stride, n, "msg_type")
+    n = _first(types == _PAGE_END, n)
+    bad = _field(page, pos, stride, n, "payload_len") != first.payload_len
     if not page.header.checksums:
-        bad |= headers["checksum"] != 0  # (checksums are verified once the frames are selected)
+        bad |= _field(page, pos, stride, n, "checksum") != 0  # (checksums are verified once selected)
     if bad.any():
         at = pos + stride * int(bad.argmax())
         decode_frame(page.mm, at, page.page_size, page.path, page.header.checksums)  # raises its error
         raise CorruptJournalError(page.path, at, "frame header disagrees with its length")
-    offsets = pos + stride * np.arange(n, dtype=np.int64)
-    run = (offsets, headers["msg_type"], headers["nano"], np.full(n, first.length, np.uint32))
+    offsets = np.arange(pos, pos + stride * n, stride, dtype=np.int64)
+    run = (offsets, types[:n], _field(page, pos, stride, n, "nano"), np.full(n, first.length, np.uint32))
     return run, pos + stride * n
+
+
+def _field(page: MappedPage, pos: int, stride: int, count: int, name: str) -> Any:
+    """One header field of the `count` frames from `pos`, `stride` bytes apart, copied contiguous: a
+    strided copy of one field is one tight loop, and numpy compares contiguous columns with SIMD (a
+    copy of whole header records went field by field, one call per field and frame)."""
+    kind, at = _HEADER_FIELDS[name]
+    return np.array(np.ndarray((count,), kind, buffer=page.mm, offset=pos + at, strides=(stride,)))
+
+
+def _first(found: Any, default: int) -> int:
+    """The index of the first True of `found`, or `default` if none."""
+    i = int(found.argmax()) if len(found) else 0
+    return i if len(found) and found[i] else default
 
 
 def _joined(parts: list[tuple[Any, ...]]) -> tuple[Any, Any, Any, Any]:
@@ -366,14 +401,13 @@ def _joined(parts: list[tuple[Any, ...]]) -> tuple[Any, Any, Any, Any]:
 def _check_order(path: str, offsets: Any, nanos: Any, last_nano: int) -> int:
     if not len(nanos):
         return last_nano
-    before = np.concatenate(([last_nano], nanos[:-1]))
-    older = nanos < before
-    if older.any():
-        i = int(older.argmax())
+    i = 0 if nanos[0] < last_nano else _first(nanos[1:] < nanos[:-1], -2) + 1  # (no copy of nanos)
+    if i >= 0:
+        before = last_nano if i == 0 else int(nanos[i - 1])
         raise CorruptJournalError(
             path,
             int(offsets[i]),
-            f"timestamp {int(nanos[i])} is older than the frame before it ({int(before[i])})",
+            f"timestamp {int(nanos[i])} is older than the frame before it ({before})",
         )
     return int(nanos[-1])
 
@@ -382,7 +416,8 @@ def _select(
     query: Query, page: MappedPage, offsets: Any, types: Any, nanos: Any, lengths: Any
 ) -> tuple[Any, Any]:
     keep = (types == query.msg_type) & (nanos >= query.since) & (nanos <= query.until)
-    offsets, nanos, lengths = offsets[keep], nanos[keep], lengths[keep]
+    if not keep.all():  # (most pages of a journal of one msg_type keep every frame: no copies then)
+        offsets, nanos, lengths = offsets[keep], nanos[keep], lengths[keep]
     wrong = lengths != FRAME_HEADER_SIZE + query.layout.size
     if wrong.any():
         i = int(wrong.argmax())
@@ -428,7 +463,7 @@ def fill_rows(rows: Any, page: MappedPage, offsets: Any, journal: int) -> None:
         every = np.ndarray((slots,), frames, buffer=page.mm, offset=PAGE_HEADER_SIZE, strides=(FRAME_ALIGN,))
         where = (np.asarray(offsets) - PAGE_HEADER_SIZE) // FRAME_ALIGN
     as_bytes = rows.view(np.uint8).reshape(count, size)
-    payloads, nanos, sources = as_bytes[:, ROW_HEAD:], rows["nano"].view(np.int64), rows["source"]
+    payloads, nanos, sources = _payloads(rows, frames), rows["nano"].view(np.int64), rows["source"]
     journals = as_bytes[:, 8:12].view("<u4")[:, 0]  # the journal (u2) and the 2 bytes of padding after it
     chunk = max(1, CHUNK_BYTES // size)
     for start in range(0, count, chunk):
@@ -446,11 +481,18 @@ def _frame_records(payload_size: int) -> Any:
     return np.dtype(
         {
             "names": ["nano", "source", "payload"],
-            "formats": ["<i8", "<u4", (np.uint8, (payload_size,))],
+            "formats": ["<i8", "<u4", np.dtype((np.void, payload_size)) if payload_size else ("u1", (0,))],
             "offsets": [8, 16, FRAME_HEADER_SIZE],
             "itemsize": FRAME_HEADER_SIZE + payload_size,
         }
     )
+
+
+def _payloads(rows: Any, frames: Any) -> Any:
+    """The payload bytes of the contiguous `rows`, one opaque value per row (as in `frames`): numpy
+    copies an opaque value with one memcpy, a row of uint8 with a loop per row around it."""
+    kind, size = frames.fields["payload"][0], rows.dtype.itemsize
+    return np.ndarray((len(rows),), kind, buffer=rows, offset=ROW_HEAD, strides=(size,))
 
 
 def read_rows(name: str, index: PageIndex, journal: int, into: Any) -> None:
@@ -526,10 +568,10 @@ def time_span(query: Query) -> tuple[int, int]:
     """The first and last timestamps the query can return, bounded by what is committed now (for a
     progress bar, and for an export's metadata); (0, 0) when the journals hold no frame."""
     firsts, lasts = [], []
-    for name in query.names:
+    for j, name in enumerate(query.names):
         pages = list_pages(query.directory, name)
         first = page_header(page_path(query.directory, name, pages[0])).first_nano if pages else 0
-        number, _ = snapshot(query.directory, name)
+        number = snapshot(query.directory, name)[0] if query.ends is None else query.ends[j][0]
         page = MappedPage.open(page_path(query.directory, name, number), name, number)
         try:
             last = page.tail()[1]
@@ -541,3 +583,15 @@ def time_span(query: Query) -> tuple[int, int]:
     if not firsts:
         return 0, 0
     return max(min(firsts), query.since), min(max(lasts), query.until)
+
+
+def count_rows(query: Query) -> tuple[int, int, int]:
+    """The number of rows the query selects, and the first and last of their timestamps ((0, 0, 0)
+    when none): of a `pinned` query, exactly the rows a later pass reads. One page at a time."""
+    frames, first, last = 0, NO_LIMIT, 0
+    for name in query.names:
+        for index in page_indexes(query, name):
+            if len(index.nanos):
+                frames += len(index.nanos)
+                first, last = min(first, int(index.nanos[0])), max(last, int(index.nanos[-1]))
+    return (frames, first, last) if frames else (0, 0, 0)

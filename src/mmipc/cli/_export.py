@@ -17,8 +17,11 @@ def add_commands(commands: Any) -> None:
         "export",
         help="export journals to parquet, arrow, csv or npy",
         description="Export the frames of one msg_type of journals of DIR, merged by time, to a "
-        "columnar file, in constant memory. The file records the journals, the time range and the "
-        "payload layout. Needs: pip install 'mmipc[analysis]'.",
+        "columnar file, in constant memory. The file records the journals, the frame count, the time "
+        "range and the payload layout. Beside the payload's fields come the columns nano, journal and "
+        "source: a payload field of one of these names is the column payload_nano, payload_journal or "
+        "payload_source. A path named as a page, lock, schema or bells file of a journal is refused, "
+        "even with --force. Needs: pip install 'mmipc[analysis]'.",
     )
     add_journals(export)
     export.add_argument("-o", "--output", required=True, metavar="PATH", help="the file to write")

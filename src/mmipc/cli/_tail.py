@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import Frame, Reader
+from .._errors import CorruptJournalError
 from ..journal._files import list_pages
 from ..tools import nth_last_nano
 from ._args import add_journals, check_time_range, existing_directory, journals, natural, time_arg
@@ -52,7 +53,7 @@ def run_tail(args: argparse.Namespace) -> int:
     with Reader.create(f"mmipc-tail-{os.getpid()}", service=None) as reader:
         for directory, name in named:
             reader.add_journal(directory, name, start=_start(args, directory, name))
-        show = _printer(args)
+        show = _printer(args, following=False)
         if args.since is not None:  # streamed: a long --since is never held in memory
             backlog: Iterable[Frame] = _with_progress(iter(reader.read, None), args.since, named)
         else:
@@ -61,6 +62,7 @@ def run_tail(args: argparse.Namespace) -> int:
             if not show(frame):
                 return 0
         try:
+            show = _printer(args, following=True)
             for frame in reader.frames() if args.follow else ():
                 if not show(frame):
                     break
@@ -102,11 +104,22 @@ def _with_progress(frames: Iterator[Frame], since: int, named: list[tuple[str, s
         bar.close()
 
 
-def _printer(args: argparse.Namespace) -> Any:
+def _printer(args: argparse.Namespace, following: bool) -> Any:
+    """Prints a frame, until --until. A damaged schema file stops the command before it follows (one
+    line); once following, it is reported once and the frames it would decode are printed raw: a
+    `tail -f` left running must not end because a file beside the journal went bad."""
+
     def show(frame: Frame) -> bool:
         if args.until is not None and frame.nano > args.until:
             return False
-        print(render(frame, args.struct, args.json), flush=True)
+        try:
+            line = render(frame, args.struct, args.json)
+        except CorruptJournalError as exc:  # raised once per damaged file (`declared_layout`)
+            if not following:
+                raise
+            print(f"mmipc tail: {exc}; printing the frames it would decode raw", file=sys.stderr, flush=True)
+            line = render(frame, args.struct, args.json)
+        print(line, flush=True)
         return True
 
     return show

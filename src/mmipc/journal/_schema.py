@@ -541,13 +541,16 @@ def declared_layout(directory: str, name: str, msg_type: int) -> Struct | None:
     """The layout journal `name` declares for `msg_type`, or None. A layout once found is kept (a
     declaration is forever); a msg_type not found makes it look at the file again if it changed, so
     a command that follows a journal sees what a writer declares later (a restarted writer, a new
-    msg_type)."""
+    msg_type). A damaged file raises its `CorruptJournalError` once: until it changes again, it
+    declares nothing beyond the layouts already found (so `tail` reports it once and goes on)."""
     cached = _DECLARED.get((directory, name))
     if cached is not None and msg_type in cached[1]:
         return cached[1][msg_type]
     identity = _file_identity(schema_path(directory, name))
     if cached is None or cached[0] != identity:
-        cached = identity, load_schemas(directory, name) if identity is not None else {}
+        known = cached[1] if cached is not None else {}
+        _DECLARED[(directory, name)] = identity, known  # kept if the file is damaged: raised once
+        cached = identity, {**known, **load_schemas(directory, name)} if identity is not None else known
         _DECLARED[(directory, name)] = cached
     return cached[1].get(msg_type)
 
