@@ -109,6 +109,26 @@ detach_view(attached_t *a)
     a->page.base = NULL;
 }
 
+/* What both cores' attach() check: the view, the page's geometry, and pos a frame offset with
+ * `room` bytes after it. Detached, with a ValueError, on failure. */
+static int
+attach_page(attached_t *a, PyObject *view, int writable, unsigned long long page_size,
+            unsigned int version, unsigned int flags, unsigned long long first_seq,
+            unsigned long long pos, unsigned long long room)
+{
+    if (attach_view(a, view, writable) < 0
+        || set_page(a, page_size, version, flags, first_seq) < 0) {
+        detach_view(a);
+        return -1;
+    }
+    if (pos < MMIPC_PAGE_HEADER_SIZE || pos + room > page_size || pos % 8) {
+        detach_view(a);
+        PyErr_SetString(PyExc_ValueError, "attach(): pos is not a frame offset of the page");
+        return -1;
+    }
+    return 0;
+}
+
 /* A memoryview of bytes [offset, offset + n) of `view`, without a slice object: a new view on the
  * same managed buffer (as memoryview slicing makes), narrowed to the payload. */
 static PyObject *
@@ -123,6 +143,70 @@ payload_view(PyObject *view, uint64_t offset, uint32_t n)
     b->len = (Py_ssize_t)n;
     b->shape[0] = (Py_ssize_t)n;
     return mv;
+}
+
+/* ---- shared: refilling what the caller has dropped ------------------------------------------ */
+
+/* The hot paths hand out a fresh int (write's nano) or Frame per call, and most callers drop it
+ * before the next call. A core keeps the last one it handed out and, when its own reference is the
+ * only one left (refcount 1: no caller, container or view can see it), refills it in place instead
+ * of freeing it and allocating its twin, as CPython's zip() and enumerate() reuse their result
+ * tuple. Anything still referenced elsewhere is never touched; a new object is made instead. */
+
+/* Overwrite int `o` with v > 0 if only the caller holds it and v has as many digits: 1 if done.
+ * CPython 3.11's int layout (sign and digit count in ob_size); elsewhere always 0 (a new int).
+ * Small ints (msg_type, source) are never overwritten: CPython shares them (refcount above 1). */
+static int
+long_refill(PyObject *o, long long v)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && !defined(Py_GIL_DISABLED)
+    if (v <= 0 || !PyLong_CheckExact(o) || Py_REFCNT(o) != 1
+        || Py_SIZE(o) != (64 - __builtin_clzll((unsigned long long)v) + PyLong_SHIFT - 1) / PyLong_SHIFT) {
+        return 0;
+    }
+    Py_ssize_t n = Py_SIZE(o);
+    digit *d = ((PyLongObject *)o)->ob_digit;
+    for (Py_ssize_t i = 0; i < n; i++, v >>= PyLong_SHIFT) {
+        d[i] = (digit)(v & PyLong_MASK);
+    }
+    return 1;
+#else
+    (void)o;
+    (void)v;
+    return 0;
+#endif
+}
+
+/* *slot, an int owned by its container, set to v: refilled in place, or replaced. -1 on error. */
+static int
+set_long(PyObject **slot, long long v)
+{
+    if (long_refill(*slot, v)) {
+        return 0;
+    }
+    PyObject *o = PyLong_FromLongLong(v);
+    if (o == NULL) {
+        return -1;
+    }
+    Py_SETREF(*slot, o);
+    return 0;
+}
+
+/* Point memoryview `mv` (from payload_view on `view`) at another payload of the same page, if only
+ * the caller holds it: not released, not exported, no weak reference. 1 if done. */
+static int
+view_refill(PyObject *mv, PyObject *view, uint64_t offset, uint32_t n)
+{
+    PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
+    if (Py_REFCNT(mv) != 1 || m->mbuf != ((PyMemoryViewObject *)view)->mbuf || m->exports != 0
+        || m->weakreflist != NULL || (m->flags & _Py_MEMORYVIEW_RELEASED)) {
+        return 0;
+    }
+    m->view.buf = (char *)PyMemoryView_GET_BUFFER(view)->buf + offset;
+    m->view.len = (Py_ssize_t)n;
+    m->view.shape[0] = (Py_ssize_t)n;
+    m->hash = -1;  /* a read-only view caches its hash */
+    return 1;
 }
 
 /* ---- WriterCore ---------------------------------------------------------------------------- */
@@ -141,6 +225,7 @@ typedef struct {
     char pretouch;           /* keep pages populated ahead of pos (a thread; see mmipc.c) */
     mmipc_pretouch *pt;      /* that thread, once started */
     PyObject *pt_view;       /* a view of the page it works in: the page stays mapped meanwhile */
+    PyObject *nano;          /* the last nano returned, refilled when dropped, or NULL */
 } WriterCore;
 
 static PyTypeObject WriterCoreType;
@@ -201,6 +286,7 @@ writer_dealloc(WriterCore *self)
 {
     pretouch_stop(self);
     writer_clear(self);
+    Py_CLEAR(self->nano);
     mmipc_ringer_close(self->ringer);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -220,14 +306,8 @@ writer_attach(WriterCore *self, PyObject *args, PyObject *kwds)
                                      &boundary, &slot_index)) {
         return NULL;
     }
-    if (attach_view(&self->a, view, 1) < 0
-        || set_page(&self->a, page_size, version, flags, first_seq) < 0) {
+    if (attach_page(&self->a, view, 1, page_size, version, flags, first_seq, pos, 0) < 0) {
         writer_clear(self);
-        return NULL;
-    }
-    if (pos < MMIPC_PAGE_HEADER_SIZE || pos > page_size || pos % 8) {
-        writer_clear(self);
-        PyErr_SetString(PyExc_ValueError, "attach(): pos is not a frame offset of the page");
         return NULL;
     }
     self->st.page = self->a.page;
@@ -282,6 +362,13 @@ as_u32(PyObject *o, uint32_t max, uint32_t *out)
     if (!PyLong_CheckExact(o)) {
         return 0;
     }
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    if ((size_t)Py_SIZE(o) <= 1) {  /* 0 or one digit (< 2**30): CPython 3.11's int layout */
+        uint32_t v = Py_SIZE(o) != 0 ? (uint32_t)((PyLongObject *)o)->ob_digit[0] : 0u;
+        *out = v;
+        return v <= max;
+    }
+#endif
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
     if (overflow || v < 0 || (unsigned long long)v > max) {
@@ -320,7 +407,12 @@ publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t 
     }
     mmipc_publish(&self->st, pos, n, nano);
     mmipc_ring_bells(self->ringer, self->bell_count);
-    return PyLong_FromLongLong(nano);
+    if (self->nano != NULL && long_refill(self->nano, nano)) {
+        return Py_NewRef(self->nano);  /* the caller dropped the last one (see "refilling") */
+    }
+    PyObject *o = PyLong_FromLongLong(nano);
+    Py_XSETREF(self->nano, Py_XNewRef(o));
+    return o;
 }
 
 /* Parse (payload, msg_type=0, source=0): -1 on a TypeError; *ok = 0 if an id is out of range. */
@@ -524,6 +616,7 @@ typedef struct {
     int64_t last_nano;
     int64_t next_nano;           /* -1 unless a frame is peeked */
     mmipc_peeked_t next;
+    PyObject *last;              /* the last Frame read or taken, refilled when dropped, or NULL */
 } CursorCore;
 
 static PyTypeObject CursorCoreType;
@@ -575,6 +668,7 @@ static void
 cursor_dealloc(CursorCore *self)
 {
     detach_view(&self->a);
+    Py_CLEAR(self->last);
     Py_CLEAR(self->jid);
     Py_CLEAR(self->frame_type);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -591,14 +685,9 @@ cursor_attach(CursorCore *self, PyObject *args, PyObject *kwds)
                                      &version, &flags, &first_seq, &pos)) {
         return NULL;
     }
-    if (attach_view(&self->a, view, 0) < 0
-        || set_page(&self->a, page_size, version, flags, first_seq) < 0) {
-        detach_view(&self->a);
-        return NULL;
-    }
-    if (pos < MMIPC_PAGE_HEADER_SIZE || pos + MMIPC_FRAME_HEADER_SIZE > page_size || pos % 8) {
-        detach_view(&self->a);
-        PyErr_SetString(PyExc_ValueError, "attach(): pos is not a frame offset of the page");
+    Py_CLEAR(self->last);  /* its view would keep the page it leaves mapped */
+    if (attach_page(&self->a, view, 0, page_size, version, flags, first_seq, pos,
+                    MMIPC_FRAME_HEADER_SIZE) < 0) {
         return NULL;
     }
     self->pos = pos;
@@ -610,6 +699,7 @@ static PyObject *
 cursor_detach(CursorCore *self, PyObject *Py_UNUSED(ignored))
 {
     detach_view(&self->a);
+    Py_CLEAR(self->last);  /* its view is an export of the page: mmap.close() would refuse */
     self->next_nano = -1;
     Py_RETURN_NONE;
 }
@@ -647,6 +737,35 @@ make_frame(PyTypeObject *type, Py_ssize_t fields, PyObject *jid, PyObject *view,
     return frame;
 }
 
+/* The Frame for a peeked frame: the last one this cursor handed out, refilled, if only the cursor
+ * still holds it (see "refilling what the caller has dropped"), else a new one it keeps. */
+static PyObject *
+cursor_frame(CursorCore *self, const mmipc_peeked_t *p)
+{
+    PyObject *f = self->last;
+    if (f == NULL || Py_REFCNT(f) != 1) {
+        f = make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, p);
+        Py_XSETREF(self->last, Py_XNewRef(f));
+        return f;
+    }
+    PyObject **item = ((PyTupleObject *)f)->ob_item;
+    uint64_t offset = p->pos + MMIPC_FRAME_HEADER_SIZE;
+    if (!view_refill(item[4], self->a.view, offset, p->payload_len)) {
+        PyObject *data = payload_view(self->a.view, offset, p->payload_len);
+        if (data == NULL) {
+            return NULL;
+        }
+        Py_SETREF(item[4], data);
+    }
+    if (set_long(&item[0], p->nano) < 0 || set_long(&item[1], p->msg_type) < 0
+        || set_long(&item[2], p->source) < 0
+        || (self->frame_fields == 6 && set_long(&item[5], p->seq) < 0)) {
+        Py_CLEAR(self->last);  /* half refilled: never hand it out */
+        return NULL;
+    }
+    return Py_NewRef(f);
+}
+
 static void
 step_past(CursorCore *self, const mmipc_peeked_t *p)
 {
@@ -679,7 +798,7 @@ cursor_read(CursorCore *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs
     if (kind != MMIPC_PEEK_FRAME) {
         return cursor_slow(self, "_read_from_core");
     }
-    PyObject *frame = make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, &p);
+    PyObject *frame = cursor_frame(self, &p);
     if (frame != NULL) {
         step_past(self, &p);
     }
@@ -722,8 +841,7 @@ take_core(CursorCore *self)
         PyErr_SetString(PyExc_ValueError, "take(): no frame is peeked (poll() first)");
         return NULL;
     }
-    PyObject *frame =
-        make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, &self->next);
+    PyObject *frame = cursor_frame(self, &self->next);
     if (frame != NULL) {
         step_past(self, &self->next);
     }
