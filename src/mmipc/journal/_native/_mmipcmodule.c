@@ -153,20 +153,34 @@ payload_view(PyObject *view, uint64_t offset, uint32_t n)
  * of freeing it and allocating its twin, as CPython's zip() and enumerate() reuse their result
  * tuple. Anything still referenced elsewhere is never touched; a new object is made instead. */
 
-/* Overwrite int `o` with v > 0 if only the caller holds it and v has as many digits: 1 if done.
- * CPython 3.11's int layout (sign and digit count in ob_size); elsewhere always 0 (a new int).
- * Small ints (msg_type, source) are never overwritten: CPython shares them (refcount above 1). */
+/* Whether int `o` now holds v >= 0: it did already (msg_type and source repeat), or only the caller
+ * holds it and v has as many digits, and it was overwritten. CPython 3.11's int layout (sign and
+ * digit count in ob_size); elsewhere always 0 (the caller makes a new int). Small ints are never
+ * overwritten: CPython shares them, so their refcount is above 1. */
 static int
 long_refill(PyObject *o, long long v)
 {
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && !defined(Py_GIL_DISABLED)
-    if (v <= 0 || !PyLong_CheckExact(o) || Py_REFCNT(o) != 1
-        || Py_SIZE(o) != (64 - __builtin_clzll((unsigned long long)v) + PyLong_SHIFT - 1) / PyLong_SHIFT) {
+    if (v < 0 || !PyLong_CheckExact(o)) {
         return 0;
     }
-    Py_ssize_t n = Py_SIZE(o);
+    Py_ssize_t size = Py_SIZE(o);
     digit *d = ((PyLongObject *)o)->ob_digit;
-    for (Py_ssize_t i = 0; i < n; i++, v >>= PyLong_SHIFT) {
+    if (v < (1LL << PyLong_SHIFT)) {  /* zero or one digit */
+        if (size == (v != 0) && (v == 0 || d[0] == (digit)v)) {
+            return 1;
+        }
+        if (v == 0 || size != 1 || Py_REFCNT(o) != 1) {
+            return 0;
+        }
+        d[0] = (digit)v;
+        return 1;
+    }
+    if (Py_REFCNT(o) != 1
+        || size != (64 - __builtin_clzll((unsigned long long)v) + PyLong_SHIFT - 1) / PyLong_SHIFT) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < size; i++, v >>= PyLong_SHIFT) {
         d[i] = (digit)(v & PyLong_MASK);
     }
     return 1;
