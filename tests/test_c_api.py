@@ -528,6 +528,7 @@ def test_python_writer_registered_with_the_live_service_feeds_the_c_reader(
     assert [int(d[3]) for d in data] == list(range(2000))
 
 
+@pytest.mark.once  # .ci/run: in its native pass only (C on both sides, whatever the backend)
 def test_bench_peer_mmipc_c_builds_c_bench_and_runs_c_to_c_without_loss() -> None:
     """`mmipc bench`'s peer mmipc-c: c_bench built at bench time, one run per mode (no figure checked)."""
     from mmipc.bench import PEERS, run_pair
