@@ -630,7 +630,8 @@ typedef struct {
     int64_t last_nano;
     int64_t next_nano;           /* -1 unless a frame is peeked */
     mmipc_peeked_t next;
-    PyObject *last;              /* the last Frame read or taken, refilled when dropped, or NULL */
+    PyObject *last[2];           /* the last two Frames read or taken, refilled when dropped */
+    int turn;                    /* the slot of last[] to try first */
 } CursorCore;
 
 static PyTypeObject CursorCoreType;
@@ -679,10 +680,17 @@ cursor_init(CursorCore *self, PyObject *args, PyObject *kwds)
 }
 
 static void
+drop_frames(CursorCore *self)
+{
+    Py_CLEAR(self->last[0]);
+    Py_CLEAR(self->last[1]);
+}
+
+static void
 cursor_dealloc(CursorCore *self)
 {
     detach_view(&self->a);
-    Py_CLEAR(self->last);
+    drop_frames(self);
     Py_CLEAR(self->jid);
     Py_CLEAR(self->frame_type);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -699,7 +707,7 @@ cursor_attach(CursorCore *self, PyObject *args, PyObject *kwds)
                                      &version, &flags, &first_seq, &pos)) {
         return NULL;
     }
-    Py_CLEAR(self->last);  /* its view would keep the page it leaves mapped */
+    drop_frames(self);  /* their views would keep the page it leaves mapped */
     if (attach_page(&self->a, view, 0, page_size, version, flags, first_seq, pos,
                     MMIPC_FRAME_HEADER_SIZE) < 0) {
         return NULL;
@@ -713,7 +721,7 @@ static PyObject *
 cursor_detach(CursorCore *self, PyObject *Py_UNUSED(ignored))
 {
     detach_view(&self->a);
-    Py_CLEAR(self->last);  /* its view is an export of the page: mmap.close() would refuse */
+    drop_frames(self);  /* their views are exports of the page: mmap.close() would refuse */
     self->next_nano = -1;
     Py_RETURN_NONE;
 }
@@ -751,15 +759,46 @@ make_frame(PyTypeObject *type, Py_ssize_t fields, PyObject *jid, PyObject *view,
     return frame;
 }
 
-/* The Frame for a peeked frame: the last one this cursor handed out, refilled, if only the cursor
- * still holds it (see "refilling what the caller has dropped"), else a new one it keeps. */
+/* Whether a kept Frame can be refilled: only the cursor holds it (and, with `view`, its payload
+ * view too). */
+static int
+frame_free(PyObject *f, int view)
+{
+    return f != NULL && Py_REFCNT(f) == 1
+           && (!view || Py_REFCNT(((PyTupleObject *)f)->ob_item[4]) == 1);
+}
+
+/* The slot of last[] to fill: one whose Frame and view are free, else an empty one, else one whose
+ * Frame is free, else `turn` (a new Frame). Two slots, because a loop holds the frame (`for f in
+ * ...`) or the view (`data = read().data`) of one read until the next read has returned. */
+static int
+frame_slot(const CursorCore *self)
+{
+    int t = self->turn;
+    for (int k = 0; k < 2; k++) {
+        if (frame_free(self->last[t ^ k], 1)) {
+            return t ^ k;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        if (self->last[t ^ k] == NULL) {
+            return t ^ k;
+        }
+    }
+    return frame_free(self->last[t ^ 1], 0) ? t ^ 1 : t;
+}
+
+/* The Frame for a peeked frame: one of the last two this cursor handed out, refilled, if only the
+ * cursor still holds it (see "refilling what the caller has dropped"), else a new one it keeps. */
 static PyObject *
 cursor_frame(CursorCore *self, const mmipc_peeked_t *p)
 {
-    PyObject *f = self->last;
+    int slot = frame_slot(self);
+    self->turn = slot ^ 1;
+    PyObject *f = self->last[slot];
     if (f == NULL || Py_REFCNT(f) != 1) {
         f = make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, p);
-        Py_XSETREF(self->last, Py_XNewRef(f));
+        Py_XSETREF(self->last[slot], Py_XNewRef(f));
         return f;
     }
     PyObject **item = ((PyTupleObject *)f)->ob_item;
@@ -774,7 +813,7 @@ cursor_frame(CursorCore *self, const mmipc_peeked_t *p)
     if (set_long(&item[0], p->nano) < 0 || set_long(&item[1], p->msg_type) < 0
         || set_long(&item[2], p->source) < 0
         || (self->frame_fields == 6 && set_long(&item[5], p->seq) < 0)) {
-        Py_CLEAR(self->last);  /* half refilled: never hand it out */
+        Py_CLEAR(self->last[slot]);  /* half refilled: never hand it out */
         return NULL;
     }
     return Py_NewRef(f);
