@@ -23,6 +23,7 @@ from mmipc.journal._layout import VERSION
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "src" / "mmipc" / "journal" / "_native"
 EXAMPLES = ROOT / "examples" / "c"
+BENCH = ROOT / "src" / "mmipc" / "bench"  # c_bench.c: mmipc bench's peer mmipc-c builds it too
 SMALL_PAGE = 64 * 1024
 WARNINGS = ["-std=c11", "-Wall", "-Wextra", "-Werror"]
 
@@ -35,7 +36,8 @@ def _build(out: Path, extra: list[str]) -> dict[str, str]:
     built = {}
     for prog in ("ctp_writer", "ctp_reader", "c_bench"):
         target = out / prog
-        cmd = [gcc, *WARNINGS, *extra, f"-I{NATIVE}", "-o", str(target), str(EXAMPLES / f"{prog}.c")]
+        source = BENCH / "c_bench.c" if prog == "c_bench" else EXAMPLES / f"{prog}.c"
+        cmd = [gcc, *WARNINGS, *extra, f"-I{NATIVE}", "-o", str(target), str(source)]
         subprocess.run([*cmd, str(NATIVE / "mmipc.c")], check=True, capture_output=True, text=True)
         built[prog] = str(target)
     return built
@@ -487,7 +489,7 @@ def test_c_writer_creates_its_lock_and_page_files_with_exactly_their_mode(
 def test_c_to_c_bench_builds_and_reports_both_runs_with_no_frame_lost(
     c_progs: dict[str, str], jdir: str
 ) -> None:
-    """A smoke run of examples/c/c_bench.c (the C-to-C floor of issue 10; no figure is checked)."""
+    """A smoke run of src/mmipc/bench/c_bench.c (the C-to-C floor of issue 10; no figure is checked)."""
     import json
 
     for size in ("64", "408"):
@@ -562,3 +564,33 @@ def test_python_writer_registered_with_the_live_service_feeds_the_c_reader(
     data = [line.split() for line in lines if line.startswith("frame ")]
     assert [(int(d[2]), int(d[5]), int(d[7])) for d in data] == written
     assert [int(d[3]) for d in data] == list(range(2000))
+
+
+@pytest.mark.once  # .ci/run: in its native pass only (C on both sides, whatever the backend)
+def test_bench_peer_mmipc_c_builds_c_bench_and_runs_c_to_c_without_loss() -> None:
+    """`mmipc bench`'s peer mmipc-c: c_bench built at bench time, one run per mode (no figure checked)."""
+    from mmipc.bench import PEERS, run_pair
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed: the peer mmipc-c cannot be built here")
+    peer = next(p for p in PEERS if p.name == "mmipc-c")
+    assert peer.missing() is None
+    cpus = sorted(os.sched_getaffinity(0))
+    pair = (cpus[0], cpus[-1])
+    latency = run_pair(peer, "latency", 64, 500, 20.0, pair)
+    assert latency["disorder"] == 0 and latency["cpu"] >= 0, latency
+    assert 0 < latency["latency_us"]["p50"] <= latency["latency_us"]["p90"] <= latency["latency_us"]["max"]
+    throughput = run_pair(peer, "throughput", 408, 5000, 20.0, pair)
+    assert throughput["disorder"] == 0 and throughput["per_s"] > 0, throughput
+    assert run_pair(peer, "latency-blocking", 64, 500, 20.0, pair) == {"error": "no blocking read"}
+
+
+def test_bench_peer_mmipc_c_is_skipped_with_a_note_without_a_compiler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmipc.bench import PEERS
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no cc, no gcc
+    monkeypatch.setenv("CC", "no-such-compiler")
+    peer = next(p for p in PEERS if p.name == "mmipc-c")
+    assert peer.missing() == "mmipc-c skipped: no C compiler (cc, or $CC) to build bench/c_bench.c"

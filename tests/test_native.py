@@ -511,3 +511,52 @@ def test_no_object_leaks_per_frame(page: MappedPage) -> None:
     assert grown < 20_000, f"{grown} bytes kept after 20 rounds of 1,200 frames"
     writer._c_detach()
     cursor._c_detach()
+
+
+def test_a_dropped_frame_is_refilled_but_nothing_a_caller_holds_changes(jdir: str) -> None:
+    """The cursor refills the Frame (its ints, its payload view) the caller dropped: what the caller
+    still holds (the frame, its view, an int, a buffer export, a released view) never changes."""
+    payloads = [bytes([i]) * (10 + i) for i in range(12)]
+    with Writer.create(jdir, "j", service=None) as writer:
+        nanos = [writer.write(p, 1000 + i, 2**31 + i) for i, p in enumerate(payloads)]
+    expected = [(nanos[i], 1000 + i, 2**31 + i, payloads[i]) for i in range(12)]
+
+    def check(f: Frame, i: int) -> None:
+        assert (f.nano, f.msg_type, f.source, bytes(f.data), f.seq) == (*expected[i], i)
+        assert hash(f.data) == hash(payloads[i]) and len(f.data) == len(payloads[i])
+
+    with Reader.create("r", service=None) as reader:
+        reader.add_journal(jdir, "j", "begin")
+        read = cast(Callable[[], Frame], reader.read)
+        whole = read()
+        view = read().data
+        ints = (f := read()).nano, f.source, f.seq
+        del f
+        exported = np.frombuffer(read().data, np.uint8)
+        (released := read()).data.release()
+        del released
+        hash(read().data)  # a read-only view caches its hash: a refilled view must not keep it
+        refilled = [read() for _ in range(3)]  # the first refills the frame of the hashed view
+        for i in range(9, 12):
+            check(read(), i)  # each dropped before the next read: refilled
+        check(whole, 0)
+        assert bytes(view) == payloads[1]
+        assert ints == (nanos[2], 2**31 + 2, 2)
+        assert exported.tobytes() == payloads[3]
+        for i, f in enumerate(refilled, 6):
+            check(f, i)
+
+
+def test_a_nano_the_caller_keeps_never_changes_one_it_dropped_is_refilled(jdir: str) -> None:
+    """write() refills the int it returned last if the caller dropped it: kept ones stay as written."""
+    with Writer.create(jdir, "j", service=None) as writer:
+        kept = []
+        for i in range(200):
+            nano = writer.write(b"x", 1)
+            if i % 3 == 0:
+                kept.append(nano)
+            del nano
+    with Reader.create("r", service=None) as reader:
+        reader.add_journal(jdir, "j", "begin")
+        read = [f.nano for f in iter(reader.read, None)]
+    assert kept == read[::3]

@@ -69,3 +69,17 @@ for backend in native python; do
     api_case "$backend Reader.read one 64 B frame" "$backend" read
     api_case "$backend Reader.read_batch(1000) per frame" "$backend" read_batch
 done
+
+loop_case() {  # loop_case LABEL BACKEND WHAT: one iteration of mmipc bench's throughput loops
+    local a b
+    a=$(MMIPC_BACKEND="$2" total "$py" "$here/bench_loops.py" "$3" "$N1" "$work/j")
+    b=$(MMIPC_BACKEND="$2" total "$py" "$here/bench_loops.py" "$3" "$N2" "$work/j")
+    printf '%-40s %8.1f instructions/op\n' "$1" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"
+}
+
+loop_case "bench loop: empty (baseline)" native loop
+for what in mmipc-send naive-send mmipc-receive naive-receive; do
+    loop_case "bench throughput loop: $what 64 B" native "$what"
+done
+loop_case "bench throughput loop: mmipc-python send" python mmipc-send
+loop_case "bench throughput loop: mmipc-python recv" python mmipc-receive

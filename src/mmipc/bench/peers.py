@@ -8,15 +8,23 @@ blocking read). `areceiver(shared)`, called inside a running event loop, returns
 -> bytes` for the asyncio rows (None where the peer has no asyncio reader). A peer whose `wait`
 polls instead of sleeping in the kernel says so (`polls`): its blocking rows are labelled polling.
 Payloads are `size` bytes; the first 16 carry the stamp and the sequence number.
+
+A peer with `run` has no Python end: `run(workdir, mode, size, count, interval_us, cpus)` measures
+one run itself and returns the receiver's measurements (`mmipc-c`: C writer to C reader).
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import json
 import mmap
 import os
+import shutil
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,9 +46,13 @@ class Peer:
     receiver: Callable[[Any], tuple[Poll, Poll | None]]
     areceiver: Callable[[Any], AGet] | None = None
     polls: bool = False  # its "blocking" read polls (spins, yields, naps): a polling mode
+    run: Callable[[str, str, int, int, float, tuple[int, int]], dict[str, Any]] | None = None
+    unavailable: Callable[[], str | None] | None = None  # why it cannot run here, beyond `requires`
 
     def missing(self) -> str | None:
         """Why this peer cannot run here (not installed), or None."""
+        if self.unavailable is not None and (why := self.unavailable()) is not None:
+            return f"{self.name} skipped: {why}"
         if not self.requires:
             return None
         try:
@@ -184,6 +196,56 @@ def _mmipc_reading(reader_class: Any, backoff_class: Any, workdir: str) -> tuple
         return data
 
     return poll, wait
+
+
+# -- mmipc-c: the C core on both sides (bench/c_bench.c, built here at first use) ----------------
+
+_C_BENCH: list[str] = []  # the built program, once built in this process
+
+
+def _c_compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+
+
+def _c_missing() -> str | None:
+    return None if _c_compiler() else "no C compiler (cc, or $CC) to build bench/c_bench.c"
+
+
+def _c_bench() -> str:
+    """bench/c_bench.c with the C core (journal/_native/mmipc.c), built once per process."""
+    if not _C_BENCH:
+        here = os.path.dirname(os.path.abspath(__file__))
+        native = os.path.join(here, "..", "journal", "_native")
+        build = tempfile.mkdtemp(prefix="mmipc-c-bench-")
+        atexit.register(shutil.rmtree, build, True)
+        out = os.path.join(build, "c_bench")
+        cc = _c_compiler() or "cc"
+        sources = [os.path.join(here, "c_bench.c"), os.path.join(native, "mmipc.c")]
+        subprocess.run([cc, "-std=c11", "-O2", f"-I{native}", "-o", out, *sources], check=True)
+        _C_BENCH.append(out)
+    return _C_BENCH[0]
+
+
+def _c_run(
+    workdir: str, mode: str, size: int, count: int, interval_us: float, cpus: tuple[int, int]
+) -> dict[str, Any]:
+    """One c_bench run (it forks its own C reader and writer, pinned like the Python roles)."""
+    if mode not in ("latency", "throughput"):
+        return {"error": "no blocking read" if mode == "latency-blocking" else "no asyncio read"}
+    try:
+        program = _c_bench()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return {"error": f"could not build c_bench: {exc}"}
+    args = [program, "--size", str(size), "--count", str(count), "--gap", str(int(interval_us * 1000))]
+    args += ["--cpus", f"{cpus[0]},{cpus[1]}", "--run", mode, workdir]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 or not done.stdout.strip():
+        return {"error": f"c_bench failed ({done.returncode}): {done.stderr.strip()[:200]}"}
+    got = json.loads(done.stdout.splitlines()[-1])
+    if mode == "throughput":
+        return {"per_s": float(got["frames_per_s"]), "disorder": got["bad"]}
+    keys = {"p50": "p50_us", "p90": "p90_us", "p99": "p99_us", "p99.9": "p99_9_us", "max": "max_us"}
+    return {"latency_us": {k: got[v] for k, v in keys.items()}, "disorder": got["bad"], "cpu": got["cpu"]}
 
 
 # -- the naive mmap log: a length word stored last, nothing else (the floor) ----------------------
@@ -423,6 +485,10 @@ class _IoxReceiver:
         return None if sample is None else bytes(sample.payload().contents)
 
 
+def _no_end(shared: Any) -> Any:
+    raise AssertionError("a peer with `run` has no Python end")
+
+
 def _queue_sender(q: Any) -> Send:
     return q.put  # type: ignore[no-any-return]
 
@@ -432,6 +498,7 @@ PEERS: list[Peer] = [
     Peer("mmipc-backoff", "", _mmipc_open, _mmipc_sender, _mmipc_backoff_receiver, polls=True),
     Peer("mmipc-python", "", _mmipc_open, _mmipc_python_sender, _mmipc_python_receiver),
     Peer("mmipc-batch", "", _mmipc_open, _mmipc_sender, _mmipc_batch_receiver, polls=True),
+    Peer("mmipc-c", "", _mmipc_open, _no_end, _no_end, run=_c_run, unavailable=_c_missing),
     Peer("naive-mmap", "", _naive_open, _naive_sender, _naive_receiver),
     Peer("os.pipe", "", _pipe_open, _pipe_sender, _pipe_receiver),
     Peer("mp.Pipe", "", _mp_pipe_open, lambda s: s[1].send_bytes, _mp_pipe_receiver),

@@ -109,6 +109,26 @@ detach_view(attached_t *a)
     a->page.base = NULL;
 }
 
+/* What both cores' attach() check: the view, the page's geometry, and pos a frame offset with
+ * `room` bytes after it. Detached, with a ValueError, on failure. */
+static int
+attach_page(attached_t *a, PyObject *view, int writable, unsigned long long page_size,
+            unsigned int version, unsigned int flags, unsigned long long first_seq,
+            unsigned long long pos, unsigned long long room)
+{
+    if (attach_view(a, view, writable) < 0
+        || set_page(a, page_size, version, flags, first_seq) < 0) {
+        detach_view(a);
+        return -1;
+    }
+    if (pos < MMIPC_PAGE_HEADER_SIZE || pos + room > page_size || pos % 8) {
+        detach_view(a);
+        PyErr_SetString(PyExc_ValueError, "attach(): pos is not a frame offset of the page");
+        return -1;
+    }
+    return 0;
+}
+
 /* A memoryview of bytes [offset, offset + n) of `view`, without a slice object: a new view on the
  * same managed buffer (as memoryview slicing makes), narrowed to the payload. */
 static PyObject *
@@ -123,6 +143,84 @@ payload_view(PyObject *view, uint64_t offset, uint32_t n)
     b->len = (Py_ssize_t)n;
     b->shape[0] = (Py_ssize_t)n;
     return mv;
+}
+
+/* ---- shared: refilling what the caller has dropped ------------------------------------------ */
+
+/* The hot paths hand out a fresh int (write's nano) or Frame per call, and most callers drop it
+ * before the next call. A core keeps the last one it handed out and, when its own reference is the
+ * only one left (refcount 1: no caller, container or view can see it), refills it in place instead
+ * of freeing it and allocating its twin, as CPython's zip() and enumerate() reuse their result
+ * tuple. Anything still referenced elsewhere is never touched; a new object is made instead. */
+
+/* Whether int `o` now holds v >= 0: it did already (msg_type and source repeat), or only the caller
+ * holds it and v has as many digits, and it was overwritten. CPython 3.11's int layout (sign and
+ * digit count in ob_size); elsewhere always 0 (the caller makes a new int). Small ints are never
+ * overwritten: CPython shares them, so their refcount is above 1. */
+static int
+long_refill(PyObject *o, long long v)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && !defined(Py_GIL_DISABLED)
+    if (v < 0 || !PyLong_CheckExact(o)) {
+        return 0;
+    }
+    Py_ssize_t size = Py_SIZE(o);
+    digit *d = ((PyLongObject *)o)->ob_digit;
+    if (v < (1LL << PyLong_SHIFT)) {  /* zero or one digit */
+        if (size == (v != 0) && (v == 0 || d[0] == (digit)v)) {
+            return 1;
+        }
+        if (v == 0 || size != 1 || Py_REFCNT(o) != 1) {
+            return 0;
+        }
+        d[0] = (digit)v;
+        return 1;
+    }
+    if (Py_REFCNT(o) != 1
+        || size != (64 - __builtin_clzll((unsigned long long)v) + PyLong_SHIFT - 1) / PyLong_SHIFT) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < size; i++, v >>= PyLong_SHIFT) {
+        d[i] = (digit)(v & PyLong_MASK);
+    }
+    return 1;
+#else
+    (void)o;
+    (void)v;
+    return 0;
+#endif
+}
+
+/* *slot, an int owned by its container, set to v: refilled in place, or replaced. -1 on error. */
+static int
+set_long(PyObject **slot, long long v)
+{
+    if (long_refill(*slot, v)) {
+        return 0;
+    }
+    PyObject *o = PyLong_FromLongLong(v);
+    if (o == NULL) {
+        return -1;
+    }
+    Py_SETREF(*slot, o);
+    return 0;
+}
+
+/* Point memoryview `mv` (from payload_view on `view`) at another payload of the same page, if only
+ * the caller holds it: not released, not exported, no weak reference. 1 if done. */
+static int
+view_refill(PyObject *mv, PyObject *view, uint64_t offset, uint32_t n)
+{
+    PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
+    if (Py_REFCNT(mv) != 1 || m->mbuf != ((PyMemoryViewObject *)view)->mbuf || m->exports != 0
+        || m->weakreflist != NULL || (m->flags & _Py_MEMORYVIEW_RELEASED)) {
+        return 0;
+    }
+    m->view.buf = (char *)PyMemoryView_GET_BUFFER(view)->buf + offset;
+    m->view.len = (Py_ssize_t)n;
+    m->view.shape[0] = (Py_ssize_t)n;
+    m->hash = -1;  /* a read-only view caches its hash */
+    return 1;
 }
 
 /* ---- WriterCore ---------------------------------------------------------------------------- */
@@ -141,6 +239,7 @@ typedef struct {
     char pretouch;           /* keep pages populated ahead of pos (a thread; see mmipc.c) */
     mmipc_pretouch *pt;      /* that thread, once started */
     PyObject *pt_view;       /* a view of the page it works in: the page stays mapped meanwhile */
+    PyObject *nano;          /* the last nano returned, refilled when dropped, or NULL */
 } WriterCore;
 
 static PyTypeObject WriterCoreType;
@@ -201,6 +300,7 @@ writer_dealloc(WriterCore *self)
 {
     pretouch_stop(self);
     writer_clear(self);
+    Py_CLEAR(self->nano);
     mmipc_ringer_close(self->ringer);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -220,14 +320,8 @@ writer_attach(WriterCore *self, PyObject *args, PyObject *kwds)
                                      &boundary, &slot_index)) {
         return NULL;
     }
-    if (attach_view(&self->a, view, 1) < 0
-        || set_page(&self->a, page_size, version, flags, first_seq) < 0) {
+    if (attach_page(&self->a, view, 1, page_size, version, flags, first_seq, pos, 0) < 0) {
         writer_clear(self);
-        return NULL;
-    }
-    if (pos < MMIPC_PAGE_HEADER_SIZE || pos > page_size || pos % 8) {
-        writer_clear(self);
-        PyErr_SetString(PyExc_ValueError, "attach(): pos is not a frame offset of the page");
         return NULL;
     }
     self->st.page = self->a.page;
@@ -282,6 +376,13 @@ as_u32(PyObject *o, uint32_t max, uint32_t *out)
     if (!PyLong_CheckExact(o)) {
         return 0;
     }
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    if ((size_t)Py_SIZE(o) <= 1) {  /* 0 or one digit (< 2**30): CPython 3.11's int layout */
+        uint32_t v = Py_SIZE(o) != 0 ? (uint32_t)((PyLongObject *)o)->ob_digit[0] : 0u;
+        *out = v;
+        return v <= max;
+    }
+#endif
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
     if (overflow || v < 0 || (unsigned long long)v > max) {
@@ -320,7 +421,12 @@ publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t 
     }
     mmipc_publish(&self->st, pos, n, nano);
     mmipc_ring_bells(self->ringer, self->bell_count);
-    return PyLong_FromLongLong(nano);
+    if (self->nano != NULL && long_refill(self->nano, nano)) {
+        return Py_NewRef(self->nano);  /* the caller dropped the last one (see "refilling") */
+    }
+    PyObject *o = PyLong_FromLongLong(nano);
+    Py_XSETREF(self->nano, Py_XNewRef(o));
+    return o;
 }
 
 /* Parse (payload, msg_type=0, source=0): -1 on a TypeError; *ok = 0 if an id is out of range. */
@@ -524,6 +630,8 @@ typedef struct {
     int64_t last_nano;
     int64_t next_nano;           /* -1 unless a frame is peeked */
     mmipc_peeked_t next;
+    PyObject *last[2];           /* the last two Frames read or taken, refilled when dropped */
+    int turn;                    /* the slot of last[] to try first */
 } CursorCore;
 
 static PyTypeObject CursorCoreType;
@@ -572,9 +680,17 @@ cursor_init(CursorCore *self, PyObject *args, PyObject *kwds)
 }
 
 static void
+drop_frames(CursorCore *self)
+{
+    Py_CLEAR(self->last[0]);
+    Py_CLEAR(self->last[1]);
+}
+
+static void
 cursor_dealloc(CursorCore *self)
 {
     detach_view(&self->a);
+    drop_frames(self);
     Py_CLEAR(self->jid);
     Py_CLEAR(self->frame_type);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -591,14 +707,9 @@ cursor_attach(CursorCore *self, PyObject *args, PyObject *kwds)
                                      &version, &flags, &first_seq, &pos)) {
         return NULL;
     }
-    if (attach_view(&self->a, view, 0) < 0
-        || set_page(&self->a, page_size, version, flags, first_seq) < 0) {
-        detach_view(&self->a);
-        return NULL;
-    }
-    if (pos < MMIPC_PAGE_HEADER_SIZE || pos + MMIPC_FRAME_HEADER_SIZE > page_size || pos % 8) {
-        detach_view(&self->a);
-        PyErr_SetString(PyExc_ValueError, "attach(): pos is not a frame offset of the page");
+    drop_frames(self);  /* their views would keep the page it leaves mapped */
+    if (attach_page(&self->a, view, 0, page_size, version, flags, first_seq, pos,
+                    MMIPC_FRAME_HEADER_SIZE) < 0) {
         return NULL;
     }
     self->pos = pos;
@@ -610,6 +721,7 @@ static PyObject *
 cursor_detach(CursorCore *self, PyObject *Py_UNUSED(ignored))
 {
     detach_view(&self->a);
+    drop_frames(self);  /* their views are exports of the page: mmap.close() would refuse */
     self->next_nano = -1;
     Py_RETURN_NONE;
 }
@@ -647,6 +759,66 @@ make_frame(PyTypeObject *type, Py_ssize_t fields, PyObject *jid, PyObject *view,
     return frame;
 }
 
+/* Whether a kept Frame can be refilled: only the cursor holds it (and, with `view`, its payload
+ * view too). */
+static int
+frame_free(PyObject *f, int view)
+{
+    return f != NULL && Py_REFCNT(f) == 1
+           && (!view || Py_REFCNT(((PyTupleObject *)f)->ob_item[4]) == 1);
+}
+
+/* The slot of last[] to fill: one whose Frame and view are free, else an empty one, else one whose
+ * Frame is free, else `turn` (a new Frame). Two slots, because a loop holds the frame (`for f in
+ * ...`) or the view (`data = read().data`) of one read until the next read has returned. */
+static int
+frame_slot(const CursorCore *self)
+{
+    int t = self->turn;
+    for (int k = 0; k < 2; k++) {
+        if (frame_free(self->last[t ^ k], 1)) {
+            return t ^ k;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        if (self->last[t ^ k] == NULL) {
+            return t ^ k;
+        }
+    }
+    return frame_free(self->last[t ^ 1], 0) ? t ^ 1 : t;
+}
+
+/* The Frame for a peeked frame: one of the last two this cursor handed out, refilled, if only the
+ * cursor still holds it (see "refilling what the caller has dropped"), else a new one it keeps. */
+static PyObject *
+cursor_frame(CursorCore *self, const mmipc_peeked_t *p)
+{
+    int slot = frame_slot(self);
+    self->turn = slot ^ 1;
+    PyObject *f = self->last[slot];
+    if (f == NULL || Py_REFCNT(f) != 1) {
+        f = make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, p);
+        Py_XSETREF(self->last[slot], Py_XNewRef(f));
+        return f;
+    }
+    PyObject **item = ((PyTupleObject *)f)->ob_item;
+    uint64_t offset = p->pos + MMIPC_FRAME_HEADER_SIZE;
+    if (!view_refill(item[4], self->a.view, offset, p->payload_len)) {
+        PyObject *data = payload_view(self->a.view, offset, p->payload_len);
+        if (data == NULL) {
+            return NULL;
+        }
+        Py_SETREF(item[4], data);
+    }
+    if (set_long(&item[0], p->nano) < 0 || set_long(&item[1], p->msg_type) < 0
+        || set_long(&item[2], p->source) < 0
+        || (self->frame_fields == 6 && set_long(&item[5], p->seq) < 0)) {
+        Py_CLEAR(self->last[slot]);  /* half refilled: never hand it out */
+        return NULL;
+    }
+    return Py_NewRef(f);
+}
+
 static void
 step_past(CursorCore *self, const mmipc_peeked_t *p)
 {
@@ -679,7 +851,7 @@ cursor_read(CursorCore *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs
     if (kind != MMIPC_PEEK_FRAME) {
         return cursor_slow(self, "_read_from_core");
     }
-    PyObject *frame = make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, &p);
+    PyObject *frame = cursor_frame(self, &p);
     if (frame != NULL) {
         step_past(self, &p);
     }
@@ -722,8 +894,7 @@ take_core(CursorCore *self)
         PyErr_SetString(PyExc_ValueError, "take(): no frame is peeked (poll() first)");
         return NULL;
     }
-    PyObject *frame =
-        make_frame(self->frame_type, self->frame_fields, self->jid, self->a.view, &self->next);
+    PyObject *frame = cursor_frame(self, &self->next);
     if (frame != NULL) {
         step_past(self, &self->next);
     }

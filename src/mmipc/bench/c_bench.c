@@ -1,23 +1,27 @@
 /* c_bench: one-way latency and throughput of mmipc from a C writer to a C reader (mmipc.h).
  *
- *   c_bench [--size BYTES] [--count N] [--gap NS] [--cpus W,R] [--page-size BYTES] DIRECTORY
+ *   c_bench [--size BYTES] [--count N] [--gap NS] [--cpus W,R] [--page-size BYTES]
+ *           [--run latency|throughput] DIRECTORY
  *
  * The transport itself, with no interpreter on either side: the floor that the Python backends
  * are measured against (issue 10: p50 at most 0.3 us, at least 10 M frames/s at 64 B). It forks:
  * the child reads with a busy-polling cursor, the parent writes to a fresh journal in DIRECTORY
- * (removed at the end). Two runs of COUNT frames of BYTES each (at least 16):
+ * (removed at the end). Two runs (or the one --run names) of COUNT frames of BYTES each (at least 16):
  *
  *   latency     one frame every GAP ns (default 20000, as `mmipc bench`), each carrying its
  *               CLOCK_MONOTONIC send time; the reader takes its own time on arrival. The first
- *               10% are dropped as warm-up. Percentiles of arrival minus send time.
+ *               10% are dropped as warm-up. Percentiles of arrival minus send time, and the
+ *               reader's CPU seconds per second after the warm-up (1.0: it busy-polls a core).
  *   throughput  COUNT frames flat out; frames per second from the first send to the last arrival.
  *
  * Every frame carries its number: a frame lost, repeated or out of order is counted, and the run
  * fails (exit 1) if any is. With --cpus the writer is pinned to core W and the reader to R.
  * Prints one JSON object per run on stdout, for example:
- *   {"run": "latency", "size": 64, "count": 100000, "p50_us": 0.14, "p90_us": 0.18, ...}
+ *   {"run": "latency", "size": 64, "count": 100000, "p50_us": 0.14, "p90_us": 0.18, ..., "cpu": 1.0}
  *   {"run": "throughput", "size": 64, "count": 100000, "frames_per_s": 11100000, "bad": 0}
- * Pages are pre-faulted by the writer's pretoucher (MMIPC_PRETOUCH=0 turns it off, to compare). */
+ * Pages are pre-faulted by the writer's pretoucher (MMIPC_PRETOUCH=0 turns it off, to compare).
+ * `mmipc bench` builds this file at run time for its peer `mmipc-c` (bench/peers.py), one --run
+ * at a time; `make -C examples/c c_bench` builds it standalone. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -39,8 +43,11 @@ typedef struct {
     int cpu_writer;
     int cpu_reader;
     uint64_t page_size;
+    int runs;          /* RUN_LATENCY | RUN_THROUGHPUT */
     const char *directory;
 } options_t;
+
+enum { RUN_LATENCY = 1, RUN_THROUGHPUT = 2 };
 
 typedef struct {
     uint64_t number;
@@ -59,7 +66,7 @@ static int
 usage(void)
 {
     fprintf(stderr, "usage: c_bench [--size BYTES] [--count N] [--gap NS] [--cpus W,R] "
-                    "[--page-size BYTES] DIRECTORY\n");
+                    "[--page-size BYTES] [--run latency|throughput] DIRECTORY\n");
     return 2;
 }
 
@@ -71,6 +78,7 @@ parse(int argc, char **argv, options_t *o)
     o->gap_ns = 20000;
     o->cpu_writer = o->cpu_reader = -1;
     o->page_size = 0;
+    o->runs = RUN_LATENCY | RUN_THROUGHPUT;
     int i = 1;
     for (; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
         if (strcmp(argv[i], "--size") == 0) {
@@ -89,6 +97,12 @@ parse(int argc, char **argv, options_t *o)
         }
         else if (strcmp(argv[i], "--page-size") == 0) {
             o->page_size = strtoull(argv[i + 1], NULL, 10);
+        }
+        else if (strcmp(argv[i], "--run") == 0 && strcmp(argv[i + 1], "latency") == 0) {
+            o->runs = RUN_LATENCY;
+        }
+        else if (strcmp(argv[i], "--run") == 0 && strcmp(argv[i + 1], "throughput") == 0) {
+            o->runs = RUN_THROUGHPUT;
         }
         else {
             return usage();
@@ -113,6 +127,14 @@ pin(int cpu)
                     strerror(errno));
         }
     }
+}
+
+static int64_t
+cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static int
@@ -151,6 +173,8 @@ read_run(const options_t *o, const char *name, int latency, int ready)
     long bad = 0;
     int64_t first_sent = 0;
     int64_t last_arrival = 0;
+    int64_t cpu0 = 0;
+    int64_t wall0 = 0;
     while (got < o->count) {
         int rc = mmipc_cursor_read(c, &f);
         if (rc == 0) {
@@ -167,10 +191,15 @@ read_run(const options_t *o, const char *name, int latency, int ready)
         memcpy(&s, f.data, sizeof(s));
         bad += s.number != (uint64_t)got || f.length != o->size;
         first_sent = got == 0 ? s.sent : first_sent;
+        if (got == o->count / 10) {
+            cpu0 = cpu_ns();
+            wall0 = arrival;
+        }
         delays[got] = arrival - s.sent;
         last_arrival = arrival;
         got++;
     }
+    double cpu = (double)(cpu_ns() - cpu0) / (double)(last_arrival > wall0 ? last_arrival - wall0 : 1);
     mmipc_cursor_close(c);
     if (latency) {
         long skip = o->count / 10;
@@ -179,9 +208,10 @@ read_run(const options_t *o, const char *name, int latency, int ready)
         const int64_t *d = delays + skip;
         printf("{\"run\": \"latency\", \"size\": %u, \"count\": %ld, \"gap_ns\": %ld, "
                "\"p50_us\": %.3f, \"p90_us\": %.3f, \"p99_us\": %.3f, \"p99_9_us\": %.3f, "
-               "\"max_us\": %.3f, \"bad\": %ld}\n",
+               "\"max_us\": %.3f, \"bad\": %ld, \"cpu\": %.3f}\n",
                o->size, n, o->gap_ns, percentile_us(d, n, 0.5), percentile_us(d, n, 0.9),
-               percentile_us(d, n, 0.99), percentile_us(d, n, 0.999), percentile_us(d, n, 1.0), bad);
+               percentile_us(d, n, 0.99), percentile_us(d, n, 0.999), percentile_us(d, n, 1.0), bad,
+               cpu);
     }
     else {
         double seconds = (double)(last_arrival - first_sent) / 1e9;
@@ -294,5 +324,5 @@ main(int argc, char **argv)
     if (rc != 0) {
         return rc;
     }
-    return run(&o, 1) || run(&o, 0);
+    return ((o.runs & RUN_LATENCY) && run(&o, 1)) || ((o.runs & RUN_THROUGHPUT) && run(&o, 0));
 }
