@@ -168,18 +168,11 @@ async def _areceive(peer: Peer, shared: Any, count: int, ready: Any) -> dict[str
         return {"error": "no asyncio read"}
     get = peer.areceiver(shared)
     ready.set()
-    lat = array("q", bytes(8 * count))
-    unpack, clock, disorder = STAMP.unpack_from, time.time_ns, 0
-    cpu0, wall0 = 0.0, 0
+    latencies, clock = _Latencies(count), time.time_ns
     for i in range(count):
         item = await get()
-        now = clock()
-        if i == count // 10:
-            cpu0, wall0 = time.process_time(), now
-        stamp, seq = unpack(item, 0)
-        lat[i] = now - stamp
-        disorder += seq != i
-    return _latency_result(lat, count, disorder, cpu0, wall0)
+        latencies.add(i, clock(), item)
+    return latencies.result()
 
 
 def _next(get: Any) -> Any:
@@ -190,25 +183,38 @@ def _next(get: Any) -> Any:
 
 
 def _latency(get: Any, count: int) -> dict[str, Any]:
-    """Latencies, and the receiver's CPU seconds per second of the run (1.0: a whole core)."""
-    lat = array("q", bytes(8 * count))
-    unpack, clock, disorder = STAMP.unpack_from, time.time_ns, 0
-    cpu0, wall0 = 0.0, 0
+    latencies, clock = _Latencies(count), time.time_ns
     for i in range(count):
         item = _next(get)
-        now = clock()
-        if i == count // 10:
-            cpu0, wall0 = time.process_time(), now
-        stamp, seq = unpack(item, 0)
-        lat[i] = now - stamp
-        disorder += seq != i
-    return _latency_result(lat, count, disorder, cpu0, wall0)
+        latencies.add(i, clock(), item)
+    return latencies.result()
 
 
-def _latency_result(lat: array[int], count: int, disorder: int, cpu0: float, wall0: int) -> dict[str, Any]:
-    cpu = (time.process_time() - cpu0) / max(1e-9, (time.time_ns() - wall0) / 1e9)
-    kept = sorted(lat[count // 10 :])
-    return {"latency_us": _summary(kept), "quantiles_us": _quantiles(kept), "disorder": disorder, "cpu": cpu}
+class _Latencies:
+    """A latency run's record, one message at a time (`now`: when the receiver got it), and the
+    receiver's CPU seconds per second of the run (1.0: a whole core) after the warm-up."""
+
+    def __init__(self, count: int) -> None:
+        self.lat = array("q", bytes(8 * count))
+        self.count, self.disorder = count, 0
+        self.cpu0, self.wall0 = 0.0, 0
+
+    def add(self, i: int, now: int, item: Any) -> None:
+        if i == self.count // 10:
+            self.cpu0, self.wall0 = time.process_time(), now
+        stamp, seq = STAMP.unpack_from(item, 0)
+        self.lat[i] = now - stamp
+        self.disorder += seq != i
+
+    def result(self) -> dict[str, Any]:
+        cpu = (time.process_time() - self.cpu0) / max(1e-9, (time.time_ns() - self.wall0) / 1e9)
+        kept = sorted(self.lat[self.count // 10 :])
+        return {
+            "latency_us": _summary(kept),
+            "quantiles_us": _quantiles(kept),
+            "disorder": self.disorder,
+            "cpu": cpu,
+        }
 
 
 def _throughput(get: Any, count: int) -> dict[str, Any]:
