@@ -28,6 +28,8 @@ import os
 import shutil
 import signal
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 from array import array
@@ -42,6 +44,7 @@ BLOCKING_SECONDS = 4.0
 MIN_BLOCKING = 200
 STAMP = struct.Struct("<qq")  # time_ns stamp (latency) or start stamp (throughput), sequence
 QUANTILES = 200  # a run's latency distribution is kept as this many quantiles (for CDF plots)
+_scratch: str | None = None  # where `run_pair` puts its files: the scratch of `with_service`, if any
 
 
 def run_pair(
@@ -49,16 +52,16 @@ def run_pair(
 ) -> dict[str, Any]:
     """One run of one peer: fork a receiver and a sender, return the receiver's measurements."""
     if peer.run is not None:  # no Python end (mmipc-c): the peer measures itself
-        workdir = tempfile.mkdtemp(prefix="mmipc-bench-")
+        workdir = tempfile.mkdtemp(prefix="mmipc-bench-", dir=_scratch)
         try:
             return peer.run(workdir, mode, size, count, interval_us, cpus)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    workdir = tempfile.mkdtemp(prefix="mmipc-bench-")
-    ctx = multiprocessing.get_context("fork")
-    results, results_in = ctx.Pipe(duplex=False)
-    ready = ctx.Event()
+    workdir = tempfile.mkdtemp(prefix="mmipc-bench-", dir=_scratch)
     try:
+        ctx = multiprocessing.get_context("fork")
+        results, results_in = ctx.Pipe(duplex=False)
+        ready = ctx.Event()
         shared = peer.open(workdir, size)
         args = (peer, shared, mode, size, count, cpus[1], ready, results_in)
         receiver = ctx.Process(target=_receive_role, args=args, daemon=True)
@@ -325,21 +328,68 @@ def outcome(run: dict[str, Any]) -> str:
 
 
 def with_service(action: Any) -> Any:
-    """Run `action()` with a real mmipc service on a temporary home (MMIPC_HOME set for the roles)."""
-    home = tempfile.mkdtemp(prefix="mmipc-home-")
-    service = spawn_service(home)
+    """Run `action()` with a real mmipc service on a temporary home (MMIPC_HOME set for the roles).
+
+    The home and every run's files live in one scratch directory, which a janitor process removes
+    once this process and its service are gone, however this process ended: a bench killed with
+    SIGKILL or SIGTERM never runs its `finally` (its service, told by the kernel, stops cleanly and
+    left its home behind, and the run's files, tens of MB, with it).
+    """
+    global _scratch
+    scratch = tempfile.mkdtemp(prefix="mmipc-bench-")
+    janitor = _start_janitor(scratch)
+    home = os.path.join(scratch, "home")
     old = os.environ.get("MMIPC_HOME")
-    os.environ["MMIPC_HOME"] = home
     try:
-        return action()
+        service = spawn_service(home)
+        os.environ["MMIPC_HOME"], _scratch = home, scratch
+        try:
+            return action()
+        finally:
+            service.terminate()
+            service.wait(timeout=30)
     finally:
-        service.terminate()
-        service.wait(timeout=30)
-        shutil.rmtree(home, ignore_errors=True)
+        _scratch = None
         if old is None:
             os.environ.pop("MMIPC_HOME", None)
         else:
             os.environ["MMIPC_HOME"] = old
+        shutil.rmtree(scratch, ignore_errors=True)
+        _stop_janitor(janitor)
+
+
+JANITOR = """
+import fcntl, os, shutil, sys, time
+scratch = sys.argv[1]
+sys.stdin.buffer.read()  # end of file: every holder of the pipe's other end (the bench, its roles) exited
+deadline = time.monotonic() + 60
+try:
+    fd = os.open(os.path.join(scratch, "home", "service.lock"), os.O_RDONLY)
+except OSError:
+    fd = -1
+while fd >= 0 and time.monotonic() < deadline:  # its service holds the lock until it exits
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+    except BlockingIOError:
+        time.sleep(0.05)
+shutil.rmtree(scratch, ignore_errors=True)
+"""
+
+
+def _start_janitor(scratch: str) -> subprocess.Popen[bytes]:
+    """A process that removes `scratch` once the write end of its stdin is closed everywhere (our
+    exit closes it, even by SIGKILL). Its own session: a terminal's Ctrl-C does not reach it."""
+    return subprocess.Popen(
+        [sys.executable, "-c", JANITOR, scratch], stdin=subprocess.PIPE, start_new_session=True
+    )
+
+
+def _stop_janitor(janitor: subprocess.Popen[bytes]) -> None:
+    assert janitor.stdin is not None
+    janitor.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):  # a role still alive: it goes when that ends
+        janitor.wait(timeout=60)
 
 
 __all__ = [
