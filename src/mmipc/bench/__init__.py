@@ -34,7 +34,7 @@ import tempfile
 import time
 from array import array
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 from ..service._orphans import die_with_parent
 from ..service._service import spawn_service
@@ -359,9 +359,11 @@ def with_service(action: Any) -> Any:
 
 
 JANITOR = """
-import fcntl, os, shutil, sys, time
-scratch = sys.argv[1]
-sys.stdin.buffer.read()  # end of file: every holder of the pipe's other end (the bench, its roles) exited
+import fcntl, os, select, shutil, sys, time
+scratch, bench = sys.argv[1], os.pidfd_open(int(sys.argv[2]))  # alive: it waits for this process
+if os.fork():
+    os._exit(0)  # the janitor is not the bench's child: the bench's own children are its roles
+select.select([0, bench], [], [])  # the bench says it is done, or it ended (even by SIGKILL)
 deadline = time.monotonic() + 60
 try:
     fd = os.open(os.path.join(scratch, "home", "service.lock"), os.O_RDONLY)
@@ -377,19 +379,23 @@ shutil.rmtree(scratch, ignore_errors=True)
 """
 
 
-def _start_janitor(scratch: str) -> subprocess.Popen[bytes]:
-    """A process that removes `scratch` once the write end of its stdin is closed everywhere (our
-    exit closes it, even by SIGKILL). Its own session: a terminal's Ctrl-C does not reach it."""
-    return subprocess.Popen(
-        [sys.executable, "-c", JANITOR, scratch], stdin=subprocess.PIPE, start_new_session=True
+def _start_janitor(scratch: str) -> IO[bytes]:
+    """A process that removes `scratch` once we write to the pipe returned, or end (even by SIGKILL),
+    and our service has let go of its lock. Its own session: a terminal's Ctrl-C does not reach it."""
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", JANITOR, scratch, str(os.getpid())],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
     )
+    launcher.wait(timeout=60)
+    assert launcher.stdin is not None
+    return launcher.stdin
 
 
-def _stop_janitor(janitor: subprocess.Popen[bytes]) -> None:
-    assert janitor.stdin is not None
-    janitor.stdin.close()
-    with contextlib.suppress(subprocess.TimeoutExpired):  # a role still alive: it goes when that ends
-        janitor.wait(timeout=60)
+def _stop_janitor(janitor: IO[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        janitor.write(b"done")
+        janitor.close()
 
 
 __all__ = [
