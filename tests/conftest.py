@@ -7,6 +7,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -149,7 +150,24 @@ class ServiceProcess:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def session_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """TMPDIR for the whole session, child processes included: whatever a test or its children
+    leave in the temporary directory lands here, and fails the session at its end."""
+    path = tmp_path_factory.mktemp("tmpdir")
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"], tempfile.tempdir = str(path), str(path)
+    yield path
+    tempfile.tempdir = None
+    if old is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old
+    left = sorted(os.listdir(path))
+    assert not left, f"the tests left {len(left)} file(s) in the temporary directory: {left[:20]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service(session_tmpdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """Every test runs against a real service (registration is the default), children included."""
     home = str(tmp_path_factory.mktemp("home"))
     svc = ServiceProcess(home)

@@ -279,6 +279,7 @@ def test_to_numpy_keeps_a_few_integers_per_page_until_it_fills_the_result(jdir: 
     assert rows.dtype.names == ("nano", "journal", "source", "i")
 
 
+@pytest.mark.once  # .ci/run: native pass only (to_numpy reads pages with numpy, whatever the backend)
 def test_to_numpy_peaks_at_the_result_plus_one_page(jdir: str) -> None:
     """The bound measured: the process's peak resident memory (VmHWM) grows by the result plus one
     mapped page at most. With 8-byte payloads (24-byte rows), an index of 16 bytes per frame would

@@ -25,6 +25,7 @@ def commands() -> list[list[str]]:
     return [[], *([name] for name in sub.choices)]  # type: ignore[union-attr]
 
 
+@pytest.mark.once  # .ci/run: native pass only (argparse's help, whatever the backend)
 @pytest.mark.parametrize("command", commands(), ids=lambda c: " ".join(c) or "mmipc")
 def test_every_command_has_help(command: list[str]) -> None:
     out = subprocess.run([sys.executable, "-m", "mmipc", *command, "--help"], capture_output=True, text=True)

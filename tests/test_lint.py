@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# .ci/run: native pass only (the source is the same on either backend)
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).parent.parent
 
 

@@ -45,6 +45,7 @@ def test_random_bytes_parse_or_raise_protocol_error(chunks: list[bytes]) -> None
         assert reader.pending <= LENGTH.size + MAX_MESSAGE + 300
 
 
+@pytest.mark.once  # .ci/run: native pass only (the protocol is pure Python, whatever the backend)
 @settings(max_examples=300, deadline=None)
 @given(
     st.dictionaries(

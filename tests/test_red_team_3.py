@@ -189,11 +189,6 @@ except CursorError as exc:
     assert read_record(os.path.join(cdir, "r.cursor")) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="journal/_durable.py _write_atomically (owned by `tidy`) ignores a short os.write: a commit "
-    "that hits the file size limit or a full disk part-way renames a truncated record over the good one",
-)
 def test_a_commit_cut_short_by_the_disk_never_replaces_the_last_record(jdir: str, tmp_path: Path) -> None:
     fill(jdir, "j", 1)
     cdir = str(tmp_path / "cursors")

@@ -22,6 +22,10 @@ import pytest
 
 from mmipc import CorruptJournalError, StorageError, UsageError, Writer
 
+# .ci/run: native pass only (analysis and export read the pages with numpy and check schemas in
+# Python, whatever the backend)
+pytestmark = pytest.mark.once
+
 pa = pytest.importorskip("pyarrow", reason="the analysis extra (pyarrow) is not installed")
 analysis = pytest.importorskip("mmipc.analysis")
 

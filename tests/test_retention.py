@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,39 @@ def mmipc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mmipc", *args], capture_output=True, text=True, timeout=300)
 
 
-def test_a_lagging_durable_reader_holds_retention_back(tmp_path: Path, jdir: str) -> None:
-    home = str(tmp_path / "home")
+@pytest.fixture
+def home(tmp_path: Path) -> str:
+    """A service home of this test's own (the session's service serves another)."""
+    return str(tmp_path / "home")
+
+
+@pytest.fixture
+def churn(jdir: str, procs: Procs) -> Callable[[str | None, int], None]:
+    """`churn(home, every)`: a child writes journal 'churn' of `jdir` flat out and prunes it to its
+    newest two pages every `every` frames (asking the service of `home` for the holds, or none);
+    returns once 2000 frames are written. The child runs until the test ends."""
+
+    def start(home: str | None, every: int) -> None:
+        child = procs.spawn_code(
+            "import time\n"
+            "from mmipc import Writer\n"
+            "from mmipc.service._retention import Policy, prune\n"
+            f"w = Writer.create({jdir!r}, 'churn', page_size={PAGE}, service=None)\n"
+            "i = 0\n"
+            "while True:\n"
+            "    w.write(bytes(1000))\n"
+            "    i += 1\n"
+            f"    if i % {every} == 0:\n"
+            f"        prune({home!r}, {jdir!r}, 'churn', Policy(max_pages=2), time.time_ns())\n"
+            "    if i == 2000:\n"
+            "        print('churning', flush=True)\n"
+        )
+        child.expect_line("churning")
+
+    return start
+
+
+def test_a_lagging_durable_reader_holds_retention_back(home: str, jdir: str) -> None:
     with Service(home, retain=Policy(max_pages=2), retain_interval=0.1) as service:
         writer = Writer.create(jdir, "r", page_size=PAGE, service=home)
         fill(writer, PER_PAGE * 3 + 5)  # into page 3
@@ -118,10 +150,10 @@ def test_parse_dir_policy() -> None:
             parse_dir_policy(bad)
 
 
-def test_retention_per_directory_from_the_command_line(tmp_path: Path) -> None:
+def test_retention_per_directory_from_the_command_line(tmp_path: Path, home: str) -> None:
     """`mmipc service --retain-pages 1 --retain-dir B=none --retain-dir C=pages:2`: the home's policy
     rules A, B keeps everything, C keeps its newest two pages."""
-    home, dirs = str(tmp_path / "home"), {d: str(tmp_path / d) for d in "ABC"}
+    dirs = {d: str(tmp_path / d) for d in "ABC"}
     cmd = [sys.executable, "-m", "mmipc", "service", "--home", home, "--retain-pages", "1"]
     cmd += ["--retain-dir", f"{dirs['B']}=none", "--retain-dir", f"{dirs['C']}=pages:2"]
     service = Child([*cmd, "--retain-interval", "0.1"])
@@ -143,10 +175,9 @@ def test_retention_per_directory_from_the_command_line(tmp_path: Path) -> None:
         assert service.proc.wait(timeout=60) == 0
 
 
-def test_a_new_reader_holds_its_pages_from_add_journal_on(jdir: str, tmp_path: Path) -> None:
+def test_a_new_reader_holds_its_pages_from_add_journal_on(jdir: str, home: str) -> None:
     """Positions were published by a thread every 0.2 s: for that long a reader that had just added a
     journal held no page, and retention could remove the page it was about to read next."""
-    home = str(tmp_path / "home")
     with Service(home):
         with Writer.create(jdir, "n", page_size=PAGE, service=home) as writer:
             fill(writer, PER_PAGE * 4)
@@ -156,51 +187,25 @@ def test_a_new_reader_holds_its_pages_from_add_journal_on(jdir: str, tmp_path: P
                 assert result.remove == [] and "held by reader newcomer" in result.kept_for
 
 
-def test_readers_positioning_while_retention_removes_pages_never_fail(jdir: str, procs: Procs) -> None:
+def test_readers_positioning_while_retention_removes_pages_never_fail(
+    jdir: str, churn: Callable[[str | None, int], None]
+) -> None:
     """A cursor listed the pages, then opened them: one that retention removed in between raised a
     bare FileNotFoundError out of add_journal (found by the torture). It now lists again."""
-    child = procs.spawn_code(
-        "import time\n"
-        "from mmipc import Writer\n"
-        "from mmipc.service._retention import Policy, prune\n"
-        f"w = Writer.create({jdir!r}, 'churn', page_size={PAGE}, service=None)\n"
-        "i = 0\n"
-        "while True:\n"
-        "    w.write(bytes(1000))\n"
-        "    i += 1\n"
-        "    if i % 20 == 0:\n"
-        f"        prune(None, {jdir!r}, 'churn', Policy(max_pages=2), time.time_ns())\n"
-        "    if i == 2000:\n"
-        "        print('churning', flush=True)\n"
-    )
-    child.expect_line("churning")
+    churn(None, 20)
     for i in range(300):  # standalone readers: they hold nothing, so they do not read on here
         with Reader.create(f"newcomer{i}", service=None) as reader:
             reader.add_journal(jdir, "churn", start="begin" if i % 2 else time.time_ns() - 10**6)
 
 
 def test_a_reader_placed_while_retention_runs_never_finds_its_next_page_gone(
-    jdir: str, procs: Procs, service: ServiceProcess
+    jdir: str, churn: Callable[[str | None, int], None], service: ServiceProcess
 ) -> None:
     """Retention decided on positions it had read a moment before a new reader published its own:
     the reader stood on page P, retention removed P+1, and the reader met "next page is missing"
     (found by the torture). Now retention reads the holds again before each page, and a new reader
     checks that its page survived its publication."""
-    child = procs.spawn_code(
-        "import time\n"
-        "from mmipc import Writer\n"
-        "from mmipc.service._retention import Policy, prune\n"
-        f"w = Writer.create({jdir!r}, 'churn', page_size={PAGE}, service=None)\n"
-        "i = 0\n"
-        "while True:\n"
-        "    w.write(bytes(1000))\n"
-        "    i += 1\n"
-        "    if i % 10 == 0:\n"
-        f"        prune({service.home!r}, {jdir!r}, 'churn', Policy(max_pages=2), time.time_ns())\n"
-        "    if i == 2000:\n"
-        "        print('churning', flush=True)\n"
-    )
-    child.expect_line("churning")
+    churn(service.home, 10)
     for i in range(150):
         with Reader.create(f"placed{i}") as reader:
             reader.add_journal(jdir, "churn")

@@ -141,6 +141,7 @@ json_text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=300)
 fields = st.one_of(st.integers(-(2**70), 2**70), json_text, st.none(), st.booleans(), st.lists(st.integers()))
 
 
+@pytest.mark.once  # .ci/run: native pass only (raw requests to the service, which never uses the backend)
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     st.sampled_from(

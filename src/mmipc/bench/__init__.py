@@ -28,11 +28,13 @@ import os
 import shutil
 import signal
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 from array import array
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 from ..service._orphans import die_with_parent
 from ..service._service import spawn_service
@@ -42,6 +44,7 @@ BLOCKING_SECONDS = 4.0
 MIN_BLOCKING = 200
 STAMP = struct.Struct("<qq")  # time_ns stamp (latency) or start stamp (throughput), sequence
 QUANTILES = 200  # a run's latency distribution is kept as this many quantiles (for CDF plots)
+_scratch: str | None = None  # where `run_pair` puts its files: the scratch of `with_service`, if any
 
 
 def run_pair(
@@ -49,16 +52,16 @@ def run_pair(
 ) -> dict[str, Any]:
     """One run of one peer: fork a receiver and a sender, return the receiver's measurements."""
     if peer.run is not None:  # no Python end (mmipc-c): the peer measures itself
-        workdir = tempfile.mkdtemp(prefix="mmipc-bench-")
+        workdir = tempfile.mkdtemp(prefix="mmipc-bench-", dir=_scratch)
         try:
             return peer.run(workdir, mode, size, count, interval_us, cpus)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    workdir = tempfile.mkdtemp(prefix="mmipc-bench-")
-    ctx = multiprocessing.get_context("fork")
-    results, results_in = ctx.Pipe(duplex=False)
-    ready = ctx.Event()
+    workdir = tempfile.mkdtemp(prefix="mmipc-bench-", dir=_scratch)
     try:
+        ctx = multiprocessing.get_context("fork")
+        results, results_in = ctx.Pipe(duplex=False)
+        ready = ctx.Event()
         shared = peer.open(workdir, size)
         args = (peer, shared, mode, size, count, cpus[1], ready, results_in)
         receiver = ctx.Process(target=_receive_role, args=args, daemon=True)
@@ -168,18 +171,11 @@ async def _areceive(peer: Peer, shared: Any, count: int, ready: Any) -> dict[str
         return {"error": "no asyncio read"}
     get = peer.areceiver(shared)
     ready.set()
-    lat = array("q", bytes(8 * count))
-    unpack, clock, disorder = STAMP.unpack_from, time.time_ns, 0
-    cpu0, wall0 = 0.0, 0
+    latencies, clock = _Latencies(count), time.time_ns
     for i in range(count):
         item = await get()
-        now = clock()
-        if i == count // 10:
-            cpu0, wall0 = time.process_time(), now
-        stamp, seq = unpack(item, 0)
-        lat[i] = now - stamp
-        disorder += seq != i
-    return _latency_result(lat, count, disorder, cpu0, wall0)
+        latencies.add(i, clock(), item)
+    return latencies.result()
 
 
 def _next(get: Any) -> Any:
@@ -190,25 +186,38 @@ def _next(get: Any) -> Any:
 
 
 def _latency(get: Any, count: int) -> dict[str, Any]:
-    """Latencies, and the receiver's CPU seconds per second of the run (1.0: a whole core)."""
-    lat = array("q", bytes(8 * count))
-    unpack, clock, disorder = STAMP.unpack_from, time.time_ns, 0
-    cpu0, wall0 = 0.0, 0
+    latencies, clock = _Latencies(count), time.time_ns
     for i in range(count):
         item = _next(get)
-        now = clock()
-        if i == count // 10:
-            cpu0, wall0 = time.process_time(), now
-        stamp, seq = unpack(item, 0)
-        lat[i] = now - stamp
-        disorder += seq != i
-    return _latency_result(lat, count, disorder, cpu0, wall0)
+        latencies.add(i, clock(), item)
+    return latencies.result()
 
 
-def _latency_result(lat: array[int], count: int, disorder: int, cpu0: float, wall0: int) -> dict[str, Any]:
-    cpu = (time.process_time() - cpu0) / max(1e-9, (time.time_ns() - wall0) / 1e9)
-    kept = sorted(lat[count // 10 :])
-    return {"latency_us": _summary(kept), "quantiles_us": _quantiles(kept), "disorder": disorder, "cpu": cpu}
+class _Latencies:
+    """A latency run's record, one message at a time (`now`: when the receiver got it), and the
+    receiver's CPU seconds per second of the run (1.0: a whole core) after the warm-up."""
+
+    def __init__(self, count: int) -> None:
+        self.lat = array("q", bytes(8 * count))
+        self.count, self.disorder = count, 0
+        self.cpu0, self.wall0 = 0.0, 0
+
+    def add(self, i: int, now: int, item: Any) -> None:
+        if i == self.count // 10:
+            self.cpu0, self.wall0 = time.process_time(), now
+        stamp, seq = STAMP.unpack_from(item, 0)
+        self.lat[i] = now - stamp
+        self.disorder += seq != i
+
+    def result(self) -> dict[str, Any]:
+        cpu = (time.process_time() - self.cpu0) / max(1e-9, (time.time_ns() - self.wall0) / 1e9)
+        kept = sorted(self.lat[self.count // 10 :])
+        return {
+            "latency_us": _summary(kept),
+            "quantiles_us": _quantiles(kept),
+            "disorder": self.disorder,
+            "cpu": cpu,
+        }
 
 
 def _throughput(get: Any, count: int) -> dict[str, Any]:
@@ -319,21 +328,74 @@ def outcome(run: dict[str, Any]) -> str:
 
 
 def with_service(action: Any) -> Any:
-    """Run `action()` with a real mmipc service on a temporary home (MMIPC_HOME set for the roles)."""
-    home = tempfile.mkdtemp(prefix="mmipc-home-")
-    service = spawn_service(home)
+    """Run `action()` with a real mmipc service on a temporary home (MMIPC_HOME set for the roles).
+
+    The home and every run's files live in one scratch directory, which a janitor process removes
+    once this process and its service are gone, however this process ended: a bench killed with
+    SIGKILL or SIGTERM never runs its `finally` (its service, told by the kernel, stops cleanly and
+    left its home behind, and the run's files, tens of MB, with it).
+    """
+    global _scratch
+    scratch = tempfile.mkdtemp(prefix="mmipc-bench-")
+    janitor = _start_janitor(scratch)
+    home = os.path.join(scratch, "home")
     old = os.environ.get("MMIPC_HOME")
-    os.environ["MMIPC_HOME"] = home
     try:
-        return action()
+        service = spawn_service(home)
+        os.environ["MMIPC_HOME"], _scratch = home, scratch
+        try:
+            return action()
+        finally:
+            service.terminate()
+            service.wait(timeout=30)
     finally:
-        service.terminate()
-        service.wait(timeout=30)
-        shutil.rmtree(home, ignore_errors=True)
+        _scratch = None
         if old is None:
             os.environ.pop("MMIPC_HOME", None)
         else:
             os.environ["MMIPC_HOME"] = old
+        shutil.rmtree(scratch, ignore_errors=True)
+        _stop_janitor(janitor)
+
+
+JANITOR = """
+import fcntl, os, select, shutil, sys, time
+scratch, bench = sys.argv[1], os.pidfd_open(int(sys.argv[2]))  # alive: it waits for this process
+if os.fork():
+    os._exit(0)  # the janitor is not the bench's child: the bench's own children are its roles
+select.select([0, bench], [], [])  # the bench says it is done, or it ended (even by SIGKILL)
+deadline = time.monotonic() + 60
+try:
+    fd = os.open(os.path.join(scratch, "home", "service.lock"), os.O_RDONLY)
+except OSError:
+    fd = -1
+while fd >= 0 and time.monotonic() < deadline:  # its service holds the lock until it exits
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+    except BlockingIOError:
+        time.sleep(0.05)
+shutil.rmtree(scratch, ignore_errors=True)
+"""
+
+
+def _start_janitor(scratch: str) -> IO[bytes]:
+    """A process that removes `scratch` once we write to the pipe returned, or end (even by SIGKILL),
+    and our service has let go of its lock. Its own session: a terminal's Ctrl-C does not reach it."""
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", JANITOR, scratch, str(os.getpid())],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
+    launcher.wait(timeout=60)
+    assert launcher.stdin is not None
+    return launcher.stdin
+
+
+def _stop_janitor(janitor: IO[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        janitor.write(b"done")
+        janitor.close()
 
 
 __all__ = [

@@ -208,3 +208,36 @@ async def _close(client: Client | None) -> None:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300]
+
+
+async def serve(
+    url: str,
+    name: str,
+    status: Status,
+    session: Callable[[Client, asyncio.Event], Awaitable[None]],
+    housekeeping: Callable[[], Awaitable[None]],
+    period: float,
+    banner: str,
+) -> None:
+    """A bridge's life until SIGINT or SIGTERM: `session` on connections kept by `supervise`, and
+    `housekeeping` every `period` seconds and once more after the last session ended. `banner` is
+    printed once the signals are handled (a test may stop the bridge as soon as it sees it)."""
+    stop = stop_event()
+    keeper = asyncio.ensure_future(_every(period, housekeeping, stop))
+    print(banner, flush=True)
+    try:
+        await supervise(url, name, status, stop, lambda client: session(client, stop))
+    finally:
+        stop.set()
+        await keeper
+
+
+async def _every(period: float, action: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    while True:
+        await action()
+        if stop.is_set():
+            return
+        try:
+            await asyncio.wait_for(stop.wait(), period)
+        except TimeoutError:
+            pass

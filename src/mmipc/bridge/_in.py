@@ -29,7 +29,7 @@ from ..journal._reader import Reader
 from ..journal._writer import Writer
 from ..service._lag import journal_tail
 from ..service._servicehome import DEFAULT_HOME, ServiceHome
-from ._conn import Status, stop_event, supervise
+from ._conn import Status, serve
 from ._options import InOptions
 from ._state import StateFile
 from ._wire import BridgeError, Shipped, journal_of, parse_headers
@@ -240,31 +240,15 @@ class InBridge:
             },
         }
 
-    async def housekeeping(self, stop: asyncio.Event) -> None:
-        while True:
-            await asyncio.to_thread(self.state.write, self.record())  # fsync off the loop
-            if stop.is_set():
-                return
-            try:
-                await asyncio.wait_for(stop.wait(), RECORD_S)
-            except TimeoutError:
-                pass
+    async def housekeeping(self) -> None:
+        await asyncio.to_thread(self.state.write, self.record())  # fsync off the loop
 
     async def main(self) -> None:
-        stop = stop_event()
-        keeper = asyncio.ensure_future(self.housekeeping(stop))
-        print(
-            f"mmipc bridge in {self.options.name}: {self.options.nats_url} stream {self.options.stream} "
-            f"-> {self.options.to}",
-            flush=True,
+        options = self.options
+        banner = f"mmipc bridge in {options.name}: {options.nats_url} stream {options.stream} -> {options.to}"
+        await serve(
+            options.nats_url, options.name, self.status, self.session, self.housekeeping, RECORD_S, banner
         )
-        try:
-            await supervise(
-                self.options.nats_url, self.options.name, self.status, stop, lambda c: self.session(c, stop)
-            )
-        finally:
-            stop.set()
-            await keeper
 
     def close(self) -> None:
         for mirror in self.mirrors.values():

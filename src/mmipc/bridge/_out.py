@@ -27,7 +27,7 @@ from ..journal._layout import PAGE_HEADER_SIZE
 from ..journal._reader import Reader
 from ..service._lag import journal_tail
 from ..service._servicehome import DEFAULT_HOME, ServiceHome
-from ._conn import Idle, Status, stop_event, supervise
+from ._conn import Idle, Status, serve
 from ._options import OutOptions
 from ._state import StateFile
 from ._wire import (
@@ -297,16 +297,9 @@ class OutBridge:
             config.allow_atomic = True
             await js.update_stream(config)
 
-    async def housekeeping(self, stop: asyncio.Event) -> None:
-        while True:
-            await self.commit()
-            await asyncio.to_thread(self.state.write, self.record())  # fsync off the loop
-            if stop.is_set():
-                return
-            try:
-                await asyncio.wait_for(stop.wait(), HOUSEKEEPING_S)
-            except TimeoutError:
-                pass
+    async def housekeeping(self) -> None:
+        await self.commit()
+        await asyncio.to_thread(self.state.write, self.record())  # fsync off the loop
 
     async def commit(self) -> None:
         """Commit the acknowledged positions: retention may then remove what is behind them."""
@@ -339,20 +332,20 @@ class OutBridge:
         }
 
     async def main(self) -> None:
-        stop = stop_event()
-        keeper = asyncio.ensure_future(self.housekeeping(stop))
-        print(
-            f"mmipc bridge out {self.options.name}: {len(self.pumps)} journal(s) of "
-            f"{self.options.directory} -> {self.options.nats_url} stream {self.options.stream}",
-            flush=True,
+        options = self.options
+        banner = (
+            f"mmipc bridge out {options.name}: {len(self.pumps)} journal(s) of "
+            f"{options.directory} -> {options.nats_url} stream {options.stream}"
         )
-        try:
-            await supervise(
-                self.options.nats_url, self.options.name, self.status, stop, lambda c: self.session(c, stop)
-            )
-        finally:
-            stop.set()
-            await keeper
+        await serve(
+            options.nats_url,
+            options.name,
+            self.status,
+            self.session,
+            self.housekeeping,
+            HOUSEKEEPING_S,
+            banner,
+        )
 
     def close(self) -> None:
         """Leave the durable cursor at the acknowledged positions (close() would commit those read)."""

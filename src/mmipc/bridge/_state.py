@@ -20,7 +20,7 @@ import os
 import time
 from typing import Any
 
-from ..journal._files import pid_alive
+from ..journal._files import pid_alive, write_atomically
 from ..service._home import resolve_home
 from ._wire import BridgeError
 
@@ -64,14 +64,7 @@ class StateFile:
 
     def write(self, record: dict[str, Any]) -> None:
         body = json.dumps({**record, "pid": os.getpid(), "updated_ns": time.time_ns()}, sort_keys=True)
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, body.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)
+        write_atomically(self.path, body.encode(), sync_directory=False)  # a status, not a commit
 
 
 def _read(path: str) -> dict[str, Any] | None:

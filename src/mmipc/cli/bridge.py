@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..bridge import BridgeError, require_nats, run_in, run_out
 from ..bridge._options import InOptions, OutOptions
 from ._args import add_home, add_journals, count, journals_in_one_directory, seconds, time_arg
 from ._errors import ArgumentsError
+
+Options = TypeVar("Options", OutOptions, InOptions)
 
 
 def add_commands(commands: Any) -> None:
@@ -73,14 +76,8 @@ def _common(parser: argparse.ArgumentParser, kind: str) -> None:
 
 def run_bridge_out(args: argparse.Namespace) -> int:
     require_nats()
-    _log()
     options = OutOptions(
-        nats_url=args.nats,
-        stream=args.stream,
-        name=args.name,
-        subject_prefix=args.subject_prefix,
-        home=args.home,
-        ack_timeout=args.ack_timeout,
+        **_common_options(args),
         directory=args.directory,
         journals=journals_in_one_directory(args),
         host=args.host_id,
@@ -88,25 +85,30 @@ def run_bridge_out(args: argparse.Namespace) -> int:
         start=args.start if args.start is not None else "begin",
         replicas=args.replicas,
     )
-    _check(options)
-    run_out(options)
-    return 0
+    return _run(options, run_out)
 
 
 def run_bridge_in(args: argparse.Namespace) -> int:
     require_nats()
+    return _run(InOptions(**_common_options(args), to=args.to), run_in)
+
+
+def _common_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options `_common` added, by their names in OutOptions and InOptions."""
+    return {
+        "nats_url": args.nats,
+        "stream": args.stream,
+        "name": args.name,
+        "subject_prefix": args.subject_prefix,
+        "home": args.home,
+        "ack_timeout": args.ack_timeout,
+    }
+
+
+def _run(options: Options, run: Callable[[Options], None]) -> int:
     _log()
-    options = InOptions(
-        nats_url=args.nats,
-        stream=args.stream,
-        name=args.name,
-        subject_prefix=args.subject_prefix,
-        home=args.home,
-        ack_timeout=args.ack_timeout,
-        to=args.to,
-    )
     _check(options)
-    run_in(options)
+    run(options)
     return 0
 
 

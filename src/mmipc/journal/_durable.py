@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .._errors import CursorError, UsageError
 from ..service._home import resolve_home
 from ..service._lag import live_first_seq
-from ._files import NAME_PATTERN, check_name, list_pages, page_path
+from ._files import NAME_PATTERN, check_name, list_pages, page_path, write_atomically
 from ._layout import PAGE_HEADER_SIZE, FrameInfo, full_seq
 from ._page import MappedPage
 from ._types import Frame, JournalId
@@ -140,7 +140,7 @@ class CursorFile:
             sort_keys=True,
         ).encode()
         try:
-            _write_atomically(self.path, f"{FORMAT} {zlib.crc32(body):08x}\n".encode() + body)
+            write_atomically(self.path, f"{FORMAT} {zlib.crc32(body):08x}\n".encode() + body)
         except OSError as exc:  # a full disk, a file size limit: the last record stays as it was
             self.generation -= 1
             raise CursorError(f"cannot commit cursor file {self.path}: {exc.strerror}") from None
@@ -202,23 +202,6 @@ def _position(entry: dict[str, Any], path: str) -> Position:
     if position.page_no < 0 or position.offset < PAGE_HEADER_SIZE:
         raise CursorError(f"cursor file {path} has an impossible position {tuple(position)}")
     return position
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    directory = os.path.dirname(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _remove(path: str) -> None:

@@ -276,3 +276,29 @@ def release_pid_lock(fd: int) -> None:
         os.ftruncate(fd, 0)
     finally:
         os.close(fd)
+
+
+def write_atomically(path: str, data: bytes, sync_directory: bool = True) -> None:
+    """Replace the file at `path` with `data` so that a reader, or the file after a crash, is the old
+    content or the new one, never a mix: write all of a temporary file beside it, fsync it, rename it
+    over `path`, then (`sync_directory`) fsync the directory so that the rename itself survives a
+    crash. A write that fails part-way (a full disk) raises and leaves `path` as it was."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:  # a short write (a file size limit, a full disk) goes on, and then fails
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+    if sync_directory:
+        dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
