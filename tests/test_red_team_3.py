@@ -1,8 +1,8 @@
 """Red team, round 3: durable cursors, retention, the bridge and status, attacked as a careless or
 hostile user would (special files, damaged records with valid checksums, a full disk, huge frames).
 
-Each test failed before its fix; the ones marked xfail(strict) are findings in files other helpers
-own, routed by the lead."""
+Each test failed before its fix. The findings in files other helpers owned were committed as
+xfail(strict) and fixed by the lead after the merges."""
 
 from __future__ import annotations
 
@@ -247,14 +247,9 @@ def test_a_frame_over_the_servers_max_payload_stops_the_out_bridge_saying_so(
     assert len(err.splitlines()) == 1 and "max_payload (1048576 bytes)" in err, err
 
 
-# -- findings in files other helpers own (xfail, strict: routed by the lead) ---------------------
+# -- findings in files other helpers owned (fixed by the lead after the merges) -------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bridge/_state.py (not red3's): read_states opens a state file without O_NONBLOCK (a FIFO "
-    "hangs `mmipc status`), reads a directory (IsADirectoryError) and trusts a record's field types",
-)
 @pytest.mark.parametrize("kind", ["fifo", "directory", "bad field types"])
 def test_a_bridge_state_file_that_is_not_a_record_never_hangs_or_breaks_status(
     tmp_path: Path, kind: str
@@ -280,11 +275,6 @@ def test_a_bridge_state_file_that_is_not_a_record_never_hangs_or_breaks_status(
         svc.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="journal/_bell.py `_claim` passes a slot's pid from NAME.bells to pid_alive unchecked: a "
-    "damaged list (pid > 2**31-1) makes Reader.add_journal raise OverflowError",
-)
 def test_a_damaged_bells_file_costs_a_reader_its_doorbell_not_its_journal(jdir: str) -> None:
     with Writer.create(jdir, "j", service=None) as writer:
         writer.write(b"one")
@@ -460,11 +450,6 @@ def test_a_password_in_the_nats_url_stays_out_of_the_log(tmp_path: Path, procs: 
     assert "s3cret" not in state(name)["error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bridge/_out.py and _in.py (not red3's) print the --nats URL with its password on the "
-    "start line and write it into the state file; `_wire.redact` does the job",
-)
 def test_a_password_in_the_nats_url_stays_out_of_the_state_file_and_start_line(
     tmp_path: Path, procs: Procs
 ) -> None:
@@ -543,11 +528,6 @@ def test_a_cursor_directory_that_cannot_be_listed_breaks_no_status_and_holds_ret
     assert list_pages(jdir, "j")[0] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bridge/_in.py (not red3's) trusts the types of the resume record in its state file: "
-    '"resume": "zzz" ends `mmipc bridge in` with an internal error (AttributeError)',
-)
 def test_a_damaged_resume_record_of_the_in_bridge_is_no_internal_error(
     nats: NatsServer, procs: Procs, tmp_path: Path
 ) -> None:

@@ -32,10 +32,45 @@ from ..service._servicehome import DEFAULT_HOME, ServiceHome
 from ._conn import Status, serve
 from ._options import InOptions
 from ._state import StateFile
-from ._wire import BridgeError, Shipped, journal_of, parse_headers
+from ._wire import BridgeError, Shipped, journal_of, parse_headers, redact
 
 log = logging.getLogger("mmipc.bridge")
 RECORD_S = 0.5
+
+
+def _checked_resume(resume: object, path: str) -> dict[str, Any]:
+    """The resume record if every field has its type, else a `BridgeError`: a damaged record is
+    never guessed at (the mirror could get frames twice or lose some)."""
+    problem = _resume_problem(resume)
+    if problem:
+        raise BridgeError(
+            f"the resume record in {path} is damaged ({problem}): restore it, or remove the file to "
+            "mirror the stream again from its start"
+        )
+    assert isinstance(resume, dict)
+    return resume
+
+
+def _resume_problem(resume: object) -> str:
+    if not isinstance(resume, dict):
+        return "not a JSON object"
+    for key, kind in (("stream_seq", int), ("created", str), ("to", str), ("journals", dict)):
+        if key in resume and not _is(resume[key], kind):
+            return f"{key} is not a {kind.__name__}"
+    for name, mark in resume.get("journals", {}).items():
+        if not isinstance(mark, dict):
+            return f"journal {name!r} is not a JSON object"
+        for key, kind in (("mirror_seq", int), ("nano", int), ("host", str), ("last", list)):
+            if key in mark and not _is(mark[key], kind):
+                return f"journal {name!r}: {key} is not a {kind.__name__}"
+        last = mark.get("last", [0, 0, 0])
+        if len(last) != 3 or not all(_is(x, int) for x in last):
+            return f"journal {name!r}: last is not three integers"
+    return ""
+
+
+def _is(value: object, kind: type) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 class Mirrored:
@@ -117,7 +152,7 @@ class InBridge:
         self.status = Status()
         self.state = StateFile(options.home, options.name).lock()
         self.service: ServiceHome = DEFAULT_HOME if options.home is None else options.home
-        resume = self.state.load().get("resume") or {}
+        resume = _checked_resume(self.state.load().get("resume") or {}, self.state.path)
         if resume and resume.get("to") != options.to:
             self.state.unlock()
             raise BridgeError(
@@ -224,7 +259,7 @@ class InBridge:
         return {
             "kind": "in",
             "name": self.options.name,
-            "nats": self.options.nats_url,
+            "nats": redact(self.options.nats_url),
             "stream": self.options.stream,
             "to": self.options.to,
             **self.status.fields(),
@@ -245,7 +280,8 @@ class InBridge:
 
     async def main(self) -> None:
         options = self.options
-        banner = f"mmipc bridge in {options.name}: {options.nats_url} stream {options.stream} -> {options.to}"
+        url = redact(options.nats_url)
+        banner = f"mmipc bridge in {options.name}: {url} stream {options.stream} -> {options.to}"
         await serve(
             options.nats_url, options.name, self.status, self.session, self.housekeeping, RECORD_S, banner
         )

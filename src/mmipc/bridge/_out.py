@@ -41,6 +41,7 @@ from ._wire import (
     Shipped,
     headers_for,
     parse_headers,
+    redact,
     subject_for,
 )
 
@@ -324,7 +325,7 @@ class OutBridge:
             "kind": "out",
             "name": self.options.name,
             "host": self.options.host,
-            "nats": self.options.nats_url,
+            "nats": redact(self.options.nats_url),
             "stream": self.options.stream,
             **status,
             "acked_stream_seq": max((p.expected for p in self.pumps), default=0),
@@ -335,7 +336,7 @@ class OutBridge:
         options = self.options
         banner = (
             f"mmipc bridge out {options.name}: {len(self.pumps)} journal(s) of "
-            f"{options.directory} -> {options.nats_url} stream {options.stream}"
+            f"{options.directory} -> {redact(options.nats_url)} stream {options.stream}"
         )
         await serve(
             options.nats_url,

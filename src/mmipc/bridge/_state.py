@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
+import stat
 import time
 from typing import Any
 
@@ -68,12 +70,18 @@ class StateFile:
 
 
 def _read(path: str) -> dict[str, Any] | None:
+    """The record at `path`, or None if it is not one: a FIFO never blocks (O_NONBLOCK), and a
+    directory, a device or damaged JSON reads as nothing."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         data = os.read(fd, MAX_FILE)
+    except OSError:
+        return None
     finally:
         os.close(fd)
     try:
@@ -81,6 +89,30 @@ def _read(path: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+_TEXT = ("name", "kind", "state", "error", "host", "nats", "stream")
+_NUMBERS = ("pid", "updated_ns", "acked_stream_seq", "lag_frames", "lag_s", "retry_in_s")
+
+
+def _typed(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with every field `status` uses of the type it expects; a field of another type (a
+    hand-edited or damaged file) is dropped, never trusted."""
+    out = {k: v for k, v in record.items() if k not in _TEXT + _NUMBERS + ("journals",)}
+    out.update({k: record[k] for k in _TEXT if isinstance(record.get(k), str)})
+    out.update({k: record[k] for k in _NUMBERS if _is_number(record.get(k))})
+    journals = record.get("journals")
+    if isinstance(journals, dict):
+        out["journals"] = {
+            str(k): {f: v for f, v in j.items() if f not in _NUMBERS or _is_number(v)}
+            for k, j in journals.items()
+            if isinstance(j, dict)
+        }
+    return out
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_states(home: str | None = None) -> list[dict[str, Any]]:
@@ -96,6 +128,7 @@ def read_states(home: str | None = None) -> list[dict[str, Any]]:
         record = _read(os.path.join(directory, name))
         if record is None:
             continue
+        record = _typed(record)
         record["alive"] = isinstance(pid := record.get("pid"), int) and pid_alive(pid)
         if not record["alive"]:
             record["state"] = "dead"

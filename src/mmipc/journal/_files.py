@@ -33,20 +33,24 @@ from ._layout import encode_page_header
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}")
 PAGE_SUFFIX = ".journal"
 MAX_PAGE_NO = 99_999_999
+MAX_PID = 1 << 22  # Linux pid_max can be at most 2**22 (PID_MAX_LIMIT)
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 DEFAULT_MODE = 0o600
 _OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists (another user's counts too; 0 and negatives never do)."""
+    """Whether process `pid` exists (another user's counts too; 0, negatives and numbers no pid can
+    be, as a damaged file may hold, never do)."""
+    if not 0 < pid <= MAX_PID:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return pid > 0
+    return True
 
 
 def check_mode(mode: object) -> int:
