@@ -51,16 +51,30 @@ def _checked_resume(resume: object, path: str) -> dict[str, Any]:
     return resume
 
 
+_RESUME_FIELDS: tuple[tuple[str, type], ...] = (
+    ("stream_seq", int),
+    ("created", str),
+    ("to", str),
+    ("journals", dict),
+)
+_MARK_FIELDS: tuple[tuple[str, type], ...] = (
+    ("mirror_seq", int),
+    ("nano", int),
+    ("host", str),
+    ("last", list),
+)
+
+
 def _resume_problem(resume: object) -> str:
     if not isinstance(resume, dict):
         return "not a JSON object"
-    for key, kind in (("stream_seq", int), ("created", str), ("to", str), ("journals", dict)):
+    for key, kind in _RESUME_FIELDS:
         if key in resume and not _is(resume[key], kind):
             return f"{key} is not a {kind.__name__}"
     for name, mark in resume.get("journals", {}).items():
         if not isinstance(mark, dict):
             return f"journal {name!r} is not a JSON object"
-        for key, kind in (("mirror_seq", int), ("nano", int), ("host", str), ("last", list)):
+        for key, kind in _MARK_FIELDS:
             if key in mark and not _is(mark[key], kind):
                 return f"journal {name!r}: {key} is not a {kind.__name__}"
         last = mark.get("last", [0, 0, 0])
