@@ -309,3 +309,28 @@ def test_a_writer_rings_only_bell_files_never_a_file_a_bell_list_names(jdir: str
     for path in victims:
         with open(path, "rb") as f:
             assert f.read() == b"keep" * 25, path
+
+
+def test_block_sleeps_at_once_when_frames_come_further_apart_than_its_spin(jdir: str) -> None:
+    """The spin window adapts: after frames 1,000 s apart (writer's timestamps), a reader with a
+    600 s spin window goes straight to sleep instead of spinning for 600 s."""
+    with Writer.create(jdir, "far", service=None) as writer, Reader.create("far", service=None) as reader:
+        reader.add_journal(jdir, "far")
+        start = writer.write(b"0")
+        got: list[bytes] = []
+
+        def read() -> None:
+            for frame in reader.frames(wait=Block(spin=600.0, max_nap=None)):
+                got.append(bytes(frame.data))
+                if len(got) == 3:
+                    return
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        wait_for(lambda: got == [b"0"], what="the first frame")
+        writer.write_at(b"1", start + 1000 * 10**9)
+        wait_for(lambda: len(got) == 2, what="the second frame")
+        wait_for(lambda: _sleeping(reader), what="the reader to sleep without spinning 600 s")
+        writer.write_at(b"2", start + 2000 * 10**9)
+        thread.join(timeout=60)
+        assert got == [b"0", b"1", b"2"]
