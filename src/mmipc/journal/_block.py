@@ -5,8 +5,9 @@ Rules:
 * Spin `SPIN` seconds of polls after the last frame (busy-poll latency for frames that follow each
   other closely), then sleep. The window adapts: when the last two frames either side of an idle
   spell were further apart (writer's timestamps) than the window, the reader sleeps at once, as a
-  reader paced every 200 us gains nothing from spinning 50 us and pays a quarter of a core for it. A wake-up is never lost: announce sleeping (a full fence), re-check
-  every journal, and only then wait on the futex word read before the announcement (_bell.py).
+  reader paced every 200 us gains nothing from spinning 50 us and pays a quarter of a core for it.
+  A wake-up is never lost: announce sleeping (a full fence), re-check every journal, and only then
+  wait on the futex word read before the announcement (_bell.py).
 * Each wait lasts at most `MAX_NAP` seconds: a wait that no ring ended polls every journal, so a
   writer that does not ring (an older version, a bell it may not open) is seen within MAX_NAP.
   Journals no doorbell covers, and readers without a bell, wait in `BOUNDED_SLEEP` steps.
