@@ -155,3 +155,18 @@ def test_mmipc_bench_journals_mode_reports_each_count() -> None:
     expected = [(b, n, 300) for b in backends for n in (1, 3)]
     assert [(r["backend"], r["journals"], r["frames"]) for r in rows] == expected
     assert all(r["read_ns"] > 0 and r["empty_ns"] > 0 for r in rows)
+
+
+@pytest.mark.once
+def test_mmipc_bench_modes_runs_only_the_modes_asked_for() -> None:
+    """`--modes`: the lead re-measures the wake-up latency alone (blocking and asyncio rows)."""
+    cmd = [sys.executable, "-m", "mmipc", "bench", "--peers", "mmipc,os.pipe", "--size", "64"]
+    cmd += ["--modes", "latency-blocking,latency-asyncio", "--intervals", "1000", "--rounds", "1"]
+    out = subprocess.run([*cmd, "--count", "200", "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    runs = json.loads(out.stdout)["runs"]
+    assert sorted((r["peer"], r["mode"]) for r in runs) == [
+        ("mmipc", "latency-asyncio"),
+        ("mmipc", "latency-blocking"),
+        ("os.pipe", "latency-blocking"),
+    ]

@@ -257,12 +257,14 @@ def measure(
     results: dict[str, Any] | None = None,
     intervals: list[float] | None = None,
     blocking_seconds: float = BLOCKING_SECONDS,
+    modes: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Interleaved rounds: every round runs every peer, size, mode and interval once.
 
     The busy-polling latency and the throughput runs use `interval_us` and `count`; the blocking
     and asyncio runs are repeated at each of `intervals` (default: `interval_us` alone), each with
-    at most `count` messages and about `blocking_seconds` of sending. `log` gets one line per run
+    at most `count` messages and about `blocking_seconds` of sending; `modes` (default: every one
+    of MODES) picks which kinds of run a round makes. `log` gets one line per run
     (its outcome, and the load average when it ended: a loaded machine makes every figure of that
     run suspect). Runs are appended to `results` as they finish, so a caller that passes it keeps
     what was measured if it is interrupted.
@@ -272,6 +274,7 @@ def measure(
     if results is None:
         results = {}
     plan = list(_plan(peers, sizes, count, interval_us, intervals or [interval_us], blocking_seconds))
+    plan = [step for step in plan if modes is None or step[2] in modes]
     results.update({"peers": [p.name for p in peers], "sizes": sizes, "runs": []})
     results["intervals"] = intervals or [interval_us]
     results["polling"] = [p.name for p in peers if p.polls]

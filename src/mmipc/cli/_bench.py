@@ -9,7 +9,7 @@ import statistics
 import sys
 from typing import Any
 
-from ..bench import BLOCKING_SECONDS, PEERS, TIMED_MODES, measure, outcome, with_service
+from ..bench import BLOCKING_SECONDS, MODES, PEERS, TIMED_MODES, measure, outcome, with_service
 from ..bench.report import plot, report
 from ..journal._backend import BACKEND
 from ._args import add_cpu, count, rate, sizes
@@ -18,6 +18,15 @@ from ._errors import ArgumentsError
 INTERVALS = (20, 200, 1000, 10000)  # us: where a kernel wait never sleeps, up to where it always does
 QUICK_BLOCKING_SECONDS = 0.2
 SPREAD_WARNING = 2.0  # a peer's p50 varying more than this factor across rounds: the machine was busy
+
+
+def modes(text: str) -> tuple[str, ...]:
+    """Comma-separated kinds of run, each one of MODES."""
+    chosen = tuple(part.strip() for part in text.split(","))
+    for mode in chosen:
+        if mode not in MODES:
+            raise argparse.ArgumentTypeError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
+    return chosen
 
 
 def add_commands(commands: Any) -> None:
@@ -47,6 +56,13 @@ def add_commands(commands: Any) -> None:
         metavar="US,US",
         help="blocking and asyncio runs: sender pacing in us, one run each "
         f"(default {','.join(map(str, INTERVALS))}; --quick: 200)",
+    )
+    bench.add_argument(
+        "--modes",
+        type=modes,
+        metavar="MODE,MODE",
+        help=f"only these kinds of run, from {','.join(MODES)} (default: all); e.g. "
+        "--modes latency-blocking,latency-asyncio --intervals 200,1000 for the wake-up latency alone",
     )
     add_cpu(bench, pair=True, help="sender and receiver CPUs (default 0,1)")
     bench.add_argument(
@@ -95,6 +111,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 results,
                 [float(i) for i in args.intervals or ([200] if args.quick else INTERVALS)],
                 QUICK_BLOCKING_SECONDS if args.quick else BLOCKING_SECONDS,
+                args.modes,
             )
         )
     finally:  # after Ctrl-C too: the runs measured so far
