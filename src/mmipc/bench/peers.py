@@ -217,13 +217,19 @@ def _c_bench() -> str:
         here = os.path.dirname(os.path.abspath(__file__))
         native = os.path.join(here, "..", "journal", "_native")
         build = tempfile.mkdtemp(prefix="mmipc-c-bench-")
-        atexit.register(shutil.rmtree, build, True)
+        atexit.register(forget_c_bench)
         out = os.path.join(build, "c_bench")
         cc = _c_compiler() or "cc"
         sources = [os.path.join(here, "c_bench.c"), os.path.join(native, "mmipc.c")]
         subprocess.run([cc, "-std=c11", "-O2", f"-I{native}", "-o", out, *sources], check=True)
         _C_BENCH.append(out)
     return _C_BENCH[0]
+
+
+def forget_c_bench() -> None:
+    """Remove the c_bench built by this process (at exit, or sooner), so the next run builds it."""
+    while _C_BENCH:
+        shutil.rmtree(os.path.dirname(_C_BENCH.pop()), ignore_errors=True)
 
 
 def _c_run(
