@@ -262,9 +262,9 @@ class Ringer:
         # `list[COUNT]`: the low byte of the count (at most SLOTS = 64), the writer's one load per
         # commit: an mmap's item costs half a memoryview's
         self.list: mmap.mmap | bytearray = mm if mm is not None else bytearray(LIST_HEADER)
-        self.count = memoryview(self.list)[COUNT : COUNT + 4].cast("I")
+        self.count = memoryview(self.list)[COUNT : VERSION + 4].cast("I")  # [count, version]
         self._version = -1
-        self._targets: list[list[Any]] = []  # [bell map, flag index, bell path, FIFO fd or -1]
+        self._targets: list[list[Any]] = []  # [bell map, flag offset, bell path, FIFO fd or -1]
         self._bells: dict[str, mmap.mmap | None] = {}
 
     @classmethod
@@ -272,15 +272,42 @@ class Ringer:
         return cls(_map(bells_path(directory, name), LIST_SIZE, create=True))
 
     def ring(self) -> None:
-        """Ring every bell listed (called after a commit, when the count is not 0)."""
-        mm = self.mm
-        assert mm is not None
-        fence()  # the commit before the loads of the list (Dekker, with the subscriber's fence)
-        if _U32.unpack_from(mm, VERSION)[0] != self._version:
+        """Ring every bell listed (called after a commit, when the count is not 0).
+
+        The pure-Python ring pays one fence for the commit and every bell (a fence is a lock round
+        trip here): each cached bell's flag and `pending` are stored first (stores stay in order:
+        the commit before them), then the fence, then the loads: the list's version (Dekker with a
+        subscriber's fence) and each bell's `sleeping` (Drepper's rule, with the sleeper's
+        exchange). A list that changed is read again and its bells rung in full; a bell flagged on
+        its way out of the list costs its reader one spurious poll at most.
+        """
+        if native is not None:
+            self._ring_native()
+            return
+        targets = self._targets
+        for target in targets:
+            bell = target[0]
+            bell[target[1]] = 1  # the flag, then `pending` (0 or 1): single bytes to store
+            bell[PENDING] = 1
+        _fence_lock.acquire()  # fence(), inlined: this is the pure-Python writer's hot path
+        _fence_lock.release()
+        if self.count[1] != self._version:
             self._reload()
-        ring = native.bell_ring if native is not None else _ring
+            for target in self._targets:
+                if _ring(target[0], target[1] - FLAGS) == IN_LOOP:
+                    _poke(target)
+            return
+        for target in targets:
+            if target[0][SLEEPING] and _wake(target[0]) == IN_LOOP:  # `sleeping` is 0, 1 or 2
+                _poke(target)
+
+    def _ring_native(self) -> None:
+        assert native is not None
+        fence()  # the commit before the loads of the list (Dekker, with the subscriber's fence)
+        if self.count[1] != self._version:
+            self._reload()
         for target in self._targets:
-            if ring(target[0], target[1]) == IN_LOOP:
+            if native.bell_ring(target[0], target[1] - FLAGS) == IN_LOOP:
                 _poke(target)
 
     def _reload(self) -> None:
@@ -298,7 +325,7 @@ class Ringer:
             bell = self._bells.pop(path, None) if path in self._bells else _map(path, BELL_SIZE, create=False)
             bells[path] = bell
             if bell is not None:
-                targets.append([bell, index, path, -1])
+                targets.append([bell, FLAGS + index, path, -1])
         for old in self._bells.values():
             if old is not None:
                 old.close()
@@ -341,10 +368,16 @@ def _poke(target: list[Any]) -> None:
 
 
 def _ring(bell: mmap.mmap, index: int) -> int:
-    """The pure-Python ring: the old value of `sleeping`."""
+    """The pure-Python ring of one bell: the old value of `sleeping`."""
     bell[FLAGS + index] = 1
     _U32.pack_into(bell, PENDING, 1)
     fence()
+    return _wake(bell)
+
+
+def _wake(bell: mmap.mmap) -> int:
+    """After the flag, `pending` and a fence: wake the bell's reader if it sleeps; the old value
+    of `sleeping`."""
     sleeping = int(_U32.unpack_from(bell, SLEEPING)[0])
     if sleeping:
         _U32.pack_into(bell, SLEEPING, 0)
