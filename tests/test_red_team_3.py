@@ -375,6 +375,7 @@ def test_a_journal_in_a_directory_whose_name_is_not_utf8_is_scraped(tmp_path: Pa
         svc.stop()
 
 
+@pytest.mark.once  # .ci/run: native pass only (the service's metrics endpoint is not the backend's)
 def test_idle_connections_to_the_metrics_port_never_starve_the_service_of_descriptors(
     tmp_path: Path,
 ) -> None:
