@@ -14,7 +14,6 @@ Rules:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -22,7 +21,7 @@ import stat
 import time
 from typing import Any
 
-from ..journal._files import pid_alive, write_atomically
+from ..journal._files import pid_alive, try_lock, write_atomically
 from ..service._home import resolve_home
 from ._wire import BridgeError
 
@@ -43,15 +42,11 @@ class StateFile:
         self._lock_fd = -1
 
     def lock(self) -> StateFile:
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        fd = os.open(self.path[: -len(".json")] + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock(self.path[: -len(".json")] + ".lock")
+        if fd is None:
             raise BridgeError(
                 f"a bridge named by {self.path} is already running: give this one another --name"
-            ) from None
+            )
         self._lock_fd = fd
         return self
 

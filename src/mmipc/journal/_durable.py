@@ -28,7 +28,6 @@ Rules:
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import logging
@@ -42,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .._errors import CursorError, UsageError
 from ..service._home import resolve_home
 from ..service._lag import live_first_seq
-from ._files import NAME_PATTERN, check_name, list_pages, page_path, write_atomically
+from ._files import NAME_PATTERN, check_name, list_pages, page_path, try_lock, write_atomically
 from ._layout import PAGE_HEADER_SIZE, FrameInfo, full_seq
 from ._page import MappedPage
 from ._types import Frame, JournalId
@@ -87,20 +86,16 @@ class CursorFile:
     def lock(self, load: bool = True) -> CursorFile:
         """Take the name's lock, then load the record (an absent file is an empty record)."""
         try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = try_lock(self.path + ".lock")
         except OSError as exc:
             raise CursorError(
                 f"cannot use cursor directory {self.directory} for reader {self.name!r}: "
                 f"{exc.strerror} ({exc.filename})"
             ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        if fd is None:
             raise CursorError(
                 f"durable reader {self.name!r} is open in another process ({self.path}.lock is held)"
-            ) from None
+            )
         self._lock_fd = fd
         try:
             if load:

@@ -274,6 +274,20 @@ def lock_or_holder(fd: int, note_required: bool = True) -> str | None:
     return None
 
 
+def try_lock(path: str) -> int | None:
+    """Make `path`'s directory (mode 0700) and the lock file `path` (0600, never through a symlink),
+    and take `flock(LOCK_EX)` on it: its fd, or None (nothing kept open) if another process holds
+    it. A named reader's cursor and a bridge's state are locked this way; an OSError propagates."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def release_pid_lock(fd: int) -> None:
     """Forget the recorded pid and drop the lock taken by `lock_or_holder`."""
     try:
