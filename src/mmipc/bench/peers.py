@@ -451,6 +451,13 @@ def _mq_receiver(queue: Any) -> tuple[Poll, Poll | None]:
 # -- iceoryx2 publish-subscribe, zero-copy loan ---------------------------------------------------
 
 
+# Samples a subscriber buffers: more than a default throughput run sends (5 x --count 20,000), so
+# that the publisher never blocks. Blocking (RetryUntilDelivered) loses samples under load in
+# iceoryx2 0.10: one throughput run in 13 to 57 hung here with the sender done and the subscriber
+# empty; with this buffer, 150 runs in a row passed (and a journal never blocks its writer either).
+IOX_BUFFER = 1 << 17
+
+
 def _iox_open(workdir: str, size: int) -> Any:
     return f"mmipc/bench/{os.getpid()}/{size}", size
 
@@ -463,7 +470,7 @@ def _iox_service(shared: tuple[str, int]) -> tuple[Any, Any, Any]:
     iox2.set_log_level(iox2.LogLevel.Error)
     node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
     builder = node.service_builder(iox2.ServiceName.new(name)).publish_subscribe(payload)
-    builder = builder.subscriber_max_buffer_size(4096).history_size(0).enable_safe_overflow(False)
+    builder = builder.subscriber_max_buffer_size(IOX_BUFFER).history_size(0).enable_safe_overflow(False)
     return node, builder.open_or_create(), payload
 
 
