@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,8 @@ LOST_WAKEUP_FRAMES = {"native": 1_000_000, "python": 300_000}
 # Every round trip is two wake-ups (the pure-Python reader sleeps in bounded steps: fewer rounds).
 PING_PONG_ROUNDS = {"native": 100_000, "python": 5_000}
 END = 7
+NATIVE = Path(__file__).resolve().parent.parent / "src" / "mmipc" / "journal" / "_native"
+EXAMPLES = NATIVE.parents[3] / "examples" / "c"
 
 
 def _env(backend: str) -> dict[str, str]:
@@ -334,3 +339,84 @@ def test_block_sleeps_at_once_when_frames_come_further_apart_than_its_spin(jdir:
         writer.write_at(b"2", start + 2000 * 10**9)
         thread.join(timeout=60)
         assert got == [b"0", b"1", b"2"]
+
+
+def _bell_u32(reader: Reader, offset: int) -> int:
+    bell = reader._merge.bell
+    assert bell is not None
+    return int.from_bytes(bell.mm[offset : offset + 4], "little")
+
+
+def _set_bell_u32(reader: Reader, offset: int, value: int) -> None:
+    bell = reader._merge.bell
+    assert bell is not None
+    bell.mm[offset : offset + 4] = value.to_bytes(4, "little")
+
+
+LIMITED_WRITER = """
+import os, resource, time
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # NAME.bells needs 16,448 bytes
+from mmipc import Writer
+directory, stop = {directory!r}, {stop!r}
+writer = Writer.create(directory, "fs", service=None, page_size={page_size})
+print("ready", flush=True)
+while not os.path.exists(stop):
+    writer.write(b"x")
+    time.sleep(0.001)  # pacing, so that the page (made by the test) never fills
+writer.close()
+"""
+
+
+def test_a_writer_that_may_not_make_its_bell_list_rings_once_a_reader_does(procs: Procs, jdir: str) -> None:
+    """Under an RLIMIT_FSIZE below the size of NAME.bells, a writer cannot make it; the first
+    reader that subscribes does, and the writer (C ringer on the native backend, `LateRinger` on
+    the pure-Python one), trying again every LATE_RETRY, then rings it."""
+    from mmipc.journal._bell import bells_path
+
+    page_size = 1 << 23
+    with Writer.create(jdir, "fs", service=None, page_size=page_size) as writer:
+        writer.write(b"first")  # the page exists at full size: the limited writer only maps it
+    os.unlink(bells_path(jdir, "fs"))
+    stop = os.path.join(jdir, "stop")
+    child = procs.spawn_code(LIMITED_WRITER.format(directory=jdir, stop=stop, page_size=page_size))
+    child.expect_line("ready")
+    assert os.path.getsize(bells_path(jdir, "fs")) == 0  # the limit kept the writer from making it
+    with Reader.create("fs", service=None) as reader:
+        reader.add_journal(jdir, "fs")
+        assert reader.read() is not None
+        _set_bell_u32(reader, 16, 0)
+        wait_for(lambda: _bell_u32(reader, 16) == 1, what="a ring from the limited writer")
+    with open(stop, "w"):
+        pass
+    child.finish(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def ctp_writer(tmp_path_factory: pytest.TempPathFactory) -> str:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the C API cannot be built here")
+    out = str(tmp_path_factory.mktemp("cbell") / "ctp_writer")
+    cmd = [gcc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{NATIVE}", "-o", out]
+    subprocess.run([*cmd, str(EXAMPLES / "ctp_writer.c"), str(NATIVE / "mmipc.c")], check=True)
+    return out
+
+
+def test_a_c_writer_under_a_file_size_limit_below_its_bell_list_is_not_killed(
+    ctp_writer: str, jdir: str
+) -> None:
+    """A C program does not ignore SIGXFSZ: growing NAME.bells past RLIMIT_FSIZE would kill it.
+    The C core leaves the list unmade instead (a reader that subscribes makes it)."""
+    from mmipc.journal._bell import bells_path
+
+    writer = [ctp_writer, "--page-size", str(1 << 16), jdir, "md"]
+    subprocess.run([*writer, "5"], check=True, capture_output=True)  # the page, made without a limit
+    os.unlink(bells_path(jdir, "md"))
+    limited = 'ulimit -f 4; exec "$@"'  # 4 KiB: NAME.bells (16,448 bytes) does not fit; no trap
+    done = subprocess.run(["bash", "-c", limited, "bash", *writer, "20"], capture_output=True, text=True)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert done.stdout.split()[-2:] == ["wrote", "20"]
+    assert os.path.getsize(bells_path(jdir, "md")) == 0
+    with Reader.create("md", service=None) as reader:
+        reader.add_journal(jdir, "md")
+        assert sum(1 for _ in reader.frames(timeout=0)) == 25

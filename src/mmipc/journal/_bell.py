@@ -27,6 +27,7 @@ import fcntl
 import itertools
 import mmap
 import os
+import resource
 import stat
 import struct
 import threading
@@ -46,6 +47,7 @@ SLOT = struct.Struct("<IIII240s")  # state, generation, pid, flag index, bell pa
 BOUNDED_SLEEP = 0.001
 ON_FUTEX, IN_LOOP = 1, 2  # values of `sleeping`: woken by FUTEX_WAKE, or by a byte in PATH.fifo
 SWEEP_EVERY = 4096
+LATE_RETRY = 0.1  # s between a LateRinger's tries to map NAME.bells
 _U32 = struct.Struct("<I")
 _fence_lock = threading.Lock()
 _serial = itertools.count()
@@ -73,11 +75,13 @@ def _bell_dir() -> str:
     return tempfile.gettempdir()
 
 
-def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
-    """Map `path` read-write, or None if the OS refuses. `create`: make it, or grow it to `size`.
-    Without `create` (a writer mapping a bell named in a list others may edit) only a regular file
-    named ``mmipc-bell.*`` of exactly `size` bytes is mapped: never another file, never resized."""
-    if not create and not os.path.basename(path).startswith("mmipc-bell."):
+def _map(path: str, size: int, create: bool, any_name: bool = False) -> mmap.mmap | None:
+    """Map `path` read-write, or None if the OS refuses. `create`: make it, or grow it to `size`
+    (unless RLIMIT_FSIZE forbids: past it a write raises SIGXFSZ). Without `create` (a writer
+    mapping a bell named in a list others may edit) only a regular file named ``mmipc-bell.*``
+    (any name with `any_name`: a late ringer's list) of exactly `size` bytes is mapped: never
+    another file, never resized."""
+    if not create and not any_name and not os.path.basename(path).startswith("mmipc-bell."):
         return None
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
     try:
@@ -89,12 +93,19 @@ def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
         if not create and (not stat.S_ISREG(st.st_mode) or st.st_size != size):
             return None
         if st.st_size < size:
+            if not _may_grow_to(size):
+                return None
             os.ftruncate(fd, size)
         return mmap.mmap(fd, size)
     except (OSError, ValueError):
         return None
     finally:
         os.close(fd)
+
+
+def _may_grow_to(size: int) -> bool:
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return limit == resource.RLIM_INFINITY or limit >= size
 
 
 class Bell:
@@ -269,7 +280,9 @@ class Ringer:
 
     @classmethod
     def open(cls, directory: str, name: str) -> Ringer:
-        return cls(_map(bells_path(directory, name), LIST_SIZE, create=True))
+        path = bells_path(directory, name)
+        mm = _map(path, LIST_SIZE, create=True)
+        return cls(mm) if mm is not None else LateRinger(path)
 
     def ring(self) -> None:
         """Ring every bell listed (called after a commit, when the count is not 0).
@@ -349,6 +362,38 @@ class Ringer:
         self._bells.clear()
         if self.mm is not None:
             self.mm.close()
+
+
+class LateRinger(Ringer):
+    """A writer that could not make ``NAME.bells`` (RLIMIT_FSIZE, a full disk, no permission).
+
+    Its `list[COUNT]` is 1, so its writer calls `ring` after every commit: that tries to map the
+    list (made by then by a subscribing reader, whose limits are its own) at most every
+    `LATE_RETRY` seconds, and rings once mapped. A writer keeps calling `ring`, which then costs a
+    load of the count more per commit than a normal ringer (docs/format.md, "Doorbells").
+    """
+
+    __slots__ = ("path", "_retry_at")
+
+    def __init__(self, path: str) -> None:
+        super().__init__(None)
+        self.list[COUNT] = 1
+        self.path, self._retry_at = path, 0.0
+
+    def ring(self) -> None:
+        if self.mm is None:
+            now = time.monotonic()
+            if now < self._retry_at:
+                return
+            self._retry_at = now + LATE_RETRY
+            mm = _map(self.path, LIST_SIZE, create=False, any_name=True)
+            if mm is None:
+                return
+            self.count.release()
+            self.mm, self.list = mm, mm
+            self.count = memoryview(mm)[COUNT : VERSION + 4].cast("I")
+        if self.count[0]:
+            super().ring()
 
 
 def _poke(target: list[Any]) -> None:

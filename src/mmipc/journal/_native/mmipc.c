@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -926,7 +927,10 @@ struct mmipc_writer {
 #define BELL_MAX_FLAGS (BELL_FILE_SIZE - 64u)
 
 struct mmipc_ringer {
-    unsigned char *list;         /* NAME.bells, mapped read-write */
+    unsigned char *list;         /* NAME.bells, mapped read-write; NULL: not yet (ringer_map_late) */
+    _Atomic uint32_t late;       /* 1: the writer's count pointer is this, not the list's count */
+    uint64_t retry_at;           /* CLOCK_MONOTONIC ns of the next try to map the list */
+    char list_path[DIR_MAX + MMIPC_NAME_FIELD_SIZE + 16];
     uint32_t version;            /* of the cached targets; odd: none cached */
     int n;
     struct {
@@ -936,25 +940,36 @@ struct mmipc_ringer {
     } targets[64];
 };
 
-/* Map `path` read-write. `create`: make it, or grow it to `size` (NAME.bells). Without it (a bell
- * named in a list others may edit) only a regular file named mmipc-bell.* of exactly `size`
- * bytes is mapped: never another file, never resized. */
+/* Whether this process may make a file `size` bytes long: past RLIMIT_FSIZE, ftruncate raises
+ * SIGXFSZ, which kills a C program that does not ignore it. */
+static int
+may_grow_to(size_t size)
+{
+    struct rlimit limit;
+    return getrlimit(RLIMIT_FSIZE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY
+           || limit.rlim_cur >= (rlim_t)size;
+}
+
+/* Map `path` read-write. `create` 1: make it, or grow it to `size` (NAME.bells, by its writer),
+ * never past RLIMIT_FSIZE; 2: an existing NAME.bells of exactly `size` bytes (a late ringer's).
+ * 0: a bell named in a list others may edit: only a regular file named mmipc-bell.* of exactly
+ * `size` bytes is mapped, never another file, never resized. */
 static void *
 map_shared(const char *path, size_t size, int create)
 {
     const char *base = strrchr(path, '/');
-    if (!create && strncmp(base ? base + 1 : path, "mmipc-bell.", 11) != 0) {
+    if (create == 0 && strncmp(base ? base + 1 : path, "mmipc-bell.", 11) != 0) {
         return NULL;
     }
-    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0666);
+    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create == 1 ? O_CREAT : 0), 0666);
     if (fd < 0) {
         return NULL;
     }
     struct stat st;
     void *p = MAP_FAILED;
     int ok = fstat(fd, &st) == 0
-             && (create ? st.st_size >= (off_t)size || ftruncate(fd, (off_t)size) == 0
-                        : S_ISREG(st.st_mode) && st.st_size == (off_t)size);
+             && (create == 1 ? st.st_size >= (off_t)size || (may_grow_to(size) && ftruncate(fd, (off_t)size) == 0)
+                             : S_ISREG(st.st_mode) && st.st_size == (off_t)size);
     if (ok) {
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     }
@@ -1009,9 +1024,37 @@ ringer_reload(mmipc_ringer *r)
 /* Ring every listed bell: store its flag, `pending`, then exchange `sleeping` (a full fence) and
  * wake the reader it names: FUTEX_WAKE (1) or a byte into its FIFO (2, an asyncio reader).
  * Kept out of line (cold): the commit path only pays the test that calls it. */
+/* A ringer whose NAME.bells could not be made (RLIMIT_FSIZE, a full disk, no permission): its
+ * writer's count pointer is `late` (1), so every commit calls the ring, which tries to map the
+ * list, made by then by a subscribing reader, at most every LATE_RETRY_NS. 1: mapped, and the
+ * list's count is not 0 (the writer keeps calling: one load more per commit than a normal ringer). */
+#define LATE_RETRY_NS 100000000ull
+
+static __attribute__((noinline)) int
+ringer_map_late(mmipc_ringer *r)
+{
+    if (r->list == NULL) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        if (now < r->retry_at) {
+            return 0;
+        }
+        r->retry_at = now + LATE_RETRY_NS;
+        r->list = map_shared(r->list_path, BELLS_SIZE, 2);
+        if (r->list == NULL) {
+            return 0;
+        }
+    }
+    return atomic_load_explicit(u32_at(r->list, 8), memory_order_relaxed) != 0;
+}
+
 __attribute__((noinline, cold)) void
 mmipc_ringer_ring(mmipc_ringer *r)
 {
+    if (atomic_load_explicit(&r->late, memory_order_relaxed) && !ringer_map_late(r)) {
+        return;
+    }
     atomic_thread_fence(memory_order_seq_cst);  /* the commit before the loads of the list */
     if (atomic_load_explicit(u32_at(r->list, 12), memory_order_relaxed) != r->version) {
         ringer_reload(r);
@@ -1042,17 +1085,15 @@ mmipc_ringer_ring(mmipc_ringer *r)
 mmipc_ringer *
 mmipc_ringer_open(const char *path)
 {
-    unsigned char *list = map_shared(path, BELLS_SIZE, 1);
-    if (list == NULL) {
-        return NULL;
-    }
     mmipc_ringer *r = calloc(1, sizeof(*r));
-    if (r == NULL) {
-        munmap(list, BELLS_SIZE);
+    if (r == NULL || strlen(path) >= sizeof(r->list_path)) {
+        free(r);
         return NULL;
     }
-    r->list = list;
+    memcpy(r->list_path, path, strlen(path) + 1);
     r->version = 1;
+    r->list = map_shared(path, BELLS_SIZE, 1);
+    atomic_store_explicit(&r->late, r->list == NULL, memory_order_relaxed);
     return r;
 }
 
@@ -1061,7 +1102,9 @@ mmipc_ringer_close(mmipc_ringer *r)
 {
     if (r != NULL) {
         ringer_forget(r);
-        munmap(r->list, BELLS_SIZE);
+        if (r->list != NULL) {
+            munmap(r->list, BELLS_SIZE);
+        }
         free(r);
     }
 }
@@ -1069,7 +1112,7 @@ mmipc_ringer_close(mmipc_ringer *r)
 _Atomic uint32_t *
 mmipc_ringer_count(mmipc_ringer *r)
 {
-    return u32_at(r->list, 8);
+    return atomic_load_explicit(&r->late, memory_order_relaxed) ? &r->late : u32_at(r->list, 8);
 }
 
 /* NAME.bells of this writer's journal (no bells if the OS refuses: readers see it at sweeps). */
