@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -420,3 +421,80 @@ def test_a_c_writer_under_a_file_size_limit_below_its_bell_list_is_not_killed(
     with Reader.create("md", service=None) as reader:
         reader.add_journal(jdir, "md")
         assert sum(1 for _ in reader.frames(timeout=0)) == 25
+
+
+def test_a_ring_that_finds_the_flag_set_stores_nothing(jdir: str) -> None:
+    """A reader that has not collected its flag yet costs the writer loads, not stores
+    (docs/format.md, *A ring that stores nothing*). Probed by clearing `pending` by hand (a state
+    a reader never leaves a set flag in): a ring that stored would set it again."""
+    with Writer.create(jdir, "q", service=None) as writer, Reader.create("q", service=None) as reader:
+        reader.add_journal(jdir, "q")
+        writer.write(b"a")
+        bell = reader._merge.bell
+        assert bell is not None and bell.mm[64] == 1 and _bell_u32(reader, 16) == 1
+        _set_bell_u32(reader, 16, 0)
+        writer.write(b"b")
+        assert (bell.mm[64], _bell_u32(reader, 16)) == (1, 0)
+        _set_bell_u32(reader, 16, 1)
+        assert [bytes(f.data) for f in reader.frames(timeout=0.05)] == [b"a", b"b"]
+
+
+def test_a_journal_given_a_flag_index_left_set_is_still_rung(jdir: str) -> None:
+    """A flag left set by the journal that had the index before (rung after the reader last
+    collected it) is cleared when another journal takes the index: else that journal's writer,
+    finding its flag set, would never ring, and the reader would see its frames only at a sweep.
+    (The C ringer's test: the pure-Python one rings in full after every change of the list.)"""
+    with Writer.create(jdir, "new", service=None) as writer, Reader.create("re", service=None) as reader:
+        reader.add_journal(jdir, "other")  # two journals: the reader merges, and collects flags
+        reader.add_journal(jdir, "old")
+        reader.remove_journal(jdir, "old")
+        bell = reader._merge.bell
+        assert bell is not None
+        bell.mm[65] = 1  # the old journal's writer rang after the reader stopped collecting index 1
+        reader.add_journal(jdir, "new")  # takes index 1
+        assert reader.read() is None
+        writer.write(b"x")
+        assert _bell_u32(reader, 16) == 1  # rung
+        frame = reader.read()  # at once: not 4,096 empty reads later
+        assert frame is not None and bytes(frame.data) == b"x"
+
+
+class _ClearingFence:
+    """The pure-Python writer's fence lock, with a reader's collect landing just before it."""
+
+    def __init__(self, bell: Any, flag: int) -> None:
+        self.bell, self.flag, self.cleared = bell, flag, False
+
+    def acquire(self) -> None:
+        if not self.cleared:  # the reader's collect: `pending`, then the flag, cleared
+            self.bell.mm[16:20] = bytes(4)
+            self.bell.mm[self.flag] = 0
+            self.cleared = True
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_flag_cleared_between_the_ring_s_look_and_its_fence_is_set_again(
+    jdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pure-Python ring looks at each flag before its one fence, to store only a clear one. A
+    flag it saw set but that its reader cleared before the fence (then polled, and maybe missed
+    the commit still in the writer's store buffer) must be set again after the fence: deciding
+    on the look before the fence left the reader with no flag and no `pending`, and a sleeping
+    reader, whose re-check reads `pending`, slept through the commit (the lost wake-up of the
+    first port of this design)."""
+    from mmipc.journal import _bell
+
+    with Reader.create("c", service=None) as reader:
+        reader.add_journal(jdir, "a")
+        reader.add_journal(jdir, "b")  # two journals: the reader merges, and collects flags
+        ringer = _bell.Ringer.open(jdir, "a")
+        monkeypatch.setattr(_bell, "native", None)  # the pure-Python ring, on either backend
+        ringer.ring()  # maps the bell: flag and `pending` set, the reader has not collected
+        bell = reader._merge.bell
+        assert bell is not None and bell.mm[64] == 1 and _bell_u32(reader, 16) == 1
+        monkeypatch.setattr(_bell, "_fence_lock", _ClearingFence(bell, 64))
+        ringer.ring()
+        assert (bell.mm[64], _bell_u32(reader, 16)) == (1, 1)
+        ringer.close()

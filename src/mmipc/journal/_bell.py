@@ -9,11 +9,16 @@ Rules (docs/format.md, "Doorbells", is the contract):
   slots under an flock of that file, the version odd meanwhile; writers never lock it: they cache
   the bells to ring, and read the slots again, between two loads of the version, when it changed.
 * A writer rings after every commit (`Ringer.ring`) only when the count is not 0: one load per
-  commit otherwise. Ringing stores the journal's flag, then `pending`, then a full fence, then
-  exchanges `sleeping` with 0 and, if it was set, bumps the futex word and FUTEX_WAKEs.
-* A reader clears `pending` and the flags it takes BEFORE it polls those journals (full fence in
-  between): a ring that lands after the clear stays visible. A sleeping reader stores `sleeping`,
-  fences, re-checks every journal flagged, then waits on the word it read before: Drepper's rule.
+  commit otherwise. A ring's full fence comes after the commit; a bell whose flag for this journal
+  it finds still set AFTER that fence, and whose reader it finds awake, needs nothing (the poll
+  after that reader's next clear sees the commit). Any other bell gets the flag, then `pending`,
+  then a full fence, then `sleeping` is exchanged with 0 and, if it was set, the futex word
+  bumped and FUTEX_WAKEd. A subscription clears its flag first: a flag left set by the journal
+  that had its index would silence this journal's writer.
+* A reader clears `pending`, fences, then clears the flags it takes BEFORE it polls those journals
+  (full fence in between): a ring that lands after the clear stays visible. A sleeping reader
+  stores `sleeping`, fences, re-checks every journal flagged, then waits on the word it read
+  before: Drepper's rule.
 * The fences need the C extension; without it a writer fences with a lock round trip (an atomic
   instruction) and wakes through ctypes, and a reader sleeps in bounded steps (`BOUNDED_SLEEP`).
 * Nothing here is ever needed for correctness of what a reader returns, only for when it notices:
@@ -130,6 +135,7 @@ class Bell:
             return flagged
         mm = self.mm
         _U32.pack_into(mm, PENDING, 0)
+        fence()  # `pending` cleared before the flags are looked at: a ring's store of it stays
         out = []
         i = mm.find(b"\x01", FLAGS, FLAGS + n)
         while i >= 0:
@@ -179,12 +185,26 @@ class BellList:
 
     @staticmethod
     def subscribe(directory: str, name: str, bell: str, index: int) -> int | None:
-        """Add (bell, index) to the journal's list: the slot number, or None (no room, no access)."""
+        """Add (bell, index) to the journal's list: the slot number, or None (no room, no access).
+
+        The bell's flag `index` is cleared first: a flag left set (rung by the journal that had
+        this index, after the reader stopped collecting it) would make this journal's writer ring
+        nothing, and nothing would make the reader collect it (docs/format.md, *A ring that stores
+        nothing*)."""
+        _clear_flag(bell, index)
         return _edit(directory, name, lambda mm: _claim(mm, bell, index))
 
     @staticmethod
     def unsubscribe(directory: str, name: str, slot: int, bell: str) -> None:
         _edit(directory, name, lambda mm: _release(mm, slot, bell))
+
+
+def _clear_flag(bell: str, index: int) -> None:
+    mm = _map(bell, BELL_SIZE, create=False)
+    if mm is not None:
+        if 0 <= index < MAX_FLAGS:
+            mm[FLAGS + index] = 0
+        mm.close()
 
 
 def _edit(directory: str, name: str, change: Any) -> int | None:
@@ -288,20 +308,25 @@ class Ringer:
         """Ring every bell listed (called after a commit, when the count is not 0).
 
         The pure-Python ring pays one fence for the commit and every bell (a fence is a lock round
-        trip here): each cached bell's flag and `pending` are stored first (stores stay in order:
-        the commit before them), then the fence, then the loads: the list's version (Dekker with a
-        subscriber's fence) and each bell's `sleeping` (Drepper's rule, with the sleeper's
-        exchange). A list that changed is read again and its bells rung in full; a bell flagged on
-        its way out of the list costs its reader one spurious poll at most.
+        trip here): each cached bell whose flag looks clear gets its flag and `pending` first
+        (stores stay in order: the commit before them), then the fence, then the loads: the list's
+        version (Dekker with a subscriber's fence) and each bell's `sleeping` and flag. A bell
+        found asleep, or whose flag is clear after the fence (its reader cleared it since the look
+        before the fence), is settled (`_settle`); one whose flag is still set after the fence and
+        whose reader is awake needs nothing (docs/format.md, *A ring that stores nothing*): the
+        look before the fence only saves a store, it never decides. A list that changed is read
+        again and its bells rung in full; a bell flagged on its way out of the list costs its
+        reader one spurious poll at most.
         """
         if native is not None:
             self._ring_native()
             return
         targets = self._targets
         for target in targets:
-            bell = target[0]
-            bell[target[1]] = 1  # the flag, then `pending` (0 or 1): single bytes to store
-            bell[PENDING] = 1
+            bell, flag = target[0], target[1]
+            if not bell[flag]:
+                bell[flag] = 1  # the flag, then `pending` (0 or 1): single bytes to store
+                bell[PENDING] = 1
         _fence_lock.acquire()  # fence(), inlined: this is the pure-Python writer's hot path
         _fence_lock.release()
         if self.count[1] != self._version:
@@ -311,8 +336,9 @@ class Ringer:
                     _poke(target)
             return
         for target in targets:
-            if target[0][SLEEPING] and _wake(target[0]) == IN_LOOP:  # `sleeping` is 0, 1 or 2
-                _poke(target)
+            bell = target[0]
+            if bell[SLEEPING] or not bell[target[1]]:  # `sleeping` is 0, 1 or 2
+                _settle(target)
 
     def _ring_native(self) -> None:
         assert native is not None
@@ -410,6 +436,18 @@ def _poke(target: list[Any]) -> None:
     except OSError:
         os.close(target[3])
         target[3] = -1
+
+
+def _settle(target: list[Any]) -> None:
+    """After a ring's fence: a bell whose reader sleeps, or that cleared its flag since the ring
+    looked before the fence: flag it again (then fence), and wake its reader if it sleeps."""
+    bell, flag = target[0], target[1]
+    if not bell[flag]:
+        bell[flag] = 1
+        bell[PENDING] = 1
+        fence()  # the flag before the load of `sleeping` (Drepper's rule)
+    if bell[SLEEPING] and _wake(bell) == IN_LOOP:
+        _poke(target)
 
 
 def _ring(bell: mmap.mmap, index: int) -> int:

@@ -935,7 +935,7 @@ struct mmipc_ringer {
     int n;
     struct {
         unsigned char *bell;
-        uint32_t index;
+        _Atomic unsigned char *flag;  /* bell + 64 + the journal's flag index */
         char path[241];
     } targets[64];
 };
@@ -1012,7 +1012,7 @@ ringer_reload(mmipc_ringer *r)
         unsigned char *bell = map_shared(path, BELL_FILE_SIZE, 0);
         if (bell != NULL) {
             r->targets[r->n].bell = bell;
-            r->targets[r->n].index = index;
+            r->targets[r->n].flag = (_Atomic unsigned char *)(bell + 64 + index);
             r->n++;
         }
     }
@@ -1021,9 +1021,6 @@ ringer_reload(mmipc_ringer *r)
     r->version = (version & 1u) || again != version ? 1u : version;
 }
 
-/* Ring every listed bell: store its flag, `pending`, then exchange `sleeping` (a full fence) and
- * wake the reader it names: FUTEX_WAKE (1) or a byte into its FIFO (2, an asyncio reader).
- * Kept out of line (cold): the commit path only pays the test that calls it. */
 /* A ringer whose NAME.bells could not be made (RLIMIT_FSIZE, a full disk, no permission): its
  * writer's count pointer is `late` (1), so every commit calls the ring, which tries to map the
  * list, made by then by a subscribing reader, at most every LATE_RETRY_NS. 1: mapped, and the
@@ -1049,36 +1046,74 @@ ringer_map_late(mmipc_ringer *r)
     return atomic_load_explicit(u32_at(r->list, 8), memory_order_relaxed) != 0;
 }
 
+/* Wake the reader of target `i` if it sleeps: FUTEX_WAKE (1) or a byte into its FIFO (2, an
+ * asyncio reader). The caller stored the flag and `pending` (or found them set), then fenced. */
+static void
+ringer_wake(mmipc_ringer *r, int i)
+{
+    _Atomic uint32_t *sleeping_at = u32_at(r->targets[i].bell, 12);
+    if (atomic_load_explicit(sleeping_at, memory_order_relaxed) == 0) {
+        return;  /* awake: it sees the commit at its next poll */
+    }
+    uint32_t sleeping = atomic_exchange_explicit(sleeping_at, 0u, memory_order_seq_cst);
+    if (sleeping == 1) {
+        _Atomic uint32_t *word = u32_at(r->targets[i].bell, 8);
+        atomic_fetch_add_explicit(word, 1u, memory_order_seq_cst);
+        syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    }
+    else if (sleeping == 2) {
+        char fifo[256];
+        snprintf(fifo, sizeof(fifo), "%s.fifo", r->targets[i].path);
+        int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t ignored = write(fd, "!", 1);
+            (void)ignored;
+            close(fd);
+        }
+    }
+}
+
+/* Flag the bells whose flag is clear (the flag, then `pending`), fence, and wake every reader
+ * that sleeps: the Dekker pair of the flag against the sleeper's exchange of `sleeping`. */
+static __attribute__((noinline)) void
+ringer_ring_cleared(mmipc_ringer *r)
+{
+    for (int i = 0; i < r->n; i++) {
+        if (!atomic_load_explicit(r->targets[i].flag, memory_order_relaxed)) {
+            atomic_store_explicit(r->targets[i].flag, 1, memory_order_relaxed);
+            atomic_store_explicit(u32_at(r->targets[i].bell, 16), 1u, memory_order_release);
+        }
+    }
+    atomic_thread_fence(memory_order_seq_cst);  /* the flags before the loads of `sleeping` */
+    for (int i = 0; i < r->n; i++) {
+        ringer_wake(r, i);
+    }
+}
+
+/* Ring every listed bell: a full fence (the commit before every load below), then two loads per
+ * bell. A bell whose flag for this journal is still set, and whose reader is awake, needs
+ * nothing: the poll that follows its reader's next clear of that flag sees this commit
+ * (docs/format.md, "Doorbells", *A ring that stores nothing*). Otherwise the bells whose flag is
+ * clear are flagged, a second fence, and every reader asleep is woken. Out of line (cold): a
+ * commit with no reader listening pays one load and a test. */
 __attribute__((noinline, cold)) void
 mmipc_ringer_ring(mmipc_ringer *r)
 {
     if (atomic_load_explicit(&r->late, memory_order_relaxed) && !ringer_map_late(r)) {
         return;
     }
-    atomic_thread_fence(memory_order_seq_cst);  /* the commit before the loads of the list */
+    atomic_thread_fence(memory_order_seq_cst);  /* F: the commit before every load below */
     if (atomic_load_explicit(u32_at(r->list, 12), memory_order_relaxed) != r->version) {
         ringer_reload(r);
     }
-    for (int i = 0; i < r->n; i++) {
-        unsigned char *bell = r->targets[i].bell;
-        atomic_store_explicit((_Atomic unsigned char *)(bell + 64 + r->targets[i].index), 1,
-                              memory_order_relaxed);
-        atomic_store_explicit(u32_at(bell, 16), 1u, memory_order_release);
-        uint32_t sleeping = atomic_exchange_explicit(u32_at(bell, 12), 0u, memory_order_seq_cst);
-        if (sleeping == 1) {
-            atomic_fetch_add_explicit(u32_at(bell, 8), 1u, memory_order_seq_cst);
-            syscall(SYS_futex, (uint32_t *)u32_at(bell, 8), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-        }
-        else if (sleeping == 2) {
-            char fifo[256];
-            snprintf(fifo, sizeof(fifo), "%s.fifo", r->targets[i].path);
-            int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-            if (fd >= 0) {
-                ssize_t ignored = write(fd, "!", 1);
-                (void)ignored;
-                close(fd);
-            }
-        }
+    unsigned char flagged = 1;
+    uint32_t asleep = 0;
+    for (int i = 0; i < r->n; i++) {  /* no early exit: the loop is a few loads per bell */
+        flagged &= atomic_load_explicit(r->targets[i].flag, memory_order_relaxed);
+        asleep |= atomic_load_explicit(u32_at(r->targets[i].bell, 12), memory_order_relaxed);
+    }
+    if (!flagged || asleep) {
+        ringer_ring_cleared(r);
     }
 }
 
