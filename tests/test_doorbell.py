@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +22,8 @@ LOST_WAKEUP_FRAMES = {"native": 1_000_000, "python": 300_000}
 # Every round trip is two wake-ups (the pure-Python reader sleeps in bounded steps: fewer rounds).
 PING_PONG_ROUNDS = {"native": 100_000, "python": 5_000}
 END = 7
+NATIVE = Path(__file__).resolve().parent.parent / "src" / "mmipc" / "journal" / "_native"
+EXAMPLES = NATIVE.parents[3] / "examples" / "c"
 
 
 def _env(backend: str) -> dict[str, str]:
@@ -334,3 +340,161 @@ def test_block_sleeps_at_once_when_frames_come_further_apart_than_its_spin(jdir:
         writer.write_at(b"2", start + 2000 * 10**9)
         thread.join(timeout=60)
         assert got == [b"0", b"1", b"2"]
+
+
+def _bell_u32(reader: Reader, offset: int) -> int:
+    bell = reader._merge.bell
+    assert bell is not None
+    return int.from_bytes(bell.mm[offset : offset + 4], "little")
+
+
+def _set_bell_u32(reader: Reader, offset: int, value: int) -> None:
+    bell = reader._merge.bell
+    assert bell is not None
+    bell.mm[offset : offset + 4] = value.to_bytes(4, "little")
+
+
+LIMITED_WRITER = """
+import os, resource, time
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # NAME.bells needs 16,448 bytes
+from mmipc import Writer
+directory, stop = {directory!r}, {stop!r}
+writer = Writer.create(directory, "fs", service=None, page_size={page_size})
+print("ready", flush=True)
+while not os.path.exists(stop):
+    writer.write(b"x")
+    time.sleep(0.001)  # pacing, so that the page (made by the test) never fills
+writer.close()
+"""
+
+
+def test_a_writer_that_may_not_make_its_bell_list_rings_once_a_reader_does(procs: Procs, jdir: str) -> None:
+    """Under an RLIMIT_FSIZE below the size of NAME.bells, a writer cannot make it; the first
+    reader that subscribes does, and the writer (C ringer on the native backend, `LateRinger` on
+    the pure-Python one), trying again every LATE_RETRY, then rings it."""
+    from mmipc.journal._bell import bells_path
+
+    page_size = 1 << 23
+    with Writer.create(jdir, "fs", service=None, page_size=page_size) as writer:
+        writer.write(b"first")  # the page exists at full size: the limited writer only maps it
+    os.unlink(bells_path(jdir, "fs"))
+    stop = os.path.join(jdir, "stop")
+    child = procs.spawn_code(LIMITED_WRITER.format(directory=jdir, stop=stop, page_size=page_size))
+    child.expect_line("ready")
+    assert os.path.getsize(bells_path(jdir, "fs")) == 0  # the limit kept the writer from making it
+    with Reader.create("fs", service=None) as reader:
+        reader.add_journal(jdir, "fs")
+        assert reader.read() is not None
+        _set_bell_u32(reader, 16, 0)
+        wait_for(lambda: _bell_u32(reader, 16) == 1, what="a ring from the limited writer")
+    with open(stop, "w"):
+        pass
+    child.finish(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def ctp_writer(tmp_path_factory: pytest.TempPathFactory) -> str:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the C API cannot be built here")
+    out = str(tmp_path_factory.mktemp("cbell") / "ctp_writer")
+    cmd = [gcc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{NATIVE}", "-o", out]
+    subprocess.run([*cmd, str(EXAMPLES / "ctp_writer.c"), str(NATIVE / "mmipc.c")], check=True)
+    return out
+
+
+def test_a_c_writer_under_a_file_size_limit_below_its_bell_list_is_not_killed(
+    ctp_writer: str, jdir: str
+) -> None:
+    """A C program does not ignore SIGXFSZ: growing NAME.bells past RLIMIT_FSIZE would kill it.
+    The C core leaves the list unmade instead (a reader that subscribes makes it)."""
+    from mmipc.journal._bell import bells_path
+
+    writer = [ctp_writer, "--page-size", str(1 << 16), jdir, "md"]
+    subprocess.run([*writer, "5"], check=True, capture_output=True)  # the page, made without a limit
+    os.unlink(bells_path(jdir, "md"))
+    limited = 'ulimit -f 4; exec "$@"'  # 4 KiB: NAME.bells (16,448 bytes) does not fit; no trap
+    done = subprocess.run(["bash", "-c", limited, "bash", *writer, "20"], capture_output=True, text=True)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert done.stdout.split()[-2:] == ["wrote", "20"]
+    assert os.path.getsize(bells_path(jdir, "md")) == 0
+    with Reader.create("md", service=None) as reader:
+        reader.add_journal(jdir, "md")
+        assert sum(1 for _ in reader.frames(timeout=0)) == 25
+
+
+def test_a_ring_that_finds_the_flag_set_stores_nothing(jdir: str) -> None:
+    """A reader that has not collected its flag yet costs the writer loads, not stores
+    (docs/format.md, *A ring that stores nothing*). Probed by clearing `pending` by hand (a state
+    a reader never leaves a set flag in): a ring that stored would set it again."""
+    with Writer.create(jdir, "q", service=None) as writer, Reader.create("q", service=None) as reader:
+        reader.add_journal(jdir, "q")
+        writer.write(b"a")
+        bell = reader._merge.bell
+        assert bell is not None and bell.mm[64] == 1 and _bell_u32(reader, 16) == 1
+        _set_bell_u32(reader, 16, 0)
+        writer.write(b"b")
+        assert (bell.mm[64], _bell_u32(reader, 16)) == (1, 0)
+        _set_bell_u32(reader, 16, 1)
+        assert [bytes(f.data) for f in reader.frames(timeout=0.05)] == [b"a", b"b"]
+
+
+def test_a_journal_given_a_flag_index_left_set_is_still_rung(jdir: str) -> None:
+    """A flag left set by the journal that had the index before (rung after the reader last
+    collected it) is cleared when another journal takes the index: else that journal's writer,
+    finding its flag set, would never ring, and the reader would see its frames only at a sweep.
+    (The C ringer's test: the pure-Python one rings in full after every change of the list.)"""
+    with Writer.create(jdir, "new", service=None) as writer, Reader.create("re", service=None) as reader:
+        reader.add_journal(jdir, "other")  # two journals: the reader merges, and collects flags
+        reader.add_journal(jdir, "old")
+        reader.remove_journal(jdir, "old")
+        bell = reader._merge.bell
+        assert bell is not None
+        bell.mm[65] = 1  # the old journal's writer rang after the reader stopped collecting index 1
+        reader.add_journal(jdir, "new")  # takes index 1
+        assert reader.read() is None
+        writer.write(b"x")
+        assert _bell_u32(reader, 16) == 1  # rung
+        frame = reader.read()  # at once: not 4,096 empty reads later
+        assert frame is not None and bytes(frame.data) == b"x"
+
+
+class _ClearingFence:
+    """The pure-Python writer's fence lock, with a reader's collect landing just before it."""
+
+    def __init__(self, bell: Any, flag: int) -> None:
+        self.bell, self.flag, self.cleared = bell, flag, False
+
+    def acquire(self) -> None:
+        if not self.cleared:  # the reader's collect: `pending`, then the flag, cleared
+            self.bell.mm[16:20] = bytes(4)
+            self.bell.mm[self.flag] = 0
+            self.cleared = True
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_flag_cleared_between_the_ring_s_look_and_its_fence_is_set_again(
+    jdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pure-Python ring looks at each flag before its one fence, to store only a clear one. A
+    flag it saw set but that its reader cleared before the fence (then polled, and maybe missed
+    the commit still in the writer's store buffer) must be set again after the fence: deciding
+    on the look before the fence left the reader with no flag and no `pending`, and a sleeping
+    reader, whose re-check reads `pending`, slept through the commit (the lost wake-up of the
+    first port of this design)."""
+    from mmipc.journal import _bell
+
+    with Reader.create("c", service=None) as reader:
+        reader.add_journal(jdir, "a")
+        reader.add_journal(jdir, "b")  # two journals: the reader merges, and collects flags
+        ringer = _bell.Ringer.open(jdir, "a")
+        monkeypatch.setattr(_bell, "native", None)  # the pure-Python ring, on either backend
+        ringer.ring()  # maps the bell: flag and `pending` set, the reader has not collected
+        bell = reader._merge.bell
+        assert bell is not None and bell.mm[64] == 1 and _bell_u32(reader, 16) == 1
+        monkeypatch.setattr(_bell, "_fence_lock", _ClearingFence(bell, 64))
+        ringer.ring()
+        assert (bell.mm[64], _bell_u32(reader, 16)) == (1, 1)
+        ringer.close()

@@ -9,11 +9,16 @@ Rules (docs/format.md, "Doorbells", is the contract):
   slots under an flock of that file, the version odd meanwhile; writers never lock it: they cache
   the bells to ring, and read the slots again, between two loads of the version, when it changed.
 * A writer rings after every commit (`Ringer.ring`) only when the count is not 0: one load per
-  commit otherwise. Ringing stores the journal's flag, then `pending`, then a full fence, then
-  exchanges `sleeping` with 0 and, if it was set, bumps the futex word and FUTEX_WAKEs.
-* A reader clears `pending` and the flags it takes BEFORE it polls those journals (full fence in
-  between): a ring that lands after the clear stays visible. A sleeping reader stores `sleeping`,
-  fences, re-checks every journal flagged, then waits on the word it read before: Drepper's rule.
+  commit otherwise. A ring's full fence comes after the commit; a bell whose flag for this journal
+  it finds still set AFTER that fence, and whose reader it finds awake, needs nothing (the poll
+  after that reader's next clear sees the commit). Any other bell gets the flag, then `pending`,
+  then a full fence, then `sleeping` is exchanged with 0 and, if it was set, the futex word
+  bumped and FUTEX_WAKEd. A subscription clears its flag first: a flag left set by the journal
+  that had its index would silence this journal's writer.
+* A reader clears `pending`, fences, then clears the flags it takes BEFORE it polls those journals
+  (full fence in between): a ring that lands after the clear stays visible. A sleeping reader
+  stores `sleeping`, fences, re-checks every journal flagged, then waits on the word it read
+  before: Drepper's rule.
 * The fences need the C extension; without it a writer fences with a lock round trip (an atomic
   instruction) and wakes through ctypes, and a reader sleeps in bounded steps (`BOUNDED_SLEEP`).
 * Nothing here is ever needed for correctness of what a reader returns, only for when it notices:
@@ -27,6 +32,7 @@ import fcntl
 import itertools
 import mmap
 import os
+import resource
 import stat
 import struct
 import threading
@@ -46,6 +52,7 @@ SLOT = struct.Struct("<IIII240s")  # state, generation, pid, flag index, bell pa
 BOUNDED_SLEEP = 0.001
 ON_FUTEX, IN_LOOP = 1, 2  # values of `sleeping`: woken by FUTEX_WAKE, or by a byte in PATH.fifo
 SWEEP_EVERY = 4096
+LATE_RETRY = 0.1  # s between a LateRinger's tries to map NAME.bells
 _U32 = struct.Struct("<I")
 _fence_lock = threading.Lock()
 _serial = itertools.count()
@@ -73,11 +80,13 @@ def _bell_dir() -> str:
     return tempfile.gettempdir()
 
 
-def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
-    """Map `path` read-write, or None if the OS refuses. `create`: make it, or grow it to `size`.
-    Without `create` (a writer mapping a bell named in a list others may edit) only a regular file
-    named ``mmipc-bell.*`` of exactly `size` bytes is mapped: never another file, never resized."""
-    if not create and not os.path.basename(path).startswith("mmipc-bell."):
+def _map(path: str, size: int, create: bool, any_name: bool = False) -> mmap.mmap | None:
+    """Map `path` read-write, or None if the OS refuses. `create`: make it, or grow it to `size`
+    (unless RLIMIT_FSIZE forbids: past it a write raises SIGXFSZ). Without `create` (a writer
+    mapping a bell named in a list others may edit) only a regular file named ``mmipc-bell.*``
+    (any name with `any_name`: a late ringer's list) of exactly `size` bytes is mapped: never
+    another file, never resized."""
+    if not create and not any_name and not os.path.basename(path).startswith("mmipc-bell."):
         return None
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
     try:
@@ -89,12 +98,19 @@ def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
         if not create and (not stat.S_ISREG(st.st_mode) or st.st_size != size):
             return None
         if st.st_size < size:
+            if not _may_grow_to(size):
+                return None
             os.ftruncate(fd, size)
         return mmap.mmap(fd, size)
     except (OSError, ValueError):
         return None
     finally:
         os.close(fd)
+
+
+def _may_grow_to(size: int) -> bool:
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return limit == resource.RLIM_INFINITY or limit >= size
 
 
 class Bell:
@@ -119,6 +135,7 @@ class Bell:
             return flagged
         mm = self.mm
         _U32.pack_into(mm, PENDING, 0)
+        fence()  # `pending` cleared before the flags are looked at: a ring's store of it stays
         out = []
         i = mm.find(b"\x01", FLAGS, FLAGS + n)
         while i >= 0:
@@ -168,12 +185,26 @@ class BellList:
 
     @staticmethod
     def subscribe(directory: str, name: str, bell: str, index: int) -> int | None:
-        """Add (bell, index) to the journal's list: the slot number, or None (no room, no access)."""
+        """Add (bell, index) to the journal's list: the slot number, or None (no room, no access).
+
+        The bell's flag `index` is cleared first: a flag left set (rung by the journal that had
+        this index, after the reader stopped collecting it) would make this journal's writer ring
+        nothing, and nothing would make the reader collect it (docs/format.md, *A ring that stores
+        nothing*)."""
+        _clear_flag(bell, index)
         return _edit(directory, name, lambda mm: _claim(mm, bell, index))
 
     @staticmethod
     def unsubscribe(directory: str, name: str, slot: int, bell: str) -> None:
         _edit(directory, name, lambda mm: _release(mm, slot, bell))
+
+
+def _clear_flag(bell: str, index: int) -> None:
+    mm = _map(bell, BELL_SIZE, create=False)
+    if mm is not None:
+        if 0 <= index < MAX_FLAGS:
+            mm[FLAGS + index] = 0
+        mm.close()
 
 
 def _edit(directory: str, name: str, change: Any) -> int | None:
@@ -269,26 +300,33 @@ class Ringer:
 
     @classmethod
     def open(cls, directory: str, name: str) -> Ringer:
-        return cls(_map(bells_path(directory, name), LIST_SIZE, create=True))
+        path = bells_path(directory, name)
+        mm = _map(path, LIST_SIZE, create=True)
+        return cls(mm) if mm is not None else LateRinger(path)
 
     def ring(self) -> None:
         """Ring every bell listed (called after a commit, when the count is not 0).
 
         The pure-Python ring pays one fence for the commit and every bell (a fence is a lock round
-        trip here): each cached bell's flag and `pending` are stored first (stores stay in order:
-        the commit before them), then the fence, then the loads: the list's version (Dekker with a
-        subscriber's fence) and each bell's `sleeping` (Drepper's rule, with the sleeper's
-        exchange). A list that changed is read again and its bells rung in full; a bell flagged on
-        its way out of the list costs its reader one spurious poll at most.
+        trip here): each cached bell whose flag looks clear gets its flag and `pending` first
+        (stores stay in order: the commit before them), then the fence, then the loads: the list's
+        version (Dekker with a subscriber's fence) and each bell's `sleeping` and flag. A bell
+        found asleep, or whose flag is clear after the fence (its reader cleared it since the look
+        before the fence), is settled (`_settle`); one whose flag is still set after the fence and
+        whose reader is awake needs nothing (docs/format.md, *A ring that stores nothing*): the
+        look before the fence only saves a store, it never decides. A list that changed is read
+        again and its bells rung in full; a bell flagged on its way out of the list costs its
+        reader one spurious poll at most.
         """
         if native is not None:
             self._ring_native()
             return
         targets = self._targets
         for target in targets:
-            bell = target[0]
-            bell[target[1]] = 1  # the flag, then `pending` (0 or 1): single bytes to store
-            bell[PENDING] = 1
+            bell, flag = target[0], target[1]
+            if not bell[flag]:
+                bell[flag] = 1  # the flag, then `pending` (0 or 1): single bytes to store
+                bell[PENDING] = 1
         _fence_lock.acquire()  # fence(), inlined: this is the pure-Python writer's hot path
         _fence_lock.release()
         if self.count[1] != self._version:
@@ -298,8 +336,9 @@ class Ringer:
                     _poke(target)
             return
         for target in targets:
-            if target[0][SLEEPING] and _wake(target[0]) == IN_LOOP:  # `sleeping` is 0, 1 or 2
-                _poke(target)
+            bell = target[0]
+            if bell[SLEEPING] or not bell[target[1]]:  # `sleeping` is 0, 1 or 2
+                _settle(target)
 
     def _ring_native(self) -> None:
         assert native is not None
@@ -351,6 +390,38 @@ class Ringer:
             self.mm.close()
 
 
+class LateRinger(Ringer):
+    """A writer that could not make ``NAME.bells`` (RLIMIT_FSIZE, a full disk, no permission).
+
+    Its `list[COUNT]` is 1, so its writer calls `ring` after every commit: that tries to map the
+    list (made by then by a subscribing reader, whose limits are its own) at most every
+    `LATE_RETRY` seconds, and rings once mapped. A writer keeps calling `ring`, which then costs a
+    load of the count more per commit than a normal ringer (docs/format.md, "Doorbells").
+    """
+
+    __slots__ = ("path", "_retry_at")
+
+    def __init__(self, path: str) -> None:
+        super().__init__(None)
+        self.list[COUNT] = 1
+        self.path, self._retry_at = path, 0.0
+
+    def ring(self) -> None:
+        if self.mm is None:
+            now = time.monotonic()
+            if now < self._retry_at:
+                return
+            self._retry_at = now + LATE_RETRY
+            mm = _map(self.path, LIST_SIZE, create=False, any_name=True)
+            if mm is None:
+                return
+            self.count.release()
+            self.mm, self.list = mm, mm
+            self.count = memoryview(mm)[COUNT : VERSION + 4].cast("I")
+        if self.count[0]:
+            super().ring()
+
+
 def _poke(target: list[Any]) -> None:
     """Wake an asyncio reader: one byte into its bell's FIFO (opened once, non-blocking)."""
     if target[3] < 0:
@@ -365,6 +436,18 @@ def _poke(target: list[Any]) -> None:
     except OSError:
         os.close(target[3])
         target[3] = -1
+
+
+def _settle(target: list[Any]) -> None:
+    """After a ring's fence: a bell whose reader sleeps, or that cleared its flag since the ring
+    looked before the fence: flag it again (then fence), and wake its reader if it sleeps."""
+    bell, flag = target[0], target[1]
+    if not bell[flag]:
+        bell[flag] = 1
+        bell[PENDING] = 1
+        fence()  # the flag before the load of `sleeping` (Drepper's rule)
+    if bell[SLEEPING] and _wake(bell) == IN_LOOP:
+        _poke(target)
 
 
 def _ring(bell: mmap.mmap, index: int) -> int:

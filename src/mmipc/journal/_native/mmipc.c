@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -926,35 +927,49 @@ struct mmipc_writer {
 #define BELL_MAX_FLAGS (BELL_FILE_SIZE - 64u)
 
 struct mmipc_ringer {
-    unsigned char *list;         /* NAME.bells, mapped read-write */
+    unsigned char *list;         /* NAME.bells, mapped read-write; NULL: not yet (ringer_map_late) */
+    _Atomic uint32_t late;       /* 1: the writer's count pointer is this, not the list's count */
+    uint64_t retry_at;           /* CLOCK_MONOTONIC ns of the next try to map the list */
+    char list_path[DIR_MAX + MMIPC_NAME_FIELD_SIZE + 16];
     uint32_t version;            /* of the cached targets; odd: none cached */
     int n;
     struct {
         unsigned char *bell;
-        uint32_t index;
+        _Atomic unsigned char *flag;  /* bell + 64 + the journal's flag index */
         char path[241];
     } targets[64];
 };
 
-/* Map `path` read-write. `create`: make it, or grow it to `size` (NAME.bells). Without it (a bell
- * named in a list others may edit) only a regular file named mmipc-bell.* of exactly `size`
- * bytes is mapped: never another file, never resized. */
+/* Whether this process may make a file `size` bytes long: past RLIMIT_FSIZE, ftruncate raises
+ * SIGXFSZ, which kills a C program that does not ignore it. */
+static int
+may_grow_to(size_t size)
+{
+    struct rlimit limit;
+    return getrlimit(RLIMIT_FSIZE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY
+           || limit.rlim_cur >= (rlim_t)size;
+}
+
+/* Map `path` read-write. `create` 1: make it, or grow it to `size` (NAME.bells, by its writer),
+ * never past RLIMIT_FSIZE; 2: an existing NAME.bells of exactly `size` bytes (a late ringer's).
+ * 0: a bell named in a list others may edit: only a regular file named mmipc-bell.* of exactly
+ * `size` bytes is mapped, never another file, never resized. */
 static void *
 map_shared(const char *path, size_t size, int create)
 {
     const char *base = strrchr(path, '/');
-    if (!create && strncmp(base ? base + 1 : path, "mmipc-bell.", 11) != 0) {
+    if (create == 0 && strncmp(base ? base + 1 : path, "mmipc-bell.", 11) != 0) {
         return NULL;
     }
-    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0666);
+    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create == 1 ? O_CREAT : 0), 0666);
     if (fd < 0) {
         return NULL;
     }
     struct stat st;
     void *p = MAP_FAILED;
     int ok = fstat(fd, &st) == 0
-             && (create ? st.st_size >= (off_t)size || ftruncate(fd, (off_t)size) == 0
-                        : S_ISREG(st.st_mode) && st.st_size == (off_t)size);
+             && (create == 1 ? st.st_size >= (off_t)size || (may_grow_to(size) && ftruncate(fd, (off_t)size) == 0)
+                             : S_ISREG(st.st_mode) && st.st_size == (off_t)size);
     if (ok) {
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     }
@@ -997,7 +1012,7 @@ ringer_reload(mmipc_ringer *r)
         unsigned char *bell = map_shared(path, BELL_FILE_SIZE, 0);
         if (bell != NULL) {
             r->targets[r->n].bell = bell;
-            r->targets[r->n].index = index;
+            r->targets[r->n].flag = (_Atomic unsigned char *)(bell + 64 + index);
             r->n++;
         }
     }
@@ -1006,53 +1021,114 @@ ringer_reload(mmipc_ringer *r)
     r->version = (version & 1u) || again != version ? 1u : version;
 }
 
-/* Ring every listed bell: store its flag, `pending`, then exchange `sleeping` (a full fence) and
- * wake the reader it names: FUTEX_WAKE (1) or a byte into its FIFO (2, an asyncio reader).
- * Kept out of line (cold): the commit path only pays the test that calls it. */
+/* A ringer whose NAME.bells could not be made (RLIMIT_FSIZE, a full disk, no permission): its
+ * writer's count pointer is `late` (1), so every commit calls the ring, which tries to map the
+ * list, made by then by a subscribing reader, at most every LATE_RETRY_NS. 1: mapped, and the
+ * list's count is not 0 (the writer keeps calling: one load more per commit than a normal ringer). */
+#define LATE_RETRY_NS 100000000ull
+
+static __attribute__((noinline)) int
+ringer_map_late(mmipc_ringer *r)
+{
+    if (r->list == NULL) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        if (now < r->retry_at) {
+            return 0;
+        }
+        r->retry_at = now + LATE_RETRY_NS;
+        r->list = map_shared(r->list_path, BELLS_SIZE, 2);
+        if (r->list == NULL) {
+            return 0;
+        }
+    }
+    return atomic_load_explicit(u32_at(r->list, 8), memory_order_relaxed) != 0;
+}
+
+/* Wake the reader of target `i` if it sleeps: FUTEX_WAKE (1) or a byte into its FIFO (2, an
+ * asyncio reader). The caller stored the flag and `pending` (or found them set), then fenced. */
+static void
+ringer_wake(mmipc_ringer *r, int i)
+{
+    _Atomic uint32_t *sleeping_at = u32_at(r->targets[i].bell, 12);
+    if (atomic_load_explicit(sleeping_at, memory_order_relaxed) == 0) {
+        return;  /* awake: it sees the commit at its next poll */
+    }
+    uint32_t sleeping = atomic_exchange_explicit(sleeping_at, 0u, memory_order_seq_cst);
+    if (sleeping == 1) {
+        _Atomic uint32_t *word = u32_at(r->targets[i].bell, 8);
+        atomic_fetch_add_explicit(word, 1u, memory_order_seq_cst);
+        syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    }
+    else if (sleeping == 2) {
+        char fifo[256];
+        snprintf(fifo, sizeof(fifo), "%s.fifo", r->targets[i].path);
+        int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t ignored = write(fd, "!", 1);
+            (void)ignored;
+            close(fd);
+        }
+    }
+}
+
+/* Flag the bells whose flag is clear (the flag, then `pending`), fence, and wake every reader
+ * that sleeps: the Dekker pair of the flag against the sleeper's exchange of `sleeping`. */
+static __attribute__((noinline)) void
+ringer_ring_cleared(mmipc_ringer *r)
+{
+    for (int i = 0; i < r->n; i++) {
+        if (!atomic_load_explicit(r->targets[i].flag, memory_order_relaxed)) {
+            atomic_store_explicit(r->targets[i].flag, 1, memory_order_relaxed);
+            atomic_store_explicit(u32_at(r->targets[i].bell, 16), 1u, memory_order_release);
+        }
+    }
+    atomic_thread_fence(memory_order_seq_cst);  /* the flags before the loads of `sleeping` */
+    for (int i = 0; i < r->n; i++) {
+        ringer_wake(r, i);
+    }
+}
+
+/* Ring every listed bell: a full fence (the commit before every load below), then two loads per
+ * bell. A bell whose flag for this journal is still set, and whose reader is awake, needs
+ * nothing: the poll that follows its reader's next clear of that flag sees this commit
+ * (docs/format.md, "Doorbells", *A ring that stores nothing*). Otherwise the bells whose flag is
+ * clear are flagged, a second fence, and every reader asleep is woken. Out of line (cold): a
+ * commit with no reader listening pays one load and a test. */
 __attribute__((noinline, cold)) void
 mmipc_ringer_ring(mmipc_ringer *r)
 {
-    atomic_thread_fence(memory_order_seq_cst);  /* the commit before the loads of the list */
+    if (atomic_load_explicit(&r->late, memory_order_relaxed) && !ringer_map_late(r)) {
+        return;
+    }
+    atomic_thread_fence(memory_order_seq_cst);  /* F: the commit before every load below */
     if (atomic_load_explicit(u32_at(r->list, 12), memory_order_relaxed) != r->version) {
         ringer_reload(r);
     }
-    for (int i = 0; i < r->n; i++) {
-        unsigned char *bell = r->targets[i].bell;
-        atomic_store_explicit((_Atomic unsigned char *)(bell + 64 + r->targets[i].index), 1,
-                              memory_order_relaxed);
-        atomic_store_explicit(u32_at(bell, 16), 1u, memory_order_release);
-        uint32_t sleeping = atomic_exchange_explicit(u32_at(bell, 12), 0u, memory_order_seq_cst);
-        if (sleeping == 1) {
-            atomic_fetch_add_explicit(u32_at(bell, 8), 1u, memory_order_seq_cst);
-            syscall(SYS_futex, (uint32_t *)u32_at(bell, 8), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-        }
-        else if (sleeping == 2) {
-            char fifo[256];
-            snprintf(fifo, sizeof(fifo), "%s.fifo", r->targets[i].path);
-            int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-            if (fd >= 0) {
-                ssize_t ignored = write(fd, "!", 1);
-                (void)ignored;
-                close(fd);
-            }
-        }
+    unsigned char flagged = 1;
+    uint32_t asleep = 0;
+    for (int i = 0; i < r->n; i++) {  /* no early exit: the loop is a few loads per bell */
+        flagged &= atomic_load_explicit(r->targets[i].flag, memory_order_relaxed);
+        asleep |= atomic_load_explicit(u32_at(r->targets[i].bell, 12), memory_order_relaxed);
+    }
+    if (!flagged || asleep) {
+        ringer_ring_cleared(r);
     }
 }
 
 mmipc_ringer *
 mmipc_ringer_open(const char *path)
 {
-    unsigned char *list = map_shared(path, BELLS_SIZE, 1);
-    if (list == NULL) {
-        return NULL;
-    }
     mmipc_ringer *r = calloc(1, sizeof(*r));
-    if (r == NULL) {
-        munmap(list, BELLS_SIZE);
+    if (r == NULL || strlen(path) >= sizeof(r->list_path)) {
+        free(r);
         return NULL;
     }
-    r->list = list;
+    memcpy(r->list_path, path, strlen(path) + 1);
     r->version = 1;
+    r->list = map_shared(path, BELLS_SIZE, 1);
+    atomic_store_explicit(&r->late, r->list == NULL, memory_order_relaxed);
     return r;
 }
 
@@ -1061,7 +1137,9 @@ mmipc_ringer_close(mmipc_ringer *r)
 {
     if (r != NULL) {
         ringer_forget(r);
-        munmap(r->list, BELLS_SIZE);
+        if (r->list != NULL) {
+            munmap(r->list, BELLS_SIZE);
+        }
         free(r);
     }
 }
@@ -1069,7 +1147,7 @@ mmipc_ringer_close(mmipc_ringer *r)
 _Atomic uint32_t *
 mmipc_ringer_count(mmipc_ringer *r)
 {
-    return u32_at(r->list, 8);
+    return atomic_load_explicit(&r->late, memory_order_relaxed) ? &r->late : u32_at(r->list, 8);
 }
 
 /* NAME.bells of this writer's journal (no bells if the OS refuses: readers see it at sweeps). */

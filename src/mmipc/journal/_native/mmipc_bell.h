@@ -12,11 +12,14 @@
 
 typedef struct mmipc_ringer mmipc_ringer;
 
-/* Map NAME.bells at `path` (created if missing): the ringer, or NULL if the OS refuses (then the
- * writer rings nobody: blocking readers see it at their sweeps). */
+/* Map NAME.bells at `path` (created if missing, never grown past RLIMIT_FSIZE): the ringer, or
+ * NULL (no memory, a path too long: then the writer rings nobody, and blocking readers see its
+ * frames at their sweeps). A ringer that could not make the list is "late": its count pointer
+ * is never 0, and its ring tries to map the list a reader made, at most every 100 ms. */
 mmipc_ringer *mmipc_ringer_open(const char *path);
 void mmipc_ringer_close(mmipc_ringer *r);
-/* Ring every bell listed: a full fence first (the commit before the loads of the list). */
+/* Ring every bell listed: a full fence first (the commit before every load of the list and the
+ * bells); a bell whose flag is still set and whose reader is awake is left alone. */
 void mmipc_ringer_ring(mmipc_ringer *r);
 /* The list's count word: 0 when no reader listens. */
 _Atomic uint32_t *mmipc_ringer_count(mmipc_ringer *r);
