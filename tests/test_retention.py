@@ -211,3 +211,28 @@ def test_a_reader_placed_while_retention_runs_never_finds_its_next_page_gone(
             reader.add_journal(jdir, "churn")
             for _ in range(PER_PAGE * 2):  # across the page boundaries that retention races
                 reader.read()
+
+
+def test_a_reader_caught_in_the_middle_of_publishing_holds_every_page(jdir: str, home: str) -> None:
+    """A counter file read mid-update (odd seqlock generation) was skipped: its reader held nothing,
+    and retention removed the pages under it (found by the torture, seed 7: a reader that met a
+    gap of 2,000 frames). Its publisher thread waits for the GIL between the two stores whenever the
+    reader's own thread holds it, so such a read is ordinary under load."""
+    with Service(home):
+        with Writer.create(jdir, "m", page_size=PAGE, service=home) as writer:
+            fill(writer, PER_PAGE * 4)
+            with Reader.create("midway", service=home) as reader:
+                reader.add_journal(jdir, "m", start="begin")
+                board = reader._board
+                assert board is not None
+                with board._lock:  # the publisher thread, stopped between its two stores
+                    board._begin()
+                    try:
+                        result, _ = prune(home, jdir, "m", Policy(max_pages=1), time.time_ns())
+                    finally:
+                        board._end()
+                assert result.remove == [] and "held by reader midway" in result.kept_for
+                assert list_pages(jdir, "m")[0] == 0
+                for seq in range(PER_PAGE * 4):
+                    frame = reader.read()
+                    assert frame is not None and SEQ.unpack_from(frame.data)[0] == seq

@@ -10,6 +10,9 @@ Rules:
   (its cursor file under the home's ``cursors/``), a live reader every page from the one it stands
   on (its published position). `plan` reports who holds retention back. A cursor file that cannot
   be read (damaged, not a regular file) holds every page of every journal: its reader may need any.
+  So does a live reader's counter file caught in the middle of an update (its publisher thread
+  waits for the GIL between the seqlock's two stores, or its process is stopped there): skipping
+  it, as retention did, let the torture remove pages under a reader that then met a gap.
 * A reader that places itself publishes, then checks that its page is still there (`Board.hold`);
   `apply` reads the holds again just before it removes each page, oldest first. So a page P+1 goes
   only after P went and no reader held P or less: a reader that published P before that sees P
@@ -32,7 +35,7 @@ from .._errors import StorageError, UsageError
 from ..journal._durable import list_cursors
 from ..journal._files import list_pages, page_path, pid_alive
 from ..journal._layout import MsgType
-from ..journal._metrics import list_counters, read_counters
+from ..journal._metrics import counters_owner, list_counters, read_counters
 from ..journal._page import MappedPage
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -122,12 +125,26 @@ def holds(home: str | None, directory: str, name: str) -> list[dict[str, Any]]:
                 found.append({"reader": cursor["name"], "page_no": int(j["page_no"]), "kind": "durable"})
     for reader, path in list_counters(home).items():
         counters = read_counters(path)
-        if counters is None or not pid_alive(counters["pid"]):
+        if counters is None:
+            found.extend(_hold_unread(reader, path))
+            continue
+        if not pid_alive(counters["pid"]):
             continue
         for p in counters["positions"]:
             if p.name == name and p.page_no >= 0 and os.path.realpath(p.directory) == real:
                 found.append({"reader": reader, "page_no": p.page_no, "kind": "live"})
     return found
+
+
+def _hold_unread(reader: str, path: str) -> list[dict[str, Any]]:
+    """A live reader whose counter file reads as being written (its publisher thread is waiting
+    for the GIL mid-update, or its process is stopped there) holds every page until it can be
+    read: its positions are unknown, and a page removed under it is a gap it can never fill."""
+    pid = counters_owner(path)
+    if pid is None or not pid_alive(pid):
+        return []
+    who = f"{reader} (its positions are being written: every page held)"
+    return [{"reader": who, "page_no": 0, "kind": "live"}]
 
 
 def plan(home: str | None, directory: str, name: str, policy: Policy, now_ns: int) -> Plan:
