@@ -67,6 +67,8 @@ for backend in native python; do
     api_case "$backend Writer.write 408 B" "$backend" write408
     api_case "$backend Reader.read empty" "$backend" read_empty
     api_case "$backend Reader.read one 64 B frame" "$backend" read
+    api_case "$backend Reader.read_data empty" "$backend" read_data_empty
+    api_case "$backend Reader.read_data one 64 B frame" "$backend" read_data
     api_case "$backend Reader.read_batch(1000) per frame" "$backend" read_batch
 done
 

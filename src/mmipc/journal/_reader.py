@@ -58,8 +58,8 @@ _READ_DATA_DOC = """read_data() -> memoryview | None: the next frame's payload a
 
 For a consumer that needs nothing else of the frame (a journal of one message type, or a payload
 that carries its own type): the same frame, order, checks and errors as `read()`, and the frame
-counts as read; only no Frame is made. With one journal on the native backend it is the C method
-itself (no Python frame per call). Bind it once in a hot loop::
+counts as read; only no Frame is made. With one journal it is the cursor's own method (on the
+native backend the C method itself: no Python frame per call). Bind it once in a hot loop::
 
     read_data = reader.read_data
     while (data := read_data()) is not None:
@@ -127,9 +127,8 @@ class Reader:
             self.read = self._merge.read
         if self._durable is not None and not self._closed:
             self.read = self._durable.auto(self.read, self._cursors)
-        if native is not None and len(self._cursors) == 1 and self._durable is None and not self._closed:
-            # the C method: no Python frame per call; on a Cursor it never returns SLOW (Python's path runs)
-            self.read_data = self._cursors[0].read_data  # type: ignore[assignment]
+        if len(self._cursors) == 1 and self._durable is None and not self._closed:
+            self.read_data = self._cursors[0].read_data  # native: the C method, no Python frame
         else:
             self.read_data = _data_of(self.read)
 
