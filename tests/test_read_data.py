@@ -17,10 +17,10 @@ from mmipc.journal._files import page_path
 SMALL = 64 << 10
 
 
-def _write(jdir: str, name: str, count: int, tag: int = 0) -> list[bytes]:
+def _write(jdir: str, name: str, count: int, tag: int = 0, checksum: bool = False) -> list[bytes]:
     """`count` frames of varied sizes on 64 KiB pages (many page switches); their payloads."""
     payloads = [bytes([tag, i % 256]) + os.urandom(i % 300) for i in range(count)]
-    with Writer.create(jdir, name, page_size=SMALL, service=None) as writer:
+    with Writer.create(jdir, name, page_size=SMALL, service=None, checksum=checksum) as writer:
         for p in payloads:
             writer.write(p, 7)
     return payloads
@@ -47,8 +47,9 @@ def _mixed(reader: Reader) -> list[bytes]:
         got.append(bytes(data))
 
 
-def test_read_data_gives_reads_payloads_across_pages_mixed_with_read(jdir: str) -> None:
-    written = _write(jdir, "j", 3000)
+@pytest.mark.parametrize("checksum", [False, True], ids=["plain", "checksums"])
+def test_read_data_gives_reads_payloads_across_pages_mixed_with_read(jdir: str, checksum: bool) -> None:
+    written = _write(jdir, "j", 3000, checksum=checksum)
     assert len([f for f in os.listdir(jdir) if f.endswith(".journal")]) > 5
     with _reader(jdir, "j") as reader:
         assert _mixed(reader) == written
@@ -87,12 +88,19 @@ def test_read_data_on_a_closed_reader_raises_closed_error(jdir: str) -> None:
         reader.read_data()
 
 
-def test_read_data_raises_reads_corruption_error_and_stays_put(jdir: str) -> None:
-    written = _write(jdir, "j", 3000)
+@pytest.mark.parametrize(
+    ("checksum", "offset", "damage", "message"),
+    [(False, 4096 + 20, struct.pack("<I", 9999), "frame length"), (True, 4096 + 33, b"\xff", "checksum")],
+    ids=["payload-length", "checksum"],
+)
+def test_read_data_raises_reads_corruption_error_and_stays_put(
+    jdir: str, checksum: bool, offset: int, damage: bytes, message: str
+) -> None:
+    written = _write(jdir, "j", 3000, checksum=checksum)
     path = page_path(jdir, "j", 2)
-    with open(path, "r+b") as f:  # page 2's first frame now claims a longer payload than its length
-        f.seek(4096 + 20)
-        f.write(struct.pack("<I", 9999))
+    with open(path, "r+b") as f:  # page 2's first frame: a longer payload than its length, or a bad byte
+        f.seek(offset)
+        f.write(damage)
     errors = []
     for take in ("read", "read_data"):
         with _reader(jdir, "j") as reader:
@@ -109,4 +117,4 @@ def test_read_data_raises_reads_corruption_error_and_stays_put(jdir: str) -> Non
                     break
                 n += 1
     assert errors[0] == errors[1] and 0 < errors[0][0] < len(written)
-    assert f"{path} at offset 4096: frame length" in errors[0][1]
+    assert f"{path} at offset 4096" in errors[0][1] and message in errors[0][1]
