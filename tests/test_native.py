@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from journal_bytes import check_index_and_times, read_page
 from mmipc import CorruptJournalError, Reader, UsageError, Writer
-from mmipc.journal._backend import select
+from mmipc.journal._backend import native, select
 from mmipc.journal._files import create_page, page_path
 from mmipc.journal._layout import decode_frame
 from mmipc.journal._page import MappedPage
@@ -569,6 +569,7 @@ def test_a_nano_the_caller_keeps_never_changes_one_it_dropped_is_refilled(jdir: 
     assert kept == read[::3]
 
 
+@pytest.mark.skipif(native is None, reason="the Reader runs on the native backend")
 def test_read_data_refills_the_view_the_caller_dropped_never_one_it_holds(jdir: str) -> None:
     """read_data() points the payload view the caller dropped at the next payload (no new object);
     a view the caller holds, exported, released or hashed keeps its payload and its hash."""
@@ -597,6 +598,7 @@ def test_read_data_refills_the_view_the_caller_dropped_never_one_it_holds(jdir: 
         assert read_data() is None
 
 
+@pytest.mark.skipif(native is None, reason="the Reader runs on the native backend")
 def test_read_data_of_one_journal_is_the_c_method_and_of_several_the_merge(jdir: str) -> None:
     """No Python frame per call with one journal (the bench's throughput rests on it)."""
     for name in ("a", "b"):
