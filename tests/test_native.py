@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from journal_bytes import check_index_and_times, read_page
 from mmipc import CorruptJournalError, Reader, UsageError, Writer
-from mmipc.journal._backend import select
+from mmipc.journal._backend import native, select
 from mmipc.journal._files import create_page, page_path
 from mmipc.journal._layout import decode_frame
 from mmipc.journal._page import MappedPage
@@ -497,6 +497,13 @@ def test_no_object_leaks_per_frame(page: MappedPage) -> None:
             [bytes(f.data) for f in batch] + [batch.data(i) for i in range(len(batch))] + [batch.nano]
             cursor._c_pos, cursor._c_last_nano = 4096, 0
             _drain(lambda: _native.merge_read([cursor]))
+            cursor._c_pos, cursor._c_last_nano = 4096, 0
+            views = cast(list[memoryview], list(iter(cursor.read_data, None)))
+            assert len(views) == 300 and all(bytes(v) == b"payload of a frame" for v in views)
+            del views
+            cursor._c_pos, cursor._c_last_nano = 4096, 0
+            for _ in iter(cursor.read_data, None):
+                pass
             cursor.poll()
 
     rounds()  # warm up caches and free lists
@@ -560,3 +567,49 @@ def test_a_nano_the_caller_keeps_never_changes_one_it_dropped_is_refilled(jdir: 
         reader.add_journal(jdir, "j", "begin")
         read = [f.nano for f in iter(reader.read, None)]
     assert kept == read[::3]
+
+
+@pytest.mark.skipif(native is None, reason="the Reader runs on the native backend")
+def test_read_data_refills_the_view_the_caller_dropped_never_one_it_holds(jdir: str) -> None:
+    """read_data() points the payload view the caller dropped at the next payload (no new object);
+    a view the caller holds, exported, released or hashed keeps its payload and its hash."""
+    payloads = [bytes([i]) * (10 + i) for i in range(12)]
+    with Writer.create(jdir, "j", service=None) as writer:
+        for p in payloads:
+            writer.write(p, 1)
+    with Reader.create("r", service=None) as reader:
+        reader.add_journal(jdir, "j", "begin")
+        read_data = cast(Callable[[], memoryview], reader.read_data)
+        first, second = read_data(), read_data()
+        address = id(first)
+        del first
+        decoy = memoryview(b"takes the memory of a freed view")  # so that a new view gets another id
+        third = read_data()
+        assert id(third) == address and bytes(third) == payloads[2], "the dropped view is refilled"
+        exported = np.frombuffer(read_data(), np.uint8)  # payload 3, exported: never refilled
+        read_data().release()  # payload 4
+        hashed = read_data()
+        assert hash(hashed) == hash(payloads[5])
+        del hashed
+        rest = [read_data() for _ in range(6)]  # payload 6 refills the view that was hashed
+        assert [(bytes(v), hash(v)) for v in rest] == [(p, hash(p)) for p in payloads[6:]]
+        assert bytes(second) == payloads[1] and bytes(third) == payloads[2]
+        assert exported.tobytes() == payloads[3] and bytes(decoy).startswith(b"takes")
+        assert read_data() is None
+
+
+@pytest.mark.skipif(native is None, reason="the Reader runs on the native backend")
+def test_read_data_of_one_journal_is_the_c_method_and_of_several_the_merge(jdir: str) -> None:
+    """No Python frame per call with one journal (the bench's throughput rests on it)."""
+    for name in ("a", "b"):
+        with Writer.create(jdir, name, service=None) as writer:
+            writer.write(name.encode(), 1)
+    with Reader.create("r", service=None) as reader:
+        reader.add_journal(jdir, "a")
+        assert type(reader.read_data).__name__ == "builtin_function_or_method"
+        reader.add_journal(jdir, "b")
+        assert type(reader.read_data).__name__ == "function"
+        reader.remove_journal(jdir, "a")
+        assert type(reader.read_data).__name__ == "builtin_function_or_method"
+        data = reader.read_data()
+        assert data is not None and bytes(data) == b"b"

@@ -2,7 +2,8 @@
 
 usage: api_ops.py OP N DIRECTORY   (the backend is MMIPC_BACKEND's, as for any mmipc program)
 OP: write64, write408 (Writer.write), read_empty, read (Reader.read of one 64 B frame),
-read_batch (Reader.read_batch(1000), per frame), loop (an empty loop: the baseline).
+read_data_empty, read_data (the same with Reader.read_data), read_batch (Reader.read_batch(1000),
+per frame), loop (an empty loop: the baseline).
 Setup is the same for any N, so (Ir(N2) - Ir(N1)) / (N2 - N1) is the cost of one call, loop included.
 """
 
@@ -31,13 +32,13 @@ def read(op: str, n: int, directory: str) -> None:
         for _ in range(PREPARED):
             writer.write(payload, 1)
     with Reader.create("ops", service=None) as reader:
-        reader.add_journal(directory, "ops", "end" if op == "read_empty" else "begin")
+        reader.add_journal(directory, "ops", "end" if op.endswith("_empty") else "begin")
         if op == "read_batch":
             got = 0
             while got < n:
                 got += len(reader.read_batch(min(1000, n - got)))
             return
-        read_one = reader.read
+        read_one = reader.read_data if op.startswith("read_data") else reader.read
         for _ in range(n):
             read_one()
 

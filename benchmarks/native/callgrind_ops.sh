@@ -67,19 +67,23 @@ for backend in native python; do
     api_case "$backend Writer.write 408 B" "$backend" write408
     api_case "$backend Reader.read empty" "$backend" read_empty
     api_case "$backend Reader.read one 64 B frame" "$backend" read
+    api_case "$backend Reader.read_data empty" "$backend" read_data_empty
+    api_case "$backend Reader.read_data one 64 B frame" "$backend" read_data
     api_case "$backend Reader.read_batch(1000) per frame" "$backend" read_batch
 done
 
-loop_case() {  # loop_case LABEL BACKEND WHAT: one iteration of mmipc bench's throughput loops
+loop_case() {  # loop_case LABEL BACKEND WHAT SIZE: one iteration of mmipc bench's throughput loops
     local a b
-    a=$(MMIPC_BACKEND="$2" total "$py" "$here/bench_loops.py" "$3" "$N1" "$work/j")
-    b=$(MMIPC_BACKEND="$2" total "$py" "$here/bench_loops.py" "$3" "$N2" "$work/j")
+    a=$(MMIPC_BACKEND="$2" total "$py" "$here/bench_loops.py" "$3" "$N1" "$work/j" "$4")
+    b=$(MMIPC_BACKEND="$2" total "$py" "$here/bench_loops.py" "$3" "$N2" "$work/j" "$4")
     printf '%-40s %8.1f instructions/op\n' "$1" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"
 }
 
-loop_case "bench loop: empty (baseline)" native loop
-for what in mmipc-send naive-send mmipc-receive naive-receive; do
-    loop_case "bench throughput loop: $what 64 B" native "$what"
+loop_case "bench loop: empty (baseline)" native loop 64
+for size in 64 408; do
+    for what in mmipc-send naive-send mmipc-receive mmipc-frame-receive naive-receive; do
+        loop_case "bench throughput loop: $what $size B" native "$what" "$size"
+    done
+    loop_case "bench throughput loop: mmipc-python send $size B" python mmipc-send "$size"
+    loop_case "bench throughput loop: mmipc-python recv $size B" python mmipc-receive "$size"
 done
-loop_case "bench throughput loop: mmipc-python send" python mmipc-send
-loop_case "bench throughput loop: mmipc-python recv" python mmipc-receive

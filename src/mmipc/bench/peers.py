@@ -76,21 +76,20 @@ def _mmipc_sender(workdir: str) -> Send:
 
 
 def _mmipc_receiver(workdir: str) -> tuple[Poll, Poll | None]:
-    """The blocking variant is `wait="block"`: spin 50 us, then sleep until the writer rings."""
+    """`poll` is `Reader.read_data`, the public read of a payload alone: with one journal on the
+    native backend the C method itself, called with no Python frame between (as the naive log's
+    adapter gives a payload view, and nothing else). The blocking variant is `wait="block"`: spin
+    50 us, then sleep until the writer rings."""
     from mmipc import Reader
 
     reader = Reader.create(f"bench-{os.getpid()}")
     reader.add_journal(workdir, "bench")
-    read, frames = reader.read, reader.frames(wait="block")
-
-    def poll() -> memoryview | None:
-        frame = read()
-        return None if frame is None else frame.data
+    frames = reader.frames(wait="block")
 
     def wait() -> memoryview:
         return next(frames).data
 
-    return poll, wait
+    return reader.read_data, wait
 
 
 def _mmipc_areceiver(workdir: str) -> AGet:
@@ -133,20 +132,17 @@ def _mmipc_python_sender(workdir: str) -> Send:
 
 
 def _mmipc_python_receiver(workdir: str) -> tuple[Poll, Poll | None]:
-    """The pure-Python backend's `wait="block"`: no futex there, it sleeps in steps of 1 ms."""
+    """`poll` is `Reader.read_data`, as mmipc's (in this backend a Python function over `read`).
+    The pure-Python backend's `wait="block"`: no futex there, it sleeps in steps of 1 ms."""
     mmipc = _python_backend()
     reader = mmipc.Reader.create(f"bench-{os.getpid()}")
     reader.add_journal(workdir, "bench")
-    read, frames = reader.read, reader.frames(wait="block")
-
-    def poll() -> memoryview | None:
-        frame = read()
-        return None if frame is None else frame.data
+    frames = reader.frames(wait="block")
 
     def wait() -> memoryview:
         return next(frames).data  # type: ignore[no-any-return]
 
-    return poll, wait
+    return reader.read_data, wait
 
 
 def _mmipc_batch_receiver(workdir: str) -> tuple[Poll, Poll | None]:

@@ -144,6 +144,31 @@ class Cursor(_CursorBase):
         )
         return frame
 
+    def read_data(self) -> memoryview | None:
+        """`read()`'s payload view alone (`Reader.read_data`): no Frame made. Its header checks must
+        stay the same as `read`'s; every frame its fast path refuses is `read`'s to handle."""
+        mm = self.mm
+        if mm is None or self.next_nano >= 0:
+            return _data(self.read())
+        pos = self.pos
+        length = _unpack_commit(mm, pos)[0]
+        if length == 0:
+            return None
+        nano: int
+        msg_type, nano, _, n, _ = _unpack_body(mm, pos + 4)
+        end = pos + ((length + 7) & ~7)
+        if (
+            length != n + FRAME_HEADER_SIZE
+            or end + PAGE_END_RESERVE > self.limit
+            or nano < self.last_nano
+            or msg_type == _PAGE_END
+        ):
+            return _data(self.read())
+        self.pos = end
+        self.last_nano = nano
+        view: memoryview = self.view  # type: ignore[assignment]  # never None while mm is set
+        return view[pos + 32 : pos + length]
+
     def poll(self) -> int:
         """Peek at the next committed data frame: its timestamp, or -1 if there is none yet."""
         if self.next_nano >= 0:
@@ -425,6 +450,12 @@ def fast_limit(header: PageHeader) -> int:
 
 
 _python_read = Cursor._py_read
+
+
+def _data(frame: Frame | None) -> memoryview | None:
+    return None if frame is None else frame.data
+
+
 _python_poll = Cursor._py_poll
 
 
@@ -436,6 +467,7 @@ def _python_poll_take(cursor: Cursor) -> Frame:
 
 if native is not None:  # bound once at import: the pure-Python backend keeps its own methods
     Cursor.read = native.CursorCore.read  # type: ignore[method-assign]
+    Cursor.read_data = native.CursorCore.read_data  # type: ignore[method-assign]
     Cursor.poll = native.CursorCore.poll  # type: ignore[method-assign]
     Cursor.take = native.CursorCore.take  # type: ignore[method-assign]
     # While the core is attached, `pos` and `last_nano` are the core's, for every reader of them

@@ -54,6 +54,18 @@ merge. Bind it once in a hot loop::
         handle(frame.data)
 """
 
+_READ_DATA_DOC = """read_data() -> memoryview | None: the next frame's payload alone, as `read().data`.
+
+For a consumer that needs nothing else of the frame (a journal of one message type, or a payload
+that carries its own type): the same frame, order, checks and errors as `read()`, and the frame
+counts as read; only no Frame is made. With one journal it is the cursor's own method (on the
+native backend the C method itself: no Python frame per call). Bind it once in a hot loop::
+
+    read_data = reader.read_data
+    while (data := read_data()) is not None:
+        handle(data)
+"""
+
 
 class Reader:
     """Reads frames from journals in timestamp order. Create it with `Reader.create(name)`.
@@ -73,6 +85,7 @@ class Reader:
         "_merge": None,
         "_closed": None,
         "read": _READ_DOC,
+        "read_data": _READ_DATA_DOC,
         "_link": None,
         "_durable": None,
         "_board": None,
@@ -80,6 +93,7 @@ class Reader:
         "__weakref__": None,
     }
     read: Callable[[], Frame | None]
+    read_data: Callable[[], memoryview | None]
 
     def __init__(self, name: str, link: Link | None, durable: Durable | None = None) -> None:
         self.name = name
@@ -98,7 +112,8 @@ class Reader:
         weakref.finalize(self, self._merge.close)  # a dropped reader frees its doorbell and slots
 
     def _rebind(self) -> None:
-        """Point `read` at the fastest correct implementation for the journals added now.
+        """Point `read` and `read_data` at the fastest correct implementations for the journals added
+        now.
 
         None of them refers back to the reader: a cycle would keep a dropped reader (and its
         registered name) alive until the cyclic garbage collector happened to run.
@@ -112,6 +127,10 @@ class Reader:
             self.read = self._merge.read
         if self._durable is not None and not self._closed:
             self.read = self._durable.auto(self.read, self._cursors)
+        if len(self._cursors) == 1 and self._durable is None and not self._closed:
+            self.read_data = self._cursors[0].read_data  # native: the C method, no Python frame
+        else:
+            self.read_data = _data_of(self.read)
 
     @classmethod
     def create(
@@ -389,3 +408,13 @@ def _unregister(link: Link | None, name: str, durable: Durable | None, board: Bo
 
 def _read_closed(name: str) -> Frame | None:
     raise ClosedError(f"reader {name} is closed")
+
+
+def _data_of(read: Callable[[], Frame | None]) -> Callable[[], memoryview | None]:
+    """`read_data` over any `read` (the merge, a durable reader's, the pure-Python cursor's)."""
+
+    def read_data() -> memoryview | None:
+        frame = read()
+        return None if frame is None else frame.data
+
+    return read_data
