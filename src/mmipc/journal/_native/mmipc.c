@@ -524,9 +524,14 @@ unmap_page(page_t *page)
     }
 }
 
+static int may_grow_to(size_t size);
+
 static int
 fill_page(const char *tmp, const unsigned char *header, uint64_t page_size, unsigned int mode)
 {
+    if (!may_grow_to((size_t)page_size)) {
+        return EFBIG;  /* posix_fallocate past RLIMIT_FSIZE raises SIGXFSZ: it kills a C program */
+    }
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) {
         return errno;
