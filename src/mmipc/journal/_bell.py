@@ -24,10 +24,14 @@ Rules (docs/format.md, "Doorbells", is the contract):
 * Nothing here is ever needed for correctness of what a reader returns, only for when it notices:
   a reader re-polls every journal at least every `SWEEP_EVERY` empty reads and after every wait,
   so a writer that cannot ring (an older version, a bell it may not open) costs latency, not frames.
+* A reader that takes over a dead reader's slot unlinks that bell and its FIFO only if they are our
+  user's regular file (FIFO) named ``mmipc-bell.*`` in the bell directory itself, by a descriptor
+  of that directory: a list (anyone who can write it may) can name any path, or a link.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import mmap
@@ -37,6 +41,7 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ._backend import native
@@ -271,12 +276,47 @@ def _release(mm: mmap.mmap, slot: int, bell: str) -> None:
 
 
 def _unlink_bell(raw: bytes) -> None:
+    """Remove a dead reader's bell and FIFO that a list names: only if they are in the bell
+    directory (a hostile or corrupt list may name any path) and ours."""
     path = os.fsdecode(raw.rstrip(b"\0"))
-    if os.path.basename(path).startswith("mmipc-bell."):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    directory, base = os.path.split(path)
+    if not base.startswith("mmipc-bell.") or base.endswith(".fifo"):
+        return
+    bell_dir = _bell_dir()
+    if os.path.realpath(directory or ".") != os.path.realpath(bell_dir):
+        return
+    with _opened_dir(bell_dir) as dir_fd:
+        if dir_fd >= 0:
+            _remove_own(dir_fd, base)
+            _remove_own(dir_fd, base + ".fifo")
+
+
+@contextlib.contextmanager
+def _opened_dir(path: str) -> Iterator[int]:
+    """A descriptor of directory `path` (-1 if it cannot be opened), closed after."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    try:
+        yield fd
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _remove_own(dir_fd: int, base: str) -> bool:
+    """Unlink `base` in `dir_fd` if it is our user's regular file (a FIFO for ``*.fifo``), not a
+    link: whether it was removed."""
+    try:
+        st = os.stat(base, dir_fd=dir_fd, follow_symlinks=False)
+        kind_ok = stat.S_ISFIFO(st.st_mode) if base.endswith(".fifo") else stat.S_ISREG(st.st_mode)
+        if not kind_ok or st.st_uid != os.getuid():
+            return False
+        os.unlink(base, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return True
 
 
 class Ringer:
