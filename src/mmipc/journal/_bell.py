@@ -27,6 +27,10 @@ Rules (docs/format.md, "Doorbells", is the contract):
 * A reader that takes over a dead reader's slot unlinks that bell and its FIFO only if they are our
   user's regular file (FIFO) named ``mmipc-bell.*`` in the bell directory itself, by a descriptor
   of that directory: a list (anyone who can write it may) can name any path, or a link.
+* A bell's name records its reader: ``mmipc-bell.PID.START.N.RANDOM`` (START: the process's start
+  time in clock ticks since boot, /proc/PID/stat; 0 where unknown). A killed reader cannot unlink its
+  bell and FIFO: `sweep_dead_bells` (the service runs it every SAMPLE_INTERVAL) removes those, by the
+  rule above, whose pid is gone or now belongs to a process that started at another time.
 """
 
 from __future__ import annotations
@@ -74,6 +78,17 @@ def fence() -> None:
 
 def bells_path(directory: str, name: str) -> str:
     return os.path.join(directory, f"{name}.bells")
+
+
+def start_ticks(pid: int) -> int:
+    """When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); 0 if unknown.
+    Unlike the pid, it tells a process from a later one given the same pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _bell_dir() -> str:
@@ -129,7 +144,9 @@ class Bell:
 
     @classmethod
     def create(cls) -> Bell | None:
-        path = os.path.join(_bell_dir(), f"mmipc-bell.{os.getpid()}.{next(_serial)}.{os.urandom(4).hex()}")
+        pid = os.getpid()
+        name = f"mmipc-bell.{pid}.{start_ticks(pid)}.{next(_serial)}.{os.urandom(4).hex()}"
+        path = os.path.join(_bell_dir(), name)
         mm = _map(path, BELL_SIZE, create=True)
         return None if mm is None else cls(path, mm)
 
@@ -289,6 +306,43 @@ def _unlink_bell(raw: bytes) -> None:
         if dir_fd >= 0:
             _remove_own(dir_fd, base)
             _remove_own(dir_fd, base + ".fifo")
+
+
+def sweep_dead_bells() -> list[str]:
+    """Remove the bells (and FIFOs) of readers that died without closing them: the names removed.
+
+    Only our own user's files named ``mmipc-bell.*`` in the bell directory whose name records a pid
+    that is gone, or that another process holds now (its start time differs); a name without the
+    start time (an older version's) goes by the pid alone; a name we cannot parse stays.
+    """
+    removed = []
+    with _opened_dir(_bell_dir()) as dir_fd:
+        if dir_fd < 0:
+            return []
+        for base in os.listdir(dir_fd):
+            owner = _bell_owner(base)
+            if owner is not None and not _owner_alive(*owner) and _remove_own(dir_fd, base):
+                removed.append(base)
+    return removed
+
+
+def _bell_owner(base: str) -> tuple[int, int] | None:
+    """(pid, start ticks or -1) from a bell's or FIFO's name, or None if it is not one we made."""
+    if not base.startswith("mmipc-bell."):
+        return None
+    parts = base.removesuffix(".fifo").split(".")[1:]
+    if len(parts) not in (3, 4) or not all(p.isdigit() for p in parts[:-2]):
+        return None
+    return int(parts[0]), int(parts[1]) if len(parts) == 4 else -1
+
+
+def _owner_alive(pid: int, start: int) -> bool:
+    if not pid_alive(pid):
+        return False
+    if start <= 0:
+        return True  # not recorded (or unknown when made): the pid alone decides
+    now = start_ticks(pid)
+    return now in (0, start)  # 0: cannot tell, so keep it
 
 
 @contextlib.contextmanager

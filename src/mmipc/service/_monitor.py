@@ -1,4 +1,4 @@
-"""The service's monitor thread: journal rates, reader lag, retention, dead readers' counter files.
+"""The service's monitor thread: journal rates, reader lag, retention, dead readers' files.
 
 Rules:
 
@@ -13,6 +13,8 @@ Rules:
   its counter file is DEAD_LINGER seconds older than its death was noticed, then the file goes; a
   durable reader without a process stays listed (offline) with its committed position, because it
   holds retention back.
+* A reader killed with -9 leaves its doorbell and FIFO in /dev/shm (RAM): every SAMPLE_INTERVAL the
+  monitor removes those of dead readers (`sweep_dead_bells`: our user's only, by pid and start time).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import MmipcError
+from ..journal._bell import sweep_dead_bells
 from ..journal._durable import list_cursors
 from ..journal._files import pid_alive
 from ..journal._metrics import DEAD_LINGER, Published, list_counters, read_counters
@@ -95,6 +98,7 @@ class Monitor:
         for key in self._known():
             self._guarded(self._sample, key)
         self._guarded(self._forget_dead)
+        self._guarded(sweep_dead_bells)
 
     def _guarded(self, what: Callable[..., object], *args: Any) -> None:
         try:
