@@ -620,3 +620,29 @@ def test_a_version_1_journal_is_shipped_by_position_ids(
     assert len(v1_ids) >= 500 and v1_ids[0].startswith("v1/p0.") and ids[-1].split("/")[-1].isdigit(), ids
     stop(out)
     stop(into)
+
+
+def test_an_out_bridge_that_has_acknowledged_nothing_reports_no_lag_s(procs: Procs, tmp_path: Path) -> None:
+    """Frames wait and the stream has acknowledged none of them (no server listens): `lag_s`, the
+    newest frame's timestamp minus the last acknowledged one's, does not exist yet. It is null in
+    the record and "-" in `mmipc status`, not now minus 0 (56 years) or minus the newest frame."""
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        _require("nats-py is not installed: pip install -e '.[nats]'")
+    from mmipc.bridge import read_states
+    from mmipc.bridge._state import state_lines
+
+    source = str(tmp_path / "src")
+    write_frames(source, "md", 5, 1)
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, "-m", "mmipc", "bridge", "out", source, "md", "--name", name]
+    child = Child([*cmd, "--nats", f"nats://127.0.0.1:{free_port()}", "--stream", "DESK"])
+    procs.started.append(child)
+    child.expect_line("mmipc bridge out")
+    wait_for(lambda: state(name).get("journals", {}).get("md", {}).get("lag_frames") == 5, what="a record")
+    journal = state(name)["journals"]["md"]
+    assert (journal["acked_seq"], journal["lag_s"]) == (None, None), journal
+    row = [line for line in state_lines(read_states()) if line.startswith(name)]
+    assert row[0].split()[-3:] == ["0", "5", "-"], row
+    stop(child)
