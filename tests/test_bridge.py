@@ -646,3 +646,32 @@ def test_an_out_bridge_that_has_acknowledged_nothing_reports_no_lag_s(procs: Pro
     row = [line for line in state_lines(read_states()) if line.startswith(name)]
     assert row[0].split()[-3:] == ["0", "5", "-"], row
     stop(child)
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [
+        ("out", "max_batch", "5"),
+        ("out", "max_batch", True),
+        ("out", "replicas", "2"),
+        ("out", "replicas", 0),
+        ("out", "ack_timeout", "5"),
+        ("out", "ack_timeout", float("inf")),
+        ("in", "fetch_batch", "5"),
+        ("in", "fetch_batch", 0),
+        ("in", "ack_timeout", "5"),
+    ],
+)
+def test_a_bridge_option_of_the_wrong_type_gets_our_error(kind: str, field: str, value: object) -> None:
+    """A number given as a string (or a bool, or out of range) is refused by `checked()`, the first
+    thing `run_out`/`run_in` do, with the bridge's own error naming the value, not a TypeError (and
+    not accepted: then the bridge would retry for ever)."""
+    from mmipc.bridge import BridgeError
+    from mmipc.bridge._options import InOptions, OutOptions
+
+    bad: dict[str, Any] = {field: value}  # wrong on purpose, as from a caller without type checks
+    options = OutOptions("nats://h:1", "DESK", journals=["md"], **bad) if kind == "out" else None
+    with pytest.raises(BridgeError) as raised:
+        (options or InOptions("nats://h:1", "DESK", **bad)).checked()
+    message = str(raised.value)
+    assert "\n" not in message and repr(value) in message, message
