@@ -33,7 +33,7 @@ from ..journal._durable import list_cursors
 from ..journal._files import pid_alive
 from ..journal._metrics import DEAD_LINGER, Published, list_counters, read_counters
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
-from ._retention import Policy, plan
+from ._retention import Policy, journal_clock, plan
 from ._retention import apply as apply_plan
 
 log = logging.getLogger("mmipc.service")
@@ -150,7 +150,7 @@ class Monitor:
         policy = self.policy_for(key[0])
         if not policy:
             return []
-        result = plan(self.home, key[0], key[1], policy, time.time_ns())
+        result = plan(self.home, key[0], key[1], policy, journal_clock(key[0], key[1], time.time_ns()))
         try:
             done = apply_plan(result, policy.archive, self.home)
         except Exception as exc:
