@@ -620,3 +620,58 @@ def test_a_version_1_journal_is_shipped_by_position_ids(
     assert len(v1_ids) >= 500 and v1_ids[0].startswith("v1/p0.") and ids[-1].split("/")[-1].isdigit(), ids
     stop(out)
     stop(into)
+
+
+def test_an_out_bridge_that_has_acknowledged_nothing_reports_no_lag_s(procs: Procs, tmp_path: Path) -> None:
+    """Frames wait and the stream has acknowledged none of them (no server listens): `lag_s`, the
+    newest frame's timestamp minus the last acknowledged one's, does not exist yet. It is null in
+    the record and "-" in `mmipc status`, not now minus 0 (56 years) or minus the newest frame."""
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        _require("nats-py is not installed: pip install -e '.[nats]'")
+    from mmipc.bridge import read_states
+    from mmipc.bridge._state import state_lines
+
+    source = str(tmp_path / "src")
+    write_frames(source, "md", 5, 1)
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, "-m", "mmipc", "bridge", "out", source, "md", "--name", name]
+    child = Child([*cmd, "--nats", f"nats://127.0.0.1:{free_port()}", "--stream", "DESK"])
+    procs.started.append(child)
+    child.expect_line("mmipc bridge out")
+    wait_for(lambda: state(name).get("journals", {}).get("md", {}).get("lag_frames") == 5, what="a record")
+    journal = state(name)["journals"]["md"]
+    assert (journal["acked_seq"], journal["lag_s"]) == (None, None), journal
+    row = [line for line in state_lines(read_states()) if line.startswith(name)]
+    assert row[0].split()[-3:] == ["0", "5", "-"], row
+    stop(child)
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [
+        ("out", "max_batch", "5"),
+        ("out", "max_batch", True),
+        ("out", "replicas", "2"),
+        ("out", "replicas", 0),
+        ("out", "ack_timeout", "5"),
+        ("out", "ack_timeout", float("inf")),
+        ("in", "fetch_batch", "5"),
+        ("in", "fetch_batch", 0),
+        ("in", "ack_timeout", "5"),
+    ],
+)
+def test_a_bridge_option_of_the_wrong_type_gets_our_error(kind: str, field: str, value: object) -> None:
+    """A number given as a string (or a bool, or out of range) is refused by `checked()`, the first
+    thing `run_out`/`run_in` do, with the bridge's own error naming the value, not a TypeError (and
+    not accepted: then the bridge would retry for ever)."""
+    from mmipc.bridge import BridgeError
+    from mmipc.bridge._options import InOptions, OutOptions
+
+    bad: dict[str, Any] = {field: value}  # wrong on purpose, as from a caller without type checks
+    options = OutOptions("nats://h:1", "DESK", journals=["md"], **bad) if kind == "out" else None
+    with pytest.raises(BridgeError) as raised:
+        (options or InOptions("nats://h:1", "DESK", **bad)).checked()
+    message = str(raised.value)
+    assert "\n" not in message and repr(value) in message, message

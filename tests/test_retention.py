@@ -236,3 +236,30 @@ def test_a_reader_caught_in_the_middle_of_publishing_holds_every_page(jdir: str,
                 for seq in range(PER_PAGE * 4):
                     frame = reader.read()
                     assert frame is not None and SEQ.unpack_from(frame.data)[0] == seq
+
+
+def test_age_retention_counts_on_the_journals_own_time_as_well_as_the_wall_clock(
+    jdir: str, tmp_path: Path
+) -> None:
+    """A replay writer stamps frames a day old (`write_at`). By the wall clock alone every finished
+    page is older than 1h, and the service's retention removed them as soon as they were written.
+    A page goes only when it is 1h older than the journal's newest frame too: of 24 s of replayed
+    history nothing goes; of 4 h, exactly the pages that end more than 1h before its newest frame."""
+    from mmipc.service._monitor import Monitor
+    from mmipc.service._retention import _finished_at
+
+    day_ago = time.time_ns() - 86_400 * 10**9
+    for name, step in (("short", 10**8), ("long", 60 * 10**9)):  # frames 0.1 s or 1 min apart
+        with Writer.create(jdir, name, page_size=PAGE, service=None) as writer:
+            for i in range(PER_PAGE * 4):
+                writer.write_at(SEQ.pack(i) + bytes(992), day_ago + i * step)
+    monitor = Monitor(str(tmp_path / "home"), list, Policy(max_age_ns=parse_age("1h")))
+    finished = [p for p in list_pages(jdir, "short") if _finished_at(jdir, "short", p) is not None]
+    assert len(finished) >= 3
+    assert monitor.retain((jdir, "short")) == [] and len(list_pages(jdir, "short")) >= len(finished)
+    newest = day_ago + (PER_PAGE * 4 - 1) * 60 * 10**9
+    ends = {p: _finished_at(jdir, "long", p) for p in list_pages(jdir, "long")}
+    old = [p for p, end in ends.items() if end is not None and end < newest - 3600 * 10**9]
+    assert 0 < len(old) < len([e for e in ends.values() if e is not None]), ends
+    removed = monitor.retain((jdir, "long"))
+    assert removed == [os.path.join(jdir, f"long.{p:08d}.journal") for p in old]

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import Procs
 from mmipc import CorruptJournalError, Reader, UsageError, Writer
 from mmipc.ctp import DepthMarketDataV636, DepthMarketDataV661
 from mmipc.ctp import numpy_dtype as ctp_dtype
@@ -210,3 +211,29 @@ def test_mmipc_analysis_without_numpy_names_the_extra(tmp_path: object) -> None:
     out = subprocess.run([sys.executable, "-c", export], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and out.stderr.startswith("mmipc export: mmipc.analysis needs numpy")
     assert "Traceback" not in out.stderr
+
+
+def test_a_schema_write_cut_short_leaves_the_old_file(jdir: str, procs: Procs) -> None:
+    """A file size limit (RLIMIT_FSIZE, as a full disk would) cuts the new schema file's write short:
+    the declaration fails with StorageError and the old file stays whole, never a truncated one
+    renamed over it (the schema module's own copy wrote once and renamed whatever it got)."""
+    with Writer.create(jdir, "md", service=None, schemas={101: "ctp"}):
+        pass
+    before = open(schema_path(jdir, "md"), "rb").read()
+    child = procs.spawn_code(
+        "import os, resource, signal\n"
+        "from mmipc import StorageError\n"
+        "from mmipc.journal._schema import declare_schemas\n"
+        "from mmipc.ctp import DepthMarketDataV661\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({len(before) + 100}, {len(before) + 100}))\n"
+        "try:\n"
+        f"    declare_schemas({jdir!r}, 'md', {{102: DepthMarketDataV661}})\n"
+        "    print('declared', flush=True)\n"
+        "except StorageError as exc:\n"
+        "    print('refused', exc, flush=True)\n"
+    )
+    assert child.finish().startswith("refused cannot write schema file"), child.stderr()
+    assert open(schema_path(jdir, "md"), "rb").read() == before
+    assert sorted(load_schemas(jdir, "md")) == [101]
+    assert sorted(os.listdir(jdir)) == ["md.00000000.journal", "md.bells", "md.lock", "md.schema.json"]

@@ -101,10 +101,17 @@ def _ctrl_c_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
+def _die_with_conductor() -> None:
+    """A role dies with the conductor, whose pid multiprocessing recorded before the fork."""
+    conductor = multiprocessing.parent_process()
+    assert conductor is not None and conductor.pid is not None
+    die_with_parent(conductor.pid)
+
+
 def _send_role(
     peer: Peer, shared: Any, mode: str, size: int, count: int, interval_us: float, cpu: int
 ) -> None:
-    die_with_parent()
+    _die_with_conductor()
     os.sched_setaffinity(0, {cpu})
     try:
         _send(peer.sender(shared), mode, size, count, interval_us)
@@ -149,7 +156,7 @@ def _receive_role(
 def _receive(
     peer: Peer, shared: Any, mode: str, size: int, count: int, cpu: int, ready: Any, out: Any
 ) -> None:
-    die_with_parent()
+    _die_with_conductor()
     os.sched_setaffinity(0, {cpu})
     if mode == "latency-asyncio":
         out.send(asyncio.run(_areceive(peer, shared, count, ready)))

@@ -37,6 +37,8 @@ def report(results: dict[str, Any]) -> str:
 
 
 def _latency_table(results: dict[str, Any], size: int, mode: str, reader: str) -> list[str]:
+    if not any((r["size"], r["mode"]) == (size, mode) for r in results["runs"]):
+        return []  # not asked for (--modes): no table of "not run" rows
     lines = [
         f"### Latency, {size}-byte messages, {reader} (us)",
         "",
@@ -99,6 +101,8 @@ def _baseline(results: dict[str, Any], size: int, interval: float) -> list[float
 
 
 def _throughput_table(results: dict[str, Any], size: int) -> list[str]:
+    if not any((r["size"], r["mode"]) == (size, "throughput") for r in results["runs"]):
+        return []
     lines = [
         f"### Throughput, {size}-byte messages (messages/s received)",
         "",

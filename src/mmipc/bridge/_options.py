@@ -1,8 +1,13 @@
-"""The settings of the two bridges (standard library only: the CLI builds them without nats-py)."""
+"""The settings of the two bridges (standard library only: the CLI builds them without nats-py).
+
+`checked()` refuses a value of the wrong type (`max_batch="5"`, `ack_timeout=True`) as it refuses
+one out of range: with a BridgeError naming the setting, never a TypeError from a comparison.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 
@@ -27,8 +32,9 @@ class Common:
             raise BridgeError(f"stream name {self.stream!r} cannot hold a '.'")
         self.subject_prefix = check_token(self.subject_prefix or f"mmipc.{self.stream}", "subject prefix")
         self.name = check_name(self.name or f"bridge-{kind}.{self.stream}", "bridge")
-        if not self.ack_timeout > 0:
-            raise BridgeError(f"ack timeout must be > 0 seconds, not {self.ack_timeout}")
+        timeout = self.ack_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+            raise BridgeError(f"ack timeout must be a number of seconds > 0, not {timeout!r}")
 
 
 @dataclasses.dataclass
@@ -50,10 +56,12 @@ class OutOptions(Common):
         for journal in self.journals:
             check_name(journal)
         self.host = check_token(self.host or socket.gethostname().split(".")[0], "host id")
-        if not 1 <= self.max_batch <= MAX_BATCH:
+        if not _whole(self.max_batch, MAX_BATCH):
             raise BridgeError(
-                f"--batch must be 1 to {MAX_BATCH} frames (JetStream's limit), not {self.max_batch}"
+                f"--batch must be 1 to {MAX_BATCH} frames (JetStream's limit), not {self.max_batch!r}"
             )
+        if not _whole(self.replicas):
+            raise BridgeError(f"replicas must be a whole number >= 1, not {self.replicas!r}")
         return self
 
 
@@ -67,4 +75,11 @@ class InOptions(Common):
     def checked(self) -> InOptions:
         self.check("in")
         self.to = os.path.abspath(self.to)
+        if not _whole(self.fetch_batch):
+            raise BridgeError(f"fetch batch must be a whole number >= 1, not {self.fetch_batch!r}")
         return self
+
+
+def _whole(value: object, high: float = math.inf) -> bool:
+    """Whether `value` is an int (not a bool) from 1 to `high`."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high

@@ -222,21 +222,22 @@ class Pump:
         acked = self.acked
         tail = journal_tail(self.jid.directory, self.jid.name)
         lag_frames: int | None = None
-        lag_s = 0.0
+        lag_s: float | None = 0.0
         if tail is not None:
             if tail.next_seq >= 0:
                 lag_frames = max(0, tail.next_seq - (acked.seq + 1 if acked and acked.seq >= 0 else 0))
             behind = acked is None or (tail.page_no, tail.end) != (acked.page_no, acked.offset)
             if behind and lag_frames != 0:
-                since = acked.nano if acked else min(tail.last_nano, time.time_ns())
-                lag_s = max(0, (tail.last_nano if acked else time.time_ns()) - since) / 1e9
+                # None: frames wait and none is acknowledged yet, so there is no "last acknowledged
+                # timestamp" to measure from (now minus an empty page's 0 read as 56 years)
+                lag_s = None if acked is None else max(0, tail.last_nano - acked.nano) / 1e9
         return {
             "journal": str(self.jid),
             "subject": self.subject,
             "acked_seq": acked.seq if acked else None,
             "acked_stream_seq": self.expected,
             "lag_frames": lag_frames,
-            "lag_s": round(lag_s, 6),
+            "lag_s": None if lag_s is None else round(lag_s, 6),
             "frames_sent": self.frames,
             "batches": self.batches,
             "costs_us": {"publish": round(self.costs.one * 1e6), "batch": round(self.costs.batch * 1e6)},

@@ -144,11 +144,21 @@ def state_lines(states: list[dict[str, Any]]) -> list[str]:
     for s in states:
         journals = s.get("journals", {}).values()
         frames = s.get("lag_frames", sum(j.get("lag_frames") or 0 for j in journals))
-        seconds = s.get("lag_s", max((j.get("lag_s") or 0.0 for j in journals), default=0.0))
         lines.append(
             f"{s.get('name', '?'):<28} {s.get('kind', '?'):<4} {s.get('pid', 0):>7} "
-            f"{s.get('state', '?'):<10} {s.get('acked_stream_seq', 0):>10} {frames:>10} {seconds:>8.3f}"
+            f"{s.get('state', '?'):<10} {s.get('acked_stream_seq', 0):>10} {frames:>10} {_lag_s(s):>8}"
         )
         if s.get("error") and s.get("state") != "connected":
             lines.append(f"  {s['error']}")
     return lines
+
+
+def _lag_s(state: dict[str, Any]) -> str:
+    """The LAG S column: "-" while a journal has frames waiting and none acknowledged yet (its
+    `lag_s` is null in the record, so absent once read back)."""
+    if "lag_s" in state:
+        return f"{state['lag_s']:.3f}"
+    journals = list(state.get("journals", {}).values())
+    if any("lag_s" not in j for j in journals):
+        return "-"
+    return f"{max((j['lag_s'] for j in journals), default=0.0):.3f}"

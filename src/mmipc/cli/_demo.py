@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import ServiceUnavailableError, service_status
 from ..service._home import socket_path
-from ..service._orphans import die_with_parent
+from ..service._orphans import preexec_die_with_me
 from ..service._service import spawn_service
 from ._args import add_cpu, add_home, add_wait, count, rate
 
@@ -119,7 +119,7 @@ def _start(
         text=True,
         env=env,
         start_new_session=True,  # a terminal's Ctrl-C reaches the demo only; it stops the children
-        preexec_fn=die_with_parent,  # and if the demo is killed outright, they die with it
+        preexec_fn=preexec_die_with_me(),  # and if the demo is killed outright, they die with it
     )
     children.append(child)
     return child

@@ -24,10 +24,18 @@ Rules (docs/format.md, "Doorbells", is the contract):
 * Nothing here is ever needed for correctness of what a reader returns, only for when it notices:
   a reader re-polls every journal at least every `SWEEP_EVERY` empty reads and after every wait,
   so a writer that cannot ring (an older version, a bell it may not open) costs latency, not frames.
+* A reader that takes over a dead reader's slot unlinks that bell and its FIFO only if they are our
+  user's regular file (FIFO) named ``mmipc-bell.*`` in the bell directory itself, by a descriptor
+  of that directory: a list (anyone who can write it may) can name any path, or a link.
+* A bell's name records its reader: ``mmipc-bell.PID.START.N.RANDOM`` (START: the process's start
+  time in clock ticks since boot, /proc/PID/stat; 0 where unknown). A killed reader cannot unlink its
+  bell and FIFO: `sweep_dead_bells` (the service runs it every SAMPLE_INTERVAL) removes those, by the
+  rule above, whose pid is gone or now belongs to a process that started at another time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import mmap
@@ -37,6 +45,7 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ._backend import native
@@ -69,6 +78,17 @@ def fence() -> None:
 
 def bells_path(directory: str, name: str) -> str:
     return os.path.join(directory, f"{name}.bells")
+
+
+def start_ticks(pid: int) -> int:
+    """When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); 0 if unknown.
+    Unlike the pid, it tells a process from a later one given the same pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _bell_dir() -> str:
@@ -124,7 +144,9 @@ class Bell:
 
     @classmethod
     def create(cls) -> Bell | None:
-        path = os.path.join(_bell_dir(), f"mmipc-bell.{os.getpid()}.{next(_serial)}.{os.urandom(4).hex()}")
+        pid = os.getpid()
+        name = f"mmipc-bell.{pid}.{start_ticks(pid)}.{next(_serial)}.{os.urandom(4).hex()}"
+        path = os.path.join(_bell_dir(), name)
         mm = _map(path, BELL_SIZE, create=True)
         return None if mm is None else cls(path, mm)
 
@@ -271,12 +293,84 @@ def _release(mm: mmap.mmap, slot: int, bell: str) -> None:
 
 
 def _unlink_bell(raw: bytes) -> None:
+    """Remove a dead reader's bell and FIFO that a list names: only if they are in the bell
+    directory (a hostile or corrupt list may name any path) and ours."""
     path = os.fsdecode(raw.rstrip(b"\0"))
-    if os.path.basename(path).startswith("mmipc-bell."):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    directory, base = os.path.split(path)
+    if not base.startswith("mmipc-bell.") or base.endswith(".fifo"):
+        return
+    bell_dir = _bell_dir()
+    if os.path.realpath(directory or ".") != os.path.realpath(bell_dir):
+        return
+    with _opened_dir(bell_dir) as dir_fd:
+        if dir_fd >= 0:
+            _remove_own(dir_fd, base)
+            _remove_own(dir_fd, base + ".fifo")
+
+
+def sweep_dead_bells() -> list[str]:
+    """Remove the bells (and FIFOs) of readers that died without closing them: the names removed.
+
+    Only our own user's files named ``mmipc-bell.*`` in the bell directory whose name records a pid
+    that is gone, or that another process holds now (its start time differs); a name without the
+    start time (an older version's) goes by the pid alone; a name we cannot parse stays.
+    """
+    removed = []
+    with _opened_dir(_bell_dir()) as dir_fd:
+        if dir_fd < 0:
+            return []
+        for base in os.listdir(dir_fd):
+            owner = _bell_owner(base)
+            if owner is not None and not _owner_alive(*owner) and _remove_own(dir_fd, base):
+                removed.append(base)
+    return removed
+
+
+def _bell_owner(base: str) -> tuple[int, int] | None:
+    """(pid, start ticks or -1) from a bell's or FIFO's name, or None if it is not one we made."""
+    if not base.startswith("mmipc-bell."):
+        return None
+    parts = base.removesuffix(".fifo").split(".")[1:]
+    if len(parts) not in (3, 4) or not all(p.isdigit() for p in parts[:-2]):
+        return None
+    return int(parts[0]), int(parts[1]) if len(parts) == 4 else -1
+
+
+def _owner_alive(pid: int, start: int) -> bool:
+    if not pid_alive(pid):
+        return False
+    if start <= 0:
+        return True  # not recorded (or unknown when made): the pid alone decides
+    now = start_ticks(pid)
+    return now in (0, start)  # 0: cannot tell, so keep it
+
+
+@contextlib.contextmanager
+def _opened_dir(path: str) -> Iterator[int]:
+    """A descriptor of directory `path` (-1 if it cannot be opened), closed after."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    try:
+        yield fd
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _remove_own(dir_fd: int, base: str) -> bool:
+    """Unlink `base` in `dir_fd` if it is our user's regular file (a FIFO for ``*.fifo``), not a
+    link: whether it was removed."""
+    try:
+        st = os.stat(base, dir_fd=dir_fd, follow_symlinks=False)
+        kind_ok = stat.S_ISFIFO(st.st_mode) if base.endswith(".fifo") else stat.S_ISREG(st.st_mode)
+        if not kind_ok or st.st_uid != os.getuid():
+            return False
+        os.unlink(base, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return True
 
 
 class Ringer:

@@ -296,14 +296,21 @@ def release_pid_lock(fd: int) -> None:
         os.close(fd)
 
 
-def write_atomically(path: str, data: bytes, sync_directory: bool = True) -> None:
+def write_atomically(path: str, data: bytes, sync_directory: bool = True, mode: int = 0o600) -> None:
     """Replace the file at `path` with `data` so that a reader, or the file after a crash, is the old
-    content or the new one, never a mix: write all of a temporary file beside it, fsync it, rename it
-    over `path`, then (`sync_directory`) fsync the directory so that the rename itself survives a
-    crash. A write that fails part-way (a full disk) raises and leaves `path` as it was."""
+    content or the new one, never a mix: write all of a temporary file beside it (O_EXCL, exactly
+    `mode`), fsync it, rename it over `path`, then (`sync_directory`) fsync the directory so that
+    the rename itself survives a crash. A write that fails part-way (a full disk, a file size limit)
+    raises and leaves `path` as it was. A temporary left by a killed process of the same pid is
+    removed first (a link planted there is removed, never followed)."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)  # exactly, whatever the umask
         view = memoryview(data)
         while view:  # a short write (a file size limit, a full disk) goes on, and then fails
             view = view[os.write(fd, view) :]
@@ -315,7 +322,7 @@ def write_atomically(path: str, data: bytes, sync_directory: bool = True) -> Non
     os.close(fd)
     os.rename(tmp, path)
     if sync_directory:
-        dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+        dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)
         finally:

@@ -6,9 +6,10 @@ Rules:
   structured dtype, or the name of a layout of `mmipc.ctp` ("ctp", "ctp-v6.6.1",
   "DepthMarketDataV636", ...). The declaration is stored in ``NAME.schema.json`` next to the pages
   (docs/format.md, "Schema file"), so any tool decodes the payloads without the writer's code.
-* Only the journal's writer writes the file, while it holds the journal's lock. It writes a temporary
-  file (O_EXCL, mode 0600) and renames it over the old one, so a reader sees the old file or the new
-  one, never half of one. It is opened with O_NOFOLLOW on both sides.
+* Only the journal's writer writes the file, while it holds the journal's lock, with
+  `_files.write_atomically` (a temporary file, O_EXCL, the writer's mode, fsynced, renamed over the
+  old one, the directory fsynced), so a reader sees the old file or the new one, never half of one.
+  It is opened with O_NOFOLLOW on both sides.
 * A declaration is forever: frames already on disk follow it. Declaring another layout for a
   msg_type that has one raises `UsageError` (use a new msg_type for a new layout); declaring the same
   one again is a no-op.
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from .._errors import CorruptJournalError, StorageError, UsageError
-from ._files import DEFAULT_MODE
+from ._files import DEFAULT_MODE, write_atomically
 from ._layout import MAX_MSG_TYPE
 from ._page import require_regular_file
 
@@ -350,7 +351,7 @@ def declare_schemas(
         "version": SCHEMA_VERSION,
         "types": {str(t): struct_to_json(merged[t]) for t in sorted(merged)},
     }
-    _write_atomically(schema_path(directory, name), json.dumps(document, indent=1).encode(), mode)
+    _write_schema_file(schema_path(directory, name), json.dumps(document, indent=1).encode(), mode)
 
 
 def same_layout(a: Struct, b: Struct) -> bool:
@@ -384,33 +385,11 @@ def _check_msg_type(msg_type: object) -> int:
     return msg_type
 
 
-def _write_atomically(path: str, data: bytes, mode: int) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
+def _write_schema_file(path: str, data: bytes, mode: int) -> None:
     try:
-        _remove_stale(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        try:
-            os.fchmod(fd, mode)  # exactly, whatever the umask
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomically(path, data, mode=mode)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise StorageError(f"cannot write schema file {path}: {exc.strerror}") from exc
-
-
-def _remove_stale(tmp: str) -> None:
-    """Remove a temporary left at `tmp` by a writer of the same pid that was killed while writing (we
-    hold the journal's lock, so no live writer owns it; a symlink is removed, never followed)."""
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
 
 
 # -- decoding without numpy (for the CLI) and the numpy dtype (for mmipc.analysis) ----------------

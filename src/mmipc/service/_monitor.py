@@ -1,4 +1,4 @@
-"""The service's monitor thread: journal rates, reader lag, retention, dead readers' counter files.
+"""The service's monitor thread: journal rates, reader lag, retention, dead readers' files.
 
 Rules:
 
@@ -13,6 +13,8 @@ Rules:
   its counter file is DEAD_LINGER seconds older than its death was noticed, then the file goes; a
   durable reader without a process stays listed (offline) with its committed position, because it
   holds retention back.
+* A reader killed with -9 leaves its doorbell and FIFO in /dev/shm (RAM): every SAMPLE_INTERVAL the
+  monitor removes those of dead readers (`sweep_dead_bells`: our user's only, by pid and start time).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import MmipcError
+from ..journal._bell import sweep_dead_bells
 from ..journal._durable import list_cursors
 from ..journal._files import pid_alive
 from ..journal._metrics import DEAD_LINGER, Published, list_counters, read_counters
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
-from ._retention import Policy, plan
+from ._retention import Policy, journal_clock, plan
 from ._retention import apply as apply_plan
 
 log = logging.getLogger("mmipc.service")
@@ -95,6 +98,7 @@ class Monitor:
         for key in self._known():
             self._guarded(self._sample, key)
         self._guarded(self._forget_dead)
+        self._guarded(sweep_dead_bells)
 
     def _guarded(self, what: Callable[..., object], *args: Any) -> None:
         try:
@@ -146,7 +150,7 @@ class Monitor:
         policy = self.policy_for(key[0])
         if not policy:
             return []
-        result = plan(self.home, key[0], key[1], policy, time.time_ns())
+        result = plan(self.home, key[0], key[1], policy, journal_clock(key[0], key[1], time.time_ns()))
         try:
             done = apply_plan(result, policy.archive, self.home)
         except Exception as exc:

@@ -21,6 +21,14 @@ Rules:
   the last mapping goes. A reader that had not reached the page yet would find it gone.
 * Policy: a page goes when its newest frame is older than `max_age_ns`, or when the journal holds
   more than `max_bytes` (allocated on disk) or more than `max_pages`; whichever says so first.
+* Age is not the wall clock's alone: the service measures it against `journal_clock`, the wall
+  clock or the journal's newest frame, whichever is earlier. The wall clock may be stepped forward
+  (a bad NTP step, an operator) and a replay writer stamps frames with past times (`write_at`): by
+  the wall clock alone either makes every finished page "old" at once. So a page goes only when it
+  is `max_age_ns` older than the journal's own newest frame too: a journal keeps the last max_age of
+  its own history (an idle journal keeps its pages; bound those by bytes or pages). A frame stamped
+  in the future moves nothing forward: the wall clock is the earlier then. The writer's current
+  page is never removed (it is not finished). `mmipc prune --before T` takes its T as given.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from ..journal._files import list_pages, page_path, pid_alive
 from ..journal._layout import MsgType
 from ..journal._metrics import counters_owner, list_counters, read_counters
 from ..journal._page import MappedPage
+from ._lag import journal_tail
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -169,6 +178,13 @@ def plan(home: str | None, directory: str, name: str, policy: Policy, now_ns: in
         result.remove.append(page_no)
         total, count = total - sizes[page_no], count - 1
     return result
+
+
+def journal_clock(directory: str, name: str, now_ns: int) -> int:
+    """The time the service ages the journal's pages against: `now_ns` (the wall clock) or the
+    journal's newest frame's timestamp, whichever is earlier (0 while it has no frame)."""
+    tail = journal_tail(directory, name)
+    return min(now_ns, tail.last_nano if tail is not None else 0)
 
 
 def _too_old(policy: Policy, newest: int, now_ns: int) -> bool:

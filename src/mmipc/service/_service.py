@@ -61,7 +61,7 @@ from ..journal._layout import check_page_size
 from ._home import LOCK_NAME, ensure_home, resolve_home, socket_path
 from ._lazy_ahead import LazyAhead
 from ._monitor import Monitor
-from ._orphans import die_with_parent
+from ._orphans import preexec_die_with_me
 from ._pages_ahead import PagePreparer
 from ._protocol import MAX_REPLY, PROTOCOL_VERSION, MessageReader, ProtocolError, check_request, clip, encode
 from ._retention import Policy
@@ -737,7 +737,7 @@ def spawn_service(
         stderr=stderr,
         text=True,
         start_new_session=True,
-        preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+        preexec_fn=preexec_die_with_me(signal.SIGTERM),
     )
     assert child.stdout is not None
     ready = child.stdout.readline()

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import MmipcError, Reader
 from ..journal._files import list_pages, page_path
-from ..service._orphans import die_with_parent
+from ..service._orphans import preexec_die_with_me
 from ..service._retention import Policy, holds, prune
 from ..service._service import spawn_service
 from . import check_journal
@@ -121,7 +121,7 @@ class Torture:
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=preexec_die_with_me(),
             )
         self.logs[proc.pid] = log
         return proc
