@@ -275,3 +275,10 @@ def test_a_durable_reader_holds_a_journal_that_has_no_page_yet(
         reader.add_journal(jdir, "late")
         assert seqs(reader) == list(range(1000))
     assert "is gone" not in caplog.text
+
+
+@pytest.mark.parametrize("every", ["5", True, 0, -1, float("nan"), float("inf"), [5]])
+def test_commit_every_of_the_wrong_kind_gets_our_error(tmp_path: Path, every: object) -> None:
+    """A string raised a bare TypeError from a comparison (`"5" <= 0`); nan and inf were taken."""
+    with pytest.raises(UsageError, match="commit_every must be a positive number"):
+        Reader.create("x", service=None, durable=True, cursor_dir=str(tmp_path), commit_every=every)  # type: ignore[arg-type]

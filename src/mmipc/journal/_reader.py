@@ -386,9 +386,10 @@ def _open_durable(
     cursor_dir: str | os.PathLike[str] | None,
     commit_every: float | None,
 ) -> Durable:
-    if commit_every is not None and (isinstance(commit_every, bool) or commit_every <= 0):
+    from ._durable import CursorFile, Durable, _is_period, cursor_dir_for  # only for durable readers
+
+    if not _is_period(commit_every):  # a str, a bool, nan or inf: our error, not a TypeError
         raise UsageError(f"commit_every must be a positive number of frames or seconds, not {commit_every!r}")
-    from ._durable import CursorFile, Durable, cursor_dir_for  # json, fcntl: only for durable readers
 
     home = None if service is None or service is DEFAULT_HOME else service
     return Durable(CursorFile(cursor_dir_for(cursor_dir, home), name).lock(), commit_every)
