@@ -31,6 +31,7 @@ run() {  # run TOOL JOURNALS READ: prints the tool's totals line (events in the 
 for journals1 in "$@"; do
     rm -rf "$work/j" && mkdir "$work/j"
     "$py" "$here/merge_reads.py" write "$journals1" "$frames" "$work/j"
+    "$py" "$here/merge_reads.py" read "$journals1" "$frames" 0 "$work/j"  # its files made once
     ir0=$(run callgrind "$journals1" 0); ir1=$(run callgrind "$journals1" 1)
     c0=$(run cachegrind "$journals1" 0); c1=$(run cachegrind "$journals1" 1)
     # cachegrind events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw

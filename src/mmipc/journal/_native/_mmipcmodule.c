@@ -1426,7 +1426,17 @@ typedef struct {
     Py_buffer bell;          /* the reader's bell, or bell.obj == NULL */
     unsigned int empties;
     unsigned int taken;      /* frames since the last sweep: a busy reader sweeps too */
+    PyObject *last[2];       /* the merge's last two Frames, refilled when dropped (merge_frame) */
+    int turn;
+    PyObject *on_slow;       /* next() calls it instead of returning SLOW (Merge._read_settling) */
 } MergeCore;
+
+static void
+merge_drop_frames(MergeCore *self)
+{
+    Py_CLEAR(self->last[0]);
+    Py_CLEAR(self->last[1]);
+}
 
 static void
 merge_free_arrays(MergeCore *self)
@@ -1456,6 +1466,8 @@ static void
 mergecore_dealloc(MergeCore *self)
 {
     merge_free_arrays(self);
+    merge_drop_frames(self);
+    Py_CLEAR(self->on_slow);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1479,6 +1491,102 @@ merge_key(MergeCore *m, Py_ssize_t i)
     merge_key_t key = {
         core->next_nano, i, core->a.page.base + core->next.pos + mmipc_align8(core->next.length)};
     return key;
+}
+
+/* Point payload view `mv` (only the merge holds it: not released, not exported, no weak reference)
+ * at bytes [offset, offset + n) of another core's page `view`: the export moves from the managed
+ * buffer of the page it showed to that of `view`, so each page stays mapped exactly while a view
+ * of it lives. Not done (0) when `mv` is the last view of its page (its dealloc must release the
+ * buffer, which only CPython can do) or the pages differ in kind. CPython's own memoryview
+ * layout, as view_refill; never with the free-threaded build. */
+static int
+view_repoint(PyObject *mv, PyObject *view, uint64_t offset, uint32_t n)
+{
+#ifdef Py_GIL_DISABLED
+    return view_refill(mv, view, offset, n);
+#else
+    PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
+    PyMemoryViewObject *v = (PyMemoryViewObject *)view;
+    _PyManagedBufferObject *from = m->mbuf;
+    _PyManagedBufferObject *to = v->mbuf;
+    if (from == to) {
+        return view_refill(mv, view, offset, n);
+    }
+    if (Py_REFCNT(mv) != 1 || m->exports != 0 || m->weakreflist != NULL
+        || (m->flags & _Py_MEMORYVIEW_RELEASED) || from->exports < 2
+        || (v->flags & _Py_MEMORYVIEW_RELEASED) || (to->flags & _Py_MANAGED_BUFFER_RELEASED)
+        || m->view.readonly != v->view.readonly) {
+        return 0;
+    }
+    to->exports++;
+    m->mbuf = (_PyManagedBufferObject *)Py_NewRef(to);
+    from->exports--;
+    Py_DECREF(from);  /* another view of its page holds it too (exports >= 1): never freed here */
+    m->view.obj = v->view.obj;
+    m->view.internal = v->view.internal;
+    m->view.format = v->view.format;
+    m->view.buf = (char *)v->view.buf + offset;
+    m->view.len = (Py_ssize_t)n;
+    m->view.shape[0] = (Py_ssize_t)n;
+    m->hash = -1;
+    return 1;
+#endif
+}
+
+/* The slot of the merge's last[] to fill: as frame_slot does for a cursor. */
+static int
+merge_slot(const MergeCore *m)
+{
+    int t = m->turn;
+    for (int k = 0; k < 2; k++) {
+        if (frame_free(m->last[t ^ k], 1)) {
+            return t ^ k;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        if (m->last[t ^ k] == NULL) {
+            return t ^ k;
+        }
+    }
+    return frame_free(m->last[t ^ 1], 0) ? t ^ 1 : t;
+}
+
+/* The Frame for core's peeked frame: one of the merge's last two, refilled (see "refilling what
+ * the caller has dropped"), whatever journal it came from. Following hundreds of journals, each
+ * cursor's own Frame, its ints and its payload view would be a cache miss apiece on every frame;
+ * the merge's two stay in cache, and only the page's managed buffer and the jid are touched. */
+static PyObject *
+merge_frame(MergeCore *m, CursorCore *core)
+{
+    const mmipc_peeked_t *p = &core->next;
+    int slot = merge_slot(m);
+    m->turn = slot ^ 1;
+    PyObject *f = m->last[slot];
+    if (f == NULL || Py_REFCNT(f) != 1 || Py_TYPE(f) != core->frame_type) {
+        f = make_frame(core->frame_type, core->frame_fields, core->jid, core->a.view, p);
+        Py_XSETREF(m->last[slot], Py_XNewRef(f));
+        return f;
+    }
+    PyObject **item = ((PyTupleObject *)f)->ob_item;
+    uint64_t offset = p->pos + MMIPC_FRAME_HEADER_SIZE;
+    if (!view_repoint(item[4], core->a.view, offset, p->payload_len)) {
+        PyObject *data = payload_view(core->a.view, offset, p->payload_len);
+        if (data == NULL) {
+            Py_CLEAR(m->last[slot]);
+            return NULL;
+        }
+        Py_SETREF(item[4], data);
+    }
+    if (item[3] != core->jid) {
+        Py_SETREF(item[3], Py_NewRef(core->jid));
+    }
+    if (set_long(&item[0], p->nano) < 0 || set_long(&item[1], p->msg_type) < 0
+        || set_long(&item[2], p->source) < 0
+        || (core->frame_fields == 6 && set_long(&item[5], p->seq) < 0)) {
+        Py_CLEAR(m->last[slot]);  /* half refilled: never hand it out */
+        return NULL;
+    }
+    return Py_NewRef(f);
 }
 
 /* Put `key` at the root of the non-empty heap (its journal's next frame, or the last entry after
@@ -1673,8 +1781,8 @@ merge_idle(MergeCore *m)
     return 1;
 }
 
-static PyObject *
-mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
+static inline PyObject *
+merge_next_frame(MergeCore *m)
 {
     if (m->nslow > 0) {
         return Py_NewRef(slow);
@@ -1698,10 +1806,15 @@ mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
     }
     Py_ssize_t top = m->heap[0].entry;
     CursorCore *core = m->e[top].core;
-    PyObject *frame = take_core(core);
+    if (core->next_nano < 0 || core->a.view == NULL) {  /* a guard: a heaped core has peeked */
+        PyErr_SetString(PyExc_ValueError, "MergeCore.read(): a heaped journal has no frame peeked");
+        return NULL;
+    }
+    PyObject *frame = merge_frame(m, core);
     if (frame == NULL) {
         return NULL;
     }
+    step_past(core, &core->next);
     int64_t nano = poll_core(core);
     if (nano >= 0) {
         heap_replace_root(m, merge_key(m, top));  /* the root's key grew */
@@ -1717,6 +1830,26 @@ mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
         mark_all_dirty(m);  /* a journal whose writer cannot ring is not starved by busy ones */
     }
     merge_prefetch_top(m);
+    return frame;
+}
+
+static PyObject *
+mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
+{
+    return merge_next_frame(m);
+}
+
+/* Reader.read itself when it merges: METH_FASTCALL (see NO_ARGS), and what needs Python is
+ * settled by on_slow, so that a read costs no Python frame. */
+static PyObject *
+mergecore_next(MergeCore *m, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    NO_ARGS("next")
+    PyObject *frame = merge_next_frame(m);
+    if (frame == slow && m->on_slow != NULL && m->on_slow != Py_None) {
+        Py_DECREF(frame);
+        return PyObject_CallNoArgs(m->on_slow);
+    }
     return frame;
 }
 
@@ -1754,6 +1887,7 @@ mergecore_set(MergeCore *self, PyObject *args)
         return NULL;
     }
     merge_free_arrays(self);
+    merge_drop_frames(self);  /* a journal removed: its pages are not kept mapped by them */
     self->bell = b;
     Py_ssize_t cap = n ? n : 1;
     self->e = PyMem_Calloc((size_t)cap, sizeof(*self->e));
@@ -1790,6 +1924,7 @@ mergecore_set(MergeCore *self, PyObject *args)
 static PyObject *
 mergecore_slow(MergeCore *self, PyObject *Py_UNUSED(ignored))
 {
+    merge_drop_frames(self);  /* Python may now leave a page: the merge's frames must not keep it */
     PyObject *out = PyList_New(self->nslow);
     for (Py_ssize_t k = 0; out != NULL && k < self->nslow; k++) {
         PyObject *i = PyLong_FromSsize_t(self->slow[k]);
@@ -1846,6 +1981,7 @@ mergecore_sweep(MergeCore *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 mergecore_reset(MergeCore *self, PyObject *Py_UNUSED(ignored))
 {
+    merge_drop_frames(self);
     for (Py_ssize_t k = 0; k < self->nheap; k++) {
         self->e[self->heap[k].entry].state &= (uint8_t)~IN_HEAP;
     }
@@ -1860,6 +1996,12 @@ mergecore_get_heaped(MergeCore *self, void *Py_UNUSED(closure))
     return PyLong_FromSsize_t(self->nheap);
 }
 
+static PyMemberDef mergecore_members[] = {
+    {"on_slow", T_OBJECT, offsetof(MergeCore, on_slow), 0,
+     "called by next() (no arguments) for its result where read() returns SLOW"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyGetSetDef mergecore_getset[] = {
     {"heaped", (getter)mergecore_get_heaped, NULL, "how many journals have a frame peeked", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -1868,6 +2010,8 @@ static PyGetSetDef mergecore_getset[] = {
 static PyMethodDef mergecore_methods[] = {
     {"set", (PyCFunction)mergecore_set, METH_VARARGS, "set(cores, flags, bell): what to merge"},
     {"read", (PyCFunction)mergecore_read, METH_NOARGS, "read() -> Frame | None | SLOW"},
+    {"next", (PyCFunction)(void (*)(void))mergecore_next, METH_FASTCALL,
+     "next() -> Frame | None: read(), with on_slow() for SLOW"},
     {"slow", (PyCFunction)mergecore_slow, METH_NOARGS, "slow() -> indexes for Python to settle"},
     {"settle", (PyCFunction)mergecore_settle, METH_O, "settle(i): Python polled core i"},
     {"sweep", (PyCFunction)mergecore_sweep, METH_NOARGS, "sweep(): poll every core at next read"},
@@ -1884,6 +2028,7 @@ static PyTypeObject MergeCoreType = {
     .tp_doc = "MergeCore(): a reader's merge of CursorCores, polled only where its doorbell rang.",
     .tp_methods = mergecore_methods,
     .tp_getset = mergecore_getset,
+    .tp_members = mergecore_members,
     .tp_new = PyType_GenericNew,
 };
 
