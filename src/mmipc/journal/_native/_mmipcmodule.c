@@ -1493,44 +1493,47 @@ merge_key(MergeCore *m, Py_ssize_t i)
     return key;
 }
 
-/* Point payload view `mv` (only the merge holds it: not released, not exported, no weak reference)
- * at bytes [offset, offset + n) of another core's page `view`: the export moves from the managed
- * buffer of the page it showed to that of `view`, so each page stays mapped exactly while a view
- * of it lives. Not done (0) when `mv` is the last view of its page (its dealloc must release the
- * buffer, which only CPython can do) or the pages differ in kind. CPython's own memoryview
- * layout, as view_refill; never with the free-threaded build. */
+/* Point payload view `mv`, if only the merge holds it (not released, not exported, no weak
+ * reference), at bytes [offset, offset + n) of the page at `base`, which core view `view` shows.
+ * For another page, the export moves from the managed buffer of the page it showed to that of
+ * `view`, so each page stays mapped exactly while a view of it lives; that is not done (0) when
+ * `mv` is the last view of its page (its dealloc must release the buffer, which only CPython can
+ * do), or when the pages differ in kind (read-only, format, internal: the same for every page a
+ * reader maps). Reads only the first line of `view` and its buffer's master: a view is three
+ * lines, each a cache miss per frame at hundreds of journals. CPython's own memoryview layout,
+ * as view_refill; with the free-threaded build, the same page only. */
 static int
-view_repoint(PyObject *mv, PyObject *view, uint64_t offset, uint32_t n)
+view_repoint(PyObject *mv, PyObject *view, const unsigned char *base, uint64_t offset, uint32_t n)
 {
-#ifdef Py_GIL_DISABLED
-    return view_refill(mv, view, offset, n);
-#else
     PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
-    PyMemoryViewObject *v = (PyMemoryViewObject *)view;
     _PyManagedBufferObject *from = m->mbuf;
-    _PyManagedBufferObject *to = v->mbuf;
-    if (from == to) {
-        return view_refill(mv, view, offset, n);
-    }
+    _PyManagedBufferObject *to = ((PyMemoryViewObject *)view)->mbuf;
     if (Py_REFCNT(mv) != 1 || m->exports != 0 || m->weakreflist != NULL
-        || (m->flags & _Py_MEMORYVIEW_RELEASED) || from->exports < 2
-        || (v->flags & _Py_MEMORYVIEW_RELEASED) || (to->flags & _Py_MANAGED_BUFFER_RELEASED)
-        || m->view.readonly != v->view.readonly) {
+        || (m->flags & _Py_MEMORYVIEW_RELEASED)) {
         return 0;
     }
-    to->exports++;
-    m->mbuf = (_PyManagedBufferObject *)Py_NewRef(to);
-    from->exports--;
-    Py_DECREF(from);  /* another view of its page holds it too (exports >= 1): never freed here */
-    m->view.obj = v->view.obj;
-    m->view.internal = v->view.internal;
-    m->view.format = v->view.format;
-    m->view.buf = (char *)v->view.buf + offset;
+    if (from != to) {
+#ifdef Py_GIL_DISABLED
+        return 0;
+#else
+        const Py_buffer *master = &to->master;
+        if (from->exports < 2 || (to->flags & _Py_MANAGED_BUFFER_RELEASED) || !master->readonly
+            || !m->view.readonly || master->format != m->view.format
+            || master->internal != m->view.internal) {
+            return 0;
+        }
+        to->exports++;
+        m->mbuf = (_PyManagedBufferObject *)Py_NewRef(to);
+        from->exports--;
+        Py_DECREF(from);  /* another view of its page holds it too (exports >= 1): not freed here */
+        m->view.obj = master->obj;
+#endif
+    }
+    m->view.buf = (char *)base + offset;
     m->view.len = (Py_ssize_t)n;
     m->view.shape[0] = (Py_ssize_t)n;
-    m->hash = -1;
+    m->hash = -1;  /* a read-only view caches its hash */
     return 1;
-#endif
 }
 
 /* The slot of the merge's last[] to fill: as frame_slot does for a cursor. */
@@ -1569,7 +1572,7 @@ merge_frame(MergeCore *m, CursorCore *core)
     }
     PyObject **item = ((PyTupleObject *)f)->ob_item;
     uint64_t offset = p->pos + MMIPC_FRAME_HEADER_SIZE;
-    if (!view_repoint(item[4], core->a.view, offset, p->payload_len)) {
+    if (!view_repoint(item[4], core->a.view, core->a.page.base, offset, p->payload_len)) {
         PyObject *data = payload_view(core->a.view, offset, p->payload_len);
         if (data == NULL) {
             Py_CLEAR(m->last[slot]);
@@ -1665,13 +1668,10 @@ merge_prefetch_top(const MergeCore *m)
     __builtin_prefetch(core, 1, 3);
     __builtin_prefetch(core + 64, 1, 3);
     __builtin_prefetch(core + 128, 1, 3);
-    const char *view = (const char *)e->hot[0];
-    if (view != NULL) {  /* a memoryview spans three lines; its buffer and the jid one each */
-        __builtin_prefetch(view, 1, 3);
-        __builtin_prefetch(view + 64, 0, 3);
-        __builtin_prefetch(view + 128, 0, 3);
-    }
+    /* the first line of its view (view_repoint), its buffer's head and master, the jid's head */
+    __builtin_prefetch(e->hot[0], 0, 3);
     __builtin_prefetch(e->hot[1], 1, 3);
+    __builtin_prefetch((const char *)e->hot[1] + 64, 0, 3);
     __builtin_prefetch(e->hot[2], 1, 3);
 }
 
