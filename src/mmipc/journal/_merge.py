@@ -23,10 +23,11 @@ Rules:
   its export moved with it), not each cursor's: at hundreds of journals those would be cache
   misses on every frame. `Reader.read` is the core's `next` itself (`read_function`), which calls
   `_read_settling` (through a weak reference) where the core needs Python. This class keeps
-  membership and hands it over (`_sync`) at every change. A core that needs Python (a page's end, damage, no page yet)
-  makes the C read return SLOW before it takes any frame; `_settle` polls it through the cursor's
-  Python slow path (errors are raised there, and again at every read until it is fixed) and gives
-  it back. A journal without a page is then probed by C once a millisecond, or when rung.
+  membership and hands it over (`_sync`) at every change.
+  A core that needs Python (a page's end, damage, no page yet) makes the C read return SLOW
+  before it takes any frame; `_settle` polls it through the cursor's Python slow path (errors are
+  raised there, and again at every read until it is fixed) and gives it back. A journal without
+  a page is then probed by C once a millisecond, or when rung.
 """
 
 from __future__ import annotations
