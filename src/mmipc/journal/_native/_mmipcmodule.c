@@ -1390,13 +1390,15 @@ native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 #define MERGE_SWEEP_EVERY 4096u
 #define MERGE_PROBE_NS 1000000
 #define BELL_MAX_FLAGS (8192 - BELL_FLAGS)
-#define MERGE_HOT 3
 
 enum { IN_HEAP = 1, DIRTY = 2, IS_SLOW = 4, PARKED = 8 };
 
 typedef struct {
     CursorCore *core;
-    const void *hot[MERGE_HOT];  /* its view, the view's managed buffer, its jid (prefetch only) */
+    PyObject *view;              /* a reference to its core's page view at its last peek, or NULL */
+    _PyManagedBufferObject *mbuf;  /* that view's buffer if payloads may be re-pointed to it */
+    PyObject *obj;               /* its exporter (the mmap) */
+    const void *jid;             /* its jid (prefetch only) */
     int32_t flag;                /* index of its flag in the bell, or -1: polled on every read */
     uint8_t state;               /* IN_HEAP | DIRTY | IS_SLOW | PARKED */
 } merge_entry_t;
@@ -1443,6 +1445,7 @@ merge_free_arrays(MergeCore *self)
 {
     for (Py_ssize_t i = 0; i < self->n; i++) {
         Py_DECREF(self->e[i].core);
+        Py_XDECREF(self->e[i].view);
     }
     PyMem_Free(self->e);
     PyMem_Free(self->heap);
@@ -1477,6 +1480,28 @@ merge_less(const merge_key_t *a, const merge_key_t *b)
     return a->nano < b->nano || (a->nano == b->nano && a->entry < b->entry);
 }
 
+/* Is a page's buffer one a payload view may be re-pointed to: read-only bytes, nothing private
+ * (every page a reader maps), and not released? */
+static int
+plain_page(const _PyManagedBufferObject *mbuf)
+{
+    const Py_buffer *b = &mbuf->master;
+    return !(mbuf->flags & _Py_MANAGED_BUFFER_RELEASED) && b->readonly && b->internal == NULL
+           && b->format != NULL && strcmp(b->format, "B") == 0;
+}
+
+/* Entry e's core has a new page view (its first peek, or after a page switch): hold it, so that
+ * its buffer and exporter, remembered here, stay valid while the core keeps that view; a take then
+ * re-points a payload view without reading the core's view (one cache miss fewer per frame). */
+static void
+merge_hold_view(merge_entry_t *e, PyObject *view)
+{
+    Py_XSETREF(e->view, Py_XNewRef(view));
+    _PyManagedBufferObject *mbuf = view != NULL ? ((PyMemoryViewObject *)view)->mbuf : NULL;
+    e->mbuf = mbuf != NULL && plain_page(mbuf) ? mbuf : NULL;
+    e->obj = e->mbuf != NULL ? e->mbuf->master.obj : NULL;
+}
+
 /* The key of entry i, whose core just peeked a frame (so the core is in cache): also remember
  * the objects its take will touch, for merge_prefetch_top. */
 static inline merge_key_t
@@ -1485,30 +1510,31 @@ merge_key(MergeCore *m, Py_ssize_t i)
     merge_entry_t *e = &m->e[i];
     CursorCore *core = e->core;
     PyObject *view = core->a.view;
-    e->hot[0] = view;
-    e->hot[1] = view != NULL ? (const void *)((PyMemoryViewObject *)view)->mbuf : NULL;
-    e->hot[2] = core->jid;
+    if (view != e->view) {
+        merge_hold_view(e, view);
+    }
+    e->jid = core->jid;
     merge_key_t key = {
         core->next_nano, i, core->a.page.base + core->next.pos + mmipc_align8(core->next.length)};
     return key;
 }
 
 /* Point payload view `mv`, if only the merge holds it (not released, not exported, no weak
- * reference), at bytes [offset, offset + n) of the page at `base`, which core view `view` shows.
- * For another page, the export moves from the managed buffer of the page it showed to that of
- * `view`, so each page stays mapped exactly while a view of it lives; that is not done (0) when
- * `mv` is the last view of its page (its dealloc must release the buffer, which only CPython can
- * do), or when the pages differ in kind (read-only, format, internal: the same for every page a
- * reader maps). Reads only the first line of `view` and its buffer's master: a view is three
- * lines, each a cache miss per frame at hundreds of journals. CPython's own memoryview layout,
- * as view_refill; with the free-threaded build, the same page only. */
+ * reference), at bytes [offset, offset + n) of the page at `base`, which entry e's held view shows
+ * (its core's view now). For another page, the export moves from the managed buffer of the page
+ * it showed to e's, so each page stays mapped exactly while a view of it lives; that is not done
+ * (0) when `mv` is the last view of its page (its dealloc must release the buffer, which only
+ * CPython can do), or when either page is not a plain one. Reads neither the core's view nor the
+ * buffer's master: at hundreds of journals each is a cache miss per frame. CPython's own
+ * memoryview layout, as view_refill; with the free-threaded build, the same page only. */
 static int
-view_repoint(PyObject *mv, PyObject *view, const unsigned char *base, uint64_t offset, uint32_t n)
+view_repoint(PyObject *mv, const merge_entry_t *e, const unsigned char *base, uint64_t offset,
+             uint32_t n)
 {
     PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
     _PyManagedBufferObject *from = m->mbuf;
-    _PyManagedBufferObject *to = ((PyMemoryViewObject *)view)->mbuf;
-    if (Py_REFCNT(mv) != 1 || m->exports != 0 || m->weakreflist != NULL
+    _PyManagedBufferObject *to = e->mbuf;
+    if (to == NULL || Py_REFCNT(mv) != 1 || m->exports != 0 || m->weakreflist != NULL
         || (m->flags & _Py_MEMORYVIEW_RELEASED)) {
         return 0;
     }
@@ -1516,17 +1542,15 @@ view_repoint(PyObject *mv, PyObject *view, const unsigned char *base, uint64_t o
 #ifdef Py_GIL_DISABLED
         return 0;
 #else
-        const Py_buffer *master = &to->master;
-        if (from->exports < 2 || (to->flags & _Py_MANAGED_BUFFER_RELEASED) || !master->readonly
-            || !m->view.readonly || master->format != m->view.format
-            || master->internal != m->view.internal) {
+        if (from->exports < 2 || (to->flags & _Py_MANAGED_BUFFER_RELEASED) || !m->view.readonly
+            || m->view.internal != NULL || m->view.format[0] != 'B' || m->view.format[1] != 0) {
             return 0;
         }
         to->exports++;
         m->mbuf = (_PyManagedBufferObject *)Py_NewRef(to);
         from->exports--;
         Py_DECREF(from);  /* another view of its page holds it too (exports >= 1): not freed here */
-        m->view.obj = master->obj;
+        m->view.obj = e->obj;
 #endif
     }
     m->view.buf = (char *)base + offset;
@@ -1559,8 +1583,9 @@ merge_slot(const MergeCore *m)
  * cursor's own Frame, its ints and its payload view would be a cache miss apiece on every frame;
  * the merge's two stay in cache, and only the page's managed buffer and the jid are touched. */
 static PyObject *
-merge_frame(MergeCore *m, CursorCore *core)
+merge_frame(MergeCore *m, const merge_entry_t *e)
 {
+    CursorCore *core = e->core;
     const mmipc_peeked_t *p = &core->next;
     int slot = merge_slot(m);
     m->turn = slot ^ 1;
@@ -1572,7 +1597,8 @@ merge_frame(MergeCore *m, CursorCore *core)
     }
     PyObject **item = ((PyTupleObject *)f)->ob_item;
     uint64_t offset = p->pos + MMIPC_FRAME_HEADER_SIZE;
-    if (!view_repoint(item[4], core->a.view, core->a.page.base, offset, p->payload_len)) {
+    if (core->a.view != e->view
+        || !view_repoint(item[4], e, core->a.page.base, offset, p->payload_len)) {
         PyObject *data = payload_view(core->a.view, offset, p->payload_len);
         if (data == NULL) {
             Py_CLEAR(m->last[slot]);
@@ -1669,10 +1695,8 @@ merge_prefetch_top(const MergeCore *m)
     __builtin_prefetch(core + 64, 1, 3);
     __builtin_prefetch(core + 128, 1, 3);
     /* the first line of its view (view_repoint), its buffer's head and master, the jid's head */
-    __builtin_prefetch(e->hot[0], 0, 3);
-    __builtin_prefetch(e->hot[1], 1, 3);
-    __builtin_prefetch((const char *)e->hot[1] + 64, 0, 3);
-    __builtin_prefetch(e->hot[2], 1, 3);
+    __builtin_prefetch(e->mbuf, 1, 3);
+    __builtin_prefetch(e->jid, 1, 3);
 }
 
 static void
@@ -1810,7 +1834,7 @@ merge_next_frame(MergeCore *m)
         PyErr_SetString(PyExc_ValueError, "MergeCore.read(): a heaped journal has no frame peeked");
         return NULL;
     }
-    PyObject *frame = merge_frame(m, core);
+    PyObject *frame = merge_frame(m, &m->e[top]);
     if (frame == NULL) {
         return NULL;
     }
@@ -1924,7 +1948,10 @@ mergecore_set(MergeCore *self, PyObject *args)
 static PyObject *
 mergecore_slow(MergeCore *self, PyObject *Py_UNUSED(ignored))
 {
-    merge_drop_frames(self);  /* Python may now leave a page: the merge's frames must not keep it */
+    merge_drop_frames(self);  /* Python may now leave a page: the merge must not keep it mapped */
+    for (Py_ssize_t k = 0; k < self->nslow; k++) {
+        merge_hold_view(&self->e[self->slow[k]], NULL);
+    }
     PyObject *out = PyList_New(self->nslow);
     for (Py_ssize_t k = 0; out != NULL && k < self->nslow; k++) {
         PyObject *i = PyLong_FromSsize_t(self->slow[k]);
@@ -1982,6 +2009,9 @@ static PyObject *
 mergecore_reset(MergeCore *self, PyObject *Py_UNUSED(ignored))
 {
     merge_drop_frames(self);
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        merge_hold_view(&self->e[i], NULL);  /* the pages they left go now */
+    }
     for (Py_ssize_t k = 0; k < self->nheap; k++) {
         self->e[self->heap[k].entry].state &= (uint8_t)~IN_HEAP;
     }
