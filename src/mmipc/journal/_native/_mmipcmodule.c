@@ -1383,9 +1383,13 @@ native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
  * each comes from a different journal's core, page and view. So the heap holds its whole key
  * (merge_key_t: timestamp, list position, and where the journal peeks next) in one compact array,
  * and a sift reads no core; a journal's page is read only to hand out its frame and peek the one
- * after it; and when a journal becomes the heap's top, its core, the objects a take touches
- * (its view, that view's buffer, its jid: remembered at each peek, when they are in cache) and the
- * next peek's frame header are prefetched, to arrive while the caller handles this frame. */
+ * after it; the Frame handed out is one of the merge's own two (merge_frame), refilled and its
+ * payload view re-pointed at the journal's page, not the cursor's own (a Frame, its ints and its
+ * view per journal: a miss apiece); the entry holds its core's page view with that view's buffer
+ * and exporter, so a take reads neither; and when a journal becomes the heap's top, its core, its
+ * page's buffer, its jid and the next peek's frame header are prefetched, to arrive while the
+ * caller handles this frame. What is left per frame (benchmarks/native/merge_cache.sh): the
+ * core's lines, the page's buffer, the jid and the page itself. */
 
 #define MERGE_SWEEP_EVERY 4096u
 #define MERGE_PROBE_NS 1000000
