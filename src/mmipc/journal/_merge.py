@@ -18,11 +18,16 @@ Rules:
 * Native backend: the same design in C (`_native.MergeCore`, _mmipcmodule.c): the heap, the flags
   and the dirty set live there, on the cursors' cores; the heap's keys (timestamp, add order, the
   next peek's address) sit in one compact array, so a sift touches no cursor, and the next top's
-  cursor, view and frame header are prefetched. This class keeps membership and hands it
-  over (`_sync`) at every change. A core that needs Python (a page's end, damage, no page yet)
-  makes the C read return SLOW before it takes any frame; `_settle` polls it through the cursor's
-  Python slow path (errors are raised there, and again at every read until it is fixed) and gives
-  it back. A journal without a page is then probed by C once a millisecond, or when rung.
+  cursor, view and frame header are prefetched. The C merge hands out its own two Frames,
+  refilled whatever journal a frame comes from (the payload view re-pointed at that journal's page,
+  its export moved with it), not each cursor's: at hundreds of journals those would be cache
+  misses on every frame. `Reader.read` is the core's `next` itself (`read_function`), which calls
+  `_read_settling` (through a weak reference) where the core needs Python. This class keeps
+  membership and hands it over (`_sync`) at every change.
+  A core that needs Python (a page's end, damage, no page yet) makes the C read return SLOW
+  before it takes any frame; `_settle` polls it through the cursor's Python slow path (errors are
+  raised there, and again at every read until it is fixed) and gives it back. A journal without
+  a page is then probed by C once a millisecond, or when rung.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import heapq
 import itertools
 import os
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from ._backend import native
@@ -60,6 +67,7 @@ class Merge:
         "fifo",
         "swept_at",
         "core",
+        "__weakref__",
     )
 
     def __init__(self) -> None:
@@ -77,6 +85,8 @@ class Merge:
         self.fifo = -1  # asyncio: the read end of the bell's FIFO (_aio.py)
         self.swept_at = 0.0
         self.core: Any = None if native is None else native.MergeCore()
+        if self.core is not None:
+            self.core.on_slow = _settler(self)
 
     _counter = itertools.count()
 
@@ -225,6 +235,11 @@ class Merge:
             if nano >= 0:
                 _heappush(heap, (nano, order[cursor], cursor))
 
+    def read_function(self) -> Callable[[], Frame | None]:
+        """What `Reader.read` is bound to: `read`, or the C merge's own `next` (no Python frame
+        per call; it settles through `_read_settling`). Neither refers back to the reader."""
+        return self.read if self.core is None else self.core.next
+
     # -- the native backend ---------------------------------------------------------------------
 
     def _sync(self) -> None:
@@ -257,6 +272,18 @@ class Merge:
         frame = _read_scan(self.cursors)
         core.reset()
         return frame
+
+
+def _settler(merge: Merge) -> Callable[[], Frame | None]:
+    """The C merge's `on_slow`: `merge._read_settling`, through a weak reference (the core is the
+    merge's: a strong one would be a cycle that only the cyclic collector frees)."""
+    ref = weakref.ref(merge)
+
+    def settle() -> Frame | None:
+        merge = ref()
+        return None if merge is None else merge._read_settling()
+
+    return settle
 
 
 def _read_scan(cursors: list[Cursor]) -> Frame | None:

@@ -124,7 +124,7 @@ class Reader:
             self.read = self._cursors[0].read
         else:
             self._merge.rebuild()
-            self.read = self._merge.read
+            self.read = self._merge.read_function()
         if self._durable is not None and not self._closed:
             self.read = self._durable.auto(self.read, self._cursors)
         if len(self._cursors) == 1 and self._durable is None and not self._closed:

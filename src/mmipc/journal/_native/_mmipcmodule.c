@@ -1459,20 +1459,26 @@ native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
  * each comes from a different journal's core, page and view. So the heap holds its whole key
  * (merge_key_t: timestamp, list position, and where the journal peeks next) in one compact array,
  * and a sift reads no core; a journal's page is read only to hand out its frame and peek the one
- * after it; and when a journal becomes the heap's top, its core, the objects a take touches
- * (its view, that view's buffer, its jid: remembered at each peek, when they are in cache) and the
- * next peek's frame header are prefetched, to arrive while the caller handles this frame. */
+ * after it; the Frame handed out is one of the merge's own two (merge_frame), refilled and its
+ * payload view re-pointed at the journal's page, not the cursor's own (a Frame, its ints and its
+ * view per journal: a miss apiece); the entry holds its core's page view with that view's buffer
+ * and exporter, so a take reads neither; and when a journal becomes the heap's top, its core, its
+ * page's buffer, its jid and the next peek's frame header are prefetched, to arrive while the
+ * caller handles this frame. What is left per frame (benchmarks/native/merge_cache.sh): the
+ * core's lines, the page's buffer, the jid and the page itself. */
 
 #define MERGE_SWEEP_EVERY 4096u
 #define MERGE_PROBE_NS 1000000
 #define BELL_MAX_FLAGS (8192 - BELL_FLAGS)
-#define MERGE_HOT 3
 
 enum { IN_HEAP = 1, DIRTY = 2, IS_SLOW = 4, PARKED = 8 };
 
 typedef struct {
     CursorCore *core;
-    const void *hot[MERGE_HOT];  /* its view, the view's managed buffer, its jid (prefetch only) */
+    PyObject *view;              /* a reference to its core's page view at its last peek, or NULL */
+    _PyManagedBufferObject *mbuf;  /* that view's buffer if payloads may be re-pointed to it */
+    PyObject *obj;               /* its exporter (the mmap) */
+    const void *jid;             /* its jid (prefetch only) */
     int32_t flag;                /* index of its flag in the bell, or -1: polled on every read */
     uint8_t state;               /* IN_HEAP | DIRTY | IS_SLOW | PARKED */
 } merge_entry_t;
@@ -1502,13 +1508,24 @@ typedef struct {
     Py_buffer bell;          /* the reader's bell, or bell.obj == NULL */
     unsigned int empties;
     unsigned int taken;      /* frames since the last sweep: a busy reader sweeps too */
+    PyObject *last[2];       /* the merge's last two Frames, refilled when dropped (merge_frame) */
+    int turn;
+    PyObject *on_slow;       /* next() calls it instead of returning SLOW (Merge._read_settling) */
 } MergeCore;
+
+static void
+merge_drop_frames(MergeCore *self)
+{
+    Py_CLEAR(self->last[0]);
+    Py_CLEAR(self->last[1]);
+}
 
 static void
 merge_free_arrays(MergeCore *self)
 {
     for (Py_ssize_t i = 0; i < self->n; i++) {
         Py_DECREF(self->e[i].core);
+        Py_XDECREF(self->e[i].view);
     }
     PyMem_Free(self->e);
     PyMem_Free(self->heap);
@@ -1532,6 +1549,8 @@ static void
 mergecore_dealloc(MergeCore *self)
 {
     merge_free_arrays(self);
+    merge_drop_frames(self);
+    Py_CLEAR(self->on_slow);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1539,6 +1558,28 @@ static inline int
 merge_less(const merge_key_t *a, const merge_key_t *b)
 {
     return a->nano < b->nano || (a->nano == b->nano && a->entry < b->entry);
+}
+
+/* Is a page's buffer one a payload view may be re-pointed to: read-only bytes, nothing private
+ * (every page a reader maps), and not released? */
+static int
+plain_page(const _PyManagedBufferObject *mbuf)
+{
+    const Py_buffer *b = &mbuf->master;
+    return !(mbuf->flags & _Py_MANAGED_BUFFER_RELEASED) && b->readonly && b->internal == NULL
+           && b->format != NULL && strcmp(b->format, "B") == 0;
+}
+
+/* Entry e's core has a new page view (its first peek, or after a page switch): hold it, so that
+ * its buffer and exporter, remembered here, stay valid while the core keeps that view; a take then
+ * re-points a payload view without reading the core's view (one cache miss fewer per frame). */
+static void
+merge_hold_view(merge_entry_t *e, PyObject *view)
+{
+    Py_XSETREF(e->view, Py_XNewRef(view));
+    _PyManagedBufferObject *mbuf = view != NULL ? ((PyMemoryViewObject *)view)->mbuf : NULL;
+    e->mbuf = mbuf != NULL && plain_page(mbuf) ? mbuf : NULL;
+    e->obj = e->mbuf != NULL ? e->mbuf->master.obj : NULL;
 }
 
 /* The key of entry i, whose core just peeked a frame (so the core is in cache): also remember
@@ -1549,12 +1590,112 @@ merge_key(MergeCore *m, Py_ssize_t i)
     merge_entry_t *e = &m->e[i];
     CursorCore *core = e->core;
     PyObject *view = core->a.view;
-    e->hot[0] = view;
-    e->hot[1] = view != NULL ? (const void *)((PyMemoryViewObject *)view)->mbuf : NULL;
-    e->hot[2] = core->jid;
+    if (view != e->view) {
+        merge_hold_view(e, view);
+    }
+    e->jid = core->jid;
     merge_key_t key = {
         core->next_nano, i, core->a.page.base + core->next.pos + mmipc_align8(core->next.length)};
     return key;
+}
+
+/* Point payload view `mv`, if only the merge holds it (not released, not exported, no weak
+ * reference), at bytes [offset, offset + n) of the page at `base`, which entry e's held view shows
+ * (its core's view now). For another page, the export moves from the managed buffer of the page
+ * it showed to e's, so each page stays mapped exactly while a view of it lives; that is not done
+ * (0) when `mv` is the last view of its page (its dealloc must release the buffer, which only
+ * CPython can do), or when either page is not a plain one. Reads neither the core's view nor the
+ * buffer's master: at hundreds of journals each is a cache miss per frame. CPython's own
+ * memoryview layout, as view_refill; with the free-threaded build, the same page only. */
+static int
+view_repoint(PyObject *mv, const merge_entry_t *e, const unsigned char *base, uint64_t offset,
+             uint32_t n)
+{
+    PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
+    _PyManagedBufferObject *from = m->mbuf;
+    _PyManagedBufferObject *to = e->mbuf;
+    if (to == NULL || Py_REFCNT(mv) != 1 || m->exports != 0 || m->weakreflist != NULL
+        || (m->flags & _Py_MEMORYVIEW_RELEASED)) {
+        return 0;
+    }
+    if (from != to) {
+#ifdef Py_GIL_DISABLED
+        return 0;
+#else
+        if (from->exports < 2 || (to->flags & _Py_MANAGED_BUFFER_RELEASED) || !m->view.readonly
+            || m->view.internal != NULL || m->view.format[0] != 'B' || m->view.format[1] != 0) {
+            return 0;
+        }
+        to->exports++;
+        m->mbuf = (_PyManagedBufferObject *)Py_NewRef(to);
+        from->exports--;
+        Py_DECREF(from);  /* another view of its page holds it too (exports >= 1): not freed here */
+        m->view.obj = e->obj;
+#endif
+    }
+    m->view.buf = (char *)base + offset;
+    m->view.len = (Py_ssize_t)n;
+    m->view.shape[0] = (Py_ssize_t)n;
+    m->hash = -1;  /* a read-only view caches its hash */
+    return 1;
+}
+
+/* The slot of the merge's last[] to fill: as frame_slot does for a cursor. */
+static int
+merge_slot(const MergeCore *m)
+{
+    int t = m->turn;
+    for (int k = 0; k < 2; k++) {
+        if (frame_free(m->last[t ^ k], 1)) {
+            return t ^ k;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        if (m->last[t ^ k] == NULL) {
+            return t ^ k;
+        }
+    }
+    return frame_free(m->last[t ^ 1], 0) ? t ^ 1 : t;
+}
+
+/* The Frame for core's peeked frame: one of the merge's last two, refilled (see "refilling what
+ * the caller has dropped"), whatever journal it came from. Following hundreds of journals, each
+ * cursor's own Frame, its ints and its payload view would be a cache miss apiece on every frame;
+ * the merge's two stay in cache, and only the page's managed buffer and the jid are touched. */
+static PyObject *
+merge_frame(MergeCore *m, const merge_entry_t *e)
+{
+    CursorCore *core = e->core;
+    const mmipc_peeked_t *p = &core->next;
+    int slot = merge_slot(m);
+    m->turn = slot ^ 1;
+    PyObject *f = m->last[slot];
+    if (f == NULL || Py_REFCNT(f) != 1 || Py_TYPE(f) != core->frame_type) {
+        f = make_frame(core->frame_type, core->frame_fields, core->jid, core->a.view, p);
+        Py_XSETREF(m->last[slot], Py_XNewRef(f));
+        return f;
+    }
+    PyObject **item = ((PyTupleObject *)f)->ob_item;
+    uint64_t offset = p->pos + MMIPC_FRAME_HEADER_SIZE;
+    if (core->a.view != e->view
+        || !view_repoint(item[4], e, core->a.page.base, offset, p->payload_len)) {
+        PyObject *data = payload_view(core->a.view, offset, p->payload_len);
+        if (data == NULL) {
+            Py_CLEAR(m->last[slot]);
+            return NULL;
+        }
+        Py_SETREF(item[4], data);
+    }
+    if (item[3] != core->jid) {
+        Py_SETREF(item[3], Py_NewRef(core->jid));
+    }
+    if (set_long(&item[0], p->nano) < 0 || set_long(&item[1], p->msg_type) < 0
+        || set_long(&item[2], p->source) < 0
+        || (core->frame_fields == 6 && set_long(&item[5], p->seq) < 0)) {
+        Py_CLEAR(m->last[slot]);  /* half refilled: never hand it out */
+        return NULL;
+    }
+    return Py_NewRef(f);
 }
 
 /* Put `key` at the root of the non-empty heap (its journal's next frame, or the last entry after
@@ -1633,14 +1774,9 @@ merge_prefetch_top(const MergeCore *m)
     __builtin_prefetch(core, 1, 3);
     __builtin_prefetch(core + 64, 1, 3);
     __builtin_prefetch(core + 128, 1, 3);
-    const char *view = (const char *)e->hot[0];
-    if (view != NULL) {  /* a memoryview spans three lines; its buffer and the jid one each */
-        __builtin_prefetch(view, 1, 3);
-        __builtin_prefetch(view + 64, 0, 3);
-        __builtin_prefetch(view + 128, 0, 3);
-    }
-    __builtin_prefetch(e->hot[1], 1, 3);
-    __builtin_prefetch(e->hot[2], 1, 3);
+    /* the first line of its view (view_repoint), its buffer's head and master, the jid's head */
+    __builtin_prefetch(e->mbuf, 1, 3);
+    __builtin_prefetch(e->jid, 1, 3);
 }
 
 static void
@@ -1749,8 +1885,8 @@ merge_idle(MergeCore *m)
     return 1;
 }
 
-static PyObject *
-mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
+static inline PyObject *
+merge_next_frame(MergeCore *m)
 {
     if (m->nslow > 0) {
         return Py_NewRef(slow);
@@ -1774,10 +1910,15 @@ mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
     }
     Py_ssize_t top = m->heap[0].entry;
     CursorCore *core = m->e[top].core;
-    PyObject *frame = take_core(core);
+    if (core->next_nano < 0 || core->a.view == NULL) {  /* a guard: a heaped core has peeked */
+        PyErr_SetString(PyExc_ValueError, "MergeCore.read(): a heaped journal has no frame peeked");
+        return NULL;
+    }
+    PyObject *frame = merge_frame(m, &m->e[top]);
     if (frame == NULL) {
         return NULL;
     }
+    step_past(core, &core->next);
     int64_t nano = poll_core(core);
     if (nano >= 0) {
         heap_replace_root(m, merge_key(m, top));  /* the root's key grew */
@@ -1793,6 +1934,26 @@ mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
         mark_all_dirty(m);  /* a journal whose writer cannot ring is not starved by busy ones */
     }
     merge_prefetch_top(m);
+    return frame;
+}
+
+static PyObject *
+mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
+{
+    return merge_next_frame(m);
+}
+
+/* Reader.read itself when it merges: METH_FASTCALL (see NO_ARGS), and what needs Python is
+ * settled by on_slow, so that a read costs no Python frame. */
+static PyObject *
+mergecore_next(MergeCore *m, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    NO_ARGS("next")
+    PyObject *frame = merge_next_frame(m);
+    if (frame == slow && m->on_slow != NULL && m->on_slow != Py_None) {
+        Py_DECREF(frame);
+        return PyObject_CallNoArgs(m->on_slow);
+    }
     return frame;
 }
 
@@ -1830,6 +1991,7 @@ mergecore_set(MergeCore *self, PyObject *args)
         return NULL;
     }
     merge_free_arrays(self);
+    merge_drop_frames(self);  /* a journal removed: its pages are not kept mapped by them */
     self->bell = b;
     Py_ssize_t cap = n ? n : 1;
     self->e = PyMem_Calloc((size_t)cap, sizeof(*self->e));
@@ -1866,6 +2028,10 @@ mergecore_set(MergeCore *self, PyObject *args)
 static PyObject *
 mergecore_slow(MergeCore *self, PyObject *Py_UNUSED(ignored))
 {
+    merge_drop_frames(self);  /* Python may now leave a page: the merge must not keep it mapped */
+    for (Py_ssize_t k = 0; k < self->nslow; k++) {
+        merge_hold_view(&self->e[self->slow[k]], NULL);
+    }
     PyObject *out = PyList_New(self->nslow);
     for (Py_ssize_t k = 0; out != NULL && k < self->nslow; k++) {
         PyObject *i = PyLong_FromSsize_t(self->slow[k]);
@@ -1922,6 +2088,10 @@ mergecore_sweep(MergeCore *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 mergecore_reset(MergeCore *self, PyObject *Py_UNUSED(ignored))
 {
+    merge_drop_frames(self);
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        merge_hold_view(&self->e[i], NULL);  /* the pages they left go now */
+    }
     for (Py_ssize_t k = 0; k < self->nheap; k++) {
         self->e[self->heap[k].entry].state &= (uint8_t)~IN_HEAP;
     }
@@ -1936,6 +2106,12 @@ mergecore_get_heaped(MergeCore *self, void *Py_UNUSED(closure))
     return PyLong_FromSsize_t(self->nheap);
 }
 
+static PyMemberDef mergecore_members[] = {
+    {"on_slow", T_OBJECT, offsetof(MergeCore, on_slow), 0,
+     "called by next() (no arguments) for its result where read() returns SLOW"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyGetSetDef mergecore_getset[] = {
     {"heaped", (getter)mergecore_get_heaped, NULL, "how many journals have a frame peeked", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -1944,6 +2120,8 @@ static PyGetSetDef mergecore_getset[] = {
 static PyMethodDef mergecore_methods[] = {
     {"set", (PyCFunction)mergecore_set, METH_VARARGS, "set(cores, flags, bell): what to merge"},
     {"read", (PyCFunction)mergecore_read, METH_NOARGS, "read() -> Frame | None | SLOW"},
+    {"next", (PyCFunction)(void (*)(void))mergecore_next, METH_FASTCALL,
+     "next() -> Frame | None: read(), with on_slow() for SLOW"},
     {"slow", (PyCFunction)mergecore_slow, METH_NOARGS, "slow() -> indexes for Python to settle"},
     {"settle", (PyCFunction)mergecore_settle, METH_O, "settle(i): Python polled core i"},
     {"sweep", (PyCFunction)mergecore_sweep, METH_NOARGS, "sweep(): poll every core at next read"},
@@ -1960,6 +2138,7 @@ static PyTypeObject MergeCoreType = {
     .tp_doc = "MergeCore(): a reader's merge of CursorCores, polled only where its doorbell rang.",
     .tp_methods = mergecore_methods,
     .tp_getset = mergecore_getset,
+    .tp_members = mergecore_members,
     .tp_new = PyType_GenericNew,
 };
 
