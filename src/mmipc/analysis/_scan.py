@@ -119,6 +119,7 @@ class Query:
     since: int
     until: int
     ends: tuple[tuple[int, int], ...] | None = None  # per journal, `snapshot`'s end, once `pinned`
+    known: tuple[tuple[PageIndex, ...], ...] | None = None  # per journal, its pages, once `count_rows`
 
     @property
     def journals(self) -> list[str]:
@@ -297,30 +298,50 @@ def snapshot(directory: str, name: str) -> tuple[int, int]:
 
 
 def page_indexes(query: Query, name: str) -> Iterator[PageIndex]:
-    """The selected frames of each page of journal `name`, in order, up to its end at call time."""
+    """The selected frames of each page of journal `name`, in order, up to its end at call time (or
+    at its `pinned` end). A page `count_rows` found evenly filled is not scanned again."""
     ends = query.ends
     last_page, last_end = snapshot(query.directory, name) if ends is None else ends[query.names.index(name)]
-    pages = list_pages(query.directory, name)
-    number = _first_page(query, name, pages)
+    if query.known is not None:
+        for index in query.known[query.names.index(name)]:
+            if index.offsets is None:  # a page with gaps: its offsets were not kept
+                index = _index_page(
+                    query, name, index.page_no, last_end if index.page_no == last_page else None
+                )[0]
+            yield index
+        return
+    number = _first_page(query, name, list_pages(query.directory, name))
     last_nano = 0
     while number <= last_page:
-        path = page_path(query.directory, name, number)
-        try:
-            page = MappedPage.open(path, name, number)
-        except FileNotFoundError:
-            raise CorruptJournalError(path, 0, "the page before it ends, but this page is missing") from None
-        try:
-            stop = last_end if number == last_page else page.page_size
-            populate(page, 0, stop)
-            offsets, types, nanos, lengths, ended = scan_page(page, stop)
-            last_nano = _check_order(page.path, offsets, nanos, last_nano)
-            index = _select(query, page, offsets, types, nanos, lengths)
-        finally:
-            page.release()
-        yield PageIndex(number, path, *index)
-        if not ended or (len(nanos) and nanos[-1] > query.until):
+        index, last_nano, ended = _index_page(
+            query, name, number, last_end if number == last_page else None, last_nano
+        )
+        yield index
+        if not ended or last_nano > query.until:
             return
         number += 1
+
+
+def _index_page(
+    query: Query, name: str, number: int, stop: int | None, last_nano: int = 0
+) -> tuple[PageIndex, int, bool]:
+    """Scan page `number` of journal `name` up to `stop` (all of it if None; its frames must not be
+    older than `last_nano`): its selected frames, the timestamp of its last frame (`last_nano` if it
+    has none) and whether it has ended."""
+    path = page_path(query.directory, name, number)
+    try:
+        page = MappedPage.open(path, name, number)
+    except FileNotFoundError:
+        raise CorruptJournalError(path, 0, "the page before it ends, but this page is missing") from None
+    try:
+        stop = page.page_size if stop is None else stop
+        populate(page, 0, stop)
+        offsets, types, nanos, lengths, ended = scan_page(page, stop)
+        last_nano = _check_order(page.path, offsets, nanos, last_nano)
+        index = _select(query, page, offsets, types, nanos, lengths)
+    finally:
+        page.release()
+    return PageIndex(number, path, *index), last_nano, ended
 
 
 def _first_page(query: Query, name: str, pages: list[int]) -> int:
@@ -612,13 +633,23 @@ def time_span(query: Query) -> tuple[int, int]:
     return max(min(firsts), query.since), min(max(lasts), query.until)
 
 
-def count_rows(query: Query) -> tuple[int, int, int]:
+def count_rows(query: Query) -> tuple[Query, int, int, int]:
     """The number of rows the query selects, and the first and last of their timestamps ((0, 0, 0)
-    when none): of a `pinned` query, exactly the rows a later pass reads. One page at a time."""
+    when none): of a `pinned` query, exactly the rows a later pass reads. One page at a time.
+
+    Returned with the query that a later pass reads with (`Query.known`): the pages found evenly
+    filled are kept as a range each (three integers) and not scanned again; a page with gaps is
+    scanned again, since its offsets (8 bytes per frame) would make an export's memory grow."""
     frames, first, last = 0, NO_LIMIT, 0
+    known = []
     for name in query.names:
-        for index in page_indexes(query, name):
+        pages = []
+        for index in page_indexes(replace(query, known=None), name):
             if len(index.nanos):
                 frames += len(index.nanos)
                 first, last = min(first, int(index.nanos[0])), max(last, int(index.nanos[-1]))
-    return (frames, first, last) if frames else (0, 0, 0)
+            kept = index.compact()
+            pages.append(kept if isinstance(kept.offsets, range) else replace(kept, offsets=None))
+        known.append(tuple(pages))
+    found = replace(query, known=tuple(known)) if query.ends is not None else query
+    return (found, frames, first, last) if frames else (found, 0, 0, 0)
