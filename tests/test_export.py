@@ -124,11 +124,13 @@ def test_the_benchmark_script_runs_and_agrees_with_itself(tmp_path: Any) -> None
     )
     assert done.returncode == 0, done.stderr
     results = json.load(open(out))["results"]
-    measured = ["to_numpy[python]", "reader_loop[python]", "export_parquet", "pandas_parquet"]
+    measured = ["floor", "to_numpy[python]", "reader_loop[python]", "export_parquet", "pandas_parquet"]
     if backend.native is not None:
         measured += ["to_numpy[native]", "reader_loop[native]"]
     assert all(results[k]["frames"] == 600 for k in measured)
     assert "| python |" in done.stdout and "| `mmipc export --format parquet` | 600 |" in done.stdout
+    assert results["floor"]["result_mb"] == results["to_numpy[python]"]["result_mb"]
+    assert "Floor (" in done.stdout
 
 
 def test_export_shows_a_progress_bar_on_a_terminal_only(md: str, tmp_path: Any) -> None:

@@ -15,11 +15,13 @@ Rules:
   not selected is never handed out: its payload is verified only if the scan walks it one by one):
   `CorruptJournalError` names the file and the offset.
 * Fast path: a run of frames of one length is read as one strided numpy view over the mapped page:
-  the 32-byte headers of a window of it are copied out in one pass (one opaque value each, into a
-  buffer reused for the page), then checked there, in the cache (a copy per header field went over
-  the page once per field). Frames whose lengths vary are walked one by one. Runs are looked at in
-  windows that start at 64 frames and grow 8-fold while full, up to 8,192 (256 KiB of headers), so
-  a mixed page costs O(frames), not O(frames x page).
+  each header field it checks is copied out of it as one contiguous column (one strided loop per
+  field; a copy of whole header records went field by field, one call per field and frame, and one
+  opaque 32-byte copy per header is a memcpy call each), and the columns checked together, in SIMD.
+  Frames whose lengths vary are walked one by one. Runs are looked at in windows that start at 64
+  frames and grow 8-fold while full, so a mixed page costs O(frames), not O(frames x page), up to
+  8,192 frames: the cache lines of that many headers (512 KiB) stay in the cache from the first
+  field's copy to the last (windows of a whole page read each line from memory once per field).
 * Mapping: each page is mapped in one call before it is read (`populate`: MADV_POPULATE_READ, the
   range to be read only), not by the first reads' page faults, one per 16 pages of 4 KiB.
 * Copying out: the selected frames of a page are copied into the result once, one vectorised copy
@@ -68,21 +70,19 @@ from ..journal._schema import Declaration, Struct, anonymous, load_schemas, nump
 
 HEADER_COLUMNS = ("nano", "journal", "source")
 PAYLOAD_PREFIX = "payload_"  # before a payload field named like a column of HEADER_COLUMNS
-_HEADER = np.dtype(  # the frame header's fields the scan reads (docs/format.md)
-    {
-        "names": ["length", "msg_type", "nano", "payload_len", "checksum"],
-        "formats": ["<u4", "<u4", "<i8", "<u4", "<u4"],
-        "offsets": [0, 4, 8, 20, 28],
-        "itemsize": FRAME_HEADER_SIZE,
-    }
-)
-_RAW_HEADER = np.dtype((np.void, FRAME_HEADER_SIZE))  # copied as one opaque value: one memcpy each
+_HEADER_FIELDS = {  # the frame header's fields the scan reads: (format, offset) (docs/format.md)
+    "length": ("<u4", 0),
+    "msg_type": ("<u4", 4),
+    "nano": ("<i8", 8),
+    "payload_len": ("<u4", 20),
+    "checksum": ("<u4", 28),
+}
 _PAGE_END = int(MsgType.PAGE_END)
 _CHECKSUM_AT = 28  # the checksum's offset in a frame header (docs/format.md)
 _SHORT_RUN = 4  # a vectorised run shorter than this is not worth its overhead ...
 _WALK = 32  # ... so walk this many frames one by one before trying again
 _FIRST_WINDOW = 64  # frames a run looks at first; grows 8-fold while runs fill it
-_MAX_WINDOW = 1 << 13  # 256 KiB of copied headers: the checks read them from the cache
+_MAX_WINDOW = 1 << 13  # frames: their header lines (512 KiB) stay in the cache for every field
 NO_LIMIT = (1 << 63) - 1
 ROW_HEAD = 16  # bytes of nano, journal and source before the payload in a row
 CHUNK_BYTES = 1 << 20  # rows copied at a time: the columns of a chunk are copied while it is in cache
@@ -360,7 +360,6 @@ def scan_page(page: MappedPage, stop: int) -> tuple[Any, Any, Any, Any, bool]:
     whether the page's end-of-page marker was reached."""
     parts: list[tuple[Any, ...]] = []
     pos, walk, window = PAGE_HEADER_SIZE, 0, _FIRST_WINDOW
-    buffer = np.empty(_MAX_WINDOW, _RAW_HEADER)  # every run's headers, copied (one allocation)
     while pos < stop:
         if walk:
             info = page.frame(pos)
@@ -371,7 +370,7 @@ def scan_page(page: MappedPage, stop: int) -> tuple[Any, Any, Any, Any, bool]:
             parts.append(([pos], [info.msg_type], [info.nano], [info.length]))
             pos, walk = info.end, walk - 1
             continue
-        run, pos = _run(page, pos, stop, window, buffer)
+        run, pos = _run(page, pos, stop, window)
         if run is None:
             walk = 1  # the frame here is not a plain data frame: let the walk decide what it is
             continue
@@ -383,42 +382,35 @@ def scan_page(page: MappedPage, stop: int) -> tuple[Any, Any, Any, Any, bool]:
     return (*_joined(parts), False)
 
 
-def _run(
-    page: MappedPage, pos: int, stop: int, window: int, buffer: Any
-) -> tuple[tuple[Any, ...] | None, int]:
+def _run(page: MappedPage, pos: int, stop: int, window: int) -> tuple[tuple[Any, ...] | None, int]:
     """The frames from `pos` on (at most `window`) that share the first one's length, read as one
-    strided view (their headers copied into `buffer`)."""
+    strided view."""
     first = decode_frame(page.mm, pos, page.page_size, page.path)
     if first is None or first.msg_type == _PAGE_END:
         return None, pos
     stride = first.end - pos
-    fit = (page.page_size - PAGE_END_RESERVE - pos) // stride  # frames that fit the page, whose ...
-    count = min(fit, (stop - FRAME_HEADER_SIZE - pos) // stride + 1, window)  # ... header ends by `stop`
-    heads = _headers(page, pos, stride, count, buffer)
-    heads = heads[: _first(heads["length"] != first.length, len(heads))]
-    heads = heads[: _first(heads["msg_type"] == _PAGE_END, len(heads))]
-    bad = heads["payload_len"] != first.payload_len
+    count = min((page.page_size - PAGE_END_RESERVE - pos) // stride, -(-(stop - pos) // stride), window)
+    n = _first(_field(page, pos, stride, count, "length") != first.length, count)
+    types = _field(page, pos, stride, n, "msg_type")
+    n = _first(types == _PAGE_END, n)
+    bad = _field(page, pos, stride, n, "payload_len") != first.payload_len
     if not page.header.checksums:
-        bad |= heads["checksum"] != 0  # (checksums are verified once selected)
+        bad |= _field(page, pos, stride, n, "checksum") != 0  # (checksums are verified once selected)
     if bad.any():
         at = pos + stride * int(bad.argmax())
         decode_frame(page.mm, at, page.page_size, page.path, page.header.checksums)  # raises its error
         raise CorruptJournalError(page.path, at, "frame header disagrees with its length")
-    n = len(heads)
     offsets = np.arange(pos, pos + stride * n, stride, dtype=np.int64)
-    run = (offsets, np.array(heads["msg_type"]), np.array(heads["nano"]), np.full(n, first.length, np.uint32))
+    run = (offsets, types[:n], _field(page, pos, stride, n, "nano"), np.full(n, first.length, np.uint32))
     return run, pos + stride * n
 
 
-def _headers(page: MappedPage, pos: int, stride: int, count: int, buffer: Any) -> Any:
-    """The headers of the `count` frames from `pos`, `stride` bytes apart, copied contiguous in one
-    pass over the page (one 32-byte copy each; a copy per field read each header's cache line once
-    per field, and a copy of structured records went field by field), as `_HEADER` records: the
-    checks then read them from the cache. Into `buffer`, which is reused: a fresh array as large
-    would be mapped, faulted in and unmapped again for every run."""
-    heads = buffer[:count]
-    np.copyto(heads, np.ndarray((count,), _RAW_HEADER, buffer=page.mm, offset=pos, strides=(stride,)))
-    return heads.view(_HEADER)
+def _field(page: MappedPage, pos: int, stride: int, count: int, name: str) -> Any:
+    """One header field of the `count` frames from `pos`, `stride` bytes apart, copied contiguous: a
+    strided copy of one field is one tight loop, and numpy compares contiguous columns with SIMD (a
+    copy of whole header records went field by field, one call per field and frame)."""
+    kind, at = _HEADER_FIELDS[name]
+    return np.array(np.ndarray((count,), kind, buffer=page.mm, offset=pos + at, strides=(stride,)))
 
 
 def _first(found: Any, default: int) -> int:
