@@ -34,8 +34,14 @@ the promise is the result plus one mapped page (32 MiB here). The children run w
 OPENBLAS_NUM_THREADS=1: numpy's BLAS threads do no work here but spin on the CPUs at import.
 
 Run it on a quiet machine: shared CPUs make the figures meaningless. On a virtual machine, the first
-touch of a large fresh result can cost several times more in some runs than in others (the
-hypervisor backing the memory), hence the range beside each median.
+touch of a large fresh result can cost several times more in some runs than in others, hence the
+range beside each median. Measured on the development VM (Firecracker, virtio_balloon with free
+page reporting: `page_reporting.page_reporting_order=11` on the kernel command line): free guest
+memory is handed back to the host a few seconds after it is freed, and the first touch of such
+memory faults in the host too. Touching a fresh 424 MB array took 0.12-0.25 s when the memory had
+been freed just before, 0.9-1.8 s when freed 5 s before (`perf`: `clear_page_erms`, the kernel
+zeroing the new pages, is two thirds of a slow round). A child's result lands on one or the
+other depending on what ran in the seconds before it: the spread of `to_numpy` and of `floor`.
 """
 
 from __future__ import annotations
