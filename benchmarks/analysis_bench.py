@@ -8,6 +8,10 @@ temporary journal with 32 MiB pages, then times, each in a fresh child process s
 memory (VmHWM: resident set, including the journal pages it has mapped) is its own:
 
 * `to_numpy`: `mmipc.analysis.to_numpy` of every frame;
+* `floor`: what any `to_numpy` costs at least here: a fresh array of the result's size, filled with
+  one read of the journal (each page mapped in one call and its bytes copied into the array, in
+  order, until it is full: a fresh result's first touch plus one pass over the journal, with no
+  scan and no per-row work); `reader_loop` / `floor` is the best ratio the target can reach here;
 * `reader_loop`: a `Reader` loop building the same array (payload bytes appended to one bytearray,
   timestamps and sources to arrays, one numpy view at the end: the fastest Reader-based way we know);
   the child then checks that its array equals `to_numpy`'s (after its time and memory are read: the
@@ -30,8 +34,14 @@ the promise is the result plus one mapped page (32 MiB here). The children run w
 OPENBLAS_NUM_THREADS=1: numpy's BLAS threads do no work here but spin on the CPUs at import.
 
 Run it on a quiet machine: shared CPUs make the figures meaningless. On a virtual machine, the first
-touch of a large fresh result can cost several times more in some runs than in others (the
-hypervisor backing the memory), hence the range beside each median.
+touch of a large fresh result can cost several times more in some runs than in others, hence the
+range beside each median. Measured on the development VM (Firecracker, virtio_balloon with free
+page reporting: `page_reporting.page_reporting_order=11` on the kernel command line): free guest
+memory is handed back to the host a few seconds after it is freed, and the first touch of such
+memory faults in the host too. Touching a fresh 424 MB array took 0.12-0.25 s when the memory had
+been freed just before, 0.9-1.8 s when freed 5 s before (`perf`: `clear_page_erms`, the kernel
+zeroing the new pages, is two thirds of a slow round). A child's result lands on one or the
+other depending on what ran in the seconds before it: the spread of `to_numpy` and of `floor`.
 """
 
 from __future__ import annotations
@@ -76,6 +86,34 @@ def child_to_numpy(directory: str, out: str) -> int:
     from mmipc.analysis import to_numpy
 
     rows = to_numpy(directory, NAME, msg_type=MSG)
+    RESULT_BYTES.append(rows.nbytes)
+    return len(rows)
+
+
+def child_floor(directory: str, out: str) -> int:
+    import mmap
+
+    import numpy as np
+
+    from mmipc.analysis._scan import MADV_POPULATE_READ, output_dtype
+    from mmipc.ctp import DepthMarketDataV636
+    from mmipc.journal._files import list_pages, page_path
+    from mmipc.journal._schema import to_struct
+
+    rows = np.empty(int(os.environ["BENCH_FRAMES"]), output_dtype(to_struct(DepthMarketDataV636)))
+    into, filled = rows.view(np.uint8), 0
+    for number in list_pages(directory, NAME):
+        with open(page_path(directory, NAME, number), "rb") as file:
+            page = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        size = min(len(page), len(into) - filled)
+        page.madvise(MADV_POPULATE_READ, 0, size)
+        data = np.frombuffer(page, np.uint8)
+        into[filled : filled + size] = data[:size]
+        filled += size
+        del data
+        page.close()
+        if filled == len(into):
+            break
     RESULT_BYTES.append(rows.nbytes)
     return len(rows)
 
@@ -146,6 +184,7 @@ def child_pandas_parquet(directory: str, out: str) -> int:
 
 CHILDREN = {
     "to_numpy": child_to_numpy,
+    "floor": child_floor,
     "reader_loop": child_reader_loop,
     "export_parquet": child_export_parquet,
     "pandas_parquet": child_pandas_parquet,
@@ -229,13 +268,15 @@ def backends(asked: str) -> list[str]:
 def run_all(directory: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     """Every child: `to_numpy` and the `Reader` loop once per backend (their ratio, per backend, is
     the target), then the two Parquet exports (on the default backend)."""
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"floor": measure("floor", directory, args.rounds, env)}
     for backend in backends(args.backends):
         on = {**env, "MMIPC_BACKEND": backend}
         for what in ("to_numpy", "reader_loop"):
             results[f"{what}[{backend}]"] = measure(what, directory, args.rounds, on)
         speedup = results[f"reader_loop[{backend}]"]["seconds"] / results[f"to_numpy[{backend}]"]["seconds"]
         results[f"to_numpy_speedup_over_reader_loop[{backend}]"] = {"x": speedup}
+        allowed = results[f"reader_loop[{backend}]"]["seconds"] / results["floor"]["seconds"]
+        results[f"floor_speedup_over_reader_loop[{backend}]"] = {"x": allowed}
     for what in ("export_parquet", "pandas_parquet"):
         results[what] = measure(what, directory, args.rounds, env)
     return results
@@ -247,19 +288,23 @@ def table(frames: int, results: dict[str, Any]) -> str:
         f"{frames:,} CTP v6.3.6 frames ({frames * FRAME_BYTES / 1e6:,.0f} MB of journal), medians of "
         "the rounds (range):",
         "",
-        "| backend | `to_numpy` | `Reader` loop, same array | speedup | peak over start: `to_numpy` "
-        "(result) / loop |",
-        "|---|---:|---:|---:|---:|",
+        "| backend | `to_numpy` | `Reader` loop, same array | speedup | floor's speedup | peak over "
+        "start: `to_numpy` (result) / loop |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for key in sorted(k for k in results if k.startswith("to_numpy_speedup")):
         backend = key[key.index("[") + 1 : -1]
         fast, loop = results[f"to_numpy[{backend}]"], results[f"reader_loop[{backend}]"]
         lines.append(
             f"| {backend} | {_seconds(fast)} | {_seconds(loop)} | **{results[key]['x']:.1f}x** | "
+            f"{results[f'floor_speedup_over_reader_loop[{backend}]']['x']:.1f}x | "
             f"{fast['peak_over_start_mb']:,.0f} MB ({fast['result_mb']:,.0f} MB) / "
             f"{loop['peak_over_start_mb']:,.0f} MB |"
         )
     lines += [
+        "",
+        f"Floor (a fresh result + one read of the journal, no scan): {_seconds(results['floor'])}; "
+        "floor's speedup = the Reader loop's time / the floor's: the best `to_numpy` can do here.",
         "",
         "| Parquet (zstd) | frames | time | frames/s | MB/s of journal | peak RSS | peak over start | file |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -297,6 +342,7 @@ def main() -> None:
     env = {
         **os.environ,
         "BENCH_CHECK": "1",
+        "BENCH_FRAMES": str(args.frames),
         "BENCH_PANDAS_FRAMES": str(args.pandas_frames),
         "OPENBLAS_NUM_THREADS": "1",
     }

@@ -124,11 +124,13 @@ def test_the_benchmark_script_runs_and_agrees_with_itself(tmp_path: Any) -> None
     )
     assert done.returncode == 0, done.stderr
     results = json.load(open(out))["results"]
-    measured = ["to_numpy[python]", "reader_loop[python]", "export_parquet", "pandas_parquet"]
+    measured = ["floor", "to_numpy[python]", "reader_loop[python]", "export_parquet", "pandas_parquet"]
     if backend.native is not None:
         measured += ["to_numpy[native]", "reader_loop[native]"]
     assert all(results[k]["frames"] == 600 for k in measured)
     assert "| python |" in done.stdout and "| `mmipc export --format parquet` | 600 |" in done.stdout
+    assert results["floor"]["result_mb"] == results["to_numpy[python]"]["result_mb"]
+    assert "Floor (" in done.stdout
 
 
 def test_export_shows_a_progress_bar_on_a_terminal_only(md: str, tmp_path: Any) -> None:
@@ -235,3 +237,34 @@ def test_export_never_replaces_a_journal_file_even_with_force(md: str, tmp_path:
         frame = reader.read()
         assert frame is not None and bytes(frame.data) == b"a fill"
     assert len(analysis.to_numpy(md, "md")) == 300
+
+
+@pytest.mark.once  # .ci/run: native pass only (the scan reads pages with numpy, whatever the backend)
+def test_export_scans_an_evenly_filled_page_once(jdir: str, tmp_path: Any, monkeypatch: Any) -> None:
+    """Export counts its rows before it writes them: the count keeps each evenly filled page as a
+    range, so the pass that writes reads its frames without scanning its headers again; a page with
+    gaps (frames of another msg_type between) is scanned again, its offsets not kept."""
+    from mmipc import Writer
+    from mmipc.analysis import _scan
+    from mmipc.analysis._export import export
+    from mmipc.analysis._scan import make_query
+
+    with Writer.create(jdir, "two", service=None, page_size=64 * 1024) as writer:
+        for i in range(4000):  # 2.6 pages of msg_type 7 alone, then two interleaved types
+            writer.write(i.to_bytes(8, "little") * 4, msg_type=7 if i < 2500 or i % 4 else 8)
+    scanned: list[int] = []
+    real = _scan.scan_page
+
+    def counted(page: Any, stop: int) -> Any:  # the real scan, counted
+        scanned.append(page.header.page_no)
+        return real(page, stop)
+
+    monkeypatch.setattr(_scan, "scan_page", counted)
+    query = make_query(jdir, ["two"], 7, None, None, np.dtype([("i", "<u8"), ("rest", "<u8", (3,))]))
+    done = export(query, str(tmp_path / "two.npy"), "npy")
+    want = [i for i in range(4000) if i < 2500 or i % 4]
+    assert done.frames == len(want) and np.load(str(tmp_path / "two.npy"))["i"].tolist() == want
+    pages = sorted(set(scanned))  # pages 0 and 1 hold msg_type 7 alone; the last one, both types
+    assert len(pages) >= 4 and scanned.count(0) == scanned.count(1) == 1 and scanned.count(pages[-1]) == 2, (
+        scanned
+    )

@@ -98,7 +98,8 @@ def export(
             _refuse_special_file(target)
     query = pinned(query)  # the rows counted below are the rows written, also on a live journal
     span = time_span(query)
-    info = {**metadata(query), "journal_span": list(span), **_counted(query)}
+    query, counted = _counted(query)  # (and what it found of each page: not scanned again below)
+    info = {**metadata(query), "journal_span": list(span), **counted}
     tracker = _Tracker(rechunk(merged_rows(query), batch_frames), span, progress)
     folder, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
@@ -117,9 +118,9 @@ def export(
     return Exported(path, tracker.frames, tracker.first, tracker.last)
 
 
-def _counted(query: Query) -> dict[str, int]:
-    frames, first, last = count_rows(query)
-    return {"frames": frames, "first_nano": first, "last_nano": last}
+def _counted(query: Query) -> tuple[Query, dict[str, int]]:
+    query, frames, first, last = count_rows(query)
+    return query, {"frames": frames, "first_nano": first, "last_nano": last}
 
 
 def _check_layout(query: Query, fmt: str) -> None:
