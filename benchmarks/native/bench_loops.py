@@ -3,12 +3,12 @@ callgrind instruction counts per iteration (what a 2.5x throughput target leaves
 
 usage: bench_loops.py PEER-ROLE N DIRECTORY [SIZE]   (the backend is MMIPC_BACKEND's)
 PEER-ROLE: mmipc-send, naive-send (the bench's `_send_all` with the peer's send), mmipc-receive,
-naive-receive (the bench's `_throughput` over the peer's poll, on a log prepared beforehand),
-mmipc-frame-receive (the same over a `read().data` closure: the Frame path), loop (an empty loop:
+naive-receive (the bench's `_throughput` over the peer's poll, on a log prepared beforehand;
+mmipc's over `Reader.read_data` alone), mmipc-frame-receive (the same over a `read().data`
+closure: the Frame path, the bench's mmipc peer's poll), loop (an empty loop:
 the baseline). Payloads are SIZE bytes (default 64). Setup is the same for any N, so
 (Ir(N2) - Ir(N1)) / (N2 - N1) is the cost of one iteration, the loop included.
-mmipc runs standalone (service=None) with the same calls as the bench's peer (`Reader.read_data`);
-the naive peer is the bench's own adapter.
+mmipc runs standalone (service=None); the naive peer is the bench's own adapter.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def _mmipc_poll(directory: str, frames: bool) -> Any:
     reader = Reader.create("bench", service=None)
     reader.add_journal(directory, "bench")
     if not frames:
-        return reader.read_data  # as peers._mmipc_receiver's poll
+        return reader.read_data  # the cheapest poll (the bench's peer does not use it: see its doc)
     read = reader.read
 
-    def poll() -> memoryview | None:  # the Frame path: what the bench's poll was before read_data
+    def poll() -> memoryview | None:  # the Frame path: peers._mmipc_receiver's poll
         frame = read()
         return None if frame is None else frame.data
 

@@ -76,20 +76,25 @@ def _mmipc_sender(workdir: str) -> Send:
 
 
 def _mmipc_receiver(workdir: str) -> tuple[Poll, Poll | None]:
-    """`poll` is `Reader.read_data`, the public read of a payload alone: with one journal on the
-    native backend the C method itself, called with no Python frame between (as the naive log's
-    adapter gives a payload view, and nothing else). The blocking variant is `wait="block"`: spin
-    50 us, then sleep until the writer rings."""
+    """`poll` is ``read().data`` in a closure, as every peer's adapter is. Not `Reader.read_data`
+    alone, although it costs 820 fewer instructions a message: a receiver that fast keeps level
+    with the writer and reads each cache line the moment it is written, and the writer then waits
+    for that line back on every store (measured in one run: 3.9 M msg/s at 64 B against 5.4 M/s).
+    The blocking variant is `wait="block"`: spin 50 us, then sleep until the writer rings."""
     from mmipc import Reader
 
     reader = Reader.create(f"bench-{os.getpid()}")
     reader.add_journal(workdir, "bench")
-    frames = reader.frames(wait="block")
+    read, frames = reader.read, reader.frames(wait="block")
+
+    def poll() -> memoryview | None:
+        frame = read()
+        return None if frame is None else frame.data
 
     def wait() -> memoryview:
         return next(frames).data
 
-    return reader.read_data, wait
+    return poll, wait
 
 
 def _mmipc_areceiver(workdir: str) -> AGet:
