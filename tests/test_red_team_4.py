@@ -5,12 +5,45 @@ as a hostile or careless local user would make them: real page files, real bells
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mmipc import Writer
 from mmipc.journal import _bell
+from mmipc.journal._files import page_path
+
+BELL_DIR = _bell._bell_dir()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=60)
+    return child.pid
+
+
+@pytest.fixture
+def planted() -> Iterator[list[str]]:
+    """Paths a test makes in the bell directory, removed after it whatever happened."""
+    paths: list[str] = []
+    yield paths
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.rmdir(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+
+
+def _plant(planted: list[str], base: str) -> str:
+    path = os.path.join(BELL_DIR, base)
+    with open(path, "wb") as f:
+        f.write(bytes(_bell.BELL_SIZE))
+    planted.append(path)
+    return path
 
 
 def _sleeping_bell(directory: Path, base: str, sleeping: int) -> str:
@@ -55,3 +88,51 @@ def test_a_writer_never_writes_into_a_bell_fifo_that_is_not_a_fifo(
                 f.seek(_bell.FLAGS)
                 f.write(bytes(4))
     assert victim.read_bytes() == b"precious data"
+
+
+def test_a_name_with_unicode_digits_does_not_stop_the_sweep_of_dead_bells(planted: list[str]) -> None:
+    """Any local user may create ``mmipc-bell.².0.0.0`` in /dev/shm: "²".isdigit() holds, but int()
+    refuses it. The sweep must pass over such a name, not raise on it at every tick (the service's
+    monitor logs the error and then never sweeps a dead reader's bell again)."""
+    dead = _dead_pid()
+    _plant(planted, "mmipc-bell.\u00b2.0.0.0")
+    _plant(planted, "mmipc-bell.1.\u00b2.0.0")
+    gone = _plant(planted, f"mmipc-bell.{dead}.0.0.red4")
+    assert f"mmipc-bell.{dead}.0.0.red4" in _bell.sweep_dead_bells()
+    assert not os.path.lexists(gone)
+    assert all(os.path.lexists(p) for p in planted if p != gone)
+
+
+def test_the_sweep_removes_a_hard_link_name_never_the_journal_page_it_links(
+    planted: list[str],
+) -> None:
+    """A hard link to a journal page, named as a dead reader's bell in the bell directory (journals
+    kept in /dev/shm itself: one file system): the sweep may remove that name (our user's regular
+    file), but the page keeps its name and its frames."""
+    jdir = os.path.join(BELL_DIR, f"red4-journals.{os.getpid()}")
+    os.mkdir(jdir)
+    planted.append(jdir)
+    with Writer.create(jdir, "j", service=None) as writer:
+        writer.write(b"kept")
+    planted[:0] = sorted(os.path.join(jdir, f) for f in os.listdir(jdir))  # removed before jdir
+    page = page_path(jdir, "j", 0)
+    before = Path(page).read_bytes()
+    link = os.path.join(BELL_DIR, f"mmipc-bell.{_dead_pid()}.0.0.red4")
+    os.link(page, link)
+    planted.append(link)
+    _bell.sweep_dead_bells()
+    assert Path(page).read_bytes() == before
+
+
+def test_the_sweep_keeps_directories_and_fifos_named_as_dead_bells(planted: list[str]) -> None:
+    """A directory, or a FIFO without the ``.fifo`` suffix, named as a dead reader's bell: kept
+    (never rmdir'd, never opened: a FIFO's open could block the service)."""
+    dead = _dead_pid()
+    directory = os.path.join(BELL_DIR, f"mmipc-bell.{dead}.0.0.red4dir")
+    os.mkdir(directory)
+    planted.append(directory)
+    fifo = os.path.join(BELL_DIR, f"mmipc-bell.{dead}.0.0.red4fifo")
+    os.mkfifo(fifo)
+    planted.append(fifo)
+    _bell.sweep_dead_bells()
+    assert os.path.isdir(directory) and os.path.lexists(fifo)

@@ -331,7 +331,8 @@ def _bell_owner(base: str) -> tuple[int, int] | None:
     if not base.startswith("mmipc-bell."):
         return None
     parts = base.removesuffix(".fifo").split(".")[1:]
-    if len(parts) not in (3, 4) or not all(p.isdigit() for p in parts[:-2]):
+    # ASCII digits only: str.isdigit() also holds for "²", which int() refuses
+    if len(parts) not in (3, 4) or not all(p.isascii() and p.isdigit() for p in parts[:-2]):
         return None
     return int(parts[0]), int(parts[1]) if len(parts) == 4 else -1
 
