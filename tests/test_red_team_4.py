@@ -7,14 +7,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mmipc import Writer
+from mmipc import Reader, Service, Writer
 from mmipc.journal import _bell
-from mmipc.journal._files import page_path
+from mmipc.journal._files import list_pages, page_path
 
 BELL_DIR = _bell._bell_dir()
 
@@ -136,3 +137,38 @@ def test_the_sweep_keeps_directories_and_fifos_named_as_dead_bells(planted: list
     planted.append(fifo)
     _bell.sweep_dead_bells()
     assert os.path.isdir(directory) and os.path.lexists(fifo)
+
+
+def test_the_monitor_keeps_the_counter_file_of_a_live_reader_caught_mid_update(
+    jdir: str, tmp_path: Path
+) -> None:
+    """A live reader stopped between its seqlock's two stores (SIGSTOP, a debugger, its publisher
+    thread waiting for the GIL) holds every page (`_hold_unread`). But the monitor's `_forget_dead`
+    took a counter file it could not read for a dead reader's, and unlinked it after DEAD_LINGER:
+    the reader's hold (and its status row) vanished for good, and retention then removed the pages
+    under it. The owner's pid, read whatever the generation, decides, as it does for the hold."""
+    from mmipc.journal._metrics import DEAD_LINGER, list_counters
+    from mmipc.service._monitor import Monitor
+    from mmipc.service._retention import Policy, prune
+
+    home = str(tmp_path / "home")
+    page = 64 * 1024
+    with Service(home):
+        with Writer.create(jdir, "m", page_size=page, service=home) as writer:
+            for _ in range(300):
+                writer.write(bytes(1000))
+            with Reader.create("stopped", service=home) as reader:
+                reader.add_journal(jdir, "m", start="begin")
+                board = reader._board
+                assert board is not None
+                monitor = Monitor(home, list, Policy())
+                with board._lock:  # the publisher, stopped between its two stores
+                    board._begin()
+                    try:
+                        monitor._dead_since["stopped"] = time.monotonic() - DEAD_LINGER - 1
+                        monitor._forget_dead()
+                        assert "stopped" in list_counters(home)
+                        result, _ = prune(home, jdir, "m", Policy(max_pages=1), time.time_ns())
+                    finally:
+                        board._end()
+                assert result.remove == [] and list_pages(jdir, "m")[0] == 0

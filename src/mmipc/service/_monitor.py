@@ -31,7 +31,13 @@ from .._errors import MmipcError
 from ..journal._bell import sweep_dead_bells
 from ..journal._durable import list_cursors
 from ..journal._files import pid_alive
-from ..journal._metrics import DEAD_LINGER, Published, list_counters, read_counters
+from ..journal._metrics import (
+    DEAD_LINGER,
+    Published,
+    counters_owner,
+    list_counters,
+    read_counters,
+)
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
 from ._retention import Policy, journal_clock, plan
 from ._retention import apply as apply_plan
@@ -230,11 +236,14 @@ class Monitor:
         return rows
 
     def _forget_dead(self) -> None:
-        """Remove the counter files of readers dead for DEAD_LINGER seconds."""
+        """Remove the counter files of readers dead for DEAD_LINGER seconds. A file read mid-update
+        (a reader stopped between its seqlock's two stores) goes by the pid in its header: its
+        reader may be alive, and holds every page through it (`_retention._hold_unread`)."""
         now = time.monotonic()
         for name, path in list_counters(self.home).items():
             info = read_counters(path)
-            if info is not None and pid_alive(info["pid"]):
+            pid = info["pid"] if info is not None else counters_owner(path)
+            if pid is not None and pid_alive(pid):
                 self._dead_since.pop(name, None)
                 continue
             since = self._dead_since.setdefault(name, now)
