@@ -4,10 +4,13 @@ as a hostile or careless local user would make them: real page files, real bells
 
 from __future__ import annotations
 
+import gc
+import itertools
 import os
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +175,108 @@ def test_the_monitor_keeps_the_counter_file_of_a_live_reader_caught_mid_update(
                     finally:
                         board._end()
                 assert result.remove == [] and list_pages(jdir, "m")[0] == 0
+
+
+SMALL_PAGE = 64 * 1024
+
+
+def _write_varied(jdir: str, name: str, count: int, tag: int) -> None:
+    """`count` frames of varied sizes on 64 KiB pages: many page switches."""
+    with Writer.create(jdir, name, page_size=SMALL_PAGE, service=None) as writer:
+        for i in range(count):
+            writer.write(bytes([tag, i % 256]) + os.urandom(8 + i % 300), 7)
+
+
+def _derived(view: memoryview, k: int) -> tuple[object, bytes]:
+    """Something a caller keeps of payload `view` (the view itself dropped after), and its bytes."""
+    data = bytes(view)
+    kept: list[tuple[object, bytes]] = [
+        (view[2:], data[2:]),
+        (view.cast("B"), data),
+        (memoryview(view), data),
+        (view.toreadonly(), data),
+        (weakref_and_view(view), data),
+        (iter(view), data),
+    ]
+    return kept[k % len(kept)]
+
+
+def weakref_and_view(view: memoryview) -> tuple[weakref.ref[memoryview], memoryview]:
+    return weakref.ref(view), view
+
+
+def _bytes_of(kept: object) -> bytes:
+    if isinstance(kept, tuple):
+        return bytes(kept[1])
+    if isinstance(kept, memoryview):
+        return bytes(kept)
+    return bytes(list(kept))  # type: ignore[call-overload]
+
+
+def test_whatever_a_caller_keeps_of_read_data_payloads_never_changes(jdir: str) -> None:
+    """Slices, casts, memoryview(v), toreadonly(), a weak reference with the view, an iterator, a
+    hash taken: kept while read_data refills its view in place and switches pages 40 times."""
+    _write_varied(jdir, "a", 3000, 1)
+    kept: list[tuple[object, bytes]] = []
+    with Reader.create("r", service=None) as reader:
+        reader.add_journal(jdir, "a")
+        for k in itertools.count():
+            view = reader.read_data()
+            if view is None:
+                break
+            hash(view)  # a read-only view caches its hash: the refill must forget it
+            assert hash(view) == hash(bytes(view))
+            if k % 3 == 0:
+                kept.append(_derived(view, k // 3))
+            del view
+        assert k == 3000
+        for thing, data in kept:
+            assert _bytes_of(thing) == data
+    for thing, data in kept:  # the reader closed: still mapped, still the same bytes
+        if isinstance(thing, (memoryview, tuple)):  # (an iterator is spent)
+            assert _bytes_of(thing) == data
+
+
+def test_merged_frames_kept_across_remove_journal_and_close_keep_their_bytes(jdir: str) -> None:
+    """Frames, their payloads and tuple copies of them, kept from a two-journal merge while one
+    journal is removed mid-way and the reader is then closed: every byte stays, nothing raises."""
+    _write_varied(jdir, "a", 3000, 1)
+    _write_varied(jdir, "b", 3000, 2)
+    kept: list[tuple[object, bytes]] = []
+    with Reader.create("r", service=None) as reader:
+        reader.add_journal(jdir, "a")
+        reader.add_journal(jdir, "b")
+        for n, frame in enumerate(iter(reader.read, None)):
+            keep = (frame, frame.data, tuple(frame), None)[n % 4]
+            if keep is not None:
+                kept.append((keep, bytes(frame.data)))
+            if n == 1500:
+                reader.remove_journal(jdir, "a")
+                gc.collect()
+    for thing, data in kept:
+        assert bytes(thing if isinstance(thing, memoryview) else thing[4]) == data  # type: ignore[index]
+
+
+def test_payloads_kept_while_retention_removes_their_pages_keep_their_bytes(jdir: str) -> None:
+    """Retention (its real `prune`) unlinks every finished page while a standalone reader (it holds
+    nothing) keeps payloads of them and of the frames it reads on: the pages stay mapped until the
+    last view goes, and the bytes never change."""
+    from mmipc.service._retention import Policy, prune
+
+    _write_varied(jdir, "a", 3000, 1)
+    kept: list[tuple[memoryview, bytes]] = []
+    with Reader.create("r", service=None) as reader:
+        reader.add_journal(jdir, "a")
+        for n in itertools.count():
+            view = reader.read_data() if n % 2 else getattr(reader.read(), "data", None)
+            if view is None:
+                break
+            if n % 5 == 0:
+                kept.append((view, bytes(view)))
+            if n == 1000:
+                result, removed = prune(None, jdir, "a", Policy(max_pages=1), time.time_ns())
+                assert removed and not result.held_by
+        del view
+    gc.collect()
+    for view, data in kept:
+        assert bytes(view) == data
