@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from mmipc import Reader, Service, Writer
 from mmipc.journal import _bell
 from mmipc.journal._files import list_pages, page_path
@@ -280,3 +281,49 @@ def test_payloads_kept_while_retention_removes_their_pages_keep_their_bytes(jdir
     gc.collect()
     for view, data in kept:
         assert bytes(view) == data
+
+
+def test_a_crafted_counter_file_that_holds_every_page_is_named_by_prune_dry_run(
+    jdir: str, tmp_path: Path
+) -> None:
+    """A counter file left "being written" (odd seqlock generation) whose header names a live pid
+    (here 1, which never dies: a crafted file, or a killed reader's pid taken by another process)
+    holds every page of every journal. That must not be silent: `mmipc prune --dry-run` names it."""
+    from mmipc.journal._metrics import HEADER, list_counters
+
+    home = str(tmp_path / "home")
+    with Service(home):
+        with Writer.create(jdir, "g", page_size=SMALL_PAGE, service=home) as writer:
+            for _ in range(300):
+                writer.write(bytes(1000))
+            with Reader.create("real", service=home) as reader:
+                reader.add_journal(jdir, "g")
+                wait_for(lambda: "real" in list_counters(home), what="the reader's counter file")
+                real = Path(list_counters(home)["real"])
+                crafted = bytearray(real.read_bytes())
+        fields = list(HEADER.unpack_from(crafted))
+        fields[2], fields[3] = 1, fields[3] | 1  # pid 1; generation odd: "being written"
+        HEADER.pack_into(crafted, 0, *fields)
+        (real.parent / ("ghost" + real.name.removeprefix("real"))).write_bytes(crafted)
+        assert "ghost" in list_counters(home)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mmipc",
+                "prune",
+                jdir,
+                "g",
+                "--before",
+                str(time.time_ns()),
+                "--dry-run",
+                "--home",
+                home,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert out.returncode == 0, out.stderr
+    assert "would remove 0 page(s)" in out.stdout
+    assert "held by reader ghost (its positions are being written: every page held)" in out.stdout
