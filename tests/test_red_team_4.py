@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from mmipc import Reader, Service, Writer
+from mmipc import CorruptJournalError, Reader, Service, Writer
 from mmipc.journal import _bell
 from mmipc.journal._files import list_pages, page_path
 
@@ -327,3 +327,28 @@ def test_a_crafted_counter_file_that_holds_every_page_is_named_by_prune_dry_run(
     assert out.returncode == 0, out.stderr
     assert "would remove 0 page(s)" in out.stdout
     assert "held by reader ghost (its positions are being written: every page held)" in out.stdout
+
+
+def test_a_foreign_newest_page_neither_stops_retention_by_pages_nor_hides_from_status(
+    jdir: str, tmp_path: Path
+) -> None:
+    """Any file named as the journal's newest page (a page copied from another journal, garbage):
+    the service's retention read it first for the journal's clock (an age rule's), raised before it
+    counted anything, and so removed no page by any rule, for good, with only a log line to show.
+    Rules by pages or bytes need no clock; an age rule that cannot read it counts an error."""
+    from mmipc.service._monitor import Monitor
+    from mmipc.service._retention import Policy, parse_age
+
+    with Writer.create(jdir, "j", page_size=SMALL_PAGE, service=None) as writer:
+        for _ in range(600):
+            writer.write(bytes(1000))
+    pages = list_pages(jdir, "j")
+    assert len(pages) >= 8
+    Path(page_path(jdir, "j", 99)).write_bytes(Path(page_path(jdir, "j", 0)).read_bytes())
+    home = str(tmp_path / "home")
+    by_age = Monitor(home, list, Policy(max_age_ns=parse_age("1s")))
+    with pytest.raises(CorruptJournalError):
+        by_age.retain((jdir, "j"))
+    assert by_age.retention_errors == 1 and "page 99" in by_age.last_retention_error
+    removed = Monitor(home, list, Policy(max_pages=2)).retain((jdir, "j"))
+    assert len(removed) == len(pages) - 1  # all but the writer's last page (not finished)

@@ -39,7 +39,7 @@ from ..journal._metrics import (
     read_counters,
 )
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
-from ._retention import Policy, journal_clock, plan
+from ._retention import Plan, Policy, journal_clock, plan
 from ._retention import apply as apply_plan
 
 log = logging.getLogger("mmipc.service")
@@ -156,8 +156,9 @@ class Monitor:
         policy = self.policy_for(key[0])
         if not policy:
             return []
-        result = plan(self.home, key[0], key[1], policy, journal_clock(key[0], key[1], time.time_ns()))
-        try:
+        result = Plan(*key)
+        try:  # a page that cannot be read is a retention error (counted in status), not a silent stop
+            result = plan(self.home, key[0], key[1], policy, _clock(key, policy))
             done = apply_plan(result, policy.archive, self.home)
         except Exception as exc:
             self.retention_errors += 1
@@ -253,6 +254,13 @@ class Monitor:
                 except OSError:
                     pass
                 self._dead_since.pop(name, None)
+
+
+def _clock(key: JournalKey, policy: Policy) -> int:
+    """The time pages age against: an age rule counts on the journal's own newest frame too
+    (`journal_clock`, which reads its last page); bytes and pages need no clock, nor that page."""
+    now = time.time_ns()
+    return journal_clock(key[0], key[1], now) if policy.max_age_ns is not None else now
 
 
 def _exact_lag(row: dict[str, Any], seq: int, tail: Tail | None) -> None:
