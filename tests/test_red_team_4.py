@@ -352,3 +352,38 @@ def test_a_foreign_newest_page_neither_stops_retention_by_pages_nor_hides_from_s
     assert by_age.retention_errors == 1 and "page 99" in by_age.last_retention_error
     removed = Monitor(home, list, Policy(max_pages=2)).retain((jdir, "j"))
     assert len(removed) == len(pages) - 1  # all but the writer's last page (not finished)
+
+
+def test_a_counter_file_of_deeply_nested_json_breaks_neither_status_nor_retention(
+    jdir: str, tmp_path: Path
+) -> None:
+    """A counter file whose journal list is 12 KB of ``[`` (a crafted or damaged file): json raised
+    RecursionError, which read_counters let through, so `mmipc status`, retention of every journal
+    and the monitor's removal of dead readers' files (this one included) failed for good."""
+    from mmipc import service_status
+    from mmipc.journal._metrics import (
+        COUNTER_FILE_SIZE,
+        HEADER,
+        JOURNALS_AT,
+        MAGIC,
+        READERS_DIR,
+        SUFFIX,
+        VERSION,
+    )
+    from mmipc.service._retention import Policy, prune
+
+    home = str(tmp_path / "home")
+    jlen = COUNTER_FILE_SIZE - JOURNALS_AT
+    data = bytearray(COUNTER_FILE_SIZE)
+    HEADER.pack_into(data, 0, MAGIC, VERSION, os.getpid(), 2, 0, 0, 0, 0, jlen, 1)
+    data[JOURNALS_AT:] = b"[" * jlen
+    with Service(home):
+        with Writer.create(jdir, "n", page_size=SMALL_PAGE, service=home) as writer:
+            for _ in range(300):
+                writer.write(bytes(1000))
+            Path(home, READERS_DIR).mkdir(exist_ok=True)
+            Path(home, READERS_DIR, "nested" + SUFFIX).write_bytes(data)
+            status = service_status(home)
+            assert "nested" in [r["name"] for r in status["readers"]]  # shown, not a failure
+            result, removed = prune(home, jdir, "n", Policy(max_pages=1), time.time_ns())
+    assert removed == [] and "held by reader nested" in result.kept_for  # its pid lives: all held
