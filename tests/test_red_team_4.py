@@ -387,3 +387,38 @@ def test_a_counter_file_of_deeply_nested_json_breaks_neither_status_nor_retentio
             assert "nested" in [r["name"] for r in status["readers"]]  # shown, not a failure
             result, removed = prune(home, jdir, "n", Policy(max_pages=1), time.time_ns())
     assert removed == [] and "held by reader nested" in result.kept_for  # its pid lives: all held
+
+
+def test_a_cursor_file_of_deeply_nested_json_is_a_cursor_error_not_a_recursion_error(
+    jdir: str, tmp_path: Path
+) -> None:
+    """A durable reader's cursor file holding 100 KB of ``[`` under a valid checksum (damaged, or
+    crafted: the CRC is no secret): json's RecursionError went through list_cursors, so retention
+    and status failed for every journal, and the reader's create raised it raw. It is a cursor
+    file that cannot be read: it holds every page, and `prune --dry-run` says so."""
+    import zlib
+
+    from mmipc.journal._durable import FORMAT
+    from mmipc.service._retention import Policy, prune
+
+    home = str(tmp_path / "home")
+    with Service(home):
+        with Writer.create(jdir, "c", page_size=SMALL_PAGE, service=home) as writer:
+            for _ in range(300):
+                writer.write(bytes(1000))
+        body = b"[" * 100_000
+        cursors = Path(home, "cursors")
+        cursors.mkdir(exist_ok=True)
+        (cursors / "deep.cursor").write_bytes(f"{FORMAT} {zlib.crc32(body):08x}\n".encode() + body)
+        result, removed = prune(home, jdir, "c", Policy(max_pages=1), time.time_ns())
+    assert removed == [] and "its cursor file cannot be read" in result.kept_for
+
+
+def test_a_bridge_state_file_of_deeply_nested_json_reads_as_nothing(tmp_path: Path) -> None:
+    """A bridge's state file (in the home; status reads every one) of 100 KB of ``[``: json's
+    RecursionError went through `_read`, whose rule is that damaged JSON reads as nothing."""
+    from mmipc.bridge._state import _read
+
+    path = tmp_path / "deep.state"
+    path.write_bytes(b"[" * 100_000)
+    assert _read(str(path)) is None
