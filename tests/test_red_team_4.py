@@ -422,3 +422,40 @@ def test_a_bridge_state_file_of_deeply_nested_json_reads_as_nothing(tmp_path: Pa
     path = tmp_path / "deep.state"
     path.write_bytes(b"[" * 100_000)
     assert _read(str(path)) is None
+
+
+def _live_payloads() -> list[tuple[object, bytes]]:
+    """Every payload view and Frame the collector can reach (the cores' kept ones too), copied."""
+    found: list[tuple[object, bytes]] = []
+    for obj in gc.get_objects():
+        if type(obj).__name__ == "Frame":
+            found.append((obj, bytes(obj[4])))
+        elif isinstance(obj, memoryview):
+            try:
+                if obj.nbytes < 400:
+                    found.append((obj, bytes(obj)))
+            except ValueError:  # released
+                pass
+    return found
+
+
+@pytest.mark.parametrize("names", [["a"], ["a", "b"]], ids=["one journal", "merge"])
+def test_payloads_and_frames_taken_through_gc_get_objects_never_change(jdir: str, names: list[str]) -> None:
+    """gc.get_objects() hands out the views and Frames a core keeps to refill: taken that way (no
+    caller ever held them), they must still never change while reading goes on."""
+    for tag, name in enumerate(names):
+        _write_varied(jdir, name, 2000, tag)
+    grabbed: list[tuple[object, bytes]] = []
+    with Reader.create("r", service=None) as reader:
+        for name in names:
+            reader.add_journal(jdir, name)
+        for k in itertools.count():
+            got = reader.read_data() if k % 2 else reader.read()
+            if got is None:
+                break
+            del got
+            if k % 97 == 0:
+                grabbed += _live_payloads()
+        for thing, data in grabbed:
+            assert bytes(thing if isinstance(thing, memoryview) else thing[4]) == data  # type: ignore[index]
+    assert len(grabbed) > 100
