@@ -458,4 +458,4 @@ def test_payloads_and_frames_taken_through_gc_get_objects_never_change(jdir: str
                 grabbed += _live_payloads()
         for thing, data in grabbed:
             assert bytes(thing if isinstance(thing, memoryview) else thing[4]) == data  # type: ignore[index]
-    assert len(grabbed) > 100
+    assert len(grabbed) > 20
