@@ -81,7 +81,7 @@ def _read(path: str) -> dict[str, Any] | None:
         os.close(fd)
     try:
         record = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # json nests arrays recursively: a damaged file
         return None
     return record if isinstance(record, dict) else None
 

@@ -331,7 +331,8 @@ def _bell_owner(base: str) -> tuple[int, int] | None:
     if not base.startswith("mmipc-bell."):
         return None
     parts = base.removesuffix(".fifo").split(".")[1:]
-    if len(parts) not in (3, 4) or not all(p.isdigit() for p in parts[:-2]):
+    # ASCII digits only: str.isdigit() also holds for "²", which int() refuses
+    if len(parts) not in (3, 4) or not all(p.isascii() and p.isdigit() for p in parts[:-2]):
         return None
     return int(parts[0]), int(parts[1]) if len(parts) == 4 else -1
 
@@ -519,9 +520,8 @@ class LateRinger(Ringer):
 def _poke(target: list[Any]) -> None:
     """Wake an asyncio reader: one byte into its bell's FIFO (opened once, non-blocking)."""
     if target[3] < 0:
-        try:
-            target[3] = os.open(target[2] + ".fifo", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
+        target[3] = _open_fifo(target[2] + ".fifo")
+        if target[3] < 0:
             return  # no loop listens: the reader's wait ends within its max_nap
     try:
         os.write(target[3], b"!")
@@ -530,6 +530,22 @@ def _poke(target: list[Any]) -> None:
     except OSError:
         os.close(target[3])
         target[3] = -1
+
+
+def _open_fifo(path: str) -> int:
+    """A descriptor to write a byte into FIFO `path`, or -1: never a link, a regular file or a
+    device (a list, which anyone who may write it may fill, names the bell: a FIFO "!" lands in)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return -1
 
 
 def _settle(target: list[Any]) -> None:

@@ -166,7 +166,7 @@ def read_record(path: str) -> dict[str, Any] | None:
         record: dict[str, Any] = json.loads(body)
         if not isinstance(record["generation"], int) or not isinstance(record["journals"], list):
             raise TypeError("bad field types")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # json nests recursively
         raise CursorError(f"cursor file {path} has a bad record: {exc}") from None
     for entry in record["journals"]:
         if not _is_entry(entry):

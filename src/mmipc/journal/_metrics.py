@@ -313,7 +313,7 @@ def _parse(data: bytes) -> dict[str, Any] | None:
             Published(str(d), str(n), *SLOT.unpack_from(data, SLOTS_AT + i * SLOT_SIZE))
             for i, (d, n) in enumerate(journals[:slots])
         ]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # a damaged list: json nests arrays recursively
         return None
     mode = WAIT_MODES[wait] if wait < len(WAIT_MODES) else "custom"
     return {"pid": pid, "heartbeat_ns": beat, "started_ns": started, "durable": bool(durable),

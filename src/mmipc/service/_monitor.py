@@ -31,9 +31,15 @@ from .._errors import MmipcError
 from ..journal._bell import sweep_dead_bells
 from ..journal._durable import list_cursors
 from ..journal._files import pid_alive
-from ..journal._metrics import DEAD_LINGER, Published, list_counters, read_counters
+from ..journal._metrics import (
+    DEAD_LINGER,
+    Published,
+    counters_owner,
+    list_counters,
+    read_counters,
+)
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
-from ._retention import Policy, journal_clock, plan
+from ._retention import Plan, Policy, journal_clock, plan
 from ._retention import apply as apply_plan
 
 log = logging.getLogger("mmipc.service")
@@ -150,8 +156,9 @@ class Monitor:
         policy = self.policy_for(key[0])
         if not policy:
             return []
-        result = plan(self.home, key[0], key[1], policy, journal_clock(key[0], key[1], time.time_ns()))
-        try:
+        result = Plan(*key)
+        try:  # a page that cannot be read is a retention error (counted in status), not a silent stop
+            result = plan(self.home, key[0], key[1], policy, _clock(key, policy))
             done = apply_plan(result, policy.archive, self.home)
         except Exception as exc:
             self.retention_errors += 1
@@ -230,11 +237,14 @@ class Monitor:
         return rows
 
     def _forget_dead(self) -> None:
-        """Remove the counter files of readers dead for DEAD_LINGER seconds."""
+        """Remove the counter files of readers dead for DEAD_LINGER seconds. A file read mid-update
+        (a reader stopped between its seqlock's two stores) goes by the pid in its header: its
+        reader may be alive, and holds every page through it (`_retention._hold_unread`)."""
         now = time.monotonic()
         for name, path in list_counters(self.home).items():
             info = read_counters(path)
-            if info is not None and pid_alive(info["pid"]):
+            pid = info["pid"] if info is not None else counters_owner(path)
+            if pid is not None and pid_alive(pid):
                 self._dead_since.pop(name, None)
                 continue
             since = self._dead_since.setdefault(name, now)
@@ -244,6 +254,13 @@ class Monitor:
                 except OSError:
                     pass
                 self._dead_since.pop(name, None)
+
+
+def _clock(key: JournalKey, policy: Policy) -> int:
+    """The time pages age against: an age rule counts on the journal's own newest frame too
+    (`journal_clock`, which reads its last page); bytes and pages need no clock, nor that page."""
+    now = time.time_ns()
+    return journal_clock(key[0], key[1], now) if policy.max_age_ns is not None else now
 
 
 def _exact_lag(row: dict[str, Any], seq: int, tail: Tail | None) -> None:

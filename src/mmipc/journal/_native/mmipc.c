@@ -1069,10 +1069,15 @@ ringer_wake(mmipc_ringer *r, int i)
     else if (sleeping == 2) {
         char fifo[256];
         snprintf(fifo, sizeof(fifo), "%s.fifo", r->targets[i].path);
-        int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        /* the list names the bell (anyone who may write it may name any path): never a link,
+         * never a regular file or a device, only a FIFO gets the byte */
+        int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
         if (fd >= 0) {
-            ssize_t ignored = write(fd, "!", 1);
-            (void)ignored;
+            if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) {
+                ssize_t ignored = write(fd, "!", 1);
+                (void)ignored;
+            }
             close(fd);
         }
     }
