@@ -191,6 +191,29 @@ def jdir(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.fixture
+def planted() -> Iterator[list[str]]:
+    """Paths a test plants outside its tmp_path (files, links, FIFOs, empty directories, in the bell
+    directory say), removed after it whatever happened."""
+    paths: list[str] = []
+    yield paths
+    for path in paths:
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass  # never planted, or already removed (by the sweep under test)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=60)
+    return child.pid
+
+
 def mapped_journal_files() -> int:
     """How many mappings of journal pages this process holds."""
     with open(f"/proc/{os.getpid()}/maps") as maps:

@@ -5,35 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
-from conftest import Procs, ServiceProcess, wait_for
+from conftest import Procs, ServiceProcess, dead_pid, wait_for
 from mmipc import Writer
 from mmipc.journal._bell import BellList, _bell_dir, start_ticks, sweep_dead_bells
 
 BELL_DIR = _bell_dir()
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a file of another user")
-
-
-def _dead_pid() -> int:
-    """The pid of a process that has exited and been reaped."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait(timeout=60)
-    return child.pid
-
-
-@pytest.fixture
-def planted() -> Iterator[list[str]]:
-    """Paths a test creates in the bell directory, removed after it whatever happened."""
-    paths: list[str] = []
-    yield paths
-    for path in paths:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
 
 
 def _plant(planted: list[str], base: str, uid: int = -1) -> str:
@@ -81,7 +61,7 @@ def test_the_sweep_removes_only_our_dead_readers_bells(planted: list[str]) -> No
     """Removed: a dead pid's bell (with or without the start time), and a live pid's whose start time
     is not the one recorded (the pid was reused). Kept: a live reader's, a name it cannot parse, a
     symbolic link, another user's (root only)."""
-    me, dead = os.getpid(), _dead_pid()
+    me, dead = os.getpid(), dead_pid()
     start = start_ticks(me)
     assert start > 0
     gone = [

@@ -11,36 +11,16 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import dead_pid, wait_for
 from mmipc import CorruptJournalError, Reader, Service, Writer
 from mmipc.journal import _bell
 from mmipc.journal._files import list_pages, page_path
 
 BELL_DIR = _bell._bell_dir()
-
-
-def _dead_pid() -> int:
-    """The pid of a process that has exited and been reaped."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait(timeout=60)
-    return child.pid
-
-
-@pytest.fixture
-def planted() -> Iterator[list[str]]:
-    """Paths a test makes in the bell directory, removed after it whatever happened."""
-    paths: list[str] = []
-    yield paths
-    for path in paths:
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.rmdir(path)
-        elif os.path.lexists(path):
-            os.unlink(path)
 
 
 def _plant(planted: list[str], base: str) -> str:
@@ -99,7 +79,7 @@ def test_a_name_with_unicode_digits_does_not_stop_the_sweep_of_dead_bells(plante
     """Any local user may create ``mmipc-bell.².0.0.0`` in /dev/shm: "²".isdigit() holds, but int()
     refuses it. The sweep must pass over such a name, not raise on it at every tick (the service's
     monitor logs the error and then never sweeps a dead reader's bell again)."""
-    dead = _dead_pid()
+    dead = dead_pid()
     _plant(planted, "mmipc-bell.\u00b2.0.0.0")
     _plant(planted, "mmipc-bell.1.\u00b2.0.0")
     gone = _plant(planted, f"mmipc-bell.{dead}.0.0.red4")
@@ -122,7 +102,7 @@ def test_the_sweep_removes_a_hard_link_name_never_the_journal_page_it_links(
     planted[:0] = sorted(os.path.join(jdir, f) for f in os.listdir(jdir))  # removed before jdir
     page = page_path(jdir, "j", 0)
     before = Path(page).read_bytes()
-    link = os.path.join(BELL_DIR, f"mmipc-bell.{_dead_pid()}.0.0.red4")
+    link = os.path.join(BELL_DIR, f"mmipc-bell.{dead_pid()}.0.0.red4")
     os.link(page, link)
     planted.append(link)
     _bell.sweep_dead_bells()
@@ -132,7 +112,7 @@ def test_the_sweep_removes_a_hard_link_name_never_the_journal_page_it_links(
 def test_the_sweep_keeps_directories_and_fifos_named_as_dead_bells(planted: list[str]) -> None:
     """A directory, or a FIFO without the ``.fifo`` suffix, named as a dead reader's bell: kept
     (never rmdir'd, never opened: a FIFO's open could block the service)."""
-    dead = _dead_pid()
+    dead = dead_pid()
     directory = os.path.join(BELL_DIR, f"mmipc-bell.{dead}.0.0.red4dir")
     os.mkdir(directory)
     planted.append(directory)
