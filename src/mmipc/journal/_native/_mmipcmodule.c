@@ -773,24 +773,24 @@ frame_free(PyObject *f, int view)
            && (!view || Py_REFCNT(((PyTupleObject *)f)->ob_item[4]) == 1);
 }
 
-/* The slot of last[] to fill: one whose Frame and view are free, else an empty one, else one whose
- * Frame is free, else `turn` (a new Frame). Two slots, because a loop holds the frame (`for f in
- * ...`) or the view (`data = read().data`) of one read until the next read has returned. */
+/* The slot of `last` (a cursor's or the merge's two kept Frames) to fill: one whose Frame and view
+ * are free, else an empty one, else one whose Frame is free, else `turn` (a new Frame). Two slots,
+ * because a loop holds the frame (`for f in ...`) or the view (`data = read().data`) of one read
+ * until the next read has returned. */
 static int
-frame_slot(const CursorCore *self)
+frame_slot(PyObject *const last[2], int turn)
 {
-    int t = self->turn;
     for (int k = 0; k < 2; k++) {
-        if (frame_free(self->last[t ^ k], 1)) {
-            return t ^ k;
+        if (frame_free(last[turn ^ k], 1)) {
+            return turn ^ k;
         }
     }
     for (int k = 0; k < 2; k++) {
-        if (self->last[t ^ k] == NULL) {
-            return t ^ k;
+        if (last[turn ^ k] == NULL) {
+            return turn ^ k;
         }
     }
-    return frame_free(self->last[t ^ 1], 0) ? t ^ 1 : t;
+    return frame_free(last[turn ^ 1], 0) ? turn ^ 1 : turn;
 }
 
 /* The Frame for a peeked frame: one of the last two this cursor handed out, refilled, if only the
@@ -798,7 +798,7 @@ frame_slot(const CursorCore *self)
 static PyObject *
 cursor_frame(CursorCore *self, const mmipc_peeked_t *p)
 {
-    int slot = frame_slot(self);
+    int slot = frame_slot(self->last, self->turn);
     self->turn = slot ^ 1;
     PyObject *f = self->last[slot];
     if (f == NULL || Py_REFCNT(f) != 1) {
@@ -1640,24 +1640,6 @@ view_repoint(PyObject *mv, const merge_entry_t *e, const unsigned char *base, ui
     return 1;
 }
 
-/* The slot of the merge's last[] to fill: as frame_slot does for a cursor. */
-static int
-merge_slot(const MergeCore *m)
-{
-    int t = m->turn;
-    for (int k = 0; k < 2; k++) {
-        if (frame_free(m->last[t ^ k], 1)) {
-            return t ^ k;
-        }
-    }
-    for (int k = 0; k < 2; k++) {
-        if (m->last[t ^ k] == NULL) {
-            return t ^ k;
-        }
-    }
-    return frame_free(m->last[t ^ 1], 0) ? t ^ 1 : t;
-}
-
 /* The Frame for core's peeked frame: one of the merge's last two, refilled (see "refilling what
  * the caller has dropped"), whatever journal it came from. Following hundreds of journals, each
  * cursor's own Frame, its ints and its payload view would be a cache miss apiece on every frame;
@@ -1667,7 +1649,7 @@ merge_frame(MergeCore *m, const merge_entry_t *e)
 {
     CursorCore *core = e->core;
     const mmipc_peeked_t *p = &core->next;
-    int slot = merge_slot(m);
+    int slot = frame_slot(m->last, m->turn);
     m->turn = slot ^ 1;
     PyObject *f = m->last[slot];
     if (f == NULL || Py_REFCNT(f) != 1 || Py_TYPE(f) != core->frame_type) {
