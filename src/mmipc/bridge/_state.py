@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import time
 from typing import Any
 
-from ..journal._files import pid_alive, try_lock, write_atomically
+from ..journal._files import pid_alive, read_regular, try_lock, write_atomically
 from ..service._home import resolve_home
 from ._wire import BridgeError
 
@@ -67,18 +66,9 @@ class StateFile:
 def _read(path: str) -> dict[str, Any] | None:
     """The record at `path`, or None if it is not one: a FIFO never blocks (O_NONBLOCK), and a
     directory, a device or damaged JSON reads as nothing."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+    data = read_regular(path, MAX_FILE)
+    if data is None:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        data = os.read(fd, MAX_FILE)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     try:
         record = json.loads(data)
     except (ValueError, RecursionError):  # json nests arrays recursively: a damaged file

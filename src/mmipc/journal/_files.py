@@ -39,6 +39,22 @@ DEFAULT_MODE = 0o600
 _OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+def read_regular(path: str, size: int) -> bytes | None:
+    """Up to `size` bytes from the start of the regular file at `path`, or None if there is none, it
+    is something else (a link is not followed, a FIFO never blocks) or it cannot be read. For the
+    small files others may have planted or damaged: counter files, bridge state files."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.pread(fd, size, 0) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process `pid` exists (another user's counts too; 0, negatives and numbers no pid can
     be, as a damaged file may hold, never do)."""

@@ -38,7 +38,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._files import check_name
+from ._files import check_name, read_regular
 
 if TYPE_CHECKING:
     from ._cursor import Cursor
@@ -286,17 +286,8 @@ def read_counters(path: str) -> dict[str, Any] | None:
 def counters_owner(path: str) -> int | None:
     """The pid in a counter file's header, read whatever its generation (a publisher may be in the
     middle of an update, or stopped there); None if the file is not a counter file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        data = os.pread(fd, HEADER.size, 0) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(data) != HEADER.size or data[:8] != MAGIC:
+    data = read_regular(path, HEADER.size)
+    if data is None or len(data) != HEADER.size or data[:8] != MAGIC:
         return None
     _, version, pid = HEADER.unpack(data)[:3]
     return int(pid) if version == VERSION else None
