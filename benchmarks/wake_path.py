@@ -1,16 +1,18 @@
 """Instructions a woken reader spends between its wait returning and the frame reaching its consumer.
 
-    python benchmarks/wake_path.py [--mode block|aio] [--frames 150] [--gap-ms 50] [--keep DIR]
+    python benchmarks/wake_path.py [--mode block|aio] [--frames 100] [--gap-ms 80] [--keep DIR]
 
 Runs a reader (`reader.frames(wait="block")`, or `async for frame in reader.aframes()`) under
 `valgrind --tool=callgrind` and a writer outside it that writes one 64-byte frame every `--gap-ms`
-ms (far longer than the reader's whole loop under valgrind: it always falls asleep). The consumer
-takes `frame.data`, then calls `os.getppid()`, a marker nothing else calls. Callgrind dumps its
-counts when the wait returns (after libc's `syscall`, the futex, or `epoll_wait` for asyncio) and
-when the marker is entered (before `getppid`): each dump that ends at the marker holds exactly the
-after-wake path (back to Python, the re-check or read, the generator or the event loop, `.data`).
-A dump that does not start at the wait's return (the re-check found the frame, the first frames)
-is dropped. Prints the median, min and max instructions (Ir) of those dumps, and their count.
+ms (far longer than the reader's whole loop under valgrind: it falls asleep before each). The
+consumer takes `frame.data`, then calls `os.getppid()`, a marker nothing else calls. Callgrind
+dumps its counts at the marker, when the wait returns (after libc's `syscall()`, the futex; for
+asyncio, at `os.getpgrp()`, which the probe calls right after a selector's `select()` with a
+timeout other than 0 returns) and after every `epoll_wait`. From the last wake before a marker to
+the marker is the after-wake path (back to Python, the read, the generator or the event loop's
+turns, `.data`); each `epoll_wait` on it is one more turn of the loop. From a marker to the next
+wake is the way to sleep, the wait included. Prints the median, min and max of each, after the
+first five frames; frames found without sleeping are left out.
 Instruction counts do not drift with the machine's load: quote them; the wall clock, never here.
 """
 
@@ -27,7 +29,9 @@ import sys
 import tempfile
 import time
 
-WAIT_FUNCTION = {"block": "syscall", "aio": "epoll_wait"}
+# Where the wait returns: libc's syscall() (the futex); for asyncio, a marker called right after
+# a selector's select() that may block returns (one with a timeout of 0 does not mark).
+WAKE_TRIGGER = {"block": "--dump-after=syscall", "aio": "--dump-before=getpgrp"}
 
 
 def reader_main(directory: str, count: int, mode: str) -> None:
@@ -46,6 +50,16 @@ def reader_main(directory: str, count: int, mode: str) -> None:
 
 
 async def _aio_reader(reader: object, count: int) -> None:
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    select = selector.select
+
+    def marked(timeout: float | None = None) -> object:
+        events = select(timeout)
+        if timeout is None or timeout > 0:
+            os.getpgrp()
+        return events
+
+    selector.select = marked
     frames = reader.aframes()  # type: ignore[attr-defined]
     for _ in range(count):
         _ = (await frames.__anext__()).data
@@ -64,7 +78,8 @@ def run(mode: str, count: int, gap: float, keep: str | None) -> None:
         "valgrind",
         "--tool=callgrind",
         f"--callgrind-out-file={out}.%p",
-        f"--dump-after={WAIT_FUNCTION[mode]}",
+        WAKE_TRIGGER[mode],
+        "--dump-after=epoll_wait",
         "--dump-before=getppid",
         sys.executable,
         __file__,
@@ -83,30 +98,46 @@ def run(mode: str, count: int, gap: float, keep: str | None) -> None:
         time.sleep(gap)
     reader.wait(timeout=600)
     writer.close()
-    report(glob.glob(f"{out}.*"), WAIT_FUNCTION[mode])
+    report(glob.glob(f"{out}.*"), WAKE_TRIGGER[mode])
 
 
-def report(files: list[str], wait_function: str) -> None:
-    """Ir of each dump that starts when the wait returns and ends at the marker (the after-wake
-    path), and of each that starts at the marker and ends when the wait returns (the consumer's
-    next call up to the wait, and the wait itself: the way to sleep)."""
+def report(files: list[str], wake_trigger: str) -> None:
+    """The after-wake path: from the last wake before a marker to that marker, summed over the
+    dumps in between (each further `epoll_wait` is one more turn of an event loop). The way to
+    sleep: from a marker to the first wake after it, the wait included."""
     dumps = []
     for path in files:
         with open(path, errors="replace") as f:
             text = f.read(1 << 16)
-        trigger = re.search(r"^desc: Trigger: (.*)$", text, re.M)
+        found = re.search(r"^desc: Trigger: (.*)$", text, re.M)
         totals = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
-        if trigger and totals:
-            dumps.append((_dump_number(path), trigger.group(1), int(totals.group(1))))
+        if found and totals:
+            dumps.append((_dump_number(path), found.group(1), int(totals.group(1))))
     dumps.sort()
-    pairs = [(start, end, ir) for (_, start, _), (_, end, ir) in zip(dumps, dumps[1:], strict=False)]
-    woken = [ir for start, end, ir in pairs if wait_function in start and "getppid" in end]
-    sleeping = [ir for start, end, ir in pairs if "getppid" in start and wait_function in end]
+    woken, turns, sleeping = [], [], []
+    after: list[int] | None = None  # the dumps since the last wake
+    before = 0  # Ir since the last marker
+    for _, trigger, ir in dumps:
+        if after is not None:
+            after.append(ir)
+        else:
+            before += ir
+        if trigger == wake_trigger:
+            if after is None:
+                sleeping.append(before)
+            after = []
+        elif "getppid" in trigger:
+            if after:
+                woken.append(sum(after))
+                turns.append(len(after) - 1)
+            after, before = None, 0
     _print("after-wake path", woken)
+    _print("extra epoll_wait calls (loop turns) on it", turns)
     _print("way to sleep", sleeping)
 
 
 def _print(what: str, costs: list[int]) -> None:
+    """Median, min, max, count (after the first five)."""
     costs = costs[5:]  # the first wake-ups warm caches and imports
     if not costs:
         raise SystemExit(f"no {what} dumps: did the reader ever sleep?")
@@ -125,9 +156,9 @@ def main() -> None:
         reader_main(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=sorted(WAIT_FUNCTION), default="block")
-    parser.add_argument("--frames", type=int, default=150)
-    parser.add_argument("--gap-ms", type=float, default=50.0)
+    parser.add_argument("--mode", choices=sorted(WAKE_TRIGGER), default="block")
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--gap-ms", type=float, default=80.0)
     parser.add_argument("--keep", help="a directory for the journal and the dumps (default: a temporary one)")
     args = parser.parse_args()
     run(args.mode, args.frames, args.gap_ms / 1000, args.keep)
