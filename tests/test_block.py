@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from conftest import wait_for
-from mmipc import Frame, Reader, Writer
+from mmipc import Block, Frame, Reader, Writer
 from mmipc.journal._backend import native
 
 pytestmark = pytest.mark.skipif(native is None, reason="needs the C extension")
@@ -103,3 +103,50 @@ def test_bad_arguments_are_a_clear_error(reader: Reader) -> None:
         native.bell_block(_bell(reader), reader.read)  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="doorbell"):
         native.bell_block(bytearray(8), reader.read, 0)  # type: ignore[union-attr]
+
+
+def test_a_journal_whose_writer_does_not_ring_is_seen_while_rings_keep_the_reader_busy(jdir: str) -> None:
+    """Every wait ends with a ring from `loud`; `mute`'s writer never rings. The sweep every
+    SWEEP_PERIOD (at the re-check before a wait) finds `mute`'s frame after about as many of
+    `loud`'s frames as wake-ups fit in 0.1 s (each here waits at least 1 ms for the reader to fall
+    asleep); without it, only the merge's sweep every SWEEP_EVERY reads would, after thousands."""
+    for name in ("loud", "mute"):
+        Writer.create(jdir, name, service=None).close()
+    reader = Reader.create("busy", service=None)
+    reader.add_journal(jdir, "loud")
+    reader.add_journal(jdir, "mute")
+    seen_mute = threading.Event()
+    failures: list[BaseException] = []
+
+    def asleep() -> bool:
+        return _sleeping(reader) != 0 or seen_mute.is_set()
+
+    def write() -> None:  # the writers live in this thread (a writer belongs to one thread)
+        try:
+            with (
+                Writer.create(jdir, "loud", service=None) as loud,
+                Writer.create(jdir, "mute", service=None) as mute,
+            ):
+                mute._c_close_bells()  # type: ignore[attr-defined]
+                wait_for(asleep, what="the reader to sleep")
+                mute.write(b"mute")
+                while not seen_mute.is_set():
+                    wait_for(asleep, what="the reader to sleep")
+                    loud.write(b"loud")
+        except BaseException as e:
+            failures.append(e)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    loud_seen = 0
+    try:
+        for frame in reader.frames(wait=Block(spin=0, max_nap=None)):
+            if bytes(frame.data) == b"mute":
+                break
+            loud_seen += 1
+    finally:
+        seen_mute.set()
+        thread.join()
+        reader.close()
+    assert not failures, failures
+    assert loud_seen < 2000, loud_seen

@@ -8,8 +8,13 @@ Rules:
   reader paced every 200 us gains nothing from spinning 50 us and pays a quarter of a core for it.
   A wake-up is never lost: announce sleeping (a full fence), re-check every journal, and only then
   wait on the futex word read before the announcement (_bell.py).
+* Native backend: all of that, and the read after the wake, is one call (`bell_block`), so a woken
+  reader's frame reaches its consumer with one return to Python and a yield; what the window
+  needs is worked out after the yield. The pure-Python backend keeps the same steps in Python.
 * Each wait lasts at most `MAX_NAP` seconds: a wait that no ring ended polls every journal, so a
-  writer that does not ring (an older version, a bell it may not open) is seen within MAX_NAP.
+  writer that does not ring (an older version, a bell it may not open) is seen within MAX_NAP;
+  while rings keep ending the waits, every journal is polled once per SWEEP_PERIOD too (native:
+  at the re-check before a wait, not after a wake, where it would delay the frame).
   Journals no doorbell covers, and readers without a bell, wait in `BOUNDED_SLEEP` steps.
 * `timeout` (seconds without a frame, None: never) ends the iteration cleanly.
 """
