@@ -127,7 +127,7 @@ def test_a_journal_whose_writer_does_not_ring_is_seen_while_rings_keep_the_reade
                 Writer.create(jdir, "loud", service=None) as loud,
                 Writer.create(jdir, "mute", service=None) as mute,
             ):
-                mute._c_close_bells()  # type: ignore[attr-defined]
+                mute._c_close_bells()
                 wait_for(asleep, what="the reader to sleep")
                 mute.write(b"mute")
                 while not seen_mute.is_set():
