@@ -132,17 +132,17 @@ def report(files: list[str], wake_trigger: str) -> None:
                 turns.append(len(after) - 1)
             after, before = None, 0
     _print("after-wake path", woken)
-    _print("extra epoll_wait calls (loop turns) on it", turns)
+    _print("extra epoll_wait calls (loop turns) on it", turns, unit="")
     _print("way to sleep", sleeping)
 
 
-def _print(what: str, costs: list[int]) -> None:
+def _print(what: str, costs: list[int], unit: str = " Ir") -> None:
     """Median, min, max, count (after the first five)."""
     costs = costs[5:]  # the first wake-ups warm caches and imports
     if not costs:
         raise SystemExit(f"no {what} dumps: did the reader ever sleep?")
     median = statistics.median(costs)
-    print(f"{what}: median {median:.0f} Ir, min {min(costs)}, max {max(costs)}, n={len(costs)}")
+    print(f"{what}: median {median:.0f}{unit}, min {min(costs)}, max {max(costs)}, n={len(costs)}")
 
 
 def _dump_number(path: str) -> int:
