@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from typing import Any
 
 from conftest import Procs
 from mmipc import Reader, Writer
@@ -133,3 +134,76 @@ asyncio.run(main())
     print(f"idle aframes reader: {result['cpu']:.4f} s of CPU over 10 s")
     assert result["frames"] == 1 and result["cpu"] < 0.5, result
     assert not [f for f in os.listdir(jdir) if f.endswith(".fifo")]
+
+
+def test_aframes_registers_its_fifo_once_across_waits_and_unregisters_it_at_its_end(jdir: str) -> None:
+    async def main() -> tuple[list[bytes], list[int], list[int]]:
+        loop = asyncio.get_running_loop()
+        added: list[int] = []
+        removed: list[int] = []
+        add_reader, remove_reader = loop.add_reader, loop.remove_reader
+
+        def spy_add(fd: int, *args: Any) -> None:
+            added.append(fd)
+            add_reader(fd, *args)
+
+        def spy_remove(fd: int) -> bool:
+            removed.append(fd)
+            return remove_reader(fd)
+
+        loop.add_reader, loop.remove_reader = spy_add, spy_remove  # type: ignore[method-assign,assignment]
+        got: list[bytes] = []
+        with Writer.create(jdir, "once", service=None) as writer:
+            async with Reader.create("once", service=None) as reader:
+                reader.add_journal(jdir, "once")
+                frames = reader.aframes()
+                for i in range(20):
+                    next_frame = asyncio.ensure_future(frames.__anext__())
+                    await _until(lambda: _sleeping(reader))
+                    writer.write(bytes([i]))
+                    got.append(bytes((await next_frame).data))
+                assert len(added) == 1 and not removed  # one registration for all 20 waits
+                await frames.aclose()  # type: ignore[attr-defined]
+        return got, added, removed
+
+    got, added, removed = asyncio.run(main())
+    assert got == [bytes([i]) for i in range(20)]
+    assert removed == added
+
+
+def test_a_reader_closed_while_its_left_aframes_awaits_finalizing_leaves_the_loop_usable(jdir: str) -> None:
+    """Leaving `async for` leaves the generator's cleanup to asyncio's finalizer, at a later turn
+    of the loop; the reader is closed before that. Its registration is its own descriptor, so
+    the descriptors opened next (which get the numbers the reader closed) register cleanly."""
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        with Writer.create(jdir, "left", service=None) as writer:
+            reader = Reader.create("left", service=None)
+            reader.add_journal(jdir, "left")
+
+            async def write_when_asleep() -> None:
+                await _until(lambda: _sleeping(reader))
+                writer.write(b"1")
+
+            task = asyncio.ensure_future(write_when_asleep())
+            async for _ in reader.aframes():
+                break  # no turn of the loop from here to the registrations below
+            reader.close()
+            pipes = [os.pipe() for _ in range(8)]
+            fired: list[int] = []
+            try:
+                for r, _ in pipes:
+                    loop.add_reader(r, fired.append, r)  # a stale registration would clash
+                for _, w in pipes:
+                    os.write(w, b"x")
+                await _until(lambda: len(set(fired)) == len(pipes))
+            finally:
+                for r, w in pipes:
+                    loop.remove_reader(r)
+                    os.close(r)
+                    os.close(w)
+            await task
+        return sorted(set(fired))
+
+    assert len(asyncio.run(main())) == 8

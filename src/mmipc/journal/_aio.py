@@ -10,8 +10,13 @@ Rules:
   slower (p50 50 us against 34 us at a frame every 200 us) and which costs a thread per reader.
 * Each wait lasts at most `MAX_NAP`; one that no ring ended polls every journal (writers that do
   not ring are seen late, never lost). Without a bell, the reader polls in BOUNDED_SLEEP steps.
-* `aframes` yields to the loop every `every` frames of a flood; cancelling the task that awaits,
-  or leaving the loop, unregisters the FIFO and clears `sleeping`.
+* The FIFO stays registered (`Listener`) from an `aframes`' first wait to its end, across its
+  waits and frames: what the loop does between the byte and the frame is one callback (read the
+  FIFO, set the wait's future) and the task's step (clear `sleeping`, read, yield).
+* `aframes` yields to the loop every `every` frames of a flood. Cancelling the task that awaits
+  clears `sleeping` at once; the FIFO is unregistered when `aread` returns and when `aframes`
+  ends: its timeout, a cancel, `aclose()`, or, once an `async for` is left, asyncio's finalizer of
+  the generator (scheduled at once, run at the loop's next turn).
 """
 
 from __future__ import annotations
@@ -39,25 +44,92 @@ async def aread(reader: Reader, merge: Merge, timeout: float | None = None) -> F
         return frame
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
-    while True:
-        nap = MAX_NAP if deadline is None else min(MAX_NAP, deadline - loop.time())
-        if nap <= 0:
+    listener: Listener | None = None
+    try:
+        while (nap := _nap_length(loop, deadline)) > 0:
+            listener = listener or Listener.open(merge, loop)
+            frame = await _nap(reader, merge, listener, nap)
+            if frame is not None:
+                return frame
+        return None
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def _nap_length(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float:
+    return MAX_NAP if deadline is None else min(MAX_NAP, deadline - loop.time())
+
+
+class Listener:
+    """The loop's watch on the reader's FIFO for one `aread` or `aframes`, kept across its waits
+    (and, for `aframes`, its frames): an `add_reader`/`remove_reader` pair and a timer per wait
+    cost about 60,000 instructions, more than the rest of a wake-up.
+
+    It registers its own duplicate of the FIFO's descriptor, closed only after it is unregistered:
+    a reader closed while its `aframes` is suspended (the generator is closed later, by asyncio's
+    async-generator finalizer) leaves no registered number that a new descriptor could reuse.
+    The timer ends a wait at most `nap` s after it starts; one armed by an earlier wait is kept if
+    it fires sooner (a wait ends early, never late), so most waits arm none.
+    """
+
+    __slots__ = ("loop", "fd", "woken", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self.loop, self.fd = loop, fd
+        self.woken: asyncio.Future[bool] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        loop.add_reader(fd, self._readable)
+
+    @classmethod
+    def open(cls, merge: Merge, loop: asyncio.AbstractEventLoop) -> Listener | None:
+        """A listener on the bell's FIFO (made on first use), or None (no bell, no FIFO)."""
+        fd = _fifo(merge)
+        if merge.bell is None or fd < 0 or merge.always:
             return None
-        frame = await _nap(reader, merge, loop, nap)
-        if frame is not None:
-            return frame
+        return cls(loop, os.dup(fd))
+
+    def arm(self, nap: float) -> asyncio.Future[bool]:
+        """The future the next wait awaits: True when rung, False after `nap` s at most."""
+        loop, timer = self.loop, self.timer
+        if timer is None or timer.when() > loop.time() + nap:
+            if timer is not None:
+                timer.cancel()
+            self.timer = loop.call_later(nap, self._expired)  # not wait_for: it may swallow a cancel
+        self.woken = woken = loop.create_future()
+        return woken
+
+    def _readable(self) -> None:
+        """Empty the FIFO (one read: rings write a byte each, and a writer finds the reader awake
+        after the first; a byte left only ends the next wait at once) and wake the wait, if any."""
+        try:
+            os.read(self.fd, 4096)
+        except BlockingIOError:
+            pass
+        woken = self.woken
+        if woken is not None and not woken.done():
+            woken.set_result(True)
+
+    def _expired(self) -> None:
+        self.timer = None
+        woken = self.woken
+        if woken is not None and not woken.done():
+            woken.set_result(False)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.loop.remove_reader(self.fd)
+        os.close(self.fd)
 
 
-async def _nap(reader: Reader, merge: Merge, loop: asyncio.AbstractEventLoop, nap: float) -> Frame | None:
+async def _nap(reader: Reader, merge: Merge, listener: Listener | None, nap: float) -> Frame | None:
     bell = merge.bell
-    fd = _fifo(merge)
-    if bell is None or fd < 0 or merge.always:
+    if listener is None or bell is None or merge.always:
         await asyncio.sleep(min(nap, BOUNDED_SLEEP))
         merge.sweep()
         return reader.read()
-    woken: asyncio.Future[bool] = loop.create_future()
-    loop.add_reader(fd, _drain, fd, woken)
-    timer = loop.call_later(nap, _settle, woken, False)  # not wait_for: it may swallow a cancel
+    woken = listener.arm(nap)
     try:
         bell.sleep(IN_LOOP)
         frame = reader.read()  # the re-check after the announcement
@@ -67,23 +139,8 @@ async def _nap(reader: Reader, merge: Merge, loop: asyncio.AbstractEventLoop, na
             merge.sweep()  # no ring ended this wait: look at every journal once
         return reader.read()
     finally:
-        timer.cancel()
+        listener.woken = None
         bell.awake()
-        loop.remove_reader(fd)
-
-
-def _drain(fd: int, woken: asyncio.Future[bool]) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
-    _settle(woken, True)
-
-
-def _settle(woken: asyncio.Future[bool], rung: bool) -> None:
-    if not woken.done():
-        woken.set_result(rung)
 
 
 def _fifo(merge: Merge) -> int:
@@ -105,17 +162,29 @@ def _fifo(merge: Merge) -> int:
 async def aframes(
     reader: Reader, merge: Merge, timeout: float | None = None, every: int = YIELD_EVERY
 ) -> AsyncIterator[Frame]:
-    """Frames as they come; ends after `timeout` s without one; yields to the loop every `every`."""
+    """Frames as they come; ends after `timeout` s without one; yields to the loop every `every`.
+    Waits as `aread` does, inline (one coroutine less to resume between the wake and the frame),
+    with one Listener from its first wait to its end."""
+    loop = asyncio.get_running_loop()
+    listener: Listener | None = None
     count = 0
-    while True:
-        frame = reader.read()
-        if frame is None:
-            frame = await aread(reader, merge, timeout)
+    try:
+        while True:
+            frame = reader.read()
             if frame is None:
-                return
-            count = 0
-        yield frame
-        count += 1
-        if count >= every:
-            count = 0
-            await asyncio.sleep(0)
+                deadline = None if timeout is None else loop.time() + timeout
+                while frame is None:
+                    nap = _nap_length(loop, deadline)
+                    if nap <= 0:
+                        return
+                    listener = listener or Listener.open(merge, loop)
+                    frame = await _nap(reader, merge, listener, nap)
+                count = 0
+            yield frame
+            count += 1
+            if count >= every:
+                count = 0
+                await asyncio.sleep(0)
+    finally:
+        if listener is not None:
+            listener.close()

@@ -8,8 +8,13 @@ Rules:
   reader paced every 200 us gains nothing from spinning 50 us and pays a quarter of a core for it.
   A wake-up is never lost: announce sleeping (a full fence), re-check every journal, and only then
   wait on the futex word read before the announcement (_bell.py).
+* Native backend: all of that, and the read after the wake, is one call (`bell_block`), so a woken
+  reader's frame reaches its consumer with one return to Python and a yield; what the window
+  needs is worked out after the yield. The pure-Python backend keeps the same steps in Python.
 * Each wait lasts at most `MAX_NAP` seconds: a wait that no ring ended polls every journal, so a
-  writer that does not ring (an older version, a bell it may not open) is seen within MAX_NAP.
+  writer that does not ring (an older version, a bell it may not open) is seen within MAX_NAP;
+  while rings keep ending the waits, every journal is polled once per SWEEP_PERIOD too (native:
+  at the re-check before a wait, not after a wake, where it would delay the frame).
   Journals no doorbell covers, and readers without a bell, wait in `BOUNDED_SLEEP` steps.
 * `timeout` (seconds without a frame, None: never) ends the iteration cleanly.
 """
@@ -20,7 +25,8 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ._bell import BOUNDED_SLEEP
+from ._backend import native
+from ._bell import BOUNDED_SLEEP, Bell
 from ._merge import Merge
 from ._types import Frame
 
@@ -48,7 +54,8 @@ class Block:
 
 
 def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Block) -> Iterator[Frame]:
-    """`Reader.frames(wait="block")`."""
+    """`Reader.frames(wait="block")`. A frame is yielded first and accounted for after (the window),
+    so that a woken reader's frame reaches its consumer with nothing in between."""
     spin, max_nap = wait.spin, wait.max_nap
     monotonic = time.monotonic
     idle_since: float | None = None
@@ -57,11 +64,11 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
     while True:
         frame = reader.read()
         if frame is not None:
+            yield frame
             if idle_since is not None:
                 idle_since = None
                 window = _window(spin, frame.nano - last_nano)
             last_nano = frame.nano
-            yield frame
             continue
         now = monotonic()
         if idle_since is None:
@@ -74,10 +81,10 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
         nap = remaining if max_nap is None else max_nap if remaining is None else min(remaining, max_nap)
         frame = _sleep(reader, merge, nap)
         if frame is not None:
+            yield frame
             idle_since = None
             window = _window(spin, frame.nano - last_nano)
             last_nano = frame.nano
-            yield frame
 
 
 def _window(spin: float, gap_ns: int) -> float:
@@ -86,13 +93,34 @@ def _window(spin: float, gap_ns: int) -> float:
 
 
 def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | None:
-    """Announce, re-check, wait (`nap` s at most, None: until rung): a frame the re-check found, or
-    None after the wait."""
+    """Announce, re-check, wait (`nap` s at most, None: until rung): the frame the re-check or the
+    read after a ring found, or None.
+
+    Native: `bell_block` does all of it in one call, the read after the wake included; the sweep
+    every SWEEP_PERIOD while rings keep the reader busy comes before the announcement (the re-check
+    then polls every journal), not after the wake, where it would delay the frame."""
     bell = merge.bell
     if bell is None or merge.always:
         time.sleep(BOUNDED_SLEEP if nap is None else min(nap, BOUNDED_SLEEP))
         merge.sweep()
         return None
+    if native is None:
+        return _sleep_python(reader, merge, bell, nap)
+    if merge.sweep_due():
+        merge.sweep()
+    got = native.bell_block(bell.mm, reader.read, -1 if nap is None else int(nap * 1e9))
+    if got is True:  # rung, nothing read: a first page may just have appeared
+        if len(merge.cursors) == 1:
+            merge.cursors[0].probe_at = 0
+        return None
+    if got is False:
+        merge.sweep()  # no ring ended this wait: look at everything once
+        return None
+    return got  # type: ignore[no-any-return]
+
+
+def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None) -> Frame | None:
+    """The pure-Python backend's sleep: bounded steps (no futex), in the same order."""
     seq = bell.sleep()
     frame = reader.read()
     if frame is not None:

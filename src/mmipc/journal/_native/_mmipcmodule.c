@@ -1395,6 +1395,60 @@ native_bell_wait(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
+/* bell_block(bell, read, timeout_ns) -> a frame, True or False: the whole sleep of wait="block"
+ * (_block.py) in one call, so that a woken reader goes from the futex to its frame without a
+ * Python frame in between. Announce sleeping on the futex (the exchange is the full fence), re-check
+ * with read(), and only if that found nothing wait while the word is still the one loaded before
+ * the announcement (Drepper's rule), GIL released, `timeout_ns` at most (< 0: no limit). Then clear
+ * `sleeping` and, if a ring changed the word, read() at once. Returns the frame read, else True if
+ * a ring ended the wait, False if none did (the timeout, a spurious wake-up): then the caller sweeps.
+ * A signal that interrupts the wait runs its handler here; an exception it raises is returned. */
+static PyObject *
+native_bell_block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "bell_block(bell, read, timeout_ns)");
+        return NULL;
+    }
+    long long timeout = PyLong_AsLongLong(args[2]);
+    if ((timeout == -1 && PyErr_Occurred()) || bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
+        return NULL;
+    }
+    _Atomic uint32_t *word = bell_word(&b, BELL_WORD);
+    _Atomic uint32_t *sleeping = bell_word(&b, BELL_SLEEPING);
+    uint32_t seq = atomic_load_explicit(word, memory_order_seq_cst);
+    atomic_exchange_explicit(sleeping, 1u, memory_order_seq_cst);
+    PyObject *frame = PyObject_CallNoArgs(args[1]);  /* the re-check after the announcement */
+    if (frame != Py_None) {
+        atomic_store_explicit(sleeping, 0u, memory_order_relaxed);  /* a frame or an error */
+        PyBuffer_Release(&b);
+        return frame;
+    }
+    Py_DECREF(frame);
+    struct timespec ts = {(time_t)(timeout / 1000000000), (long)(timeout % 1000000000)};
+    long rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, seq, timeout < 0 ? NULL : &ts, NULL, 0);
+    Py_END_ALLOW_THREADS
+    int interrupted = rc < 0 && errno == EINTR;
+    atomic_store_explicit(sleeping, 0u, memory_order_relaxed);
+    int rung = atomic_load_explicit(word, memory_order_acquire) != seq;
+    PyBuffer_Release(&b);
+    if (interrupted && PyErr_CheckSignals() < 0) {
+        return NULL;
+    }
+    if (!rung) {
+        Py_RETURN_FALSE;
+    }
+    frame = PyObject_CallNoArgs(args[1]);
+    if (frame == Py_None) {
+        Py_DECREF(frame);
+        Py_RETURN_TRUE;
+    }
+    return frame;
+}
+
 /* bell_collect(bell, n) -> list of the flagged journal indexes below n, flags cleared: pending
  * and each flag are cleared BEFORE the caller polls the journals (full fence between), so a ring
  * that lands after a clear stays visible for the next collect. */
@@ -2131,6 +2185,8 @@ static PyMethodDef module_methods[] = {
      "bell_sleep(bell, how=1) -> seq: announce sleep (fence)"},
     {"bell_wait", (PyCFunction)(void (*)(void))native_bell_wait, METH_FASTCALL,
      "bell_wait(bell, seq, timeout_ns): futex wait while the word is seq"},
+    {"bell_block", (PyCFunction)(void (*)(void))native_bell_block, METH_FASTCALL,
+     "bell_block(bell, read, timeout_ns) -> frame, True (rung) or False: announce, re-check, wait, read"},
     {"bell_collect", (PyCFunction)(void (*)(void))native_bell_collect, METH_FASTCALL,
      "bell_collect(bell, n) -> flagged indexes (cleared)"},
     {"fence", native_fence, METH_NOARGS, "A full memory fence."},
