@@ -1511,8 +1511,8 @@ native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
  *
  * Memory. Following hundreds of journals, a frame costs cache and TLB misses, not instructions:
  * each comes from a different journal's core, page and view. So the heap holds its whole key
- * (merge_key_t: timestamp, list position, and where the journal peeks next) in one compact array,
- * and a sift reads no core; a journal's page is read only to hand out its frame and peek the one
+ * (merge_key_t: timestamp and list position, 16 bytes) in one compact array, and a sift reads
+ * no core and takes no data-dependent branch (merge_less); a journal's page is read only to hand out its frame and peek the one
  * after it; the Frame handed out is one of the merge's own two (merge_frame), refilled and its
  * payload view re-pointed at the journal's page, not the cursor's own (a Frame, its ints and its
  * view per journal: a miss apiece); the entry holds its core's page view with that view's buffer
@@ -1533,6 +1533,7 @@ typedef struct {
     _PyManagedBufferObject *mbuf;  /* that view's buffer if payloads may be re-pointed to it */
     PyObject *obj;               /* its exporter (the mmap) */
     const void *jid;             /* its jid (prefetch only) */
+    const unsigned char *after;  /* the frame header its core peeks once its frame is taken (same) */
     int32_t flag;                /* index of its flag in the bell, or -1: polled on every read */
     uint8_t state;               /* IN_HEAP | DIRTY | IS_SLOW | PARKED */
 } merge_entry_t;
@@ -1540,7 +1541,6 @@ typedef struct {
 typedef struct {
     int64_t nano;                /* the peeked frame's timestamp */
     Py_ssize_t entry;            /* its journal's index in the list: ties go to the lower */
-    const unsigned char *after;  /* the frame header its core peeks once this frame is taken */
 } merge_key_t;
 
 typedef struct {
@@ -1608,10 +1608,19 @@ mergecore_dealloc(MergeCore *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* 1 if a comes before b, else 0, without a branch: the sift's choice of child is a coin toss when
+ * the journals interleave, and as a jump the CPU mispredicted it about 4 times a frame at 256
+ * journals (merge_cache.sh). As one 128-bit comparison (cmp, sbb, setl; entry >= 0), or bitwise. */
 static inline int
 merge_less(const merge_key_t *a, const merge_key_t *b)
 {
-    return a->nano < b->nano || (a->nano == b->nano && a->entry < b->entry);
+#ifdef __SIZEOF_INT128__
+    __int128 ka = (__int128)((unsigned __int128)a->nano << 64 | (uint64_t)a->entry);
+    __int128 kb = (__int128)((unsigned __int128)b->nano << 64 | (uint64_t)b->entry);
+    return ka < kb;
+#else
+    return (a->nano < b->nano) | ((a->nano == b->nano) & (a->entry < b->entry));
+#endif
 }
 
 /* Is a page's buffer one a payload view may be re-pointed to: read-only bytes, nothing private
@@ -1648,8 +1657,8 @@ merge_key(MergeCore *m, Py_ssize_t i)
         merge_hold_view(e, view);
     }
     e->jid = core->jid;
-    merge_key_t key = {
-        core->next_nano, i, core->a.page.base + core->next.pos + mmipc_align8(core->next.length)};
+    e->after = core->a.page.base + core->next.pos + mmipc_align8(core->next.length);
+    merge_key_t key = {core->next_nano, i};
     return key;
 }
 
@@ -1749,10 +1758,13 @@ heap_replace_root(MergeCore *m, merge_key_t key)
         h[0] = key;
         return;
     }
-    for (Py_ssize_t child = 1; child < n; child = 2 * at + 1) {
-        if (child + 1 < n && merge_less(&h[child + 1], &h[child])) {
-            child++;
-        }
+    Py_ssize_t child = 1;
+    for (; child + 1 < n; child = 2 * at + 1) {  /* both children exist: pick without a branch */
+        child += merge_less(&h[child + 1], &h[child]);
+        h[at] = h[child];
+        at = child;
+    }
+    if (child < n) {  /* a last lone child */
         h[at] = h[child];
         at = child;
     }
@@ -1803,10 +1815,9 @@ merge_prefetch_top(const MergeCore *m)
     if (m->nheap == 0) {
         return;
     }
-    const merge_key_t *key = &m->heap[0];
-    const merge_entry_t *e = &m->e[key->entry];
+    const merge_entry_t *e = &m->e[m->heap[0].entry];
     const char *core = (const char *)e->core;
-    __builtin_prefetch(key->after, 0, 3);
+    __builtin_prefetch(e->after, 0, 3);
     __builtin_prefetch(core, 1, 3);
     __builtin_prefetch(core + 64, 1, 3);
     __builtin_prefetch(core + 128, 1, 3);
