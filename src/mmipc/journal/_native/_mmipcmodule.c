@@ -1529,6 +1529,7 @@ enum { IN_HEAP = 1, DIRTY = 2, IS_SLOW = 4, PARKED = 8 };
 
 typedef struct {
     CursorCore *core;
+    Py_ssize_t slot;             /* IN_HEAP: its leaf in the tree (tree_set); by core: one line */
     PyObject *view;              /* a reference to its core's page view at its last peek, or NULL */
     _PyManagedBufferObject *mbuf;  /* that view's buffer if payloads may be re-pointed to it */
     PyObject *obj;               /* its exporter (the mmap) */
@@ -1547,9 +1548,10 @@ typedef struct {
     PyObject_HEAD
     merge_entry_t *e;
     Py_ssize_t n;
-    merge_key_t *tree;       /* a winner tree on (nano, entry): see tree_set */
-    Py_ssize_t leaves;       /* its leaves, a power of two >= n: entry i's is tree[leaves + i] */
-    Py_ssize_t nheap;        /* the journals with a frame peeked ("in the heap": IN_HEAP) */
+    merge_key_t *tree;       /* a winner tree on (nano, entry), room for n leaves: tree_set */
+    Py_ssize_t leaves;       /* its leaves now, a power of two: leaf s is tree[leaves + s] */
+    Py_ssize_t nheap;        /* the journals with a frame peeked ("in the heap": IN_HEAP), in
+                                leaves 0 to nheap - 1 */
     Py_ssize_t *dirty;       /* a stack of entry indexes (DIRTY set) */
     Py_ssize_t ndirty;
     Py_ssize_t *always;      /* entries without a flag */
@@ -1740,21 +1742,22 @@ merge_frame(MergeCore *m, const merge_entry_t *e)
 /* The key of a journal with no frame peeked: after every real one (an entry is < n). */
 static const merge_key_t merge_none = {.entry = PY_SSIZE_T_MAX, .nano = INT64_MAX};
 
-/* Entry i's leaf is now `key` (merge_none: no frame peeked): replay its path to the root, each
- * node the lesser of its two children, so tree[1] is the least key of all.
+/* Leaf s is now `key` (merge_none: none): replay its path to the root, each node the lesser of its
+ * two children, so tree[1] is the least key of all.
  *
  * A winner tree, not a binary heap: a heap's sift picks a child at each level, and the next
  * level's loads wait for that choice (and, as a jump, it was mispredicted about 4 times a frame at
  * 256 journals). Here the path is fixed by the leaf: every sibling's load can start at once, only
  * the compare-and-select chain is serial, there is no branch on the data, and the new key needs no
  * walk down and back up (15 instructions a level, 8 levels at 256 journals, against about 200
- * for the heap's sift). The cost: the depth is that of every journal followed, not just those
- * with a frame. */
+ * for the heap's sift). The journals with a frame peeked hold leaves 0 to nheap - 1, in no order
+ * (a key holds its entry, so the tie order does not depend on the leaf), and the tree has as many
+ * leaves as they need, so its depth is that of the journals with a frame, not of all followed. */
 static void
-tree_set(MergeCore *m, Py_ssize_t i, merge_key_t key)
+tree_set(MergeCore *m, Py_ssize_t s, merge_key_t key)
 {
     merge_key_t *t = m->tree;
-    Py_ssize_t at = m->leaves + i;
+    Py_ssize_t at = m->leaves + s;
     t[at] = key;
 #if defined(__SIZEOF_INT128__) && defined(__x86_64__)
     __int128 k;  /* the key as one number (merge_key_t's layout): the lesser is cmp, sbb, 2 cmov */
@@ -1775,37 +1778,65 @@ tree_set(MergeCore *m, Py_ssize_t i, merge_key_t key)
 #endif
 }
 
+/* Give the tree `leaves` leaves (a power of two, >= nheap, room made by set()), keeping leaves 0 to
+ * nheap - 1, and rebuild its nodes: when it fills, or is at most a quarter full. */
+static void
+tree_resize(MergeCore *m, Py_ssize_t leaves)
+{
+    merge_key_t *t = m->tree;
+    memmove(&t[leaves], &t[m->leaves], (size_t)m->nheap * sizeof *t);
+    for (Py_ssize_t s = m->nheap; s < leaves; s++) {
+        t[leaves + s] = merge_none;
+    }
+    for (Py_ssize_t at = leaves - 1; at >= 1; at--) {
+        t[at] = merge_less(&t[2 * at + 1], &t[2 * at]) ? t[2 * at + 1] : t[2 * at];
+    }
+    m->leaves = leaves;
+}
+
 /* The top's key grew (its journal's next frame). */
 static void
 heap_replace_root(MergeCore *m, merge_key_t key)
 {
-    tree_set(m, key.entry, key);
+    tree_set(m, m->e[key.entry].slot, key);
 }
 
 static void
 heap_push(MergeCore *m, Py_ssize_t entry)
 {
-    tree_set(m, entry, merge_key(m, entry));
-    m->nheap++;
+    if (m->nheap == m->leaves) {
+        tree_resize(m, 2 * m->leaves);  /* nheap < n: set() made room for twice the leaves */
+    }
+    m->e[entry].slot = m->nheap++;
+    tree_set(m, m->e[entry].slot, merge_key(m, entry));
     m->e[entry].state |= IN_HEAP;
 }
 
+/* The top leaves the tree: the last leaf's key moves to its leaf. */
 static void
 heap_pop_root(MergeCore *m)
 {
-    Py_ssize_t top = m->tree[1].entry;
-    m->e[top].state &= (uint8_t)~IN_HEAP;
-    m->nheap--;
-    tree_set(m, top, merge_none);
+    merge_entry_t *top = &m->e[m->tree[1].entry];
+    Py_ssize_t last = --m->nheap;
+    top->state &= (uint8_t)~IN_HEAP;
+    if (top->slot != last) {
+        merge_key_t moved = m->tree[m->leaves + last];
+        m->e[moved.entry].slot = top->slot;
+        tree_set(m, top->slot, moved);
+    }
+    tree_set(m, last, merge_none);
+    if (m->leaves > 1 && 4 * m->nheap <= m->leaves) {
+        tree_resize(m, m->leaves / 2);
+    }
 }
 
-/* Every leaf merge_none (set, reset). */
+/* No journal in the tree (set, reset). */
 static void
 tree_clear(MergeCore *m)
 {
-    for (Py_ssize_t k = 0; k < 2 * m->leaves; k++) {
-        m->tree[k] = merge_none;
-    }
+    m->nheap = 0;
+    m->leaves = 1;
+    m->tree[1] = merge_none;
 }
 
 /* The next read most likely takes the top's frame: start loading what that take and the peek
@@ -2047,7 +2078,7 @@ mergecore_set(MergeCore *self, PyObject *args)
     while (leaves < cap) {
         leaves *= 2;
     }
-    self->tree = PyMem_Calloc((size_t)(2 * leaves), sizeof(merge_key_t));
+    self->tree = PyMem_Calloc((size_t)(2 * leaves), sizeof(merge_key_t));  /* tree_resize */
     self->dirty = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
     self->always = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
     self->slow = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
@@ -2056,7 +2087,6 @@ mergecore_set(MergeCore *self, PyObject *args)
         merge_free_arrays(self);
         return PyErr_NoMemory();
     }
-    self->leaves = leaves;
     tree_clear(self);
     for (Py_ssize_t f = 0; f < nflags + 8; f++) {
         self->by_flag[f] = -1;
@@ -2150,7 +2180,6 @@ mergecore_reset(MergeCore *self, PyObject *Py_UNUSED(ignored))
         self->e[i].state &= (uint8_t)~IN_HEAP;
     }
     tree_clear(self);
-    self->nheap = 0;
     mark_all_dirty(self);
     Py_RETURN_NONE;
 }
