@@ -47,6 +47,6 @@ d = dict(zip(names, ((b - a) / f for a, b in zip(c0, c1))))
 print(f"{j:5d} journals: {ir:7.1f} instructions/frame (callgrind), D1 misses/frame"
       f" {d['D1mr'] + d['D1mw']:5.2f} (read {d['D1mr']:.2f}, write {d['D1mw']:.2f}),"
       f" LL misses/frame {d['DLmr'] + d['DLmw']:5.2f}, I1 misses {d['I1mr']:.2f},"
-      f" branches/frame {d['Bc']:6.1f} mispredicted {d['Bcm']:5.2f} (indirect {d['Bi']:.1f}/{d['Bim']:.2f})")
+      f" conditional branches/frame {d['Bc']:5.1f}, mispredicted {d['Bcm']:5.2f}")
 PY
 done
