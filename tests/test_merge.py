@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 
 import pytest
 
 from conftest import Procs
-from mmipc import CorruptJournalError, Reader, Writer
+from mmipc import CorruptJournalError, Frame, Reader, Writer
 from mmipc.journal._backend import native
 from mmipc.journal._layout import PAGE_HEADER_SIZE
 
@@ -108,6 +109,38 @@ def test_seek_and_empty_reads_of_a_merge(jdir: str) -> None:
         assert frame is not None and frame.journal.name == "s3"
     for writer in writers:
         writer.close()
+
+
+def test_journals_whose_every_frame_ties_merge_in_the_order_they_were_added(jdir: str) -> None:
+    """Copies of one journal's page files in 300 directories: every frame ties with 299 others on
+    its timestamp, so each of the heap's choices (branchless in C) is decided by the order the
+    journals were added, a shuffled one; one copy is removed mid-stream and added again, now last."""
+    with Writer.create(jdir, "t", service=None, page_size=SMALL_PAGE) as writer:
+        nanos = [writer.write(_payload(0, seq)) for seq in range(400)]  # over a page switch
+    pages = [f for f in os.listdir(jdir) if f.endswith(".journal")]
+    copies = [f"copy{k:03}" for k in range(300)]
+    for copy in copies:
+        os.mkdir(os.path.join(jdir, copy))
+        for page in pages:
+            shutil.copyfile(os.path.join(jdir, page), os.path.join(jdir, copy, page))
+    order = random.Random(16).sample(copies, len(copies))
+    with Reader.create("ties", service=None) as reader:
+        for copy in order:
+            reader.add_journal(os.path.join(jdir, copy), "t")
+        got = [_tie(reader.read()) for _ in range(1000)]  # seq 0 to 2, and seq 3 of the first 100
+        assert got == [(nanos[s], copy, s) for s in range(4) for copy in order][:1000]
+        moved = order.pop(7)
+        reader.remove_journal(os.path.join(jdir, moved), "t")
+        reader.add_journal(os.path.join(jdir, moved), "t", start=nanos[4])
+        rest = [_tie(frame) for frame in iter(reader.read, None)]
+    want = [(nanos[3], copy, 3) for copy in order[99:]]
+    want += [(nanos[s], copy, s) for s in range(4, 400) for copy in [*order, moved]]
+    assert rest == want
+
+
+def _tie(frame: Frame | None) -> tuple[int, str, int]:
+    assert frame is not None
+    return frame.nano, os.path.basename(frame.journal.directory), _decode(frame.data)[1]
 
 
 @pytest.mark.skipif(native is None, reason="needs the C extension")

@@ -7,6 +7,9 @@ reader is freed without the cyclic collector. Real page files, in-process writer
 from __future__ import annotations
 
 import gc
+import platform
+import shutil
+import subprocess
 import types
 import weakref
 
@@ -102,3 +105,18 @@ def test_a_dropped_merging_reader_is_freed_without_the_cyclic_collector(jdir: st
         gc.enable()
     for writer in writers:
         writer.close()
+
+
+@pytest.mark.once
+@pytest.mark.skipif(
+    native is None or platform.machine() != "x86_64" or shutil.which("objdump") is None,
+    reason="reads the built extension's x86-64 code",
+)
+def test_the_built_merge_holds_its_prefetches() -> None:
+    """merge_prefetch_top's six prefetches are in the built extension: gcc once deleted its call
+    (it judged the function free of side effects) and the .so held none."""
+    assert native is not None and native.__file__ is not None
+    code = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", native.__file__], capture_output=True, text=True, check=True
+    ).stdout
+    assert sum(1 for line in code.splitlines() if "\tprefetch" in line) >= 6

@@ -15,15 +15,17 @@ Rules:
   A journal's writer rings after every commit, and the flags are cleared before the poll, so a
   frame committed after that poll always flags it again.
 * An empty read with nothing flagged costs one load of the bell's `pending` word.
-* Native backend: the same design in C (`_native.MergeCore`, _mmipcmodule.c): the heap, the flags
-  and the dirty set live there, on the cursors' cores; the heap's keys (timestamp, add order, the
-  next peek's address) sit in one compact array, so a sift touches no cursor, and the next top's
-  cursor, view and frame header are prefetched. The C merge hands out its own two Frames,
-  refilled whatever journal a frame comes from (the payload view re-pointed at that journal's page,
-  its export moved with it), not each cursor's: at hundreds of journals those would be cache
-  misses on every frame. `Reader.read` is the core's `next` itself (`read_function`), which calls
-  `_read_settling` (through a weak reference) where the core needs Python. This class keeps
-  membership and hands it over (`_sync`) at every change.
+* Native backend: the same design in C (`_native.MergeCore`, _mmipcmodule.c): the flags and the
+  dirty set live there, on the cursors' cores, and the heap is a winner tree over every journal
+  followed (a journal with nothing peeked holds a key after all others): taking a frame replays
+  one leaf-to-root path, with no data-dependent branch, and every load on that path independent of
+  the comparisons. Its keys (timestamp, add order) sit in one compact array, so an update touches
+  no cursor, and the next top's cursor, view and frame header are prefetched. The C merge hands
+  out its own two Frames, refilled whatever journal a frame comes from (the payload view
+  re-pointed at that journal's page, its export moved with it), not each cursor's: at hundreds of
+  journals those would be cache misses on every frame. `Reader.read` is the core's `next` itself
+  (`read_function`), which calls `_read_settling` (through a weak reference) where the core needs
+  Python. This class keeps membership and hands it over (`_sync`) at every change.
   A core that needs Python (a page's end, damage, no page yet) makes the C read return SLOW
   before it takes any frame; `_settle` polls it through the cursor's Python slow path (errors are
   raised there, and again at every read until it is fixed) and gives it back. A journal without

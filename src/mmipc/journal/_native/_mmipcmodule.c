@@ -1501,24 +1501,24 @@ native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 
 /* ---- MergeCore: the merge of a reader's journals, driven by its doorbell (_merge.py) ------- *
  *
- * A binary heap of the journals with a frame peeked, keyed by (timestamp, position in the list,
- * which is the order they were added). Only "dirty" journals are polled: flagged by their writer's
- * ring, just (re)set, unsubscribed (flag -1: every read), or all of them every MERGE_SWEEP_EVERY
- * empty reads. A journal whose core needs Python (a page's end, damage, no page: poll -2) is put
- * on the `slow` list and read() returns SLOW, before any frame is taken, until Python settles it:
- * its next frame may be the earliest. Settled without a page, it is "parked": polled again when
- * rung, swept, or MERGE_PROBE_NS after the last probe.
+ * The journals with a frame peeked ("the heap"), in a winner tree keyed by (timestamp, position in
+ * the list, which is the order they were added): see tree_set. Only "dirty" journals are polled:
+ * flagged by their writer's ring, just (re)set, unsubscribed (flag -1: every read), or all of them
+ * every MERGE_SWEEP_EVERY empty reads. A journal whose core needs Python (a page's end, damage, no
+ * page: poll -2) is put on the `slow` list and read() returns SLOW, before any frame is taken,
+ * until Python settles it: its next frame may be the earliest. Settled without a page, it is
+ * "parked": polled again when rung, swept, or MERGE_PROBE_NS after the last probe.
  *
  * Memory. Following hundreds of journals, a frame costs cache and TLB misses, not instructions:
- * each comes from a different journal's core, page and view. So the heap holds its whole key
- * (merge_key_t: timestamp, list position, and where the journal peeks next) in one compact array,
- * and a sift reads no core; a journal's page is read only to hand out its frame and peek the one
- * after it; the Frame handed out is one of the merge's own two (merge_frame), refilled and its
- * payload view re-pointed at the journal's page, not the cursor's own (a Frame, its ints and its
- * view per journal: a miss apiece); the entry holds its core's page view with that view's buffer
- * and exporter, so a take reads neither; and when a journal becomes the heap's top, its core, its
- * page's buffer, its jid and the next peek's frame header are prefetched, to arrive while the
- * caller handles this frame. What is left per frame (benchmarks/native/merge_cache.sh): the
+ * each comes from a different journal's core, page and view. So the tree holds its whole key
+ * (merge_key_t: timestamp and list position, 16 bytes) in one compact array, and an update reads
+ * no core and takes no data-dependent branch; a journal's page is read only to hand out its frame
+ * and peek the one after it; the Frame handed out is one of the merge's own two (merge_frame),
+ * refilled and its payload view re-pointed at the journal's page, not the cursor's own (a Frame,
+ * its ints and its view per journal: a miss apiece); the entry holds its core's page view with
+ * that view's buffer and exporter, so a take reads neither; and when a journal becomes the tree's
+ * top, its core, its page's buffer, its jid and the next peek's frame header are prefetched, to
+ * arrive while the caller handles this frame. What is left per frame (merge_cache.sh): the
  * core's lines, the page's buffer, the jid and the page itself. */
 
 #define MERGE_SWEEP_EVERY 4096u
@@ -1529,26 +1529,29 @@ enum { IN_HEAP = 1, DIRTY = 2, IS_SLOW = 4, PARKED = 8 };
 
 typedef struct {
     CursorCore *core;
+    Py_ssize_t slot;             /* IN_HEAP: its leaf in the tree (tree_set); by core: one line */
     PyObject *view;              /* a reference to its core's page view at its last peek, or NULL */
     _PyManagedBufferObject *mbuf;  /* that view's buffer if payloads may be re-pointed to it */
     PyObject *obj;               /* its exporter (the mmap) */
     const void *jid;             /* its jid (prefetch only) */
+    const unsigned char *after;  /* the frame header its core peeks once its frame is taken (same) */
     int32_t flag;                /* index of its flag in the bell, or -1: polled on every read */
     uint8_t state;               /* IN_HEAP | DIRTY | IS_SLOW | PARKED */
 } merge_entry_t;
 
-typedef struct {
-    int64_t nano;                /* the peeked frame's timestamp */
+typedef struct {  /* in this order: on x86-64, its 16 bytes are the __int128 nano << 64 | entry */
     Py_ssize_t entry;            /* its journal's index in the list: ties go to the lower */
-    const unsigned char *after;  /* the frame header its core peeks once this frame is taken */
+    int64_t nano;                /* the peeked frame's timestamp */
 } merge_key_t;
 
 typedef struct {
     PyObject_HEAD
     merge_entry_t *e;
     Py_ssize_t n;
-    merge_key_t *heap;       /* a min-heap on (nano, entry) */
-    Py_ssize_t nheap;
+    merge_key_t *tree;       /* a winner tree on (nano, entry), room for n leaves: tree_set */
+    Py_ssize_t leaves;       /* its leaves now, a power of two: leaf s is tree[leaves + s] */
+    Py_ssize_t nheap;        /* the journals with a frame peeked ("in the heap": IN_HEAP), in
+                                leaves 0 to nheap - 1 */
     Py_ssize_t *dirty;       /* a stack of entry indexes (DIRTY set) */
     Py_ssize_t ndirty;
     Py_ssize_t *always;      /* entries without a flag */
@@ -1582,13 +1585,14 @@ merge_free_arrays(MergeCore *self)
         Py_XDECREF(self->e[i].view);
     }
     PyMem_Free(self->e);
-    PyMem_Free(self->heap);
+    PyMem_Free(self->tree);
     PyMem_Free(self->dirty);
     PyMem_Free(self->always);
     PyMem_Free(self->slow);
     PyMem_Free(self->by_flag);
     self->e = NULL;
-    self->heap = NULL;
+    self->tree = NULL;
+    self->leaves = 0;
     self->dirty = self->always = self->slow = NULL;
     self->by_flag = NULL;
     self->n = self->nheap = self->ndirty = self->nalways = self->nslow = self->nparked = 0;
@@ -1608,10 +1612,11 @@ mergecore_dealloc(MergeCore *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* 1 if a comes before b, else 0, without a branch (the winner tree's fallback, tree_set). */
 static inline int
 merge_less(const merge_key_t *a, const merge_key_t *b)
 {
-    return a->nano < b->nano || (a->nano == b->nano && a->entry < b->entry);
+    return (a->nano < b->nano) | ((a->nano == b->nano) & (a->entry < b->entry));
 }
 
 /* Is a page's buffer one a payload view may be re-pointed to: read-only bytes, nothing private
@@ -1648,8 +1653,8 @@ merge_key(MergeCore *m, Py_ssize_t i)
         merge_hold_view(e, view);
     }
     e->jid = core->jid;
-    merge_key_t key = {
-        core->next_nano, i, core->a.page.base + core->next.pos + mmipc_align8(core->next.length)};
+    e->after = core->a.page.base + core->next.pos + mmipc_align8(core->next.length);
+    merge_key_t key = {.entry = i, .nano = core->next_nano};
     return key;
 }
 
@@ -1734,79 +1739,119 @@ merge_frame(MergeCore *m, const merge_entry_t *e)
     return Py_NewRef(f);
 }
 
-/* Put `key` at the root of the non-empty heap (its journal's next frame, or the last entry after
- * a pop). Floyd's bottom-up sift: walk the smaller children down to a leaf, then back up to the
- * key's place. A merge's new root key usually belongs near the bottom (the journal just read is
- * now the latest), where this costs about half the comparisons of the textbook sift; a key that
- * stays at the root (one journal's burst) is caught by the first test. */
+/* The key of a journal with no frame peeked: after every real one (an entry is < n). */
+static const merge_key_t merge_none = {.entry = PY_SSIZE_T_MAX, .nano = INT64_MAX};
+
+/* Leaf s is now `key` (merge_none: none): replay its path to the root, each node the lesser of its
+ * two children, so tree[1] is the least key of all.
+ *
+ * A winner tree, not a binary heap: a heap's sift picks a child at each level, and the next
+ * level's loads wait for that choice (and, as a jump, it was mispredicted about 4 times a frame at
+ * 256 journals). Here the path is fixed by the leaf: every sibling's load can start at once, only
+ * the compare-and-select chain is serial, there is no branch on the data, and the new key needs no
+ * walk down and back up (15 instructions a level, 8 levels at 256 journals, against about 200
+ * for the heap's sift). The journals with a frame peeked hold leaves 0 to nheap - 1, in no order
+ * (a key holds its entry, so the tie order does not depend on the leaf), and the tree has as many
+ * leaves as they need, so its depth is that of the journals with a frame, not of all followed. */
+static void
+tree_set(MergeCore *m, Py_ssize_t s, merge_key_t key)
+{
+    merge_key_t *t = m->tree;
+    Py_ssize_t at = m->leaves + s;
+    t[at] = key;
+#if defined(__SIZEOF_INT128__) && defined(__x86_64__)
+    __int128 k;  /* the key as one number (merge_key_t's layout): the lesser is cmp, sbb, 2 cmov */
+    memcpy(&k, &key, sizeof k);
+    for (; at > 1; at >>= 1) {
+        __int128 other;
+        memcpy(&other, &t[at ^ 1], sizeof other);
+        k = other < k ? other : k;
+        memcpy(&t[at >> 1], &k, sizeof k);
+    }
+#else
+    for (; at > 1; at >>= 1) {
+        if (merge_less(&t[at ^ 1], &key)) {
+            key = t[at ^ 1];
+        }
+        t[at >> 1] = key;
+    }
+#endif
+}
+
+/* Give the tree `leaves` leaves (a power of two, >= nheap, room made by set()), keeping leaves 0 to
+ * nheap - 1, and rebuild its nodes: when it fills, or is at most a quarter full. */
+static void
+tree_resize(MergeCore *m, Py_ssize_t leaves)
+{
+    merge_key_t *t = m->tree;
+    memmove(&t[leaves], &t[m->leaves], (size_t)m->nheap * sizeof *t);
+    for (Py_ssize_t s = m->nheap; s < leaves; s++) {
+        t[leaves + s] = merge_none;
+    }
+    for (Py_ssize_t at = leaves - 1; at >= 1; at--) {
+        t[at] = merge_less(&t[2 * at + 1], &t[2 * at]) ? t[2 * at + 1] : t[2 * at];
+    }
+    m->leaves = leaves;
+}
+
+/* The top's key grew (its journal's next frame). */
 static void
 heap_replace_root(MergeCore *m, merge_key_t key)
 {
-    merge_key_t *h = m->heap;
-    Py_ssize_t n = m->nheap;
-    Py_ssize_t at = 0;
-    if (n < 2 || (merge_less(&key, &h[1]) && (n < 3 || merge_less(&key, &h[2])))) {
-        h[0] = key;
-        return;
-    }
-    for (Py_ssize_t child = 1; child < n; child = 2 * at + 1) {
-        if (child + 1 < n && merge_less(&h[child + 1], &h[child])) {
-            child++;
-        }
-        h[at] = h[child];
-        at = child;
-    }
-    while (at > 0) {
-        Py_ssize_t parent = (at - 1) / 2;
-        if (!merge_less(&key, &h[parent])) {
-            break;
-        }
-        h[at] = h[parent];
-        at = parent;
-    }
-    h[at] = key;
+    tree_set(m, m->e[key.entry].slot, key);
 }
 
 static void
 heap_push(MergeCore *m, Py_ssize_t entry)
 {
-    merge_key_t *h = m->heap;
-    merge_key_t key = merge_key(m, entry);
-    Py_ssize_t at = m->nheap++;
-    while (at > 0) {
-        Py_ssize_t parent = (at - 1) / 2;
-        if (!merge_less(&key, &h[parent])) {
-            break;
-        }
-        h[at] = h[parent];
-        at = parent;
+    if (m->nheap == m->leaves) {
+        tree_resize(m, 2 * m->leaves);  /* nheap < n: set() made room for twice the leaves */
     }
-    h[at] = key;
+    m->e[entry].slot = m->nheap++;
+    tree_set(m, m->e[entry].slot, merge_key(m, entry));
     m->e[entry].state |= IN_HEAP;
 }
 
+/* The top leaves the tree: the last leaf's key moves to its leaf. */
 static void
 heap_pop_root(MergeCore *m)
 {
-    m->e[m->heap[0].entry].state &= (uint8_t)~IN_HEAP;
-    m->nheap--;
-    if (m->nheap > 0) {
-        heap_replace_root(m, m->heap[m->nheap]);
+    merge_entry_t *top = &m->e[m->tree[1].entry];
+    Py_ssize_t last = --m->nheap;
+    top->state &= (uint8_t)~IN_HEAP;
+    if (top->slot != last) {
+        merge_key_t moved = m->tree[m->leaves + last];
+        m->e[moved.entry].slot = top->slot;
+        tree_set(m, top->slot, moved);
+    }
+    tree_set(m, last, merge_none);
+    if (m->leaves > 1 && 4 * m->nheap <= m->leaves) {
+        tree_resize(m, m->leaves / 2);
     }
 }
 
+/* No journal in the tree (set, reset). */
+static void
+tree_clear(MergeCore *m)
+{
+    m->nheap = 0;
+    m->leaves = 1;
+    m->tree[1] = merge_none;
+}
+
 /* The next read most likely takes the top's frame: start loading what that take and the peek
- * after it touch (a prefetch of a stale or NULL address is harmless: it never faults). */
-static inline void
+ * after it touch (a prefetch of a stale or NULL address is harmless: it never faults).
+ * always_inline: out of line, gcc 12 -O2 found this function free of side effects (a prefetch has
+ * none it counts) and deleted its call: the shipped .so held no prefetch instruction at all. */
+static inline __attribute__((always_inline)) void
 merge_prefetch_top(const MergeCore *m)
 {
     if (m->nheap == 0) {
         return;
     }
-    const merge_key_t *key = &m->heap[0];
-    const merge_entry_t *e = &m->e[key->entry];
+    const merge_entry_t *e = &m->e[m->tree[1].entry];
     const char *core = (const char *)e->core;
-    __builtin_prefetch(key->after, 0, 3);
+    __builtin_prefetch(e->after, 0, 3);
     __builtin_prefetch(core, 1, 3);
     __builtin_prefetch(core + 64, 1, 3);
     __builtin_prefetch(core + 128, 1, 3);
@@ -1944,7 +1989,7 @@ merge_next_frame(MergeCore *m)
     if (m->nheap == 0) {
         Py_RETURN_NONE;
     }
-    Py_ssize_t top = m->heap[0].entry;
+    Py_ssize_t top = m->tree[1].entry;
     CursorCore *core = m->e[top].core;
     if (core->next_nano < 0 || core->a.view == NULL) {  /* a guard: a heaped core has peeked */
         PyErr_SetString(PyExc_ValueError, "MergeCore.read(): a heaped journal has no frame peeked");
@@ -2031,15 +2076,20 @@ mergecore_set(MergeCore *self, PyObject *args)
     self->bell = b;
     Py_ssize_t cap = n ? n : 1;
     self->e = PyMem_Calloc((size_t)cap, sizeof(*self->e));
-    self->heap = PyMem_Calloc((size_t)cap, sizeof(merge_key_t));
+    Py_ssize_t leaves = 1;
+    while (leaves < cap) {
+        leaves *= 2;
+    }
+    self->tree = PyMem_Calloc((size_t)(2 * leaves), sizeof(merge_key_t));  /* tree_resize */
     self->dirty = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
     self->always = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
     self->slow = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
     self->by_flag = PyMem_Calloc((size_t)(nflags + 8), sizeof(int32_t));
-    if (!self->e || !self->heap || !self->dirty || !self->always || !self->slow || !self->by_flag) {
+    if (!self->e || !self->tree || !self->dirty || !self->always || !self->slow || !self->by_flag) {
         merge_free_arrays(self);
         return PyErr_NoMemory();
     }
+    tree_clear(self);
     for (Py_ssize_t f = 0; f < nflags + 8; f++) {
         self->by_flag[f] = -1;
     }
@@ -2128,10 +2178,10 @@ mergecore_reset(MergeCore *self, PyObject *Py_UNUSED(ignored))
     for (Py_ssize_t i = 0; i < self->n; i++) {
         merge_hold_view(&self->e[i], NULL);  /* the pages they left go now */
     }
-    for (Py_ssize_t k = 0; k < self->nheap; k++) {
-        self->e[self->heap[k].entry].state &= (uint8_t)~IN_HEAP;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        self->e[i].state &= (uint8_t)~IN_HEAP;
     }
-    self->nheap = 0;
+    tree_clear(self);
     mark_all_dirty(self);
     Py_RETURN_NONE;
 }
