@@ -18,6 +18,7 @@ import pytest
 from conftest import Child, Procs, wait_for
 from journal_bytes import check_v2_journal, read_journal
 from mmipc import JournalLockedError, Reader, Writer
+from mmipc.journal._bell import SLEEPING
 from mmipc.journal._layout import VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -422,7 +423,7 @@ def test_c_writer_rings_a_blocking_python_reader(c_progs: dict[str, str], procs:
         "from mmipc import Block, Reader\n"
         "reader = Reader.create('c-bell', service=None)\n"
         f"reader.add_journal({jdir!r}, 'rung')\n"
-        "print('ready', flush=True)\n"
+        "print('ready', reader._merge.bell.path, flush=True)\n"
         "n = 0\n"
         "for frame in reader.frames(wait=Block(spin=0, max_nap=None)):\n"
         "    n += 1\n"
@@ -431,11 +432,20 @@ def test_c_writer_rings_a_blocking_python_reader(c_progs: dict[str, str], procs:
         "print('read', n, 'wakes', reader._merge.bell.word(), flush=True)\n"
     )
     reader = procs.spawn_code(code)
-    reader.expect_line("ready")
+    bell = reader.expect_line("ready").split()[1]
+    # Start the writer only once the reader sleeps on its futex: a writer that finished before the
+    # reader first slept (a loaded machine) would have had nobody to ring.
+    wait_for(lambda: _bell_sleeping(bell), what="the reader to sleep on its bell")
     writer = _run(procs, c_progs["ctp_writer"], jdir, "rung", "5000")
     assert writer.finish().split()[-2:] == ["wrote", "5000"]
     out = reader.finish(timeout=120).split()
     assert out[:2] == ["read", "5001"] and int(out[3]) >= 1  # woken through the futex at least once
+
+
+def _bell_sleeping(path: str) -> bool:
+    """The bell's `sleeping` word is set: its reader has announced it waits on the futex."""
+    with open(path, "rb") as f:
+        return struct.unpack_from("<I", f.read(SLEEPING + 4), SLEEPING)[0] != 0
 
 
 NOBODY = 65534
