@@ -19,7 +19,7 @@ Rules:
   `aframes`) reads in the loop's thread: create the reader there. To hand a reader to another thread,
   stop using it in the first, then call `adopt()` in the second. The check costs one comparison per
   read: on the native backend in C (`MergeCore.read_single`/`next`, the reader's entry points), on the pure
-  Python one a closure around `read` (docs/reliability.md).
+  Python one in `Cursor.read`, `Cursor.read_data` and `Merge.read` (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -137,11 +137,7 @@ class Reader:
         registered name) alive until the cyclic garbage collector happened to run.
         """
         core = self._merge.core
-        if core is not None:  # the C entry points check the thread themselves
-            if len(self._cursors) == 1:  # kept after: a `read` bound before reads on, as a cursor's did
-                core.single = self._cursors[0]
-            core._c_thread = self._thread
-            core.on_thread = functools.partial(_raise_other_thread, self.name, self._thread)
+        self._own()
         if self._closed:
             self.read = functools.partial(_read_closed, self.name)
         elif len(self._cursors) == 1:
@@ -149,20 +145,29 @@ class Reader:
         else:
             self._merge.rebuild()
             self.read = self._merge.read_function()
-        if core is None and not self._closed:
-            self.read = _owned(self.read, self.name, self._thread)
         if self._durable is not None and not self._closed:
             read = self.read
             self.read = self._durable.auto(read, self._cursors)
             if self.read is not read:  # it commits before the read: check first
                 self.read = _owned(self.read, self.name, self._thread)
         if len(self._cursors) == 1 and self._durable is None and not self._closed:
-            read_data = self._cursors[0].read_data  # native: C, no Python frame
-            self.read_data = (
-                _owned(read_data, self.name, self._thread) if core is None else core.read_single_data
-            )
+            self.read_data = self._cursors[0].read_data if core is None else core.read_single_data
         else:
             self.read_data = _data_of(self.read)
+
+    def _own(self) -> None:
+        """Tell the reader's entry points its thread: the C merge's (`read_single`, `next`), or on
+        the pure-Python backend `Cursor.read`, `Cursor.read_data` and `Merge.read`, which check it."""
+        on_thread = functools.partial(_raise_other_thread, self.name, self._thread)
+        core = self._merge.core
+        if core is None:
+            self._merge.owner, self._merge.on_thread = self._thread, on_thread
+            for cursor in self._cursors:
+                cursor.owner, cursor.on_thread = self._thread, on_thread
+            return
+        if len(self._cursors) == 1:  # kept after: a `read` bound before reads on, as a cursor's did
+            core.single = self._cursors[0]
+        core._c_thread, core.on_thread = self._thread, on_thread
 
     @classmethod
     def create(

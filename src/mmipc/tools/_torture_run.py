@@ -151,9 +151,11 @@ class Torture:
             self.rprocs = [self.start_reader(i, resume=False) for i in range(self.readers)]
             self.dproc = self.start_durable_reader()
             deadline = time.monotonic() + self.seconds
+            deck: list[str] = []
             while time.monotonic() < deadline:
                 time.sleep(self.rng.uniform(0.05, 0.4))
-                self.inject(self.rng.choice(FAULTS))
+                deck = deck or self.rng.sample(FAULTS, len(FAULTS))
+                self.inject(deck.pop())
             self.finish()
             if self.service is not None:
                 _kill(self.service)  # its retention must not remove pages under the replay below
