@@ -122,7 +122,7 @@ async def main():
         reader.add_journal({jdir!r}, "idle")
         before = cpu()
         n = 0
-        async for _ in reader.aframes(timeout=10):
+        async for _ in reader.aframes(timeout=5):
             n += 1
         print(json.dumps({{"cpu": cpu() - before, "frames": n}}), flush=True)
 asyncio.run(main())
@@ -131,8 +131,8 @@ asyncio.run(main())
         writer.write(b"")
         child = procs.spawn_code(code)
         result = json.loads(child.finish(timeout=120))
-    print(f"idle aframes reader: {result['cpu']:.4f} s of CPU over 10 s")
-    assert result["frames"] == 1 and result["cpu"] < 0.5, result
+    print(f"idle aframes reader: {result['cpu']:.4f} s of CPU over 5 s")
+    assert result["frames"] == 1 and result["cpu"] < 0.25, result  # 5% of a core
     assert not [f for f in os.listdir(jdir) if f.endswith(".fifo")]
 
 

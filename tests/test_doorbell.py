@@ -62,11 +62,11 @@ def test_block_reader_on_many_journals_with_a_restarted_writer(procs: Procs, jdi
 def test_idle_block_reader_uses_almost_no_cpu(procs: Procs, jdir: str) -> None:
     with Writer.create(jdir, "idle", service=None) as writer:
         writer.write(b"")
-        reader = procs.spawn("bell_reader.py", jdir, "idle", "--idle", "10")
+        reader = procs.spawn("bell_reader.py", jdir, "idle", "--idle", "5")
         result = json.loads(reader.finish(timeout=120).splitlines()[-1])
-    print(f"idle block reader: {result['cpu']:.4f} s of CPU over 10 s")
+    print(f"idle block reader: {result['cpu']:.4f} s of CPU over 5 s")
     assert result["frames"] == 1
-    assert result["cpu"] < 0.5, result  # 5% of a core; the target is 1% (measured: see the report)
+    assert result["cpu"] < 0.25, result  # 5% of a core; the target is 1% (measured: see the report)
 
 
 def test_block_wakes_on_a_frame_from_another_thread(jdir: str) -> None:
@@ -77,6 +77,7 @@ def test_block_wakes_on_a_frame_from_another_thread(jdir: str) -> None:
         done = threading.Event()
 
         def read() -> None:
+            reader.adopt()  # a reader belongs to one thread: this one reads now
             for frame in reader.frames(wait=Block(spin=0, max_nap=None)):
                 got.append(bytes(frame.data))
                 if len(got) == 3:
@@ -90,6 +91,7 @@ def test_block_wakes_on_a_frame_from_another_thread(jdir: str) -> None:
             writer.write(bytes([i]))
             wait_for(lambda i=i: len(got) == i + 1, what="the frame")  # type: ignore[misc]
         thread.join(timeout=60)
+        reader.adopt()  # back to the thread that closes it
         assert done.is_set() and got == [b"\0", b"\1", b"\2"]
 
 
@@ -326,6 +328,7 @@ def test_block_sleeps_at_once_when_frames_come_further_apart_than_its_spin(jdir:
         got: list[bytes] = []
 
         def read() -> None:
+            reader.adopt()
             for frame in reader.frames(wait=Block(spin=600.0, max_nap=None)):
                 got.append(bytes(frame.data))
                 if len(got) == 3:
@@ -339,6 +342,7 @@ def test_block_sleeps_at_once_when_frames_come_further_apart_than_its_spin(jdir:
         wait_for(lambda: _sleeping(reader), what="the reader to sleep without spinning 600 s")
         writer.write_at(b"2", start + 2000 * 10**9)
         thread.join(timeout=60)
+        reader.adopt()
         assert got == [b"0", b"1", b"2"]
 
 

@@ -282,6 +282,7 @@ def unread_by_the_service(sock: socket.socket) -> int:
     return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0])
 
 
+@pytest.mark.once  # .ci/run: native pass only (raw requests; the status reads files without the backend)
 def test_a_slow_status_never_delays_another_clients_request(fresh: ServiceProcess, tmp_path: Path) -> None:
     """The status was computed on the service's event loop: while it read thousands of journals' files
     (here 400 journals in a directory of 4,000 files, which every listing must scan), no other client

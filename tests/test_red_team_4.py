@@ -267,9 +267,11 @@ def test_a_crafted_counter_file_that_holds_every_page_is_named_by_prune_dry_run(
     jdir: str, tmp_path: Path
 ) -> None:
     """A counter file left "being written" (odd seqlock generation) whose header names a live pid
-    (here 1, which never dies: a crafted file, or a killed reader's pid taken by another process)
-    holds every page of every journal. That must not be silent: `mmipc prune --dry-run` names it."""
-    from mmipc.journal._metrics import HEADER, list_counters
+    (here 1, which never dies, with its real start time: a crafted file) holds every page of every
+    journal. That must not be silent: `mmipc prune --dry-run` names it. (A killed reader's pid taken
+    by another process no longer holds anything: its start time differs, see test_retention.py.)"""
+    from mmipc.journal._bell import start_ticks
+    from mmipc.journal._metrics import HEADER, START, START_AT, list_counters
 
     home = str(tmp_path / "home")
     with Service(home):
@@ -284,6 +286,7 @@ def test_a_crafted_counter_file_that_holds_every_page_is_named_by_prune_dry_run(
         fields = list(HEADER.unpack_from(crafted))
         fields[2], fields[3] = 1, fields[3] | 1  # pid 1; generation odd: "being written"
         HEADER.pack_into(crafted, 0, *fields)
+        START.pack_into(crafted, START_AT, start_ticks(1))
         (real.parent / ("ghost" + real.name.removeprefix("real"))).write_bytes(crafted)
         assert "ghost" in list_counters(home)
         out = subprocess.run(

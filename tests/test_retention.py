@@ -15,7 +15,7 @@ import pytest
 from conftest import Child, Procs, ServiceProcess, wait_for
 from mmipc import Reader, Service, UsageError, Writer, service_status
 from mmipc.journal._files import list_pages
-from mmipc.service._retention import Policy, parse_age, parse_dir_policy, parse_size, prune
+from mmipc.service._retention import Plan, Policy, parse_age, parse_dir_policy, parse_size, prune
 
 SEQ = struct.Struct("<Q")
 PAGE = 64 * 1024
@@ -263,3 +263,59 @@ def test_age_retention_counts_on_the_journals_own_time_as_well_as_the_wall_clock
     assert 0 < len(old) < len([e for e in ends.values() if e is not None]), ends
     removed = monitor.retain((jdir, "long"))
     assert removed == [os.path.join(jdir, f"long.{p:08d}.journal") for p in old]
+
+
+def test_a_dead_readers_counter_file_whose_pid_was_reused_holds_no_page(
+    home: str, jdir: str, procs: Procs
+) -> None:
+    """A reader killed with kill -9 leaves its counter file; the kernel may hand its pid to another
+    process. Retention and the monitor went by the pid alone: the dead reader held its pages until
+    that unrelated process ended (never, on a desk's long-running host), and its file was never
+    forgotten. The file records the process's start time too; a live pid that started at another
+    time is not the reader."""
+    from mmipc.journal._bell import start_ticks
+    from mmipc.journal._metrics import DEAD_LINGER, START, START_AT, counters_path, read_counters
+    from mmipc.service._monitor import Monitor
+
+    with Service(home), Writer.create(jdir, "reuse", page_size=PAGE, service=None) as writer:
+        fill(writer, PER_PAGE * 4)
+        child = procs.spawn_code(
+            "import time\n"
+            "from mmipc import Reader\n"
+            f"r = Reader.create('gone', service={home!r})\n"
+            f"r.add_journal({jdir!r}, 'reuse')\n"
+            "r.read()\n"
+            "print('read', flush=True)\n"
+            "time.sleep(600)\n"
+        )
+        child.expect_line("read")
+        path = counters_path(home, "gone")
+        info = read_counters(path)
+        assert (
+            info is not None
+            and info["pid"] == child.pid
+            and info["start_ticks"] == start_ticks(child.pid) > 0
+        )
+        assert _dry_run(home, jdir).remove == []  # the live reader holds page 0
+        child.kill9()
+        with open(path, "r+b") as f:  # its pid now names a live process (this one) that started earlier
+            f.seek(12)
+            f.write(os.getpid().to_bytes(4, "little"))
+        assert start_ticks(os.getpid()) != info["start_ticks"]
+        with open(path, "r+b") as f:  # as an older mmipc wrote it: no start time, the pid decides
+            f.seek(START_AT)
+            f.write(START.pack(0))
+        assert _dry_run(home, jdir).remove == []
+        with open(path, "r+b") as f:
+            f.seek(START_AT)
+            f.write(START.pack(info["start_ticks"]))
+        result, done = prune(home, jdir, "reuse", Policy(max_pages=1), time.time_ns())
+        assert result.held_by == [] and result.remove[0] == 0 and len(done) == len(result.remove) >= 3
+        monitor = Monitor(home, list, Policy())
+        monitor._dead_since["gone"] = time.monotonic() - DEAD_LINGER - 1
+        monitor._forget_dead()
+        assert not os.path.exists(path)
+
+
+def _dry_run(home: str, jdir: str) -> Plan:
+    return prune(home, jdir, "reuse", Policy(max_pages=1), time.time_ns(), dry_run=True)[0]

@@ -175,6 +175,7 @@ def garbage_clients(svc: ServiceProcess) -> Iterator[tuple[str, socket.socket]]:
         yield f"not an object: {body[:10]!r}", sock
 
 
+@pytest.mark.once  # .ci/run: native pass only (raw requests to the service, which never uses the backend)
 def test_garbage_on_the_socket_is_refused_and_everyone_else_is_served(fresh: ServiceProcess) -> None:
     good = Reader.create("good", service=fresh.home)
     for what, sock in garbage_clients(fresh):

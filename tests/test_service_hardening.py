@@ -75,6 +75,7 @@ def pipelined(sock: socket.socket, requests: list[dict[str, object]]) -> list[di
 # -- 1. a large status ------------------------------------------------------------------------
 
 
+@pytest.mark.once  # .ci/run: native pass only (raw requests to the service, which never uses the backend)
 @pytest.mark.parametrize(("journals", "readers", "follows"), [(100, 10, 100), (3000, 300, 100)])
 def test_a_status_far_over_the_request_cap_is_served(
     fresh: ServiceProcess, jdir: str, journals: int, readers: int, follows: int

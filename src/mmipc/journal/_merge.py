@@ -34,6 +34,7 @@ Rules:
 
 from __future__ import annotations
 
+import _thread
 import heapq
 import itertools
 import os
@@ -48,6 +49,7 @@ from ._cursor import Cursor
 from ._types import Frame
 
 SWEEP_PERIOD = 0.1
+_get_ident = _thread.get_ident
 _heappush, _heappop, _heapreplace = heapq.heappush, heapq.heappop, heapq.heapreplace
 
 
@@ -68,6 +70,8 @@ class Merge:
         "taken",
         "fifo",
         "swept_at",
+        "owner",
+        "on_thread",
         "core",
         "__weakref__",
     )
@@ -86,6 +90,8 @@ class Merge:
         self.taken = 0  # frames since the last sweep: a busy reader sweeps every SWEEP_EVERY too
         self.fifo = -1  # asyncio: the read end of the bell's FIFO (_aio.py)
         self.swept_at = 0.0
+        self.owner = 0  # the reader's thread (pure Python; the C merge has its own _c_thread)
+        self.on_thread: Callable[[], object] = _any_thread
         self.core: Any = None if native is None else native.MergeCore()
         if self.core is not None:
             self.core.on_slow = _settler(self)
@@ -160,7 +166,10 @@ class Merge:
     # -- reading ------------------------------------------------------------------------------
 
     def read(self) -> Frame | None:
-        """The earliest next frame of all journals, or None."""
+        """The earliest next frame of all journals, or None (pure Python; from the reader's thread,
+        `owner`, only: another calls `on_thread`, which raises)."""
+        if _get_ident() != self.owner and self.owner:
+            self.on_thread()
         if self.pending[0]:
             self._collect()
         elif not self.heap and not self.dirty:
@@ -274,6 +283,10 @@ class Merge:
         frame = _read_scan(self.cursors)
         core.reset()
         return frame
+
+
+def _any_thread() -> None:
+    """`on_thread` until a reader owns the merge."""
 
 
 def _settler(merge: Merge) -> Callable[[], Frame | None]:

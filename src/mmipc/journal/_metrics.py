@@ -15,14 +15,22 @@ Rules:
 * A seqlock guards each update: the generation word is odd while the publisher writes; a reader of
   the file retries until it reads the same even generation before and after.
 * A reader that closes removes its file. A reader that dies leaves it: the service shows that reader
-  as dead (its pid is gone) for DEAD_LINGER seconds after its registration ended, then removes it.
+  as dead for DEAD_LINGER seconds after its registration ended, then removes it, and retention
+  stops counting its positions. Dead means: its pid is gone, or now belongs to a process that
+  started at another time than the one recorded at offset 56 (`owner_alive`, as for bells). A pid
+  alone is not enough: on a desk that runs for months the kernel hands a dead reader's pid to
+  another process, and the dead reader's file would hold its pages forever.
 
 File layout (little-endian)::
 
      0 magic "MMIPCPOS" | 8 version u32 | 12 pid u32 | 16 generation u64 | 24 heartbeat_ns i64
     32 started_ns i64   | 40 durable u32 | 44 wait u32 | 48 journals_len u32 | 52 slots u32
+    56 start_ticks u64: the process's start time (/proc/PID/stat, clock ticks since boot; 0: unknown)
     64 + 64*i: slot i = page_no i64, offset i64, nano i64, changed_ns i64 (wall time it last moved)
     JOURNALS_AT: JSON [[directory, name], ...] of the journals, in slot order
+
+`start_ticks` took 8 bytes that were zero before it (the version stays 1): a file written by an
+older mmipc reads as "start unknown", and its pid alone decides, as before.
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._files import check_name, read_regular
+from ._bell import start_ticks
+from ._files import check_name, pid_alive, read_regular
 
 if TYPE_CHECKING:
     from ._cursor import Cursor
@@ -61,6 +70,8 @@ WAIT_MODES = ("read", "backoff", "spin", "custom", "block")  # stored by index: 
 HEADER = struct.Struct("<8sIIQqqIIII")
 GENERATION = struct.Struct("<Q")
 SLOT = struct.Struct("<qqqq")
+START_AT = HEADER.size  # 56: the owner's start_ticks, in what was the header's padding
+START = struct.Struct("<Q")
 
 
 class Published(NamedTuple):
@@ -145,6 +156,7 @@ class Board:
             self._mm, 0, MAGIC, VERSION, os.getpid(), self._generation, now, _started(),
             self._durable, self.wait, self._journals_size, len(self._journals),
         )  # fmt: skip
+        START.pack_into(self._mm, START_AT, _start_ticks())
 
     def _write_journals(self, jids: list[tuple[str, str]]) -> None:
         data = json.dumps(jids).encode()
@@ -189,6 +201,27 @@ _STARTED = time.time_ns()
 
 def _started() -> int:
     return _STARTED
+
+
+_START_TICKS: dict[int, int] = {}  # pid -> its start_ticks: a forked child has its own
+
+
+def _start_ticks() -> int:
+    pid = os.getpid()
+    ticks = _START_TICKS.get(pid)
+    if ticks is None:
+        ticks = _START_TICKS[pid] = start_ticks(pid)
+    return ticks
+
+
+def owner_alive(pid: int, start: int) -> bool:
+    """Whether the process that wrote a counter file lives: `pid` exists and, if its start time was
+    recorded (`start` > 0), started then. A pid reused by a later process is not the reader."""
+    if not pid_alive(pid):
+        return False
+    if start <= 0:
+        return True  # an older file, or unknown when written: the pid alone decides
+    return start_ticks(pid) in (0, start)  # 0: cannot tell, so keep it
 
 
 def _create(path: str) -> mmap.mmap:
@@ -283,14 +316,14 @@ def read_counters(path: str) -> dict[str, Any] | None:
     return None
 
 
-def counters_owner(path: str) -> int | None:
-    """The pid in a counter file's header, read whatever its generation (a publisher may be in the
-    middle of an update, or stopped there); None if the file is not a counter file."""
-    data = read_regular(path, HEADER.size)
-    if data is None or len(data) != HEADER.size or data[:8] != MAGIC:
+def counters_owner(path: str) -> tuple[int, int] | None:
+    """The pid and start_ticks in a counter file's header, read whatever its generation (a publisher
+    may be in the middle of an update, or stopped there); None if the file is not a counter file."""
+    data = read_regular(path, START_AT + START.size)
+    if data is None or len(data) != START_AT + START.size or data[:8] != MAGIC:
         return None
-    _, version, pid = HEADER.unpack(data)[:3]
-    return int(pid) if version == VERSION else None
+    _, version, pid = HEADER.unpack_from(data)[:3]
+    return (int(pid), START.unpack_from(data, START_AT)[0]) if version == VERSION else None
 
 
 def _parse(data: bytes) -> dict[str, Any] | None:
@@ -307,8 +340,9 @@ def _parse(data: bytes) -> dict[str, Any] | None:
     except (ValueError, TypeError, RecursionError):  # a damaged list: json nests arrays recursively
         return None
     mode = WAIT_MODES[wait] if wait < len(WAIT_MODES) else "custom"
-    return {"pid": pid, "heartbeat_ns": beat, "started_ns": started, "durable": bool(durable),
-            "wait": mode, "positions": positions}  # fmt: skip
+    start = START.unpack_from(data, START_AT)[0]
+    return {"pid": pid, "start_ticks": start, "heartbeat_ns": beat, "started_ns": started,
+            "durable": bool(durable), "wait": mode, "positions": positions}  # fmt: skip
 
 
 def list_counters(home: str) -> dict[str, str]:

@@ -12,16 +12,26 @@ Rules:
   is gone. Kill it at any moment and nothing else notices. A durable reader (`durable=True`) is the
   other exception, kept apart in `_durable`: it locks and writes its own cursor file, and only in
   `commit()` (or its automatic commits), never in `read()` unless `commit_every` asks for it.
+* A reader belongs to the thread that created it, as a writer does (_writer.py rule 8). `read`,
+  `read_data`, `read_batch`, `frames`, `seek`, `commit`, `add_journal`, `remove_journal` and `close`
+  from any other thread raise `UsageError` before touching anything: two threads reading one reader
+  would race in its page switches and report corruption that is not on disk. asyncio (`aread`,
+  `aframes`) reads in the loop's thread: create the reader there. To hand a reader to another thread,
+  stop using it in the first, then call `adopt()` in the second. Native backend: the check is in C
+  at the reader's entry points (`MergeCore.read_single`/`next`), about 11 instructions a read. Pure
+  Python: in `Cursor.read`, `Cursor.read_data` and `Merge.read`, after an empty read has found
+  nothing (so it costs nothing then), about 500 instructions a frame (get_ident makes an int).
 """
 
 from __future__ import annotations
 
+import _thread
 import functools
 import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from .._errors import ClosedError, ReaderNameTakenError, ServiceRefusedError, UsageError
 from ..service._servicehome import DEFAULT_HOME, ServiceHome, link_for
@@ -42,6 +52,9 @@ if TYPE_CHECKING:  # the link is imported when a reader first registers (see _se
     from ._durable import Durable
     from ._metrics import Board
 
+
+_get_ident = _thread.get_ident  # _thread, not threading: `import mmipc` stays light
+T = TypeVar("T")
 
 _READ_DOC = """read() -> Frame | None: the next frame across every added journal, in timestamp order.
 
@@ -74,6 +87,10 @@ class Reader:
     is none yet; it never blocks. (It is bound per instance: with one journal it is that journal's
     own fused read, with several the merge.)
 
+    A reader belongs to the thread that created it: from another thread its methods raise
+    `UsageError` (`adopt()` hands it over). Two threads reading one reader would each see part of
+    the stream, and race in its page switches into false corruption reports.
+
     Example: ``with Reader.create("strategy-1") as r: r.add_journal("/data/md", "md.ctp")``
     """
 
@@ -90,6 +107,7 @@ class Reader:
         "_durable": None,
         "_board": None,
         "_finalizer": None,
+        "_thread": None,
         "__weakref__": None,
     }
     read: Callable[[], Frame | None]
@@ -100,6 +118,7 @@ class Reader:
         self._merge = Merge()  # the merge and the doorbell (_merge.py); shares the cursor list
         self._cursors: list[Cursor] = self._merge.cursors
         self._closed = False
+        self._thread = _get_ident()
         self._link = link
         self._durable = durable
         self._board: Board | None = None
@@ -118,19 +137,38 @@ class Reader:
         None of them refers back to the reader: a cycle would keep a dropped reader (and its
         registered name) alive until the cyclic garbage collector happened to run.
         """
+        core = self._merge.core
+        self._own()
         if self._closed:
             self.read = functools.partial(_read_closed, self.name)
         elif len(self._cursors) == 1:
-            self.read = self._cursors[0].read
+            self.read = self._cursors[0].read if core is None else core.read_single
         else:
             self._merge.rebuild()
             self.read = self._merge.read_function()
         if self._durable is not None and not self._closed:
-            self.read = self._durable.auto(self.read, self._cursors)
+            read = self.read
+            self.read = self._durable.auto(read, self._cursors)
+            if self.read is not read:  # it commits before the read: check first
+                self.read = _owned(self.read, self.name, self._thread)
         if len(self._cursors) == 1 and self._durable is None and not self._closed:
-            self.read_data = self._cursors[0].read_data  # native: the C method, no Python frame
+            self.read_data = self._cursors[0].read_data if core is None else core.read_single_data
         else:
             self.read_data = _data_of(self.read)
+
+    def _own(self) -> None:
+        """Tell the reader's entry points its thread: the C merge's (`read_single`, `next`), or on
+        the pure-Python backend `Cursor.read`, `Cursor.read_data` and `Merge.read`, which check it."""
+        on_thread = functools.partial(_raise_other_thread, self.name, self._thread)
+        core = self._merge.core
+        if core is None:
+            self._merge.owner, self._merge.on_thread = self._thread, on_thread
+            for cursor in self._cursors:
+                cursor.owner, cursor.on_thread = self._thread, on_thread
+            return
+        if len(self._cursors) == 1:  # kept after: a `read` bound before reads on, as a cursor's did
+            core.single = self._cursors[0]
+        core._c_thread, core.on_thread = self._thread, on_thread
 
     @classmethod
     def create(
@@ -209,6 +247,7 @@ class Reader:
 
         Example: ``reader.remove_journal("/data/md", "md.ctp")``
         """
+        self._check_owner()
         jid = JournalId(os.path.abspath(os.fspath(directory)), name)
         for cursor in self._cursors:
             if cursor.jid == jid:
@@ -283,6 +322,7 @@ class Reader:
 
         Example: ``for frame in reader.frames(timeout=5.0): handle(frame)``
         """
+        self._check_owner()  # in the thread that iterates: a generator's body runs there
         if self._board is not None:
             self._board.wait_mode("block" if isinstance(wait, Block) else wait)
         if wait == "block" or isinstance(wait, Block):
@@ -343,6 +383,7 @@ class Reader:
 
         Example: ``reader.close()  # or leave the `with` block``
         """
+        self._check_owner()
         if self._durable is not None and not self._closed:
             self._durable.commit(self._cursors)
         for cursor in self._cursors:
@@ -352,7 +393,22 @@ class Reader:
         self._rebind()
         self._finalizer()
 
+    def adopt(self) -> None:
+        """Make the calling thread this reader's owner (see the class docstring): the one way to
+        hand a reader to another thread. The thread that used it before must have stopped using it.
+
+        Example: ``reader = queue.get(); reader.adopt(); frame = reader.read()``
+        """
+        self._thread = _get_ident()
+        self._rebind()
+
+    def _check_owner(self) -> None:
+        if _get_ident() != self._thread:
+            _raise_other_thread(self.name, self._thread)
+
     def _check_open(self) -> None:
+        if _get_ident() != self._thread:
+            _raise_other_thread(self.name, self._thread)
         if self._closed:
             raise ClosedError(f"reader {self.name} is closed")
 
@@ -405,6 +461,25 @@ def _unregister(link: Link | None, name: str, durable: Durable | None, board: Bo
     if link is not None:
         link.forget(("reader", name))
         link.notify("unregister_reader", name=name)
+
+
+def _raise_other_thread(name: str, owner: int) -> NoReturn:
+    raise UsageError(
+        f"reader {name} belongs to the thread that created it (ident {owner}), not thread "
+        f"{_get_ident()}: create one reader per thread, or call reader.adopt() in the thread that "
+        "takes it over"
+    )
+
+
+def _owned(read: Callable[[], T], name: str, owner: int) -> Callable[[], T]:
+    """`read` behind the owner check (pure-Python backend; the native one checks in C)."""
+
+    def owned() -> T:
+        if _get_ident() != owner:
+            _raise_other_thread(name, owner)
+        return read()
+
+    return owned
 
 
 def _read_closed(name: str) -> Frame | None:

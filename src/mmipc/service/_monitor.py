@@ -36,6 +36,7 @@ from ..journal._metrics import (
     Published,
     counters_owner,
     list_counters,
+    owner_alive,
     read_counters,
 )
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
@@ -243,8 +244,8 @@ class Monitor:
         now = time.monotonic()
         for name, path in list_counters(self.home).items():
             info = read_counters(path)
-            pid = info["pid"] if info is not None else counters_owner(path)
-            if pid is not None and pid_alive(pid):
+            owner = (info["pid"], info["start_ticks"]) if info is not None else counters_owner(path)
+            if owner is not None and owner_alive(*owner):
                 self._dead_since.pop(name, None)
                 continue
             since = self._dead_since.setdefault(name, now)

@@ -41,9 +41,9 @@ from typing import Any
 
 from .._errors import StorageError, UsageError
 from ..journal._durable import list_cursors
-from ..journal._files import list_pages, page_path, pid_alive
+from ..journal._files import list_pages, page_path
 from ..journal._layout import MsgType
-from ..journal._metrics import counters_owner, list_counters, read_counters
+from ..journal._metrics import counters_owner, list_counters, owner_alive, read_counters
 from ..journal._page import MappedPage
 from ._lag import journal_tail
 
@@ -137,8 +137,8 @@ def holds(home: str | None, directory: str, name: str) -> list[dict[str, Any]]:
         if counters is None:
             found.extend(_hold_unread(reader, path))
             continue
-        if not pid_alive(counters["pid"]):
-            continue
+        if not owner_alive(counters["pid"], counters["start_ticks"]):
+            continue  # dead, or its pid reused by another process: it holds nothing
         for p in counters["positions"]:
             if p.name == name and p.page_no >= 0 and os.path.realpath(p.directory) == real:
                 found.append({"reader": reader, "page_no": p.page_no, "kind": "live"})
@@ -149,8 +149,8 @@ def _hold_unread(reader: str, path: str) -> list[dict[str, Any]]:
     """A live reader whose counter file reads as being written (its publisher thread is waiting
     for the GIL mid-update, or its process is stopped there) holds every page until it can be
     read: its positions are unknown, and a page removed under it is a gap it can never fill."""
-    pid = counters_owner(path)
-    if pid is None or not pid_alive(pid):
+    owner = counters_owner(path)
+    if owner is None or not owner_alive(*owner):
         return []
     who = f"{reader} (its positions are being written: every page held)"
     return [{"reader": who, "page_no": 0, "kind": "live"}]

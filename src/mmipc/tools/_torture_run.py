@@ -151,9 +151,11 @@ class Torture:
             self.rprocs = [self.start_reader(i, resume=False) for i in range(self.readers)]
             self.dproc = self.start_durable_reader()
             deadline = time.monotonic() + self.seconds
+            deck: list[str] = []
             while time.monotonic() < deadline:
                 time.sleep(self.rng.uniform(0.05, 0.4))
-                self.inject(self.rng.choice(FAULTS))
+                deck = deck or self.rng.sample(FAULTS, len(FAULTS))
+                self.inject(deck.pop())
             self.finish()
             if self.service is not None:
                 _kill(self.service)  # its retention must not remove pages under the replay below
@@ -178,14 +180,21 @@ class Torture:
     def _pause(self) -> None:
         time.sleep(self.rng.uniform(0.02, 0.3))
 
-    def kill_writer(self, fsize: int = 0) -> None:
-        i = self.rng.randrange(self.writers)
+    def kill_writer(self, fsize: int = 0, index: int | None = None) -> None:
+        i = self.rng.randrange(self.writers) if index is None else index
         _kill(self.wprocs[i])
         self._pause()
         self.wprocs[i] = self.start_writer(i, fsize)
 
-    def fsize_limit(self) -> None:
-        self.kill_writer(fsize=self.page_size // 2)  # restarts it unable to grow any file past half a page
+    def fsize_limit(self) -> bool | None:
+        """Restart a writer unable to grow any file past half a page: it writes on in its page, and
+        every page it then tries to create is refused. Not one without a page yet: it could never
+        create its first, and the readers would wait for its end frame until they time out."""
+        i = self.rng.randrange(self.writers)
+        if not list_pages(self.journals, f"w{i}"):
+            return False
+        self.kill_writer(fsize=self.page_size // 2, index=i)
+        return None
 
     def kill_reader(self) -> None:
         i = self.rng.randrange(self.readers)

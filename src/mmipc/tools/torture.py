@@ -2,7 +2,8 @@
 
 `mmipc torture --seconds 60 --seed 1` starts a service, WRITERS writer processes (one journal each,
 small pages so that pages switch constantly) and READERS reader processes (each merging every
-journal). Until the time is up it injects faults at random moments:
+journal). Until the time is up it injects faults at random moments, in rounds that hold every kind
+once in a random order (so that a run of a few seconds has met each of them):
 
 * SIGKILL of a writer, restarted after a pause (sometimes under an RLIMIT_FSIZE below the page size);
 * SIGKILL of a reader, restarted from its saved position or from the start;

@@ -41,6 +41,7 @@
 
 #include <limits.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -1568,6 +1569,9 @@ typedef struct {
     PyObject *last[2];       /* the merge's last two Frames, refilled when dropped (merge_frame) */
     int turn;
     PyObject *on_slow;       /* next() calls it instead of returning SLOW (Merge._read_settling) */
+    unsigned long thread;    /* the owning reader's thread ident (0: any) */
+    PyObject *on_thread;     /* the reader's entry points call it from another thread (it raises) */
+    CursorCore *single;      /* a reader of one journal: its cursor (read_single), or NULL */
 } MergeCore;
 
 static void
@@ -1609,6 +1613,8 @@ mergecore_dealloc(MergeCore *self)
     merge_free_arrays(self);
     merge_drop_frames(self);
     Py_CLEAR(self->on_slow);
+    Py_CLEAR(self->on_thread);
+    Py_CLEAR(self->single);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -2024,18 +2030,78 @@ mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
     return merge_next_frame(m);
 }
 
+/* The calling thread's ident, as Python's _thread.get_ident() (PyThread_get_thread_ident) gives it:
+ * pthread_self(). On x86-64 glibc that is the thread pointer itself (%fs:0 holds the thread's own
+ * address): one load, and no call that would make the caller save registers. */
+static inline unsigned long
+current_thread(void)
+{
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_builtin)
+#if __has_builtin(__builtin_thread_pointer)
+    return (unsigned long)__builtin_thread_pointer();
+#else
+    return (unsigned long)pthread_self();
+#endif
+#else
+    return (unsigned long)pthread_self();
+#endif
+}
+
+/* The reader's entry points (next, read_single, read_single_data) from a thread other than its
+ * owner's: on_thread's result (it raises UsageError), before anything is touched. */
+#define OWNER_ONLY(m)                                                                              \
+    if ((m)->thread != 0 && current_thread() != (m)->thread) {                                    \
+        return other_thread(m);                                                                    \
+    }
+
+static PyObject *
+other_thread(MergeCore *m)
+{
+    if (m->on_thread == NULL || m->on_thread == Py_None) {
+        PyErr_SetString(PyExc_RuntimeError, "a reader's read from a thread other than its owner's");
+        return NULL;
+    }
+    return PyObject_CallNoArgs(m->on_thread);
+}
+
 /* Reader.read itself when it merges: METH_FASTCALL (see NO_ARGS), and what needs Python is
  * settled by on_slow, so that a read costs no Python frame. */
 static PyObject *
 mergecore_next(MergeCore *m, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
     NO_ARGS("next")
+    OWNER_ONLY(m)
     PyObject *frame = merge_next_frame(m);
     if (frame == slow && m->on_slow != NULL && m->on_slow != Py_None) {
         Py_DECREF(frame);
         return PyObject_CallNoArgs(m->on_slow);
     }
     return frame;
+}
+
+/* Reader.read and Reader.read_data with one journal: its cursor's own read behind the owner check
+ * (a direct C call: no second dispatch). The cursor is `single`, not the merge's list: a caller
+ * that keeps only `reader.read` reads on after the reader is dropped, as it did from the cursor. */
+static PyObject *
+mergecore_read_single(MergeCore *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    OWNER_ONLY(m)
+    if (m->single == NULL) {
+        PyErr_SetString(PyExc_ValueError, "read_single(): no single cursor is set");
+        return NULL;
+    }
+    return cursor_read(m->single, args, nargs);
+}
+
+static PyObject *
+mergecore_read_single_data(MergeCore *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    OWNER_ONLY(m)
+    if (m->single == NULL) {
+        PyErr_SetString(PyExc_ValueError, "read_single_data(): no single cursor is set");
+        return NULL;
+    }
+    return cursor_read_data(m->single, args, nargs);
 }
 
 /* set(cores, flags, bell): follow these cores (the list order is the tie order), each with its
@@ -2195,10 +2261,34 @@ mergecore_get_heaped(MergeCore *self, void *Py_UNUSED(closure))
 static PyMemberDef mergecore_members[] = {
     {"on_slow", T_OBJECT, offsetof(MergeCore, on_slow), 0,
      "called by next() (no arguments) for its result where read() returns SLOW"},
+    {"_c_thread", T_ULONG, offsetof(MergeCore, thread), 0,
+     "ident of the reader's thread (0: any): its entry points from another call on_thread"},
+    {"on_thread", T_OBJECT, offsetof(MergeCore, on_thread), 0,
+     "called by next/read_single(_data) (no arguments) from a thread not _c_thread: it raises"},
     {NULL, 0, 0, 0, NULL},
 };
 
+static PyObject *
+mergecore_get_single(MergeCore *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->single != NULL ? (PyObject *)self->single : Py_None);
+}
+
+static int
+mergecore_set_single(MergeCore *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value != NULL && value != Py_None && !PyObject_TypeCheck(value, &CursorCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "single must be a CursorCore or None");
+        return -1;
+    }
+    Py_XSETREF(self->single,
+               value == NULL || value == Py_None ? NULL : (CursorCore *)Py_NewRef(value));
+    return 0;
+}
+
 static PyGetSetDef mergecore_getset[] = {
+    {"single", (getter)mergecore_get_single, (setter)mergecore_set_single,
+     "the cursor read_single reads (a reader of one journal), or None", NULL},
     {"heaped", (getter)mergecore_get_heaped, NULL, "how many journals have a frame peeked", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -2208,6 +2298,10 @@ static PyMethodDef mergecore_methods[] = {
     {"read", (PyCFunction)mergecore_read, METH_NOARGS, "read() -> Frame | None | SLOW"},
     {"next", (PyCFunction)(void (*)(void))mergecore_next, METH_FASTCALL,
      "next() -> Frame | None: read(), with on_slow() for SLOW"},
+    {"read_single", (PyCFunction)(void (*)(void))mergecore_read_single, METH_FASTCALL,
+     "read_single() -> Frame | None: `single`'s read(), from the owner thread only"},
+    {"read_single_data", (PyCFunction)(void (*)(void))mergecore_read_single_data, METH_FASTCALL,
+     "read_single_data() -> memoryview | None: `single`'s read_data(), likewise"},
     {"slow", (PyCFunction)mergecore_slow, METH_NOARGS, "slow() -> indexes for Python to settle"},
     {"settle", (PyCFunction)mergecore_settle, METH_O, "settle(i): Python polled core i"},
     {"sweep", (PyCFunction)mergecore_sweep, METH_NOARGS, "sweep(): poll every core at next read"},
