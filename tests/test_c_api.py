@@ -445,7 +445,7 @@ def test_c_writer_rings_a_blocking_python_reader(c_progs: dict[str, str], procs:
 def _bell_sleeping(path: str) -> bool:
     """The bell's `sleeping` word is set: its reader has announced it waits on the futex."""
     with open(path, "rb") as f:
-        return struct.unpack_from("<I", f.read(SLEEPING + 4), SLEEPING)[0] != 0
+        return bool(struct.unpack_from("<I", f.read(SLEEPING + 4), SLEEPING)[0] != 0)
 
 
 NOBODY = 65534
