@@ -136,16 +136,21 @@ class Board:
     def _publish(self) -> None:
         now = time.time_ns()
         jids = [(c.jid.directory, c.jid.name) for c in self.cursors[:MAX_SLOTS]]
-        positions = [_position_of(c) for c in self.cursors[:MAX_SLOTS]]
-        if jids == self._journals and positions == self._published:
+        # by journal: the list may have changed (and _write_journals may have cut the names short)
+        before = dict(zip(self._journals, self._published, strict=False))
+        cursors = self.cursors[:MAX_SLOTS]
+        positions = [
+            _position_of(c, before.get(jid, (-1, -1, -1))) for c, jid in zip(cursors, jids, strict=True)
+        ]
+        changed = jids != self._journals
+        if not changed and positions == self._published:
             self._heartbeat(now)
             return
         self._begin()
-        if jids != self._journals:
+        if changed:
             self._write_journals(jids)
-            self._published = [(-1, -1, -1)] * len(jids)
         for i, position in enumerate(positions):
-            if position != self._published[i]:
+            if changed or position != self._published[i]:  # a new list: every slot is rewritten
                 SLOT.pack_into(self._mm, SLOTS_AT + i * SLOT_SIZE, *position, now)
         self._published = positions
         self._write_header(now)
@@ -187,13 +192,17 @@ class Board:
             self._mm.close()
 
 
-def _position_of(cursor: Cursor) -> tuple[int, int, int]:
-    """(page_no, offset, nano) of a cursor, read so that page and offset belong together."""
+def _position_of(cursor: Cursor, published: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(page_no, offset, nano) of a cursor, read so that page and offset belong together; the
+    position `published` before while the cursor has no page. A cursor between two pages has none
+    for a moment (`_enter_page` unmaps the old page before it sets the new one), and this thread may
+    run just then: publishing "no position" there let retention remove every page past the reader's
+    while it was stopped (`mmipc torture --seed 7`, a reader stalled in that instant)."""
     while True:
         page_no = cursor.page_no
         position = (page_no, cursor.pos, cursor.last_nano)
         if cursor.page_no == page_no:
-            return position if cursor.page is not None else (-1, -1, cursor.last_nano)
+            return position if cursor.page is not None else published
 
 
 _STARTED = time.time_ns()

@@ -140,9 +140,20 @@ def holds(home: str | None, directory: str, name: str) -> list[dict[str, Any]]:
         if not owner_alive(counters["pid"], counters["start_ticks"]):
             continue  # dead, or its pid reused by another process: it holds nothing
         for p in counters["positions"]:
-            if p.name == name and p.page_no >= 0 and os.path.realpath(p.directory) == real:
-                found.append({"reader": reader, "page_no": p.page_no, "kind": "live"})
+            if p.name == name and os.path.realpath(p.directory) == real:
+                found.append(_live_hold(reader, p.page_no))
     return found
+
+
+def _live_hold(reader: str, page_no: int) -> dict[str, Any]:
+    """What a live reader's published slot holds. A slot with no page yet (-1: the journal had none
+    when the reader added it, or its cursor is between positions) holds every page: the reader will
+    start at the oldest page it finds, and it may already be reading there, unpublished until its
+    publisher's next tick (found by `mmipc torture --seed 7`: a reader stopped before that tick lost
+    pages 0 to 7 to the service's retention, "got seq 2220, expected 832 (a gap)")."""
+    if page_no >= 0:
+        return {"reader": reader, "page_no": page_no, "kind": "live"}
+    return {"reader": f"{reader} (not on a page yet: every page held)", "page_no": 0, "kind": "live"}
 
 
 def _hold_unread(reader: str, path: str) -> list[dict[str, Any]]:
