@@ -1,0 +1,86 @@
+"""Red team 5: the native merge's winner tree (merge5), bell_block (wake5), the reader's thread
+check and counter files' start time (fix5), attacked as a careless or hostile user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import PROCS
+from mmipc.journal._backend import native
+
+
+def _fuzz(directory: Path, backend: str, seed: int, journals: int, steps: int) -> dict[str, list[object]]:
+    directory.mkdir()
+    env = {**os.environ, "MMIPC_BACKEND": backend}
+    args = [str(directory), str(seed), str(journals), str(steps)]
+    out = subprocess.run(
+        [sys.executable, str(PROCS / "merge_fuzz.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif(native is None, reason="the native backend is not built")
+@pytest.mark.parametrize(
+    ("seed", "journals", "steps"),
+    [
+        (1, 3, 400),
+        (2, 8, 400),
+        (3, 40, 300),
+        (4, 300, 300),
+        (5, 2, 600),
+        (6, 1, 300),
+        (7, 17, 800),
+        (8, 300, 600),
+    ],
+)
+def test_merge_fuzz_native_and_python_return_the_documented_order(
+    tmp_path: Path, seed: int, journals: int, steps: int
+) -> None:
+    """Random add/remove/re-add/remove-all, writes at equal and decreasing-across-journals times,
+    read/read_data/read_batch/seek: both backends return the model's frames, in its order."""
+    runs = {b: _fuzz(tmp_path / b, b, seed, journals, steps) for b in ("native", "python")}
+    for backend, run in runs.items():
+        for i, (got, want) in enumerate(zip(run["got"], run["want"], strict=True)):
+            assert got == want, f"{backend}: entry {i}: got {got}, the documented order gives {want}"
+
+
+def test_seek_on_a_reader_with_no_journal_does_not_crash(jdir: str) -> None:
+    """merge5's tree is allocated by the first membership hand-over: a seek before any add_journal
+    (or its reset on a core never set) wrote through a NULL tree: SIGSEGV, the process killed."""
+    code = (
+        "from mmipc import Reader\n"
+        "r = Reader.create('empty', service=None)\n"
+        "r.seek(5)\n"
+        "assert r.read() is None and r.read_data() is None and len(r.read_batch(4)) == 0\n"
+        f"r.add_journal({jdir!r}, 'j0')\nr.seek(0)\nassert r.read() is None\nprint('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout) == (0, "ok\n"), out.stderr
+
+
+def test_write_at_refuses_timestamp_zero_which_seek_takes_for_no_frame(jdir: str) -> None:
+    """A page header's first_nano 0 means "no frame yet" (docs/format.md): frames stamped 0 made
+    `seek(t)` start at the journal's first frame, returning every frame older than t (found by
+    the merge fuzz). write_at now refuses 0 as it refuses negative times."""
+    from mmipc import Reader, UsageError, Writer
+
+    with Writer.create(jdir, "zero", service=None) as writer:
+        with pytest.raises(UsageError, match=r"1\.\.2\*\*63-1, not 0 "):
+            writer.write_at(b"old", 0)
+        writer.write_at(b"one", 1)
+        writer.write_at(b"two", 2)
+    with Reader.create("zero", service=None) as reader:
+        reader.add_journal(jdir, "zero")
+        reader.seek(2)
+        assert [bytes(f.data) for f in iter(reader.read, None)] == [b"two"]
