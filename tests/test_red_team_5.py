@@ -4,14 +4,17 @@ check and counter files' start time (fix5), attacked as a careless or hostile us
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import PROCS
+from conftest import PROCS, wait_for
+from mmipc import Block, Reader, UsageError, Writer
 from mmipc.journal._backend import native
 
 
@@ -73,8 +76,6 @@ def test_write_at_refuses_timestamp_zero_which_seek_takes_for_no_frame(jdir: str
     """A page header's first_nano 0 means "no frame yet" (docs/format.md): frames stamped 0 made
     `seek(t)` start at the journal's first frame, returning every frame older than t (found by
     the merge fuzz). write_at now refuses 0 as it refuses negative times."""
-    from mmipc import Reader, UsageError, Writer
-
     with Writer.create(jdir, "zero", service=None) as writer:
         with pytest.raises(UsageError, match=r"1\.\.2\*\*63-1, not 0 "):
             writer.write_at(b"old", 0)
@@ -84,3 +85,43 @@ def test_write_at_refuses_timestamp_zero_which_seek_takes_for_no_frame(jdir: str
         reader.add_journal(jdir, "zero")
         reader.seek(2)
         assert [bytes(f.data) for f in iter(reader.read, None)] == [b"two"]
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"max_nap": -1.0},
+        {"max_nap": 0},
+        {"max_nap": math.inf},
+        {"max_nap": "1"},
+        {"spin": -1e-6},
+        {"spin": math.nan},
+    ],
+)
+def test_block_refuses_knobs_it_cannot_honour(knobs: dict[str, object]) -> None:
+    """Block(max_nap=-1) made every wait unbounded (a negative ns is "no limit" to bell_block):
+    frames(timeout=0.05) never returned. inf, a string, a negative spin: errors deep inside."""
+    with pytest.raises(UsageError, match=r"^Block needs (spin|max_nap) in seconds"):
+        Block(**knobs)  # type: ignore[arg-type]
+
+
+def test_frames_with_a_timeout_of_years_waits_instead_of_overflowing(jdir: str) -> None:
+    """frames(timeout=1e12, wait=Block(max_nap=None)) passed 1e21 ns to bell_block: OverflowError
+    at the first wait. Now a wait lasts LONGEST_WAIT at most, and the frame a writer rings for comes."""
+    with Writer.create(jdir, "years", service=None):
+        pass
+    with Reader.create("years", service=None) as reader:
+        reader.add_journal(jdir, "years")
+        bell = reader._merge.bell
+        assert bell is not None
+
+        def write_once_asleep() -> None:
+            wait_for(lambda: int.from_bytes(bell.mm[12:16], "little") != 0, what="the reader to sleep")
+            with Writer.create(jdir, "years", service=None) as writer:
+                writer.write(b"late")
+
+        thread = threading.Thread(target=write_once_asleep)
+        thread.start()
+        frame = next(reader.frames(timeout=1e12, wait=Block(spin=0, max_nap=None)))
+        thread.join()
+        assert bytes(frame.data) == b"late"
