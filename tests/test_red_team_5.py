@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -125,3 +126,35 @@ def test_frames_with_a_timeout_of_years_waits_instead_of_overflowing(jdir: str) 
         frame = next(reader.frames(timeout=1e12, wait=Block(spin=0, max_nap=None)))
         thread.join()
         assert bytes(frame.data) == b"late"
+
+
+def test_a_bell_truncated_under_a_sleeping_reader_kills_only_that_reader(jdir: str) -> None:
+    """Out of contract (docs/reliability.md): a process of the reader's uid truncating the reader's
+    doorbell file (/dev/shm/mmipc-bell.*) kills that reader with SIGBUS at its next touch of the
+    bell: after its wait's max_nap at the latest (no ring reaches it; with max_nap=None it sleeps
+    until a signal). Writers that ring it are unharmed: they keep writing, and another reader
+    reads it all."""
+    with Writer.create(jdir, "tb", service=None):
+        pass
+    code = (
+        "from mmipc import Reader\n"
+        "r = Reader.create('tb', service=None)\n"
+        f"r.add_journal({jdir!r}, 'tb')\nprint(r._merge.bell.path, flush=True)\n"
+        "for f in r.frames():\n    print('frame', flush=True)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        path = child.stdout.readline().strip()
+        wait_for(lambda: Path(path).read_bytes()[12:16] != bytes(4), what="the reader to sleep")
+        os.truncate(path, 0)
+        with Writer.create(jdir, "tb", service=None) as writer:
+            writer.write(b"after")
+            assert child.wait(timeout=60) == -signal.SIGBUS
+            writer.write(b"again")
+    finally:
+        child.kill()
+        child.wait()
+    with Reader.create("tb-after", service=None) as reader:
+        reader.add_journal(jdir, "tb")
+        assert [bytes(f.data) for f in iter(reader.read, None)] == [b"after", b"again"]
