@@ -17,6 +17,7 @@ import pytest
 from conftest import PROCS, wait_for
 from mmipc import Block, Reader, UsageError, Writer
 from mmipc.journal._backend import native
+from mmipc.journal._bell import start_ticks
 
 
 def _fuzz(directory: Path, backend: str, seed: int, journals: int, steps: int) -> dict[str, list[object]]:
@@ -158,3 +159,60 @@ def test_a_bell_truncated_under_a_sleeping_reader_kills_only_that_reader(jdir: s
     with Reader.create("tb-after", service=None) as reader:
         reader.add_journal(jdir, "tb")
         assert [bytes(f.data) for f in iter(reader.read, None)] == [b"after", b"again"]
+
+
+def test_start_ticks_of_a_process_whose_name_has_spaces_and_parentheses() -> None:
+    """/proc/PID/stat's comm is free text: "a) b (c 1 2" would shift every field of a parser that
+    splits the line. A real process renames itself (prctl PR_SET_NAME): its start time is unchanged."""
+    code = (
+        "import ctypes, sys\n"
+        "ctypes.CDLL(None, use_errno=True).prctl(15, b'a) b (c 1 2 3', 0, 0, 0)\n"
+        "print('renamed', flush=True)\nsys.stdin.readline()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        before = start_ticks(child.pid)
+        assert child.stdout.readline() == "renamed\n"
+        assert Path(f"/proc/{child.pid}/comm").read_text() == "a) b (c 1 2 3\n"
+        assert start_ticks(child.pid) == before > 0
+        child.stdin.write("\n")
+        child.stdin.flush()
+    finally:
+        child.wait(timeout=60)
+
+
+_FORK = """
+import os, sys
+from mmipc import Reader, Writer
+directory, child_does = sys.argv[1], sys.argv[2]
+writers = [Writer.create(directory, name, service=None) for name in ("fa", "fb")]
+reader = Reader.create("forked", service=None)
+for name in ("fa", "fb"):
+    reader.add_journal(directory, name)
+assert reader.read() is None  # the merge is settled: only a ring flags a journal now
+bell = reader._merge.bell.path
+pid = os.fork()
+if pid == 0:
+    if child_does == "close":
+        reader.close()
+    sys.exit(0)  # a normal exit: the reader's finalizers run in the child too
+assert os.waitpid(pid, 0)[1] == 0
+writers[0].write(b"after the child")
+frame = reader.read()
+print(os.path.exists(bell), None if frame is None else bytes(frame.data))
+"""
+
+
+@pytest.mark.parametrize("child_does", ["close", "exit"])
+def test_a_forked_child_leaves_the_parents_doorbell_alone(jdir: str, child_does: str) -> None:
+    """A child forked with a live reader that closed it, or just exited normally (the reader's
+    finalizer runs at exit), unlinked the parent's bell file and unsubscribed it from every bell
+    list: the parent's writers rang nobody, its reads missed committed frames until a sweep, and
+    a reader sleeping with max_nap=None slept through them."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FORK, jdir, child_does], capture_output=True, text=True, timeout=120
+    )
+    assert (out.returncode, out.stdout) == (0, "True b'after the child'\n"), out.stderr
