@@ -216,3 +216,34 @@ def test_a_forked_child_leaves_the_parents_doorbell_alone(jdir: str, child_does:
         [sys.executable, "-c", _FORK, jdir, child_does], capture_output=True, text=True, timeout=120
     )
     assert (out.returncode, out.stdout) == (0, "True b'after the child'\n"), out.stderr
+
+
+class Alarm(Exception):
+    pass
+
+
+def test_a_signal_that_ends_a_blocking_iteration_leaves_the_reader_awake_and_usable(jdir: str) -> None:
+    """A signal whose handler raises (KeyboardInterrupt, here Alarm) during frames(wait="block"):
+    the pure-Python backend left the bell's `sleeping` set (every ring then paid a wake for a
+    reader not asleep). Both backends: cleared, and the next frame is read."""
+    with Writer.create(jdir, "ki", service=None) as writer:
+        with Reader.create("ki", service=None) as reader:
+            reader.add_journal(jdir, "ki")
+            bell = reader._merge.bell
+            assert bell is not None
+
+            def alarm(signum: int, frame: object) -> None:
+                raise Alarm
+
+            previous = signal.signal(signal.SIGALRM, alarm)
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0.05)
+                with pytest.raises(Alarm):
+                    list(reader.frames(wait=Block(spin=0, max_nap=None)))
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+            assert int.from_bytes(bell.mm[12:16], "little") == 0
+            writer.write(b"after")
+            frame = reader.read()
+            assert frame is not None and bytes(frame.data) == b"after"

@@ -133,11 +133,14 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | None:
 def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None) -> Frame | None:
     """The pure-Python backend's sleep: bounded steps (no futex), in the same order."""
     seq = bell.sleep()
-    frame = reader.read()
+    try:
+        frame = reader.read()
+        if frame is None:
+            bell.wait(seq, nap)
+    finally:
+        bell.awake()  # also after an exception (a signal's, a read's): no writer rings for nothing
     if frame is not None:
-        bell.awake()
         return frame
-    bell.wait(seq, nap)
     if bell.word() == seq or merge.sweep_due():
         merge.sweep()  # no ring ended this wait, or none has for MAX_NAP: look at everything once
     elif len(merge.cursors) == 1:
