@@ -247,3 +247,15 @@ def test_a_signal_that_ends_a_blocking_iteration_leaves_the_reader_awake_and_usa
             writer.write(b"after")
             frame = reader.read()
             assert frame is not None and bytes(frame.data) == b"after"
+
+
+def test_read_batch_takes_any_positive_limit(jdir: str) -> None:
+    """read_batch(2**63) on one journal (native) raised a bare OverflowError from C."""
+    with Writer.create(jdir, "big", service=None) as writer:
+        writer.write(b"1")
+        writer.write(b"2")
+    with Reader.create("big", service=None) as reader:
+        reader.add_journal(jdir, "big")
+        for limit in (2**62, 2**63, 2**70):
+            reader.seek(0)
+            assert [bytes(f.data) for f in reader.read_batch(limit)] == [b"1", b"2"]
