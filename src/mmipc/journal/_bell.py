@@ -134,12 +134,13 @@ def _may_grow_to(size: int) -> bool:
 
 
 class Bell:
-    """A reader's own doorbell (created by `Bell.create`, unlinked by `close`)."""
+    """A reader's own doorbell (created by `Bell.create`, unlinked by `close`). A forked child
+    that inherits it (`mine` false there) leaves the file and its subscriptions to the parent."""
 
-    __slots__ = ("path", "mm", "pending")
+    __slots__ = ("path", "mm", "pending", "pid")
 
     def __init__(self, path: str, mm: mmap.mmap) -> None:
-        self.path, self.mm = path, mm
+        self.path, self.mm, self.pid = path, mm, os.getpid()
         self.pending = memoryview(mm)[PENDING : PENDING + 4].cast("I")
 
     @classmethod
@@ -192,9 +193,15 @@ class Bell:
     def word(self) -> int:
         return int(_U32.unpack_from(self.mm, WORD)[0])
 
+    @property
+    def mine(self) -> bool:
+        return self.pid == os.getpid()
+
     def close(self) -> None:
         self.pending.release()
         self.mm.close()
+        if not self.mine:
+            return  # a forked child's copy: the parent still sleeps on this file
         for path in (self.path, self.path + ".fifo"):
             try:
                 os.unlink(path)

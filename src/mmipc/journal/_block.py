@@ -21,10 +21,12 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from .._errors import UsageError
 from ._backend import native
 from ._bell import BOUNDED_SLEEP, Bell
 from ._merge import Merge
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 SPIN = 50e-6
 MAX_NAP = 0.1
+LONGEST_WAIT = 3600.0  # s: one native wait at most (a longer nap is several; ns fit a C long long)
 
 
 class Block:
@@ -47,6 +50,10 @@ class Block:
     __slots__ = ("spin", "max_nap")
 
     def __init__(self, spin: float = SPIN, max_nap: float | None = MAX_NAP) -> None:
+        if not _seconds(spin) or spin < 0:
+            raise UsageError(f"Block needs spin in seconds, a finite number >= 0, not {spin!r}")
+        if max_nap is not None and (not _seconds(max_nap) or max_nap <= 0):
+            raise UsageError(f"Block needs max_nap in seconds, a finite number > 0 or None, not {max_nap!r}")
         self.spin, self.max_nap = spin, max_nap
 
     def __repr__(self) -> str:
@@ -87,6 +94,10 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
             last_nano = frame.nano
 
 
+def _seconds(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _window(spin: float, gap_ns: int) -> float:
     """The spin window after an idle spell that ended with a frame `gap_ns` after the one before."""
     return spin if gap_ns < spin * 1e9 else 0.0
@@ -108,7 +119,7 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | None:
         return _sleep_python(reader, merge, bell, nap)
     if merge.sweep_due():
         merge.sweep()
-    got = native.bell_block(bell.mm, reader.read, -1 if nap is None else int(nap * 1e9))
+    got = native.bell_block(bell.mm, reader.read, -1 if nap is None else int(min(nap, LONGEST_WAIT) * 1e9))
     if got is True:  # rung, nothing read: a first page may just have appeared
         if len(merge.cursors) == 1:
             merge.cursors[0].probe_at = 0
@@ -122,11 +133,14 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | None:
 def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None) -> Frame | None:
     """The pure-Python backend's sleep: bounded steps (no futex), in the same order."""
     seq = bell.sleep()
-    frame = reader.read()
+    try:
+        frame = reader.read()
+        if frame is None:
+            bell.wait(seq, nap)
+    finally:
+        bell.awake()  # also after an exception (a signal's, a read's): no writer rings for nothing
     if frame is not None:
-        bell.awake()
         return frame
-    bell.wait(seq, nap)
     if bell.word() == seq or merge.sweep_due():
         merge.sweep()  # no ring ended this wait, or none has for MAX_NAP: look at everything once
     elif len(merge.cursors) == 1:

@@ -135,7 +135,8 @@ class Merge:
         entry = self.slots.pop(cursor, None)
         if entry is not None and self.bell is not None:
             del self.index[entry[0]]
-            BellList.unsubscribe(cursor.jid.directory, cursor.jid.name, entry[1], self.bell.path)
+            if self.bell.mine:  # a forked child's copy leaves the parent's subscription in place
+                BellList.unsubscribe(cursor.jid.directory, cursor.jid.name, entry[1], self.bell.path)
         self._sync()
 
     def reset(self) -> None:

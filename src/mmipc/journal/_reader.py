@@ -28,6 +28,7 @@ from __future__ import annotations
 import _thread
 import functools
 import os
+import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -301,7 +302,7 @@ class Reader:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise UsageError(f"read_batch needs a limit >= 1 (an int), not {limit!r}")
         if native is not None and len(self._cursors) == 1:
-            batch = self._cursors[0].core.read_batch(limit)
+            batch = self._cursors[0].core.read_batch(min(limit, sys.maxsize))  # a C Py_ssize_t
             if batch is not native.SLOW:
                 return batch  # type: ignore[no-any-return]
         read = self.read

@@ -357,9 +357,9 @@ class Writer(_WriterBase):
         return self._write_at(payload, nano, msg_type, source)
 
     def _write_at(self, payload: Any, nano: int, msg_type: int, source: int) -> int:
-        if isinstance(nano, bool) or not isinstance(nano, int) or not 0 <= nano < 1 << 63:
-            raise UsageError(
-                f"write_at needs a timestamp in ns, an int in 0..2**63-1, not {nano!r} (journal "
+        if isinstance(nano, bool) or not isinstance(nano, int) or not 0 < nano < 1 << 63:
+            raise UsageError(  # 0 is a page header's "no frame yet" (first_nano): a seek would skip none
+                f"write_at needs a timestamp in ns, an int in 1..2**63-1, not {nano!r} (journal "
                 f"{self.name} in {self.directory})"
             )
         if nano < self._last_nano:

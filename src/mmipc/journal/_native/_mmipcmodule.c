@@ -1836,13 +1836,15 @@ heap_pop_root(MergeCore *m)
     }
 }
 
-/* No journal in the tree (set, reset). */
+/* No journal in the tree (set, reset; a core never set has no tree: a seek with no journal). */
 static void
 tree_clear(MergeCore *m)
 {
     m->nheap = 0;
     m->leaves = 1;
-    m->tree[1] = merge_none;
+    if (m->tree != NULL) {
+        m->tree[1] = merge_none;
+    }
 }
 
 /* The next read most likely takes the top's frame: start loading what that take and the peek
