@@ -145,7 +145,7 @@ def _tie(frame: Frame | None) -> tuple[int, str, int]:
 
 @pytest.mark.skipif(native is None, reason="needs the C extension")
 def test_native_merge_keeps_only_journals_with_a_frame_in_its_heap(jdir: str) -> None:
-    writers = [Writer.create(jdir, f"h{i}", service=None) for i in range(64)]
+    writers = [Writer.create(jdir, f"h{i}", service=None, page_size=SMALL_PAGE) for i in range(64)]
     with Reader.create("hm", service=None) as reader:
         for i in range(64):
             reader.add_journal(jdir, f"h{i}")
