@@ -2084,26 +2084,28 @@ mergecore_next(MergeCore *m, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 /* Reader.read and Reader.read_data with one journal: its cursor's own read behind the owner check
  * (a direct C call: no second dispatch). The cursor is `single`, not the merge's list: a caller
  * that keeps only `reader.read` reads on after the reader is dropped, as it did from the cursor. */
+static inline int
+single_is_set(const MergeCore *m, const char *what)
+{
+    if (m->single == NULL) {
+        PyErr_Format(PyExc_ValueError, "%s(): no single cursor is set", what);
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *
 mergecore_read_single(MergeCore *m, PyObject *const *args, Py_ssize_t nargs)
 {
     OWNER_ONLY(m)
-    if (m->single == NULL) {
-        PyErr_SetString(PyExc_ValueError, "read_single(): no single cursor is set");
-        return NULL;
-    }
-    return cursor_read(m->single, args, nargs);
+    return single_is_set(m, "read_single") ? cursor_read(m->single, args, nargs) : NULL;
 }
 
 static PyObject *
 mergecore_read_single_data(MergeCore *m, PyObject *const *args, Py_ssize_t nargs)
 {
     OWNER_ONLY(m)
-    if (m->single == NULL) {
-        PyErr_SetString(PyExc_ValueError, "read_single_data(): no single cursor is set");
-        return NULL;
-    }
-    return cursor_read_data(m->single, args, nargs);
+    return single_is_set(m, "read_single_data") ? cursor_read_data(m->single, args, nargs) : NULL;
 }
 
 /* set(cores, flags, bell): follow these cores (the list order is the tie order), each with its
