@@ -328,7 +328,7 @@ def sweep_dead_bells() -> list[str]:
             return []
         for base in os.listdir(dir_fd):
             owner = _bell_owner(base)
-            if owner is not None and not _owner_alive(*owner) and _remove_own(dir_fd, base):
+            if owner is not None and not owner_alive(*owner) and _remove_own(dir_fd, base):
                 removed.append(base)
     return removed
 
@@ -344,13 +344,15 @@ def _bell_owner(base: str) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1]) if len(parts) == 4 else -1
 
 
-def _owner_alive(pid: int, start: int) -> bool:
+def owner_alive(pid: int, start: int) -> bool:
+    """Whether the process that made a bell (or wrote a counter file, `_metrics`) lives: `pid`
+    exists and, if its start time was recorded (`start` > 0), started then. A pid reused by a later
+    process is not the owner."""
     if not pid_alive(pid):
         return False
     if start <= 0:
-        return True  # not recorded (or unknown when made): the pid alone decides
-    now = start_ticks(pid)
-    return now in (0, start)  # 0: cannot tell, so keep it
+        return True  # not recorded (an older file, or unknown when made): the pid alone decides
+    return start_ticks(pid) in (0, start)  # 0: cannot tell, so keep it
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ Rules:
 * A reader that closes removes its file. A reader that dies leaves it: the service shows that reader
   as dead for DEAD_LINGER seconds after its registration ended, then removes it, and retention
   stops counting its positions. Dead means: its pid is gone, or now belongs to a process that
-  started at another time than the one recorded at offset 56 (`owner_alive`, as for bells). A pid
+  started at another time than the one recorded at offset 56 (`_bell.owner_alive`, as for bells). A pid
   alone is not enough: on a desk that runs for months the kernel hands a dead reader's pid to
   another process, and the dead reader's file would hold its pages forever.
 
@@ -47,7 +47,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._bell import start_ticks
-from ._files import check_name, pid_alive, read_regular
+from ._files import check_name, read_regular
 
 if TYPE_CHECKING:
     from ._cursor import Cursor
@@ -221,16 +221,6 @@ def _start_ticks() -> int:
     if ticks is None:
         ticks = _START_TICKS[pid] = start_ticks(pid)
     return ticks
-
-
-def owner_alive(pid: int, start: int) -> bool:
-    """Whether the process that wrote a counter file lives: `pid` exists and, if its start time was
-    recorded (`start` > 0), started then. A pid reused by a later process is not the reader."""
-    if not pid_alive(pid):
-        return False
-    if start <= 0:
-        return True  # an older file, or unknown when written: the pid alone decides
-    return start_ticks(pid) in (0, start)  # 0: cannot tell, so keep it
 
 
 def _create(path: str) -> mmap.mmap:

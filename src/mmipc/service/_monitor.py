@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import MmipcError
-from ..journal._bell import sweep_dead_bells
+from ..journal._bell import owner_alive, sweep_dead_bells
 from ..journal._durable import list_cursors
 from ..journal._files import pid_alive
 from ..journal._metrics import (
@@ -36,7 +36,6 @@ from ..journal._metrics import (
     Published,
     counters_owner,
     list_counters,
-    owner_alive,
     read_counters,
 )
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag

@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import StorageError, UsageError
+from ..journal._bell import owner_alive
 from ..journal._durable import list_cursors
 from ..journal._files import list_pages, page_path
 from ..journal._layout import MsgType
-from ..journal._metrics import counters_owner, list_counters, owner_alive, read_counters
+from ..journal._metrics import counters_owner, list_counters, read_counters
 from ..journal._page import MappedPage
 from ._lag import journal_tail
 
