@@ -19,6 +19,26 @@ import pytest
 PROCS = Path(__file__).parent / "procs"
 
 
+def race_two_threads(hammer: Callable[[str], None]) -> None:
+    """Run `hammer("owner")` in this thread and `hammer("other")` in a second one, started together
+    (a barrier), with threads switched as often as the interpreter can."""
+    start = threading.Barrier(2)
+
+    def run(tag: str) -> None:
+        start.wait(timeout=60)
+        hammer(tag)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        other = threading.Thread(target=run, args=("other",))
+        other.start()
+        run("owner")
+        other.join(timeout=120)
+    finally:
+        sys.setswitchinterval(old)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
     """Poll `condition` until it holds; fail the test after a generous `timeout`."""
     deadline = time.monotonic() + timeout

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 
 import payloads
 import pytest
 
+from conftest import race_two_threads
 from mmipc import Reader, UsageError, Writer
 
 PAGE = 64 * 1024
@@ -82,11 +82,9 @@ def test_two_threads_reading_one_reader_never_report_false_corruption(jdir: str,
     CorruptJournalError on a sound journal. Now the other thread is refused at its first read."""
     _write(jdir, names)
     reader = _reader(jdir, names)
-    start = threading.Barrier(2)
     outcome: dict[str, object] = {}
 
     def hammer(tag: str) -> None:
-        start.wait(timeout=60)
         got = []
         try:
             while (data := reader.read_data()) is not None:
@@ -95,15 +93,7 @@ def test_two_threads_reading_one_reader_never_report_false_corruption(jdir: str,
         except UsageError:
             outcome[tag] = "refused"
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
-    try:
-        other = threading.Thread(target=hammer, args=("other",))
-        other.start()
-        hammer("owner")
-        other.join(timeout=120)
-    finally:
-        sys.setswitchinterval(old)
+    race_two_threads(hammer)
     reader.close()
     assert outcome == {"owner": list(range(COUNT)), "other": "refused"}
 

@@ -8,7 +8,7 @@ import struct
 import payloads
 import pytest
 
-from conftest import PROCS, Procs, wait_for
+from conftest import PROCS, Procs, race_two_threads, wait_for
 from mmipc import (
     ClosedError,
     JournalLockedError,
@@ -234,15 +234,10 @@ def test_a_writer_refuses_every_thread_but_the_one_that_created_it(jdir: str) ->
 
 
 def test_two_threads_writing_at_once_never_tear_a_frame(jdir: str) -> None:
-    import sys
-    import threading
-
     writer = Writer.create(jdir, "race", page_size=PAGE)
-    start = threading.Barrier(2)
     outcome: dict[str, object] = {}
 
     def hammer(tag: str) -> None:
-        start.wait(timeout=60)
         try:
             for i in range(20000):
                 writer.write(payloads.make(i))
@@ -250,15 +245,7 @@ def test_two_threads_writing_at_once_never_tear_a_frame(jdir: str) -> None:
         except UsageError:
             outcome[tag] = "refused"
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
-    try:
-        other = threading.Thread(target=hammer, args=("other",))
-        other.start()
-        hammer("owner")
-        other.join(timeout=120)
-    finally:
-        sys.setswitchinterval(old)
+    race_two_threads(hammer)
     writer.close()
     assert outcome == {"owner": "wrote", "other": "refused"}
     assert [payloads.check(f) for f in read_all(jdir, "race")] == list(range(20000))
