@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import Procs, wait_for
-from mmipc import Block, Reader, Writer
+from mmipc import Block, Reader, UsageError, Writer
 from mmipc.journal._backend import native
 
 # A lost wake-up hangs the reader (it has no timeout backstop); finish()'s timeout catches that.
@@ -502,3 +502,73 @@ def test_a_flag_cleared_between_the_ring_s_look_and_its_fence_is_set_again(
         ringer.ring()
         assert (bell.mm[64], _bell_u32(reader, 16)) == (1, 1)
         ringer.close()
+
+
+def _ring_when_asleep(jdir: str, name: str, bell: Any) -> threading.Thread:
+    """A thread that writes one frame to `name` (ringing `bell`) once the bell's reader sleeps."""
+
+    def ring() -> None:
+        wait_for(lambda: int.from_bytes(bell.mm[12:16], "little") != 0, what="the reader to sleep")
+        with Writer.create(jdir, name, service=None) as writer:
+            writer.write(b"ring")
+
+    thread = threading.Thread(target=ring)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("timeout", [1e12, float("inf")])
+def test_a_bell_wait_of_years_is_clamped_and_ends_at_the_ring(jdir: str, timeout: float) -> None:
+    """Bell.wait(seq, 1e12) passed 1e21 ns to the native bell_wait: OverflowError (inf: one from
+    int()) instead of a wait. Now a wait lasts LONGEST_WAIT at most, and the ring ends it."""
+    with Writer.create(jdir, "yw", service=None):
+        pass
+    with Reader.create("yw", service=None) as reader:
+        reader.add_journal(jdir, "yw")
+        bell = reader._merge.bell
+        assert bell is not None
+        seq = bell.sleep()
+        thread = _ring_when_asleep(jdir, "yw", bell)
+        bell.wait(seq, timeout)
+        thread.join()
+        frame = reader.read()
+        assert frame is not None and bytes(frame.data) == b"ring"
+
+
+@pytest.mark.parametrize("timeout", [-1.0, float("nan"), "1", True])
+def test_a_bell_wait_refuses_a_timeout_it_cannot_honour(jdir: str, timeout: object) -> None:
+    """Bell.wait(seq, -1.0) waited without limit on the native backend (a negative ns is "none" to
+    bell_wait), nan and "1" failed deep inside: a UsageError now, before any wait."""
+    with Writer.create(jdir, "nw", service=None):
+        pass
+    with Reader.create("nw", service=None) as reader:
+        reader.add_journal(jdir, "nw")
+        bell = reader._merge.bell
+        assert bell is not None
+        seq = bell.sleep()
+        thread = _ring_when_asleep(jdir, "nw", bell)  # without the check, the ring ends the wait
+        try:
+            with pytest.raises(UsageError, match=r"^a bell wait needs a timeout in seconds"):
+                bell.wait(seq, timeout)  # type: ignore[arg-type]
+        finally:
+            thread.join()
+            bell.awake()
+
+
+@pytest.mark.skipif(native is None, reason="the C extension's bell_wait")
+def test_the_native_bell_wait_clamps_a_timeout_past_a_long_long(jdir: str) -> None:
+    """native.bell_wait(bell, seq, 2**70) raised OverflowError; it now waits LONGEST_WAIT at most
+    (and the ring ends it). Below any long long it means no limit, as -1 does."""
+    assert native is not None
+    with Writer.create(jdir, "cw", service=None):
+        pass
+    with Reader.create("cw", service=None) as reader:
+        reader.add_journal(jdir, "cw")
+        bell = reader._merge.bell
+        assert bell is not None
+        for timeout in (2**70, -(2**70)):
+            seq = bell.sleep()
+            thread = _ring_when_asleep(jdir, "cw", bell)
+            native.bell_wait(bell.mm, seq, timeout)
+            thread.join()
+            assert reader.read() is not None

@@ -48,6 +48,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from .._errors import UsageError
 from ._backend import native
 from ._files import pid_alive
 
@@ -61,6 +62,7 @@ SLOT = struct.Struct("<IIII240s")  # state, generation, pid, flag index, bell pa
 BOUNDED_SLEEP = 0.001
 ON_FUTEX, IN_LOOP = 1, 2  # values of `sleeping`: woken by FUTEX_WAKE, or by a byte in PATH.fifo
 SWEEP_EVERY = 4096
+LONGEST_WAIT = 3600.0  # s: one native wait at most (a longer nap is several; ns fit a C long long)
 LATE_RETRY = 0.1  # s between a LateRinger's tries to map NAME.bells
 _U32 = struct.Struct("<I")
 _fence_lock = threading.Lock()
@@ -78,6 +80,11 @@ def fence() -> None:
 
 def bells_path(directory: str, name: str) -> str:
     return os.path.join(directory, f"{name}.bells")
+
+
+def _non_negative_seconds(value: object) -> bool:
+    """A number >= 0 (inf too: a wait is clamped to LONGEST_WAIT anyway); not nan, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def start_ticks(pid: int) -> int:
@@ -179,9 +186,12 @@ class Bell:
         return seq
 
     def wait(self, seq: int, timeout: float | None) -> None:
-        """Sleep until rung (or `timeout` s); the pure-Python backend sleeps BOUNDED_SLEEP at most."""
+        """Sleep until rung (or `timeout` s, None: no limit, but LONGEST_WAIT at most either way: a
+        caller re-checks after any wake-up); the pure-Python backend sleeps BOUNDED_SLEEP at most."""
+        if timeout is not None and not _non_negative_seconds(timeout):
+            raise UsageError(f"a bell wait needs a timeout in seconds, a number >= 0 or None: {timeout!r}")
         if native is not None:
-            native.bell_wait(self.mm, seq, -1 if timeout is None else int(timeout * 1e9))
+            native.bell_wait(self.mm, seq, -1 if timeout is None else int(min(timeout, LONGEST_WAIT) * 1e9))
             return
         time.sleep(BOUNDED_SLEEP if timeout is None else min(timeout, BOUNDED_SLEEP))
         _U32.pack_into(self.mm, SLEEPING, 0)
