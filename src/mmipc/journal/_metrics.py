@@ -14,7 +14,9 @@ Rules:
   then (see `hold` and `_retention`). A lock keeps the publisher thread apart.
 * A seqlock guards each update: the generation word is odd while the publisher writes; a reader of
   the file retries until it reads the same even generation before and after.
-* A reader that closes removes its file. A reader that dies leaves it: the service shows that reader
+* A reader that closes removes its file (not a forked child's copy of it: the file stays the parent's,
+  and the child's publisher thread, if it starts one, publishes only the child's own readers). A
+  reader that dies leaves it: the service shows that reader
   as dead for DEAD_LINGER seconds after its registration ended, then removes it, and retention
   stops counting its positions. Dead means: its pid is gone, or now belongs to a process that
   started at another time than the one recorded at offset 56 (`_bell.owner_alive`, as for bells). A pid
@@ -102,6 +104,7 @@ class Board:
         self._journals_size = 2  # "[]"
         self._generation = 0
         self._lock = threading.Lock()
+        self._pid = os.getpid()  # a forked child's copy leaves the file to the parent (`close`)
         self._mm = _create(path)
         self._write_header(time.time_ns())
 
@@ -183,6 +186,12 @@ class Board:
         GENERATION.pack_into(self._mm, 16, self._generation)
 
     def close(self) -> None:
+        """Stop publishing and remove the file; in a forked child (the board inherited with its
+        reader) only unmap the child's copy: the file is the parent's, which goes on publishing.
+        No lock there: the parent's publisher thread may have held it at the fork."""
+        if self._pid != os.getpid():
+            self._mm.close()
+            return
         PUBLISHER.remove(self)
         try:
             os.unlink(self.path)
@@ -257,6 +266,14 @@ class _Publisher:
         with self._lock:
             self._boards.discard(board)
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: the boards are the parent's (its thread publishes them; one started
+        here would write the child's stale copies of the positions into them), and the lock may
+        have been held by that thread at the fork."""
+        self._lock = threading.Lock()
+        self._boards = weakref.WeakSet()
+        self._thread = None
+
     def _run(self) -> None:
         while True:
             time.sleep(PUBLISH_INTERVAL)
@@ -270,6 +287,7 @@ class _Publisher:
 
 
 PUBLISHER = _Publisher()
+os.register_at_fork(after_in_child=PUBLISHER.forget_after_fork)
 
 
 def open_board(home: str, name: str, cursors: list[Cursor], durable: bool) -> Board | None:
