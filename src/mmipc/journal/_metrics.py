@@ -21,18 +21,24 @@ Rules:
   stops counting its positions. Dead means: its pid is gone, or now belongs to a process that
   started at another time than the one recorded at offset 56 (`_bell.owner_alive`, as for bells). A pid
   alone is not enough: on a desk that runs for months the kernel hands a dead reader's pid to
-  another process, and the dead reader's file would hold its pages forever.
+  another process, and the dead reader's file would hold its pages forever. A reader whose pid
+  namespace (offset 96) is not the service's, one in a container sharing the home, counts as alive:
+  its pid cannot be checked from here, and its pages are kept.
 
 File layout (little-endian)::
 
      0 magic "MMIPCPOS" | 8 version u32 | 12 pid u32 | 16 generation u64 | 24 heartbeat_ns i64
     32 started_ns i64   | 40 durable u32 | 44 wait u32 | 48 journals_len u32 | 52 slots u32
     56 start_ticks u64: the process's start time (/proc/PID/stat, clock ticks since boot; 0: unknown)
-    64 + 64*i: slot i = page_no i64, offset i64, nano i64, changed_ns i64 (wall time it last moved)
+    64 + 64*i: slot i = page_no i64, offset i64, nano i64, changed_ns i64 (wall time it last moved);
+               the slot's other 32 bytes are free, but for:
+    96 pid_ns u64: the process's pid namespace (inode of /proc/self/ns/pid; 0: unknown), in slot 0's
+               free bytes (the header is full)
     JOURNALS_AT: JSON [[directory, name], ...] of the journals, in slot order
 
-`start_ticks` took 8 bytes that were zero before it (the version stays 1): a file written by an
-older mmipc reads as "start unknown", and its pid alone decides, as before.
+`start_ticks` and `pid_ns` took 8 bytes each that were zero before them (the version stays 1): a
+file written by an older mmipc reads as "start unknown, namespace unknown", and its pid alone
+decides, as before; an older mmipc ignores both.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._bell import start_ticks
+from ._bell import pid_namespace, start_ticks
 from ._files import check_name, read_regular
 
 if TYPE_CHECKING:
@@ -74,6 +80,7 @@ GENERATION = struct.Struct("<Q")
 SLOT = struct.Struct("<qqqq")
 START_AT = HEADER.size  # 56: the owner's start_ticks, in what was the header's padding
 START = struct.Struct("<Q")
+PID_NS_AT = SLOTS_AT + SLOT.size  # 96: the owner's pid namespace, in slot 0's free bytes
 
 
 class Published(NamedTuple):
@@ -165,6 +172,7 @@ class Board:
             self._durable, self.wait, self._journals_size, len(self._journals),
         )  # fmt: skip
         START.pack_into(self._mm, START_AT, _start_ticks())
+        START.pack_into(self._mm, PID_NS_AT, pid_namespace())
 
     def _write_journals(self, jids: list[tuple[str, str]]) -> None:
         data = json.dumps(jids).encode()
@@ -228,7 +236,7 @@ def _start_ticks() -> int:
     pid = os.getpid()
     ticks = _START_TICKS.get(pid)
     if ticks is None:
-        ticks = _START_TICKS[pid] = start_ticks(pid)
+        ticks = _START_TICKS[pid] = start_ticks("self")
     return ticks
 
 
@@ -333,14 +341,18 @@ def read_counters(path: str) -> dict[str, Any] | None:
     return None
 
 
-def counters_owner(path: str) -> tuple[int, int] | None:
-    """The pid and start_ticks in a counter file's header, read whatever its generation (a publisher
-    may be in the middle of an update, or stopped there); None if the file is not a counter file."""
-    data = read_regular(path, START_AT + START.size)
-    if data is None or len(data) != START_AT + START.size or data[:8] != MAGIC:
+def counters_owner(path: str) -> tuple[int, int, int] | None:
+    """The pid, start_ticks and pid_ns in a counter file's header, read whatever its generation (a
+    publisher may be in the middle of an update, or stopped there); None if the file is not a
+    counter file."""
+    size = PID_NS_AT + START.size
+    data = read_regular(path, size)
+    if data is None or len(data) != size or data[:8] != MAGIC:
         return None
     _, version, pid = HEADER.unpack_from(data)[:3]
-    return (int(pid), START.unpack_from(data, START_AT)[0]) if version == VERSION else None
+    if version != VERSION:
+        return None
+    return int(pid), START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0]
 
 
 def _parse(data: bytes) -> dict[str, Any] | None:
@@ -357,8 +369,8 @@ def _parse(data: bytes) -> dict[str, Any] | None:
     except (ValueError, TypeError, RecursionError):  # a damaged list: json nests arrays recursively
         return None
     mode = WAIT_MODES[wait] if wait < len(WAIT_MODES) else "custom"
-    start = START.unpack_from(data, START_AT)[0]
-    return {"pid": pid, "start_ticks": start, "heartbeat_ns": beat, "started_ns": started,
+    start, ns = START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0]
+    return {"pid": pid, "start_ticks": start, "pid_ns": ns, "heartbeat_ns": beat, "started_ns": started,
             "durable": bool(durable), "wait": mode, "positions": positions}  # fmt: skip
 
 
