@@ -17,13 +17,13 @@ from mmipc import Reader
 # (os._exit: no commit). Its output: whether its counter file and bell are still there, whether
 # the child's reader subscribed the parent's bell to journal "other", and the frames it read after.
 _FORK = """
-import os, sys
+import asyncio, os, sys
 from mmipc import Reader, UsageError, Writer
 directory, cursors, child_does = sys.argv[1:4]
-writer = Writer.create(directory, "fd", service=None)
+writer = Writer.create(directory, "fd", service=None, page_size=65536)
 for i in range(3):
     writer.write(b"frame %d" % i)
-with Writer.create(directory, "other", service=None):
+with Writer.create(directory, "other", service=None, page_size=65536):
     pass
 reader = Reader.create("forked-durable", durable=True, cursor_dir=cursors)
 reader.add_journal(directory, "fd")
@@ -38,6 +38,7 @@ OPS = {
     "read_data": lambda: reader.read_data(),
     "read_batch": lambda: reader.read_batch(8),
     "frames": lambda: next(reader.frames(timeout=0)),
+    "aread": lambda: asyncio.run(reader.aread(timeout=0)),
     "commit": reader.commit,
     "seek": lambda: reader.seek(0),
     "add_journal": lambda: reader.add_journal(directory, "other"),
@@ -65,7 +66,7 @@ print(os.path.exists(counters), os.path.exists(bell), subscribed, frames, flush=
 os._exit(0)  # a crash: frame 1 was never processed, so never acknowledged
 """
 
-OPERATIONS = ["read", "bound_read", "read_data", "read_batch", "frames", "commit", "seek"]
+OPERATIONS = ["read", "bound_read", "read_data", "read_batch", "frames", "aread", "commit", "seek"]
 OPERATIONS += ["add_journal", "remove_journal", "adopt"]
 
 
@@ -97,7 +98,7 @@ _FORK_AUTO = """
 import os, sys
 from mmipc import Reader, UsageError, Writer
 directory, cursors = sys.argv[1:3]
-with Writer.create(directory, "fa", service=None) as writer:
+with Writer.create(directory, "fa", service=None, page_size=65536) as writer:
     writer.write(b"frame 0")
     writer.write(b"frame 1")
 reader = Reader.create("forked-auto", durable=True, cursor_dir=cursors, commit_every=1, service=None)
