@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mmipc import Service, Writer
+from mmipc import Reader, Service, Writer
 from mmipc.journal._bell import _bell_owner, pid_namespace, sweep_dead_bells
 from mmipc.journal._metrics import DEAD_LINGER, counters_owner, counters_path, read_counters
 from mmipc.service._monitor import Monitor
@@ -35,7 +35,7 @@ def _namespaces_refused() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_namespaces_refused() is not None, reason=str(_namespaces_refused()))
+needs_namespaces = pytest.mark.skipif(_namespaces_refused() is not None, reason=str(_namespaces_refused()))
 
 
 @pytest.fixture
@@ -56,6 +56,7 @@ reader.close()
 """
 
 
+@needs_namespaces
 def test_a_reader_in_another_pid_namespace_keeps_its_pages_bell_and_counter_file(
     home: str, jdir: str
 ) -> None:
@@ -105,3 +106,33 @@ def test_a_reader_in_another_pid_namespace_keeps_its_pages_bell_and_counter_file
                 reader.kill()
                 reader.wait(timeout=60)
         assert not os.path.exists(bell) and not os.path.exists(path)  # its own close removed both
+
+
+_SUBSCRIBE_AND_EXIT = """
+import os, sys
+from mmipc.journal._bell import BELL_SIZE, BellList, _bell_dir, pid_namespace, start_ticks
+owner = f"{os.getpid()}.{start_ticks('self')}.{pid_namespace() + 1}"  # as a container's reader names it
+path = os.path.join(_bell_dir(), f"mmipc-bell.{owner}.0.cafe")
+with open(path, "wb") as f:
+    f.truncate(BELL_SIZE)
+assert BellList.subscribe(sys.argv[1], "v", path, 0) == 0
+print(path, flush=True)
+"""
+
+
+def test_a_bell_list_slot_of_another_pid_namespace_is_not_reclaimed(jdir: str, planted: list[str]) -> None:
+    """A reader's subscription reclaimed any slot whose pid was not alive here, and unlinked the
+    slot's bell: a container reader's slot (its pid, dead or another process's here) was taken and
+    its bell deleted while it read. The slot's reader is now judged by its bell's name, and one of
+    another pid namespace is alive. Here the container reader is a process that named its bell
+    with a namespace not ours, subscribed it, and exited: its pid is dead in our namespace."""
+    out = subprocess.run(
+        [sys.executable, "-c", _SUBSCRIBE_AND_EXIT, jdir], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    bell = out.stdout.strip()
+    planted.append(bell)
+    with Reader.create("host", service=None) as reader:
+        reader.add_journal(jdir, "v")
+        assert reader._merge.slots[reader._merge.cursors[0]][1] == 1  # slot 0 is still the container's
+        assert os.path.exists(bell)
