@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import Procs, wait_for
-from mmipc import Block, Reader, Writer
+from mmipc import Block, Reader, UsageError, Writer
 from mmipc.journal._backend import native
 
 # A lost wake-up hangs the reader (it has no timeout backstop); finish()'s timeout catches that.
@@ -22,12 +22,18 @@ LOST_WAKEUP_FRAMES = {"native": 1_000_000, "python": 300_000}
 # Every round trip is two wake-ups (the pure-Python reader sleeps in bounded steps: fewer rounds).
 PING_PONG_ROUNDS = {"native": 100_000, "python": 5_000}
 END = 7
+SMALL_PAGE = 64 * 1024  # what these tests write fits one: a default 32 MiB page is disk for nothing
 NATIVE = Path(__file__).resolve().parent.parent / "src" / "mmipc" / "journal" / "_native"
 EXAMPLES = NATIVE.parents[3] / "examples" / "c"
 
 
 def _env(backend: str) -> dict[str, str]:
     return {**os.environ, "MMIPC_BACKEND": backend}
+
+
+def _small_pages() -> dict[str, str]:
+    """bell_writer.py's environment for 256 journals: 64 KiB pages (its 1 MiB left 258 MB a test)."""
+    return {**os.environ, "BELL_WRITER_PAGE_SIZE": str(SMALL_PAGE)}
 
 
 @pytest.mark.parametrize("writer_backend", ["native", "python"])
@@ -176,7 +182,8 @@ def test_256_journals_from_writer_processes_merge_in_order(procs: Procs, jdir: s
             reader.add_journal(jdir, name)
         assert reader._merge.always == []  # every journal has a doorbell
         writers = [
-            procs.spawn("bell_writer.py", jdir, g[0], "40", str(i), *g[1:]) for i, g in enumerate(groups)
+            procs.spawn("bell_writer.py", jdir, g[0], "40", str(i), *g[1:], env=_small_pages())
+            for i, g in enumerate(groups)
         ]
         live: dict[str, list[int]] = {name: [] for name in names}
         ended = 0
@@ -274,9 +281,11 @@ def test_256_journals_with_a_writer_killed_and_restarted_lose_and_repeat_nothing
     with Reader.create("k256", service=None) as reader:
         for name in names:
             reader.add_journal(jdir, name)
-        forever = procs.spawn("bell_writer.py", jdir, groups[0][0], str(10**9), "1", *groups[0][1:])
+        env = _small_pages()
+        forever = procs.spawn("bell_writer.py", jdir, groups[0][0], str(10**9), "1", *groups[0][1:], env=env)
         others = [
-            procs.spawn("bell_writer.py", jdir, g[0], "150", str(i), *g[1:]) for i, g in enumerate(groups[1:])
+            procs.spawn("bell_writer.py", jdir, g[0], "150", str(i), *g[1:], env=env)
+            for i, g in enumerate(groups[1:])
         ]
         ended: set[str] = set()
         restarted = None
@@ -290,7 +299,9 @@ def test_256_journals_with_a_writer_killed_and_restarted_lose_and_repeat_nothing
             seen[name].append(int.from_bytes(frame.data, "little"))
             if restarted is None and sum(len(seen[n]) for n in killed) >= 3000:
                 procs.kill9(forever)  # mid-write: its last frame may be half-written, never committed
-                restarted = procs.spawn("bell_writer.py", jdir, groups[0][0], "100", "2", *groups[0][1:])
+                restarted = procs.spawn(
+                    "bell_writer.py", jdir, groups[0][0], "100", "2", *groups[0][1:], env=env
+                )
         for child in [*others, restarted]:
             assert child is not None
             child.finish(timeout=300)
@@ -502,3 +513,73 @@ def test_a_flag_cleared_between_the_ring_s_look_and_its_fence_is_set_again(
         ringer.ring()
         assert (bell.mm[64], _bell_u32(reader, 16)) == (1, 1)
         ringer.close()
+
+
+def _ring_when_asleep(jdir: str, name: str, bell: Any) -> threading.Thread:
+    """A thread that writes one frame to `name` (ringing `bell`) once the bell's reader sleeps."""
+
+    def ring() -> None:
+        wait_for(lambda: int.from_bytes(bell.mm[12:16], "little") != 0, what="the reader to sleep")
+        with Writer.create(jdir, name, service=None, page_size=SMALL_PAGE) as writer:
+            writer.write(b"ring")
+
+    thread = threading.Thread(target=ring)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("timeout", [1e12, float("inf")])
+def test_a_bell_wait_of_years_is_clamped_and_ends_at_the_ring(jdir: str, timeout: float) -> None:
+    """Bell.wait(seq, 1e12) passed 1e21 ns to the native bell_wait: OverflowError (inf: one from
+    int()) instead of a wait. Now a wait lasts LONGEST_WAIT at most, and the ring ends it."""
+    with Writer.create(jdir, "yw", service=None, page_size=SMALL_PAGE):
+        pass
+    with Reader.create("yw", service=None) as reader:
+        reader.add_journal(jdir, "yw")
+        bell = reader._merge.bell
+        assert bell is not None
+        seq = bell.sleep()
+        thread = _ring_when_asleep(jdir, "yw", bell)
+        bell.wait(seq, timeout)
+        thread.join()
+        frame = reader.read()
+        assert frame is not None and bytes(frame.data) == b"ring"
+
+
+@pytest.mark.parametrize("timeout", [-1.0, float("nan"), "1", True])
+def test_a_bell_wait_refuses_a_timeout_it_cannot_honour(jdir: str, timeout: object) -> None:
+    """Bell.wait(seq, -1.0) waited without limit on the native backend (a negative ns is "none" to
+    bell_wait), nan and "1" failed deep inside: a UsageError now, before any wait."""
+    with Writer.create(jdir, "nw", service=None, page_size=SMALL_PAGE):
+        pass
+    with Reader.create("nw", service=None) as reader:
+        reader.add_journal(jdir, "nw")
+        bell = reader._merge.bell
+        assert bell is not None
+        seq = bell.sleep()
+        thread = _ring_when_asleep(jdir, "nw", bell)  # without the check, the ring ends the wait
+        try:
+            with pytest.raises(UsageError, match=r"^a bell wait needs a timeout in seconds"):
+                bell.wait(seq, timeout)  # type: ignore[arg-type]
+        finally:
+            thread.join()
+            bell.awake()
+
+
+@pytest.mark.skipif(native is None, reason="the C extension's bell_wait")
+def test_the_native_bell_wait_clamps_a_timeout_past_a_long_long(jdir: str) -> None:
+    """native.bell_wait(bell, seq, 2**70) raised OverflowError; it now waits LONGEST_WAIT at most
+    (and the ring ends it). Below any long long it means no limit, as -1 does."""
+    assert native is not None
+    with Writer.create(jdir, "cw", service=None, page_size=SMALL_PAGE):
+        pass
+    with Reader.create("cw", service=None) as reader:
+        reader.add_journal(jdir, "cw")
+        bell = reader._merge.bell
+        assert bell is not None
+        for timeout in (2**70, -(2**70)):
+            seq = bell.sleep()
+            thread = _ring_when_asleep(jdir, "cw", bell)
+            native.bell_wait(bell.mm, seq, timeout)
+            thread.join()
+            assert reader.read() is not None

@@ -67,7 +67,7 @@ def _decode(data: memoryview) -> tuple[int, int]:
 
 
 def test_a_damaged_frame_in_one_journal_raises_at_every_merged_read(jdir: str) -> None:
-    writers = [Writer.create(jdir, name, service=None) for name in ("d0", "d1", "d2")]
+    writers = [Writer.create(jdir, name, service=None, page_size=SMALL_PAGE) for name in ("d0", "d1", "d2")]
     for payload in (b"first", b"second"):
         for writer in writers:
             writer.write(payload)
@@ -94,7 +94,7 @@ def test_a_damaged_frame_in_one_journal_raises_at_every_merged_read(jdir: str) -
 
 
 def test_seek_and_empty_reads_of_a_merge(jdir: str) -> None:
-    writers = [Writer.create(jdir, f"s{i}", service=None) for i in range(20)]
+    writers = [Writer.create(jdir, f"s{i}", service=None, page_size=SMALL_PAGE) for i in range(20)]
     nanos = [writers[i % 20].write(i.to_bytes(4, "little")) for i in range(200)]
     with Reader.create("sm", service=None) as reader:
         for i in range(20):

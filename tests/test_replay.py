@@ -19,7 +19,7 @@ BASE = 1_700_000_000_000_000_000
 
 
 def record(jdir: str, name: str, stamps: list[int], schemas: Any = None) -> None:
-    with Writer.create(jdir, name, service=None, schemas=schemas) as writer:
+    with Writer.create(jdir, name, service=None, schemas=schemas, page_size=64 * 1024) as writer:
         for i, nano in enumerate(stamps):
             writer.write_at(f"{name}-{i}".encode(), nano, msg_type=i % 3, source=i)
 

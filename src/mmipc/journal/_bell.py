@@ -27,10 +27,16 @@ Rules (docs/format.md, "Doorbells", is the contract):
 * A reader that takes over a dead reader's slot unlinks that bell and its FIFO only if they are our
   user's regular file (FIFO) named ``mmipc-bell.*`` in the bell directory itself, by a descriptor
   of that directory: a list (anyone who can write it may) can name any path, or a link.
-* A bell's name records its reader: ``mmipc-bell.PID.START.N.RANDOM`` (START: the process's start
-  time in clock ticks since boot, /proc/PID/stat; 0 where unknown). A killed reader cannot unlink its
-  bell and FIFO: `sweep_dead_bells` (the service runs it every SAMPLE_INTERVAL) removes those, by the
-  rule above, whose pid is gone or now belongs to a process that started at another time.
+* A bell's name records its reader: ``mmipc-bell.PID.START.PIDNS.N.RANDOM`` (START: the process's
+  start time in clock ticks since boot, /proc/self/stat; PIDNS: its pid namespace, the inode of
+  /proc/self/ns/pid; 0 where unknown). A killed reader cannot unlink its bell and FIFO:
+  `sweep_dead_bells` (the service runs it every SAMPLE_INTERVAL) removes those, by the rule above,
+  whose pid is gone or now belongs to a process that started at another time.
+* A pid means something only in its own pid namespace: a reader in a container that shares the
+  journal directory and /dev/shm records its container's pid. An owner recorded in another
+  namespace than the checker's is taken as alive (`owner_alive`): its bell, its bell-list slots and
+  (_metrics) its counter file and the pages it holds are kept, as nothing here can tell whether it
+  lives. A slot is reclaimed by the rule of its bell's name, the slot's pid alone for an older name.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from .._errors import UsageError
 from ._backend import native
 from ._files import pid_alive
 
@@ -61,6 +68,7 @@ SLOT = struct.Struct("<IIII240s")  # state, generation, pid, flag index, bell pa
 BOUNDED_SLEEP = 0.001
 ON_FUTEX, IN_LOOP = 1, 2  # values of `sleeping`: woken by FUTEX_WAKE, or by a byte in PATH.fifo
 SWEEP_EVERY = 4096
+LONGEST_WAIT = 3600.0  # s: one native wait at most (a longer nap is several; ns fit a C long long)
 LATE_RETRY = 0.1  # s between a LateRinger's tries to map NAME.bells
 _U32 = struct.Struct("<I")
 _fence_lock = threading.Lock()
@@ -80,9 +88,16 @@ def bells_path(directory: str, name: str) -> str:
     return os.path.join(directory, f"{name}.bells")
 
 
-def start_ticks(pid: int) -> int:
-    """When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); 0 if unknown.
-    Unlike the pid, it tells a process from a later one given the same pid."""
+def _non_negative_seconds(value: object) -> bool:
+    """A number >= 0 (inf too: a wait is clamped to LONGEST_WAIT anyway); not nan, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def start_ticks(pid: int | str) -> int:
+    """When process `pid` ("self": this one) started, in clock ticks since boot (/proc/PID/stat field
+    22); 0 if unknown. Unlike the pid, it tells a process from a later one given the same pid.
+    This process's own is read through /proc/self: under a /proc of a parent pid namespace, /proc/PID
+    with our namespace's pid is another process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rpartition(b")")[2].split()
@@ -145,8 +160,8 @@ class Bell:
 
     @classmethod
     def create(cls) -> Bell | None:
-        pid = os.getpid()
-        name = f"mmipc-bell.{pid}.{start_ticks(pid)}.{next(_serial)}.{os.urandom(4).hex()}"
+        owner = f"{os.getpid()}.{start_ticks('self')}.{pid_namespace()}"
+        name = f"mmipc-bell.{owner}.{next(_serial)}.{os.urandom(4).hex()}"
         path = os.path.join(_bell_dir(), name)
         mm = _map(path, BELL_SIZE, create=True)
         return None if mm is None else cls(path, mm)
@@ -179,9 +194,12 @@ class Bell:
         return seq
 
     def wait(self, seq: int, timeout: float | None) -> None:
-        """Sleep until rung (or `timeout` s); the pure-Python backend sleeps BOUNDED_SLEEP at most."""
+        """Sleep until rung (or `timeout` s, None: no limit, but LONGEST_WAIT at most either way: a
+        caller re-checks after any wake-up); the pure-Python backend sleeps BOUNDED_SLEEP at most."""
+        if timeout is not None and not _non_negative_seconds(timeout):
+            raise UsageError(f"a bell wait needs a timeout in seconds, a number >= 0 or None: {timeout!r}")
         if native is not None:
-            native.bell_wait(self.mm, seq, -1 if timeout is None else int(timeout * 1e9))
+            native.bell_wait(self.mm, seq, -1 if timeout is None else int(min(timeout, LONGEST_WAIT) * 1e9))
             return
         time.sleep(BOUNDED_SLEEP if timeout is None else min(timeout, BOUNDED_SLEEP))
         _U32.pack_into(self.mm, SLEEPING, 0)
@@ -277,7 +295,7 @@ def _claim(mm: mmap.mmap, bell: str, index: int) -> int | None:
     raw = os.fsencode(bell)
     for slot in range(SLOTS):
         state, gen, pid, _, old = SLOT.unpack_from(mm, _slot_off(slot))
-        if state and pid_alive(pid):
+        if state and _slot_alive(pid, old):
             continue
         if state:  # a dead reader's slot: reclaim it, and its bell file
             _unlink_bell(old)
@@ -333,21 +351,51 @@ def sweep_dead_bells() -> list[str]:
     return removed
 
 
-def _bell_owner(base: str) -> tuple[int, int] | None:
-    """(pid, start ticks or -1) from a bell's or FIFO's name, or None if it is not one we made."""
+def _bell_owner(base: str) -> tuple[int, int, int] | None:
+    """(pid, start ticks or -1, pid namespace or 0) from a bell's or FIFO's name (this version's
+    PID.START.PIDNS.N.RANDOM, or an older PID.START.N.RANDOM or PID.N.RANDOM), or None if it is not
+    one we made."""
     if not base.startswith("mmipc-bell."):
         return None
     parts = base.removesuffix(".fifo").split(".")[1:]
     # ASCII digits only: str.isdigit() also holds for "²", which int() refuses
-    if len(parts) not in (3, 4) or not all(p.isascii() and p.isdigit() for p in parts[:-2]):
+    if len(parts) not in (3, 4, 5) or not all(p.isascii() and p.isdigit() for p in parts[:-2]):
         return None
-    return int(parts[0]), int(parts[1]) if len(parts) == 4 else -1
+    start = int(parts[1]) if len(parts) >= 4 else -1
+    return int(parts[0]), start, int(parts[2]) if len(parts) == 5 else 0
 
 
-def owner_alive(pid: int, start: int) -> bool:
+def _slot_alive(pid: int, raw: bytes) -> bool:
+    """Whether a bell-list slot's reader lives: by its bell's name (pid, start time, namespace) if
+    the name records the slot's pid, else by the pid alone (an older name, or a path we did not make)."""
+    owner = _bell_owner(os.path.basename(os.fsdecode(raw.rstrip(b"\0"))))
+    return owner_alive(*owner) if owner is not None and owner[0] == pid else pid_alive(pid)
+
+
+_PID_NS: dict[int, int] = {}  # pid -> its pid namespace: a process forked after unshare has another
+
+
+def pid_namespace() -> int:
+    """This process's pid namespace: the inode of /proc/self/ns/pid, 0 if unknown (no /proc)."""
+    pid = os.getpid()
+    ns = _PID_NS.get(pid)
+    if ns is None:
+        try:
+            ns = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            ns = 0
+        _PID_NS[pid] = ns
+    return ns
+
+
+def owner_alive(pid: int, start: int, ns: int = 0) -> bool:
     """Whether the process that made a bell (or wrote a counter file, `_metrics`) lives: `pid`
     exists and, if its start time was recorded (`start` > 0), started then. A pid reused by a later
-    process is not the owner."""
+    process is not the owner. An owner recorded in another pid namespace (`ns`, 0: not recorded)
+    counts as alive: its pid names nothing here, so it cannot be checked, and taking it for dead
+    would remove the bell, slots and pages a live reader in a container still uses."""
+    if ns and ns != pid_namespace():
+        return True
     if not pid_alive(pid):
         return False
     if start <= 0:

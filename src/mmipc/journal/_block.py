@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from .._errors import UsageError
 from ._backend import native
-from ._bell import BOUNDED_SLEEP, Bell
+from ._bell import BOUNDED_SLEEP, LONGEST_WAIT, Bell
 from ._merge import Merge
 from ._types import Frame
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 SPIN = 50e-6
 MAX_NAP = 0.1
-LONGEST_WAIT = 3600.0  # s: one native wait at most (a longer nap is several; ns fit a C long long)
 
 
 class Block:

@@ -321,6 +321,13 @@ class Durable:
             )
         self.file = file
         self.commit_every = commit_every
+        self.inherited = False  # a forked child's copy: it never commits (_reader.py, the fork rule)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close the child's copy of the lock's descriptor (the parent's keeps the
+        flock held) and refuse every commit from now on, automatic ones included."""
+        self.inherited = True
+        self.file.unlock()
 
     def resume(self, cursor: Cursor) -> bool:
         """Put `cursor` just past its committed position; False if it has none."""
@@ -339,6 +346,11 @@ class Durable:
 
     def commit(self, cursors: list[Cursor]) -> None:
         """Acknowledge every frame the cursors have handed out (a peeked frame is not handed out)."""
+        if self.inherited:
+            raise UsageError(
+                f"durable reader {self.file.name} was inherited from the parent process at fork: open a "
+                "new reader in the child (it must not commit positions the parent has not processed)"
+            )
         moved = {}
         for c in cursors:
             if c.page is None:  # the journal has no page yet: hold it from its first frame on

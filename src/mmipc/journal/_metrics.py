@@ -14,23 +14,31 @@ Rules:
   then (see `hold` and `_retention`). A lock keeps the publisher thread apart.
 * A seqlock guards each update: the generation word is odd while the publisher writes; a reader of
   the file retries until it reads the same even generation before and after.
-* A reader that closes removes its file. A reader that dies leaves it: the service shows that reader
+* A reader that closes removes its file (not a forked child's copy of it: the file stays the parent's,
+  and the child's publisher thread, if it starts one, publishes only the child's own readers). A
+  reader that dies leaves it: the service shows that reader
   as dead for DEAD_LINGER seconds after its registration ended, then removes it, and retention
   stops counting its positions. Dead means: its pid is gone, or now belongs to a process that
   started at another time than the one recorded at offset 56 (`_bell.owner_alive`, as for bells). A pid
   alone is not enough: on a desk that runs for months the kernel hands a dead reader's pid to
-  another process, and the dead reader's file would hold its pages forever.
+  another process, and the dead reader's file would hold its pages forever. A reader whose pid
+  namespace (offset 96) is not the service's, one in a container sharing the home, counts as alive:
+  its pid cannot be checked from here, and its pages are kept.
 
 File layout (little-endian)::
 
      0 magic "MMIPCPOS" | 8 version u32 | 12 pid u32 | 16 generation u64 | 24 heartbeat_ns i64
     32 started_ns i64   | 40 durable u32 | 44 wait u32 | 48 journals_len u32 | 52 slots u32
     56 start_ticks u64: the process's start time (/proc/PID/stat, clock ticks since boot; 0: unknown)
-    64 + 64*i: slot i = page_no i64, offset i64, nano i64, changed_ns i64 (wall time it last moved)
+    64 + 64*i: slot i = page_no i64, offset i64, nano i64, changed_ns i64 (wall time it last moved);
+               the slot's other 32 bytes are free, but for:
+    96 pid_ns u64: the process's pid namespace (inode of /proc/self/ns/pid; 0: unknown), in slot 0's
+               free bytes (the header is full)
     JOURNALS_AT: JSON [[directory, name], ...] of the journals, in slot order
 
-`start_ticks` took 8 bytes that were zero before it (the version stays 1): a file written by an
-older mmipc reads as "start unknown", and its pid alone decides, as before.
+`start_ticks` and `pid_ns` took 8 bytes each that were zero before them (the version stays 1): a
+file written by an older mmipc reads as "start unknown, namespace unknown", and its pid alone
+decides, as before; an older mmipc ignores both.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._bell import start_ticks
+from ._bell import pid_namespace, start_ticks
 from ._files import check_name, read_regular
 
 if TYPE_CHECKING:
@@ -72,6 +80,7 @@ GENERATION = struct.Struct("<Q")
 SLOT = struct.Struct("<qqqq")
 START_AT = HEADER.size  # 56: the owner's start_ticks, in what was the header's padding
 START = struct.Struct("<Q")
+PID_NS_AT = SLOTS_AT + SLOT.size  # 96: the owner's pid namespace, in slot 0's free bytes
 
 
 class Published(NamedTuple):
@@ -102,6 +111,7 @@ class Board:
         self._journals_size = 2  # "[]"
         self._generation = 0
         self._lock = threading.Lock()
+        self._pid = os.getpid()  # a forked child's copy leaves the file to the parent (`close`)
         self._mm = _create(path)
         self._write_header(time.time_ns())
 
@@ -162,6 +172,7 @@ class Board:
             self._durable, self.wait, self._journals_size, len(self._journals),
         )  # fmt: skip
         START.pack_into(self._mm, START_AT, _start_ticks())
+        START.pack_into(self._mm, PID_NS_AT, pid_namespace())
 
     def _write_journals(self, jids: list[tuple[str, str]]) -> None:
         data = json.dumps(jids).encode()
@@ -183,6 +194,12 @@ class Board:
         GENERATION.pack_into(self._mm, 16, self._generation)
 
     def close(self) -> None:
+        """Stop publishing and remove the file; in a forked child (the board inherited with its
+        reader) only unmap the child's copy: the file is the parent's, which goes on publishing.
+        No lock there: the parent's publisher thread may have held it at the fork."""
+        if self._pid != os.getpid():
+            self._mm.close()
+            return
         PUBLISHER.remove(self)
         try:
             os.unlink(self.path)
@@ -219,7 +236,7 @@ def _start_ticks() -> int:
     pid = os.getpid()
     ticks = _START_TICKS.get(pid)
     if ticks is None:
-        ticks = _START_TICKS[pid] = start_ticks(pid)
+        ticks = _START_TICKS[pid] = start_ticks("self")
     return ticks
 
 
@@ -257,6 +274,14 @@ class _Publisher:
         with self._lock:
             self._boards.discard(board)
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: the boards are the parent's (its thread publishes them; one started
+        here would write the child's stale copies of the positions into them), and the lock may
+        have been held by that thread at the fork."""
+        self._lock = threading.Lock()
+        self._boards = weakref.WeakSet()
+        self._thread = None
+
     def _run(self) -> None:
         while True:
             time.sleep(PUBLISH_INTERVAL)
@@ -270,6 +295,7 @@ class _Publisher:
 
 
 PUBLISHER = _Publisher()
+os.register_at_fork(after_in_child=PUBLISHER.forget_after_fork)
 
 
 def open_board(home: str, name: str, cursors: list[Cursor], durable: bool) -> Board | None:
@@ -315,14 +341,18 @@ def read_counters(path: str) -> dict[str, Any] | None:
     return None
 
 
-def counters_owner(path: str) -> tuple[int, int] | None:
-    """The pid and start_ticks in a counter file's header, read whatever its generation (a publisher
-    may be in the middle of an update, or stopped there); None if the file is not a counter file."""
-    data = read_regular(path, START_AT + START.size)
-    if data is None or len(data) != START_AT + START.size or data[:8] != MAGIC:
+def counters_owner(path: str) -> tuple[int, int, int] | None:
+    """The pid, start_ticks and pid_ns in a counter file's header, read whatever its generation (a
+    publisher may be in the middle of an update, or stopped there); None if the file is not a
+    counter file."""
+    size = PID_NS_AT + START.size
+    data = read_regular(path, size)
+    if data is None or len(data) != size or data[:8] != MAGIC:
         return None
     _, version, pid = HEADER.unpack_from(data)[:3]
-    return (int(pid), START.unpack_from(data, START_AT)[0]) if version == VERSION else None
+    if version != VERSION:
+        return None
+    return int(pid), START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0]
 
 
 def _parse(data: bytes) -> dict[str, Any] | None:
@@ -339,8 +369,8 @@ def _parse(data: bytes) -> dict[str, Any] | None:
     except (ValueError, TypeError, RecursionError):  # a damaged list: json nests arrays recursively
         return None
     mode = WAIT_MODES[wait] if wait < len(WAIT_MODES) else "custom"
-    start = START.unpack_from(data, START_AT)[0]
-    return {"pid": pid, "start_ticks": start, "heartbeat_ns": beat, "started_ns": started,
+    start, ns = START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0]
+    return {"pid": pid, "start_ticks": start, "pid_ns": ns, "heartbeat_ns": beat, "started_ns": started,
             "durable": bool(durable), "wait": mode, "positions": positions}  # fmt: skip
 
 

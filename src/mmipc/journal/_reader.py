@@ -21,6 +21,17 @@ Rules:
   at the reader's entry points (`MergeCore.read_single`/`next`), about 11 instructions a read. Pure
   Python: in `Cursor.read`, `Cursor.read_data` and `Merge.read`, after an empty read has found
   nothing (so it costs nothing then), about 500 instructions a frame (get_ident makes an int).
+* A forked child inherits every reader with the parent's state: its durable position, its doorbell
+  and bell-list slots, its counter file. Used there it would commit a position the parent never
+  processed (a restart then skips those frames), subscribe the parent's bell to more journals, or
+  remove the parent's counter file. So, as a writer is (_writer.py rule 6), every reader is marked
+  inherited in the child at fork: each operation (`read`, `read_data`, `read_batch`, `frames`,
+  `aread`, `seek`, `commit`, `add_journal`, `remove_journal`, `adopt`) raises `UsageError` (open a
+  new reader in the child), and `close()`, the child's exit or the GC release only the child's
+  copies (its maps and descriptors): no commit, no unsubscribe, no unlink, no unregistration. A
+  `read` bound before the fork raises too (native: the C entry points' owner check; pure Python:
+  when it finds a frame, as for the thread check), and a durable reader's automatic commit never
+  runs in the child (`Durable.commit` refuses there).
 """
 
 from __future__ import annotations
@@ -109,6 +120,7 @@ class Reader:
         "_board": None,
         "_finalizer": None,
         "_thread": None,
+        "_inherited": None,
         "__weakref__": None,
     }
     read: Callable[[], Frame | None]
@@ -119,6 +131,7 @@ class Reader:
         self._merge = Merge()  # the merge and the doorbell (_merge.py); shares the cursor list
         self._cursors: list[Cursor] = self._merge.cursors
         self._closed = False
+        self._inherited = False  # a forked child's copy (see the rules): it refuses everything
         self._thread = _get_ident()
         self._link = link
         self._durable = durable
@@ -130,6 +143,7 @@ class Reader:
         self._rebind()
         self._finalizer = weakref.finalize(self, _unregister, link, name, durable, self._board)
         weakref.finalize(self, self._merge.close)  # a dropped reader frees its doorbell and slots
+        _LIVE.add(self)
 
     def _rebind(self) -> None:
         """Point `read` and `read_data` at the fastest correct implementations for the journals added
@@ -381,9 +395,13 @@ class Reader:
 
     def close(self) -> None:
         """Commit (durable readers), then unmap every page. Frames already returned keep their pages.
+        In a forked child, a reader inherited from the parent only releases the child's copy.
 
         Example: ``reader.close()  # or leave the `with` block``
         """
+        if self._inherited:
+            self._release_inherited()
+            return
         self._check_owner()
         if self._durable is not None and not self._closed:
             self._durable.commit(self._cursors)
@@ -393,6 +411,7 @@ class Reader:
         self._closed = True
         self._rebind()
         self._finalizer()
+        _LIVE.discard(self)
 
     def adopt(self) -> None:
         """Make the calling thread this reader's owner (see the class docstring): the one way to
@@ -400,15 +419,49 @@ class Reader:
 
         Example: ``reader = queue.get(); reader.adopt(); frame = reader.read()``
         """
+        self._check_inherited()
         self._thread = _get_ident()
         self._rebind()
 
+    def _forget_after_fork(self) -> None:
+        """In a forked child: make this copy refuse every operation (see the rules), and keep its
+        exit or GC from touching the parent's cursor file, bell, slots, counter file or name."""
+        self._inherited = True
+        self._finalizer.detach()
+        if self._durable is not None:
+            self._durable.forget_after_fork()
+        refuse = functools.partial(_raise_inherited, self.name)
+        self.read = self.read_data = refuse
+        core = self._merge.core
+        if core is None:
+            self._merge.owner, self._merge.on_thread = _NO_THREAD, refuse
+            for cursor in self._cursors:
+                cursor.owner, cursor.on_thread = _NO_THREAD, refuse
+        else:
+            core._c_thread, core.on_thread = _NO_THREAD, refuse
+
+    def _release_inherited(self) -> None:
+        """`close()` in a forked child: unmap the child's copies, leave the parent's files alone
+        (the merge's bell knows it is not this process's: `Bell.mine`)."""
+        for cursor in self._cursors:
+            cursor.detach()
+        self._merge.close()
+        if self._board is not None:
+            self._board.close()  # the child's map only: the file is the parent's (`Board.close`)
+        self._closed = True
+
+    def _check_inherited(self) -> None:
+        if self._inherited:
+            _raise_inherited(self.name)
+
     def _check_owner(self) -> None:
-        if _get_ident() != self._thread:
+        if _get_ident() != self._thread or self._inherited:
+            self._check_inherited()
             _raise_other_thread(self.name, self._thread)
 
     def _check_open(self) -> None:
-        if _get_ident() != self._thread:
+        if _get_ident() != self._thread or self._inherited:
+            self._check_inherited()
             _raise_other_thread(self.name, self._thread)
         if self._closed:
             raise ClosedError(f"reader {self.name} is closed")
@@ -421,6 +474,19 @@ class Reader:
 
     def __repr__(self) -> str:
         return f"<mmipc.Reader {self.name!r} following {len(self._cursors)} journal(s)>"
+
+
+_LIVE: weakref.WeakSet[Reader] = weakref.WeakSet()
+_NO_THREAD = (1 << 64) - 1  # no thread has this ident (a pthread_t is an address): every check fails
+
+
+def _forget_readers_in_child() -> None:
+    for reader in list(_LIVE):
+        reader._forget_after_fork()
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_readers_in_child)
 
 
 def _register(name: str, service: ServiceHome) -> Link | None:
@@ -469,6 +535,14 @@ def _raise_other_thread(name: str, owner: int) -> NoReturn:
         f"reader {name} belongs to the thread that created it (ident {owner}), not thread "
         f"{_get_ident()}: create one reader per thread, or call reader.adopt() in the thread that "
         "takes it over"
+    )
+
+
+def _raise_inherited(name: str) -> NoReturn:
+    raise UsageError(
+        f"reader {name} was inherited from the parent process at fork: open a new reader in the child "
+        "(an inherited reader refuses every operation, so that the child cannot commit, subscribe or "
+        "read in the parent's name; closing it releases only the child's copy)"
     )
 
 

@@ -237,13 +237,13 @@ class Monitor:
         return rows
 
     def _forget_dead(self) -> None:
-        """Remove the counter files of readers dead for DEAD_LINGER seconds. A file read mid-update
-        (a reader stopped between its seqlock's two stores) goes by the pid in its header: its
-        reader may be alive, and holds every page through it (`_retention._hold_unread`)."""
+        """Remove the counter files of readers dead for DEAD_LINGER seconds, by the owner in the
+        header (pid, start time, pid namespace), read whatever the seqlock's generation: a reader
+        stopped between its seqlock's two stores may be alive, and holds every page through it
+        (`_retention._hold_unread`)."""
         now = time.monotonic()
         for name, path in list_counters(self.home).items():
-            info = read_counters(path)
-            owner = (info["pid"], info["start_ticks"]) if info is not None else counters_owner(path)
+            owner = counters_owner(path)  # the header's owner, whatever the seqlock's generation
             if owner is not None and owner_alive(*owner):
                 self._dead_since.pop(name, None)
                 continue

@@ -138,7 +138,7 @@ def holds(home: str | None, directory: str, name: str) -> list[dict[str, Any]]:
         if counters is None:
             found.extend(_hold_unread(reader, path))
             continue
-        if not owner_alive(counters["pid"], counters["start_ticks"]):
+        if not owner_alive(counters["pid"], counters["start_ticks"], counters["pid_ns"]):
             continue  # dead, or its pid reused by another process: it holds nothing
         for p in counters["positions"]:
             if p.name == name and os.path.realpath(p.directory) == real:

@@ -1371,8 +1371,12 @@ native_bell_sleep(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     return PyLong_FromUnsignedLong(seq);
 }
 
+#define LONGEST_WAIT_NS 3600000000000LL /* _bell.LONGEST_WAIT: one wait lasts an hour at most */
+
 /* bell_wait(bell, seq, timeout_ns): sleep until a writer changes the word from `seq` (or the
- * timeout, < 0: none, passes, or a signal arrives), GIL released; then clear `sleeping`. */
+ * timeout, < 0: none, passes, or a signal arrives), GIL released; then clear `sleeping`. A timeout
+ * over LONGEST_WAIT_NS (one that does not fit a long long included) waits LONGEST_WAIT_NS: the
+ * caller sees an early, spurious wake-up, which every caller handles, not an OverflowError. */
 static PyObject *
 native_bell_wait(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1382,9 +1386,16 @@ native_bell_wait(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     unsigned long seq = PyLong_AsUnsignedLong(args[1]);
-    long long timeout = PyLong_AsLongLong(args[2]);
+    int overflow = 0;
+    long long timeout = PyErr_Occurred() ? 0 : PyLong_AsLongLongAndOverflow(args[2], &overflow);
     if (PyErr_Occurred() || bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
         return NULL;
+    }
+    if (overflow > 0 || timeout > LONGEST_WAIT_NS) {
+        timeout = LONGEST_WAIT_NS;
+    }
+    else if (overflow < 0) {
+        timeout = -1;  /* below any long long: negative, "no limit", as -1 is */
     }
     struct timespec ts = {(time_t)(timeout / 1000000000), (long)(timeout % 1000000000)};
     Py_BEGIN_ALLOW_THREADS
