@@ -366,3 +366,44 @@ def test_a_dead_readers_counter_file_whose_pid_was_reused_holds_no_page(
 
 def _dry_run(home: str, jdir: str) -> Plan:
     return prune(home, jdir, "reuse", Policy(max_pages=1), time.time_ns(), dry_run=True)[0]
+
+
+def test_a_reader_of_more_than_64_journals_holds_the_pages_of_every_one(jdir: str, home: str) -> None:
+    """A counter file had 64 slots: a reader following 70 journals published the first 64, and
+    retention removed pages of the other six that the reader had not read (red team 6: `mmipc prune`
+    of the 70th journal lost 1,917 of 3,000 frames). Version 2 of the file publishes every journal;
+    the reader goes back to version 1 once its journals fit in it again."""
+    from mmipc.journal._metrics import read_counters
+
+    names = [f"j{k:02}" for k in range(70)]
+    with Service(home):
+        for name in names:
+            with Writer.create(jdir, name, page_size=PAGE, service=None) as writer:
+                fill(writer, PER_PAGE * 3)
+        with Reader.create("wide", service=home) as reader:
+            for name in names:
+                reader.add_journal(jdir, name, start="begin")
+            board = reader._board
+            assert board is not None
+            board.publish()
+            for name in (names[0], names[-1]):
+                result, _ = prune(home, jdir, name, Policy(max_pages=1), time.time_ns())
+                assert result.remove == [] and "held by reader wide" in result.kept_for
+            out = mmipc("prune", "--before", "2100-01-01", "--home", home, jdir, names[-1])
+            assert out.returncode == 0 and list_pages(jdir, names[-1])[0] == 0, out.stdout + out.stderr
+            from mmipc.journal._metrics import VERSION, VERSION_WIDE
+
+            published = read_counters(board.path)
+            assert published is not None and board._version == VERSION_WIDE
+            assert [p.name for p in published["positions"]] == names
+            for name in names[64:]:
+                reader.remove_journal(jdir, name)
+            board.publish()
+            assert board._version == VERSION
+            published = read_counters(board.path)
+            assert published is not None and [p.name for p in published["positions"]] == names[:64]
+            seqs: dict[str, list[int]] = {}
+            for frame in iter(reader.read, None):
+                seqs.setdefault(frame.journal.name, []).append(SEQ.unpack_from(frame.data)[0])
+            assert seqs == {name: list(range(PER_PAGE * 3)) for name in names[:64]}
+    assert all(list_pages(jdir, name)[0] == 0 for name in names)

@@ -34,11 +34,18 @@ File layout (little-endian)::
                the slot's other 32 bytes are free, but for:
     96 pid_ns u64: the process's pid namespace (inode of /proc/self/ns/pid; 0: unknown), in slot 0's
                free bytes (the header is full)
-    JOURNALS_AT: JSON [[directory, name], ...] of the journals, in slot order
+    then JSON [[directory, name], ...] of the journals, in slot order: at JOURNALS_AT in version 1
 
 `start_ticks` and `pid_ns` took 8 bytes each that were zero before them (the version stays 1): a
 file written by an older mmipc reads as "start unknown, namespace unknown", and its pid alone
 decides, as before; an older mmipc ignores both.
+
+Version 1 is a file of COUNTER_FILE_SIZE bytes for at most MAX_SLOTS journals. A reader that
+follows more (a risk monitor of hundreds of journals) writes version 2: one slot per journal, the
+JSON right after the last slot, in a file grown as needed (whole 4 KiB pages, at most
+MAX_FILE_SIZE). It writes version 1 again once its journals fit. Every journal is published: a
+journal left out would hold no page against retention while the reader still needs it (an mmipc
+that knows version 1 only ignores a version 2 file, as it ignored the journals past the 64th).
 """
 
 from __future__ import annotations
@@ -64,8 +71,10 @@ log = logging.getLogger("mmipc.metrics")
 
 MAGIC = b"MMIPCPOS"
 VERSION = 1
+VERSION_WIDE = 2  # more journals than MAX_SLOTS, or a list longer than version 1 has room for
 COUNTER_FILE_SIZE = 16384
 MAX_SLOTS = 64
+MAX_FILE_SIZE = 64 << 20  # version 2: about 100,000 journals of short paths
 SLOT_SIZE = 64
 SLOTS_AT = 64
 JOURNALS_AT = SLOTS_AT + MAX_SLOTS * SLOT_SIZE
@@ -112,6 +121,7 @@ class Board:
         self._generation = 0
         self._lock = threading.Lock()
         self._pid = os.getpid()  # a forked child's copy leaves the file to the parent (`close`)
+        self._version = VERSION
         self._mm = _create(path)
         self._write_header(time.time_ns())
 
@@ -145,12 +155,11 @@ class Board:
 
     def _publish(self) -> None:
         now = time.time_ns()
-        jids = [(c.jid.directory, c.jid.name) for c in self.cursors[:MAX_SLOTS]]
-        # by journal: the list may have changed (and _write_journals may have cut the names short)
+        jids = [(c.jid.directory, c.jid.name) for c in self.cursors]
+        # by journal: the list may have changed (and _write_journals may have cut it short)
         before = dict(zip(self._journals, self._published, strict=False))
-        cursors = self.cursors[:MAX_SLOTS]
         positions = [
-            _position_of(c, before.get(jid, (-1, -1, -1))) for c, jid in zip(cursors, jids, strict=True)
+            _position_of(c, before.get(jid, (-1, -1, -1))) for c, jid in zip(self.cursors, jids, strict=True)
         ]
         changed = jids != self._journals
         if not changed and positions == self._published:
@@ -159,6 +168,7 @@ class Board:
         self._begin()
         if changed:
             self._write_journals(jids)
+            positions = positions[: len(self._journals)]
         for i, position in enumerate(positions):
             if changed or position != self._published[i]:  # a new list: every slot is rewritten
                 SLOT.pack_into(self._mm, SLOTS_AT + i * SLOT_SIZE, *position, now)
@@ -168,19 +178,27 @@ class Board:
 
     def _write_header(self, now: int) -> None:
         HEADER.pack_into(
-            self._mm, 0, MAGIC, VERSION, os.getpid(), self._generation, now, _started(),
+            self._mm, 0, MAGIC, self._version, os.getpid(), self._generation, now, _started(),
             self._durable, self.wait, self._journals_size, len(self._journals),
         )  # fmt: skip
         START.pack_into(self._mm, START_AT, _start_ticks())
         START.pack_into(self._mm, PID_NS_AT, pid_namespace())
 
     def _write_journals(self, jids: list[tuple[str, str]]) -> None:
+        """The journals' list, and the layout it needs: version 1 if it fits, else version 2 in a
+        file grown to hold it (inside the seqlock: the service takes nothing of it meanwhile)."""
         data = json.dumps(jids).encode()
-        while len(data) > COUNTER_FILE_SIZE - JOURNALS_AT:
-            jids = jids[:-1]
+        fits = len(jids) <= MAX_SLOTS and len(data) <= COUNTER_FILE_SIZE - JOURNALS_AT
+        at = JOURNALS_AT if fits else journals_at(VERSION_WIDE, len(jids))
+        while at + len(data) > MAX_FILE_SIZE:  # past any real reader: the rest goes unpublished
+            jids = jids[: len(jids) * 9 // 10]
             data = json.dumps(jids).encode()
+            at = journals_at(VERSION_WIDE, len(jids))
+        if at + len(data) > len(self._mm):
+            self._mm.resize(-(-(at + len(data)) // 4096) * 4096)
+        self._version = VERSION if fits else VERSION_WIDE
         self._journals, self._journals_size = jids, len(data)  # the header's size, kept: no JSON per tick
-        self._mm[JOURNALS_AT : JOURNALS_AT + len(data)] = data
+        self._mm[at : at + len(data)] = data
 
     def _heartbeat(self, now: int) -> None:
         struct.pack_into("<q", self._mm, 24, now)
@@ -327,9 +345,9 @@ def read_counters(path: str) -> dict[str, Any] | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        for _ in range(8):
-            data = os.pread(fd, COUNTER_FILE_SIZE, 0)
-            if len(data) != COUNTER_FILE_SIZE or data[:8] != MAGIC:
+        for _ in range(8):  # the size again each time: the publisher may have grown the file
+            data = os.pread(fd, min(max(os.fstat(fd).st_size, COUNTER_FILE_SIZE), MAX_FILE_SIZE), 0)
+            if len(data) < COUNTER_FILE_SIZE or data[:8] != MAGIC:
                 return None
             parsed = _parse(data)
             if parsed is not None and os.pread(fd, 24, 0)[16:24] == data[16:24]:
@@ -350,7 +368,7 @@ def counters_owner(path: str) -> tuple[int, int, int] | None:
     if data is None or len(data) != size or data[:8] != MAGIC:
         return None
     _, version, pid = HEADER.unpack_from(data)[:3]
-    if version != VERSION:
+    if version not in (VERSION, VERSION_WIDE):
         return None
     return int(pid), START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0]
 
@@ -358,10 +376,13 @@ def counters_owner(path: str) -> tuple[int, int, int] | None:
 def _parse(data: bytes) -> dict[str, Any] | None:
     """The content of a counter file snapshot; None if the publisher was writing it."""
     magic, version, pid, gen, beat, started, durable, wait, jlen, slots = HEADER.unpack_from(data)
-    if version != VERSION or gen % 2 or slots > MAX_SLOTS or jlen > COUNTER_FILE_SIZE - JOURNALS_AT:
+    if version not in (VERSION, VERSION_WIDE) or gen % 2 or (version == VERSION and slots > MAX_SLOTS):
+        return None
+    at = journals_at(version, slots)
+    if at + jlen > len(data):  # cut short (the file grew after its size was taken), or damaged
         return None
     try:
-        journals = json.loads(data[JOURNALS_AT : JOURNALS_AT + jlen] or b"[]")
+        journals = json.loads(data[at : at + jlen] or b"[]")
         positions = [
             Published(str(d), str(n), *SLOT.unpack_from(data, SLOTS_AT + i * SLOT_SIZE))
             for i, (d, n) in enumerate(journals[:slots])
@@ -372,6 +393,11 @@ def _parse(data: bytes) -> dict[str, Any] | None:
     start, ns = START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0]
     return {"pid": pid, "start_ticks": start, "pid_ns": ns, "heartbeat_ns": beat, "started_ns": started,
             "durable": bool(durable), "wait": mode, "positions": positions}  # fmt: skip
+
+
+def journals_at(version: int, slots: int) -> int:
+    """Where a counter file's journal list starts: fixed in version 1, after the slots in 2."""
+    return JOURNALS_AT if version == VERSION else SLOTS_AT + max(slots, 1) * SLOT_SIZE
 
 
 def list_counters(home: str) -> dict[str, str]:
