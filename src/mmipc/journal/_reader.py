@@ -308,18 +308,25 @@ class Reader:
 
         Its columns `nano`, `msg_type`, `source`, `offset`, `length` and `seq` are int64 buffers that
         numpy views without a copy; `data(i)` is a zero-copy view of payload i; it iterates as Frames.
-        In the same order as `read()`, and the two can be mixed.
+        In the same order as `read()`, and the two can be mixed. A durable reader's `commit_every`
+        commits before a batch when due, never inside one: the application has not handled a
+        batch's frames until it asks for the next.
 
         Example: ``nano = numpy.frombuffer(reader.read_batch(4096).nano, dtype=numpy.int64)``
         """
         self._check_open()
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise UsageError(f"read_batch needs a limit >= 1 (an int), not {limit!r}")
+        pacer = None if self._durable is None else self._durable.pacer
+        if pacer is not None:  # commit_every: commit before the batch if due, never inside it
+            return pacer.batch(functools.partial(self._read_batch, limit, pacer.read))
+        return self._read_batch(limit, self.read)
+
+    def _read_batch(self, limit: int, read: Callable[[], Frame | None]) -> FrameBatch:
         if native is not None and len(self._cursors) == 1:
             batch = self._cursors[0].core.read_batch(min(limit, sys.maxsize))  # a C Py_ssize_t
             if batch is not native.SLOW:
                 return batch  # type: ignore[no-any-return]
-        read = self.read
         frames: list[Frame] = []
         while len(frames) < limit and (frame := read()) is not None:
             frames.append(frame)
