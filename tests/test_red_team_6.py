@@ -4,12 +4,13 @@ user would."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
 
-from conftest import Procs, race_two_threads
-from mmipc import Reader, Writer
+from conftest import Procs, mapped_journal_files, race_two_threads
+from mmipc import ClosedError, Reader, Writer
 
 
 def test_threads_closing_and_adding_journals_on_one_service_link_never_raise(jdir: str) -> None:
@@ -71,3 +72,35 @@ def test_read_batch_with_commit_every_commits_before_a_batch_never_inside_it(
             again.add_journal(jdir, name)
         resumed = [int.from_bytes(f.data, "little") for f in iter(again.read, None)]
     assert resumed == list(range(60, 100))  # the first batch acknowledged, the second not
+
+
+@pytest.mark.parametrize("journals", [1, 3], ids=["one-journal", "merge"])
+@pytest.mark.parametrize("how", ["close", "drop"])
+def test_a_read_bound_before_the_reader_closed_raises_closed_error(
+    jdir: str, journals: int, how: str
+) -> None:
+    """The documented hot loop binds `read = reader.read` once. After `close()` (or once the reader
+    itself was dropped and collected) that bound read went on: one journal, from its first frame
+    again, mapping pages a closed reader no longer holds against retention; several, None forever
+    (a silent stall). It raises ClosedError now."""
+    names = [f"d{j}" for j in range(journals)]
+    writers = [Writer.create(jdir, name) for name in names]
+    for i in range(30):
+        writers[i % journals].write(i.to_bytes(8, "little"))
+    reader = Reader.create("bound")
+    for name in names:
+        reader.add_journal(jdir, name)
+    read, read_data = reader.read, reader.read_data
+    assert read() is not None and read_data() is not None
+    mapped = mapped_journal_files()
+    if how == "close":
+        reader.close()
+    else:
+        del reader
+        gc.collect()
+    for bound in (read, read_data):
+        with pytest.raises(ClosedError, match="reader bound (is closed|was garbage-collected)"):
+            bound()
+    assert mapped_journal_files() <= mapped - journals  # the writers' pages only
+    for writer in writers:
+        writer.close()

@@ -49,6 +49,7 @@ from ._cursor import Cursor
 from ._types import Frame
 
 SWEEP_PERIOD = 0.1
+CLOSED = 1  # the owner of a closed merge: no thread has ident 1 (an ident is a pthread_t, a pointer)
 _get_ident = _thread.get_ident
 _heappush, _heappop, _heapreplace = heapq.heappush, heapq.heappop, heapq.heapreplace
 
@@ -146,7 +147,17 @@ class Merge:
         if self.core is not None:
             self.core.reset()
 
-    def close(self) -> None:
+    def close(self, on_closed: Callable[[], object]) -> None:
+        """Unsubscribe and unmap. A read bound before (the core's `next`, `read_single` and
+        `read_single_data`, a cursor's `read`) calls `on_closed` (it raises) from then on: owned by
+        CLOSED, a thread that never runs, every entry point takes its other-thread path. It read on
+        before (one journal: from the start again, mapping pages after close; several: None)."""
+        self.owner, self.on_thread = CLOSED, on_closed
+        for cursor in self.cursors:
+            cursor.owner, cursor.on_thread = CLOSED, on_closed
+            cursor.detach()  # a read bound to its core keeps the cursor, not its page
+        if self.core is not None:
+            self.core._c_thread, self.core.on_thread = CLOSED, on_closed
         core, self.core = self.core, None  # no hand-over per journal removed (quadratic)
         if core is not None:
             core.set([], [], None)  # releases its hold on the bell's mapping

@@ -176,6 +176,8 @@ class Reader:
         the pure-Python backend `Cursor.read`, `Cursor.read_data` and `Merge.read`, which check it."""
         on_thread = functools.partial(_raise_other_thread, self.name, self._thread)
         core = self._merge.core
+        if self._closed:
+            return  # the merge's close left every entry point raising ClosedError
         if core is None:
             self._merge.owner, self._merge.on_thread = self._thread, on_thread
             for cursor in self._cursors:
@@ -401,8 +403,9 @@ class Reader:
         self.close()
 
     def close(self) -> None:
-        """Commit (durable readers), then unmap every page. Frames already returned keep their pages.
-        In a forked child, a reader inherited from the parent only releases the child's copy.
+        """Commit (durable readers), then unmap every page. Frames already returned keep their pages;
+        a `read` or `read_data` bound before raises `ClosedError` from then on. In a forked child, a
+        reader inherited from the parent only releases the child's copy.
 
         Example: ``reader.close()  # or leave the `with` block``
         """
@@ -414,7 +417,7 @@ class Reader:
             self._durable.commit(self._cursors)
         for cursor in self._cursors:
             cursor.detach()
-        self._merge.close()
+        self._merge.close(functools.partial(_read_closed, self.name))
         self._closed = True
         self._rebind()
         self._finalizer()
@@ -566,6 +569,13 @@ def _owned(read: Callable[[], T], name: str, owner: int) -> Callable[[], T]:
 
 def _read_closed(name: str) -> Frame | None:
     raise ClosedError(f"reader {name} is closed")
+
+
+def _read_dropped(name: str) -> Frame | None:
+    raise ClosedError(
+        f"reader {name} was garbage-collected (its service name, retention hold and doorbell freed) "
+        "while a read bound to it was kept: keep a reference to the Reader while you read"
+    )
 
 
 def _data_of(read: Callable[[], Frame | None]) -> Callable[[], memoryview | None]:
