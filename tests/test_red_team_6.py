@@ -104,3 +104,27 @@ def test_a_read_bound_before_the_reader_closed_raises_closed_error(
     assert mapped_journal_files() <= mapped - journals  # the writers' pages only
     for writer in writers:
         writer.close()
+
+
+@pytest.mark.parametrize("placed", ["seek", "start", "end"])
+def test_a_durable_reader_placed_and_closed_before_any_read_resumes_there(
+    jdir: str, tmp_path: Path, placed: str
+) -> None:
+    """A durable reader placed by `seek`, `start=<time>` or `start="end"` that closed before its
+    first read committed its position with timestamp 0 (no frame read yet), which no frame there
+    has: every later start of that reader raised CursorError ("was it deleted and written anew?")
+    until the cursor was reset by hand."""
+    with Writer.create(jdir, "d") as writer:
+        for i in range(1, 11):
+            writer.write_at(i.to_bytes(8, "little"), i * 1000)
+    durable = {"durable": True, "cursor_dir": str(tmp_path)}
+    with Reader.create("placed", **durable) as reader:  # type: ignore[arg-type]
+        if placed == "seek":
+            reader.add_journal(jdir, "d")
+            reader.seek(5000)
+        else:
+            reader.add_journal(jdir, "d", start=5000 if placed == "start" else "end")
+    with Reader.create("placed", **durable) as again:  # type: ignore[arg-type]
+        again.add_journal(jdir, "d")
+        resumed = [int.from_bytes(f.data, "little") for f in iter(again.read, None)]
+    assert resumed == ([] if placed == "end" else list(range(5, 11)))

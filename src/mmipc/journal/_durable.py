@@ -360,6 +360,8 @@ class Durable:
                     moved[c.jid] = Position(0, PAGE_HEADER_SIZE, 0)
                 continue
             page_no, pos, nano = c.page_no, c.pos, c.last_nano
+            if not nano and pos > PAGE_HEADER_SIZE:  # placed by a seek or a start, nothing read since
+                nano = _nano_before(c.page, pos)
             known = self.file.positions.get(c.jid)
             if known is None or known[:3] != (page_no, pos, nano):
                 moved[c.jid] = Position(page_no, pos, nano, committed_seq(c.page, pos, nano))
