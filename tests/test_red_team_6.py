@@ -128,3 +128,27 @@ def test_a_durable_reader_placed_and_closed_before_any_read_resumes_there(
         again.add_journal(jdir, "d")
         resumed = [int.from_bytes(f.data, "little") for f in iter(again.read, None)]
     assert resumed == ([] if placed == "end" else list(range(5, 11)))
+
+
+def test_commit_every_counts_on_across_add_journal(jdir: str, tmp_path: Path, procs: Procs) -> None:
+    """Every add_journal (and remove_journal) made a new commit_every counter: a reader that added
+    a journal more often than every N frames never committed, and a crash replayed everything."""
+    with Writer.create(jdir, "d") as writer:
+        for i in range(20):
+            writer.write(i.to_bytes(8, "little"))
+    child = procs.spawn_code(
+        "from mmipc import Reader\n"
+        f"r = Reader.create('paced', durable=True, cursor_dir={str(tmp_path)!r}, commit_every=3)\n"
+        f"r.add_journal({jdir!r}, 'd')\n"
+        "for i in range(5):\n"
+        "    r.read(); r.read()\n"
+        f"    r.add_journal({jdir!r}, f'empty{{i}}')  # two frames, a journal, two frames...\n"
+        "print('read', flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    procs.expect_line(child, "read")
+    procs.kill9(child)
+    with Reader.create("paced", durable=True, cursor_dir=str(tmp_path)) as again:
+        again.add_journal(jdir, "d")
+        first = again.read()
+    assert first is not None and int.from_bytes(first.data, "little") == 9  # committed before the 10th

@@ -369,12 +369,16 @@ class Durable:
             self.file.commit(moved)
 
     def auto(self, read: Callable[[], Frame | None], cursors: list[Cursor]) -> Callable[[], Frame | None]:
-        """`read` that commits every `commit_every` frames (int) or seconds (float), before the next read."""
+        """`read` that commits every `commit_every` frames (int) or seconds (float), before the next
+        read. One pacer per reader, re-pointed at each new `read` (a journal added or removed): its
+        count goes on, where a new one at every add_journal let a reader that adds journals more
+        often than every N frames never commit."""
         every = self.commit_every
         if every is None:
-            self.pacer = None
             return read
-        if isinstance(every, int):
+        if self.pacer is not None:
+            self.pacer.read = read
+        elif isinstance(every, int):
             self.pacer = _EveryFrames(read, functools.partial(self.commit, cursors), every)
         else:
             self.pacer = _EverySeconds(read, functools.partial(self.commit, cursors), int(every * 1e9))
