@@ -90,7 +90,9 @@ class Model:
         (at the next read), so it skips frames older than `nano` written meanwhile."""
         for j in self.at:
             self.at[j] = sum(1 for n, _ in self.frames.get(j, []) if n < nano)
-            if not self.frames.get(j):
+            if self.frames.get(j):
+                self.waiting.pop(j, None)  # placed now: an earlier seek's time no longer applies
+            else:
                 self.waiting[j] = nano
 
     def read_one(self) -> list[int] | None:

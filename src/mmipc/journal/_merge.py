@@ -45,7 +45,7 @@ from typing import Any
 
 from ._backend import native
 from ._bell import MAX_FLAGS, SWEEP_EVERY, Bell, BellList
-from ._cursor import Cursor
+from ._cursor import READING, Cursor
 from ._types import Frame
 
 SWEEP_PERIOD = 0.1
@@ -179,40 +179,46 @@ class Merge:
 
     def read(self) -> Frame | None:
         """The earliest next frame of all journals, or None (pure Python; from the reader's thread,
-        `owner`, only: another calls `on_thread`, which raises)."""
+        `owner`, only: another calls `on_thread`, which raises, and so does a read from inside this
+        one, a signal handler's: the owner is READING meanwhile)."""
         if _get_ident() != self.owner and self.owner:
             self.on_thread()
-        if self.pending[0]:
-            self._collect()
-        elif not self.heap and not self.dirty:
-            if not self.always:
-                self.empties += 1
-                if self.empties < SWEEP_EVERY:
-                    return None
-                self.empties = 0
-                self.dirty.update(self.cursors)
-        if self.dirty or self.always:
-            self._poll_dirty()
-        heap = self.heap
-        if not heap:
-            return None
-        _, order, cursor = heap[0]
-        frame = cursor.take()
+        owner, self.owner = self.owner, READING  # a read from inside this one is refused (_cursor.py)
         try:
-            nano = cursor.poll()
-        except Exception:  # a damaged next frame: hand this one out, raise at the next read
-            _heappop(heap)
-            self.dirty.add(cursor)
+            if self.pending[0]:
+                self._collect()
+            elif not self.heap and not self.dirty:
+                if not self.always:
+                    self.empties += 1
+                    if self.empties < SWEEP_EVERY:
+                        return None
+                    self.empties = 0
+                    self.dirty.update(self.cursors)
+            if self.dirty or self.always:
+                self._poll_dirty()
+            heap = self.heap
+            if not heap:
+                return None
+            _, order, cursor = heap[0]
+            frame = cursor.take()
+            try:
+                nano = cursor.poll()
+            except Exception:  # a damaged next frame: hand this one out, raise at the next read
+                _heappop(heap)
+                self.dirty.add(cursor)
+                return frame
+            if nano >= 0:
+                _heapreplace(heap, (nano, order, cursor))
+            else:
+                _heappop(heap)
+            self.taken += 1
+            if self.taken >= SWEEP_EVERY:  # a journal whose writer cannot ring is not starved
+                self.taken = 0
+                self.dirty.update(self.cursors)
             return frame
-        if nano >= 0:
-            _heapreplace(heap, (nano, order, cursor))
-        else:
-            _heappop(heap)
-        self.taken += 1
-        if self.taken >= SWEEP_EVERY:  # a journal whose writer cannot ring is not starved
-            self.taken = 0
-            self.dirty.update(self.cursors)
-        return frame
+        finally:
+            if self.owner == READING:  # unless it closed the reader, or handed it over
+                self.owner = owner
 
     def sweep(self) -> None:
         """Poll every journal at the next read (after a wait that no ring ended)."""

@@ -541,6 +541,11 @@ def _unregister(link: Link | None, name: str, durable: Durable | None, board: Bo
 
 
 def _raise_other_thread(name: str, owner: int) -> NoReturn:
+    if _get_ident() == owner:  # the owner, inside one of its reads (a merge's settling: _mmipc.c)
+        raise UsageError(
+            f"reader {name} was read from inside one of its own reads (a signal handler or a "
+            "finalizer that reads?): read only from the reader's own code, or hand frames over instead"
+        )
     raise UsageError(
         f"reader {name} belongs to the thread that created it (ident {owner}), not thread "
         f"{_get_ident()}: create one reader per thread, or call reader.adopt() in the thread that "
