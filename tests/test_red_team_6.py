@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import gc
 import itertools
+import mmap
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
 
 import pytest
 
-from conftest import Procs, mapped_journal_files, race_two_threads
+from conftest import Procs, mapped_journal_files, race_two_threads, wait_for
 from mmipc import ClosedError, Reader, UsageError, Writer
 from mmipc.journal._backend import native
+from mmipc.journal._files import list_pages
+from mmipc.service._retention import holds
 
 COUNT = 5000
 
@@ -228,3 +233,48 @@ def test_a_signal_handler_that_reads_inside_a_read_is_refused_never_handed_a_fra
     assert refused and all(
         "from inside one of its own reads" in r or "from inside a read" in r for r in refused
     )
+
+
+def test_a_live_reader_that_seeks_back_holds_its_pages_at_once(
+    jdir: str, tmp_path: Path, procs: Procs
+) -> None:
+    """A seek published the reader's new position only at its publisher's next tick (0.2 s), so a
+    prune in between removed the pages between the new position and the old one: the reader read
+    the page it had mapped, then jumped over the gap. The reader here holds the GIL from its seek
+    to the prune's end (a busy process), as a stopped one would hold its position unpublished."""
+    with Writer.create(jdir, "j", page_size=64 * 1024) as writer:
+        for i in range(6000):
+            writer.write(i.to_bytes(8, "little") + bytes(56))
+    flag = tmp_path / "flag"
+    flag.write_bytes(b"\0")
+    child = procs.spawn_code(
+        "import mmap, sys\n"
+        "from mmipc import Reader\n"
+        "r = Reader.create('seeker')\n"
+        f"r.add_journal({jdir!r}, 'j')\n"
+        "while r.read() is not None: pass\n"
+        f"with open({str(flag)!r}, 'r+b') as f: m = mmap.mmap(f.fileno(), 1)\n"
+        "while m[0] != 1: pass\n"
+        "sys.setswitchinterval(1e6)  # the publisher thread waits for the GIL from now on\n"
+        "r.seek(0)\n"
+        "m[0] = 2\n"
+        "while m[0] != 3: pass  # no system call: the GIL is never released\n"
+        "sys.setswitchinterval(0.005)\n"
+        "print('read', sum(1 for _ in iter(r.read, None)), flush=True)\n"
+    )
+    home = os.environ["MMIPC_HOME"]
+
+    wait_for(lambda: [h["page_no"] >= 5 for h in holds(home, jdir, "j")] == [True], what="the reader far on")
+    with open(flag, "r+b") as f, mmap.mmap(f.fileno(), 1) as shared:
+        shared[0] = 1
+        wait_for(lambda: shared[0] == 2, what="the seek")
+        out = subprocess.run(
+            [sys.executable, "-m", "mmipc", "prune", "--before", "2100-01-01", jdir, "j"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        shared[0] = 3
+    assert out.returncode == 0, out.stderr
+    assert procs.expect_line(child, "read") == "read 6000"
+    assert min(list_pages(jdir, "j")) == 0

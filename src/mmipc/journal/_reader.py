@@ -304,6 +304,9 @@ class Reader:
         for cursor in self._cursors:
             cursor.position(nano)
         self._merge.reset()
+        if self._board is not None:  # published now, as add_journal does: a seek back to pages
+            for cursor in self._cursors:  # the last tick did not hold let retention remove them
+                self._board.hold(cursor)
 
     def read_batch(self, limit: int) -> FrameBatch:
         """Up to `limit` frames at once (fewer if fewer are committed; an empty batch if none).
