@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import mmap
 import os
 import signal
@@ -16,7 +17,7 @@ from types import FrameType
 
 import pytest
 
-from conftest import Procs, mapped_journal_files, race_two_threads, wait_for
+from conftest import PROCS, Procs, mapped_journal_files, race_two_threads, wait_for
 from mmipc import ClosedError, Reader, UsageError, Writer
 from mmipc.journal._backend import native
 from mmipc.journal._files import list_pages
@@ -278,3 +279,36 @@ def test_a_live_reader_that_seeks_back_holds_its_pages_at_once(
     assert out.returncode == 0, out.stderr
     assert procs.expect_line(child, "read") == "read 6000"
     assert min(list_pages(jdir, "j")) == 0
+
+
+@pytest.mark.skipif(native is None, reason="the native backend is not built")
+@pytest.mark.parametrize(("seed", "journals"), [(11, 1), (12, 3), (13, 8), (14, 40), (19, 40)])
+def test_durable_merge_fuzz_native_and_python_return_the_documented_order(
+    tmp_path: Path, seed: int, journals: int
+) -> None:
+    """Red team 5's merge fuzz, on a durable reader (commit_every None, 1, 3 or 7): commits,
+    restarts that resume every journal, blocking reads (`frames(wait=Block(spin=0))`) among the
+    adds, removes, seeks and batches. It found the position a seek commits (timestamp 0) and the
+    commits inside a read_batch; both backends now return the model's frames, in its order."""
+    for backend in ("native", "python"):
+        directory = tmp_path / backend
+        directory.mkdir()
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(PROCS / "merge_fuzz.py"),
+                str(directory),
+                str(seed),
+                str(journals),
+                "300",
+                "durable",
+            ],
+            env={**os.environ, "MMIPC_BACKEND": backend},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert out.returncode == 0, out.stderr
+        run = json.loads(out.stdout)
+        for i, (got, want) in enumerate(zip(run["got"], run["want"], strict=True)):
+            assert got == want, f"{backend}: entry {i}: got {got}, the documented order gives {want}"
