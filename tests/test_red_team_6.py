@@ -114,7 +114,8 @@ def test_a_read_bound_before_the_reader_closed_raises_closed_error(
     for bound in (read, read_data):
         with pytest.raises(ClosedError, match="reader bound (is closed|was garbage-collected)"):
             bound()
-    assert mapped_journal_files() <= mapped - journals  # the writers' pages only
+    if how == "close":  # a dropped reader's pages go with the last reference to its cursors
+        assert mapped_journal_files() <= mapped - journals  # the writers' pages only
     for writer in writers:
         writer.close()
 

@@ -155,7 +155,6 @@ class Merge:
         self.owner, self.on_thread = CLOSED, on_closed
         for cursor in self.cursors:
             cursor.owner, cursor.on_thread = CLOSED, on_closed
-            cursor.detach()  # a read bound to its core keeps the cursor, not its page
         if self.core is not None:
             self.core._c_thread, self.core.on_thread = CLOSED, on_closed
         core, self.core = self.core, None  # no hand-over per journal removed (quadratic)
