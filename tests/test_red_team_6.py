@@ -4,6 +4,7 @@ user would."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import json
@@ -12,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -313,3 +315,22 @@ def test_durable_merge_fuzz_native_and_python_return_the_documented_order(
         run = json.loads(out.stdout)
         for i, (got, want) in enumerate(zip(run["got"], run["want"], strict=True)):
             assert got == want, f"{backend}: entry {i}: got {got}, the documented order gives {want}"
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), "1", True])
+def test_a_timeout_that_is_not_a_number_of_seconds_is_a_usage_error(jdir: str, timeout: object) -> None:
+    """NaN never expired (aread, aframes and frames(wait="spin") waited for ever, the blocking
+    frames raised ValueError from inside its wait), a str raised TypeError deep in the wait, and
+    True was a one-second timeout."""
+    with Reader.create("timed") as reader:
+        reader.add_journal(jdir, "j")
+        calls: list[Callable[[], object]] = [
+            lambda: next(reader.frames(timeout=timeout)),  # type: ignore[arg-type]
+            lambda: next(reader.frames(timeout=timeout, wait="spin")),  # type: ignore[arg-type]
+            lambda: asyncio.run(reader.aread(timeout=timeout)),  # type: ignore[arg-type]
+            lambda: reader.aframes(timeout=timeout),  # type: ignore[arg-type]
+            lambda: reader.aframes(every=0),
+        ]
+        for call in calls:
+            with pytest.raises(UsageError, match="needs"):
+                call()

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import _thread
 import functools
+import math
 import os
 import sys
 import time
@@ -350,6 +351,7 @@ class Reader:
         Example: ``for frame in reader.frames(timeout=5.0): handle(frame)``
         """
         self._check_owner()  # in the thread that iterates: a generator's body runs there
+        _check_timeout(timeout, "frames")
         if self._board is not None:
             self._board.wait_mode("block" if isinstance(wait, Block) else wait)
         if wait == "block" or isinstance(wait, Block):
@@ -380,7 +382,7 @@ class Reader:
         """
         from ._aio import aread  # asyncio is imported only by asyncio users
 
-        return await aread(self, self._merge, timeout)
+        return await aread(self, self._merge, _check_timeout(timeout, "aread"))
 
     def aframes(self, timeout: float | None = None, every: int = 64) -> AsyncIterator[Frame]:
         """asyncio: frames as they come, yielding to the loop every `every` frames of a flood; ends
@@ -390,7 +392,9 @@ class Reader:
         """
         from ._aio import aframes
 
-        return aframes(self, self._merge, timeout, every)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise UsageError(f"aframes needs every >= 1 (an int: frames between yields), not {every!r}")
+        return aframes(self, self._merge, _check_timeout(timeout, "aframes"), every)
 
     async def aclose(self) -> None:
         """asyncio spelling of `close`.
@@ -562,6 +566,17 @@ def _raise_inherited(name: str) -> NoReturn:
         "(an inherited reader refuses every operation, so that the child cannot commit, subscribe or "
         "read in the parent's name; closing it releases only the child's copy)"
     )
+
+
+def _check_timeout(timeout: float | None, what: str) -> float | None:
+    """`timeout` if it is None or a number of seconds (inf: for ever; <= 0: what is there now). NaN
+    never expired (aread, aframes and frames(wait="spin") waited for ever; frames(wait="block")
+    raised ValueError), and a str raised TypeError deep inside the wait."""
+    if timeout is None or (
+        isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and not math.isnan(timeout)
+    ):
+        return timeout
+    raise UsageError(f"{what} needs timeout in seconds (a number, or None: no timeout), not {timeout!r}")
 
 
 def _owned(read: Callable[[], T], name: str, owner: int) -> Callable[[], T]:
