@@ -334,3 +334,17 @@ def test_a_timeout_that_is_not_a_number_of_seconds_is_a_usage_error(jdir: str, t
         for call in calls:
             with pytest.raises(UsageError, match="needs"):
                 call()
+
+
+@pytest.mark.parametrize("name", ["../other", "a b", ".hidden"])
+def test_prune_of_a_name_no_journal_can_have_says_so(tmp_path: Path, name: str) -> None:
+    """`mmipc prune DIR ../other` printed "removed 0 page(s) of DIR/../other" and exited 0: an
+    operator's typo looked like a prune that found nothing old enough."""
+    out = subprocess.run(
+        [sys.executable, "-m", "mmipc", "prune", "--before", "2100-01-01", str(tmp_path), name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "invalid journal name" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
