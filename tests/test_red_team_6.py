@@ -5,7 +5,6 @@ user would."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import json
 import mmap
@@ -90,14 +89,11 @@ def test_read_batch_with_commit_every_commits_before_a_batch_never_inside_it(
 
 
 @pytest.mark.parametrize("journals", [1, 3], ids=["one-journal", "merge"])
-@pytest.mark.parametrize("how", ["close", "drop"])
-def test_a_read_bound_before_the_reader_closed_raises_closed_error(
-    jdir: str, journals: int, how: str
-) -> None:
-    """The documented hot loop binds `read = reader.read` once. After `close()` (or once the reader
-    itself was dropped and collected) that bound read went on: one journal, from its first frame
-    again, mapping pages a closed reader no longer holds against retention; several, None forever
-    (a silent stall). It raises ClosedError now."""
+def test_a_read_bound_before_the_reader_closed_raises_closed_error(jdir: str, journals: int) -> None:
+    """The documented hot loop binds `read = reader.read` once. After `close()` that bound read went
+    on: one journal, from its first frame again, mapping pages a closed reader no longer holds
+    against retention; several, None for ever (a silent stall). It raises ClosedError now. (A read
+    kept after the reader itself was dropped reads on, by design: `mmipc bench` relies on it.)"""
     names = [f"d{j}" for j in range(journals)]
     writers = [Writer.create(jdir, name) for name in names]
     for i in range(30):
@@ -108,16 +104,11 @@ def test_a_read_bound_before_the_reader_closed_raises_closed_error(
     read, read_data = reader.read, reader.read_data
     assert read() is not None and read_data() is not None
     mapped = mapped_journal_files()
-    if how == "close":
-        reader.close()
-    else:
-        del reader
-        gc.collect()
+    reader.close()
     for bound in (read, read_data):
-        with pytest.raises(ClosedError, match="reader bound (is closed|was garbage-collected)"):
+        with pytest.raises(ClosedError, match="reader bound is closed"):
             bound()
-    if how == "close":  # a dropped reader's pages go with the last reference to its cursors
-        assert mapped_journal_files() <= mapped - journals  # the writers' pages only
+    assert mapped_journal_files() <= mapped - journals  # the writers' pages only
     for writer in writers:
         writer.close()
 

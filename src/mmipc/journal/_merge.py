@@ -147,16 +147,19 @@ class Merge:
         if self.core is not None:
             self.core.reset()
 
-    def close(self, on_closed: Callable[[], object]) -> None:
-        """Unsubscribe and unmap. A read bound before (the core's `next`, `read_single` and
-        `read_single_data`, a cursor's `read`) calls `on_closed` (it raises) from then on: owned by
-        CLOSED, a thread that never runs, every entry point takes its other-thread path. It read on
-        before (one journal: from the start again, mapping pages after close; several: None)."""
-        self.owner, self.on_thread = CLOSED, on_closed
-        for cursor in self.cursors:
-            cursor.owner, cursor.on_thread = CLOSED, on_closed
-        if self.core is not None:
-            self.core._c_thread, self.core.on_thread = CLOSED, on_closed
+    def close(self, on_closed: Callable[[], object] | None = None) -> None:
+        """Unsubscribe and unmap. With `on_closed` (`Reader.close`), a read bound before (the
+        core's `next`, `read_single` and `read_single_data`, a cursor's `read`) calls it (it raises)
+        from then on: owned by CLOSED, a thread that never runs, every entry point takes its
+        other-thread path. It read on before (one journal: from the start again, mapping pages
+        after close; several: None). Without (the finalizer of a dropped reader), a one-journal
+        read kept by the caller reads on, as documented at `read_single`."""
+        if on_closed is not None:
+            self.owner, self.on_thread = CLOSED, on_closed
+            for cursor in self.cursors:
+                cursor.owner, cursor.on_thread = CLOSED, on_closed
+            if self.core is not None:
+                self.core._c_thread, self.core.on_thread = CLOSED, on_closed
         core, self.core = self.core, None  # no hand-over per journal removed (quadratic)
         if core is not None:
             core.set([], [], None)  # releases its hold on the bell's mapping

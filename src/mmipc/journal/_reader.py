@@ -594,13 +594,6 @@ def _read_closed(name: str) -> Frame | None:
     raise ClosedError(f"reader {name} is closed")
 
 
-def _read_dropped(name: str) -> Frame | None:
-    raise ClosedError(
-        f"reader {name} was garbage-collected (its service name, retention hold and doorbell freed) "
-        "while a read bound to it was kept: keep a reference to the Reader while you read"
-    )
-
-
 def _data_of(read: Callable[[], Frame | None]) -> Callable[[], memoryview | None]:
     """`read_data` over any `read` (the merge, a durable reader's, the pure-Python cursor's)."""
 
