@@ -1,28 +1,38 @@
 """A seeded random walk over one merging reader, for the differential fuzz (tests/test_red_team_5.py).
 
-Usage: merge_fuzz.py DIR SEED JOURNALS STEPS. Writers (one per journal, in this process) stamp their
+Usage: merge_fuzz.py DIR SEED JOURNALS STEPS [durable]. Writers (one per journal, in this process) stamp their
 frames with `write_at` at random times (equal ones, and earlier than other journals' frames); the
 reader adds and removes journals, reads with read / read_data / read_batch and seeks. Every step
 also runs on a model of the documented order (smallest timestamp, ties to the journal added
 first, append order within a journal). Prints one JSON line: what the reader returned, and what
 the model says it should have, step by step.
+
+With `durable` the reader is durable (commit_every None, or every 1, 3 or 7 frames) and the walk
+also commits, restarts the reader (close, then a new one resuming every journal) and takes frames
+from `frames(wait=Block(spin=0))`, the blocking wait's own read; the model keeps the committed
+position of every journal (an index into its frames) as the documented rules say.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import random
 import sys
 import time
 
-from mmipc import Reader, Writer
+from mmipc import Block, Reader, Writer
 from mmipc.journal._cursor import PROBE_INTERVAL_NS
 
 
 class Model:
     """The documented merge: each followed journal's next index, and its add counter."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: int | None = None, durable: bool = False) -> None:
+        self.every, self.durable = every, durable
+        self.count = 0  # frames since the last automatic commit (a new count when the reader restarts)
+        self.committed: dict[int, int] = {}  # journal -> the index it resumes at
         self.frames: dict[int, list[tuple[int, int]]] = {}  # journal -> [(nano, seq)]
         self.at: dict[int, int] = {}
         self.order: dict[int, int] = {}
@@ -30,7 +40,7 @@ class Model:
         self.counter = 0
 
     def add(self, j: int) -> None:
-        self.at[j] = 0
+        self.at[j] = self.committed.get(j, 0) if self.durable else 0
         self.waiting.pop(j, None)
         self.order[j] = self.counter
         self.counter += 1
@@ -39,15 +49,53 @@ class Model:
         del self.at[j], self.order[j]
         self.waiting.pop(j, None)
 
+    def commit(self) -> None:
+        """A journal whose cursor has no page (a seek before its first frame, not read since)
+        keeps its committed position, or is committed at its start."""
+        for j, i in self.at.items():
+            self.committed[j] = self.committed.get(j, 0) if j in self.waiting else i
+
+    def restart(self) -> None:
+        self.commit()
+        followed = sorted(self.at, key=self.order.__getitem__)
+        for j in followed:
+            self.remove(j)
+        for j in followed:
+            self.add(j)
+        self.count = 0
+
+    def _commit_due(self) -> None:
+        if self.every is not None and self.count >= self.every:
+            self.commit()
+            self.count = 0
+
+    def read(self) -> list[int] | None:
+        """One `read()` call: an automatic commit if due, before it."""
+        self._commit_due()
+        got = self.read_one()
+        self.count += got is not None
+        return got
+
+    def batch(self, limit: int) -> list[list[int]]:
+        """One `read_batch(limit)`: an automatic commit if due before it, never inside it."""
+        self._commit_due()
+        out: list[list[int]] = []
+        while len(out) < limit and (w := self.read_one()) is not None:
+            out.append(w)
+        self.count += len(out)
+        return out
+
     def seek(self, nano: int) -> None:
         """A journal with no page keeps the time: its cursor is placed there when the page appears
         (at the next read), so it skips frames older than `nano` written meanwhile."""
         for j in self.at:
             self.at[j] = sum(1 for n, _ in self.frames.get(j, []) if n < nano)
-            if not self.frames.get(j):
+            if self.frames.get(j):
+                self.waiting.pop(j, None)  # placed now: an earlier seek's time no longer applies
+            else:
                 self.waiting[j] = nano
 
-    def read(self) -> list[int] | None:
+    def read_one(self) -> list[int] | None:
         for j in [j for j in self.waiting if self.frames.get(j)]:
             nano = self.waiting.pop(j)
             self.at[j] = sum(1 for n, _ in self.frames[j] if n < nano)
@@ -70,17 +118,31 @@ def _decode(nano: int, data: memoryview | bytes) -> list[int]:
 
 def main() -> None:
     directory, seed, count, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    durable = sys.argv[5:] == ["durable"]
     rng = random.Random(seed)
+    every = rng.choice((None, 1, 3, 7)) if durable else None
+    cursor_dir = os.path.join(directory, "cursors")
     names = [f"f{j:03}" for j in range(count)]
     writers: dict[int, Writer] = {}
     last = dict.fromkeys(range(count), 1)  # 0 is no timestamp (write_at refuses it)
-    model = Model()
+    model = Model(every, durable)
     got: list[object] = []
     created = 0
     want: list[object] = []
-    reader = Reader.create(f"fuzz{seed}", service=None)
+
+    def open_reader() -> Reader:
+        if not durable:
+            return Reader.create(f"fuzz{seed}", service=None)
+        return Reader.create(
+            f"fuzz{seed}", service=None, durable=True, cursor_dir=cursor_dir, commit_every=every
+        )
+
+    reader = open_reader()
+    ops = ["write", "write", "write", "read", "read", "data", "batch", "add", "remove", "seek"]
+    if durable:
+        ops += ["block", "block", "commit", "restart"]
     for step in range(steps):
-        op = rng.choice(("write", "write", "write", "read", "read", "data", "batch", "add", "remove", "seek"))
+        op = rng.choice(ops)
         if step == steps // 2 and rng.random() < 0.5:
             op = "remove_all"
         if op == "write":
@@ -111,7 +173,22 @@ def main() -> None:
         elif op == "batch":
             limit = rng.randrange(1, 40)
             got.append([_decode(f.nano, f.data) for f in reader.read_batch(limit)])
-            want.append(_model_batch(model, limit))
+            want.append(model.batch(limit))
+        elif op == "block":  # the re-check read inside the blocking wait, and its time-out
+            limit = rng.randrange(1, 10)
+            frames = reader.frames(timeout=0.002, wait=Block(spin=0))
+            got.append([_decode(f.nano, f.data) for f in itertools.islice(frames, limit)])
+            want.append(_model_frames(model, limit))
+        elif op == "commit":
+            reader.commit()
+            model.commit()
+        elif op == "restart":
+            followed = reader.journals
+            reader.close()
+            reader = open_reader()
+            for jid in followed:
+                reader.add_journal(jid.directory, jid.name)
+            model.restart()
         elif op == "add":
             free = [j for j in range(count) if j not in model.at]
             if free:
@@ -144,7 +221,8 @@ def main() -> None:
     print(json.dumps({"got": got, "want": want}))
 
 
-def _model_batch(model: Model, limit: int) -> list[list[int]]:
+def _model_frames(model: Model, limit: int) -> list[list[int]]:
+    """`limit` frames of `frames()`: one read call each (an automatic commit before any of them)."""
     out: list[list[int]] = []
     while len(out) < limit and (w := model.read()) is not None:
         out.append(w)

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ..journal._durable import cursor_dir_for, list_cursors, reset
+from ..journal._files import check_name
 from ..service._home import resolve_home
 from ..service._retention import Policy, prune
 from ._args import add_home, add_journals, add_json, existing_directory, time_arg
@@ -79,6 +80,7 @@ _ROW = "{:<24} {:<48} {:>6} {:>10} {:>12}  {}"
 def run_prune(args: argparse.Namespace) -> int:
     if args.before is None:
         raise ArgumentsError("prune needs --before T: the time before which pages go")
+    check_name(args.name)  # not "removed 0 page(s) of DIR/../x": nothing was pruned, say why
     now = time.time_ns()
     policy = Policy(max_age_ns=max(0, now - args.before), archive=args.archive)
     directory = os.path.abspath(existing_directory(args.directory))

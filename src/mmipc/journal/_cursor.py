@@ -30,14 +30,15 @@ Rules:
 from __future__ import annotations
 
 import _thread
+import functools
 import mmap
 import os
 import time
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from .._errors import CorruptJournalError
+from .._errors import CorruptJournalError, UsageError
 from ._backend import native
 from ._files import list_pages, page_path
 from ._layout import (
@@ -99,6 +100,7 @@ class Cursor(_CursorBase):
         "probe_at",
         "owner",
         "on_thread",
+        "in_python",
     )
 
     def __init__(self, jid: JournalId, start: Start) -> None:
@@ -115,6 +117,7 @@ class Cursor(_CursorBase):
         self.probe_at = 0
         self.owner = 0  # the thread allowed to read (pure Python; 0: any); another calls on_thread
         self.on_thread: Callable[[], object] = _any_thread
+        self.in_python = False  # native: the slow path (`_python`) runs
         if _NATIVE:
             native.CursorCore.__init__(self, jid, Frame)  # type: ignore[union-attr]
 
@@ -133,7 +136,7 @@ class Cursor(_CursorBase):
         if mm is None or self.next_nano >= 0:
             if _get_ident() != self.owner and self.owner:
                 self.on_thread()
-            return self._py_take() if self._py_poll() >= 0 else None
+            return self._read_slow(self._py_poll)
         pos = self.pos
         length = _unpack_commit(mm, pos)[0]
         if length == 0:
@@ -143,13 +146,15 @@ class Cursor(_CursorBase):
         nano: int
         msg_type, nano, source, n, seq = _unpack_body(mm, pos + 4)
         end = pos + ((length + 7) & ~7)
+        if self.pos != pos or self.mm is not mm:  # a signal handler read meanwhile: read on,
+            return self._read_slow(self._py_poll)  # where it cannot (no recursion however many)
         if (
             length != n + FRAME_HEADER_SIZE
             or end + PAGE_END_RESERVE > self.limit
             or nano < self.last_nano
             or msg_type == _PAGE_END
         ):
-            return self._py_take() if self._poll_slow(length, msg_type, nano, n) >= 0 else None
+            return self._read_slow(functools.partial(self._poll_slow_at, pos, mm, length, msg_type, nano, n))
         self.pos = end
         self.last_nano = nano
         view: memoryview = self.view  # type: ignore[assignment]  # never None while mm is set
@@ -174,6 +179,8 @@ class Cursor(_CursorBase):
         nano: int
         msg_type, nano, _, n, _ = _unpack_body(mm, pos + 4)
         end = pos + ((length + 7) & ~7)
+        if self.pos != pos or self.mm is not mm:  # a signal handler read meanwhile: read on
+            return _data(self._read_slow(self._py_poll))
         if (
             length != n + FRAME_HEADER_SIZE
             or end + PAGE_END_RESERVE > self.limit
@@ -185,6 +192,24 @@ class Cursor(_CursorBase):
         self.last_nano = nano
         view: memoryview = self.view  # type: ignore[assignment]  # never None while mm is set
         return view[pos + 32 : pos + length]
+
+    def _read_slow(self, poll: Callable[[], int]) -> Frame | None:
+        """`read`'s slow path: `poll`, then take. The owner is READING meanwhile: a read from
+        inside it (a signal handler's) takes the other-thread path and is refused (the native
+        backend runs this inside `_python`, which refuses it first)."""
+        owner, self.owner = self.owner, READING
+        try:
+            return self._py_take() if poll() >= 0 else None
+        finally:
+            if self.owner == READING:  # unless it closed the reader, or handed it over
+                self.owner = owner
+
+    def _poll_slow_at(self, pos: int, mm: mmap.mmap, length: int, msg_type: int, nano: int, n: int) -> int:
+        """`_poll_slow` of the frame `read` found at `pos` of `mm`, or `poll` if a signal handler's
+        read moved the cursor before `_read_slow` refused reads."""
+        if self.pos != pos or self.mm is not mm:
+            return self._py_poll()
+        return self._poll_slow(length, msg_type, nano, n)
 
     def poll(self) -> int:
         """Peek at the next committed data frame: its timestamp, or -1 if there is none yet."""
@@ -334,10 +359,17 @@ class Cursor(_CursorBase):
         return self._python(_python_poll_take)  # type: ignore[no-any-return]
 
     def _python(self, method: Any) -> Any:
+        """`method` with the core detached. A read of this cursor from inside it (a signal
+        handler's, or a finalizer's, run between two bytecodes of the slow path) is refused: it
+        went on from Python's half-updated position, and the same frame came out twice."""
+        if self.in_python:
+            _raise_reentered(self.jid)
+        self.in_python = True
         self._core_release()
         try:
             return method(self)
         finally:
+            self.in_python = False
             self._core_attach()
 
     def _core_release(self) -> None:
@@ -474,6 +506,16 @@ def _data(frame: Frame | None) -> memoryview | None:
 
 
 _python_poll = Cursor._py_poll
+
+
+READING = 2  # a reader's owner while it reads in Python: no thread has ident 2 (a pthread_t)
+
+
+def _raise_reentered(jid: JournalId) -> NoReturn:
+    raise UsageError(
+        f"journal {jid} was read from inside a read of the same reader (a signal handler or a "
+        "finalizer that reads?): read only from the reader's own code, or hand frames over instead"
+    )
 
 
 def _any_thread() -> None:

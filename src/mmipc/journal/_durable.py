@@ -35,8 +35,8 @@ import os
 import stat
 import time
 import zlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Sized
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .._errors import CursorError, UsageError
 from ..service._home import resolve_home
@@ -54,6 +54,7 @@ log = logging.getLogger("mmipc.cursor")
 SUFFIX = ".cursor"
 FORMAT = "mmipc-cursor 1"
 MAX_FILE = 1 << 20
+Sized_T = TypeVar("Sized_T", bound=Sized)
 
 
 class Position(NamedTuple):
@@ -322,6 +323,7 @@ class Durable:
         self.file = file
         self.commit_every = commit_every
         self.inherited = False  # a forked child's copy: it never commits (_reader.py, the fork rule)
+        self.pacer: _EveryFrames | _EverySeconds | None = None  # `auto`'s last wrapper, if any
 
     def forget_after_fork(self) -> None:
         """In a forked child: close the child's copy of the lock's descriptor (the parent's keeps the
@@ -358,6 +360,8 @@ class Durable:
                     moved[c.jid] = Position(0, PAGE_HEADER_SIZE, 0)
                 continue
             page_no, pos, nano = c.page_no, c.pos, c.last_nano
+            if not nano and pos > PAGE_HEADER_SIZE:  # placed by a seek or a start, nothing read since
+                nano = _nano_before(c.page, pos)
             known = self.file.positions.get(c.jid)
             if known is None or known[:3] != (page_no, pos, nano):
                 moved[c.jid] = Position(page_no, pos, nano, committed_seq(c.page, pos, nano))
@@ -365,13 +369,20 @@ class Durable:
             self.file.commit(moved)
 
     def auto(self, read: Callable[[], Frame | None], cursors: list[Cursor]) -> Callable[[], Frame | None]:
-        """`read` that commits every `commit_every` frames (int) or seconds (float), before the next read."""
+        """`read` that commits every `commit_every` frames (int) or seconds (float), before the next
+        read. One pacer per reader, re-pointed at each new `read` (a journal added or removed): its
+        count goes on, where a new one at every add_journal let a reader that adds journals more
+        often than every N frames never commit."""
         every = self.commit_every
         if every is None:
             return read
-        if isinstance(every, int):
-            return _EveryFrames(read, functools.partial(self.commit, cursors), every)
-        return _EverySeconds(read, functools.partial(self.commit, cursors), int(every * 1e9))
+        if self.pacer is not None:
+            self.pacer.read = read
+        elif isinstance(every, int):
+            self.pacer = _EveryFrames(read, functools.partial(self.commit, cursors), every)
+        else:
+            self.pacer = _EverySeconds(read, functools.partial(self.commit, cursors), int(every * 1e9))
+        return self.pacer
 
 
 def _is_period(every: object) -> bool:
@@ -399,6 +410,16 @@ class _EveryFrames:
             self.count += 1
         return frame
 
+    def batch(self, take: Callable[[], Sized_T]) -> Sized_T:
+        """`read_batch`: commit before the batch if due, never inside it (the application has not
+        handled its first frames when the batch takes the next), and count its frames."""
+        if self.count >= self.every:
+            self.commit()
+            self.count = 0
+        batch = take()
+        self.count += len(batch)
+        return batch
+
 
 class _EverySeconds:
     """Commits before a read once `every_ns` have passed since the first frame not committed yet."""
@@ -416,6 +437,16 @@ class _EverySeconds:
         if frame is not None and not self.due:
             self.due = time.monotonic_ns() + self.every_ns
         return frame
+
+    def batch(self, take: Callable[[], Sized_T]) -> Sized_T:
+        """`read_batch`, as `_EveryFrames.batch`."""
+        if self.due and time.monotonic_ns() >= self.due:
+            self.commit()
+            self.due = 0
+        batch = take()
+        if len(batch) and not self.due:
+            self.due = time.monotonic_ns() + self.every_ns
+        return batch
 
 
 def position_at(jid: JournalId, nano: int) -> Position | None:

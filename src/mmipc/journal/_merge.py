@@ -45,10 +45,11 @@ from typing import Any
 
 from ._backend import native
 from ._bell import MAX_FLAGS, SWEEP_EVERY, Bell, BellList
-from ._cursor import Cursor
+from ._cursor import READING, Cursor
 from ._types import Frame
 
 SWEEP_PERIOD = 0.1
+CLOSED = 1  # the owner of a closed merge: no thread has ident 1 (an ident is a pthread_t, a pointer)
 _get_ident = _thread.get_ident
 _heappush, _heappop, _heapreplace = heapq.heappush, heapq.heappop, heapq.heapreplace
 
@@ -146,7 +147,19 @@ class Merge:
         if self.core is not None:
             self.core.reset()
 
-    def close(self) -> None:
+    def close(self, on_closed: Callable[[], object] | None = None) -> None:
+        """Unsubscribe and unmap. With `on_closed` (`Reader.close`), a read bound before (the
+        core's `next`, `read_single` and `read_single_data`, a cursor's `read`) calls it (it raises)
+        from then on: owned by CLOSED, a thread that never runs, every entry point takes its
+        other-thread path. It read on before (one journal: from the start again, mapping pages
+        after close; several: None). Without (the finalizer of a dropped reader), a one-journal
+        read kept by the caller reads on, as documented at `read_single`."""
+        if on_closed is not None:
+            self.owner, self.on_thread = CLOSED, on_closed
+            for cursor in self.cursors:
+                cursor.owner, cursor.on_thread = CLOSED, on_closed
+            if self.core is not None:
+                self.core._c_thread, self.core.on_thread = CLOSED, on_closed
         core, self.core = self.core, None  # no hand-over per journal removed (quadratic)
         if core is not None:
             core.set([], [], None)  # releases its hold on the bell's mapping
@@ -168,40 +181,46 @@ class Merge:
 
     def read(self) -> Frame | None:
         """The earliest next frame of all journals, or None (pure Python; from the reader's thread,
-        `owner`, only: another calls `on_thread`, which raises)."""
+        `owner`, only: another calls `on_thread`, which raises, and so does a read from inside this
+        one, a signal handler's: the owner is READING meanwhile)."""
         if _get_ident() != self.owner and self.owner:
             self.on_thread()
-        if self.pending[0]:
-            self._collect()
-        elif not self.heap and not self.dirty:
-            if not self.always:
-                self.empties += 1
-                if self.empties < SWEEP_EVERY:
-                    return None
-                self.empties = 0
-                self.dirty.update(self.cursors)
-        if self.dirty or self.always:
-            self._poll_dirty()
-        heap = self.heap
-        if not heap:
-            return None
-        _, order, cursor = heap[0]
-        frame = cursor.take()
+        owner, self.owner = self.owner, READING  # a read from inside this one is refused (_cursor.py)
         try:
-            nano = cursor.poll()
-        except Exception:  # a damaged next frame: hand this one out, raise at the next read
-            _heappop(heap)
-            self.dirty.add(cursor)
+            if self.pending[0]:
+                self._collect()
+            elif not self.heap and not self.dirty:
+                if not self.always:
+                    self.empties += 1
+                    if self.empties < SWEEP_EVERY:
+                        return None
+                    self.empties = 0
+                    self.dirty.update(self.cursors)
+            if self.dirty or self.always:
+                self._poll_dirty()
+            heap = self.heap
+            if not heap:
+                return None
+            _, order, cursor = heap[0]
+            frame = cursor.take()
+            try:
+                nano = cursor.poll()
+            except Exception:  # a damaged next frame: hand this one out, raise at the next read
+                _heappop(heap)
+                self.dirty.add(cursor)
+                return frame
+            if nano >= 0:
+                _heapreplace(heap, (nano, order, cursor))
+            else:
+                _heappop(heap)
+            self.taken += 1
+            if self.taken >= SWEEP_EVERY:  # a journal whose writer cannot ring is not starved
+                self.taken = 0
+                self.dirty.update(self.cursors)
             return frame
-        if nano >= 0:
-            _heapreplace(heap, (nano, order, cursor))
-        else:
-            _heappop(heap)
-        self.taken += 1
-        if self.taken >= SWEEP_EVERY:  # a journal whose writer cannot ring is not starved
-            self.taken = 0
-            self.dirty.update(self.cursors)
-        return frame
+        finally:
+            if self.owner == READING:  # unless it closed the reader, or handed it over
+                self.owner = owner
 
     def sweep(self) -> None:
         """Poll every journal at the next read (after a wait that no ring ended)."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import _thread
 import functools
+import math
 import os
 import sys
 import time
@@ -176,6 +177,8 @@ class Reader:
         the pure-Python backend `Cursor.read`, `Cursor.read_data` and `Merge.read`, which check it."""
         on_thread = functools.partial(_raise_other_thread, self.name, self._thread)
         core = self._merge.core
+        if self._closed:
+            return  # the merge's close left every entry point raising ClosedError
         if core is None:
             self._merge.owner, self._merge.on_thread = self._thread, on_thread
             for cursor in self._cursors:
@@ -302,24 +305,34 @@ class Reader:
         for cursor in self._cursors:
             cursor.position(nano)
         self._merge.reset()
+        if self._board is not None:  # published now, as add_journal does: a seek back to pages
+            for cursor in self._cursors:  # the last tick did not hold let retention remove them
+                self._board.hold(cursor)
 
     def read_batch(self, limit: int) -> FrameBatch:
         """Up to `limit` frames at once (fewer if fewer are committed; an empty batch if none).
 
         Its columns `nano`, `msg_type`, `source`, `offset`, `length` and `seq` are int64 buffers that
         numpy views without a copy; `data(i)` is a zero-copy view of payload i; it iterates as Frames.
-        In the same order as `read()`, and the two can be mixed.
+        In the same order as `read()`, and the two can be mixed. A durable reader's `commit_every`
+        commits before a batch when due, never inside one: the application has not handled a
+        batch's frames until it asks for the next.
 
         Example: ``nano = numpy.frombuffer(reader.read_batch(4096).nano, dtype=numpy.int64)``
         """
         self._check_open()
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise UsageError(f"read_batch needs a limit >= 1 (an int), not {limit!r}")
+        pacer = None if self._durable is None else self._durable.pacer
+        if pacer is not None:  # commit_every: commit before the batch if due, never inside it
+            return pacer.batch(functools.partial(self._read_batch, limit, pacer.read))
+        return self._read_batch(limit, self.read)
+
+    def _read_batch(self, limit: int, read: Callable[[], Frame | None]) -> FrameBatch:
         if native is not None and len(self._cursors) == 1:
             batch = self._cursors[0].core.read_batch(min(limit, sys.maxsize))  # a C Py_ssize_t
             if batch is not native.SLOW:
                 return batch  # type: ignore[no-any-return]
-        read = self.read
         frames: list[Frame] = []
         while len(frames) < limit and (frame := read()) is not None:
             frames.append(frame)
@@ -338,6 +351,7 @@ class Reader:
         Example: ``for frame in reader.frames(timeout=5.0): handle(frame)``
         """
         self._check_owner()  # in the thread that iterates: a generator's body runs there
+        _check_timeout(timeout, "frames")
         if self._board is not None:
             self._board.wait_mode("block" if isinstance(wait, Block) else wait)
         if wait == "block" or isinstance(wait, Block):
@@ -368,7 +382,7 @@ class Reader:
         """
         from ._aio import aread  # asyncio is imported only by asyncio users
 
-        return await aread(self, self._merge, timeout)
+        return await aread(self, self._merge, _check_timeout(timeout, "aread"))
 
     def aframes(self, timeout: float | None = None, every: int = 64) -> AsyncIterator[Frame]:
         """asyncio: frames as they come, yielding to the loop every `every` frames of a flood; ends
@@ -378,7 +392,9 @@ class Reader:
         """
         from ._aio import aframes
 
-        return aframes(self, self._merge, timeout, every)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise UsageError(f"aframes needs every >= 1 (an int: frames between yields), not {every!r}")
+        return aframes(self, self._merge, _check_timeout(timeout, "aframes"), every)
 
     async def aclose(self) -> None:
         """asyncio spelling of `close`.
@@ -394,8 +410,9 @@ class Reader:
         self.close()
 
     def close(self) -> None:
-        """Commit (durable readers), then unmap every page. Frames already returned keep their pages.
-        In a forked child, a reader inherited from the parent only releases the child's copy.
+        """Commit (durable readers), then unmap every page. Frames already returned keep their pages;
+        a `read` or `read_data` bound before raises `ClosedError` from then on. In a forked child, a
+        reader inherited from the parent only releases the child's copy.
 
         Example: ``reader.close()  # or leave the `with` block``
         """
@@ -407,7 +424,7 @@ class Reader:
             self._durable.commit(self._cursors)
         for cursor in self._cursors:
             cursor.detach()
-        self._merge.close()
+        self._merge.close(functools.partial(_read_closed, self.name))
         self._closed = True
         self._rebind()
         self._finalizer()
@@ -531,6 +548,11 @@ def _unregister(link: Link | None, name: str, durable: Durable | None, board: Bo
 
 
 def _raise_other_thread(name: str, owner: int) -> NoReturn:
+    if _get_ident() == owner:  # the owner, inside one of its reads (a merge's settling: _mmipc.c)
+        raise UsageError(
+            f"reader {name} was read from inside one of its own reads (a signal handler or a "
+            "finalizer that reads?): read only from the reader's own code, or hand frames over instead"
+        )
     raise UsageError(
         f"reader {name} belongs to the thread that created it (ident {owner}), not thread "
         f"{_get_ident()}: create one reader per thread, or call reader.adopt() in the thread that "
@@ -544,6 +566,17 @@ def _raise_inherited(name: str) -> NoReturn:
         "(an inherited reader refuses every operation, so that the child cannot commit, subscribe or "
         "read in the parent's name; closing it releases only the child's copy)"
     )
+
+
+def _check_timeout(timeout: float | None, what: str) -> float | None:
+    """`timeout` if it is None or a number of seconds (inf: for ever; <= 0: what is there now). NaN
+    never expired (aread, aframes and frames(wait="spin") waited for ever; frames(wait="block")
+    raised ValueError), and a str raised TypeError deep inside the wait."""
+    if timeout is None or (
+        isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and not math.isnan(timeout)
+    ):
+        return timeout
+    raise UsageError(f"{what} needs timeout in seconds (a number, or None: no timeout), not {timeout!r}")
 
 
 def _owned(read: Callable[[], T], name: str, owner: int) -> Callable[[], T]:

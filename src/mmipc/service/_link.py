@@ -117,9 +117,13 @@ class Link:
         self._registrations[key] = {"op": op, **fields}
 
     def forget(self, prefix: Key) -> None:
-        """Stop replaying every registration whose key starts with `prefix`."""
-        for key in [k for k in self._registrations if k[: len(prefix)] == prefix]:
-            del self._registrations[key]
+        """Stop replaying every registration whose key starts with `prefix`.
+
+        Any thread may remember or forget at any time (a reader's close, a writer's page switch):
+        `list()` copies the keys in one step, where iterating the dict itself raised RuntimeError
+        ("changed size") when another thread remembered meanwhile; pop tolerates a concurrent forget."""
+        for key in [k for k in list(self._registrations) if k[: len(prefix)] == prefix]:
+            self._registrations.pop(key, None)
 
     # -- socket I/O (callers hold self._io) ----------------------------------------------------
 

@@ -2077,6 +2077,11 @@ other_thread(MergeCore *m)
     return PyObject_CallNoArgs(m->on_thread);
 }
 
+/* The owner while on_slow runs: no thread has ident 2 (an ident is a pthread_t, a pointer), so a
+ * read from inside it (a signal handler's, a finalizer's) takes the other-thread path and on_thread
+ * raises, where it went on from the middle of the settling (ValueError, or a frame handed twice). */
+#define READING_IN_PYTHON 2UL
+
 /* Reader.read itself when it merges: METH_FASTCALL (see NO_ARGS), and what needs Python is
  * settled by on_slow, so that a read costs no Python frame. */
 static PyObject *
@@ -2087,7 +2092,12 @@ mergecore_next(MergeCore *m, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
     PyObject *frame = merge_next_frame(m);
     if (frame == slow && m->on_slow != NULL && m->on_slow != Py_None) {
         Py_DECREF(frame);
-        return PyObject_CallNoArgs(m->on_slow);
+        unsigned long owner = m->thread;
+        m->thread = READING_IN_PYTHON;
+        frame = PyObject_CallNoArgs(m->on_slow);
+        if (m->thread == READING_IN_PYTHON) { /* unless on_slow closed or handed over the reader */
+            m->thread = owner;
+        }
     }
     return frame;
 }
