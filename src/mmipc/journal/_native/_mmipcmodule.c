@@ -225,6 +225,23 @@ view_refill(PyObject *mv, PyObject *view, uint64_t offset, uint32_t n)
     return 1;
 }
 
+/* The calling thread's ident, as Python's _thread.get_ident() (PyThread_get_thread_ident) gives it:
+ * pthread_self(). On x86-64 glibc that is the thread pointer itself (%fs:0 holds the thread's own
+ * address): one load, and no call that would make the caller save registers. */
+static inline unsigned long
+current_thread(void)
+{
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_builtin)
+#if __has_builtin(__builtin_thread_pointer)
+    return (unsigned long)__builtin_thread_pointer();
+#else
+    return (unsigned long)pthread_self();
+#endif
+#else
+    return (unsigned long)pthread_self();
+#endif
+}
+
 /* ---- WriterCore ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -236,7 +253,7 @@ typedef struct {
     unsigned long long stride;
     long long clock;         /* wall minus monotonic time: the Python writer's clock_offset() */
     mmipc_ringer *ringer;    /* the journal's NAME.bells (open_bells), or NULL */
-    _Atomic uint32_t *bell_count;
+    _Atomic uint32_t *bell_count; /* its count word, or MMIPC_NO_BELLS (never NULL) */
     unsigned long thread;    /* the owning thread's ident (0: any); another thread goes slow */
     char pretouch;           /* keep pages populated ahead of pos (a thread; see mmipc.c) */
     mmipc_pretouch *pt;      /* that thread, once started */
@@ -338,6 +355,17 @@ writer_attach(WriterCore *self, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+/* A WriterCore with no ringer yet: its count is MMIPC_NO_BELLS, so a commit tests no pointer. */
+static PyObject *
+writer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    WriterCore *self = (WriterCore *)PyType_GenericNew(type, args, kwds);
+    if (self != NULL) {
+        self->bell_count = MMIPC_NO_BELLS;
+    }
+    return (PyObject *)self;
+}
+
 static PyObject *
 writer_detach(WriterCore *self, PyObject *Py_UNUSED(ignored))
 {
@@ -356,7 +384,7 @@ writer_open_bells(WriterCore *self, PyObject *arg)
     }
     mmipc_ringer_close(self->ringer);
     self->ringer = mmipc_ringer_open(PyBytes_AS_STRING(bytes));
-    self->bell_count = self->ringer != NULL ? mmipc_ringer_count(self->ringer) : NULL;
+    self->bell_count = mmipc_ringer_count(self->ringer);
     Py_DECREF(bytes);
     return PyBool_FromLong(self->ringer != NULL);
 }
@@ -367,7 +395,7 @@ writer_close_bells(WriterCore *self, PyObject *Py_UNUSED(ignored))
 {
     mmipc_ringer_close(self->ringer);
     self->ringer = NULL;
-    self->bell_count = NULL;
+    self->bell_count = MMIPC_NO_BELLS;
     Py_RETURN_NONE;
 }
 
@@ -422,7 +450,7 @@ publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t 
         self->slot_index = mmipc_mark_index(&self->st, pos, nano, self->slot_index, self->stride);
     }
     mmipc_publish(&self->st, pos, n, nano);
-    mmipc_ring_bells(self->ringer, self->bell_count);
+    mmipc_ring_bells(&self->ringer, self->bell_count);
     if (self->nano != NULL && long_refill(self->nano, nano)) {
         return Py_NewRef(self->nano);  /* the caller dropped the last one (see "refilling") */
     }
@@ -480,20 +508,28 @@ write_slow(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
     return PyObject_VectorcallMethod(name, stack, (size_t)(1 + nargs), kwnames);
 }
 
-static PyObject *
-writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* write()'s msg_type and source (parse_ids), after a check of the argument count: -1 on a TypeError. */
+static int
+write_ids(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, uint32_t ids[2], int *ok)
 {
-    uint32_t ids[2];
-    int ok;
     Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs < 1 || nargs + nkw > 3) {
         PyErr_SetString(PyExc_TypeError, "write(payload, msg_type=0, source=0)");
+        return -1;
+    }
+    return parse_ids(args, nargs, kwnames, 1, ids, ok);
+}
+
+static PyObject *
+writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    uint32_t ids[2] = {0, 0};
+    int ok = 1;
+    /* write(payload), the common call, has no ids to parse: no call (about 30 instructions) */
+    if ((nargs != 1 || kwnames != NULL) && write_ids(args, nargs, kwnames, ids, &ok) < 0) {
         return NULL;
     }
-    if (parse_ids(args, nargs, kwnames, 1, ids, &ok) < 0) {
-        return NULL;
-    }
-    if (self->thread != 0 && PyThread_get_thread_ident() != self->thread) {
+    if (self->thread != 0 && current_thread() != self->thread) {
         return write_slow(self, args, nargs, kwnames);
     }
     Py_buffer buf;
@@ -617,7 +653,7 @@ static PyTypeObject WriterCoreType = {
     .tp_methods = writer_methods,
     .tp_members = writer_members,
     .tp_getset = writer_getset,
-    .tp_new = PyType_GenericNew,
+    .tp_new = writer_new,
 };
 
 /* ---- CursorCore ---------------------------------------------------------------------------- */
@@ -2041,23 +2077,6 @@ static PyObject *
 mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
 {
     return merge_next_frame(m);
-}
-
-/* The calling thread's ident, as Python's _thread.get_ident() (PyThread_get_thread_ident) gives it:
- * pthread_self(). On x86-64 glibc that is the thread pointer itself (%fs:0 holds the thread's own
- * address): one load, and no call that would make the caller save registers. */
-static inline unsigned long
-current_thread(void)
-{
-#if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_builtin)
-#if __has_builtin(__builtin_thread_pointer)
-    return (unsigned long)__builtin_thread_pointer();
-#else
-    return (unsigned long)pthread_self();
-#endif
-#else
-    return (unsigned long)pthread_self();
-#endif
 }
 
 /* The reader's entry points (next, read_single, read_single_data) from a thread other than its

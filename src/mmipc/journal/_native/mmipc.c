@@ -133,6 +133,7 @@ mmipc_crc32(uint32_t crc, const void *data, size_t n)
 
 static int64_t clock_offset;
 static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
+static _Atomic int clock_anchored;  /* 1 once clock_offset is set: every later call skips the once */
 
 static int64_t
 clock_ns(clockid_t id)
@@ -146,12 +147,17 @@ static void
 anchor_clock(void)
 {
     clock_offset = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC);
+    atomic_store_explicit(&clock_anchored, 1, memory_order_release);
 }
 
+/* The writer's clock, once per frame: an acquire load (a plain load on x86) instead of a call to
+ * pthread_once at every frame; the once still decides between threads that race to anchor it. */
 int64_t
 mmipc_now(void)
 {
-    pthread_once(&clock_once, anchor_clock);
+    if (__builtin_expect(!atomic_load_explicit(&clock_anchored, memory_order_acquire), 0)) {
+        pthread_once(&clock_once, anchor_clock);
+    }
     return clock_ns(CLOCK_MONOTONIC) + clock_offset;
 }
 
@@ -922,7 +928,7 @@ struct mmipc_writer {
     char directory[DIR_MAX];
     char name[MMIPC_NAME_FIELD_SIZE + 1];
     mmipc_ringer *ringer;        /* NAME.bells, or NULL (docs/format.md, "Doorbells") */
-    _Atomic uint32_t *bell_count; /* its count word, or NULL */
+    _Atomic uint32_t *bell_count; /* its count word, or MMIPC_NO_BELLS (never NULL) */
 };
 
 /* ---- doorbells: a writer rings the bells its readers listed in NAME.bells ------------------- */
@@ -1154,9 +1160,14 @@ mmipc_ringer_close(mmipc_ringer *r)
     }
 }
 
+_Atomic uint32_t mmipc_no_bells;
+
 _Atomic uint32_t *
 mmipc_ringer_count(mmipc_ringer *r)
 {
+    if (r == NULL) {
+        return MMIPC_NO_BELLS;
+    }
     return atomic_load_explicit(&r->late, memory_order_relaxed) ? &r->late : u32_at(r->list, 8);
 }
 
@@ -1167,7 +1178,7 @@ ringer_open(mmipc_writer *w)
     char path[DIR_MAX + MMIPC_NAME_FIELD_SIZE + 16];
     snprintf(path, sizeof(path), "%s/%s.bells", w->directory, w->name);
     w->ringer = mmipc_ringer_open(path);
-    w->bell_count = w->ringer != NULL ? mmipc_ringer_count(w->ringer) : NULL;
+    w->bell_count = mmipc_ringer_count(w->ringer);
 }
 
 static void
@@ -1175,7 +1186,7 @@ ringer_close(mmipc_writer *w)
 {
     mmipc_ringer_close(w->ringer);
     w->ringer = NULL;
-    w->bell_count = NULL;
+    w->bell_count = MMIPC_NO_BELLS;
 }
 
 static uint64_t
@@ -1590,7 +1601,7 @@ mmipc_write(mmipc_writer *w, const void *payload, uint32_t length, uint32_t msg_
         mark_index(w, pos, nano);
     }
     mmipc_publish(&w->st, pos, length, nano);
-    mmipc_ring_bells(w->ringer, w->bell_count);
+    mmipc_ring_bells(&w->ringer, w->bell_count);
     return nano;
 }
 
@@ -1630,7 +1641,7 @@ mmipc_commit(mmipc_writer *w, uint32_t msg_type, uint32_t source)
         mark_index(w, pos, nano);
     }
     mmipc_publish(&w->st, pos, w->claim_len, nano);
-    mmipc_ring_bells(w->ringer, w->bell_count);
+    mmipc_ring_bells(&w->ringer, w->bell_count);
     return nano;
 }
 
