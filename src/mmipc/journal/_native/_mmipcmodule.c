@@ -1535,7 +1535,7 @@ native_bell_collect(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize
             }
         }
     }
-    atomic_thread_fence(memory_order_seq_cst);
+    mmipc_full_fence();
     PyBuffer_Release(&b);
     return out;
 }
@@ -1543,7 +1543,7 @@ native_bell_collect(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize
 static PyObject *
 native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
-    atomic_thread_fence(memory_order_seq_cst);
+    mmipc_full_fence();
     Py_RETURN_NONE;
 }
 

@@ -1100,7 +1100,7 @@ ringer_ring_cleared(mmipc_ringer *r)
             atomic_store_explicit(u32_at(r->targets[i].bell, 16), 1u, memory_order_release);
         }
     }
-    atomic_thread_fence(memory_order_seq_cst);  /* the flags before the loads of `sleeping` */
+    mmipc_full_fence();  /* the flags before the loads of `sleeping` */
     for (int i = 0; i < r->n; i++) {
         ringer_wake(r, i);
     }
@@ -1118,7 +1118,7 @@ mmipc_ringer_ring(mmipc_ringer *r)
     if (atomic_load_explicit(&r->late, memory_order_relaxed) && !ringer_map_late(r)) {
         return;
     }
-    atomic_thread_fence(memory_order_seq_cst);  /* F: the commit before every load below */
+    mmipc_full_fence();  /* F: the commit before every load below */
     if (atomic_load_explicit(u32_at(r->list, 12), memory_order_relaxed) != r->version) {
         ringer_reload(r);
     }

@@ -30,6 +30,24 @@ _Atomic uint32_t *mmipc_ringer_count(mmipc_ringer *r);
 extern _Atomic uint32_t mmipc_no_bells;
 #define MMIPC_NO_BELLS (&mmipc_no_bells)
 
+/* A full barrier (every load and store before it before every one after it), as the Dekker pairs of
+ * the doorbells need (docs/format.md, "Doorbells"). On x86-64, a locked OR of 0 into the top of
+ * the stack: a locked instruction orders every load and store around it (Intel SDM vol. 3,
+ * 8.2.2: reads and writes are not reordered with locked instructions), which is what the
+ * protocol needs, at about half the cost of `mfence`, which also waits for non-temporal stores and
+ * write-combining memory that no bell uses (glibc's memcpy fences its own non-temporal stores).
+ * GCC picks `lock or` for atomic_thread_fence itself, but `mfence` in code it optimizes for size,
+ * such as the ring, which is `cold`: hence the explicit instruction. Linux's smp_mb() is the same. */
+static inline void
+mmipc_full_fence(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __asm__ __volatile__("lock; orq $0, (%%rsp)" ::: "memory", "cc");
+#else
+    atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 /* `count` is never NULL (MMIPC_NO_BELLS instead). The ringer is passed by its address and loaded
  * only when the count is not 0 (passed by value, the compiler loads it before the test). */
 static inline void
