@@ -481,9 +481,11 @@ class _ClearingFence:
         self.bell, self.flag, self.cleared = bell, flag, False
 
     def acquire(self) -> None:
-        if not self.cleared:  # the reader's collect: `pending`, then the flag, cleared
+        if not self.cleared:  # the reader's collect: `pending`, then the flag, cleared, needy set
             self.bell.mm[16:20] = bytes(4)
             self.bell.mm[self.flag] = 0
+            needy, offset = self.bell.needy[self.flag - 64]
+            needy[offset] = 1
             self.cleared = True
 
     def release(self) -> None:
@@ -493,12 +495,13 @@ class _ClearingFence:
 def test_a_flag_cleared_between_the_ring_s_look_and_its_fence_is_set_again(
     jdir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The pure-Python ring looks at each flag before its one fence, to store only a clear one. A
-    flag it saw set but that its reader cleared before the fence (then polled, and maybe missed
-    the commit still in the writer's store buffer) must be set again after the fence: deciding
-    on the look before the fence left the reader with no flag and no `pending`, and a sleeping
-    reader, whose re-check reads `pending`, slept through the commit (the lost wake-up of the
-    first port of this design)."""
+    """A flag set by the last ring that its reader collects just before the next ring's fence
+    (then polls, and maybe misses the commit still in the writer's store buffer) must be set
+    again after the fence: deciding on a look before the fence left the reader with no flag and no
+    `pending`, and a sleeping reader, whose re-check reads `pending`, slept through the commit
+    (the lost wake-up of the first port of this design, whose pure-Python ring looked at each flag
+    before its fence). The collect also sets the reader's needy byte, which the ring reads after
+    its fence: that is what sends it to this bell."""
     from mmipc.journal import _bell
 
     with Reader.create("c", service=None) as reader:

@@ -118,6 +118,7 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | None:
         return _sleep_python(reader, merge, bell, nap)
     if merge.sweep_due():
         merge.sweep()
+    bell.need_all()  # before bell_block's announcement (docs/format.md, "Needy bytes")
     got = native.bell_block(bell.mm, reader.read, -1 if nap is None else int(min(nap, LONGEST_WAIT) * 1e9))
     if got is True:  # rung, nothing read: a first page may just have appeared
         if len(merge.cursors) == 1:

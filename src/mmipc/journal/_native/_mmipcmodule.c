@@ -1610,6 +1610,9 @@ typedef struct {
     int64_t probe_at;
     int32_t *by_flag;        /* flag index -> entry index, or -1 */
     Py_ssize_t nflags;       /* 1 + the highest flag in use */
+    _Atomic unsigned char **needy_at; /* flag index -> its journal's needy byte (NAME.bells), or NULL */
+    Py_buffer *needy_bufs;   /* the lists those bytes are in, held while set */
+    Py_ssize_t nneedy;
     Py_buffer bell;          /* the reader's bell, or bell.obj == NULL */
     unsigned int empties;
     unsigned int taken;      /* frames since the last sweep: a busy reader sweeps too */
@@ -1641,6 +1644,14 @@ merge_free_arrays(MergeCore *self)
     PyMem_Free(self->always);
     PyMem_Free(self->slow);
     PyMem_Free(self->by_flag);
+    for (Py_ssize_t k = 0; k < self->nneedy; k++) {
+        PyBuffer_Release(&self->needy_bufs[k]);
+    }
+    PyMem_Free(self->needy_bufs);
+    PyMem_Free(self->needy_at);
+    self->needy_bufs = NULL;
+    self->needy_at = NULL;
+    self->nneedy = 0;
     self->e = NULL;
     self->tree = NULL;
     self->leaves = 0;
@@ -1961,6 +1972,9 @@ merge_collect(MergeCore *m)
             _Atomic unsigned char *flag = (_Atomic unsigned char *)(flags + j);
             if (atomic_load_explicit(flag, memory_order_relaxed)) {
                 atomic_store_explicit(flag, 0, memory_order_relaxed);
+                if (m->needy_at[j] != NULL) {  /* after the clear: its writer rings again */
+                    atomic_store_explicit(m->needy_at[j], 1, memory_order_release);
+                }
                 if (m->by_flag[j] >= 0) {
                     mark_dirty(m, m->by_flag[j]);
                 }
@@ -2148,15 +2162,52 @@ mergecore_read_single_data(MergeCore *m, PyObject *const *args, Py_ssize_t nargs
     return single_is_set(m, "read_single_data") ? cursor_read_data(m->single, args, nargs) : NULL;
 }
 
-/* set(cores, flags, bell): follow these cores (the list order is the tie order), each with its
- * flag in `bell` (-1: none), every one dirty. `bell` is the reader's bell mapping, or None. */
+/* Hold needy[i] = (list, offset), or None, for core i's flag: its byte is set at each collect. */
+static int
+merge_set_needy(MergeCore *self, PyObject *needy, PyObject *flags)
+{
+    Py_ssize_t n = PyList_GET_SIZE(flags);
+    for (Py_ssize_t i = 0; needy != Py_None && i < n; i++) {
+        PyObject *cell = PyList_GET_ITEM(needy, i);
+        long flag = PyLong_AsLong(PyList_GET_ITEM(flags, i));
+        Py_ssize_t offset;
+        if (cell == Py_None || flag < 0) {
+            continue;
+        }
+        Py_buffer *b = &self->needy_bufs[self->nneedy];
+        if (!PyTuple_Check(cell) || PyTuple_GET_SIZE(cell) != 2
+            || (offset = PyLong_AsSsize_t(PyTuple_GET_ITEM(cell, 1))) < 0
+            || PyObject_GetBuffer(PyTuple_GET_ITEM(cell, 0), b, PyBUF_WRITABLE) < 0) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "set(): needy cells are (writable buffer, offset) or None");
+            return -1;
+        }
+        self->nneedy++;
+        if (offset >= b->len) {
+            PyErr_SetString(PyExc_ValueError, "set(): a needy offset past its buffer");
+            return -1;
+        }
+        self->needy_at[flag] = (_Atomic unsigned char *)((unsigned char *)b->buf + offset);
+    }
+    return 0;
+}
+
+/* set(cores, flags, bell, needy=None): follow these cores (the list order is the tie order), each
+ * with its flag in `bell` (-1: none), every one dirty. `bell` is the reader's bell mapping, or
+ * None; needy[i], (NAME.bells mapped, offset of the reader's needy byte) or None, per core. */
 static PyObject *
 mergecore_set(MergeCore *self, PyObject *args)
 {
     PyObject *cores;
     PyObject *flags;
     PyObject *bell;
-    if (!PyArg_ParseTuple(args, "O!O!O:set", &PyList_Type, &cores, &PyList_Type, &flags, &bell)) {
+    PyObject *needy = Py_None;
+    if (!PyArg_ParseTuple(args, "O!O!O|O:set", &PyList_Type, &cores, &PyList_Type, &flags, &bell,
+                          &needy)) {
+        return NULL;
+    }
+    if (needy != Py_None && (!PyList_Check(needy) || PyList_GET_SIZE(needy) != PyList_GET_SIZE(cores))) {
+        PyErr_SetString(PyExc_ValueError, "set(): needy is None or a list, one per core");
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(cores);
@@ -2195,7 +2246,10 @@ mergecore_set(MergeCore *self, PyObject *args)
     self->always = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
     self->slow = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
     self->by_flag = PyMem_Calloc((size_t)(nflags + 8), sizeof(int32_t));
-    if (!self->e || !self->tree || !self->dirty || !self->always || !self->slow || !self->by_flag) {
+    self->needy_at = PyMem_Calloc((size_t)(nflags + 8), sizeof(*self->needy_at));
+    self->needy_bufs = PyMem_Calloc((size_t)cap, sizeof(Py_buffer));
+    if (!self->e || !self->tree || !self->dirty || !self->always || !self->slow || !self->by_flag
+        || !self->needy_at || !self->needy_bufs) {
         merge_free_arrays(self);
         return PyErr_NoMemory();
     }
@@ -2216,6 +2270,10 @@ mergecore_set(MergeCore *self, PyObject *args)
         self->n++;
     }
     self->nflags = b.obj != NULL ? nflags : 0;
+    if (merge_set_needy(self, needy, flags) < 0) {
+        merge_free_arrays(self);
+        return NULL;
+    }
     mark_all_dirty(self);
     Py_RETURN_NONE;
 }
@@ -2338,7 +2396,7 @@ static PyGetSetDef mergecore_getset[] = {
 };
 
 static PyMethodDef mergecore_methods[] = {
-    {"set", (PyCFunction)mergecore_set, METH_VARARGS, "set(cores, flags, bell): what to merge"},
+    {"set", (PyCFunction)mergecore_set, METH_VARARGS, "set(cores, flags, bell, needy=None): what to merge"},
     {"read", (PyCFunction)mergecore_read, METH_NOARGS, "read() -> Frame | None | SLOW"},
     {"next", (PyCFunction)(void (*)(void))mergecore_next, METH_FASTCALL,
      "next() -> Frame | None: read(), with on_slow() for SLOW"},
