@@ -5,7 +5,10 @@ itself) while another thread's are refused, and the benchmark scripts of the rin
 
 from __future__ import annotations
 
+import json
+import mmap
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,9 +17,20 @@ from typing import Any
 
 import pytest
 
+from conftest import Procs, wait_for
 from mmipc import Reader, UsageError, Writer
 from mmipc.journal._backend import native
-from mmipc.journal._bell import bells_path
+from mmipc.journal._bell import (
+    LIST_HEADER,
+    NEEDY,
+    SLOT,
+    SLOT_SIZE,
+    SLOTS,
+    bells_path,
+    map_list,
+    sweep_dead_bells,
+)
+from mmipc.journal._cursor import Cursor
 from mmipc.journal._files import create_page, page_path
 from mmipc.journal._layout import decode_frame
 from mmipc.journal._page import MappedPage
@@ -114,3 +128,128 @@ def test_ring_ops_keepup_mode_writes_every_frame_and_stops_its_readers(jdir: str
     )
     assert run.returncode == 0, run.stderr
     assert len(read_all(jdir, "ring")) == 201
+
+
+# -- needy bytes (docs/format.md, "Needy bytes"): who sets them, who clears them --------------------
+
+
+def _slot_of(needy_list: mmap.mmap, pid: int) -> int:
+    """The slot of the reader process `pid` in a bell list."""
+    for slot in range(SLOTS):
+        state, _, owner, _, _ = SLOT.unpack_from(needy_list, LIST_HEADER + slot * SLOT_SIZE)
+        if state and owner == pid:
+            return slot
+    raise AssertionError(f"no slot of pid {pid}")
+
+
+def _asleep_and_needy(needy_list: mmap.mmap, slot: int) -> bool:
+    """Whether the reader of `slot` sleeps on its bell (`sleeping` 1) with its needy byte set."""
+    raw = SLOT.unpack_from(needy_list, LIST_HEADER + slot * SLOT_SIZE)[4]
+    with open(os.fsdecode(raw.rstrip(b"\0")), "rb") as f:
+        sleeping = int.from_bytes(f.read(16)[12:16], "little")
+    return sleeping == 1 and needy_list[NEEDY + slot] == 1
+
+
+def _sleeping_reader(procs: Procs, jdir: str, needy_list: mmap.mmap, writer: Writer) -> tuple[Any, int]:
+    """A blocking reader process that has read one frame and sleeps, needy: (child, its slot)."""
+    child = procs.spawn("bell_reader.py", jdir, "k")
+    child.expect_line("ready")
+    slot = _slot_of(needy_list, child.proc.pid)
+    writer.write((0).to_bytes(8, "little"))
+    wait_for(lambda: _asleep_and_needy(needy_list, slot), timeout=60)
+    return child, slot
+
+
+def test_a_reader_killed_while_needy_does_not_keep_its_writer_ringing(procs: Procs, jdir: str) -> None:
+    """A reader killed -9 asleep leaves its needy byte set: the writer's next ring settles it (its
+    bell is still mapped); once its bell is swept, a writer that cannot map it no longer can, and
+    the next edit of the list (any reader's subscription) frees the dead slot and its byte."""
+    writer = Writer.create(jdir, "k", service=None)
+    needy_list = map_list(jdir, "k")
+    assert needy_list is not None
+    first, slot = _sleeping_reader(procs, jdir, needy_list, writer)
+    procs.kill9(first)
+    writer.write(b"rings the dead reader's bell")
+    assert needy_list[NEEDY + slot] == 0
+    writer.close()
+    shutil.rmtree(jdir)
+    os.mkdir(jdir)
+    writer = Writer.create(jdir, "k", service=None)
+    needy_list = map_list(jdir, "k")
+    assert needy_list is not None
+    second, slot = _sleeping_reader(procs, jdir, needy_list, writer)
+    procs.kill9(second)
+    sweep_dead_bells()  # the service's sweep: the bell file is gone
+    writer.close()
+    writer = Writer.create(jdir, "k", service=None)  # its ringer cannot map the dead bell
+    writer.write(b"x")
+    assert needy_list[NEEDY + slot] == 1  # nobody here can settle it...
+    with Reader.create("late", service=None) as reader:
+        reader.add_journal(jdir, "k")  # ...until an edit of the list frees the dead slot
+        writer.write(b"y")  # rings the new reader (flag set, awake): its byte settles too
+        assert needy_list[NEEDY : NEEDY + SLOTS] == bytes(SLOTS)
+    writer.close()
+
+
+def test_readers_of_one_journal_asleep_and_awake_each_get_every_frame(procs: Procs, jdir: str) -> None:
+    sleepers = [procs.spawn("bell_reader.py", jdir, "m") for _ in range(3)]
+    spinners = [procs.spawn("bell_reader.py", jdir, "m", "--spin") for _ in range(2)]
+    for child in sleepers + spinners:
+        child.expect_line("ready")
+    count = 20_000
+    writer = procs.spawn("bell_writer.py", jdir, "m", str(count), "3")
+    writer.expect_line("done", timeout=600)
+    results = [json.loads(child.finish(timeout=600)) for child in sleepers + spinners]
+    assert [(r["counts"], r["errors"]) for r in results] == [({"m": count}, [])] * 5
+    assert all(r["wakes"] > 0 for r in results[:3]), "a sleeper was never woken: it did not sleep"
+
+
+@pytest.mark.skipif(native is not None, reason="the C merge polls in C: the Python merge's polls are counted")
+def test_a_merge_of_many_journals_polls_only_the_journals_rung(
+    jdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge of 64 journals, three of them written: each read polls only those three, whose
+    writers rang, and again after the collect set the reader's needy bytes in their lists."""
+    names = [f"j{i}" for i in range(64)]
+    writers = {n: Writer.create(jdir, n, service=None, page_size=1 << 16) for n in names}
+    polled: list[str] = []
+    poll = Cursor.poll
+
+    def counting_poll(self: Cursor) -> int:
+        polled.append(self.jid.name)
+        return poll(self)
+
+    with Reader.create("wide", service=None) as reader:
+        for name in names:
+            reader.add_journal(jdir, name)
+        assert reader.read() is None  # the first read polls every journal once
+        monkeypatch.setattr(Cursor, "poll", counting_poll)
+        for rounds in range(2):  # the second: rung through the needy bytes the first collect set
+            for name in ("j3", "j17", "j40"):
+                writers[name].write(name.encode())
+            assert sorted(bytes(f.data) for f in iter(reader.read, None)) == [b"j17", b"j3", b"j40"]
+            assert set(polled) == {"j3", "j17", "j40"}, rounds
+            polled.clear()
+    for writer in writers.values():
+        writer.close()
+
+
+def test_a_merging_reader_s_collect_sets_its_needy_byte_and_the_next_ring_settles_it(jdir: str) -> None:
+    """The collect (C's or Python's) sets the reader's needy byte after clearing the flag; the
+    writer's next ring sets the flag again and, finding the reader awake, clears the byte: from
+    then on its commits stop at the needy bytes until the reader collects again."""
+    with Writer.create(jdir, "a", service=None) as writer, Reader.create("m", service=None) as reader:
+        reader.add_journal(jdir, "a")
+        reader.add_journal(jdir, "b")  # two journals: the reader merges, and collects flags
+        needy_list = map_list(jdir, "a")
+        assert needy_list is not None
+        slot = _slot_of(needy_list, os.getpid())
+        assert reader.read() is None and needy_list[NEEDY + slot] == 1  # subscribed: flag clear
+        writer.write(b"1")  # rung: flag set, reader awake: byte settled
+        assert needy_list[NEEDY + slot] == 0
+        frame = reader.read()  # collects the flag: needy again
+        assert frame is not None and bytes(frame.data) == b"1" and needy_list[NEEDY + slot] == 1
+        writer.write(b"2")
+        assert needy_list[NEEDY + slot] == 0
+        frame = reader.read()
+        assert frame is not None and bytes(frame.data) == b"2"
