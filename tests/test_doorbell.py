@@ -371,7 +371,7 @@ def _set_bell_u32(reader: Reader, offset: int, value: int) -> None:
 
 LIMITED_WRITER = """
 import os, resource, time
-resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # NAME.bells needs 16,448 bytes
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # NAME.bells needs 16,512 bytes
 from mmipc import Writer
 directory, stop = {directory!r}, {stop!r}
 writer = Writer.create(directory, "fs", service=None, page_size={page_size})
@@ -428,7 +428,7 @@ def test_a_c_writer_under_a_file_size_limit_below_its_bell_list_is_not_killed(
     writer = [ctp_writer, "--page-size", str(1 << 16), jdir, "md"]
     subprocess.run([*writer, "5"], check=True, capture_output=True)  # the page, made without a limit
     os.unlink(bells_path(jdir, "md"))
-    limited = 'ulimit -f 4; exec "$@"'  # 4 KiB: NAME.bells (16,448 bytes) does not fit; no trap
+    limited = 'ulimit -f 4; exec "$@"'  # 4 KiB: NAME.bells (16,512 bytes) does not fit; no trap
     done = subprocess.run(["bash", "-c", limited, "bash", *writer, "20"], capture_output=True, text=True)
     assert done.returncode == 0, (done.returncode, done.stderr)
     assert done.stdout.split()[-2:] == ["wrote", "20"]

@@ -5,20 +5,27 @@ Rules (docs/format.md, "Doorbells", is the contract):
 * Each reader that wants them owns one bell file (`Bell`, in /dev/shm or the temp directory): a
   futex word, a `sleeping` flag, a `pending` flag and one flag byte per journal it follows.
 * Each journal has a side file ``NAME.bells`` (`BellList`) listing the bells to ring: a count and
-  64 slots (bell path, flag index, owner pid, generation) and a version. Readers add and remove
-  slots under an flock of that file, the version odd meanwhile; writers never lock it: they cache
-  the bells to ring, and read the slots again, between two loads of the version, when it changed.
+  64 slots (bell path, flag index, owner pid, generation) and a version, then (format 2) one
+  needy byte per slot. Readers add and remove slots under an flock of that file, the version odd
+  meanwhile, and free dead readers' slots at every edit; writers never lock it: they cache the
+  bells to ring, and read the slots again, between two loads of the version, when it changed.
+* A reader's needy byte is 1 whenever the journal's writer may have to ring it: set by the reader
+  (only ever to 1) when it subscribes, after each clear of that journal's flag, and before each
+  announcement of sleep; cleared by the writer after a ring that left its flag set and found it
+  awake (clear, fence, look at the flag and `sleeping` again, set it back if needed).
 * A writer rings after every commit (`Ringer.ring`) only when the count is not 0: one load per
-  commit otherwise. A ring's full fence comes after the commit; a bell whose flag for this journal
-  it finds still set AFTER that fence, and whose reader it finds awake, needs nothing (the poll
-  after that reader's next clear sees the commit). Any other bell gets the flag, then `pending`,
-  then a full fence, then `sleeping` is exchanged with 0 and, if it was set, the futex word
-  bumped and FUTEX_WAKEd. A subscription clears its flag first: a flag left set by the journal
-  that had its index would silence this journal's writer.
-* A reader clears `pending`, fences, then clears the flags it takes BEFORE it polls those journals
-  (full fence in between): a ring that lands after the clear stays visible. A sleeping reader
-  stores `sleeping`, fences, re-checks every journal flagged, then waits on the word it read
-  before: Drepper's rule.
+  commit otherwise. A ring's full fence comes after the commit; then the version and the needy
+  bytes: none set (and no older reader's slot, state 1) is the end of it, whatever the number of
+  readers. Otherwise a bell whose flag for this journal it finds still set AFTER that fence, and
+  whose reader it finds awake, needs nothing (the poll after that reader's next clear sees the
+  commit). Any other bell gets the flag, then `pending`, then a full fence, then `sleeping` is
+  exchanged with 0 and, if it was set, the futex word bumped and FUTEX_WAKEd. A subscription
+  clears its flag first: a flag left set by the journal that had its index would silence this
+  journal's writer.
+* A reader clears `pending`, fences, then clears the flags it takes (setting each one's needy
+  byte after) BEFORE it polls those journals (full fence in between): a ring that lands after the
+  clear stays visible. A sleeping reader sets its needy bytes, stores `sleeping`, fences,
+  re-checks every journal flagged, then waits on the word it read before: Drepper's rule.
 * The fences need the C extension; without it a writer fences with a lock round trip (an atomic
   instruction) and wakes through ctypes, and a reader sleeps in bounded steps (`BOUNDED_SLEEP`).
 * Nothing here is ever needed for correctness of what a reader returns, only for when it notices:
