@@ -22,10 +22,13 @@ from mmipc import Reader, UsageError, Writer
 from mmipc.journal._backend import native
 from mmipc.journal._bell import (
     LIST_HEADER,
+    LIST_SIZE,
+    LIST_V1_SIZE,
     NEEDY,
     SLOT,
     SLOT_SIZE,
     SLOTS,
+    _edit,
     bells_path,
     map_list,
     sweep_dead_bells,
@@ -253,3 +256,47 @@ def test_a_merging_reader_s_collect_sets_its_needy_byte_and_the_next_ring_settle
         assert needy_list[NEEDY + slot] == 0
         frame = reader.read()
         assert frame is not None and bytes(frame.data) == b"2"
+
+
+def _as_older_reader(directory: str, name: str, pid: int) -> None:
+    """Make `pid`'s slot in the list look like an older reader's: state 1, needy byte never set."""
+
+    def change(mm: mmap.mmap) -> None:
+        slot = _slot_of(mm, pid)
+        mm[LIST_HEADER + slot * SLOT_SIZE : LIST_HEADER + slot * SLOT_SIZE + 4] = (1).to_bytes(4, "little")
+        mm[NEEDY + slot] = 0
+
+    _edit(directory, name, change)
+
+
+def test_a_reader_of_the_older_protocol_is_still_rung_at_every_collect(jdir: str) -> None:
+    """A slot in state 1 (a reader that keeps no needy byte) makes the writer ring in full: the
+    merging reader, whose collect sets no needy byte, still has its flag set again at each ring."""
+    with Writer.create(jdir, "a", service=None) as writer, Reader.create("old", service=None) as reader:
+        reader.add_journal(jdir, "a")
+        reader.add_journal(jdir, "b")  # merging: it polls "a" only when its flag is set
+        bell = reader._merge.bell
+        assert bell is not None
+        bell.needy.clear()  # its collects set no needy byte, as an older reader's
+        reader._merge._sync()
+        _as_older_reader(jdir, "a", os.getpid())
+        for i in range(3):
+            writer.write(bytes([i]))
+            frame = reader.read()  # at once, not after SWEEP_EVERY empty reads
+            assert frame is not None and bytes(frame.data) == bytes([i])
+            assert reader.read() is None
+
+
+def test_a_writer_grows_an_older_format_list_and_rings_through_its_needy_bytes(jdir: str) -> None:
+    """NAME.bells of format 1 (16,448 bytes, made by an older reader) is grown to format 2 by the
+    writer that maps it; a reader of this version subscribed to it is rung and settled as usual."""
+    with open(bells_path(jdir, "f"), "wb") as f:
+        f.write(bytes(LIST_V1_SIZE))
+    with Writer.create(jdir, "f", service=None) as writer, Reader.create("f", service=None) as reader:
+        assert os.path.getsize(bells_path(jdir, "f")) == LIST_SIZE
+        reader.add_journal(jdir, "f")
+        reader.add_journal(jdir, "g")
+        for i in range(3):
+            writer.write(bytes([i]))
+            frame = reader.read()
+            assert frame is not None and bytes(frame.data) == bytes([i])
