@@ -189,7 +189,8 @@ def test_a_reader_killed_while_needy_does_not_keep_its_writer_ringing(procs: Pro
     assert needy_list[NEEDY + slot] == 1  # nobody here can settle it...
     with Reader.create("late", service=None) as reader:
         reader.add_journal(jdir, "k")  # ...until an edit of the list frees the dead slot
-        writer.write(b"y")  # rings the new reader (flag set, awake): its byte settles too
+        writer.write(b"y")  # sets the new reader's flag (clear since it subscribed)...
+        writer.write(b"z")  # ...finds it set and the reader awake: its byte settles too
         assert needy_list[NEEDY : NEEDY + SLOTS] == bytes(SLOTS)
     writer.close()
 
@@ -238,9 +239,10 @@ def test_a_merge_of_many_journals_polls_only_the_journals_rung(
 
 
 def test_a_merging_reader_s_collect_sets_its_needy_byte_and_the_next_ring_settles_it(jdir: str) -> None:
-    """The collect (C's or Python's) sets the reader's needy byte after clearing the flag; the
-    writer's next ring sets the flag again and, finding the reader awake, clears the byte: from
-    then on its commits stop at the needy bytes until the reader collects again."""
+    """The collect (C's or Python's) sets the reader's needy byte after clearing the flag. A ring
+    that finds the flag clear sets it and leaves the byte (a reader that keeps up would set it
+    again at once); one that finds it set and the reader awake clears the byte: from then on the
+    writer's commits stop at the needy bytes until the reader collects again."""
     with Writer.create(jdir, "a", service=None) as writer, Reader.create("m", service=None) as reader:
         reader.add_journal(jdir, "a")
         reader.add_journal(jdir, "b")  # two journals: the reader merges, and collects flags
@@ -248,14 +250,15 @@ def test_a_merging_reader_s_collect_sets_its_needy_byte_and_the_next_ring_settle
         assert needy_list is not None
         slot = _slot_of(needy_list, os.getpid())
         assert reader.read() is None and needy_list[NEEDY + slot] == 1  # subscribed: flag clear
-        writer.write(b"1")  # rung: flag set, reader awake: byte settled
+        writer.write(b"1")  # flag found clear: set, the byte left
+        assert needy_list[NEEDY + slot] == 1
+        writer.write(b"2")  # flag found set, reader awake: the byte settled
         assert needy_list[NEEDY + slot] == 0
-        frame = reader.read()  # collects the flag: needy again
-        assert frame is not None and bytes(frame.data) == b"1" and needy_list[NEEDY + slot] == 1
-        writer.write(b"2")
-        assert needy_list[NEEDY + slot] == 0
+        assert [bytes(f.data) for f in iter(reader.read, None)] == [b"1", b"2"]
+        assert needy_list[NEEDY + slot] == 1  # the collect cleared the flag: needy again
+        writer.write(b"3")  # rung at once (flag clear), not at a sweep
         frame = reader.read()
-        assert frame is not None and bytes(frame.data) == b"2"
+        assert frame is not None and bytes(frame.data) == b"3"
 
 
 def _as_older_reader(directory: str, name: str, pid: int) -> None:

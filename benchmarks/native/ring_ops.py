@@ -1,6 +1,7 @@
 """Writer.write of 64 B with R subscribed readers, N times: callgrind's cost of a ring.
 
-usage: ring_ops.py READERS N [behind|keepup] DIRECTORY   (the backend: MMIPC_BACKEND, as for api_ops.py)
+usage: ring_ops.py READERS N [behind|keepup|inproc] DIRECTORY
+(the backend: MMIPC_BACKEND, as for api_ops.py)
 
 `behind` (the default): the readers live in this process, subscribed before the first write and
 never reading: the doorbell cost of a writer whose readers are awake and behind.
@@ -10,6 +11,9 @@ and reads every frame as it comes: the writer finds flags cleared and rings. (A 
 journal never clears its flag: for the writer it is the same as `behind`.) Under valgrind the
 writer is far slower than its readers, so they keep up with nearly every frame; their timing is
 not exact, so this count drifts a little from run to run.
+`inproc`: the readers live in this process, merging (this journal and an idle one) and each
+reading every frame right after each write: the keep-up case made exact, for a count of the
+write call alone (ring_ops.sh runs it with --toggle-collect on the native core's write).
 Setup is the same for any N, so (Ir(N2) - Ir(N1)) / (N2 - N1) is the cost of one write (ring_ops.sh).
 """
 
@@ -63,10 +67,20 @@ def main() -> None:
             subscribed = [Reader.create(f"ring-{i}", service=None) for i in range(readers)]
             for reader in subscribed:
                 reader.add_journal(directory, "ring")
+                if mode == "inproc":
+                    reader.add_journal(directory, "idle")
         write = writer.write
         write(PAYLOAD)  # the first ring maps the bells: the same in every run
-        for _ in range(n):
-            write(PAYLOAD)
+        if mode == "inproc":
+            reads = [reader.read for reader in subscribed]
+            for _ in range(n):
+                write(PAYLOAD)
+                for read in reads:
+                    while read() is not None:
+                        pass
+        else:
+            for _ in range(n):
+                write(PAYLOAD)
         for reader in subscribed:
             reader.close()
         with open(os.path.join(directory, "stop"), "w"):

@@ -4,7 +4,11 @@
 # that read every frame, clearing their flags), and the C API's mmipc_write with no reader
 # (valgrind --tool=callgrind; the difference of two runs at N1 and N2 frames, as in
 # callgrind_ops.sh). Usage: benchmarks/native/ring_ops.sh [READERS...]
-# MODES (default "behind keepup") and BACKENDS (default "native python") narrow it down.
+# MODES (default "behind keepup") and BACKENDS (default "native python") narrow it down. Last, for
+# the native backend, the write call alone (callgrind --toggle-collect=writer_write: no Python loop,
+# no reader's read), readers `behind` and `inproc` (merging readers in this process that read
+# every frame after each write: the keep-up case with exact counts; `keepup`'s processes are not
+# exact, their timing varies under valgrind).
 set -euo pipefail
 export PYTHONHASHSEED=0
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,7 +21,7 @@ N2=15000
 
 total() {  # total CMD...: the total Ir of one run in a fresh directory (appended to CMD)
     rm -rf "$work/j" && mkdir "$work/j"
-    valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$@" "$work/j" >/dev/null 2>"$work/vg.log"
+    valgrind --tool=callgrind ${TOGGLE:-} --callgrind-out-file="$work/cg.out" "$@" "$work/j" >/dev/null 2>"$work/vg.log"
     grep -E '^(summary|totals):' "$work/cg.out" | head -1 | awk '{print $2}'
 }
 
@@ -43,3 +47,16 @@ for backend in ${BACKENDS:-native python}; do
         done
     done
 done
+
+if [[ " ${BACKENDS:-native python} " == *" native "* ]]; then
+    export TOGGLE=--toggle-collect=writer_write
+    for mode in behind inproc; do
+        for readers in "$@"; do
+            [ "$mode" = inproc ] && [ "$readers" = 0 ] && continue
+            a=$(MMIPC_BACKEND=native total "$py" "$here/ring_ops.py" "$readers" "$N1" "$mode")
+            b=$(MMIPC_BACKEND=native total "$py" "$here/ring_ops.py" "$readers" "$N2" "$mode")
+            printf '%-8s write call alone,    %2s readers %-6s %8.1f instructions/write\n' \
+                native "$readers" "$mode" "$(per_write "$a" "$b" "$N1" "$N2")"
+        done
+    done
+fi

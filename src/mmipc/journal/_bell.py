@@ -524,9 +524,12 @@ class Ringer:
             return
         _fence_lock.acquire()  # fence(), inlined: this is the pure-Python writer's hot path
         _fence_lock.release()
+        keeping_up = []  # flag found clear: its reader collects every frame, and stays needy
         if self.count[1] != self._version:
             self._reload()
             for target in self._targets:
+                if not target[0][target[1]]:
+                    keeping_up.append(target)
                 if _ring(target[0], target[1] - FLAGS) == IN_LOOP:
                     _poke(target)
         elif not self._legacy and self.list.find(b"\x01", NEEDY, NEEDY + self._top) < 0:
@@ -534,10 +537,13 @@ class Ringer:
         else:
             for target in self._targets:
                 bell = target[0]
-                if bell[SLEEPING] or not bell[target[1]]:  # `sleeping` is 0, 1 or 2
+                if not bell[target[1]]:
+                    keeping_up.append(target)
+                    _settle(target)
+                elif bell[SLEEPING]:  # 0, 1 or 2
                     _settle(target)
         if not self._legacy:
-            _settle_needy(self.list, self._targets)
+            _settle_needy(self.list, self._targets, keeping_up)
 
     def _ring_native(self) -> None:
         assert native is not None
@@ -669,12 +675,14 @@ def _settle(target: list[Any]) -> None:
         _poke(target)
 
 
-def _settle_needy(needy: mmap.mmap | bytearray, targets: list[list[Any]]) -> None:
+def _settle_needy(needy: mmap.mmap | bytearray, targets: list[list[Any]], keeping_up: list[Any]) -> None:
     """After a ring: clear the needy byte (in list `needy`) of each bell rung, fence, and set it
     again where the bell's flag is clear or its reader sleeps: a reader's store of 1 that the clear
     overwrote came after its clear of the flag or its announcement, which the look after the fence
-    sees (docs/format.md, "Needy bytes")."""
-    cleared = [t for t in targets if needy[t[4]]]
+    sees (docs/format.md, "Needy bytes"). The bells `keeping_up` (flag found clear: their reader
+    collects every frame) stay needy: clearing would cost a fence per commit for nothing."""
+    skip = {id(t) for t in keeping_up}
+    cleared = [t for t in targets if needy[t[4]] and id(t) not in skip]
     if not cleared:
         return
     for target in cleared:

@@ -1131,7 +1131,8 @@ ringer_any_needy(mmipc_ringer *r)
 {
     uint64_t any = 0;
     for (uint32_t i = 0; i < r->top; i += 8) {
-        any |= atomic_load_explicit((_Atomic uint64_t *)(r->list + BELLS_NEEDY + i), memory_order_relaxed);
+        _Atomic uint64_t *eight = (_Atomic uint64_t *)(r->list + BELLS_NEEDY + i);
+        any |= atomic_load_explicit(eight, memory_order_relaxed);
     }
     return any != 0;
 }
@@ -1139,13 +1140,15 @@ ringer_any_needy(mmipc_ringer *r)
 /* After a ring: clear the needy byte of each bell rung whose flag is now set and whose reader is
  * awake, so that the next commit stops at ringer_any_needy. Clear, full fence, look again: a reader
  * that cleared its flag (or announced sleep) before its own store of the byte that this clear
- * overwrote is seen by the look, which sets the byte again (docs/format.md, "Needy bytes"). */
+ * overwrote is seen by the look, which sets the byte again (docs/format.md, "Needy bytes"). The
+ * bells in `keeping_up` (their flag was clear at this ring: their reader collects every frame) are
+ * left needy: it would set the byte again at once, and the clear would cost a fence per commit. */
 static __attribute__((noinline)) void
-ringer_settle_needy(mmipc_ringer *r)
+ringer_settle_needy(mmipc_ringer *r, uint64_t keeping_up)
 {
     uint64_t cleared = 0;
     for (int i = 0; i < r->n; i++) {
-        if (atomic_load_explicit(r->targets[i].needy, memory_order_relaxed)) {
+        if (!((keeping_up >> i) & 1u) && atomic_load_explicit(r->targets[i].needy, memory_order_relaxed)) {
             atomic_store_explicit(r->targets[i].needy, 0, memory_order_relaxed);
             cleared |= 1ull << i;
         }
@@ -1182,17 +1185,17 @@ mmipc_ringer_ring(mmipc_ringer *r)
     if (!r->legacy && !ringer_any_needy(r)) {
         return;  /* no reader needs a ring: one or two loads of one line, whatever their number */
     }
-    unsigned char flagged = 1;
+    uint64_t clear = 0;
     uint32_t asleep = 0;
     for (int i = 0; i < r->n; i++) {  /* no early exit: the loop is a few loads per bell */
-        flagged &= atomic_load_explicit(r->targets[i].flag, memory_order_relaxed);
+        clear |= (uint64_t)!atomic_load_explicit(r->targets[i].flag, memory_order_relaxed) << i;
         asleep |= atomic_load_explicit(u32_at(r->targets[i].bell, 12), memory_order_relaxed);
     }
-    if (!flagged || asleep) {
+    if (clear || asleep) {
         ringer_ring_cleared(r);
     }
     if (!r->legacy) {
-        ringer_settle_needy(r);
+        ringer_settle_needy(r, clear);
     }
 }
 
