@@ -524,8 +524,8 @@ class Ringer:
             return
         _fence_lock.acquire()  # fence(), inlined: this is the pure-Python writer's hot path
         _fence_lock.release()
-        keeping_up = []  # flag found clear: its reader collects every frame, and stays needy
         if self.count[1] != self._version:
+            keeping_up = []  # flag found clear: its reader collects every frame, and stays needy
             self._reload()
             for target in self._targets:
                 if not target[0][target[1]]:
@@ -535,6 +535,7 @@ class Ringer:
         elif not self._legacy and self.list.find(b"\x01", NEEDY, NEEDY + self._top) < 0:
             return  # nobody needs a ring
         else:
+            keeping_up = []
             for target in self._targets:
                 bell = target[0]
                 if not bell[target[1]]:
