@@ -10,7 +10,7 @@ Rules (docs/format.md, "Doorbells", is the contract):
   meanwhile, and free dead readers' slots at every edit; writers never lock it: they cache the
   bells to ring, and read the slots again, between two loads of the version, when it changed.
 * A reader's needy byte is 1 whenever the journal's writer may have to ring it: set by the reader
-  (only ever to 1) when it subscribes, after each clear of that journal's flag, and before each
+  (only ever to 1) when it subscribes, after each clear of that journal's flag, and after each
   announcement of sleep; cleared by the writer after a ring that left its flag set and found it
   awake (clear, fence, look at the flag and `sleeping` again, set it back if needed).
 * A writer rings after every commit (`Ringer.ring`) only when the count is not 0: one load per
@@ -24,8 +24,9 @@ Rules (docs/format.md, "Doorbells", is the contract):
   journal's writer.
 * A reader clears `pending`, fences, then clears the flags it takes (setting each one's needy
   byte after) BEFORE it polls those journals (full fence in between): a ring that lands after the
-  clear stays visible. A sleeping reader sets its needy bytes, stores `sleeping`, fences,
-  re-checks every journal flagged, then waits on the word it read before: Drepper's rule.
+  clear stays visible. A sleeping reader stores `sleeping`, then its needy bytes, fences,
+  re-checks every journal flagged, then waits on the word it read before: Drepper's rule. (The
+  needy store always comes after the store it signals: the writer that clears it looks again.)
 * The fences need the C extension; without it a writer fences with a lock round trip (an atomic
   instruction) and wakes through ctypes, and a reader sleeps in bounded steps (`BOUNDED_SLEEP`).
 * Nothing here is ever needed for correctness of what a reader returns, only for when it notices:
@@ -171,7 +172,8 @@ class Bell:
         self.needy: dict[int, tuple[mmap.mmap, int]] = {}
 
     def need_all(self) -> None:
-        """Set this reader's needy byte in every list it is in: before it announces sleep."""
+        """Set this reader's needy byte in every list it is in: after it announces sleep (its store
+        of `sleeping`), before the fence and the re-check (docs/format.md, "Needy bytes")."""
         for mm, offset in self.needy.values():
             mm[offset] = 1
 
@@ -211,13 +213,16 @@ class Bell:
 
     def sleep(self, how: int = ON_FUTEX) -> int:
         """Announce the reader sleeps (full fence), ON_FUTEX or IN_LOOP; the word to pass to `wait`."""
-        self.need_all()  # before the announcement: a writer that misses them sees `sleeping`
         if native is not None:
             seq: int = native.bell_sleep(self.mm, how)
-            return seq
-        seq = _U32.unpack_from(self.mm, WORD)[0]
-        _U32.pack_into(self.mm, SLEEPING, how)
-        fence()
+        else:
+            seq = _U32.unpack_from(self.mm, WORD)[0]
+            _U32.pack_into(self.mm, SLEEPING, how)
+        if self.needy:  # after `sleeping` (a writer that clears one sees the other), then a fence
+            self.need_all()
+            fence()
+        elif native is None:
+            fence()
         return seq
 
     def wait(self, seq: int, timeout: float | None) -> None:

@@ -1455,8 +1455,8 @@ static PyObject *
 native_bell_block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer b;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "bell_block(bell, read, timeout_ns)");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "bell_block(bell, read, timeout_ns, needy=None)");
         return NULL;
     }
     long long timeout = PyLong_AsLongLong(args[2]);
@@ -1467,7 +1467,16 @@ native_bell_block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     _Atomic uint32_t *sleeping = bell_word(&b, BELL_SLEEPING);
     uint32_t seq = atomic_load_explicit(word, memory_order_seq_cst);
     atomic_exchange_explicit(sleeping, 1u, memory_order_seq_cst);
-    PyObject *frame = PyObject_CallNoArgs(args[1]);  /* the re-check after the announcement */
+    PyObject *frame = Py_None;
+    if (nargs == 4 && args[3] != Py_None) {  /* the needy bytes: after `sleeping`, then a fence */
+        frame = PyObject_CallNoArgs(args[3]);
+        Py_XDECREF(frame);
+        frame = frame == NULL ? NULL : Py_None;
+        mmipc_full_fence();
+    }
+    if (frame != NULL) {
+        frame = PyObject_CallNoArgs(args[1]);  /* the re-check after the announcement */
+    }
     if (frame != Py_None) {
         atomic_store_explicit(sleeping, 0u, memory_order_relaxed);  /* a frame or an error */
         PyBuffer_Release(&b);
@@ -2432,7 +2441,8 @@ static PyMethodDef module_methods[] = {
     {"bell_wait", (PyCFunction)(void (*)(void))native_bell_wait, METH_FASTCALL,
      "bell_wait(bell, seq, timeout_ns): futex wait while the word is seq"},
     {"bell_block", (PyCFunction)(void (*)(void))native_bell_block, METH_FASTCALL,
-     "bell_block(bell, read, timeout_ns) -> frame, True (rung) or False: announce, re-check, wait, read"},
+     "bell_block(bell, read, timeout_ns, needy=None) -> frame, True (rung) or False: announce, "
+     "needy(), re-check, wait, read"},
     {"bell_collect", (PyCFunction)(void (*)(void))native_bell_collect, METH_FASTCALL,
      "bell_collect(bell, n) -> flagged indexes (cleared)"},
     {"fence", native_fence, METH_NOARGS, "A full memory fence."},
