@@ -336,7 +336,7 @@ def _free_dead_slots(mm: mmap.mmap) -> None:
     journal's writer on its full ring for good, if the writer cannot map its bell to settle it."""
     for slot in range(SLOTS):
         state, _, pid, _, old = SLOT.unpack_from(mm, _slot_off(slot))
-        if state and not pid_alive(pid):
+        if state and not _slot_alive(pid, old):
             _U32.pack_into(mm, _slot_off(slot), 0)
             _unlink_bell(old)
             state = 0
