@@ -99,7 +99,7 @@ def test_a_signal_whose_handler_raises_ends_an_unbounded_wait(reader: Reader) ->
 
 
 def test_bad_arguments_are_a_clear_error(reader: Reader) -> None:
-    with pytest.raises(TypeError, match=r"bell_block\(bell, read, timeout_ns\)"):
+    with pytest.raises(TypeError, match=r"bell_block\(bell, read, timeout_ns, needy=None\)"):
         native.bell_block(_bell(reader), reader.read)  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="doorbell"):
         native.bell_block(bytearray(8), reader.read, 0)  # type: ignore[union-attr]

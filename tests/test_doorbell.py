@@ -371,7 +371,7 @@ def _set_bell_u32(reader: Reader, offset: int, value: int) -> None:
 
 LIMITED_WRITER = """
 import os, resource, time
-resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # NAME.bells needs 16,448 bytes
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # NAME.bells needs 16,512 bytes
 from mmipc import Writer
 directory, stop = {directory!r}, {stop!r}
 writer = Writer.create(directory, "fs", service=None, page_size={page_size})
@@ -428,7 +428,7 @@ def test_a_c_writer_under_a_file_size_limit_below_its_bell_list_is_not_killed(
     writer = [ctp_writer, "--page-size", str(1 << 16), jdir, "md"]
     subprocess.run([*writer, "5"], check=True, capture_output=True)  # the page, made without a limit
     os.unlink(bells_path(jdir, "md"))
-    limited = 'ulimit -f 4; exec "$@"'  # 4 KiB: NAME.bells (16,448 bytes) does not fit; no trap
+    limited = 'ulimit -f 4; exec "$@"'  # 4 KiB: NAME.bells (16,512 bytes) does not fit; no trap
     done = subprocess.run(["bash", "-c", limited, "bash", *writer, "20"], capture_output=True, text=True)
     assert done.returncode == 0, (done.returncode, done.stderr)
     assert done.stdout.split()[-2:] == ["wrote", "20"]
@@ -481,9 +481,11 @@ class _ClearingFence:
         self.bell, self.flag, self.cleared = bell, flag, False
 
     def acquire(self) -> None:
-        if not self.cleared:  # the reader's collect: `pending`, then the flag, cleared
+        if not self.cleared:  # the reader's collect: `pending`, then the flag, cleared, needy set
             self.bell.mm[16:20] = bytes(4)
             self.bell.mm[self.flag] = 0
+            needy, offset = self.bell.needy[self.flag - 64]
+            needy[offset] = 1
             self.cleared = True
 
     def release(self) -> None:
@@ -493,12 +495,13 @@ class _ClearingFence:
 def test_a_flag_cleared_between_the_ring_s_look_and_its_fence_is_set_again(
     jdir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The pure-Python ring looks at each flag before its one fence, to store only a clear one. A
-    flag it saw set but that its reader cleared before the fence (then polled, and maybe missed
-    the commit still in the writer's store buffer) must be set again after the fence: deciding
-    on the look before the fence left the reader with no flag and no `pending`, and a sleeping
-    reader, whose re-check reads `pending`, slept through the commit (the lost wake-up of the
-    first port of this design)."""
+    """A flag set by the last ring that its reader collects just before the next ring's fence
+    (then polls, and maybe misses the commit still in the writer's store buffer) must be set
+    again after the fence: deciding on a look before the fence left the reader with no flag and no
+    `pending`, and a sleeping reader, whose re-check reads `pending`, slept through the commit
+    (the lost wake-up of the first port of this design, whose pure-Python ring looked at each flag
+    before its fence). The collect also sets the reader's needy byte, which the ring reads after
+    its fence: that is what sends it to this bell."""
     from mmipc.journal import _bell
 
     with Reader.create("c", service=None) as reader:

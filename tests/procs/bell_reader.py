@@ -1,11 +1,12 @@
 """A blocking reader process for the doorbell tests.
 
-usage: bell_reader.py DIR NAME [NAME ...] [--idle SECONDS]
+usage: bell_reader.py DIR NAME [NAME ...] [--idle SECONDS] [--spin]
 Follows the journals with `wait=Block(spin=0, max_nap=None)`: it sleeps on its doorbell whenever
 it has caught up and has no timeout backstop, so one lost wake-up hangs it. Prints "ready" once
 subscribed, then, after every journal has sent its end marker, one JSON line {"counts": {name: n},
 "errors": [...], "wakes": n} (payloads are the per-journal sequence number, 8 bytes LE).
 --idle S: read with frames(timeout=S) instead and print {"cpu": seconds of CPU used meanwhile}.
+--spin: never sleep (wait="spin"): a reader that stays awake and keeps up.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def cpu() -> float:
 def main() -> None:
     args = sys.argv[1:]
     idle = None
+    spin = "--spin" in args
+    if spin:
+        args.remove("--spin")
     if "--idle" in args:
         at = args.index("--idle")
         idle = float(args[at + 1])
@@ -45,7 +49,7 @@ def main() -> None:
     counts = dict.fromkeys(names, 0)
     errors: list[str] = []
     ended: set[str] = set()
-    for frame in reader.frames(wait=Block(spin=0, max_nap=None)):
+    for frame in reader.frames(wait="spin" if spin else Block(spin=0, max_nap=None)):
         name = frame.journal.name
         if frame.msg_type == END:
             ended.add(name)

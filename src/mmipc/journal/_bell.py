@@ -5,20 +5,28 @@ Rules (docs/format.md, "Doorbells", is the contract):
 * Each reader that wants them owns one bell file (`Bell`, in /dev/shm or the temp directory): a
   futex word, a `sleeping` flag, a `pending` flag and one flag byte per journal it follows.
 * Each journal has a side file ``NAME.bells`` (`BellList`) listing the bells to ring: a count and
-  64 slots (bell path, flag index, owner pid, generation) and a version. Readers add and remove
-  slots under an flock of that file, the version odd meanwhile; writers never lock it: they cache
-  the bells to ring, and read the slots again, between two loads of the version, when it changed.
+  64 slots (bell path, flag index, owner pid, generation) and a version, then (format 2) one
+  needy byte per slot. Readers add and remove slots under an flock of that file, the version odd
+  meanwhile, and free dead readers' slots at every edit; writers never lock it: they cache the
+  bells to ring, and read the slots again, between two loads of the version, when it changed.
+* A reader's needy byte is 1 whenever the journal's writer may have to ring it: set by the reader
+  (only ever to 1) when it subscribes, after each clear of that journal's flag, and after each
+  announcement of sleep; cleared by the writer after a ring that left its flag set and found it
+  awake (clear, fence, look at the flag and `sleeping` again, set it back if needed).
 * A writer rings after every commit (`Ringer.ring`) only when the count is not 0: one load per
-  commit otherwise. A ring's full fence comes after the commit; a bell whose flag for this journal
-  it finds still set AFTER that fence, and whose reader it finds awake, needs nothing (the poll
-  after that reader's next clear sees the commit). Any other bell gets the flag, then `pending`,
-  then a full fence, then `sleeping` is exchanged with 0 and, if it was set, the futex word
-  bumped and FUTEX_WAKEd. A subscription clears its flag first: a flag left set by the journal
-  that had its index would silence this journal's writer.
-* A reader clears `pending`, fences, then clears the flags it takes BEFORE it polls those journals
-  (full fence in between): a ring that lands after the clear stays visible. A sleeping reader
-  stores `sleeping`, fences, re-checks every journal flagged, then waits on the word it read
-  before: Drepper's rule.
+  commit otherwise. A ring's full fence comes after the commit; then the version and the needy
+  bytes: none set (and no older reader's slot, state 1) is the end of it, whatever the number of
+  readers. Otherwise a bell whose flag for this journal it finds still set AFTER that fence, and
+  whose reader it finds awake, needs nothing (the poll after that reader's next clear sees the
+  commit). Any other bell gets the flag, then `pending`, then a full fence, then `sleeping` is
+  exchanged with 0 and, if it was set, the futex word bumped and FUTEX_WAKEd. A subscription
+  clears its flag first: a flag left set by the journal that had its index would silence this
+  journal's writer.
+* A reader clears `pending`, fences, then clears the flags it takes (setting each one's needy
+  byte after) BEFORE it polls those journals (full fence in between): a ring that lands after the
+  clear stays visible. A sleeping reader stores `sleeping`, then its needy bytes, fences,
+  re-checks every journal flagged, then waits on the word it read before: Drepper's rule. (The
+  needy store always comes after the store it signals: the writer that clears it looks again.)
 * The fences need the C extension; without it a writer fences with a lock round trip (an atomic
   instruction) and wakes through ctypes, and a reader sleeps in bounded steps (`BOUNDED_SLEEP`).
 * Nothing here is ever needed for correctness of what a reader returns, only for when it notices:
@@ -63,7 +71,10 @@ WORD, SLEEPING, PENDING, FLAGS = 8, 12, 16, 64
 MAX_FLAGS = BELL_SIZE - FLAGS
 LIST_HEADER, SLOT_SIZE, SLOTS = 64, 256, 64
 COUNT, VERSION = 8, 12  # in NAME.bells: 1 + the highest slot in use; bumped by every edit
-LIST_SIZE = LIST_HEADER + SLOT_SIZE * SLOTS
+LIST_V1_SIZE = LIST_HEADER + SLOT_SIZE * SLOTS  # format 1 (older readers): no needy bytes
+NEEDY = LIST_V1_SIZE  # format 2: one needy byte per slot (1: its reader may need a ring), a line
+LIST_SIZE = NEEDY + SLOTS
+PROTOCOL_2 = 2  # a slot's state: its reader keeps its needy byte (an older reader's is 1)
 SLOT = struct.Struct("<IIII240s")  # state, generation, pid, flag index, bell path (NUL-padded)
 BOUNDED_SLEEP = 0.001
 ON_FUTEX, IN_LOOP = 1, 2  # values of `sleeping`: woken by FUTEX_WAKE, or by a byte in PATH.fifo
@@ -152,11 +163,19 @@ class Bell:
     """A reader's own doorbell (created by `Bell.create`, unlinked by `close`). A forked child
     that inherits it (`mine` false there) leaves the file and its subscriptions to the parent."""
 
-    __slots__ = ("path", "mm", "pending", "pid")
+    __slots__ = ("path", "mm", "pending", "pid", "needy")
 
     def __init__(self, path: str, mm: mmap.mmap) -> None:
         self.path, self.mm, self.pid = path, mm, os.getpid()
         self.pending = memoryview(mm)[PENDING : PENDING + 4].cast("I")
+        # flag index -> (its journal's NAME.bells, mapped; offset of this reader's needy byte)
+        self.needy: dict[int, tuple[mmap.mmap, int]] = {}
+
+    def need_all(self) -> None:
+        """Set this reader's needy byte in every list it is in: after it announces sleep (its store
+        of `sleeping`), before the fence and the re-check (docs/format.md, "Needy bytes")."""
+        for mm, offset in self.needy.values():
+            mm[offset] = 1
 
     @classmethod
     def create(cls) -> Bell | None:
@@ -170,14 +189,23 @@ class Bell:
         """The flagged journal indexes below `n`, cleared (then a fence: poll them after this)."""
         if native is not None:
             flagged: list[int] = native.bell_collect(self.mm, n)
+            for i in flagged:
+                cell = self.needy.get(i)
+                if cell is not None:
+                    cell[0][cell[1]] = 1
+            if flagged and self.needy:
+                fence()
             return flagged
-        mm = self.mm
+        mm, needy = self.mm, self.needy
         _U32.pack_into(mm, PENDING, 0)
         fence()  # `pending` cleared before the flags are looked at: a ring's store of it stays
         out = []
         i = mm.find(b"\x01", FLAGS, FLAGS + n)
         while i >= 0:
             mm[i] = 0
+            cell = needy.get(i - FLAGS)
+            if cell is not None:  # after the clear (stores stay in order): its writer rings again
+                cell[0][cell[1]] = 1
             out.append(i - FLAGS)
             i = mm.find(b"\x01", i + 1, FLAGS + n)
         fence()
@@ -187,10 +215,14 @@ class Bell:
         """Announce the reader sleeps (full fence), ON_FUTEX or IN_LOOP; the word to pass to `wait`."""
         if native is not None:
             seq: int = native.bell_sleep(self.mm, how)
-            return seq
-        seq = _U32.unpack_from(self.mm, WORD)[0]
-        _U32.pack_into(self.mm, SLEEPING, how)
-        fence()
+        else:
+            seq = _U32.unpack_from(self.mm, WORD)[0]
+            _U32.pack_into(self.mm, SLEEPING, how)
+        if self.needy:  # after `sleeping` (a writer that clears one sees the other), then a fence
+            self.need_all()
+            fence()
+        elif native is None:
+            fence()
         return seq
 
     def wait(self, seq: int, timeout: float | None) -> None:
@@ -216,6 +248,7 @@ class Bell:
         return self.pid == os.getpid()
 
     def close(self) -> None:
+        self.needy.clear()
         self.pending.release()
         self.mm.close()
         if not self.mine:
@@ -254,6 +287,11 @@ def _clear_flag(bell: str, index: int) -> None:
         mm.close()
 
 
+def map_list(directory: str, name: str) -> mmap.mmap | None:
+    """A journal's NAME.bells, mapped read-write (made, or grown to format 2), or None."""
+    return _map(bells_path(directory, name), LIST_SIZE, create=True)
+
+
 def _edit(directory: str, name: str, change: Any) -> int | None:
     path = bells_path(directory, name)
     mm = _map(path, LIST_SIZE, create=True)
@@ -268,6 +306,7 @@ def _edit(directory: str, name: str, change: Any) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         version = _U32.unpack_from(mm, VERSION)[0] | 1
         _U32.pack_into(mm, VERSION, version)  # odd: being edited, writers do not cache it
+        _free_dead_slots(mm)
         result: int | None = change(mm)
         _U32.pack_into(mm, COUNT, _used(mm))
         _U32.pack_into(mm, VERSION, (version + 1) & 0xFFFFFFFF)
@@ -291,6 +330,20 @@ def _used(mm: mmap.mmap) -> int:
     return top
 
 
+def _free_dead_slots(mm: mmap.mmap) -> None:
+    """Under the list's lock: free the slots of dead readers (and unlink their bells), and clear
+    the needy byte of every free slot. A reader killed while needy would otherwise keep its
+    journal's writer on its full ring for good, if the writer cannot map its bell to settle it."""
+    for slot in range(SLOTS):
+        state, _, pid, _, old = SLOT.unpack_from(mm, _slot_off(slot))
+        if state and not _slot_alive(pid, old):
+            _U32.pack_into(mm, _slot_off(slot), 0)
+            _unlink_bell(old)
+            state = 0
+        if not state:
+            mm[NEEDY + slot] = 0
+
+
 def _claim(mm: mmap.mmap, bell: str, index: int) -> int | None:
     raw = os.fsencode(bell)
     for slot in range(SLOTS):
@@ -304,7 +357,8 @@ def _claim(mm: mmap.mmap, bell: str, index: int) -> int | None:
         _U32.pack_into(mm, off + 4, (gen + 1) & 0xFFFFFFFF | 1)  # odd: being written
         mm[off + 8 : off + SLOT_SIZE] = SLOT.pack(0, 0, os.getpid(), index, raw)[8:]
         _U32.pack_into(mm, off + 4, (gen + 2) & 0xFFFFFFFE)
-        _U32.pack_into(mm, off, 1)
+        mm[NEEDY + slot] = 1  # its flag is clear: it needs the next ring
+        _U32.pack_into(mm, off, PROTOCOL_2)
         return slot
     return None
 
@@ -314,6 +368,7 @@ def _release(mm: mmap.mmap, slot: int, bell: str) -> None:
     state, gen, pid, _, raw = SLOT.unpack_from(mm, off)
     if state and pid == os.getpid() and raw.rstrip(b"\0") == os.fsencode(bell):
         _U32.pack_into(mm, off, 0)
+        mm[NEEDY + slot] = 0
     return None
 
 
@@ -438,10 +493,11 @@ class Ringer:
     is one load of the version and one call per bell.
     """
 
-    __slots__ = ("mm", "list", "count", "_version", "_targets", "_bells")
+    __slots__ = ("mm", "list", "count", "_version", "_targets", "_bells", "_legacy", "_top")
 
     def __init__(self, mm: mmap.mmap | None) -> None:
         self.mm = mm
+        self._legacy, self._top = True, 0  # set by _reload: ring in full / the needy bytes to look at
         # `list[COUNT]`: the low byte of the count (at most SLOTS = 64), the writer's one load per
         # commit: an mmap's item costs half a memoryview's
         self.list: mmap.mmap | bytearray = mm if mm is not None else bytearray(LIST_HEADER)
@@ -459,38 +515,41 @@ class Ringer:
     def ring(self) -> None:
         """Ring every bell listed (called after a commit, when the count is not 0).
 
-        The pure-Python ring pays one fence for the commit and every bell (a fence is a lock round
-        trip here): each cached bell whose flag looks clear gets its flag and `pending` first
-        (stores stay in order: the commit before them), then the fence, then the loads: the list's
-        version (Dekker with a subscriber's fence) and each bell's `sleeping` and flag. A bell
-        found asleep, or whose flag is clear after the fence (its reader cleared it since the look
-        before the fence), is settled (`_settle`); one whose flag is still set after the fence and
-        whose reader is awake needs nothing (docs/format.md, *A ring that stores nothing*): the
-        look before the fence only saves a store, it never decides. A list that changed is read
-        again and its bells rung in full; a bell flagged on its way out of the list costs its
-        reader one spurious poll at most.
+        The fence F first (a lock round trip here: the commit before every load below), then the
+        list's version (Dekker with a subscriber's fence) and its needy bytes: when no reader needs
+        a ring, that is all, whatever their number (docs/format.md, "Needy bytes"). Otherwise each
+        bell found asleep, or whose flag is clear, is settled (`_settle`: flag, `pending`, fence,
+        wake); one whose flag is set and whose reader is awake needs nothing (*A ring that stores
+        nothing*); then the needy bytes of the bells rung are settled (`_settle_needy`). A list that
+        changed is read again and its bells rung in full; a bell flagged on its way out of the list
+        costs its reader one spurious poll at most.
         """
         if native is not None:
             self._ring_native()
             return
-        targets = self._targets
-        for target in targets:
-            bell, flag = target[0], target[1]
-            if not bell[flag]:
-                bell[flag] = 1  # the flag, then `pending` (0 or 1): single bytes to store
-                bell[PENDING] = 1
         _fence_lock.acquire()  # fence(), inlined: this is the pure-Python writer's hot path
         _fence_lock.release()
         if self.count[1] != self._version:
+            keeping_up = []  # flag found clear: its reader collects every frame, and stays needy
             self._reload()
             for target in self._targets:
+                if not target[0][target[1]]:
+                    keeping_up.append(target)
                 if _ring(target[0], target[1] - FLAGS) == IN_LOOP:
                     _poke(target)
-            return
-        for target in targets:
-            bell = target[0]
-            if bell[SLEEPING] or not bell[target[1]]:  # `sleeping` is 0, 1 or 2
-                _settle(target)
+        elif not self._legacy and self.list.find(b"\x01", NEEDY, NEEDY + self._top) < 0:
+            return  # nobody needs a ring
+        else:
+            keeping_up = []
+            for target in self._targets:
+                bell = target[0]
+                if not bell[target[1]]:
+                    keeping_up.append(target)
+                    _settle(target)
+                elif bell[SLEEPING]:  # 0, 1 or 2
+                    _settle(target)
+        if not self._legacy:
+            _settle_needy(self.list, self._targets, keeping_up)
 
     def _ring_native(self) -> None:
         assert native is not None
@@ -508,15 +567,18 @@ class Ringer:
         assert mm is not None
         version = _U32.unpack_from(mm, VERSION)[0]
         targets, bells = [], {}
-        for slot in range(min(self.count[0], SLOTS)):
+        self._top = min(self.count[0], SLOTS)
+        self._legacy = len(mm) < LIST_SIZE  # an older reader's list, mapped by a late ringer
+        for slot in range(self._top):
             state, _, _, index, raw = SLOT.unpack_from(mm, _slot_off(slot))
             path = os.fsdecode(raw.rstrip(b"\0"))
             if not state or index >= MAX_FLAGS:
                 continue
+            self._legacy |= state != PROTOCOL_2  # an older reader keeps no needy byte
             bell = self._bells.pop(path, None) if path in self._bells else _map(path, BELL_SIZE, create=False)
             bells[path] = bell
             if bell is not None:
-                targets.append([bell, FLAGS + index, path, -1])
+                targets.append([bell, FLAGS + index, path, -1, NEEDY + slot])
         for old in self._bells.values():
             if old is not None:
                 old.close()
@@ -565,6 +627,8 @@ class LateRinger(Ringer):
                 return
             self._retry_at = now + LATE_RETRY
             mm = _map(self.path, LIST_SIZE, create=False, any_name=True)
+            if mm is None:  # an older reader's list (format 1): rung in full
+                mm = _map(self.path, LIST_V1_SIZE, create=False, any_name=True)
             if mm is None:
                 return
             self.count.release()
@@ -615,6 +679,25 @@ def _settle(target: list[Any]) -> None:
         fence()  # the flag before the load of `sleeping` (Drepper's rule)
     if bell[SLEEPING] and _wake(bell) == IN_LOOP:
         _poke(target)
+
+
+def _settle_needy(needy: mmap.mmap | bytearray, targets: list[list[Any]], keeping_up: list[Any]) -> None:
+    """After a ring: clear the needy byte (in list `needy`) of each bell rung, fence, and set it
+    again where the bell's flag is clear or its reader sleeps: a reader's store of 1 that the clear
+    overwrote came after its clear of the flag or its announcement, which the look after the fence
+    sees (docs/format.md, "Needy bytes"). The bells `keeping_up` (flag found clear: their reader
+    collects every frame) stay needy: clearing would cost a fence per commit for nothing."""
+    skip = {id(t) for t in keeping_up}
+    cleared = [t for t in targets if needy[t[4]] and id(t) not in skip]
+    if not cleared:
+        return
+    for target in cleared:
+        needy[target[4]] = 0
+    fence()
+    for target in cleared:
+        bell = target[0]
+        if bell[SLEEPING] or not bell[target[1]]:
+            needy[target[4]] = 1
 
 
 def _ring(bell: mmap.mmap, index: int) -> int:

@@ -118,7 +118,9 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | None:
         return _sleep_python(reader, merge, bell, nap)
     if merge.sweep_due():
         merge.sweep()
-    got = native.bell_block(bell.mm, reader.read, -1 if nap is None else int(min(nap, LONGEST_WAIT) * 1e9))
+    nap_ns = -1 if nap is None else int(min(nap, LONGEST_WAIT) * 1e9)
+    # the needy bytes after `sleeping`, before the re-check (docs/format.md, "Needy bytes")
+    got = native.bell_block(bell.mm, reader.read, nap_ns, bell.need_all if bell.needy else None)
     if got is True:  # rung, nothing read: a first page may just have appeared
         if len(merge.cursors) == 1:
             merge.cursors[0].probe_at = 0

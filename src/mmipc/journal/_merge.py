@@ -44,7 +44,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._backend import native
-from ._bell import MAX_FLAGS, SWEEP_EVERY, Bell, BellList
+from ._bell import LIST_SIZE, MAX_FLAGS, NEEDY, SWEEP_EVERY, Bell, BellList, map_list
 from ._cursor import READING, Cursor
 from ._types import Frame
 
@@ -123,6 +123,9 @@ class Merge:
             return False
         self.index[index] = cursor
         self.slots[cursor] = (index, slot)
+        mm = map_list(cursor.jid.directory, cursor.jid.name)  # kept: the needy byte is set at collects
+        if mm is not None and len(mm) >= LIST_SIZE:
+            self.bell.needy[index] = (mm, NEEDY + slot)
         return True
 
     def remove(self, cursor: Cursor) -> None:
@@ -136,6 +139,7 @@ class Merge:
         entry = self.slots.pop(cursor, None)
         if entry is not None and self.bell is not None:
             del self.index[entry[0]]
+            self.bell.needy.pop(entry[0], None)  # unmapped once the C merge lets go (_sync)
             if self.bell.mine:  # a forked child's copy leaves the parent's subscription in place
                 BellList.unsubscribe(cursor.jid.directory, cursor.jid.name, entry[1], self.bell.path)
         self._sync()
@@ -279,7 +283,8 @@ class Merge:
             return
         flags = [self.slots[c][0] if c in self.slots else -1 for c in self.cursors]
         bell = self.bell.mm if self.bell is not None and self.cursors else None
-        self.core.set([c.core for c in self.cursors], flags, bell)
+        needy = self.bell.needy if self.bell is not None else {}
+        self.core.set([c.core for c in self.cursors], flags, bell, [needy.get(f) for f in flags])
 
     def _read_native(self) -> Frame | None:
         frame = self.core.read()

@@ -225,6 +225,23 @@ view_refill(PyObject *mv, PyObject *view, uint64_t offset, uint32_t n)
     return 1;
 }
 
+/* The calling thread's ident, as Python's _thread.get_ident() (PyThread_get_thread_ident) gives it:
+ * pthread_self(). On x86-64 glibc that is the thread pointer itself (%fs:0 holds the thread's own
+ * address): one load, and no call that would make the caller save registers. */
+static inline unsigned long
+current_thread(void)
+{
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_builtin)
+#if __has_builtin(__builtin_thread_pointer)
+    return (unsigned long)__builtin_thread_pointer();
+#else
+    return (unsigned long)pthread_self();
+#endif
+#else
+    return (unsigned long)pthread_self();
+#endif
+}
+
 /* ---- WriterCore ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -236,7 +253,7 @@ typedef struct {
     unsigned long long stride;
     long long clock;         /* wall minus monotonic time: the Python writer's clock_offset() */
     mmipc_ringer *ringer;    /* the journal's NAME.bells (open_bells), or NULL */
-    _Atomic uint32_t *bell_count;
+    _Atomic uint32_t *bell_count; /* its count word, or MMIPC_NO_BELLS (never NULL) */
     unsigned long thread;    /* the owning thread's ident (0: any); another thread goes slow */
     char pretouch;           /* keep pages populated ahead of pos (a thread; see mmipc.c) */
     mmipc_pretouch *pt;      /* that thread, once started */
@@ -338,6 +355,17 @@ writer_attach(WriterCore *self, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+/* A WriterCore with no ringer yet: its count is MMIPC_NO_BELLS, so a commit tests no pointer. */
+static PyObject *
+writer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    WriterCore *self = (WriterCore *)PyType_GenericNew(type, args, kwds);
+    if (self != NULL) {
+        self->bell_count = MMIPC_NO_BELLS;
+    }
+    return (PyObject *)self;
+}
+
 static PyObject *
 writer_detach(WriterCore *self, PyObject *Py_UNUSED(ignored))
 {
@@ -356,7 +384,7 @@ writer_open_bells(WriterCore *self, PyObject *arg)
     }
     mmipc_ringer_close(self->ringer);
     self->ringer = mmipc_ringer_open(PyBytes_AS_STRING(bytes));
-    self->bell_count = self->ringer != NULL ? mmipc_ringer_count(self->ringer) : NULL;
+    self->bell_count = mmipc_ringer_count(self->ringer);
     Py_DECREF(bytes);
     return PyBool_FromLong(self->ringer != NULL);
 }
@@ -367,7 +395,7 @@ writer_close_bells(WriterCore *self, PyObject *Py_UNUSED(ignored))
 {
     mmipc_ringer_close(self->ringer);
     self->ringer = NULL;
-    self->bell_count = NULL;
+    self->bell_count = MMIPC_NO_BELLS;
     Py_RETURN_NONE;
 }
 
@@ -422,7 +450,7 @@ publish(WriterCore *self, uint64_t pos, uint32_t n, uint32_t msg_type, uint32_t 
         self->slot_index = mmipc_mark_index(&self->st, pos, nano, self->slot_index, self->stride);
     }
     mmipc_publish(&self->st, pos, n, nano);
-    mmipc_ring_bells(self->ringer, self->bell_count);
+    mmipc_ring_bells(&self->ringer, self->bell_count);
     if (self->nano != NULL && long_refill(self->nano, nano)) {
         return Py_NewRef(self->nano);  /* the caller dropped the last one (see "refilling") */
     }
@@ -480,20 +508,28 @@ write_slow(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
     return PyObject_VectorcallMethod(name, stack, (size_t)(1 + nargs), kwnames);
 }
 
-static PyObject *
-writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* write()'s msg_type and source (parse_ids), after a check of the argument count: -1 on a TypeError. */
+static int
+write_ids(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, uint32_t ids[2], int *ok)
 {
-    uint32_t ids[2];
-    int ok;
     Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs < 1 || nargs + nkw > 3) {
         PyErr_SetString(PyExc_TypeError, "write(payload, msg_type=0, source=0)");
+        return -1;
+    }
+    return parse_ids(args, nargs, kwnames, 1, ids, ok);
+}
+
+static PyObject *
+writer_write(WriterCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    uint32_t ids[2] = {0, 0};
+    int ok = 1;
+    /* write(payload), the common call, has no ids to parse: no call (about 30 instructions) */
+    if ((nargs != 1 || kwnames != NULL) && write_ids(args, nargs, kwnames, ids, &ok) < 0) {
         return NULL;
     }
-    if (parse_ids(args, nargs, kwnames, 1, ids, &ok) < 0) {
-        return NULL;
-    }
-    if (self->thread != 0 && PyThread_get_thread_ident() != self->thread) {
+    if (self->thread != 0 && current_thread() != self->thread) {
         return write_slow(self, args, nargs, kwnames);
     }
     Py_buffer buf;
@@ -617,7 +653,7 @@ static PyTypeObject WriterCoreType = {
     .tp_methods = writer_methods,
     .tp_members = writer_members,
     .tp_getset = writer_getset,
-    .tp_new = PyType_GenericNew,
+    .tp_new = writer_new,
 };
 
 /* ---- CursorCore ---------------------------------------------------------------------------- */
@@ -1419,8 +1455,8 @@ static PyObject *
 native_bell_block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer b;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "bell_block(bell, read, timeout_ns)");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "bell_block(bell, read, timeout_ns, needy=None)");
         return NULL;
     }
     long long timeout = PyLong_AsLongLong(args[2]);
@@ -1431,7 +1467,16 @@ native_bell_block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     _Atomic uint32_t *sleeping = bell_word(&b, BELL_SLEEPING);
     uint32_t seq = atomic_load_explicit(word, memory_order_seq_cst);
     atomic_exchange_explicit(sleeping, 1u, memory_order_seq_cst);
-    PyObject *frame = PyObject_CallNoArgs(args[1]);  /* the re-check after the announcement */
+    PyObject *frame = Py_None;
+    if (nargs == 4 && args[3] != Py_None) {  /* the needy bytes: after `sleeping`, then a fence */
+        frame = PyObject_CallNoArgs(args[3]);
+        Py_XDECREF(frame);
+        frame = frame == NULL ? NULL : Py_None;
+        mmipc_full_fence();
+    }
+    if (frame != NULL) {
+        frame = PyObject_CallNoArgs(args[1]);  /* the re-check after the announcement */
+    }
     if (frame != Py_None) {
         atomic_store_explicit(sleeping, 0u, memory_order_relaxed);  /* a frame or an error */
         PyBuffer_Release(&b);
@@ -1499,7 +1544,7 @@ native_bell_collect(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize
             }
         }
     }
-    atomic_thread_fence(memory_order_seq_cst);
+    mmipc_full_fence();
     PyBuffer_Release(&b);
     return out;
 }
@@ -1507,7 +1552,7 @@ native_bell_collect(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize
 static PyObject *
 native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
-    atomic_thread_fence(memory_order_seq_cst);
+    mmipc_full_fence();
     Py_RETURN_NONE;
 }
 
@@ -1574,6 +1619,9 @@ typedef struct {
     int64_t probe_at;
     int32_t *by_flag;        /* flag index -> entry index, or -1 */
     Py_ssize_t nflags;       /* 1 + the highest flag in use */
+    _Atomic unsigned char **needy_at; /* flag index -> its journal's needy byte (NAME.bells), or NULL */
+    Py_buffer *needy_bufs;   /* the lists those bytes are in, held while set */
+    Py_ssize_t nneedy;
     Py_buffer bell;          /* the reader's bell, or bell.obj == NULL */
     unsigned int empties;
     unsigned int taken;      /* frames since the last sweep: a busy reader sweeps too */
@@ -1605,6 +1653,14 @@ merge_free_arrays(MergeCore *self)
     PyMem_Free(self->always);
     PyMem_Free(self->slow);
     PyMem_Free(self->by_flag);
+    for (Py_ssize_t k = 0; k < self->nneedy; k++) {
+        PyBuffer_Release(&self->needy_bufs[k]);
+    }
+    PyMem_Free(self->needy_bufs);
+    PyMem_Free(self->needy_at);
+    self->needy_bufs = NULL;
+    self->needy_at = NULL;
+    self->nneedy = 0;
     self->e = NULL;
     self->tree = NULL;
     self->leaves = 0;
@@ -1925,6 +1981,9 @@ merge_collect(MergeCore *m)
             _Atomic unsigned char *flag = (_Atomic unsigned char *)(flags + j);
             if (atomic_load_explicit(flag, memory_order_relaxed)) {
                 atomic_store_explicit(flag, 0, memory_order_relaxed);
+                if (m->needy_at[j] != NULL) {  /* after the clear: its writer rings again */
+                    atomic_store_explicit(m->needy_at[j], 1, memory_order_release);
+                }
                 if (m->by_flag[j] >= 0) {
                     mark_dirty(m, m->by_flag[j]);
                 }
@@ -2043,23 +2102,6 @@ mergecore_read(MergeCore *m, PyObject *Py_UNUSED(ignored))
     return merge_next_frame(m);
 }
 
-/* The calling thread's ident, as Python's _thread.get_ident() (PyThread_get_thread_ident) gives it:
- * pthread_self(). On x86-64 glibc that is the thread pointer itself (%fs:0 holds the thread's own
- * address): one load, and no call that would make the caller save registers. */
-static inline unsigned long
-current_thread(void)
-{
-#if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_builtin)
-#if __has_builtin(__builtin_thread_pointer)
-    return (unsigned long)__builtin_thread_pointer();
-#else
-    return (unsigned long)pthread_self();
-#endif
-#else
-    return (unsigned long)pthread_self();
-#endif
-}
-
 /* The reader's entry points (next, read_single, read_single_data) from a thread other than its
  * owner's: on_thread's result (it raises UsageError), before anything is touched. */
 #define OWNER_ONLY(m)                                                                              \
@@ -2129,15 +2171,52 @@ mergecore_read_single_data(MergeCore *m, PyObject *const *args, Py_ssize_t nargs
     return single_is_set(m, "read_single_data") ? cursor_read_data(m->single, args, nargs) : NULL;
 }
 
-/* set(cores, flags, bell): follow these cores (the list order is the tie order), each with its
- * flag in `bell` (-1: none), every one dirty. `bell` is the reader's bell mapping, or None. */
+/* Hold needy[i] = (list, offset), or None, for core i's flag: its byte is set at each collect. */
+static int
+merge_set_needy(MergeCore *self, PyObject *needy, PyObject *flags)
+{
+    Py_ssize_t n = PyList_GET_SIZE(flags);
+    for (Py_ssize_t i = 0; needy != Py_None && i < n; i++) {
+        PyObject *cell = PyList_GET_ITEM(needy, i);
+        long flag = PyLong_AsLong(PyList_GET_ITEM(flags, i));
+        Py_ssize_t offset;
+        if (cell == Py_None || flag < 0) {
+            continue;
+        }
+        Py_buffer *b = &self->needy_bufs[self->nneedy];
+        if (!PyTuple_Check(cell) || PyTuple_GET_SIZE(cell) != 2
+            || (offset = PyLong_AsSsize_t(PyTuple_GET_ITEM(cell, 1))) < 0
+            || PyObject_GetBuffer(PyTuple_GET_ITEM(cell, 0), b, PyBUF_WRITABLE) < 0) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "set(): needy cells are (writable buffer, offset) or None");
+            return -1;
+        }
+        self->nneedy++;
+        if (offset >= b->len) {
+            PyErr_SetString(PyExc_ValueError, "set(): a needy offset past its buffer");
+            return -1;
+        }
+        self->needy_at[flag] = (_Atomic unsigned char *)((unsigned char *)b->buf + offset);
+    }
+    return 0;
+}
+
+/* set(cores, flags, bell, needy=None): follow these cores (the list order is the tie order), each
+ * with its flag in `bell` (-1: none), every one dirty. `bell` is the reader's bell mapping, or
+ * None; needy[i], (NAME.bells mapped, offset of the reader's needy byte) or None, per core. */
 static PyObject *
 mergecore_set(MergeCore *self, PyObject *args)
 {
     PyObject *cores;
     PyObject *flags;
     PyObject *bell;
-    if (!PyArg_ParseTuple(args, "O!O!O:set", &PyList_Type, &cores, &PyList_Type, &flags, &bell)) {
+    PyObject *needy = Py_None;
+    if (!PyArg_ParseTuple(args, "O!O!O|O:set", &PyList_Type, &cores, &PyList_Type, &flags, &bell,
+                          &needy)) {
+        return NULL;
+    }
+    if (needy != Py_None && (!PyList_Check(needy) || PyList_GET_SIZE(needy) != PyList_GET_SIZE(cores))) {
+        PyErr_SetString(PyExc_ValueError, "set(): needy is None or a list, one per core");
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(cores);
@@ -2176,7 +2255,10 @@ mergecore_set(MergeCore *self, PyObject *args)
     self->always = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
     self->slow = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
     self->by_flag = PyMem_Calloc((size_t)(nflags + 8), sizeof(int32_t));
-    if (!self->e || !self->tree || !self->dirty || !self->always || !self->slow || !self->by_flag) {
+    self->needy_at = PyMem_Calloc((size_t)(nflags + 8), sizeof(*self->needy_at));
+    self->needy_bufs = PyMem_Calloc((size_t)cap, sizeof(Py_buffer));
+    if (!self->e || !self->tree || !self->dirty || !self->always || !self->slow || !self->by_flag
+        || !self->needy_at || !self->needy_bufs) {
         merge_free_arrays(self);
         return PyErr_NoMemory();
     }
@@ -2197,6 +2279,10 @@ mergecore_set(MergeCore *self, PyObject *args)
         self->n++;
     }
     self->nflags = b.obj != NULL ? nflags : 0;
+    if (merge_set_needy(self, needy, flags) < 0) {
+        merge_free_arrays(self);
+        return NULL;
+    }
     mark_all_dirty(self);
     Py_RETURN_NONE;
 }
@@ -2319,7 +2405,7 @@ static PyGetSetDef mergecore_getset[] = {
 };
 
 static PyMethodDef mergecore_methods[] = {
-    {"set", (PyCFunction)mergecore_set, METH_VARARGS, "set(cores, flags, bell): what to merge"},
+    {"set", (PyCFunction)mergecore_set, METH_VARARGS, "set(cores, flags, bell, needy=None): what to merge"},
     {"read", (PyCFunction)mergecore_read, METH_NOARGS, "read() -> Frame | None | SLOW"},
     {"next", (PyCFunction)(void (*)(void))mergecore_next, METH_FASTCALL,
      "next() -> Frame | None: read(), with on_slow() for SLOW"},
@@ -2355,7 +2441,8 @@ static PyMethodDef module_methods[] = {
     {"bell_wait", (PyCFunction)(void (*)(void))native_bell_wait, METH_FASTCALL,
      "bell_wait(bell, seq, timeout_ns): futex wait while the word is seq"},
     {"bell_block", (PyCFunction)(void (*)(void))native_bell_block, METH_FASTCALL,
-     "bell_block(bell, read, timeout_ns) -> frame, True (rung) or False: announce, re-check, wait, read"},
+     "bell_block(bell, read, timeout_ns, needy=None) -> frame, True (rung) or False: announce, "
+     "needy(), re-check, wait, read"},
     {"bell_collect", (PyCFunction)(void (*)(void))native_bell_collect, METH_FASTCALL,
      "bell_collect(bell, n) -> flagged indexes (cleared)"},
     {"fence", native_fence, METH_NOARGS, "A full memory fence."},

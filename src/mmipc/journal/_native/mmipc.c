@@ -133,6 +133,7 @@ mmipc_crc32(uint32_t crc, const void *data, size_t n)
 
 static int64_t clock_offset;
 static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
+static _Atomic int clock_anchored;  /* 1 once clock_offset is set: every later call skips the once */
 
 static int64_t
 clock_ns(clockid_t id)
@@ -146,12 +147,17 @@ static void
 anchor_clock(void)
 {
     clock_offset = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC);
+    atomic_store_explicit(&clock_anchored, 1, memory_order_release);
 }
 
+/* The writer's clock, once per frame: an acquire load (a plain load on x86) instead of a call to
+ * pthread_once at every frame; the once still decides between threads that race to anchor it. */
 int64_t
 mmipc_now(void)
 {
-    pthread_once(&clock_once, anchor_clock);
+    if (__builtin_expect(!atomic_load_explicit(&clock_anchored, memory_order_acquire), 0)) {
+        pthread_once(&clock_once, anchor_clock);
+    }
     return clock_ns(CLOCK_MONOTONIC) + clock_offset;
 }
 
@@ -922,17 +928,23 @@ struct mmipc_writer {
     char directory[DIR_MAX];
     char name[MMIPC_NAME_FIELD_SIZE + 1];
     mmipc_ringer *ringer;        /* NAME.bells, or NULL (docs/format.md, "Doorbells") */
-    _Atomic uint32_t *bell_count; /* its count word, or NULL */
+    _Atomic uint32_t *bell_count; /* its count word, or MMIPC_NO_BELLS (never NULL) */
 };
 
 /* ---- doorbells: a writer rings the bells its readers listed in NAME.bells ------------------- */
 
-#define BELLS_SIZE (64u + 256u * 64u)
+#define BELLS_V1_SIZE (64u + 256u * 64u)  /* format 1: no needy bytes (an older reader made it) */
+#define BELLS_NEEDY BELLS_V1_SIZE           /* format 2: one needy byte per slot, one cache line */
+#define BELLS_SIZE (BELLS_NEEDY + 64u)
+#define SLOT_PROTOCOL_2 2u                  /* a slot's state: its reader keeps its needy byte */
 #define BELL_FILE_SIZE 8192u
 #define BELL_MAX_FLAGS (BELL_FILE_SIZE - 64u)
 
 struct mmipc_ringer {
     unsigned char *list;         /* NAME.bells, mapped read-write; NULL: not yet (ringer_map_late) */
+    size_t list_size;            /* BELLS_SIZE, or BELLS_V1_SIZE (a late ringer's older list) */
+    int legacy;                  /* a slot of an older reader, or no needy bytes: ring in full */
+    uint32_t top;                /* 1 + the highest slot cached: the needy bytes to look at */
     _Atomic uint32_t late;       /* 1: the writer's count pointer is this, not the list's count */
     uint64_t retry_at;           /* CLOCK_MONOTONIC ns of the next try to map the list */
     char list_path[DIR_MAX + MMIPC_NAME_FIELD_SIZE + 16];
@@ -941,6 +953,7 @@ struct mmipc_ringer {
     struct {
         unsigned char *bell;
         _Atomic unsigned char *flag;  /* bell + 64 + the journal's flag index */
+        _Atomic unsigned char *needy; /* the slot's needy byte in the list, or NULL (legacy) */
         char path[241];
     } targets[64];
 };
@@ -1005,12 +1018,17 @@ ringer_reload(mmipc_ringer *r)
     ringer_forget(r);
     uint32_t version = atomic_load_explicit(u32_at(r->list, 12), memory_order_acquire);
     uint32_t count = atomic_load_explicit(u32_at(r->list, 8), memory_order_relaxed);
+    int has_needy = r->list_size >= BELLS_SIZE;
+    r->legacy = !has_needy;
+    r->top = count < 64 ? count : 64;
     for (uint32_t slot = 0; slot < count && slot < 64; slot++) {
         unsigned char *s = r->list + 64 + 256u * slot;
         uint32_t index = atomic_load_explicit(u32_at(s, 12), memory_order_relaxed);
-        if (!atomic_load_explicit(u32_at(s, 0), memory_order_relaxed) || index >= BELL_MAX_FLAGS) {
+        uint32_t state = atomic_load_explicit(u32_at(s, 0), memory_order_relaxed);
+        if (!state || index >= BELL_MAX_FLAGS) {
             continue;
         }
+        r->legacy |= state != SLOT_PROTOCOL_2;  /* an older reader: it keeps no needy byte */
         char *path = r->targets[r->n].path;
         memcpy(path, s + 16, 240);
         path[240] = 0;
@@ -1018,6 +1036,8 @@ ringer_reload(mmipc_ringer *r)
         if (bell != NULL) {
             r->targets[r->n].bell = bell;
             r->targets[r->n].flag = (_Atomic unsigned char *)(bell + 64 + index);
+            r->targets[r->n].needy
+                = has_needy ? (_Atomic unsigned char *)(r->list + BELLS_NEEDY + slot) : NULL;
             r->n++;
         }
     }
@@ -1043,7 +1063,12 @@ ringer_map_late(mmipc_ringer *r)
             return 0;
         }
         r->retry_at = now + LATE_RETRY_NS;
+        r->list_size = BELLS_SIZE;
         r->list = map_shared(r->list_path, BELLS_SIZE, 2);
+        if (r->list == NULL) {  /* an older reader's list (format 1): rung in full */
+            r->list_size = BELLS_V1_SIZE;
+            r->list = map_shared(r->list_path, BELLS_V1_SIZE, 2);
+        }
         if (r->list == NULL) {
             return 0;
         }
@@ -1094,9 +1119,50 @@ ringer_ring_cleared(mmipc_ringer *r)
             atomic_store_explicit(u32_at(r->targets[i].bell, 16), 1u, memory_order_release);
         }
     }
-    atomic_thread_fence(memory_order_seq_cst);  /* the flags before the loads of `sleeping` */
+    mmipc_full_fence();  /* the flags before the loads of `sleeping` */
     for (int i = 0; i < r->n; i++) {
         ringer_wake(r, i);
+    }
+}
+
+/* Whether a needy byte of a slot below `top` is set (eight at a time: the line is the list's last). */
+static int
+ringer_any_needy(mmipc_ringer *r)
+{
+    uint64_t any = 0;
+    for (uint32_t i = 0; i < r->top; i += 8) {
+        _Atomic uint64_t *eight = (_Atomic uint64_t *)(r->list + BELLS_NEEDY + i);
+        any |= atomic_load_explicit(eight, memory_order_relaxed);
+    }
+    return any != 0;
+}
+
+/* After a ring: clear the needy byte of each bell rung whose flag is now set and whose reader is
+ * awake, so that the next commit stops at ringer_any_needy. Clear, full fence, look again: a reader
+ * that cleared its flag (or announced sleep) before its own store of the byte that this clear
+ * overwrote is seen by the look, which sets the byte again (docs/format.md, "Needy bytes"). The
+ * bells in `keeping_up` (their flag was clear at this ring: their reader collects every frame) are
+ * left needy: it would set the byte again at once, and the clear would cost a fence per commit. */
+static __attribute__((noinline)) void
+ringer_settle_needy(mmipc_ringer *r, uint64_t keeping_up)
+{
+    uint64_t cleared = 0;
+    for (int i = 0; i < r->n; i++) {
+        if (!((keeping_up >> i) & 1u) && atomic_load_explicit(r->targets[i].needy, memory_order_relaxed)) {
+            atomic_store_explicit(r->targets[i].needy, 0, memory_order_relaxed);
+            cleared |= 1ull << i;
+        }
+    }
+    if (cleared == 0) {
+        return;
+    }
+    mmipc_full_fence();
+    for (int i = 0; i < r->n; i++) {
+        if (((cleared >> i) & 1u)
+            && (!atomic_load_explicit(r->targets[i].flag, memory_order_relaxed)
+                || atomic_load_explicit(u32_at(r->targets[i].bell, 12), memory_order_relaxed))) {
+            atomic_store_explicit(r->targets[i].needy, 1, memory_order_relaxed);
+        }
     }
 }
 
@@ -1112,18 +1178,24 @@ mmipc_ringer_ring(mmipc_ringer *r)
     if (atomic_load_explicit(&r->late, memory_order_relaxed) && !ringer_map_late(r)) {
         return;
     }
-    atomic_thread_fence(memory_order_seq_cst);  /* F: the commit before every load below */
+    mmipc_full_fence();  /* F: the commit before every load below */
     if (atomic_load_explicit(u32_at(r->list, 12), memory_order_relaxed) != r->version) {
         ringer_reload(r);
     }
-    unsigned char flagged = 1;
+    if (!r->legacy && !ringer_any_needy(r)) {
+        return;  /* no reader needs a ring: one or two loads of one line, whatever their number */
+    }
+    uint64_t clear = 0;
     uint32_t asleep = 0;
     for (int i = 0; i < r->n; i++) {  /* no early exit: the loop is a few loads per bell */
-        flagged &= atomic_load_explicit(r->targets[i].flag, memory_order_relaxed);
+        clear |= (uint64_t)!atomic_load_explicit(r->targets[i].flag, memory_order_relaxed) << i;
         asleep |= atomic_load_explicit(u32_at(r->targets[i].bell, 12), memory_order_relaxed);
     }
-    if (!flagged || asleep) {
+    if (clear || asleep) {
         ringer_ring_cleared(r);
+    }
+    if (!r->legacy) {
+        ringer_settle_needy(r, clear);
     }
 }
 
@@ -1137,6 +1209,7 @@ mmipc_ringer_open(const char *path)
     }
     memcpy(r->list_path, path, strlen(path) + 1);
     r->version = 1;
+    r->list_size = BELLS_SIZE;
     r->list = map_shared(path, BELLS_SIZE, 1);
     atomic_store_explicit(&r->late, r->list == NULL, memory_order_relaxed);
     return r;
@@ -1148,15 +1221,20 @@ mmipc_ringer_close(mmipc_ringer *r)
     if (r != NULL) {
         ringer_forget(r);
         if (r->list != NULL) {
-            munmap(r->list, BELLS_SIZE);
+            munmap(r->list, r->list_size);
         }
         free(r);
     }
 }
 
+_Atomic uint32_t mmipc_no_bells;
+
 _Atomic uint32_t *
 mmipc_ringer_count(mmipc_ringer *r)
 {
+    if (r == NULL) {
+        return MMIPC_NO_BELLS;
+    }
     return atomic_load_explicit(&r->late, memory_order_relaxed) ? &r->late : u32_at(r->list, 8);
 }
 
@@ -1167,7 +1245,7 @@ ringer_open(mmipc_writer *w)
     char path[DIR_MAX + MMIPC_NAME_FIELD_SIZE + 16];
     snprintf(path, sizeof(path), "%s/%s.bells", w->directory, w->name);
     w->ringer = mmipc_ringer_open(path);
-    w->bell_count = w->ringer != NULL ? mmipc_ringer_count(w->ringer) : NULL;
+    w->bell_count = mmipc_ringer_count(w->ringer);
 }
 
 static void
@@ -1175,7 +1253,7 @@ ringer_close(mmipc_writer *w)
 {
     mmipc_ringer_close(w->ringer);
     w->ringer = NULL;
-    w->bell_count = NULL;
+    w->bell_count = MMIPC_NO_BELLS;
 }
 
 static uint64_t
@@ -1590,7 +1668,7 @@ mmipc_write(mmipc_writer *w, const void *payload, uint32_t length, uint32_t msg_
         mark_index(w, pos, nano);
     }
     mmipc_publish(&w->st, pos, length, nano);
-    mmipc_ring_bells(w->ringer, w->bell_count);
+    mmipc_ring_bells(&w->ringer, w->bell_count);
     return nano;
 }
 
@@ -1630,7 +1708,7 @@ mmipc_commit(mmipc_writer *w, uint32_t msg_type, uint32_t source)
         mark_index(w, pos, nano);
     }
     mmipc_publish(&w->st, pos, w->claim_len, nano);
-    mmipc_ring_bells(w->ringer, w->bell_count);
+    mmipc_ring_bells(&w->ringer, w->bell_count);
     return nano;
 }
 
