@@ -72,7 +72,12 @@ def test_idle_block_reader_uses_almost_no_cpu(procs: Procs, jdir: str) -> None:
         result = json.loads(reader.finish(timeout=120).splitlines()[-1])
     print(f"idle block reader: {result['cpu']:.4f} s of CPU over 5 s")
     assert result["frames"] == 1
-    assert result["cpu"] < 0.25, result  # 5% of a core; the target is 1% (measured: see the report)
+    # A reader that spun would use 5 s. The native reader sleeps on the futex, 0.1 s at a time (the
+    # target, 1% of a core, is measured in docs/benchmarks.md, not here); the pure-Python backend
+    # has no futex and sleeps 1 ms at a time (README): 0.21 to 0.32 s on this 2-core VM, so 5%
+    # was its measurement, not a limit, and failed a CI run at 0.27 s.
+    limit = 0.25 if native is not None else 0.75
+    assert result["cpu"] < limit, result
 
 
 def test_block_wakes_on_a_frame_from_another_thread(jdir: str) -> None:
