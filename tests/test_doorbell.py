@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -523,6 +525,18 @@ def test_a_flag_cleared_between_the_ring_s_look_and_its_fence_is_set_again(
         ringer.close()
 
 
+@contextlib.contextmanager
+def _reader_of_an_empty_journal(jdir: str, name: str) -> Iterator[tuple[Reader, Any]]:
+    """A reader of the empty journal `name` (made here), and its bell."""
+    with Writer.create(jdir, name, service=None, page_size=SMALL_PAGE):
+        pass
+    with Reader.create(name, service=None) as reader:
+        reader.add_journal(jdir, name)
+        bell = reader._merge.bell
+        assert bell is not None
+        yield reader, bell
+
+
 def _ring_when_asleep(jdir: str, name: str, bell: Any) -> threading.Thread:
     """A thread that writes one frame to `name` (ringing `bell`) once the bell's reader sleeps."""
 
@@ -540,12 +554,7 @@ def _ring_when_asleep(jdir: str, name: str, bell: Any) -> threading.Thread:
 def test_a_bell_wait_of_years_is_clamped_and_ends_at_the_ring(jdir: str, timeout: float) -> None:
     """Bell.wait(seq, 1e12) passed 1e21 ns to the native bell_wait: OverflowError (inf: one from
     int()) instead of a wait. Now a wait lasts LONGEST_WAIT at most, and the ring ends it."""
-    with Writer.create(jdir, "yw", service=None, page_size=SMALL_PAGE):
-        pass
-    with Reader.create("yw", service=None) as reader:
-        reader.add_journal(jdir, "yw")
-        bell = reader._merge.bell
-        assert bell is not None
+    with _reader_of_an_empty_journal(jdir, "yw") as (reader, bell):
         seq = bell.sleep()
         thread = _ring_when_asleep(jdir, "yw", bell)
         bell.wait(seq, timeout)
@@ -558,17 +567,12 @@ def test_a_bell_wait_of_years_is_clamped_and_ends_at_the_ring(jdir: str, timeout
 def test_a_bell_wait_refuses_a_timeout_it_cannot_honour(jdir: str, timeout: object) -> None:
     """Bell.wait(seq, -1.0) waited without limit on the native backend (a negative ns is "none" to
     bell_wait), nan and "1" failed deep inside: a UsageError now, before any wait."""
-    with Writer.create(jdir, "nw", service=None, page_size=SMALL_PAGE):
-        pass
-    with Reader.create("nw", service=None) as reader:
-        reader.add_journal(jdir, "nw")
-        bell = reader._merge.bell
-        assert bell is not None
+    with _reader_of_an_empty_journal(jdir, "nw") as (reader, bell):
         seq = bell.sleep()
         thread = _ring_when_asleep(jdir, "nw", bell)  # without the check, the ring ends the wait
         try:
             with pytest.raises(UsageError, match=r"^a bell wait needs a timeout in seconds"):
-                bell.wait(seq, timeout)  # type: ignore[arg-type]
+                bell.wait(seq, timeout)
         finally:
             thread.join()
             bell.awake()
@@ -579,12 +583,7 @@ def test_the_native_bell_wait_clamps_a_timeout_past_a_long_long(jdir: str) -> No
     """native.bell_wait(bell, seq, 2**70) raised OverflowError; it now waits LONGEST_WAIT at most
     (and the ring ends it). Below any long long it means no limit, as -1 does."""
     assert native is not None
-    with Writer.create(jdir, "cw", service=None, page_size=SMALL_PAGE):
-        pass
-    with Reader.create("cw", service=None) as reader:
-        reader.add_journal(jdir, "cw")
-        bell = reader._merge.bell
-        assert bell is not None
+    with _reader_of_an_empty_journal(jdir, "cw") as (reader, bell):
         for timeout in (2**70, -(2**70)):
             seq = bell.sleep()
             thread = _ring_when_asleep(jdir, "cw", bell)
