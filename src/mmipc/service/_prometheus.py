@@ -169,6 +169,8 @@ class _Server(http.server.ThreadingHTTPServer):
     """At most MAX_SCRAPES connections at a time: a connection over it is closed at once."""
 
     daemon_threads = True
+    request_queue_size = 128  # listen backlog: at socketserver's 5, a burst of connections waits
+    # for SYN retries (1 s, 3 s, 7 s ...) before the accept loop can refuse or serve it
 
     def __init__(self, address: tuple[str, int], handler: type[http.server.BaseHTTPRequestHandler]) -> None:
         self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
