@@ -250,7 +250,7 @@ def main() -> None:
     args = parser.parse_args()
     args.batches = (1, 100, 1000)
     if args.quick:
-        args.count, args.rate, args.batches = 300, 500.0, (1, 100)
+        args.count, args.rate, args.batches = 300, 1000.0, (100,)
     with tempfile.TemporaryDirectory(prefix="mmipc-bridge-bench-") as tmp:
         home = os.path.join(tmp, "home")
         service = start_service(home)

@@ -81,6 +81,7 @@ class NatsServer:
                     allow_reconnect=False,
                     max_reconnect_attempts=1,
                     connect_timeout=1,
+                    reconnect_time_wait=0.05,  # nats-py's 2 s default made every start take 2 s
                     error_cb=quiet,
                 )
             except Exception:
