@@ -41,7 +41,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from .._errors import CursorError, UsageError
 from ..service._home import resolve_home
 from ..service._lag import live_first_seq
-from ._files import NAME_PATTERN, check_name, list_pages, page_path, try_lock, write_atomically
+from ._files import (
+    NAME_PATTERN,
+    check_directory,
+    check_name,
+    list_pages,
+    page_path,
+    try_lock,
+    write_atomically,
+)
 from ._layout import PAGE_HEADER_SIZE, FrameInfo, full_seq
 from ._page import MappedPage
 from ._types import Frame, JournalId
@@ -69,7 +77,7 @@ class Position(NamedTuple):
 def cursor_dir_for(cursor_dir: str | os.PathLike[str] | None, home: str | os.PathLike[str] | None) -> str:
     """The directory of the cursor files: `cursor_dir`, else the home's ``cursors/``."""
     if cursor_dir is not None:
-        return os.path.abspath(os.fspath(cursor_dir))
+        return check_directory(cursor_dir, "cursor directory")
     return os.path.join(resolve_home(home), "cursors")
 
 

@@ -113,6 +113,17 @@ def check_name(name: object, what: str = "journal") -> str:
     return name
 
 
+def check_directory(directory: object, what: str = "journal directory") -> str:
+    """`directory` (a str or path of str) made absolute, else `UsageError` naming it: a NUL byte
+    raised a bare ValueError ("embedded null byte") deep inside the first call that used it."""
+    path = os.fspath(directory) if isinstance(directory, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        raise UsageError(f"the {what} must be a str or a path of str, not {directory!r}")
+    if "\0" in path:
+        raise UsageError(f"the {what} {path!r} contains a NUL byte")
+    return os.path.abspath(path)
+
+
 def page_path(directory: str, name: str, page_no: int) -> str:
     return os.path.join(directory, f"{name}.{page_no:08d}{PAGE_SUFFIX}")
 
