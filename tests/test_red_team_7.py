@@ -3,12 +3,19 @@ socket, attacked as a careless or hostile user would."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from conftest import Procs, wait_for
 from mmipc import Reader, UsageError, Writer
+from mmipc.journal._files import list_pages
+from mmipc.service._retention import holds
 
 NUL_PATHS: dict[str, Callable[[str], Any]] = {
     "writer": lambda d: Writer.create(d, "md", service=None),
@@ -43,3 +50,41 @@ def test_a_directory_that_is_not_a_str_path_is_a_usage_error(jdir: str, director
             reader.add_journal(directory, "md")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="must be a str or a path of str"):
         Writer.create(directory, "md", service=None)  # type: ignore[arg-type]
+
+
+def _state(pid: int) -> bytes:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rpartition(b")")[2].split()[0]
+
+
+def test_a_reader_killed_but_not_reaped_holds_no_page(jdir: str, procs: Procs) -> None:
+    """A reader killed -9 is a zombie until its parent waits for it, and kill(pid, 0) succeeds on
+    a zombie: its counter file held every page from its position on (retention and `mmipc prune`
+    kept them, "held by reader zombie") for as long as the parent lived without reaping it, a
+    supervisor's day. Its bell-list slots were never freed either (the same `pid_alive`)."""
+    with Writer.create(jdir, "j", page_size=64 * 1024) as writer:
+        for i in range(6000):
+            writer.write(i.to_bytes(8, "little") + bytes(56))
+    child = procs.spawn_code(
+        "from mmipc import Reader\n"
+        "r = Reader.create('zombie')\n"
+        f"r.add_journal({jdir!r}, 'j', start='begin')\n"
+        "r.read()\n"
+        "print('ready', flush=True)\n"
+        "import time; time.sleep(3600)\n"
+    )
+    procs.expect_line(child, "ready")
+    home = os.environ["MMIPC_HOME"]
+    wait_for(lambda: [h["page_no"] for h in holds(home, jdir, "j")] == [0], what="the reader's hold")
+    child.proc.send_signal(signal.SIGKILL)  # not waited for: a zombie until the test's end
+    wait_for(lambda: _state(child.pid) == b"Z", what="the reader to be a zombie")
+
+    assert holds(home, jdir, "j") == []
+    out = subprocess.run(
+        [sys.executable, "-m", "mmipc", "prune", "--before", "2100-01-01", jdir, "j"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert min(list_pages(jdir, "j")) > 0, out.stdout

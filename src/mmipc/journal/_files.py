@@ -56,8 +56,8 @@ def read_regular(path: str, size: int) -> bytes | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists (another user's counts too; 0, negatives and numbers no pid can
-    be, as a damaged file may hold, never do)."""
+    """Whether process `pid` exists and is not a zombie (another user's counts too; 0, negatives
+    and numbers no pid can be, as a damaged file may hold, never do)."""
     if not 0 < pid <= MAX_PID:
         return False
     try:
@@ -65,8 +65,20 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether `pid` is dead but not reaped yet: kill(pid, 0) succeeds on a zombie, and a reader
+    killed -9 whose parent had not waited for it held its pages, bell slots and name for as long
+    as that parent lived (/proc/PID/stat state Z, or X)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[:1]
+    except OSError:
+        return False
+    return state in ([b"Z"], [b"X"])
 
 
 def check_mode(mode: object) -> int:
