@@ -4,6 +4,7 @@ socket, attacked as a careless or hostile user would."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -88,3 +89,28 @@ def test_a_reader_killed_but_not_reaped_holds_no_page(jdir: str, procs: Procs) -
     )
     assert out.returncode == 0, out.stderr
     assert min(list_pages(jdir, "j")) > 0, out.stdout
+
+
+def test_a_process_with_more_than_1024_descriptors_open_can_link_to_the_service(
+    jdir: str, procs: Procs
+) -> None:
+    """The link waited for replies with select(), which refuses a descriptor past FD_SETSIZE
+    (1024): a process with that many files or sockets open (a gateway's connections) got
+    "ValueError: filedescriptor out of range in select()" from every linked Writer.create and
+    Reader.create, whatever its RLIMIT_NOFILE."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard RLIMIT_NOFILE ({hard}) does not allow 1100 open descriptors")
+    child = procs.spawn_code(
+        "import os, resource\n"
+        "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))\n"
+        "held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]\n"
+        "from mmipc import Reader, Writer\n"
+        f"with Writer.create({jdir!r}, 'many') as w, Reader.create('many-fds') as r:\n"
+        "    for i in range(100): w.write(i.to_bytes(8, 'little'))\n"
+        f"    r.add_journal({jdir!r}, 'many')\n"
+        "    print('read', sum(1 for _ in iter(r.read, None)), flush=True)\n"
+    )
+    assert procs.expect_line(child, "read") == "read 100", child.stderr()
+    procs.finish(child)
