@@ -17,7 +17,8 @@ import pytest
 
 from conftest import Procs, ServiceProcess, wait_for
 from mmipc import Reader, UsageError, Writer
-from mmipc.journal._files import list_pages
+from mmipc.journal._bell import owner_alive, pid_namespace, start_ticks
+from mmipc.journal._files import list_pages, pid_alive
 from mmipc.service._retention import holds
 
 NUL_PATHS: dict[str, Callable[[str], Any]] = {
@@ -55,9 +56,11 @@ def test_a_directory_that_is_not_a_str_path_is_a_usage_error(jdir: str, director
         Writer.create(directory, "md", service=None)  # type: ignore[arg-type]
 
 
-def _state(pid: int) -> bytes:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        return f.read().rpartition(b")")[2].split()[0]
+def _state(pid: int) -> tuple[bytes, int]:
+    """State and thread count of `pid`: a process killed -9 is (Z, 1) once all its threads ended."""
+    with open(f"/proc/{pid}/status", "rb") as f:
+        fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+    return fields[b"State"].split()[0], int(fields[b"Threads"])
 
 
 def test_a_reader_killed_but_not_reaped_holds_no_page(jdir: str, procs: Procs) -> None:
@@ -80,7 +83,7 @@ def test_a_reader_killed_but_not_reaped_holds_no_page(jdir: str, procs: Procs) -
     home = os.environ["MMIPC_HOME"]
     wait_for(lambda: [h["page_no"] for h in holds(home, jdir, "j")] == [0], what="the reader's hold")
     child.proc.send_signal(signal.SIGKILL)  # not waited for: a zombie until the test's end
-    wait_for(lambda: _state(child.pid) == b"Z", what="the reader to be a zombie")
+    wait_for(lambda: _state(child.pid) == (b"Z", 1), what="the reader to be a zombie")
 
     assert holds(home, jdir, "j") == []
     out = subprocess.run(
@@ -206,3 +209,24 @@ def test_a_reader_of_a_journal_on_a_full_disk_is_not_killed_by_sigbus(small_tmpf
     fill(small_tmpfs)
     out = _read_all("-", directory)
     assert (out.returncode, out.stdout) == (0, "read 10\n"), out.stderr
+
+
+def test_a_reader_whose_main_thread_ended_while_another_reads_on_is_alive(procs: Procs) -> None:
+    """The other side of the zombie rule: a process whose main thread called pthread_exit while
+    another thread goes on reading shows State Z in /proc/PID too (its thread-group leader), with
+    more than one thread. It lives: its pages, bell and slots must stay."""
+    child = procs.spawn_code(
+        "import ctypes, threading, time\n"
+        "go = threading.Event()\n"
+        "def work():\n"
+        "    go.wait()\n"
+        "    print('leader gone', flush=True)\n"
+        "    while True: time.sleep(1)\n"
+        "threading.Thread(target=work).start()\n"
+        "go.set()\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    procs.expect_line(child, "leader gone")
+    wait_for(lambda: _state(child.pid) == (b"Z", 2), what="the main thread to end")
+    assert pid_alive(child.pid)
+    assert owner_alive(child.pid, start_ticks(child.pid), pid_namespace())

@@ -72,13 +72,15 @@ def pid_alive(pid: int) -> bool:
 def _zombie(pid: int) -> bool:
     """Whether `pid` is dead but not reaped yet: kill(pid, 0) succeeds on a zombie, and a reader
     killed -9 whose parent had not waited for it held its pages, bell slots and name for as long
-    as that parent lived (/proc/PID/stat state Z, or X)."""
+    as that parent lived. /proc/PID/status says State Z (or X) with one thread; a process whose
+    main thread ended while others run shows Z too, with more threads: that one lives."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[:1]
-    except OSError:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+        state, threads = fields[b"State"].split()[0], int(fields[b"Threads"])
+    except (OSError, KeyError, IndexError, ValueError):
         return False
-    return state in ([b"Z"], [b"X"])
+    return state in (b"Z", b"X") and threads <= 1
 
 
 def check_mode(mode: object) -> int:
