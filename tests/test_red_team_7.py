@@ -230,3 +230,34 @@ def test_a_reader_whose_main_thread_ended_while_another_reads_on_is_alive(procs:
     wait_for(lambda: _state(child.pid) == (b"Z", 2), what="the main thread to end")
     assert pid_alive(child.pid)
     assert owner_alive(child.pid, start_ticks(child.pid), pid_namespace())
+
+
+JOURNAL_COMMANDS = {
+    "export": ["export", "-o", "out.csv"],
+    "replay": ["replay", "--to", "replayed"],
+    "bridge-out": ["bridge", "out", "--nats", "nats://127.0.0.1:1", "--stream", "s"],
+    "tail": ["tail", "--no-follow"],
+}
+
+
+@pytest.mark.parametrize("command", JOURNAL_COMMANDS.values(), ids=JOURNAL_COMMANDS.keys())
+def test_the_help_offers_journal_paths_only_where_the_command_takes_them(
+    tmp_path: Path, jdir: str, command: list[str]
+) -> None:
+    """`mmipc export --help` (and replay's, and bridge out's) said "a path with a slash names a
+    journal elsewhere", and the command then refused such a path: "this command takes journals of
+    DIR only". Each help now says what its command does with one."""
+    words = command[:2] if command[0] == "bridge" else command[:1]
+    helped = subprocess.run(
+        [sys.executable, "-m", "mmipc", *words, "--help"], capture_output=True, text=True, timeout=60
+    )
+    offers_paths = "names a journal elsewhere" in " ".join(helped.stdout.split())
+    used = subprocess.run(
+        [sys.executable, "-m", "mmipc", *command, jdir, "../elsewhere/md"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    refused = "journals of DIR only" in used.stderr
+    assert offers_paths != refused, (helped.stdout, used.stderr)
