@@ -4,11 +4,13 @@ socket, attacked as a careless or hostile user would."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import resource
 import signal
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ from typing import Any
 import pytest
 
 from conftest import Procs, ServiceProcess, wait_for
-from mmipc import Reader, UsageError, Writer
+from mmipc import CursorError, Reader, UsageError, Writer
 from mmipc.journal._bell import owner_alive, pid_namespace, start_ticks
+from mmipc.journal._durable import FORMAT as CURSOR_FORMAT
+from mmipc.journal._durable import read_record
 from mmipc.journal._files import list_pages, pid_alive
 from mmipc.service._retention import holds
 
@@ -261,3 +265,34 @@ def test_the_help_offers_journal_paths_only_where_the_command_takes_them(
     )
     refused = "journals of DIR only" in used.stderr
     assert offers_paths != refused, (helped.stdout, used.stderr)
+
+
+def _nul_cursor_home(tmp_path: Path, jdir: str) -> str:
+    """A home whose cursor file `nul.cursor` passes its checksum, one entry's directory holding a
+    NUL byte (a careful forger's, or a record written through a buggy binding)."""
+    home = tmp_path / "home"
+    (home / "cursors").mkdir(parents=True, mode=0o700)
+    home.chmod(0o700)
+    entry = {"directory": jdir + "\0x", "name": "j", "page_no": 0, "offset": 4096, "nano": 0, "seq": -1}
+    body = json.dumps({"reader": "nul", "generation": 1, "journals": [entry]}).encode()
+    (home / "cursors" / "nul.cursor").write_bytes(f"{CURSOR_FORMAT} {zlib.crc32(body):08x}\n".encode() + body)
+    return str(home)
+
+
+def test_a_cursor_record_whose_directory_has_a_nul_byte_is_a_cursor_error(tmp_path: Path, jdir: str) -> None:
+    """The entry check took any str as a directory: with a NUL byte in it, retention's `holds`
+    (os.path.realpath), so every prune and the service's retention of every journal, and
+    `mmipc cursors --reset NAME --to T` raised ValueError "embedded null byte". A damaged entry is a
+    CursorError, which holds every page and is listed as such."""
+    home = _nul_cursor_home(tmp_path, jdir)
+    with pytest.raises(CursorError, match="bad journal entry"):
+        read_record(os.path.join(home, "cursors", "nul.cursor"))
+    assert [h["page_no"] for h in holds(home, jdir, "j")] == [0]
+    reset = subprocess.run(
+        [sys.executable, "-m", "mmipc", "cursors", "--home", home, "--reset", "nul", "--to", "2026-01-01"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert reset.returncode == 1 and "Traceback" not in reset.stderr, reset.stderr
+    assert "bad journal entry" in reset.stderr

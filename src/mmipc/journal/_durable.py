@@ -188,8 +188,11 @@ _ENTRY_INTS = ("page_no", "offset", "nano", "seq")
 
 def _is_entry(entry: object) -> bool:
     """True if `entry` has the fields and types of a journal's position (its checksum may be a
-    forger's: every reader of the record trusts these types)."""
+    forger's: every reader of the record trusts these types). A directory with a NUL byte is no
+    path: os.path.realpath raised ValueError in retention's `holds` for every journal."""
     if not isinstance(entry, dict) or not isinstance(entry.get("directory"), str):
+        return False
+    if "\0" in entry["directory"]:
         return False
     if not isinstance(entry.get("name"), str) or NAME_PATTERN.fullmatch(entry["name"]) is None:
         return False
