@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from conftest import Procs, ServiceProcess, wait_for
-from mmipc import CursorError, Reader, UsageError, Writer
+from mmipc import CursorError, Reader, Service, UsageError, Writer, service_status
 from mmipc.journal._bell import owner_alive, pid_namespace, start_ticks
 from mmipc.journal._durable import FORMAT as CURSOR_FORMAT
 from mmipc.journal._durable import read_record
@@ -296,3 +296,33 @@ def test_a_cursor_record_whose_directory_has_a_nul_byte_is_a_cursor_error(tmp_pa
     )
     assert reset.returncode == 1 and "Traceback" not in reset.stderr, reset.stderr
     assert "bad journal entry" in reset.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fix7: journal/_metrics.py _parse takes any str as a published directory; one with a NUL "
+    "byte makes os.path.realpath raise ValueError in service/_monitor.py _reader_journals (every "
+    "status fails) and service/_retention.py holds (every prune and retention pass fails); _parse "
+    "should refuse such a list (None: a live owner then holds every page, as for a torn file)",
+)
+def test_a_counter_file_whose_directory_has_a_nul_byte_breaks_neither_status_nor_retention(
+    tmp_path: Path, jdir: str
+) -> None:
+    """A counter file (a live owner's: this process) whose journal list names a directory with a
+    NUL byte: `mmipc status` failed whole ("the service failed on this status: ValueError('embedded
+    null byte')") and so did retention of every journal, for as long as the owner lived."""
+    from mmipc.journal import _metrics as m
+
+    home = str(tmp_path / "home")
+    jids = json.dumps([[jdir + "\0x", "j"]]).encode()
+    data = bytearray(m.COUNTER_FILE_SIZE)
+    m.HEADER.pack_into(data, 0, m.MAGIC, m.VERSION, os.getpid(), 2, 0, 0, 0, 0, len(jids), 1)
+    m.START.pack_into(data, m.START_AT, start_ticks("self"))
+    m.START.pack_into(data, m.PID_NS_AT, pid_namespace())
+    m.SLOT.pack_into(data, m.SLOTS_AT, 0, 4096, 0, 0)
+    data[m.JOURNALS_AT : m.JOURNALS_AT + len(jids)] = jids
+    with Service(home):
+        Path(home, m.READERS_DIR).mkdir(exist_ok=True)
+        Path(home, m.READERS_DIR, "nul" + m.SUFFIX).write_bytes(data)
+        assert "nul" in [r["name"] for r in service_status(home)["readers"]]
+        assert [h["page_no"] for h in holds(home, jdir, "j")] == [0]  # its positions unknown: all held
