@@ -72,15 +72,14 @@ def pid_alive(pid: int) -> bool:
 def _zombie(pid: int) -> bool:
     """Whether `pid` is dead but not reaped yet: kill(pid, 0) succeeds on a zombie, and a reader
     killed -9 whose parent had not waited for it held its pages, bell slots and name for as long
-    as that parent lived. /proc/PID/status says State Z (or X) with one thread; a process whose
-    main thread ended while others run shows Z too, with more threads: that one lives."""
+    as that parent lived. /proc/PID/stat says state Z (or X) with one thread (field 20); a process
+    whose main thread ended while others run shows Z too, with more threads: that one lives."""
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
-        state, threads = fields[b"State"].split()[0], int(fields[b"Threads"])
-    except (OSError, KeyError, IndexError, ValueError):
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()  # fields 3 on: the name may hold anything
+        return fields[0] in (b"Z", b"X") and int(fields[17]) <= 1
+    except (OSError, IndexError, ValueError):
         return False
-    return state in (b"Z", b"X") and threads <= 1
 
 
 def check_mode(mode: object) -> int:
