@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import CorruptJournalError, UsageError
-from ..journal._files import check_name, list_pages, page_path
+from ..journal._files import check_directory, check_name, list_pages, page_path
 from ..journal._layout import (
     FRAME_ALIGN,
     FRAME_HEADER_SIZE,
@@ -135,9 +135,7 @@ def make_query(
     schema: Declaration | None,
 ) -> Query:
     """Check the arguments and find the payload layout; raise `UsageError` naming what is wrong."""
-    path = os.path.abspath(os.fspath(directory)) if isinstance(directory, (str, os.PathLike)) else None
-    if not isinstance(path, str):
-        raise UsageError(f"the directory must be a str or a path of str, not {directory!r}")
+    path = check_directory(directory, "directory")
     chosen = _names(names)
     if not chosen:
         raise UsageError("give at least one journal name")

@@ -189,18 +189,16 @@ def pin(number: int | None) -> None:
 # -- naming journals --------------------------------------------------------------------------------
 
 
-def add_journals(parser: argparse.ArgumentParser, one: bool = False) -> None:
-    """Positional `DIR NAME` (or `DIR NAME [NAME ...]`)."""
+def add_journals(parser: argparse.ArgumentParser, one: bool = False, elsewhere: bool = True) -> None:
+    """Positional `DIR NAME` (or `DIR NAME [NAME ...]`); `elsewhere=False` for commands that take
+    journals of DIR only (`journals_in_one_directory`), whose help must not offer paths."""
     parser.add_argument("directory", metavar="DIR", help="the journals' directory")
     if one:
         parser.add_argument("name", metavar="NAME", help="the journal's name")
     else:
-        parser.add_argument(
-            "names",
-            nargs="+",
-            metavar="NAME",
-            help="journals of DIR (repeat for more); a path with a slash names a journal elsewhere",
-        )
+        where = "a path with a slash names a journal elsewhere" if elsewhere else "names only, no paths"
+        help_text = f"journals of DIR (repeat for more); {where}"
+        parser.add_argument("names", nargs="+", metavar="NAME", help=help_text)
 
 
 def journals(args: argparse.Namespace) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ def add_commands(commands: Any) -> None:
         "payload_source. A path named as a page, lock, schema or bells file of a journal is refused, "
         "even with --force. Needs: pip install 'mmipc[analysis]'.",
     )
-    add_journals(export)
+    add_journals(export, elsewhere=False)
     export.add_argument("-o", "--output", required=True, metavar="PATH", help="the file to write")
     export.add_argument(
         "--format", choices=("parquet", "arrow", "csv", "npy"), help="default: from PATH's suffix"

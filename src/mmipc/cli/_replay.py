@@ -19,7 +19,7 @@ def add_commands(commands: Any) -> None:
         "same names in --to, keeping their recorded spacing (divided by --speed) and, unless "
         "--retime, their recorded timestamps.",
     )
-    add_journals(cmd)
+    add_journals(cmd, elsewhere=False)
     cmd.add_argument("--to", required=True, metavar="DIR2", help="the directory of the new journals")
     cmd.add_argument("--speed", type=_speed, default=1.0, help="1x (default), 10x, ... or max")
     cmd.add_argument("--retime", action="store_true", help="stamp frames from now on, keeping their spacing")

@@ -33,7 +33,7 @@ def add_commands(commands: Any) -> None:
         "stream (created if missing), in fenced atomic batches; resume after the last frame the "
         "stream holds. Runs until Ctrl-C or SIGTERM.",
     )
-    add_journals(out)
+    add_journals(out, elsewhere=False)
     _common(out, "out")
     out.add_argument("--host-id", default="", help="this host's id in message ids (default: the hostname)")
     out.add_argument(

@@ -41,7 +41,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from .._errors import CursorError, UsageError
 from ..service._home import resolve_home
 from ..service._lag import live_first_seq
-from ._files import NAME_PATTERN, check_name, list_pages, page_path, try_lock, write_atomically
+from ._files import (
+    NAME_PATTERN,
+    check_directory,
+    check_name,
+    list_pages,
+    page_path,
+    try_lock,
+    write_atomically,
+)
 from ._layout import PAGE_HEADER_SIZE, FrameInfo, full_seq
 from ._page import MappedPage
 from ._types import Frame, JournalId
@@ -69,7 +77,7 @@ class Position(NamedTuple):
 def cursor_dir_for(cursor_dir: str | os.PathLike[str] | None, home: str | os.PathLike[str] | None) -> str:
     """The directory of the cursor files: `cursor_dir`, else the home's ``cursors/``."""
     if cursor_dir is not None:
-        return os.path.abspath(os.fspath(cursor_dir))
+        return check_directory(cursor_dir, "cursor directory")
     return os.path.join(resolve_home(home), "cursors")
 
 
@@ -180,8 +188,11 @@ _ENTRY_INTS = ("page_no", "offset", "nano", "seq")
 
 def _is_entry(entry: object) -> bool:
     """True if `entry` has the fields and types of a journal's position (its checksum may be a
-    forger's: every reader of the record trusts these types)."""
+    forger's: every reader of the record trusts these types). A directory with a NUL byte is no
+    path: os.path.realpath raised ValueError in retention's `holds` for every journal."""
     if not isinstance(entry, dict) or not isinstance(entry.get("directory"), str):
+        return False
+    if "\0" in entry["directory"]:
         return False
     if not isinstance(entry.get("name"), str) or NAME_PATTERN.fullmatch(entry["name"]) is None:
         return False

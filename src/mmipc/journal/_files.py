@@ -56,8 +56,8 @@ def read_regular(path: str, size: int) -> bytes | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists (another user's counts too; 0, negatives and numbers no pid can
-    be, as a damaged file may hold, never do)."""
+    """Whether process `pid` exists and is not a zombie (another user's counts too; 0, negatives
+    and numbers no pid can be, as a damaged file may hold, never do)."""
     if not 0 < pid <= MAX_PID:
         return False
     try:
@@ -65,8 +65,21 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether `pid` is dead but not reaped yet: kill(pid, 0) succeeds on a zombie, and a reader
+    killed -9 whose parent had not waited for it held its pages, bell slots and name for as long
+    as that parent lived. /proc/PID/stat says state Z (or X) with one thread (field 20); a process
+    whose main thread ended while others run shows Z too, with more threads: that one lives."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()  # fields 3 on: the name may hold anything
+        return fields[0] in (b"Z", b"X") and int(fields[17]) <= 1
+    except (OSError, IndexError, ValueError):
+        return False
 
 
 def check_mode(mode: object) -> int:
@@ -111,6 +124,17 @@ def check_name(name: object, what: str = "journal") -> str:
             "not starting with '.'"
         )
     return name
+
+
+def check_directory(directory: object, what: str = "journal directory") -> str:
+    """`directory` (a str or path of str) made absolute, else `UsageError` naming it: a NUL byte
+    raised a bare ValueError ("embedded null byte") deep inside the first call that used it."""
+    path = os.fspath(directory) if isinstance(directory, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        raise UsageError(f"the {what} must be a str or a path of str, not {directory!r}")
+    if "\0" in path:
+        raise UsageError(f"the {what} {path!r} contains a NUL byte")
+    return os.path.abspath(path)
 
 
 def page_path(directory: str, name: str, page_no: int) -> str:

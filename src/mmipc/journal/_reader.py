@@ -52,7 +52,7 @@ from ._backend import native
 from ._batch import FrameBatch, FramesBatch
 from ._block import Block, block_frames
 from ._cursor import Cursor, Start
-from ._files import check_name
+from ._files import check_directory, check_name
 from ._merge import Merge
 from ._times import to_nano
 from ._types import Frame, JournalId
@@ -245,7 +245,7 @@ class Reader:
         Example: ``reader.add_journal("/data/md", "md.ctp", start="2026-11-26 09:30:00")``
         """
         self._check_open()
-        jid = JournalId(os.path.abspath(os.fspath(directory)), check_name(name))
+        jid = JournalId(check_directory(directory), check_name(name))
         if start is not None and start not in ("begin", "end"):
             start = to_nano(start, "start")  # ns, a datetime or ISO text
         if any(c.jid == jid for c in self._cursors):
@@ -266,7 +266,7 @@ class Reader:
         Example: ``reader.remove_journal("/data/md", "md.ctp")``
         """
         self._check_owner()
-        jid = JournalId(os.path.abspath(os.fspath(directory)), name)
+        jid = JournalId(check_directory(directory), name)
         for cursor in self._cursors:
             if cursor.jid == jid:
                 cursor.detach()

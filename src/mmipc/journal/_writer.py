@@ -82,6 +82,7 @@ from ._bell import Ringer, bells_path
 from ._files import (
     DEFAULT_MODE,
     acquire_writer_lock,
+    check_directory,
     check_mode,
     check_name,
     create_page,
@@ -275,7 +276,7 @@ class Writer(_WriterBase):
         _warn_if_weakly_ordered()
         if page_size is not None:
             check_page_size(page_size)
-        path = os.path.abspath(os.fspath(directory))
+        path = check_directory(directory)
         make_journal_directory(path, mode)
         link = link_for(service)
         lock_fd = acquire_writer_lock(path, name, mode)

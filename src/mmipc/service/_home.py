@@ -13,6 +13,7 @@ import os
 import stat
 
 from .._errors import ServiceUnavailableError, UsageError
+from ..journal._files import check_directory
 
 SOCKET_NAME = "service.sock"
 LOCK_NAME = "service.lock"
@@ -21,7 +22,7 @@ MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> str:
     if home is not None:
-        return os.path.abspath(os.fspath(home))
+        return check_directory(home, "service home")
     if os.environ.get("MMIPC_HOME"):
         return os.path.abspath(os.environ["MMIPC_HOME"])
     runtime = os.environ.get("XDG_RUNTIME_DIR")

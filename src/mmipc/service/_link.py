@@ -195,7 +195,7 @@ class Link:
     def _receive(self, sock: socket.socket, block: bool) -> list[dict[str, Any]]:
         """Replies waiting on the socket; with `block`, wait (up to the socket timeout) for one."""
         replies: list[dict[str, Any]] = []
-        while (block and not replies) or select.select([sock], [], [], 0)[0]:
+        while (block and not replies) or _readable(sock):
             try:
                 data = sock.recv(65536)
             except ConnectionResetError:
@@ -339,3 +339,12 @@ def _gone(path: str) -> str:
 
 
 os.register_at_fork(after_in_child=Link._forget_all_in_child)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether `sock` has a reply (or its end) waiting, without waiting. poll, not select: select()
+    refuses a descriptor past FD_SETSIZE (1024), and a process with that many files or sockets
+    open (a gateway's connections) got ValueError from every Writer.create and Reader.create."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
