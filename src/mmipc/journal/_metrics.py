@@ -14,6 +14,13 @@ Rules:
   then (see `hold` and `_retention`). A lock keeps the publisher thread apart.
 * A seqlock guards each update: the generation word is odd while the publisher writes; a reader of
   the file retries until it reads the same even generation before and after.
+* A linked reader that cannot create its file is not created: `Reader.create` raises StorageError
+  naming the path and the OS error (a read-only or full disk, a file where ``readers/`` should be,
+  no file descriptor left). A reader that published nothing would hold no page, and the service's
+  retention (or `mmipc prune`, which reads the same files and never the service's memory) could
+  remove pages it still needs: silent loss. Holding every page for it at the service instead was
+  rejected: a hold known only to the service's memory is invisible to `mmipc prune`, and the
+  cause is one the user fixes in seconds, told where.
 * A reader that closes removes its file (not a forked child's copy of it: the file stays the parent's,
   and the child's publisher thread, if it starts one, publishes only the child's own readers). A
   reader that dies leaves it: the service shows that reader
@@ -61,6 +68,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._errors import StorageError
 from ._bell import pid_namespace, start_ticks
 from ._files import check_name, read_regular
 
@@ -266,9 +274,19 @@ def _create(path: str) -> mmap.mmap:
         os.ftruncate(fd, COUNTER_FILE_SIZE)
         mm = mmap.mmap(fd, COUNTER_FILE_SIZE)
         os.rename(tmp, path)
+    except OSError:
+        _remove_quietly(tmp)
+        raise
     finally:
         os.close(fd)
     return mm
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 class _Publisher:
@@ -316,15 +334,28 @@ PUBLISHER = _Publisher()
 os.register_at_fork(after_in_child=PUBLISHER.forget_after_fork)
 
 
-def open_board(home: str, name: str, cursors: list[Cursor], durable: bool) -> Board | None:
-    """Start publishing a reader's positions; None (and a log line) if its file cannot be made."""
+def open_board(home: str, name: str, cursors: list[Cursor], durable: bool) -> Board:
+    """Start publishing a reader's positions; StorageError if its file cannot be made (see the
+    rules: a reader that publishes nothing holds nothing, and retention would remove its pages)."""
+    path = counters_path(home, name)
     try:
-        board = Board(counters_path(home, name), cursors, durable)
+        board = Board(path, cursors, durable)
     except OSError as exc:
-        log.warning("reader %s will not publish its position: %s", name, exc)
-        return None
+        raise StorageError(
+            f"reader {name} cannot create its position file {path}: {_why(exc)}; without it "
+            f"the service's retention could remove pages the reader still needs: make "
+            f"{os.path.dirname(path)} a writable directory with free space (and files left under "
+            f"`ulimit -n`), then create the reader again"
+        ) from None
     PUBLISHER.add(board)
     return board
+
+
+def _why(exc: OSError) -> str:
+    """The OS error, and the file it was about when that is not the position file itself (a
+    file where the ``readers/`` directory should be: "File exists (/home/readers)")."""
+    why = exc.strerror or str(exc)
+    return f"{why} ({exc.filename})" if exc.filename else why
 
 
 def close_board(board: Board | None) -> None:

@@ -46,7 +46,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from .._errors import ClosedError, ReaderNameTakenError, ServiceRefusedError, UsageError
+from .._errors import ClosedError, ReaderNameTakenError, ServiceRefusedError, StorageError, UsageError
 from ..service._servicehome import DEFAULT_HOME, ServiceHome, link_for
 from ._backend import native
 from ._batch import FrameBatch, FramesBatch
@@ -140,7 +140,11 @@ class Reader:
         if link is not None:
             from ._metrics import open_board  # linked readers only: the link has loaded its peers
 
-            self._board = open_board(os.path.dirname(link.path), name, self._cursors, durable is not None)
+            try:
+                self._board = open_board(os.path.dirname(link.path), name, self._cursors, durable is not None)
+            except StorageError:  # no position file, no reader: free its name and cursor lock
+                _unregister(link, name, durable, None)
+                raise
         self._rebind()
         self._finalizer = weakref.finalize(self, _unregister, link, name, durable, self._board)
         weakref.finalize(self, self._merge.close)  # a dropped reader frees its doorbell and slots
