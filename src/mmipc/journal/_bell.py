@@ -44,7 +44,10 @@ Rules (docs/format.md, "Doorbells", is the contract):
   journal directory and /dev/shm records its container's pid. An owner recorded in another
   namespace than the checker's is taken as alive (`owner_alive`): its bell, its bell-list slots and
   (_metrics) its counter file and the pages it holds are kept, as nothing here can tell whether it
-  lives. A slot is reclaimed by the rule of its bell's name, the slot's pid alone for an older name.
+  lives. The service judges such a reader by its counter file's heartbeat instead (`_metrics.Owner`),
+  and sweeps the bells named with the owner of a counter file whose heartbeat stopped; a bell of
+  another namespace tied to no counter file (a standalone reader's) stays. A slot is reclaimed by
+  the rule of its bell's name, the slot's pid alone for an older name.
 """
 
 from __future__ import annotations
@@ -388,12 +391,14 @@ def _unlink_bell(raw: bytes) -> None:
             _remove_own(dir_fd, base + ".fifo")
 
 
-def sweep_dead_bells() -> list[str]:
+def sweep_dead_bells(dead: frozenset[tuple[int, int, int]] = frozenset()) -> list[str]:
     """Remove the bells (and FIFOs) of readers that died without closing them: the names removed.
 
     Only our own user's files named ``mmipc-bell.*`` in the bell directory whose name records a pid
     that is gone, or that another process holds now (its start time differs); a name without the
-    start time (an older version's) goes by the pid alone; a name we cannot parse stays.
+    start time (an older version's) goes by the pid alone; a name we cannot parse stays. `dead`:
+    owners (pid, start, pid namespace) known dead otherwise, the readers of another pid namespace
+    whose counter file's heartbeat stopped (`_metrics.Owner.alive`): `owner_alive` keeps those.
     """
     removed = []
     with _opened_dir(_bell_dir()) as dir_fd:
@@ -401,7 +406,8 @@ def sweep_dead_bells() -> list[str]:
             return []
         for base in os.listdir(dir_fd):
             owner = _bell_owner(base)
-            if owner is not None and not owner_alive(*owner) and _remove_own(dir_fd, base):
+            gone = owner is not None and (owner in dead or not owner_alive(*owner))
+            if gone and _remove_own(dir_fd, base):
                 removed.append(base)
     return removed
 

@@ -29,8 +29,13 @@ Rules:
   started at another time than the one recorded at offset 56 (`_bell.owner_alive`, as for bells). A pid
   alone is not enough: on a desk that runs for months the kernel hands a dead reader's pid to
   another process, and the dead reader's file would hold its pages forever. A reader whose pid
-  namespace (offset 96) is not the service's, one in a container sharing the home, counts as alive:
-  its pid cannot be checked from here, and its pages are kept.
+  namespace (offset 96) is not the service's, one in a container sharing the home, cannot be
+  checked by its pid from here: it counts as alive while its heartbeat (offset 24, wall clock) is
+  younger than FOREIGN_LIMIT (the service's `foreign_reader_limit`), dead after (`Owner.alive`).
+  The publisher thread writes the heartbeat every PUBLISH_INTERVAL, moved or not, so a live idle
+  reader keeps it fresh. The trade-off: a container reader frozen (SIGSTOP, a suspended VM) longer
+  than the limit loses its hold, and its pages may go. A heartbeat in the future (the wall clock
+  stepped back) is fresh; one stepped forward past the limit is taken as dead until the next beat.
 
 File layout (little-endian)::
 
@@ -69,7 +74,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._errors import StorageError
-from ._bell import pid_namespace, start_ticks
+from ._bell import owner_alive, pid_namespace, start_ticks
 from ._files import check_name, read_regular
 
 if TYPE_CHECKING:
@@ -88,6 +93,7 @@ SLOTS_AT = 64
 JOURNALS_AT = SLOTS_AT + MAX_SLOTS * SLOT_SIZE
 PUBLISH_INTERVAL = 0.2
 DEAD_LINGER = 60.0
+FOREIGN_LIMIT = 600.0  # seconds without a heartbeat after which another pid namespace's reader is dead
 READERS_DIR = "readers"
 SUFFIX = ".counters"
 WAIT_MODES = ("read", "backoff", "spin", "custom", "block")  # stored by index: append only
@@ -390,18 +396,41 @@ def read_counters(path: str) -> dict[str, Any] | None:
     return None
 
 
-def counters_owner(path: str) -> tuple[int, int, int] | None:
-    """The pid, start_ticks and pid_ns in a counter file's header, read whatever its generation (a
-    publisher may be in the middle of an update, or stopped there); None if the file is not a
-    counter file."""
+class Owner(NamedTuple):
+    """Who wrote a counter file, and when it last showed it lived."""
+
+    pid: int
+    start_ticks: int
+    pid_ns: int
+    heartbeat_ns: int
+
+    @classmethod
+    def of(cls, counters: dict[str, Any]) -> Owner:
+        return cls(counters["pid"], counters["start_ticks"], counters["pid_ns"], counters["heartbeat_ns"])
+
+    def foreign(self) -> bool:
+        """Recorded in another pid namespace than ours: its pid names nothing here."""
+        return bool(self.pid_ns) and self.pid_ns != pid_namespace()
+
+    def alive(self, foreign_limit: float = FOREIGN_LIMIT) -> bool:
+        """By its pid and start time (`_bell.owner_alive`); one of another pid namespace by its
+        heartbeat: alive while younger than `foreign_limit` seconds (see the rules)."""
+        if self.foreign():
+            return time.time_ns() - self.heartbeat_ns < foreign_limit * 1e9
+        return owner_alive(self.pid, self.start_ticks, self.pid_ns)
+
+
+def counters_owner(path: str) -> Owner | None:
+    """The owner in a counter file's header, read whatever its generation (a publisher may be in
+    the middle of an update, or stopped there); None if the file is not a counter file."""
     size = PID_NS_AT + START.size
     data = read_regular(path, size)
     if data is None or len(data) != size or data[:8] != MAGIC:
         return None
-    _, version, pid = HEADER.unpack_from(data)[:3]
+    _, version, pid, _, beat = HEADER.unpack_from(data)[:5]
     if version not in (VERSION, VERSION_WIDE):
         return None
-    return int(pid), START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0]
+    return Owner(int(pid), START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0], beat)
 
 
 def _parse(data: bytes) -> dict[str, Any] | None:
