@@ -114,7 +114,7 @@ while True:
         continue
     if frame is None:
         break
-    seqs.setdefault(frame.source, []).append(int(bytes(frame.data[:8])))
+    seqs.setdefault(frame.journal.name, []).append(int(bytes(frame.data[:8])))
 print(len(seqs) == journals and all(s == list(range(frames)) for s in seqs.values()), flush=True)
 """
 
