@@ -131,7 +131,9 @@ def _bell_dir() -> str:
 
 def _map(path: str, size: int, create: bool, any_name: bool = False) -> mmap.mmap | None:
     """Map `path` read-write, or None if the OS refuses. `create`: make it, or grow it to `size`
-    (unless RLIMIT_FSIZE forbids: past it a write raises SIGXFSZ). Without `create` (a writer
+    (unless RLIMIT_FSIZE forbids: past it a write raises SIGXFSZ), its blocks allocated: a store
+    into a hole of a sparse file on a full disk is a SIGBUS (a reader killed at its subscription,
+    a writer at its ring), so a file that cannot be allocated is not mapped. Without `create` (a writer
     mapping a bell named in a list others may edit) only a regular file named ``mmipc-bell.*``
     (any name with `any_name`: a late ringer's list) of exactly `size` bytes is mapped: never
     another file, never resized."""
@@ -146,10 +148,10 @@ def _map(path: str, size: int, create: bool, any_name: bool = False) -> mmap.mma
         st = os.fstat(fd)
         if not create and (not stat.S_ISREG(st.st_mode) or st.st_size != size):
             return None
-        if st.st_size < size:
-            if not _may_grow_to(size):
+        if create:
+            if st.st_size < size and not _may_grow_to(size):
                 return None
-            os.ftruncate(fd, size)
+            os.posix_fallocate(fd, 0, size)  # grows it; ENOSPC here, never SIGBUS at a store
         return mmap.mmap(fd, size)
     except (OSError, ValueError):
         return None
