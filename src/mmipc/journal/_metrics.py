@@ -277,7 +277,7 @@ def _create(path: str) -> mmap.mmap:
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.ftruncate(fd, COUNTER_FILE_SIZE)
+        os.posix_fallocate(fd, 0, COUNTER_FILE_SIZE)  # no hole: a store into one on a full disk is SIGBUS
         mm = mmap.mmap(fd, COUNTER_FILE_SIZE)
         os.rename(tmp, path)
     except OSError:
