@@ -291,13 +291,6 @@ def test_a_cursor_record_whose_directory_has_a_nul_byte_is_a_cursor_error(tmp_pa
     assert "bad journal entry" in reset.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fix7: journal/_metrics.py _parse takes any str as a published directory; one with a NUL "
-    "byte makes os.path.realpath raise ValueError in service/_monitor.py _reader_journals (every "
-    "status fails) and service/_retention.py holds (every prune and retention pass fails); _parse "
-    "should refuse such a list (None: a live owner then holds every page, as for a torn file)",
-)
 def test_a_counter_file_whose_directory_has_a_nul_byte_breaks_neither_status_nor_retention(
     tmp_path: Path, jdir: str
 ) -> None:

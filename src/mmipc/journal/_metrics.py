@@ -449,6 +449,8 @@ def _parse(data: bytes) -> dict[str, Any] | None:
         ]
     except (ValueError, TypeError, RecursionError):  # a damaged list: json nests arrays recursively
         return None
+    if any("\0" in p.directory or "\0" in p.name for p in positions):  # no path has one: damaged,
+        return None  # and os.path.realpath would raise in every status and retention pass
     mode = WAIT_MODES[wait] if wait < len(WAIT_MODES) else "custom"
     start, ns = START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0]
     return {"pid": pid, "start_ticks": start, "pid_ns": ns, "heartbeat_ns": beat, "started_ns": started,
