@@ -1,8 +1,9 @@
 """A reader in another pid namespace (a container sharing the journal directory, the service home
 and /dev/shm): its pid names nothing, or another process, in the service's namespace. Its owner is
-recorded with its namespace and counts as alive (_bell.owner_alive): retention keeps the pages it
-holds, the bell sweep keeps its bell, the monitor keeps its counter file. A real process in a new
-pid namespace, made by `unshare`."""
+recorded with its namespace and counts as alive while its counter file's heartbeat is fresh
+(_metrics.Owner.alive): retention keeps the pages it holds, the bell sweep keeps its bell, the
+monitor keeps its counter file; once the heartbeat is older than the service's
+foreign_reader_limit, all three go. A real process in a new pid namespace, made by `unshare`."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from mmipc import Reader, Service, Writer
 from mmipc.journal._bell import _bell_owner, pid_namespace, sweep_dead_bells
+from mmipc.journal._files import list_pages
 from mmipc.journal._metrics import DEAD_LINGER, counters_owner, counters_path, read_counters
 from mmipc.service._monitor import Monitor
 from mmipc.service._retention import Policy, prune
@@ -136,3 +139,66 @@ def test_a_bell_list_slot_of_another_pid_namespace_is_not_reclaimed(jdir: str, p
         reader.add_journal(jdir, "v")
         assert reader._merge.slots[reader._merge.cursors[0]][1] == 1  # slot 0 is still the container's
         assert os.path.exists(bell)
+
+
+_HOLD = """
+import os, sys
+from mmipc import Reader
+home, directory, name = sys.argv[1:4]
+reader = Reader.create(name, service=home)
+reader.add_journal(directory, "ns")
+assert reader.read() is not None
+print(reader._merge.bell.path, flush=True)
+sys.stdin.readline()
+"""
+
+
+def _contained_reader(home: str, jdir: str, name: str) -> tuple[subprocess.Popen[str], str]:
+    """A reader in its own pid namespace, standing on page 0; SIGKILL to the returned process
+    (unshare, with --kill-child) kills it with -9. Also returns its bell's path."""
+    cmd = [*UNSHARE, "--kill-child", sys.executable, "-c", _HOLD, home, jdir, name]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, proc.communicate(timeout=60)[1]
+    return proc, line.strip()
+
+
+@needs_namespaces
+def test_a_killed_reader_of_another_pid_namespace_is_dead_once_its_heartbeat_stops(
+    home: str, jdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container reader killed -9 counted as alive forever (its pid cannot be checked from here):
+    its pages, counter file and bell were kept for good, and a disk filled. Now one whose heartbeat
+    is older than the service's foreign_reader_limit is dead: its counter file and bell go, and its
+    pages are no longer held; a live one of another namespace still holds them meanwhile."""
+    monkeypatch.setattr("mmipc.service._monitor.DEAD_LINGER", 0.0)  # its file goes as soon as it is dead
+    limit = 8.0  # a live reader beats every 0.2 s: far from it, even on a loaded machine
+    policy = Policy(max_pages=1)
+    with (
+        Service(home, retain=policy, retain_interval=0.05, foreign_reader_limit=limit),
+        Writer.create(jdir, "ns", page_size=PAGE, service=None) as writer,
+    ):
+        for _ in range(4 * 60):  # four pages of 1000-byte frames (60 a page)
+            writer.write(bytes(1000))
+        readers = [_contained_reader(home, jdir, name) for name in ("killed", "alive")]
+        try:
+            (killed, killed_bell), (alive, alive_bell) = readers
+            killed.kill()
+            killed.wait(timeout=60)
+            killed_file = counters_path(home, "killed")
+            wait_for(lambda: not os.path.exists(killed_file), what="the killed reader's file removed")
+            wait_for(lambda: not os.path.exists(killed_bell), what="the killed reader's bell swept")
+            assert 0 in list_pages(jdir, "ns")  # the live one still holds page 0
+            assert os.path.exists(counters_path(home, "alive")) and os.path.exists(alive_bell)
+            alive.kill()
+            alive.wait(timeout=60)
+            wait_for(lambda: list_pages(jdir, "ns")[0] > 0, what="page 0 pruned once no reader holds it")
+            wait_for(lambda: not os.path.exists(counters_path(home, "alive")), what="its file removed")
+        finally:
+            for proc, _ in readers:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=60)

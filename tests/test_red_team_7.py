@@ -170,10 +170,9 @@ def _read_all(home: str, directory: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="fix7: journal/_metrics.py _create (ftruncate, then stores into the map at _write_header, "
-    "line 180) and _write_journals (mmap.resize) leave the counter file sparse: on a full home the "
-    "first store is SIGBUS; posix_fallocate first, and an OSError there is the logged 'will not "
-    "publish' path",
+    reason="fix7 decided otherwise: the counter file is allocated now (no SIGBUS), and a reader that "
+    "cannot create it is refused with StorageError naming the file (a reader that publishes nothing "
+    "holds no page: retention could remove pages it needs); see docs/reliability.md",
 )
 def test_a_reader_linked_to_a_service_on_a_full_home_is_not_killed_by_sigbus(
     small_tmpfs: Path, jdir: str
@@ -195,12 +194,6 @@ def test_a_reader_linked_to_a_service_on_a_full_home_is_not_killed_by_sigbus(
     assert (out.returncode, out.stdout) == (0, "read 10\n"), out.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ring7: journal/_bell.py _map (line 146: ftruncate, then mmap) leaves NAME.bells sparse; a "
-    "subscriber's store into it (_free_dead_slots, line 344) on a full filesystem is SIGBUS; "
-    "posix_fallocate the list before mapping it, and on ENOSPC return None (the journal is polled)",
-)
 def test_a_reader_of_a_journal_on_a_full_disk_is_not_killed_by_sigbus(small_tmpfs: Path) -> None:
     """A journal's bells list (NAME.bells, 16,512 bytes beside its pages) is made by ftruncate: a
     hole. Once its filesystem filled up (a trading day's journals filling their disk), any reader
@@ -298,13 +291,6 @@ def test_a_cursor_record_whose_directory_has_a_nul_byte_is_a_cursor_error(tmp_pa
     assert "bad journal entry" in reset.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fix7: journal/_metrics.py _parse takes any str as a published directory; one with a NUL "
-    "byte makes os.path.realpath raise ValueError in service/_monitor.py _reader_journals (every "
-    "status fails) and service/_retention.py holds (every prune and retention pass fails); _parse "
-    "should refuse such a list (None: a live owner then holds every page, as for a torn file)",
-)
 def test_a_counter_file_whose_directory_has_a_nul_byte_breaks_neither_status_nor_retention(
     tmp_path: Path, jdir: str
 ) -> None:

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .. import MsgType
-from ..journal._files import list_pages
+from ..journal._files import check_name, list_pages
 from ..journal._layout import FRAME_HEADER_SIZE, FrameInfo
 from ..tools import check_journal, last_written_page, list_journals, open_page, page_frames, summarize
 from ._args import add_journals, add_json, existing_directory, natural
@@ -70,8 +70,9 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def journal_pages(directory: str, name: str) -> list[int]:
-    """The journal's page numbers; a `CommandError` if the directory or the journal is not there."""
-    pages = list_pages(existing_directory(directory), name)
+    """The journal's page numbers; `InvalidNameError` for a name no journal can have (as every
+    other command says it), a `CommandError` if the directory or the journal is not there."""
+    pages = list_pages(existing_directory(directory), check_name(name))
     if not pages:
         raise CommandError(
             f"no journal {name} in {directory} (no page files; `mmipc ls {directory}` lists them)"

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import UsageError
+from ..journal._metrics import FOREIGN_LIMIT
 from ..service._prometheus import exposition, parse_loopback
 from ..service._retention import Policy, parse_age, parse_dir_policy, parse_size
 from ._args import count, seconds
@@ -43,6 +44,14 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         metavar="SECONDS",
         help="seconds between two retention passes (default 60)",
+    )
+    parser.add_argument(
+        "--foreign-reader-limit",
+        type=seconds,
+        default=FOREIGN_LIMIT,
+        metavar="SECONDS",
+        help="a reader of another pid namespace (a container) whose heartbeat is older is dead: its "
+        f"pages and files go (default {FOREIGN_LIMIT:.0f}; one frozen longer loses its hold)",
     )
     parser.add_argument("--archive", metavar="DIR", help="move removed pages into DIR instead of deleting")
     parser.add_argument(

@@ -71,6 +71,7 @@ def run_service(args: argparse.Namespace) -> int:
         retain=retention_policy(args),
         retain_dirs=retention_dirs(args),
         retain_interval=args.retain_interval,
+        foreign_reader_limit=args.foreign_reader_limit,
     )
 
     def ready() -> None:

@@ -44,7 +44,10 @@ Rules (docs/format.md, "Doorbells", is the contract):
   journal directory and /dev/shm records its container's pid. An owner recorded in another
   namespace than the checker's is taken as alive (`owner_alive`): its bell, its bell-list slots and
   (_metrics) its counter file and the pages it holds are kept, as nothing here can tell whether it
-  lives. A slot is reclaimed by the rule of its bell's name, the slot's pid alone for an older name.
+  lives. The service judges such a reader by its counter file's heartbeat instead (`_metrics.Owner`),
+  and sweeps the bells named with the owner of a counter file whose heartbeat stopped; a bell of
+  another namespace tied to no counter file (a standalone reader's) stays. A slot is reclaimed by
+  the rule of its bell's name, the slot's pid alone for an older name.
 """
 
 from __future__ import annotations
@@ -128,7 +131,9 @@ def _bell_dir() -> str:
 
 def _map(path: str, size: int, create: bool, any_name: bool = False) -> mmap.mmap | None:
     """Map `path` read-write, or None if the OS refuses. `create`: make it, or grow it to `size`
-    (unless RLIMIT_FSIZE forbids: past it a write raises SIGXFSZ). Without `create` (a writer
+    (unless RLIMIT_FSIZE forbids: past it a write raises SIGXFSZ), its blocks allocated: a store
+    into a hole of a sparse file on a full disk is a SIGBUS (a reader killed at its subscription,
+    a writer at its ring), so a file that cannot be allocated is not mapped. Without `create` (a writer
     mapping a bell named in a list others may edit) only a regular file named ``mmipc-bell.*``
     (any name with `any_name`: a late ringer's list) of exactly `size` bytes is mapped: never
     another file, never resized."""
@@ -143,10 +148,10 @@ def _map(path: str, size: int, create: bool, any_name: bool = False) -> mmap.mma
         st = os.fstat(fd)
         if not create and (not stat.S_ISREG(st.st_mode) or st.st_size != size):
             return None
-        if st.st_size < size:
-            if not _may_grow_to(size):
+        if create:
+            if st.st_size < size and not _may_grow_to(size):
                 return None
-            os.ftruncate(fd, size)
+            os.posix_fallocate(fd, 0, size)  # grows it; ENOSPC here, never SIGBUS at a store
         return mmap.mmap(fd, size)
     except (OSError, ValueError):
         return None
@@ -388,12 +393,14 @@ def _unlink_bell(raw: bytes) -> None:
             _remove_own(dir_fd, base + ".fifo")
 
 
-def sweep_dead_bells() -> list[str]:
+def sweep_dead_bells(dead: frozenset[tuple[int, int, int]] = frozenset()) -> list[str]:
     """Remove the bells (and FIFOs) of readers that died without closing them: the names removed.
 
     Only our own user's files named ``mmipc-bell.*`` in the bell directory whose name records a pid
     that is gone, or that another process holds now (its start time differs); a name without the
-    start time (an older version's) goes by the pid alone; a name we cannot parse stays.
+    start time (an older version's) goes by the pid alone; a name we cannot parse stays. `dead`:
+    owners (pid, start, pid namespace) known dead otherwise, the readers of another pid namespace
+    whose counter file's heartbeat stopped (`_metrics.Owner.alive`): `owner_alive` keeps those.
     """
     removed = []
     with _opened_dir(_bell_dir()) as dir_fd:
@@ -401,7 +408,8 @@ def sweep_dead_bells() -> list[str]:
             return []
         for base in os.listdir(dir_fd):
             owner = _bell_owner(base)
-            if owner is not None and not owner_alive(*owner) and _remove_own(dir_fd, base):
+            gone = owner is not None and (owner in dead or not owner_alive(*owner))
+            if gone and _remove_own(dir_fd, base):
                 removed.append(base)
     return removed
 

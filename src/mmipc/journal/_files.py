@@ -20,12 +20,15 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import re
+import resource
 import stat
 import time
+from collections.abc import Iterator
 
 from .._errors import DiskFullError, InvalidNameError, JournalLockedError, StorageError, UsageError
 from ._layout import encode_page_header
@@ -35,6 +38,7 @@ PAGE_SUFFIX = ".journal"
 MAX_PAGE_NO = 99_999_999
 MAX_PID = 1 << 22  # Linux pid_max can be at most 2**22 (PID_MAX_LIMIT)
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_DESCRIPTOR_ERRNOS = {errno.EMFILE, errno.ENFILE}
 DEFAULT_MODE = 0o600
 _OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -220,12 +224,45 @@ def _fill_page(path: str, header: bytes, page_size: int, mode: int) -> None:
 
 
 def _storage_error(exc: OSError, what: str) -> StorageError:
+    if exc.errno in _DESCRIPTOR_ERRNOS:
+        return descriptors_error(what, exc)
     if exc.errno in _DISK_FULL_ERRNOS:
         return DiskFullError(
             f"{what}: {exc.strerror}. The disk (or file-size limit, or quota) is full; every frame "
             "already written is intact. Free space and write again."
         )
     return StorageError(f"{what}: {exc.strerror}")
+
+
+def descriptors_error(what: str, exc: OSError) -> StorageError:
+    """One line for EMFILE (this process's RLIMIT_NOFILE) or ENFILE (the system's table), naming
+    the limits and what to do. Python's mmap keeps a descriptor per mapping: a reader or writer of
+    many journals holds a few per journal (its page, and a reader's bell list)."""
+    if exc.errno == errno.ENFILE:
+        return StorageError(
+            f"{what}: the system's table of open files is full (fs.file-max): close files or raise it"
+        )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return StorageError(
+        f"{what}: too many open files (this process may have {_limit(soft)}, hard limit {_limit(hard)}; a "
+        f"journal followed or written keeps a few): raise `ulimit -n` (at most the hard limit), or "
+        "spread the journals over more processes"
+    )
+
+
+def _limit(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+
+@contextlib.contextmanager
+def descriptors_checked(what: str) -> Iterator[None]:
+    """Turn an OSError for want of descriptors raised inside into `descriptors_error`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DESCRIPTOR_ERRNOS:
+            raise
+        raise descriptors_error(what, exc) from exc
 
 
 def _unlink_quietly(path: str) -> None:
@@ -238,7 +275,9 @@ def _unlink_quietly(path: str) -> None:
 def remove_stale_temporaries(directory: str, name: str) -> None:
     """Delete half-made pages left by a writer that died while creating one (caller holds the lock)."""
     pattern = re.compile(r"\." + re.escape(name) + r"\.\d{8}\.\d+\.\d+\.tmp")
-    for entry in os.listdir(directory):
+    with descriptors_checked(f"cannot list journal directory {directory}"):
+        entries = os.listdir(directory)
+    for entry in entries:
         if pattern.fullmatch(entry):
             _unlink_quietly(os.path.join(directory, entry))
 

@@ -14,6 +14,13 @@ Rules:
   then (see `hold` and `_retention`). A lock keeps the publisher thread apart.
 * A seqlock guards each update: the generation word is odd while the publisher writes; a reader of
   the file retries until it reads the same even generation before and after.
+* A linked reader that cannot create its file is not created: `Reader.create` raises StorageError
+  naming the path and the OS error (a read-only or full disk, a file where ``readers/`` should be,
+  no file descriptor left). A reader that published nothing would hold no page, and the service's
+  retention (or `mmipc prune`, which reads the same files and never the service's memory) could
+  remove pages it still needs: silent loss. Holding every page for it at the service instead was
+  rejected: a hold known only to the service's memory is invisible to `mmipc prune`, and the
+  cause is one the user fixes in seconds, told where.
 * A reader that closes removes its file (not a forked child's copy of it: the file stays the parent's,
   and the child's publisher thread, if it starts one, publishes only the child's own readers). A
   reader that dies leaves it: the service shows that reader
@@ -22,8 +29,13 @@ Rules:
   started at another time than the one recorded at offset 56 (`_bell.owner_alive`, as for bells). A pid
   alone is not enough: on a desk that runs for months the kernel hands a dead reader's pid to
   another process, and the dead reader's file would hold its pages forever. A reader whose pid
-  namespace (offset 96) is not the service's, one in a container sharing the home, counts as alive:
-  its pid cannot be checked from here, and its pages are kept.
+  namespace (offset 96) is not the service's, one in a container sharing the home, cannot be
+  checked by its pid from here: it counts as alive while its heartbeat (offset 24, wall clock) is
+  younger than FOREIGN_LIMIT (the service's `foreign_reader_limit`), dead after (`Owner.alive`).
+  The publisher thread writes the heartbeat every PUBLISH_INTERVAL, moved or not, so a live idle
+  reader keeps it fresh. The trade-off: a container reader frozen (SIGSTOP, a suspended VM) longer
+  than the limit loses its hold, and its pages may go. A heartbeat in the future (the wall clock
+  stepped back) is fresh; one stepped forward past the limit is taken as dead until the next beat.
 
 File layout (little-endian)::
 
@@ -61,7 +73,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._bell import pid_namespace, start_ticks
+from .._errors import StorageError
+from ._bell import owner_alive, pid_namespace, start_ticks
 from ._files import check_name, read_regular
 
 if TYPE_CHECKING:
@@ -80,6 +93,7 @@ SLOTS_AT = 64
 JOURNALS_AT = SLOTS_AT + MAX_SLOTS * SLOT_SIZE
 PUBLISH_INTERVAL = 0.2
 DEAD_LINGER = 60.0
+FOREIGN_LIMIT = 600.0  # seconds without a heartbeat after which another pid namespace's reader is dead
 READERS_DIR = "readers"
 SUFFIX = ".counters"
 WAIT_MODES = ("read", "backoff", "spin", "custom", "block")  # stored by index: append only
@@ -263,12 +277,22 @@ def _create(path: str) -> mmap.mmap:
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.ftruncate(fd, COUNTER_FILE_SIZE)
+        os.posix_fallocate(fd, 0, COUNTER_FILE_SIZE)  # no hole: a store into one on a full disk is SIGBUS
         mm = mmap.mmap(fd, COUNTER_FILE_SIZE)
         os.rename(tmp, path)
+    except OSError:
+        _remove_quietly(tmp)
+        raise
     finally:
         os.close(fd)
     return mm
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 class _Publisher:
@@ -316,15 +340,28 @@ PUBLISHER = _Publisher()
 os.register_at_fork(after_in_child=PUBLISHER.forget_after_fork)
 
 
-def open_board(home: str, name: str, cursors: list[Cursor], durable: bool) -> Board | None:
-    """Start publishing a reader's positions; None (and a log line) if its file cannot be made."""
+def open_board(home: str, name: str, cursors: list[Cursor], durable: bool) -> Board:
+    """Start publishing a reader's positions; StorageError if its file cannot be made (see the
+    rules: a reader that publishes nothing holds nothing, and retention would remove its pages)."""
+    path = counters_path(home, name)
     try:
-        board = Board(counters_path(home, name), cursors, durable)
+        board = Board(path, cursors, durable)
     except OSError as exc:
-        log.warning("reader %s will not publish its position: %s", name, exc)
-        return None
+        raise StorageError(
+            f"reader {name} cannot create its position file {path}: {_why(exc)}; without it "
+            f"the service's retention could remove pages the reader still needs: make "
+            f"{os.path.dirname(path)} a writable directory with free space (and files left under "
+            f"`ulimit -n`), then create the reader again"
+        ) from None
     PUBLISHER.add(board)
     return board
+
+
+def _why(exc: OSError) -> str:
+    """The OS error, and the file it was about when that is not the position file itself (a
+    file where the ``readers/`` directory should be: "File exists (/home/readers)")."""
+    why = exc.strerror or str(exc)
+    return f"{why} ({exc.filename})" if exc.filename else why
 
 
 def close_board(board: Board | None) -> None:
@@ -359,18 +396,41 @@ def read_counters(path: str) -> dict[str, Any] | None:
     return None
 
 
-def counters_owner(path: str) -> tuple[int, int, int] | None:
-    """The pid, start_ticks and pid_ns in a counter file's header, read whatever its generation (a
-    publisher may be in the middle of an update, or stopped there); None if the file is not a
-    counter file."""
+class Owner(NamedTuple):
+    """Who wrote a counter file, and when it last showed it lived."""
+
+    pid: int
+    start_ticks: int
+    pid_ns: int
+    heartbeat_ns: int
+
+    @classmethod
+    def of(cls, counters: dict[str, Any]) -> Owner:
+        return cls(counters["pid"], counters["start_ticks"], counters["pid_ns"], counters["heartbeat_ns"])
+
+    def foreign(self) -> bool:
+        """Recorded in another pid namespace than ours: its pid names nothing here."""
+        return bool(self.pid_ns) and self.pid_ns != pid_namespace()
+
+    def alive(self, foreign_limit: float = FOREIGN_LIMIT) -> bool:
+        """By its pid and start time (`_bell.owner_alive`); one of another pid namespace by its
+        heartbeat: alive while younger than `foreign_limit` seconds (see the rules)."""
+        if self.foreign():
+            return time.time_ns() - self.heartbeat_ns < foreign_limit * 1e9
+        return owner_alive(self.pid, self.start_ticks, self.pid_ns)
+
+
+def counters_owner(path: str) -> Owner | None:
+    """The owner in a counter file's header, read whatever its generation (a publisher may be in
+    the middle of an update, or stopped there); None if the file is not a counter file."""
     size = PID_NS_AT + START.size
     data = read_regular(path, size)
     if data is None or len(data) != size or data[:8] != MAGIC:
         return None
-    _, version, pid = HEADER.unpack_from(data)[:3]
+    _, version, pid, _, beat = HEADER.unpack_from(data)[:5]
     if version not in (VERSION, VERSION_WIDE):
         return None
-    return int(pid), START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0]
+    return Owner(int(pid), START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0], beat)
 
 
 def _parse(data: bytes) -> dict[str, Any] | None:
@@ -389,6 +449,8 @@ def _parse(data: bytes) -> dict[str, Any] | None:
         ]
     except (ValueError, TypeError, RecursionError):  # a damaged list: json nests arrays recursively
         return None
+    if any("\0" in p.directory or "\0" in p.name for p in positions):  # no path has one: damaged,
+        return None  # and os.path.realpath would raise in every status and retention pass
     mode = WAIT_MODES[wait] if wait < len(WAIT_MODES) else "custom"
     start, ns = START.unpack_from(data, START_AT)[0], START.unpack_from(data, PID_NS_AT)[0]
     return {"pid": pid, "start_ticks": start, "pid_ns": ns, "heartbeat_ns": beat, "started_ns": started,

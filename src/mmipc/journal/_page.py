@@ -14,6 +14,7 @@ import stat
 from collections.abc import Iterator
 
 from .._errors import CorruptJournalError, StorageError
+from ._files import descriptors_checked, descriptors_error
 from ._layout import (
     INDEX_OFFSET,
     INDEX_SLOT,
@@ -62,7 +63,9 @@ class MappedPage:
                 f"header names page {header.page_no} of {header.name!r}, expected page {page_no} of {name!r}",
             )
         access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
-        return cls(path, mmap.mmap(fd, size, access=access), header)
+        with descriptors_checked(f"cannot map page {path}"):  # the map keeps a dup of `fd`
+            mm = mmap.mmap(fd, size, access=access)
+        return cls(path, mm, header)
 
     def unmap_part(self, start: int, length: int) -> None:
         """Drop the page-table entries of a part of the map; the data stays in the page cache."""
@@ -165,6 +168,8 @@ def open_page_file(path: str, writable: bool = False) -> int:
             ) from None
         if exc.errno == errno.ENXIO:  # a socket, or a device with no driver
             raise CorruptJournalError(path, 0, "not a regular file (a socket or device)") from None
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise descriptors_error(f"cannot open page {path}", exc) from exc
         raise StorageError(f"cannot open page {path}: {exc.strerror}") from exc
     try:
         info = require_regular_file(fd, path)

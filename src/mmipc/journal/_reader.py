@@ -46,12 +46,12 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from .._errors import ClosedError, ReaderNameTakenError, ServiceRefusedError, UsageError
+from .._errors import ClosedError, ReaderNameTakenError, ServiceRefusedError, StorageError, UsageError
 from ..service._servicehome import DEFAULT_HOME, ServiceHome, link_for
 from ._backend import native
 from ._batch import FrameBatch, FramesBatch
 from ._block import Block, block_frames
-from ._cursor import Cursor, Start
+from ._cursor import READING, Cursor, Start
 from ._files import check_directory, check_name
 from ._merge import Merge
 from ._times import to_nano
@@ -140,7 +140,11 @@ class Reader:
         if link is not None:
             from ._metrics import open_board  # linked readers only: the link has loaded its peers
 
-            self._board = open_board(os.path.dirname(link.path), name, self._cursors, durable is not None)
+            try:
+                self._board = open_board(os.path.dirname(link.path), name, self._cursors, durable is not None)
+            except StorageError:  # no position file, no reader: free its name and cursor lock
+                _unregister(link, name, durable, None)
+                raise
         self._rebind()
         self._finalizer = weakref.finalize(self, _unregister, link, name, durable, self._board)
         weakref.finalize(self, self._merge.close)  # a dropped reader frees its doorbell and slots
@@ -228,6 +232,7 @@ class Reader:
         Example: ``frame = r.read(); handle(frame); r.commit()  # a restart resumes after frame``
         """
         self._check_open()
+        self._check_not_reading("commit")
         if self._durable is None:
             raise UsageError(f"reader {self.name} is not durable: create it with durable=True to commit")
         self._durable.commit(self._cursors)
@@ -245,6 +250,7 @@ class Reader:
         Example: ``reader.add_journal("/data/md", "md.ctp", start="2026-11-26 09:30:00")``
         """
         self._check_open()
+        self._check_not_reading("add_journal")
         jid = JournalId(check_directory(directory), check_name(name))
         if start is not None and start not in ("begin", "end"):
             start = to_nano(start, "start")  # ns, a datetime or ISO text
@@ -266,6 +272,7 @@ class Reader:
         Example: ``reader.remove_journal("/data/md", "md.ctp")``
         """
         self._check_owner()
+        self._check_not_reading("remove_journal")
         jid = JournalId(check_directory(directory), name)
         for cursor in self._cursors:
             if cursor.jid == jid:
@@ -301,6 +308,7 @@ class Reader:
         Example: ``reader.seek("2026-11-26 09:30:00")``
         """
         self._check_open()
+        self._check_not_reading("seek")
         nano = to_nano(when, "seek")
         for cursor in self._cursors:
             cursor.position(nano)
@@ -420,6 +428,7 @@ class Reader:
             self._release_inherited()
             return
         self._check_owner()
+        self._check_not_reading("close")
         if self._durable is not None and not self._closed:
             self._durable.commit(self._cursors)
         for cursor in self._cursors:
@@ -475,6 +484,23 @@ class Reader:
         if _get_ident() != self._thread or self._inherited:
             self._check_inherited()
             _raise_other_thread(self.name, self._thread)
+
+    def _check_not_reading(self, op: str) -> None:
+        """Refuse `op` from inside a read of this reader (a signal handler's, a finalizer's): it
+        would change the cursors, the merge's heap or the core under the read using them (a frame
+        twice, "settle(): not a slow core", IndexError, a closed map). The read marks itself: the
+        pure-Python merge's and cursors' `owner` is READING, a native cursor is `in_python`, the
+        native merge's `_c_thread` is READING (mmipc's READING_IN_PYTHON)."""
+        merge, core = self._merge, self._merge.core
+        if (
+            (core is not None and core._c_thread == READING)
+            or merge.owner == READING
+            or any(c.owner == READING or c.in_python for c in self._cursors)
+        ):
+            raise UsageError(
+                f"reader {self.name}: {op}() was called from inside one of its own reads (a signal "
+                f"handler or a finalizer?): call it from the reader's own code, once the read returned"
+            )
 
     def _check_open(self) -> None:
         if _get_ident() != self._thread or self._inherited:

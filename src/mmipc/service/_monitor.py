@@ -28,11 +28,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import MmipcError
-from ..journal._bell import owner_alive, sweep_dead_bells
+from ..journal._bell import sweep_dead_bells
 from ..journal._durable import list_cursors
 from ..journal._files import pid_alive
 from ..journal._metrics import (
     DEAD_LINGER,
+    FOREIGN_LIMIT,
     Published,
     counters_owner,
     list_counters,
@@ -56,8 +57,10 @@ class Monitor:
         policy: Policy | None = None,
         policies: dict[str, Policy] | None = None,
         retain_interval: float = 60.0,
+        foreign_limit: float = FOREIGN_LIMIT,
     ) -> None:
         self.home = home
+        self.foreign_limit = foreign_limit  # seconds: see _metrics.Owner.alive
         self._known = known
         self.policy = policy or Policy()
         self.policies = {os.path.realpath(d): p for d, p in (policies or {}).items()}
@@ -65,6 +68,7 @@ class Monitor:
         self._rates: dict[JournalKey, Rates] = {}
         self._frames: dict[JournalKey, int] = {}
         self._dead_since: dict[str, float] = {}
+        self._stopped: frozenset[tuple[int, int, int]] = frozenset()  # see _forget_dead
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,7 +108,7 @@ class Monitor:
         for key in self._known():
             self._guarded(self._sample, key)
         self._guarded(self._forget_dead)
-        self._guarded(sweep_dead_bells)
+        self._guarded(self._sweep_bells)
 
     def _guarded(self, what: Callable[..., object], *args: Any) -> None:
         try:
@@ -158,8 +162,8 @@ class Monitor:
             return []
         result = Plan(*key)
         try:  # a page that cannot be read is a retention error (counted in status), not a silent stop
-            result = plan(self.home, key[0], key[1], policy, _clock(key, policy))
-            done = apply_plan(result, policy.archive, self.home)
+            result = plan(self.home, key[0], key[1], policy, _clock(key, policy), self.foreign_limit)
+            done = apply_plan(result, policy.archive, self.home, self.foreign_limit)
         except Exception as exc:
             self.retention_errors += 1
             self.last_retention_error = str(exc)
@@ -238,15 +242,19 @@ class Monitor:
 
     def _forget_dead(self) -> None:
         """Remove the counter files of readers dead for DEAD_LINGER seconds, by the owner in the
-        header (pid, start time, pid namespace), read whatever the seqlock's generation: a reader
-        stopped between its seqlock's two stores may be alive, and holds every page through it
-        (`_retention._hold_unread`)."""
+        header (pid, start time, pid namespace, heartbeat), read whatever the seqlock's generation:
+        a reader stopped between its seqlock's two stores may be alive, and holds every page through
+        it (`_retention._hold_unread`). Remember the owners of another pid namespace whose heartbeat
+        stopped, for `_sweep_bells`: nothing else can tell those are dead."""
         now = time.monotonic()
+        stopped = set()
         for name, path in list_counters(self.home).items():
             owner = counters_owner(path)  # the header's owner, whatever the seqlock's generation
-            if owner is not None and owner_alive(*owner):
+            if owner is not None and owner.alive(self.foreign_limit):
                 self._dead_since.pop(name, None)
                 continue
+            if owner is not None and owner.foreign():
+                stopped.add((owner.pid, owner.start_ticks, owner.pid_ns))
             since = self._dead_since.setdefault(name, now)
             if now - since >= DEAD_LINGER:
                 try:
@@ -254,6 +262,11 @@ class Monitor:
                 except OSError:
                     pass
                 self._dead_since.pop(name, None)
+        self._stopped = frozenset(stopped)
+
+    def _sweep_bells(self) -> None:
+        """The bells of dead readers, and of the readers of another namespace whose heartbeat stopped."""
+        sweep_dead_bells(self._stopped)
 
 
 def _clock(key: JournalKey, policy: Policy) -> int:

@@ -40,11 +40,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import StorageError, UsageError
-from ..journal._bell import owner_alive
 from ..journal._durable import list_cursors
 from ..journal._files import list_pages, page_path
 from ..journal._layout import MsgType
-from ..journal._metrics import counters_owner, list_counters, read_counters
+from ..journal._metrics import FOREIGN_LIMIT, Owner, counters_owner, list_counters, read_counters
 from ..journal._page import MappedPage
 from ._lag import journal_tail
 
@@ -120,8 +119,12 @@ class Plan:
     kept_for: str = ""
 
 
-def holds(home: str | None, directory: str, name: str) -> list[dict[str, Any]]:
-    """Readers that need pages of this journal: {"reader", "page_no", "kind"} (durable or live)."""
+def holds(
+    home: str | None, directory: str, name: str, foreign_limit: float = FOREIGN_LIMIT
+) -> list[dict[str, Any]]:
+    """Readers that need pages of this journal: {"reader", "page_no", "kind"} (durable or live). A
+    live reader of another pid namespace holds while its heartbeat is younger than `foreign_limit`
+    seconds (`_metrics.Owner.alive`)."""
     if home is None:
         return []
     real = os.path.realpath(directory)
@@ -136,9 +139,9 @@ def holds(home: str | None, directory: str, name: str) -> list[dict[str, Any]]:
     for reader, path in list_counters(home).items():
         counters = read_counters(path)
         if counters is None:
-            found.extend(_hold_unread(reader, path))
+            found.extend(_hold_unread(reader, path, foreign_limit))
             continue
-        if not owner_alive(counters["pid"], counters["start_ticks"], counters["pid_ns"]):
+        if not Owner.of(counters).alive(foreign_limit):
             continue  # dead, or its pid reused by another process: it holds nothing
         for p in counters["positions"]:
             if p.name == name and os.path.realpath(p.directory) == real:
@@ -157,22 +160,29 @@ def _live_hold(reader: str, page_no: int) -> dict[str, Any]:
     return {"reader": f"{reader} (not on a page yet: every page held)", "page_no": 0, "kind": "live"}
 
 
-def _hold_unread(reader: str, path: str) -> list[dict[str, Any]]:
+def _hold_unread(reader: str, path: str, foreign_limit: float) -> list[dict[str, Any]]:
     """A live reader whose counter file reads as being written (its publisher thread is waiting
     for the GIL mid-update, or its process is stopped there) holds every page until it can be
     read: its positions are unknown, and a page removed under it is a gap it can never fill."""
     owner = counters_owner(path)
-    if owner is None or not owner_alive(*owner):
+    if owner is None or not owner.alive(foreign_limit):
         return []
     who = f"{reader} (its positions are being written: every page held)"
     return [{"reader": who, "page_no": 0, "kind": "live"}]
 
 
-def plan(home: str | None, directory: str, name: str, policy: Policy, now_ns: int) -> Plan:
+def plan(
+    home: str | None,
+    directory: str,
+    name: str,
+    policy: Policy,
+    now_ns: int,
+    foreign_limit: float = FOREIGN_LIMIT,
+) -> Plan:
     """Which of the journal's oldest pages the policy removes (nothing is touched)."""
     result = Plan(directory, name)
     pages = list_pages(directory, name)
-    result.held_by = holds(home, directory, name)
+    result.held_by = holds(home, directory, name, foreign_limit)
     limit = min((h["page_no"] for h in result.held_by), default=None)
     sizes = {no: _allocated(page_path(directory, name, no)) for no in pages}
     total, count = sum(sizes.values()), len(pages)
@@ -231,14 +241,17 @@ def _allocated(path: str) -> int:
         return 0
 
 
-def apply(result: Plan, archive: str | None, home: str | None = None) -> list[str]:
+def apply(
+    result: Plan, archive: str | None, home: str | None = None, foreign_limit: float = FOREIGN_LIMIT
+) -> list[str]:
     """Remove (or move to `archive`) the planned pages, oldest first, each unless a reader of `home`
     holds it by now; return the paths done."""
     done = []
     if archive is not None and result.remove:
         _make_archive(archive)
     for page_no in result.remove:
-        now_held = [h for h in holds(home, result.directory, result.name) if h["page_no"] <= page_no]
+        held = holds(home, result.directory, result.name, foreign_limit)
+        now_held = [h for h in held if h["page_no"] <= page_no]
         if now_held:
             who = ", ".join(h["reader"] for h in now_held)
             result.kept_for = f"page {page_no} is held by reader {who}"

@@ -58,6 +58,7 @@ from ..journal._files import (
     release_pid_lock,
 )
 from ..journal._layout import check_page_size
+from ..journal._metrics import FOREIGN_LIMIT
 from ._home import LOCK_NAME, ensure_home, resolve_home, socket_path
 from ._lazy_ahead import LazyAhead
 from ._monitor import Monitor
@@ -107,9 +108,13 @@ class Service:
         retain: Policy | None = None,
         retain_dirs: dict[str, Policy] | None = None,
         retain_interval: float = 60.0,
+        foreign_reader_limit: float = FOREIGN_LIMIT,
     ) -> None:
         """`retain` is the home's retention policy, `retain_dirs` overrides it per journal directory;
-        the monitor applies them every `retain_interval` seconds (see `_retention`)."""
+        the monitor applies them every `retain_interval` seconds (see `_retention`). A reader of
+        another pid namespace (a container sharing the home) whose heartbeat is older than
+        `foreign_reader_limit` seconds is taken as dead: its pages, counter file and bell go
+        (`_metrics.Owner.alive`)."""
         self.home = resolve_home(home)
         self.socket_path = socket_path(self.home)
         self._lock = threading.Lock()
@@ -129,7 +134,9 @@ class Service:
         self._refusals = _RefusalLog()
         self._known: set[JournalKey] = set()
         self._ahead = LazyAhead(self._preparer)
-        self.monitor = Monitor(self.home, self._known_journals, retain, retain_dirs, retain_interval)
+        self.monitor = Monitor(
+            self.home, self._known_journals, retain, retain_dirs, retain_interval, foreign_reader_limit
+        )
         self.monitor.on_tick = self._ahead.check
         self.started = 0.0
         self._status_jobs: queue.Queue[StatusJob | None] = queue.Queue()

@@ -985,8 +985,11 @@ map_shared(const char *path, size_t size, int create)
     }
     struct stat st;
     void *p = MAP_FAILED;
+    /* create 1: its blocks allocated (posix_fallocate also grows it): a store into a hole of a
+     * sparse file on a full disk is a SIGBUS, so a file that cannot be allocated is not mapped. */
     int ok = fstat(fd, &st) == 0
-             && (create == 1 ? st.st_size >= (off_t)size || (may_grow_to(size) && ftruncate(fd, (off_t)size) == 0)
+             && (create == 1 ? (st.st_size >= (off_t)size || may_grow_to(size))
+                                   && posix_fallocate(fd, 0, (off_t)size) == 0
                              : S_ISREG(st.st_mode) && st.st_size == (off_t)size);
     if (ok) {
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
