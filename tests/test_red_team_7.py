@@ -168,19 +168,14 @@ def _read_all(home: str, directory: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fix7 decided otherwise: the counter file is allocated now (no SIGBUS), and a reader that "
-    "cannot create it is refused with StorageError naming the file (a reader that publishes nothing "
-    "holds no page: retention could remove pages it needs); see docs/reliability.md",
-)
-def test_a_reader_linked_to_a_service_on_a_full_home_is_not_killed_by_sigbus(
+def test_a_reader_linked_to_a_service_on_a_full_home_is_refused_not_killed_by_sigbus(
     small_tmpfs: Path, jdir: str
 ) -> None:
     """Reader.create on a home whose filesystem is full (a tmpfs /run/user, /tmp) died of SIGBUS
     ("Bus error", exit -7) in the counter file's first store: the file was made by ftruncate, a
-    hole, and a store into a hole of a full tmpfs cannot be backed. A full disk must cost a reader
-    its published position, not its life (`publish_now`: "a full disk must not fail add_journal")."""
+    hole, and a store into a hole of a full tmpfs cannot be backed. Now the file is allocated, and
+    a reader that cannot make it is refused with a StorageError naming it (a reader that publishes
+    no position holds no page against retention: docs/reliability.md); its journal is untouched."""
     with Writer.create(jdir, "md", service=None) as writer:
         for i in range(10):
             writer.write(i.to_bytes(8, "little"))
@@ -188,10 +183,25 @@ def test_a_reader_linked_to_a_service_on_a_full_home_is_not_killed_by_sigbus(
     service.start()
     try:
         fill(small_tmpfs)
-        out = _read_all(service.home, jdir)
+        refused = subprocess.run(
+            [sys.executable, "-c", REFUSED, service.home, jdir], capture_output=True, text=True, timeout=120
+        )
     finally:
         service.stop()
-    assert (out.returncode, out.stdout) == (0, "read 10\n"), out.stderr
+    assert refused.returncode == 0, refused.stderr
+    assert refused.stdout.startswith("StorageError ") and "on-full-disk" in refused.stdout, refused.stdout
+    assert refused.stdout.count("\n") == 1, "one line naming the file"
+    assert _read_all("-", jdir).stdout == "read 10\n"
+
+
+REFUSED = (
+    "import sys\n"
+    "from mmipc import Reader, StorageError\n"
+    "try:\n"
+    "    Reader.create('on-full-disk', service=sys.argv[1])\n"
+    "except StorageError as exc:\n"
+    "    print('StorageError', exc)\n"
+)
 
 
 def test_a_reader_of_a_journal_on_a_full_disk_is_not_killed_by_sigbus(small_tmpfs: Path) -> None:
