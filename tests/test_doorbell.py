@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -602,20 +603,20 @@ def test_naps_double_while_sweeps_find_nothing_and_start_short_again_when_one_fi
     naps = Naps(MAX_NAP)
     lengths = []
     for _ in range(7):
-        lengths.append(naps.next(1))
+        lengths.append(naps.next((1, 0)))
         naps.swept(False)
     assert lengths == [FIRST_NAP * 2**k for k in range(5)] + [MAX_NAP, MAX_NAP]
     naps.swept(True)  # a writer that does not ring: the nap is short again
-    assert naps.next(1) == FIRST_NAP
+    assert naps.next((1, 0)) == FIRST_NAP
     naps.swept(False)
-    assert naps.next(2) == FIRST_NAP  # a journal added: a frame it committed may have gone unrung
+    assert naps.next((2, 0)) == FIRST_NAP  # a journal added: a frame it committed may have gone unrung
     explicit = Naps(0.05)  # a user's max_nap bounds every wait
     for _ in range(3):
-        assert explicit.next(1) == 0.05
+        assert explicit.next((1, 0)) == 0.05
         explicit.swept(False)
     unbounded = Naps(None)
     unbounded.swept(False)
-    assert unbounded.next(1) is None
+    assert unbounded.next((1, 0)) is None
 
 
 def _mute(writer: Writer) -> None:
@@ -643,7 +644,7 @@ def test_a_writer_that_does_not_ring_is_seen_by_a_sleeping_block_reader(jdir: st
             with Writer.create(jdir, "mute", service=None) as writer:
                 _mute(writer)
                 for i in range(frames):
-                    wait_for(lambda i=i: _asleep(reader) and len(seen) == i, what="the reader to sleep")
+                    wait_for(partial(_asleep_after, reader, seen, i), what="the reader to sleep")
                     writer.write(b"%d" % i)
         except BaseException as e:
             failures.append(e)
@@ -660,6 +661,10 @@ def test_a_writer_that_does_not_ring_is_seen_by_a_sleeping_block_reader(jdir: st
         reader.close()
     assert not failures, failures
     assert seen == [b"%d" % i for i in range(frames)]
+
+
+def _asleep_after(reader: Reader, seen: list[bytes], count: int) -> bool:
+    return len(seen) == count and _asleep(reader)
 
 
 def _asleep(reader: Reader) -> bool:

@@ -82,10 +82,10 @@ class Naps:
         self.longest = longest
         self.first = None if longest is None else min(FIRST_NAP, longest)
         self.nap = self.first
-        self.journals = -1
+        self.journals: object = None
 
-    def next(self, journals: int) -> float | None:
-        """The next wait's length, for a reader of `journals` journals."""
+    def next(self, journals: object) -> float | None:
+        """The next wait's length, for a reader whose journals are `journals` (`_journals`)."""
         if journals != self.journals:
             self.journals, self.nap = journals, self.first
         return self.nap
@@ -125,7 +125,7 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
             return
         if now - idle_since < window:
             continue
-        nap = naps.next(len(merge.cursors))
+        nap = naps.next(_journals(merge))
         nap = remaining if nap is None else nap if remaining is None else min(remaining, nap)
         got = _sleep(reader, merge, nap)
         if got is False:
@@ -136,6 +136,13 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
             idle_since = None
             window = _window(spin, frame.nano - last_nano)
             last_nano = frame.nano
+
+
+def _journals(merge: Merge) -> tuple[int, int]:
+    """What tells a change of the reader's journals (`Naps.next`): their number, and the last one
+    added (an add appends: a removal and an add between two waits change it)."""
+    cursors = merge.cursors
+    return len(cursors), id(cursors[-1]) if cursors else 0
 
 
 def _seconds(value: object) -> bool:
