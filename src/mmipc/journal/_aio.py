@@ -139,7 +139,7 @@ async def _nap(
         return reader.read()
     woken = listener.arm(nap)
     try:
-        bell.sleep(IN_LOOP)
+        bell.sleep(IN_LOOP, merge.core)  # the needy bytes set in the same call (native)
         frame = reader.read()  # the re-check after the announcement
         if frame is not None:
             return frame

@@ -216,10 +216,14 @@ class Bell:
         fence()
         return out
 
-    def sleep(self, how: int = ON_FUTEX) -> int:
-        """Announce the reader sleeps (full fence), ON_FUTEX or IN_LOOP; the word to pass to `wait`."""
+    def sleep(self, how: int = ON_FUTEX, core: object = None) -> int:
+        """Announce the reader sleeps (full fence), ON_FUTEX or IN_LOOP; the word to pass to `wait`.
+        `core`: the reader's C merge (native), which sets the needy bytes in the same call."""
+        if native is not None and core is not None:
+            seq: int = native.bell_sleep(self.mm, how, core if self.needy else None)
+            return seq
         if native is not None:
-            seq: int = native.bell_sleep(self.mm, how)
+            seq = native.bell_sleep(self.mm, how)
         else:
             seq = _U32.unpack_from(self.mm, WORD)[0]
             _U32.pack_into(self.mm, SLEEPING, how)

@@ -173,7 +173,7 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | bool:
         merge.sweep()
     nap_ns = -1 if nap is None else int(min(nap, LONGEST_WAIT) * 1e9)
     # the needy bytes after `sleeping`, before the re-check (docs/format.md, "Needy bytes")
-    got = native.bell_block(bell.mm, reader.read, nap_ns, bell.need_all if bell.needy else None)
+    got = native.bell_block(bell.mm, reader.read, nap_ns, _needy(merge, bell))
     if got is True:  # rung, nothing read: a first page may just have appeared
         if len(merge.cursors) == 1:
             merge.cursors[0].probe_at = 0
@@ -181,6 +181,12 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | bool:
     if got is False:
         merge.sweep()  # no ring ended this wait: look at everything once
     return got  # type: ignore[no-any-return]
+
+
+def _needy(merge: Merge, bell: Bell) -> object:
+    """What sets the reader's needy bytes as it announces sleep (native `bell_block`, `bell_sleep`):
+    its C merge, which holds them (one call, however many journals), or None if it has none."""
+    return merge.core if bell.needy else None
 
 
 def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None) -> Frame | bool:

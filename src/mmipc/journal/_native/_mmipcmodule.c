@@ -1383,16 +1383,41 @@ native_bell_ring(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
     return PyLong_FromUnsignedLong(sleeping);  /* 2: an asyncio reader, woken through its FIFO */
 }
 
-/* bell_sleep(bell, how=1) -> seq: announce that the reader is about to sleep (full fence), on the
- * futex (how 1) or in an event loop (how 2), returning the futex word to wait on. The reader then
- * re-checks its journals, and waits only if they are empty. */
+/* The needy bytes of a sleeping reader (MergeCore holds one per journal followed: merge_need_all). */
+static PyTypeObject MergeCoreType;
+static void merge_need_all(PyObject *core);
+
+/* After the store of `sleeping`: set the reader's needy byte in every list it is in, then a full
+ * fence (docs/format.md, "Needy bytes"). `needy` is the reader's MergeCore (its bytes set in C, one
+ * store each) or a callable that sets them (an older caller: Bell.need_all). -1 if it raised. */
+static int
+bell_set_needy(PyObject *needy)
+{
+    if (PyObject_TypeCheck(needy, &MergeCoreType)) {
+        merge_need_all(needy);
+    }
+    else {
+        PyObject *done = PyObject_CallNoArgs(needy);
+        if (done == NULL) {
+            return -1;
+        }
+        Py_DECREF(done);
+    }
+    mmipc_full_fence();
+    return 0;
+}
+
+/* bell_sleep(bell, how=1, needy=None) -> seq: announce that the reader is about to sleep (full
+ * fence), on the futex (how 1) or in an event loop (how 2), then set its needy bytes (`needy`, as
+ * for bell_block) and fence again; returns the futex word to wait on. The reader then re-checks
+ * its journals, and waits only if they are empty. */
 static PyObject *
 native_bell_sleep(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer b;
     unsigned long how = 1;
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "bell_sleep(bell, how=1)");
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "bell_sleep(bell, how=1, needy=None)");
         return NULL;
     }
     if (nargs == 2 && (how = PyLong_AsUnsignedLong(args[1])) == (unsigned long)-1 && PyErr_Occurred()) {
@@ -1404,6 +1429,9 @@ native_bell_sleep(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     uint32_t seq = atomic_load_explicit(bell_word(&b, BELL_WORD), memory_order_seq_cst);
     atomic_exchange_explicit(bell_word(&b, BELL_SLEEPING), (uint32_t)how, memory_order_seq_cst);
     PyBuffer_Release(&b);
+    if (nargs == 3 && args[2] != Py_None && bell_set_needy(args[2]) < 0) {
+        return NULL;  /* `sleeping` stays set: the caller's awake() clears it (Bell.sleep's finally) */
+    }
     return PyLong_FromUnsignedLong(seq);
 }
 
@@ -1443,7 +1471,7 @@ native_bell_wait(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
-/* bell_block(bell, read, timeout_ns) -> a frame, True or False: the whole sleep of wait="block"
+/* bell_block(bell, read, timeout_ns, needy=None) -> a frame, True or False: the whole sleep of wait="block"
  * (_block.py) in one call, so that a woken reader goes from the futex to its frame without a
  * Python frame in between. Announce sleeping on the futex (the exchange is the full fence), re-check
  * with read(), and only if that found nothing wait while the word is still the one loaded before
@@ -1468,11 +1496,8 @@ native_bell_block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     uint32_t seq = atomic_load_explicit(word, memory_order_seq_cst);
     atomic_exchange_explicit(sleeping, 1u, memory_order_seq_cst);
     PyObject *frame = Py_None;
-    if (nargs == 4 && args[3] != Py_None) {  /* the needy bytes: after `sleeping`, then a fence */
-        frame = PyObject_CallNoArgs(args[3]);
-        Py_XDECREF(frame);
-        frame = frame == NULL ? NULL : Py_None;
-        mmipc_full_fence();
+    if (nargs == 4 && args[3] != Py_None && bell_set_needy(args[3]) < 0) {  /* after `sleeping` */
+        frame = NULL;
     }
     if (frame != NULL) {
         frame = PyObject_CallNoArgs(args[1]);  /* the re-check after the announcement */
@@ -1632,6 +1657,20 @@ typedef struct {
     PyObject *on_thread;     /* the reader's entry points call it from another thread (it raises) */
     CursorCore *single;      /* a reader of one journal: its cursor (read_single), or NULL */
 } MergeCore;
+
+/* Set this reader's needy byte in every journal's list (bell_set_needy): one store each, from the
+ * flags' table, release (a writer that sees the 1 sees the store of `sleeping` before it); the
+ * caller fences after. */
+static void
+merge_need_all(PyObject *core)
+{
+    MergeCore *m = (MergeCore *)core;
+    for (Py_ssize_t f = 0; m->needy_at != NULL && f < m->nflags; f++) {
+        if (m->needy_at[f] != NULL) {
+            atomic_store_explicit(m->needy_at[f], 1, memory_order_release);
+        }
+    }
+}
 
 static void
 merge_drop_frames(MergeCore *self)
