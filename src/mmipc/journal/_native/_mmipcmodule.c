@@ -1604,10 +1604,11 @@ native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
  * core's lines, the page's buffer, the jid and the page itself. */
 
 #define MERGE_SWEEP_EVERY 4096u
+#define MERGE_HOT_MAX 8  /* journals whose flag a merge leaves set (HOT), polled at every read */
 #define MERGE_PROBE_NS 1000000
 #define BELL_MAX_FLAGS (8192 - BELL_FLAGS)
 
-enum { IN_HEAP = 1, DIRTY = 2, IS_SLOW = 4, PARKED = 8 };
+enum { IN_HEAP = 1, DIRTY = 2, IS_SLOW = 4, PARKED = 8, HOT = 16 };
 
 typedef struct {
     CursorCore *core;
@@ -1618,7 +1619,7 @@ typedef struct {
     const void *jid;             /* its jid (prefetch only) */
     const unsigned char *after;  /* the frame header its core peeks once its frame is taken (same) */
     int32_t flag;                /* index of its flag in the bell, or -1: polled on every read */
-    uint8_t state;               /* IN_HEAP | DIRTY | IS_SLOW | PARKED */
+    uint8_t state;               /* IN_HEAP | DIRTY | IS_SLOW | PARKED | HOT */
 } merge_entry_t;
 
 typedef struct {  /* in this order: on x86-64, its 16 bytes are the __int128 nano << 64 | entry */
@@ -1648,6 +1649,8 @@ typedef struct {
     Py_buffer *needy_bufs;   /* the lists those bytes are in, held while set */
     Py_ssize_t nneedy;
     Py_buffer bell;          /* the reader's bell, or bell.obj == NULL */
+    Py_ssize_t hot[MERGE_HOT_MAX]; /* entries whose flag the collect left set (merge_collect) */
+    Py_ssize_t nhot;
     unsigned int empties;
     unsigned int taken;      /* frames since the last sweep: a busy reader sweeps too */
     PyObject *last[2];       /* the merge's last two Frames, refilled when dropped (merge_frame) */
@@ -1706,6 +1709,7 @@ merge_free_arrays(MergeCore *self)
     self->dirty = self->always = self->slow = NULL;
     self->by_flag = NULL;
     self->n = self->nheap = self->ndirty = self->nalways = self->nslow = self->nparked = 0;
+    self->nhot = 0;
     self->nflags = 0;
     if (self->bell.obj != NULL) {
         PyBuffer_Release(&self->bell);
@@ -2005,8 +2009,12 @@ mark_slow(MergeCore *m, Py_ssize_t i)
     }
 }
 
-/* Clear `pending`, then each flag found set (marking its journal dirty), then a full fence: a
- * ring after a clear stays visible to the next collect; the polls come after the fence. */
+/* Clear `pending`, then look at each flag: a journal found flagged is dirty (polled after the fence
+ * below). Its flag is left set while fewer than MERGE_HOT_MAX journals are HOT: a hot journal is
+ * polled at every read, like one without a flag, so its writer, which finds the flag set and the
+ * reader awake, stores nothing and (its needy byte cleared) pays its fence alone (docs/format.md,
+ * *Hot journals*). Any other flag is cleared, then its needy byte set (its writer rings again).
+ * Last a full fence: a ring after a clear stays visible to the next collect. */
 static void
 merge_collect(MergeCore *m)
 {
@@ -2018,18 +2026,52 @@ merge_collect(MergeCore *m)
         memcpy(&word, flags + i, 8);  /* eight flags at once: most are clear */
         for (Py_ssize_t j = i; word != 0 && j < i + 8 && j < m->nflags; j++) {
             _Atomic unsigned char *flag = (_Atomic unsigned char *)(flags + j);
-            if (atomic_load_explicit(flag, memory_order_relaxed)) {
+            if (!atomic_load_explicit(flag, memory_order_relaxed)) {
+                continue;
+            }
+            Py_ssize_t entry = m->by_flag[j];
+            if (entry >= 0 && (m->e[entry].state & HOT)) {
+                continue;  /* polled at every read already */
+            }
+            if (entry >= 0 && m->nhot < MERGE_HOT_MAX) {
+                m->e[entry].state |= HOT;  /* its flag stays set */
+                m->hot[m->nhot++] = entry;
+            }
+            else {
                 atomic_store_explicit(flag, 0, memory_order_relaxed);
                 if (m->needy_at[j] != NULL) {  /* after the clear: its writer rings again */
                     atomic_store_explicit(m->needy_at[j], 1, memory_order_release);
                 }
-                if (m->by_flag[j] >= 0) {
-                    mark_dirty(m, m->by_flag[j]);
-                }
+            }
+            if (entry >= 0) {
+                mark_dirty(m, entry);
             }
         }
     }
     atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* Hot journals become flagged ones again (at a sweep, and before the membership changes): clear
+ * each one's flag (C), set its needy byte (I), full fence (G), and mark it dirty (polled after G):
+ * exactly a collect's clear, so its writer's next commit rings it (docs/format.md, *Hot journals*). */
+static void
+merge_cool(MergeCore *m)
+{
+    if (m->nhot == 0) {
+        return;
+    }
+    unsigned char *flags = (unsigned char *)m->bell.buf + BELL_FLAGS;
+    for (Py_ssize_t k = 0; k < m->nhot; k++) {
+        merge_entry_t *e = &m->e[m->hot[k]];
+        e->state &= (uint8_t)~HOT;
+        atomic_store_explicit((_Atomic unsigned char *)(flags + e->flag), 0, memory_order_relaxed);
+        if (m->needy_at[e->flag] != NULL) {
+            atomic_store_explicit(m->needy_at[e->flag], 1, memory_order_release);
+        }
+        mark_dirty(m, m->hot[k]);
+    }
+    m->nhot = 0;
+    mmipc_full_fence();
 }
 
 static void
@@ -2038,6 +2080,11 @@ merge_poll_dirty(MergeCore *m)
     for (Py_ssize_t k = 0; k < m->nalways; k++) {
         if (!(m->e[m->always[k]].state & PARKED)) {
             mark_dirty(m, m->always[k]);
+        }
+    }
+    for (Py_ssize_t k = 0; k < m->nhot; k++) {
+        if (!(m->e[m->hot[k]].state & (PARKED | IN_HEAP))) {
+            mark_dirty(m, m->hot[k]);
         }
     }
     while (m->ndirty > 0) {
@@ -2079,6 +2126,7 @@ merge_idle(MergeCore *m)
         return 0;
     }
     m->empties = 0;
+    merge_cool(m);  /* a hot journal that stopped writing costs no poll per read for good */
     mark_all_dirty(m);
     return 1;
 }
@@ -2094,10 +2142,10 @@ merge_next_frame(MergeCore *m)
                                 memory_order_acquire)) {
         merge_collect(m);
     }
-    else if (m->nheap == 0 && m->ndirty == 0 && m->nalways == 0 && !merge_idle(m)) {
+    else if (m->nheap == 0 && m->ndirty == 0 && m->nalways == 0 && !merge_idle(m) && m->nhot == 0) {
         Py_RETURN_NONE;
     }
-    if (m->ndirty > 0 || m->nalways > 0) {
+    if (m->ndirty > 0 || m->nalways > 0 || m->nhot > 0) {
         merge_poll_dirty(m);
     }
     if (m->nslow > 0) {
@@ -2280,6 +2328,7 @@ mergecore_set(MergeCore *self, PyObject *args)
     if (bell != Py_None && bell_buffer(bell, &b, 8192) < 0) {
         return NULL;
     }
+    merge_cool(self);  /* with the old bell and needy bytes: no flag is left set unwatched */
     merge_free_arrays(self);
     merge_drop_frames(self);  /* a journal removed: its pages are not kept mapped by them */
     self->bell = b;
