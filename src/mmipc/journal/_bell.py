@@ -24,8 +24,10 @@ Rules (docs/format.md, "Doorbells", is the contract):
   journal's writer.
 * A reader clears `pending`, fences, then clears the flags it takes (setting each one's needy
   byte after) BEFORE it polls those journals (full fence in between): a ring that lands after the
-  clear stays visible. A sleeping reader stores `sleeping`, then its needy bytes, fences,
-  re-checks every journal flagged, then waits on the word it read before: Drepper's rule. (The
+  clear stays visible. The native merge leaves the flags of up to 8 journals set instead (hot:
+  polled at every read, so their writers store nothing; docs/format.md, *Hot journals*).
+  A sleeping reader stores `sleeping`, then its needy bytes, fences, re-checks every journal
+  flagged (and every hot one), then waits on the word it read before: Drepper's rule. (The
   needy store always comes after the store it signals: the writer that clears it looks again.)
 * The fences need the C extension; without it a writer fences with a lock round trip (an atomic
   instruction) and wakes through ctypes, and a reader sleeps in bounded steps (`BOUNDED_SLEEP`).

@@ -1585,8 +1585,9 @@ native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
  *
  * The journals with a frame peeked ("the heap"), in a winner tree keyed by (timestamp, position in
  * the list, which is the order they were added): see tree_set. Only "dirty" journals are polled:
- * flagged by their writer's ring, just (re)set, unsubscribed (flag -1: every read), or all of them
- * every MERGE_SWEEP_EVERY empty reads. A journal whose core needs Python (a page's end, damage, no
+ * flagged by their writer's ring, just (re)set, unsubscribed (flag -1: every read), hot (a flag
+ * the collect left set, up to MERGE_HOT_MAX: every read; merge_collect), or all of them every
+ * MERGE_SWEEP_EVERY empty reads (which also cools the hot ones). A journal whose core needs Python (a page's end, damage, no
  * page: poll -2) is put on the `slow` list and read() returns SLOW, before any frame is taken,
  * until Python settles it: its next frame may be the earliest. Settled without a page, it is
  * "parked": polled again when rung, swept, or MERGE_PROBE_NS after the last probe.
@@ -2051,26 +2052,35 @@ merge_collect(MergeCore *m)
     atomic_thread_fence(memory_order_seq_cst);
 }
 
-/* Hot journals become flagged ones again (at a sweep, and before the membership changes): clear
- * each one's flag (C), set its needy byte (I), full fence (G), and mark it dirty (polled after G):
- * exactly a collect's clear, so its writer's next commit rings it (docs/format.md, *Hot journals*). */
+/* A hot journal becomes a flagged one again: clear its flag (C), set its needy byte (I), and take
+ * it off the hot list; the caller fences (G) and polls it after, exactly as after a collect's
+ * clear, so its writer's next commit rings it (docs/format.md, *Hot journals*). */
+static void
+merge_cool_one(MergeCore *m, Py_ssize_t k)
+{
+    merge_entry_t *e = &m->e[m->hot[k]];
+    unsigned char *flags = (unsigned char *)m->bell.buf + BELL_FLAGS;
+    e->state &= (uint8_t)~HOT;
+    atomic_store_explicit((_Atomic unsigned char *)(flags + e->flag), 0, memory_order_relaxed);
+    if (m->needy_at[e->flag] != NULL) {
+        atomic_store_explicit(m->needy_at[e->flag], 1, memory_order_release);
+    }
+    m->hot[k] = m->hot[--m->nhot];
+}
+
+/* Every hot journal cooled (at a sweep, and before the membership changes), then G, each one
+ * dirty: polled at the next read. */
 static void
 merge_cool(MergeCore *m)
 {
     if (m->nhot == 0) {
         return;
     }
-    unsigned char *flags = (unsigned char *)m->bell.buf + BELL_FLAGS;
-    for (Py_ssize_t k = 0; k < m->nhot; k++) {
-        merge_entry_t *e = &m->e[m->hot[k]];
-        e->state &= (uint8_t)~HOT;
-        atomic_store_explicit((_Atomic unsigned char *)(flags + e->flag), 0, memory_order_relaxed);
-        if (m->needy_at[e->flag] != NULL) {
-            atomic_store_explicit(m->needy_at[e->flag], 1, memory_order_release);
-        }
-        mark_dirty(m, m->hot[k]);
+    while (m->nhot > 0) {
+        Py_ssize_t i = m->hot[m->nhot - 1];
+        merge_cool_one(m, m->nhot - 1);
+        mark_dirty(m, i);
     }
-    m->nhot = 0;
     mmipc_full_fence();
 }
 
@@ -2421,6 +2431,13 @@ mergecore_settle(MergeCore *self, PyObject *arg)
         mark_dirty(self, i);
     }
     else {
+        for (Py_ssize_t k = 0; k < self->nhot; k++) {
+            if (self->hot[k] == i) {  /* parked: polled by its probe, or when rung, not per read */
+                merge_cool_one(self, k);
+                mmipc_full_fence();  /* G: its probe, or the collect of its ring, polls after */
+                break;
+            }
+        }
         e->state |= PARKED;
         self->nparked++;
     }
