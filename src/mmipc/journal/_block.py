@@ -76,13 +76,14 @@ class Naps:
     committed while a journal was subscribed may go unrung: docs/format.md, *Subscribing*).
     `longest` None: no limit (every wait waits for a ring)."""
 
-    __slots__ = ("first", "longest", "nap", "journals")
+    __slots__ = ("first", "longest", "nap", "journals", "sweeping")
 
     def __init__(self, longest: float | None) -> None:
         self.longest = longest
         self.first = None if longest is None else min(FIRST_NAP, longest)
         self.nap = self.first
         self.journals: object = None
+        self.sweeping = False  # a wait ended with no ring: the next read polls every journal
 
     def next(self, journals: object) -> float | None:
         """The next wait's length, for a reader whose journals are `journals` (`_journals`)."""
@@ -92,6 +93,7 @@ class Naps:
 
     def swept(self, found: bool) -> None:
         """After a wait that no ring ended, and the read that polled every journal: `found` a frame."""
+        self.sweeping = False
         if self.nap is not None and self.longest is not None:
             self.nap = self.first if found else min(self.nap * 2, self.longest)
 
@@ -104,19 +106,19 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
     idle_since: float | None = None
     window = spin  # `spin`, or 0 after an idle spell between frames further apart than `spin`
     last_nano = 0
-    swept = False  # the last wait ended with no ring: this read polls every journal
     while True:
         frame = reader.read()
-        if swept:
-            swept = False
-            naps.swept(frame is not None)
         if frame is not None:
             yield frame
             if idle_since is not None:
                 idle_since = None
                 window = _window(spin, frame.nano - last_nano)
+                if naps.sweeping:
+                    naps.swept(True)
             last_nano = frame.nano
             continue
+        if naps.sweeping:
+            naps.swept(False)
         now = monotonic()
         if idle_since is None:
             idle_since = now
@@ -127,11 +129,8 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
             continue
         nap = naps.next(_journals(merge))
         nap = remaining if nap is None else nap if remaining is None else min(remaining, nap)
-        got = _sleep(reader, merge, nap)
-        if got is False:
-            swept = True
-        elif got is not True:
-            frame = got
+        frame = _sleep(reader, merge, nap, naps)
+        if frame is not None:
             yield frame
             idle_since = None
             window = _window(spin, frame.nano - last_nano)
@@ -154,10 +153,11 @@ def _window(spin: float, gap_ns: int) -> float:
     return spin if gap_ns < spin * 1e9 else 0.0
 
 
-def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | bool:
+def _sleep(reader: Reader, merge: Merge, nap: float | None, naps: Naps) -> Frame | None:
     """Announce, re-check, wait (`nap` s at most, None: until rung): the frame the re-check or the
-    read after a ring found; else False if no ring ended the wait (every journal is polled at the
-    next read: a sweep), True if one did (or the reader has no bell and slept a bounded step).
+    read after a ring found, or None. A wait that no ring ended sets `naps.sweeping`: every journal
+    is polled at the next read, whose result `block_frames` hands to `naps.swept` (off the path
+    from the wake to the frame).
 
     Native: `bell_block` does all of it in one call, the read after the wake included; the sweep
     every SWEEP_PERIOD while rings keep the reader busy comes before the announcement (the re-check
@@ -166,9 +166,9 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | bool:
     if bell is None or merge.always:
         time.sleep(BOUNDED_SLEEP if nap is None else min(nap, BOUNDED_SLEEP))
         merge.sweep()
-        return True
+        return None
     if native is None:
-        return _sleep_python(reader, merge, bell, nap)
+        return _sleep_python(reader, merge, bell, nap, naps)
     if merge.sweep_due():
         merge.sweep()
     nap_ns = -1 if nap is None else int(min(nap, LONGEST_WAIT) * 1e9)
@@ -177,9 +177,11 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | bool:
     if got is True:  # rung, nothing read: a first page may just have appeared
         if len(merge.cursors) == 1:
             merge.cursors[0].probe_at = 0
-        return True
+        return None
     if got is False:
         merge.sweep()  # no ring ended this wait: look at everything once
+        naps.sweeping = True
+        return None
     return got  # type: ignore[no-any-return]
 
 
@@ -189,7 +191,7 @@ def _needy(merge: Merge, bell: Bell) -> object:
     return merge.core if bell.needy else None
 
 
-def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None) -> Frame | bool:
+def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None, naps: Naps) -> Frame | None:
     """The pure-Python backend's sleep: bounded steps (no futex), in the same order."""
     seq = bell.sleep()
     try:
@@ -202,9 +204,9 @@ def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None) -
         return frame
     if bell.word() == seq:
         merge.sweep()  # no ring ended this wait: look at everything once
-        return False
-    if merge.sweep_due():
+        naps.sweeping = True
+    elif merge.sweep_due():
         merge.sweep()  # rings keep ending the waits: a writer that does not ring is not starved
     elif len(merge.cursors) == 1:
         merge.cursors[0].probe_at = 0  # a first page may just have appeared
-    return True
+    return None
