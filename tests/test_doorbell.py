@@ -600,23 +600,24 @@ def test_the_native_bell_wait_clamps_a_timeout_past_a_long_long(jdir: str) -> No
 
 
 def test_naps_double_while_sweeps_find_nothing_and_start_short_again_when_one_finds_a_frame() -> None:
+    one, two = [object()], [object(), object()]  # a reader's cursors (Naps looks at their identity)
     naps = Naps(MAX_NAP)
     lengths = []
     for _ in range(7):
-        lengths.append(naps.next((1, 0)))
+        lengths.append(naps.next(one))
         naps.swept(False)
     assert lengths == [FIRST_NAP * 2**k for k in range(5)] + [MAX_NAP, MAX_NAP]
     naps.swept(True)  # a writer that does not ring: the nap is short again
-    assert naps.next((1, 0)) == FIRST_NAP
+    assert naps.next(one) == FIRST_NAP
     naps.swept(False)
-    assert naps.next((2, 0)) == FIRST_NAP  # a journal added: a frame it committed may have gone unrung
+    assert naps.next(two) == FIRST_NAP  # a journal added: a frame it committed may have gone unrung
     explicit = Naps(0.05)  # a user's max_nap bounds every wait
     for _ in range(3):
-        assert explicit.next((1, 0)) == 0.05
+        assert explicit.next(one) == 0.05
         explicit.swept(False)
     unbounded = Naps(None)
     unbounded.swept(False)
-    assert unbounded.next((1, 0)) is None
+    assert unbounded.next(one) is None
 
 
 def _mute(writer: Writer) -> None:

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ._bell import BOUNDED_SLEEP, IN_LOOP
-from ._block import MAX_NAP, Naps, _journals
+from ._block import MAX_NAP, Naps
 from ._merge import Merge
 from ._types import Frame
 
@@ -62,7 +62,7 @@ async def aread(reader: Reader, merge: Merge, timeout: float | None = None) -> F
 
 
 def _nap_length(loop: asyncio.AbstractEventLoop, deadline: float | None, naps: Naps, merge: Merge) -> float:
-    nap = naps.next(_journals(merge))
+    nap = naps.next(merge.cursors)
     assert nap is not None  # Naps(MAX_NAP)
     return nap if deadline is None else min(nap, deadline - loop.time())
 

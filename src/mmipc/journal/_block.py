@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .._errors import UsageError
@@ -76,19 +76,22 @@ class Naps:
     committed while a journal was subscribed may go unrung: docs/format.md, *Subscribing*).
     `longest` None: no limit (every wait waits for a ring)."""
 
-    __slots__ = ("first", "longest", "nap", "journals", "sweeping")
+    __slots__ = ("first", "longest", "nap", "count", "last", "sweeping")
 
     def __init__(self, longest: float | None) -> None:
         self.longest = longest
         self.first = None if longest is None else min(FIRST_NAP, longest)
         self.nap = self.first
-        self.journals: object = None
+        self.count, self.last = -1, 0  # the reader's journals at the last wait: number, id of the last
         self.sweeping = False  # a wait ended with no ring: the next read polls every journal
 
-    def next(self, journals: object) -> float | None:
-        """The next wait's length, for a reader whose journals are `journals` (`_journals`)."""
-        if journals != self.journals:
-            self.journals, self.nap = journals, self.first
+    def next(self, cursors: Sequence[object]) -> float | None:
+        """The next wait's length, for a reader following `cursors` (its merge's list): a change of
+        their number, or of the last one (an add appends: a removal and an add change it), is a
+        change of journals."""
+        last = id(cursors[-1]) if cursors else 0
+        if len(cursors) != self.count or last != self.last:
+            self.count, self.last, self.nap = len(cursors), last, self.first
         return self.nap
 
     def swept(self, found: bool) -> None:
@@ -127,7 +130,7 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
             return
         if now - idle_since < window:
             continue
-        nap = naps.next(_journals(merge))
+        nap = naps.next(merge.cursors)
         nap = remaining if nap is None else nap if remaining is None else min(remaining, nap)
         frame = _sleep(reader, merge, nap, naps)
         if frame is not None:
@@ -135,13 +138,6 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
             idle_since = None
             window = _window(spin, frame.nano - last_nano)
             last_nano = frame.nano
-
-
-def _journals(merge: Merge) -> tuple[int, int]:
-    """What tells a change of the reader's journals (`Naps.next`): their number, and the last one
-    added (an add appends: a removal and an add between two waits change it)."""
-    cursors = merge.cursors
-    return len(cursors), id(cursors[-1]) if cursors else 0
 
 
 def _seconds(value: object) -> bool:
