@@ -116,7 +116,7 @@ import asyncio, json, resource
 from mmipc import Reader
 def cpu():
     u = resource.getrusage(resource.RUSAGE_SELF)
-    return u.ru_utime + u.ru_stime
+    return u.ru_utime + u.ru_stime, u.ru_nvcsw
 async def main():
     async with Reader.create("idle-aio", service=None) as reader:
         reader.add_journal({jdir!r}, "idle")
@@ -124,15 +124,19 @@ async def main():
         n = 0
         async for _ in reader.aframes(timeout=5):
             n += 1
-        print(json.dumps({{"cpu": cpu() - before, "frames": n}}), flush=True)
+        (used, sleeps), (used0, sleeps0) = cpu(), before
+        print(json.dumps({{"cpu": used - used0, "sleeps": sleeps - sleeps0, "frames": n}}), flush=True)
 asyncio.run(main())
 """
     with Writer.create(jdir, "idle", service=None) as writer:
         writer.write(b"")
         child = procs.spawn_code(code)
         result = json.loads(child.finish(timeout=120))
-    print(f"idle aframes reader: {result['cpu']:.4f} s of CPU over 5 s")
+    print(f"idle aframes reader: {result['cpu']:.4f} s of CPU, {result['sleeps']} sleeps over 5 s")
     assert result["frames"] == 1 and result["cpu"] < 0.25, result  # 5% of a core
+    # Both backends wait on the loop (the FIFO): naps doubling from 0.1 s to 1.6 s are about 7
+    # waits in 5 s (a fixed 0.1 s nap: 50). A count, not a time: load adds no wake-up.
+    assert result["sleeps"] < 30, result
     assert not [f for f in os.listdir(jdir) if f.endswith(".fifo")]
 
 

@@ -150,3 +150,27 @@ def test_a_journal_whose_writer_does_not_ring_is_seen_while_rings_keep_the_reade
         reader.close()
     assert not failures, failures
     assert loud_seen < 2000, loud_seen
+
+
+@pytest.mark.parametrize("call", ["bell_block", "bell_sleep"])
+def test_a_sleeping_reader_s_needy_bytes_are_set_by_its_c_merge_in_the_same_call(
+    jdir: str, call: str
+) -> None:
+    """`bell_block` and `bell_sleep` given the reader's MergeCore set its needy byte in every
+    journal's list, from C (docs/format.md, "Needy bytes": after `sleeping`, before the re-check)."""
+    names = [f"n{i}" for i in range(20)]
+    for name in names:
+        Writer.create(jdir, name, service=None).close()
+    with Reader.create("needy", service=None) as reader:
+        for name in names:
+            reader.add_journal(jdir, name)
+        merge, bell = reader._merge, reader._merge.bell
+        assert bell is not None and len(bell.needy) == len(names)
+        for mm, offset in bell.needy.values():
+            mm[offset] = 0  # as a writer's ring leaves them for a reader that is awake and needs nothing
+        if call == "bell_block":
+            assert native.bell_block(bell.mm, reader.read, 0, merge.core) is False  # type: ignore[union-attr]
+        else:
+            native.bell_sleep(bell.mm, 1, merge.core)  # type: ignore[union-attr]
+            bell.awake()
+        assert [mm[offset] for mm, offset in bell.needy.values()] == [1] * len(names)

@@ -21,6 +21,7 @@ from conftest import Procs, wait_for
 from mmipc import Reader, UsageError, Writer
 from mmipc.journal._backend import native
 from mmipc.journal._bell import (
+    FLAGS,
     LIST_HEADER,
     LIST_SIZE,
     LIST_V1_SIZE,
@@ -239,10 +240,12 @@ def test_a_merge_of_many_journals_polls_only_the_journals_rung(
 
 
 def test_a_merging_reader_s_collect_sets_its_needy_byte_and_the_next_ring_settles_it(jdir: str) -> None:
-    """The collect (C's or Python's) sets the reader's needy byte after clearing the flag. A ring
-    that finds the flag clear sets it and leaves the byte (a reader that keeps up would set it
-    again at once); one that finds it set and the reader awake clears the byte: from then on the
-    writer's commits stop at the needy bytes until the reader collects again."""
+    """The collect sets the reader's needy byte after clearing the flag. A ring that finds the
+    flag clear sets it and leaves the byte (a reader that keeps up would set it again at once);
+    one that finds it set and the reader awake clears the byte: from then on the writer's commits
+    stop at the needy bytes until the reader collects again. The pure-Python merge clears every
+    flag it collects; the native one leaves it set (a hot journal, polled at every read: see
+    test_a_merging_reader_that_keeps_up_costs_its_writer_no_ring)."""
     with Writer.create(jdir, "a", service=None) as writer, Reader.create("m", service=None) as reader:
         reader.add_journal(jdir, "a")
         reader.add_journal(jdir, "b")  # two journals: the reader merges, and collects flags
@@ -255,10 +258,45 @@ def test_a_merging_reader_s_collect_sets_its_needy_byte_and_the_next_ring_settle
         writer.write(b"2")  # flag found set, reader awake: the byte settled
         assert needy_list[NEEDY + slot] == 0
         assert [bytes(f.data) for f in iter(reader.read, None)] == [b"1", b"2"]
-        assert needy_list[NEEDY + slot] == 1  # the collect cleared the flag: needy again
-        writer.write(b"3")  # rung at once (flag clear), not at a sweep
+        hot = native is not None  # the native collect left the flag set
+        assert needy_list[NEEDY + slot] == (0 if hot else 1)
+        writer.write(b"3")  # rung at once (flag clear), or polled at once (hot): not at a sweep
         frame = reader.read()
         assert frame is not None and bytes(frame.data) == b"3"
+
+
+@pytest.mark.skipif(native is None, reason="the native merge's hot journals")
+def test_a_merging_reader_that_keeps_up_costs_its_writer_no_ring(jdir: str) -> None:
+    """A native merging reader leaves the flag of a journal it collected set (hot: polled at every
+    read): its writer, finding the flag set and the reader awake, stores nothing and clears the
+    needy byte, so every later commit stops at the needy bytes, as for a reader of one journal.
+    The reader still gets every frame at once. A membership change makes it cold again (flag
+    cleared, needy set): the next commit rings it."""
+    with Writer.create(jdir, "a", service=None) as writer, Reader.create("m", service=None) as reader:
+        reader.add_journal(jdir, "a")
+        reader.add_journal(jdir, "b")
+        bell = reader._merge.bell
+        needy_list = map_list(jdir, "a")
+        assert bell is not None and needy_list is not None
+        slot, flag = (
+            _slot_of(needy_list, os.getpid()),
+            FLAGS + reader._merge.slots[reader._merge.cursors[0]][0],
+        )
+        assert reader.read() is None
+        writer.write(b"0")  # flag clear: rung in full
+        writer.write(b"1")  # flag set, reader awake: needy byte settled to 0
+        assert [bytes(f.data) for f in iter(reader.read, None)] == [b"0", b"1"]
+        for i in range(2, 50):
+            assert bell.mm[flag] == 1 and needy_list[NEEDY + slot] == 0  # hot: nothing to ring
+            bell.mm[16:20] = bytes(4)  # `pending`: a ring that stored anything would set it again
+            writer.write(b"%d" % i)
+            assert bell.mm[16:20] == bytes(4), i  # the writer stored nothing
+            assert [bytes(f.data) for f in iter(reader.read, None)] == [b"%d" % i]
+        reader.add_journal(jdir, "c")  # membership changed: cooled, flag clear, needy set
+        assert bell.mm[flag] == 0 and needy_list[NEEDY + slot] == 1
+        writer.write(b"50")
+        assert bell.mm[flag] == 1 and int.from_bytes(bell.mm[16:20], "little") == 1  # rung
+        assert [bytes(f.data) for f in iter(reader.read, None)] == [b"50"]
 
 
 def _as_older_reader(directory: str, name: str, pid: int) -> None:

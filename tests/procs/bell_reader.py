@@ -1,16 +1,19 @@
 """A blocking reader process for the doorbell tests.
 
-usage: bell_reader.py DIR NAME [NAME ...] [--idle SECONDS] [--spin]
+usage: bell_reader.py DIR NAME [NAME ...] [--idle SECONDS [--aio]] [--spin]
 Follows the journals with `wait=Block(spin=0, max_nap=None)`: it sleeps on its doorbell whenever
 it has caught up and has no timeout backstop, so one lost wake-up hangs it. Prints "ready" once
 subscribed, then, after every journal has sent its end marker, one JSON line {"counts": {name: n},
 "errors": [...], "wakes": n} (payloads are the per-journal sequence number, 8 bytes LE).
---idle S: read with frames(timeout=S) instead and print {"cpu": seconds of CPU used meanwhile}.
+--idle S: read with frames(timeout=S) instead and print {"cpu": seconds of CPU used meanwhile,
+"sleeps": voluntary context switches meanwhile (each wait that sleeps is one)}; with --aio, with
+`async for` over aframes(timeout=S).
 --spin: never sleep (wait="spin"): a reader that stays awake and keeps up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -21,17 +24,19 @@ from mmipc import Block, Reader
 END = 7
 
 
-def cpu() -> float:
+def cpu() -> tuple[float, int]:
+    """(CPU seconds used, voluntary context switches) so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_nvcsw
 
 
 def main() -> None:
     args = sys.argv[1:]
     idle = None
-    spin = "--spin" in args
-    if spin:
-        args.remove("--spin")
+    spin, aio = "--spin" in args, "--aio" in args
+    for flag in ("--spin", "--aio"):
+        if flag in args:
+            args.remove(flag)
     if "--idle" in args:
         at = args.index("--idle")
         idle = float(args[at + 1])
@@ -43,8 +48,15 @@ def main() -> None:
     print("ready", flush=True)
     if idle is not None:
         before = cpu()
-        frames = sum(1 for _ in reader.frames(timeout=idle, wait="block"))
-        print(json.dumps({"cpu": cpu() - before, "frames": frames}), flush=True)
+        if aio:
+            frames = asyncio.run(_count_aframes(reader, idle))
+        else:
+            frames = sum(1 for _ in reader.frames(timeout=idle, wait="block"))
+        after = cpu()
+        print(
+            json.dumps({"cpu": after[0] - before[0], "sleeps": after[1] - before[1], "frames": frames}),
+            flush=True,
+        )
         return
     counts = dict.fromkeys(names, 0)
     errors: list[str] = []
@@ -63,6 +75,13 @@ def main() -> None:
     bell = reader._merge.bell
     wakes = 0 if bell is None else bell.word()  # the writers bump the futex word once per wake-up
     print(json.dumps({"counts": counts, "errors": errors, "wakes": wakes}), flush=True)
+
+
+async def _count_aframes(reader: Reader, idle: float) -> int:
+    frames = 0
+    async for _ in reader.aframes(timeout=idle):
+        frames += 1
+    return frames
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ Rules:
   A ringing writer that finds IN_LOOP writes one byte into that FIFO (docs/format.md, "Doorbells").
   Chosen over a helper thread doing futex waits + `call_soon_threadsafe`, which the issue measured
   slower (p50 50 us against 34 us at a frame every 200 us) and which costs a thread per reader.
-* Each wait lasts at most `MAX_NAP`; one that no ring ended polls every journal (writers that do
-  not ring are seen late, never lost). Without a bell, the reader polls in BOUNDED_SLEEP steps.
+* Each wait lasts at most a nap, as for `wait="block"` (`_block.Naps`: 0.1 s, doubled up to
+  MAX_NAP, 1.6 s, after each wait that no ring ended and whose poll of every journal found
+  nothing; back to 0.1 s when that poll finds a frame or the journals change): writers that do
+  not ring are seen late, never lost. Each `aread` call starts at 0.1 s; an `aframes` keeps its
+  naps from one wait to the next. Without a bell, the reader polls in BOUNDED_SLEEP steps.
 * The FIFO stays registered (`Listener`) from an `aframes`' first wait to its end, across its
   waits and frames: what the loop does between the byte and the frame is one callback (read the
   FIFO, set the wait's future) and the task's step (clear `sleeping`, read, yield).
@@ -27,7 +30,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ._bell import BOUNDED_SLEEP, IN_LOOP
-from ._block import MAX_NAP
+from ._block import MAX_NAP, Naps
 from ._merge import Merge
 from ._types import Frame
 
@@ -45,10 +48,11 @@ async def aread(reader: Reader, merge: Merge, timeout: float | None = None) -> F
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     listener: Listener | None = None
+    naps = Naps(MAX_NAP)
     try:
-        while (nap := _nap_length(loop, deadline)) > 0:
+        while (nap := _nap_length(loop, deadline, naps, merge)) > 0:
             listener = listener or Listener.open(merge, loop)
-            frame = await _nap(reader, merge, listener, nap)
+            frame = await _nap(reader, merge, listener, nap, naps)
             if frame is not None:
                 return frame
         return None
@@ -57,8 +61,10 @@ async def aread(reader: Reader, merge: Merge, timeout: float | None = None) -> F
             listener.close()
 
 
-def _nap_length(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float:
-    return MAX_NAP if deadline is None else min(MAX_NAP, deadline - loop.time())
+def _nap_length(loop: asyncio.AbstractEventLoop, deadline: float | None, naps: Naps, merge: Merge) -> float:
+    nap = naps.next(merge.cursors)
+    assert nap is not None  # Naps(MAX_NAP)
+    return nap if deadline is None else min(nap, deadline - loop.time())
 
 
 class Listener:
@@ -123,7 +129,9 @@ class Listener:
         os.close(self.fd)
 
 
-async def _nap(reader: Reader, merge: Merge, listener: Listener | None, nap: float) -> Frame | None:
+async def _nap(
+    reader: Reader, merge: Merge, listener: Listener | None, nap: float, naps: Naps
+) -> Frame | None:
     bell = merge.bell
     if listener is None or bell is None or merge.always:
         await asyncio.sleep(min(nap, BOUNDED_SLEEP))
@@ -131,13 +139,16 @@ async def _nap(reader: Reader, merge: Merge, listener: Listener | None, nap: flo
         return reader.read()
     woken = listener.arm(nap)
     try:
-        bell.sleep(IN_LOOP)
+        bell.sleep(IN_LOOP, merge.core)  # the needy bytes set in the same call (native)
         frame = reader.read()  # the re-check after the announcement
         if frame is not None:
             return frame
-        if not await woken:
-            merge.sweep()  # no ring ended this wait: look at every journal once
-        return reader.read()
+        if await woken:
+            return reader.read()
+        merge.sweep()  # no ring ended this wait: look at every journal once
+        frame = reader.read()
+        naps.swept(frame is not None)
+        return frame
     finally:
         listener.woken = None
         bell.awake()
@@ -167,6 +178,7 @@ async def aframes(
     with one Listener from its first wait to its end."""
     loop = asyncio.get_running_loop()
     listener: Listener | None = None
+    naps = Naps(MAX_NAP)
     count = 0
     try:
         while True:
@@ -174,11 +186,11 @@ async def aframes(
             if frame is None:
                 deadline = None if timeout is None else loop.time() + timeout
                 while frame is None:
-                    nap = _nap_length(loop, deadline)
+                    nap = _nap_length(loop, deadline, naps, merge)
                     if nap <= 0:
                         return
                     listener = listener or Listener.open(merge, loop)
-                    frame = await _nap(reader, merge, listener, nap)
+                    frame = await _nap(reader, merge, listener, nap, naps)
                 count = 0
             yield frame
             count += 1

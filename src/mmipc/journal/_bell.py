@@ -24,8 +24,10 @@ Rules (docs/format.md, "Doorbells", is the contract):
   journal's writer.
 * A reader clears `pending`, fences, then clears the flags it takes (setting each one's needy
   byte after) BEFORE it polls those journals (full fence in between): a ring that lands after the
-  clear stays visible. A sleeping reader stores `sleeping`, then its needy bytes, fences,
-  re-checks every journal flagged, then waits on the word it read before: Drepper's rule. (The
+  clear stays visible. The native merge leaves the flags of up to 8 journals set instead (hot:
+  polled at every read, so their writers store nothing; docs/format.md, *Hot journals*).
+  A sleeping reader stores `sleeping`, then its needy bytes, fences, re-checks every journal
+  flagged (and every hot one), then waits on the word it read before: Drepper's rule. (The
   needy store always comes after the store it signals: the writer that clears it looks again.)
 * The fences need the C extension; without it a writer fences with a lock round trip (an atomic
   instruction) and wakes through ctypes, and a reader sleeps in bounded steps (`BOUNDED_SLEEP`).
@@ -216,10 +218,14 @@ class Bell:
         fence()
         return out
 
-    def sleep(self, how: int = ON_FUTEX) -> int:
-        """Announce the reader sleeps (full fence), ON_FUTEX or IN_LOOP; the word to pass to `wait`."""
+    def sleep(self, how: int = ON_FUTEX, core: object = None) -> int:
+        """Announce the reader sleeps (full fence), ON_FUTEX or IN_LOOP; the word to pass to `wait`.
+        `core`: the reader's C merge (native), which sets the needy bytes in the same call."""
+        if native is not None and core is not None:
+            seq: int = native.bell_sleep(self.mm, how, core if self.needy else None)
+            return seq
         if native is not None:
-            seq: int = native.bell_sleep(self.mm, how)
+            seq = native.bell_sleep(self.mm, how)
         else:
             seq = _U32.unpack_from(self.mm, WORD)[0]
             _U32.pack_into(self.mm, SLEEPING, how)

@@ -11,9 +11,16 @@ Rules:
 * Native backend: all of that, and the read after the wake, is one call (`bell_block`), so a woken
   reader's frame reaches its consumer with one return to Python and a yield; what the window
   needs is worked out after the yield. The pure-Python backend keeps the same steps in Python.
-* Each wait lasts at most `MAX_NAP` seconds: a wait that no ring ended polls every journal, so a
-  writer that does not ring (an older version, a bell it may not open) is seen within MAX_NAP;
-  while rings keep ending the waits, every journal is polled once per SWEEP_PERIOD too (native:
+* Each wait lasts at most a nap (`Naps`): a wait that no ring ended polls every journal (a sweep),
+  so a writer that does not ring (an older version, a bell it may not open) is seen within a nap.
+  The nap starts at FIRST_NAP (0.1 s) and doubles, up to `max_nap` (MAX_NAP, 1.6 s), after each
+  sweep that finds nothing; a sweep that finds a frame (no ring announced it: a writer that does
+  not ring, or one that rang just after the wait ended) and any change of the reader's journals
+  set it back to FIRST_NAP. So an idle reader wakes about 0.6 times a second, not 10; a writer
+  that does not ring is seen within 0.1 s while it keeps writing (its frames keep the nap short),
+  and its first frame after an idle spell within `max_nap`. `Block(max_nap=0.1)` is the fixed
+  0.1 s nap of earlier versions; a smaller `max_nap` bounds every nap.
+  While rings keep ending the waits, every journal is polled once per SWEEP_PERIOD too (native:
   at the re-check before a wait, not after a wake, where it would delay the frame).
   Journals no doorbell covers, and readers without a bell, wait in `BOUNDED_SLEEP` steps.
 * `timeout` (seconds without a frame, None: never) ends the iteration cleanly.
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .._errors import UsageError
@@ -36,12 +43,15 @@ if TYPE_CHECKING:
     from ._reader import Reader
 
 SPIN = 50e-6
-MAX_NAP = 0.1
+FIRST_NAP = 0.1  # s: the first wait after a frame, a sweep that found one, or a change of journals
+MAX_NAP = 1.6  # s: the longest, reached after four sweeps that found nothing (0.1 s doubled)
 
 
 class Block:
-    """`wait=Block(spin=..., max_nap=...)`: "block" with its knobs. `max_nap=None` waits for a ring
-    however long it takes (no backstop: for writers that all ring, and for the lost-wake-up test).
+    """`wait=Block(spin=..., max_nap=...)`: "block" with its knobs. `max_nap` bounds every wait: a
+    writer that does not ring is seen within it (within FIRST_NAP while it keeps writing: `Naps`).
+    `max_nap=None` waits for a ring however long it takes (no backstop: for writers that all ring,
+    and for the lost-wake-up test).
 
     Example: ``for frame in reader.frames(wait=Block(spin=20e-6)): handle(frame)``
     """
@@ -59,10 +69,42 @@ class Block:
         return f"Block(spin={self.spin}, max_nap={self.max_nap})"
 
 
+class Naps:
+    """How long the next wait lasts (at most; a ring ends it sooner): FIRST_NAP, doubled after each
+    sweep that found nothing up to `longest`, back to FIRST_NAP after a sweep that found a frame
+    (a writer that does not ring keeps it short) or a change of the reader's journals (a frame
+    committed while a journal was subscribed may go unrung: docs/format.md, *Subscribing*).
+    `longest` None: no limit (every wait waits for a ring)."""
+
+    __slots__ = ("first", "longest", "nap", "count", "last", "sweeping")
+
+    def __init__(self, longest: float | None) -> None:
+        self.longest = longest
+        self.first = None if longest is None else min(FIRST_NAP, longest)
+        self.nap = self.first
+        self.count, self.last = -1, 0  # the reader's journals at the last wait: number, id of the last
+        self.sweeping = False  # a wait ended with no ring: the next read polls every journal
+
+    def next(self, cursors: Sequence[object]) -> float | None:
+        """The next wait's length, for a reader following `cursors` (its merge's list): a change of
+        their number, or of the last one (an add appends: a removal and an add change it), is a
+        change of journals."""
+        last = id(cursors[-1]) if cursors else 0
+        if len(cursors) != self.count or last != self.last:
+            self.count, self.last, self.nap = len(cursors), last, self.first
+        return self.nap
+
+    def swept(self, found: bool) -> None:
+        """After a wait that no ring ended, and the read that polled every journal: `found` a frame."""
+        self.sweeping = False
+        if self.nap is not None and self.longest is not None:
+            self.nap = self.first if found else min(self.nap * 2, self.longest)
+
+
 def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Block) -> Iterator[Frame]:
     """`Reader.frames(wait="block")`. A frame is yielded first and accounted for after (the window),
     so that a woken reader's frame reaches its consumer with nothing in between."""
-    spin, max_nap = wait.spin, wait.max_nap
+    spin, naps = wait.spin, Naps(wait.max_nap)
     monotonic = time.monotonic
     idle_since: float | None = None
     window = spin  # `spin`, or 0 after an idle spell between frames further apart than `spin`
@@ -74,8 +116,12 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
             if idle_since is not None:
                 idle_since = None
                 window = _window(spin, frame.nano - last_nano)
+                if naps.sweeping:
+                    naps.swept(True)
             last_nano = frame.nano
             continue
+        if naps.sweeping:
+            naps.swept(False)
         now = monotonic()
         if idle_since is None:
             idle_since = now
@@ -84,8 +130,9 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
             return
         if now - idle_since < window:
             continue
-        nap = remaining if max_nap is None else max_nap if remaining is None else min(remaining, max_nap)
-        frame = _sleep(reader, merge, nap)
+        nap = naps.next(merge.cursors)
+        nap = remaining if nap is None else nap if remaining is None else min(remaining, nap)
+        frame = _sleep(reader, merge, nap, naps)
         if frame is not None:
             yield frame
             idle_since = None
@@ -102,9 +149,11 @@ def _window(spin: float, gap_ns: int) -> float:
     return spin if gap_ns < spin * 1e9 else 0.0
 
 
-def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | None:
+def _sleep(reader: Reader, merge: Merge, nap: float | None, naps: Naps) -> Frame | None:
     """Announce, re-check, wait (`nap` s at most, None: until rung): the frame the re-check or the
-    read after a ring found, or None.
+    read after a ring found, or None. A wait that no ring ended sets `naps.sweeping`: every journal
+    is polled at the next read, whose result `block_frames` hands to `naps.swept` (off the path
+    from the wake to the frame).
 
     Native: `bell_block` does all of it in one call, the read after the wake included; the sweep
     every SWEEP_PERIOD while rings keep the reader busy comes before the announcement (the re-check
@@ -115,23 +164,30 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None) -> Frame | None:
         merge.sweep()
         return None
     if native is None:
-        return _sleep_python(reader, merge, bell, nap)
+        return _sleep_python(reader, merge, bell, nap, naps)
     if merge.sweep_due():
         merge.sweep()
     nap_ns = -1 if nap is None else int(min(nap, LONGEST_WAIT) * 1e9)
     # the needy bytes after `sleeping`, before the re-check (docs/format.md, "Needy bytes")
-    got = native.bell_block(bell.mm, reader.read, nap_ns, bell.need_all if bell.needy else None)
+    got = native.bell_block(bell.mm, reader.read, nap_ns, _needy(merge, bell))
     if got is True:  # rung, nothing read: a first page may just have appeared
         if len(merge.cursors) == 1:
             merge.cursors[0].probe_at = 0
         return None
     if got is False:
         merge.sweep()  # no ring ended this wait: look at everything once
+        naps.sweeping = True
         return None
     return got  # type: ignore[no-any-return]
 
 
-def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None) -> Frame | None:
+def _needy(merge: Merge, bell: Bell) -> object:
+    """What sets the reader's needy bytes as it announces sleep (native `bell_block`, `bell_sleep`):
+    its C merge, which holds them (one call, however many journals), or None if it has none."""
+    return merge.core if bell.needy else None
+
+
+def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None, naps: Naps) -> Frame | None:
     """The pure-Python backend's sleep: bounded steps (no futex), in the same order."""
     seq = bell.sleep()
     try:
@@ -142,8 +198,11 @@ def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None) -
         bell.awake()  # also after an exception (a signal's, a read's): no writer rings for nothing
     if frame is not None:
         return frame
-    if bell.word() == seq or merge.sweep_due():
-        merge.sweep()  # no ring ended this wait, or none has for MAX_NAP: look at everything once
+    if bell.word() == seq:
+        merge.sweep()  # no ring ended this wait: look at everything once
+        naps.sweeping = True
+    elif merge.sweep_due():
+        merge.sweep()  # rings keep ending the waits: a writer that does not ring is not starved
     elif len(merge.cursors) == 1:
         merge.cursors[0].probe_at = 0  # a first page may just have appeared
     return None

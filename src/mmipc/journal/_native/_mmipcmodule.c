@@ -1383,16 +1383,41 @@ native_bell_ring(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
     return PyLong_FromUnsignedLong(sleeping);  /* 2: an asyncio reader, woken through its FIFO */
 }
 
-/* bell_sleep(bell, how=1) -> seq: announce that the reader is about to sleep (full fence), on the
- * futex (how 1) or in an event loop (how 2), returning the futex word to wait on. The reader then
- * re-checks its journals, and waits only if they are empty. */
+/* The needy bytes of a sleeping reader (MergeCore holds one per journal followed: merge_need_all). */
+static PyTypeObject MergeCoreType;
+static void merge_need_all(PyObject *core);
+
+/* After the store of `sleeping`: set the reader's needy byte in every list it is in, then a full
+ * fence (docs/format.md, "Needy bytes"). `needy` is the reader's MergeCore (its bytes set in C, one
+ * store each) or a callable that sets them (an older caller: Bell.need_all). -1 if it raised. */
+static int
+bell_set_needy(PyObject *needy)
+{
+    if (PyObject_TypeCheck(needy, &MergeCoreType)) {
+        merge_need_all(needy);
+    }
+    else {
+        PyObject *done = PyObject_CallNoArgs(needy);
+        if (done == NULL) {
+            return -1;
+        }
+        Py_DECREF(done);
+    }
+    mmipc_full_fence();
+    return 0;
+}
+
+/* bell_sleep(bell, how=1, needy=None) -> seq: announce that the reader is about to sleep (full
+ * fence), on the futex (how 1) or in an event loop (how 2), then set its needy bytes (`needy`, as
+ * for bell_block) and fence again; returns the futex word to wait on. The reader then re-checks
+ * its journals, and waits only if they are empty. */
 static PyObject *
 native_bell_sleep(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer b;
     unsigned long how = 1;
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "bell_sleep(bell, how=1)");
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "bell_sleep(bell, how=1, needy=None)");
         return NULL;
     }
     if (nargs == 2 && (how = PyLong_AsUnsignedLong(args[1])) == (unsigned long)-1 && PyErr_Occurred()) {
@@ -1404,6 +1429,9 @@ native_bell_sleep(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     uint32_t seq = atomic_load_explicit(bell_word(&b, BELL_WORD), memory_order_seq_cst);
     atomic_exchange_explicit(bell_word(&b, BELL_SLEEPING), (uint32_t)how, memory_order_seq_cst);
     PyBuffer_Release(&b);
+    if (nargs == 3 && args[2] != Py_None && bell_set_needy(args[2]) < 0) {
+        return NULL;  /* `sleeping` stays set: the caller's awake() clears it (Bell.sleep's finally) */
+    }
     return PyLong_FromUnsignedLong(seq);
 }
 
@@ -1443,7 +1471,7 @@ native_bell_wait(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
-/* bell_block(bell, read, timeout_ns) -> a frame, True or False: the whole sleep of wait="block"
+/* bell_block(bell, read, timeout_ns, needy=None) -> a frame, True or False: the whole sleep of wait="block"
  * (_block.py) in one call, so that a woken reader goes from the futex to its frame without a
  * Python frame in between. Announce sleeping on the futex (the exchange is the full fence), re-check
  * with read(), and only if that found nothing wait while the word is still the one loaded before
@@ -1468,11 +1496,8 @@ native_bell_block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     uint32_t seq = atomic_load_explicit(word, memory_order_seq_cst);
     atomic_exchange_explicit(sleeping, 1u, memory_order_seq_cst);
     PyObject *frame = Py_None;
-    if (nargs == 4 && args[3] != Py_None) {  /* the needy bytes: after `sleeping`, then a fence */
-        frame = PyObject_CallNoArgs(args[3]);
-        Py_XDECREF(frame);
-        frame = frame == NULL ? NULL : Py_None;
-        mmipc_full_fence();
+    if (nargs == 4 && args[3] != Py_None && bell_set_needy(args[3]) < 0) {  /* after `sleeping` */
+        frame = NULL;
     }
     if (frame != NULL) {
         frame = PyObject_CallNoArgs(args[1]);  /* the re-check after the announcement */
@@ -1560,8 +1585,9 @@ native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
  *
  * The journals with a frame peeked ("the heap"), in a winner tree keyed by (timestamp, position in
  * the list, which is the order they were added): see tree_set. Only "dirty" journals are polled:
- * flagged by their writer's ring, just (re)set, unsubscribed (flag -1: every read), or all of them
- * every MERGE_SWEEP_EVERY empty reads. A journal whose core needs Python (a page's end, damage, no
+ * flagged by their writer's ring, just (re)set, unsubscribed (flag -1: every read), hot (a flag
+ * the collect left set, up to MERGE_HOT_MAX: every read; merge_collect), or all of them every
+ * MERGE_SWEEP_EVERY empty reads (which also cools the hot ones). A journal whose core needs Python (a page's end, damage, no
  * page: poll -2) is put on the `slow` list and read() returns SLOW, before any frame is taken,
  * until Python settles it: its next frame may be the earliest. Settled without a page, it is
  * "parked": polled again when rung, swept, or MERGE_PROBE_NS after the last probe.
@@ -1579,10 +1605,11 @@ native_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
  * core's lines, the page's buffer, the jid and the page itself. */
 
 #define MERGE_SWEEP_EVERY 4096u
+#define MERGE_HOT_MAX 8  /* journals whose flag a merge leaves set (HOT), polled at every read */
 #define MERGE_PROBE_NS 1000000
 #define BELL_MAX_FLAGS (8192 - BELL_FLAGS)
 
-enum { IN_HEAP = 1, DIRTY = 2, IS_SLOW = 4, PARKED = 8 };
+enum { IN_HEAP = 1, DIRTY = 2, IS_SLOW = 4, PARKED = 8, HOT = 16 };
 
 typedef struct {
     CursorCore *core;
@@ -1593,7 +1620,7 @@ typedef struct {
     const void *jid;             /* its jid (prefetch only) */
     const unsigned char *after;  /* the frame header its core peeks once its frame is taken (same) */
     int32_t flag;                /* index of its flag in the bell, or -1: polled on every read */
-    uint8_t state;               /* IN_HEAP | DIRTY | IS_SLOW | PARKED */
+    uint8_t state;               /* IN_HEAP | DIRTY | IS_SLOW | PARKED | HOT */
 } merge_entry_t;
 
 typedef struct {  /* in this order: on x86-64, its 16 bytes are the __int128 nano << 64 | entry */
@@ -1623,6 +1650,8 @@ typedef struct {
     Py_buffer *needy_bufs;   /* the lists those bytes are in, held while set */
     Py_ssize_t nneedy;
     Py_buffer bell;          /* the reader's bell, or bell.obj == NULL */
+    Py_ssize_t hot[MERGE_HOT_MAX]; /* entries whose flag the collect left set (merge_collect) */
+    Py_ssize_t nhot;
     unsigned int empties;
     unsigned int taken;      /* frames since the last sweep: a busy reader sweeps too */
     PyObject *last[2];       /* the merge's last two Frames, refilled when dropped (merge_frame) */
@@ -1632,6 +1661,20 @@ typedef struct {
     PyObject *on_thread;     /* the reader's entry points call it from another thread (it raises) */
     CursorCore *single;      /* a reader of one journal: its cursor (read_single), or NULL */
 } MergeCore;
+
+/* Set this reader's needy byte in every journal's list (bell_set_needy): one store each, from the
+ * flags' table, release (a writer that sees the 1 sees the store of `sleeping` before it); the
+ * caller fences after. */
+static void
+merge_need_all(PyObject *core)
+{
+    MergeCore *m = (MergeCore *)core;
+    for (Py_ssize_t f = 0; m->needy_at != NULL && f < m->nflags; f++) {
+        if (m->needy_at[f] != NULL) {
+            atomic_store_explicit(m->needy_at[f], 1, memory_order_release);
+        }
+    }
+}
 
 static void
 merge_drop_frames(MergeCore *self)
@@ -1667,6 +1710,7 @@ merge_free_arrays(MergeCore *self)
     self->dirty = self->always = self->slow = NULL;
     self->by_flag = NULL;
     self->n = self->nheap = self->ndirty = self->nalways = self->nslow = self->nparked = 0;
+    self->nhot = 0;
     self->nflags = 0;
     if (self->bell.obj != NULL) {
         PyBuffer_Release(&self->bell);
@@ -1966,8 +2010,12 @@ mark_slow(MergeCore *m, Py_ssize_t i)
     }
 }
 
-/* Clear `pending`, then each flag found set (marking its journal dirty), then a full fence: a
- * ring after a clear stays visible to the next collect; the polls come after the fence. */
+/* Clear `pending`, then look at each flag: a journal found flagged is dirty (polled after the fence
+ * below). Its flag is left set while fewer than MERGE_HOT_MAX journals are HOT: a hot journal is
+ * polled at every read, like one without a flag, so its writer, which finds the flag set and the
+ * reader awake, stores nothing and (its needy byte cleared) pays its fence alone (docs/format.md,
+ * *Hot journals*). Any other flag is cleared, then its needy byte set (its writer rings again).
+ * Last a full fence: a ring after a clear stays visible to the next collect. */
 static void
 merge_collect(MergeCore *m)
 {
@@ -1979,18 +2027,61 @@ merge_collect(MergeCore *m)
         memcpy(&word, flags + i, 8);  /* eight flags at once: most are clear */
         for (Py_ssize_t j = i; word != 0 && j < i + 8 && j < m->nflags; j++) {
             _Atomic unsigned char *flag = (_Atomic unsigned char *)(flags + j);
-            if (atomic_load_explicit(flag, memory_order_relaxed)) {
+            if (!atomic_load_explicit(flag, memory_order_relaxed)) {
+                continue;
+            }
+            Py_ssize_t entry = m->by_flag[j];
+            if (entry >= 0 && (m->e[entry].state & HOT)) {
+                continue;  /* polled at every read already */
+            }
+            if (entry >= 0 && m->nhot < MERGE_HOT_MAX) {
+                m->e[entry].state |= HOT;  /* its flag stays set */
+                m->hot[m->nhot++] = entry;
+            }
+            else {
                 atomic_store_explicit(flag, 0, memory_order_relaxed);
                 if (m->needy_at[j] != NULL) {  /* after the clear: its writer rings again */
                     atomic_store_explicit(m->needy_at[j], 1, memory_order_release);
                 }
-                if (m->by_flag[j] >= 0) {
-                    mark_dirty(m, m->by_flag[j]);
-                }
+            }
+            if (entry >= 0) {
+                mark_dirty(m, entry);
             }
         }
     }
     atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* A hot journal becomes a flagged one again: clear its flag (C), set its needy byte (I), and take
+ * it off the hot list; the caller fences (G) and polls it after, exactly as after a collect's
+ * clear, so its writer's next commit rings it (docs/format.md, *Hot journals*). */
+static void
+merge_cool_one(MergeCore *m, Py_ssize_t k)
+{
+    merge_entry_t *e = &m->e[m->hot[k]];
+    unsigned char *flags = (unsigned char *)m->bell.buf + BELL_FLAGS;
+    e->state &= (uint8_t)~HOT;
+    atomic_store_explicit((_Atomic unsigned char *)(flags + e->flag), 0, memory_order_relaxed);
+    if (m->needy_at[e->flag] != NULL) {
+        atomic_store_explicit(m->needy_at[e->flag], 1, memory_order_release);
+    }
+    m->hot[k] = m->hot[--m->nhot];
+}
+
+/* Every hot journal cooled (at a sweep, and before the membership changes), then G, each one
+ * dirty: polled at the next read. */
+static void
+merge_cool(MergeCore *m)
+{
+    if (m->nhot == 0) {
+        return;
+    }
+    while (m->nhot > 0) {
+        Py_ssize_t i = m->hot[m->nhot - 1];
+        merge_cool_one(m, m->nhot - 1);
+        mark_dirty(m, i);
+    }
+    mmipc_full_fence();
 }
 
 static void
@@ -1999,6 +2090,11 @@ merge_poll_dirty(MergeCore *m)
     for (Py_ssize_t k = 0; k < m->nalways; k++) {
         if (!(m->e[m->always[k]].state & PARKED)) {
             mark_dirty(m, m->always[k]);
+        }
+    }
+    for (Py_ssize_t k = 0; k < m->nhot; k++) {
+        if (!(m->e[m->hot[k]].state & (PARKED | IN_HEAP))) {
+            mark_dirty(m, m->hot[k]);
         }
     }
     while (m->ndirty > 0) {
@@ -2040,6 +2136,7 @@ merge_idle(MergeCore *m)
         return 0;
     }
     m->empties = 0;
+    merge_cool(m);  /* a hot journal that stopped writing costs no poll per read for good */
     mark_all_dirty(m);
     return 1;
 }
@@ -2055,10 +2152,10 @@ merge_next_frame(MergeCore *m)
                                 memory_order_acquire)) {
         merge_collect(m);
     }
-    else if (m->nheap == 0 && m->ndirty == 0 && m->nalways == 0 && !merge_idle(m)) {
+    else if (m->nheap == 0 && m->ndirty == 0 && m->nalways == 0 && !merge_idle(m) && m->nhot == 0) {
         Py_RETURN_NONE;
     }
-    if (m->ndirty > 0 || m->nalways > 0) {
+    if (m->ndirty > 0 || m->nalways > 0 || m->nhot > 0) {
         merge_poll_dirty(m);
     }
     if (m->nslow > 0) {
@@ -2241,6 +2338,7 @@ mergecore_set(MergeCore *self, PyObject *args)
     if (bell != Py_None && bell_buffer(bell, &b, 8192) < 0) {
         return NULL;
     }
+    merge_cool(self);  /* with the old bell and needy bytes: no flag is left set unwatched */
     merge_free_arrays(self);
     merge_drop_frames(self);  /* a journal removed: its pages are not kept mapped by them */
     self->bell = b;
@@ -2333,6 +2431,13 @@ mergecore_settle(MergeCore *self, PyObject *arg)
         mark_dirty(self, i);
     }
     else {
+        for (Py_ssize_t k = 0; k < self->nhot; k++) {
+            if (self->hot[k] == i) {  /* parked: polled by its probe, or when rung, not per read */
+                merge_cool_one(self, k);
+                mmipc_full_fence();  /* G: its probe, or the collect of its ring, polls after */
+                break;
+            }
+        }
         e->state |= PARKED;
         self->nparked++;
     }
