@@ -1420,7 +1420,7 @@ native_bell_sleep(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_TypeError, "bell_sleep(bell, how=1, needy=None)");
         return NULL;
     }
-    if (nargs == 2 && (how = PyLong_AsUnsignedLong(args[1])) == (unsigned long)-1 && PyErr_Occurred()) {
+    if (nargs >= 2 && (how = PyLong_AsUnsignedLong(args[1])) == (unsigned long)-1 && PyErr_Occurred()) {
         return NULL;
     }
     if (bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
