@@ -5,16 +5,13 @@ user would."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import mmap
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 import pytest
 
@@ -23,6 +20,7 @@ from mmipc import ClosedError, Reader, UsageError, Writer
 from mmipc.journal._backend import native
 from mmipc.journal._files import list_pages
 from mmipc.service._retention import holds
+from signalled_reads import read_all_while_signalled
 
 COUNT = 5000
 
@@ -161,16 +159,9 @@ def test_commit_every_counts_on_across_add_journal(jdir: str, tmp_path: Path, pr
     assert first is not None and int.from_bytes(first.data, "little") == 9  # committed before the 10th
 
 
-def _slow_path_code() -> set[object]:
-    """The Python code objects a read runs in: the pure-Python reader's, and the native reader's
-    slow path (a page's end) and its merge's settling."""
-    from mmipc.journal._cursor import Cursor
-    from mmipc.journal._merge import Merge
-
-    functions = [Cursor._py_read, Cursor._py_poll, Cursor._py_take, Merge._read_settling]
-    if native is None:
-        functions.append(Merge.read)
-    return {f.__code__ for f in functions}
+def _read_number(reader: Reader) -> int | None:
+    got = reader.read()
+    return None if got is None else int.from_bytes(got.data[:8], "little")
 
 
 @pytest.mark.parametrize("journals", [1, 3], ids=["one-journal", "merge"])
@@ -182,48 +173,7 @@ def test_a_signal_handler_that_reads_inside_a_read_is_refused_never_handed_a_fra
     out twice (native and pure Python, one journal), or the merge broke (ValueError 'settle(): not a
     slow core' native, IndexError pure Python). Such a read is refused now (UsageError). Here the
     signal is raised by a profile hook each time a C call returns inside a read's Python code."""
-    names = [f"d{j}" for j in range(journals)]
-    writers = [Writer.create(jdir, name, page_size=64 * 1024) for name in names]
-    for i in range(COUNT):
-        writers[i % journals].write(i.to_bytes(8, "little") + bytes(24))
-    for writer in writers:
-        writer.close()
-    reader = Reader.create("signalled")
-    for name in names:
-        reader.add_journal(jdir, name)
-    seen: list[int] = []
-    refused: list[str] = []
-    returns = itertools.count()
-    handling: list[bool] = []
-
-    def handler(signum: int, frame: object) -> None:
-        handling.append(True)
-        try:
-            got = reader.read()
-        except UsageError as exc:
-            refused.append(str(exc))
-            return
-        finally:
-            handling.pop()
-        if got is not None:
-            seen.append(int.from_bytes(got.data[:8], "little"))
-
-    inside = _slow_path_code()
-
-    def hook(frame: FrameType, event: str, arg: object) -> None:
-        if event == "c_return" and frame.f_code in inside and not handling and next(returns) % 3 == 0:
-            signal.raise_signal(signal.SIGUSR1)  # its handler runs at the next bytecode
-
-    old = signal.signal(signal.SIGUSR1, handler)
-    sys.setprofile(hook)
-    try:
-        while (got := reader.read()) is not None:
-            seen.append(int.from_bytes(got.data[:8], "little"))
-    finally:
-        sys.setprofile(None)
-        signal.signal(signal.SIGUSR1, old)
-        seen.extend(int.from_bytes(f.data[:8], "little") for f in iter(reader.read, None))
-        reader.close()
+    seen, refused = read_all_while_signalled(jdir, journals, COUNT, "signalled", _read_number)
     assert sorted(seen) == list(range(COUNT))  # each frame once
     assert refused and all(
         "from inside one of its own reads" in r or "from inside a read" in r for r in refused
