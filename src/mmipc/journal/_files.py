@@ -38,7 +38,7 @@ PAGE_SUFFIX = ".journal"
 MAX_PAGE_NO = 99_999_999
 MAX_PID = 1 << 22  # Linux pid_max can be at most 2**22 (PID_MAX_LIMIT)
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-_DESCRIPTOR_ERRNOS = {errno.EMFILE, errno.ENFILE}
+DESCRIPTOR_ERRNOS = {errno.EMFILE, errno.ENFILE}
 DEFAULT_MODE = 0o600
 _OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -224,7 +224,7 @@ def _fill_page(path: str, header: bytes, page_size: int, mode: int) -> None:
 
 
 def _storage_error(exc: OSError, what: str) -> StorageError:
-    if exc.errno in _DESCRIPTOR_ERRNOS:
+    if exc.errno in DESCRIPTOR_ERRNOS:
         return descriptors_error(what, exc)
     if exc.errno in _DISK_FULL_ERRNOS:
         return DiskFullError(
@@ -260,7 +260,7 @@ def descriptors_checked(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.errno not in _DESCRIPTOR_ERRNOS:
+        if exc.errno not in DESCRIPTOR_ERRNOS:
             raise
         raise descriptors_error(what, exc) from exc
 

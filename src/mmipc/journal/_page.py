@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterator
 
 from .._errors import CorruptJournalError, StorageError
-from ._files import descriptors_checked, descriptors_error
+from ._files import DESCRIPTOR_ERRNOS, descriptors_checked, descriptors_error
 from ._layout import (
     INDEX_OFFSET,
     INDEX_SLOT,
@@ -168,7 +168,7 @@ def open_page_file(path: str, writable: bool = False) -> int:
             ) from None
         if exc.errno == errno.ENXIO:  # a socket, or a device with no driver
             raise CorruptJournalError(path, 0, "not a regular file (a socket or device)") from None
-        if exc.errno in (errno.EMFILE, errno.ENFILE):
+        if exc.errno in DESCRIPTOR_ERRNOS:
             raise descriptors_error(f"cannot open page {path}", exc) from exc
         raise StorageError(f"cannot open page {path}: {exc.strerror}") from exc
     try:
