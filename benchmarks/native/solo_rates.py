@@ -1,0 +1,84 @@
+"""Each side of `mmipc bench`'s throughput mode alone, on one pinned CPU: how many messages a second
+the sender moves with nobody reading, and the receiver reads from a journal written beforehand.
+
+Set beside the throughput of the pair (both sides at once on two CPUs), it tells what the pair
+loses to the traffic between the two cores rather than to the code on either side.
+
+usage: solo_rates.py [--cpu N] [--count N] [--rounds N]   (the backend is MMIPC_BACKEND's)
+
+The loops are the bench's own (`_send_all`, `_throughput`) over the same peer adapters as
+bench_loops.py: mmipc's `read().data` closure and the naive log's poll. Journals go to /dev/shm,
+as the bench's do to its work directory. Prints the median of the rounds per peer and size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from mmipc import Reader, Writer
+from mmipc.bench import _send_all, _throughput
+from mmipc.bench.peers import _naive_open, _naive_receiver, _naive_sender
+
+
+def _mmipc_pair(directory: str, size: int) -> tuple[Any, Any]:
+    writer = Writer.create(directory, "bench", page_size=256 << 20, service=None)
+
+    def receiver() -> Any:
+        reader = Reader.create(f"solo-{os.getpid()}", service=None)
+        reader.add_journal(directory, "bench")
+        read = reader.read
+
+        def poll() -> memoryview | None:
+            frame = read()
+            return None if frame is None else frame.data
+
+        return poll
+
+    return writer.write, receiver
+
+
+def _naive_pair(directory: str, size: int) -> tuple[Any, Any]:
+    path = _naive_open(directory, size)
+    return _naive_sender(path), lambda: _naive_receiver(path)[0]
+
+
+def _one(peer: str, size: int, count: int) -> tuple[float, float]:
+    directory = tempfile.mkdtemp(prefix="mmipc-solo-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    try:
+        send, receiver = (_mmipc_pair if peer == "mmipc" else _naive_pair)(directory, size)
+        start = time.perf_counter()
+        _send_all(send, size, count)
+        sent = count / (time.perf_counter() - start)
+        poll = receiver()
+        start = time.perf_counter()
+        result = _throughput(poll, count)
+        received = count / (time.perf_counter() - start)
+        assert result["disorder"] == 0, result
+        return sent, received
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", type=int, default=1)
+    parser.add_argument("--count", type=int, default=400_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {args.cpu})
+    for size in (64, 408):
+        for peer in ("mmipc", "naive-mmap"):
+            runs = [_one(peer, size, args.count) for _ in range(args.rounds)]
+            sent = statistics.median(r[0] for r in runs) / 1e6
+            received = statistics.median(r[1] for r in runs) / 1e6
+            print(f"{peer:10s} {size:3d} B: sender alone {sent:5.2f} M/s, receiver alone {received:5.2f} M/s")
+
+
+if __name__ == "__main__":
+    main()
