@@ -143,18 +143,19 @@ def _zombie(pid: int) -> bool:
 
 
 def test_mmipc_bench_journals_mode_reports_each_count() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "mmipc", "bench", "--journals", "1,3", "--count", "300", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """One row per backend and count, each the median of its interleaved rounds (`--rounds`)."""
+    cmd = [sys.executable, "-m", "mmipc", "bench", "--journals", "1,3", "--count", "300", "--rounds", "3"]
+    out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     backends = ["native", "python"] if mmipc.backend == "native" else ["python"]  # both, when it can
     expected = [(b, n, 300) for b in backends for n in (1, 3)]
     assert [(r["backend"], r["journals"], r["frames"]) for r in rows] == expected
     assert all(r["read_ns"] > 0 and r["empty_ns"] > 0 for r in rows)
+    for row in rows:
+        for key in ("read_ns", "empty_ns"):
+            assert len(row[f"{key}_rounds"]) == 3
+            assert row[key] == sorted(row[f"{key}_rounds"])[1]
 
 
 @pytest.mark.once

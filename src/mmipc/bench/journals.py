@@ -4,7 +4,9 @@ One process, no service, no second CPU: `frames` frames of 64 bytes are written 
 N journals, then a reader following all N reads them back (ns per frame) and then calls `read()` on
 the drained journals (ns per empty read). Issue 16's targets: per frame at 256 journals at most 2x
 (native) / 3x (Python) the one-journal cost; an empty read at most 1 us (native) / 5x one journal.
-Wall-clock figures: run it on a quiet machine. `measure_both` adds the pure-Python backend's rows,
+Wall-clock figures: run it on a quiet machine. `mmipc bench --journals` pins itself to one CPU
+(the second of `--cpu`) and measures the counts in `--rounds` interleaved rounds (default 5), each
+row the median of its rounds. `measure_both` adds the pure-Python backend's rows,
 measured in a child process (a process never mixes backends).
 
 Before the clock starts, one frame per journal is written and read: the reader's first touch of a
@@ -20,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,22 +35,40 @@ PAYLOAD = bytes(64)
 
 
 def measure_journals(
-    counts: list[int], frames: int = 20000, empty_reads: int = 20000
+    counts: list[int], frames: int = 20000, empty_reads: int = 20000, rounds: int = 1
 ) -> list[dict[str, Any]]:
     """One row per journal count: ns per frame read and per empty read, with the backend's name.
 
-    Example: ``measure_journals([1, 8], frames=2000)``
+    With `rounds` > 1 the counts are measured in interleaved rounds (1, 256, 1, 256...), and each
+    row holds the median of its rounds, with every round's figures in `read_ns_rounds` and
+    `empty_ns_rounds`: a drain of 20,000 frames lasts one or two milliseconds, so one drain alone
+    moves with whatever else the machine does in that time.
+
+    Example: ``measure_journals([1, 8], frames=2000, rounds=3)``
     """
     _one(1, min(frames, 2000), min(empty_reads, 2000))  # warm-up: imports, first maps, caches
-    return [_one(n, frames, empty_reads) for n in counts]
+    runs = [[_one(n, frames, empty_reads) for n in counts] for _ in range(max(1, rounds))]
+    return [_median_row([run[k] for run in runs]) for k in range(len(counts))]
 
 
-def measure_both(counts: list[int], frames: int = 20000, empty_reads: int = 20000) -> list[dict[str, Any]]:
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One journal count's rounds as one row: the median of each figure, and the figures."""
+    row = dict(rows[0])
+    for key in ("read_ns", "empty_ns"):
+        row[key] = statistics.median(r[key] for r in rows)
+        row[f"{key}_rounds"] = [r[key] for r in rows]
+    row["faults"] = max(r["faults"] for r in rows)
+    return row
+
+
+def measure_both(
+    counts: list[int], frames: int = 20000, empty_reads: int = 20000, rounds: int = 1
+) -> list[dict[str, Any]]:
     """`measure_journals` here, then with the pure-Python backend in a child (if this one is native).
 
     Example: ``measure_both([1, 256], frames=2000)``
     """
-    rows = measure_journals(counts, frames, empty_reads)
+    rows = measure_journals(counts, frames, empty_reads, rounds)
     if BACKEND == "python":
         return rows
     code = (
@@ -55,7 +76,7 @@ def measure_both(counts: list[int], frames: int = 20000, empty_reads: int = 2000
         "print(json.dumps(measure_journals(*json.loads(sys.argv[1]))))"
     )
     child = subprocess.run(
-        [sys.executable, "-c", code, json.dumps([counts, frames, empty_reads])],
+        [sys.executable, "-c", code, json.dumps([counts, frames, empty_reads, rounds])],
         env={**os.environ, ENV_VAR: "python"},
         capture_output=True,
         text=True,
@@ -130,7 +151,16 @@ def _against_one_journal(rows: list[dict[str, Any]]) -> list[str]:
         if base is not None and row["journals"] != 1:
             out.append(
                 f"- {row['backend']}, {row['journals']} journals: read() per frame "
-                f"{row['read_ns'] / base['read_ns']:.2f}x one journal, empty read() "
-                f"{row['empty_ns'] / base['empty_ns']:.2f}x ({row['empty_ns']:,.0f} ns)"
+                f"{row['read_ns'] / base['read_ns']:.2f}x one journal{_round_ratios(row, base)}, "
+                f"empty read() {row['empty_ns'] / base['empty_ns']:.2f}x ({row['empty_ns']:,.0f} ns)"
             )
     return out
+
+
+def _round_ratios(row: dict[str, Any], base: dict[str, Any]) -> str:
+    """Each round's per-frame ratio to the same round's one-journal cost, when there were rounds."""
+    pairs = list(zip(row.get("read_ns_rounds", []), base.get("read_ns_rounds", []), strict=True))
+    if len(pairs) < 2:
+        return ""
+    ratios = sorted(ns / one for ns, one in pairs)
+    return f" (rounds: {', '.join(f'{r:.2f}x' for r in ratios)})"

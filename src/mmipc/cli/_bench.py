@@ -85,8 +85,11 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.journals:
         from ..bench.journals import journals_table, measure_both
 
-        frames = 2000 if args.quick else args.count
-        rows = measure_both(args.journals, frames=frames, empty_reads=frames)
+        frames, rounds = (2000, 1) if args.quick else (args.count, args.rounds)
+        cpu = (args.cpu or (0, 1))[1]
+        if cpu in os.sched_getaffinity(0):  # one CPU for the whole run: no migration mid-drain
+            os.sched_setaffinity(0, {cpu})
+        rows = measure_both(args.journals, frames=frames, empty_reads=frames, rounds=rounds)
         print(json.dumps(rows) if args.json else journals_table(rows), flush=True)
         return 0
     peers = _peers(args.peers)
