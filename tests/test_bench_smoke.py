@@ -91,6 +91,25 @@ def test_mmipc_bench_runs_every_installed_peer_without_loss(tmp_path: Path) -> N
         assert all(r["cpu"] >= 0 for r in mine if "latency_us" in r), peer  # reader CPU per second
 
 
+def test_mmipc_bench_dir_puts_the_journals_there_and_names_its_file_system(tmp_path: Path) -> None:
+    """`--dir`: the journals go where the user's will (a disk, a tmpfs), the report says which file
+    system that is, and nothing is left there; a path that is not a directory is one line."""
+    store, raw = tmp_path / "store", tmp_path / "bench.json"
+    store.mkdir()
+    cmd = [sys.executable, "-m", "mmipc", "bench", "--quick", "--size", "64", "--peers", "mmipc,naive-mmap"]
+    cmd += ["--modes", "throughput", "--dir", str(store), "-o", str(raw)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    where = json.loads(raw.read_text())["storage"]
+    assert where["dir"] == os.path.realpath(store) and where["fs"] not in ("", "unknown"), where
+    assert f"journals and logs in {where['dir']} ({where['fs']})" in out.stdout
+    assert list(store.iterdir()) == []  # the scratch directory made there is removed
+    missing = [*cmd[:-4], "--dir", str(tmp_path / "missing")]
+    bad = subprocess.run(missing, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a directory" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
 def test_bench_helpers_die_with_a_killed_bench() -> None:
     from conftest import wait_for
 

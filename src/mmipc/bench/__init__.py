@@ -337,16 +337,17 @@ def outcome(run: dict[str, Any]) -> str:
     return f"{run['per_s']:,.0f} msg/s, load {run['load1']:.2f}"
 
 
-def with_service(action: Any) -> Any:
+def with_service(action: Any, directory: str | None = None) -> Any:
     """Run `action()` with a real mmipc service on a temporary home (MMIPC_HOME set for the roles).
 
-    The home and every run's files live in one scratch directory, which a janitor process removes
-    once this process and its service are gone, however this process ended: a bench killed with
-    SIGKILL or SIGTERM never runs its `finally` (its service, told by the kernel, stops cleanly and
-    left its home behind, and the run's files, tens of MB, with it).
+    The home and every run's files live in one scratch directory, made in `directory` (default:
+    the system's temporary directory, TMPDIR), which a janitor process removes once this process
+    and its service are gone, however this process ended: a bench killed with SIGKILL or SIGTERM
+    never runs its `finally` (its service, told by the kernel, stops cleanly and left its home
+    behind, and the run's files, tens of MB, with it).
     """
     global _scratch
-    scratch = tempfile.mkdtemp(prefix="mmipc-bench-")
+    scratch = tempfile.mkdtemp(prefix="mmipc-bench-", dir=directory)
     janitor = _start_janitor(scratch)
     home = os.path.join(scratch, "home")
     old = os.environ.get("MMIPC_HOME")
@@ -366,6 +367,27 @@ def with_service(action: Any) -> Any:
             os.environ["MMIPC_HOME"] = old
         shutil.rmtree(scratch, ignore_errors=True)
         _stop_janitor(janitor)
+
+
+def storage(directory: str | None) -> dict[str, str]:
+    """Where the journals of a bench go: the directory and its file system type (/proc/self/mounts),
+    which the throughput at large messages depends on (a disk file system writes pages back).
+
+    Example: ``storage(None)`` -> ``{"dir": "/tmp", "fs": "ext4"}``
+    """
+    path = os.path.realpath(directory or tempfile.gettempdir())
+    best, fs = "", "unknown"
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                point = fields[1].replace("\\040", " ") if len(fields) > 2 else ""
+                inside = path == point or path.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, fs = point, fields[2]
+    except OSError:
+        pass
+    return {"dir": path, "fs": fs}
 
 
 JANITOR = """
@@ -416,5 +438,6 @@ __all__ = [
     "measure",
     "outcome",
     "run_pair",
+    "storage",
     "with_service",
 ]

@@ -27,6 +27,8 @@ def report(results: dict[str, Any]) -> str:
     lines: list[str] = []
     if "backend" in results:
         lines += [f"mmipc backend: {results['backend']} (the peer mmipc-python runs the pure-Python one)", ""]
+    if "storage" in results:
+        lines += [f"journals and logs in {results['storage']['dir']} ({results['storage']['fs']})", ""]
     for size in results["sizes"]:
         for mode, reader in MODES.items():
             lines += _latency_table(results, size, mode, reader)

@@ -9,7 +9,7 @@ import statistics
 import sys
 from typing import Any
 
-from ..bench import BLOCKING_SECONDS, MODES, PEERS, TIMED_MODES, measure, outcome, with_service
+from ..bench import BLOCKING_SECONDS, MODES, PEERS, TIMED_MODES, measure, outcome, storage, with_service
 from ..bench.report import plot, report
 from ..journal._backend import BACKEND
 from ._args import add_cpu, count, rate, sizes
@@ -72,6 +72,12 @@ def add_commands(commands: Any) -> None:
     bench.add_argument("--plot", help="draw latency CDFs and throughput bars to this PNG (needs matplotlib)")
     bench.add_argument("--quick", action="store_true", help="1 round of 2,000 messages: a smoke run")
     bench.add_argument(
+        "--dir",
+        metavar="PATH",
+        help="where the journals go (default: the temporary directory, TMPDIR): the disk you will "
+        "use, or a tmpfs such as /dev/shm; the report names its file system",
+    )
+    bench.add_argument(
         "--journals",
         type=sizes,
         metavar="N,M",
@@ -99,8 +105,11 @@ def run_bench(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    results: dict[str, Any] = {"backend": BACKEND}
-    log(f"mmipc bench: backend {BACKEND}")
+    if args.dir is not None and not os.path.isdir(args.dir):
+        raise ArgumentsError(f"--dir {args.dir}: not a directory")
+    results: dict[str, Any] = {"backend": BACKEND, "storage": storage(args.dir)}
+    where = results["storage"]
+    log(f"mmipc bench: backend {BACKEND}, journals in {where['dir']} ({where['fs']})")
     try:
         with_service(
             lambda: measure(
@@ -115,7 +124,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 [float(i) for i in args.intervals or ([200] if args.quick else INTERVALS)],
                 QUICK_BLOCKING_SECONDS if args.quick else BLOCKING_SECONDS,
                 args.modes,
-            )
+            ),
+            args.dir,
         )
     finally:  # after Ctrl-C too: the runs measured so far
         if results.get("runs"):
