@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ServiceProcess
+from mmipc import Service, UsageError
 
 
 def _fill(disk: Path) -> None:
@@ -70,3 +71,21 @@ def test_a_reader_whose_counter_file_grows_on_a_full_home_is_not_killed_by_sigbu
     finally:
         service.stop()
     assert (reader.returncode, out) == (0, "followed 300\n"), err
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 0, "600", True], ids=repr)
+@pytest.mark.parametrize("knob", ["foreign_reader_limit", "retain_interval"])
+def test_a_service_given_seconds_that_are_not_a_positive_number_is_a_usage_error(
+    tmp_path: Path, knob: str, value: object
+) -> None:
+    """`mmipc service --foreign-reader-limit nan` is refused, but the Service class took any value.
+    With foreign_reader_limit=nan (or <= 0) every reader of another pid namespace was dead at once
+    (`now - heartbeat < nan` is False): retention removed the pages a live container reader stood
+    on (seen: pages 0 to 3 of 5 gone under it with max_pages=1). "600" made the monitor raise a
+    TypeError at every pass; retain_interval <= 0 ran retention passes back to back, a core for
+    good. Now each is a UsageError naming the argument, before the home is touched."""
+    home = tmp_path / "home"
+    with pytest.raises(UsageError, match=f"{knob} must be a number of seconds > 0") as caught:
+        Service(str(home), **{knob: value})  # type: ignore[arg-type]
+    assert str(caught.value).count("\n") == 0
+    assert not home.exists()
