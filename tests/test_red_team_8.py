@@ -89,3 +89,68 @@ def test_a_service_given_seconds_that_are_not_a_positive_number_is_a_usage_error
         Service(str(home), **{knob: value})  # type: ignore[arg-type]
     assert str(caught.value).count("\n") == 0
     assert not home.exists()
+
+
+_AT_THE_LIMIT = """
+import asyncio, os, resource, sys
+from mmipc import MmipcError, Reader, Writer
+import mmipc.journal._aio  # imported, and the event loop made, before the limit: not ours to test
+directory, extra = sys.argv[1], int(sys.argv[2])
+loop = asyncio.new_event_loop()
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) - 1 + extra, hard))
+kept, step = [], "writer"
+
+async def aread(reader):
+    return sum([1 async for _ in reader.aframes(timeout=0.05)])
+
+try:
+    kept.append(Writer.create(directory, "md", page_size=64 * 1024))
+    step = "write"
+    for _ in range(200):  # four pages: page switches
+        kept[0].write(bytes(1000))
+    step = "reader"
+    kept.append(Reader.create("at-the-limit"))
+    step = "add_journal"
+    kept[1].add_journal(directory, "md")
+    kept[1].add_journal(directory, "not-yet")
+    step = "frames"
+    read = sum(1 for _ in kept[1].frames(timeout=0.05))
+    step = "aframes"
+    loop.run_until_complete(aread(kept[1]))
+    print("ok", read)
+except MmipcError as exc:
+    print("at", step, type(exc).__name__, exc)
+finally:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    for handle in reversed(kept):
+        handle.close()
+"""
+
+
+def test_out_of_descriptors_at_every_step_of_a_linked_reader_and_writer_is_one_clear_line(
+    tmp_path: Path,
+) -> None:
+    """A process given one descriptor more each run, from none free to enough: writer, page
+    switches, linked reader (counter file, service link), add_journal, frames (bell, bell list)
+    and aframes (its FIFO). Every step that runs out says so in the one line naming `ulimit -n`;
+    aframes' was "cannot list journal directory ...: Too many open files", with neither."""
+    steps = set()
+    for extra in range(64):
+        directory = tmp_path / str(extra)
+        done = subprocess.run(
+            [sys.executable, "-c", _AT_THE_LIMIT, str(directory), str(extra)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert done.stdout.count("\n") == 1, done.stdout
+        if done.stdout == "ok 200\n":
+            break
+        assert done.stdout.startswith("at "), done.stdout
+        assert " StorageError " in done.stdout and "`ulimit -n`" in done.stdout, done.stdout
+        steps.add(done.stdout.split()[1])
+    else:
+        pytest.fail("64 more descriptors were not enough")
+    assert {"writer", "add_journal", "frames", "aframes"} <= steps, steps
