@@ -4,6 +4,8 @@ would. Defects in files other helpers own are strict xfails naming the file, for
 
 from __future__ import annotations
 
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +156,76 @@ def test_out_of_descriptors_at_every_step_of_a_linked_reader_and_writer_is_one_c
     else:
         pytest.fail("64 more descriptors were not enough")
     assert {"writer", "add_journal", "frames", "aframes"} <= steps, steps
+
+
+NATIVE = Path(__file__).resolve().parent.parent / "src" / "mmipc" / "journal" / "_native"
+
+_C_MODES = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include "mmipc.h"
+/* modes DIR MODE: open a writer with options.mode MODE (octal) under umask 0 and write a frame */
+int main(int argc, char **argv) {
+    (void)argc;
+    umask(0);  /* a daemon's: the mode asked for is all that guards the files */
+    mmipc_writer_options o = {0, 0, (unsigned int)strtoul(argv[2], NULL, 8)};
+    mmipc_writer *w = NULL;
+    int rc = mmipc_writer_open(&w, argv[1], "md", &o);
+    if (rc == 0) {
+        rc = mmipc_write(w, "x", 1, 1, 0) > 0 ? 0 : -100;
+        mmipc_writer_close(w);
+    }
+    printf("%d %s\n", rc, rc < 0 ? mmipc_last_error() : "");
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def c_modes(tmp_path_factory: pytest.TempPathFactory) -> str:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the C API cannot be built here")
+    out = tmp_path_factory.mktemp("cmodes")
+    (out / "modes.c").write_text(_C_MODES)
+    cmd = [gcc, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{NATIVE}", "-o", str(out / "modes")]
+    subprocess.run([*cmd, str(out / "modes.c"), str(NATIVE / "mmipc.c")], check=True, capture_output=True)
+    return str(out / "modes")
+
+
+def _c_writer(prog: str, directory: Path, mode: int) -> str:
+    done = subprocess.run([prog, str(directory), oct(mode)[2:]], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o666, 0o660, 0o4600, 0o700, 0o400, 0o200], ids=oct)
+def test_the_c_writer_refuses_a_file_mode_that_lets_another_user_write_like_python(
+    c_modes: str, tmp_path: Path, mode: int
+) -> None:
+    """Python refuses any mode but 0600, 0640 and 0644 (docs/format.md: nobody but the owner may
+    ever write). `mmipc_writer_options.mode` took anything: 0777 made world-writable, executable
+    pages and lock file (fchmod sets exactly the mode, whatever the umask), so any user could
+    rewrite the frames every reader trusts, or plant a lock; 04600 set the setuid bit. Now it is
+    MMIPC_E_USAGE with one line naming the mode, before any file is made."""
+    out = _c_writer(c_modes, tmp_path / "journals", mode)
+    assert out.startswith("-1 invalid file mode ") and oct(mode)[2:] in out, out
+    assert out.count("\n") == 1
+    assert not (tmp_path / "journals").exists()
+
+
+@pytest.mark.parametrize(("mode", "searchable"), [(0o600, 0o700), (0o640, 0o750), (0o644, 0o755)], ids=oct)
+def test_a_journal_directory_the_c_writer_makes_has_the_python_writers_mode(
+    c_modes: str, tmp_path: Path, mode: int, searchable: int
+) -> None:
+    """The C writer made its journal directory with mkdir(0777): under a daemon's umask 0, a
+    world-writable directory, where any user may plant the journal's next page (readers read it as
+    the writer's), its bells list or its lock. Python gives the directory it makes exactly the
+    search bits of the file mode (docs/format.md, *File modes and ownership*); the C writer now
+    does too (its missing parents, as Python's, get 0777 less the umask)."""
+    directory = tmp_path / "a" / "b"
+    assert _c_writer(c_modes, directory, mode) == "0 \n"
+    assert stat.S_IMODE(directory.stat().st_mode) == searchable, oct(directory.stat().st_mode)
+    page = directory / "md.00000000.journal"
+    assert stat.S_IMODE(page.stat().st_mode) == mode
