@@ -4,6 +4,7 @@ would. Defects in files other helpers own are strict xfails naming the file, for
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import subprocess
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServiceProcess
-from mmipc import Service, UsageError
+from conftest import ServiceProcess, dead_pid
+from mmipc import Block, Reader, Service, UsageError, Writer
+from mmipc.journal._bell import COUNT, LIST_HEADER, PROTOCOL_2, SLOT, _bell_dir, bells_path
 
 
 def _fill(disk: Path) -> None:
@@ -229,3 +231,25 @@ def test_a_journal_directory_the_c_writer_makes_has_the_python_writers_mode(
     assert stat.S_IMODE(directory.stat().st_mode) == searchable, oct(directory.stat().st_mode)
     page = directory / "md.00000000.journal"
     assert stat.S_IMODE(page.stat().st_mode) == mode
+
+
+def test_a_bell_list_slot_whose_path_holds_a_nul_byte_costs_no_reader_its_journal(jdir: str) -> None:
+    """A slot's bell path is 240 NUL-padded bytes; a damaged one (a torn write, a stray byte past
+    the padding) holds a NUL before other bytes. The C writer reads it as a C string and rings on;
+    but a subscriber freeing the dead reader's slot passed it to os.stat: ValueError "embedded null
+    byte" out of add_journal, so no reader could follow that journal at all. Now such a path names
+    nothing to remove, and the reader follows the journal, rung as any other."""
+    with Writer.create(jdir, "md", service=None) as writer:
+        writer.write(b"before")
+        with open(bells_path(jdir, "md"), "r+b") as f:
+            raw = os.fsencode(os.path.join(_bell_dir(), "mmipc-bell.dead")) + b"\0torn"
+            f.seek(LIST_HEADER)
+            f.write(SLOT.pack(PROTOCOL_2, 2, dead_pid(), 0, raw))
+            f.seek(COUNT)
+            f.write((1).to_bytes(4, "little"))
+        with Reader.create("nul-slot", service=None) as reader:
+            reader.add_journal(jdir, "md")
+            assert bytes(reader.read().data) == b"before"  # type: ignore[union-attr]
+            writer.write(b"after")  # rung: no backstop below, the ring alone wakes the reader
+            frames = reader.frames(timeout=60, wait=Block(spin=0, max_nap=None))
+            assert bytes(next(frames).data) == b"after"
