@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServiceProcess, dead_pid
+from conftest import Child, Procs, ServiceProcess, dead_pid
 from mmipc import Block, Reader, Service, UsageError, Writer
 from mmipc.journal._bell import COUNT, LIST_HEADER, PROTOCOL_2, SLOT, _bell_dir, bells_path
 
@@ -253,3 +254,64 @@ def test_a_bell_list_slot_whose_path_holds_a_nul_byte_costs_no_reader_its_journa
             writer.write(b"after")  # rung: no backstop below, the ring alone wakes the reader
             frames = reader.frames(timeout=60, wait=Block(spin=0, max_nap=None))
             assert bytes(next(frames).data) == b"after"
+
+
+_STATUS_IN_A_HANDLER = """
+import os, signal, sys, threading
+from mmipc import UsageError, service_status
+from mmipc.service._link import Link
+home = sys.argv[1]
+service_status(home)  # the link is made outside any handler
+link = next(iter(Link._links.values()))
+
+def handler(signum, frame):
+    try:
+        service_status(home)
+        print("handler answered", flush=True)
+    except UsageError as exc:
+        print("handler refused:", exc, flush=True)
+
+def signal_inside_the_request():
+    while not link._io.locked():  # the main thread's request waits for the stopped service
+        threading.Event().wait(0.001)
+    os.kill(os.getpid(), signal.SIGUSR1)
+
+def service_stopped():
+    with open(f"/proc/{link.service_pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] == "T"
+
+signal.signal(signal.SIGUSR1, handler)
+print("linked", flush=True)
+while not service_stopped():  # the test stops it: the request below waits, holding the link
+    threading.Event().wait(0.001)
+threading.Thread(target=signal_inside_the_request).start()
+print("main answered", "readers" in service_status(home), flush=True)
+"""
+
+
+def test_a_service_request_from_a_signal_handler_inside_a_request_is_refused_not_a_deadlock(
+    tmp_path: Path, procs: Procs
+) -> None:
+    """The link's socket lock is not reentrant: a signal handler that asked the service anything
+    (service_status, Writer.create, Reader.create: a SIGUSR1 that dumps status) while its thread
+    was inside a request waited for that lock, held by the very thread it interrupted: the process
+    hung for good (seen at once with status calls interrupted at random; the first link's own
+    construction deadlocked the same way on the class's lock). Now the inner call is refused with
+    a UsageError, and the interrupted request completes."""
+    service = ServiceProcess(str(tmp_path / "home"))
+    service.start()
+    assert service.child is not None
+    child = Child([sys.executable, "-c", _STATUS_IN_A_HANDLER, service.home])
+    procs.started.append(child)
+    try:
+        child.expect_line("linked")
+        service.child.proc.send_signal(signal.SIGSTOP)  # the child's next request waits, holding the link
+        line = child.expect_line("handler ")
+    finally:
+        service.child.proc.send_signal(signal.SIGCONT)
+    try:
+        assert line.startswith("handler refused: ") and "signal handler" in line, line
+        assert child.expect_line("main answered") == "main answered True"
+        child.finish()
+    finally:
+        service.stop()
