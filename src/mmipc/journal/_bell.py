@@ -385,10 +385,11 @@ def _release(mm: mmap.mmap, slot: int, bell: str) -> None:
 
 def _unlink_bell(raw: bytes) -> None:
     """Remove a dead reader's bell and FIFO that a list names: only if they are in the bell
-    directory (a hostile or corrupt list may name any path) and ours."""
+    directory (a hostile or corrupt list may name any path) and ours. A path with a NUL byte
+    before its padding is damaged: it names nothing (and no os call takes it)."""
     path = os.fsdecode(raw.rstrip(b"\0"))
     directory, base = os.path.split(path)
-    if not base.startswith("mmipc-bell.") or base.endswith(".fifo"):
+    if not base.startswith("mmipc-bell.") or base.endswith(".fifo") or "\0" in path:
         return
     bell_dir = _bell_dir()
     if os.path.realpath(directory or ".") != os.path.realpath(bell_dir):

@@ -152,8 +152,8 @@ def list_pages(directory: str, name: str) -> list[int]:
         entries = os.listdir(directory)
     except FileNotFoundError:
         return []
-    except OSError as exc:
-        raise StorageError(f"cannot list journal directory {directory}: {exc.strerror}") from exc
+    except OSError as exc:  # out of descriptors: the line naming `ulimit -n`, as everywhere else
+        raise _storage_error(exc, f"cannot list journal directory {directory}") from exc
     found = (pattern.fullmatch(entry) for entry in entries)
     return sorted(int(m.group(1)) for m in found if m)
 

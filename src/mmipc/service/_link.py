@@ -21,10 +21,13 @@ Rules:
   RECONNECT_INTERVAL and, once connected, replays the registrations in order, so a restarted service
   sees every live client again without the application doing anything.
 * A forked child drops the links it inherited (their sessions belong to the parent).
+* A request (or a link's making) from inside another of the same thread, a signal handler's, is
+  refused (UsageError): it would wait for the lock its own thread holds, for good (`_one_at_a_time`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -32,9 +35,10 @@ import select
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-from .._errors import MmipcError, ServiceRefusedError, ServiceUnavailableError
+from .._errors import MmipcError, ServiceRefusedError, ServiceUnavailableError, UsageError
 from ._home import check_home, resolve_home, socket_path
 from ._protocol import MAX_REPLY, PROTOCOL_VERSION, MessageReader, ProtocolError, encode
 from ._servicehome import DEFAULT_HOME as DEFAULT_HOME  # re-exported: callers import them from here
@@ -50,6 +54,25 @@ FLUSH_INTERVAL = 1.0
 _UCRED = struct.Struct("3i")
 Key = tuple[str, ...]
 _HANGUP = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
+_inside = threading.local()  # `busy`: this thread is in a request or in the making of a link
+
+
+@contextlib.contextmanager
+def _one_at_a_time(lock: threading.Lock, what: str) -> Iterator[None]:
+    """Hold `lock`, unless this thread is already in a request or making a link: a signal handler
+    that interrupted it would wait for its own thread's lock for good. Marked before the lock is
+    taken and cleared after it is released, so no instant between leaves a handler waiting."""
+    if getattr(_inside, "busy", False):
+        raise UsageError(
+            f"{what} from inside another service call of the same thread (a signal handler's): "
+            "the link is busy until that call returns; make it outside the handler"
+        )
+    _inside.busy = True
+    try:
+        with lock:
+            yield
+    finally:
+        _inside.busy = False
 
 
 class Link:
@@ -62,7 +85,7 @@ class Link:
     def for_home(cls, home: str | os.PathLike[str] | None) -> Link:
         """This process's link to the service of `home`; raise `ServiceUnavailableError` if none."""
         path = socket_path(resolve_home(home))
-        with cls._guard:
+        with _one_at_a_time(cls._guard, "a service link"):
             link = cls._links.get(path)
             if link is None:
                 link = cls(path)
@@ -76,7 +99,8 @@ class Link:
         self._reader = MessageReader(MAX_REPLY)
         self._registrations: dict[Key, dict[str, Any]] = {}
         self._pending: dict[Key, dict[str, Any]] = {}  # notifications not sent yet, newest per key
-        self._queue = threading.Lock()  # guards _pending only, never held across I/O
+        self._queue = threading.RLock()  # guards _pending only, never held across I/O; a
+        # notify from a signal handler may interrupt its thread's (one statement each: reentrant is safe)
         self._outgoing = bytearray()  # encoded notifications the socket has not taken yet
         self._connected = threading.Event()
         self._sock: socket.socket | None = None
@@ -91,7 +115,7 @@ class Link:
         """Send a request and return the service's reply (raise if it refuses or is gone)."""
         if not self._connected.wait(RECONNECT_GRACE):
             raise ServiceUnavailableError(_gone(self.path))
-        with self._io:
+        with _one_at_a_time(self._io, f"a service request ({op})"):
             reply = self._exchange({"op": op, **fields})
         if reply is None:
             raise ServiceUnavailableError(_gone(self.path))

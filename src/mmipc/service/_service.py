@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import queue
 import resource
@@ -95,6 +96,18 @@ class Session:
     readers: dict[str, set[JournalKey]] = field(default_factory=dict)
 
 
+def _check_seconds(what: str, value: object) -> None:
+    """A finite number > 0 (the CLI's own rule for these options): nan or <= 0 would take every
+    container reader for dead (its pages removed under it), or run retention back to back."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise UsageError(f"{what} must be a number of seconds > 0, not {value!r}")
+
+
 class Service:
     """The mmipc service for one home. `start()` runs it on threads; `serve_forever()` in this one.
 
@@ -114,7 +127,9 @@ class Service:
         the monitor applies them every `retain_interval` seconds (see `_retention`). A reader of
         another pid namespace (a container sharing the home) whose heartbeat is older than
         `foreign_reader_limit` seconds is taken as dead: its pages, counter file and bell go
-        (`_metrics.Owner.alive`)."""
+        (`_metrics.Owner.alive`). Either, if not a number of seconds > 0, is a UsageError."""
+        _check_seconds("retain_interval", retain_interval)
+        _check_seconds("foreign_reader_limit", foreign_reader_limit)
         self.home = resolve_home(home)
         self.socket_path = socket_path(self.home)
         self._lock = threading.Lock()

@@ -309,22 +309,42 @@ remove_stale_temporaries(const char *directory, const char *name)
     closedir(dir);
 }
 
+/* A journal directory made here gets exactly the search bits of the files' mode (0700, 0750 or
+ * 0755), whatever the umask, as _files.make_journal_directory does; an existing one is left alone,
+ * and its missing parents get mkdir's 0777 less the umask, as Python's os.makedirs gives them. */
 static int
-make_directories(const char *directory)
+make_leaf_directory(const char *path, unsigned int mode)
+{
+    if (mkdir(path, 0700) != 0) {
+        return errno == EEXIST ? MMIPC_OK : storage(errno, "cannot create journal directory", path);
+    }
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int err = fd < 0 ? errno : fchmod(fd, mode | (mode & 0444u) >> 2) == 0 ? 0 : errno;
+    if (fd >= 0) {
+        close(fd);
+    }
+    return err ? storage(err, "cannot set the mode of journal directory", path) : MMIPC_OK;
+}
+
+static int
+make_directories(const char *directory, unsigned int mode)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s", directory);
+    for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--) {
+        path[n - 1] = '\0';  /* "/data/md/" is the leaf "/data/md" */
+    }
     for (char *p = path + 1; ; p++) {
         if (*p == '/' || *p == '\0') {
             char saved = *p;
             *p = '\0';
+            if (saved == '\0') {
+                return make_leaf_directory(path, mode);
+            }
             if (mkdir(path, 0777) != 0 && errno != EEXIST) {
                 return storage(errno, "cannot create journal directory", path);
             }
             *p = saved;
-            if (saved == '\0') {
-                return MMIPC_OK;
-            }
         }
     }
 }
@@ -1498,6 +1518,20 @@ check_page_size(uint64_t page_size)
     return MMIPC_OK;
 }
 
+/* The owner reads and writes; group and others may read, never write; nothing is executable
+ * (_files.check_mode): 0600, 0640 or 0644. 0 is the default, 0600. */
+static int
+check_mode(unsigned int mode)
+{
+    if (mode != 0 && ((mode & ~0644u) || (mode & 0600u) != 0600u)) {
+        return fail(MMIPC_E_USAGE,
+                    "invalid file mode 0%o: use 0600 (owner only, the default), 0640 (the group may "
+                    "read) or 0644 (everyone may read); only the writer's user may write a journal",
+                    mode);
+    }
+    return MMIPC_OK;
+}
+
 int
 mmipc_writer_open(mmipc_writer **out, const char *directory, const char *name,
                   const mmipc_writer_options *options)
@@ -1512,6 +1546,9 @@ mmipc_writer_open(mmipc_writer **out, const char *directory, const char *name,
     if (rc == MMIPC_OK) {
         rc = check_page_size(o->page_size);
     }
+    if (rc == MMIPC_OK) {
+        rc = check_mode(o->mode);
+    }
     if (rc != MMIPC_OK) {
         return rc;
     }
@@ -1525,7 +1562,7 @@ mmipc_writer_open(mmipc_writer **out, const char *directory, const char *name,
     w->new_flags = o->checksum ? MMIPC_FLAG_CHECKSUMS : 0u;
     snprintf(w->directory, sizeof(w->directory), "%s", directory);
     snprintf(w->name, sizeof(w->name), "%s", name);
-    rc = make_directories(w->directory);
+    rc = make_directories(w->directory, w->mode);
     if (rc == MMIPC_OK) {
         rc = take_lock(w);
     }

@@ -78,7 +78,7 @@ typedef struct {
     uint64_t page_size;    /* of pages created from now on; 0: the journal's last page size, or
                               MMIPC_DEFAULT_PAGE_SIZE for a new journal */
     int checksum;          /* non-zero: pages created from now on carry CRC-32 checksums */
-    unsigned int mode;     /* permission bits of new page and lock files; 0: 0600 */
+    unsigned int mode;     /* of new page and lock files: 0600 (0: the default), 0640 or 0644 */
 } mmipc_writer_options;
 
 /* Open journal `name` in `directory` for appending (the directory and first page are created if
