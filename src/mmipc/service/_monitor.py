@@ -41,7 +41,7 @@ from ..journal._metrics import (
     read_counters,
 )
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
-from ._retention import Plan, Policy, journal_clock, plan
+from ._retention import Counters, Plan, Policy, journal_clock, plan
 from ._retention import apply as apply_plan
 
 log = logging.getLogger("mmipc.service")
@@ -79,6 +79,7 @@ class Monitor:
         self.retention_errors = 0
         self.last_retention_error = ""
         self.held: dict[JournalKey, str] = {}
+        self._counters = Counters()  # the readers' counter files, read again only when they change
         self.on_tick: Callable[[], None] = lambda: None  # the service's lazy page preparation
 
     def start(self) -> None:
@@ -173,7 +174,8 @@ class Monitor:
             return []
         result = Plan(*key)
         try:  # a page that cannot be read is a retention error (counted in status), not a silent stop
-            result = plan(self.home, key[0], key[1], policy, _clock(key, policy), self.foreign_limit)
+            clock = _clock(key, policy)
+            result = plan(self.home, key[0], key[1], policy, clock, self.foreign_limit, self._counters)
             done = apply_plan(result, policy.archive, self.home, self.foreign_limit)
         except Exception as exc:
             self.retention_errors += 1
