@@ -18,10 +18,10 @@ Rules:
   only after P went and no reader held P or less: a reader that published P before that sees P
   kept, and one that published P after it finds P gone, and places itself again.
 * Reading the holds again is cheap (`Counters`): a counter file (up to 64 MiB) is read in full only
-  when its seqlock generation or its inode moved since it was last read; otherwise its 24-byte
-  header is all that is read. The publisher moves the generation with every position it writes (a
-  heartbeat does not), so a position published since is always read. Cursor files (small) are
-  read each time.
+  when its seqlock generation or its inode moved since it was last read; otherwise its first 32
+  bytes are all that is read (the generation, and the heartbeat, which is written outside the
+  seqlock). The publisher moves the generation with every position it writes, so a position
+  published since is always read. Cursor files (small) are read each time.
 * A reader that has a removed page mapped reads it to its end: on Linux the file's data live until
   the last mapping goes. A reader that had not reached the page yet would find it gone.
 * Policy: a page goes when its newest frame is older than `max_age_ns`, or when the journal holds
@@ -42,6 +42,7 @@ import os
 import re
 import shutil
 import stat
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,6 @@ from ..journal._files import list_pages, page_path
 from ..journal._layout import MsgType
 from ..journal._metrics import (
     FOREIGN_LIMIT,
-    GENERATION,
     Owner,
     counters_owner,
     list_counters,
@@ -122,6 +122,7 @@ def _rule(rule: str) -> dict[str, int]:
 
 
 _Stamp = tuple[int, int, int]  # a counter file's (device, inode, seqlock generation)
+_HEAD = struct.Struct("<16xQq")  # a counter file's generation and heartbeat (_metrics.HEADER)
 
 
 class Counters:
@@ -141,36 +142,39 @@ class Counters:
         return found
 
     def read(self, path: str) -> dict[str, Any] | None:
-        """`read_counters(path)`, from memory while the file's stamp is the one it was read at."""
-        before = _stamp(path)
+        """`read_counters(path)`, from memory while the file's stamp is the one it was read at (with
+        the heartbeat read now: the publisher writes it outside the seqlock, and it tells whether
+        a reader of another pid namespace lives)."""
+        before, beat = _stamp(path)
         known = self._read.get(path)
         if before is not None and known is not None and known[0] == before:
-            return known[1]
+            return {**known[1], "heartbeat_ns": beat}
         self.full_reads += 1
         counters = read_counters(path)
         self._read.pop(path, None)
-        if counters is not None and before is not None and _stamp(path) == before:
+        if counters is not None and before is not None and _stamp(path)[0] == before:
             self._read[path] = (before, counters)  # unchanged across the read: that snapshot is before's
         return counters
 
 
-def _stamp(path: str) -> _Stamp | None:
-    """(device, inode, generation) of a counter file; None if it is not a regular file, or being written."""
+def _stamp(path: str) -> tuple[_Stamp | None, int]:
+    """A counter file's (device, inode, generation), None if it is not a regular file or is being
+    written; and its heartbeat."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
     except OSError:
-        return None
+        return None, 0
     try:
         st = os.fstat(fd)
-        head = os.pread(fd, 16 + GENERATION.size, 0) if stat.S_ISREG(st.st_mode) else b""
+        head = os.pread(fd, _HEAD.size, 0) if stat.S_ISREG(st.st_mode) else b""
     except OSError:
-        return None
+        return None, 0
     finally:
         os.close(fd)
-    if len(head) < 16 + GENERATION.size:
-        return None
-    generation = GENERATION.unpack_from(head, 16)[0]
-    return None if generation % 2 else (st.st_dev, st.st_ino, generation)
+    if len(head) < _HEAD.size:
+        return None, 0
+    generation, beat = _HEAD.unpack(head)
+    return (None if generation % 2 else (st.st_dev, st.st_ino, generation)), beat
 
 
 @dataclass
