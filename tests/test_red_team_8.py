@@ -46,19 +46,15 @@ GROWS = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fix8 owns journal/_metrics.py growth: Board._write_journals grows the counter file with "
-    "mmap.resize (ftruncate: a hole), and its first store into the hole on a full home is a SIGBUS",
-)
 def test_a_reader_whose_counter_file_grows_on_a_full_home_is_not_killed_by_sigbus(
     small_tmpfs: Path, jdir: str
 ) -> None:
     """A linked reader's counter file is allocated at 16 KiB (posix_fallocate) so that a full home
     is an error, never a signal. A reader that follows more journals than that holds (version 2:
-    a risk monitor of 300 journals) grows it with mmap.resize, a hole: once the home's filesystem
-    is full, the publisher's first store past 16 KiB killed the whole reader process ("Bus error",
-    exit -7), in add_journal, whose publish is documented never to fail it."""
+    a risk monitor of 300 journals) grew it with mmap.resize, a hole: once the home's filesystem
+    was full, the publisher's first store past 16 KiB killed the whole reader process ("Bus error",
+    exit -7), in add_journal, whose publish is documented never to fail it. The grown part is
+    allocated now (`Board._grow`)."""
     service = ServiceProcess(str(small_tmpfs / "home"))
     service.start()
     try:

@@ -147,11 +147,12 @@ def _slot_of(needy_list: mmap.mmap, pid: int) -> int:
 
 
 def _asleep_and_needy(needy_list: mmap.mmap, slot: int) -> bool:
-    """Whether the reader of `slot` sleeps on its bell (`sleeping` 1) with its needy byte set."""
+    """Whether the reader of `slot` sleeps on its bell (`sleeping` set: on the futex, or on its FIFO
+    for the pure-Python backend) with its needy byte set."""
     raw = SLOT.unpack_from(needy_list, LIST_HEADER + slot * SLOT_SIZE)[4]
     with open(os.fsdecode(raw.rstrip(b"\0")), "rb") as f:
         sleeping = int.from_bytes(f.read(16)[12:16], "little")
-    return sleeping == 1 and needy_list[NEEDY + slot] == 1
+    return sleeping != 0 and needy_list[NEEDY + slot] == 1
 
 
 def _sleeping_reader(procs: Procs, jdir: str, needy_list: mmap.mmap, writer: Writer) -> tuple[Any, int]:

@@ -1,4 +1,11 @@
-"""`mmipc export`: journals to Parquet, Arrow, CSV or .npy (needs the `analysis` extra)."""
+"""`mmipc export`: journals to Parquet, Arrow, CSV or .npy (needs the `analysis` extra).
+
+``-o -`` is refused, not taken as standard output: Parquet, Arrow and .npy write their footer or
+header at the end (a pipe cannot seek); and every format is written to a temporary file renamed
+into place once complete, so that an interrupted export never looks like a whole one, which a
+stream cut short on stdout would; CSV also writes its record of the export beside the file
+(PATH.meta.json). It wrote a file named "-".
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,11 @@ from ..ctp import LAYOUTS
 from ..journal._layout import MAX_MSG_TYPE
 from ._args import add_journals, journals_in_one_directory, natural, time_arg
 from ._common import Bar, format_time
+
+STDOUT_REFUSED = (
+    "-o - (standard output) is not supported: an export is written to a file and renamed into place "
+    "only once complete; name a file (./- for a file named -)"
+)
 
 
 def add_commands(commands: Any) -> None:
@@ -24,7 +36,9 @@ def add_commands(commands: Any) -> None:
         "even with --force. Needs: pip install 'mmipc[analysis]'.",
     )
     add_journals(export, elsewhere=False)
-    export.add_argument("-o", "--output", required=True, metavar="PATH", help="the file to write")
+    export.add_argument(
+        "-o", "--output", required=True, metavar="PATH", help="the file to write (- is refused: no stdout)"
+    )
     export.add_argument(
         "--format", choices=("parquet", "arrow", "csv", "npy"), help="default: from PATH's suffix"
     )
@@ -58,6 +72,8 @@ def _export(args: argparse.Namespace) -> int:
     from ..analysis._export import export, pick_format
     from ..analysis._scan import make_query
 
+    if args.output == "-":  # a file named "-" was written, where the user meant standard output
+        raise UsageError(STDOUT_REFUSED)
     fmt = pick_format(args.output, args.format)
     names = journals_in_one_directory(args)
     query = make_query(args.directory, names, args.msg_type, args.since, args.until, args.struct)

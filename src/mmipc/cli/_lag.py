@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -86,6 +87,23 @@ def retention_dirs(args: argparse.Namespace) -> dict[str, Policy]:
 def check_metrics(args: argparse.Namespace) -> None:
     if args.metrics:
         parse_loopback(args.metrics)
+
+
+def check_archive(args: argparse.Namespace) -> None:
+    """--archive DIR: a directory this user can write, created if missing (0700, as retention
+    would). /dev/null, a file or an unwritable path was accepted, then failed every retention pass."""
+    if args.archive is None:
+        return
+    if os.path.lexists(args.archive) and not os.path.isdir(args.archive):
+        raise ArgumentsError(f"--archive {args.archive}: not a directory")
+    try:
+        os.makedirs(args.archive, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ArgumentsError(
+            f"--archive {args.archive}: cannot create the directory: {exc.strerror}"
+        ) from None
+    if not os.access(args.archive, os.W_OK | os.X_OK):
+        raise ArgumentsError(f"--archive {args.archive}: not writable by this user")
 
 
 def show(

@@ -21,6 +21,7 @@ from ._errors import service_hint
 from ._lag import (
     add_service_options,
     add_status_options,
+    check_archive,
     check_metrics,
     journal_lines,
     reader_lines,
@@ -66,6 +67,7 @@ def run_service(args: argparse.Namespace) -> int:
     )
     pin(args.cpu)
     check_metrics(args)
+    check_archive(args)
     service = Service(
         args.home,
         retain=retention_policy(args),

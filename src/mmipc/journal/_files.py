@@ -341,7 +341,7 @@ def lock_or_holder(fd: int, note_required: bool = True) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        holder = _recorded_pid(os.pread(fd, 32, 0))
         os.close(fd)
         return holder
     try:
@@ -351,6 +351,13 @@ def lock_or_holder(fd: int, note_required: bool = True) -> str | None:
         if note_required:
             raise
     return None
+
+
+def _recorded_pid(note: bytes) -> str:
+    """The pid a lock's holder recorded, or "unknown": the file is anyone's to write (a crafted or
+    damaged one printed its newlines and escapes into the next writer's one-line error)."""
+    text = note.strip()
+    return text.decode() if text.isdigit() and len(text) <= 10 else "unknown"
 
 
 def try_lock(path: str) -> int | None:

@@ -55,9 +55,11 @@ decides, as before; an older mmipc ignores both.
 Version 1 is a file of COUNTER_FILE_SIZE bytes for at most MAX_SLOTS journals. A reader that
 follows more (a risk monitor of hundreds of journals) writes version 2: one slot per journal, the
 JSON right after the last slot, in a file grown as needed (whole 4 KiB pages, at most
-MAX_FILE_SIZE). It writes version 1 again once its journals fit. Every journal is published: a
-journal left out would hold no page against retention while the reader still needs it (an mmipc
-that knows version 1 only ignores a version 2 file, as it ignored the journals past the 64th).
+MAX_FILE_SIZE, allocated before they are mapped: a hole is SIGBUS on a full disk; a file that
+cannot grow stays marked as being written, and holds every page, until it can). It writes version 1
+again once its journals fit. Every journal is published: a journal left out would hold no page
+against retention while the reader still needs it (an mmipc that knows version 1 only ignores a
+version 2 file, as it ignored the journals past the 64th).
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ class Board:
         self._lock = threading.Lock()
         self._pid = os.getpid()  # a forked child's copy leaves the file to the parent (`close`)
         self._version = VERSION
-        self._mm = _create(path)
+        self._mm, self._file = _create(path)
         self._write_header(time.time_ns())
 
     def wait_mode(self, wait: object) -> None:
@@ -209,16 +211,31 @@ class Board:
             data = json.dumps(jids).encode()
             at = journals_at(VERSION_WIDE, len(jids))
         if at + len(data) > len(self._mm):
-            self._mm.resize(-(-(at + len(data)) // 4096) * 4096)
+            self._grow(-(-(at + len(data)) // 4096) * 4096)
         self._version = VERSION if fits else VERSION_WIDE
         self._journals, self._journals_size = jids, len(data)  # the header's size, kept: no JSON per tick
         self._mm[at : at + len(data)] = data
+
+    def _grow(self, size: int) -> None:
+        """Allocate the file to `size` bytes, then map them: a part grown by `resize` alone is a hole,
+        and a store into one on a full disk is SIGBUS. An OSError (ENOSPC) leaves the seqlock open:
+        the file reads as being written, and holds every page while its reader lives (`_begin`)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != self._file:
+                raise StorageError(f"counter file {self.path} was replaced: not growing another's")
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+        self._mm.resize(size)
 
     def _heartbeat(self, now: int) -> None:
         struct.pack_into("<q", self._mm, 24, now)
 
     def _begin(self) -> None:
-        self._generation += 1
+        """Open the seqlock (odd generation); an update that failed left it open: it stays so."""
+        self._generation += 1 - self._generation % 2
         GENERATION.pack_into(self._mm, 16, self._generation)
 
     def _end(self) -> None:
@@ -272,20 +289,22 @@ def _start_ticks() -> int:
     return ticks
 
 
-def _create(path: str) -> mmap.mmap:
+def _create(path: str) -> tuple[mmap.mmap, tuple[int, int]]:
+    """The new file mapped, and its (device, inode): `_grow` allocates that file, no other."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         os.posix_fallocate(fd, 0, COUNTER_FILE_SIZE)  # no hole: a store into one on a full disk is SIGBUS
         mm = mmap.mmap(fd, COUNTER_FILE_SIZE)
+        info = os.fstat(fd)
         os.rename(tmp, path)
     except OSError:
         _remove_quietly(tmp)
         raise
     finally:
         os.close(fd)
-    return mm
+    return mm, (info.st_dev, info.st_ino)
 
 
 def _remove_quietly(path: str) -> None:

@@ -5,7 +5,8 @@ Rules:
 * It runs on its own thread and never under the service's lock while it reads files: it samples
   every known journal's tail every SAMPLE_INTERVAL and applies the retention policy every
   `retain_interval` seconds. Whatever it meets on disk is logged and counted, never raised: the
-  thread always lives on.
+  thread always lives on. A task that fails is logged when it starts failing and when it works
+  again, not at every pass (a journal directory replaced by a file was a warning a second, for ever).
 * A journal stays known from the moment a writer or a reader names it until the service stops, so a
   journal whose writer has exited is still listed ("no writer").
 * Readers are the union of the live registrations, the counter files in ``<home>/readers`` and the
@@ -40,7 +41,7 @@ from ..journal._metrics import (
     read_counters,
 )
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
-from ._retention import Plan, Policy, journal_clock, plan
+from ._retention import Counters, Plan, Policy, journal_clock, plan
 from ._retention import apply as apply_plan
 
 log = logging.getLogger("mmipc.service")
@@ -70,6 +71,7 @@ class Monitor:
         self._dead_since: dict[str, float] = {}
         self._stopped: frozenset[tuple[int, int, int]] = frozenset()  # see _forget_dead
         self._guard = threading.Lock()
+        self._failing: dict[tuple[str, tuple[Any, ...]], str] = {}  # the monitor thread's only
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.pages_removed = 0
@@ -77,6 +79,7 @@ class Monitor:
         self.retention_errors = 0
         self.last_retention_error = ""
         self.held: dict[JournalKey, str] = {}
+        self._counters = Counters()  # the readers' counter files, read again only when they change
         self.on_tick: Callable[[], None] = lambda: None  # the service's lazy page preparation
 
     def start(self) -> None:
@@ -111,10 +114,19 @@ class Monitor:
         self._guarded(self._sweep_bells)
 
     def _guarded(self, what: Callable[..., object], *args: Any) -> None:
+        """Run `what(*args)`; log when it starts failing and when it works again, not at every pass."""
+        task = (what.__name__, args)
         try:
             what(*args)
         except Exception as exc:  # nothing on disk may end this thread
-            log.warning("monitor: %s%s failed: %s", what.__name__, args, exc)
+            if task in self._failing:
+                log.debug("monitor: %s%s still failing: %s", *task, exc)
+            else:
+                log.warning("monitor: %s%s failed: %s (logged once until it recovers)", *task, exc)
+            self._failing[task] = str(exc)
+        else:
+            if self._failing.pop(task, None) is not None:
+                log.info("monitor: %s%s recovered", *task)
 
     # -- journals --------------------------------------------------------------------------------
 
@@ -162,7 +174,8 @@ class Monitor:
             return []
         result = Plan(*key)
         try:  # a page that cannot be read is a retention error (counted in status), not a silent stop
-            result = plan(self.home, key[0], key[1], policy, _clock(key, policy), self.foreign_limit)
+            clock = _clock(key, policy)
+            result = plan(self.home, key[0], key[1], policy, clock, self.foreign_limit, self._counters)
             done = apply_plan(result, policy.archive, self.home, self.foreign_limit)
         except Exception as exc:
             self.retention_errors += 1

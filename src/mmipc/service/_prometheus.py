@@ -8,9 +8,12 @@ Rules:
 * The endpoint is off by default. `mmipc service --metrics HOST:PORT` serves ``GET /metrics`` on a
   loopback address only (127.0.0.0/8, ::1 or "localhost"); any other address is refused with a
   `UsageError` before anything is bound: the figures name files and processes of this user.
-  Any local user can still connect to it: it serves MAX_SCRAPES connections at once and closes
-  the rest at once, and drops a connection silent for IDLE_TIMEOUT, so that idle connections never
-  take the descriptors the service needs for its own clients.
+  Any local user can still connect to it: it serves MAX_SCRAPES connections at once, so that idle
+  connections never take the descriptors the service needs for its own clients. A connection has
+  REQUEST_DEADLINE seconds to send its whole request (a slow sender too, not only a silent one), and
+  one that has not sent it yet gives its slot to a new connection when every slot is taken: idle or
+  slow local clients can never starve a real scrape (8 silent connections did, for IDLE_TIMEOUT
+  each, again and again). Over the cap with every slot serving a request, a new one is closed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +34,8 @@ from .._errors import UsageError
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_SCRAPES = 8  # connections served at once; any local user can connect to a loopback port
 IDLE_TIMEOUT = 10.0  # seconds a connection may keep silent before it is closed
+REQUEST_DEADLINE = 3.0  # seconds a connection has to send its whole request
+SLOT_WAIT = 5.0  # seconds the accept loop waits for the slot of a connection it evicted
 log = logging.getLogger("mmipc.service")
 
 _JOURNAL = (
@@ -156,17 +162,23 @@ def serve_metrics(address: str, status: Callable[[], dict[str, Any]]) -> http.se
             self.end_headers()
             self.wfile.write(body)
 
+        def parse_request(self) -> bool:
+            parsed = super().parse_request()
+            server.request_read(self.request)  # its whole request is in: no longer evicted
+            return parsed
+
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
             pass
 
     server_class = _IPv6Server if ":" in host else _Server
-    server = server_class((host, port), Handler)
+    server: _Server = server_class((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="mmipc-metrics", daemon=True).start()
     return server
 
 
 class _Server(http.server.ThreadingHTTPServer):
-    """At most MAX_SCRAPES connections at a time: a connection over it is closed at once."""
+    """At most MAX_SCRAPES connections at a time; one that has not sent its request yet (`_waiting`)
+    is closed after REQUEST_DEADLINE, or at once when a new connection needs its slot."""
 
     daemon_threads = True
     request_queue_size = 128  # listen backlog: at socketserver's 5, a burst of connections waits
@@ -174,15 +186,22 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[http.server.BaseHTTPRequestHandler]) -> None:
         self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        self._waiting: dict[socket.socket, float] = {}  # accepted, request not read yet: since when
+        self._lock = threading.Lock()  # over _waiting, and every shutdown or close of its sockets
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
+            self._evict(min(self._waiting_now(), key=lambda item: item[1], default=None))  # the oldest
+            if not self._slots.acquire(timeout=SLOT_WAIT):  # every slot serves a request
+                self.shutdown_request(request)
+                return
+        with self._lock:
+            self._waiting[request] = time.monotonic()
         try:
             super().process_request(request, client_address)
         except BaseException:  # no thread started: it would have released the slot
+            self.shutdown_request(request)
             self._slots.release()
             raise
 
@@ -191,6 +210,35 @@ class _Server(http.server.ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def request_read(self, request: socket.socket) -> None:
+        with self._lock:
+            self._waiting.pop(request, None)
+
+    def service_actions(self) -> None:
+        """Close the connections past their REQUEST_DEADLINE (serve_forever calls this twice a second)."""
+        late = time.monotonic() - REQUEST_DEADLINE
+        for item in self._waiting_now():
+            if item[1] < late:
+                self._evict(item)
+
+    def _waiting_now(self) -> list[tuple[socket.socket, float]]:
+        with self._lock:
+            return list(self._waiting.items())
+
+    def _evict(self, item: tuple[socket.socket, float] | None) -> None:
+        """Shut a waiting connection down: its thread reads the end of it, and frees its slot."""
+        with self._lock:
+            if item is not None and self._waiting.pop(item[0], None) is not None:
+                try:
+                    item[0].shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:  # never closed while `_evict` shuts it down: its descriptor could be reused
+            self._waiting.pop(request, None)
+            super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.warning("metrics: a request from %s failed: %s", client_address, sys.exc_info()[1])

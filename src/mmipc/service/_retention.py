@@ -17,6 +17,11 @@ Rules:
   `apply` reads the holds again just before it removes each page, oldest first. So a page P+1 goes
   only after P went and no reader held P or less: a reader that published P before that sees P
   kept, and one that published P after it finds P gone, and places itself again.
+* Reading the holds again is cheap (`Counters`): a counter file (up to 64 MiB) is read in full only
+  when its seqlock generation or its inode moved since it was last read; otherwise its first 32
+  bytes are all that is read (the generation, and the heartbeat, which is written outside the
+  seqlock). The publisher moves the generation with every position it writes, so a position
+  published since is always read. Cursor files (small) are read each time.
 * A reader that has a removed page mapped reads it to its end: on Linux the file's data live until
   the last mapping goes. A reader that had not reached the page yet would find it gone.
 * Policy: a page goes when its newest frame is older than `max_age_ns`, or when the journal holds
@@ -36,6 +41,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +50,13 @@ from .._errors import StorageError, UsageError
 from ..journal._durable import list_cursors
 from ..journal._files import list_pages, page_path
 from ..journal._layout import MsgType
-from ..journal._metrics import FOREIGN_LIMIT, Owner, counters_owner, list_counters, read_counters
+from ..journal._metrics import (
+    FOREIGN_LIMIT,
+    Owner,
+    counters_owner,
+    list_counters,
+    read_counters,
+)
 from ..journal._page import MappedPage
 from ._lag import journal_tail
 
@@ -108,6 +121,62 @@ def _rule(rule: str) -> dict[str, int]:
     raise UsageError(f"{rule!r} is not a rule (an age like 7d, bytes:50G, pages:N, or none)")
 
 
+_Stamp = tuple[int, int, int]  # a counter file's (device, inode, seqlock generation)
+_HEAD = struct.Struct("<16xQq")  # a counter file's generation and heartbeat (_metrics.HEADER)
+
+
+class Counters:
+    """Counter files as read last, each read again only when its stamp moved (see the rules).
+
+    `full_reads` counts the whole-file reads, for the tests and the curious."""
+
+    def __init__(self) -> None:
+        self._read: dict[str, tuple[_Stamp, dict[str, Any]]] = {}
+        self.full_reads = 0
+
+    def listed(self, home: str) -> dict[str, str]:
+        """`list_counters(home)`, forgetting the files gone since."""
+        found = list_counters(home)
+        for path in set(self._read) - set(found.values()):
+            del self._read[path]
+        return found
+
+    def read(self, path: str) -> dict[str, Any] | None:
+        """`read_counters(path)`, from memory while the file's stamp is the one it was read at (with
+        the heartbeat read now: the publisher writes it outside the seqlock, and it tells whether
+        a reader of another pid namespace lives)."""
+        before, beat = _stamp(path)
+        known = self._read.get(path)
+        if before is not None and known is not None and known[0] == before:
+            return {**known[1], "heartbeat_ns": beat}
+        self.full_reads += 1
+        counters = read_counters(path)
+        self._read.pop(path, None)
+        if counters is not None and before is not None and _stamp(path)[0] == before:
+            self._read[path] = (before, counters)  # unchanged across the read: that snapshot is before's
+        return counters
+
+
+def _stamp(path: str) -> tuple[_Stamp | None, int]:
+    """A counter file's (device, inode, generation), None if it is not a regular file or is being
+    written; and its heartbeat."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
+    except OSError:
+        return None, 0
+    try:
+        st = os.fstat(fd)
+        head = os.pread(fd, _HEAD.size, 0) if stat.S_ISREG(st.st_mode) else b""
+    except OSError:
+        return None, 0
+    finally:
+        os.close(fd)
+    if len(head) < _HEAD.size:
+        return None, 0
+    generation, beat = _HEAD.unpack(head)
+    return (None if generation % 2 else (st.st_dev, st.st_ino, generation)), beat
+
+
 @dataclass
 class Plan:
     """The pages to remove, and the readers that keep later pages."""
@@ -117,16 +186,23 @@ class Plan:
     remove: list[int] = field(default_factory=list)
     held_by: list[dict[str, Any]] = field(default_factory=list)
     kept_for: str = ""
+    counters: Counters = field(default_factory=Counters, repr=False, compare=False)
 
 
 def holds(
-    home: str | None, directory: str, name: str, foreign_limit: float = FOREIGN_LIMIT
+    home: str | None,
+    directory: str,
+    name: str,
+    foreign_limit: float = FOREIGN_LIMIT,
+    counters: Counters | None = None,
 ) -> list[dict[str, Any]]:
     """Readers that need pages of this journal: {"reader", "page_no", "kind"} (durable or live). A
     live reader of another pid namespace holds while its heartbeat is younger than `foreign_limit`
-    seconds (`_metrics.Owner.alive`)."""
+    seconds (`_metrics.Owner.alive`). `counters`: the files as read before (each file is read again
+    only if it changed since); a fresh `Counters` reads every one."""
     if home is None:
         return []
+    counters = counters if counters is not None else Counters()
     real = os.path.realpath(directory)
     found = []
     for cursor in list_cursors(os.path.join(home, "cursors")):
@@ -136,14 +212,14 @@ def holds(
         for j in cursor.get("journals", []):
             if j.get("name") == name and os.path.realpath(str(j.get("directory"))) == real:
                 found.append({"reader": cursor["name"], "page_no": int(j["page_no"]), "kind": "durable"})
-    for reader, path in list_counters(home).items():
-        counters = read_counters(path)
-        if counters is None:
+    for reader, path in counters.listed(home).items():
+        published = counters.read(path)
+        if published is None:
             found.extend(_hold_unread(reader, path, foreign_limit))
             continue
-        if not Owner.of(counters).alive(foreign_limit):
+        if not Owner.of(published).alive(foreign_limit):
             continue  # dead, or its pid reused by another process: it holds nothing
-        for p in counters["positions"]:
+        for p in published["positions"]:
             if p.name == name and os.path.realpath(p.directory) == real:
                 found.append(_live_hold(reader, p.page_no))
     return found
@@ -178,11 +254,13 @@ def plan(
     policy: Policy,
     now_ns: int,
     foreign_limit: float = FOREIGN_LIMIT,
+    counters: Counters | None = None,
 ) -> Plan:
-    """Which of the journal's oldest pages the policy removes (nothing is touched)."""
-    result = Plan(directory, name)
+    """Which of the journal's oldest pages the policy removes (nothing is touched). `counters`: the
+    counter files as read before (the service keeps one `Counters` for all its passes)."""
+    result = Plan(directory, name, counters=counters if counters is not None else Counters())
     pages = list_pages(directory, name)
-    result.held_by = holds(home, directory, name, foreign_limit)
+    result.held_by = holds(home, directory, name, foreign_limit, result.counters)
     limit = min((h["page_no"] for h in result.held_by), default=None)
     sizes = {no: _allocated(page_path(directory, name, no)) for no in pages}
     total, count = sum(sizes.values()), len(pages)
@@ -250,7 +328,7 @@ def apply(
     if archive is not None and result.remove:
         _make_archive(archive)
     for page_no in result.remove:
-        held = holds(home, result.directory, result.name, foreign_limit)
+        held = holds(home, result.directory, result.name, foreign_limit, result.counters)
         now_held = [h for h in held if h["page_no"] <= page_no]
         if now_held:
             who = ", ".join(h["reader"] for h in now_held)

@@ -31,7 +31,6 @@ Rules:
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
@@ -52,6 +51,7 @@ from typing import Any
 from .._errors import ServiceAlreadyRunningError, ServiceUnavailableError, UsageError
 from ..journal._files import (
     DEFAULT_MODE,
+    DESCRIPTOR_ERRNOS,
     MAX_PAGE_NO,
     check_mode,
     check_name,
@@ -321,7 +321,7 @@ class Service:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            if exc.errno not in DESCRIPTOR_ERRNOS:
                 raise
             self._refuse_with_spare_fd(exc)
             return

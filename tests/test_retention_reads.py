@@ -1,0 +1,61 @@
+"""What a retention pass reads: each counter file once, not once per page it removes, and never a
+stale position (a reader that moves onto a page during the pass still holds it)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mmipc import Reader, Service, Writer
+from mmipc.journal._files import list_pages
+from mmipc.service._retention import Policy, apply, plan
+from test_retention import PAGE, PER_PAGE, fill
+
+PAGES = 40
+READERS = 4
+
+
+def test_a_pass_over_many_pages_reads_each_counter_file_once(jdir: str, tmp_path: Path) -> None:
+    """`apply` reads the holds again before each page (see `_retention`'s rules); it read every counter
+    file again each time, whole (up to 64 MiB): 4 readers x 39 pages = 160 full reads for this pass.
+    Now a file is read whole only when its seqlock generation moved: 4."""
+    home = str(tmp_path / "home")
+    with Service(home), Writer.create(jdir, "many", page_size=PAGE, service=home) as writer:
+        fill(writer, PER_PAGE * PAGES + 5)
+        with Writer.create(jdir, "other", page_size=PAGE, service=home) as other:
+            fill(other, 3)
+        readers = [Reader.create(f"r{i}", service=home) for i in range(READERS)]
+        try:
+            for reader in readers:
+                reader.add_journal(jdir, "other")
+            result = plan(home, jdir, "many", Policy(max_pages=1), time.time_ns())
+            assert len(result.remove) >= PAGES - 1 and result.held_by == []
+            done = apply(result, None, home)
+            assert len(done) == len(result.remove) and list_pages(jdir, "many")[0] == result.remove[-1] + 1
+            assert result.counters.full_reads == READERS
+        finally:
+            for reader in readers:
+                reader.close()
+
+
+def test_a_reader_that_moves_onto_a_page_during_the_pass_still_holds_it(jdir: str, tmp_path: Path) -> None:
+    """The holds are planned, then a reader already known (its counter file read, for another
+    journal) adds this journal on page 5: its new position is read before page 5 goes, and holds it."""
+    home = str(tmp_path / "home")
+    with Service(home), Writer.create(jdir, "many", page_size=PAGE, service=home) as writer:
+        fill(writer, PER_PAGE * 5 + 1)
+        on_page_5 = writer.last_nano
+        fill(writer, PER_PAGE * 5, start=PER_PAGE * 5 + 1)
+        with Writer.create(jdir, "other", page_size=PAGE, service=home) as other:
+            fill(other, 3)
+        with Reader.create("mover", service=home) as reader:
+            reader.add_journal(jdir, "other")
+            result = plan(home, jdir, "many", Policy(max_pages=1), time.time_ns())
+            assert result.remove[:6] == [0, 1, 2, 3, 4, 5] and result.counters.full_reads == 1
+            reader.add_journal(jdir, "many", start=on_page_5)
+            done = apply(result, None, home)
+            assert len(done) == 5 and list_pages(jdir, "many")[0] == 5
+            assert result.kept_for == "page 5 is held by reader mover"
+            assert result.counters.full_reads == 2
+            frame = reader.read()
+            assert frame is not None
