@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from conftest import wait_for
 from mmipc import Reader, Service, Writer
 from mmipc.journal._files import list_pages
-from mmipc.service._retention import Policy, apply, plan
+from mmipc.journal._metrics import counters_path, read_counters
+from mmipc.service._retention import Counters, Policy, apply, plan
 from test_retention import PAGE, PER_PAGE, fill
 
 PAGES = 40
@@ -59,3 +61,36 @@ def test_a_reader_that_moves_onto_a_page_during_the_pass_still_holds_it(jdir: st
             assert result.counters.full_reads == 2
             frame = reader.read()
             assert frame is not None
+
+
+def test_a_counter_file_with_a_stale_copys_generation_is_read_again(jdir: str, tmp_path: Path) -> None:
+    """A reader started again under its name makes a new counter file, whose inode number may be the
+    old file's again and whose generation starts over: a file with the generation the cache read it
+    at, but other content, must be read again, never answered from the stale copy (which could hold
+    a later position than the reader's and let retention remove a page it still needs). Shown with
+    the content of a real reader's file put in place of another's, its generation made equal."""
+    home = str(tmp_path / "home")
+    with Service(home), Writer.create(jdir, "many", page_size=PAGE, service=home) as writer:
+        fill(writer, PER_PAGE * 3)
+        with Reader.create("early", service=home) as early, Reader.create("late", service=home) as late:
+            early.add_journal(jdir, "many", start="begin")
+            late.add_journal(jdir, "many", start="end")
+            old = Path(counters_path(home, "late")).read_bytes()
+            new = bytearray(Path(counters_path(home, "early")).read_bytes())
+    ghost = Path(counters_path(home, "ghost"))
+    ghost.write_bytes(old)
+    counters = Counters()
+    stale = counters.read(str(ghost))
+    assert stale is not None and stale == read_counters(str(ghost))
+    new[16:24] = old[16:24]  # the generation the cache read the old content at
+    before = ghost.stat().st_ctime_ns
+
+    def rewritten() -> bool:  # in place (the same inode); until the clock gives it a new change time
+        with open(ghost, "r+b") as f:
+            f.write(new)
+        return ghost.stat().st_ctime_ns != before
+
+    wait_for(rewritten, timeout=30)
+    fresh = counters.read(str(ghost))
+    assert fresh == read_counters(str(ghost)) and fresh != stale
+    assert counters.full_reads == 2

@@ -18,10 +18,13 @@ Rules:
   only after P went and no reader held P or less: a reader that published P before that sees P
   kept, and one that published P after it finds P gone, and places itself again.
 * Reading the holds again is cheap (`Counters`): a counter file (up to 64 MiB) is read in full only
-  when its seqlock generation or its inode moved since it was last read; otherwise its first 32
-  bytes are all that is read (the generation, and the heartbeat, which is written outside the
-  seqlock). The publisher moves the generation with every position it writes, so a position
-  published since is always read. Cursor files (small) are read each time.
+  when its stamp moved since it was last read: the seqlock generation, and what tells one file and
+  one writer from another (device, inode, change time, the writer's pid and start), since a reader
+  started again under its name makes a new file whose inode number may be the old one's and whose
+  generation starts over. Otherwise its first 40 bytes are all that is read (the stamp, and the
+  heartbeat, which is written outside the seqlock). The publisher moves the generation with every
+  position it writes, so a position published since is always read. Cursor files (small) are read
+  each time.
 * A reader that has a removed page mapped reads it to its end: on Linux the file's data live until
   the last mapping goes. A reader that had not reached the page yet would find it gone.
 * Policy: a page goes when its newest frame is older than `max_age_ns`, or when the journal holds
@@ -121,8 +124,11 @@ def _rule(rule: str) -> dict[str, int]:
     raise UsageError(f"{rule!r} is not a rule (an age like 7d, bytes:50G, pages:N, or none)")
 
 
-_Stamp = tuple[int, int, int]  # a counter file's (device, inode, seqlock generation)
-_HEAD = struct.Struct("<16xQq")  # a counter file's generation and heartbeat (_metrics.HEADER)
+# A counter file's (device, inode, change time, writer's pid, its start, seqlock generation): a
+# reader started again under the same name makes a new file, whose inode may be the old one's
+# number again and whose generation starts over, so the generation alone could match a stale copy.
+_Stamp = tuple[int, int, int, int, int, int]
+_HEAD = struct.Struct("<12xIQqq")  # pid, generation, heartbeat, started (_metrics.HEADER)
 
 
 class Counters:
@@ -158,8 +164,8 @@ class Counters:
 
 
 def _stamp(path: str) -> tuple[_Stamp | None, int]:
-    """A counter file's (device, inode, generation), None if it is not a regular file or is being
-    written; and its heartbeat."""
+    """A counter file's stamp (`_Stamp`), None if it is not a regular file or is being written;
+    and its heartbeat."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
     except OSError:
@@ -173,8 +179,10 @@ def _stamp(path: str) -> tuple[_Stamp | None, int]:
         os.close(fd)
     if len(head) < _HEAD.size:
         return None, 0
-    generation, beat = _HEAD.unpack(head)
-    return (None if generation % 2 else (st.st_dev, st.st_ino, generation)), beat
+    pid, generation, beat, started = _HEAD.unpack(head)
+    if generation % 2:
+        return None, beat
+    return (st.st_dev, st.st_ino, st.st_ctime_ns, pid, started, generation), beat
 
 
 @dataclass
