@@ -4,7 +4,11 @@ the sender moves with nobody reading, and the receiver reads from a journal writ
 Set beside the throughput of the pair (both sides at once on two CPUs), it tells what the pair
 loses to the traffic between the two cores rather than to the code on either side.
 
-usage: solo_rates.py [--cpu N] [--count N] [--rounds N]   (the backend is MMIPC_BACKEND's)
+usage: solo_rates.py [--cpu N] [--count N] [--rounds N] [--page-sizes MIB,MIB]
+(the backend is MMIPC_BACKEND's; MMIPC_PRETOUCH=0 turns the writer's pretoucher off)
+
+--page-sizes: instead, the sender alone at 408 B with pages of those sizes (a standalone writer:
+it makes each page itself at its switch), 1,000,000 messages: what new pages cost per byte.
 
 The loops are the bench's own (`_send_all`, `_throughput`) over the same peer adapters as
 bench_loops.py: mmipc's `read().data` closure and the naive log's poll. Journals go to /dev/shm,
@@ -65,13 +69,31 @@ def _one(peer: str, size: int, count: int) -> tuple[float, float]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _pages(mib: int, count: int) -> float:
+    """Messages a second of a standalone writer alone at 408 B with `mib` MiB pages."""
+    directory = tempfile.mkdtemp(prefix="mmipc-solo-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    try:
+        with Writer.create(directory, "bench", page_size=mib << 20, service=None) as writer:
+            start = time.perf_counter()
+            _send_all(writer.write, 408, count)
+            return count / (time.perf_counter() - start)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", type=int, default=1)
     parser.add_argument("--count", type=int, default=400_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--page-sizes", help="MiB,MiB: the sender alone with those page sizes")
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.cpu})
+    if args.page_sizes:
+        for mib in (int(m) for m in args.page_sizes.split(",")):
+            rates = [_pages(mib, 1_000_000) / 1e6 for _ in range(args.rounds)]
+            print(f"sender alone, 408 B, {mib} MiB pages: {statistics.median(rates):5.2f} M/s")
+        return
     for size in (64, 408):
         for peer in ("mmipc", "naive-mmap"):
             runs = [_one(peer, size, args.count) for _ in range(args.rounds)]
