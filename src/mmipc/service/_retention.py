@@ -21,10 +21,9 @@ Rules:
   when its stamp moved since it was last read: the seqlock generation, and what tells one file and
   one writer from another (device, inode, change time, the writer's pid and start), since a reader
   started again under its name makes a new file whose inode number may be the old one's and whose
-  generation starts over. Otherwise its first 40 bytes are all that is read (the stamp, and the
-  heartbeat, which is written outside the seqlock). The publisher moves the generation with every
-  position it writes, so a position published since is always read. Cursor files (small) are read
-  each time.
+  generation starts over. Otherwise its header is all that is read (the stamp, and the heartbeat,
+  which is written outside the seqlock). The publisher moves the generation with every position it
+  writes, so a position published since is always read. Cursor files (small) are read each time.
 * A reader that has a removed page mapped reads it to its end: on Linux the file's data live until
   the last mapping goes. A reader that had not reached the page yet would find it gone.
 * Policy: a page goes when its newest frame is older than `max_age_ns`, or when the journal holds
@@ -45,7 +44,6 @@ import os
 import re
 import shutil
 import stat
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,13 +51,7 @@ from .._errors import StorageError, UsageError
 from ..journal._durable import list_cursors
 from ..journal._files import list_pages, page_path
 from ..journal._layout import MsgType
-from ..journal._metrics import (
-    FOREIGN_LIMIT,
-    Owner,
-    counters_owner,
-    list_counters,
-    read_counters,
-)
+from ..journal._metrics import FOREIGN_LIMIT, HEADER, Owner, counters_owner, list_counters, read_counters
 from ..journal._page import MappedPage
 from ._lag import journal_tail
 
@@ -128,7 +120,6 @@ def _rule(rule: str) -> dict[str, int]:
 # reader started again under the same name makes a new file, whose inode may be the old one's
 # number again and whose generation starts over, so the generation alone could match a stale copy.
 _Stamp = tuple[int, int, int, int, int, int]
-_HEAD = struct.Struct("<12xIQqq")  # pid, generation, heartbeat, started (_metrics.HEADER)
 
 
 class Counters:
@@ -172,14 +163,14 @@ def _stamp(path: str) -> tuple[_Stamp | None, int]:
         return None, 0
     try:
         st = os.fstat(fd)
-        head = os.pread(fd, _HEAD.size, 0) if stat.S_ISREG(st.st_mode) else b""
+        head = os.pread(fd, HEADER.size, 0) if stat.S_ISREG(st.st_mode) else b""
     except OSError:
         return None, 0
     finally:
         os.close(fd)
-    if len(head) < _HEAD.size:
+    if len(head) < HEADER.size:
         return None, 0
-    pid, generation, beat, started = _HEAD.unpack(head)
+    _, _, pid, generation, beat, started = HEADER.unpack(head)[:6]
     if generation % 2:
         return None, beat
     return (st.st_dev, st.st_ino, st.st_ctime_ns, pid, started, generation), beat
