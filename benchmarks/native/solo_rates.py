@@ -18,11 +18,13 @@ as the bench's do to its work directory. Prints the median of the rounds per pee
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mmipc import Reader, Writer
@@ -52,33 +54,39 @@ def _naive_pair(directory: str, size: int) -> tuple[Any, Any]:
     return _naive_sender(path), lambda: _naive_receiver(path)[0]
 
 
-def _one(peer: str, size: int, count: int) -> tuple[float, float]:
+@contextlib.contextmanager
+def _scratch() -> Iterator[str]:
+    """A directory for one measurement's journals, on /dev/shm where there is one, removed after."""
     directory = tempfile.mkdtemp(prefix="mmipc-solo-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     try:
-        send, receiver = (_mmipc_pair if peer == "mmipc" else _naive_pair)(directory, size)
-        start = time.perf_counter()
-        _send_all(send, size, count)
-        sent = count / (time.perf_counter() - start)
-        poll = receiver()
-        start = time.perf_counter()
-        result = _throughput(poll, count)
-        received = count / (time.perf_counter() - start)
-        assert result["disorder"] == 0, result
-        return sent, received
+        yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _rate(count: int, action: Callable[[], object]) -> float:
+    """Messages a second of `action`, which moves `count` messages."""
+    start = time.perf_counter()
+    action()
+    return count / (time.perf_counter() - start)
+
+
+def _one(peer: str, size: int, count: int) -> tuple[float, float]:
+    with _scratch() as directory:
+        send, receiver = (_mmipc_pair if peer == "mmipc" else _naive_pair)(directory, size)
+        sent = _rate(count, lambda: _send_all(send, size, count))
+        poll = receiver()
+        result: dict[str, Any] = {}
+        received = _rate(count, lambda: result.update(_throughput(poll, count)))
+        assert result["disorder"] == 0, result
+        return sent, received
 
 
 def _pages(mib: int, count: int) -> float:
     """Messages a second of a standalone writer alone at 408 B with `mib` MiB pages."""
-    directory = tempfile.mkdtemp(prefix="mmipc-solo-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    try:
+    with _scratch() as directory:
         with Writer.create(directory, "bench", page_size=mib << 20, service=None) as writer:
-            start = time.perf_counter()
-            _send_all(writer.write, 408, count)
-            return count / (time.perf_counter() - start)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+            return _rate(count, lambda: _send_all(writer.write, 408, count))
 
 
 def main() -> None:
