@@ -614,3 +614,28 @@ def test_bench_peer_mmipc_c_is_skipped_with_a_note_without_a_compiler(
     monkeypatch.setenv("CC", "no-such-compiler")
     peer = next(p for p in PEERS if p.name == "mmipc-c")
     assert peer.missing() == "mmipc-c skipped: no C compiler (cc, or $CC) to build bench/c_bench.c"
+
+
+@pytest.mark.parametrize("bad", ["x", "1-0", "0,", " 1", "+1", "1-", "99999", "0-1,,2"])
+def test_c_writer_refuses_a_bad_mmipc_pretouch_cpus_in_one_line(
+    c_progs: dict[str, str], jdir: str, bad: str
+) -> None:
+    done = subprocess.run(
+        [c_progs["ctp_writer"], jdir, "md", "5"],
+        env={**os.environ, "MMIPC_PRETOUCH_CPUS": bad},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    said = "MMIPC_PRETOUCH_CPUS must be a CPU list such as 2-3,6 (where the writer's pretoucher thread runs)"
+    assert f"{said}, not '{bad}'" in done.stderr
+    assert not os.path.exists(os.path.join(jdir, "md.00000000.journal")), "refused before any file"
+
+
+def test_c_writer_accepts_a_cpu_list_for_its_pretoucher(c_progs: dict[str, str], jdir: str) -> None:
+    cpu = min(os.sched_getaffinity(0))
+    env = {**os.environ, "MMIPC_PRETOUCH_CPUS": f"{cpu},{cpu}-{cpu}\n"}
+    cmd = [c_progs["ctp_writer"], jdir, "md", "5"]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
+    assert len(_read_all(c_progs, jdir, 5, "md")) == 5

@@ -102,3 +102,75 @@ def test_a_closed_writer_stops_its_pretoucher_and_unmaps_its_page(jdir: str) -> 
     w.close()
     assert page.mm.closed, "the pretoucher's view of the page was dropped before the unmap"
     assert threading.active_count() == threads  # (the pretoucher is a C thread: never counted here)
+
+
+PLACED = """
+import os, sys, tempfile
+os.sched_setaffinity(0, {int(sys.argv[1])})  # the writer's thread, pinned before it creates
+from mmipc import Writer
+with Writer.create(tempfile.mkdtemp(dir=sys.argv[2]), "j", service=None) as w:
+    w.write(bytes(64))
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/status") as f:
+            fields = dict(line.split(":\\t", 1) for line in f.read().splitlines() if ":\\t" in line)
+        if fields["Name"] == "mmipc-pretouch":
+            print(fields["Cpus_allowed_list"])
+"""
+
+
+def _cpus(text: str) -> set[int]:
+    """A CPU list as the kernel prints it ("0-2,5") as a set."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def _pretoucher_cpus(tmp_path: object, writer_cpu: int, **env: str) -> set[int]:
+    done = subprocess.run(
+        [sys.executable, "-c", PLACED, str(writer_cpu), str(tmp_path)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split()
+    assert len(lines) == 1, f"one thread named mmipc-pretouch, not {done.stdout!r}"
+    return _cpus(lines[0])
+
+
+def _two_cpus() -> list[int]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("one CPU: a pinned writer leaves its pretoucher nowhere else to go")
+    return cpus
+
+
+def test_the_pretoucher_of_a_pinned_writer_runs_on_the_other_cpus(tmp_path: object) -> None:
+    cpus = _two_cpus()
+    env = {k: v for k, v in os.environ.items() if k != "MMIPC_PRETOUCH_CPUS"}
+    placed = _pretoucher_cpus(tmp_path, cpus[0], **env)
+    assert cpus[0] not in placed, f"the pretoucher shares the writer's CPU {cpus[0]}: {placed}"
+    assert set(cpus[1:]) <= placed, placed
+
+
+def test_mmipc_pretouch_cpus_names_where_the_pretoucher_runs(tmp_path: object) -> None:
+    cpus = _two_cpus()
+    placed = _pretoucher_cpus(tmp_path, cpus[1], MMIPC_PRETOUCH_CPUS=str(cpus[1]))
+    assert placed == {cpus[1]}, "an explicit list wins, even the writer's own CPU"
+
+
+@pytest.mark.parametrize("bad", ["x", "1-0", "0,", " 1", "99999", "1--2"])
+def test_a_bad_mmipc_pretouch_cpus_is_a_usage_error_in_one_line(jdir: str, bad: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mmipc", "write", "--standalone", jdir, "j"],
+        input="x\n",
+        env={**os.environ, "MMIPC_PRETOUCH_CPUS": bad},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
+    assert "MMIPC_PRETOUCH_CPUS must be a CPU list" in done.stderr and repr(bad) in done.stderr

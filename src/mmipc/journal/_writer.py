@@ -47,7 +47,9 @@ Rules (docs/format.md is the full contract):
    store into each 4 KiB page does not fault (about 1.6 us each; the service's MAP_POPULATE puts the
    file in the page cache but maps nothing writable in this process). It learns the position from
    the time-index slots, so the hot path pays nothing. `MMIPC_PRETOUCH=0` turns it off; on an older
-   kernel it stops by itself. See docs/benchmarks.md, "Page faults on the writer's thread".
+   kernel it stops by itself. See docs/benchmarks.md, "Page faults on the writer's thread". It runs
+   off the CPUs the creating thread is pinned to (else its faults land in the writer's own time
+   slices), or on the CPU list `MMIPC_PRETOUCH_CPUS` names (`check_pretouch_cpus`).
 
 The hot path (`write`) allocates nothing but the slice it copies into, and takes one branch to the
 slow path (`_write_slow`) when the frame does not fit, when a claim is open, after `close()`, and on
@@ -59,6 +61,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import re
 import struct
 import time
 import warnings
@@ -273,6 +276,8 @@ class Writer(_WriterBase):
         """
         check_name(name)
         check_mode(mode)
+        if _NATIVE:
+            check_pretouch_cpus(os.environ.get("MMIPC_PRETOUCH_CPUS", ""))
         _warn_if_weakly_ordered()
         if page_size is not None:
             check_page_size(page_size)
@@ -809,6 +814,24 @@ class Writer(_WriterBase):
 _LIVE: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 _python_write = Writer.write
+_CPU_LIST = re.compile(r"(\d+)(?:-(\d+))?")
+CPU_SETSIZE = 1024  # glibc's cpu_set_t: the C core's limit on a CPU number
+
+
+def check_pretouch_cpus(text: str) -> None:
+    """Raise `UsageError` unless `text` (MMIPC_PRETOUCH_CPUS) is empty or a CPU list as the kernel
+    prints them ("2-3,6"): the C core places the pretoucher thread there (rule 10)."""
+    if not text:
+        return
+    ranges = [_CPU_LIST.fullmatch(part) for part in text.removesuffix("\n").split(",")]
+    if all(m is not None and int(m[1]) <= int(m[2] or m[1]) < CPU_SETSIZE for m in ranges):
+        return
+    raise UsageError(
+        f"MMIPC_PRETOUCH_CPUS must be a CPU list such as 2-3,6 (where the writer's pretoucher "
+        f"thread runs), not {text!r}"
+    )
+
+
 if native is not None:  # bound once at import: the pure-Python backend keeps its own `write`
     _SLOW = native.SLOW
     Writer.write = native.WriterCore.write  # type: ignore[method-assign]  # its __doc__ is write's
