@@ -258,10 +258,15 @@ class Monitor:
         header (pid, start time, pid namespace, heartbeat), read whatever the seqlock's generation:
         a reader stopped between its seqlock's two stores may be alive, and holds every page through
         it (`_retention._hold_unread`). Remember the owners of another pid namespace whose heartbeat
-        stopped, for `_sweep_bells`: nothing else can tell those are dead."""
+        stopped, for `_sweep_bells`: nothing else can tell those are dead. A reader whose file is
+        gone is forgotten: with readers that come and go, nothing here grows for the service's
+        lifetime (retention's `Counters` forgets files gone at each `listed`, too)."""
         now = time.monotonic()
         stopped = set()
-        for name, path in list_counters(self.home).items():
+        listed = list_counters(self.home)
+        for name in self._dead_since.keys() - listed.keys():
+            del self._dead_since[name]  # its file went (removed by hand, `mmipc prune`): forgotten
+        for name, path in listed.items():
             owner = counters_owner(path)  # the header's owner, whatever the seqlock's generation
             if owner is not None and owner.alive(self.foreign_limit):
                 self._dead_since.pop(name, None)
