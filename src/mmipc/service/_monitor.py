@@ -43,6 +43,7 @@ from ..journal._metrics import (
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
 from ._retention import Counters, Plan, Policy, journal_clock, plan
 from ._retention import apply as apply_plan
+from ._status import one_listing
 
 log = logging.getLogger("mmipc.service")
 JournalKey = tuple[str, str]
@@ -108,8 +109,9 @@ class Monitor:
     def _tick(self) -> None:
         self.ticks += 1
         self._guarded(self.on_tick)
-        for key in self._known():
-            self._guarded(self._sample, key)
+        with one_listing():  # each journal directory listed once per tick, not once per journal
+            for key in self._known():
+                self._guarded(self._sample, key)
         self._guarded(self._forget_dead)
         self._guarded(self._sweep_bells)
 
