@@ -21,7 +21,12 @@ NATIVE = Path(__file__).resolve().parent.parent / "src" / "mmipc" / "journal" / 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "c"
 PRECIOUS = b"the user's own file: nothing may be written into it\n" * 20
 FRAMES = 200
-WHY = {"hard link": "it has 2 links", "symbolic link": "a symbolic link", "fifo": "not a regular file"}
+WHY = {
+    "hard link": "it has 2 links",
+    "symbolic link": "a symbolic link",
+    "fifo": "not a regular file",
+    "directory": "a directory",
+}
 
 _READER = """
 from mmipc import Block, Reader
@@ -52,6 +57,8 @@ def _plant(kind: str, bells: Path, victim: Path) -> None:
         os.link(victim, bells)
     elif kind == "symbolic link":
         bells.symlink_to(victim)
+    elif kind == "directory":
+        bells.mkdir()
     else:
         os.mkfifo(bells)
 
@@ -60,7 +67,7 @@ def _refusals(stderr: str, bells: Path) -> list[str]:
     return [line for line in stderr.splitlines() if f"refusing the bells file {bells}" in line]
 
 
-@pytest.mark.parametrize("kind", ["hard link", "symbolic link", "fifo"])
+@pytest.mark.parametrize("kind", list(WHY))
 def test_a_bells_file_planted_as_a_link_or_fifo_is_refused_and_the_journal_works_on(
     jdir: str, tmp_path: Path, procs: Procs, service: ServiceProcess, kind: str
 ) -> None:

@@ -200,8 +200,8 @@ def _map_list(path: str, size: int, create: bool) -> mmap.mmap | None:
     try:
         fd = _open_list(path, create)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            _refuse(path, "it is a symbolic link")
+        if exc.errno in _NOT_A_FILE:
+            _refuse(path, _NOT_A_FILE[exc.errno])
         return None
     try:
         why = _unfit(os.fstat(fd))
@@ -261,6 +261,11 @@ def list_mode(path: str) -> tuple[int, int]:
 
 
 _refused: set[str] = set()  # NAME.bells said refused, once per path and process
+_NOT_A_FILE = {  # what open() met in place of NAME.bells
+    errno.ELOOP: "it is a symbolic link",
+    errno.EISDIR: "it is a directory",
+    errno.ENXIO: "it is a socket or a device",
+}
 
 
 def _refuse(path: str, why: str) -> None:
