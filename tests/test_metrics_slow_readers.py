@@ -69,8 +69,11 @@ def test_clients_that_never_read_their_response_never_starve_a_scrape(tmp_path: 
         first = slow[0]
         first.settimeout(120)
         got = b""
-        while chunk := first.recv(1 << 20):
-            got += chunk
+        try:
+            while chunk := first.recv(1 << 20):
+                got += chunk
+        except ConnectionResetError:  # a reset instead of the end: dropped all the same
+            pass
         assert len(got) < len(body)
     finally:
         for sock in slow:
