@@ -29,6 +29,11 @@ Rules (docs/format.md, "Doorbells", is the contract):
   A sleeping reader stores `sleeping`, then its needy bytes, fences, re-checks every journal
   flagged (and every hot one), then waits on the word it read before: Drepper's rule. (The
   needy store always comes after the store it signals: the writer that clears it looks again.)
+* ``NAME.bells`` is made with its journal's mode (``NAME.lock``'s) with write where read is
+  granted (`list_mode`): whoever may read the journal may register a bell, nobody else. Every file
+  mapped here, list or bell, is a regular file with one link, opened with O_NOFOLLOW and checked
+  after the open (`_unfit`): a hard link to another file planted under its name would be written
+  into. A refused list is said once per process in one line (`_refuse`); its journal is polled.
 * The fences need the C extension; without it a writer fences with a lock round trip (an atomic
   instruction) and wakes through ctypes, and a reader sleeps in bounded steps (`BOUNDED_SLEEP`).
 * Nothing here is ever needed for correctness of what a reader returns, only for when it notices:
@@ -55,6 +60,7 @@ Rules (docs/format.md, "Doorbells", is the contract):
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import mmap
@@ -131,24 +137,37 @@ def _bell_dir() -> str:
     return tempfile.gettempdir()
 
 
-def _map(path: str, size: int, create: bool, any_name: bool = False) -> mmap.mmap | None:
-    """Map `path` read-write, or None if the OS refuses. `create`: make it, or grow it to `size`
-    (unless RLIMIT_FSIZE forbids: past it a write raises SIGXFSZ), its blocks allocated: a store
-    into a hole of a sparse file on a full disk is a SIGBUS (a reader killed at its subscription,
-    a writer at its ring), so a file that cannot be allocated is not mapped. Without `create` (a writer
-    mapping a bell named in a list others may edit) only a regular file named ``mmipc-bell.*``
-    (any name with `any_name`: a late ringer's list) of exactly `size` bytes is mapped: never
-    another file, never resized."""
-    if not create and not any_name and not os.path.basename(path).startswith("mmipc-bell."):
+_OPEN = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO or device never blocks
+
+
+def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
+    """Map a bell at `path` read-write, or None if the OS refuses. `create`: this reader's own bell,
+    made (mode 0666 less the umask: writers of other users ring it if the umask lets them). Without
+    (a writer mapping a bell named in a list others may edit) only a regular file named
+    ``mmipc-bell.*`` of exactly `size` bytes with one link is mapped: never another file, never
+    resized."""
+    if not create and not os.path.basename(path).startswith("mmipc-bell."):
         return None
-    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
     try:
-        fd = os.open(path, flags, 0o666)
+        fd = os.open(path, _OPEN | (os.O_CREAT if create else 0), 0o666)
     except OSError:
         return None
     try:
+        return None if _unfit(os.fstat(fd)) else _map_fd(fd, size, create)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _map_fd(fd: int, size: int, create: bool) -> mmap.mmap | None:
+    """Map open file `fd` (checked by `_unfit`). `create`: grow it to `size` (unless RLIMIT_FSIZE
+    forbids: past it a write raises SIGXFSZ), its blocks allocated: a store into a hole of a sparse
+    file on a full disk is a SIGBUS (a reader killed at its subscription, a writer at its ring), so
+    a file that cannot be allocated is not mapped. Without: only a file of exactly `size` bytes."""
+    try:
         st = os.fstat(fd)
-        if not create and (not stat.S_ISREG(st.st_mode) or st.st_size != size):
+        if not create and st.st_size != size:
             return None
         if create:
             if st.st_size < size and not _may_grow_to(size):
@@ -157,8 +176,111 @@ def _map(path: str, size: int, create: bool, any_name: bool = False) -> mmap.mma
         return mmap.mmap(fd, size)
     except (OSError, ValueError):
         return None
+
+
+def _unfit(st: os.stat_result) -> str:
+    """Why a doorbell file may not be mapped ("" if it may): only a regular file with one link. A
+    hard link to another file of the user, planted under its name, would be written into."""
+    if not stat.S_ISREG(st.st_mode):
+        return "it is not a regular file"
+    if st.st_nlink != 1:
+        return f"it has {st.st_nlink} links (a hard link to another file?)"
+    return ""
+
+
+def map_list(directory: str, name: str) -> mmap.mmap | None:
+    """A journal's NAME.bells, mapped read-write (made, or grown to format 2), or None."""
+    return _map_list(bells_path(directory, name), LIST_SIZE, create=True)
+
+
+def _map_list(path: str, size: int, create: bool) -> mmap.mmap | None:
+    """NAME.bells mapped read-write, made (`create`: see `_map_fd`) with the mode `list_mode`
+    derives from its journal's; or None: the OS refuses (silently: a reader of another user, a
+    full disk), or it is not a regular file with one link (refused in one logged line)."""
+    try:
+        fd = _open_list(path, create)
+    except OSError as exc:
+        if exc.errno in _NOT_A_FILE:
+            _refuse(path, _NOT_A_FILE[exc.errno])
+        return None
+    try:
+        why = _unfit(os.fstat(fd))
+        if why:
+            _refuse(path, why)
+            return None
+        return _map_fd(fd, size, create)
+    except OSError:
+        return None
     finally:
         os.close(fd)
+
+
+def _open_list(path: str, create: bool) -> int:
+    """Open NAME.bells (never through a link, never blocking). `create`: make it if missing, with
+    exactly `list_mode`'s mode and its journal's group; an existing list of ours whose journal's
+    mode is known is set to that mode (an older version's list was 0666 less the umask)."""
+    if not create:
+        return os.open(path, _OPEN)
+    mode, gid = list_mode(path)
+    try:
+        fd = os.open(path, _OPEN | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        fd = os.open(path, _OPEN)
+        made = False
+    else:
+        made = True
+    try:
+        st = os.fstat(fd)
+        if not _unfit(st) and (made or gid >= 0 and st.st_uid == os.geteuid()):
+            _set_mode(fd, st, mode, gid if made else -1)
+    except OSError:
+        pass  # refused later if it must be; a mode we cannot set leaves the file as it was
+    return fd
+
+
+def _set_mode(fd: int, st: os.stat_result, mode: int, gid: int) -> None:
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.fchmod(fd, mode)  # exactly, whatever the umask
+    if gid >= 0 and st.st_gid != gid:
+        os.fchown(fd, -1, gid)  # its journal's group, whose members (mode 0640) may register
+
+
+def list_mode(path: str) -> tuple[int, int]:
+    """The mode of NAME.bells at `path`, and its group (-1: unknown): its journal's (the writer's
+    `mode`, which its lock file ``NAME.lock`` has) with write wherever read is granted, so that
+    whoever may read the journal may register a bell and nobody else: 0600 -> 0600, 0640 -> 0660,
+    0644 -> 0666. Without a lock file (no writer yet), 0600: the owner only."""
+    try:
+        st = os.lstat(path.removesuffix(".bells") + ".lock")
+    except OSError:
+        return 0o600, -1
+    if not stat.S_ISREG(st.st_mode):
+        return 0o600, -1
+    mode = st.st_mode & 0o644 | 0o600
+    return mode | (mode & 0o044) >> 1, st.st_gid
+
+
+_refused: set[str] = set()  # NAME.bells said refused, once per path and process
+_NOT_A_FILE = {  # what open() met in place of NAME.bells
+    errno.ELOOP: "it is a symbolic link",
+    errno.EISDIR: "it is a directory",
+    errno.ENXIO: "it is a socket or a device",
+}
+
+
+def _refuse(path: str, why: str) -> None:
+    """One line (logger ``mmipc.bell``), once per path: a ringer retries every LATE_RETRY."""
+    if path in _refused:
+        return
+    _refused.add(path)
+    import logging  # not at import: `import mmipc` loads no logging
+
+    logging.getLogger("mmipc.bell").warning(
+        "refusing the bells file %s: %s; the journal's readers are not rung through it, they poll "
+        "(up to their nap late): remove it",
+        path,
+        why,
+    )
 
 
 def _may_grow_to(size: int) -> bool:
@@ -298,14 +420,9 @@ def _clear_flag(bell: str, index: int) -> None:
         mm.close()
 
 
-def map_list(directory: str, name: str) -> mmap.mmap | None:
-    """A journal's NAME.bells, mapped read-write (made, or grown to format 2), or None."""
-    return _map(bells_path(directory, name), LIST_SIZE, create=True)
-
-
 def _edit(directory: str, name: str, change: Any) -> int | None:
     path = bells_path(directory, name)
-    mm = _map(path, LIST_SIZE, create=True)
+    mm = _map_list(path, LIST_SIZE, create=True)
     if mm is None:
         return None
     try:
@@ -524,7 +641,7 @@ class Ringer:
     @classmethod
     def open(cls, directory: str, name: str) -> Ringer:
         path = bells_path(directory, name)
-        mm = _map(path, LIST_SIZE, create=True)
+        mm = _map_list(path, LIST_SIZE, create=True)
         return cls(mm) if mm is not None else LateRinger(path)
 
     def ring(self) -> None:
@@ -641,9 +758,9 @@ class LateRinger(Ringer):
             if now < self._retry_at:
                 return
             self._retry_at = now + LATE_RETRY
-            mm = _map(self.path, LIST_SIZE, create=False, any_name=True)
+            mm = _map_list(self.path, LIST_SIZE, create=False)
             if mm is None:  # an older reader's list (format 1): rung in full
-                mm = _map(self.path, LIST_V1_SIZE, create=False, any_name=True)
+                mm = _map_list(self.path, LIST_V1_SIZE, create=False)
             if mm is None:
                 return
             self.count.release()

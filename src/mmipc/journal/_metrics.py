@@ -367,20 +367,28 @@ def open_board(home: str, name: str, cursors: list[Cursor], durable: bool) -> Bo
         board = Board(path, cursors, durable)
     except OSError as exc:
         raise StorageError(
-            f"reader {name} cannot create its position file {path}: {_why(exc)}; without it "
-            f"the service's retention could remove pages the reader still needs: make "
-            f"{os.path.dirname(path)} a writable directory with free space (and files left under "
-            f"`ulimit -n`), then create the reader again"
+            f"reader {name} cannot create its position file {path}: {_why(exc, path)}"
         ) from None
     PUBLISHER.add(board)
     return board
 
 
-def _why(exc: OSError) -> str:
-    """The OS error, and the file it was about when that is not the position file itself (a
-    file where the ``readers/`` directory should be: "File exists (/home/readers)")."""
+def _why(exc: OSError, path: str) -> str:
+    """What is wrong, and what to do. A directory in the file's place is named as such (the rename
+    onto it failed, and the OS error named the temporary file renamed). Otherwise the OS error, and
+    the file it was about when that is not the position file itself (a file where the ``readers/``
+    directory should be: "File exists (/home/readers)")."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        return f"{path} is a directory: remove it, then create the reader again"
     why = exc.strerror or str(exc)
-    return f"{why} ({exc.filename})" if exc.filename else why
+    where = exc.filename2 or exc.filename  # a rename's: the position file, not the temporary one
+    if where and where != path:
+        why = f"{why} ({where})"
+    return (
+        f"{why}; without it the service's retention could remove pages the reader still needs: make "
+        f"{os.path.dirname(path)} a writable directory with free space (and files left under "
+        f"`ulimit -n`), then create the reader again"
+    )
 
 
 def close_board(board: Board | None) -> None:

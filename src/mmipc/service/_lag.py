@@ -23,10 +23,11 @@ import os
 import time
 from typing import Any, NamedTuple
 
-from ..journal._files import list_pages, page_path
+from ..journal._files import page_path
 from ..journal._layout import FIRST_SEQ_OFFSET, PAGE_HEADER_SIZE, SEQ_FIELD, MsgType, full_seq
 from ..journal._metrics import Published
 from ..journal._page import MappedPage
+from ._status import pages_of
 
 SAMPLE_INTERVAL = 1.0
 RATE_WINDOW = 5.0
@@ -83,7 +84,7 @@ def journal_tail(directory: str, name: str) -> Tail | None:
     An empty last page is the current one if the page before it ended (its end marker is written),
     else it was only prepared ahead and the tail is in the page before it.
     """
-    pages = list_pages(directory, name)
+    pages = pages_of(directory, name)  # one listing of the directory per status or tick
     if not pages:
         return None
     tail = _page_tail(directory, name, pages[-1])
@@ -220,7 +221,7 @@ def count_frames(directory: str, name: str, start: Tail, end: Tail) -> int:
 def disk_usage(directory: str, name: str) -> tuple[int, int]:
     """(bytes allocated on disk, bytes free for unprivileged users) of a journal's pages."""
     used = 0
-    for page_no in list_pages(directory, name):
+    for page_no in pages_of(directory, name):
         try:
             used += os.stat(page_path(directory, name, page_no)).st_blocks * 512
         except OSError:

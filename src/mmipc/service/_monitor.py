@@ -43,6 +43,7 @@ from ..journal._metrics import (
 from ._lag import SAMPLE_INTERVAL, Rates, Tail, count_frames, disk_usage, journal_tail, reader_lag
 from ._retention import Counters, Plan, Policy, journal_clock, plan
 from ._retention import apply as apply_plan
+from ._status import one_listing
 
 log = logging.getLogger("mmipc.service")
 JournalKey = tuple[str, str]
@@ -108,8 +109,9 @@ class Monitor:
     def _tick(self) -> None:
         self.ticks += 1
         self._guarded(self.on_tick)
-        for key in self._known():
-            self._guarded(self._sample, key)
+        with one_listing():  # each journal directory listed once per tick, not once per journal
+            for key in self._known():
+                self._guarded(self._sample, key)
         self._guarded(self._forget_dead)
         self._guarded(self._sweep_bells)
 
@@ -258,10 +260,15 @@ class Monitor:
         header (pid, start time, pid namespace, heartbeat), read whatever the seqlock's generation:
         a reader stopped between its seqlock's two stores may be alive, and holds every page through
         it (`_retention._hold_unread`). Remember the owners of another pid namespace whose heartbeat
-        stopped, for `_sweep_bells`: nothing else can tell those are dead."""
+        stopped, for `_sweep_bells`: nothing else can tell those are dead. A reader whose file is
+        gone is forgotten: with readers that come and go, nothing here grows for the service's
+        lifetime (retention's `Counters` forgets files gone at each `listed`, too)."""
         now = time.monotonic()
         stopped = set()
-        for name, path in list_counters(self.home).items():
+        listed = list_counters(self.home)
+        for name in self._dead_since.keys() - listed.keys():
+            del self._dead_since[name]  # its file went (removed by hand, `mmipc prune`): forgotten
+        for name, path in listed.items():
             owner = counters_owner(path)  # the header's owner, whatever the seqlock's generation
             if owner is not None and owner.alive(self.foreign_limit):
                 self._dead_since.pop(name, None)

@@ -11,9 +11,13 @@ Rules:
   Any local user can still connect to it: it serves MAX_SCRAPES connections at once, so that idle
   connections never take the descriptors the service needs for its own clients. A connection has
   REQUEST_DEADLINE seconds to send its whole request (a slow sender too, not only a silent one), and
-  one that has not sent it yet gives its slot to a new connection when every slot is taken: idle or
-  slow local clients can never starve a real scrape (8 silent connections did, for IDLE_TIMEOUT
-  each, again and again). Over the cap with every slot serving a request, a new one is closed.
+  DEADLINE seconds from its accept to take its whole response: one deadline over the exchange,
+  not a timeout per socket operation (a client that never read a large response held its slot for
+  IDLE_TIMEOUT per write). A connection that is sending its request or taking its response (not one
+  whose status is being computed) is *evictable*: it gives its slot to a new connection when every
+  slot is taken, the one nearest its deadline first, so idle, slow or non-reading local clients can
+  never starve a real scrape (8 silent connections did, for IDLE_TIMEOUT each, again and again).
+  Over the cap with every slot computing a status, a new one is closed.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_SCRAPES = 8  # connections served at once; any local user can connect to a loopback port
 IDLE_TIMEOUT = 10.0  # seconds a connection may keep silent before it is closed
 REQUEST_DEADLINE = 3.0  # seconds a connection has to send its whole request
+DEADLINE = 10.0  # seconds from a connection's accept to the end of its response
 SLOT_WAIT = 5.0  # seconds the accept loop waits for the slot of a connection it evicted
 log = logging.getLogger("mmipc.service")
 
@@ -167,6 +172,10 @@ def serve_metrics(address: str, status: Callable[[], dict[str, Any]]) -> http.se
             server.request_read(self.request)  # its whole request is in: no longer evicted
             return parsed
 
+        def send_response_only(self, code: int, message: str | None = None) -> None:
+            server.responding(self.request)  # evictable again while its response is written
+            super().send_response_only(code, message)
+
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
             pass
 
@@ -177,8 +186,9 @@ def serve_metrics(address: str, status: Callable[[], dict[str, Any]]) -> http.se
 
 
 class _Server(http.server.ThreadingHTTPServer):
-    """At most MAX_SCRAPES connections at a time; one that has not sent its request yet (`_waiting`)
-    is closed after REQUEST_DEADLINE, or at once when a new connection needs its slot."""
+    """At most MAX_SCRAPES connections at a time; one that is sending its request or taking its
+    response (`_evictable`) is closed at its deadline, or at once when a new connection needs its
+    slot (the one nearest its deadline first)."""
 
     daemon_threads = True
     request_queue_size = 128  # listen backlog: at socketserver's 5, a burst of connections waits
@@ -186,18 +196,21 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[http.server.BaseHTTPRequestHandler]) -> None:
         self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
-        self._waiting: dict[socket.socket, float] = {}  # accepted, request not read yet: since when
-        self._lock = threading.Lock()  # over _waiting, and every shutdown or close of its sockets
+        self._accepted: dict[socket.socket, float] = {}  # every connection served: since when
+        self._evictable: dict[socket.socket, float] = {}  # sending its request or taking its
+        # response: its deadline (REQUEST_DEADLINE, then DEADLINE, after its accept)
+        self._lock = threading.Lock()  # over both, and every shutdown or close of their sockets
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            self._evict(min(self._waiting_now(), key=lambda item: item[1], default=None))  # the oldest
-            if not self._slots.acquire(timeout=SLOT_WAIT):  # every slot serves a request
+            self._evict(min(self._evictable_now(), key=lambda item: item[1], default=None))
+            if not self._slots.acquire(timeout=SLOT_WAIT):  # every slot computes a status
                 self.shutdown_request(request)
                 return
+        now = time.monotonic()
         with self._lock:
-            self._waiting[request] = time.monotonic()
+            self._accepted[request], self._evictable[request] = now, now + REQUEST_DEADLINE
         try:
             super().process_request(request, client_address)
         except BaseException:  # no thread started: it would have released the slot
@@ -213,23 +226,31 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def request_read(self, request: socket.socket) -> None:
         with self._lock:
-            self._waiting.pop(request, None)
+            self._evictable.pop(request, None)
+
+    def responding(self, request: socket.socket) -> None:
+        """Its response is being written: evictable again, by the deadline of its accept."""
+        with self._lock:
+            accepted = self._accepted.get(request)
+            if accepted is not None:
+                self._evictable[request] = accepted + DEADLINE
 
     def service_actions(self) -> None:
-        """Close the connections past their REQUEST_DEADLINE (serve_forever calls this twice a second)."""
-        late = time.monotonic() - REQUEST_DEADLINE
-        for item in self._waiting_now():
-            if item[1] < late:
+        """Close the connections past their deadline (serve_forever calls this twice a second)."""
+        now = time.monotonic()
+        for item in self._evictable_now():
+            if item[1] < now:
                 self._evict(item)
 
-    def _waiting_now(self) -> list[tuple[socket.socket, float]]:
+    def _evictable_now(self) -> list[tuple[socket.socket, float]]:
         with self._lock:
-            return list(self._waiting.items())
+            return list(self._evictable.items())
 
     def _evict(self, item: tuple[socket.socket, float] | None) -> None:
-        """Shut a waiting connection down: its thread reads the end of it, and frees its slot."""
+        """Shut an evictable connection down: its thread reads the end of it (or fails its write),
+        and frees its slot."""
         with self._lock:
-            if item is not None and self._waiting.pop(item[0], None) is not None:
+            if item is not None and self._evictable.pop(item[0], None) is not None:
                 try:
                     item[0].shutdown(socket.SHUT_RDWR)
                 except OSError:
@@ -237,11 +258,16 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def shutdown_request(self, request: Any) -> None:
         with self._lock:  # never closed while `_evict` shuts it down: its descriptor could be reused
-            self._waiting.pop(request, None)
+            self._evictable.pop(request, None)
+            self._accepted.pop(request, None)
             super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        log.warning("metrics: a request from %s failed: %s", client_address, sys.exc_info()[1])
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # a client gone, or evicted while its response was written
+            log.debug("metrics: a request from %s ended: %s", client_address, exc)
+        else:
+            log.warning("metrics: a request from %s failed: %s", client_address, exc)
 
 
 class _IPv6Server(_Server):

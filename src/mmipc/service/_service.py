@@ -67,7 +67,7 @@ from ._orphans import preexec_die_with_me
 from ._pages_ahead import PagePreparer
 from ._protocol import MAX_REPLY, PROTOCOL_VERSION, MessageReader, ProtocolError, check_request, clip, encode
 from ._retention import Policy
-from ._status import journal_status
+from ._status import journal_status, one_listing
 
 log = logging.getLogger("mmipc.service")
 
@@ -646,16 +646,18 @@ class Service:
         )
 
     def _status(self, snapshot: _Snapshot) -> dict[str, Any]:
-        """The status from a snapshot of the registry; reads files, so never under the lock."""
-        journals = [self._journal_status(key, snapshot.writers.get(key)) for key in snapshot.journals]
-        readers = [
-            {
-                **reader,
-                "journals": [[j["directory"], j["name"]] for j in reader["journals"]],
-                "lag": reader["journals"],
-            }
-            for reader in self.monitor.readers(snapshot.live)
-        ]
+        """The status from a snapshot of the registry; reads files, so never under the lock. Each
+        journal directory is listed once (`one_listing`), not three times per journal."""
+        with one_listing():
+            journals = [self._journal_status(key, snapshot.writers.get(key)) for key in snapshot.journals]
+            readers = [
+                {
+                    **reader,
+                    "journals": [[j["directory"], j["name"]] for j in reader["journals"]],
+                    "lag": reader["journals"],
+                }
+                for reader in self.monitor.readers(snapshot.live)
+            ]
         return {
             "service": {
                 "pid": os.getpid(),

@@ -1081,10 +1081,56 @@ may_grow_to(size_t size)
            || limit.rlim_cur >= (rlim_t)size;
 }
 
+/* NAME.bells' mode: its journal's (its lock file's, NAME.lock beside it: the writer's mode) with
+ * write wherever read is granted: whoever may read the journal may register a bell, nobody else
+ * (0600 -> 0600, 0640 -> 0660, 0644 -> 0666). *known 0: no lock file, 0600 (_bell.list_mode). */
+static mode_t
+list_mode(const char *path, int *known)
+{
+    char lock[DIR_MAX + MMIPC_NAME_FIELD_SIZE + 16];
+    size_t n = strlen(path);
+    struct stat st;
+    *known = 0;
+    if (n < 6 || n >= sizeof(lock) || strcmp(path + n - 6, ".bells") != 0) {
+        return 0600;
+    }
+    memcpy(lock, path, n - 6);
+    memcpy(lock + n - 6, ".lock", 6);
+    if (lstat(lock, &st) != 0 || !S_ISREG(st.st_mode)) {
+        return 0600;
+    }
+    *known = 1;
+    mode_t mode = (st.st_mode & 0644) | 0600;
+    return mode | (mode & 0044) >> 1;
+}
+
+/* Open NAME.bells, made if missing with exactly list_mode's mode; an existing one of ours whose
+ * journal's mode is known gets that mode (an older version made it 0666 less the umask). */
+static int
+open_list(const char *path)
+{
+    int known;
+    mode_t mode = list_mode(path, &known);
+    const int flags = O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+    int fd = open(path, flags | O_CREAT | O_EXCL, mode);
+    struct stat st;
+    if (fd >= 0) {
+        (void)fchmod(fd, mode); /* exactly, whatever the umask */
+        return fd;
+    }
+    fd = errno == EEXIST ? open(path, flags) : -1;
+    if (fd >= 0 && known && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1
+        && st.st_uid == geteuid() && (st.st_mode & 07777) != mode) {
+        (void)fchmod(fd, mode);
+    }
+    return fd;
+}
+
 /* Map `path` read-write. `create` 1: make it, or grow it to `size` (NAME.bells, by its writer),
  * never past RLIMIT_FSIZE; 2: an existing NAME.bells of exactly `size` bytes (a late ringer's).
- * 0: a bell named in a list others may edit: only a regular file named mmipc-bell.* of exactly
- * `size` bytes is mapped, never another file, never resized. */
+ * 0: a bell named in a list others may edit: only a file named mmipc-bell.* of exactly `size`
+ * bytes is mapped, never resized. Only ever a regular file with one link: a hard link to another
+ * file of the user, planted under the name, would be written into (Python logs the refusal). */
 static void *
 map_shared(const char *path, size_t size, int create)
 {
@@ -1092,7 +1138,7 @@ map_shared(const char *path, size_t size, int create)
     if (create == 0 && strncmp(base ? base + 1 : path, "mmipc-bell.", 11) != 0) {
         return NULL;
     }
-    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create == 1 ? O_CREAT : 0), 0666);
+    int fd = create == 1 ? open_list(path) : open(path, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         return NULL;
     }
@@ -1100,10 +1146,10 @@ map_shared(const char *path, size_t size, int create)
     void *p = MAP_FAILED;
     /* create 1: its blocks allocated (posix_fallocate also grows it): a store into a hole of a
      * sparse file on a full disk is a SIGBUS, so a file that cannot be allocated is not mapped. */
-    int ok = fstat(fd, &st) == 0
+    int ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1
              && (create == 1 ? (st.st_size >= (off_t)size || may_grow_to(size))
                                    && posix_fallocate(fd, 0, (off_t)size) == 0
-                             : S_ISREG(st.st_mode) && st.st_size == (off_t)size);
+                             : st.st_size == (off_t)size);
     if (ok) {
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     }
