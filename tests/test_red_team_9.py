@@ -1,0 +1,96 @@
+"""Red team 9: the newest parts (the retention counter cache, the metrics endpoint, the pure-Python
+block reader on its FIFO, option checks, the bridge and export), attacked as a careless or hostile
+user would. Defects in files other helpers own are strict xfails naming the file, for the lead to
+route."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+
+import pytest
+
+from conftest import Child, Procs, wait_for
+from mmipc import Writer
+from mmipc.journal._bell import SLEEPING
+
+# A reader whose bell's FIFO path holds a regular file before its first wait (a file left there,
+# or one another user of /dev/shm made once the bell's name was in the journal's bells list).
+SQUATTED_FIFO = (
+    "import asyncio, sys\n"
+    "from mmipc import Reader\n"
+    "jdir, wait = sys.argv[1:3]\n"
+    "reader = Reader.create('squatted', service=None)\n"
+    "reader.add_journal(jdir, 'j')\n"
+    "bell = reader._merge.bell\n"
+    "open(bell.path + '.fifo', 'w').close()\n"
+    "print('bell', bell.path, flush=True)\n"
+    "async def first():\n"
+    "    async for frame in reader.aframes(timeout=60):\n"
+    "        return frame\n"
+    "async def waited():\n"
+    "    task = asyncio.create_task(first())\n"
+    "    await asyncio.sleep(0)  # the task's first step: to its wait (or its error)\n"
+    "    print('waiting', flush=True)\n"
+    "    return await task\n"
+    "if wait == 'block':\n"
+    "    frame = next(iter(reader.frames(wait='block', timeout=60)))\n"
+    "else:\n"
+    "    frame = asyncio.run(waited())\n"
+    "print('got', bytes(frame.data).decode(), flush=True)\n"
+    "reader.close()\n"
+)
+
+
+def _sleeping(bell: str) -> int:
+    """The bell's `sleeping` byte; -1 once the bell is gone (its reader ended)."""
+    try:
+        with open(bell, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return mm[SLEEPING]
+    except OSError:
+        return -1
+
+
+def _opens(pid: int, path: str) -> bool:
+    """Whether process `pid` holds a descriptor of `path`."""
+    fds = f"/proc/{pid}/fd"
+    found = False
+    for fd in os.listdir(fds):
+        try:
+            found = found or os.readlink(os.path.join(fds, fd)) == path
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("wait", ["block", "aframes"])
+def test_a_regular_file_where_the_bells_fifo_goes_is_not_waited_on(
+    jdir: str, procs: Procs, wait: str
+) -> None:
+    """The pure-Python block reader (and `aframes`, either backend) made its FIFO on first use
+    only if nothing was at its path, and opened whatever was there. A regular file is always
+    readable: `poll` returned at once, every wait was a "ring", and a block reader spun a whole
+    core for as long as no frame came (9.97 s of CPU in a 10 s wait); `aframes` died with
+    epoll's "PermissionError: [Errno 1] Operation not permitted", a traceback. Only our own FIFO
+    is waited on now; anything else, and the reader waits in bounded steps, as without a FIFO."""
+    writer = Writer.create(jdir, "j", service=None)
+    env = {**os.environ, "MMIPC_BACKEND": "python"} if wait == "block" else None
+    child = Child([sys.executable, "-c", SQUATTED_FIFO, jdir, wait], env=env)
+    procs.started.append(child)
+    bell = child.expect_line("bell ").split(" ", 1)[1]
+    try:
+        if wait == "block":
+            wait_for(lambda: child.proc.poll() is not None or _sleeping(bell) != 0, what="the reader asleep")
+        else:
+            child.expect_line("waiting")
+        assert child.proc.poll() is None, child.stderr()
+        assert not _opens(child.pid, bell + ".fifo"), "the reader waits on a regular file"
+        writer.write(b"late", 1)
+        assert child.expect_line("got") == "got late"
+        child.finish()
+        assert "Traceback" not in child.stderr()
+    finally:
+        writer.close()
+        if os.path.lexists(bell + ".fifo"):
+            os.unlink(bell + ".fifo")
