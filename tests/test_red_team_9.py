@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from conftest import Child, Procs, wait_for
 from mmipc import Writer
 from mmipc.journal._bell import SLEEPING
+from mmipc.journal._files import list_pages, page_path
 
 # A reader whose bell's FIFO path holds a regular file before its first wait (a file left there,
 # or one another user of /dev/shm made once the bell's name was in the journal's bells list).
@@ -94,3 +98,41 @@ def test_a_regular_file_where_the_bells_fifo_goes_is_not_waited_on(
         writer.close()
         if os.path.lexists(bell + ".fifo"):
             os.unlink(bell + ".fifo")
+
+
+def _mmipc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mmipc", *args], capture_output=True, text=True, timeout=120)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    err = result.stderr.strip()
+    assert result.returncode != 0, result
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def _an_hour_ahead() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + 3600))
+
+
+def test_an_archive_copy_that_fails_leaves_no_partial_page_to_block_the_next(
+    jdir: str, small_tmpfs: Path
+) -> None:
+    """An archive on another file system takes a copy (shutil.move). One that failed there (a full
+    archive disk, the service killed mid-copy) left the partial copy under the page's name: the
+    archive held a truncated page, and every later pass refused to overwrite it ("exists already
+    (never overwritten)"), so the journal was never archived again, even once space was freed.
+    The copy goes to a temporary name, renamed into place when complete."""
+    with Writer.create(jdir, "j", page_size=1 << 20, service=None) as writer:
+        while len(list_pages(jdir, "j")) < 3:
+            writer.write(bytes(4000))
+    original = Path(page_path(jdir, "j", 0)).read_bytes()
+    archive = small_tmpfs / "archive"  # 512 KiB: a 1 MiB page does not fit
+    err = _one_line_error(_mmipc("prune", jdir, "j", "--before", _an_hour_ahead(), "--archive", str(archive)))
+    assert "No space left" in err, err
+    assert os.listdir(archive) == [], "a partial page was left in the archive"
+    assert list_pages(jdir, "j")[0] == 0
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_tmpfs)], check=True)
+    done = _mmipc("prune", jdir, "j", "--before", _an_hour_ahead(), "--archive", str(archive))
+    assert done.returncode == 0, done.stderr
+    assert (archive / "j.00000000.journal").read_bytes() == original
