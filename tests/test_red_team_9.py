@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Child, Procs, wait_for
+from conftest import Child, Procs, ServiceProcess, wait_for
 from mmipc import Writer
 from mmipc.journal._bell import SLEEPING
 from mmipc.journal._files import list_pages, page_path
@@ -136,3 +136,52 @@ def test_an_archive_copy_that_fails_leaves_no_partial_page_to_block_the_next(
     done = _mmipc("prune", jdir, "j", "--before", _an_hour_ahead(), "--archive", str(archive))
     assert done.returncode == 0, done.stderr
     assert (archive / "j.00000000.journal").read_bytes() == original
+
+
+# The main thread notifies the service again and again, as a writer does at each page switch; a
+# SIGUSR1 handler asks the service for its status meanwhile (a "dump status" signal).
+_STATUS_IN_A_HANDLER_DURING_NOTIFY = """
+import os, signal, sys, threading
+from mmipc import UsageError, service_status
+from mmipc.service._link import Link
+home = sys.argv[1]
+service_status(home)  # the link is made outside any handler
+link = next(iter(Link._links.values()))
+answers = {"answered": 0, "refused": 0}
+
+def handler(signum, frame):
+    try:
+        service_status(home)
+        answers["answered"] += 1
+    except UsageError:
+        answers["refused"] += 1
+
+signal.signal(signal.SIGUSR1, handler)
+done = threading.Event()
+
+def signals():
+    for _ in range(300):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        threading.Event().wait(0.002)
+    done.set()
+
+threading.Thread(target=signals).start()
+while not done.is_set():
+    link.notify("unregister_reader", name="nobody")
+print("handled", sum(answers.values()), flush=True)
+"""
+
+
+def test_a_service_request_from_a_signal_handler_inside_a_notify_is_refused_not_a_deadlock(
+    procs: Procs, service: ServiceProcess
+) -> None:
+    """Red team 8 made a request from a signal handler inside a request of the same thread a
+    UsageError instead of a wait for the link's lock that thread holds. `notify` (a writer's page
+    switch, a reader's add_journal and close) holds that lock too, and did not say so: a handler
+    that asked the service anything while its thread was inside a notify (draining the replies)
+    waited for the lock for good (faulthandler: handler -> service_status -> request ->
+    _one_at_a_time, under notify -> _send_notifications -> _drain). The process hung."""
+    child = Child([sys.executable, "-c", _STATUS_IN_A_HANDLER_DURING_NOTIFY, service.home])
+    procs.started.append(child)
+    child.expect_line("handled", timeout=120)  # some signals may merge: the count varies
+    child.finish()
