@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -185,3 +186,18 @@ def test_a_service_request_from_a_signal_handler_inside_a_notify_is_refused_not_
     procs.started.append(child)
     child.expect_line("handled", timeout=120)  # some signals may merge: the count varies
     child.finish()
+
+
+def test_a_metrics_port_already_taken_is_one_line_naming_it(tmp_path: Path) -> None:
+    """The service started, then died with "mmipc service: Address already in use": no word of
+    --metrics or of the port, on a command that also listens on a socket of its own."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        home = str(tmp_path / "home")
+        done = _mmipc("service", "--home", home, "--metrics", address)
+    err = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert err.startswith(f"mmipc service: --metrics {address}: cannot listen there"), err
+    assert not os.path.exists(os.path.join(home, "service.sock"))
