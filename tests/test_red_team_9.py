@@ -173,6 +173,25 @@ print("handled", sum(answers.values()), flush=True)
 """
 
 
+def test_an_archive_pass_killed_after_its_copy_is_finished_by_the_next(jdir: str, small_tmpfs: Path) -> None:
+    """A pass killed between the archive copy and the unlink of the page (shutil.move's copy, then
+    its unlink) left the page in both places; every later pass refused to overwrite the copy, and
+    the journal was never archived again. An identical copy there now only needs the unlink."""
+    with Writer.create(jdir, "j", page_size=64 << 10, service=None) as writer:
+        while len(list_pages(jdir, "j")) < 3:
+            writer.write(bytes(4000))
+    archive = small_tmpfs / "archive"
+    archive.mkdir()
+    page = Path(page_path(jdir, "j", 0))
+    (archive / page.name).write_bytes(page.read_bytes())  # where the kill left it
+    done = _mmipc("prune", jdir, "j", "--before", _an_hour_ahead(), "--archive", str(archive))
+    assert done.returncode == 0, done.stderr
+    assert list_pages(jdir, "j")[0] == 2 and sorted(os.listdir(archive))[:2] == [
+        page.name,
+        "j.00000001.journal",
+    ]
+
+
 def test_a_service_request_from_a_signal_handler_inside_a_notify_is_refused_not_a_deadlock(
     procs: Procs, service: ServiceProcess
 ) -> None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import filecmp
 import os
 import re
 import shutil
@@ -363,6 +364,9 @@ def _archive(path: str, archive: str) -> None:
     (a full archive disk, a kill) left a partial page under the page's name: never overwritten,
     it blocked every later pass, and it looked archived."""
     target = os.path.join(archive, os.path.basename(path))
+    if _archived_already(path, target):  # a pass killed between its rename and its unlink
+        os.unlink(path)
+        return
     if os.path.lexists(target):
         raise StorageError(f"cannot archive page {path}: {target} exists already (never overwritten)")
     try:
@@ -380,6 +384,17 @@ def _archive(path: str, archive: str) -> None:
             os.unlink(partial)
         raise
     os.unlink(path)
+
+
+def _archived_already(path: str, target: str) -> bool:
+    """Whether `target` is a regular file, not `path` itself, holding exactly `path`'s bytes."""
+    try:
+        page, copy = os.stat(path), os.lstat(target)
+    except OSError:
+        return False
+    if not stat.S_ISREG(copy.st_mode) or copy.st_size != page.st_size or os.path.samestat(page, copy):
+        return False
+    return filecmp.cmp(path, target, shallow=False)
 
 
 def _copy_synced(path: str, copy: str) -> None:
