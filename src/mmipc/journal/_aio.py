@@ -12,7 +12,8 @@ Rules:
   MAX_NAP, 1.6 s, after each wait that no ring ended and whose poll of every journal found
   nothing; back to 0.1 s when that poll finds a frame or the journals change): writers that do
   not ring are seen late, never lost. Each `aread` call starts at 0.1 s; an `aframes` keeps its
-  naps from one wait to the next. Without a bell, the reader polls in BOUNDED_SLEEP steps.
+  naps from one wait to the next. Without a bell, or with anything but our own FIFO at its path (a
+  file there is always readable: every wait would end at once), it polls in BOUNDED_SLEEP steps.
 * The FIFO stays registered (`Listener`) from an `aframes`' first wait to its end, across its
   waits and frames: what the loop does between the byte and the frame is one callback (read the
   FIFO, set the wait's future) and the task's step (clear `sleeping`, read, yield).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -160,14 +162,28 @@ def _fifo(merge: Merge) -> int:
         return merge.fifo
     path = merge.bell.path + ".fifo"
     try:
-        if not os.path.exists(path):
+        if not os.path.lexists(path):
             os.mkfifo(path, 0o666)
         # read-write: the reader is a writer of its own FIFO, so it never reads EOF (which would
         # leave it readable for good, a busy loop) once a ringing writer closes its end
-        merge.fifo = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return -1
-    return merge.fifo
+    if not _own_fifo(fd):  # a file found there is always readable: every wait a "ring", a busy loop
+        os.close(fd)
+        return -1
+    merge.fifo = fd
+    return fd
+
+
+def _own_fifo(fd: int) -> bool:
+    """Whether `fd` is a FIFO of our user (not a file, a device or another user's FIFO left at the
+    bell's FIFO path: /dev/shm is everyone's, and the bells list names the bell)."""
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return False
+    return stat.S_ISFIFO(info.st_mode) and info.st_uid == os.geteuid()
 
 
 async def aframes(

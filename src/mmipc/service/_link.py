@@ -21,8 +21,9 @@ Rules:
   RECONNECT_INTERVAL and, once connected, replays the registrations in order, so a restarted service
   sees every live client again without the application doing anything.
 * A forked child drops the links it inherited (their sessions belong to the parent).
-* A request (or a link's making) from inside another of the same thread, a signal handler's, is
-  refused (UsageError): it would wait for the lock its own thread holds, for good (`_one_at_a_time`).
+* A request (or a link's making) from inside another of the same thread, or inside its `notify`
+  (which holds the socket's lock too), a signal handler's, is refused (UsageError): it would wait
+  for the lock its own thread holds, for good (`_one_at_a_time`).
 """
 
 from __future__ import annotations
@@ -129,12 +130,16 @@ class Link:
             return
         with self._queue:
             self._pending[(op, str(fields.get("directory")), str(fields.get("name")))] = {"op": op, **fields}
-        if not self._io.acquire(blocking=False):
-            return  # a request or a reconnection has the socket: it sends the rest when done
-        try:
-            self._send_notifications(block=False)
+        was, _inside.busy = getattr(_inside, "busy", False), True  # a handler's request is refused
+        try:  # here, not left waiting for the lock its own thread holds (`_one_at_a_time`)
+            if not self._io.acquire(blocking=False):
+                return  # a request or a reconnection has the socket: it sends the rest when done
+            try:
+                self._send_notifications(block=False)
+            finally:
+                self._io.release()
         finally:
-            self._io.release()
+            _inside.busy = was
 
     def remember(self, key: Key, op: str, **fields: Any) -> None:
         """Replay this registration after every reconnection, until `forget`."""

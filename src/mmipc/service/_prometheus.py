@@ -180,7 +180,13 @@ def serve_metrics(address: str, status: Callable[[], dict[str, Any]]) -> http.se
             pass
 
     server_class = _IPv6Server if ":" in host else _Server
-    server: _Server = server_class((host, port), Handler)
+    try:
+        server: _Server = server_class((host, port), Handler)
+    except OSError as exc:  # alone, "Address already in use" named neither the option nor the port
+        raise UsageError(
+            f"--metrics {address}: cannot listen there ({exc.strerror or exc}): is another program "
+            "on that port? Pick another"
+        ) from None
     threading.Thread(target=server.serve_forever, name="mmipc-metrics", daemon=True).start()
     return server
 

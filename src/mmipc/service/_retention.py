@@ -40,6 +40,9 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import filecmp
 import os
 import re
 import shutil
@@ -356,10 +359,55 @@ def _make_archive(archive: str) -> None:
 
 
 def _archive(path: str, archive: str) -> None:
+    """Move a page into the archive: a rename, or (another file system) a copy made under a
+    temporary name, synced, then renamed into place before the page is unlinked. A copy that failed
+    (a full archive disk, a kill) left a partial page under the page's name: never overwritten,
+    it blocked every later pass, and it looked archived."""
     target = os.path.join(archive, os.path.basename(path))
+    if _archived_already(path, target):  # a pass killed between its rename and its unlink
+        os.unlink(path)
+        return
     if os.path.lexists(target):
         raise StorageError(f"cannot archive page {path}: {target} exists already (never overwritten)")
-    shutil.move(path, target)
+    try:
+        os.rename(path, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    partial = target + ".partial"  # ours: one a killed pass left is replaced
+    try:
+        _copy_synced(path, partial)
+        os.rename(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    os.unlink(path)
+
+
+def _archived_already(path: str, target: str) -> bool:
+    """Whether `target` is a regular file, not `path` itself, holding exactly `path`'s bytes."""
+    try:
+        page, copy = os.stat(path), os.lstat(target)
+    except OSError:
+        return False
+    if not stat.S_ISREG(copy.st_mode) or copy.st_size != page.st_size or os.path.samestat(page, copy):
+        return False
+    return filecmp.cmp(path, target, shallow=False)
+
+
+def _copy_synced(path: str, copy: str) -> None:
+    """Copy a page to a new file `copy` (never through a link planted there), times and mode kept,
+    and sync it: the page is unlinked next."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(copy)
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(path, "rb") as source, os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
+        out.flush()
+        shutil.copystat(path, copy)
+        os.fsync(out.fileno())
 
 
 def prune(

@@ -173,13 +173,17 @@ class Service:
     def serve_forever(self, on_ready: Callable[[], None] | None = None) -> None:
         """Bind and serve on this thread until SIGINT or SIGTERM (or `stop()`).
 
-        `on_ready` runs once the socket accepts connections.
+        `on_ready` runs once the socket accepts connections; if it raises, the service stops.
 
         Example: ``Service(home).serve_forever(on_ready=lambda: print("ready"))``
         """
         self._bind()
-        if on_ready is not None:
-            on_ready()
+        try:
+            if on_ready is not None:
+                on_ready()
+        except BaseException:  # (the metrics port taken): leave no socket for clients to find dead
+            self._shutdown()
+            raise
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._request_stop())
         self._serve()
