@@ -94,3 +94,21 @@ def test_a_counter_file_with_a_stale_copys_generation_is_read_again(jdir: str, t
     fresh = counters.read(str(ghost))
     assert fresh == read_counters(str(ghost)) and fresh != stale
     assert counters.full_reads == 2
+
+
+def test_a_reader_made_again_under_its_name_does_not_take_up_the_old_files_generation(
+    tmp_path: Path,
+) -> None:
+    """The cache's stamp cannot tell the two files apart by inode (reused) nor, on a kernel with
+    coarse change times (before 6.13), by ctime within one tick; pid and start are the same process.
+    A new counter file's generation starts anywhere (even), not at 0, so the old file's count of
+    publishes does not come back with it."""
+    home = str(tmp_path / "home")
+    generations = []
+    with Service(home):
+        for _ in range(8):
+            with Reader.create("again", service=home):
+                data = Path(counters_path(home, "again")).read_bytes()
+                generations.append(int.from_bytes(data[16:24], "little"))
+    assert all(g % 2 == 0 for g in generations), generations
+    assert len(set(generations)) == len(generations), generations

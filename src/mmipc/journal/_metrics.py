@@ -134,7 +134,10 @@ class Board:
         self._published: list[tuple[int, int, int]] = []
         self._journals: list[tuple[str, str]] = []
         self._journals_size = 2  # "[]"
-        self._generation = 0
+        # even, and where no earlier file of this name left off: retention's cache knows a file by
+        # (device, inode, ctime, pid, start, generation), and a reader made again by the same
+        # process may get the inode back within one tick of a coarse ctime (kernels before 6.13)
+        self._generation = int.from_bytes(os.urandom(6), "little") * 2
         self._lock = threading.Lock()
         self._pid = os.getpid()  # a forked child's copy leaves the file to the parent (`close`)
         self._version = VERSION
