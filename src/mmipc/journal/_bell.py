@@ -7,7 +7,9 @@ Rules (docs/format.md, "Doorbells", is the contract):
 * Each journal has a side file ``NAME.bells`` (`BellList`) listing the bells to ring: a count and
   64 slots (bell path, flag index, owner pid, generation) and a version, then (format 2) one
   needy byte per slot. Readers add and remove slots under an flock of that file, the version odd
-  meanwhile, and free dead readers' slots at every edit; writers never lock it: they cache the
+  meanwhile, and free dead readers' slots at every edit (`_edit`: the flock is taken on the
+  descriptor it maps, and the name must still be that file once locked, else it opens it again:
+  a list swapped between an open and the lock would be locked in vain); writers never lock it: they cache the
   bells to ring, and read the slots again, between two loads of the version, when it changed.
 * A reader's needy byte is 1 whenever the journal's writer may have to ring it: set by the reader
   (only ever to 1) when it subscribes, after each clear of that journal's flag, and after each
@@ -92,6 +94,7 @@ ON_FUTEX, IN_LOOP = 1, 2  # values of `sleeping`: woken by FUTEX_WAKE, or by a b
 SWEEP_EVERY = 4096
 LONGEST_WAIT = 3600.0  # s: one native wait at most (a longer nap is several; ns fit a C long long)
 LATE_RETRY = 0.1  # s between a LateRinger's tries to map NAME.bells
+EDIT_TRIES = 8  # opens of NAME.bells for one edit, each found swapped for another file once locked
 _U32 = struct.Struct("<I")
 _fence_lock = threading.Lock()
 _serial = itertools.count()
@@ -197,6 +200,18 @@ def _map_list(path: str, size: int, create: bool) -> mmap.mmap | None:
     """NAME.bells mapped read-write, made (`create`: see `_map_fd`) with the mode `list_mode`
     derives from its journal's; or None: the OS refuses (silently: a reader of another user, a
     full disk), or it is not a regular file with one link (refused in one logged line)."""
+    fd = _open_fit_list(path, create)
+    if fd is None:
+        return None
+    try:
+        return _map_fd(fd, size, create)
+    finally:
+        os.close(fd)
+
+
+def _open_fit_list(path: str, create: bool) -> int | None:
+    """NAME.bells opened (`_open_list`) if it is a regular file with one link; else None, and a
+    list that is something else is refused in one logged line."""
     try:
         fd = _open_list(path, create)
     except OSError as exc:
@@ -205,14 +220,14 @@ def _map_list(path: str, size: int, create: bool) -> mmap.mmap | None:
         return None
     try:
         why = _unfit(os.fstat(fd))
-        if why:
-            _refuse(path, why)
-            return None
-        return _map_fd(fd, size, create)
     except OSError:
-        return None
-    finally:
+        why = "?"
+    if why:
         os.close(fd)
+        if why != "?":
+            _refuse(path, why)
+        return None
+    return fd
 
 
 def _open_list(path: str, create: bool) -> int:
@@ -421,28 +436,48 @@ def _clear_flag(bell: str, index: int) -> None:
 
 
 def _edit(directory: str, name: str, change: Any) -> int | None:
+    """Apply `change` to the journal's list under its flock: `change`'s result, or None (no list)."""
     path = bells_path(directory, name)
-    mm = _map_list(path, LIST_SIZE, create=True)
-    if mm is None:
-        return None
+    for _ in range(EDIT_TRIES):
+        fd = _open_fit_list(path, create=True)
+        if fd is None:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not _still_named(fd, path):
+                continue  # swapped since the open: a lock on the old file keeps out no editor
+            mm = _map_fd(fd, LIST_SIZE, create=True)
+            if mm is None:
+                return None
+            try:
+                return _edit_locked(mm, change)
+            finally:
+                mm.close()
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+    return None
+
+
+def _still_named(fd: int, path: str) -> bool:
+    """Whether `path` still names the file open at `fd` (no link, no other file put there)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        st, now = os.fstat(fd), os.stat(path, follow_symlinks=False)
     except OSError:
-        mm.close()
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        version = _U32.unpack_from(mm, VERSION)[0] | 1
-        _U32.pack_into(mm, VERSION, version)  # odd: being edited, writers do not cache it
-        _free_dead_slots(mm)
-        result: int | None = change(mm)
-        _U32.pack_into(mm, COUNT, _used(mm))
-        _U32.pack_into(mm, VERSION, (version + 1) & 0xFFFFFFFF)
-        fence()
-        return result
-    finally:
-        os.close(fd)
-        mm.close()
+        return False
+    return (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _edit_locked(mm: mmap.mmap, change: Any) -> int | None:
+    version = _U32.unpack_from(mm, VERSION)[0] | 1
+    _U32.pack_into(mm, VERSION, version)  # odd: being edited, writers do not cache it
+    _free_dead_slots(mm)
+    result: int | None = change(mm)
+    _U32.pack_into(mm, COUNT, _used(mm))
+    _U32.pack_into(mm, VERSION, (version + 1) & 0xFFFFFFFF)
+    fence()
+    return result
 
 
 def _slot_off(slot: int) -> int:
