@@ -44,6 +44,12 @@ Rules (docs/format.md, "Doorbells", is the contract):
 * A reader that takes over a dead reader's slot unlinks that bell and its FIFO only if they are our
   user's regular file (FIFO) named ``mmipc-bell.*`` in the bell directory itself, by a descriptor
   of that directory: a list (anyone who can write it may) can name any path, or a link.
+* A reader's bell and its FIFO are made with mode BELL_MODE (0660) exactly, whatever the umask:
+  rung by the reader's own user and by the writers of its group. A journal read by other users
+  is shared through its group (its mode 0640, docs/format.md "File modes"), and its writer is
+  that group's; nobody else may write a bell (wake its reader for ever, clear its flags: it
+  was 0666 less the umask, anyone's under umask 0). A writer outside the group (of a 0644
+  journal) cannot ring it: its reader sees the frames at its next sweep.
 * A bell's name records its reader: ``mmipc-bell.PID.START.PIDNS.N.RANDOM`` (START: the process's
   start time in clock ticks since boot, /proc/self/stat; PIDNS: its pid namespace, the inode of
   /proc/self/ns/pid; 0 where unknown). A killed reader cannot unlink its bell and FIFO:
@@ -95,6 +101,7 @@ SWEEP_EVERY = 4096
 LONGEST_WAIT = 3600.0  # s: one native wait at most (a longer nap is several; ns fit a C long long)
 LATE_RETRY = 0.1  # s between a LateRinger's tries to map NAME.bells
 EDIT_TRIES = 8  # opens of NAME.bells for one edit, each found swapped for another file once locked
+BELL_MODE = 0o660  # a reader's bell and its FIFO: its user and its group's writers ring it
 _U32 = struct.Struct("<I")
 _fence_lock = threading.Lock()
 _serial = itertools.count()
@@ -145,17 +152,18 @@ _OPEN = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO or de
 
 def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
     """Map a bell at `path` read-write, or None if the OS refuses. `create`: this reader's own bell,
-    made (mode 0666 less the umask: writers of other users ring it if the umask lets them). Without
-    (a writer mapping a bell named in a list others may edit) only a regular file named
-    ``mmipc-bell.*`` of exactly `size` bytes with one link is mapped: never another file, never
-    resized."""
+    made (new: its name is random) with exactly BELL_MODE, whatever the umask. Without (a writer
+    mapping a bell named in a list others may edit) only a regular file named ``mmipc-bell.*`` of
+    exactly `size` bytes with one link is mapped: never another file, never resized."""
     if not create and not os.path.basename(path).startswith("mmipc-bell."):
         return None
     try:
-        fd = os.open(path, _OPEN | (os.O_CREAT if create else 0), 0o666)
+        fd = os.open(path, _OPEN | (os.O_CREAT | os.O_EXCL if create else 0), BELL_MODE)
     except OSError:
         return None
     try:
+        if create:
+            os.fchmod(fd, BELL_MODE)  # exactly: under umask 0 it was 0666, anyone's to write into
         return None if _unfit(os.fstat(fd)) else _map_fd(fd, size, create)
     except OSError:
         return None
