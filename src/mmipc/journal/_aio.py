@@ -31,7 +31,7 @@ import stat
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ._bell import BOUNDED_SLEEP, IN_LOOP
+from ._bell import BELL_MODE, BOUNDED_SLEEP, IN_LOOP
 from ._block import MAX_NAP, Naps
 from ._merge import Merge
 from ._types import Frame
@@ -163,13 +163,18 @@ def _fifo(merge: Merge) -> int:
     path = merge.bell.path + ".fifo"
     try:
         if not os.path.lexists(path):
-            os.mkfifo(path, 0o666)
+            os.mkfifo(path, BELL_MODE)
         # read-write: the reader is a writer of its own FIFO, so it never reads EOF (which would
         # leave it readable for good, a busy loop) once a ringing writer closes its end
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return -1
     if not _own_fifo(fd):  # a file found there is always readable: every wait a "ring", a busy loop
+        os.close(fd)
+        return -1
+    try:
+        os.fchmod(fd, BELL_MODE)  # the bell's mode exactly, whatever the umask
+    except OSError:
         os.close(fd)
         return -1
     merge.fifo = fd

@@ -7,7 +7,9 @@ Rules (docs/format.md, "Doorbells", is the contract):
 * Each journal has a side file ``NAME.bells`` (`BellList`) listing the bells to ring: a count and
   64 slots (bell path, flag index, owner pid, generation) and a version, then (format 2) one
   needy byte per slot. Readers add and remove slots under an flock of that file, the version odd
-  meanwhile, and free dead readers' slots at every edit; writers never lock it: they cache the
+  meanwhile, and free dead readers' slots at every edit (`_edit`: the flock is taken on the
+  descriptor it maps, and the name must still be that file once locked, else it opens it again:
+  a list swapped between an open and the lock would be locked in vain); writers never lock it: they cache the
   bells to ring, and read the slots again, between two loads of the version, when it changed.
 * A reader's needy byte is 1 whenever the journal's writer may have to ring it: set by the reader
   (only ever to 1) when it subscribes, after each clear of that journal's flag, and after each
@@ -42,6 +44,12 @@ Rules (docs/format.md, "Doorbells", is the contract):
 * A reader that takes over a dead reader's slot unlinks that bell and its FIFO only if they are our
   user's regular file (FIFO) named ``mmipc-bell.*`` in the bell directory itself, by a descriptor
   of that directory: a list (anyone who can write it may) can name any path, or a link.
+* A reader's bell and its FIFO are made with mode BELL_MODE (0660) exactly, whatever the umask:
+  rung by the reader's own user and by the writers of its group. A journal read by other users
+  is shared through its group (its mode 0640, docs/format.md "File modes"), and its writer is
+  that group's; nobody else may write a bell (wake its reader for ever, clear its flags: it
+  was 0666 less the umask, anyone's under umask 0). A writer outside the group (of a 0644
+  journal) cannot ring it: its reader sees the frames at its next sweep.
 * A bell's name records its reader: ``mmipc-bell.PID.START.PIDNS.N.RANDOM`` (START: the process's
   start time in clock ticks since boot, /proc/self/stat; PIDNS: its pid namespace, the inode of
   /proc/self/ns/pid; 0 where unknown). A killed reader cannot unlink its bell and FIFO:
@@ -92,6 +100,8 @@ ON_FUTEX, IN_LOOP = 1, 2  # values of `sleeping`: woken by FUTEX_WAKE, or by a b
 SWEEP_EVERY = 4096
 LONGEST_WAIT = 3600.0  # s: one native wait at most (a longer nap is several; ns fit a C long long)
 LATE_RETRY = 0.1  # s between a LateRinger's tries to map NAME.bells
+EDIT_TRIES = 8  # opens of NAME.bells for one edit, each found swapped for another file once locked
+BELL_MODE = 0o660  # a reader's bell and its FIFO: its user and its group's writers ring it
 _U32 = struct.Struct("<I")
 _fence_lock = threading.Lock()
 _serial = itertools.count()
@@ -142,17 +152,18 @@ _OPEN = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO or de
 
 def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
     """Map a bell at `path` read-write, or None if the OS refuses. `create`: this reader's own bell,
-    made (mode 0666 less the umask: writers of other users ring it if the umask lets them). Without
-    (a writer mapping a bell named in a list others may edit) only a regular file named
-    ``mmipc-bell.*`` of exactly `size` bytes with one link is mapped: never another file, never
-    resized."""
+    made (new: its name is random) with exactly BELL_MODE, whatever the umask. Without (a writer
+    mapping a bell named in a list others may edit) only a regular file named ``mmipc-bell.*`` of
+    exactly `size` bytes with one link is mapped: never another file, never resized."""
     if not create and not os.path.basename(path).startswith("mmipc-bell."):
         return None
     try:
-        fd = os.open(path, _OPEN | (os.O_CREAT if create else 0), 0o666)
+        fd = os.open(path, _OPEN | (os.O_CREAT | os.O_EXCL if create else 0), BELL_MODE)
     except OSError:
         return None
     try:
+        if create:
+            os.fchmod(fd, BELL_MODE)  # exactly: under umask 0 it was 0666, anyone's to write into
         return None if _unfit(os.fstat(fd)) else _map_fd(fd, size, create)
     except OSError:
         return None
@@ -197,6 +208,18 @@ def _map_list(path: str, size: int, create: bool) -> mmap.mmap | None:
     """NAME.bells mapped read-write, made (`create`: see `_map_fd`) with the mode `list_mode`
     derives from its journal's; or None: the OS refuses (silently: a reader of another user, a
     full disk), or it is not a regular file with one link (refused in one logged line)."""
+    fd = _open_fit_list(path, create)
+    if fd is None:
+        return None
+    try:
+        return _map_fd(fd, size, create)
+    finally:
+        os.close(fd)
+
+
+def _open_fit_list(path: str, create: bool) -> int | None:
+    """NAME.bells opened (`_open_list`) if it is a regular file with one link; else None, and a
+    list that is something else is refused in one logged line."""
     try:
         fd = _open_list(path, create)
     except OSError as exc:
@@ -205,14 +228,14 @@ def _map_list(path: str, size: int, create: bool) -> mmap.mmap | None:
         return None
     try:
         why = _unfit(os.fstat(fd))
-        if why:
-            _refuse(path, why)
-            return None
-        return _map_fd(fd, size, create)
     except OSError:
-        return None
-    finally:
+        why = "?"
+    if why:
         os.close(fd)
+        if why != "?":
+            _refuse(path, why)
+        return None
+    return fd
 
 
 def _open_list(path: str, create: bool) -> int:
@@ -421,28 +444,48 @@ def _clear_flag(bell: str, index: int) -> None:
 
 
 def _edit(directory: str, name: str, change: Any) -> int | None:
+    """Apply `change` to the journal's list under its flock: `change`'s result, or None (no list)."""
     path = bells_path(directory, name)
-    mm = _map_list(path, LIST_SIZE, create=True)
-    if mm is None:
-        return None
+    for _ in range(EDIT_TRIES):
+        fd = _open_fit_list(path, create=True)
+        if fd is None:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not _still_named(fd, path):
+                continue  # swapped since the open: a lock on the old file keeps out no editor
+            mm = _map_fd(fd, LIST_SIZE, create=True)
+            if mm is None:
+                return None
+            try:
+                return _edit_locked(mm, change)
+            finally:
+                mm.close()
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+    return None
+
+
+def _still_named(fd: int, path: str) -> bool:
+    """Whether `path` still names the file open at `fd` (no link, no other file put there)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        st, now = os.fstat(fd), os.stat(path, follow_symlinks=False)
     except OSError:
-        mm.close()
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        version = _U32.unpack_from(mm, VERSION)[0] | 1
-        _U32.pack_into(mm, VERSION, version)  # odd: being edited, writers do not cache it
-        _free_dead_slots(mm)
-        result: int | None = change(mm)
-        _U32.pack_into(mm, COUNT, _used(mm))
-        _U32.pack_into(mm, VERSION, (version + 1) & 0xFFFFFFFF)
-        fence()
-        return result
-    finally:
-        os.close(fd)
-        mm.close()
+        return False
+    return (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _edit_locked(mm: mmap.mmap, change: Any) -> int | None:
+    version = _U32.unpack_from(mm, VERSION)[0] | 1
+    _U32.pack_into(mm, VERSION, version)  # odd: being edited, writers do not cache it
+    _free_dead_slots(mm)
+    result: int | None = change(mm)
+    _U32.pack_into(mm, COUNT, _used(mm))
+    _U32.pack_into(mm, VERSION, (version + 1) & 0xFFFFFFFF)
+    fence()
+    return result
 
 
 def _slot_off(slot: int) -> int:

@@ -330,7 +330,24 @@ def acquire_writer_lock(directory: str, name: str, mode: int = DEFAULT_MODE) -> 
             f"journal {name} in {directory} already has a live writer (pid {holder} holds {path}); "
             "stop that writer first: a journal has exactly one writer"
         )
+    try:
+        _set_lock_mode(fd, path, mode)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            release_pid_lock(fd)
+        raise
     return fd
+
+
+def _set_lock_mode(fd: int, path: str, mode: int) -> None:
+    """The lock file gets the mode of the writer that holds it, not only of the first one: its
+    journal's NAME.bells takes its mode from it (readers of the group register only if it says
+    0640). Only the lock's holder sets it, and the file is its user's (`open_own_file`)."""
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+            os.fchmod(fd, mode)  # exactly, whatever the umask
+    except OSError as exc:
+        raise _storage_error(exc, f"cannot set the mode of lock file {path} to {mode:04o}") from exc
 
 
 def lock_or_holder(fd: int, note_required: bool = True) -> str | None:

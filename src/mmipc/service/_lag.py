@@ -27,7 +27,7 @@ from ..journal._files import page_path
 from ..journal._layout import FIRST_SEQ_OFFSET, PAGE_HEADER_SIZE, SEQ_FIELD, MsgType, full_seq
 from ..journal._metrics import Published
 from ..journal._page import MappedPage
-from ._status import pages_of
+from ._status import PageEnd, page_end, pages_of
 
 SAMPLE_INTERVAL = 1.0
 RATE_WINDOW = 5.0
@@ -70,14 +70,6 @@ def live_first_seq(page: MappedPage) -> int:
     return int(SEQ_FIELD.unpack_from(page.mm, FIRST_SEQ_OFFSET)[0])
 
 
-def _next_seq(page: MappedPage, end: int, last_offset: int | None) -> int:
-    if page.header.version < 2:
-        return -1
-    if last_offset is None:
-        return live_first_seq(page)
-    return seq_at(page, last_offset) + 1
-
-
 def journal_tail(directory: str, name: str) -> Tail | None:
     """The journal's tail, or None if it has no page yet (or its last page vanished meanwhile).
 
@@ -98,19 +90,26 @@ def journal_tail(directory: str, name: str) -> Tail | None:
 
 
 def _page_tail(directory: str, name: str, page_no: int) -> tuple[Tail, int | None] | None:
-    """The tail within one page and the type of its last frame (None if it has none)."""
-    page = _open(directory, name, page_no)
-    if page is None:
+    """The tail within one page and the type of its last frame (None if it has none); from the
+    status pass's read of the page (`page_end`), which the journal's report shares."""
+    read = page_end(directory, name, page_no)
+    if read is None:
         return None
-    try:
-        end, last = page.tail()
-        if last is None:
-            return Tail(page_no, end, page.page_size, 0, _next_seq(page, end, None)), None
-        if last.msg_type == MsgType.PAGE_END:
-            return Tail(page_no, last.offset, page.page_size, last.nano, -1), last.msg_type
-        return Tail(page_no, end, page.page_size, last.nano, _next_seq(page, end, last.offset)), last.msg_type
-    finally:
-        page.release()
+    last = read.last
+    if last is None:
+        return Tail(page_no, read.end, read.page_size, 0, _end_seq(read)), None
+    if last.msg_type == MsgType.PAGE_END:
+        return Tail(page_no, last.offset, read.page_size, last.nano, -1), last.msg_type
+    return Tail(page_no, read.end, read.page_size, last.nano, _end_seq(read)), last.msg_type
+
+
+def _end_seq(read: PageEnd) -> int:
+    """The seq the page's next frame gets ; -1 on a v1 page."""
+    if read.version < 2:
+        return -1
+    if read.last is None:
+        return read.first_seq
+    return full_seq(read.first_seq, read.last.seq) + 1
 
 
 def reader_lag(directory: str, name: str, at: Published, tail: Tail | None) -> dict[str, Any]:

@@ -103,8 +103,7 @@ class Monitor:
                 self._tick()
             if time.monotonic() >= next_retention:
                 next_retention = time.monotonic() + self.retain_interval
-                for key in self._known():
-                    self._guarded(self.retain, key)
+                self.retain_all()
 
     def _tick(self) -> None:
         self.ticks += 1
@@ -169,6 +168,12 @@ class Monitor:
 
     def policy_for(self, directory: str) -> Policy:
         return self.policies.get(os.path.realpath(directory), self.policy)
+
+    def retain_all(self) -> None:
+        """One retention pass over every known journal, each journal directory listed once."""
+        with one_listing():
+            for key in self._known():
+                self._guarded(self.retain, key)
 
     def retain(self, key: JournalKey) -> list[str]:
         policy = self.policy_for(key[0])

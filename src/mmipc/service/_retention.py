@@ -26,6 +26,12 @@ Rules:
   writes, so a position published since is always read. Cursor files (small) are read each time.
 * A reader that has a removed page mapped reads it to its end: on Linux the file's data live until
   the last mapping goes. A reader that had not reached the page yet would find it gone.
+* A retention pass (`Monitor.retain_all`) lists each journal directory once (`one_listing`): a
+  listing per journal made a pass over hundreds of journals in one directory O(journals^2). The
+  listing is older than the pass's reads, which is safe: pages are only ever removed oldest first
+  and never renumbered, so a stale listing lacks pages made since (fewer pages counted, fewer
+  removed, and those are not finished) or holds pages removed since (the finished-page check finds
+  them gone and stops, `apply` skips them); a page's holds and its end marker are read afresh.
 * Policy: a page goes when its newest frame is older than `max_age_ns`, or when the journal holds
   more than `max_bytes` (allocated on disk) or more than `max_pages`; whichever says so first.
 * Age is not the wall clock's alone: the service measures it against `journal_clock`, the wall
@@ -52,11 +58,12 @@ from typing import Any
 
 from .._errors import StorageError, UsageError
 from ..journal._durable import list_cursors
-from ..journal._files import list_pages, page_path
+from ..journal._files import page_path
 from ..journal._layout import MsgType
 from ..journal._metrics import FOREIGN_LIMIT, HEADER, Owner, counters_owner, list_counters, read_counters
 from ..journal._page import MappedPage
 from ._lag import journal_tail
+from ._status import pages_of
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -261,7 +268,7 @@ def plan(
     """Which of the journal's oldest pages the policy removes (nothing is touched). `counters`: the
     counter files as read before (the service keeps one `Counters` for all its passes)."""
     result = Plan(directory, name, counters=counters if counters is not None else Counters())
-    pages = list_pages(directory, name)
+    pages = pages_of(directory, name)  # within a pass (`one_listing`), its one listing of `directory`
     result.held_by = holds(home, directory, name, foreign_limit, result.counters)
     limit = min((h["page_no"] for h in result.held_by), default=None)
     sizes = {no: _allocated(page_path(directory, name, no)) for no in pages}

@@ -1547,6 +1547,13 @@ take_lock(mmipc_writer *w)
                     "writer first: a journal has exactly one writer",
                     w->name, w->directory, holder[0] ? holder : "unknown", path);
     }
+    /* The holder's mode, not only the first writer's: NAME.bells takes its mode from this file. */
+    struct stat st;
+    if (fstat(fd, &st) != 0 || ((st.st_mode & 07777) != w->mode && fchmod(fd, w->mode) != 0)) {
+        int err = errno;
+        close(fd);
+        return storage(err, "cannot set the mode of lock file", path);
+    }
     char pid[32];
     int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
     if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
