@@ -839,13 +839,14 @@ pretouch_run(void *arg)
     return NULL;
 }
 
-/* Parse a CPU list ("0-3,6", as the kernel prints them) into `set`: 0, or -1 if it is not one. */
+/* Parse a CPU list ("0-3,6", as the kernel prints them, a newline at most at its end) into `set`:
+ * 0, or -1 if it is not one (_writer.check_pretouch_cpus takes exactly the same texts). */
 static int
 parse_cpulist(const char *text, cpu_set_t *set)
 {
     CPU_ZERO(set);
     const char *p = text;
-    while (*p != '\0' && *p != '\n') {
+    for (;;) {
         char *end;
         if (*p < '0' || *p > '9') {
             return -1;  /* strtoul would take spaces and signs */
@@ -865,14 +866,11 @@ parse_cpulist(const char *text, cpu_set_t *set)
         for (unsigned long cpu = first; cpu <= last; cpu++) {
             CPU_SET(cpu, set);
         }
-        if (*p == ',' && p[1] != '\0' && p[1] != '\n') {
-            p++;
+        if (*p != ',') {
+            return *p == '\0' || strcmp(p, "\n") == 0 ? 0 : -1;
         }
-        else if (*p != '\0' && *p != '\n') {
-            return -1;
-        }
+        p++;
     }
-    return 0;
 }
 
 /* The CPUs the kernel keeps apart (isolcpus=), or none. */

@@ -1,0 +1,70 @@
+"""Red team 10: the newest parts (the pretoucher's CPU list, NAME.bells' modes and opens, the
+status pass's one listing), attacked as a careless or hostile user would. Defects in files other
+helpers own are strict xfails naming the file, for the lead to route."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mmipc
+from mmipc import UsageError
+from mmipc.journal._writer import check_pretouch_cpus
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE = ROOT / "src" / "mmipc" / "journal" / "_native"
+EXAMPLES = ROOT / "examples" / "c"
+
+
+@pytest.fixture(scope="module")
+def c_writer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C API's writer (examples/c/ctp_writer.c with mmipc.c: no Python in the process)."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the C writer cannot be built here")
+    prog = tmp_path_factory.mktemp("cw") / "ctp_writer"
+    cmd = [gcc, "-std=c11", "-O1", f"-I{NATIVE}", "-o", str(prog), str(EXAMPLES / "ctp_writer.c")]
+    subprocess.run([*cmd, str(NATIVE / "mmipc.c")], check=True, capture_output=True, text=True)
+    return prog
+
+
+def _python_takes(text: str) -> bool:
+    try:
+        check_pretouch_cpus(text)
+    except UsageError:
+        return False
+    return True
+
+
+# C took anything after a first newline ("0\nx": CPU 0); Python took any Unicode digit ("١", and
+# the native pretoucher then ignored the list it could not parse: it stayed on the writer's CPU).
+_CPU_LISTS = ["0", "0\n", "0-1,1", "0\nx", "0\n1", "\n", "0\n\n", "١", "0-١", "0,١", "0,\n"]
+
+
+@pytest.mark.parametrize("text", _CPU_LISTS)
+def test_the_c_writer_and_the_python_check_take_the_same_pretouch_cpu_lists(
+    jdir: str, c_writer: Path, text: str
+) -> None:
+    env = {**os.environ, "MMIPC_PRETOUCH_CPUS": text}
+    done = subprocess.run([str(c_writer), jdir, "pc", "10"], env=env, capture_output=True, timeout=60)
+    assert (done.returncode == 0) == _python_takes(text), (text, done.returncode, done.stderr)
+    assert _python_takes(text) == (text in ("0", "0\n", "0-1,1"))
+
+
+@pytest.mark.skipif(mmipc.backend != "native", reason="the pretoucher is the native backend's")
+def test_unicode_digits_in_mmipc_pretouch_cpus_are_a_usage_error_in_one_line(jdir: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mmipc", "write", "--standalone", jdir, "j"],
+        input="x\n",
+        env={**os.environ, "MMIPC_PRETOUCH_CPUS": "0,١"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
+    assert "MMIPC_PRETOUCH_CPUS must be a CPU list" in done.stderr
