@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import mmipc
-from mmipc import UsageError
+from mmipc import Reader, UsageError, Writer
 from mmipc.journal._writer import check_pretouch_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,3 +68,23 @@ def test_unicode_digits_in_mmipc_pretouch_cpus_are_a_usage_error_in_one_line(jdi
     )
     assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
     assert "MMIPC_PRETOUCH_CPUS must be a CPU list" in done.stderr
+
+
+def test_a_file_named_with_unicode_digits_is_no_page_to_writers_readers_or_inspect(jdir: str) -> None:
+    """`\\d` took any Unicode digit and int() read it: "j.٠٠٠٠٠٠٠٥.journal" (anyone's, any
+    content) was page 5 of journal j, and the writer reopening j died on a FileNotFoundError
+    traceback for "j.00000005.journal"; `mmipc inspect j` too. The C core reads ASCII digits only."""
+    with Writer.create(jdir, "j", service=None) as writer:
+        writer.write(b"before")
+    planted = Path(jdir) / "j.٠٠٠٠٠٠٠٥.journal"
+    planted.write_bytes(b"not a page")
+    with Writer.create(jdir, "j", service=None) as writer:
+        writer.write(b"after")
+    with Reader.create("ud", service=None) as reader:
+        reader.add_journal(jdir, "j")
+        assert [bytes(f.data) for f in iter(reader.read, None)] == [b"before", b"after"]
+    done = subprocess.run(
+        [sys.executable, "-m", "mmipc", "inspect", jdir, "j"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert planted.read_bytes() == b"not a page"

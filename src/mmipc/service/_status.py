@@ -24,7 +24,7 @@ from .._errors import MmipcError
 from ..journal._files import PAGE_SUFFIX, list_pages, page_path
 from ..journal._page import MappedPage
 
-_PAGE = re.compile(r"(.+)\.(\d{8})" + re.escape(PAGE_SUFFIX), re.DOTALL)  # list_pages' names, any journal
+_PAGE = re.compile(r"(.+)\.([0-9]{8})" + re.escape(PAGE_SUFFIX), re.DOTALL)  # list_pages' names, any journal
 _pass = threading.local()  # `listed`: this thread's pass, directory -> journal name -> page numbers
 
 
