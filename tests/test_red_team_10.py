@@ -88,3 +88,56 @@ def test_a_file_named_with_unicode_digits_is_no_page_to_writers_readers_or_inspe
     )
     assert done.returncode == 0, done.stderr
     assert planted.read_bytes() == b"not a page"
+
+
+_SWAP = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = os.fsencode(sys.argv[1]), os.fsencode(sys.argv[2])
+os.sched_setaffinity(0, {int(sys.argv[3])})  # beside the subscriber, on a CPU of its own
+print("swapping", flush=True)
+while True:  # RENAME_EXCHANGE (2): the list and a FIFO trade places, atomically, for ever
+    if libc.renameat2(-100, a, -100, b, 2) != 0:
+        sys.exit(f"renameat2: {os.strerror(ctypes.get_errno())}")
+"""
+
+_SUBSCRIBE = """
+import os, sys
+from mmipc.journal._bell import Bell, BellList
+os.sched_setaffinity(0, {int(sys.argv[2])})
+bell = Bell.create()
+for _ in range(3000):
+    slot = BellList.subscribe(sys.argv[1], "sw", bell.path, 0)
+    if slot is not None:
+        BellList.unsubscribe(sys.argv[1], "sw", slot, bell.path)
+bell.close()
+print("done", flush=True)
+"""
+
+
+def test_a_list_swapped_for_a_fifo_mid_edit_never_hangs_a_subscribing_reader(jdir: str) -> None:
+    """A reader's edit of NAME.bells (_bell._edit) mapped the list by one open and took its flock
+    by a second, blocking one: a FIFO put in its place between the two (anyone who can write the
+    directory, rename(2) with RENAME_EXCHANGE) hung the reader in open(2) for good, and any other
+    file there took the lock instead of the list (two editors at once). One open now: the lock
+    is the mapped file's, and nothing blocks."""
+    bells, fifo = Path(jdir) / "sw.bells", Path(jdir) / "aside"
+    bells.write_bytes(bytes(16_576))
+    os.mkfifo(fifo)
+    cpus = sorted(os.sched_getaffinity(0))
+    swap_cpu, subscribe_cpu = str(cpus[0]), str(cpus[-1])
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", _SWAP, str(bells), str(fifo), swap_cpu], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert swapper.stdout is not None and swapper.stdout.readline() == "swapping\n"
+        done = subprocess.run(
+            [sys.executable, "-c", _SUBSCRIBE, jdir, subscribe_cpu],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0 and done.stdout == "done\n", done.stderr
+    finally:
+        swapper.kill()
+        swapper.wait()

@@ -197,6 +197,19 @@ def _map_list(path: str, size: int, create: bool) -> mmap.mmap | None:
     """NAME.bells mapped read-write, made (`create`: see `_map_fd`) with the mode `list_mode`
     derives from its journal's; or None: the OS refuses (silently: a reader of another user, a
     full disk), or it is not a regular file with one link (refused in one logged line)."""
+    fd = _list_fd(path, create)
+    if fd is None:
+        return None
+    try:
+        return _map_fd(fd, size, create)
+    finally:
+        os.close(fd)
+
+
+def _list_fd(path: str, create: bool) -> int | None:
+    """NAME.bells opened (`_open_list`) if it is a regular file with one link, else None. An edit
+    maps and locks this one descriptor: a second open of the path may meet another file (a FIFO
+    renamed there meanwhile, on which a blocking open waits for good)."""
     try:
         fd = _open_list(path, create)
     except OSError as exc:
@@ -205,14 +218,13 @@ def _map_list(path: str, size: int, create: bool) -> mmap.mmap | None:
         return None
     try:
         why = _unfit(os.fstat(fd))
-        if why:
-            _refuse(path, why)
-            return None
-        return _map_fd(fd, size, create)
     except OSError:
-        return None
-    finally:
+        why = "it cannot be examined"
+    if why:
         os.close(fd)
+        _refuse(path, why)
+        return None
+    return fd
 
 
 def _open_list(path: str, create: bool) -> int:
@@ -422,16 +434,14 @@ def _clear_flag(bell: str, index: int) -> None:
 
 def _edit(directory: str, name: str, change: Any) -> int | None:
     path = bells_path(directory, name)
-    mm = _map_list(path, LIST_SIZE, create=True)
-    if mm is None:
+    fd = _list_fd(path, create=True)
+    if fd is None:
         return None
+    mm = _map_fd(fd, LIST_SIZE, create=True)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        mm.close()
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if mm is None:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the mapped file's lock, whatever is at `path` now
         version = _U32.unpack_from(mm, VERSION)[0] | 1
         _U32.pack_into(mm, VERSION, version)  # odd: being edited, writers do not cache it
         _free_dead_slots(mm)
@@ -442,7 +452,8 @@ def _edit(directory: str, name: str, change: Any) -> int | None:
         return result
     finally:
         os.close(fd)
-        mm.close()
+        if mm is not None:
+            mm.close()
 
 
 def _slot_off(slot: int) -> int:
