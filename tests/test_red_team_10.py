@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,12 @@ import pytest
 import mmipc
 from mmipc import Reader, UsageError, Writer
 from mmipc.journal._writer import check_pretouch_cpus
+from test_bells_modes import NOBODY, public_tmp, subscribe_as
 
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "src" / "mmipc" / "journal" / "_native"
 EXAMPLES = ROOT / "examples" / "c"
+__all__ = ["public_tmp"]  # a fixture: a directory another user can reach
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +144,23 @@ def test_a_list_swapped_for_a_fifo_mid_edit_never_hangs_a_subscribing_reader(jdi
     finally:
         swapper.kill()
         swapper.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_the_c_writer_gives_a_bells_list_it_makes_its_journals_group(public_tmp: str, c_writer: Path) -> None:
+    """The Python opener gives a list it makes its journal's group (NAME.lock's), whose members
+    may register (0640 -> 0660); the C writer made it with its own group: a 0640 journal shared
+    with group nobody (`chgrp`), its list removed (as the refusal line says to) and made again by
+    the C writer, refused every reader of that group: 0660 root:root."""
+    directory = os.path.join(public_tmp, "journals")
+    os.mkdir(directory)
+    os.chmod(directory, 0o755)
+    with Writer.create(directory, "j", service=None, mode=0o640) as writer:
+        writer.write(b"x")
+    lock, bells = Path(directory) / "j.lock", Path(directory) / "j.bells"
+    os.chown(lock, -1, NOBODY)
+    bells.unlink()
+    done = subprocess.run([str(c_writer), directory, "j", "10"], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (bells.stat().st_gid, stat.S_IMODE(bells.stat().st_mode)) == (NOBODY, 0o660)
+    assert subscribe_as(NOBODY, [NOBODY], directory) == "slot 0"

@@ -1081,9 +1081,10 @@ may_grow_to(size_t size)
 
 /* NAME.bells' mode: its journal's (its lock file's, NAME.lock beside it: the writer's mode) with
  * write wherever read is granted: whoever may read the journal may register a bell, nobody else
- * (0600 -> 0600, 0640 -> 0660, 0644 -> 0666). *known 0: no lock file, 0600 (_bell.list_mode). */
+ * (0600 -> 0600, 0640 -> 0660, 0644 -> 0666), and its group in *gid. *known 0: no lock file, 0600
+ * (_bell.list_mode). */
 static mode_t
-list_mode(const char *path, int *known)
+list_mode(const char *path, int *known, gid_t *gid)
 {
     char lock[DIR_MAX + MMIPC_NAME_FIELD_SIZE + 16];
     size_t n = strlen(path);
@@ -1098,22 +1099,28 @@ list_mode(const char *path, int *known)
         return 0600;
     }
     *known = 1;
+    *gid = st.st_gid;
     mode_t mode = (st.st_mode & 0644) | 0600;
     return mode | (mode & 0044) >> 1;
 }
 
-/* Open NAME.bells, made if missing with exactly list_mode's mode; an existing one of ours whose
- * journal's mode is known gets that mode (an older version made it 0666 less the umask). */
+/* Open NAME.bells, made if missing with exactly list_mode's mode and its journal's group (whose
+ * members may register, mode 0640); an existing one of ours whose journal's mode is known gets
+ * that mode (an older version made it 0666 less the umask). */
 static int
 open_list(const char *path)
 {
     int known;
-    mode_t mode = list_mode(path, &known);
+    gid_t gid = (gid_t)-1;
+    mode_t mode = list_mode(path, &known, &gid);
     const int flags = O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
     int fd = open(path, flags | O_CREAT | O_EXCL, mode);
     struct stat st;
     if (fd >= 0) {
         (void)fchmod(fd, mode); /* exactly, whatever the umask */
+        if (known && fstat(fd, &st) == 0 && st.st_gid != gid) {
+            (void)fchown(fd, (uid_t)-1, gid); /* as _bell._set_mode; refused: the group stays */
+        }
         return fd;
     }
     fd = errno == EEXIST ? open(path, flags) : -1;
