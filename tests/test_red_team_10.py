@@ -4,6 +4,7 @@ helpers own are strict xfails naming the file, for the lead to route."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import stat
@@ -164,3 +165,39 @@ def test_the_c_writer_gives_a_bells_list_it_makes_its_journals_group(public_tmp:
     assert done.returncode == 0, done.stderr
     assert (bells.stat().st_gid, stat.S_IMODE(bells.stat().st_mode)) == (NOBODY, 0o660)
     assert subscribe_as(NOBODY, [NOBODY], directory) == "slot 0"
+
+
+_PLACED = """
+import os, sys, tempfile
+os.sched_setaffinity(0, {int(sys.argv[1])})  # the writer's thread, pinned before it creates
+from mmipc import Writer
+with Writer.create(tempfile.mkdtemp(dir=sys.argv[2]), "j", service=None) as w:
+    w.write(bytes(64))
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/status") as f:
+            status = f.read()
+        if "\\tmmipc-pretouch\\n" in status:
+            print(os.sched_getaffinity(int(tid)))
+"""
+
+
+@pytest.mark.skipif(mmipc.backend != "native", reason="the pretoucher is the native backend's")
+def test_mmipc_pretouch_cpus_naming_no_usable_cpu_keeps_the_pretoucher_off_the_writers_cpu(
+    tmp_path: Path,
+) -> None:
+    """CPU 1023 (a valid list, no such CPU here): pthread_setaffinity_np refused it and the
+    pretoucher stayed where it was made, on the pinned writer's own CPU, silently: worse than
+    leaving the variable unset. It is placed as if unset now."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or 1023 in cpus:
+        pytest.skip("needs two CPUs and no CPU 1023")
+    done = subprocess.run(
+        [sys.executable, "-c", _PLACED, str(cpus[0]), str(tmp_path)],
+        env={**os.environ, "MMIPC_PRETOUCH_CPUS": "1023"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    placed = ast.literal_eval(done.stdout)  # a set of ints, printed by the child
+    assert cpus[0] not in placed and set(cpus[1:]) <= placed, placed

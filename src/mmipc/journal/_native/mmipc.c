@@ -894,17 +894,17 @@ isolated_cpus(cpu_set_t *set)
  * calls are the page faults it saves the writer, so on the writer's own CPU it only moves them
  * into the writer's time slices (up to a 4 MiB catch-up, milliseconds, at a time). A writer that
  * is not pinned leaves it where the scheduler puts it, and a set the process may not use
- * (another cpuset) leaves it where it was. Measured in docs/benchmarks.md (ninth run). */
+ * (another cpuset) leaves it where it was. A MMIPC_PRETOUCH_CPUS of CPUs none of which the
+ * process may use is placed as if unset (it left the thread on the pinned writer's own CPUs).
+ * Measured in docs/benchmarks.md (ninth run). */
 static void
 pretouch_place(pthread_t thread)
 {
     cpu_set_t want, writer, isolated;
     const char *env = getenv("MMIPC_PRETOUCH_CPUS");
-    if (env != NULL && *env != '\0') {
-        if (parse_cpulist(env, &want) == 0 && CPU_COUNT(&want) > 0) {
-            pthread_setaffinity_np(thread, sizeof(want), &want);
-        }
-        return;
+    if (env != NULL && *env != '\0' && parse_cpulist(env, &want) == 0
+        && pthread_setaffinity_np(thread, sizeof(want), &want) == 0) {
+        return;  /* else none of them is ours (no such CPU, another cpuset): as if it were unset */
     }
     if (pthread_getaffinity_np(pthread_self(), sizeof(writer), &writer) != 0) {
         return;
