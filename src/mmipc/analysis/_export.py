@@ -50,7 +50,7 @@ SUFFIXES = {
 }
 DEFAULT_BATCH_FRAMES = 65_536
 JOURNAL_FILE = re.compile(  # a journal's own files (docs/format.md): an export never takes their names
-    rf"(?P<name>{NAME_PATTERN.pattern})(?P<kind>\.\d{{8}}{re.escape(PAGE_SUFFIX)}|\.lock|\.bells|"
+    rf"(?P<name>{NAME_PATTERN.pattern})(?P<kind>\.[0-9]{{8}}{re.escape(PAGE_SUFFIX)}|\.lock|\.bells|"
     rf"{re.escape(SCHEMA_SUFFIX)})"
 )
 JOURNAL_FILE_KINDS = {".lock": "lock", ".bells": "bells file", SCHEMA_SUFFIX: "schema file"}

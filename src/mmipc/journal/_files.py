@@ -147,7 +147,7 @@ def page_path(directory: str, name: str, page_no: int) -> str:
 
 def list_pages(directory: str, name: str) -> list[int]:
     """The page numbers of journal `name` in `directory`, ascending; [] if there are none."""
-    pattern = re.compile(re.escape(name) + r"\.(\d{8})" + re.escape(PAGE_SUFFIX))
+    pattern = re.compile(re.escape(name) + r"\.([0-9]{8})" + re.escape(PAGE_SUFFIX))
     try:
         entries = os.listdir(directory)
     except FileNotFoundError:
@@ -274,7 +274,7 @@ def _unlink_quietly(path: str) -> None:
 
 def remove_stale_temporaries(directory: str, name: str) -> None:
     """Delete half-made pages left by a writer that died while creating one (caller holds the lock)."""
-    pattern = re.compile(r"\." + re.escape(name) + r"\.\d{8}\.\d+\.\d+\.tmp")
+    pattern = re.compile(r"\." + re.escape(name) + r"\.[0-9]{8}\.[0-9]+\.[0-9]+\.tmp")
     with descriptors_checked(f"cannot list journal directory {directory}"):
         entries = os.listdir(directory)
     for entry in entries:

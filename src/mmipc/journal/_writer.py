@@ -814,7 +814,7 @@ class Writer(_WriterBase):
 _LIVE: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 _python_write = Writer.write
-_CPU_LIST = re.compile(r"(\d+)(?:-(\d+))?")
+_CPU_LIST = re.compile(r"([0-9]+)(?:-([0-9]+))?")  # ASCII: int() takes any digits, C does not
 CPU_SETSIZE = 1024  # glibc's cpu_set_t: the C core's limit on a CPU number
 
 

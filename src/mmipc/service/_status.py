@@ -30,7 +30,7 @@ from ..journal._files import PAGE_SUFFIX, list_pages, page_path
 from ..journal._layout import FIRST_SEQ_OFFSET, SEQ_FIELD, FrameInfo
 from ..journal._page import MappedPage
 
-_PAGE = re.compile(r"(.+)\.(\d{8})" + re.escape(PAGE_SUFFIX), re.DOTALL)  # list_pages' names, any journal
+_PAGE = re.compile(r"(.+)\.([0-9]{8})" + re.escape(PAGE_SUFFIX), re.DOTALL)  # list_pages' names, any journal
 _pass = threading.local()  # this thread's pass: `listed` (directory -> journal -> page numbers), `ends`
 _ReadError = (MmipcError, OSError, ValueError)  # what reading a page may raise: kept for the pass
 

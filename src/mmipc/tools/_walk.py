@@ -19,7 +19,7 @@ from ..journal._page import MappedPage
 from ..journal._schema import load_schemas
 
 Progress = Callable[[int, int], None]
-_PAGE_FILE = re.compile(r"(.+)\.(\d{8})" + re.escape(PAGE_SUFFIX))
+_PAGE_FILE = re.compile(r"(.+)\.([0-9]{8})" + re.escape(PAGE_SUFFIX))
 
 
 def list_journals(directory: str) -> list[str]:

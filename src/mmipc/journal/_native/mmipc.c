@@ -839,13 +839,14 @@ pretouch_run(void *arg)
     return NULL;
 }
 
-/* Parse a CPU list ("0-3,6", as the kernel prints them) into `set`: 0, or -1 if it is not one. */
+/* Parse a CPU list ("0-3,6", as the kernel prints them, a newline at most at its end) into `set`:
+ * 0, or -1 if it is not one (_writer.check_pretouch_cpus takes exactly the same texts). */
 static int
 parse_cpulist(const char *text, cpu_set_t *set)
 {
     CPU_ZERO(set);
     const char *p = text;
-    while (*p != '\0' && *p != '\n') {
+    for (;;) {
         char *end;
         if (*p < '0' || *p > '9') {
             return -1;  /* strtoul would take spaces and signs */
@@ -865,14 +866,11 @@ parse_cpulist(const char *text, cpu_set_t *set)
         for (unsigned long cpu = first; cpu <= last; cpu++) {
             CPU_SET(cpu, set);
         }
-        if (*p == ',' && p[1] != '\0' && p[1] != '\n') {
-            p++;
+        if (*p != ',') {
+            return *p == '\0' || strcmp(p, "\n") == 0 ? 0 : -1;
         }
-        else if (*p != '\0' && *p != '\n') {
-            return -1;
-        }
+        p++;
     }
-    return 0;
 }
 
 /* The CPUs the kernel keeps apart (isolcpus=), or none. */
@@ -896,17 +894,17 @@ isolated_cpus(cpu_set_t *set)
  * calls are the page faults it saves the writer, so on the writer's own CPU it only moves them
  * into the writer's time slices (up to a 4 MiB catch-up, milliseconds, at a time). A writer that
  * is not pinned leaves it where the scheduler puts it, and a set the process may not use
- * (another cpuset) leaves it where it was. Measured in docs/benchmarks.md (ninth run). */
+ * (another cpuset) leaves it where it was. A MMIPC_PRETOUCH_CPUS of CPUs none of which the
+ * process may use is placed as if unset (it left the thread on the pinned writer's own CPUs).
+ * Measured in docs/benchmarks.md (ninth run). */
 static void
 pretouch_place(pthread_t thread)
 {
     cpu_set_t want, writer, isolated;
     const char *env = getenv("MMIPC_PRETOUCH_CPUS");
-    if (env != NULL && *env != '\0') {
-        if (parse_cpulist(env, &want) == 0 && CPU_COUNT(&want) > 0) {
-            pthread_setaffinity_np(thread, sizeof(want), &want);
-        }
-        return;
+    if (env != NULL && *env != '\0' && parse_cpulist(env, &want) == 0
+        && pthread_setaffinity_np(thread, sizeof(want), &want) == 0) {
+        return;  /* else none of them is ours (no such CPU, another cpuset): as if it were unset */
     }
     if (pthread_getaffinity_np(pthread_self(), sizeof(writer), &writer) != 0) {
         return;
@@ -1083,9 +1081,10 @@ may_grow_to(size_t size)
 
 /* NAME.bells' mode: its journal's (its lock file's, NAME.lock beside it: the writer's mode) with
  * write wherever read is granted: whoever may read the journal may register a bell, nobody else
- * (0600 -> 0600, 0640 -> 0660, 0644 -> 0666). *known 0: no lock file, 0600 (_bell.list_mode). */
+ * (0600 -> 0600, 0640 -> 0660, 0644 -> 0666), and its group in *gid. *known 0: no lock file, 0600
+ * (_bell.list_mode). */
 static mode_t
-list_mode(const char *path, int *known)
+list_mode(const char *path, int *known, gid_t *gid)
 {
     char lock[DIR_MAX + MMIPC_NAME_FIELD_SIZE + 16];
     size_t n = strlen(path);
@@ -1100,22 +1099,28 @@ list_mode(const char *path, int *known)
         return 0600;
     }
     *known = 1;
+    *gid = st.st_gid;
     mode_t mode = (st.st_mode & 0644) | 0600;
     return mode | (mode & 0044) >> 1;
 }
 
-/* Open NAME.bells, made if missing with exactly list_mode's mode; an existing one of ours whose
- * journal's mode is known gets that mode (an older version made it 0666 less the umask). */
+/* Open NAME.bells, made if missing with exactly list_mode's mode and its journal's group (whose
+ * members may register, mode 0640); an existing one of ours whose journal's mode is known gets
+ * that mode (an older version made it 0666 less the umask). */
 static int
 open_list(const char *path)
 {
     int known;
-    mode_t mode = list_mode(path, &known);
+    gid_t gid = (gid_t)-1;
+    mode_t mode = list_mode(path, &known, &gid);
     const int flags = O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
     int fd = open(path, flags | O_CREAT | O_EXCL, mode);
     struct stat st;
     if (fd >= 0) {
         (void)fchmod(fd, mode); /* exactly, whatever the umask */
+        if (known && fstat(fd, &st) == 0 && st.st_gid != gid) {
+            (void)fchown(fd, (uid_t)-1, gid); /* as _bell._set_mode; refused: the group stays */
+        }
         return fd;
     }
     fd = errno == EEXIST ? open(path, flags) : -1;
