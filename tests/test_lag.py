@@ -307,10 +307,10 @@ def test_a_slow_status_never_delays_another_clients_request(fresh: ServiceProces
     askers, other = [raw_client(fresh) for _ in range(40)], raw_client(fresh)
     for asker in askers:
         asker.sendall(encode({"op": "status", "id": 7}))
-    for asker in askers:
-        wait_for(
-            lambda a=asker: unread_by_the_service(a) == 0, what="the service to read the status requests"
-        )
+    wait_for(
+        lambda: all(unread_by_the_service(a) == 0 for a in askers),
+        what="the service to read the status requests",
+    )
     assert ask(other, {"op": "hello", "id": 8, "version": 1, "pid": os.getpid()})["ok"]
     readable, _, _ = select.select(askers, [], [], 0)
     assert len(readable) < len(askers), "the hello waited for every status"
