@@ -161,7 +161,9 @@ def test_the_c_writer_gives_a_bells_list_it_makes_its_journals_group(public_tmp:
     lock, bells = Path(directory) / "j.lock", Path(directory) / "j.bells"
     os.chown(lock, -1, NOBODY)
     bells.unlink()
-    done = subprocess.run([str(c_writer), directory, "j", "10"], capture_output=True, timeout=60)
+    done = subprocess.run(
+        [str(c_writer), "--mode", "640", directory, "j", "10"], capture_output=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert (bells.stat().st_gid, stat.S_IMODE(bells.stat().st_mode)) == (NOBODY, 0o660)
     assert subscribe_as(NOBODY, [NOBODY], directory) == "slot 0"

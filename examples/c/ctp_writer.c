@@ -23,8 +23,8 @@
 static int
 usage(void)
 {
-    fprintf(stderr, "usage: ctp_writer [--checksum] [--page-size BYTES] [--die-in-claim BYTES] "
-                    "DIRECTORY NAME COUNT\n");
+    fprintf(stderr, "usage: ctp_writer [--checksum] [--page-size BYTES] [--mode OCTAL] "
+                    "[--die-in-claim BYTES] DIRECTORY NAME COUNT\n");
     return 2;
 }
 
@@ -56,6 +56,9 @@ main(int argc, char **argv)
         }
         else if (strcmp(argv[i], "--page-size") == 0 && i + 1 < argc) {
             options.page_size = strtoull(argv[++i], NULL, 10);
+        }
+        else if (strcmp(argv[i], "--mode") == 0 && i + 1 < argc) {
+            options.mode = (unsigned int)strtoul(argv[++i], NULL, 8);  /* 600, 640 or 644 */
         }
         else if (strcmp(argv[i], "--die-in-claim") == 0 && i + 1 < argc) {
             die_in_claim = strtoll(argv[++i], NULL, 10);
