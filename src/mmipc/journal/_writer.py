@@ -47,9 +47,9 @@ Rules (docs/format.md is the full contract):
    store into each 4 KiB page does not fault (about 1.6 us each; the service's MAP_POPULATE puts the
    file in the page cache but maps nothing writable in this process). It learns the position from
    the time-index slots, so the hot path pays nothing. `MMIPC_PRETOUCH=0` turns it off; on an older
-   kernel it stops by itself. See docs/benchmarks.md, "Page faults on the writer's thread". It runs
-   off the CPUs the creating thread is pinned to (else its faults land in the writer's own time
-   slices), or on the CPU list `MMIPC_PRETOUCH_CPUS` names (`check_pretouch_cpus`).
+   kernel it stops by itself. See docs/benchmarks.md, "Page faults on the writer's thread". It may
+   run where the creating thread may (a pinned writer's faults then move into its own time
+   slices, not off its core), or on the CPU list `MMIPC_PRETOUCH_CPUS` names (`check_pretouch_cpus`).
 
 The hot path (`write`) allocates nothing but the slice it copies into, and takes one branch to the
 slow path (`_write_slow`) when the frame does not fit, when a claim is open, after `close()`, and on
