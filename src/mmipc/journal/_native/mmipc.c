@@ -879,7 +879,7 @@ parse_cpulist(const char *text, cpu_set_t *set)
  * the writer they take the writer's time slices, on one shared with a spinning reader the
  * reader's. Which is better depends on what else runs where, so the user chooses (a housekeeping
  * CPU, with isolcpus=). Measured on 2 CPUs in docs/benchmarks.md (ninth run): moved to the
- * reader's CPU, 408 B throughput +4-21%, 64 B -9%, and the reader's p99 at 408 B 4 -> 27 us. */
+ * reader's CPU, 408 B throughput +3-21%, 64 B -9%, and the reader's p99 at 408 B 4 -> 27 us. */
 static void
 pretouch_place(pthread_t thread)
 {
