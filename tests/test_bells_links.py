@@ -8,7 +8,6 @@ Real writer and reader processes, a real service, real files."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import Procs, ServiceProcess
+from test_c_api import c_progs
 
-NATIVE = Path(__file__).resolve().parent.parent / "src" / "mmipc" / "journal" / "_native"
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "c"
+__all__ = ["c_progs"]  # a fixture: the C programs, built once
+
 PRECIOUS = b"the user's own file: nothing may be written into it\n" * 20
 FRAMES = 200
 WHY = {
@@ -99,19 +99,14 @@ def test_a_bells_file_planted_as_a_link_or_fifo_is_refused_and_the_journal_works
 
 
 def test_the_c_writer_refuses_a_hard_link_named_bells_and_leaves_its_target(
-    jdir: str, tmp_path: Path
+    jdir: str, tmp_path: Path, c_progs: dict[str, str]
 ) -> None:
     """The C API's writer (mmipc.c's opener, no Python in the process)."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: the C writer cannot be built here")
-    prog = tmp_path / "ctp_writer"
-    cmd = [gcc, "-std=c11", "-O1", f"-I{NATIVE}", "-o", str(prog), str(EXAMPLES / "ctp_writer.c")]
-    subprocess.run([*cmd, str(NATIVE / "mmipc.c")], check=True, capture_output=True, text=True)
+    prog = c_progs["ctp_writer"]
     bells, victim = Path(jdir) / "md.bells", tmp_path / "victim"
     _plant("hard link", bells, victim)
     before = victim.stat()
-    done = subprocess.run([str(prog), jdir, "md", "100"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([prog, jdir, "md", "100"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.split()[-2:] == ["wrote", "100"], done.stderr
     assert victim.read_bytes() == PRECIOUS and victim.stat().st_mtime_ns == before.st_mtime_ns
     assert os.stat(bells).st_nlink == 2  # refused, not replaced: the user removes it

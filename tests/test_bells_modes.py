@@ -7,22 +7,19 @@ uid (root only: the tests that need it skip otherwise)."""
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mmipc import Reader, Writer
 from mmipc.journal._bell import LIST_SIZE, Bell, BellList
+from test_c_api import c_progs
+from test_permissions import NOBODY, needs_root, public_tmp, run_as
 
-NATIVE = Path(__file__).resolve().parent.parent / "src" / "mmipc" / "journal" / "_native"
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "c"
-NOBODY = 65534
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+__all__ = ["c_progs", "public_tmp"]  # fixtures: the C programs built once, a directory another user can reach
+
 LIST_MODE = {0o600: 0o600, 0o640: 0o660, 0o644: 0o666}
 
 
@@ -30,17 +27,22 @@ def mode_of(path: str | Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
+def write_one(directory: str, mode: int, umask: int) -> None:
+    """Journal "j" of `directory`, one frame, written with `mode` under `umask`."""
+    old = os.umask(umask)
+    try:
+        with Writer.create(directory, "j", service=None, mode=mode) as writer:
+            writer.write(b"x")
+    finally:
+        os.umask(old)
+
+
 @pytest.mark.parametrize("umask", [0, 0o077], ids=["umask-0", "umask-077"])
 @pytest.mark.parametrize("mode", sorted(LIST_MODE), ids=oct)
 def test_a_writer_makes_the_bells_file_with_its_journals_mode_whatever_the_umask(
     jdir: str, mode: int, umask: int
 ) -> None:
-    old = os.umask(umask)
-    try:
-        with Writer.create(jdir, "j", service=None, mode=mode) as writer:
-            writer.write(b"x")
-    finally:
-        os.umask(old)
+    write_one(jdir, mode, umask)
     assert mode_of(Path(jdir) / "j.bells") == LIST_MODE[mode]
 
 
@@ -69,15 +71,11 @@ def test_an_older_versions_wide_bells_file_is_narrowed_by_its_owner(jdir: str) -
     assert mode_of(bells) == 0o600
 
 
-def test_the_c_writer_makes_the_bells_file_owner_only_under_umask_0(jdir: str, tmp_path: Path) -> None:
+def test_the_c_writer_makes_the_bells_file_owner_only_under_umask_0(
+    jdir: str, c_progs: dict[str, str]
+) -> None:
     """mmipc.c's opener alone (the C API's writer, default mode 0600)."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: the C writer cannot be built here")
-    prog = tmp_path / "ctp_writer"
-    cmd = [gcc, "-std=c11", "-O1", f"-I{NATIVE}", "-o", str(prog), str(EXAMPLES / "ctp_writer.c")]
-    subprocess.run([*cmd, str(NATIVE / "mmipc.c")], check=True, capture_output=True, text=True)
-    args = [str(prog), jdir, "md", "10"]
+    args = [c_progs["ctp_writer"], jdir, "md", "10"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.umask(0))
     assert done.returncode == 0, done.stderr
     assert mode_of(Path(jdir) / "md.bells") == 0o600
@@ -88,42 +86,19 @@ def test_the_c_writer_makes_the_bells_file_owner_only_under_umask_0(jdir: str, t
 
 
 def subscribe_as(uid: int, groups: list[int], directory: str) -> str:
-    """Fork a child that becomes `uid` (group nobody, plus `groups`), makes its bell and registers
-    it in the journal's NAME.bells: "slot N", or "refused". (Fork, not exec: the interpreter lives
-    under /root, which another user cannot execute.)"""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        try:
-            os.setgroups(groups)
-            os.setgid(NOBODY)
-            os.setuid(uid)
-            bell = Bell.create()
-            assert bell is not None
-            slot = BellList.subscribe(directory, "j", bell.path, 0)
-            result = "refused" if slot is None else f"slot {slot}"
-            if slot is not None:
-                BellList.unsubscribe(directory, "j", slot, bell.path)
-            bell.close()
-        except BaseException as exc:  # reported to the test, which then fails
-            result = f"crashed {exc!r}"
-        os.write(write_end, result.encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        output = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return output
+    """As `uid` (`run_as`), make a bell and register it in the journal's NAME.bells: "slot N", or
+    "refused"."""
 
+    def subscribe() -> str:
+        bell = Bell.create()
+        assert bell is not None
+        slot = BellList.subscribe(directory, "j", bell.path, 0)
+        if slot is not None:
+            BellList.unsubscribe(directory, "j", slot, bell.path)
+        bell.close()
+        return "refused" if slot is None else f"slot {slot}"
 
-@pytest.fixture
-def public_tmp() -> Iterator[str]:
-    """A directory another user can reach (pytest's own tmp tree is root's, 0700)."""
-    root = tempfile.mkdtemp(prefix="mmipc-bells-", dir="/tmp")
-    os.chmod(root, 0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    return run_as(uid, groups, subscribe)
 
 
 @needs_root
@@ -143,11 +118,6 @@ def test_another_user_registers_a_bell_only_where_it_may_read_the_journal(
     directory = os.path.join(public_tmp, "journals")
     os.mkdir(directory)
     os.chmod(directory, 0o755)  # existing: left as it is; the mode of each file decides
-    old = os.umask(umask)
-    try:
-        with Writer.create(directory, "j", service=None, mode=mode) as writer:
-            writer.write(b"x")
-    finally:
-        os.umask(old)
+    write_one(directory, mode, umask)
     group = os.stat(os.path.join(directory, "j.lock")).st_gid
     assert subscribe_as(NOBODY, [group] if in_group else [], directory) == expected

@@ -3,40 +3,23 @@ existing NAME.lock as it was, so the lock, and NAME.bells whose mode follows it,
 the journal's first writer (a journal reopened with mode 0640 kept a 0600 list: its group's
 readers could not register a bell). Now the writer that takes the lock sets its mode exactly, and
 the list follows (0600 -> 0600, 0640 -> 0660, 0644 -> 0666), in both directions. Pages keep the
-mode they were made with (docs/format.md, "File modes"). A Python writer on either backend, and a
-C writer (the C API) built here."""
+mode they were made with (docs/format.md, "File modes"). A Python writer on either backend, and the
+C API's example writer (examples/c/ctp_writer.c)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from mmipc import Writer
+from test_c_api import c_progs
 
-NATIVE = Path(__file__).resolve().parent.parent / "src" / "mmipc" / "journal" / "_native"
+__all__ = ["c_progs"]  # a fixture: the C programs, built once
+
 MODES = [(0o600, 0o600), (0o640, 0o660), (0o644, 0o666), (0o600, 0o600)]  # the writer's, the list's
-C_WRITER = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include "mmipc.h"
-int main(int argc, char **argv)
-{
-    mmipc_writer_options options = {0, 0, (unsigned int)strtoul(argv[3], NULL, 8)};
-    mmipc_writer *w;
-    if (argc != 4 || mmipc_writer_open(&w, argv[1], argv[2], &options) != MMIPC_OK) {
-        fprintf(stderr, "%s\n", mmipc_last_error());
-        return 1;
-    }
-    int rc = mmipc_write(w, "x", 1, 1, 0) > 0 ? 0 : 1;
-    mmipc_writer_close(w);
-    return rc;
-}
-"""
 
 
 def _modes(jdir: str, name: str) -> tuple[int, int]:
@@ -58,15 +41,15 @@ def test_a_python_writer_gives_the_lock_and_the_list_its_mode_each_time(jdir: st
 
 
 @pytest.mark.once  # .ci/run: in its native pass only (the C API alone, whatever the backend)
-def test_a_c_writer_gives_the_lock_and_the_list_its_mode_each_time(jdir: str, tmp_path: Path) -> None:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: the C API cannot be built here")
-    source, prog = tmp_path / "moded.c", str(tmp_path / "moded")
-    source.write_text(C_WRITER)
-    build = [gcc, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{NATIVE}", "-o", prog, str(source)]
-    subprocess.run([*build, str(NATIVE / "mmipc.c")], check=True, capture_output=True, timeout=300)
+def test_a_c_writer_gives_the_lock_and_the_list_its_mode_each_time(
+    jdir: str, c_progs: dict[str, str]
+) -> None:
     for mode, list_mode in MODES:
-        done = subprocess.run([prog, jdir, "moded", f"{mode:o}"], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [c_progs["ctp_writer"], "--mode", f"{mode:o}", jdir, "moded", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         assert _modes(jdir, "moded") == (mode, list_mode), oct(mode)

@@ -14,7 +14,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -98,8 +98,9 @@ def test_mmipc_write_takes_a_mode(tmp_path: Path, umask_0: None) -> None:
 # -- another user reading -------------------------------------------------------------------------
 
 
-def read_as(uid: int, groups: list[int], directory: str) -> str:
-    """Fork a child that becomes `uid` (group nobody, plus `groups`) and reads the journal's first frame.
+def run_as(uid: int, groups: list[int], action: Callable[[], str]) -> str:
+    """Fork a child that becomes `uid` (group nobody, plus `groups`) and runs `action`: its result,
+    "refused ..." for an MmipcError, or "crashed ..." for anything else (the test then fails).
 
     (The interpreter lives under /root, which another user cannot execute: so fork, not exec.)"""
     read_end, write_end = os.pipe()
@@ -110,10 +111,7 @@ def read_as(uid: int, groups: list[int], directory: str) -> str:
             os.setgroups(groups)
             os.setgid(NOBODY)
             os.setuid(uid)
-            with Reader.create("other", service=None) as reader:
-                reader.add_journal(directory, "j")
-                frame = reader.read()
-                result = f"read {bytes(frame.data).decode()}" if frame else "read nothing"
+            result = action()
         except MmipcError as exc:
             result = f"refused {exc}"
         except BaseException as exc:  # reported to the test, which then fails
@@ -125,6 +123,18 @@ def read_as(uid: int, groups: list[int], directory: str) -> str:
         output = pipe.read().decode()
     os.waitpid(pid, 0)
     return output
+
+
+def read_as(uid: int, groups: list[int], directory: str) -> str:
+    """As `uid` (`run_as`), read the journal's first frame: "read ...", or "refused ..."."""
+
+    def read() -> str:
+        with Reader.create("other", service=None) as reader:
+            reader.add_journal(directory, "j")
+            frame = reader.read()
+            return f"read {bytes(frame.data).decode()}" if frame else "read nothing"
+
+    return run_as(uid, groups, read)
 
 
 @pytest.fixture

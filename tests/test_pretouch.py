@@ -127,7 +127,7 @@ def _cpus(text: str) -> set[int]:
     return cpus
 
 
-def _pretoucher_cpus(tmp_path: object, writer_cpu: int, **env: str) -> set[int]:
+def pretoucher_cpus(tmp_path: object, writer_cpu: int, **env: str) -> set[int]:
     done = subprocess.run(
         [sys.executable, "-c", PLACED, str(writer_cpu), str(tmp_path)],
         env={**os.environ, **env},
@@ -151,12 +151,12 @@ def _two_cpus() -> list[int]:
 def test_the_pretoucher_keeps_the_cpus_of_the_writer_that_starts_it(tmp_path: object) -> None:
     cpu = min(os.sched_getaffinity(0))
     env = {k: v for k, v in os.environ.items() if k != "MMIPC_PRETOUCH_CPUS"}
-    assert _pretoucher_cpus(tmp_path, cpu, **env) == {cpu}, "as any thread the writer's thread made"
+    assert pretoucher_cpus(tmp_path, cpu, **env) == {cpu}, "as any thread the writer's thread made"
 
 
 def test_mmipc_pretouch_cpus_moves_the_pretoucher_off_a_pinned_writers_cpu(tmp_path: object) -> None:
     cpus = _two_cpus()
-    placed = _pretoucher_cpus(tmp_path, cpus[0], MMIPC_PRETOUCH_CPUS=",".join(map(str, cpus[1:])))
+    placed = pretoucher_cpus(tmp_path, cpus[0], MMIPC_PRETOUCH_CPUS=",".join(map(str, cpus[1:])))
     assert placed == set(cpus[1:]), placed
 
 

@@ -4,9 +4,7 @@ helpers own are strict xfails naming the file, for the lead to route."""
 
 from __future__ import annotations
 
-import ast
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -17,24 +15,18 @@ import pytest
 import mmipc
 from mmipc import Reader, UsageError, Writer
 from mmipc.journal._writer import check_pretouch_cpus
-from test_bells_modes import NOBODY, public_tmp, subscribe_as
+from test_bells_modes import subscribe_as
+from test_c_api import c_progs
+from test_permissions import NOBODY, public_tmp
+from test_pretouch import pretoucher_cpus
 
-ROOT = Path(__file__).resolve().parent.parent
-NATIVE = ROOT / "src" / "mmipc" / "journal" / "_native"
-EXAMPLES = ROOT / "examples" / "c"
-__all__ = ["public_tmp"]  # a fixture: a directory another user can reach
+__all__ = ["c_progs", "public_tmp"]  # fixtures: the C programs built once, a directory another user can reach
 
 
-@pytest.fixture(scope="module")
-def c_writer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def c_writer(c_progs: dict[str, str]) -> Path:
     """The C API's writer (examples/c/ctp_writer.c with mmipc.c: no Python in the process)."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: the C writer cannot be built here")
-    prog = tmp_path_factory.mktemp("cw") / "ctp_writer"
-    cmd = [gcc, "-std=c11", "-O1", f"-I{NATIVE}", "-o", str(prog), str(EXAMPLES / "ctp_writer.c")]
-    subprocess.run([*cmd, str(NATIVE / "mmipc.c")], check=True, capture_output=True, text=True)
-    return prog
+    return Path(c_progs["ctp_writer"])
 
 
 def _python_takes(text: str) -> bool:
@@ -169,20 +161,6 @@ def test_the_c_writer_gives_a_bells_list_it_makes_its_journals_group(public_tmp:
     assert subscribe_as(NOBODY, [NOBODY], directory) == "slot 0"
 
 
-_PLACED = """
-import os, sys, tempfile
-os.sched_setaffinity(0, {int(sys.argv[1])})  # the writer's thread, pinned before it creates
-from mmipc import Writer
-with Writer.create(tempfile.mkdtemp(dir=sys.argv[2]), "j", service=None) as w:
-    w.write(bytes(64))
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/status") as f:
-            status = f.read()
-        if "\\tmmipc-pretouch\\n" in status:
-            print(os.sched_getaffinity(int(tid)))
-"""
-
-
 @pytest.mark.skipif(mmipc.backend != "native", reason="the pretoucher is the native backend's")
 def test_mmipc_pretouch_cpus_naming_no_usable_cpu_leaves_the_pretoucher_as_if_unset(
     tmp_path: Path,
@@ -194,13 +172,5 @@ def test_mmipc_pretouch_cpus_naming_no_usable_cpu_leaves_the_pretoucher_as_if_un
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2 or 1023 in cpus:
         pytest.skip("needs two CPUs and no CPU 1023")
-    done = subprocess.run(
-        [sys.executable, "-c", _PLACED, str(cpus[0]), str(tmp_path)],
-        env={**os.environ, "MMIPC_PRETOUCH_CPUS": "1023"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    placed = ast.literal_eval(done.stdout)  # a set of ints, printed by the child
+    placed = pretoucher_cpus(tmp_path, cpus[0], MMIPC_PRETOUCH_CPUS="1023")
     assert placed == {cpus[0]}, placed
