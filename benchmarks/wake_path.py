@@ -1,18 +1,20 @@
 """Instructions a woken reader spends between its wait returning and the frame reaching its consumer.
 
-    python benchmarks/wake_path.py [--mode block|aio] [--frames 100] [--gap-ms 80] [--keep DIR]
+    python benchmarks/wake_path.py [--mode block|aio|pipe] [--frames 100] [--gap-ms 80] [--keep DIR]
 
-Runs a reader (`reader.frames(wait="block")`, or `async for frame in reader.aframes()`) under
+Runs a reader (`reader.frames(wait="block")`, `async for frame in reader.aframes()`, or, for
+comparison, `mmipc bench`'s os.pipe peer's blocking read of a FIFO: `--mode pipe`) under
 `valgrind --tool=callgrind` and a writer outside it that writes one 64-byte frame every `--gap-ms`
 ms (far longer than the reader's whole loop under valgrind: it falls asleep before each). The
-consumer takes `frame.data`, then calls `os.getppid()`, a marker nothing else calls. Callgrind
-dumps its counts at the marker, when the wait returns (after libc's `syscall()`, the futex; for
-asyncio, at `os.getpgrp()`, which the probe calls right after a selector's `select()` with a
-timeout other than 0 returns) and after every `epoll_wait`. From the last wake before a marker to
-the marker is the after-wake path (back to Python, the read, the generator or the event loop's
-turns, `.data`); each `epoll_wait` on it is one more turn of the loop. From a marker to the next
-wake is the way to sleep, the wait included. Prints the median, min and max of each, after the
-first five frames; frames found without sleeping are left out.
+consumer takes `frame.data` (the pipe's: the bytes read), then calls `os.getppid()`, a marker
+nothing else calls. Callgrind dumps its counts at the marker, when the wait returns (after libc's
+`syscall()`, the futex; after libc's `read()`, the pipe; for asyncio, at `os.getpgrp()`, which the
+probe calls right after a selector's `select()` with a timeout other than 0 returns) and after
+every `epoll_wait`. From the last wake before a marker to the marker is the after-wake path (back
+to Python, the read, the iterator or the event loop's turns, `.data`); each `epoll_wait` on it
+is one more turn of the loop. From a marker to the next wake is the way to sleep, the wait
+included. Prints the median, min and max of each, after the first five frames; frames found
+without sleeping are left out.
 Instruction counts do not drift with the machine's load: quote them; the wall clock, never here.
 """
 
@@ -28,13 +30,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 # Where the wait returns: libc's syscall() (the futex); for asyncio, a marker called right after
 # a selector's select() that may block returns (one with a timeout of 0 does not mark).
-WAKE_TRIGGER = {"block": "--dump-after=syscall", "aio": "--dump-before=getpgrp"}
+WAKE_TRIGGER = {"block": "--dump-after=syscall", "aio": "--dump-before=getpgrp", "pipe": "--dump-after=read"}
 
 
 def reader_main(directory: str, count: int, mode: str) -> None:
+    if mode == "pipe":
+        _pipe_reader(directory, count)
+        return
     from mmipc import Reader
 
     reader = Reader.create(f"wake-{os.getpid()}", service=None)
@@ -47,6 +53,18 @@ def reader_main(directory: str, count: int, mode: str) -> None:
             os.getppid()
     else:
         asyncio.run(_aio_reader(reader, count))
+
+
+def _pipe_reader(directory: str, count: int) -> None:
+    """The comparison: `mmipc bench`'s os.pipe peer's blocking read (peers._pipe_receiver)."""
+    from mmipc.bench.peers import _pipe_receiver
+
+    wait = _pipe_receiver((os.path.join(directory, "fifo"), 64))[1]
+    assert wait is not None
+    print("ready", flush=True)
+    for _ in range(count):
+        _ = wait()
+        os.getppid()
 
 
 async def _aio_reader(reader: object, count: int) -> None:
@@ -72,6 +90,8 @@ def run(mode: str, count: int, gap: float, keep: str | None) -> None:
     work = keep or tempfile.mkdtemp(prefix="wake-path-")
     journal = os.path.join(work, "journal")
     os.makedirs(journal, exist_ok=True)
+    if mode == "pipe":
+        os.mkfifo(os.path.join(journal, "fifo"))
     writer = Writer.create(journal, "wake", service=None)
     out = os.path.join(work, "callgrind.out")
     command = [
@@ -93,12 +113,18 @@ def run(mode: str, count: int, gap: float, keep: str | None) -> None:
     if reader.stdout.readline().strip() != "ready":
         raise SystemExit("the reader did not start")
     time.sleep(1.0)  # let it fall asleep (valgrind is slow)
+    send = _pipe_writer(journal) if mode == "pipe" else writer.write
     for _ in range(count):
-        writer.write(b"x" * 64)
+        send(b"x" * 64)
         time.sleep(gap)
     reader.wait(timeout=600)
     writer.close()
     report(glob.glob(f"{out}.*"), WAKE_TRIGGER[mode])
+
+
+def _pipe_writer(journal: str) -> Any:
+    fd = os.open(os.path.join(journal, "fifo"), os.O_WRONLY)
+    return lambda payload: os.write(fd, payload)
 
 
 def report(files: list[str], wake_trigger: str) -> None:
