@@ -16,9 +16,9 @@ setup(
     ext_modules=[
         Extension(
             "mmipc.journal._native",
-            sources=[f"{NATIVE}/_mmipcmodule.c", f"{NATIVE}/mmipc.c"],
+            sources=[f"{NATIVE}/_mmipcmodule.c", f"{NATIVE}/_blockiter.c", f"{NATIVE}/mmipc.c"],
             include_dirs=[NATIVE],
-            depends=[f"{NATIVE}/mmipc.h", f"{NATIVE}/mmipc_frame.h", f"{NATIVE}/mmipc_bell.h"],
+            depends=[f"{NATIVE}/{h}" for h in ("mmipc.h", "mmipc_frame.h", "mmipc_bell.h", "_blockiter.h")],
             extra_compile_args=["-std=c11", "-O2", "-fvisibility=hidden"],
             optional=not REQUIRED,
         )

@@ -6,9 +6,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -133,9 +134,82 @@ def test_frames_waits_with_block_by_default(jdir: str) -> None:
         writer.write(b"one")
         frames = reader.frames(timeout=0.05)
         assert bytes(next(frames).data) == b"one"
-        assert frames.gi_yieldfrom is not None  # type: ignore[attr-defined]
-        assert frames.gi_yieldfrom.gi_code.co_name == "block_frames"  # type: ignore[attr-defined]
+        # wait="block"'s iterator: the C one (_native/_blockiter.c), or the pure-Python generator
+        kind = frames.gi_code.co_name if hasattr(frames, "gi_code") else type(frames).__name__
+        assert kind == ("BlockIter" if native is not None else "_frames")
         assert list(frames) == []  # and its timeout ends it cleanly
+
+
+def test_a_journal_added_between_two_frames_is_read_by_the_same_iterator(jdir: str) -> None:
+    """add_journal rebinds `reader.read` between two next(): the iterator reads through the new one."""
+    with (
+        Writer.create(jdir, "a", service=None) as a,
+        Writer.create(jdir, "b", service=None) as b,
+        Reader.create("ab", service=None) as reader,
+    ):
+        reader.add_journal(jdir, "a")
+        frames = reader.frames(timeout=30, wait="block")
+        a.write(b"from a")
+        assert bytes(next(frames).data) == b"from a"
+        reader.add_journal(jdir, "b")
+        b.write(b"from b")
+        got = next(frames)
+        assert (got.journal.name, bytes(got.data)) == ("b", b"from b")
+        reader.remove_journal(jdir, "a")
+        a.write(b"not read")
+        b.write(b"b again")
+        assert bytes(next(frames).data) == b"b again"
+
+
+def test_after_its_timeout_the_iterator_stays_ended(jdir: str) -> None:
+    with Writer.create(jdir, "t", service=None) as writer, Reader.create("t", service=None) as reader:
+        reader.add_journal(jdir, "t")
+        frames = reader.frames(timeout=0.05, wait="block")
+        assert list(frames) == []
+        writer.write(b"late")
+        assert next(frames, None) is None  # ended, as a generator that returned
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _alarm(handler: Callable[[int, object], None]) -> contextlib.AbstractContextManager[None]:
+    """`handler` runs on SIGALRM 0.2 s from now (the reader is asleep by then), restored after."""
+
+    @contextlib.contextmanager
+    def armed() -> Iterator[None]:
+        old = signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+    return armed()
+
+
+def test_a_signal_handler_s_exception_ends_the_iteration_and_a_reentrant_next_is_refused(jdir: str) -> None:
+    with Writer.create(jdir, "s", service=None) as writer, Reader.create("s", service=None) as reader:
+        reader.add_journal(jdir, "s")
+        frames = reader.frames(timeout=30, wait="block")
+
+        def interrupt(signum: int, stack: object) -> None:
+            raise Interrupted
+
+        with _alarm(interrupt), pytest.raises(Interrupted):
+            next(frames)
+        writer.write(b"after")
+        assert next(frames, None) is None  # ended by the exception, as a generator would be
+        frames = reader.frames(timeout=30, wait="block")
+        assert bytes(next(frames).data) == b"after"  # a new iterator reads on
+
+        def reenter(signum: int, stack: object) -> None:
+            next(frames)
+
+        with _alarm(reenter), pytest.raises(ValueError, match="already executing"):
+            next(frames)
 
 
 def test_aframes_timeout_ends_cleanly(jdir: str) -> None:

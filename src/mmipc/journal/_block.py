@@ -8,11 +8,12 @@ Rules:
   reader paced every 200 us gains nothing from spinning 50 us and pays a quarter of a core for it.
   A wake-up is never lost: announce sleeping (a full fence), re-check every journal, and only then
   wait on the futex word read before the announcement (_bell.py).
-* Native backend: all of that, and the read after the wake, is one call (`bell_block`), so a woken
-  reader's frame reaches its consumer with one return to Python and a yield; what the window
-  needs is worked out after the yield. The pure-Python backend keeps the same steps in Python,
-  and waits (no futex there) on the bell's FIFO with poll(), announced IN_LOOP as `aframes` does:
-  a ringing writer writes a byte into it. It napped in 1 ms steps, 3-4% of a core while idle.
+* Native backend: all of that, and the read after the wake, is one call (`bell_block`) made by the
+  C iterator `BlockIter` (_native/_blockiter.c), so a woken reader's frame reaches its consumer
+  with no Python frame on the way; what the window needs is worked out after (`_Idle`). The
+  pure-Python backend keeps the same steps in Python (`_frames`), and waits (no futex there) on
+  the bell's FIFO with poll(), announced IN_LOOP as `aframes` does: a ringing writer writes a byte
+  into it. It napped in 1 ms steps, 3-4% of a core while idle.
 * Each wait lasts at most a nap (`Naps`): a wait that no ring ended polls every journal (a sweep),
   so a writer that does not ring (an older version, a bell it may not open) is seen within a nap.
   The nap starts at FIRST_NAP (0.1 s) and doubles, up to `max_nap` (MAX_NAP, 1.6 s), after each
@@ -106,8 +107,68 @@ class Naps:
 
 
 def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Block) -> Iterator[Frame]:
-    """`Reader.frames(wait="block")`. A frame is yielded first and accounted for after (the window),
-    so that a woken reader's frame reaches its consumer with nothing in between."""
+    """`Reader.frames(wait="block")`, which returns this iterator itself (no generator of its own
+    around it, to resume at every frame). Native: `BlockIter` (_native/_blockiter.c), whose Python
+    half is `_Idle`; pure Python: the generator `_frames`, the same steps."""
+    if native is not None:
+        return native.BlockIter(reader, _Idle(reader, merge, timeout, wait))  # type: ignore[no-any-return]
+    return _frames(reader, merge, timeout, wait)
+
+
+class _Idle:
+    """`BlockIter`'s Python half: every decision about waiting, made on the way to sleep or after a
+    frame is handed out, never between a wake and its frame (as `_frames` does, step for step)."""
+
+    __slots__ = ("reader", "merge", "timeout", "wait", "naps", "idle_since", "window")
+
+    def __init__(self, reader: Reader, merge: Merge, timeout: float | None, wait: Block) -> None:
+        self.reader, self.merge, self.timeout, self.wait = reader, merge, timeout, wait
+        self.naps = Naps(wait.max_nap)
+        self.idle_since: float | None = None
+        self.window = wait.spin  # `spin`, or 0 after an idle spell between frames further apart
+
+    def start(self) -> None:
+        """At the first `next()`: `frames()`'s checks, in the thread that iterates."""
+        self.reader._start_frames(self.timeout, self.wait)
+
+    def empty(self) -> tuple[object, int, object] | bool | None:
+        """After a read that found nothing: None (read again), False (the timeout passed), or what
+        `bell_block` needs to sleep (the bell, the wait's length in ns, the needy bytes' owner)."""
+        naps, merge = self.naps, self.merge
+        if naps.sweeping:
+            naps.swept(False)
+        now = time.monotonic()
+        if self.idle_since is None:
+            self.idle_since = now
+        remaining = None if self.timeout is None else self.timeout - (now - self.idle_since)
+        if remaining is not None and remaining <= 0:
+            return False
+        if now - self.idle_since < self.window:
+            return None
+        nap = naps.next(merge.cursors)
+        nap = remaining if nap is None else nap if remaining is None else min(remaining, nap)
+        bell = merge.bell
+        if bell is None or merge.always:
+            _sleep(self.reader, merge, nap, naps)  # a bounded sleep: it reads nothing
+            return None
+        return bell.mm, _announce(merge, nap), _needy(merge, bell)
+
+    def nothing(self, rung: bool) -> None:
+        """`bell_block` read nothing: `rung`, or no ring ended the wait."""
+        _no_frame(rung, self.merge, self.naps)
+
+    def found(self, gap_ns: int) -> None:
+        """The frame handed out last ended an idle spell, `gap_ns` after the frame before it."""
+        self.idle_since = None
+        self.window = _window(self.wait.spin, gap_ns)
+        if self.naps.sweeping:
+            self.naps.swept(True)
+
+
+def _frames(reader: Reader, merge: Merge, timeout: float | None, wait: Block) -> Iterator[Frame]:
+    """The pure-Python backend's `block_frames`. A frame is yielded first and accounted for after
+    (the window), so that a woken reader's frame reaches its consumer with nothing in between."""
+    reader._start_frames(timeout, wait)
     spin, naps = wait.spin, Naps(wait.max_nap)
     monotonic = time.monotonic
     idle_since: float | None = None
@@ -157,32 +218,36 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None, naps: Naps) -> Frame
     """Announce, re-check, wait (`nap` s at most, None: until rung): the frame the re-check or the
     read after a ring found, or None. A wait that no ring ended sets `naps.sweeping`: every journal
     is polled at the next read, whose result `block_frames` hands to `naps.swept` (off the path
-    from the wake to the frame).
-
-    Native: `bell_block` does all of it in one call, the read after the wake included; the sweep
-    every SWEEP_PERIOD while rings keep the reader busy comes before the announcement (the re-check
-    then polls every journal), not after the wake, where it would delay the frame."""
+    from the wake to the frame). Here: the pure-Python backend, and the bounded sleep of readers
+    without a bell. Native: `bell_block` does all of it in one call, the read after the wake
+    included, called by `BlockIter` with what `_Idle.empty` returns; the sweep every SWEEP_PERIOD
+    while rings keep the reader busy comes before the announcement (`_announce`: the re-check then
+    polls every journal), not after the wake, where it would delay the frame."""
     bell = merge.bell
     if bell is None or merge.always:
         time.sleep(BOUNDED_SLEEP if nap is None else min(nap, BOUNDED_SLEEP))
         merge.sweep()
         return None
-    if native is None:
-        return _sleep_python(reader, merge, bell, nap, naps)
+    return _sleep_python(reader, merge, bell, nap, naps)
+
+
+def _announce(merge: Merge, nap: float | None) -> int:
+    """Before a native `bell_block`: the sweep due every SWEEP_PERIOD (the re-check then polls every
+    journal); returns the wait's length in ns (-1: until rung)."""
     if merge.sweep_due():
         merge.sweep()
-    nap_ns = -1 if nap is None else int(min(nap, LONGEST_WAIT) * 1e9)
-    # the needy bytes after `sleeping`, before the re-check (docs/format.md, "Needy bytes")
-    got = native.bell_block(bell.mm, reader.read, nap_ns, _needy(merge, bell))
-    if got is True:  # rung, nothing read: a first page may just have appeared
+    return -1 if nap is None else int(min(nap, LONGEST_WAIT) * 1e9)
+
+
+def _no_frame(rung: bool, merge: Merge, naps: Naps) -> None:
+    """After a native `bell_block` that read nothing: `rung` (a first page may just have appeared),
+    or a wait that no ring ended (look at everything once)."""
+    if rung:
         if len(merge.cursors) == 1:
             merge.cursors[0].probe_at = 0
-        return None
-    if got is False:
-        merge.sweep()  # no ring ended this wait: look at everything once
-        naps.sweeping = True
-        return None
-    return got  # type: ignore[no-any-return]
+        return
+    merge.sweep()
+    naps.sweeping = True
 
 
 def _needy(merge: Merge, bell: Bell) -> object:

@@ -358,13 +358,20 @@ class Reader:
 
         Example: ``for frame in reader.frames(timeout=5.0): handle(frame)``
         """
-        self._check_owner()  # in the thread that iterates: a generator's body runs there
+        if wait == "block" or isinstance(wait, Block):  # no generator of ours around it: see _block.py
+            return block_frames(self, self._merge, timeout, wait if isinstance(wait, Block) else Block())
+        return self._polled_frames(timeout, wait)
+
+    def _start_frames(self, timeout: float | None, wait: WaitName | WaitStrategy | Block) -> None:
+        """What `frames()` checks and records, at the first `next()`: in the thread that iterates."""
+        self._check_owner()
         _check_timeout(timeout, "frames")
         if self._board is not None:
             self._board.wait_mode("block" if isinstance(wait, Block) else wait)
-        if wait == "block" or isinstance(wait, Block):
-            yield from block_frames(self, self._merge, timeout, wait if isinstance(wait, Block) else Block())
-            return
+
+    def _polled_frames(self, timeout: float | None, wait: WaitName | WaitStrategy) -> Iterator[Frame]:
+        """`frames()` with a polling `wait` ("spin", "backoff" or a WaitStrategy)."""
+        self._start_frames(timeout, wait)
         strategy = make_wait(wait)
         idle_since: float | None = None
         while True:

@@ -49,6 +49,7 @@
 #include "mmipc.h"
 #include "mmipc_bell.h"
 #include "mmipc_frame.h"
+#include "_blockiter.h"
 
 static PyObject *slow;  /* the SLOW sentinel */
 
@@ -1479,16 +1480,13 @@ native_bell_wait(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
  * `sleeping` and, if a ring changed the word, read() at once. Returns the frame read, else True if
  * a ring ended the wait, False if none did (the timeout, a spurious wake-up): then the caller sweeps.
  * A signal that interrupts the wait runs its handler here; an exception it raises is returned. */
-static PyObject *
-native_bell_block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+/* The whole of bell_block below, for it and for BlockIter (_blockiter.c): a frame, True, False, or
+ * NULL (an error, or an exception a signal handler raised). */
+PyObject *
+mmipc_bell_block(PyObject *bell, PyObject *read, long long timeout, PyObject *needy)
 {
     Py_buffer b;
-    if (nargs != 3 && nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "bell_block(bell, read, timeout_ns, needy=None)");
-        return NULL;
-    }
-    long long timeout = PyLong_AsLongLong(args[2]);
-    if ((timeout == -1 && PyErr_Occurred()) || bell_buffer(args[0], &b, BELL_FLAGS) < 0) {
+    if (bell_buffer(bell, &b, BELL_FLAGS) < 0) {
         return NULL;
     }
     _Atomic uint32_t *word = bell_word(&b, BELL_WORD);
@@ -1496,11 +1494,11 @@ native_bell_block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     uint32_t seq = atomic_load_explicit(word, memory_order_seq_cst);
     atomic_exchange_explicit(sleeping, 1u, memory_order_seq_cst);
     PyObject *frame = Py_None;
-    if (nargs == 4 && args[3] != Py_None && bell_set_needy(args[3]) < 0) {  /* after `sleeping` */
+    if (needy != NULL && needy != Py_None && bell_set_needy(needy) < 0) {  /* after `sleeping` */
         frame = NULL;
     }
     if (frame != NULL) {
-        frame = PyObject_CallNoArgs(args[1]);  /* the re-check after the announcement */
+        frame = PyObject_CallNoArgs(read);  /* the re-check after the announcement */
     }
     if (frame != Py_None) {
         atomic_store_explicit(sleeping, 0u, memory_order_relaxed);  /* a frame or an error */
@@ -1523,12 +1521,26 @@ native_bell_block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     if (!rung) {
         Py_RETURN_FALSE;
     }
-    frame = PyObject_CallNoArgs(args[1]);
+    frame = PyObject_CallNoArgs(read);
     if (frame == Py_None) {
         Py_DECREF(frame);
         Py_RETURN_TRUE;
     }
     return frame;
+}
+
+static PyObject *
+native_bell_block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "bell_block(bell, read, timeout_ns, needy=None)");
+        return NULL;
+    }
+    long long timeout = PyLong_AsLongLong(args[2]);
+    if (timeout == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return mmipc_bell_block(args[0], args[1], timeout, nargs == 4 ? args[3] : NULL);
 }
 
 /* bell_collect(bell, n) -> list of the flagged journal indexes below n, flags cleared: pending
@@ -2599,6 +2611,7 @@ PyInit__native(void)
         || add_type(module, &CursorCoreType, "CursorCore") < 0
         || add_type(module, &BatchType, "Batch") < 0
         || add_type(module, &MergeCoreType, "MergeCore") < 0
+        || add_type(module, &mmipc_BlockIterType, "BlockIter") < 0
         || PyModule_AddIntConstant(module, "FRAME_HEADER_SIZE", MMIPC_FRAME_HEADER_SIZE) < 0) {
         Py_DECREF(module);
         return NULL;
