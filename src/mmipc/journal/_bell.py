@@ -32,7 +32,10 @@ Rules (docs/format.md, "Doorbells", is the contract):
   flagged (and every hot one), then waits on the word it read before: Drepper's rule. (The
   needy store always comes after the store it signals: the writer that clears it looks again.)
 * ``NAME.bells`` is made with its journal's mode (``NAME.lock``'s) with write where read is
-  granted (`list_mode`): whoever may read the journal may register a bell, nobody else. Every file
+  granted (`list_mode`): whoever may read the journal may register a bell, nobody else. A list
+  made before the journal had a writer (no NAME.lock: 0600) takes that mode when its owner's reader
+  sees the journal's first page (`follow_journal_mode`); one we may not open because of such a
+  mode is said once (`_say_shut_out`). Every file
   mapped here, list or bell, is a regular file with one link, opened with O_NOFOLLOW and checked
   after the open (`_unfit`): a hard link to another file planted under its name would be written
   into. A refused list is said once per process in one line (`_refuse`); its journal is polled.
@@ -219,12 +222,15 @@ def _map_list(path: str, size: int, create: bool) -> mmap.mmap | None:
 
 def _open_fit_list(path: str, create: bool) -> int | None:
     """NAME.bells opened (`_open_list`) if it is a regular file with one link; else None, and a
-    list that is something else is refused in one logged line."""
+    list that is something else, or that we may not open because its mode is not its journal's,
+    is said in one logged line."""
     try:
         fd = _open_list(path, create)
     except OSError as exc:
         if exc.errno in _NOT_A_FILE:
             _refuse(path, _NOT_A_FILE[exc.errno])
+        elif exc.errno == errno.EACCES:
+            _say_shut_out(path)
         return None
     try:
         why = _unfit(os.fstat(fd))
@@ -241,7 +247,8 @@ def _open_fit_list(path: str, create: bool) -> int | None:
 def _open_list(path: str, create: bool) -> int:
     """Open NAME.bells (never through a link, never blocking). `create`: make it if missing, with
     exactly `list_mode`'s mode and its journal's group; an existing list of ours whose journal's
-    mode is known is set to that mode (an older version's list was 0666 less the umask)."""
+    mode is known is set to that mode and group (an older version's list was 0666 less the umask;
+    one made before the journal had a writer, 0600 and our group)."""
     if not create:
         return os.open(path, _OPEN)
     mode, gid = list_mode(path)
@@ -255,10 +262,32 @@ def _open_list(path: str, create: bool) -> int:
     try:
         st = os.fstat(fd)
         if not _unfit(st) and (made or gid >= 0 and st.st_uid == os.geteuid()):
-            _set_mode(fd, st, mode, gid if made else -1)
+            _set_mode(fd, st, mode, gid)
     except OSError:
         pass  # refused later if it must be; a mode we cannot set leaves the file as it was
     return fd
+
+
+def follow_journal_mode(directory: str, name: str) -> None:
+    """The journal's first page appeared, so its writer has set NAME.lock's mode: a NAME.bells of
+    ours made before (0600 and our group: `list_mode` had no lock file to go by) takes the mode and
+    group `list_mode` derives now. Without this, a writer of another user of the journal's group
+    could not ring the readers listed in it (nor could that group's readers register): silently,
+    they only saw its frames at their sweeps. Any other list, or none, is left as it is."""
+    path = bells_path(directory, name)
+    try:
+        fd = os.open(path, _OPEN)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        mode, gid = list_mode(path)
+        if gid >= 0 and st.st_uid == os.geteuid() and not _unfit(st):
+            _set_mode(fd, st, mode, gid)
+    except OSError:
+        pass  # a group we are not in: the mode alone
+    finally:
+        os.close(fd)
 
 
 def _set_mode(fd: int, st: os.stat_result, mode: int, gid: int) -> None:
@@ -303,6 +332,33 @@ def _refuse(path: str, why: str) -> None:
         "(up to their nap late): remove it",
         path,
         why,
+    )
+
+
+def _say_shut_out(path: str) -> None:
+    """NAME.bells refused us (EACCES): say so once, if its mode is not the one its journal's gives
+    it (`list_mode`): made by a reader of another user before the journal had a writer, it is that
+    user's and 0600 until that user's reader sees the journal's first page (`follow_journal_mode`)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    mode, _ = list_mode(path)
+    if stat.S_IMODE(st.st_mode) == mode or path in _refused:
+        return
+    _refused.add(path)
+    import logging  # not at import: `import mmipc` loads no logging
+
+    logging.getLogger("mmipc.bell").warning(
+        "cannot open the bells file %s: it is uid %d's with mode %04o, not its journal's %04o (made "
+        "by a reader before the journal had a writer?); the journal's readers are not rung through "
+        "it, they poll (up to their nap late), until a reader of uid %d subscribes or sees the "
+        "journal's first page, which sets its mode, or it is removed",
+        path,
+        st.st_uid,
+        stat.S_IMODE(st.st_mode),
+        mode,
+        st.st_uid,
     )
 
 
