@@ -64,8 +64,13 @@ Rules (docs/format.md, "Doorbells", is the contract):
   (_metrics) its counter file and the pages it holds are kept, as nothing here can tell whether it
   lives. The service judges such a reader by its counter file's heartbeat instead (`_metrics.Owner`),
   and sweeps the bells named with the owner of a counter file whose heartbeat stopped; a bell of
-  another namespace tied to no counter file (a standalone reader's) stays. A slot is reclaimed by
-  the rule of its bell's name, the slot's pid alone for an older name.
+  another namespace tied to no counter file (a standalone reader's) stays, unless its name says
+  its reader holds an flock on it (this version's: RANDOM starts with LOCKED_MARK, "l"): a reader
+  takes one on its bell as it makes it (`_lock_bell`), held while it has it mapped (until its
+  close, or its death, even by -9), so a bell of another namespace that nobody holds (`_held`) is
+  a dead reader's: its slots are freed and the sweep removes it (one changed in the last
+  BELL_GRACE s is kept: its reader locks it just after making it). A slot is reclaimed by the
+  rule of its bell's name, the slot's pid alone for an older name.
 """
 
 from __future__ import annotations
@@ -105,6 +110,8 @@ LONGEST_WAIT = 3600.0  # s: one native wait at most (a longer nap is several; ns
 LATE_RETRY = 0.1  # s between a LateRinger's tries to map NAME.bells
 EDIT_TRIES = 8  # opens of NAME.bells for one edit, each found swapped for another file once locked
 BELL_MODE = 0o660  # a reader's bell and its FIFO: its user and its group's writers ring it
+LOCKED_MARK = "l"  # a bell name's RANDOM starts with it: its reader holds an flock on it while alive
+BELL_GRACE = 1.0  # s: a bell younger than this is not judged by its flock (taken just after it is made)
 _U32 = struct.Struct("<I")
 _fence_lock = threading.Lock()
 _serial = itertools.count()
@@ -167,11 +174,21 @@ def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
     try:
         if create:
             os.fchmod(fd, BELL_MODE)  # exactly: under umask 0 it was 0666, anyone's to write into
+            _lock_bell(fd)
         return None if _unfit(os.fstat(fd)) else _map_fd(fd, size, create)
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def _lock_bell(fd: int) -> None:
+    """Take our new bell's flock, held while its map lives (the map keeps a duplicate of `fd`):
+    how a reader of another pid namespace is known alive (`_held`). It never blocks (the file is
+    new); where the file system has no flock (ENOLCK), nobody else can take it either, and a bell
+    that cannot be locked by its checker is taken as alive."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _map_fd(fd: int, size: int, create: bool) -> mmap.mmap | None:
@@ -388,7 +405,7 @@ class Bell:
     @classmethod
     def create(cls) -> Bell | None:
         owner = f"{os.getpid()}.{start_ticks('self')}.{pid_namespace()}"
-        name = f"mmipc-bell.{owner}.{next(_serial)}.{os.urandom(4).hex()}"
+        name = f"mmipc-bell.{owner}.{next(_serial)}.{LOCKED_MARK}{os.urandom(4).hex()}"
         path = os.path.join(_bell_dir(), name)
         mm = _map(path, BELL_SIZE, create=True)
         return None if mm is None else cls(path, mm)
@@ -631,10 +648,20 @@ def sweep_dead_bells(dead: frozenset[tuple[int, int, int]] = frozenset()) -> lis
             return []
         for base in os.listdir(dir_fd):
             owner = _bell_owner(base)
-            gone = owner is not None and (owner in dead or not owner_alive(*owner))
+            gone = owner is not None and (owner in dead or not _bell_alive(base, owner))
             if gone and _remove_own(dir_fd, base):
                 removed.append(base)
     return removed
+
+
+def _bell_alive(base: str, owner: tuple[int, int, int]) -> bool:
+    """Whether the reader of bell (or FIFO) `base` of the bell directory lives, for the sweep: by
+    its flock if `_judged_by_flock` (one made in the last BELL_GRACE s is kept: its reader locks it
+    just after making it), else `owner_alive`."""
+    path = os.path.join(_bell_dir(), base.removesuffix(".fifo"))
+    if _judged_by_flock(path, owner):
+        return _held(path, BELL_GRACE)
+    return owner_alive(*owner)
 
 
 def _bell_owner(base: str) -> tuple[int, int, int] | None:
@@ -654,8 +681,41 @@ def _bell_owner(base: str) -> tuple[int, int, int] | None:
 def _slot_alive(pid: int, raw: bytes) -> bool:
     """Whether a bell-list slot's reader lives: by its bell's name (pid, start time, namespace) if
     the name records the slot's pid, else by the pid alone (an older name, or a path we did not make)."""
-    owner = _bell_owner(os.path.basename(os.fsdecode(raw.rstrip(b"\0"))))
-    return owner_alive(*owner) if owner is not None and owner[0] == pid else pid_alive(pid)
+    path = os.fsdecode(raw.rstrip(b"\0"))
+    owner = _bell_owner(os.path.basename(path))
+    if owner is None or owner[0] != pid:
+        return pid_alive(pid)
+    return _held(path) if _judged_by_flock(path, owner) else owner_alive(*owner)
+
+
+def _judged_by_flock(path: str, owner: tuple[int, int, int]) -> bool:
+    """Whether bell `path` of `owner` is judged by its flock: its reader is of another pid namespace
+    (its pid names nothing here) and its name says it holds one (this version's, LOCKED_MARK)."""
+    ns = owner[2]
+    marked = os.path.basename(path).removesuffix(".fifo").rpartition(".")[2].startswith(LOCKED_MARK)
+    return marked and ns != 0 and ns != pid_namespace()
+
+
+def _held(path: str, grace: float = 0.0) -> bool:
+    """Whether a process holds the flock of bell `path` (`_map`: its reader, while it has it
+    mapped; a forked child too). A bell gone is a reader gone; one we cannot open or that is not
+    a regular file, or (`grace`) changed less than `grace` s ago, is taken as held: we cannot tell."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or time.time() - st.st_ctime < grace:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released at the close below
+    except OSError:
+        return True  # held (EWOULDBLOCK), or cannot tell
+    finally:
+        os.close(fd)
+    return False
 
 
 _PID_NS: dict[int, int] = {}  # pid -> its pid namespace: a process forked after unshare has another
