@@ -169,6 +169,21 @@ asyncio.run(main())
     assert not [f for f in os.listdir(jdir) if f.endswith(".fifo")]
 
 
+def test_an_aframes_reader_without_its_fifo_does_not_wake_every_millisecond(procs: Procs, jdir: str) -> None:
+    """A reader whose bell's FIFO cannot be made (a regular file at its path here; another user's
+    file, a full /dev/shm) cannot be woken by a ring: it polled in 1 ms steps, about 3,000 wake-ups
+    in 3 idle seconds, retrying the FIFO at each. Its steps now double up to 0.1 s while it finds
+    nothing, and it says once why it is slower. Counted, not timed."""
+    with Writer.create(jdir, "idle", service=None) as writer:
+        writer.write(b"")
+        reader = procs.spawn("bell_reader.py", jdir, "idle", "--idle", "3", "--aio", "--squat-fifo")
+        result = json.loads(reader.finish(timeout=120).splitlines()[-1])
+    assert result["frames"] == 1
+    assert result["sleeps"] < 150, result
+    said = [line for line in reader.stderr().splitlines() if ".fifo" in line]
+    assert len(said) == 1 and "it is not a FIFO" in said[0] and "0.1 s" in said[0], reader.stderr()
+
+
 def test_aframes_registers_its_fifo_once_across_waits_and_unregisters_it_at_its_end(jdir: str) -> None:
     async def main() -> tuple[list[bytes], list[int], list[int]]:
         loop = asyncio.get_running_loop()

@@ -6,14 +6,19 @@ uid (root only: the tests that need it skip otherwise)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from mmipc import Reader, Writer
+from mmipc.journal import _aio  # noqa: F401  (pure-Python block: imported before run_as, see below)
 from mmipc.journal._bell import LIST_SIZE, Bell, BellList
 from test_c_api import c_progs
 from test_permissions import NOBODY, needs_root, public_tmp, run_as
@@ -121,3 +126,104 @@ def test_another_user_registers_a_bell_only_where_it_may_read_the_journal(
     write_one(directory, mode, umask)
     group = os.stat(os.path.join(directory, "j.lock")).st_gid
     assert subscribe_as(NOBODY, [group] if in_group else [], directory) == expected
+
+
+# -- a list made by a reader of another user before the journal had a writer -----------------------
+# (A pure-Python block reader imports _aio, and asyncio, at its first wait: done above, before
+# run_as, as the interpreter's library is under /root, which the other user cannot read.)
+
+OTHER = 4242  # a reader's uid (no passwd entry needed); its group is nobody's, as the writer's
+
+
+def shared_directory(public_tmp: str) -> str:
+    """A journal directory the writer (nobody) owns and its group (the reader's) may write."""
+    directory = os.path.join(public_tmp, "journals")
+    os.mkdir(directory)
+    os.chown(directory, NOBODY, NOBODY)
+    os.chmod(directory, 0o775)
+    return directory
+
+
+def first_frame_as_other(directory: str) -> str:
+    """As OTHER (group nobody): follow journal j before it has a writer, read its first frame
+    (found by a sweep: the writer cannot ring it yet), and stay subscribed until the writer is
+    done (an unsubscribe, a list edit, would set the list's mode too)."""
+
+    def read() -> str:
+        with Reader.create("early", service=None) as reader:
+            reader.add_journal(directory, "j")
+            frame = next(iter(reader.frames(wait="block", timeout=120)), None)
+            wait_for(lambda: os.path.exists(os.path.join(directory, "done")), timeout=120, what="the writer")
+            return "nothing" if frame is None else bytes(frame.data).decode()
+
+    return run_as(OTHER, [], read)
+
+
+def write_until_mapped(directory: str) -> str:
+    """As nobody: write journal j (0640, group nobody), a frame at a time, until this process maps
+    NAME.bells (so it rings the bells listed: Python's or the C core's ringer, /proc/self/maps);
+    then say it is done (a file "done")."""
+
+    def write() -> str:
+        bells = os.path.join(directory, "j.bells")
+        try:
+            with Writer.create(directory, "j", service=None, mode=0o640) as writer:
+                writer.write(b"first")
+                for _ in range(6000):  # 60 s at most: the reader sets the mode within its nap
+                    if bells in Path("/proc/self/maps").read_text():
+                        return "mapped"
+                    writer.write(b"more")
+                    time.sleep(0.01)
+            return f"never mapped: mode {mode_of(bells):04o}"
+        finally:
+            Path(directory, "done").touch()
+
+    return run_as(NOBODY, [], write)
+
+
+@needs_root
+def test_a_list_a_reader_made_before_the_writer_takes_the_journals_mode_when_the_writer_comes(
+    public_tmp: str,
+) -> None:
+    """A reader of another user made NAME.bells 0600 before any writer: the journal's writer
+    (another user of the group, mode 0640) could not open it, so it never rang the reader, nor could
+    the group's other readers register: silently. The reader sets its journal's mode (0660) once
+    it sees the journal's first page."""
+    directory = shared_directory(public_tmp)
+    bells = Path(directory) / "j.bells"
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(first_frame_as_other(directory)))
+    reader.start()
+    try:
+        wait_for(lambda: bells.exists(), what="the reader's list")
+        assert (mode_of(bells), bells.stat().st_uid) == (0o600, OTHER)
+        assert write_until_mapped(directory) == "mapped"
+    finally:
+        reader.join(timeout=180)
+    assert result == ["first"]
+    assert (mode_of(bells), bells.stat().st_gid) == (0o660, NOBODY)
+
+
+@needs_root
+def test_a_writer_that_may_not_open_a_list_a_reader_made_before_it_says_so(public_tmp: str) -> None:
+    """The same list, its reader gone before the writer came: nobody can set its mode. The writer
+    says once why it cannot ring through it, naming the file, its owner and both modes."""
+    directory = shared_directory(public_tmp)
+    assert subscribe_as(OTHER, [], directory) == "slot 0"
+    bells = os.path.join(directory, "j.bells")
+    assert mode_of(bells) == 0o600
+
+    def write() -> str:
+        lines: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+        logging.getLogger("mmipc.bell").addHandler(handler)
+        with Writer.create(directory, "j", service=None, mode=0o640) as writer:
+            for _ in range(3):
+                writer.write(b"x")
+        return "\n".join(lines)
+
+    said = run_as(NOBODY, [], write).splitlines()
+    assert len(said) == 1, said
+    assert f"cannot open the bells file {bells}" in said[0] and f"uid {OTHER}'s with mode 0600" in said[0]
+    assert "not its journal's 0660" in said[0], said

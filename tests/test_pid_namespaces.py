@@ -202,3 +202,65 @@ def test_a_killed_reader_of_another_pid_namespace_is_dead_once_its_heartbeat_sto
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(timeout=60)
+
+
+_STANDALONE = """
+import sys
+from mmipc import Reader
+reader = Reader.create("standalone", service=None)
+reader.add_journal(sys.argv[1], sys.argv[2])
+print(reader._merge.bell.path, flush=True)
+sys.stdin.readline()
+"""
+
+
+def _standalone(jdir: str, name: str) -> tuple[subprocess.Popen[str], str]:
+    """A reader of journal `name` with no service (so no counter file) in its own pid namespace;
+    SIGKILL to the returned process kills it with -9. Also returns its bell's path."""
+    cmd = [*UNSHARE, "--kill-child", sys.executable, "-c", _STANDALONE, jdir, name]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, proc.communicate(timeout=60)[1]
+    return proc, line.strip()
+
+
+def _slot_taken(jdir: str, name: str) -> int:
+    """The bells-list slot a reader of ours gets in journal `name`."""
+    with Reader.create("host", service=None) as reader:
+        reader.add_journal(jdir, name)
+        return reader._merge.slots[reader._merge.cursors[0]][1]
+
+
+@needs_namespaces
+def test_a_killed_standalone_reader_of_another_pid_namespace_leaves_neither_slot_nor_bell(
+    jdir: str,
+) -> None:
+    """A container reader without a counter file (no service), killed -9, kept its slot in each
+    bells list it was in and its bell in /dev/shm for good: its pid cannot be checked from here,
+    and no heartbeat judges it. 64 such readers fill a list (no reader is rung through it again).
+    Now its reader holds an flock on its bell while it lives: a bell nobody holds is a dead one's,
+    freed by the next subscription and by the sweep; a live one's is kept."""
+    with Writer.create(jdir, "ns", service=None), Writer.create(jdir, "swept", service=None):
+        readers = [_standalone(jdir, "ns"), _standalone(jdir, "swept")]
+        try:
+            (listed, listed_bell), (swept, swept_bell) = readers
+            assert _slot_taken(jdir, "ns") == 1  # alive: its slot is kept
+            assert os.path.basename(swept_bell) not in sweep_dead_bells() and os.path.exists(swept_bell)
+            for proc, _ in readers:
+                proc.kill()
+                proc.wait(timeout=60)
+            # the dead reader's slot, freed (once its process is gone: --kill-child kills it after
+            # unshare exits) and its bell unlinked by the subscription that freed it
+            wait_for(lambda: _slot_taken(jdir, "ns") == 0, what="the dead reader's slot")
+            assert not os.path.exists(listed_bell)
+            swept_name = os.path.basename(swept_bell)  # a bell made in the last second is kept
+            wait_for(lambda: swept_name in sweep_dead_bells(), what="the dead reader's bell swept")
+            assert not os.path.exists(swept_bell)
+        finally:
+            for proc, _ in readers:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=60)

@@ -59,6 +59,17 @@ def test_a_retention_pass_lists_the_directory_once_and_keeps_held_pages(tmp_path
         finally:
             _watching.clear()
         assert _listed.count(jdir) <= 1, f"{_listed.count(jdir)} listings in one pass"
+        listings = {kind: _listed.count(os.path.join(home, kind)) for kind in ("cursors", "readers")}
+        # the pass's one listing of each, and apply's fresh one before it removes each page
+        assert listings == {"cursors": 1 + monitor.pages_removed, "readers": 1 + monitor.pages_removed}
+        _listed.clear()
+        _watching[:] = [threading.get_ident()]
+        try:
+            monitor.retain_all()  # nothing left to remove
+        finally:
+            _watching.clear()
+        listings = {kind: _listed.count(os.path.join(home, kind)) for kind in ("cursors", "readers")}
+        assert listings == {"cursors": 1, "readers": 1}, "one listing of each per pass"
         for name in JOURNALS[:3]:
             assert list_pages(jdir, name)[0] == 0, f"{name}: page 0 is held by the durable reader"
         assert list_pages(jdir, JOURNALS[3])[0] == 1, "j3: the live reader holds page 1"

@@ -1,6 +1,6 @@
 """A blocking reader process for the doorbell tests.
 
-usage: bell_reader.py DIR NAME [NAME ...] [--idle SECONDS [--aio]] [--spin]
+usage: bell_reader.py DIR NAME [NAME ...] [--idle SECONDS [--aio]] [--spin] [--squat-fifo]
 Follows the journals with `wait=Block(spin=0, max_nap=None)`: it sleeps on its doorbell whenever
 it has caught up and has no timeout backstop, so one lost wake-up hangs it. Prints "ready" once
 subscribed, then, after every journal has sent its end marker, one JSON line {"counts": {name: n},
@@ -9,6 +9,8 @@ subscribed, then, after every journal has sent its end marker, one JSON line {"c
 "sleeps": voluntary context switches meanwhile (each wait that sleeps is one)}; with --aio, with
 `async for` over aframes(timeout=S).
 --spin: never sleep (wait="spin"): a reader that stays awake and keeps up.
+--squat-fifo: put a regular file where the bell's FIFO goes before the first wait: a reader that
+cannot have its FIFO (another user's file there, a full /dev/shm, ...).
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def cpu() -> tuple[float, int]:
 def main() -> None:
     args = sys.argv[1:]
     idle = None
-    spin, aio = "--spin" in args, "--aio" in args
-    for flag in ("--spin", "--aio"):
+    spin, aio, squat = "--spin" in args, "--aio" in args, "--squat-fifo" in args
+    for flag in ("--spin", "--aio", "--squat-fifo"):
         if flag in args:
             args.remove(flag)
     if "--idle" in args:
@@ -46,6 +48,9 @@ def main() -> None:
     reader = Reader.create(f"bell-{os.getpid()}", service=None)
     for name in names:
         reader.add_journal(directory, name)
+    bell = reader._merge.bell
+    if squat and bell is not None:
+        open(bell.path + ".fifo", "x").close()
     print("ready", flush=True)
     if idle is not None:
         before = cpu()

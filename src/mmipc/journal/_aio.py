@@ -13,7 +13,11 @@ Rules:
   nothing; back to 0.1 s when that poll finds a frame or the journals change): writers that do
   not ring are seen late, never lost. Each `aread` call starts at 0.1 s; an `aframes` keeps its
   naps from one wait to the next. Without a bell, or with anything but our own FIFO at its path (a
-  file there is always readable: every wait would end at once), it polls in BOUNDED_SLEEP steps.
+  file there is always readable: every wait would end at once; another user's file, a full
+  /dev/shm, ...), no ring can wake it: it polls in steps doubling from BOUNDED_SLEEP (1 ms) to
+  POLL_STEP (0.1 s) while it finds nothing (`Naps.poll_step`: 1 ms steps were 1,000 wake-ups a
+  second while idle), and a FIFO it cannot have is said once (logger ``mmipc.bell``) with why.
+  Journals no doorbell covers (`merge.always`) are polled in BOUNDED_SLEEP steps.
 * The FIFO stays registered (`Listener`) from an `aframes`' first wait to its end, across its
   waits and frames: what the loop does between the byte and the frame is one callback (read the
   FIFO, set the wait's future) and the task's step (clear `sleeping`, read, yield).
@@ -32,7 +36,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ._bell import BELL_MODE, BOUNDED_SLEEP, IN_LOOP
-from ._block import MAX_NAP, Naps
+from ._block import MAX_NAP, POLL_STEP, Naps
 from ._merge import Merge
 from ._types import Frame
 
@@ -136,9 +140,12 @@ async def _nap(
 ) -> Frame | None:
     bell = merge.bell
     if listener is None or bell is None or merge.always:
-        await asyncio.sleep(min(nap, BOUNDED_SLEEP))
+        await asyncio.sleep(min(nap, BOUNDED_SLEEP) if merge.always else naps.poll_step(nap))
         merge.sweep()
-        return reader.read()
+        frame = reader.read()
+        if frame is not None:
+            naps.found()
+        return frame
     woken = listener.arm(nap)
     try:
         bell.sleep(IN_LOOP, merge.core)  # the needy bytes set in the same call (native)
@@ -157,38 +164,72 @@ async def _nap(
 
 
 def _fifo(merge: Merge) -> int:
-    """The read end of the bell's FIFO (made on first use), or -1."""
+    """The read end of the bell's FIFO (made on first use), or -1 (said once: `_no_fifo`)."""
     if merge.fifo >= 0 or merge.bell is None:
         return merge.fifo
     path = merge.bell.path + ".fifo"
+    fd, why = _open_fifo(path)
+    if fd < 0:
+        _no_fifo(path, why)
+        return -1
+    merge.fifo = fd
+    return fd
+
+
+def _open_fifo(path: str) -> tuple[int, str]:
+    """Our own FIFO at `path`, made if nothing is there, opened and set to BELL_MODE: (its read
+    end, ""), or (-1, why not)."""
     try:
         if not os.path.lexists(path):
             os.mkfifo(path, BELL_MODE)
         # read-write: the reader is a writer of its own FIFO, so it never reads EOF (which would
         # leave it readable for good, a busy loop) once a ringing writer closes its end
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return -1
-    if not _own_fifo(fd):  # a file found there is always readable: every wait a "ring", a busy loop
+    except OSError as exc:
+        return -1, exc.strerror or str(exc)
+    why = _not_own_fifo(fd)  # a file found there is always readable: every wait a "ring", a busy loop
+    if not why:
+        try:
+            os.fchmod(fd, BELL_MODE)  # the bell's mode exactly, whatever the umask
+        except OSError as exc:
+            why = f"cannot set its mode: {exc.strerror}"
+    if why:
         os.close(fd)
-        return -1
-    try:
-        os.fchmod(fd, BELL_MODE)  # the bell's mode exactly, whatever the umask
-    except OSError:
-        os.close(fd)
-        return -1
-    merge.fifo = fd
-    return fd
+        return -1, why
+    return fd, ""
 
 
-def _own_fifo(fd: int) -> bool:
-    """Whether `fd` is a FIFO of our user (not a file, a device or another user's FIFO left at the
-    bell's FIFO path: /dev/shm is everyone's, and the bells list names the bell)."""
+def _not_own_fifo(fd: int) -> str:
+    """Why `fd` is not a FIFO of our user ("" if it is): a file, a device or another user's FIFO
+    left at the bell's FIFO path (/dev/shm is everyone's, and the bells list names the bell)."""
     try:
         info = os.fstat(fd)
-    except OSError:
-        return False
-    return stat.S_ISFIFO(info.st_mode) and info.st_uid == os.geteuid()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not stat.S_ISFIFO(info.st_mode):
+        return "it is not a FIFO"
+    if info.st_uid != os.geteuid():
+        return f"it is uid {info.st_uid}'s FIFO"
+    return ""
+
+
+_said: set[str] = set()  # FIFO paths said unusable, once per path and process
+
+
+def _no_fifo(path: str, why: str) -> None:
+    """Say once (logger ``mmipc.bell``) that a reader cannot have its FIFO, and what it costs."""
+    if path in _said:
+        return
+    _said.add(path)
+    import logging  # not at import: `import mmipc` loads no logging
+
+    logging.getLogger("mmipc.bell").warning(
+        "cannot use the bell's FIFO %s: %s; no ring can wake this reader (asyncio, or pure-Python "
+        "wait='block'): it polls in steps growing to %g s while idle, so frames may come that late",
+        path,
+        why,
+        POLL_STEP,
+    )
 
 
 async def aframes(

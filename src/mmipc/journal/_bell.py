@@ -32,7 +32,10 @@ Rules (docs/format.md, "Doorbells", is the contract):
   flagged (and every hot one), then waits on the word it read before: Drepper's rule. (The
   needy store always comes after the store it signals: the writer that clears it looks again.)
 * ``NAME.bells`` is made with its journal's mode (``NAME.lock``'s) with write where read is
-  granted (`list_mode`): whoever may read the journal may register a bell, nobody else. Every file
+  granted (`list_mode`): whoever may read the journal may register a bell, nobody else. A list
+  made before the journal had a writer (no NAME.lock: 0600) takes that mode when its owner's reader
+  sees the journal's first page (`follow_journal_mode`); one we may not open because of such a
+  mode is said once (`_say_shut_out`). Every file
   mapped here, list or bell, is a regular file with one link, opened with O_NOFOLLOW and checked
   after the open (`_unfit`): a hard link to another file planted under its name would be written
   into. A refused list is said once per process in one line (`_refuse`); its journal is polled.
@@ -61,8 +64,13 @@ Rules (docs/format.md, "Doorbells", is the contract):
   (_metrics) its counter file and the pages it holds are kept, as nothing here can tell whether it
   lives. The service judges such a reader by its counter file's heartbeat instead (`_metrics.Owner`),
   and sweeps the bells named with the owner of a counter file whose heartbeat stopped; a bell of
-  another namespace tied to no counter file (a standalone reader's) stays. A slot is reclaimed by
-  the rule of its bell's name, the slot's pid alone for an older name.
+  another namespace tied to no counter file (a standalone reader's) stays, unless its name says
+  its reader holds an flock on it (this version's: RANDOM starts with LOCKED_MARK, "l"): a reader
+  takes one on its bell as it makes it (`_lock_bell`), held while it has it mapped (until its
+  close, or its death, even by -9), so a bell of another namespace that nobody holds (`_held`) is
+  a dead reader's: its slots are freed and the sweep removes it (one changed in the last
+  BELL_GRACE s is kept: its reader locks it just after making it). A slot is reclaimed by the
+  rule of its bell's name, the slot's pid alone for an older name.
 """
 
 from __future__ import annotations
@@ -102,6 +110,8 @@ LONGEST_WAIT = 3600.0  # s: one native wait at most (a longer nap is several; ns
 LATE_RETRY = 0.1  # s between a LateRinger's tries to map NAME.bells
 EDIT_TRIES = 8  # opens of NAME.bells for one edit, each found swapped for another file once locked
 BELL_MODE = 0o660  # a reader's bell and its FIFO: its user and its group's writers ring it
+LOCKED_MARK = "l"  # a bell name's RANDOM starts with it: its reader holds an flock on it while alive
+BELL_GRACE = 1.0  # s: a bell younger than this is not judged by its flock (taken just after it is made)
 _U32 = struct.Struct("<I")
 _fence_lock = threading.Lock()
 _serial = itertools.count()
@@ -164,11 +174,21 @@ def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
     try:
         if create:
             os.fchmod(fd, BELL_MODE)  # exactly: under umask 0 it was 0666, anyone's to write into
+            _lock_bell(fd)
         return None if _unfit(os.fstat(fd)) else _map_fd(fd, size, create)
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def _lock_bell(fd: int) -> None:
+    """Take our new bell's flock, held while its map lives (the map keeps a duplicate of `fd`):
+    how a reader of another pid namespace is known alive (`_held`). It never blocks (the file is
+    new); where the file system has no flock (ENOLCK), nobody else can take it either, and a bell
+    that cannot be locked by its checker is taken as alive."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _map_fd(fd: int, size: int, create: bool) -> mmap.mmap | None:
@@ -219,12 +239,15 @@ def _map_list(path: str, size: int, create: bool) -> mmap.mmap | None:
 
 def _open_fit_list(path: str, create: bool) -> int | None:
     """NAME.bells opened (`_open_list`) if it is a regular file with one link; else None, and a
-    list that is something else is refused in one logged line."""
+    list that is something else, or that we may not open because its mode is not its journal's,
+    is said in one logged line."""
     try:
         fd = _open_list(path, create)
     except OSError as exc:
         if exc.errno in _NOT_A_FILE:
             _refuse(path, _NOT_A_FILE[exc.errno])
+        elif exc.errno == errno.EACCES:
+            _say_shut_out(path)
         return None
     try:
         why = _unfit(os.fstat(fd))
@@ -241,7 +264,8 @@ def _open_fit_list(path: str, create: bool) -> int | None:
 def _open_list(path: str, create: bool) -> int:
     """Open NAME.bells (never through a link, never blocking). `create`: make it if missing, with
     exactly `list_mode`'s mode and its journal's group; an existing list of ours whose journal's
-    mode is known is set to that mode (an older version's list was 0666 less the umask)."""
+    mode is known is set to that mode and group (an older version's list was 0666 less the umask;
+    one made before the journal had a writer, 0600 and our group)."""
     if not create:
         return os.open(path, _OPEN)
     mode, gid = list_mode(path)
@@ -255,10 +279,32 @@ def _open_list(path: str, create: bool) -> int:
     try:
         st = os.fstat(fd)
         if not _unfit(st) and (made or gid >= 0 and st.st_uid == os.geteuid()):
-            _set_mode(fd, st, mode, gid if made else -1)
+            _set_mode(fd, st, mode, gid)
     except OSError:
         pass  # refused later if it must be; a mode we cannot set leaves the file as it was
     return fd
+
+
+def follow_journal_mode(directory: str, name: str) -> None:
+    """The journal's first page appeared, so its writer has set NAME.lock's mode: a NAME.bells of
+    ours made before (0600 and our group: `list_mode` had no lock file to go by) takes the mode and
+    group `list_mode` derives now. Without this, a writer of another user of the journal's group
+    could not ring the readers listed in it (nor could that group's readers register): silently,
+    they only saw its frames at their sweeps. Any other list, or none, is left as it is."""
+    path = bells_path(directory, name)
+    try:
+        fd = os.open(path, _OPEN)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        mode, gid = list_mode(path)
+        if gid >= 0 and st.st_uid == os.geteuid() and not _unfit(st):
+            _set_mode(fd, st, mode, gid)
+    except OSError:
+        pass  # a group we are not in: the mode alone
+    finally:
+        os.close(fd)
 
 
 def _set_mode(fd: int, st: os.stat_result, mode: int, gid: int) -> None:
@@ -306,6 +352,33 @@ def _refuse(path: str, why: str) -> None:
     )
 
 
+def _say_shut_out(path: str) -> None:
+    """NAME.bells refused us (EACCES): say so once, if its mode is not the one its journal's gives
+    it (`list_mode`): made by a reader of another user before the journal had a writer, it is that
+    user's and 0600 until that user's reader sees the journal's first page (`follow_journal_mode`)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    mode, _ = list_mode(path)
+    if stat.S_IMODE(st.st_mode) == mode or path in _refused:
+        return
+    _refused.add(path)
+    import logging  # not at import: `import mmipc` loads no logging
+
+    logging.getLogger("mmipc.bell").warning(
+        "cannot open the bells file %s: it is uid %d's with mode %04o, not its journal's %04o (made "
+        "by a reader before the journal had a writer?); the journal's readers are not rung through "
+        "it, they poll (up to their nap late), until a reader of uid %d subscribes or sees the "
+        "journal's first page, which sets its mode, or it is removed",
+        path,
+        st.st_uid,
+        stat.S_IMODE(st.st_mode),
+        mode,
+        st.st_uid,
+    )
+
+
 def _may_grow_to(size: int) -> bool:
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     return limit == resource.RLIM_INFINITY or limit >= size
@@ -332,7 +405,7 @@ class Bell:
     @classmethod
     def create(cls) -> Bell | None:
         owner = f"{os.getpid()}.{start_ticks('self')}.{pid_namespace()}"
-        name = f"mmipc-bell.{owner}.{next(_serial)}.{os.urandom(4).hex()}"
+        name = f"mmipc-bell.{owner}.{next(_serial)}.{LOCKED_MARK}{os.urandom(4).hex()}"
         path = os.path.join(_bell_dir(), name)
         mm = _map(path, BELL_SIZE, create=True)
         return None if mm is None else cls(path, mm)
@@ -575,10 +648,20 @@ def sweep_dead_bells(dead: frozenset[tuple[int, int, int]] = frozenset()) -> lis
             return []
         for base in os.listdir(dir_fd):
             owner = _bell_owner(base)
-            gone = owner is not None and (owner in dead or not owner_alive(*owner))
+            gone = owner is not None and (owner in dead or not _bell_alive(base, owner))
             if gone and _remove_own(dir_fd, base):
                 removed.append(base)
     return removed
+
+
+def _bell_alive(base: str, owner: tuple[int, int, int]) -> bool:
+    """Whether the reader of bell (or FIFO) `base` of the bell directory lives, for the sweep: by
+    its flock if `_judged_by_flock` (one made in the last BELL_GRACE s is kept: its reader locks it
+    just after making it), else `owner_alive`."""
+    path = os.path.join(_bell_dir(), base.removesuffix(".fifo"))
+    if _judged_by_flock(path, owner):
+        return _held(path, BELL_GRACE)
+    return owner_alive(*owner)
 
 
 def _bell_owner(base: str) -> tuple[int, int, int] | None:
@@ -598,8 +681,41 @@ def _bell_owner(base: str) -> tuple[int, int, int] | None:
 def _slot_alive(pid: int, raw: bytes) -> bool:
     """Whether a bell-list slot's reader lives: by its bell's name (pid, start time, namespace) if
     the name records the slot's pid, else by the pid alone (an older name, or a path we did not make)."""
-    owner = _bell_owner(os.path.basename(os.fsdecode(raw.rstrip(b"\0"))))
-    return owner_alive(*owner) if owner is not None and owner[0] == pid else pid_alive(pid)
+    path = os.fsdecode(raw.rstrip(b"\0"))
+    owner = _bell_owner(os.path.basename(path))
+    if owner is None or owner[0] != pid:
+        return pid_alive(pid)
+    return _held(path) if _judged_by_flock(path, owner) else owner_alive(*owner)
+
+
+def _judged_by_flock(path: str, owner: tuple[int, int, int]) -> bool:
+    """Whether bell `path` of `owner` is judged by its flock: its reader is of another pid namespace
+    (its pid names nothing here) and its name says it holds one (this version's, LOCKED_MARK)."""
+    ns = owner[2]
+    marked = os.path.basename(path).removesuffix(".fifo").rpartition(".")[2].startswith(LOCKED_MARK)
+    return marked and ns != 0 and ns != pid_namespace()
+
+
+def _held(path: str, grace: float = 0.0) -> bool:
+    """Whether a process holds the flock of bell `path` (`_map`: its reader, while it has it
+    mapped; a forked child too). A bell gone is a reader gone; one we cannot open or that is not
+    a regular file, or (`grace`) changed less than `grace` s ago, is taken as held: we cannot tell."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or time.time() - st.st_ctime < grace:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released at the close below
+    except OSError:
+        return True  # held (EWOULDBLOCK), or cannot tell
+    finally:
+        os.close(fd)
+    return False
 
 
 _PID_NS: dict[int, int] = {}  # pid -> its pid namespace: a process forked after unshare has another

@@ -25,7 +25,9 @@ Rules:
   0.1 s nap of earlier versions; a smaller `max_nap` bounds every nap.
   While rings keep ending the waits, every journal is polled once per SWEEP_PERIOD too (native:
   at the re-check before a wait, not after a wake, where it would delay the frame).
-  Journals no doorbell covers, and readers without a bell, wait in `BOUNDED_SLEEP` steps.
+  Journals no doorbell covers, and readers without a bell, wait in `BOUNDED_SLEEP` steps. A
+  pure-Python reader whose FIFO cannot be had (`_aio._fifo`, said once) polls in steps doubling
+  from BOUNDED_SLEEP to POLL_STEP (0.1 s) while it finds nothing (`Naps.poll_step`).
 * `timeout` (seconds without a frame, None: never) ends the iteration cleanly.
 """
 
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 SPIN = 50e-6
 FIRST_NAP = 0.1  # s: the first wait after a frame, a sweep that found one, or a change of journals
 MAX_NAP = 1.6  # s: the longest, reached after four sweeps that found nothing (0.1 s doubled)
+POLL_STEP = 0.1  # s: the longest sleep between two polls of a reader that no ring can wake
 
 
 class Block:
@@ -81,7 +84,7 @@ class Naps:
     committed while a journal was subscribed may go unrung: docs/format.md, *Subscribing*).
     `longest` None: no limit (every wait waits for a ring)."""
 
-    __slots__ = ("first", "longest", "nap", "count", "last", "sweeping")
+    __slots__ = ("first", "longest", "nap", "count", "last", "sweeping", "step")
 
     def __init__(self, longest: float | None) -> None:
         self.longest = longest
@@ -89,6 +92,7 @@ class Naps:
         self.nap = self.first
         self.count, self.last = -1, 0  # the reader's journals at the last wait: number, id of the last
         self.sweeping = False  # a wait ended with no ring: the next read polls every journal
+        self.step = BOUNDED_SLEEP  # a reader no ring can wake (no FIFO): its sleep between polls
 
     def next(self, cursors: Sequence[object]) -> float | None:
         """The next wait's length, for a reader following `cursors` (its merge's list): a change of
@@ -98,6 +102,18 @@ class Naps:
         if len(cursors) != self.count or last != self.last:
             self.count, self.last, self.nap = len(cursors), last, self.first
         return self.nap
+
+    def poll_step(self, nap: float | None) -> float:
+        """How long a reader that no ring can wake (its FIFO unusable: `_aio._fifo`) sleeps before
+        its next poll: BOUNDED_SLEEP, doubled after each poll that found nothing up to POLL_STEP
+        (a 1 ms step was 1,000 wake-ups a second while idle), `nap` at most; `found` resets it."""
+        step = self.step
+        self.step = min(step * 2, POLL_STEP)
+        return step if nap is None else min(step, nap)
+
+    def found(self) -> None:
+        """A poll without a ring found a frame: the next poll steps start at BOUNDED_SLEEP again."""
+        self.step = BOUNDED_SLEEP
 
     def swept(self, found: bool) -> None:
         """After a wait that no ring ended, and the read that polled every journal: `found` a frame."""
@@ -161,6 +177,7 @@ class _Idle:
         """The frame handed out last ended an idle spell, `gap_ns` after the frame before it."""
         self.idle_since = None
         self.window = _window(self.wait.spin, gap_ns)
+        self.naps.found()
         if self.naps.sweeping:
             self.naps.swept(True)
 
@@ -181,6 +198,7 @@ def _frames(reader: Reader, merge: Merge, timeout: float | None, wait: Block) ->
             if idle_since is not None:
                 idle_since = None
                 window = _window(spin, frame.nano - last_nano)
+                naps.found()
                 if naps.sweeping:
                     naps.swept(True)
             last_nano = frame.nano
@@ -259,7 +277,7 @@ def _needy(merge: Merge, bell: Bell) -> object:
 def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None, naps: Naps) -> Frame | None:
     """The pure-Python backend's sleep (no futex): on the bell's FIFO, as `aframes` waits, announced
     IN_LOOP, so a ringing writer writes a byte into it (docs/format.md, "Doorbells"); without a
-    FIFO, in BOUNDED_SLEEP steps. The same order either way: announce, re-check, wait."""
+    FIFO, in `Naps.poll_step` steps. The same order either way: announce, re-check, wait."""
     fd = _fifo(merge)
     seq = bell.sleep(IN_LOOP if fd >= 0 else ON_FUTEX)
     rung = False
@@ -267,8 +285,8 @@ def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None, n
         frame = reader.read()
         if frame is None and fd >= 0:
             rung = _wait_fifo(fd, LONGEST_WAIT if nap is None else min(nap, LONGEST_WAIT))
-        elif frame is None:
-            bell.wait(seq, nap)
+        elif frame is None:  # no ring can wake it: it polls, in steps that grow while idle
+            time.sleep(naps.poll_step(nap))
             rung = bell.word() != seq
     finally:
         bell.awake()  # also after an exception (a signal's, a read's): no writer rings for nothing

@@ -19,7 +19,8 @@ Rules:
 * At an end-of-page marker the cursor moves to the next page, which exists by the writer's switch
   order; the page it leaves is unmapped as soon as no caller holds a view into it.
 * A journal with no page yet is not an error: the cursor looks for its first page at most once per
-  `PROBE_INTERVAL_NS` and starts when it appears.
+  `PROBE_INTERVAL_NS` and starts when it appears. Then a ``NAME.bells`` this user made before the
+  journal had a writer (mode 0600) takes its journal's mode (`_bell.follow_journal_mode`).
 * Retention may remove the oldest pages while a cursor positions itself (it holds no page until
   its reader publishes where it stands): a listed page that is gone when opened, or a next page
   that is gone while the page before it is gone too, means "list again". A reader that no
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from .._errors import CorruptJournalError, UsageError
 from ._backend import native
+from ._bell import follow_journal_mode
 from ._files import list_pages, page_path
 from ._layout import (
     COMMIT,
@@ -302,6 +304,7 @@ class Cursor(_CursorBase):
         self.probe_at = now + PROBE_INTERVAL_NS
         if not self._position(self.start):
             return -1
+        follow_journal_mode(self.jid.directory, self.jid.name)  # its writer has set NAME.lock's mode
         return self._py_poll()
 
     def _enter_page(self, page_no: int, pos: int, after_marker: bool = False) -> None:

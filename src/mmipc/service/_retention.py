@@ -32,6 +32,10 @@ Rules:
   and never renumbered, so a stale listing lacks pages made since (fewer pages counted, fewer
   removed, and those are not finished) or holds pages removed since (the finished-page check finds
   them gone and stops, `apply` skips them); a page's holds and its end marker are read afresh.
+  The readers' holds (the home's cursors/ and readers/, each file in them) are listed and read
+  once per pass too, for `plan`: a listing per journal read every cursor file once per journal.
+  `apply` reads them afresh before each page it removes (the rule above: a reader placed since
+  the pass began must be seen), which costs a listing per page removed, none when none goes.
 * Policy: a page goes when its newest frame is older than `max_age_ns`, or when the journal holds
   more than `max_bytes` (allocated on disk) or more than `max_pages`; whichever says so first.
 * Age is not the wall clock's alone: the service measures it against `journal_clock`, the wall
@@ -63,7 +67,7 @@ from ..journal._layout import MsgType
 from ..journal._metrics import FOREIGN_LIMIT, HEADER, Owner, counters_owner, list_counters, read_counters
 from ..journal._page import MappedPage
 from ._lag import journal_tail
-from ._status import pages_of
+from ._status import pages_of, pass_memo
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -204,33 +208,52 @@ def holds(
     name: str,
     foreign_limit: float = FOREIGN_LIMIT,
     counters: Counters | None = None,
+    fresh: bool = False,
 ) -> list[dict[str, Any]]:
     """Readers that need pages of this journal: {"reader", "page_no", "kind"} (durable or live). A
     live reader of another pid namespace holds while its heartbeat is younger than `foreign_limit`
     seconds (`_metrics.Owner.alive`). `counters`: the files as read before (each file is read again
-    only if it changed since); a fresh `Counters` reads every one."""
+    only if it changed since); a fresh `Counters` reads every one. Within a pass (`one_listing`)
+    the home's cursors/ and readers/ are listed and read once for all its journals, unless `fresh`
+    (`apply`, just before it removes a page: a reader placed since must be seen)."""
     if home is None:
         return []
     counters = counters if counters is not None else Counters()
-    real = os.path.realpath(directory)
-    found = []
+    memo = None if fresh else pass_memo()
+    key = ("holds", home, foreign_limit)
+    entries: list[_Entry] | None = None if memo is None else memo.get(key)
+    if entries is None:
+        entries = _hold_entries(home, foreign_limit, counters)
+        if memo is not None:
+            memo[key] = entries
+    journal = (os.path.realpath(directory), name)
+    return [dict(hold) for where, hold in entries if where is None or where == journal]
+
+
+# A hold, and the journal it holds: (real directory, name), or None for every journal.
+_Entry = tuple[tuple[str, object] | None, dict[str, Any]]
+
+
+def _hold_entries(home: str, foreign_limit: float, counters: Counters) -> list[_Entry]:
+    """Every hold of the home's readers, durable first, in `holds`' order."""
+    found: list[_Entry] = []
     for cursor in list_cursors(os.path.join(home, "cursors")):
         if "error" in cursor:  # its reader may need any page of any journal: hold them all
             reader = f"{cursor['name']} (its cursor file cannot be read: repair or reset it)"
-            found.append({"reader": reader, "page_no": 0, "kind": "durable", "error": cursor["error"]})
+            error = cursor["error"]
+            found.append((None, {"reader": reader, "page_no": 0, "kind": "durable", "error": error}))
         for j in cursor.get("journals", []):
-            if j.get("name") == name and os.path.realpath(str(j.get("directory"))) == real:
-                found.append({"reader": cursor["name"], "page_no": int(j["page_no"]), "kind": "durable"})
+            where = (os.path.realpath(str(j.get("directory"))), j.get("name"))
+            found.append((where, {"reader": cursor["name"], "page_no": int(j["page_no"]), "kind": "durable"}))
     for reader, path in counters.listed(home).items():
         published = counters.read(path)
         if published is None:
-            found.extend(_hold_unread(reader, path, foreign_limit))
+            found.extend((None, hold) for hold in _hold_unread(reader, path, foreign_limit))
             continue
         if not Owner.of(published).alive(foreign_limit):
             continue  # dead, or its pid reused by another process: it holds nothing
         for p in published["positions"]:
-            if p.name == name and os.path.realpath(p.directory) == real:
-                found.append(_live_hold(reader, p.page_no))
+            found.append(((os.path.realpath(p.directory), p.name), _live_hold(reader, p.page_no)))
     return found
 
 
@@ -337,7 +360,7 @@ def apply(
     if archive is not None and result.remove:
         _make_archive(archive)
     for page_no in result.remove:
-        held = holds(home, result.directory, result.name, foreign_limit, result.counters)
+        held = holds(home, result.directory, result.name, foreign_limit, result.counters, fresh=True)
         now_held = [h for h in held if h["page_no"] <= page_no]
         if now_held:
             who = ", ".join(h["reader"] for h in now_held)

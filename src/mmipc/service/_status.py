@@ -9,6 +9,7 @@ Rules:
   and hundreds of journals sharing a directory made a status O(journals^2) (300 journals: 2.6
   billion instructions a status, nine tenths of them listing). A pass sees one listing of each
   directory, taken at its first use; outside a pass every call lists afresh, as `list_pages` does.
+* Within a pass retention reads its readers' holds once too (`pass_memo`, `_retention.holds`).
 * Within a pass each page's end is read once too (`page_end`): a journal's report (its last frame's
   time) and its tail (`_lag.journal_tail`, for the monitor's figures) each opened and read the
   journal's last page, and the one before it when the last is empty. An error reading it is
@@ -41,11 +42,18 @@ def one_listing() -> Iterator[None]:
     if getattr(_pass, "listed", None) is not None:
         yield
         return
-    _pass.listed, _pass.ends = {}, {}
+    _pass.listed, _pass.ends, _pass.memo = {}, {}, {}
     try:
         yield
     finally:
-        _pass.listed = _pass.ends = None
+        _pass.listed = _pass.ends = _pass.memo = None
+
+
+def pass_memo() -> dict[Any, Any] | None:
+    """This thread's pass's memo (within `one_listing`), for what else a pass reads once; None
+    outside a pass."""
+    memo: dict[Any, Any] | None = getattr(_pass, "memo", None)
+    return memo
 
 
 def pages_of(directory: str, name: str) -> list[int]:
