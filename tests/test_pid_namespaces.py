@@ -156,7 +156,13 @@ sys.stdin.readline()
 def _contained_reader(home: str, jdir: str, name: str) -> tuple[subprocess.Popen[str], str]:
     """A reader in its own pid namespace, standing on page 0; SIGKILL to the returned process
     (unshare, with --kill-child) kills it with -9. Also returns its bell's path."""
-    cmd = [*UNSHARE, "--kill-child", sys.executable, "-c", _HOLD, home, jdir, name]
+    return _unshared(_HOLD, home, jdir, name)
+
+
+def _unshared(script: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """Python `script` with `args` in its own pid namespace (unshare --kill-child: SIGKILL to the
+    returned process kills it with -9), once it has printed its first line (returned)."""
+    cmd = [*UNSHARE, "--kill-child", sys.executable, "-c", script, *args]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -217,14 +223,7 @@ sys.stdin.readline()
 def _standalone(jdir: str, name: str) -> tuple[subprocess.Popen[str], str]:
     """A reader of journal `name` with no service (so no counter file) in its own pid namespace;
     SIGKILL to the returned process kills it with -9. Also returns its bell's path."""
-    cmd = [*UNSHARE, "--kill-child", sys.executable, "-c", _STANDALONE, jdir, name]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line, proc.communicate(timeout=60)[1]
-    return proc, line.strip()
+    return _unshared(_STANDALONE, jdir, name)
 
 
 def _slot_taken(jdir: str, name: str) -> int:

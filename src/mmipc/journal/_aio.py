@@ -35,7 +35,7 @@ import stat
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ._bell import BELL_MODE, BOUNDED_SLEEP, IN_LOOP
+from ._bell import BELL_MODE, BOUNDED_SLEEP, IN_LOOP, say_once
 from ._block import MAX_NAP, POLL_STEP, Naps
 from ._merge import Merge
 from ._types import Frame
@@ -213,17 +213,10 @@ def _not_own_fifo(fd: int) -> str:
     return ""
 
 
-_said: set[str] = set()  # FIFO paths said unusable, once per path and process
-
-
 def _no_fifo(path: str, why: str) -> None:
-    """Say once (logger ``mmipc.bell``) that a reader cannot have its FIFO, and what it costs."""
-    if path in _said:
-        return
-    _said.add(path)
-    import logging  # not at import: `import mmipc` loads no logging
-
-    logging.getLogger("mmipc.bell").warning(
+    """Say once that a reader cannot have its FIFO, and what it costs."""
+    say_once(
+        path,
         "cannot use the bell's FIFO %s: %s; no ring can wake this reader (asyncio, or pure-Python "
         "wait='block'): it polls in steps growing to %g s while idle, so frames may come that late",
         path,

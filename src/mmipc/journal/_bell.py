@@ -329,7 +329,7 @@ def list_mode(path: str) -> tuple[int, int]:
     return mode | (mode & 0o044) >> 1, st.st_gid
 
 
-_refused: set[str] = set()  # NAME.bells said refused, once per path and process
+_said: set[str] = set()  # bell files warned about (`say_once`)
 _NOT_A_FILE = {  # what open() met in place of NAME.bells
     errno.ELOOP: "it is a symbolic link",
     errno.EISDIR: "it is a directory",
@@ -337,14 +337,21 @@ _NOT_A_FILE = {  # what open() met in place of NAME.bells
 }
 
 
-def _refuse(path: str, why: str) -> None:
-    """One line (logger ``mmipc.bell``), once per path: a ringer retries every LATE_RETRY."""
-    if path in _refused:
+def say_once(path: str, message: str, *args: object) -> None:
+    """One warning line (logger ``mmipc.bell``) about the file at `path`, once per path and process:
+    what goes wrong with a bell file goes wrong again at every retry."""
+    if path in _said:
         return
-    _refused.add(path)
+    _said.add(path)
     import logging  # not at import: `import mmipc` loads no logging
 
-    logging.getLogger("mmipc.bell").warning(
+    logging.getLogger("mmipc.bell").warning(message, *args)
+
+
+def _refuse(path: str, why: str) -> None:
+    """Say once that NAME.bells is refused: a ringer retries every LATE_RETRY."""
+    say_once(
+        path,
         "refusing the bells file %s: %s; the journal's readers are not rung through it, they poll "
         "(up to their nap late): remove it",
         path,
@@ -361,12 +368,10 @@ def _say_shut_out(path: str) -> None:
     except OSError:
         return
     mode, _ = list_mode(path)
-    if stat.S_IMODE(st.st_mode) == mode or path in _refused:
+    if stat.S_IMODE(st.st_mode) == mode:
         return
-    _refused.add(path)
-    import logging  # not at import: `import mmipc` loads no logging
-
-    logging.getLogger("mmipc.bell").warning(
+    say_once(
+        path,
         "cannot open the bells file %s: it is uid %d's with mode %04o, not its journal's %04o (made "
         "by a reader before the journal had a writer?); the journal's readers are not rung through "
         "it, they poll (up to their nap late), until a reader of uid %d subscribes or sees the "
