@@ -10,7 +10,8 @@ Rules:
   acknowledgement timeout; a paused server is therefore a failure after a few seconds, not a hang.
 * Idle waiting sleeps (50 us doubling to 2 ms): a bridge with nothing to do never spins.
 * `BridgeError` and the journal's own errors (`MmipcError`, but `StorageError`) end the bridge, and
-  so does a frame larger than the server's max_payload (nats-py refuses it before sending);
+  so does a frame larger than the server's max_payload (nats-py refuses it before sending,
+  the out-bridge first counts its headers too: `_out.fits`);
   everything else is transient.
 """
 

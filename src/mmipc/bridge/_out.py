@@ -39,10 +39,12 @@ from ._wire import (
     WRONG_LAST_SEQUENCE,
     BridgeError,
     Shipped,
+    covers,
     headers_for,
     parse_headers,
     redact,
     subject_for,
+    wire_size,
 )
 
 log = logging.getLogger("mmipc.bridge")
@@ -85,7 +87,9 @@ class Pump:
         self.jid = cursor.jid
         self.subject = subject_for(options.subject_prefix, self.jid.name)
         self.expected = 0  # the stream sequence of the subject's last message
-        self.acked = self.committed = committed
+        self.committed = committed
+        # a cursor committed before any frame was acknowledged holds its start, timestamp 0: no frame
+        self.acked = committed if committed is not None and committed.nano > 0 else None
         self.pending: list[tuple[Shipped, bytes]] = []
         self.in_flight_since = 0.0
         self.frames = self.batches = self.resyncs = 0
@@ -184,19 +188,24 @@ class Pump:
         shipped, payload = self.pending[0]
         headers = headers_for(shipped)
         headers[EXPECTED_LAST_SUBJECT_SEQ] = str(self.expected)
+        fits(client, shipped, headers, payload)
         return await client.request(self.subject, payload, timeout=self.options.ack_timeout, headers=headers)
 
     async def publish_batch(self, client: Client) -> Msg:
-        batch, batch_id, subject = self.pending, uuid.uuid4().hex, self.subject
-        last = len(batch)
-        for i, (shipped, payload) in enumerate(batch, 1):
+        batch_id, subject = uuid.uuid4().hex, self.subject
+        messages = []
+        for i, (shipped, payload) in enumerate(self.pending, 1):
             headers = headers_for(shipped)
             headers[BATCH_ID], headers[BATCH_SEQ] = batch_id, str(i)
             if i == 1:
                 headers[EXPECTED_LAST_SUBJECT_SEQ] = str(self.expected)
-            if i < last:
-                await client.publish(subject, payload, headers=headers)
-        headers[BATCH_COMMIT] = "1"
+            if i == len(self.pending):
+                headers[BATCH_COMMIT] = "1"
+            fits(client, shipped, headers, payload)  # all of them before any is sent
+            messages.append((headers, payload))
+        for headers, payload in messages[:-1]:
+            await client.publish(subject, payload, headers=headers)
+        headers, payload = messages[-1]
         return await client.request(subject, payload, timeout=self.options.ack_timeout, headers=headers)
 
     def acknowledged(self, ack: dict[str, Any], count: int) -> None:
@@ -245,6 +254,18 @@ class Pump:
         }
 
 
+def fits(client: Client, shipped: Shipped, headers: dict[str, str], payload: bytes) -> None:
+    """Refuse a message the server would refuse: it counts the headers in its max_payload (nats-py
+    does not), and closes the connection on one too large, so a retry would send it again for ever."""
+    size, limit = wire_size(headers, payload), client.max_payload
+    if size > limit:
+        raise BridgeError(
+            f"frame {shipped.msg_id} ({len(payload)} bytes, {size} with its headers) is larger than the "
+            f"NATS server's max_payload ({limit} bytes), so no retry can ship it: raise max_payload in "
+            "the server's configuration (NATS allows up to 64 MB)"
+        )
+
+
 class OutBridge:
     def __init__(self, options: OutOptions) -> None:
         self.options = options.checked()
@@ -290,7 +311,7 @@ class OutBridge:
             await js.add_stream(config)
             return
         config = info.config
-        if wanted not in (config.subjects or []):
+        if not any(covers(taken, wanted) for taken in config.subjects or []):
             raise BridgeError(
                 f"stream {options.stream} does not take subjects {wanted} (it takes {config.subjects}): "
                 "add them to it, or pass the --subject-prefix it takes"

@@ -99,6 +99,24 @@ def check_url(url: str) -> str:
     return url
 
 
+def covers(pattern: str, wanted: str) -> bool:
+    """Whether a stream subject `pattern` takes every subject `wanted` (both may hold NATS wildcards:
+    ``*`` one token, ``>`` one or more at the end). Example: ``covers("a.>", "a.b.>")`` is True."""
+    have, want = pattern.split("."), wanted.split(".")
+    for i, token in enumerate(have):
+        if token == ">":
+            return i < len(want)
+        if i >= len(want) or want[i] == ">" or token not in ("*", want[i]):
+            return False
+    return len(have) == len(want)
+
+
+def wire_size(headers: dict[str, str], payload: bytes) -> int:
+    """The bytes the server counts against its max_payload: the payload and the encoded headers
+    (``NATS/1.0\r\n``, ``Key: value\r\n`` each, ``\r\n``), which nats-py leaves out of its check."""
+    return len(payload) + 12 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+
+
 def subject_for(prefix: str, journal: str) -> str:
     return f"{prefix}.{journal}"
 

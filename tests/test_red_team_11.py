@@ -1,0 +1,146 @@
+"""Red team 11: the NATS bridge against a hostile or unlucky user, with a real nats-server.
+
+Each test is a defect found (and fixed): it failed before its fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import mmipc
+from conftest import Child, Procs, wait_for
+from mmipc.bridge._wire import covers
+from test_bridge import (
+    NatsServer,
+    bridge_in,
+    bridge_out,
+    free_port,
+    journal_frames,
+    mirrored,
+    nats_server,  # noqa: F401 (a fixture)
+    state,
+    stop,
+    stream_messages,
+    write_frames,
+)
+
+
+def _max_payload(url: str) -> int:
+    async def ask() -> int:
+        import nats
+
+        client = await nats.connect(url)
+        try:
+            return int(client.max_payload)
+        finally:
+            await client.close()
+
+    return asyncio.run(ask())
+
+
+def test_a_frame_that_fits_max_payload_only_without_headers_stops_the_out_bridge(
+    nats_server: NatsServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The server counts a message's headers in max_payload, nats-py checks only the payload: a
+    frame a few bytes under the limit passed nats-py, the server closed the connection ("maximum
+    payload exceeded"), and the bridge reconnected and sent it again for ever, reporting
+    "TimeoutError". No retry can ship it: the bridge stops with one line, as for a larger frame."""
+    source = str(tmp_path / "src")
+    limit = _max_payload(nats_server.url)
+    with mmipc.Writer.create(source, "md", service=None) as writer:
+        writer.write(b"small")
+        writer.write(bytes(limit - 64))
+    cmd = [sys.executable, "-m", "mmipc", "bridge", "out", source, "md", "--nats", nats_server.url]
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        [*cmd, "--stream", "DESK", "--name", name, "--ack-timeout", "2"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "max_payload" in line and f"({limit} bytes)" in line and "md/1" in line, line
+    assert [data for _, _, data, _ in stream_messages(nats_server.url, "DESK")] == [b"small"]
+
+
+def _add_stream(url: str, stream: str, subjects: list[str]) -> None:
+    async def add() -> None:
+        import nats
+        from nats.js.api import StreamConfig
+
+        client = await nats.connect(url)
+        try:
+            await client.jetstream().add_stream(StreamConfig(name=stream, subjects=subjects))
+        finally:
+            await client.close()
+
+    asyncio.run(add())
+
+
+def test_two_hosts_share_one_stream_under_two_prefixes_as_documented(
+    nats_server: NatsServer,  # noqa: F811
+    procs: Procs,
+    tmp_path: Path,
+) -> None:
+    """docs/bridge.md: a stream made with subjects 'mmipc.DESK.>' takes the bridges of two hosts
+    under --subject-prefix mmipc.DESK.gw1 and .gw2. The out-bridge looked for its own wildcard
+    among the stream's subjects, literally, and stopped: "stream DESK does not take subjects
+    mmipc.DESK.gw1.>". A subject the stream takes through a wildcard is taken."""
+    _add_stream(nats_server.url, "DESK", ["mmipc.DESK.>"])
+    frames, outs = {}, []
+    for seed, gateway in enumerate(("gw1", "gw2")):
+        source, prefix = str(tmp_path / gateway), f"mmipc.DESK.{gateway}"
+        frames[gateway] = write_frames(source, "md", 20, seed)
+        extra = ("--name", f"bo-{gateway}-{uuid.uuid4().hex[:6]}", "--host-id", gateway)
+        outs.append(bridge_out(procs, nats_server, source, ["md"], "--subject-prefix", prefix, *extra))
+    into = []
+    for gateway in ("gw1", "gw2"):
+        to, prefix = str(tmp_path / f"mirror-{gateway}"), f"mmipc.DESK.{gateway}"
+        into.append(bridge_in(procs, nats_server, to, "--subject-prefix", prefix, "--name", f"bi-{gateway}"))
+        wait_for(functools.partial(mirrored, to, "md", 20), what=f"the mirror of {gateway}")
+        assert journal_frames(to, "md") == frames[gateway]
+    for child in [*outs, *into]:
+        stop(child)
+
+
+def test_stream_subjects_cover_a_prefix_by_nats_wildcards() -> None:
+    assert covers("mmipc.DESK.>", "mmipc.DESK.gw1.>")
+    assert covers("mmipc.DESK.>", "mmipc.DESK.>")
+    assert covers("mmipc.*.gw1.>", "mmipc.DESK.gw1.>")
+    assert covers(">", "mmipc.DESK.>")
+    assert not covers("mmipc.DESK.*", "mmipc.DESK.>")  # one token only: md.ctp would not be taken
+    assert not covers("mmipc.DESK.gw1.>", "mmipc.DESK.>")
+    assert not covers("mmipc.OTHER.>", "mmipc.DESK.>")
+    assert not covers("mmipc.DESK.gw1.md", "mmipc.DESK.gw1.>")
+
+
+def _failed_once(name: str, pid: int) -> bool:
+    record = state(name)
+    return bool(record.get("pid") == pid and record.get("failures", 0) > 0)
+
+
+def test_a_restarted_out_bridge_that_has_acknowledged_nothing_reports_no_lag_s(
+    procs: Procs, tmp_path: Path
+) -> None:
+    """Its durable reader committed its starting position (no frame: timestamp 0) when it first
+    stopped. Started again, still with no server, it took that position for an acknowledged frame:
+    `acked_seq` -1 and `lag_s` the newest frame's timestamp minus 0, 56 years."""
+    source = str(tmp_path / "src")
+    write_frames(source, "md", 5, 1)
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, "-m", "mmipc", "bridge", "out", source, "md", "--name", name]
+    for _ in range(2):
+        child = Child([*cmd, "--nats", f"nats://127.0.0.1:{free_port()}", "--stream", "DESK"])
+        procs.started.append(child)
+        child.expect_line("mmipc bridge out")
+        wait_for(functools.partial(_failed_once, name, child.pid), what="a record of a failed connection")
+        journal = state(name)["journals"]["md"]
+        assert (journal["acked_seq"], journal["lag_s"], journal["lag_frames"]) == (None, None, 5), journal
+        stop(child)
