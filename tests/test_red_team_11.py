@@ -144,3 +144,52 @@ def test_a_restarted_out_bridge_that_has_acknowledged_nothing_reports_no_lag_s(
         journal = state(name)["journals"]["md"]
         assert (journal["acked_seq"], journal["lag_s"], journal["lag_frames"]) == (None, None, 5), journal
         stop(child)
+
+
+def _publish_again(url: str, stream: str, seq: int) -> None:
+    """Another client publishes stored message `seq` again, as it is but for its id and fence."""
+
+    async def replay() -> None:
+        import nats
+
+        client = await nats.connect(url)
+        try:
+            js = client.jetstream()
+            old = await js.get_msg(stream, seq)
+            headers = {k: v for k, v in (old.headers or {}).items() if k.startswith("Mmipc-")}
+            await js.publish(old.subject, old.data, headers=headers)
+        finally:
+            await client.close()
+
+    asyncio.run(replay())
+
+
+def test_a_replayed_old_frame_on_the_subject_does_not_make_the_out_bridge_spin(
+    nats_server: NatsServer,  # noqa: F811
+    procs: Procs,
+    tmp_path: Path,
+) -> None:
+    """Another client publishes an old frame of the subject again (its mmipc headers, a fresh id).
+    The out-bridge's next publish is refused (wrong last sequence), it asks the stream, resumes
+    after that old frame and sends the next ones again: duplicate ids, refused, ask again... It did
+    so in a tight loop, thousands of round trips a second. Refusals in a row now back off."""
+    source = str(tmp_path / "src")
+    writer = mmipc.Writer.create(source, "md", service=None)
+    for i in range(5):
+        writer.write(b"frame %d" % i)
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    out = bridge_out(procs, nats_server, source, ["md"], "--name", name)
+    wait_for(lambda: state(name).get("acked_stream_seq") == 5, what="shipping")
+    _publish_again(nats_server.url, "DESK", 2)
+    writer.write(b"after the replay")
+    writer.close()
+    wait_for(lambda: state(name)["journals"]["md"]["resyncs"] > 2, what="the refusals")
+    first = state(name)
+    wait_for(functools.partial(_updated_after, name, first["updated_ns"] + 3_000_000_000), what="3 s")
+    resyncs = state(name)["journals"]["md"]["resyncs"] - first["journals"]["md"]["resyncs"]
+    assert resyncs < 40, f"{resyncs} resyncs in 3 s"
+    stop(out)
+
+
+def _updated_after(name: str, nano: int) -> bool:
+    return int(state(name).get("updated_ns", 0)) > nano

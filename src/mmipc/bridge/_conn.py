@@ -157,12 +157,17 @@ async def supervise(
             log.warning("bridge %s: %s; retrying in %.1f s", name, status.error, delay)
             await _close(client)
             client = None
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
+            await nap(delay, stop)
         finally:
             await _close(client)
+
+
+async def nap(seconds: float, stop: asyncio.Event) -> None:
+    """Sleep `seconds`, or less if `stop` is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
 
 
 async def _unless_stopped(connecting: Awaitable[Client], stop: asyncio.Event) -> Client | None:

@@ -27,7 +27,7 @@ from ..journal._layout import PAGE_HEADER_SIZE
 from ..journal._reader import Reader
 from ..service._lag import journal_tail
 from ..service._servicehome import DEFAULT_HOME, ServiceHome
-from ._conn import Idle, Status, serve
+from ._conn import Backoff, Idle, Status, nap, serve
 from ._options import OutOptions
 from ._state import StateFile
 from ._wire import (
@@ -93,6 +93,8 @@ class Pump:
         self.pending: list[tuple[Shipped, bytes]] = []
         self.in_flight_since = 0.0
         self.frames = self.batches = self.resyncs = 0
+        self.refusals = 0  # in a row, without an acknowledgement between them
+        self.backoff = Backoff()
         self.costs = Costs()
 
     # -- resuming from the stream ----------------------------------------------------------------
@@ -168,8 +170,22 @@ class Pump:
             try:
                 await self.send(client)
             except Resync as exc:
-                log.info("journal %s: %s; asking the stream where it stands", self.jid, exc)
+                await self.refused(exc, stop)
                 await self.resync(js)
+
+    async def refused(self, exc: Resync, stop: asyncio.Event) -> None:
+        """After a refusal, ask the stream at once the first time; if it refuses again before it
+        acknowledges anything (the subject ends with an old frame someone published again, so every
+        frame after it is a duplicate id), wait longer each time instead of asking in a loop."""
+        self.refusals += 1
+        if self.refusals == 1:
+            log.info("journal %s: %s; asking the stream where it stands", self.jid, exc)
+            return
+        delay = self.backoff.next()
+        log.warning(
+            "journal %s: %s, %d times in a row; asking again in %.1f s", self.jid, exc, self.refusals, delay
+        )
+        await nap(delay, stop)
 
     async def send(self, client: Client) -> None:
         """Ship the pending frames: one fenced publish, or one fenced atomic batch of them all,
@@ -223,6 +239,9 @@ class Pump:
         self.acked = Position(shipped.page_no, shipped.end, shipped.nano, shipped.seq)
         self.frames += count
         self.batches += count > 1
+        if self.refusals:
+            self.refusals = 0
+            self.backoff.reset()
         del self.pending[:count]
 
     # -- reporting --------------------------------------------------------------------------------
