@@ -193,3 +193,44 @@ def test_a_replayed_old_frame_on_the_subject_does_not_make_the_out_bridge_spin(
 
 def _updated_after(name: str, nano: int) -> bool:
     return int(state(name).get("updated_ns", 0)) > nano
+
+
+def test_a_tls_url_to_a_server_without_tls_is_refused_not_used_in_plaintext(
+    nats_server: NatsServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """nats-py upgrades to TLS only when the server requires it, whatever the URL says: given
+    tls://HOST:PORT of a server without TLS, the bridge connected and shipped every frame in
+    plaintext (and `mmipc status` said "connected"). It now stops in one line, sending nothing."""
+    source = str(tmp_path / "src")
+    write_frames(source, "md", 5, 1)
+    url = nats_server.url.replace("nats://", "tls://")
+    for kind in ("out", "in"):
+        where = [source, "md"] if kind == "out" else ["--to", str(tmp_path / "mirror")]
+        cmd = [sys.executable, "-m", "mmipc", "bridge", kind, *where, "--nats", url, "--stream", "DESK"]
+        done = subprocess.run(
+            [*cmd, "--name", f"b{kind}-{uuid.uuid4().hex[:8]}"], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert "asks for TLS" in line and "not encrypted" in line, line
+    assert not stream_messages_or_none(nats_server.url, "DESK")
+
+
+def stream_messages_or_none(url: str, stream: str) -> list[tuple[str, dict[str, str], bytes, int]]:
+    """The stream's messages, or none if it does not exist."""
+
+    async def exists() -> bool:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        client = await nats.connect(url)
+        try:
+            await client.jetstream().stream_info(stream)
+            return True
+        except NotFoundError:
+            return False
+        finally:
+            await client.close()
+
+    return stream_messages(url, stream) if asyncio.run(exists()) else []

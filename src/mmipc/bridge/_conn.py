@@ -116,10 +116,31 @@ async def connect(url: str, name: str) -> Client:
         error_cb=quiet,
     )
     try:
-        return await asyncio.wait_for(connecting, 3 * CONNECT_TIMEOUT)
+        client = await asyncio.wait_for(connecting, 3 * CONNECT_TIMEOUT)
     except (NoServersError, TimeoutError) as exc:
         why = _describe(seen[-1]) if seen else _describe(exc)
         raise ConnectionError(f"cannot connect to {redact(url)}: {why}") from None
+    if _plaintext_for_tls(client):
+        await _close(client)
+        raise BridgeError(
+            f"--nats {redact(url)} asks for TLS (tls://), but the server at {client_url(client)} does "
+            "not require it, so the connection was not encrypted: configure TLS on the server, or "
+            "give nats:// to mean plaintext"
+        )
+    return client
+
+
+def _plaintext_for_tls(client: Client) -> bool:
+    """Whether `client` reached a tls:// URL in plaintext: nats-py upgrades to TLS only when the
+    server's INFO says tls_required, whatever the URL's scheme (the Go client refuses instead)."""
+    url = client.connected_url
+    info: dict[str, Any] = getattr(client, "_server_info", None) or {}
+    return url is not None and url.scheme == "tls" and not info.get("tls_required")
+
+
+def client_url(client: Client) -> str:
+    url = client.connected_url
+    return f"{url.hostname}:{url.port}" if url is not None else "?"
 
 
 def stop_event() -> asyncio.Event:
