@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import subprocess
 import sys
 import uuid
@@ -234,3 +235,23 @@ def stream_messages_or_none(url: str, stream: str) -> list[tuple[str, dict[str, 
             await client.close()
 
     return stream_messages(url, stream) if asyncio.run(exists()) else []
+
+
+def test_a_listener_that_is_not_nats_gets_a_clear_retry_reason(procs: Procs, tmp_path: Path) -> None:
+    """A TCP port that accepts and says nothing (not a NATS server): the state file's error was
+    "TimeoutError: TimeoutError". It says now what did not come."""
+    source = str(tmp_path / "src")
+    write_frames(source, "md", 1, 1)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes connections; nothing ever answers
+        url = f"nats://127.0.0.1:{silent.getsockname()[1]}"
+        name = f"bo-{uuid.uuid4().hex[:8]}"
+        cmd = [sys.executable, "-m", "mmipc", "bridge", "out", source, "md", "--name", name]
+        child = Child([*cmd, "--nats", url, "--stream", "DESK"])
+        procs.started.append(child)
+        child.expect_line("mmipc bridge out")
+        wait_for(lambda: state(name).get("state") == "retrying", what="a failed connection")
+        error = state(name)["error"]
+        assert "no NATS greeting (INFO) within 2 s" in error, error
+        stop(child)

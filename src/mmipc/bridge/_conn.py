@@ -118,7 +118,7 @@ async def connect(url: str, name: str) -> Client:
     try:
         client = await asyncio.wait_for(connecting, 3 * CONNECT_TIMEOUT)
     except (NoServersError, TimeoutError) as exc:
-        why = _describe(seen[-1]) if seen else _describe(exc)
+        why = _why_not(seen[-1] if seen else exc)
         raise ConnectionError(f"cannot connect to {redact(url)}: {why}") from None
     if _plaintext_for_tls(client):
         await _close(client)
@@ -128,6 +128,13 @@ async def connect(url: str, name: str) -> Client:
             "give nats:// to mean plaintext"
         )
     return client
+
+
+def _why_not(exc: BaseException) -> str:
+    """Why a connection failed; a bare timeout says what did not come (a NATS server greets at once)."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"no NATS greeting (INFO) within {CONNECT_TIMEOUT:g} s: is a NATS server listening there?"
+    return _describe(exc)
 
 
 def _plaintext_for_tls(client: Client) -> bool:
