@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import mmipc
-from conftest import Child, Procs, wait_for
+from conftest import Child, Procs, ServiceProcess, wait_for
 from mmipc.bridge._wire import covers
+from mmipc.journal._durable import CursorFile, cursor_dir_for
 from test_bridge import (
     NatsServer,
     bridge_in,
@@ -255,3 +258,63 @@ def test_a_listener_that_is_not_nats_gets_a_clear_retry_reason(procs: Procs, tmp
         error = state(name)["error"]
         assert "no NATS greeting (INFO) within 2 s" in error, error
         stop(child)
+
+
+def _fill(path: Path) -> None:
+    """Write zeros to `path` until its file system is full."""
+    with open(path, "wb", buffering=0) as filler:
+        try:
+            while filler.write(bytes(4096)):
+                pass
+        except OSError:
+            pass
+
+
+def _record(home: Path, name: str) -> dict[str, Any]:
+    try:
+        record: dict[str, Any] = json.loads((home / "bridges" / f"{name}.json").read_text())
+        return record
+    except (OSError, ValueError):
+        return {}
+
+
+def _committed_seq(home: str, name: str) -> int | None:
+    cursor = CursorFile(cursor_dir_for(None, home), name)
+    cursor.load()
+    position = next(iter(cursor.positions.values()), None)
+    return None if position is None else position.seq
+
+
+def test_a_full_disk_under_the_home_pauses_the_state_file_and_commits_only_while_it_lasts(
+    nats_server: NatsServer,  # noqa: F811
+    procs: Procs,
+    tmp_path: Path,
+    small_tmpfs: Path,
+) -> None:
+    """The state file and the durable cursor live in the home. One failed write there (a full
+    disk) ended the bridge's housekeeping for good, silently: the state file froze at its last
+    record ("connected", the lag of then), the acknowledged positions were never committed again
+    (retention kept every page), and at SIGTERM the bridge exited 1 saying "No space left on
+    device". A failure is now logged and tried again: once there is room, both move again."""
+    home = small_tmpfs / "home"
+    home.mkdir(mode=0o700)
+    service = ServiceProcess(str(home))
+    service.start()
+    try:
+        source = str(tmp_path / "src")
+        writer = mmipc.Writer.create(source, "md", service=None)
+        writer.write(b"before")
+        name = f"bo-{uuid.uuid4().hex[:8]}"
+        out = bridge_out(procs, nats_server, source, ["md"], "--name", name, "--home", str(home))
+        wait_for(lambda: _record(home, name).get("acked_stream_seq") == 1, what="the first frame")
+        _fill(small_tmpfs / "filler")
+        wait_for(lambda: "cannot update the state file" in out.stderr(), what="the failure logged")
+        (small_tmpfs / "filler").unlink()
+        writer.write(b"after")
+        writer.close()
+        wait_for(lambda: _record(home, name).get("acked_stream_seq") == 2, what="a record again")
+        wait_for(lambda: _committed_seq(str(home), name) == 1, what="the second frame committed")
+        stop(out)
+        assert "updated again" in out.stderr(), out.stderr()
+    finally:
+        service.stop()

@@ -267,11 +267,27 @@ async def serve(
 
 
 async def _every(period: float, action: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    failing = ""
     while True:
-        await action()
+        failing = await _attempt(action, failing, period)
         if stop.is_set():
             return
-        try:
-            await asyncio.wait_for(stop.wait(), period)
-        except TimeoutError:
-            pass
+        await nap(period, stop)
+
+
+async def _attempt(action: Callable[[], Awaitable[None]], failing: str, period: float) -> str:
+    """Run `action` (housekeeping: the state file, committed positions); return why it failed, or "".
+    A failure (a full or read-only disk under the home) is logged when it starts or changes and
+    tried again next period: it never ends housekeeping, nor, later, the bridge."""
+    try:
+        await action()
+    except (OSError, StorageError) as exc:
+        why = _describe(exc)
+        if why != failing:
+            log.warning(
+                "cannot update the state file or commit positions: %s; trying every %g s", why, period
+            )
+        return why
+    if failing:
+        log.warning("the state file and committed positions are updated again")
+    return ""
