@@ -318,3 +318,41 @@ def test_a_full_disk_under_the_home_pauses_the_state_file_and_commits_only_while
         assert "updated again" in out.stderr(), out.stderr()
     finally:
         service.stop()
+
+
+def _delays(child: Child) -> list[float]:
+    """The backoff of each retry the bridge logged ("...; retrying in 0.1 s")."""
+    return [
+        float(line.rsplit("retrying in ", 1)[1].split()[0])
+        for line in child.errors
+        if line and "retrying in" in line
+    ]
+
+
+def test_a_bridge_that_made_progress_retries_soon_after_its_next_failure(
+    nats_server: NatsServer,  # noqa: F811
+    procs: Procs,
+    tmp_path: Path,
+) -> None:
+    """The backoff (0.1 s doubling to 5 s) was reset only when the bridge stopped, never by
+    progress: after a few outages in its life every later one, however long it had shipped
+    between, waited 2.5 to 5 s before its first retry. A session that moved frames resets it."""
+    source = str(tmp_path / "src")
+    writer = mmipc.Writer.create(source, "md", service=None)
+    writer.write(b"one")
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    out = bridge_out(procs, nats_server, source, ["md"], "--name", name)
+    wait_for(lambda: state(name).get("acked_stream_seq") == 1, what="the first frame")
+    nats_server.stop()
+    wait_for(lambda: len(_delays(out)) >= 7, what="seven failed connections")  # the backoff at 5 s
+    assert max(_delays(out)) >= 2.5, _delays(out)
+    nats_server.start()
+    writer.write(b"two")
+    writer.close()
+    wait_for(lambda: state(name).get("acked_stream_seq") == 2, timeout=120, what="shipping again")
+    seen = len(_delays(out))
+    nats_server.stop()
+    wait_for(lambda: len(_delays(out)) > seen, what="the next failure")
+    assert _delays(out)[seen] <= 0.1, _delays(out)[seen:]
+    nats_server.start()
+    stop(out)

@@ -72,6 +72,9 @@ class Status:
         self.error = ""
         self.retry_in = 0.0
         self.failures = 0
+        self.progress = (
+            0  # frames acknowledged (out) or applied (in): a session that moved resets the backoff
+        )
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -166,6 +169,7 @@ async def supervise(
     backoff = Backoff()
     while not stop.is_set():
         client: Client | None = None
+        progress = status.progress
         try:
             status.state = "connecting"
             client = await _unless_stopped(connect(url, name), stop)
@@ -179,6 +183,8 @@ async def supervise(
         except Exception as exc:
             if (error := fatal(exc, client)) is not None:
                 raise error from None
+            if status.progress != progress:  # it worked for a while: a new failure starts short
+                backoff.reset()
             delay = backoff.next()
             status.state, status.error, status.retry_in = "retrying", _describe(exc), delay
             status.failures += 1

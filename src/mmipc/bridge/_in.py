@@ -206,6 +206,7 @@ class InBridge:
                 if msg is not None:
                     self.apply(msg)
                     self.last_applied = time.monotonic()
+                    self.status.progress += 1
                 else:  # nothing came for a while: caught up
                     self.pending = 0
         finally:

@@ -81,8 +81,11 @@ class Costs:
 class Pump:
     """One journal: its cursor, its subject, and what the stream has acknowledged of it."""
 
-    def __init__(self, options: OutOptions, cursor: Cursor, committed: Position | None) -> None:
+    def __init__(
+        self, options: OutOptions, cursor: Cursor, committed: Position | None, status: Status
+    ) -> None:
         self.options = options
+        self.status = status
         self.cursor = cursor
         self.jid = cursor.jid
         self.subject = subject_for(options.subject_prefix, self.jid.name)
@@ -239,6 +242,7 @@ class Pump:
         self.acked = Position(shipped.page_no, shipped.end, shipped.nano, shipped.seq)
         self.frames += count
         self.batches += count > 1
+        self.status.progress += count
         if self.refusals:
             self.refusals = 0
             self.backoff.reset()
@@ -305,7 +309,7 @@ class OutBridge:
             jid = self.reader.add_journal(options.directory, journal)  # a durable one resumes
             cursor = self.reader._cursors[-1]
             assert cursor.jid == jid
-            self.pumps.append(Pump(options, cursor, self.cursor_file.positions.get(jid)))
+            self.pumps.append(Pump(options, cursor, self.cursor_file.positions.get(jid), self.status))
 
     async def session(self, client: Client, stop: asyncio.Event) -> None:
         js = client.jetstream(timeout=self.options.ack_timeout)
