@@ -356,3 +356,53 @@ def test_a_bridge_that_made_progress_retries_soon_after_its_next_failure(
     assert _delays(out)[seen] <= 0.1, _delays(out)[seen:]
     nats_server.start()
     stop(out)
+
+
+def _publish(url: str, subject: str, headers: dict[str, str]) -> None:
+    async def publish() -> None:
+        import nats
+
+        client = await nats.connect(url)
+        try:
+            await client.jetstream().publish(subject, b"not a frame", headers=headers)
+        finally:
+            await client.close()
+
+    asyncio.run(publish())
+
+
+def _in_bridge_once(server: NatsServer, to: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "mmipc", "bridge", "in", "--nats", server.url, "--stream", "DESK"]
+    name = f"bi-{uuid.uuid4().hex[:8]}"
+    return subprocess.run(
+        [*cmd, "--to", str(to), "--name", name, *extra], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_message_whose_subject_is_no_journal_stops_the_in_bridge_naming_it(
+    nats_server: NatsServer,  # noqa: F811
+    procs: Procs,
+    tmp_path: Path,
+) -> None:
+    """Another client publishes, with a bridge's headers, on mmipc.DESK.a/b: the in-bridge exited
+    2 (a usage error) with "invalid journal name 'a/b'", naming neither the stream nor the
+    subject. And the in-bridge of a stream two gateways share (subjects mmipc.DESK.gw1.md) said
+    only "names journal md". Both now exit 1 naming the subject and what to do."""
+    source = str(tmp_path / "src")
+    write_frames(source, "md", 1, 1)
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    prefix = ("--subject-prefix", "mmipc.DESK.gw1")
+    out = bridge_out(procs, nats_server, source, ["md"], "--name", name, *prefix)
+    wait_for(lambda: state(name).get("acked_stream_seq") == 1, what="shipping")
+    stop(out)
+    done = _in_bridge_once(nats_server, tmp_path / "mirror")
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "subject mmipc.DESK.gw1.md names journal md" in line and "--subject-prefix" in line, line
+    stored = stream_messages(nats_server.url, "DESK")[0][1]
+    headers = {k: v for k, v in stored.items() if k.startswith("Mmipc-")} | {"Mmipc-Journal": "a/b"}
+    _publish(nats_server.url, "mmipc.DESK.gw1.a/b", headers)
+    done = _in_bridge_once(nats_server, tmp_path / "mirror", *prefix)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "subject mmipc.DESK.gw1.a/b is not for a journal" in line, line

@@ -24,7 +24,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamState
 from nats.js.errors import NotFoundError
 
-from ..journal._files import list_pages
+from .._errors import UsageError
+from ..journal._files import check_name, list_pages
 from ..journal._reader import Reader
 from ..journal._writer import Writer
 from ..service._lag import journal_tail
@@ -85,6 +86,15 @@ def _resume_problem(resume: object) -> str:
 
 def _is(value: object, kind: type) -> bool:
     return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _other_journal(subject: str, named: str, prefix: str) -> BridgeError:
+    """The error for a message whose subject is not that of the journal its headers name."""
+    if subject.endswith("." + named):  # PREFIX.gw1.md holds journal md: another bridge's prefix
+        why = f"its prefix is longer than {prefix}; mirror each prefix with its own --subject-prefix and --to"
+    else:
+        why = "keep other publishers off the bridge's subjects"
+    return BridgeError(f"message on subject {subject} names journal {named}: {why}")
 
 
 class Mirrored:
@@ -187,14 +197,25 @@ class InBridge:
         return found
 
     def apply(self, msg: Msg) -> None:
-        journal = journal_of(self.options.subject_prefix, msg.subject)
+        journal = self.journal_of(msg)
         shipped = parse_headers(msg.headers, msg.subject)
         if journal != shipped.journal:
-            raise BridgeError(f"message on subject {msg.subject} names journal {shipped.journal}")
+            raise _other_journal(msg.subject, shipped.journal, self.options.subject_prefix)
         self.mirror(journal).apply(shipped, msg.data, self.options.to, self.service)
         meta = msg.metadata
         self.stream_seq = meta.sequence.stream
         self.pending = meta.num_pending
+
+    def journal_of(self, msg: Msg) -> str:
+        """The journal of `msg`'s subject; `BridgeError` naming the subject if it cannot be one."""
+        journal = journal_of(self.options.subject_prefix, msg.subject) or ""
+        try:
+            return check_name(journal)
+        except UsageError as exc:
+            raise BridgeError(
+                f"message on subject {msg.subject} is not for a journal ({exc}): keep other "
+                "publishers off the bridge's subjects"
+            ) from None
 
     async def session(self, client: Client, stop: asyncio.Event) -> None:
         js = client.jetstream(timeout=self.options.ack_timeout)
