@@ -74,14 +74,14 @@ def test_a_frame_that_fits_max_payload_only_without_headers_stops_the_out_bridge
     assert [data for _, _, data, _ in stream_messages(nats_server.url, "DESK")] == [b"small"]
 
 
-def _add_stream(url: str, stream: str, subjects: list[str]) -> None:
+def _add_stream(url: str, stream: str, subjects: list[str], no_ack: bool = False) -> None:
     async def add() -> None:
         import nats
         from nats.js.api import StreamConfig
 
         client = await nats.connect(url)
         try:
-            await client.jetstream().add_stream(StreamConfig(name=stream, subjects=subjects))
+            await client.jetstream().add_stream(StreamConfig(name=stream, subjects=subjects, no_ack=no_ack))
         finally:
             await client.close()
 
@@ -406,3 +406,24 @@ def test_a_message_whose_subject_is_no_journal_stops_the_in_bridge_naming_it(
     assert done.returncode == 1, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "subject mmipc.DESK.gw1.a/b is not for a journal" in line, line
+
+
+def test_a_stream_that_never_acknowledges_stops_the_out_bridge_saying_so(
+    nats_server: NatsServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A stream made with no_ack stores every publish and answers none: the out-bridge retried for
+    ever, "TimeoutError: nats: timeout", while the frames piled up in the stream."""
+    source = str(tmp_path / "src")
+    write_frames(source, "md", 3, 1)
+    _add_stream(nats_server.url, "DESK", ["mmipc.DESK.>"], no_ack=True)
+    cmd = [sys.executable, "-m", "mmipc", "bridge", "out", source, "md", "--nats", nats_server.url]
+    done = subprocess.run(
+        [*cmd, "--stream", "DESK", "--name", f"bo-{uuid.uuid4().hex[:8]}", "--ack-timeout", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "stream DESK does not acknowledge what it stores (no_ack)" in line, line

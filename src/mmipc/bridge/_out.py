@@ -339,6 +339,12 @@ class OutBridge:
                 f"stream {options.stream} does not take subjects {wanted} (it takes {config.subjects}): "
                 "add them to it, or pass the --subject-prefix it takes"
             )
+        if config.no_ack or config.sealed:  # it stores without a word, or refuses every publish
+            what = "does not acknowledge what it stores (no_ack)" if config.no_ack else "is sealed"
+            raise BridgeError(
+                f"stream {options.stream} {what}: the bridge ships a frame once the stream acknowledges "
+                "it; give it a stream of its own"
+            )
         if not config.allow_atomic:
             config.allow_atomic = True
             await js.update_stream(config)
