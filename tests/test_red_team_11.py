@@ -427,3 +427,41 @@ def test_a_stream_that_never_acknowledges_stops_the_out_bridge_saying_so(
     assert done.returncode == 1, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "stream DESK does not acknowledge what it stores (no_ack)" in line, line
+
+
+def _delete_message(url: str, stream: str, seq: int) -> None:
+    async def delete() -> None:
+        import nats
+
+        client = await nats.connect(url)
+        try:
+            await client.jetstream().delete_msg(stream, seq)
+        finally:
+            await client.close()
+
+    asyncio.run(delete())
+
+
+def test_frames_the_stream_lost_are_reported_by_the_in_bridge(
+    nats_server: NatsServer,  # noqa: F811
+    procs: Procs,
+    tmp_path: Path,
+) -> None:
+    """A message removed from the stream before the in-bridge read it (by hand here; a
+    max_msgs_per_subject or max_bytes limit does the same) left a hole in the mirror that nothing
+    showed: no warning, no count. The source's sequence numbers tell: it now warns and counts them."""
+    source, to = str(tmp_path / "src"), str(tmp_path / "mirror")
+    frames = write_frames(source, "md", 10, 3)
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    out = bridge_out(procs, nats_server, source, ["md"], "--name", name)
+    wait_for(lambda: state(name).get("acked_stream_seq") == 10, what="shipping")
+    _delete_message(nats_server.url, "DESK", 5)  # frame seq 4
+    into = bridge_in(procs, nats_server, to, "--name", f"bi-{name}")
+    wait_for(functools.partial(mirrored, to, "md", 9), what="the mirror")
+    assert journal_frames(to, "md") == frames[:4] + frames[5:]
+    wait_for(
+        lambda: state(f"bi-{name}").get("journals", {}).get("md", {}).get("missing") == 1, what="a count"
+    )
+    stop(into)
+    assert "frames 4 to 4 of" in into.stderr(), into.stderr()
+    stop(out)

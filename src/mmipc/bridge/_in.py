@@ -119,7 +119,7 @@ class Mirrored:
             self.matcher = Reader.create("bridge-in-match", service=None)
             self.matcher.add_journal(to, name, start=self.nano if self.seq >= 0 else "begin")
         self.writer: Writer | None = None
-        self.frames = self.duplicates = 0
+        self.frames = self.duplicates = self.missing = 0
 
     def apply(self, shipped: Shipped, payload: bytes, to: str, service: ServiceHome) -> None:
         if self.to_match:
@@ -133,7 +133,24 @@ class Mirrored:
             self.writer.write_at(payload, shipped.nano, shipped.msg_type, shipped.source)
             self.seq += 1
             self.frames += 1
+            self._notice_gap(shipped)
         self.nano, self.host, self.last = shipped.nano, shipped.host, shipped.order
+
+    def _notice_gap(self, shipped: Shipped) -> None:
+        """Say so when frames of the source journal never reached the mirror: the stream lost them
+        (its limits, a purge, a message deleted) before this bridge read them."""
+        before = self.last[0]
+        if shipped.host != self.host or shipped.seq < 0 or before < 0 or shipped.seq == before + 1:
+            return
+        self.missing += shipped.seq - before - 1
+        log.warning(
+            "mirror journal %s: frames %d to %d of %s's journal are not in the stream (removed by its "
+            "limits or by hand before this bridge read them): the mirror goes on without them",
+            self.name,
+            before + 1,
+            shipped.seq - 1,
+            shipped.host,
+        )
 
     def _match(self, shipped: Shipped, payload: bytes) -> None:
         """The mirror already holds this frame (written before a crash): check it is the same."""
@@ -286,6 +303,7 @@ class InBridge:
             name: {
                 "frames_written": m.frames,
                 "duplicates": m.duplicates,
+                "missing": m.missing,
                 "mirror_seq": m.seq,
                 "lag_frames": None,
                 "lag_s": 0.0,
