@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import mmipc
 from conftest import Child, Procs, ServiceProcess, wait_for
 from mmipc.bridge._wire import covers
@@ -465,3 +467,38 @@ def test_frames_the_stream_lost_are_reported_by_the_in_bridge(
     stop(into)
     assert "frames 4 to 4 of" in into.stderr(), into.stderr()
     stop(out)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--nats", "nats://a b:4222", "is not a NATS server URL"),
+        ("--nats", "nats://127.0.0.1:0", "is not a NATS server URL"),
+        ("--stream", "S" * 256, "longer than JetStream's 255"),
+    ],
+)
+def test_a_nats_option_no_retry_can_fix_is_a_usage_error(
+    tmp_path: Path, option: str, value: str, says: str
+) -> None:
+    """A host with a space (retried as a DNS failure), port 0 (refused) and a stream name over
+    JetStream's 255 characters (refused by the server, err_code 10052) were retried for ever."""
+    source = str(tmp_path / "src")
+    write_frames(source, "md", 1, 1)
+    args = {"--nats": "nats://127.0.0.1:4222", "--stream": "DESK", option: value}
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmipc",
+        "bridge",
+        "out",
+        source,
+        "md",
+        *(x for kv in args.items() for x in kv),
+    ]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the bridge retries {option} {value[:30]!r} for ever") from None
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert says in line, line

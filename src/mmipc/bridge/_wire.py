@@ -91,7 +91,13 @@ def check_url(url: str) -> str:
             split.port  # noqa: B018 (raises ValueError unless 0..65535)
         except ValueError:
             split = None
-        if split is None or split.scheme not in _SCHEMES or not split.hostname:
+        if (
+            split is None
+            or split.scheme not in _SCHEMES
+            or not split.hostname
+            or split.port == 0
+            or any(c.isspace() for c in split.netloc)
+        ):
             raise BridgeError(
                 f"--nats {redact(part)!r} is not a NATS server URL: give nats://HOST:PORT (or tls://, "
                 "ws://, wss://), several separated by commas for a cluster"
