@@ -162,6 +162,7 @@ def _publish_again(url: str, stream: str, seq: int) -> None:
         try:
             js = client.jetstream()
             old = await js.get_msg(stream, seq)
+            assert old.subject is not None and old.data is not None
             headers = {k: v for k, v in (old.headers or {}).items() if k.startswith("Mmipc-")}
             await js.publish(old.subject, old.data, headers=headers)
         finally:
