@@ -10,7 +10,8 @@ Rules:
   acknowledgement timeout; a paused server is therefore a failure after a few seconds, not a hang.
 * Idle waiting sleeps (50 us doubling to 2 ms): a bridge with nothing to do never spins.
 * `BridgeError` and the journal's own errors (`MmipcError`, but `StorageError`) end the bridge, and
-  so does a frame larger than the server's max_payload (nats-py refuses it before sending);
+  so does a frame larger than the server's max_payload (nats-py refuses it before sending,
+  the out-bridge first counts its headers too: `_out.fits`);
   everything else is transient.
 """
 
@@ -71,6 +72,9 @@ class Status:
         self.error = ""
         self.retry_in = 0.0
         self.failures = 0
+        self.progress = (
+            0  # frames acknowledged (out) or applied (in): a session that moved resets the backoff
+        )
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -115,10 +119,38 @@ async def connect(url: str, name: str) -> Client:
         error_cb=quiet,
     )
     try:
-        return await asyncio.wait_for(connecting, 3 * CONNECT_TIMEOUT)
+        client = await asyncio.wait_for(connecting, 3 * CONNECT_TIMEOUT)
     except (NoServersError, TimeoutError) as exc:
-        why = _describe(seen[-1]) if seen else _describe(exc)
+        why = _why_not(seen[-1] if seen else exc)
         raise ConnectionError(f"cannot connect to {redact(url)}: {why}") from None
+    if _plaintext_for_tls(client):
+        await _close(client)
+        raise BridgeError(
+            f"--nats {redact(url)} asks for TLS (tls://), but the server at {client_url(client)} does "
+            "not require it, so the connection was not encrypted: configure TLS on the server, or "
+            "give nats:// to mean plaintext"
+        )
+    return client
+
+
+def _why_not(exc: BaseException) -> str:
+    """Why a connection failed; a bare timeout says what did not come (a NATS server greets at once)."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"no NATS greeting (INFO) within {CONNECT_TIMEOUT:g} s: is a NATS server listening there?"
+    return _describe(exc)
+
+
+def _plaintext_for_tls(client: Client) -> bool:
+    """Whether `client` reached a tls:// URL in plaintext: nats-py upgrades to TLS only when the
+    server's INFO says tls_required, whatever the URL's scheme (the Go client refuses instead)."""
+    url = client.connected_url
+    info: dict[str, Any] = getattr(client, "_server_info", None) or {}
+    return url is not None and url.scheme == "tls" and not info.get("tls_required")
+
+
+def client_url(client: Client) -> str:
+    url = client.connected_url
+    return f"{url.hostname}:{url.port}" if url is not None else "?"
 
 
 def stop_event() -> asyncio.Event:
@@ -137,6 +169,7 @@ async def supervise(
     backoff = Backoff()
     while not stop.is_set():
         client: Client | None = None
+        progress = status.progress
         try:
             status.state = "connecting"
             client = await _unless_stopped(connect(url, name), stop)
@@ -150,18 +183,25 @@ async def supervise(
         except Exception as exc:
             if (error := fatal(exc, client)) is not None:
                 raise error from None
+            if status.progress != progress:  # it worked for a while: a new failure starts short
+                backoff.reset()
             delay = backoff.next()
             status.state, status.error, status.retry_in = "retrying", _describe(exc), delay
             status.failures += 1
             log.warning("bridge %s: %s; retrying in %.1f s", name, status.error, delay)
             await _close(client)
             client = None
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
+            await nap(delay, stop)
         finally:
             await _close(client)
+
+
+async def nap(seconds: float, stop: asyncio.Event) -> None:
+    """Sleep `seconds`, or less if `stop` is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
 
 
 async def _unless_stopped(connecting: Awaitable[Client], stop: asyncio.Event) -> Client | None:
@@ -233,11 +273,27 @@ async def serve(
 
 
 async def _every(period: float, action: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    failing = ""
     while True:
-        await action()
+        failing = await _attempt(action, failing, period)
         if stop.is_set():
             return
-        try:
-            await asyncio.wait_for(stop.wait(), period)
-        except TimeoutError:
-            pass
+        await nap(period, stop)
+
+
+async def _attempt(action: Callable[[], Awaitable[None]], failing: str, period: float) -> str:
+    """Run `action` (housekeeping: the state file, committed positions); return why it failed, or "".
+    A failure (a full or read-only disk under the home) is logged when it starts or changes and
+    tried again next period: it never ends housekeeping, nor, later, the bridge."""
+    try:
+        await action()
+    except (OSError, StorageError) as exc:
+        why = _describe(exc)
+        if why != failing:
+            log.warning(
+                "cannot update the state file or commit positions: %s; trying every %g s", why, period
+            )
+        return why
+    if failing:
+        log.warning("the state file and committed positions are updated again")
+    return ""

@@ -24,7 +24,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamState
 from nats.js.errors import NotFoundError
 
-from ..journal._files import list_pages
+from .._errors import UsageError
+from ..journal._files import check_name, list_pages
 from ..journal._reader import Reader
 from ..journal._writer import Writer
 from ..service._lag import journal_tail
@@ -87,6 +88,15 @@ def _is(value: object, kind: type) -> bool:
     return isinstance(value, kind) and not isinstance(value, bool)
 
 
+def _other_journal(subject: str, named: str, prefix: str) -> BridgeError:
+    """The error for a message whose subject is not that of the journal its headers name."""
+    if subject.endswith("." + named):  # PREFIX.gw1.md holds journal md: another bridge's prefix
+        why = f"its prefix is longer than {prefix}; mirror each prefix with its own --subject-prefix and --to"
+    else:
+        why = "keep other publishers off the bridge's subjects"
+    return BridgeError(f"message on subject {subject} names journal {named}: {why}")
+
+
 class Mirrored:
     """One mirror journal: its writer, how far it is, and the frames to match before writing."""
 
@@ -109,7 +119,7 @@ class Mirrored:
             self.matcher = Reader.create("bridge-in-match", service=None)
             self.matcher.add_journal(to, name, start=self.nano if self.seq >= 0 else "begin")
         self.writer: Writer | None = None
-        self.frames = self.duplicates = 0
+        self.frames = self.duplicates = self.missing = 0
 
     def apply(self, shipped: Shipped, payload: bytes, to: str, service: ServiceHome) -> None:
         if self.to_match:
@@ -123,7 +133,24 @@ class Mirrored:
             self.writer.write_at(payload, shipped.nano, shipped.msg_type, shipped.source)
             self.seq += 1
             self.frames += 1
+            self._notice_gap(shipped)
         self.nano, self.host, self.last = shipped.nano, shipped.host, shipped.order
+
+    def _notice_gap(self, shipped: Shipped) -> None:
+        """Say so when frames of the source journal never reached the mirror: the stream lost them
+        (its limits, a purge, a message deleted) before this bridge read them."""
+        before = self.last[0]
+        if shipped.host != self.host or shipped.seq < 0 or before < 0 or shipped.seq == before + 1:
+            return
+        self.missing += shipped.seq - before - 1
+        log.warning(
+            "mirror journal %s: frames %d to %d of %s's journal are not in the stream (removed by its "
+            "limits or by hand before this bridge read them): the mirror goes on without them",
+            self.name,
+            before + 1,
+            shipped.seq - 1,
+            shipped.host,
+        )
 
     def _match(self, shipped: Shipped, payload: bytes) -> None:
         """The mirror already holds this frame (written before a crash): check it is the same."""
@@ -187,14 +214,25 @@ class InBridge:
         return found
 
     def apply(self, msg: Msg) -> None:
-        journal = journal_of(self.options.subject_prefix, msg.subject)
+        journal = self.journal_of(msg)
         shipped = parse_headers(msg.headers, msg.subject)
         if journal != shipped.journal:
-            raise BridgeError(f"message on subject {msg.subject} names journal {shipped.journal}")
+            raise _other_journal(msg.subject, shipped.journal, self.options.subject_prefix)
         self.mirror(journal).apply(shipped, msg.data, self.options.to, self.service)
         meta = msg.metadata
         self.stream_seq = meta.sequence.stream
         self.pending = meta.num_pending
+
+    def journal_of(self, msg: Msg) -> str:
+        """The journal of `msg`'s subject; `BridgeError` naming the subject if it cannot be one."""
+        journal = journal_of(self.options.subject_prefix, msg.subject) or ""
+        try:
+            return check_name(journal)
+        except UsageError as exc:
+            raise BridgeError(
+                f"message on subject {msg.subject} is not for a journal ({exc}): keep other "
+                "publishers off the bridge's subjects"
+            ) from None
 
     async def session(self, client: Client, stop: asyncio.Event) -> None:
         js = client.jetstream(timeout=self.options.ack_timeout)
@@ -206,6 +244,7 @@ class InBridge:
                 if msg is not None:
                     self.apply(msg)
                     self.last_applied = time.monotonic()
+                    self.status.progress += 1
                 else:  # nothing came for a while: caught up
                     self.pending = 0
         finally:
@@ -264,6 +303,7 @@ class InBridge:
             name: {
                 "frames_written": m.frames,
                 "duplicates": m.duplicates,
+                "missing": m.missing,
                 "mirror_seq": m.seq,
                 "lag_frames": None,
                 "lag_s": 0.0,

@@ -15,6 +15,8 @@ from ..journal._cursor import Start
 from ..journal._files import check_name
 from ._wire import MAX_BATCH, BridgeError, check_token, check_url
 
+MAX_STREAM_NAME = 255  # JetStream refuses a longer one (err_code 10052), which a retry cannot fix
+
 
 @dataclasses.dataclass
 class Common:
@@ -30,6 +32,10 @@ class Common:
         check_token(self.stream, "stream name")
         if "." in self.stream:
             raise BridgeError(f"stream name {self.stream!r} cannot hold a '.'")
+        if len(self.stream) > MAX_STREAM_NAME:
+            raise BridgeError(
+                f"stream name {self.stream[:20]!r}... is longer than JetStream's {MAX_STREAM_NAME}"
+            )
         self.subject_prefix = check_token(self.subject_prefix or f"mmipc.{self.stream}", "subject prefix")
         self.name = check_name(self.name or f"bridge-{kind}.{self.stream}", "bridge")
         timeout = self.ack_timeout

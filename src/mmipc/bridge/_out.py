@@ -27,7 +27,7 @@ from ..journal._layout import PAGE_HEADER_SIZE
 from ..journal._reader import Reader
 from ..service._lag import journal_tail
 from ..service._servicehome import DEFAULT_HOME, ServiceHome
-from ._conn import Idle, Status, serve
+from ._conn import Backoff, Idle, Status, nap, serve
 from ._options import OutOptions
 from ._state import StateFile
 from ._wire import (
@@ -39,10 +39,12 @@ from ._wire import (
     WRONG_LAST_SEQUENCE,
     BridgeError,
     Shipped,
+    covers,
     headers_for,
     parse_headers,
     redact,
     subject_for,
+    wire_size,
 )
 
 log = logging.getLogger("mmipc.bridge")
@@ -79,16 +81,23 @@ class Costs:
 class Pump:
     """One journal: its cursor, its subject, and what the stream has acknowledged of it."""
 
-    def __init__(self, options: OutOptions, cursor: Cursor, committed: Position | None) -> None:
+    def __init__(
+        self, options: OutOptions, cursor: Cursor, committed: Position | None, status: Status
+    ) -> None:
         self.options = options
+        self.status = status
         self.cursor = cursor
         self.jid = cursor.jid
         self.subject = subject_for(options.subject_prefix, self.jid.name)
         self.expected = 0  # the stream sequence of the subject's last message
-        self.acked = self.committed = committed
+        self.committed = committed
+        # a cursor committed before any frame was acknowledged holds its start, timestamp 0: no frame
+        self.acked = committed if committed is not None and committed.nano > 0 else None
         self.pending: list[tuple[Shipped, bytes]] = []
         self.in_flight_since = 0.0
         self.frames = self.batches = self.resyncs = 0
+        self.refusals = 0  # in a row, without an acknowledgement between them
+        self.backoff = Backoff()
         self.costs = Costs()
 
     # -- resuming from the stream ----------------------------------------------------------------
@@ -164,8 +173,22 @@ class Pump:
             try:
                 await self.send(client)
             except Resync as exc:
-                log.info("journal %s: %s; asking the stream where it stands", self.jid, exc)
+                await self.refused(exc, stop)
                 await self.resync(js)
+
+    async def refused(self, exc: Resync, stop: asyncio.Event) -> None:
+        """After a refusal, ask the stream at once the first time; if it refuses again before it
+        acknowledges anything (the subject ends with an old frame someone published again, so every
+        frame after it is a duplicate id), wait longer each time instead of asking in a loop."""
+        self.refusals += 1
+        if self.refusals == 1:
+            log.info("journal %s: %s; asking the stream where it stands", self.jid, exc)
+            return
+        delay = self.backoff.next()
+        log.warning(
+            "journal %s: %s, %d times in a row; asking again in %.1f s", self.jid, exc, self.refusals, delay
+        )
+        await nap(delay, stop)
 
     async def send(self, client: Client) -> None:
         """Ship the pending frames: one fenced publish, or one fenced atomic batch of them all,
@@ -184,19 +207,24 @@ class Pump:
         shipped, payload = self.pending[0]
         headers = headers_for(shipped)
         headers[EXPECTED_LAST_SUBJECT_SEQ] = str(self.expected)
+        fits(client, shipped, headers, payload)
         return await client.request(self.subject, payload, timeout=self.options.ack_timeout, headers=headers)
 
     async def publish_batch(self, client: Client) -> Msg:
-        batch, batch_id, subject = self.pending, uuid.uuid4().hex, self.subject
-        last = len(batch)
-        for i, (shipped, payload) in enumerate(batch, 1):
+        batch_id, subject = uuid.uuid4().hex, self.subject
+        messages = []
+        for i, (shipped, payload) in enumerate(self.pending, 1):
             headers = headers_for(shipped)
             headers[BATCH_ID], headers[BATCH_SEQ] = batch_id, str(i)
             if i == 1:
                 headers[EXPECTED_LAST_SUBJECT_SEQ] = str(self.expected)
-            if i < last:
-                await client.publish(subject, payload, headers=headers)
-        headers[BATCH_COMMIT] = "1"
+            if i == len(self.pending):
+                headers[BATCH_COMMIT] = "1"
+            fits(client, shipped, headers, payload)  # all of them before any is sent
+            messages.append((headers, payload))
+        for headers, payload in messages[:-1]:
+            await client.publish(subject, payload, headers=headers)
+        headers, payload = messages[-1]
         return await client.request(subject, payload, timeout=self.options.ack_timeout, headers=headers)
 
     def acknowledged(self, ack: dict[str, Any], count: int) -> None:
@@ -214,6 +242,10 @@ class Pump:
         self.acked = Position(shipped.page_no, shipped.end, shipped.nano, shipped.seq)
         self.frames += count
         self.batches += count > 1
+        self.status.progress += count
+        if self.refusals:
+            self.refusals = 0
+            self.backoff.reset()
         del self.pending[:count]
 
     # -- reporting --------------------------------------------------------------------------------
@@ -245,6 +277,18 @@ class Pump:
         }
 
 
+def fits(client: Client, shipped: Shipped, headers: dict[str, str], payload: bytes) -> None:
+    """Refuse a message the server would refuse: it counts the headers in its max_payload (nats-py
+    does not), and closes the connection on one too large, so a retry would send it again for ever."""
+    size, limit = wire_size(headers, payload), client.max_payload
+    if size > limit:
+        raise BridgeError(
+            f"frame {shipped.msg_id} ({len(payload)} bytes, {size} with its headers) is larger than the "
+            f"NATS server's max_payload ({limit} bytes), so no retry can ship it: raise max_payload in "
+            "the server's configuration (NATS allows up to 64 MB)"
+        )
+
+
 class OutBridge:
     def __init__(self, options: OutOptions) -> None:
         self.options = options.checked()
@@ -265,7 +309,7 @@ class OutBridge:
             jid = self.reader.add_journal(options.directory, journal)  # a durable one resumes
             cursor = self.reader._cursors[-1]
             assert cursor.jid == jid
-            self.pumps.append(Pump(options, cursor, self.cursor_file.positions.get(jid)))
+            self.pumps.append(Pump(options, cursor, self.cursor_file.positions.get(jid), self.status))
 
     async def session(self, client: Client, stop: asyncio.Event) -> None:
         js = client.jetstream(timeout=self.options.ack_timeout)
@@ -290,10 +334,16 @@ class OutBridge:
             await js.add_stream(config)
             return
         config = info.config
-        if wanted not in (config.subjects or []):
+        if not any(covers(taken, wanted) for taken in config.subjects or []):
             raise BridgeError(
                 f"stream {options.stream} does not take subjects {wanted} (it takes {config.subjects}): "
                 "add them to it, or pass the --subject-prefix it takes"
+            )
+        if config.no_ack or config.sealed:  # it stores without a word, or refuses every publish
+            what = "does not acknowledge what it stores (no_ack)" if config.no_ack else "is sealed"
+            raise BridgeError(
+                f"stream {options.stream} {what}: the bridge ships a frame once the stream acknowledges "
+                "it; give it a stream of its own"
             )
         if not config.allow_atomic:
             config.allow_atomic = True

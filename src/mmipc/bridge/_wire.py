@@ -91,12 +91,36 @@ def check_url(url: str) -> str:
             split.port  # noqa: B018 (raises ValueError unless 0..65535)
         except ValueError:
             split = None
-        if split is None or split.scheme not in _SCHEMES or not split.hostname:
+        if (
+            split is None
+            or split.scheme not in _SCHEMES
+            or not split.hostname
+            or split.port == 0
+            or any(c.isspace() for c in split.netloc)
+        ):
             raise BridgeError(
                 f"--nats {redact(part)!r} is not a NATS server URL: give nats://HOST:PORT (or tls://, "
                 "ws://, wss://), several separated by commas for a cluster"
             )
     return url
+
+
+def covers(pattern: str, wanted: str) -> bool:
+    """Whether a stream subject `pattern` takes every subject `wanted` (both may hold NATS wildcards:
+    ``*`` one token, ``>`` one or more at the end). Example: ``covers("a.>", "a.b.>")`` is True."""
+    have, want = pattern.split("."), wanted.split(".")
+    for i, token in enumerate(have):
+        if token == ">":
+            return i < len(want)
+        if i >= len(want) or want[i] == ">" or token not in ("*", want[i]):
+            return False
+    return len(have) == len(want)
+
+
+def wire_size(headers: dict[str, str], payload: bytes) -> int:
+    """The bytes the server counts against its max_payload: the payload and the encoded headers
+    (``NATS/1.0\r\n``, ``Key: value\r\n`` each, ``\r\n``), which nats-py leaves out of its check."""
+    return len(payload) + 12 + sum(len(k) + len(v) + 4 for k, v in headers.items())
 
 
 def subject_for(prefix: str, journal: str) -> str:
