@@ -55,6 +55,10 @@ from ..journal._layout import FIRST_SEQ_OFFSET, SEQ_FIELD
 HEAD = struct.Struct("<IQII")  # writer id, sequence, body length, CRC-32 of the body
 DATA, END = 1, 2
 RETAIN_PAGES = 4  # the service's retention in the torture: at most 4 pages per journal
+# A reader that has gone this long without a frame stops and reports what it has not seen (a
+# violation, "w1 sent N, verified M"), well within the harness's 120 s wait for it and the test's
+# limit: a reader left waiting for an end frame that never comes is then named, not a timeout.
+IDLE_LIMIT = 60.0
 PACE_EVERY, PACE_SECONDS = 25, 0.002  # about 10,000 frames/s per writer: gigabytes, not terabytes
 
 
@@ -182,7 +186,7 @@ def durable_main(directory: str, index: int, writers: int, state_path: str) -> N
     held_before = state.holding  # saved True once this commit returned and first frames were judged
     first = [True] * writers
     saved_at = time.monotonic()
-    for frame in reader.frames(timeout=300):
+    for frame in reader.frames(timeout=IDLE_LIMIT):
         w = int(frame.journal.name[1:])
         if first[w] and frame.msg_type == DATA:
             first[w] = False
@@ -240,7 +244,7 @@ def reader_main(directory: str, index: int, writers: int, state_path: str, resum
         reader.add_journal(directory, f"w{w}", start=state.last_nano[w] or "begin")
     saved_at, last_nano = time.monotonic(), 0
     first = [True] * writers
-    for frame in reader.frames(timeout=300):
+    for frame in reader.frames(timeout=IDLE_LIMIT):
         w = int(frame.journal.name[1:])
         if frame.nano < last_nano:
             state.inversions += 1  # live merge across journals: see README, "Live merging"
