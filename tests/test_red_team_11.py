@@ -35,6 +35,10 @@ from test_bridge import (
     write_frames,
 )
 
+# .ci/run: native pass only. These are the bridge's dealings with NATS (and its own files), whatever
+# backend reads the journals; test_bridge.py runs the journal side under both.
+pytestmark = pytest.mark.once
+
 
 def _max_payload(url: str) -> int:
     async def ask() -> int:
