@@ -33,6 +33,7 @@ Rules:
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import select
@@ -131,9 +132,18 @@ def block_frames(reader: Reader, merge: Merge, timeout: float | None, wait: Bloc
     return _frames(reader, merge, timeout, wait)
 
 
+class _Turn(enum.Enum):
+    """What `_Idle.due` says besides a nap: read again (the spin window), or stop (the timeout)."""
+
+    AGAIN = "again"
+    STOP = "stop"
+
+
 class _Idle:
-    """`BlockIter`'s Python half: every decision about waiting, made on the way to sleep or after a
-    frame is handed out, never between a wake and its frame (as `_frames` does, step for step)."""
+    """The decisions about waiting, for both backends' iterators: `BlockIter` (native) calls
+    `start`, `empty`, `nothing` and `found`; `_frames` (pure Python) `start`, `due` and `found`.
+    They are taken on the way to sleep or after a frame is handed out, never between a wake and its
+    frame."""
 
     __slots__ = ("reader", "merge", "timeout", "wait", "naps", "idle_since", "window")
 
@@ -147,10 +157,10 @@ class _Idle:
         """At the first `next()`: `frames()`'s checks, in the thread that iterates."""
         self.reader._start_frames(self.timeout, self.wait)
 
-    def empty(self) -> tuple[object, int, object] | bool | None:
-        """After a read that found nothing: None (read again), False (the timeout passed), or what
-        `bell_block` needs to sleep (the bell, the wait's length in ns, the needy bytes' owner)."""
-        naps, merge = self.naps, self.merge
+    def due(self) -> float | None | _Turn:
+        """After a read that found nothing: read again, stop, or sleep this long (None: until rung,
+        what the timeout leaves included)."""
+        naps = self.naps
         if naps.sweeping:
             naps.swept(False)
         now = time.monotonic()
@@ -158,14 +168,23 @@ class _Idle:
             self.idle_since = now
         remaining = None if self.timeout is None else self.timeout - (now - self.idle_since)
         if remaining is not None and remaining <= 0:
-            return False
+            return _Turn.STOP
         if now - self.idle_since < self.window:
+            return _Turn.AGAIN
+        nap = naps.next(self.merge.cursors)
+        return remaining if nap is None else nap if remaining is None else min(remaining, nap)
+
+    def empty(self) -> tuple[object, int, object] | bool | None:
+        """`due` for `BlockIter`: None (read again), False (the timeout passed), or what
+        `bell_block` needs to sleep (the bell, the wait's length in ns, the needy bytes' owner)."""
+        nap = self.due()
+        if nap is _Turn.AGAIN:
             return None
-        nap = naps.next(merge.cursors)
-        nap = remaining if nap is None else nap if remaining is None else min(remaining, nap)
-        bell = merge.bell
+        if nap is _Turn.STOP:
+            return False
+        merge, bell = self.merge, self.merge.bell
         if bell is None or merge.always:
-            _sleep(self.reader, merge, nap, naps)  # a bounded sleep: it reads nothing
+            _sleep(self.reader, merge, nap, self.naps)  # a bounded sleep: it reads nothing
             return None
         return bell.mm, _announce(merge, nap), _needy(merge, bell)
 
@@ -183,44 +202,29 @@ class _Idle:
 
 
 def _frames(reader: Reader, merge: Merge, timeout: float | None, wait: Block) -> Iterator[Frame]:
-    """The pure-Python backend's `block_frames`. A frame is yielded first and accounted for after
-    (the window), so that a woken reader's frame reaches its consumer with nothing in between."""
-    reader._start_frames(timeout, wait)
-    spin, naps = wait.spin, Naps(wait.max_nap)
-    monotonic = time.monotonic
-    idle_since: float | None = None
-    window = spin  # `spin`, or 0 after an idle spell between frames further apart than `spin`
-    last_nano = 0
+    """The pure-Python backend's `block_frames`: `BlockIter`'s loop, with `_sleep` where it calls
+    `bell_block`. A frame is yielded first and accounted for after (the window), so that a woken
+    reader's frame reaches its consumer with nothing in between."""
+    idle = _Idle(reader, merge, timeout, wait)
+    idle.start()
+    last_nano, spell = 0, False  # spell: a read found nothing since the last frame
     while True:
         frame = reader.read()
-        if frame is not None:
-            yield frame
-            if idle_since is not None:
-                idle_since = None
-                window = _window(spin, frame.nano - last_nano)
-                naps.found()
-                if naps.sweeping:
-                    naps.swept(True)
-            last_nano = frame.nano
-            continue
-        if naps.sweeping:
-            naps.swept(False)
-        now = monotonic()
-        if idle_since is None:
-            idle_since = now
-        remaining = None if timeout is None else timeout - (now - idle_since)
-        if remaining is not None and remaining <= 0:
-            return
-        if now - idle_since < window:
-            continue
-        nap = naps.next(merge.cursors)
-        nap = remaining if nap is None else nap if remaining is None else min(remaining, nap)
-        frame = _sleep(reader, merge, nap, naps)
-        if frame is not None:
-            yield frame
-            idle_since = None
-            window = _window(spin, frame.nano - last_nano)
-            last_nano = frame.nano
+        if frame is None:
+            spell = True
+            nap = idle.due()
+            if nap is _Turn.STOP:
+                return
+            if nap is _Turn.AGAIN:
+                continue
+            frame = _sleep(reader, merge, nap, idle.naps)
+            if frame is None:
+                continue
+        yield frame
+        if spell:
+            spell = False
+            idle.found(frame.nano - last_nano)
+        last_nano = frame.nano
 
 
 def _seconds(value: object) -> bool:

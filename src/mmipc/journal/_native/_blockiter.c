@@ -109,9 +109,8 @@ idle_turn(BlockIter *self)
     if (what == NULL || what == Py_None) {
         return what;
     }
-    if (what == Py_False) {
+    if (what == Py_False) {  /* the timeout: NULL with no exception ends the iteration */
         Py_DECREF(what);
-        self->done = 1;
         return NULL;
     }
     if (!PyTuple_Check(what) || PyTuple_GET_SIZE(what) != 3) {
