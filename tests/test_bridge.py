@@ -19,9 +19,9 @@ import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -132,30 +132,43 @@ def journal_frames(directory: str, name: str) -> Frames:
         return out
 
 
-def stream_messages(url: str, stream: str) -> list[tuple[str, dict[str, str], bytes, int]]:
-    """Every message the stream holds: subject, headers, data and stream sequence."""
+T = TypeVar("T")
 
-    async def fetch() -> list[tuple[str, dict[str, str], bytes, int]]:
+
+def with_nats(url: str, action: Callable[[Any], Awaitable[T]]) -> T:
+    """`await action(client)` on a NATS connection to `url` of its own, closed after."""
+
+    async def run() -> T:
         import nats
-        from nats.js.api import AckPolicy, ConsumerConfig
 
         client = await nats.connect(url)
         try:
-            js = client.jetstream()
-            total = (await js.stream_info(stream)).state.messages
-            out: list[tuple[str, dict[str, str], bytes, int]] = []
-            if not total:
-                return out
-            config = ConsumerConfig(ack_policy=AckPolicy.NONE, mem_storage=True)
-            sub = await js.pull_subscribe(f"mmipc.{stream}.>", stream=stream, config=config)
-            while len(out) < total:
-                for m in await sub.fetch(1000, timeout=10):
-                    out.append((m.subject, dict(m.headers or {}), m.data, m.metadata.sequence.stream))
-            return out
+            return await action(client)
         finally:
             await client.close()
 
-    return asyncio.run(fetch())
+    return asyncio.run(run())
+
+
+def stream_messages(url: str, stream: str) -> list[tuple[str, dict[str, str], bytes, int]]:
+    """Every message the stream holds: subject, headers, data and stream sequence."""
+
+    async def fetch(client: Any) -> list[tuple[str, dict[str, str], bytes, int]]:
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        js = client.jetstream()
+        total = (await js.stream_info(stream)).state.messages
+        out: list[tuple[str, dict[str, str], bytes, int]] = []
+        if not total:
+            return out
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, mem_storage=True)
+        sub = await js.pull_subscribe(f"mmipc.{stream}.>", stream=stream, config=config)
+        while len(out) < total:
+            for m in await sub.fetch(1000, timeout=10):
+                out.append((m.subject, dict(m.headers or {}), m.data, m.metadata.sequence.stream))
+        return out
+
+    return with_nats(url, fetch)
 
 
 def write_frames(directory: str, name: str, count: int, seed: int, page_size: int | None = None) -> Frames:
@@ -524,16 +537,10 @@ def _duplicates(name: str, count: int) -> bool:
 
 
 def delete_stream(url: str, stream: str) -> None:
-    async def delete() -> None:
-        import nats
+    async def delete(client: Any) -> None:
+        await client.jetstream().delete_stream(stream)
 
-        client = await nats.connect(url)
-        try:
-            await client.jetstream().delete_stream(stream)
-        finally:
-            await client.close()
-
-    asyncio.run(delete())
+    with_nats(url, delete)
 
 
 def test_a_stream_made_anew_is_refilled_and_the_mirror_drops_what_it_has(

@@ -5,7 +5,6 @@ Each test is a defect found (and fixed): it failed before its fix.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import socket
@@ -32,6 +31,7 @@ from test_bridge import (
     state,
     stop,
     stream_messages,
+    with_nats,
     write_frames,
 )
 
@@ -41,16 +41,10 @@ pytestmark = pytest.mark.once
 
 
 def _max_payload(url: str) -> int:
-    async def ask() -> int:
-        import nats
+    async def ask(client: Any) -> int:
+        return int(client.max_payload)
 
-        client = await nats.connect(url)
-        try:
-            return int(client.max_payload)
-        finally:
-            await client.close()
-
-    return asyncio.run(ask())
+    return with_nats(url, ask)
 
 
 def test_a_frame_that_fits_max_payload_only_without_headers_stops_the_out_bridge(
@@ -81,17 +75,12 @@ def test_a_frame_that_fits_max_payload_only_without_headers_stops_the_out_bridge
 
 
 def _add_stream(url: str, stream: str, subjects: list[str], no_ack: bool = False) -> None:
-    async def add() -> None:
-        import nats
+    async def add(client: Any) -> None:
         from nats.js.api import StreamConfig
 
-        client = await nats.connect(url)
-        try:
-            await client.jetstream().add_stream(StreamConfig(name=stream, subjects=subjects, no_ack=no_ack))
-        finally:
-            await client.close()
+        await client.jetstream().add_stream(StreamConfig(name=stream, subjects=subjects, no_ack=no_ack))
 
-    asyncio.run(add())
+    with_nats(url, add)
 
 
 def test_two_hosts_share_one_stream_under_two_prefixes_as_documented(
@@ -159,20 +148,14 @@ def test_a_restarted_out_bridge_that_has_acknowledged_nothing_reports_no_lag_s(
 def _publish_again(url: str, stream: str, seq: int) -> None:
     """Another client publishes stored message `seq` again, as it is but for its id and fence."""
 
-    async def replay() -> None:
-        import nats
+    async def replay(client: Any) -> None:
+        js = client.jetstream()
+        old = await js.get_msg(stream, seq)
+        assert old.subject is not None and old.data is not None
+        headers = {k: v for k, v in (old.headers or {}).items() if k.startswith("Mmipc-")}
+        await js.publish(old.subject, old.data, headers=headers)
 
-        client = await nats.connect(url)
-        try:
-            js = client.jetstream()
-            old = await js.get_msg(stream, seq)
-            assert old.subject is not None and old.data is not None
-            headers = {k: v for k, v in (old.headers or {}).items() if k.startswith("Mmipc-")}
-            await js.publish(old.subject, old.data, headers=headers)
-        finally:
-            await client.close()
-
-    asyncio.run(replay())
+    with_nats(url, replay)
 
 
 def test_a_replayed_old_frame_on_the_subject_does_not_make_the_out_bridge_spin(
@@ -231,20 +214,16 @@ def test_a_tls_url_to_a_server_without_tls_is_refused_not_used_in_plaintext(
 def stream_messages_or_none(url: str, stream: str) -> list[tuple[str, dict[str, str], bytes, int]]:
     """The stream's messages, or none if it does not exist."""
 
-    async def exists() -> bool:
-        import nats
+    async def exists(client: Any) -> bool:
         from nats.js.errors import NotFoundError
 
-        client = await nats.connect(url)
         try:
             await client.jetstream().stream_info(stream)
             return True
         except NotFoundError:
             return False
-        finally:
-            await client.close()
 
-    return stream_messages(url, stream) if asyncio.run(exists()) else []
+    return stream_messages(url, stream) if with_nats(url, exists) else []
 
 
 def test_a_listener_that_is_not_nats_gets_a_clear_retry_reason(procs: Procs, tmp_path: Path) -> None:
@@ -366,16 +345,10 @@ def test_a_bridge_that_made_progress_retries_soon_after_its_next_failure(
 
 
 def _publish(url: str, subject: str, headers: dict[str, str]) -> None:
-    async def publish() -> None:
-        import nats
+    async def publish(client: Any) -> None:
+        await client.jetstream().publish(subject, b"not a frame", headers=headers)
 
-        client = await nats.connect(url)
-        try:
-            await client.jetstream().publish(subject, b"not a frame", headers=headers)
-        finally:
-            await client.close()
-
-    asyncio.run(publish())
+    with_nats(url, publish)
 
 
 def _in_bridge_once(server: NatsServer, to: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -437,16 +410,10 @@ def test_a_stream_that_never_acknowledges_stops_the_out_bridge_saying_so(
 
 
 def _delete_message(url: str, stream: str, seq: int) -> None:
-    async def delete() -> None:
-        import nats
+    async def delete(client: Any) -> None:
+        await client.jetstream().delete_msg(stream, seq)
 
-        client = await nats.connect(url)
-        try:
-            await client.jetstream().delete_msg(stream, seq)
-        finally:
-            await client.close()
-
-    asyncio.run(delete())
+    with_nats(url, delete)
 
 
 def test_frames_the_stream_lost_are_reported_by_the_in_bridge(
