@@ -72,9 +72,8 @@ class Status:
         self.error = ""
         self.retry_in = 0.0
         self.failures = 0
-        self.progress = (
-            0  # frames acknowledged (out) or applied (in): a session that moved resets the backoff
-        )
+        # frames acknowledged (out) or applied (in): a session that moved resets the backoff
+        self.progress = 0
 
     def fields(self) -> dict[str, Any]:
         return {
