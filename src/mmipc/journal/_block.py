@@ -11,9 +11,9 @@ Rules:
 * Native backend: all of that, and the read after the wake, is one call (`bell_block`) made by the
   C iterator `BlockIter` (_native/_blockiter.c), so a woken reader's frame reaches its consumer
   with no Python frame on the way; what the window needs is worked out after (`_Idle`). The
-  pure-Python backend keeps the same steps in Python (`_frames`), and waits (no futex there) on
-  the bell's FIFO with poll(), announced IN_LOOP as `aframes` does: a ringing writer writes a byte
-  into it. It napped in 1 ms steps, 3-4% of a core while idle.
+  pure-Python backend runs the same loop as a generator (`_frames`, the same `_Idle`), and waits
+  (no futex there) on the bell's FIFO with poll(), announced IN_LOOP as `aframes` does: a ringing
+  writer writes a byte into it. It napped in 1 ms steps, 3-4% of a core while idle.
 * Each wait lasts at most a nap (`Naps`): a wait that no ring ended polls every journal (a sweep),
   so a writer that does not ring (an older version, a bell it may not open) is seen within a nap.
   The nap starts at FIRST_NAP (0.1 s) and doubles, up to `max_nap` (MAX_NAP, 1.6 s), after each
