@@ -276,12 +276,7 @@ def _open_list(path: str, create: bool) -> int:
         made = False
     else:
         made = True
-    try:
-        st = os.fstat(fd)
-        if not _unfit(st) and (made or gid >= 0 and st.st_uid == os.geteuid()):
-            _set_mode(fd, st, mode, gid)
-    except OSError:
-        pass  # refused later if it must be; a mode we cannot set leaves the file as it was
+    _fix_mode(fd, made, mode, gid)  # refused later if it must be
     return fd
 
 
@@ -297,14 +292,21 @@ def follow_journal_mode(directory: str, name: str) -> None:
     except OSError:
         return
     try:
-        st = os.fstat(fd)
-        mode, gid = list_mode(path)
-        if gid >= 0 and st.st_uid == os.geteuid() and not _unfit(st):
-            _set_mode(fd, st, mode, gid)
-    except OSError:
-        pass  # a group we are not in: the mode alone
+        _fix_mode(fd, False, *list_mode(path))
     finally:
         os.close(fd)
+
+
+def _fix_mode(fd: int, made: bool, mode: int, gid: int) -> None:
+    """The open list `fd` takes `mode` and group `gid` if we just `made` it, or if it is a fit list
+    of ours and its journal's mode is known (`gid` >= 0). A mode we cannot set leaves the file as
+    it was; a group we cannot set (one we are not in), the mode alone set."""
+    try:
+        st = os.fstat(fd)
+        if not _unfit(st) and (made or gid >= 0 and st.st_uid == os.geteuid()):
+            _set_mode(fd, st, mode, gid)
+    except OSError:
+        pass
 
 
 def _set_mode(fd: int, st: os.stat_result, mode: int, gid: int) -> None:
