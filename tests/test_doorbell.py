@@ -745,3 +745,20 @@ def _asleep_after(reader: Reader, seen: list[bytes], count: int) -> bool:
 def _asleep(reader: Reader) -> bool:
     bell = reader._merge.bell
     return bell is not None and int.from_bytes(bell.mm[12:16], "little") != 0
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["block", "aio"])
+def test_an_idle_reader_of_a_journal_no_doorbell_covers_polls_in_growing_steps(
+    procs: Procs, jdir: str, aio: bool
+) -> None:
+    """A journal whose list is refused is polled: every 1 ms it was (5,000 sleeps in 5 s, 2% of a
+    core); in steps doubling from 1 ms to 0.1 s now, about 55. A count, not a time."""
+    os.mkdir(os.path.join(jdir, "uncovered.bells"))
+    with Writer.create(jdir, "uncovered", service=None) as writer:
+        writer.write(b"")
+        args = ["--idle", "5", *(["--aio"] if aio else [])]
+        reader = procs.spawn("bell_reader.py", jdir, "uncovered", *args)
+        result = json.loads(reader.finish(timeout=120).splitlines()[-1])
+    print(f"reader of an uncovered journal: {result['cpu']:.4f} s of CPU, {result['sleeps']} sleeps over 5 s")
+    assert result["frames"] == 1
+    assert result["sleeps"] < 500, result
