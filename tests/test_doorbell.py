@@ -747,6 +747,61 @@ def _asleep(reader: Reader) -> bool:
     return bell is not None and int.from_bytes(bell.mm[12:16], "little") != 0
 
 
+def _fill_list(jdir: str, name: str) -> list[Reader]:
+    """SLOTS live readers of journal `name`: its bells list has no room left."""
+    from mmipc.journal._bell import SLOTS
+
+    squatters = []
+    for i in range(SLOTS):
+        squatter = Reader.create(f"squat{i}", service=None)
+        squatter.add_journal(jdir, name)
+        squatters.append(squatter)
+    assert squatters[-1]._merge.always == []
+    return squatters
+
+
+@pytest.mark.parametrize("cause", ["refused", "full"])
+def test_a_reader_refused_a_slot_at_add_journal_takes_one_once_the_list_is_fixed(
+    jdir: str, cause: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The list was refused (a directory planted as NAME.bells, then removed) or full (64 live
+    readers, one of which leaves): the reader, which polled the journal, retries at its sweeps and
+    is rung from then on. `max_nap=None`: once listed, only a ring can wake it. It never retried."""
+    bells = Path(jdir) / "fixed.bells"
+    squatters = _fill_list(jdir, "fixed") if cause == "full" else []
+    if cause == "refused":
+        bells.mkdir()
+    got: list[bytes] = []
+    with Writer.create(jdir, "fixed", service=None) as writer, Reader.create("fixed", service=None) as reader:
+        reader.add_journal(jdir, "fixed")
+        assert len(reader._merge.always) == 1  # not listed: polled
+        thread = threading.Thread(target=_read_one, args=(reader, got))
+        thread.start()
+        try:
+            if cause == "refused":
+                bells.rmdir()
+            else:
+                squatters.pop().close()
+            wait_for(lambda: reader._merge.always == [], what="the reader to take a slot")
+            writer.write(b"after")
+            wait_for(lambda: got == [b"after"], what="the ring to wake the reader")
+        finally:
+            writer.write(b"stop")  # ends the thread's loop, if it still runs
+            thread.join(timeout=60)
+            reader.adopt()
+        for squatter in squatters:
+            squatter.close()
+    assert got == [b"after"]
+    assert sum(f"listed in {bells} now" in r.getMessage() for r in caplog.records) == 1, caplog.text
+
+
+def _read_one(reader: Reader, got: list[bytes]) -> None:
+    reader.adopt()
+    for frame in reader.frames(wait=Block(spin=0, max_nap=None)):
+        got.append(bytes(frame.data))
+        return
+
+
 @pytest.mark.parametrize("aio", [False, True], ids=["block", "aio"])
 def test_an_idle_reader_of_a_journal_no_doorbell_covers_polls_in_growing_steps(
     procs: Procs, jdir: str, aio: bool

@@ -171,15 +171,20 @@ def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
         fd = os.open(path, _OPEN | (os.O_CREAT | os.O_EXCL if create else 0), BELL_MODE)
     except OSError:
         return None
+    mm = None
     try:
         if create:
             os.fchmod(fd, BELL_MODE)  # exactly: under umask 0 it was 0666, anyone's to write into
             _lock_bell(fd)
-        return None if _unfit(os.fstat(fd)) else _map_fd(fd, size, create)
+        mm = None if _unfit(os.fstat(fd)) else _map_fd(fd, size, create)
     except OSError:
-        return None
+        pass
     finally:
         os.close(fd)
+    if mm is None and create:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # ours, new (O_EXCL): a full /dev/shm is not filled with empty bells
+    return mm
 
 
 def _lock_bell(fd: int) -> None:
@@ -348,6 +353,17 @@ def say_once(path: str, message: str, *args: object) -> None:
     import logging  # not at import: `import mmipc` loads no logging
 
     logging.getLogger("mmipc.bell").warning(message, *args)
+
+
+def say_fixed(path: str, message: str, *args: object) -> None:
+    """After `say_once` warned about the file at `path`: say, once, that it works now (one line,
+    logger ``mmipc.bell``); a later failure is warned about again."""
+    if path not in _said:
+        return
+    _said.discard(path)
+    import logging
+
+    logging.getLogger("mmipc.bell").warning(message, *args)  # seen wherever the warning was
 
 
 def _refuse(path: str, why: str) -> None:
