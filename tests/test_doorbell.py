@@ -685,6 +685,11 @@ def test_naps_double_while_sweeps_find_nothing_and_start_short_again_when_one_fi
     assert naps.next(one) == FIRST_NAP
     naps.swept(False)
     assert naps.next(two) == FIRST_NAP  # a journal added: a frame it committed may have gone unrung
+    naps.swept(False)
+    assert naps.next(two, 1) == FIRST_NAP  # one not subscribed (polled)
+    naps.swept(False)
+    assert naps.next(two, 1) == 2 * FIRST_NAP
+    assert naps.next(two, 0) == FIRST_NAP  # and subscribed at a retry: as if it were added now
     explicit = Naps(0.05)  # a user's max_nap bounds every wait
     for _ in range(3):
         assert explicit.next(one) == 0.05

@@ -68,7 +68,7 @@ async def aread(reader: Reader, merge: Merge, timeout: float | None = None) -> F
 
 
 def _nap_length(loop: asyncio.AbstractEventLoop, deadline: float | None, naps: Naps, merge: Merge) -> float:
-    nap = naps.next(merge.cursors)
+    nap = naps.next(merge.cursors, len(merge.always))
     assert nap is not None  # Naps(MAX_NAP)
     return nap if deadline is None else min(nap, deadline - loop.time())
 

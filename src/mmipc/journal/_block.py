@@ -87,23 +87,26 @@ class Naps:
     committed while a journal was subscribed may go unrung: docs/format.md, *Subscribing*).
     `longest` None: no limit (every wait waits for a ring)."""
 
-    __slots__ = ("first", "longest", "nap", "count", "last", "sweeping", "step")
+    __slots__ = ("first", "longest", "nap", "count", "last", "uncovered", "sweeping", "step")
 
     def __init__(self, longest: float | None) -> None:
         self.longest = longest
         self.first = None if longest is None else min(FIRST_NAP, longest)
         self.nap = self.first
         self.count, self.last = -1, 0  # the reader's journals at the last wait: number, id of the last
+        self.uncovered = 0  # and how many of them no doorbell covered (`Merge.always`)
         self.sweeping = False  # a wait ended with no ring: the next read polls every journal
         self.step = BOUNDED_SLEEP  # a reader no ring can wake (no FIFO): its sleep between polls
 
-    def next(self, cursors: Sequence[object]) -> float | None:
-        """The next wait's length, for a reader following `cursors` (its merge's list): a change of
-        their number, or of the last one (an add appends: a removal and an add change it), is a
-        change of journals."""
+    def next(self, cursors: Sequence[object], uncovered: int = 0) -> float | None:
+        """The next wait's length, for a reader following `cursors` (its merge's list), `uncovered`
+        of them not subscribed: a change of their number, or of the last one (an add appends: a
+        removal and an add change it), is a change of journals; so is a subscription at a retry
+        (`Merge.sweep`), which `uncovered` falling shows."""
         last = id(cursors[-1]) if cursors else 0
-        if len(cursors) != self.count or last != self.last:
+        if len(cursors) != self.count or last != self.last or uncovered != self.uncovered:
             self.count, self.last, self.nap = len(cursors), last, self.first
+            self.uncovered = uncovered
         return self.nap
 
     def poll_step(self, nap: float | None) -> float:
@@ -173,7 +176,7 @@ class _Idle:
             return _Turn.STOP
         if now - self.idle_since < self.window:
             return _Turn.AGAIN
-        nap = naps.next(self.merge.cursors)
+        nap = naps.next(self.merge.cursors, len(self.merge.always))
         return remaining if nap is None else nap if remaining is None else min(remaining, nap)
 
     def empty(self) -> tuple[object, int, object] | bool | None:

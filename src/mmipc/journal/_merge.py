@@ -278,9 +278,13 @@ class Merge:
         copy of the bell is the parent's: it subscribes nothing."""
         if self.bell is not None and not self.bell.mine:
             return
-        covered = [cursor for cursor in list(self.always) if self._subscribe(cursor)]
-        for cursor in covered:
-            self.always.remove(cursor)
+        covered = []
+        for cursor in list(self.always):
+            if self._subscribe(cursor):
+                covered.append(cursor)
+                self.always.remove(cursor)
+            elif self.bell is None:
+                break  # no bell could be made: no journal can be subscribed
         self.retry_gap = RETRY_FIRST if covered else min(self.retry_gap * 2, RETRY_LONGEST)
         self.retry_at = now + self.retry_gap
         if covered:
