@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from mmipc import Reader, Writer
+from mmipc import Block, Reader, Writer
 from mmipc.journal import _aio  # noqa: F401  (pure-Python block: imported before run_as, see below)
 from mmipc.journal._bell import LIST_SIZE, Bell, BellList
 from test_c_api import c_progs
@@ -227,3 +227,63 @@ def test_a_writer_that_may_not_open_a_list_a_reader_made_before_it_says_so(publi
     assert len(said) == 1, said
     assert f"cannot open the bells file {bells}" in said[0] and f"uid {OTHER}'s with mode 0600" in said[0]
     assert "not its journal's 0660" in said[0], said
+
+
+def shut_out_then_listed(directory: str) -> str:
+    """As nobody (the journal's writer and a reader of it, 0640): the reader is shut out of the
+    list OTHER left 0600, so it polls; once the list is fixed (a file "fixed"), it lists its bell
+    at a sweep, and a frame is rung to it (no nap: only a ring wakes it). What it said, and read."""
+
+    def run() -> str:
+        lines: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+        logging.getLogger("mmipc.bell").addHandler(handler)
+        got: list[bytes] = []
+        with Writer.create(directory, "j", service=None, mode=0o640) as writer:
+            with Reader.create("shut", service=None) as reader:
+                reader.add_journal(directory, "j")
+                shut_out = len(reader._merge.always) == 1
+                Path(directory, "shut out").touch()
+                thread = threading.Thread(target=_read_one_as_owner, args=(reader, got))
+                thread.start()
+                try:
+                    wait_for(lambda: reader._merge.always == [], what="the reader to be listed")
+                finally:
+                    writer.write(b"rung")  # unlisted, it polls: the thread ends either way
+                    thread.join(timeout=120)
+                    reader.adopt()
+        return "\n".join([f"shut out {shut_out}", *lines, *(bytes(g).decode() for g in got)])
+
+    return run_as(NOBODY, [], run)
+
+
+def _read_one_as_owner(reader: Reader, got: list[bytes]) -> None:
+    reader.adopt()
+    for frame in reader.frames(wait=Block(spin=0, max_nap=None), timeout=120):
+        got.append(bytes(frame.data))
+        return
+
+
+@needs_root
+def test_a_reader_shut_out_of_a_list_is_listed_once_its_mode_is_fixed(public_tmp: str) -> None:
+    """The list of the test above: a reader of the journal's own group is shut out of it (0600,
+    OTHER's), says so, and polls. It never tried again, even after the list took its journal's
+    mode; now it lists its bell at a sweep, says so once, and is rung from then on."""
+    directory = shared_directory(public_tmp)
+    assert subscribe_as(OTHER, [], directory) == "slot 0"
+    bells = Path(directory) / "j.bells"
+    result: list[str] = []
+    child = threading.Thread(target=lambda: result.append(shut_out_then_listed(directory)))
+    child.start()
+    try:
+        wait_for(lambda: Path(directory, "shut out").exists(), what="the reader to be shut out")
+        os.chown(bells, -1, NOBODY)
+        os.chmod(bells, 0o660)  # as OTHER's reader would at its next subscription
+    finally:
+        child.join(timeout=180)
+    said = result[0].splitlines()
+    assert said[0] == "shut out True", said
+    assert sum(f"cannot open the bells file {bells}" in line for line in said) == 1, said
+    assert sum(f"listed in {bells} now" in line for line in said) == 1, said
+    assert said[-1] == "rung", said

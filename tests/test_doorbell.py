@@ -685,6 +685,11 @@ def test_naps_double_while_sweeps_find_nothing_and_start_short_again_when_one_fi
     assert naps.next(one) == FIRST_NAP
     naps.swept(False)
     assert naps.next(two) == FIRST_NAP  # a journal added: a frame it committed may have gone unrung
+    naps.swept(False)
+    assert naps.next(two, 1) == FIRST_NAP  # one not subscribed (polled)
+    naps.swept(False)
+    assert naps.next(two, 1) == 2 * FIRST_NAP
+    assert naps.next(two, 0) == FIRST_NAP  # and subscribed at a retry: as if it were added now
     explicit = Naps(0.05)  # a user's max_nap bounds every wait
     for _ in range(3):
         assert explicit.next(one) == 0.05
@@ -745,3 +750,75 @@ def _asleep_after(reader: Reader, seen: list[bytes], count: int) -> bool:
 def _asleep(reader: Reader) -> bool:
     bell = reader._merge.bell
     return bell is not None and int.from_bytes(bell.mm[12:16], "little") != 0
+
+
+def _fill_list(jdir: str, name: str) -> list[Reader]:
+    """SLOTS live readers of journal `name`: its bells list has no room left."""
+    from mmipc.journal._bell import SLOTS
+
+    squatters = []
+    for i in range(SLOTS):
+        squatter = Reader.create(f"squat{i}", service=None)
+        squatter.add_journal(jdir, name)
+        squatters.append(squatter)
+    assert squatters[-1]._merge.always == []
+    return squatters
+
+
+@pytest.mark.parametrize("cause", ["refused", "full"])
+def test_a_reader_refused_a_slot_at_add_journal_takes_one_once_the_list_is_fixed(
+    jdir: str, cause: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The list was refused (a directory planted as NAME.bells, then removed) or full (64 live
+    readers, one of which leaves): the reader, which polled the journal, retries at its sweeps and
+    is rung from then on. `max_nap=None`: once listed, only a ring can wake it. It never retried."""
+    bells = Path(jdir) / "fixed.bells"
+    squatters = _fill_list(jdir, "fixed") if cause == "full" else []
+    if cause == "refused":
+        bells.mkdir()
+    got: list[bytes] = []
+    with Writer.create(jdir, "fixed", service=None) as writer, Reader.create("fixed", service=None) as reader:
+        reader.add_journal(jdir, "fixed")
+        assert len(reader._merge.always) == 1  # not listed: polled
+        thread = threading.Thread(target=_read_one, args=(reader, got))
+        thread.start()
+        try:
+            if cause == "refused":
+                bells.rmdir()
+            else:
+                squatters.pop().close()
+            wait_for(lambda: reader._merge.always == [], what="the reader to take a slot")
+            writer.write(b"after")
+            wait_for(lambda: got == [b"after"], what="the ring to wake the reader")
+        finally:
+            writer.write(b"stop")  # ends the thread's loop, if it still runs
+            thread.join(timeout=60)
+            reader.adopt()
+        for squatter in squatters:
+            squatter.close()
+    assert got == [b"after"]
+    assert sum(f"listed in {bells} now" in r.getMessage() for r in caplog.records) == 1, caplog.text
+
+
+def _read_one(reader: Reader, got: list[bytes]) -> None:
+    reader.adopt()
+    for frame in reader.frames(wait=Block(spin=0, max_nap=None)):
+        got.append(bytes(frame.data))
+        return
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["block", "aio"])
+def test_an_idle_reader_of_a_journal_no_doorbell_covers_polls_in_growing_steps(
+    procs: Procs, jdir: str, aio: bool
+) -> None:
+    """A journal whose list is refused is polled: every 1 ms it was (5,000 sleeps in 5 s, 2% of a
+    core); in steps doubling from 1 ms to 0.1 s now, about 55. A count, not a time."""
+    os.mkdir(os.path.join(jdir, "uncovered.bells"))
+    with Writer.create(jdir, "uncovered", service=None) as writer:
+        writer.write(b"")
+        args = ["--idle", "5", *(["--aio"] if aio else [])]
+        reader = procs.spawn("bell_reader.py", jdir, "uncovered", *args)
+        result = json.loads(reader.finish(timeout=120).splitlines()[-1])
+    print(f"reader of an uncovered journal: {result['cpu']:.4f} s of CPU, {result['sleeps']} sleeps over 5 s")
+    assert result["frames"] == 1
+    assert result["sleeps"] < 500, result

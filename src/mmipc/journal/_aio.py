@@ -17,7 +17,7 @@ Rules:
   /dev/shm, ...), no ring can wake it: it polls in steps doubling from BOUNDED_SLEEP (1 ms) to
   POLL_STEP (0.1 s) while it finds nothing (`Naps.poll_step`: 1 ms steps were 1,000 wake-ups a
   second while idle), and a FIFO it cannot have is said once (logger ``mmipc.bell``) with why.
-  Journals no doorbell covers (`merge.always`) are polled in BOUNDED_SLEEP steps.
+  With journals no doorbell covers (`merge.always`) it waits on its FIFO for such a step at most.
 * The FIFO stays registered (`Listener`) from an `aframes`' first wait to its end, across its
   waits and frames: what the loop does between the byte and the frame is one callback (read the
   FIFO, set the wait's future) and the task's step (clear `sleeping`, read, yield).
@@ -35,7 +35,7 @@ import stat
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ._bell import BELL_MODE, BOUNDED_SLEEP, IN_LOOP, say_once
+from ._bell import BELL_MODE, IN_LOOP, say_once
 from ._block import MAX_NAP, POLL_STEP, Naps
 from ._merge import Merge
 from ._types import Frame
@@ -68,7 +68,7 @@ async def aread(reader: Reader, merge: Merge, timeout: float | None = None) -> F
 
 
 def _nap_length(loop: asyncio.AbstractEventLoop, deadline: float | None, naps: Naps, merge: Merge) -> float:
-    nap = naps.next(merge.cursors)
+    nap = naps.next(merge.cursors, len(merge.always))
     assert nap is not None  # Naps(MAX_NAP)
     return nap if deadline is None else min(nap, deadline - loop.time())
 
@@ -97,7 +97,7 @@ class Listener:
     def open(cls, merge: Merge, loop: asyncio.AbstractEventLoop) -> Listener | None:
         """A listener on the bell's FIFO (made on first use), or None (no bell, no FIFO)."""
         fd = _fifo(merge)
-        if merge.bell is None or fd < 0 or merge.always:
+        if merge.bell is None or fd < 0:
             return None
         return cls(loop, os.dup(fd))
 
@@ -139,14 +139,14 @@ async def _nap(
     reader: Reader, merge: Merge, listener: Listener | None, nap: float, naps: Naps
 ) -> Frame | None:
     bell = merge.bell
-    if listener is None or bell is None or merge.always:
-        await asyncio.sleep(min(nap, BOUNDED_SLEEP) if merge.always else naps.poll_step(nap))
+    if listener is None or bell is None:
+        await asyncio.sleep(naps.poll_step(nap))
         merge.sweep()
         frame = reader.read()
         if frame is not None:
             naps.found()
         return frame
-    woken = listener.arm(nap)
+    woken = listener.arm(naps.poll_step(nap) if merge.always else nap)
     try:
         bell.sleep(IN_LOOP, merge.core)  # the needy bytes set in the same call (native)
         frame = reader.read()  # the re-check after the announcement
@@ -157,6 +157,8 @@ async def _nap(
         merge.sweep()  # no ring ended this wait: look at every journal once
         frame = reader.read()
         naps.swept(frame is not None)
+        if frame is not None:
+            naps.found()  # the poll steps of journals no doorbell covers start short again
         return frame
     finally:
         listener.woken = None

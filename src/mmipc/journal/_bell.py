@@ -171,15 +171,20 @@ def _map(path: str, size: int, create: bool) -> mmap.mmap | None:
         fd = os.open(path, _OPEN | (os.O_CREAT | os.O_EXCL if create else 0), BELL_MODE)
     except OSError:
         return None
+    mm = None
     try:
         if create:
             os.fchmod(fd, BELL_MODE)  # exactly: under umask 0 it was 0666, anyone's to write into
             _lock_bell(fd)
-        return None if _unfit(os.fstat(fd)) else _map_fd(fd, size, create)
+        mm = None if _unfit(os.fstat(fd)) else _map_fd(fd, size, create)
     except OSError:
-        return None
+        pass
     finally:
         os.close(fd)
+    if mm is None and create:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # ours, new (O_EXCL): a full /dev/shm is not filled with empty bells
+    return mm
 
 
 def _lock_bell(fd: int) -> None:
@@ -276,12 +281,7 @@ def _open_list(path: str, create: bool) -> int:
         made = False
     else:
         made = True
-    try:
-        st = os.fstat(fd)
-        if not _unfit(st) and (made or gid >= 0 and st.st_uid == os.geteuid()):
-            _set_mode(fd, st, mode, gid)
-    except OSError:
-        pass  # refused later if it must be; a mode we cannot set leaves the file as it was
+    _fix_mode(fd, made, mode, gid)  # refused later if it must be
     return fd
 
 
@@ -297,14 +297,21 @@ def follow_journal_mode(directory: str, name: str) -> None:
     except OSError:
         return
     try:
-        st = os.fstat(fd)
-        mode, gid = list_mode(path)
-        if gid >= 0 and st.st_uid == os.geteuid() and not _unfit(st):
-            _set_mode(fd, st, mode, gid)
-    except OSError:
-        pass  # a group we are not in: the mode alone
+        _fix_mode(fd, False, *list_mode(path))
     finally:
         os.close(fd)
+
+
+def _fix_mode(fd: int, made: bool, mode: int, gid: int) -> None:
+    """The open list `fd` takes `mode` and group `gid` if we just `made` it, or if it is a fit list
+    of ours and its journal's mode is known (`gid` >= 0). A mode we cannot set leaves the file as
+    it was; a group we cannot set (one we are not in), the mode alone set."""
+    try:
+        st = os.fstat(fd)
+        if not _unfit(st) and (made or gid >= 0 and st.st_uid == os.geteuid()):
+            _set_mode(fd, st, mode, gid)
+    except OSError:
+        pass
 
 
 def _set_mode(fd: int, st: os.stat_result, mode: int, gid: int) -> None:
@@ -346,6 +353,17 @@ def say_once(path: str, message: str, *args: object) -> None:
     import logging  # not at import: `import mmipc` loads no logging
 
     logging.getLogger("mmipc.bell").warning(message, *args)
+
+
+def say_fixed(path: str, message: str, *args: object) -> None:
+    """After `say_once` warned about the file at `path`: say, once, that it works now (one line,
+    logger ``mmipc.bell``); a later failure is warned about again."""
+    if path not in _said:
+        return
+    _said.discard(path)
+    import logging
+
+    logging.getLogger("mmipc.bell").warning(message, *args)  # seen wherever the warning was
 
 
 def _refuse(path: str, why: str) -> None:

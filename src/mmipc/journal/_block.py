@@ -25,9 +25,11 @@ Rules:
   0.1 s nap of earlier versions; a smaller `max_nap` bounds every nap.
   While rings keep ending the waits, every journal is polled once per SWEEP_PERIOD too (native:
   at the re-check before a wait, not after a wake, where it would delay the frame).
-  Journals no doorbell covers, and readers without a bell, wait in `BOUNDED_SLEEP` steps. A
-  pure-Python reader whose FIFO cannot be had (`_aio._fifo`, said once) polls in steps doubling
-  from BOUNDED_SLEEP to POLL_STEP (0.1 s) while it finds nothing (`Naps.poll_step`).
+  A reader without a bell, and a pure-Python reader whose FIFO cannot be had (`_aio._fifo`),
+  polls in steps doubling from BOUNDED_SLEEP to POLL_STEP (0.1 s) while it finds nothing
+  (`Naps.poll_step`); a reader with journals no doorbell covers (`merge.always`) waits on its bell
+  for such a step at most, so a ring still wakes it at once. Each was said once (`_merge`: why no
+  bell, why no slot in a list; `_aio._no_fifo`). They polled every 1 ms: 2% of a core while idle.
 * `timeout` (seconds without a frame, None: never) ends the iteration cleanly.
 """
 
@@ -85,23 +87,26 @@ class Naps:
     committed while a journal was subscribed may go unrung: docs/format.md, *Subscribing*).
     `longest` None: no limit (every wait waits for a ring)."""
 
-    __slots__ = ("first", "longest", "nap", "count", "last", "sweeping", "step")
+    __slots__ = ("first", "longest", "nap", "count", "last", "uncovered", "sweeping", "step")
 
     def __init__(self, longest: float | None) -> None:
         self.longest = longest
         self.first = None if longest is None else min(FIRST_NAP, longest)
         self.nap = self.first
         self.count, self.last = -1, 0  # the reader's journals at the last wait: number, id of the last
+        self.uncovered = 0  # and how many of them no doorbell covered (`Merge.always`)
         self.sweeping = False  # a wait ended with no ring: the next read polls every journal
         self.step = BOUNDED_SLEEP  # a reader no ring can wake (no FIFO): its sleep between polls
 
-    def next(self, cursors: Sequence[object]) -> float | None:
-        """The next wait's length, for a reader following `cursors` (its merge's list): a change of
-        their number, or of the last one (an add appends: a removal and an add change it), is a
-        change of journals."""
+    def next(self, cursors: Sequence[object], uncovered: int = 0) -> float | None:
+        """The next wait's length, for a reader following `cursors` (its merge's list), `uncovered`
+        of them not subscribed: a change of their number, or of the last one (an add appends: a
+        removal and an add change it), is a change of journals; so is a subscription at a retry
+        (`Merge.sweep`), which `uncovered` falling shows."""
         last = id(cursors[-1]) if cursors else 0
-        if len(cursors) != self.count or last != self.last:
+        if len(cursors) != self.count or last != self.last or uncovered != self.uncovered:
             self.count, self.last, self.nap = len(cursors), last, self.first
+            self.uncovered = uncovered
         return self.nap
 
     def poll_step(self, nap: float | None) -> float:
@@ -171,7 +176,7 @@ class _Idle:
             return _Turn.STOP
         if now - self.idle_since < self.window:
             return _Turn.AGAIN
-        nap = naps.next(self.merge.cursors)
+        nap = naps.next(self.merge.cursors, len(self.merge.always))
         return remaining if nap is None else nap if remaining is None else min(remaining, nap)
 
     def empty(self) -> tuple[object, int, object] | bool | None:
@@ -183,10 +188,10 @@ class _Idle:
         if nap is _Turn.STOP:
             return False
         merge, bell = self.merge, self.merge.bell
-        if bell is None or merge.always:
+        if bell is None:
             _sleep(self.reader, merge, nap, self.naps)  # a bounded sleep: it reads nothing
             return None
-        return bell.mm, _announce(merge, nap), _needy(merge, bell)
+        return bell.mm, _announce(merge, _polled_nap(merge, nap, self.naps)), _needy(merge, bell)
 
     def nothing(self, rung: bool) -> None:
         """`bell_block` read nothing: `rung`, or no ring ended the wait."""
@@ -246,11 +251,17 @@ def _sleep(reader: Reader, merge: Merge, nap: float | None, naps: Naps) -> Frame
     while rings keep the reader busy comes before the announcement (`_announce`: the re-check then
     polls every journal), not after the wake, where it would delay the frame."""
     bell = merge.bell
-    if bell is None or merge.always:
-        time.sleep(BOUNDED_SLEEP if nap is None else min(nap, BOUNDED_SLEEP))
+    if bell is None:
+        time.sleep(naps.poll_step(nap))
         merge.sweep()
         return None
-    return _sleep_python(reader, merge, bell, nap, naps)
+    return _sleep_python(reader, merge, bell, _polled_nap(merge, nap, naps), naps)
+
+
+def _polled_nap(merge: Merge, nap: float | None, naps: Naps) -> float | None:
+    """The wait of a reader with a bell: `nap`, or a poll step if it follows journals that no
+    doorbell covers (`merge.always`: found only by polling)."""
+    return naps.poll_step(nap) if merge.always else nap
 
 
 def _announce(merge: Merge, nap: float | None) -> int:

@@ -9,6 +9,11 @@ Rules:
   not subscribed (no room in its bell list, no access), or every `SWEEP_EVERY` empty reads and
   every `SWEEP_EVERY` frames (a busy reader must not starve a journal whose writer cannot ring:
   one under a file-size limit cannot create NAME.bells).
+* A journal not subscribed (`always`: its list full, refused, shut out, or no bell could be made)
+  is subscribed again at a sweep, at most once every RETRY_FIRST s, the gap doubling up to
+  RETRY_LONGEST while no try succeeds (a try edits the list under its lock and checks each slot's
+  reader: not at every 1 ms poll); why it failed is said once (`say_once`), and so is a success
+  after that (`say_fixed`). A reader only ever polled such a journal, even after its list was fixed.
 * After a frame is taken, its journal is peeked again at once: a journal whose poll found nothing
   leaves the heap and comes back only when dirty. If that peek fails (a damaged frame), the frame
   taken is still returned and the error is raised by the next read, which polls that journal.
@@ -44,11 +49,24 @@ from collections.abc import Callable
 from typing import Any
 
 from ._backend import native
-from ._bell import LIST_SIZE, MAX_FLAGS, NEEDY, SWEEP_EVERY, Bell, BellList, map_list
+from ._bell import (
+    LIST_SIZE,
+    MAX_FLAGS,
+    NEEDY,
+    SWEEP_EVERY,
+    Bell,
+    BellList,
+    _bell_dir,
+    bells_path,
+    map_list,
+    say_fixed,
+    say_once,
+)
 from ._cursor import READING, Cursor
 from ._types import Frame
 
 SWEEP_PERIOD = 0.1
+RETRY_FIRST, RETRY_LONGEST = 1.0, 30.0  # s between tries to subscribe the journals `always` holds
 CLOSED = 1  # the owner of a closed merge: no thread has ident 1 (an ident is a pthread_t, a pointer)
 _get_ident = _thread.get_ident
 _heappush, _heappop, _heapreplace = heapq.heappush, heapq.heappop, heapq.heapreplace
@@ -71,6 +89,8 @@ class Merge:
         "taken",
         "fifo",
         "swept_at",
+        "retry_at",
+        "retry_gap",
         "owner",
         "on_thread",
         "core",
@@ -91,6 +111,7 @@ class Merge:
         self.taken = 0  # frames since the last sweep: a busy reader sweeps every SWEEP_EVERY too
         self.fifo = -1  # asyncio: the read end of the bell's FIFO (_aio.py)
         self.swept_at = 0.0
+        self.retry_at, self.retry_gap = 0.0, RETRY_FIRST  # the next try to subscribe `always`
         self.owner = 0  # the reader's thread (pure Python; the C merge has its own _c_thread)
         self.on_thread: Callable[[], object] = _any_thread
         self.core: Any = None if native is None else native.MergeCore()
@@ -106,6 +127,8 @@ class Merge:
         self.order[cursor] = next(Merge._counter)
         if not self._subscribe(cursor):
             self.always.append(cursor)
+            self.retry_gap = RETRY_FIRST
+            self.retry_at = time.monotonic() + RETRY_FIRST
         self.dirty.add(cursor)  # a frame committed before the subscription is found by this poll
         self._sync()
 
@@ -113,14 +136,19 @@ class Merge:
         if self.bell is None:
             self.bell = Bell.create()
             if self.bell is None:
+                _say_no_bell()
                 return False
             self.pending = self.bell.pending
+            say_fixed(_bell_dir(), "this reader has a doorbell in %s now: its writers ring it", _bell_dir())
         index = next((i for i in range(MAX_FLAGS) if i not in self.index), None)
         if index is None:
             return False
+        path = bells_path(cursor.jid.directory, cursor.jid.name)
         slot = BellList.subscribe(cursor.jid.directory, cursor.jid.name, self.bell.path, index)
         if slot is None:
+            _say_not_listed(path)
             return False
+        say_fixed(path, "this reader's bell is listed in %s now: the journal's writer rings it", path)
         self.index[index] = cursor
         self.slots[cursor] = (index, slot)
         mm = map_list(cursor.jid.directory, cursor.jid.name)  # kept: the needy byte is set at collects
@@ -228,8 +256,11 @@ class Merge:
                 self.owner = owner
 
     def sweep(self) -> None:
-        """Poll every journal at the next read (after a wait that no ring ended)."""
-        self.swept_at = time.monotonic()
+        """Poll every journal at the next read (after a wait that no ring ended); a retry to
+        subscribe the journals not subscribed, when one is due."""
+        self.swept_at = now = time.monotonic()
+        if self.always and now >= self.retry_at:
+            self._retry(now)
         self.dirty.update(self.cursors)
         for cursor in self.cursors:
             cursor.probe_at = 0
@@ -240,6 +271,24 @@ class Merge:
         """True once every SWEEP_PERIOD s while rings keep the reader busy: a journal whose writer
         cannot ring is then not starved by the journals whose writers can."""
         return time.monotonic() - self.swept_at >= SWEEP_PERIOD
+
+    def _retry(self, now: float) -> None:
+        """Subscribe again the journals not subscribed (`always`); the next try in RETRY_FIRST s
+        after a success, else after twice the last gap, RETRY_LONGEST at most. A forked child's
+        copy of the bell is the parent's: it subscribes nothing."""
+        if self.bell is not None and not self.bell.mine:
+            return
+        covered = []
+        for cursor in list(self.always):
+            if self._subscribe(cursor):
+                covered.append(cursor)
+                self.always.remove(cursor)
+            elif self.bell is None:
+                break  # no bell could be made: no journal can be subscribed
+        self.retry_gap = RETRY_FIRST if covered else min(self.retry_gap * 2, RETRY_LONGEST)
+        self.retry_at = now + self.retry_gap
+        if covered:
+            self._sync()
 
     def rebuild(self) -> None:
         """The reader starts merging (again): heap what is peeked, poll the rest."""
@@ -309,6 +358,30 @@ class Merge:
         frame = _read_scan(self.cursors)
         core.reset()
         return frame
+
+
+def _say_no_bell() -> None:
+    where = _bell_dir()
+    say_once(
+        where,
+        "cannot make a doorbell in %s (full, or not writable?): no writer can ring this reader; it "
+        "polls its journals, in steps growing to 0.1 s while idle, and tries again every %g to %g s",
+        where,
+        RETRY_FIRST,
+        RETRY_LONGEST,
+    )
+
+
+def _say_not_listed(path: str) -> None:
+    say_once(
+        path,
+        "cannot list this reader's bell in %s (64 readers listed, or it cannot be opened or "
+        "mapped); its writer cannot ring this reader: it polls the journal, in steps growing to "
+        "0.1 s while idle, and tries again every %g to %g s",
+        path,
+        RETRY_FIRST,
+        RETRY_LONGEST,
+    )
 
 
 def _any_thread() -> None:

@@ -65,9 +65,8 @@ from ..journal._durable import list_cursors
 from ..journal._files import page_path
 from ..journal._layout import MsgType
 from ..journal._metrics import FOREIGN_LIMIT, HEADER, Owner, counters_owner, list_counters, read_counters
-from ..journal._page import MappedPage
 from ._lag import journal_tail
-from ._status import pages_of, pass_memo
+from ._status import page_end, pages_of, pass_memo
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -330,18 +329,12 @@ def _too_many(policy: Policy, total: int, count: int) -> bool:
 
 
 def _finished_at(directory: str, name: str, page_no: int) -> int | None:
-    """The timestamp of the page's end marker (its newest frame's), or None if it is not finished."""
-    try:
-        page = MappedPage.open(page_path(directory, name, page_no), name, page_no)
-    except FileNotFoundError:
+    """The timestamp of the page's end marker (its newest frame's), or None if it is not finished;
+    read by `page_end` (within a pass, the pass's one read of that page's end)."""
+    found = page_end(directory, name, page_no)
+    if found is None or found.last is None or found.last.msg_type != MsgType.PAGE_END:
         return None
-    try:
-        _, last = page.tail()
-    finally:
-        page.release()
-    if last is None or last.msg_type != MsgType.PAGE_END:
-        return None
-    return last.nano
+    return found.last.nano
 
 
 def _allocated(path: str) -> int:
