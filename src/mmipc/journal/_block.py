@@ -155,7 +155,7 @@ class _Idle:
 
     def start(self) -> None:
         """At the first `next()`: `frames()`'s checks, in the thread that iterates."""
-        self.reader._start_frames(self.timeout, self.wait)
+        self.timeout = self.reader._start_frames(self.timeout, self.wait)
 
     def due(self) -> float | None | _Turn:
         """After a read that found nothing: read again, stop, or sleep this long (None: until rung,
@@ -228,7 +228,13 @@ def _frames(reader: Reader, merge: Merge, timeout: float | None, wait: Block) ->
 
 
 def _seconds(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number of seconds (an int too large for a float is not: math.isfinite overflowed)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _window(spin: float, gap_ns: int) -> float:
