@@ -148,6 +148,32 @@ def test_a_signal_arriving_during_the_recheck_is_handled_before_the_wait(reader:
     assert not _sleeping(reader)
 
 
+# A signal handler run before the wait (above) that itself sleeps on the reader's bell (a nested
+# frames(), or bell_block) clears the announcement when it wakes: the outer wait must not then
+# wait unannounced, which no ring would end (with no limit: for ever). It reads again instead.
+@NEEDS_NATIVE
+def test_a_sleep_nested_in_a_handler_before_the_wait_does_not_leave_the_wait_unannounced(
+    reader: Reader,
+) -> None:
+    assert reader.read() is not None
+    bell = reader._merge.bell
+    assert bell is not None
+    nested: list[object] = []
+
+    def sleep_too(signum: int, frame: object) -> None:
+        nested.append(native.bell_block(bell.mm, reader.read, 1_000_000))  # type: ignore[union-attr]
+
+    previous = signal.signal(signal.SIGUSR1, sleep_too)
+    try:
+        recheck = functools.partial(_c_raise(), signal.SIGUSR1)
+        got = native.bell_block(bell.mm, recheck, 200_000_000)  # type: ignore[union-attr]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert nested[0] is False  # (the read after: `recheck` again, whose signal the handler takes)
+    assert got is True, "it waited with its announcement cleared"
+    assert not _sleeping(reader)
+
+
 def _c_raise() -> ctypes._CFuncPtr:
     c_raise = ctypes.CDLL(None)["raise"]
     c_raise.argtypes, c_raise.restype = [ctypes.c_int], None
