@@ -297,7 +297,7 @@ def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None, n
             rung = _wait_fifo(fd, LONGEST_WAIT if nap is None else min(nap, LONGEST_WAIT))
         elif frame is None:  # no ring can wake it: it polls, in steps that grow while idle
             time.sleep(naps.poll_step(nap))
-            rung = bell.word() != seq
+            rung = not bell.mm.closed and bell.word() != seq  # closed: by a signal handler
     finally:
         bell.awake()  # also after an exception (a signal's, a read's): no writer rings for nothing
     if frame is not None:
@@ -323,8 +323,9 @@ def _wait_fifo(fd: int, timeout: float) -> bool:
     """Wait up to `timeout` s for a byte in the FIFO: True (rung; the FIFO emptied) or False."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    if not poller.poll(math.ceil(timeout * 1000)):
-        return False
+    events = poller.poll(math.ceil(timeout * 1000))
+    if not events or not events[0][1] & select.POLLIN:
+        return False  # POLLNVAL: a signal handler closed the reader (its FIFO) during the wait
     try:
         os.read(fd, 4096)  # rings write a byte each; one left over only ends the next wait at once
     except BlockingIOError:
