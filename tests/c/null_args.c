@@ -1,6 +1,7 @@
 /* null_args.c: every mmipc.h entry point given a NULL handle or a NULL out-pointer, each in a
  * forked child (a crash kills only the child). Prints one line per call: "NAME rc MESSAGE", or
- * "NAME killed SIGNAL". Usage: null_args DIRECTORY (a journal "j" with one frame is made there). */
+ * "NAME killed SIGNAL" (merge_add_name: a NULL name once the merge has a journal, compared with
+ * the names it holds). Usage: null_args DIRECTORY (a journal "j" with one frame is made there). */
 #include "mmipc.h"
 
 #include <stdio.h>
@@ -67,6 +68,7 @@ static long long cursor_take_handle(void) { mmipc_frame f; return mmipc_cursor_t
 static long long cursor_seek_handle(void) { return mmipc_cursor_seek(NULL, MMIPC_START_BEGIN, 0); }
 static long long merge_open_out(void) { return mmipc_merge_open(NULL); }
 static long long merge_add_handle(void) { return mmipc_merge_add(NULL, dir, "j", MMIPC_START_BEGIN, 0); }
+static long long merge_add_name(void) { return mmipc_merge_add(merge(), dir, NULL, MMIPC_START_BEGIN, 0); }
 static long long merge_read_handle(void) { mmipc_frame f; return mmipc_merge_read(NULL, &f); }
 static long long merge_read_frame(void) { return mmipc_merge_read(merge(), NULL); }
 static long long closes(void)
@@ -91,7 +93,7 @@ static const struct {
     {"cursor_poll_handle", cursor_poll_handle}, {"cursor_take_frame", cursor_take_frame},
     {"cursor_take_handle", cursor_take_handle}, {"cursor_seek_handle", cursor_seek_handle},
     {"merge_open_out", merge_open_out}, {"merge_add_handle", merge_add_handle},
-    {"merge_read_handle", merge_read_handle}, {"merge_read_frame", merge_read_frame},
+    {"merge_add_name", merge_add_name}, {"merge_read_handle", merge_read_handle}, {"merge_read_frame", merge_read_frame},
     {"closes", closes}, {"crc_data", crc_data},
 };
 
