@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,7 +81,7 @@ def test_an_int_timeout_too_large_for_a_float_waits_for_ever_like_inf(reader: Re
     assert bytes(next(reader.frames(timeout=10**400)).data) == b"first"
     for knobs in ({"spin": 10**400}, {"max_nap": 10**400}):
         with pytest.raises(UsageError, match="finite number"):
-            Block(**knobs)  # type: ignore[arg-type]
+            Block(**knobs)
 
 
 def test_an_int_timeout_too_large_for_a_float_ends_no_polled_iteration_early(reader: Reader) -> None:
@@ -174,7 +173,7 @@ def test_a_sleep_nested_in_a_handler_before_the_wait_does_not_leave_the_wait_una
     assert not _sleeping(reader)
 
 
-def _c_raise() -> ctypes._CFuncPtr:
+def _c_raise() -> Callable[[int], None]:
     c_raise = ctypes.CDLL(None)["raise"]
     c_raise.argtypes, c_raise.restype = [ctypes.c_int], None
     return c_raise
