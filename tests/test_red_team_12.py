@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import shutil
 import signal
 import subprocess
@@ -179,16 +180,25 @@ def _c_raise() -> Callable[[int], None]:
     return c_raise
 
 
-@pytest.fixture(scope="module")
-def null_args(tmp_path_factory: pytest.TempPathFactory) -> str:
+def _build_c(tmp_path_factory: pytest.TempPathFactory, program: str) -> str:
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc is not installed: the C API cannot be built here")
-    out = tmp_path_factory.mktemp("null_args") / "null_args"
-    source = Path(__file__).parent / "c" / "null_args.c"
+    out = tmp_path_factory.mktemp(program) / program
+    source = Path(__file__).parent / "c" / f"{program}.c"
     cmd = [gcc, *WARNINGS, "-O2", f"-I{NATIVE}", "-o", str(out), str(source), str(NATIVE / "mmipc.c")]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def null_args(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _build_c(tmp_path_factory, "null_args")
+
+
+@pytest.fixture(scope="module")
+def merge_paths(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _build_c(tmp_path_factory, "merge_paths")
 
 
 # Every mmipc.h function given a NULL handle, or a NULL out-pointer (frame, nano, buf, payload),
@@ -204,3 +214,23 @@ def test_the_c_api_refuses_null_handles_and_pointers_with_a_usage_error(null_arg
     for name, result in results.items():
         code, message = result.split(" ", 1)
         assert code == "-1" and "null" in message.lower(), (name, result)
+
+
+# The C merge compared directories as strings: the same journal added as DIR and DIR/ (or DIR//.,
+# DIR/../NAME, a relative spelling) was followed twice, every frame handed out twice. Python's
+# Reader.add_journal refuses those (UsageError "already added"); the C merge now does too.
+@pytest.mark.once
+def test_the_c_merge_refuses_a_journal_already_added_under_another_spelling(
+    merge_paths: str, jdir: str
+) -> None:
+    with Writer.create(jdir, "j", service=None) as writer:
+        writer.write(b"once")
+    done = subprocess.run(
+        [merge_paths, jdir], capture_output=True, text=True, timeout=120, cwd=os.path.dirname(jdir)
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"{jdir} 0 "
+    for line in lines[1:-1]:
+        assert line.split(" ", 2)[1:] == ["-1", f"journal {jdir}/j is already added"], line
+    assert lines[-1] == "frames 1 rc 0"
