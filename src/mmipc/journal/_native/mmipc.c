@@ -2468,6 +2468,42 @@ merge_grow(mmipc_merge *m)
     return MMIPC_OK;
 }
 
+/* `directory` as Python's os.path.abspath spells it (relative: under the working directory; ".",
+ * "..", "//" and a trailing "/" resolved by name, links not followed) into `out` (DIR_MAX bytes):
+ * the merge follows a journal by this spelling, so that one added again under another is refused,
+ * as Reader.add_journal refuses it. -1 if it does not fit or the working directory is unknown. */
+static int
+normal_dir(const char *directory, char *out)
+{
+    char joined[2 * DIR_MAX + 2], cwd[DIR_MAX];
+    if (directory[0] != '/' && getcwd(cwd, sizeof(cwd)) == NULL) {
+        return -1;
+    }
+    snprintf(joined, sizeof(joined), "%s/%s", directory[0] == '/' ? "" : cwd, directory);
+    size_t n = 0;  /* out[0, n): the path so far, "" for "/" */
+    char *save = NULL;
+    for (char *part = strtok_r(joined, "/", &save); part != NULL; part = strtok_r(NULL, "/", &save)) {
+        size_t len = strlen(part);
+        if (strcmp(part, "..") == 0) {
+            while (n > 0 && out[--n] != '/') {
+            }
+        }
+        else if (strcmp(part, ".") != 0) {
+            if (n + 1 + len >= DIR_MAX) {
+                return -1;
+            }
+            out[n++] = '/';
+            memcpy(out + n, part, len);
+            n += len;
+        }
+    }
+    if (n == 0) {
+        out[n++] = '/';
+    }
+    out[n] = '\0';
+    return 0;
+}
+
 int
 mmipc_merge_add(mmipc_merge *m, const char *directory, const char *name, int start, int64_t nano)
 {
@@ -2478,6 +2514,11 @@ mmipc_merge_add(mmipc_merge *m, const char *directory, const char *name, int sta
     if (rc != MMIPC_OK || (rc = check_directory(directory)) != MMIPC_OK) {
         return rc;  /* before the names are compared below */
     }
+    char normal[DIR_MAX];
+    if (normal_dir(directory, normal) < 0) {
+        return fail(MMIPC_E_USAGE, "journal directory %s is too long once made absolute", directory);
+    }
+    directory = normal;
     if (m->count == m->cap && merge_grow(m) < 0) {
         return MMIPC_E_NOMEM;
     }
