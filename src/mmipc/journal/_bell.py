@@ -489,8 +489,10 @@ class Bell:
         _U32.pack_into(self.mm, SLEEPING, 0)
 
     def awake(self) -> None:
-        """The reader found a frame after announcing sleep: it does not wait after all."""
-        _U32.pack_into(self.mm, SLEEPING, 0)
+        """The reader found a frame after announcing sleep: it does not wait after all (or woke up).
+        A bell closed meanwhile (a signal handler closed the reader) has nothing to clear."""
+        if not self.mm.closed:
+            _U32.pack_into(self.mm, SLEEPING, 0)
 
     def word(self) -> int:
         return int(_U32.unpack_from(self.mm, WORD)[0])

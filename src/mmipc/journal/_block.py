@@ -160,7 +160,7 @@ class _Idle:
 
     def start(self) -> None:
         """At the first `next()`: `frames()`'s checks, in the thread that iterates."""
-        self.reader._start_frames(self.timeout, self.wait)
+        self.timeout = self.reader._start_frames(self.timeout, self.wait)
 
     def due(self) -> float | None | _Turn:
         """After a read that found nothing: read again, stop, or sleep this long (None: until rung,
@@ -233,7 +233,13 @@ def _frames(reader: Reader, merge: Merge, timeout: float | None, wait: Block) ->
 
 
 def _seconds(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number of seconds (an int too large for a float is not: math.isfinite overflowed)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _window(spin: float, gap_ns: int) -> float:
@@ -302,7 +308,7 @@ def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None, n
             rung = _wait_fifo(fd, LONGEST_WAIT if nap is None else min(nap, LONGEST_WAIT))
         elif frame is None:  # no ring can wake it: it polls, in steps that grow while idle
             time.sleep(naps.poll_step(nap))
-            rung = bell.word() != seq
+            rung = not bell.mm.closed and bell.word() != seq  # closed: by a signal handler
     finally:
         bell.awake()  # also after an exception (a signal's, a read's): no writer rings for nothing
     if frame is not None:
@@ -328,8 +334,9 @@ def _wait_fifo(fd: int, timeout: float) -> bool:
     """Wait up to `timeout` s for a byte in the FIFO: True (rung; the FIFO emptied) or False."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    if not poller.poll(math.ceil(timeout * 1000)):
-        return False
+    events = poller.poll(math.ceil(timeout * 1000))
+    if not events or not events[0][1] & select.POLLIN:
+        return False  # POLLNVAL: a signal handler closed the reader (its FIFO) during the wait
     try:
         os.read(fd, 4096)  # rings write a byte each; one left over only ends the next wait at once
     except BlockingIOError:

@@ -362,16 +362,18 @@ class Reader:
             return block_frames(self, self._merge, timeout, wait if isinstance(wait, Block) else Block())
         return self._polled_frames(timeout, wait)
 
-    def _start_frames(self, timeout: float | None, wait: WaitName | WaitStrategy | Block) -> None:
-        """What `frames()` checks and records, at the first `next()`: in the thread that iterates."""
+    def _start_frames(self, timeout: float | None, wait: WaitName | WaitStrategy | Block) -> float | None:
+        """What `frames()` checks and records, at the first `next()`: in the thread that iterates.
+        Returns the timeout to use (`_check_timeout`)."""
         self._check_owner()
-        _check_timeout(timeout, "frames")
+        seconds = _check_timeout(timeout, "frames")
         if self._board is not None:
             self._board.wait_mode("block" if isinstance(wait, Block) else wait)
+        return seconds
 
     def _polled_frames(self, timeout: float | None, wait: WaitName | WaitStrategy) -> Iterator[Frame]:
         """`frames()` with a polling `wait` ("spin", "backoff" or a WaitStrategy)."""
-        self._start_frames(timeout, wait)
+        timeout = self._start_frames(timeout, wait)
         strategy = make_wait(wait)
         idle_since: float | None = None
         while True:
@@ -602,14 +604,25 @@ def _raise_inherited(name: str) -> NoReturn:
 
 
 def _check_timeout(timeout: float | None, what: str) -> float | None:
-    """`timeout` if it is None or a number of seconds (inf: for ever; <= 0: what is there now). NaN
-    never expired (aread, aframes and frames(wait="spin") waited for ever; frames(wait="block")
-    raised ValueError), and a str raised TypeError deep inside the wait."""
-    if timeout is None or (
-        isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and not math.isnan(timeout)
-    ):
-        return timeout
+    """`timeout` if it is None or a number of seconds (inf: for ever; <= 0: what is there now), as a
+    float: an int too large for one is +-inf. NaN never expired (aread, aframes and
+    frames(wait="spin") waited for ever; frames(wait="block") raised ValueError), a str raised
+    TypeError deep inside the wait, and 10**400 OverflowError."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = _float_seconds(timeout)
+        if not math.isnan(seconds):
+            return seconds
     raise UsageError(f"{what} needs timeout in seconds (a number, or None: no timeout), not {timeout!r}")
+
+
+def _float_seconds(value: float) -> float:
+    """`value` as a float; an int too large for one: +-inf."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _owned(read: Callable[[], T], name: str, owner: int) -> Callable[[], T]:

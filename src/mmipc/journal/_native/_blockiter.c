@@ -198,6 +198,22 @@ blockiter_next(BlockIter *self)
     return frame;
 }
 
+/* Where `type` keeps `read` (0: not a slot of its own layout). A member descriptor's offset holds
+ * only in instances of the type that made it: `class X: read = Reader.read` borrows Reader's, whose
+ * offset lies past the end of an X (the generic lookup then raises TypeError, as the descriptor's
+ * own __get__ does). */
+static Py_ssize_t
+read_slot(PyTypeObject *type)
+{
+    PyObject *slot = _PyType_Lookup(type, read_name);  /* borrowed */
+    if (slot == NULL || !Py_IS_TYPE(slot, &PyMemberDescr_Type)
+        || !PyType_IsSubtype(type, PyDescr_TYPE(slot))) {
+        return 0;
+    }
+    PyMemberDef *member = ((PyMemberDescrObject *)slot)->d_member;
+    return member->type == T_OBJECT_EX && !(member->flags & READONLY) ? member->offset : 0;
+}
+
 static PyObject *
 blockiter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -218,13 +234,7 @@ blockiter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->reader = Py_NewRef(reader);
     self->type = (PyTypeObject *)Py_NewRef(Py_TYPE(reader));
-    PyObject *slot = _PyType_Lookup(self->type, read_name);  /* borrowed */
-    if (slot != NULL && Py_IS_TYPE(slot, &PyMemberDescr_Type)) {
-        PyMemberDef *member = ((PyMemberDescrObject *)slot)->d_member;
-        if (member->type == T_OBJECT_EX && !(member->flags & READONLY)) {
-            self->read_at = member->offset;
-        }
-    }
+    self->read_at = read_slot(self->type);
     self->idle = Py_NewRef(idle);
     self->empty = PyObject_GetAttrString(idle, "empty");
     self->nothing = self->empty == NULL ? NULL : PyObject_GetAttrString(idle, "nothing");

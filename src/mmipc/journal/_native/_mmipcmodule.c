@@ -1482,44 +1482,91 @@ native_bell_wait(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
  * A signal that interrupts the wait runs its handler here; an exception it raises is returned. */
 /* The whole of bell_block below, for it and for BlockIter (_blockiter.c): a frame, True, False, or
  * NULL (an error, or an exception a signal handler raised). */
-PyObject *
-mmipc_bell_block(PyObject *bell, PyObject *read, long long timeout, PyObject *needy)
+/* Clear `sleeping` of a bell mapped again (after Python code ran: a signal handler, the re-check read
+ * or `needy` may have closed the reader, and its bell with it: then there is nothing to clear). */
+static void
+bell_clear_sleeping(PyObject *bell)
+{
+    Py_buffer b;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);  /* keep the exception being returned, if any */
+    if (bell_buffer(bell, &b, BELL_FLAGS) == 0) {
+        atomic_store_explicit(bell_word(&b, BELL_SLEEPING), 0u, memory_order_relaxed);
+        PyBuffer_Release(&b);
+    }
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+}
+
+/* Announce sleep: `sleeping` set, then the needy bytes (a full fence each); *seq is the futex word
+ * loaded before. -1 with an exception. The bell is not held mapped after: a handler may close it. */
+static int
+bell_announce(PyObject *bell, PyObject *needy, uint32_t *seq)
 {
     Py_buffer b;
     if (bell_buffer(bell, &b, BELL_FLAGS) < 0) {
-        return NULL;
+        return -1;
+    }
+    *seq = atomic_load_explicit(bell_word(&b, BELL_WORD), memory_order_seq_cst);
+    atomic_exchange_explicit(bell_word(&b, BELL_SLEEPING), 1u, memory_order_seq_cst);
+    PyBuffer_Release(&b);
+    if (needy != NULL && needy != Py_None && bell_set_needy(needy) < 0) {  /* after `sleeping` */
+        bell_clear_sleeping(bell);
+        return -1;
+    }
+    return 0;
+}
+
+/* Wait on the futex while its word is `seq`, `timeout` ns at most (< 0: no limit), GIL released;
+ * then clear `sleeping`. 1 if a ring changed the word (or `sleeping` was cleared before the wait),
+ * 0 if not, -1 with an exception (a signal handler's). A bell closed meanwhile (a signal handler closed the reader before the wait): 0, and
+ * the caller's next read says the reader is closed. */
+static int
+bell_futex_wait(PyObject *bell, uint32_t seq, long long timeout)
+{
+    Py_buffer b;
+    if (bell_buffer(bell, &b, BELL_FLAGS) < 0) {
+        PyErr_Clear();
+        return 0;
     }
     _Atomic uint32_t *word = bell_word(&b, BELL_WORD);
-    _Atomic uint32_t *sleeping = bell_word(&b, BELL_SLEEPING);
-    uint32_t seq = atomic_load_explicit(word, memory_order_seq_cst);
-    atomic_exchange_explicit(sleeping, 1u, memory_order_seq_cst);
-    PyObject *frame = Py_None;
-    if (needy != NULL && needy != Py_None && bell_set_needy(needy) < 0) {  /* after `sleeping` */
-        frame = NULL;
+    if (atomic_load_explicit(bell_word(&b, BELL_SLEEPING), memory_order_seq_cst) == 0) {
+        PyBuffer_Release(&b);  /* cleared since the announcement: a ring, or a sleep of this reader */
+        return 1;              /* nested in a signal handler (its end cleared it): read again */
     }
-    if (frame != NULL) {
-        frame = PyObject_CallNoArgs(read);  /* the re-check after the announcement */
-    }
-    if (frame != Py_None) {
-        atomic_store_explicit(sleeping, 0u, memory_order_relaxed);  /* a frame or an error */
-        PyBuffer_Release(&b);
-        return frame;
-    }
-    Py_DECREF(frame);
     struct timespec ts = {(time_t)(timeout / 1000000000), (long)(timeout % 1000000000)};
     long rc;
     Py_BEGIN_ALLOW_THREADS
     rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, seq, timeout < 0 ? NULL : &ts, NULL, 0);
     Py_END_ALLOW_THREADS
     int interrupted = rc < 0 && errno == EINTR;
-    atomic_store_explicit(sleeping, 0u, memory_order_relaxed);
+    atomic_store_explicit(bell_word(&b, BELL_SLEEPING), 0u, memory_order_relaxed);
     int rung = atomic_load_explicit(word, memory_order_acquire) != seq;
     PyBuffer_Release(&b);
-    if (interrupted && PyErr_CheckSignals() < 0) {
+    return interrupted && PyErr_CheckSignals() < 0 ? -1 : rung;
+}
+
+PyObject *
+mmipc_bell_block(PyObject *bell, PyObject *read, long long timeout, PyObject *needy)
+{
+    uint32_t seq;
+    if (bell_announce(bell, needy, &seq) < 0) {
         return NULL;
     }
-    if (!rung) {
-        Py_RETURN_FALSE;
+    PyObject *frame = PyObject_CallNoArgs(read);  /* the re-check after the announcement */
+    if (frame == Py_None) {
+        Py_DECREF(frame);
+        /* A signal that came during the re-check (a read in C runs no handler) is handled now, not
+         * after the wait: a Ctrl-C would wait out the nap, or, with no limit, for a frame. */
+        frame = PyErr_CheckSignals() < 0 ? NULL : Py_None;
+    }
+    if (frame != Py_None) {
+        bell_clear_sleeping(bell);  /* a frame or an error */
+        return frame;
+    }
+    int rung = bell_futex_wait(bell, seq, timeout);
+    if (rung <= 0) {
+        return rung < 0 ? NULL : Py_NewRef(Py_False);
     }
     frame = PyObject_CallNoArgs(read);
     if (frame == Py_None) {

@@ -74,6 +74,15 @@ fail(int code, const char *fmt, ...)
     return code;
 }
 
+/* A NULL handle or pointer argument: MMIPC_E_USAGE naming it, where dereferencing it would crash. */
+#define MMIPC_NULL(p) __builtin_expect((p) == NULL, 0)
+
+static int
+null_arg(const char *function, const char *argument)
+{
+    return fail(MMIPC_E_USAGE, "%s(): %s is NULL", function, argument);
+}
+
 static int
 corrupt(const char *path, uint64_t offset, const char *problem)
 {
@@ -1666,6 +1675,9 @@ mmipc_writer_open(mmipc_writer **out, const char *directory, const char *name,
 {
     mmipc_writer_options defaults = {0, 0, 0};
     const mmipc_writer_options *o = options ? options : &defaults;
+    if (MMIPC_NULL(out)) {
+        return null_arg(__func__, "out");
+    }
     *out = NULL;
     int rc = check_name(name, "journal");
     if (rc == MMIPC_OK) {
@@ -1821,6 +1833,9 @@ int64_t
 mmipc_write(mmipc_writer *w, const void *payload, uint32_t length, uint32_t msg_type,
             uint32_t source)
 {
+    if (MMIPC_NULL(w) || (MMIPC_NULL(payload) && length != 0)) {
+        return null_arg(__func__, w == NULL ? "the writer" : "payload");
+    }
     uint64_t size = mmipc_align8((uint64_t)length + MMIPC_FRAME_HEADER_SIZE);
     if (w->st.pos + size + MMIPC_PAGE_END_RESERVE > w->st.limit) {
         int rc = make_room(w, size);
@@ -1846,6 +1861,9 @@ mmipc_write(mmipc_writer *w, const void *payload, uint32_t length, uint32_t msg_
 int
 mmipc_claim(mmipc_writer *w, uint32_t length, void **buf)
 {
+    if (MMIPC_NULL(w) || MMIPC_NULL(buf)) {
+        return null_arg(__func__, w == NULL ? "the writer" : "buf");
+    }
     uint64_t size = mmipc_align8((uint64_t)length + MMIPC_FRAME_HEADER_SIZE);
     if (w->st.pos + size + MMIPC_PAGE_END_RESERVE > w->st.limit) {
         int rc = make_room(w, size);
@@ -1864,6 +1882,9 @@ mmipc_claim(mmipc_writer *w, uint32_t length, void **buf)
 int64_t
 mmipc_commit(mmipc_writer *w, uint32_t msg_type, uint32_t source)
 {
+    if (MMIPC_NULL(w)) {
+        return null_arg(__func__, "the writer");
+    }
     if (!w->claim_open) {
         return fail(MMIPC_E_USAGE, "no frame claim is open: call mmipc_claim first");
     }
@@ -1886,7 +1907,7 @@ mmipc_commit(mmipc_writer *w, uint32_t msg_type, uint32_t source)
 void
 mmipc_abandon(mmipc_writer *w)
 {
-    if (!w->claim_open) {
+    if (w == NULL || !w->claim_open) {
         return;
     }
     uint64_t size = mmipc_align8((uint64_t)w->claim_len + MMIPC_FRAME_HEADER_SIZE);
@@ -1898,30 +1919,33 @@ mmipc_abandon(mmipc_writer *w)
 uint64_t
 mmipc_writer_page(const mmipc_writer *w)
 {
-    return w->page.page_no;
+    return w == NULL ? 0 : w->page.page_no;
 }
 
 uint64_t
 mmipc_writer_pos(const mmipc_writer *w)
 {
-    return w->st.pos;
+    return w == NULL ? 0 : w->st.pos;
 }
 
 int64_t
 mmipc_writer_last_nano(const mmipc_writer *w)
 {
-    return w->st.last_nano;
+    return w == NULL ? 0 : w->st.last_nano;
 }
 
 uint64_t
 mmipc_writer_next_seq(const mmipc_writer *w)
 {
-    return w->st.next_seq;
+    return w == NULL ? 0 : w->st.next_seq;
 }
 
 int
 mmipc_writer_sync(mmipc_writer *w)
 {
+    if (MMIPC_NULL(w)) {
+        return null_arg(__func__, "the writer");
+    }
     if (w->page.base != NULL && msync(w->page.base, w->page.size, MS_SYNC) != 0) {
         return storage(errno, "cannot sync page", w->page.path);
     }
@@ -2159,6 +2183,9 @@ int
 mmipc_cursor_open(mmipc_cursor **out, const char *directory, const char *name, int start,
                   int64_t nano)
 {
+    if (MMIPC_NULL(out)) {
+        return null_arg(__func__, "out");
+    }
     *out = NULL;
     int rc = check_name(name, "journal");
     if (rc == MMIPC_OK) {
@@ -2189,6 +2216,9 @@ mmipc_cursor_open(mmipc_cursor **out, const char *directory, const char *name, i
 int
 mmipc_cursor_seek(mmipc_cursor *c, int start, int64_t nano)
 {
+    if (MMIPC_NULL(c)) {
+        return null_arg(__func__, "the cursor");
+    }
     int rc = check_start(start);
     if (rc == MMIPC_OK) {
         rc = position(c, start, nano);
@@ -2218,8 +2248,9 @@ poll_slow(mmipc_cursor *c)
     return corrupt(c->page.path, c->pos, "payload checksum does not match the frame's checksum");
 }
 
-int
-mmipc_cursor_poll(mmipc_cursor *c, int64_t *nano)
+/* mmipc_cursor_poll, its arguments checked (the merge's calls, one per idle journal a read). */
+static int
+cursor_poll(mmipc_cursor *c, int64_t *nano)
 {
     for (;;) {
         if (c->peeked) {
@@ -2253,6 +2284,15 @@ mmipc_cursor_poll(mmipc_cursor *c, int64_t *nano)
     }
 }
 
+int
+mmipc_cursor_poll(mmipc_cursor *c, int64_t *nano)
+{
+    if (MMIPC_NULL(c) || MMIPC_NULL(nano)) {
+        return null_arg(__func__, c == NULL ? "the cursor" : "nano");
+    }
+    return cursor_poll(c, nano);
+}
+
 static void
 fill_frame(const mmipc_cursor *c, const mmipc_peeked_t *p, mmipc_frame *frame)
 {
@@ -2265,8 +2305,8 @@ fill_frame(const mmipc_cursor *c, const mmipc_peeked_t *p, mmipc_frame *frame)
     frame->data = c->page.base + p->pos + MMIPC_FRAME_HEADER_SIZE;
 }
 
-int
-mmipc_cursor_take(mmipc_cursor *c, mmipc_frame *frame)
+static int
+cursor_take(mmipc_cursor *c, mmipc_frame *frame)
 {
     if (!c->peeked) {
         return 0;
@@ -2279,8 +2319,20 @@ mmipc_cursor_take(mmipc_cursor *c, mmipc_frame *frame)
 }
 
 int
+mmipc_cursor_take(mmipc_cursor *c, mmipc_frame *frame)
+{
+    if (MMIPC_NULL(c) || MMIPC_NULL(frame)) {
+        return null_arg(__func__, c == NULL ? "the cursor" : "frame");
+    }
+    return cursor_take(c, frame);
+}
+
+int
 mmipc_cursor_read(mmipc_cursor *c, mmipc_frame *frame)
 {
+    if (MMIPC_NULL(c) || MMIPC_NULL(frame)) {
+        return null_arg(__func__, c == NULL ? "the cursor" : "frame");
+    }
     if (c->page.base != NULL && !c->peeked) {
         mmipc_peeked_t p;
         int kind = mmipc_peek(&c->view, c->pos, c->last_nano, &p);
@@ -2295,8 +2347,8 @@ mmipc_cursor_read(mmipc_cursor *c, mmipc_frame *frame)
         }
     }
     int64_t nano;
-    int rc = mmipc_cursor_poll(c, &nano);
-    return rc == 1 ? mmipc_cursor_take(c, frame) : rc;
+    int rc = cursor_poll(c, &nano);
+    return rc == 1 ? cursor_take(c, frame) : rc;
 }
 
 void
@@ -2386,6 +2438,9 @@ merge_pop_root(mmipc_merge *m)
 int
 mmipc_merge_open(mmipc_merge **out)
 {
+    if (MMIPC_NULL(out)) {
+        return null_arg(__func__, "out");
+    }
     *out = calloc(1, sizeof(**out));
     return *out ? MMIPC_OK : fail(MMIPC_E_NOMEM, "out of memory opening a merge");
 }
@@ -2413,9 +2468,57 @@ merge_grow(mmipc_merge *m)
     return MMIPC_OK;
 }
 
+/* `directory` as Python's os.path.abspath spells it (relative: under the working directory; ".",
+ * "..", "//" and a trailing "/" resolved by name, links not followed) into `out` (DIR_MAX bytes):
+ * the merge follows a journal by this spelling, so that one added again under another is refused,
+ * as Reader.add_journal refuses it. -1 if it does not fit or the working directory is unknown. */
+static int
+normal_dir(const char *directory, char *out)
+{
+    char joined[2 * DIR_MAX + 2], cwd[DIR_MAX];
+    if (directory[0] != '/' && getcwd(cwd, sizeof(cwd)) == NULL) {
+        return -1;
+    }
+    snprintf(joined, sizeof(joined), "%s/%s", directory[0] == '/' ? "" : cwd, directory);
+    size_t n = 0;  /* out[0, n): the path so far, "" for "/" */
+    char *save = NULL;
+    for (char *part = strtok_r(joined, "/", &save); part != NULL; part = strtok_r(NULL, "/", &save)) {
+        size_t len = strlen(part);
+        if (strcmp(part, "..") == 0) {
+            while (n > 0 && out[--n] != '/') {
+            }
+        }
+        else if (strcmp(part, ".") != 0) {
+            if (n + 1 + len >= DIR_MAX) {
+                return -1;
+            }
+            out[n++] = '/';
+            memcpy(out + n, part, len);
+            n += len;
+        }
+    }
+    if (n == 0) {
+        out[n++] = '/';
+    }
+    out[n] = '\0';
+    return 0;
+}
+
 int
 mmipc_merge_add(mmipc_merge *m, const char *directory, const char *name, int start, int64_t nano)
 {
+    if (MMIPC_NULL(m)) {
+        return null_arg(__func__, "the merge");
+    }
+    int rc = check_name(name, "journal");
+    if (rc != MMIPC_OK || (rc = check_directory(directory)) != MMIPC_OK) {
+        return rc;  /* before the names are compared below */
+    }
+    char normal[DIR_MAX];
+    if (normal_dir(directory, normal) < 0) {
+        return fail(MMIPC_E_USAGE, "journal directory %s is too long once made absolute", directory);
+    }
+    directory = normal;
     if (m->count == m->cap && merge_grow(m) < 0) {
         return MMIPC_E_NOMEM;
     }
@@ -2424,7 +2527,7 @@ mmipc_merge_add(mmipc_merge *m, const char *directory, const char *name, int sta
             return fail(MMIPC_E_USAGE, "journal %s/%s is already added", directory, name);
         }
     }
-    int rc = mmipc_cursor_open(&m->cursors[m->count], directory, name, start, nano);
+    rc = mmipc_cursor_open(&m->cursors[m->count], directory, name, start, nano);
     if (rc != MMIPC_OK) {
         return rc;
     }
@@ -2448,7 +2551,7 @@ merge_repeek_top(mmipc_merge *m)
 {
     m->taken = 0;
     merge_key_t key = m->heap[0];
-    int rc = mmipc_cursor_poll(m->cursors[key.index], &key.nano);
+    int rc = cursor_poll(m->cursors[key.index], &key.nano);
     if (rc == 1) {
         prefetch_after_peek(m->cursors[key.index]);
         merge_replace_root(m, key);
@@ -2466,7 +2569,7 @@ merge_poll_idle(mmipc_merge *m)
     size_t k = 0;
     while (k < m->nidle) {
         merge_key_t key = {0, m->idle[k]};
-        int rc = mmipc_cursor_poll(m->cursors[key.index], &key.nano);
+        int rc = cursor_poll(m->cursors[key.index], &key.nano);
         if (rc < 0) {
             return rc;
         }
@@ -2485,6 +2588,9 @@ merge_poll_idle(mmipc_merge *m)
 int
 mmipc_merge_read(mmipc_merge *m, mmipc_frame *frame)
 {
+    if (MMIPC_NULL(m) || MMIPC_NULL(frame)) {
+        return null_arg(__func__, m == NULL ? "the merge" : "frame");
+    }
     int rc = m->taken ? merge_repeek_top(m) : MMIPC_OK;
     if (rc == MMIPC_OK) {
         rc = merge_poll_idle(m);
@@ -2496,7 +2602,7 @@ mmipc_merge_read(mmipc_merge *m, mmipc_frame *frame)
         return 0;
     }
     size_t index = m->heap[0].index;
-    mmipc_cursor_take(m->cursors[index], frame);
+    cursor_take(m->cursors[index], frame);
     frame->journal = (uint32_t)index;
     m->taken = 1;
     return 1;

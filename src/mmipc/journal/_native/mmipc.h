@@ -22,7 +22,10 @@
  * the limit then fails with MMIPC_E_DISK_FULL instead of killing the process.
  *
  * Errors. Every function that can fail returns a negative MMIPC_E_* code and sets a one-line
- * message for mmipc_last_error(); nothing aborts the process. After MMIPC_E_CORRUPT a cursor stays
+ * message for mmipc_last_error(); nothing aborts the process. A NULL handle or pointer argument
+ * is MMIPC_E_USAGE (payload may be NULL when length is 0); the close functions and
+ * mmipc_abandon accept NULL, the mmipc_writer_* getters return 0 for it. A handle used after
+ * its close is freed memory: that the API cannot detect. After MMIPC_E_CORRUPT a cursor stays
  * where it was: the same call fails the same way again.
  *
  * Build: cc -std=c11 -O2 mmipc.c your_program.c (Linux; needs only libc).
