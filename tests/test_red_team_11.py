@@ -9,7 +9,6 @@ import functools
 import json
 import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,9 @@ from mmipc.bridge._wire import covers
 from mmipc.journal._durable import CursorFile, cursor_dir_for
 from test_bridge import (
     NatsServer,
+    bridge_child,
     bridge_in,
+    bridge_once,
     bridge_out,
     free_port,
     journal_frames,
@@ -60,14 +61,8 @@ def test_a_frame_that_fits_max_payload_only_without_headers_stops_the_out_bridge
     with mmipc.Writer.create(source, "md", service=None) as writer:
         writer.write(b"small")
         writer.write(bytes(limit - 64))
-    cmd = [sys.executable, "-m", "mmipc", "bridge", "out", source, "md", "--nats", nats_server.url]
     name = f"bo-{uuid.uuid4().hex[:8]}"
-    done = subprocess.run(
-        [*cmd, "--stream", "DESK", "--name", name, "--ack-timeout", "2"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    done = bridge_once("out", nats_server.url, source, "md", "--name", name, "--ack-timeout", "2", timeout=90)
     assert done.returncode == 1, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "max_payload" in line and f"({limit} bytes)" in line and "md/1" in line, line
@@ -134,11 +129,8 @@ def test_a_restarted_out_bridge_that_has_acknowledged_nothing_reports_no_lag_s(
     source = str(tmp_path / "src")
     write_frames(source, "md", 5, 1)
     name = f"bo-{uuid.uuid4().hex[:8]}"
-    cmd = [sys.executable, "-m", "mmipc", "bridge", "out", source, "md", "--name", name]
     for _ in range(2):
-        child = Child([*cmd, "--nats", f"nats://127.0.0.1:{free_port()}", "--stream", "DESK"])
-        procs.started.append(child)
-        child.expect_line("mmipc bridge out")
+        child = bridge_child(procs, "out", f"nats://127.0.0.1:{free_port()}", source, "md", "--name", name)
         wait_for(functools.partial(_failed_once, name, child.pid), what="a record of a failed connection")
         journal = state(name)["journals"]["md"]
         assert (journal["acked_seq"], journal["lag_s"], journal["lag_frames"]) == (None, None, 5), journal
@@ -201,10 +193,7 @@ def test_a_tls_url_to_a_server_without_tls_is_refused_not_used_in_plaintext(
     url = nats_server.url.replace("nats://", "tls://")
     for kind in ("out", "in"):
         where = [source, "md"] if kind == "out" else ["--to", str(tmp_path / "mirror")]
-        cmd = [sys.executable, "-m", "mmipc", "bridge", kind, *where, "--nats", url, "--stream", "DESK"]
-        done = subprocess.run(
-            [*cmd, "--name", f"b{kind}-{uuid.uuid4().hex[:8]}"], capture_output=True, text=True, timeout=60
-        )
+        done = bridge_once(kind, url, *where, "--name", f"b{kind}-{uuid.uuid4().hex[:8]}")
         assert done.returncode == 1, done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert "asks for TLS" in line and "not encrypted" in line, line
@@ -236,10 +225,7 @@ def test_a_listener_that_is_not_nats_gets_a_clear_retry_reason(procs: Procs, tmp
         silent.listen(16)  # the kernel completes connections; nothing ever answers
         url = f"nats://127.0.0.1:{silent.getsockname()[1]}"
         name = f"bo-{uuid.uuid4().hex[:8]}"
-        cmd = [sys.executable, "-m", "mmipc", "bridge", "out", source, "md", "--name", name]
-        child = Child([*cmd, "--nats", url, "--stream", "DESK"])
-        procs.started.append(child)
-        child.expect_line("mmipc bridge out")
+        child = bridge_child(procs, "out", url, source, "md", "--name", name)
         wait_for(lambda: state(name).get("state") == "retrying", what="a failed connection")
         error = state(name)["error"]
         assert "no NATS greeting (INFO) within 2 s" in error, error
@@ -352,11 +338,7 @@ def _publish(url: str, subject: str, headers: dict[str, str]) -> None:
 
 
 def _in_bridge_once(server: NatsServer, to: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "mmipc", "bridge", "in", "--nats", server.url, "--stream", "DESK"]
-    name = f"bi-{uuid.uuid4().hex[:8]}"
-    return subprocess.run(
-        [*cmd, "--to", str(to), "--name", name, *extra], capture_output=True, text=True, timeout=60
-    )
+    return bridge_once("in", server.url, "--to", str(to), "--name", f"bi-{uuid.uuid4().hex[:8]}", *extra)
 
 
 def test_a_message_whose_subject_is_no_journal_stops_the_in_bridge_naming_it(
@@ -397,13 +379,8 @@ def test_a_stream_that_never_acknowledges_stops_the_out_bridge_saying_so(
     source = str(tmp_path / "src")
     write_frames(source, "md", 3, 1)
     _add_stream(nats_server.url, "DESK", ["mmipc.DESK.>"], no_ack=True)
-    cmd = [sys.executable, "-m", "mmipc", "bridge", "out", source, "md", "--nats", nats_server.url]
-    done = subprocess.run(
-        [*cmd, "--stream", "DESK", "--name", f"bo-{uuid.uuid4().hex[:8]}", "--ack-timeout", "2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    done = bridge_once("out", nats_server.url, source, "md", "--name", name, "--ack-timeout", "2")
     assert done.returncode == 1, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "stream DESK does not acknowledge what it stores (no_ack)" in line, line
@@ -457,18 +434,8 @@ def test_a_nats_option_no_retry_can_fix_is_a_usage_error(
     source = str(tmp_path / "src")
     write_frames(source, "md", 1, 1)
     args = {"--nats": "nats://127.0.0.1:4222", "--stream": "DESK", option: value}
-    cmd = [
-        sys.executable,
-        "-m",
-        "mmipc",
-        "bridge",
-        "out",
-        source,
-        "md",
-        *(x for kv in args.items() for x in kv),
-    ]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        done = bridge_once("out", args["--nats"], source, "md", stream=args["--stream"])
     except subprocess.TimeoutExpired:
         raise AssertionError(f"the bridge retries {option} {value[:30]!r} for ever") from None
     assert done.returncode == 2, done.stderr
