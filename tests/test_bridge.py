@@ -54,17 +54,20 @@ def free_port() -> int:
 
 
 class NatsServer:
-    """A real nats-server with JetStream on a free loopback port and its own store directory."""
+    """A real nats-server with JetStream on a free loopback port and its own store directory;
+    `options` are more of its command line (with --tls, give scheme "tls")."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, *options: str, scheme: str = "nats") -> None:
         self.binary = server_binary()
         self.port = free_port()
         self.store = store
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.options = options
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         cmd = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)]
+        cmd += self.options
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ready, what=f"nats-server on port {self.port}")
 
