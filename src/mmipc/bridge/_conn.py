@@ -151,7 +151,7 @@ async def _refuse_plaintext(url: str, one: str) -> None:
         return
     try:
         line = await asyncio.wait_for(reader.readline(), CONNECT_TIMEOUT)
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, ValueError):  # ValueError: a line over the reader's 64 KiB
         return
     finally:
         writer.close()
