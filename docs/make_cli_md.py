@@ -48,7 +48,9 @@ EXAMPLES: list[tuple[str, list[str]]] = [
 
 NOTES = {
     "bridge": "\n`mmipc bridge in --nats URL --stream S --to DIR` mirrors the stream into journals of DIR "
-    "(same names, original timestamps). Both directions take `--name` (default `bridge-out.S` or "
+    "(same names, original timestamps), with `--page-size` for the mirror's new pages (a frame must "
+    "fit one) and `--skip-foreign` to log, count and skip messages that are no mmipc frame instead of "
+    "stopping. Both directions take `--name` (default `bridge-out.S` or "
     "`bridge-in.S`), `--subject-prefix` (default `mmipc.S`), `--ack-timeout` and `--home`, and show "
     "their state and lag in `mmipc status`. docs/bridge.md has the guarantees and the failures.\n",
     "read": '\nThese frames were written before the reader started, so their "latency" is their age; '

@@ -54,17 +54,20 @@ def free_port() -> int:
 
 
 class NatsServer:
-    """A real nats-server with JetStream on a free loopback port and its own store directory."""
+    """A real nats-server with JetStream on a free loopback port and its own store directory;
+    `options` are more of its command line (with --tls, give scheme "tls")."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, *options: str, scheme: str = "nats") -> None:
         self.binary = server_binary()
         self.port = free_port()
         self.store = store
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.options = options
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         cmd = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)]
+        cmd += self.options
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ready, what=f"nats-server on port {self.port}")
 
@@ -180,20 +183,33 @@ def write_frames(directory: str, name: str, count: int, seed: int, page_size: in
     return journal_frames(directory, name)
 
 
-def bridge_out(procs: Procs, server: NatsServer, directory: str, names: list[str], *extra: str) -> Child:
-    cmd = [sys.executable, "-m", "mmipc", "bridge", "out", directory, *names, "--nats", server.url]
-    child = Child([*cmd, "--stream", "DESK", "--ack-timeout", "2", *extra])
+def bridge_cmd(kind: str, url: str, *args: str, stream: str = "DESK") -> list[str]:
+    """`mmipc bridge KIND ARGS... --nats URL --stream STREAM` (ARGS: the journals or --to, options)."""
+    return [sys.executable, "-m", "mmipc", "bridge", kind, *args, "--nats", url, "--stream", stream]
+
+
+def bridge_once(
+    kind: str, url: str, *args: str, stream: str = "DESK", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """A bridge that should stop by itself (an error): its exit status and output."""
+    cmd = bridge_cmd(kind, url, *args, stream=stream)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def bridge_child(procs: Procs, kind: str, url: str, *args: str) -> Child:
+    """A running bridge, once it has printed its start line (its signals are handled then)."""
+    child = Child(bridge_cmd(kind, url, *args))
     procs.started.append(child)
-    child.expect_line("mmipc bridge out")
+    child.expect_line(f"mmipc bridge {kind}")
     return child
+
+
+def bridge_out(procs: Procs, server: NatsServer, directory: str, names: list[str], *extra: str) -> Child:
+    return bridge_child(procs, "out", server.url, directory, *names, "--ack-timeout", "2", *extra)
 
 
 def bridge_in(procs: Procs, server: NatsServer, to: str, *extra: str) -> Child:
-    cmd = [sys.executable, "-m", "mmipc", "bridge", "in", "--nats", server.url, "--stream", "DESK"]
-    child = Child([*cmd, "--to", to, "--ack-timeout", "2", *extra])
-    procs.started.append(child)
-    child.expect_line("mmipc bridge in")
-    return child
+    return bridge_child(procs, "in", server.url, "--to", to, "--ack-timeout", "2", *extra)
 
 
 def state(name: str) -> dict[str, Any]:
@@ -298,28 +314,9 @@ def test_a_second_host_on_the_same_subject_is_refused(
     name = f"bo-{uuid.uuid4().hex[:8]}"
     first = bridge_out(procs, nats_server, source, ["md"], "--name", name, "--host-id", "alpha")
     wait_for(lambda: state(name).get("acked_stream_seq") == 50, what="the first bridge")
-    second = Child(
-        [
-            sys.executable,
-            "-m",
-            "mmipc",
-            "bridge",
-            "out",
-            source,
-            "md",
-            "--nats",
-            nats_server.url,
-            "--stream",
-            "DESK",
-            "--name",
-            f"{name}-2",
-            "--host-id",
-            "beta",
-        ]
-    )
-    procs.started.append(second)
-    assert second.proc.wait(timeout=60) == 1
-    err = second.stderr()
+    second = bridge_once("out", nats_server.url, source, "md", "--name", f"{name}-2", "--host-id", "beta")
+    assert second.returncode == 1
+    err = second.stderr
     assert "from host alpha" in err and "beta" in err and len(err.strip().splitlines()) == 1, err
     check_stream(nats_server, {"md": frames})
     stop(first)
@@ -590,10 +587,7 @@ def test_a_mirror_written_by_someone_else_stops_the_in_bridge(
     writer.write(b"two")
     writer.close()
     wait_for(lambda: state(name).get("acked_stream_seq") == 2, what="the second frame shipped")
-    cmd = [sys.executable, "-m", "mmipc", "bridge", "in", "--nats", nats_server.url, "--stream", "DESK"]
-    done = subprocess.run(
-        [*cmd, "--to", to, "--name", f"bi-{name}"], capture_output=True, text=True, timeout=120
-    )
+    done = bridge_once("in", nats_server.url, "--to", to, "--name", f"bi-{name}", timeout=120)
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert "mirror journal md frame seq 1 differs from the stream's message" in line, line
@@ -644,10 +638,7 @@ def test_an_out_bridge_that_has_acknowledged_nothing_reports_no_lag_s(procs: Pro
     source = str(tmp_path / "src")
     write_frames(source, "md", 5, 1)
     name = f"bo-{uuid.uuid4().hex[:8]}"
-    cmd = [sys.executable, "-m", "mmipc", "bridge", "out", source, "md", "--name", name]
-    child = Child([*cmd, "--nats", f"nats://127.0.0.1:{free_port()}", "--stream", "DESK"])
-    procs.started.append(child)
-    child.expect_line("mmipc bridge out")
+    child = bridge_child(procs, "out", f"nats://127.0.0.1:{free_port()}", source, "md", "--name", name)
     wait_for(lambda: state(name).get("journals", {}).get("md", {}).get("lag_frames") == 5, what="a record")
     journal = state(name)["journals"]["md"]
     assert (journal["acked_seq"], journal["lag_s"]) == (None, None), journal

@@ -24,7 +24,9 @@ Rules:
   (original timestamps, types, sources and bytes). Its state file records the last stream sequence it
   processed and each mirror journal's seq at that moment; on restart, the mirror frames written after
   that record are matched, byte for byte, against the next messages of their subject and skipped,
-  and messages whose id is not past the last one mirrored are dropped (dedupe by id).
+  and messages whose id is not past the last one mirrored are dropped (dedupe by id). A message that
+  is no mmipc frame (`_wire.ForeignMessage`) ends it, naming the subject and stream sequence, unless
+  `skip_foreign`: then it is logged, counted and passed.
 * Every network failure is transient: the bridge drops the connection, says "retrying" in its state
   file, backs off (0.1 s doubling to 5 s, with jitter) and starts again from the stream's view. It
   never spins and exits only on a conflict no retry can solve (`BridgeError`: another host's frames

@@ -9,24 +9,28 @@ Rules:
 * A dead peer is found by pings (every second; three unanswered close the connection) and by the
   acknowledgement timeout; a paused server is therefore a failure after a few seconds, not a hang.
 * Idle waiting sleeps (50 us doubling to 2 ms): a bridge with nothing to do never spins.
-* `BridgeError` and the journal's own errors (`MmipcError`, but `StorageError`) end the bridge, and
-  so does a frame larger than the server's max_payload (nats-py refuses it before sending,
-  the out-bridge first counts its headers too: `_out.fits`);
-  everything else is transient.
+* `BridgeError` and the journal's own errors (`MmipcError`, but `StorageError`) end the bridge
+  (a frame larger than the server's max_payload is one: `_out.fits` refuses it, headers counted,
+  before nats-py would); everything else is transient.
+* A ``tls://`` server's greeting (INFO) is read first, on a connection of its own that sends
+  nothing: a server that does not require TLS is refused before nats-py, which would go on in
+  plaintext, sends it the credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import signal
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
 from nats.aio.client import Client
-from nats.errors import MaxPayloadError, NoServersError
+from nats.errors import NoServersError
 
 from .._errors import MmipcError, StorageError
 from ._wire import BridgeError, redact
@@ -84,21 +88,18 @@ class Status:
         }
 
 
-def fatal(exc: BaseException, client: Client | None) -> BaseException | None:
+def fatal(exc: BaseException) -> BaseException | None:
     """The error that ends the bridge for `exc`, or None if `exc` is transient."""
     if isinstance(exc, MmipcError) and not isinstance(exc, StorageError):
         return exc
-    if isinstance(exc, MaxPayloadError):  # raised before sending: the frame can never go as it is
-        limit = client.max_payload if client is not None else "?"
-        return BridgeError(
-            f"a frame is larger than the NATS server's max_payload ({limit} bytes), so no retry can "
-            "ship it: raise max_payload in the server's configuration (NATS allows up to 64 MB)"
-        )
     return None
 
 
 async def connect(url: str, name: str) -> Client:
     """A connection to `url`, or ConnectionError saying why there is none."""
+    urls = [u.strip() for u in url.split(",")]  # a cluster: nats://a:4222,nats://b:4222
+    for one in urls:
+        await _refuse_plaintext(url, one)
     seen: list[Exception] = []
 
     async def quiet(exc: Exception) -> None:  # failures reach the session as exceptions
@@ -107,7 +108,7 @@ async def connect(url: str, name: str) -> Client:
     # nats-py retries a refused first connection `max_reconnect_attempts` times (forever if 0):
     # one more try here, then the failure comes back to `supervise`, which owns the backoff.
     connecting = nats.connect(
-        [u.strip() for u in url.split(",")],  # a cluster: nats://a:4222,nats://b:4222
+        urls,
         name=name,
         allow_reconnect=False,
         max_reconnect_attempts=1,
@@ -122,14 +123,49 @@ async def connect(url: str, name: str) -> Client:
     except (NoServersError, TimeoutError) as exc:
         why = _why_not(seen[-1] if seen else exc)
         raise ConnectionError(f"cannot connect to {redact(url)}: {why}") from None
-    if _plaintext_for_tls(client):
+    if _plaintext_for_tls(client):  # the probe's server was another, or changed its mind since
         await _close(client)
-        raise BridgeError(
-            f"--nats {redact(url)} asks for TLS (tls://), but the server at {client_url(client)} does "
-            "not require it, so the connection was not encrypted: configure TLS on the server, or "
-            "give nats:// to mean plaintext"
-        )
+        raise _not_tls(url, client_url(client))
     return client
+
+
+def _not_tls(url: str, server: str) -> BridgeError:
+    return BridgeError(
+        f"--nats {redact(url)} asks for TLS (tls://), but the server at {server} does not require it, "
+        "so the connection was not encrypted and the bridge sent nothing: configure TLS on the server, "
+        "or give nats:// to mean plaintext"
+    )
+
+
+async def _refuse_plaintext(url: str, one: str) -> None:
+    """`BridgeError` if `one` is a tls:// URL whose server greets without requiring TLS. Only its
+    INFO line is read, nothing is sent; a server that cannot be reached is left to nats-py."""
+    split = urllib.parse.urlsplit(one)
+    if split.scheme != "tls" or split.hostname is None:
+        return
+    port = split.port or 4222
+    try:
+        opening = asyncio.open_connection(split.hostname, port)
+        reader, writer = await asyncio.wait_for(opening, CONNECT_TIMEOUT)
+    except (OSError, TimeoutError):
+        return
+    try:
+        line = await asyncio.wait_for(reader.readline(), CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError):  # ValueError: a line over the reader's 64 KiB
+        return
+    finally:
+        writer.close()
+    if line.startswith(b"INFO ") and not _info(line[5:]).get("tls_required"):
+        raise _not_tls(url, f"{split.hostname}:{port}")
+
+
+def _info(body: bytes) -> dict[str, Any]:
+    """A NATS INFO line's JSON object ({} if it is none)."""
+    try:
+        info = json.loads(body)
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _why_not(exc: BaseException) -> str:
@@ -180,7 +216,7 @@ async def supervise(
                 raise ConnectionError("the session ended")
             backoff.reset()
         except Exception as exc:
-            if (error := fatal(exc, client)) is not None:
+            if (error := fatal(exc)) is not None:
                 raise error from None
             if status.progress != progress:  # it worked for a while: a new failure starts short
                 backoff.reset()
@@ -261,6 +297,7 @@ async def serve(
     """A bridge's life until SIGINT or SIGTERM: `session` on connections kept by `supervise`, and
     `housekeeping` every `period` seconds and once more after the last session ended. `banner` is
     printed once the signals are handled (a test may stop the bridge as soon as it sees it)."""
+    logging.getLogger("asyncio").addFilter(_quiet_tls_eof)
     stop = stop_event()
     keeper = asyncio.ensure_future(_every(period, housekeeping, stop))
     print(banner, flush=True)
@@ -269,6 +306,13 @@ async def serve(
     finally:
         stop.set()
         await keeper
+
+
+def _quiet_tls_eof(record: logging.LogRecord) -> bool:
+    """Drop asyncio's "returning true from eof_received() has no effect when using ssl": nats-py's
+    stream protocol asks to half-close, which TLS cannot, whenever the server ends a TLS
+    connection (as at every stop); the connection closes all the same."""
+    return "eof_received()" not in record.getMessage()
 
 
 async def _every(period: float, action: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:

@@ -24,8 +24,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamState
 from nats.js.errors import NotFoundError
 
-from .._errors import UsageError
+from .._errors import FrameTooLargeError, UsageError
 from ..journal._files import check_name, list_pages
+from ..journal._layout import max_payload
 from ..journal._reader import Reader
 from ..journal._writer import Writer
 from ..service._lag import journal_tail
@@ -33,7 +34,7 @@ from ..service._servicehome import DEFAULT_HOME, ServiceHome
 from ._conn import Status, serve
 from ._options import InOptions
 from ._state import StateFile
-from ._wire import BridgeError, Shipped, journal_of, parse_headers, redact
+from ._wire import BridgeError, ForeignMessage, Shipped, journal_of, parse_headers, redact, where
 
 log = logging.getLogger("mmipc.bridge")
 RECORD_S = 0.5
@@ -92,16 +93,17 @@ def _other_journal(subject: str, named: str, prefix: str) -> BridgeError:
     """The error for a message whose subject is not that of the journal its headers name."""
     if subject.endswith("." + named):  # PREFIX.gw1.md holds journal md: another bridge's prefix
         why = f"its prefix is longer than {prefix}; mirror each prefix with its own --subject-prefix and --to"
-    else:
-        why = "keep other publishers off the bridge's subjects"
-    return BridgeError(f"message on subject {subject} names journal {named}: {why}")
+        return BridgeError(f"message on subject {subject} names journal {named}: {why}")
+    why = "keep other publishers off the bridge's subjects"
+    return ForeignMessage(f"message on subject {subject} names journal {named}: {why}")
 
 
 class Mirrored:
     """One mirror journal: its writer, how far it is, and the frames to match before writing."""
 
-    def __init__(self, to: str, name: str, mark: dict[str, Any]) -> None:
+    def __init__(self, to: str, name: str, mark: dict[str, Any], page_size: int | None) -> None:
         self.name = name
+        self.page_size = page_size
         self.seq = int(mark.get("mirror_seq", -1))  # the mirror's last seq at the resume record
         self.nano = int(mark.get("nano", 0))
         self.host = str(mark.get("host", ""))
@@ -129,7 +131,7 @@ class Mirrored:
             return
         else:
             if self.writer is None:
-                self.writer = Writer.create(to, self.name, service=service)
+                self.writer = Writer.create(to, self.name, service=service, page_size=self.page_size)
             self.writer.write_at(payload, shipped.nano, shipped.msg_type, shipped.source)
             self.seq += 1
             self.frames += 1
@@ -204,34 +206,64 @@ class InBridge:
         self.created = str(resume.get("created", ""))  # the stream's creation time: its identity
         self.marks: dict[str, dict[str, Any]] = resume.get("journals", {})
         self.mirrors: dict[str, Mirrored] = {}
+        self.foreign = 0  # messages skipped by --skip-foreign
         self.pending = 0
         self.last_applied = time.monotonic()
 
     def mirror(self, name: str) -> Mirrored:
         found = self.mirrors.get(name)
         if found is None:
-            found = self.mirrors[name] = Mirrored(self.options.to, name, self.marks.get(name, {}))
+            mark = self.marks.get(name, {})
+            found = self.mirrors[name] = Mirrored(self.options.to, name, mark, self.options.page_size)
         return found
 
     def apply(self, msg: Msg) -> None:
-        journal = self.journal_of(msg)
-        shipped = parse_headers(msg.headers, msg.subject)
-        if journal != shipped.journal:
-            raise _other_journal(msg.subject, shipped.journal, self.options.subject_prefix)
-        self.mirror(journal).apply(shipped, msg.data, self.options.to, self.service)
         meta = msg.metadata
+        try:
+            journal, shipped = self.parse(msg, meta.sequence.stream)
+        except ForeignMessage as exc:
+            if not self.options.skip_foreign:
+                raise
+            self.foreign += 1
+            log.warning("skipped (--skip-foreign): %s", exc)
+        else:
+            self.write(journal, shipped, msg, meta.sequence.stream)
         self.stream_seq = meta.sequence.stream
         self.pending = meta.num_pending
 
+    def parse(self, msg: Msg, stream_seq: int) -> tuple[str, Shipped]:
+        """The journal and frame of `msg`; `ForeignMessage` if it is no frame of a journal here."""
+        journal = self.journal_of(msg)
+        shipped = parse_headers(msg.headers, msg.subject, stream_seq)
+        if journal != shipped.journal:
+            raise _other_journal(msg.subject, shipped.journal, self.options.subject_prefix)
+        return journal, shipped
+
+    def write(self, journal: str, shipped: Shipped, msg: Msg, stream_seq: int) -> None:
+        """Mirror one frame; the mirror journal's refusal names the message (a `BridgeError`)."""
+        mirror = self.mirror(journal)
+        try:
+            mirror.apply(shipped, msg.data, self.options.to, self.service)
+        except FrameTooLargeError:
+            page = mirror.writer.page_size if mirror.writer is not None else 0
+            raise BridgeError(
+                f"the message on {where(msg.subject, stream_seq)} is a frame of {len(msg.data)} bytes: "
+                f"mirror journal {journal}'s {page}-byte pages take at most {max_payload(page)}; give "
+                "`mmipc bridge in` a larger --page-size (up to 1G)"
+            ) from None
+        except UsageError as exc:
+            message = where(msg.subject, stream_seq)
+            raise BridgeError(f"cannot mirror the message on {message}: {exc}") from None
+
     def journal_of(self, msg: Msg) -> str:
-        """The journal of `msg`'s subject; `BridgeError` naming the subject if it cannot be one."""
+        """The journal of `msg`'s subject; `ForeignMessage` naming the subject if it cannot be one."""
         journal = journal_of(self.options.subject_prefix, msg.subject) or ""
         try:
             return check_name(journal)
         except UsageError as exc:
-            raise BridgeError(
-                f"message on subject {msg.subject} is not for a journal ({exc}): keep other "
-                "publishers off the bridge's subjects"
+            raise ForeignMessage(
+                f"message on {where(msg.subject, msg.metadata.sequence.stream)} is not for a journal "
+                f"({exc}): keep other publishers off the bridge's subjects"
             ) from None
 
     async def session(self, client: Client, stop: asyncio.Event) -> None:
@@ -320,6 +352,7 @@ class InBridge:
             "acked_stream_seq": self.stream_seq,
             "lag_frames": self.pending,
             "lag_s": round(lag_s, 6),
+            "foreign_skipped": self.foreign,
             "journals": journals,
             "resume": {
                 "to": self.options.to,
@@ -401,9 +434,19 @@ class Puller:
 
 
 def run(options: InOptions) -> None:
-    os.makedirs(options.to, exist_ok=True)
+    _make_directory(options.to)
     bridge = InBridge(options)
     try:
         asyncio.run(bridge.main())
     finally:
         bridge.close()
+
+
+def _make_directory(to: str) -> None:
+    """The mirror's directory, made if missing; a `BridgeError` saying why it cannot be one."""
+    try:
+        os.makedirs(to, exist_ok=True)
+    except FileExistsError:
+        raise BridgeError(f"--to {to} is a file, not a directory: give a directory for the mirror") from None
+    except OSError as exc:
+        raise BridgeError(f"cannot make the mirror directory --to {to}: {exc.strerror}") from None

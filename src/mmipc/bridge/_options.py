@@ -11,8 +11,10 @@ import math
 import os
 import socket
 
+from .._errors import UsageError
 from ..journal._cursor import Start
 from ..journal._files import check_name
+from ..journal._layout import check_page_size
 from ._wire import MAX_BATCH, BridgeError, check_token, check_url
 
 MAX_STREAM_NAME = 255  # JetStream refuses a longer one (err_code 10052), which a retry cannot fix
@@ -77,12 +79,19 @@ class InOptions(Common):
 
     to: str = "."
     fetch_batch: int = 512
+    page_size: int | None = None  # of the mirror's new pages: None keeps a journal's, or the default
+    skip_foreign: bool = False  # skip (and count) messages that are no journal's frames, not stop
 
     def checked(self) -> InOptions:
         self.check("in")
         self.to = os.path.abspath(self.to)
         if not _whole(self.fetch_batch):
             raise BridgeError(f"fetch batch must be a whole number >= 1, not {self.fetch_batch!r}")
+        if self.page_size is not None:
+            try:
+                check_page_size(self.page_size)
+            except UsageError as exc:
+                raise BridgeError(f"--page-size: {exc}") from None
         return self
 
 

@@ -112,7 +112,7 @@ class Pump:
             self.expected = 0
             self.place(self.committed)
             return
-        shipped = parse_headers(last.headers, self.subject)
+        shipped = parse_headers(last.headers, self.subject, last.seq)
         if shipped.host != self.options.host or shipped.journal != self.jid.name:
             raise BridgeError(
                 f"subject {self.subject} of stream {self.options.stream} holds frames of journal "

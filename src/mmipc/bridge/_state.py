@@ -77,7 +77,7 @@ def _read(path: str) -> dict[str, Any] | None:
 
 
 _TEXT = ("name", "kind", "state", "error", "host", "nats", "stream")
-_NUMBERS = ("pid", "updated_ns", "acked_stream_seq", "lag_frames", "lag_s", "retry_in_s")
+_NUMBERS = ("pid", "updated_ns", "acked_stream_seq", "lag_frames", "lag_s", "retry_in_s", "foreign_skipped")
 
 
 def _typed(record: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +140,8 @@ def state_lines(states: list[dict[str, Any]]) -> list[str]:
         )
         if s.get("error") and s.get("state") != "connected":
             lines.append(f"  {s['error']}")
+        if s.get("foreign_skipped"):
+            lines.append(f"  {s['foreign_skipped']} foreign message(s) skipped (--skip-foreign)")
     return lines
 
 

@@ -20,6 +20,7 @@ import urllib.parse
 from typing import NamedTuple
 
 from .._errors import MmipcError
+from ..journal._layout import MAX_MSG_TYPE, MAX_SOURCE
 
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
@@ -43,6 +44,11 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 class BridgeError(MmipcError):
     """A bridge cannot go on: a conflict or a configuration that no retry can solve."""
+
+
+class ForeignMessage(BridgeError):
+    """A stored message that is no frame of a journal under the prefix (`mmipc bridge in
+    --skip-foreign` skips these)."""
 
 
 class NatsMissingError(MmipcError):
@@ -120,7 +126,8 @@ def covers(pattern: str, wanted: str) -> bool:
 def wire_size(headers: dict[str, str], payload: bytes) -> int:
     """The bytes the server counts against its max_payload: the payload and the encoded headers
     (``NATS/1.0\r\n``, ``Key: value\r\n`` each, ``\r\n``), which nats-py leaves out of its check."""
-    return len(payload) + 12 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+    encoded = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())  # UTF-8 bytes
+    return len(payload) + 12 + encoded
 
 
 def subject_for(prefix: str, journal: str) -> str:
@@ -150,8 +157,14 @@ def headers_for(frame: Shipped) -> dict[str, str]:
     }
 
 
-def parse_headers(headers: dict[str, str] | None, subject: str) -> Shipped:
-    """The frame a stored message carries; `BridgeError` naming the subject if it is not ours."""
+def where(subject: str, stream_seq: int | None) -> str:
+    """A stored message's place, for errors: its subject and, when known, its stream sequence."""
+    return f"subject {subject}" + (f" (stream sequence {stream_seq})" if stream_seq is not None else "")
+
+
+def parse_headers(headers: dict[str, str] | None, subject: str, stream_seq: int | None = None) -> Shipped:
+    """The frame a stored message carries; `ForeignMessage` naming the subject (and the stream
+    sequence) if it is not ours, or if no journal could hold what its headers say."""
     h = headers or {}
     try:
         page, end = h[AT].split(".")
@@ -159,10 +172,27 @@ def parse_headers(headers: dict[str, str] | None, subject: str) -> Shipped:
             h[HOST], h[JOURNAL], int(h[SEQ]), int(page), int(end), int(h[NANO]), int(h[TYPE]), int(h[SOURCE])
         )
     except (KeyError, ValueError):
-        raise BridgeError(
-            f"a message on subject {subject} was not published by an mmipc bridge (its headers: "
-            f"{sorted(h)[:8]}): keep other publishers off the bridge's subjects"
+        raise ForeignMessage(
+            f"a message on {where(subject, stream_seq)} was not published by an mmipc bridge (its "
+            f"headers: {sorted(h)[:8]}): keep other publishers off the bridge's subjects"
         ) from None
-    if frame.nano < 0 or frame.page_no < 0 or frame.end < 0 or not 0 <= frame.msg_type < 1 << 32:
-        raise BridgeError(f"a message on subject {subject} has impossible mmipc headers: {frame}")
+    problem = _impossible(frame)
+    if problem:
+        raise ForeignMessage(
+            f"a message on {where(subject, stream_seq)} has impossible mmipc headers ({problem}): "
+            "keep other publishers off the bridge's subjects"
+        )
     return frame
+
+
+def _impossible(frame: Shipped) -> str:
+    """What no journal frame could have in `frame`'s headers, or ""."""
+    if not 0 < frame.nano < 1 << 63:
+        return f"{NANO} {frame.nano} is outside 1..2**63-1"
+    if not 0 <= frame.msg_type <= MAX_MSG_TYPE:
+        return f"{TYPE} {frame.msg_type} is outside 0..{MAX_MSG_TYPE}"
+    if not 0 <= frame.source <= MAX_SOURCE:
+        return f"{SOURCE} {frame.source} is outside 0..{MAX_SOURCE}"
+    if frame.page_no < 0 or frame.end < 0:
+        return f"{AT} {frame.page_no}.{frame.end} is no position"
+    return ""

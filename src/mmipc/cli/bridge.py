@@ -9,7 +9,16 @@ from typing import Any, TypeVar
 
 from ..bridge import BridgeError, require_nats, run_in, run_out
 from ..bridge._options import InOptions, OutOptions
-from ._args import add_home, add_journals, count, journals_in_one_directory, seconds, time_arg
+from ._args import (
+    add_home,
+    add_journals,
+    count,
+    existing_directory,
+    journals_in_one_directory,
+    page_size,
+    seconds,
+    time_arg,
+)
 from ._errors import ArgumentsError
 
 Options = TypeVar("Options", OutOptions, InOptions)
@@ -56,6 +65,19 @@ def add_commands(commands: Any) -> None:
     )
     _common(into, "in")
     into.add_argument("--to", required=True, metavar="DIR", help="the mirror journals' directory")
+    into.add_argument(
+        "--page-size",
+        type=page_size,
+        metavar="BYTES",
+        help="size of the mirror's new pages, like 64M (default: a journal's own, else 32M); a frame "
+        "must fit one page",
+    )
+    into.add_argument(
+        "--skip-foreign",
+        action="store_true",
+        help="skip messages that are no mmipc frame (logged with subject and stream sequence, counted "
+        "in `mmipc status`) instead of stopping",
+    )
     into.set_defaults(run=run_bridge_in)
 
 
@@ -78,7 +100,7 @@ def run_bridge_out(args: argparse.Namespace) -> int:
     require_nats()
     options = OutOptions(
         **_common_options(args),
-        directory=args.directory,
+        directory=existing_directory(args.directory),  # as read and tail: a typo is not waited for
         journals=journals_in_one_directory(args),
         host=args.host_id,
         max_batch=args.batch,
@@ -90,7 +112,10 @@ def run_bridge_out(args: argparse.Namespace) -> int:
 
 def run_bridge_in(args: argparse.Namespace) -> int:
     require_nats()
-    return _run(InOptions(**_common_options(args), to=args.to), run_in)
+    options = InOptions(
+        **_common_options(args), to=args.to, page_size=args.page_size, skip_foreign=args.skip_foreign
+    )
+    return _run(options, run_in)
 
 
 def _common_options(args: argparse.Namespace) -> dict[str, Any]:
