@@ -215,10 +215,11 @@ class Merge:
         """The earliest next frame of all journals, or None (pure Python; from the reader's thread,
         `owner`, only: another calls `on_thread`, which raises, and so does a read from inside this
         one, a signal handler's: the owner is READING meanwhile)."""
-        owner, self.owner = self.owner, READING  # a read from inside this one is refused (_cursor.py),
-        if _get_ident() != owner and owner:  # and so is any change (Reader._check_not_reading), from
-            self.owner = owner  # the thread check on: a signal handler may run when it returns
+        owner = self.owner  # checked before it is set: another thread never writes it, so the
+        if _get_ident() != owner and owner:  # owner's reads are never refused for its misuse
             self.on_thread()
+        self.owner = READING  # a read from inside this one is refused (_cursor.py), and so is any
+        # change (Reader._check_not_reading), from the thread check on
         try:
             if self.pending[0]:
                 self._collect()
