@@ -214,12 +214,17 @@ class Merge:
     def read(self) -> Frame | None:
         """The earliest next frame of all journals, or None (pure Python; from the reader's thread,
         `owner`, only: another calls `on_thread`, which raises, and so does a read from inside this
-        one, a signal handler's: the owner is READING meanwhile)."""
-        owner = self.owner  # checked before it is set: another thread never writes it, so the
-        if _get_ident() != owner and owner:  # owner's reads are never refused for its misuse
+        one, a signal handler's: the owner is READING meanwhile). The check writes nothing: another
+        thread that marked the merge READING until it was refused made the owner's read that ran
+        meanwhile look like one from inside its own, and refused it too."""
+        if _get_ident() != self.owner and self.owner:
             self.on_thread()
-        self.owner = READING  # a read from inside this one is refused (_cursor.py), and so is any
-        # change (Reader._check_not_reading), from the thread check on
+        return self._read()
+
+    def _read(self) -> Frame | None:
+        """`read` past its thread check. From here on a signal handler's read, and any change
+        (Reader._check_not_reading), is refused (_cursor.py)."""
+        owner, self.owner = self.owner, READING
         try:
             if self.pending[0]:
                 self._collect()
