@@ -6,12 +6,14 @@ Each test is a defect found (and fixed): it failed before its fix. Real nats-ser
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Procs, wait_for
+from conftest import PROCS, Procs, wait_for
 from test_bridge import (
     NatsServer,
     bridge_in,
@@ -24,9 +26,6 @@ from test_bridge import (
     write_frames,
 )
 from test_red_team_11 import _add_stream, _ship
-
-# .ci/run: native pass only. The bridge's dealings with NATS, whatever backend reads the journals.
-pytestmark = pytest.mark.once
 
 FLOOD = 400
 
@@ -42,6 +41,7 @@ def _publish_foreign(url: str, count: int) -> None:
     with_nats(url, publish)
 
 
+@pytest.mark.once  # the bridge's dealings with NATS, whatever backend reads the journals
 def test_skip_foreign_does_not_log_a_line_per_foreign_message(
     nats_server: NatsServer,  # noqa: F811
     procs: Procs,
@@ -65,3 +65,15 @@ def test_skip_foreign_does_not_log_a_line_per_foreign_message(
     assert len(lines) <= 12, f"{len(lines)} lines for {FLOOD} foreign messages: {lines[:3]} ..."
     assert "subject mmipc.DESK.zz0 (stream sequence 1)" in lines[0], lines[0]
     assert any(f"{FLOOD} foreign message" in x for x in lines), lines
+
+
+def test_a_signal_storm_whose_handler_sleeps_in_another_reader_loses_nothing(jdir: str) -> None:
+    """A pure-Python reader imported `_aio` (and asyncio) at its first wait, for its FIFO: a signal
+    handler that ran during that import and slept in another reader's frames(wait="block") met the
+    module half made ("cannot import name '_fifo' from partially initialized module"), and the
+    reader died of ImportError. Every frame comes once, in order, through the storm."""
+    count = 500
+    storm = [sys.executable, str(PROCS / "signal_storm.py"), jdir, str(count)]
+    done = subprocess.run(storm, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == [str(i) for i in range(count)]
