@@ -1,6 +1,6 @@
 """A reader asleep in frames(wait="block") under a storm of SIGALRM (every 50 us), whose handler
-sleeps in another reader's frames(wait="block") every tenth signal, while a writer process of its
-own writes COUNT numbered frames at random gaps. Prints the numbers read, in order.
+sleeps in another reader's frames(wait="block") every tenth signal (not nested again), while a
+writer process of its own writes COUNT numbered frames at random gaps. Prints the numbers read.
 
 usage: signal_storm.py DIR COUNT            (the reader; it starts the writer)
        signal_storm.py DIR COUNT --write    (the writer)
@@ -32,14 +32,18 @@ def read(directory: str, count: int) -> None:
     reader, other = Reader.create("storm", service=None), Reader.create("storm-k", service=None)
     reader.add_journal(directory, "j")
     other.add_journal(directory, "k")
-    signals = 0
+    signals, nested = 0, False
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal signals
+        nonlocal signals, nested
         signals += 1
-        if signals % 10 == 0:
-            for _ in other.frames(timeout=0.0002):
-                pass
+        if signals % 10 == 0 and not nested:  # one level: the storm interrupts this sleep too
+            nested = True
+            try:
+                for _ in other.frames(timeout=0.0002):
+                    pass
+            finally:
+                nested = False
 
     signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)
