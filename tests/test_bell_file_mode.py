@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from mmipc import Reader
-from mmipc.journal._aio import _fifo
+from mmipc.journal._block import _fifo
 
 BELL_MODE = 0o660
 

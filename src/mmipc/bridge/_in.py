@@ -38,6 +38,8 @@ from ._wire import BridgeError, ForeignMessage, Shipped, journal_of, parse_heade
 
 log = logging.getLogger("mmipc.bridge")
 RECORD_S = 0.5
+FOREIGN_LOGGED = 5  # foreign messages logged one line each (--skip-foreign); the rest are summed up
+FOREIGN_SUM_S = 60.0  # at most this often, and when the bridge stops
 
 
 def _checked_resume(resume: object, path: str) -> dict[str, Any]:
@@ -189,6 +191,42 @@ class Mirrored:
                 closer.close()
 
 
+class Foreign:
+    """The messages `--skip-foreign` skipped: the first FOREIGN_LOGGED logged one line each, the
+    rest counted and summed up in one line at most every FOREIGN_SUM_S, and once at the end (a
+    flood from a misconfigured publisher logged a line per message)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.said = 0  # the count at the last line about them
+        self.said_at = 0.0
+        self.last = ""
+
+    def skipped(self, exc: ForeignMessage) -> None:
+        self.count += 1
+        self.last = str(exc)
+        if self.count <= FOREIGN_LOGGED:
+            more = (
+                "; further ones are counted (`mmipc status`) and summed up"
+                if self.count == FOREIGN_LOGGED
+                else ""
+            )
+            log.warning("skipped (--skip-foreign): %s%s", exc, more)
+            self.said, self.said_at = self.count, time.monotonic()
+
+    def sum_up(self, final: bool = False) -> None:
+        """Say how many were skipped since the last line, if any were and one is due (or `final`)."""
+        if self.count == self.said or not final and time.monotonic() - self.said_at < FOREIGN_SUM_S:
+            return
+        log.warning(
+            "skipped (--skip-foreign): %d foreign message(s) in all, %d since the last line; the last: %s",
+            self.count,
+            self.count - self.said,
+            self.last,
+        )
+        self.said, self.said_at = self.count, time.monotonic()
+
+
 class InBridge:
     def __init__(self, options: InOptions) -> None:
         self.options = options.checked()
@@ -206,7 +244,7 @@ class InBridge:
         self.created = str(resume.get("created", ""))  # the stream's creation time: its identity
         self.marks: dict[str, dict[str, Any]] = resume.get("journals", {})
         self.mirrors: dict[str, Mirrored] = {}
-        self.foreign = 0  # messages skipped by --skip-foreign
+        self.foreign = Foreign()  # messages skipped by --skip-foreign
         self.pending = 0
         self.last_applied = time.monotonic()
 
@@ -224,8 +262,7 @@ class InBridge:
         except ForeignMessage as exc:
             if not self.options.skip_foreign:
                 raise
-            self.foreign += 1
-            log.warning("skipped (--skip-foreign): %s", exc)
+            self.foreign.skipped(exc)
         else:
             self.write(journal, shipped, msg, meta.sequence.stream)
         self.stream_seq = meta.sequence.stream
@@ -352,7 +389,7 @@ class InBridge:
             "acked_stream_seq": self.stream_seq,
             "lag_frames": self.pending,
             "lag_s": round(lag_s, 6),
-            "foreign_skipped": self.foreign,
+            "foreign_skipped": self.foreign.count,
             "journals": journals,
             "resume": {
                 "to": self.options.to,
@@ -363,6 +400,7 @@ class InBridge:
         }
 
     async def housekeeping(self) -> None:
+        self.foreign.sum_up()
         await asyncio.to_thread(self.state.write, self.record())  # fsync off the loop
 
     async def main(self) -> None:
@@ -374,6 +412,7 @@ class InBridge:
         )
 
     def close(self) -> None:
+        self.foreign.sum_up(final=True)
         for mirror in self.mirrors.values():
             mirror.close()
         self.state.unlock()

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ._bell import BELL_MODE, IN_LOOP, say_once
-from ._block import MAX_NAP, POLL_STEP, Naps
+from ._bell import IN_LOOP
+from ._block import MAX_NAP, Naps, _fifo
 from ._merge import Merge
 from ._types import Frame
 
@@ -163,68 +162,6 @@ async def _nap(
     finally:
         listener.woken = None
         bell.awake()
-
-
-def _fifo(merge: Merge) -> int:
-    """The read end of the bell's FIFO (made on first use), or -1 (said once: `_no_fifo`)."""
-    if merge.fifo >= 0 or merge.bell is None:
-        return merge.fifo
-    path = merge.bell.path + ".fifo"
-    fd, why = _open_fifo(path)
-    if fd < 0:
-        _no_fifo(path, why)
-        return -1
-    merge.fifo = fd
-    return fd
-
-
-def _open_fifo(path: str) -> tuple[int, str]:
-    """Our own FIFO at `path`, made if nothing is there, opened and set to BELL_MODE: (its read
-    end, ""), or (-1, why not)."""
-    try:
-        if not os.path.lexists(path):
-            os.mkfifo(path, BELL_MODE)
-        # read-write: the reader is a writer of its own FIFO, so it never reads EOF (which would
-        # leave it readable for good, a busy loop) once a ringing writer closes its end
-        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as exc:
-        return -1, exc.strerror or str(exc)
-    why = _not_own_fifo(fd)  # a file found there is always readable: every wait a "ring", a busy loop
-    if not why:
-        try:
-            os.fchmod(fd, BELL_MODE)  # the bell's mode exactly, whatever the umask
-        except OSError as exc:
-            why = f"cannot set its mode: {exc.strerror}"
-    if why:
-        os.close(fd)
-        return -1, why
-    return fd, ""
-
-
-def _not_own_fifo(fd: int) -> str:
-    """Why `fd` is not a FIFO of our user ("" if it is): a file, a device or another user's FIFO
-    left at the bell's FIFO path (/dev/shm is everyone's, and the bells list names the bell)."""
-    try:
-        info = os.fstat(fd)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    if not stat.S_ISFIFO(info.st_mode):
-        return "it is not a FIFO"
-    if info.st_uid != os.geteuid():
-        return f"it is uid {info.st_uid}'s FIFO"
-    return ""
-
-
-def _no_fifo(path: str, why: str) -> None:
-    """Say once that a reader cannot have its FIFO, and what it costs."""
-    say_once(
-        path,
-        "cannot use the bell's FIFO %s: %s; no ring can wake this reader (asyncio, or pure-Python "
-        "wait='block'): it polls in steps growing to %g s while idle, so frames may come that late",
-        path,
-        why,
-        POLL_STEP,
-    )
 
 
 async def aframes(

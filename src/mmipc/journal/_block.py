@@ -25,11 +25,11 @@ Rules:
   0.1 s nap of earlier versions; a smaller `max_nap` bounds every nap.
   While rings keep ending the waits, every journal is polled once per SWEEP_PERIOD too (native:
   at the re-check before a wait, not after a wake, where it would delay the frame).
-  A reader without a bell, and a pure-Python reader whose FIFO cannot be had (`_aio._fifo`),
+  A reader without a bell, and a pure-Python reader whose FIFO cannot be had (`_fifo`),
   polls in steps doubling from BOUNDED_SLEEP to POLL_STEP (0.1 s) while it finds nothing
   (`Naps.poll_step`); a reader with journals no doorbell covers (`merge.always`) waits on its bell
   for such a step at most, so a ring still wakes it at once. Each was said once (`_merge`: why no
-  bell, why no slot in a list; `_aio._no_fifo`). They polled every 1 ms: 2% of a core while idle.
+  bell, why no slot in a list; `_no_fifo`). They polled every 1 ms: 2% of a core while idle.
 * `timeout` (seconds without a frame, None: never) ends the iteration cleanly.
 """
 
@@ -39,13 +39,14 @@ import enum
 import math
 import os
 import select
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .._errors import UsageError
 from ._backend import native
-from ._bell import BOUNDED_SLEEP, IN_LOOP, LONGEST_WAIT, ON_FUTEX, Bell
+from ._bell import BELL_MODE, BOUNDED_SLEEP, IN_LOOP, LONGEST_WAIT, ON_FUTEX, Bell, say_once
 from ._merge import Merge
 from ._types import Frame
 
@@ -110,7 +111,7 @@ class Naps:
         return self.nap
 
     def poll_step(self, nap: float | None) -> float:
-        """How long a reader that no ring can wake (its FIFO unusable: `_aio._fifo`) sleeps before
+        """How long a reader that no ring can wake (its FIFO unusable: `_fifo`) sleeps before
         its next poll: BOUNDED_SLEEP, doubled after each poll that found nothing up to POLL_STEP
         (a 1 ms step was 1,000 wake-ups a second while idle), `nap` at most; `found` resets it."""
         step = self.step
@@ -324,10 +325,67 @@ def _sleep_python(reader: Reader, merge: Merge, bell: Bell, nap: float | None, n
 
 
 def _fifo(merge: Merge) -> int:
-    """The read end of the bell's FIFO, made on first use (`_aio._fifo`, shared with `aframes`)."""
-    from ._aio import _fifo as fifo  # here: _aio imports this module
+    """The read end of the bell's FIFO (made on first use), or -1 (said once: `_no_fifo`); shared
+    with `aframes` (_aio.py). Here, not there: a signal handler that slept in a reader during the
+    first wait's import of _aio (and asyncio) met that module half made (ImportError)."""
+    if merge.fifo >= 0 or merge.bell is None:
+        return merge.fifo
+    path = merge.bell.path + ".fifo"
+    fd, why = _open_fifo(path)
+    if fd < 0:
+        _no_fifo(path, why)
+        return -1
+    merge.fifo = fd
+    return fd
 
-    return fifo(merge)
+
+def _open_fifo(path: str) -> tuple[int, str]:
+    """Our own FIFO at `path`, made if nothing is there, opened and set to BELL_MODE: (its read
+    end, ""), or (-1, why not)."""
+    try:
+        if not os.path.lexists(path):
+            os.mkfifo(path, BELL_MODE)
+        # read-write: the reader is a writer of its own FIFO, so it never reads EOF (which would
+        # leave it readable for good, a busy loop) once a ringing writer closes its end
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        return -1, exc.strerror or str(exc)
+    why = _not_own_fifo(fd)  # a file found there is always readable: every wait a "ring", a busy loop
+    if not why:
+        try:
+            os.fchmod(fd, BELL_MODE)  # the bell's mode exactly, whatever the umask
+        except OSError as exc:
+            why = f"cannot set its mode: {exc.strerror}"
+    if why:
+        os.close(fd)
+        return -1, why
+    return fd, ""
+
+
+def _not_own_fifo(fd: int) -> str:
+    """Why `fd` is not a FIFO of our user ("" if it is): a file, a device or another user's FIFO
+    left at the bell's FIFO path (/dev/shm is everyone's, and the bells list names the bell)."""
+    try:
+        info = os.fstat(fd)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not stat.S_ISFIFO(info.st_mode):
+        return "it is not a FIFO"
+    if info.st_uid != os.geteuid():
+        return f"it is uid {info.st_uid}'s FIFO"
+    return ""
+
+
+def _no_fifo(path: str, why: str) -> None:
+    """Say once that a reader cannot have its FIFO, and what it costs."""
+    say_once(
+        path,
+        "cannot use the bell's FIFO %s: %s; no ring can wake this reader (asyncio, or pure-Python "
+        "wait='block'): it polls in steps growing to %g s while idle, so frames may come that late",
+        path,
+        why,
+        POLL_STEP,
+    )
 
 
 def _wait_fifo(fd: int, timeout: float) -> bool:
