@@ -18,7 +18,6 @@ import pytest
 
 from conftest import wait_for
 from mmipc import Block, Reader, Writer
-from mmipc.journal import _aio  # noqa: F401  (pure-Python block: imported before run_as, see below)
 from mmipc.journal._bell import LIST_SIZE, Bell, BellList
 from test_c_api import c_progs
 from test_permissions import NOBODY, needs_root, public_tmp, run_as
@@ -129,8 +128,6 @@ def test_another_user_registers_a_bell_only_where_it_may_read_the_journal(
 
 
 # -- a list made by a reader of another user before the journal had a writer -----------------------
-# (A pure-Python block reader imports _aio, and asyncio, at its first wait: done above, before
-# run_as, as the interpreter's library is under /root, which the other user cannot read.)
 
 OTHER = 4242  # a reader's uid (no passwd entry needed); its group is nobody's, as the writer's
 
