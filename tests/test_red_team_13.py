@@ -80,3 +80,33 @@ def test_a_signal_storm_whose_handler_sleeps_in_another_reader_loses_nothing(jdi
         done = subprocess.run(storm, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.split() == [str(i) for i in range(count)]
+
+
+_FENCE_HELD = """
+import signal, sys
+from mmipc import Reader, Writer
+from mmipc.journal import _bell
+directory = sys.argv[1]
+Writer.create(directory, "j", service=None).close()
+reader = Reader.create("fenced", service=None)
+reader.add_journal(directory, "j")
+got = []
+signal.signal(signal.SIGUSR1, lambda signum, frame: got.extend(reader.frames(timeout=0.01)))
+with _bell._fence_lock:  # the signal lands inside a fence of the code it interrupts
+    signal.raise_signal(signal.SIGUSR1)
+print("slept", len(got))
+"""
+
+
+def test_a_signal_handler_that_sleeps_in_a_reader_inside_a_fence_does_not_deadlock(jdir: str) -> None:
+    """The pure-Python fence was a round trip of one shared lock: a signal handler that slept in a
+    reader (its announcement fences) while the code it interrupted held that lock waited for it for
+    ever. The signal storm test hung in about one run in ten that way (the lead's, after red13)."""
+    from mmipc.journal._backend import native
+
+    if native is not None:
+        pytest.skip("the native fence is an instruction, not a lock")
+    command = [sys.executable, "-c", _FENCE_HELD, jdir]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["slept", "0"]

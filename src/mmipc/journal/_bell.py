@@ -118,12 +118,23 @@ _serial = itertools.count()
 
 
 def fence() -> None:
-    """A full memory fence: the extension's, or a lock round trip (an atomic read-modify-write)."""
+    """A full memory fence: the extension's, or a lock round trip (an atomic read-modify-write).
+    Never a wait for the lock: a signal handler that slept in a reader, or wrote, while the code it
+    interrupted held it waited for ever (a deadlock, seen under a storm of signals)."""
     if native is not None:
         native.fence()
-    else:
-        _fence_lock.acquire()
+    elif _fence_lock.acquire(False):
         _fence_lock.release()
+    else:
+        _own_fence()
+
+
+def _own_fence() -> None:
+    """`fence` when the shared lock is held (by the code a signal handler interrupted, or another
+    thread): a lock of its own; a failed try of a held lock need not be an atomic write."""
+    lock = threading.Lock()
+    lock.acquire()
+    lock.release()
 
 
 def bells_path(directory: str, name: str) -> str:
@@ -843,8 +854,10 @@ class Ringer:
         if native is not None:
             self._ring_native()
             return
-        _fence_lock.acquire()  # fence(), inlined: this is the pure-Python writer's hot path
-        _fence_lock.release()
+        if _fence_lock.acquire(False):  # fence(), inlined: this is the pure-Python writer's hot path
+            _fence_lock.release()
+        else:
+            _own_fence()
         if self.count[1] != self._version:
             keeping_up = []  # flag found clear: its reader collects every frame, and stays needy
             self._reload()
