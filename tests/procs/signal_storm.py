@@ -8,6 +8,7 @@ usage: signal_storm.py DIR COUNT            (the reader; it starts the writer)
 
 from __future__ import annotations
 
+import itertools
 import random
 import signal
 import subprocess
@@ -48,7 +49,9 @@ def read(directory: str, count: int) -> None:
     signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)
     writer = subprocess.Popen([sys.executable, __file__, directory, str(count), "--write"])
-    got = [int.from_bytes(f.data, "little") for f in reader.frames(timeout=5)]
+    frames = reader.frames(timeout=30)
+    got = [int.from_bytes(f.data, "little") for f in itertools.islice(frames, count)]
+    got += [int.from_bytes(f.data, "little") for f in reader.frames(timeout=0.3)]  # none more
     signal.setitimer(signal.ITIMER_REAL, 0)
     if writer.wait() != 0:
         sys.exit("the writer failed")
