@@ -568,13 +568,14 @@ class _ClearingFence:
     def __init__(self, bell: Any, flag: int) -> None:
         self.bell, self.flag, self.cleared = bell, flag, False
 
-    def acquire(self) -> None:
+    def acquire(self, blocking: bool = True) -> bool:
         if not self.cleared:  # the reader's collect: `pending`, then the flag, cleared, needy set
             self.bell.mm[16:20] = bytes(4)
             self.bell.mm[self.flag] = 0
             needy, offset = self.bell.needy[self.flag - 64]
             needy[offset] = 1
             self.cleared = True
+        return True
 
     def release(self) -> None:
         pass
