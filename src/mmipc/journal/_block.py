@@ -48,6 +48,7 @@ from .._errors import UsageError
 from ._backend import native
 from ._bell import BELL_MODE, BOUNDED_SLEEP, IN_LOOP, LONGEST_WAIT, ON_FUTEX, Bell, say_once
 from ._merge import Merge
+from ._times import float_seconds
 from ._types import Frame
 
 if TYPE_CHECKING:
@@ -234,13 +235,10 @@ def _frames(reader: Reader, merge: Merge, timeout: float | None, wait: Block) ->
 
 
 def _seconds(value: object) -> bool:
-    """A finite number of seconds (an int too large for a float is not: math.isfinite overflowed)."""
+    """A finite number of seconds (an int too large for a float is not)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
+    return math.isfinite(float_seconds(value))
 
 
 def _window(spin: float, gap_ns: int) -> float:

@@ -54,7 +54,7 @@ from ._block import Block, block_frames
 from ._cursor import READING, Cursor, Start
 from ._files import check_directory, check_name
 from ._merge import Merge
-from ._times import to_nano
+from ._times import float_seconds, to_nano
 from ._types import Frame, JournalId
 from ._wait import WaitName, WaitStrategy, make_wait
 
@@ -611,18 +611,10 @@ def _check_timeout(timeout: float | None, what: str) -> float | None:
     if timeout is None:
         return None
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-        seconds = _float_seconds(timeout)
+        seconds = float_seconds(timeout)
         if not math.isnan(seconds):
             return seconds
     raise UsageError(f"{what} needs timeout in seconds (a number, or None: no timeout), not {timeout!r}")
-
-
-def _float_seconds(value: float) -> float:
-    """`value` as a float; an int too large for one: +-inf."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
 
 
 def _owned(read: Callable[[], T], name: str, owner: int) -> Callable[[], T]:

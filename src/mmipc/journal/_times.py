@@ -6,6 +6,7 @@ use, not by `import mmipc`.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from .._errors import UsageError
@@ -41,3 +42,11 @@ def to_nano(when: int | datetime | str, what: str = "time") -> int:
         f"{what} must be ns since the epoch (int), a datetime or an ISO 8601 string, "
         f"not {type(when).__name__} {when!r}"
     )
+
+
+def float_seconds(value: float) -> float:
+    """A number of seconds as a float; an int too large for one is +-inf (float() overflows)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
